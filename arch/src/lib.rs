@@ -1,0 +1,54 @@
+//! Raw Linux system calls and the per-architecture facts the restorer needs.
+//!
+//! Everything here is `no_std`, allocation-free and usable before any
+//! relocation or libc exists, which is the situation of the restorer blob.
+//! The layout follows one rule: numbers and types come from `linux-raw-sys`
+//! (generated from kernel headers) or from [`consts`] (the few it lacks);
+//! hand-written assembly lives only in the per-arch modules, which all export
+//! the same items:
+//!
+//! | item | what it is |
+//! | --- | --- |
+//! | `NAME` | the arch as revenant names it (`"x86_64"`, `"arm"`) |
+//! | `PAGE_SIZE`, `SHMLBA` | page size and SysV attach alignment |
+//! | `syscall0` .. `syscall6` | the raw trap, returning the kernel's word |
+//! | `syscall1_noreturn` | for `exit`/`exit_group`/`rt_sigreturn` |
+//! | `mmap` | `mmap` or `mmap2`, whichever the arch has |
+//! | `flush_icache` | make freshly written code visible to fetch |
+//! | `call_on_stack` | switch to a new stack and call a function there |
+
+#![no_std]
+
+pub mod consts;
+mod errno;
+pub mod sys;
+
+pub use errno::Errno;
+pub use linux_raw_sys::general as nr_general;
+
+cfg_select! {
+    target_arch = "x86_64" => {
+        mod x86_64;
+        pub use x86_64::*;
+    }
+    target_arch = "arm" => {
+        mod arm;
+        pub use arm::*;
+    }
+    _ => {
+        compile_error!("revenant-arch supports only x86_64 and 32-bit ARM");
+    }
+}
+
+/// Turns the kernel's return word into a typed result.
+///
+/// The kernel returns `-errno` in the range `-4095..=-1` for failures and
+/// anything else for success.
+#[inline(always)]
+pub fn check(ret: usize) -> Result<usize, Errno> {
+    if ret > (-4096isize) as usize {
+        Err(Errno::from_raw((ret as isize).unsigned_abs() as u16))
+    } else {
+        Ok(ret)
+    }
+}

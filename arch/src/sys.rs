@@ -1,0 +1,85 @@
+//! Typed wrappers over the raw traps, for the calls whose signature is the
+//! same on every supported arch. Each returns the kernel's result unchanged
+//! apart from turning `-errno` into [`Errno`].
+
+use linux_raw_sys::general as g;
+
+use crate::{Errno, check, syscall0, syscall1, syscall1_noreturn, syscall2, syscall3, syscall5};
+
+/// `write(2)`.
+pub fn write(fd: i32, buf: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: the kernel only reads `buf.len()` bytes from a live slice.
+    check(unsafe { syscall3(g::__NR_write, fd as usize, buf.as_ptr() as usize, buf.len()) })
+}
+
+/// `write(2)` until everything is written or an error other than `EINTR`.
+pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
+    while !buf.is_empty() {
+        match write(fd, buf) {
+            Ok(0) => return Err(Errno::EFAULT),
+            Ok(n) => buf = &buf[n.min(buf.len())..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `read(2)`.
+pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes into a live slice.
+    check(unsafe { syscall3(g::__NR_read, fd as usize, buf.as_mut_ptr() as usize, buf.len()) })
+}
+
+/// `close(2)`.
+pub fn close(fd: i32) -> Result<(), Errno> {
+    // SAFETY: closing a descriptor touches no memory.
+    check(unsafe { syscall1(g::__NR_close, fd as usize) }).map(|_| ())
+}
+
+/// `getpid(2)`.
+pub fn getpid() -> u32 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { syscall0(g::__NR_getpid) as u32 }
+}
+
+/// `gettid(2)`.
+pub fn gettid() -> u32 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { syscall0(g::__NR_gettid) as u32 }
+}
+
+/// `exit_group(2)`: ends every thread of the process.
+pub fn exit_group(code: i32) -> ! {
+    // SAFETY: exit_group takes a plain integer and never returns.
+    unsafe { syscall1_noreturn(g::__NR_exit_group, code as usize) }
+}
+
+/// `munmap(2)`.
+///
+/// # Safety
+/// Nothing may use the range afterwards.
+pub unsafe fn munmap(addr: usize, len: usize) -> Result<(), Errno> {
+    // SAFETY: the caller vouches that the range is no longer used.
+    check(unsafe { syscall2(g::__NR_munmap, addr, len) }).map(|_| ())
+}
+
+/// `mprotect(2)`.
+///
+/// # Safety
+/// Removing access from memory still in use makes its next use fault.
+pub unsafe fn mprotect(addr: usize, len: usize, prot: u32) -> Result<(), Errno> {
+    // SAFETY: the caller vouches for the new protection.
+    check(unsafe { syscall3(g::__NR_mprotect, addr, len, prot as usize) }).map(|_| ())
+}
+
+/// `mremap(2)` with `MREMAP_FIXED | MREMAP_MAYMOVE`: moves a mapping to `new`.
+///
+/// # Safety
+/// Whatever was mapped at `new..new + len` is replaced, and nothing may use
+/// `old` afterwards.
+pub unsafe fn mremap_fixed(old: usize, old_len: usize, new: usize, len: usize) -> Result<usize, Errno> {
+    let flags = (g::MREMAP_FIXED | g::MREMAP_MAYMOVE) as usize;
+    // SAFETY: the caller vouches for both ranges.
+    check(unsafe { syscall5(g::__NR_mremap, old, old_len, len, flags, new) })
+}

@@ -1,0 +1,42 @@
+//! The blob built by build.rs for this binary's arch.
+
+mod meta {
+    include!(concat!(env!("OUT_DIR"), "/blob_meta.rs"));
+}
+
+/// Everything known about the embedded blob.
+#[derive(Debug)]
+pub struct Embedded {
+    pub arch: &'static str,
+    pub word_size: usize,
+    /// File-backed bytes, loaded at offset 0.
+    pub image: &'static [u8],
+    /// Zeroed bytes after `image`.
+    pub bss_size: u64,
+    /// First writable offset; below it is code and read-only data.
+    pub data_start: u64,
+    pub entry: u64,
+    /// Offsets of words to which the load base is added.
+    pub relocs: &'static [u32],
+    pub reloc_types: &'static [(&'static str, usize)],
+    pub symbols: &'static [(&'static str, u64)],
+}
+
+impl Embedded {
+    /// Image plus bss, rounded up to whole pages: what the loader maps.
+    pub fn map_size(&self) -> usize {
+        (self.image.len() + self.bss_size as usize).next_multiple_of(revenant_arch::PAGE_SIZE)
+    }
+}
+
+pub static EMBEDDED: Embedded = Embedded {
+    arch: meta::ARCH,
+    word_size: meta::WORD_SIZE,
+    image: include_bytes!(concat!(env!("OUT_DIR"), "/blob.bin")),
+    bss_size: meta::BSS_SIZE,
+    data_start: meta::DATA_START,
+    entry: meta::ENTRY,
+    relocs: meta::RELOCS,
+    reloc_types: meta::RELOC_TYPES,
+    symbols: meta::SYMBOLS,
+};

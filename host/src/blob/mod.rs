@@ -1,0 +1,15 @@
+//! The restorer blob as the host sees it: the flat image built into this
+//! binary, the argument block the host writes for it, and the loader that
+//! maps, relocates and enters it.
+
+mod args;
+mod embedded;
+mod info;
+mod loader;
+mod selftest;
+
+pub use args::{ArgBlock, BlockBuilder};
+pub use embedded::EMBEDDED;
+pub use info::{export, info_json, info_text};
+pub use loader::{Loaded, load, map_stack};
+pub use selftest::{SelfTestOutcome, run_selftest};

@@ -1,0 +1,5 @@
+//! revenant: checkpoint and restore of Linux process trees in CRIU's image
+//! format. This library is the host side: the embedded restorer blob and its
+//! loader, and (as they land) image handling, dump and restore.
+
+pub mod blob;

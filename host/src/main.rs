@@ -1,0 +1,91 @@
+//! The `revenant` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use revenant::blob;
+
+/// Checkpoint and restore Linux process trees, in CRIU's image format.
+#[derive(Parser)]
+#[command(name = "revenant", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show what revenant does, on a built-in example.
+    Demo,
+    /// Inspect or export the restorer blob built into this binary.
+    Blob {
+        #[command(subcommand)]
+        command: BlobCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlobCmd {
+    /// Arch, sizes, entry, relocations and checksum of the blob.
+    Info {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the flat blob, its relocations and a JSON ABI description.
+    Export { dir: PathBuf },
+    /// Load the blob in a child process and run its self-test.
+    Selftest {
+        /// The number the self-test feeds through its function table.
+        #[arg(long, default_value_t = 7)]
+        input: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("revenant: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Demo => selftest(7),
+        Cmd::Blob { command: BlobCmd::Info { json } } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&blob::info_json())?);
+            } else {
+                print!("{}", blob::info_text());
+            }
+            Ok(())
+        }
+        Cmd::Blob { command: BlobCmd::Export { dir } } => {
+            blob::export(&dir).with_context(|| format!("exporting the blob to {}", dir.display()))
+        }
+        Cmd::Blob { command: BlobCmd::Selftest { input } } => selftest(input),
+    }
+}
+
+fn selftest(input: u32) -> Result<()> {
+    let expected = revenant_blob_abi::selftest_exit_code(input) as i32;
+    println!("loading the {} restorer blob into a child process and running its self-test", blob::EMBEDDED.arch);
+    let out = blob::run_selftest(input, "hello from the host", None)?;
+    print!("{}", out.log);
+    match (out.exit_code, out.signal) {
+        (Some(c), _) if c == expected => {
+            println!("child {} exited with {c}, as expected: load, relocation and entry work", out.pid);
+            Ok(())
+        }
+        (Some(c), _) => match revenant_blob_abi::ExitCode::from_code(c) {
+            Some(why) => bail!("blob exited with {c}: {}", why.describe()),
+            None => bail!("blob exited with {c}, expected {expected}"),
+        },
+        (None, Some(sig)) => bail!("blob was killed by signal {sig}"),
+        (None, None) => bail!("blob ended without an exit status"),
+    }
+}

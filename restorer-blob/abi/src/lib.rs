@@ -1,0 +1,253 @@
+//! The contract between revenant's host and its restorer blob.
+//!
+//! The host lays out one argument block: a [`Header`] at offset 0, then the
+//! arrays the header's [`Span`]s point at, all in one allocation of
+//! `total_size` bytes. The blob receives a pointer to it as its only
+//! argument. Every field has a fixed width and every address is a `u64`, so
+//! the block has the same layout on every arch; the asserts at the bottom
+//! hold that for each target this crate is built for.
+//!
+//! Versioning: [`VERSION`] changes whenever a field's meaning or place
+//! changes. The blob refuses a block whose magic, version, arch or size it
+//! does not expect, and exits with the matching [`ExitCode`].
+
+#![no_std]
+
+use core::mem::{offset_of, size_of};
+
+/// "RVNT", little-endian: the first word of every argument block.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
+/// The argument block layout described by this crate.
+pub const VERSION: u32 = 1;
+/// The exported symbol the loader jumps to, as `extern "C" fn(*const Header) -> !`.
+pub const ENTRY_SYMBOL: &str = "blob_entry";
+
+/// Architectures, as written into [`Header::arch`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64 = 1,
+    Arm = 2,
+}
+
+impl Arch {
+    /// The arch this crate was compiled for.
+    pub const NATIVE: Arch = cfg_select! {
+        target_arch = "x86_64" => { Arch::X86_64 }
+        target_arch = "arm" => { Arch::Arm }
+    };
+
+    pub fn from_u32(v: u32) -> Option<Arch> {
+        match v {
+            1 => Some(Arch::X86_64),
+            2 => Some(Arch::Arm),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Arm => "arm",
+        }
+    }
+}
+
+/// What the blob is asked to do.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Exercise relocated data, function-pointer tables, the log and
+    /// syscalls, then exit with a code derived from [`SelfTest::input`].
+    SelfTest = 1,
+}
+
+impl Command {
+    pub fn from_u32(v: u32) -> Option<Command> {
+        match v {
+            1 => Some(Command::SelfTest),
+            _ => None,
+        }
+    }
+}
+
+/// Log verbosity, as in [`Header::log_level`]; a message is written when its
+/// level is at most the header's.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+}
+
+/// An array inside the argument block: `count` elements starting `offset`
+/// bytes from the block's start.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u32,
+    pub count: u32,
+}
+
+/// The start of every argument block.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: u32,
+    /// [`VERSION`].
+    pub version: u32,
+    /// [`Arch`] as a number.
+    pub arch: u32,
+    /// Bytes in the whole block, header included.
+    pub total_size: u32,
+    /// [`Command`] as a number.
+    pub command: u32,
+    /// [`LogLevel`] as a number; 0 silences the log.
+    pub log_level: u32,
+    /// Where log lines go; -1 for nowhere.
+    pub log_fd: i32,
+    /// Reserved, zero.
+    pub flags: u32,
+    /// One [`SelfTest`] for [`Command::SelfTest`].
+    pub selftest: Span,
+}
+
+/// Arguments of [`Command::SelfTest`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelfTest {
+    /// Fed through the blob's function-pointer table; the blob exits with
+    /// [`selftest_exit_code`] of it.
+    pub input: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// A message (bytes in the block) the blob logs back verbatim.
+    pub message: Span,
+}
+
+/// The exit code a correct blob gives for a self-test of `input`: the input
+/// goes through add 3, multiply by 5, xor 0x55, and is reduced below 128 so
+/// it can never be mistaken for an [`ExitCode`].
+pub const fn selftest_exit_code(input: u32) -> u8 {
+    ((((input.wrapping_add(3)).wrapping_mul(5)) ^ 0x55) % 128) as u8
+}
+
+/// Why a blob ended other than by finishing its command. These are the
+/// process exit codes the host sees; all are at least 200 so they never
+/// overlap a self-test result.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// The block does not start with [`MAGIC`].
+    BadMagic = 200,
+    /// The block's [`VERSION`] is not the blob's.
+    BadVersion = 201,
+    /// The block was made for another arch.
+    BadArch = 202,
+    /// A size or span points outside the block, or is misaligned.
+    BadLayout = 203,
+    /// The command number is unknown.
+    UnknownCommand = 204,
+    /// The blob hit a bug (a Rust panic).
+    Panic = 205,
+    /// A self-test check failed; the log says which.
+    SelfTestFailed = 206,
+}
+
+impl ExitCode {
+    pub const ALL: [ExitCode; 7] = [
+        ExitCode::BadMagic,
+        ExitCode::BadVersion,
+        ExitCode::BadArch,
+        ExitCode::BadLayout,
+        ExitCode::UnknownCommand,
+        ExitCode::Panic,
+        ExitCode::SelfTestFailed,
+    ];
+
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        Self::ALL.into_iter().find(|c| *c as i32 == code)
+    }
+
+    /// One line for a user reading the host's error message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ExitCode::BadMagic => "argument block has a bad magic number",
+            ExitCode::BadVersion => "argument block version differs from the blob's",
+            ExitCode::BadArch => "argument block was made for another architecture",
+            ExitCode::BadLayout => "argument block has a size or array outside its bounds",
+            ExitCode::UnknownCommand => "unknown command in the argument block",
+            ExitCode::Panic => "the blob panicked (a bug in revenant)",
+            ExitCode::SelfTestFailed => "a blob self-test check failed",
+        }
+    }
+}
+
+/// A field of an ABI struct, for the machine-readable description that
+/// `revenant blob export` writes.
+#[derive(Clone, Copy, Debug)]
+pub struct Field {
+    pub name: &'static str,
+    pub offset: usize,
+    pub size: usize,
+    pub ty: &'static str,
+}
+
+macro_rules! fields {
+    ($t:ty { $($f:ident : $ty:literal),* $(,)? }) => {
+        &[$(Field {
+            name: stringify!($f),
+            offset: offset_of!($t, $f),
+            size: { const fn sz<T>(_: fn(&$t) -> &T) -> usize { size_of::<T>() } sz(|s: &$t| &s.$f) },
+            ty: $ty,
+        }),*]
+    };
+}
+
+/// Every ABI struct: name, size, fields.
+pub const STRUCTS: &[(&str, usize, &[Field])] = &[
+    (
+        "Header",
+        size_of::<Header>(),
+        fields!(Header {
+            magic: "u32", version: "u32", arch: "u32", total_size: "u32", command: "u32",
+            log_level: "u32", log_fd: "i32", flags: "u32", selftest: "Span<SelfTest>",
+        }),
+    ),
+    ("Span", size_of::<Span>(), fields!(Span { offset: "u32", count: "u32" })),
+    ("SelfTest", size_of::<SelfTest>(), fields!(SelfTest { input: "u32", pad: "u32", message: "Span<u8>" })),
+];
+
+// The layout is part of the ABI: these hold on every arch the crate builds for.
+const _: () = {
+    assert!(size_of::<Span>() == 8);
+    assert!(size_of::<Header>() == 40);
+    assert!(offset_of!(Header, log_fd) == 24);
+    assert!(offset_of!(Header, selftest) == 32);
+    assert!(size_of::<SelfTest>() == 16);
+    assert!(offset_of!(SelfTest, message) == 8);
+    assert!(core::mem::align_of::<Header>() == 4);
+};
+
+/// Types the blob may view directly inside the argument block.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]` (or primitive), have no padding, and be
+/// valid for every bit pattern.
+pub unsafe trait Plain: Copy {}
+
+// SAFETY: primitives are valid for every bit pattern.
+unsafe impl Plain for u8 {}
+// SAFETY: as above.
+unsafe impl Plain for u32 {}
+// SAFETY: as above.
+unsafe impl Plain for u64 {}
+// SAFETY: two u32s, repr(C), no padding (size asserted above).
+unsafe impl Plain for Span {}
+// SAFETY: u32s and a Span, repr(C), no padding (size asserted above).
+unsafe impl Plain for SelfTest {}
+// SAFETY: u32s, an i32 and a Span, repr(C), no padding (size asserted above).
+unsafe impl Plain for Header {}

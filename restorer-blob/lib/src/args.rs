@@ -1,0 +1,159 @@
+//! Validated access to the argument block.
+
+use core::mem::{align_of, size_of};
+
+use revenant_blob_abi::{Arch, ExitCode, Header, MAGIC, Plain, Span, VERSION};
+
+/// The argument block, checked: magic, version, arch and size are right,
+/// and every array handed out lies inside it.
+pub struct Args<'a> {
+    bytes: &'a [u8],
+    header: Header,
+}
+
+impl<'a> Args<'a> {
+    /// # Safety
+    /// `block` must point at a readable [`Header`] and, if that header's
+    /// checks pass, at `total_size` readable bytes that stay unchanged for
+    /// `'a`.
+    pub unsafe fn from_ptr(block: *const u8) -> Result<Args<'a>, ExitCode> {
+        // SAFETY: the caller guarantees a readable header.
+        let header = unsafe { block.cast::<Header>().read_unaligned() };
+        check_header(&header)?;
+        // SAFETY: the header passed its checks, so the caller guarantees
+        // `total_size` readable bytes.
+        let bytes = unsafe { core::slice::from_raw_parts(block, header.total_size as usize) };
+        Self::from_bytes(bytes)
+    }
+
+    /// Checks a block held in a slice.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Args<'a>, ExitCode> {
+        if bytes.len() < size_of::<Header>() {
+            return Err(ExitCode::BadLayout);
+        }
+        // SAFETY: the slice holds at least a Header, and Header is Plain.
+        let header = unsafe { bytes.as_ptr().cast::<Header>().read_unaligned() };
+        check_header(&header)?;
+        if header.total_size as usize != bytes.len() {
+            return Err(ExitCode::BadLayout);
+        }
+        Ok(Args { bytes, header })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The `span.count` elements of `T` at `span.offset`.
+    pub fn array<T: Plain>(&self, span: Span) -> Result<&'a [T], ExitCode> {
+        let start = span.offset as usize;
+        let len = (span.count as usize).checked_mul(size_of::<T>()).ok_or(ExitCode::BadLayout)?;
+        let end = start.checked_add(len).ok_or(ExitCode::BadLayout)?;
+        let bytes = self.bytes.get(start..end).ok_or(ExitCode::BadLayout)?;
+        if (bytes.as_ptr() as usize) % align_of::<T>() != 0 {
+            return Err(ExitCode::BadLayout);
+        }
+        // SAFETY: in bounds and aligned (checked above); T is Plain, so any
+        // bytes are a valid T.
+        Ok(unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), span.count as usize) })
+    }
+
+    /// Exactly one `T` at `span`.
+    pub fn one<T: Plain>(&self, span: Span) -> Result<&'a T, ExitCode> {
+        match self.array::<T>(span)? {
+            [one] => Ok(one),
+            _ => Err(ExitCode::BadLayout),
+        }
+    }
+}
+
+fn check_header(h: &Header) -> Result<(), ExitCode> {
+    if h.magic != MAGIC {
+        return Err(ExitCode::BadMagic);
+    }
+    if h.version != VERSION {
+        return Err(ExitCode::BadVersion);
+    }
+    if Arch::from_u32(h.arch) != Some(Arch::NATIVE) {
+        return Err(ExitCode::BadArch);
+    }
+    if (h.total_size as usize) < size_of::<Header>() {
+        return Err(ExitCode::BadLayout);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use revenant_blob_abi::{Command, SelfTest};
+
+    /// An 8-aligned buffer, as the host allocates blocks.
+    fn block(extra: &[u8]) -> Vec<u64> {
+        let total = size_of::<Header>() + extra.len();
+        let h = Header {
+            magic: MAGIC,
+            version: VERSION,
+            arch: Arch::NATIVE as u32,
+            total_size: total as u32,
+            command: Command::SelfTest as u32,
+            log_level: 3,
+            log_fd: 2,
+            flags: 0,
+            selftest: Span { offset: size_of::<Header>() as u32, count: 1 },
+        };
+        let mut bytes = vec![0u8; total];
+        // SAFETY: Header is Plain; we copy its bytes.
+        let hb = unsafe { core::slice::from_raw_parts((&h as *const Header).cast::<u8>(), size_of::<Header>()) };
+        bytes[..hb.len()].copy_from_slice(hb);
+        bytes[hb.len()..].copy_from_slice(extra);
+        let mut words = vec![0u64; total.div_ceil(8)];
+        // SAFETY: words has at least `total` bytes.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), total) };
+        words
+    }
+
+    fn view(words: &[u64], len: usize) -> &[u8] {
+        // SAFETY: reading `len` <= 8 * words.len() bytes of a live Vec<u64>.
+        unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len) }
+    }
+
+    #[test]
+    fn accepts_a_good_block_and_reads_arrays() {
+        let st = [7u8, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0];
+        let w = block(&st);
+        let args = Args::from_bytes(view(&w, 56)).unwrap();
+        let t: &SelfTest = args.one(args.header().selftest).unwrap();
+        assert_eq!(t.input, 7);
+    }
+
+    #[test]
+    fn refuses_bad_headers_with_distinct_codes() {
+        let mut w = block(&[0; 16]);
+        let mut b = view(&w, 56).to_vec();
+        b[0] ^= 1;
+        assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadMagic));
+        let mut b = view(&w, 56).to_vec();
+        b[4] = 99;
+        assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadVersion));
+        let mut b = view(&w, 56).to_vec();
+        b[8] = 77;
+        assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadArch));
+        assert_eq!(Args::from_bytes(view(&w, 50)).err(), Some(ExitCode::BadLayout));
+        w.truncate(4);
+        assert_eq!(Args::from_bytes(view(&w, 32)).err(), Some(ExitCode::BadLayout));
+    }
+
+    #[test]
+    fn refuses_spans_outside_the_block() {
+        let w = block(&[0; 16]);
+        let args = Args::from_bytes(view(&w, 56)).unwrap();
+        let outside = Span { offset: 50, count: 1 };
+        assert_eq!(args.one::<SelfTest>(outside).err(), Some(ExitCode::BadLayout));
+        let huge = Span { offset: 40, count: u32::MAX };
+        assert_eq!(args.array::<SelfTest>(huge).err(), Some(ExitCode::BadLayout));
+        let misaligned = Span { offset: 41, count: 1 };
+        assert_eq!(args.array::<u32>(misaligned).err(), Some(ExitCode::BadLayout));
+        assert_eq!(args.array::<u8>(Span { offset: 40, count: 16 }).unwrap().len(), 16);
+    }
+}
