@@ -155,7 +155,7 @@ pub unsafe fn mmap(
     fd: i32,
     offset: u64,
 ) -> Result<usize, Errno> {
-    if offset % 4096 != 0 || offset / 4096 > u32::MAX as u64 {
+    if !offset.is_multiple_of(4096) || offset / 4096 > u32::MAX as u64 {
         return Err(Errno::EINVAL);
     }
     let nr = linux_raw_sys::general::__NR_mmap2;

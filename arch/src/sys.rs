@@ -28,7 +28,14 @@ pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
 /// `read(2)`.
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into a live slice.
-    check(unsafe { syscall3(g::__NR_read, fd as usize, buf.as_mut_ptr() as usize, buf.len()) })
+    check(unsafe {
+        syscall3(
+            g::__NR_read,
+            fd as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+        )
+    })
 }
 
 /// `close(2)`.
@@ -78,7 +85,12 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: u32) -> Result<(), Errno> 
 /// # Safety
 /// Whatever was mapped at `new..new + len` is replaced, and nothing may use
 /// `old` afterwards.
-pub unsafe fn mremap_fixed(old: usize, old_len: usize, new: usize, len: usize) -> Result<usize, Errno> {
+pub unsafe fn mremap_fixed(
+    old: usize,
+    old_len: usize,
+    new: usize,
+    len: usize,
+) -> Result<usize, Errno> {
     let flags = (g::MREMAP_FIXED | g::MREMAP_MAYMOVE) as usize;
     // SAFETY: the caller vouches for both ranges.
     check(unsafe { syscall5(g::__NR_mremap, old, old_len, len, flags, new) })

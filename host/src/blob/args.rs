@@ -21,15 +21,21 @@ impl Default for BlockBuilder {
 
 impl BlockBuilder {
     pub fn new() -> Self {
-        BlockBuilder { bytes: vec![0; size_of::<Header>().next_multiple_of(ALIGN)] }
+        BlockBuilder {
+            bytes: vec![0; size_of::<Header>().next_multiple_of(ALIGN)],
+        }
     }
 
     /// Appends `items`, returning where they are.
     pub fn push<T: Plain>(&mut self, items: &[T]) -> Span {
-        self.bytes.resize(self.bytes.len().next_multiple_of(ALIGN), 0);
+        self.bytes
+            .resize(self.bytes.len().next_multiple_of(ALIGN), 0);
         let offset = self.bytes.len() as u32;
         self.bytes.extend_from_slice(as_bytes(items));
-        Span { offset, count: items.len() as u32 }
+        Span {
+            offset,
+            count: items.len() as u32,
+        }
     }
 
     /// Fills in magic, version, arch and size, and writes `header` in front.
@@ -61,6 +67,11 @@ impl ArgBlock {
     pub fn as_bytes(&self) -> &[u8] {
         &as_bytes(&self.words)[..self.len]
     }
+
+    /// For tests that hand the blob a damaged block.
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut as_bytes_mut(&mut self.words)[..self.len]
+    }
 }
 
 fn as_bytes<T: Plain>(items: &[T]) -> &[u8] {
@@ -70,5 +81,7 @@ fn as_bytes<T: Plain>(items: &[T]) -> &[u8] {
 
 fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     // SAFETY: any bytes are a valid u64.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), std::mem::size_of_val(words)) }
+    unsafe {
+        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), std::mem::size_of_val(words))
+    }
 }

@@ -12,4 +12,4 @@ pub use args::{ArgBlock, BlockBuilder};
 pub use embedded::EMBEDDED;
 pub use info::{export, info_json, info_text};
 pub use loader::{Loaded, load, map_stack};
-pub use selftest::{SelfTestOutcome, run_selftest};
+pub use selftest::{LOAD_FAILED_BASE, SelfTestOutcome, run_in_child, run_selftest, selftest_block};

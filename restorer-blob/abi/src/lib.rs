@@ -213,12 +213,34 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
         "Header",
         size_of::<Header>(),
         fields!(Header {
-            magic: "u32", version: "u32", arch: "u32", total_size: "u32", command: "u32",
-            log_level: "u32", log_fd: "i32", flags: "u32", selftest: "Span<SelfTest>",
+            magic: "u32",
+            version: "u32",
+            arch: "u32",
+            total_size: "u32",
+            command: "u32",
+            log_level: "u32",
+            log_fd: "i32",
+            flags: "u32",
+            selftest: "Span<SelfTest>",
         }),
     ),
-    ("Span", size_of::<Span>(), fields!(Span { offset: "u32", count: "u32" })),
-    ("SelfTest", size_of::<SelfTest>(), fields!(SelfTest { input: "u32", pad: "u32", message: "Span<u8>" })),
+    (
+        "Span",
+        size_of::<Span>(),
+        fields!(Span {
+            offset: "u32",
+            count: "u32"
+        }),
+    ),
+    (
+        "SelfTest",
+        size_of::<SelfTest>(),
+        fields!(SelfTest {
+            input: "u32",
+            pad: "u32",
+            message: "Span<u8>"
+        }),
+    ),
 ];
 
 // The layout is part of the ABI: these hold on every arch the crate builds for.

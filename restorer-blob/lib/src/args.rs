@@ -47,10 +47,12 @@ impl<'a> Args<'a> {
     /// The `span.count` elements of `T` at `span.offset`.
     pub fn array<T: Plain>(&self, span: Span) -> Result<&'a [T], ExitCode> {
         let start = span.offset as usize;
-        let len = (span.count as usize).checked_mul(size_of::<T>()).ok_or(ExitCode::BadLayout)?;
+        let len = (span.count as usize)
+            .checked_mul(size_of::<T>())
+            .ok_or(ExitCode::BadLayout)?;
         let end = start.checked_add(len).ok_or(ExitCode::BadLayout)?;
         let bytes = self.bytes.get(start..end).ok_or(ExitCode::BadLayout)?;
-        if (bytes.as_ptr() as usize) % align_of::<T>() != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(align_of::<T>()) {
             return Err(ExitCode::BadLayout);
         }
         // SAFETY: in bounds and aligned (checked above); T is Plain, so any
@@ -100,16 +102,23 @@ mod tests {
             log_level: 3,
             log_fd: 2,
             flags: 0,
-            selftest: Span { offset: size_of::<Header>() as u32, count: 1 },
+            selftest: Span {
+                offset: size_of::<Header>() as u32,
+                count: 1,
+            },
         };
         let mut bytes = vec![0u8; total];
         // SAFETY: Header is Plain; we copy its bytes.
-        let hb = unsafe { core::slice::from_raw_parts((&h as *const Header).cast::<u8>(), size_of::<Header>()) };
+        let hb = unsafe {
+            core::slice::from_raw_parts((&h as *const Header).cast::<u8>(), size_of::<Header>())
+        };
         bytes[..hb.len()].copy_from_slice(hb);
         bytes[hb.len()..].copy_from_slice(extra);
         let mut words = vec![0u64; total.div_ceil(8)];
         // SAFETY: words has at least `total` bytes.
-        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), total) };
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), total)
+        };
         words
     }
 
@@ -139,21 +148,53 @@ mod tests {
         let mut b = view(&w, 56).to_vec();
         b[8] = 77;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadArch));
-        assert_eq!(Args::from_bytes(view(&w, 50)).err(), Some(ExitCode::BadLayout));
+        assert_eq!(
+            Args::from_bytes(view(&w, 50)).err(),
+            Some(ExitCode::BadLayout)
+        );
         w.truncate(4);
-        assert_eq!(Args::from_bytes(view(&w, 32)).err(), Some(ExitCode::BadLayout));
+        assert_eq!(
+            Args::from_bytes(view(&w, 32)).err(),
+            Some(ExitCode::BadLayout)
+        );
     }
 
     #[test]
     fn refuses_spans_outside_the_block() {
         let w = block(&[0; 16]);
         let args = Args::from_bytes(view(&w, 56)).unwrap();
-        let outside = Span { offset: 50, count: 1 };
-        assert_eq!(args.one::<SelfTest>(outside).err(), Some(ExitCode::BadLayout));
-        let huge = Span { offset: 40, count: u32::MAX };
-        assert_eq!(args.array::<SelfTest>(huge).err(), Some(ExitCode::BadLayout));
-        let misaligned = Span { offset: 41, count: 1 };
-        assert_eq!(args.array::<u32>(misaligned).err(), Some(ExitCode::BadLayout));
-        assert_eq!(args.array::<u8>(Span { offset: 40, count: 16 }).unwrap().len(), 16);
+        let outside = Span {
+            offset: 50,
+            count: 1,
+        };
+        assert_eq!(
+            args.one::<SelfTest>(outside).err(),
+            Some(ExitCode::BadLayout)
+        );
+        let huge = Span {
+            offset: 40,
+            count: u32::MAX,
+        };
+        assert_eq!(
+            args.array::<SelfTest>(huge).err(),
+            Some(ExitCode::BadLayout)
+        );
+        let misaligned = Span {
+            offset: 41,
+            count: 1,
+        };
+        assert_eq!(
+            args.array::<u32>(misaligned).err(),
+            Some(ExitCode::BadLayout)
+        );
+        assert_eq!(
+            args.array::<u8>(Span {
+                offset: 40,
+                count: 16
+            })
+            .unwrap()
+            .len(),
+            16
+        );
     }
 }

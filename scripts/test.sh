@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every check revenant has, on a fresh Debian machine as root: installs
+# what is missing (cross gcc and qemu-user for the armv7 half, the pinned
+# toolchain and its targets), then formatting, clippy and the tests, natively
+# on x86_64 and for armv7 under qemu-arm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s\n' "$*"; }
+
+need=()
+command -v qemu-arm >/dev/null || need+=(qemu-user)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
+[ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need+=(libc6-dev-armhf-cross)
+if [ ${#need[@]} -gt 0 ]; then
+    step "installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+step "toolchain (rust-toolchain.toml)"
+# rustup >= 1.28 installs the pinned toolchain only when asked.
+rustup toolchain install 2>/dev/null || rustup show active-toolchain >/dev/null
+rustup target add armv7-unknown-linux-gnueabihf >/dev/null
+rustup component add clippy rustfmt >/dev/null
+cargo --version
+
+ARM=armv7-unknown-linux-gnueabihf
+BLOB=restorer-blob/blob/Cargo.toml
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+cargo fmt --manifest-path "$BLOB" -- --check
+
+step "clippy (host workspace, x86_64 and armv7; the blob, both arches)"
+cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --target "$ARM" -- -D warnings
+for t in x86_64-unknown-linux-gnu "$ARM"; do
+    cargo clippy --manifest-path "$BLOB" --target "$t" -- -D warnings
+done
+
+step "tests, x86_64"
+cargo test --workspace
+
+step "tests, armv7 under $(qemu-arm --version | head -n 1)"
+cargo test --workspace --target "$ARM"
