@@ -40,8 +40,15 @@ for t in x86_64-unknown-linux-gnu "$ARM"; do
     cargo clippy --manifest-path "$BLOB" --target "$t" -- -D warnings
 done
 
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+
 step "tests, x86_64"
-cargo test --workspace
+cargo test --workspace 2>&1 | tee -a "$results"
 
 step "tests, armv7 under $(qemu-arm --version | head -n 1)"
-cargo test --workspace --target "$ARM"
+cargo test --workspace --target "$ARM" 2>&1 | tee -a "$results"
+
+# One closing line for both runs (cargo's own last line is a doc-test
+# summary that often counts nothing).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$results"
