@@ -198,3 +198,144 @@ pub unsafe fn call_on_stack(entry: usize, arg: usize, stack_top: usize) -> ! {
         )
     }
 }
+
+/// `preadv(2)`; EABI passes the 64-bit offset as two words.
+///
+/// # Safety
+/// The kernel writes into every buffer the iovecs describe.
+pub unsafe fn preadv(fd: i32, iov: *const Iovec, count: usize, offset: u64) -> Result<usize, Errno> {
+    let nr = linux_raw_sys::general::__NR_preadv;
+    let (lo, hi) = (offset as u32 as usize, (offset >> 32) as usize);
+    // SAFETY: the caller vouches for the buffers.
+    crate::check(unsafe { syscall5(nr, fd as usize, iov as usize, count, lo, hi) })
+}
+
+/// The kernel's `struct iovec` on this arch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Iovec {
+    pub base: usize,
+    pub len: usize,
+}
+
+/// Sets the thread's TLS register (TPIDRURO) through the ARM private
+/// syscall; ARM has no second base, so `_unused` is ignored.
+pub fn set_tls(tls: u64, _unused: u64) -> Result<(), Errno> {
+    let nr = linux_raw_sys::general::__ARM_NR_set_tls;
+    // SAFETY: set_tls only changes this thread's TLS register.
+    crate::check(unsafe { syscall1(nr, tls as usize) }).map(|_| ())
+}
+
+/// Stops in the debugger: a breakpoint trap (SIGTRAP).
+#[inline(always)]
+pub fn trap() {
+    // SAFETY: the kernel's ARM undefined-instruction hook turns this
+    // encoding (the one gdb uses) into SIGTRAP.
+    unsafe { asm!(".inst 0xe7f001f0", options(nomem, nostack)) }
+}
+
+/// Enters `rt_sigreturn` with the stack pointer at `frame`, where the
+/// kernel expects the `rt_sigframe` (siginfo, then ucontext).
+///
+/// # Safety
+/// `frame` must hold a valid frame; everything the current thread was doing
+/// is replaced by it.
+pub unsafe fn rt_sigreturn(frame: usize) -> ! {
+    // SAFETY: the caller guarantees the frame.
+    unsafe {
+        asm!(
+            "mov sp, {frame}",
+            "mov r7, #{nr}",
+            "svc 0",
+            "udf #0",
+            frame = in(reg) frame,
+            nr = const linux_raw_sys::general::__NR_rt_sigreturn,
+            options(noreturn),
+        )
+    }
+}
+
+/// Reads the thread pointer (TPIDRURO): where glibc's TCB is.
+pub fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: reading the user read-only thread ID register has no effect.
+    unsafe { asm!("mrc p15, 0, {}, c13, c0, 3", out(reg) tp, options(nomem, nostack, preserves_flags)) };
+    tp
+}
+
+/// The signal frame `rt_sigreturn` consumes, from
+/// `arch/arm/include/asm/ucontext.h`, `uapi/asm/sigcontext.h` and
+/// `arch/arm/kernel/signal.h`.
+pub mod frame {
+    /// `struct sigcontext`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct SigContext {
+        pub trap_no: u32,
+        pub error_code: u32,
+        pub oldmask: u32,
+        /// r0..r10, fp (r11), ip (r12), sp, lr, pc.
+        pub regs: [u32; 16],
+        pub cpsr: u32,
+        pub fault_address: u32,
+    }
+
+    /// `stack_t`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Stack {
+        pub ss_sp: u32,
+        pub ss_flags: i32,
+        pub ss_size: u32,
+    }
+
+    /// `struct vfp_sigframe`: a real ARM kernel with VFP refuses a frame
+    /// without it.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct VfpSigframe {
+        pub magic: u32,
+        pub size: u32,
+        pub fpregs: [u64; 32],
+        pub fpscr: u32,
+        pub pad: u32,
+        pub fpexc: u32,
+        pub fpinst: u32,
+        pub fpinst2: u32,
+        pub pad2: u32,
+    }
+
+    /// `struct ucontext` with its register space holding the VFP record
+    /// and the terminating zero word.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct UContext {
+        pub uc_flags: u32,
+        pub uc_link: u32,
+        pub uc_stack: Stack,
+        pub uc_mcontext: SigContext,
+        pub uc_sigmask: u64,
+        pub unused: [u8; 120],
+        pub vfp: VfpSigframe,
+        pub end: u32,
+        pub pad: u32,
+    }
+
+    /// `struct rt_sigframe`: where the stack pointer must point at
+    /// `rt_sigreturn`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct RtSigframe {
+        pub info: [u8; 128],
+        pub uc: UContext,
+    }
+
+    pub const VFP_MAGIC: u32 = 0x5646_5001;
+
+    const _: () = {
+        assert!(size_of::<SigContext>() == 84);
+        assert!(core::mem::offset_of!(UContext, uc_sigmask) == 104);
+        assert!(core::mem::offset_of!(UContext, vfp) == 232);
+        assert!(size_of::<VfpSigframe>() == 288);
+    };
+}

@@ -19,3 +19,12 @@ pub const ARCH_MAP_VDSO_32: u32 = 0x2002;
 
 /// `arch/arm/include/uapi/asm/unistd.h`: `__ARM_NR_BASE + 2`.
 pub const ARM_NR_CACHEFLUSH: u32 = 0x0f0002;
+
+/// `arch/x86/include/uapi/asm/prctl.h`: set the gs base.
+pub const ARCH_SET_GS: u32 = 0x1001;
+
+/// `include/uapi/linux/rseq.h`: `rseq()` flag that drops a registration.
+pub const RSEQ_FLAG_UNREGISTER: u32 = 1;
+
+/// `include/uapi/asm-generic/signal-defs.h`: `rt_sigprocmask` how-values.
+pub const SIG_SETMASK: u32 = 2;

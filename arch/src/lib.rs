@@ -16,6 +16,11 @@
 //! | `mmap` | `mmap` or `mmap2`, whichever the arch has |
 //! | `flush_icache` | make freshly written code visible to fetch |
 //! | `call_on_stack` | switch to a new stack and call a function there |
+//! | `preadv`, `Iovec` | vectored read at an offset, and the kernel's iovec |
+//! | `set_tls` | the thread's TLS register(s) |
+//! | `trap` | a breakpoint trap (SIGTRAP) |
+//! | `rt_sigreturn` | enter `rt_sigreturn` on a prepared frame |
+//! | `thread_pointer` | where the C library's thread control block is |
 
 #![no_std]
 

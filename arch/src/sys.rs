@@ -95,3 +95,121 @@ pub unsafe fn mremap_fixed(
     // SAFETY: the caller vouches for both ranges.
     check(unsafe { syscall5(g::__NR_mremap, old, old_len, len, flags, new) })
 }
+
+/// The kernel's `struct sigaction` for `rt_sigaction` (not libc's): on both
+/// supported arches it is handler, flags (`unsigned long`), restorer, mask.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelSigaction {
+    pub handler: usize,
+    pub flags: usize,
+    pub restorer: usize,
+    pub mask: u64,
+}
+
+/// `rt_sigaction(2)`, with the kernel's structure and an 8-byte mask.
+pub fn rt_sigaction(signo: u32, act: &KernelSigaction) -> Result<(), Errno> {
+    // SAFETY: the kernel reads one KernelSigaction from a live reference and
+    // writes nothing (no old-action pointer).
+    check(unsafe {
+        crate::syscall4(
+            g::__NR_rt_sigaction,
+            signo as usize,
+            act as *const _ as usize,
+            0,
+            8,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `rt_sigprocmask(how, set, NULL)` with an 8-byte set.
+pub fn rt_sigprocmask(how: u32, set: u64) -> Result<(), Errno> {
+    // SAFETY: the kernel reads 8 bytes from a live local.
+    check(unsafe {
+        crate::syscall4(
+            g::__NR_rt_sigprocmask,
+            how as usize,
+            &set as *const u64 as usize,
+            0,
+            8,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `prctl(2)` with up to four further arguments.
+///
+/// # Safety
+/// Some options read or write memory through the arguments.
+pub unsafe fn prctl(
+    option: u32,
+    a2: usize,
+    a3: usize,
+    a4: usize,
+    a5: usize,
+) -> Result<usize, Errno> {
+    // SAFETY: the caller vouches for what the option does with the arguments.
+    check(unsafe { syscall5(g::__NR_prctl, option as usize, a2, a3, a4, a5) })
+}
+
+/// `madvise(2)`.
+///
+/// # Safety
+/// Some advice (`MADV_DONTNEED`, `MADV_REMOVE`) discards memory contents.
+pub unsafe fn madvise(addr: usize, len: usize, advice: u32) -> Result<(), Errno> {
+    // SAFETY: the caller vouches for the advice on this range.
+    check(unsafe { syscall3(g::__NR_madvise, addr, len, advice as usize) }).map(|_| ())
+}
+
+/// `set_tid_address(2)`.
+pub fn set_tid_address(addr: usize) -> u32 {
+    // SAFETY: the kernel only stores the pointer; it writes through it when
+    // the thread exits, which is what the restored program asked for.
+    unsafe { crate::syscall1(g::__NR_set_tid_address, addr) as u32 }
+}
+
+/// `set_robust_list(2)`.
+pub fn set_robust_list(head: usize, len: usize) -> Result<(), Errno> {
+    // SAFETY: the kernel only stores the pointer for use at thread exit.
+    check(unsafe { syscall2(g::__NR_set_robust_list, head, len) }).map(|_| ())
+}
+
+/// `rseq(2)`.
+///
+/// # Safety
+/// Registering makes the kernel write to `area` on every preemption.
+pub unsafe fn rseq(area: usize, len: u32, flags: u32, sig: u32) -> Result<(), Errno> {
+    // SAFETY: the caller vouches for the area.
+    check(unsafe {
+        crate::syscall4(
+            g::__NR_rseq,
+            area,
+            len as usize,
+            flags as usize,
+            sig as usize,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `mmap` that must land exactly at `addr`, replacing what is there.
+///
+/// # Safety
+/// Whatever was mapped at the range is gone.
+pub unsafe fn mmap_fixed(
+    addr: usize,
+    len: usize,
+    prot: u32,
+    flags: u32,
+    fd: i32,
+    offset: u64,
+) -> Result<(), Errno> {
+    // SAFETY: forwarded.
+    let got = unsafe { crate::mmap(addr, len, prot, flags | g::MAP_FIXED, fd, offset) }?;
+    if got == addr {
+        Ok(())
+    } else {
+        Err(Errno::EFAULT)
+    }
+}

@@ -178,3 +178,153 @@ pub unsafe fn call_on_stack(entry: usize, arg: usize, stack_top: usize) -> ! {
         )
     }
 }
+
+/// `preadv(2)`; the 64-bit offset travels in one register.
+///
+/// # Safety
+/// The kernel writes into every buffer the iovecs describe.
+pub unsafe fn preadv(fd: i32, iov: *const Iovec, count: usize, offset: u64) -> Result<usize, Errno> {
+    let nr = linux_raw_sys::general::__NR_preadv;
+    // SAFETY: the caller vouches for the buffers.
+    crate::check(unsafe { syscall5(nr, fd as usize, iov as usize, count, offset as usize, 0) })
+}
+
+/// The kernel's `struct iovec` on this arch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Iovec {
+    pub base: usize,
+    pub len: usize,
+}
+
+/// Sets the thread's TLS: the fs base, and the gs base (rarely used).
+pub fn set_tls(fs_base: u64, gs_base: u64) -> Result<(), Errno> {
+    use crate::consts::ARCH_SET_GS;
+    use linux_raw_sys::general::{__NR_arch_prctl, ARCH_SET_FS};
+    // SAFETY: arch_prctl only changes this thread's segment bases; nothing
+    // in the blob uses fs or gs.
+    unsafe {
+        crate::check(syscall2(__NR_arch_prctl, ARCH_SET_FS as usize, fs_base as usize))?;
+        crate::check(syscall2(__NR_arch_prctl, ARCH_SET_GS as usize, gs_base as usize))?;
+    }
+    Ok(())
+}
+
+/// Stops in the debugger: a breakpoint trap (SIGTRAP).
+#[inline(always)]
+pub fn trap() {
+    // SAFETY: int3 raises SIGTRAP and, if a tracer handles it, continues.
+    unsafe { asm!("int3", options(nomem, nostack)) }
+}
+
+/// Enters `rt_sigreturn` with the stack pointer at `frame`, where the
+/// kernel expects the `ucontext` (right after the `pretcode` slot a real
+/// signal delivery would have popped).
+///
+/// # Safety
+/// `frame` must hold a valid frame; everything the current thread was doing
+/// is replaced by it.
+pub unsafe fn rt_sigreturn(frame: usize) -> ! {
+    // SAFETY: the caller guarantees the frame.
+    unsafe {
+        asm!(
+            "mov rsp, {frame}",
+            "mov eax, {nr}",
+            "syscall",
+            "ud2",
+            frame = in(reg) frame,
+            nr = const linux_raw_sys::general::__NR_rt_sigreturn,
+            options(noreturn),
+        )
+    }
+}
+
+/// Reads the thread pointer (the fs base): where glibc's TCB is.
+pub fn thread_pointer() -> usize {
+    let tp: usize;
+    // SAFETY: glibc keeps the TCB's own address in its first word.
+    unsafe { asm!("mov {}, fs:0", out(reg) tp, options(nostack, readonly, preserves_flags)) };
+    tp
+}
+
+/// The signal frame `rt_sigreturn` consumes, from
+/// `arch/x86/include/uapi/asm/sigcontext.h` and `asm/ucontext.h`.
+pub mod frame {
+    /// `struct sigcontext` (64-bit).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct SigContext {
+        pub r8: u64,
+        pub r9: u64,
+        pub r10: u64,
+        pub r11: u64,
+        pub r12: u64,
+        pub r13: u64,
+        pub r14: u64,
+        pub r15: u64,
+        pub rdi: u64,
+        pub rsi: u64,
+        pub rbp: u64,
+        pub rbx: u64,
+        pub rdx: u64,
+        pub rax: u64,
+        pub rcx: u64,
+        pub rsp: u64,
+        pub rip: u64,
+        pub eflags: u64,
+        pub cs: u16,
+        pub gs: u16,
+        pub fs: u16,
+        pub ss: u16,
+        pub err: u64,
+        pub trapno: u64,
+        pub oldmask: u64,
+        pub cr2: u64,
+        /// Address of the FPU/xsave area, 64-byte aligned; 0 resets the FPU.
+        pub fpstate: u64,
+        pub reserved: [u64; 8],
+    }
+
+    /// `stack_t`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct Stack {
+        pub ss_sp: u64,
+        pub ss_flags: i32,
+        pub pad: i32,
+        pub ss_size: u64,
+    }
+
+    /// `struct ucontext`: where the stack pointer must point at
+    /// `rt_sigreturn` (the kernel looks for `pretcode` 8 bytes below).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct UContext {
+        pub uc_flags: u64,
+        pub uc_link: u64,
+        pub uc_stack: Stack,
+        pub uc_mcontext: SigContext,
+        pub uc_sigmask: u64,
+    }
+
+    /// `uc_flags`: the fpstate is an xsave area (with `SwReserved` magic).
+    pub const UC_FP_XSTATE: u64 = 1;
+    /// `uc_flags`: `ss` in the sigcontext is meaningful.
+    pub const UC_SIGCONTEXT_SS: u64 = 2;
+    /// `struct _fpx_sw_bytes.magic1`, in the legacy area's software bytes.
+    pub const FP_XSTATE_MAGIC1: u32 = 0x4650_5853;
+    /// Follows the xsave area, at `fpstate + xstate_size`.
+    pub const FP_XSTATE_MAGIC2: u32 = 0x4650_5845;
+    /// Where `struct _fpx_sw_bytes` sits inside the 512-byte legacy area.
+    pub const SW_BYTES_OFFSET: usize = 464;
+    /// The xsave area must be aligned so.
+    pub const FPSTATE_ALIGN: usize = 64;
+
+    const _: () = {
+        assert!(size_of::<SigContext>() == 256);
+        assert!(core::mem::offset_of!(SigContext, fpstate) == 184);
+        assert!(size_of::<UContext>() == 304);
+        assert!(core::mem::offset_of!(UContext, uc_mcontext) == 40);
+        assert!(core::mem::offset_of!(UContext, uc_sigmask) == 296);
+    };
+}

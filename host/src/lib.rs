@@ -3,3 +3,4 @@
 //! loader, and (as they land) image handling, dump and restore.
 
 pub mod blob;
+pub mod restore;

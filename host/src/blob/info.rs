@@ -114,7 +114,7 @@ fn abi_json() -> Value {
         "magic": abi::MAGIC,
         "version": abi::VERSION,
         "arches": {"x86_64": abi::Arch::X86_64 as u32, "arm": abi::Arch::Arm as u32},
-        "commands": {"SelfTest": abi::Command::SelfTest as u32},
+        "commands": {"SelfTest": abi::Command::SelfTest as u32, "Restore": abi::Command::Restore as u32},
         "log_levels": {"Error": 1, "Warn": 2, "Info": 3, "Debug": 4},
         "structs": structs,
         "exit_codes": exit_codes,

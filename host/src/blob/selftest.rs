@@ -48,6 +48,7 @@ pub fn selftest_block(input: u32, message: &str, log_fd: i32) -> ArgBlock {
         log_fd,
         flags: 0,
         selftest: st,
+        restore: Default::default(),
     })
 }
 

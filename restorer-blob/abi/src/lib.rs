@@ -15,6 +15,12 @@
 
 use core::mem::{offset_of, size_of};
 
+mod restore;
+
+pub use restore::{
+    Iovec, MmMap, Move, PageRead, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL, VMA_SKIP, Vma,
+};
+
 /// "RVNT", little-endian: the first word of every argument block.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
 /// The argument block layout described by this crate.
@@ -60,12 +66,16 @@ pub enum Command {
     /// Exercise relocated data, function-pointer tables, the log and
     /// syscalls, then exit with a code derived from [`SelfTest::input`].
     SelfTest = 1,
+    /// Replace the whole address space and task state with the dumped
+    /// ones described by [`Header::restore`], then `rt_sigreturn`.
+    Restore = 2,
 }
 
 impl Command {
     pub fn from_u32(v: u32) -> Option<Command> {
         match v {
             1 => Some(Command::SelfTest),
+            2 => Some(Command::Restore),
             _ => None,
         }
     }
@@ -113,6 +123,8 @@ pub struct Header {
     pub flags: u32,
     /// One [`SelfTest`] for [`Command::SelfTest`].
     pub selftest: Span,
+    /// One [`Restore`] for [`Command::Restore`].
+    pub restore: Span,
 }
 
 /// Arguments of [`Command::SelfTest`].
@@ -155,10 +167,28 @@ pub enum ExitCode {
     Panic = 205,
     /// A self-test check failed; the log says which.
     SelfTestFailed = 206,
+    /// Unmapping the old address space failed.
+    Unmap = 210,
+    /// Mapping a dumped VMA failed or landed elsewhere.
+    MapVma = 211,
+    /// Reading pages from the pages image failed or came up short.
+    ReadPages = 212,
+    /// Setting a VMA's final protection or madvise flags failed.
+    Protect = 213,
+    /// Moving the vDSO/vvar into place failed.
+    Vdso = 214,
+    /// `PR_SET_MM_MAP` (code/data/brk/stack/arg/env/auxv/exe) failed.
+    MmMap = 215,
+    /// Restoring a signal action or the signal mask failed.
+    Signals = 216,
+    /// Restoring thread state (TLS, tid address, robust list, rseq) failed.
+    ThreadState = 217,
+    /// `rt_sigreturn` came back, which means the kernel refused the frame.
+    Sigreturn = 218,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 7] = [
+    pub const ALL: [ExitCode; 16] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -166,6 +196,15 @@ impl ExitCode {
         ExitCode::UnknownCommand,
         ExitCode::Panic,
         ExitCode::SelfTestFailed,
+        ExitCode::Unmap,
+        ExitCode::MapVma,
+        ExitCode::ReadPages,
+        ExitCode::Protect,
+        ExitCode::Vdso,
+        ExitCode::MmMap,
+        ExitCode::Signals,
+        ExitCode::ThreadState,
+        ExitCode::Sigreturn,
     ];
 
     pub fn from_code(code: i32) -> Option<ExitCode> {
@@ -182,6 +221,15 @@ impl ExitCode {
             ExitCode::UnknownCommand => "unknown command in the argument block",
             ExitCode::Panic => "the blob panicked (a bug in revenant)",
             ExitCode::SelfTestFailed => "a blob self-test check failed",
+            ExitCode::Unmap => "unmapping the old address space failed",
+            ExitCode::MapVma => "mapping a dumped memory area failed",
+            ExitCode::ReadPages => "reading memory pages from the pages image failed",
+            ExitCode::Protect => "setting a memory area's protection or madvise flags failed",
+            ExitCode::Vdso => "moving the vDSO into place failed",
+            ExitCode::MmMap => "PR_SET_MM_MAP (memory layout and exe file) failed",
+            ExitCode::Signals => "restoring signal actions or the signal mask failed",
+            ExitCode::ThreadState => "restoring TLS, tid address, robust list or rseq failed",
+            ExitCode::Sigreturn => "the kernel refused the final rt_sigreturn frame",
         }
     }
 }
@@ -246,9 +294,10 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
 // The layout is part of the ABI: these hold on every arch the crate builds for.
 const _: () = {
     assert!(size_of::<Span>() == 8);
-    assert!(size_of::<Header>() == 40);
+    assert!(size_of::<Header>() == 48);
     assert!(offset_of!(Header, log_fd) == 24);
     assert!(offset_of!(Header, selftest) == 32);
+    assert!(offset_of!(Header, restore) == 40);
     assert!(size_of::<SelfTest>() == 16);
     assert!(offset_of!(SelfTest, message) == 8);
     assert!(core::mem::align_of::<Header>() == 4);

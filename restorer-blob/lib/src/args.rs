@@ -106,6 +106,7 @@ mod tests {
                 offset: size_of::<Header>() as u32,
                 count: 1,
             },
+            restore: Span::default(),
         };
         let mut bytes = vec![0u8; total];
         // SAFETY: Header is Plain; we copy its bytes.
@@ -127,11 +128,14 @@ mod tests {
         unsafe { core::slice::from_raw_parts(words.as_ptr().cast::<u8>(), len) }
     }
 
+    const H: usize = size_of::<Header>();
+    const TOTAL: usize = H + 16;
+
     #[test]
     fn accepts_a_good_block_and_reads_arrays() {
-        let st = [7u8, 0, 0, 0, 0, 0, 0, 0, 40, 0, 0, 0, 0, 0, 0, 0];
+        let st = [7u8, 0, 0, 0, 0, 0, 0, 0, H as u8, 0, 0, 0, 0, 0, 0, 0];
         let w = block(&st);
-        let args = Args::from_bytes(view(&w, 56)).unwrap();
+        let args = Args::from_bytes(view(&w, TOTAL)).unwrap();
         let t: &SelfTest = args.one(args.header().selftest).unwrap();
         assert_eq!(t.input, 7);
     }
@@ -139,13 +143,13 @@ mod tests {
     #[test]
     fn refuses_bad_headers_with_distinct_codes() {
         let mut w = block(&[0; 16]);
-        let mut b = view(&w, 56).to_vec();
+        let mut b = view(&w, TOTAL).to_vec();
         b[0] ^= 1;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadMagic));
-        let mut b = view(&w, 56).to_vec();
+        let mut b = view(&w, TOTAL).to_vec();
         b[4] = 99;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadVersion));
-        let mut b = view(&w, 56).to_vec();
+        let mut b = view(&w, TOTAL).to_vec();
         b[8] = 77;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadArch));
         assert_eq!(

@@ -14,6 +14,7 @@
 
 pub mod args;
 pub mod log;
+mod restore;
 mod selftest;
 
 use revenant_blob_abi::{Command, ExitCode};
@@ -37,6 +38,7 @@ pub unsafe fn run(block: *const u8) -> ! {
     let log = Log::new(args.header().log_fd, args.header().log_level);
     match Command::from_u32(args.header().command) {
         Some(Command::SelfTest) => selftest::run(&args, &log),
+        Some(Command::Restore) => restore::run(&args, &log),
         None => fail(&log, ExitCode::UnknownCommand, "unknown command"),
     }
 }

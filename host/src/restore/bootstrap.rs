@@ -1,0 +1,357 @@
+//! The bootstrap area: built in the parent, inherited by the new task at
+//! the same address through `clone3`, and the only memory the blob keeps
+//! while it replaces everything else.
+//!
+//! ```text
+//! [ blob (code RX, data RW) | stack | frame per thread | argument block | vDSO park ]
+//! ```
+
+use anyhow::{Context, Result, bail};
+use linux_raw_sys::general as g;
+use revenant_arch::PAGE_SIZE;
+use revenant_blob_abi::{
+    Command, Header, Iovec, LogLevel, Move, PageRead, RESTORE_TRAP, Restore, SigAction, Thread,
+    VMA_FILL, VMA_SKIP, Vma,
+};
+
+use super::frame::{self, FRAME_ROOM};
+use super::layout::{self, Mapping};
+use super::plan::{Backing, ProcessPlan};
+use crate::blob::{BlockBuilder, EMBEDDED};
+
+const STACK: usize = 64 << 10;
+
+/// Service fd numbers the blob uses (the child opens them there).
+#[derive(Debug, Clone)]
+pub struct ServiceFds {
+    pub log: i32,
+    pub sync: i32,
+    pub pages: i32,
+    pub exe: i32,
+    /// One per file-backed VMA, in VMA order (-1 for others).
+    pub vma: Vec<i32>,
+    pub all: Vec<i32>,
+}
+
+/// The area as mapped in the parent (unmapped on drop; the child keeps its
+/// copy).
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub start: u64,
+    pub len: u64,
+    pub entry: u64,
+    pub stack_top: u64,
+    pub args: u64,
+}
+
+impl Drop for Bootstrap {
+    fn drop(&mut self) {
+        // SAFETY: the area is ours and nothing in the parent refers to it.
+        let _ = unsafe { revenant_arch::sys::munmap(self.start as usize, self.len as usize) };
+    }
+}
+
+fn page(n: usize) -> usize {
+    n.next_multiple_of(PAGE_SIZE)
+}
+
+/// The vDSO moves: into the park at the start of the restore, and to the
+/// dumped place at the end. The runtime pieces must line up with the dumped
+/// ones exactly; anything else is refused here (before any process exists).
+fn vdso_moves(p: &ProcessPlan, runtime: &[Mapping], park: u64) -> Result<(Vec<Move>, Vec<Move>)> {
+    let dumped_vvar = p.vmas.iter().find(|v| v.backing == Backing::Vvar);
+    let dumped_vdso = p.vmas.iter().find(|v| v.backing == Backing::Vdso);
+    let Some(vdso) = dumped_vdso else {
+        // The program had no vDSO (or unmapped it): the runtime one goes.
+        return Ok((vec![], vec![]));
+    };
+    let rt_vdso = runtime
+        .iter()
+        .find(|m| m.name == "[vdso]")
+        .context("the images have a vDSO but this process has none to move into place")?;
+    let rt_start = runtime.first().map(|m| m.start).unwrap_or(rt_vdso.start);
+    let rt_vvar_len = rt_vdso.start - rt_start;
+    let (d_start, d_vvar_len) = match dumped_vvar {
+        Some(v) => (v.start, vdso.start - v.start),
+        None => (vdso.start, 0),
+    };
+    if rt_vdso.end - rt_vdso.start != vdso.len() || rt_vvar_len != d_vvar_len {
+        bail!(
+            "the dumped vDSO ({} bytes after {} bytes of vvar at {:#x}) differs from this kernel's ({} after {}): \
+             proxying to a different vDSO is not supported yet",
+            vdso.len(),
+            d_vvar_len,
+            d_start,
+            rt_vdso.end - rt_vdso.start,
+            rt_vvar_len
+        );
+    }
+    let (mut park_moves, mut unpark) = (vec![], vec![]);
+    for m in runtime {
+        let off = m.start - rt_start;
+        let len = m.end - m.start;
+        park_moves.push(Move {
+            from: m.start,
+            to: park + off,
+            len,
+        });
+        unpark.push(Move {
+            from: park + off,
+            to: d_start + off,
+            len,
+        });
+    }
+    Ok((park_moves, unpark))
+}
+
+/// Lays out and fills the bootstrap area for `p`, mapped in this process.
+pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap> {
+    let maps = layout::own_maps()?;
+    let runtime = layout::runtime_vdso(&maps);
+    let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
+    let task_size = layout::task_size(&maps)?;
+
+    let blob_len = EMBEDDED.map_size();
+    let frames_len = page(FRAME_ROOM * p.threads.len());
+    // The argument block's size depends on the addresses inside it only by
+    // value, so build it once at a dummy address to learn its length.
+    let args_len = page(
+        block(p, fds, &Placement::dummy(trap), &[], &[])?
+            .as_bytes()
+            .len(),
+    );
+    let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
+
+    let own: Vec<_> = maps.iter().map(|m| (m.start, m.end)).collect();
+    let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
+    let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(65536)
+        .max(PAGE_SIZE as u64);
+    let start = layout::find_hole(&own, &dumped, len, min, task_size).context(
+        "no address range is free in both this process and the dumped one for the bootstrap area",
+    )?;
+
+    let prot = g::PROT_READ | g::PROT_WRITE;
+    let flags = g::MAP_PRIVATE | g::MAP_ANONYMOUS | g::MAP_FIXED_NOREPLACE;
+    // SAFETY: a new anonymous mapping; MAP_FIXED_NOREPLACE replaces nothing.
+    let got = unsafe { revenant_arch::mmap(start as usize, len as usize, prot, flags, -1, 0) }
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "mapping the bootstrap area at {start:#x}: errno {}",
+                e.raw()
+            )
+        })?;
+    let area = Bootstrap {
+        start,
+        len,
+        entry: start + EMBEDDED.entry,
+        stack_top: start + (blob_len + STACK) as u64,
+        args: start + (blob_len + STACK + frames_len) as u64,
+    };
+    if got as u64 != start {
+        bail!("the bootstrap area landed at {got:#x}, not {start:#x}");
+    }
+    // SAFETY: `start..start + len` is our fresh writable mapping.
+    let mem = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len as usize) };
+
+    mem[..EMBEDDED.image.len()].copy_from_slice(EMBEDDED.image);
+    revenant_linker::relocate_words(
+        EMBEDDED.word_size,
+        EMBEDDED.relocs,
+        &mut mem[..blob_len],
+        start,
+    );
+
+    let frames_at = start + (blob_len + STACK) as u64;
+    let mut sigframes = vec![];
+    for (i, t) in p.threads.iter().enumerate() {
+        let at = frames_at + (i * FRAME_ROOM) as u64;
+        let f = frame::build(t, at)?;
+        let off = (at - start) as usize;
+        mem[off..off + f.bytes.len()].copy_from_slice(&f.bytes);
+        sigframes.push(f.sp);
+    }
+
+    let park = area.args + args_len as u64;
+    let (park_moves, unpark) = vdso_moves(p, &runtime, park)?;
+    let place = Placement {
+        start,
+        len,
+        task_size,
+        trap,
+    };
+    let args = block(p, fds, &place, &sigframes, &[park_moves, unpark])?;
+    let off = (area.args - start) as usize;
+    mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
+
+    let text = EMBEDDED.data_start as usize;
+    // SAFETY: only the blob's code part of our own mapping changes.
+    unsafe {
+        revenant_arch::sys::mprotect(start as usize, text, g::PROT_READ | g::PROT_EXEC)
+            .map_err(|e| anyhow::anyhow!("protecting the blob: errno {}", e.raw()))?;
+        revenant_arch::flush_icache(start as usize, start as usize + blob_len)
+            .map_err(|e| anyhow::anyhow!("flushing the blob: errno {}", e.raw()))?;
+    }
+    Ok(area)
+}
+
+struct Placement {
+    start: u64,
+    len: u64,
+    task_size: u64,
+    /// Whether the blob traps before `rt_sigreturn` for a tracing host.
+    trap: bool,
+}
+
+impl Placement {
+    fn dummy(trap: bool) -> Self {
+        Placement {
+            start: 0,
+            len: 0,
+            task_size: 0,
+            trap,
+        }
+    }
+}
+
+/// The argument block for the blob.
+fn block(
+    p: &ProcessPlan,
+    fds: &ServiceFds,
+    place: &Placement,
+    sigframes: &[u64],
+    moves: &[Vec<Move>],
+) -> Result<crate::blob::ArgBlock> {
+    let mut b = BlockBuilder::new();
+    let vmas: Vec<Vma> = p
+        .vmas
+        .iter()
+        .zip(&fds.vma)
+        .map(|(v, &fd)| {
+            let skip = matches!(v.backing, Backing::Vdso | Backing::Vvar | Backing::Vsyscall);
+            let fill = p
+                .page_runs
+                .iter()
+                .any(|r| r.addr < v.end && r.addr + r.len > v.start);
+            Vma {
+                start: v.start,
+                end: v.end,
+                pgoff: v.pgoff,
+                madv: v.madv,
+                prot: v.prot,
+                flags: v.flags,
+                fd,
+                how: if skip {
+                    VMA_SKIP
+                } else if fill {
+                    VMA_FILL
+                } else {
+                    0
+                },
+            }
+        })
+        .collect();
+    let (reads, iovs) = page_reads(p);
+    let sigactions: Vec<SigAction> = p.sigactions.clone();
+    let auxv: Vec<u8> = p
+        .auxv
+        .iter()
+        .flat_map(|w| {
+            let b = w.to_le_bytes();
+            b[..size_of::<usize>()].to_vec()
+        })
+        .collect();
+    let threads: Vec<Thread> = p
+        .threads
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Thread {
+            tid: t.tid as u32,
+            rseq_len: t.rseq.map(|r| r.len).unwrap_or(0),
+            sigframe: sigframes.get(i).copied().unwrap_or(0),
+            tls: tls_of(&t.regs),
+            gs_base: gs_of(&t.regs),
+            clear_tid_addr: t.clear_tid_addr,
+            robust_list: t.robust_list,
+            robust_list_len: t.robust_list_len,
+            rseq_ptr: t.rseq.map(|r| r.ptr).unwrap_or(0),
+            rseq_sig: t.rseq.map(|r| r.sig).unwrap_or(0),
+            pad: 0,
+        })
+        .collect();
+    let no_moves = vec![];
+    let r = Restore {
+        bootstrap_start: place.start,
+        bootstrap_len: place.len,
+        task_size: place.task_size,
+        pages_fd: fds.pages,
+        exe_fd: fds.exe,
+        flags: if place.trap { RESTORE_TRAP } else { 0 },
+        pad: 0,
+        vmas: b.push(&vmas),
+        page_reads: b.push(&reads),
+        iovs: b.push(&iovs),
+        park: b.push(moves.first().unwrap_or(&no_moves)),
+        unpark: b.push(moves.get(1).unwrap_or(&no_moves)),
+        sigactions: b.push(&sigactions),
+        close_fds: b.push(&fds.all),
+        auxv: b.push(&auxv),
+        threads: b.push(&threads),
+        mm: p.mm,
+        comm: p.comm,
+    };
+    let restore = b.push(&[r]);
+    Ok(b.finish(Header {
+        magic: 0,
+        version: 0,
+        arch: 0,
+        total_size: 0,
+        command: Command::Restore as u32,
+        log_level: LogLevel::Info as u32,
+        log_fd: fds.log,
+        flags: 0,
+        selftest: Default::default(),
+        restore,
+    }))
+}
+
+/// Page runs as `preadv` requests: runs that follow each other in the
+/// pages image become one request of many iovecs.
+fn page_reads(p: &ProcessPlan) -> (Vec<PageRead>, Vec<Iovec>) {
+    let (mut reads, mut iovs): (Vec<PageRead>, Vec<Iovec>) = (vec![], vec![]);
+    let mut next_off = u64::MAX;
+    for r in &p.page_runs {
+        let contiguous = r.file_offset == next_off;
+        if let (true, Some(last)) = (contiguous, reads.last_mut()) {
+            last.iov_count += 1;
+        } else {
+            reads.push(PageRead {
+                offset: r.file_offset,
+                first_iov: iovs.len() as u32,
+                iov_count: 1,
+            });
+        }
+        iovs.push(Iovec {
+            base: r.addr,
+            len: r.len,
+        });
+        next_off = r.file_offset + r.len;
+    }
+    (reads, iovs)
+}
+
+fn tls_of(r: &super::regs::Regs) -> u64 {
+    match r {
+        super::regs::Regs::X86_64(x) => x.fs_base,
+        super::regs::Regs::Arm(a) => a.tls as u64,
+    }
+}
+
+fn gs_of(r: &super::regs::Regs) -> u64 {
+    match r {
+        super::regs::Regs::X86_64(x) => x.gs_base,
+        super::regs::Regs::Arm(_) => 0,
+    }
+}

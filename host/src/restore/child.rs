@@ -1,0 +1,194 @@
+//! The new task's side of a restore, between `clone3` and the jump into the
+//! blob: session, file descriptors, cwd/root/umask, then the jump.
+//!
+//! It runs in a child of a possibly multi-threaded parent, so it uses only
+//! data prepared before the clone and raw system calls: no allocation, no
+//! locks. A failure writes one log line and exits with [`SETUP_FAILED`];
+//! nothing of the dumped program has run yet, so the restore simply fails.
+
+use std::ffi::CString;
+
+use nix::libc;
+use revenant_blob_abi::LogLevel;
+use revenant_restorer::Log;
+
+use super::plan::Session;
+
+/// Exit code of a task that failed before entering the blob.
+pub const SETUP_FAILED: i32 = 190;
+
+/// A file to open in the child.
+#[derive(Debug)]
+pub struct Open {
+    pub path: CString,
+    pub flags: i32,
+    /// The number it must end up at.
+    pub fd: i32,
+    pub pos: u64,
+    pub cloexec: bool,
+}
+
+/// Everything the child does, prepared by the parent.
+#[derive(Debug)]
+pub struct ChildPlan {
+    pub session: Session,
+    /// Inherited pipe ends, and the numbers they move to.
+    pub log_fd: (i32, i32),
+    pub sync_fd: (i32, i32),
+    /// Free numbers above every fd used; for moving things out of the way.
+    pub scratch: i32,
+    /// Opened first, at their service numbers (pages, exe, mapped files).
+    pub service: Vec<Open>,
+    /// The dumped program's descriptors.
+    pub fds: Vec<Open>,
+    pub root: Option<CString>,
+    pub cwd: CString,
+    pub umask: u32,
+    pub entry: usize,
+    pub args: usize,
+    pub stack_top: usize,
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+struct Failed;
+
+/// Runs the child's steps and jumps into the blob; never returns.
+pub fn run(p: &ChildPlan) -> ! {
+    let log = Log::new(p.log_fd.1, LogLevel::Debug as u32);
+    match steps(p, &log) {
+        Ok(()) => {
+            // SAFETY: the bootstrap area (blob, stack, arguments) was mapped
+            // by the parent before the clone and is ours as a private copy.
+            unsafe { revenant_arch::call_on_stack(p.entry, p.args, p.stack_top) }
+        }
+        Err(Failed) => revenant_arch::sys::exit_group(SETUP_FAILED),
+    }
+}
+
+fn fail(log: &Log, what: &str, detail: &[u8]) -> Failed {
+    let e = errno();
+    log.error()
+        .s("restore setup: ")
+        .s(what)
+        .s(" ")
+        .bytes(detail)
+        .s(": errno ")
+        .dec(e as u64)
+        .emit();
+    Failed
+}
+
+fn steps(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
+    // SAFETY: plain syscalls on integers and on NUL-terminated strings the
+    // parent prepared; closing and replacing fds is the point of this step.
+    unsafe {
+        match p.session {
+            Session::Leader if libc::setsid() < 0 => return Err(fail(log0, "setsid", b"")),
+            Session::GroupLeader if libc::setpgid(0, 0) < 0 => {
+                return Err(fail(log0, "setpgid", b""));
+            }
+            _ => {}
+        }
+        // Log and sync pipes to their fixed numbers, via scratch numbers so
+        // neither overwrites the other.
+        let t_log = libc::fcntl(p.log_fd.0, libc::F_DUPFD, p.scratch);
+        let t_sync = libc::fcntl(p.sync_fd.0, libc::F_DUPFD, p.scratch);
+        if t_log < 0 || t_sync < 0 {
+            return Err(fail(log0, "moving the pipes to scratch numbers", b""));
+        }
+        libc::dup2(t_log, p.log_fd.1);
+        libc::dup2(t_sync, p.sync_fd.1);
+        let log = &Log::new(p.log_fd.1, LogLevel::Debug as u32);
+        let keep_lo = p.log_fd.1.min(p.sync_fd.1);
+        let keep_hi = p.log_fd.1.max(p.sync_fd.1);
+        if keep_lo > 0 {
+            libc::syscall(libc::SYS_close_range, 0, keep_lo - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, keep_lo + 1, keep_hi - 1, 0);
+        libc::syscall(libc::SYS_close_range, keep_hi + 1, u32::MAX, 0);
+
+        for o in p.service.iter().chain(&p.fds) {
+            open_at(o, log)?;
+        }
+        if let Some(root) = &p.root
+            && libc::chroot(root.as_ptr()) < 0
+        {
+            return Err(fail(log, "chroot", root.as_bytes()));
+        }
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            return Err(fail(log, "chdir", p.cwd.as_bytes()));
+        }
+        libc::umask(p.umask);
+        unregister_rseq();
+        // Wait until the parent has seized us: the blob ends on a trap that
+        // only a tracer survives.
+        let mut b = [0u8; 1];
+        if libc::read(p.sync_fd.1, b.as_mut_ptr().cast(), 1) != 1 {
+            return Err(fail(log, "waiting for the parent", b""));
+        }
+    }
+    Ok(())
+}
+
+/// Opens `o.path` and puts it at `o.fd` with its position and close-on-exec.
+///
+/// # Safety
+/// Plain syscalls; `o.fd` may replace whatever was at that number.
+unsafe fn open_at(o: &Open, log: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract.
+    unsafe {
+        let fd = libc::open(o.path.as_ptr(), o.flags | libc::O_NOCTTY, 0);
+        if fd < 0 {
+            return Err(fail(log, "opening", o.path.as_bytes()));
+        }
+        if fd != o.fd {
+            let flags = if o.cloexec { libc::O_CLOEXEC } else { 0 };
+            if libc::dup3(fd, o.fd, flags) < 0 {
+                return Err(fail(log, "placing fd for", o.path.as_bytes()));
+            }
+            libc::close(fd);
+        } else if o.cloexec {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        if o.pos != 0 && libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 {
+            return Err(fail(log, "seeking in", o.path.as_bytes()));
+        }
+    }
+    Ok(())
+}
+
+unsafe extern "C" {
+    /// glibc (2.35+): the rseq area's offset from the thread pointer, and
+    /// its registered size (0 when glibc did not register).
+    static __rseq_offset: isize;
+    static __rseq_size: u32;
+}
+
+/// The kernel writes to a registered rseq area on every preemption; once
+/// the blob unmaps glibc's copy, that write would kill the task.
+fn unregister_rseq() {
+    // SAFETY: glibc defines these read-only symbols.
+    let (offset, size) = unsafe { (__rseq_offset, __rseq_size) };
+    if size == 0 {
+        return;
+    }
+    let area = revenant_arch::thread_pointer().wrapping_add_signed(offset);
+    let sig = cfg_select! {
+        target_arch = "x86_64" => { 0x5305_3053u32 }
+        target_arch = "arm" => { 0xe7f5_def3u32 }
+    };
+    // The registration's length must match exactly: glibc registers 32
+    // bytes or its reported feature size.
+    for len in [32, size] {
+        // SAFETY: dropping our own thread's registration of glibc's area.
+        let res = unsafe {
+            revenant_arch::sys::rseq(area, len, revenant_arch::consts::RSEQ_FLAG_UNREGISTER, sig)
+        };
+        if res.is_ok() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The restore plan: everything a restore will do, as plain data, built and
+//! checked before any process is created. Nothing after the plan may find
+//! out that the images are bad.
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use revenant_blob_abi::{MmMap, SigAction};
+
+/// One process to bring back.
+#[derive(Debug, Clone)]
+pub struct ProcessPlan {
+    pub pid: i32,
+    pub session: Session,
+    /// `PR_SET_NAME`, NUL-padded.
+    pub comm: [u8; 16],
+    /// The executable, for `PR_SET_MM_MAP`'s exe_fd.
+    pub exe: Option<PathBuf>,
+    pub cwd: PathBuf,
+    pub root: PathBuf,
+    pub umask: u32,
+    pub fds: Vec<FdPlan>,
+    pub vmas: Vec<VmaPlan>,
+    /// The raw pages image the page runs read from.
+    pub pages: PathBuf,
+    pub page_runs: Vec<PageRun>,
+    pub mm: MmMap,
+    /// The saved auxv, native words.
+    pub auxv: Vec<u64>,
+    pub sigactions: Vec<SigAction>,
+    pub threads: Vec<ThreadPlan>,
+}
+
+/// How the process relates to its session and process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Session {
+    /// It led its own session (`setsid`).
+    Leader,
+    /// It led a process group inside the restoring session (`setpgid`).
+    GroupLeader,
+    /// It belonged to the restoring shell's session and group (`--shell-job`).
+    Inherit,
+}
+
+/// One file descriptor to reopen at its number.
+#[derive(Debug, Clone)]
+pub struct FdPlan {
+    pub fd: i32,
+    pub path: PathBuf,
+    /// `open` flags (never `O_CREAT`, `O_TRUNC` or `O_EXCL`).
+    pub flags: i32,
+    pub pos: u64,
+    pub cloexec: bool,
+}
+
+/// What backs a memory area.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    Anon,
+    /// A file mapping; the file is opened with `open_flags` and mapped.
+    File {
+        path: PathBuf,
+        open_flags: i32,
+    },
+    /// The dumped vDSO code, and the vvar data in front of it: the runtime
+    /// ones move there.
+    Vdso,
+    Vvar,
+    /// The kernel's fixed `[vsyscall]` page: nothing to do.
+    Vsyscall,
+}
+
+/// One memory area.
+#[derive(Debug, Clone)]
+pub struct VmaPlan {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u32,
+    /// `MAP_*` flags, without `MAP_FIXED`.
+    pub flags: u32,
+    pub pgoff: u64,
+    /// `1 << MADV_*` bits to apply.
+    pub madv: u64,
+    pub backing: Backing,
+}
+
+impl VmaPlan {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// Pages to read: `len` bytes at `addr` from `file_offset` in the pages image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRun {
+    pub addr: u64,
+    pub len: u64,
+    pub file_offset: u64,
+}
+
+/// One thread's state.
+#[derive(Debug, Clone)]
+pub struct ThreadPlan {
+    pub tid: i32,
+    pub regs: crate::restore::regs::Regs,
+    pub fpu: Option<crate::restore::regs::Fpu>,
+    pub sigmask: u64,
+    pub altstack: AltStack,
+    pub clear_tid_addr: u64,
+    pub robust_list: u64,
+    pub robust_list_len: u64,
+    pub rseq: Option<Rseq>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AltStack {
+    pub sp: u64,
+    pub flags: i32,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Rseq {
+    pub ptr: u64,
+    pub len: u32,
+    pub sig: u32,
+}
+
+/// A path as the child's raw `open` needs it.
+pub fn cpath(p: &std::path::Path) -> anyhow::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| anyhow::anyhow!("path {} contains a NUL byte", p.display()))
+}

@@ -1,0 +1,259 @@
+//! Creating the task with its dumped PID and handing it to the blob.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::OFlag;
+use nix::libc;
+use nix::unistd::{Pid, pipe2};
+use revenant_arch::Errno;
+
+use super::bootstrap::{self, ServiceFds};
+use super::child::{self, ChildPlan, Open};
+use super::plan::{Backing, ProcessPlan, cpath};
+
+/// A restored task, running the dumped program.
+#[derive(Debug)]
+pub struct Restored {
+    pub pid: i32,
+    /// What the blob logged.
+    pub log: String,
+}
+
+/// The kernel's `struct clone_args` (first version plus set_tid and cgroup).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Service fd numbers: above every fd the program had, so opening them
+/// never disturbs the program's own.
+fn service_fds(p: &ProcessPlan) -> ServiceFds {
+    let base = p.fds.iter().map(|f| f.fd + 1).max().unwrap_or(0).max(3);
+    let mut next = base + 4;
+    let mut files: Vec<(PathBuf, i32, i32)> = vec![];
+    let vma = p
+        .vmas
+        .iter()
+        .map(|v| match &v.backing {
+            Backing::File { path, open_flags } => {
+                if let Some((_, _, fd)) =
+                    files.iter().find(|(p, f, _)| p == path && f == open_flags)
+                {
+                    return *fd;
+                }
+                files.push((path.clone(), *open_flags, next));
+                next += 1;
+                next - 1
+            }
+            _ => -1,
+        })
+        .collect();
+    let exe = if p.exe.is_some() { base + 3 } else { -1 };
+    let mut all: Vec<i32> = (base + 2..next)
+        .filter(|&fd| fd != base + 3 || exe >= 0)
+        .collect();
+    // The log goes last: the blob closes these in order.
+    all.extend([base + 1, base]);
+    ServiceFds {
+        log: base,
+        sync: base + 1,
+        pages: base + 2,
+        exe,
+        vma,
+        all,
+    }
+}
+
+fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<ChildPlan> {
+    let mut service = vec![Open {
+        path: cpath(&p.pages)?,
+        flags: libc::O_RDONLY,
+        fd: fds.pages,
+        pos: 0,
+        cloexec: true,
+    }];
+    if let Some(exe) = &p.exe {
+        service.push(Open {
+            path: cpath(exe)?,
+            flags: libc::O_RDONLY,
+            fd: fds.exe,
+            pos: 0,
+            cloexec: true,
+        });
+    }
+    for (v, &fd) in p.vmas.iter().zip(&fds.vma) {
+        if let Backing::File { path, open_flags } = &v.backing
+            && !service.iter().any(|o| o.fd == fd)
+        {
+            service.push(Open {
+                path: cpath(path)?,
+                flags: *open_flags,
+                fd,
+                pos: 0,
+                cloexec: true,
+            });
+        }
+    }
+    let targets = p
+        .fds
+        .iter()
+        .map(|f| {
+            Ok(Open {
+                path: cpath(&f.path)?,
+                flags: f.flags,
+                fd: f.fd,
+                pos: f.pos,
+                cloexec: f.cloexec,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let highest = fds.all.iter().copied().max().unwrap_or(0);
+    Ok(ChildPlan {
+        session: p.session,
+        log_fd: (log, fds.log),
+        sync_fd: (sync, fds.sync),
+        scratch: highest.max(log).max(sync) + 1,
+        service,
+        fds: targets,
+        root: (p.root != std::path::Path::new("/"))
+            .then(|| cpath(&p.root))
+            .transpose()?,
+        cwd: cpath(&p.cwd)?,
+        umask: p.umask,
+        entry: 0,
+        args: 0,
+        stack_top: 0,
+    })
+}
+
+/// Creates the task for `p` with its PID, lets it restore itself, and
+/// returns once the dumped program runs in it.
+pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
+    let fds = service_fds(p);
+    let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
+    let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
+    let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd())?;
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
+    if cp.scratch as u64 + 2 >= nofile as u64 {
+        bail!(
+            "the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})",
+            cp.scratch + 2
+        );
+    }
+
+    // Where ptrace works, the host catches the task after its sigreturn and
+    // unmaps the bootstrap area; elsewhere (qemu-user) the area stays.
+    let traced = cfg!(target_arch = "x86_64");
+    let area = bootstrap::build(p, &fds, traced)?;
+    cp.entry = area.entry as usize;
+    cp.args = area.args as usize;
+    cp.stack_top = area.stack_top as usize;
+
+    let tids = [p.pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child gets
+    // a copy of everything and runs `child::run`, which never returns.
+    let ret = unsafe {
+        revenant_arch::syscall2(
+            linux_raw_sys::general::__NR_clone3,
+            &args as *const CloneArgs as usize,
+            size_of::<CloneArgs>(),
+        )
+    };
+    let pid = match revenant_arch::check(ret) {
+        Ok(0) => child::run(&cp),
+        Ok(pid) => Pid::from_raw(pid as i32),
+        Err(Errno::EEXIST) => bail!(
+            "PID {} is in use: cannot restore the process with its dumped PID",
+            p.pid
+        ),
+        Err(e) if e == Errno::EPERM => {
+            bail!(
+                "creating PID {} needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE) in the PID namespace",
+                p.pid
+            )
+        }
+        Err(e) => bail!("clone3 with PID {} failed: errno {}", p.pid, e.raw()),
+    };
+    let (start, len) = (area.start, area.len);
+    // The parent's copy of the bootstrap area is no longer needed.
+    drop(area);
+    drop(log_tx);
+    drop(sync_rx);
+    let reader = std::thread::spawn(move || read_all(log_rx));
+
+    cfg_select! {
+        target_arch = "x86_64" => {
+            use super::finish::{self, Outcome};
+            use nix::sys::ptrace;
+            let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_EXITKILL;
+            if let Err(e) = ptrace::seize(pid, opts) {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                bail!("cannot trace the new task {pid}: {e}");
+            }
+            nix::unistd::write(&sync_tx, &[1]).context("releasing the new task")?;
+            drop(sync_tx);
+            let outcome = finish::finish(pid, start, len);
+            if outcome.is_err() {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            let log = reader.join().unwrap_or_default();
+            match outcome {
+                Ok(Outcome::Running) => Ok(Restored { pid: pid.as_raw(), log }),
+                Ok(Outcome::Failed(why)) => bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log)),
+                Err(e) => Err(e.context(format!("restoring PID {}{}", p.pid, log_tail(&log)))),
+            }
+        }
+        _ => {
+            let _ = (start, len);
+            nix::unistd::write(&sync_tx, &[1]).context("releasing the new task")?;
+            drop(sync_tx);
+            // The blob closes the log right before its sigreturn, or exits
+            // after logging an error.
+            let log = reader.join().unwrap_or_default();
+            if log.lines().last() == Some(super::DONE_LINE) {
+                return Ok(Restored { pid: pid.as_raw(), log });
+            }
+            let why = match nix::sys::wait::waitpid(pid, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => super::describe_exit(code),
+                Ok(other) => format!("ended with {other:?}"),
+                Err(e) => format!("cannot be waited for: {e}"),
+            };
+            bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log))
+        }
+    }
+}
+
+fn log_tail(log: &str) -> String {
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("\nrestore log:\n{}", log.trim_end())
+    }
+}
+
+fn read_all(fd: OwnedFd) -> String {
+    let mut s = String::new();
+    let _ = std::fs::File::from(fd).read_to_string(&mut s);
+    s
+}

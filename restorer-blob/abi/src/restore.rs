@@ -1,0 +1,201 @@
+//! Arguments of [`crate::Command::Restore`]: everything the blob needs to
+//! turn the process it runs in into the dumped one, flattened into plain
+//! arrays. The host has already validated all of it; the blob checks only
+//! that arrays lie inside the block.
+
+use crate::{Plain, Span};
+
+/// The restore of one process (its threads are in [`Restore::threads`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Restore {
+    /// The bootstrap area (blob, argument block, stacks, frames, vDSO park):
+    /// the only memory the blob keeps while it unmaps everything else.
+    pub bootstrap_start: u64,
+    pub bootstrap_len: u64,
+    /// Top of the user address space; everything below it but the
+    /// bootstrap area is unmapped.
+    pub task_size: u64,
+    /// The pages image, read with `preadv` at [`PageRead::offset`]s.
+    pub pages_fd: i32,
+    /// The executable, for `PR_SET_MM_MAP`; -1 to leave it unchanged.
+    pub exe_fd: i32,
+    /// [`RESTORE_TRAP`] and friends.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+    /// [`Vma`]s, sorted by address.
+    pub vmas: Span,
+    /// [`PageRead`]s, in pages-image order.
+    pub page_reads: Span,
+    /// [`Iovec`]s that the page reads index into.
+    pub iovs: Span,
+    /// [`Move`]s done before anything is unmapped (parking the runtime vDSO
+    /// inside the bootstrap area).
+    pub park: Span,
+    /// [`Move`]s done after every VMA is mapped (the parked vDSO to the
+    /// dumped address).
+    pub unpark: Span,
+    /// [`SigAction`]s to install.
+    pub sigactions: Span,
+    /// `i32` fds the blob closes before the sigreturn (its service fds).
+    pub close_fds: Span,
+    /// The saved auxv for `PR_SET_MM_MAP`, as bytes: pairs of the arch's
+    /// native words (`unsigned long`).
+    pub auxv: Span,
+    /// [`Thread`]s; the first is the one running the blob.
+    pub threads: Span,
+    /// The memory layout for `PR_SET_MM_MAP`.
+    pub mm: MmMap,
+    /// The process name (`PR_SET_NAME`), NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// Stop with a breakpoint trap right before `rt_sigreturn`, so the tracing
+/// host can catch the task there and unmap the bootstrap area after it.
+pub const RESTORE_TRAP: u32 = 1;
+
+/// One dumped memory area.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    /// File offset in bytes (file mappings).
+    pub pgoff: u64,
+    /// `MADV_*` numbers to apply, as a bit set (`1 << advice`).
+    pub madv: u64,
+    /// Final `PROT_*`.
+    pub prot: u32,
+    /// `MAP_*` flags for the `mmap` (without `MAP_FIXED`, which the blob adds).
+    pub flags: u32,
+    /// The open file to map, or -1 for anonymous memory.
+    pub fd: i32,
+    /// [`VMA_SKIP`] and friends.
+    pub how: u32,
+}
+
+/// Do not map this area: something else provides it (the vDSO moves in
+/// through [`Restore::unpark`]; `[vsyscall]` is the kernel's).
+pub const VMA_SKIP: u32 = 1;
+/// Pages will be read into it: map it writable first and set the final
+/// protection after the reads.
+pub const VMA_FILL: u32 = 2;
+
+/// One `preadv` from the pages image.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PageRead {
+    /// Where in the pages image the first iovec's bytes start.
+    pub offset: u64,
+    /// Index of the first [`Iovec`] in [`Restore::iovs`] to fill.
+    pub first_iov: u32,
+    /// How many consecutive iovecs to fill.
+    pub iov_count: u32,
+}
+
+/// A destination range in the restored address space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Iovec {
+    pub base: u64,
+    pub len: u64,
+}
+
+/// An `mremap` of `len` bytes from `from` to `to`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Move {
+    pub from: u64,
+    pub to: u64,
+    pub len: u64,
+}
+
+/// One signal action, in the kernel's `rt_sigaction` terms.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SigAction {
+    pub signo: u32,
+    pub pad: u32,
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+/// The fields of the kernel's `struct prctl_mm_map`, widened to u64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MmMap {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+}
+
+/// Per-thread state the blob sets with syscalls; registers, FPU state,
+/// signal mask and alternate stack travel in the signal frame instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Thread {
+    pub tid: u32,
+    pub rseq_len: u32,
+    /// Where the thread's `rt_sigreturn` frame is: the stack pointer value
+    /// the arch's `rt_sigreturn` expects.
+    pub sigframe: u64,
+    /// x86_64 `fs` base (TLS); ARM TLS register.
+    pub tls: u64,
+    /// x86_64 `gs` base; 0 elsewhere.
+    pub gs_base: u64,
+    pub clear_tid_addr: u64,
+    pub robust_list: u64,
+    pub robust_list_len: u64,
+    /// 0 when the thread had no rseq registration.
+    pub rseq_ptr: u64,
+    pub rseq_sig: u32,
+    /// Reserved, zero.
+    pub pad: u32,
+}
+
+// SAFETY: every type here is repr(C), built only from u32/i32/u64, byte
+// arrays and Spans, laid out without padding (asserted below).
+unsafe impl Plain for Restore {}
+// SAFETY: as above.
+unsafe impl Plain for Vma {}
+// SAFETY: as above.
+unsafe impl Plain for PageRead {}
+// SAFETY: as above.
+unsafe impl Plain for Iovec {}
+// SAFETY: as above.
+unsafe impl Plain for Move {}
+// SAFETY: as above.
+unsafe impl Plain for SigAction {}
+// SAFETY: as above.
+unsafe impl Plain for MmMap {}
+// SAFETY: as above.
+unsafe impl Plain for Thread {}
+// SAFETY: a primitive.
+unsafe impl Plain for i32 {}
+
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Restore>() == 216);
+    assert!(offset_of!(Restore, vmas) == 40);
+    assert!(offset_of!(Restore, mm) == 112);
+    assert!(offset_of!(Restore, comm) == 200);
+    assert!(size_of::<Vma>() == 48);
+    assert!(size_of::<PageRead>() == 16);
+    assert!(size_of::<Iovec>() == 16);
+    assert!(size_of::<Move>() == 24);
+    assert!(size_of::<SigAction>() == 40);
+    assert!(size_of::<MmMap>() == 88);
+    assert!(size_of::<Thread>() == 72);
+    assert!(offset_of!(Thread, rseq_ptr) == 56);
+};

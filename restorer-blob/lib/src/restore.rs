@@ -1,0 +1,354 @@
+//! The restore proper: from "a copy of the host process with the bootstrap
+//! area mapped" to "the dumped process, about to return from a signal".
+//!
+//! The order matters and each step says why it comes where it does. Any
+//! failure is past the point of no return (the old address space is gone or
+//! going), so it ends the task with a distinct [`ExitCode`] after a log line
+//! that names the object and the errno.
+
+use linux_raw_sys::general as g;
+use revenant_arch::{Errno, consts, sys};
+use revenant_blob_abi::{
+    ExitCode, Iovec, MmMap, Move, PageRead, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL,
+    VMA_SKIP, Vma,
+};
+
+use crate::{Args, Log, fail};
+
+/// Everything the restore reads, checked to lie inside the block before the
+/// first irreversible step.
+struct Plan<'a> {
+    r: &'a Restore,
+    vmas: &'a [Vma],
+    page_reads: &'a [PageRead],
+    iovs: &'a [Iovec],
+    park: &'a [Move],
+    unpark: &'a [Move],
+    sigactions: &'a [SigAction],
+    close_fds: &'a [i32],
+    auxv: &'a [u8],
+    threads: &'a [Thread],
+}
+
+fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
+    let r: &Restore = args.one(args.header().restore)?;
+    let p = Plan {
+        r,
+        vmas: args.array(r.vmas)?,
+        page_reads: args.array(r.page_reads)?,
+        iovs: args.array(r.iovs)?,
+        park: args.array(r.park)?,
+        unpark: args.array(r.unpark)?,
+        sigactions: args.array(r.sigactions)?,
+        close_fds: args.array(r.close_fds)?,
+        auxv: args.array(r.auxv)?,
+        threads: args.array(r.threads)?,
+    };
+    for read in p.page_reads {
+        let end = read.first_iov as usize + read.iov_count as usize;
+        if end > p.iovs.len() {
+            return Err(ExitCode::BadLayout);
+        }
+    }
+    if p.threads.is_empty() {
+        return Err(ExitCode::BadLayout);
+    }
+    Ok(p)
+}
+
+pub fn run(args: &Args<'_>, log: &Log) -> ! {
+    let p = match plan(args) {
+        Ok(p) => p,
+        Err(code) => fail(log, code, "restore arguments lie outside the block"),
+    };
+    let r = p.r;
+    log.info()
+        .s("restoring: ")
+        .dec(p.vmas.len() as u64)
+        .s(" vmas, ")
+        .dec(p.page_reads.len() as u64)
+        .s(" page reads")
+        .emit();
+
+    // No signal may run a handler while the address space is half built;
+    // the frame's mask replaces this one at the end.
+    check(
+        log,
+        sys::rt_sigprocmask(consts::SIG_SETMASK, !0),
+        ExitCode::Signals,
+        "blocking signals",
+        0,
+    );
+
+    // The runtime vDSO would be unmapped with everything else: keep it in
+    // the bootstrap area until its final place exists.
+    moves(log, p.park, "parking the vDSO");
+
+    unmap_all_but_bootstrap(log, r);
+    map_vmas(log, &p);
+    read_pages(log, &p, r.pages_fd);
+    finish_vmas(log, p.vmas);
+    moves(log, p.unpark, "moving the vDSO into place");
+    set_mm(log, &p);
+    set_sigactions(log, p.sigactions);
+    set_thread(log, &p.threads[0]);
+
+    log.info()
+        .s("restore done, returning to the program")
+        .emit();
+    // Service fds (the log among them) go last: nothing can be reported
+    // after this.
+    for &fd in p.close_fds {
+        let _ = sys::close(fd);
+    }
+    if r.flags & RESTORE_TRAP != 0 {
+        revenant_arch::trap();
+    }
+    // SAFETY: the host built this frame for this thread; it holds the
+    // dumped registers, FPU state, signal mask and alternate stack.
+    unsafe { revenant_arch::rt_sigreturn(p.threads[0].sigframe as usize) }
+}
+
+/// Ends the restore if `res` failed, naming `what` and `at`.
+fn check<T>(log: &Log, res: Result<T, Errno>, code: ExitCode, what: &str, at: u64) -> T {
+    match res {
+        Ok(v) => v,
+        Err(e) => {
+            log.error()
+                .s(what)
+                .s(" at ")
+                .hex(at)
+                .s(": ")
+                .errno(e)
+                .emit();
+            fail(log, code, "restore failed")
+        }
+    }
+}
+
+fn moves(log: &Log, moves: &[Move], what: &str) {
+    for m in moves {
+        // SAFETY: the host planned these moves into free room (the bootstrap
+        // park, or the dumped vDSO's address, which nothing else occupies).
+        let res = unsafe {
+            sys::mremap_fixed(
+                m.from as usize,
+                m.len as usize,
+                m.to as usize,
+                m.len as usize,
+            )
+        };
+        check(log, res, ExitCode::Vdso, what, m.from);
+    }
+}
+
+fn unmap_all_but_bootstrap(log: &Log, r: &Restore) {
+    let (start, end) = (
+        r.bootstrap_start as usize,
+        (r.bootstrap_start + r.bootstrap_len) as usize,
+    );
+    // SAFETY: this removes the host's code, libraries, heap and stacks. The
+    // blob runs on code, data and stack inside the bootstrap area, which
+    // stays.
+    unsafe {
+        check(
+            log,
+            sys::munmap(0, start),
+            ExitCode::Unmap,
+            "unmapping below the bootstrap",
+            0,
+        );
+        let top = r.task_size as usize;
+        if top > end {
+            check(
+                log,
+                sys::munmap(end, top - end),
+                ExitCode::Unmap,
+                "unmapping above the bootstrap",
+                end as u64,
+            );
+        }
+    }
+}
+
+fn map_vmas(log: &Log, p: &Plan<'_>) {
+    for v in p.vmas.iter().filter(|v| v.how & VMA_SKIP == 0) {
+        let prot = if v.how & VMA_FILL != 0 {
+            v.prot | g::PROT_WRITE
+        } else {
+            v.prot
+        };
+        let len = (v.end - v.start) as usize;
+        // SAFETY: below and above the bootstrap nothing is mapped any more,
+        // and the host checked that the VMAs do not overlap it.
+        let res = unsafe { sys::mmap_fixed(v.start as usize, len, prot, v.flags, v.fd, v.pgoff) };
+        check(log, res, ExitCode::MapVma, "mapping vma", v.start);
+    }
+}
+
+/// Kernel iovecs built on the stack, this many at a time.
+const IOV_BATCH: usize = 128;
+
+fn read_pages(log: &Log, p: &Plan<'_>, fd: i32) {
+    for read in p.page_reads {
+        let first = read.first_iov as usize;
+        // In bounds: checked in `plan`.
+        let iovs = &p.iovs[first..first + read.iov_count as usize];
+        let mut offset = read.offset;
+        for chunk in iovs.chunks(IOV_BATCH) {
+            let res = read_chunk(fd, chunk, offset);
+            offset += check(
+                log,
+                res,
+                ExitCode::ReadPages,
+                "reading pages into",
+                chunk[0].base,
+            );
+        }
+    }
+}
+
+/// Reads one batch, continuing after short reads; returns the bytes read.
+fn read_chunk(fd: i32, chunk: &[Iovec], offset: u64) -> Result<u64, Errno> {
+    let mut kiov = [revenant_arch::Iovec::default(); IOV_BATCH];
+    for (k, i) in kiov.iter_mut().zip(chunk) {
+        *k = revenant_arch::Iovec {
+            base: i.base as usize,
+            len: i.len as usize,
+        };
+    }
+    let total: u64 = chunk.iter().map(|i| i.len).sum();
+    let (mut done, mut first) = (0u64, 0usize);
+    while done < total {
+        // SAFETY: every iovec points into a VMA mapped writable above.
+        let n = unsafe {
+            revenant_arch::preadv(
+                fd,
+                kiov[first..].as_ptr(),
+                chunk.len() - first,
+                offset + done,
+            )
+        };
+        let mut n = match n {
+            Ok(0) => return Err(Errno::EFAULT),
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        done += n as u64;
+        while n > 0 && first < chunk.len() {
+            let take = n.min(kiov[first].len);
+            kiov[first].base += take;
+            kiov[first].len -= take;
+            n -= take;
+            if kiov[first].len == 0 {
+                first += 1;
+            }
+        }
+    }
+    Ok(total)
+}
+
+fn finish_vmas(log: &Log, vmas: &[Vma]) {
+    for v in vmas.iter().filter(|v| v.how & VMA_SKIP == 0) {
+        let len = (v.end - v.start) as usize;
+        if v.how & VMA_FILL != 0 && v.prot & g::PROT_WRITE == 0 {
+            // SAFETY: the VMA was just mapped by us and filled.
+            let res = unsafe { sys::mprotect(v.start as usize, len, v.prot) };
+            check(log, res, ExitCode::Protect, "protecting vma", v.start);
+        }
+        for advice in (0..64).filter(|b| v.madv & (1u64 << b) != 0) {
+            // SAFETY: the host passes only the advice the dumped VMA had
+            // (hints such as MADV_DONTFORK, never ones that drop contents).
+            let res = unsafe { sys::madvise(v.start as usize, len, advice) };
+            check(log, res, ExitCode::Protect, "madvise on vma", v.start);
+        }
+    }
+}
+
+fn set_mm(log: &Log, p: &Plan<'_>) {
+    let m: &MmMap = &p.r.mm;
+    let map = linux_raw_sys::prctl::prctl_mm_map {
+        start_code: m.start_code,
+        end_code: m.end_code,
+        start_data: m.start_data,
+        end_data: m.end_data,
+        start_brk: m.start_brk,
+        brk: m.brk,
+        start_stack: m.start_stack,
+        arg_start: m.arg_start,
+        arg_end: m.arg_end,
+        env_start: m.env_start,
+        env_end: m.env_end,
+        auxv: p.auxv.as_ptr() as *mut u64,
+        auxv_size: p.auxv.len() as u32,
+        exe_fd: p.r.exe_fd as u32,
+    };
+    let size = core::mem::size_of_val(&map);
+    use linux_raw_sys::prctl::{PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME};
+    // SAFETY: the kernel reads the map and the auxv it points at, both live.
+    let res = unsafe {
+        sys::prctl(
+            PR_SET_MM,
+            PR_SET_MM_MAP as usize,
+            &map as *const _ as usize,
+            size,
+            0,
+        )
+    };
+    check(
+        log,
+        res,
+        ExitCode::MmMap,
+        "PR_SET_MM_MAP, start_code",
+        m.start_code,
+    );
+    // SAFETY: the kernel reads at most 16 bytes of the name.
+    let res = unsafe { sys::prctl(PR_SET_NAME, p.r.comm.as_ptr() as usize, 0, 0, 0) };
+    check(log, res, ExitCode::MmMap, "PR_SET_NAME", 0);
+}
+
+fn set_sigactions(log: &Log, actions: &[SigAction]) {
+    for a in actions {
+        let act = sys::KernelSigaction {
+            handler: a.handler as usize,
+            flags: a.flags as usize,
+            restorer: a.restorer as usize,
+            mask: a.mask,
+        };
+        check(
+            log,
+            sys::rt_sigaction(a.signo, &act),
+            ExitCode::Signals,
+            "rt_sigaction, signal",
+            a.signo as u64,
+        );
+    }
+}
+
+fn set_thread(log: &Log, t: &Thread) {
+    sys::set_tid_address(t.clear_tid_addr as usize);
+    if t.robust_list != 0 {
+        let res = sys::set_robust_list(t.robust_list as usize, t.robust_list_len as usize);
+        check(
+            log,
+            res,
+            ExitCode::ThreadState,
+            "set_robust_list",
+            t.robust_list,
+        );
+    }
+    check(
+        log,
+        revenant_arch::set_tls(t.tls, t.gs_base),
+        ExitCode::ThreadState,
+        "setting TLS",
+        t.tls,
+    );
+    if t.rseq_ptr != 0 {
+        // SAFETY: the dumped program registered this area; its memory is
+        // back in place.
+        let res = unsafe { sys::rseq(t.rseq_ptr as usize, t.rseq_len, 0, t.rseq_sig) };
+        check(log, res, ExitCode::ThreadState, "rseq", t.rseq_ptr);
+    }
+}
