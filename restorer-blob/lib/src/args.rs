@@ -153,7 +153,7 @@ mod tests {
         b[8] = 77;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadArch));
         assert_eq!(
-            Args::from_bytes(view(&w, 50)).err(),
+            Args::from_bytes(view(&w, TOTAL - 6)).err(),
             Some(ExitCode::BadLayout)
         );
         w.truncate(4);
@@ -166,9 +166,10 @@ mod tests {
     #[test]
     fn refuses_spans_outside_the_block() {
         let w = block(&[0; 16]);
-        let args = Args::from_bytes(view(&w, 56)).unwrap();
+        let args = Args::from_bytes(view(&w, TOTAL)).unwrap();
+        let h = H as u32;
         let outside = Span {
-            offset: 50,
+            offset: h + 8,
             count: 1,
         };
         assert_eq!(
@@ -176,7 +177,7 @@ mod tests {
             Some(ExitCode::BadLayout)
         );
         let huge = Span {
-            offset: 40,
+            offset: h,
             count: u32::MAX,
         };
         assert_eq!(
@@ -184,7 +185,7 @@ mod tests {
             Some(ExitCode::BadLayout)
         );
         let misaligned = Span {
-            offset: 41,
+            offset: h + 1,
             count: 1,
         };
         assert_eq!(
@@ -193,7 +194,7 @@ mod tests {
         );
         assert_eq!(
             args.array::<u8>(Span {
-                offset: 40,
+                offset: h,
                 count: 16
             })
             .unwrap()
