@@ -122,27 +122,13 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     );
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
-    let own: Vec<_> = maps.iter().map(|m| (m.start, m.end)).collect();
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
     let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(65536)
         .max(PAGE_SIZE as u64);
-    let start = layout::find_hole(&own, &dumped, len, min, task_size).context(
-        "no address range is free in both this process and the dumped one for the bootstrap area",
-    )?;
-
-    let prot = g::PROT_READ | g::PROT_WRITE;
-    let flags = g::MAP_PRIVATE | g::MAP_ANONYMOUS | g::MAP_FIXED_NOREPLACE;
-    // SAFETY: a new anonymous mapping; MAP_FIXED_NOREPLACE replaces nothing.
-    let got = unsafe { revenant_arch::mmap(start as usize, len as usize, prot, flags, -1, 0) }
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "mapping the bootstrap area at {start:#x}: errno {}",
-                e.raw()
-            )
-        })?;
+    let start = map_hole(&dumped, len, min, task_size)?;
     let area = Bootstrap {
         start,
         len,
@@ -150,9 +136,6 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
         stack_top: start + (blob_len + STACK) as u64,
         args: start + (blob_len + STACK + frames_len) as u64,
     };
-    if got as u64 != start {
-        bail!("the bootstrap area landed at {got:#x}, not {start:#x}");
-    }
     // SAFETY: `start..start + len` is our fresh writable mapping.
     let mem = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len as usize) };
 
@@ -195,6 +178,36 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
             .map_err(|e| anyhow::anyhow!("flushing the blob: errno {}", e.raw()))?;
     }
     Ok(area)
+}
+
+/// Maps `len` bytes read+write where neither this process nor the dumped
+/// one has anything. Another thread may map memory between reading our maps
+/// and mapping the hole; `MAP_FIXED_NOREPLACE` notices, and we look again.
+fn map_hole(dumped: &[(u64, u64)], len: u64, min: u64, task_size: u64) -> Result<u64> {
+    let prot = g::PROT_READ | g::PROT_WRITE;
+    let flags = g::MAP_PRIVATE | g::MAP_ANONYMOUS | g::MAP_FIXED_NOREPLACE;
+    for _ in 0..16 {
+        let own: Vec<_> = layout::own_maps()?
+            .iter()
+            .map(|m| (m.start, m.end))
+            .collect();
+        let start = layout::find_hole(&own, dumped, len, min, task_size)
+            .context("no address range is free in both this process and the dumped one for the bootstrap area")?;
+        // SAFETY: a new anonymous mapping; MAP_FIXED_NOREPLACE replaces nothing.
+        match unsafe { revenant_arch::mmap(start as usize, len as usize, prot, flags, -1, 0) } {
+            Ok(got) if got as u64 == start => return Ok(start),
+            Ok(got) => {
+                // SAFETY: an old kernel took the hint loosely; the mapping is ours.
+                let _ = unsafe { revenant_arch::sys::munmap(got, len as usize) };
+            }
+            Err(e) if e == revenant_arch::Errno::EEXIST => {}
+            Err(e) => bail!(
+                "mapping {len} bytes for the bootstrap area at {start:#x}: errno {}",
+                e.raw()
+            ),
+        }
+    }
+    bail!("the bootstrap area's hole kept being taken by other threads of this process")
 }
 
 struct Placement {

@@ -143,6 +143,13 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
+    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
+        bail!(
+            "PID {} is in use (by {}): cannot restore the process with its dumped PID",
+            p.pid,
+            comm.trim()
+        );
+    }
     let fds = service_fds(p);
     let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
     let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
