@@ -27,22 +27,12 @@ fn main() {
         other => panic!("revenant's restorer blob supports x86_64 and arm, not {other}"),
     };
 
-    for p in [
-        "src",
-        "build.rs",
-        "blob.ld",
-        "Cargo.toml",
-        "Cargo.lock",
-        ".cargo/config.toml",
-    ] {
+    for p in ["src", "build.rs", "blob.ld", "Cargo.toml", "Cargo.lock", ".cargo/config.toml"] {
         println!("cargo:rerun-if-changed={}", blob_dir.join(p).display());
     }
     for dep in ["restorer-blob/lib", "restorer-blob/abi", "arch"] {
         for p in ["src", "Cargo.toml"] {
-            println!(
-                "cargo:rerun-if-changed={}",
-                root.join(dep).join(p).display()
-            );
+            println!("cargo:rerun-if-changed={}", root.join(dep).join(p).display());
         }
     }
 
@@ -66,30 +56,20 @@ fn main() {
             || key == "RUSTC_WRAPPER"
             || key.starts_with("CARGO_PROFILE_")
             || (key.starts_with("CARGO_TARGET_")
-                && (key.ends_with("_RUSTFLAGS")
-                    || key.ends_with("_LINKER")
-                    || key.ends_with("_RUNNER")));
+                && (key.ends_with("_RUSTFLAGS") || key.ends_with("_LINKER") || key.ends_with("_RUNNER")));
         if inherited {
             cmd.env_remove(&key);
         }
     }
     // Replaces every other source of rustflags, config files included.
     cmd.env("CARGO_ENCODED_RUSTFLAGS", "-Clinker=rust-lld");
-    let status = cmd
-        .status()
-        .expect("cannot run the nested cargo for the restorer blob");
-    assert!(
-        status.success(),
-        "building the restorer blob for {triple} failed"
-    );
+    let status = cmd.status().expect("cannot run the nested cargo for the restorer blob");
+    assert!(status.success(), "building the restorer blob for {triple} failed");
 
     let elf_path = target_dir.join(triple).join("release/revenant-blob");
     let elf = fs::read(&elf_path).unwrap_or_else(|e| panic!("{}: {e}", elf_path.display()));
-    let blob =
-        flatten(&elf, machine).unwrap_or_else(|e| panic!("flattening {}: {e}", elf_path.display()));
-    let entry = blob
-        .symbol("blob_entry")
-        .expect("the blob defines blob_entry");
+    let blob = flatten(&elf, machine).unwrap_or_else(|e| panic!("flattening {}: {e}", elf_path.display()));
+    let entry = blob.symbol("blob_entry").expect("the blob defines blob_entry");
     assert_eq!(entry, blob.entry, "ELF entry and blob_entry disagree");
 
     fs::write(out.join("blob.bin"), &blob.image).expect("write blob.bin");
@@ -99,25 +79,13 @@ fn main() {
 fn meta(blob: &revenant_linker::FlatBlob) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "pub const ARCH: &str = {:?};", blob.machine.name());
-    let _ = writeln!(
-        s,
-        "pub const WORD_SIZE: usize = {};",
-        blob.machine.word_size()
-    );
+    let _ = writeln!(s, "pub const WORD_SIZE: usize = {};", blob.machine.word_size());
     let _ = writeln!(s, "pub const ENTRY: u64 = {:#x};", blob.entry);
     let _ = writeln!(s, "pub const BSS_SIZE: u64 = {:#x};", blob.bss_size);
     let _ = writeln!(s, "pub const DATA_START: u64 = {:#x};", blob.data_start);
     let _ = writeln!(s, "pub const RELOCS: &[u32] = &{:?};", blob.relocs);
-    let _ = writeln!(
-        s,
-        "pub const RELOC_TYPES: &[(&str, usize)] = &{:?};",
-        blob.reloc_types
-    );
-    let syms: Vec<(&str, u64)> = blob
-        .symbols
-        .iter()
-        .map(|s| (s.name.as_str(), s.offset))
-        .collect();
+    let _ = writeln!(s, "pub const RELOC_TYPES: &[(&str, usize)] = &{:?};", blob.reloc_types);
+    let syms: Vec<(&str, u64)> = blob.symbols.iter().map(|s| (s.name.as_str(), s.offset)).collect();
     let _ = writeln!(s, "pub const SYMBOLS: &[(&str, u64)] = &{syms:?};");
     s
 }

@@ -12,12 +12,7 @@ fn selftest_runs_relocated_tables_and_exits_with_the_expected_code() {
     for input in [7, 1000, u32::MAX] {
         let out = run_selftest(input, "ping from the parent", None).unwrap();
         assert_eq!(out.signal, None, "blob crashed; log:\n{}", out.log);
-        assert_eq!(
-            out.exit_code,
-            Some(selftest_exit_code(input) as i32),
-            "log:\n{}",
-            out.log
-        );
+        assert_eq!(out.exit_code, Some(selftest_exit_code(input) as i32), "log:\n{}", out.log);
         let lines: Vec<&str> = out.log.lines().collect();
         assert_eq!(lines[0], format!("blob: self-test in pid {}", out.pid));
         assert_eq!(lines[1], "blob: message: ping from the parent");
@@ -26,37 +21,21 @@ fn selftest_runs_relocated_tables_and_exits_with_the_expected_code() {
         assert_eq!(lines[4], "blob: check 3: data and bss");
         assert!(lines[5].starts_with("blob: mmap ok at 0x"), "{}", lines[5]);
         let value = ((input.wrapping_add(3)).wrapping_mul(5)) ^ 0x55;
-        assert_eq!(
-            lines[6],
-            format!("blob: value {value}, exiting with {}", value % 128)
-        );
+        assert_eq!(lines[6], format!("blob: value {value}, exiting with {}", value % 128));
     }
 }
 
 #[test]
 fn selftest_works_at_a_chosen_address() {
     // Far from where the kernel puts things on either arch.
-    let hint: usize = if cfg!(target_pointer_width = "64") {
-        (0x5a5a_0000_0000u64) as usize
-    } else {
-        0x5a5a_0000
-    };
+    let hint: usize = if cfg!(target_pointer_width = "64") { (0x5a5a_0000_0000u64) as usize } else { 0x5a5a_0000 };
     let out = run_selftest(42, "fixed", Some(hint)).unwrap();
-    assert_eq!(
-        out.exit_code,
-        Some(selftest_exit_code(42) as i32),
-        "log:\n{}",
-        out.log
-    );
+    assert_eq!(out.exit_code, Some(selftest_exit_code(42) as i32), "log:\n{}", out.log);
 }
 
 #[test]
 fn refuses_a_block_with_a_bad_magic_version_or_arch() {
-    for (offset, code) in [
-        (0, ExitCode::BadMagic),
-        (4, ExitCode::BadVersion),
-        (8, ExitCode::BadArch),
-    ] {
+    for (offset, code) in [(0, ExitCode::BadMagic), (4, ExitCode::BadVersion), (8, ExitCode::BadArch)] {
         let out = run_in_child(
             |fd| {
                 let mut b = selftest_block(7, "x", fd);
@@ -84,13 +63,7 @@ fn reports_an_unknown_command_and_a_bad_span_in_the_log() {
     )
     .unwrap();
     assert_eq!(out.exit_code, Some(ExitCode::UnknownCommand as i32));
-    assert_eq!(
-        out.log,
-        format!(
-            "blob: error: unknown command (exit code {})\n",
-            ExitCode::UnknownCommand as u8
-        )
-    );
+    assert_eq!(out.log, format!("blob: error: unknown command (exit code {})\n", ExitCode::UnknownCommand as u8));
 
     let out = run_in_child(
         |fd| {

@@ -4,9 +4,5 @@
 pub const ARCH: &str = revenant_arch_name();
 
 const fn revenant_arch_name() -> &'static str {
-    if cfg!(target_arch = "x86_64") {
-        "x86_64"
-    } else {
-        "arm"
-    }
+    if cfg!(target_arch = "x86_64") { "x86_64" } else { "arm" }
 }

@@ -3,18 +3,19 @@
 //! by hand, and stdout on a file. The program prints its message and xmm0,
 //! then exits with r12. This exercises the whole restore path (clone3 with
 //! the PID, fds, bootstrap, blob, pages, protections, sigframe with xsave,
-//! ptrace finish) without depending on dump or on image parsing.
-
-#![cfg(target_arch = "x86_64")]
+//! ptrace finish) without depending on dump or on image parsing. On armv7
+//! (under qemu-arm) the same program, in ARM code, with d0 for xmm0.
 
 use std::path::PathBuf;
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
-use revenant::restore::plan::{
-    AltStack, Backing, FdPlan, PageRun, ProcessPlan, Session, ThreadPlan, VmaPlan,
-};
-use revenant::restore::regs::{Fpu, Regs, X86Fpu, X86Regs};
+use revenant::restore::plan::{AltStack, Backing, FdPlan, PageRun, ProcessPlan, Session, ThreadPlan, VmaPlan};
+use revenant::restore::regs::{Fpu, Regs};
+#[cfg(target_arch = "arm")]
+use revenant::restore::regs::{ArmRegs, ArmVfp};
+#[cfg(target_arch = "x86_64")]
+use revenant::restore::regs::{X86Fpu, X86Regs};
 use revenant::restore::restore_process;
 use revenant_blob_abi::MmMap;
 
@@ -22,6 +23,7 @@ const CODE: u64 = 0x1000_0000;
 const DATA: u64 = 0x1000_1000;
 const MSG: &[u8] = b"hello from a restored process\n";
 
+#[cfg(target_arch = "x86_64")]
 #[rustfmt::skip]
 const PROGRAM: &[u8] = &[
     0xb8, 0x01, 0x00, 0x00, 0x00,       // mov eax, 1 (write)
@@ -40,13 +42,82 @@ const PROGRAM: &[u8] = &[
     0x0f, 0x05,                         // syscall
 ];
 
+/// Little-endian ARM words.
+#[cfg(target_arch = "arm")]
+const PROGRAM: &[u8] = &{
+    const WORDS: [u32; 16] = [
+        0xe3a07004, // mov r7, #4 (write)
+        0xe3a00001, // mov r0, #1
+        0xe1a01005, // mov r1, r5
+        0xe1a02006, // mov r2, r6
+        0xef000000, // svc 0
+        0xed850b10, // vstr d0, [r5, #64]
+        0xe2851040, // add r1, r5, #64
+        0xe3a02008, // mov r2, #8
+        0xe3a07004, // mov r7, #4
+        0xe3a00001, // mov r0, #1
+        0xef000000, // svc 0
+        0xe3a070f8, // mov r7, #248 (exit_group)
+        0xe1a00004, // mov r0, r4
+        0xef000000, // svc 0
+        0xe7f000f0, // udf
+        0xe7f000f0, // udf
+    ];
+    let mut b = [0u8; 64];
+    let mut i = 0;
+    while i < 16 {
+        let w = WORDS[i].to_le_bytes();
+        b[4 * i] = w[0];
+        b[4 * i + 1] = w[1];
+        b[4 * i + 2] = w[2];
+        b[4 * i + 3] = w[3];
+        i += 1;
+    }
+    b
+};
+
+/// What the program prints after its message: xmm0 on x86_64, d0 on ARM.
+#[cfg(target_arch = "x86_64")]
+const VEC: &[u8] = b"xmm0 survives!!\n";
+#[cfg(target_arch = "arm")]
+const VEC: &[u8] = b"d0 ok!\n\0";
+
+#[cfg(target_arch = "x86_64")]
+fn regs_and_fpu() -> (Regs, Fpu) {
+    let mut legacy = [0u8; 512];
+    legacy[0..2].copy_from_slice(&0x37fu16.to_le_bytes()); // fcw
+    legacy[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // mxcsr
+    legacy[160..176].copy_from_slice(VEC);
+    let regs = Regs::X86_64(X86Regs {
+        ip: CODE,
+        sp: DATA + 0x800,
+        cs: 0x33,
+        ss: 0x2b,
+        flags: 0x202,
+        r12: 42,
+        r13: DATA,
+        r14: MSG.len() as u64,
+        ..Default::default()
+    });
+    (regs, Fpu::X86(Box::new(X86Fpu { legacy, xstate_bv: 0b11, components: vec![] })))
+}
+
+#[cfg(target_arch = "arm")]
+fn regs_and_fpu() -> (Regs, Fpu) {
+    let mut r = [0u32; 16];
+    r[4] = 42;
+    r[5] = DATA as u32;
+    r[6] = MSG.len() as u32;
+    r[13] = (DATA + 0x800) as u32;
+    r[15] = CODE as u32;
+    let mut vfp = ArmVfp::default();
+    vfp.fpregs[0] = u64::from_le_bytes(VEC.try_into().unwrap());
+    (Regs::Arm(ArmRegs { r, cpsr: 0x10, orig_r0: 0, tls: 0 }), Fpu::ArmVfp(Box::new(vfp)))
+}
+
 /// A PID nobody uses, from the top of the range.
 fn free_pid() -> i32 {
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
     let mut pid = max - 1000 - (std::process::id() as i32 % 1000);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         pid -= 1;
@@ -61,17 +132,14 @@ fn scratch_dir(name: &str) -> PathBuf {
     d
 }
 
-fn plan(dir: &std::path::Path, pid: i32, xmm0: [u8; 16]) -> ProcessPlan {
+fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
     let mut pages = vec![0u8; 8192];
     pages[..PROGRAM.len()].copy_from_slice(PROGRAM);
     pages[4096..4096 + MSG.len()].copy_from_slice(MSG);
     std::fs::write(dir.join("pages-1.img"), &pages).unwrap();
     std::fs::write(dir.join("out"), b"").unwrap();
 
-    let mut legacy = [0u8; 512];
-    legacy[0..2].copy_from_slice(&0x37fu16.to_le_bytes()); // fcw
-    legacy[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // mxcsr
-    legacy[160..176].copy_from_slice(&xmm0);
+    let (regs, fpu) = regs_and_fpu();
     let anon = |start: u64, prot: u32| VmaPlan {
         start,
         end: start + 4096,
@@ -92,13 +160,7 @@ fn plan(dir: &std::path::Path, pid: i32, xmm0: [u8; 16]) -> ProcessPlan {
         root: "/".into(),
         umask: 0o022,
         fds: vec![
-            FdPlan {
-                fd: 0,
-                path: "/dev/null".into(),
-                flags: nix::libc::O_RDONLY,
-                pos: 0,
-                cloexec: false,
-            },
+            FdPlan { fd: 0, path: "/dev/null".into(), flags: nix::libc::O_RDONLY, pos: 0, cloexec: false },
             FdPlan {
                 fd: 1,
                 path: dir.join("out"),
@@ -113,16 +175,8 @@ fn plan(dir: &std::path::Path, pid: i32, xmm0: [u8; 16]) -> ProcessPlan {
         ],
         pages: dir.join("pages-1.img"),
         page_runs: vec![
-            PageRun {
-                addr: CODE,
-                len: 4096,
-                file_offset: 0,
-            },
-            PageRun {
-                addr: DATA,
-                len: 4096,
-                file_offset: 4096,
-            },
+            PageRun { addr: CODE, len: 4096, file_offset: 0 },
+            PageRun { addr: DATA, len: 4096, file_offset: 4096 },
         ],
         mm: MmMap {
             start_code: CODE,
@@ -141,28 +195,10 @@ fn plan(dir: &std::path::Path, pid: i32, xmm0: [u8; 16]) -> ProcessPlan {
         sigactions: vec![],
         threads: vec![ThreadPlan {
             tid: pid,
-            regs: Regs::X86_64(X86Regs {
-                ip: CODE,
-                sp: DATA + 0x800,
-                cs: 0x33,
-                ss: 0x2b,
-                flags: 0x202,
-                r12: 42,
-                r13: DATA,
-                r14: MSG.len() as u64,
-                ..Default::default()
-            }),
-            fpu: Some(Fpu::X86(Box::new(X86Fpu {
-                legacy,
-                xstate_bv: 0b11,
-                components: vec![],
-            }))),
+            regs,
+            fpu: Some(fpu),
             sigmask: 0,
-            altstack: AltStack {
-                sp: 0,
-                flags: 2,
-                size: 0,
-            },
+            altstack: AltStack { sp: 0, flags: 2, size: 0 },
             clear_tid_addr: 0,
             robust_list: 0,
             robust_list_len: 0,
@@ -175,19 +211,13 @@ fn plan(dir: &std::path::Path, pid: i32, xmm0: [u8; 16]) -> ProcessPlan {
 fn a_hand_made_process_runs_with_its_pid_registers_memory_fpu_and_fds() {
     let dir = scratch_dir("synthetic");
     let pid = free_pid();
-    let xmm0 = *b"xmm0 survives!!\n";
-    let restored = restore_process(&plan(&dir, pid, xmm0)).unwrap();
+    let restored = restore_process(&plan(&dir, pid)).unwrap();
     assert_eq!(restored.pid, pid);
     assert!(restored.log.contains("restore done"), "{}", restored.log);
     let status = waitpid(Pid::from_raw(pid), None).unwrap();
-    assert_eq!(
-        status,
-        WaitStatus::Exited(Pid::from_raw(pid), 42),
-        "log:\n{}",
-        restored.log
-    );
+    assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 42), "log:\n{}", restored.log);
     let out = std::fs::read(dir.join("out")).unwrap();
-    assert_eq!(out, [MSG, &xmm0].concat());
+    assert_eq!(out, [MSG, VEC].concat());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -195,10 +225,7 @@ fn a_hand_made_process_runs_with_its_pid_registers_memory_fpu_and_fds() {
 fn a_taken_pid_is_refused_before_anything_runs() {
     let dir = scratch_dir("taken");
     let me = std::process::id() as i32;
-    let err = restore_process(&plan(&dir, me, [0; 16])).unwrap_err();
-    assert!(
-        format!("{err:#}").contains(&format!("PID {me} is in use")),
-        "{err:#}"
-    );
+    let err = restore_process(&plan(&dir, me)).unwrap_err();
+    assert!(format!("{err:#}").contains(&format!("PID {me} is in use")), "{err:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }

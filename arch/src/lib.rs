@@ -51,9 +51,5 @@ cfg_select! {
 /// anything else for success.
 #[inline(always)]
 pub fn check(ret: usize) -> Result<usize, Errno> {
-    if ret > (-4096isize) as usize {
-        Err(Errno::from_raw((ret as isize).unsigned_abs() as u16))
-    } else {
-        Ok(ret)
-    }
+    if ret > (-4096isize) as usize { Err(Errno::from_raw((ret as isize).unsigned_abs() as u16)) } else { Ok(ret) }
 }

@@ -28,14 +28,7 @@ pub fn write_all(fd: i32, mut buf: &[u8]) -> Result<(), Errno> {
 /// `read(2)`.
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into a live slice.
-    check(unsafe {
-        syscall3(
-            g::__NR_read,
-            fd as usize,
-            buf.as_mut_ptr() as usize,
-            buf.len(),
-        )
-    })
+    check(unsafe { syscall3(g::__NR_read, fd as usize, buf.as_mut_ptr() as usize, buf.len()) })
 }
 
 /// `close(2)`.
@@ -85,12 +78,7 @@ pub unsafe fn mprotect(addr: usize, len: usize, prot: u32) -> Result<(), Errno> 
 /// # Safety
 /// Whatever was mapped at `new..new + len` is replaced, and nothing may use
 /// `old` afterwards.
-pub unsafe fn mremap_fixed(
-    old: usize,
-    old_len: usize,
-    new: usize,
-    len: usize,
-) -> Result<usize, Errno> {
+pub unsafe fn mremap_fixed(old: usize, old_len: usize, new: usize, len: usize) -> Result<usize, Errno> {
     let flags = (g::MREMAP_FIXED | g::MREMAP_MAYMOVE) as usize;
     // SAFETY: the caller vouches for both ranges.
     check(unsafe { syscall5(g::__NR_mremap, old, old_len, len, flags, new) })
@@ -111,44 +99,21 @@ pub struct KernelSigaction {
 pub fn rt_sigaction(signo: u32, act: &KernelSigaction) -> Result<(), Errno> {
     // SAFETY: the kernel reads one KernelSigaction from a live reference and
     // writes nothing (no old-action pointer).
-    check(unsafe {
-        crate::syscall4(
-            g::__NR_rt_sigaction,
-            signo as usize,
-            act as *const _ as usize,
-            0,
-            8,
-        )
-    })
-    .map(|_| ())
+    check(unsafe { crate::syscall4(g::__NR_rt_sigaction, signo as usize, act as *const _ as usize, 0, 8) }).map(|_| ())
 }
 
 /// `rt_sigprocmask(how, set, NULL)` with an 8-byte set.
 pub fn rt_sigprocmask(how: u32, set: u64) -> Result<(), Errno> {
     // SAFETY: the kernel reads 8 bytes from a live local.
-    check(unsafe {
-        crate::syscall4(
-            g::__NR_rt_sigprocmask,
-            how as usize,
-            &set as *const u64 as usize,
-            0,
-            8,
-        )
-    })
-    .map(|_| ())
+    check(unsafe { crate::syscall4(g::__NR_rt_sigprocmask, how as usize, &set as *const u64 as usize, 0, 8) })
+        .map(|_| ())
 }
 
 /// `prctl(2)` with up to four further arguments.
 ///
 /// # Safety
 /// Some options read or write memory through the arguments.
-pub unsafe fn prctl(
-    option: u32,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
-) -> Result<usize, Errno> {
+pub unsafe fn prctl(option: u32, a2: usize, a3: usize, a4: usize, a5: usize) -> Result<usize, Errno> {
     // SAFETY: the caller vouches for what the option does with the arguments.
     check(unsafe { syscall5(g::__NR_prctl, option as usize, a2, a3, a4, a5) })
 }
@@ -181,35 +146,15 @@ pub fn set_robust_list(head: usize, len: usize) -> Result<(), Errno> {
 /// Registering makes the kernel write to `area` on every preemption.
 pub unsafe fn rseq(area: usize, len: u32, flags: u32, sig: u32) -> Result<(), Errno> {
     // SAFETY: the caller vouches for the area.
-    check(unsafe {
-        crate::syscall4(
-            g::__NR_rseq,
-            area,
-            len as usize,
-            flags as usize,
-            sig as usize,
-        )
-    })
-    .map(|_| ())
+    check(unsafe { crate::syscall4(g::__NR_rseq, area, len as usize, flags as usize, sig as usize) }).map(|_| ())
 }
 
 /// `mmap` that must land exactly at `addr`, replacing what is there.
 ///
 /// # Safety
 /// Whatever was mapped at the range is gone.
-pub unsafe fn mmap_fixed(
-    addr: usize,
-    len: usize,
-    prot: u32,
-    flags: u32,
-    fd: i32,
-    offset: u64,
-) -> Result<(), Errno> {
+pub unsafe fn mmap_fixed(addr: usize, len: usize, prot: u32, flags: u32, fd: i32, offset: u64) -> Result<(), Errno> {
     // SAFETY: forwarded.
     let got = unsafe { crate::mmap(addr, len, prot, flags | g::MAP_FIXED, fd, offset) }?;
-    if got == addr {
-        Ok(())
-    } else {
-        Err(Errno::EFAULT)
-    }
+    if got == addr { Ok(()) } else { Err(Errno::EFAULT) }
 }

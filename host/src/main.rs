@@ -56,9 +56,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Demo => selftest(7),
-        Cmd::Blob {
-            command: BlobCmd::Info { json },
-        } => {
+        Cmd::Blob { command: BlobCmd::Info { json } } => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&blob::info_json())?);
             } else {
@@ -66,29 +64,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Blob {
-            command: BlobCmd::Export { dir },
-        } => blob::export(&dir).with_context(|| format!("exporting the blob to {}", dir.display())),
-        Cmd::Blob {
-            command: BlobCmd::Selftest { input },
-        } => selftest(input),
+        Cmd::Blob { command: BlobCmd::Export { dir } } => {
+            blob::export(&dir).with_context(|| format!("exporting the blob to {}", dir.display()))
+        }
+        Cmd::Blob { command: BlobCmd::Selftest { input } } => selftest(input),
     }
 }
 
 fn selftest(input: u32) -> Result<()> {
     let expected = revenant_blob_abi::selftest_exit_code(input) as i32;
-    println!(
-        "loading the {} restorer blob into a child process and running its self-test",
-        blob::EMBEDDED.arch
-    );
+    println!("loading the {} restorer blob into a child process and running its self-test", blob::EMBEDDED.arch);
     let out = blob::run_selftest(input, "hello from the host", None)?;
     print!("{}", out.log);
     match (out.exit_code, out.signal) {
         (Some(c), _) if c == expected => {
-            println!(
-                "child {} exited with {c}, as expected: load, relocation and entry work",
-                out.pid
-            );
+            println!("child {} exited with {c}, as expected: load, relocation and entry work", out.pid);
             Ok(())
         }
         (Some(c), _) => match revenant_blob_abi::ExitCode::from_code(c) {

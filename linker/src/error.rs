@@ -14,12 +14,7 @@ pub enum LinkError {
     /// A dynamic-table entry a freestanding blob must not have.
     ForbiddenDynamic { tag: &'static str },
     /// A relocation other than RELATIVE or NONE.
-    Relocation {
-        type_name: String,
-        r_type: u32,
-        offset: u64,
-        symbol: Option<String>,
-    },
+    Relocation { type_name: String, r_type: u32, offset: u64, symbol: Option<String> },
     /// A RELATIVE relocation whose word lies outside the file-backed image.
     RelocationOutOfImage { offset: u64 },
     /// A symbol the blob uses but nobody defines.
@@ -35,34 +30,20 @@ impl fmt::Display for LinkError {
         match self {
             LinkError::Malformed(what) => write!(f, "malformed ELF: {what}"),
             LinkError::NotPie { e_type } => {
-                write!(
-                    f,
-                    "ELF type {e_type} is not ET_DYN: the blob must be linked as a PIE"
-                )
+                write!(f, "ELF type {e_type} is not ET_DYN: the blob must be linked as a PIE")
             }
             LinkError::WrongMachine { expected, found } => {
                 write!(f, "ELF machine {found} is not the expected {expected}")
             }
             LinkError::ForbiddenSegment { name } => {
-                write!(
-                    f,
-                    "the blob has a {name} segment; a freestanding blob cannot"
-                )
+                write!(f, "the blob has a {name} segment; a freestanding blob cannot")
             }
             LinkError::ForbiddenDynamic { tag } => write!(
                 f,
                 "the blob's dynamic table has {tag}; only REL/RELA tables of RELATIVE relocations are allowed"
             ),
-            LinkError::Relocation {
-                type_name,
-                r_type,
-                offset,
-                symbol,
-            } => {
-                write!(
-                    f,
-                    "relocation {type_name} (type {r_type}) at offset {offset:#x}"
-                )?;
+            LinkError::Relocation { type_name, r_type, offset, symbol } => {
+                write!(f, "relocation {type_name} (type {r_type}) at offset {offset:#x}")?;
                 match symbol {
                     Some(s) => write!(f, " against symbol `{s}`")?,
                     None => write!(f, " with no symbol")?,
@@ -70,20 +51,14 @@ impl fmt::Display for LinkError {
                 write!(f, ": only RELATIVE relocations can be flattened")
             }
             LinkError::RelocationOutOfImage { offset } => {
-                write!(
-                    f,
-                    "RELATIVE relocation at offset {offset:#x} lies outside the loaded image"
-                )
+                write!(f, "RELATIVE relocation at offset {offset:#x} lies outside the loaded image")
             }
             LinkError::UndefinedSymbol { name } => write!(
                 f,
                 "undefined symbol `{name}`: the blob must define everything it uses (no libc, no dynamic linker)"
             ),
             LinkError::TooLarge { size } => {
-                write!(
-                    f,
-                    "loadable segments span {size:#x} bytes, more than the 16 MiB a blob may have"
-                )
+                write!(f, "loadable segments span {size:#x} bytes, more than the 16 MiB a blob may have")
             }
             LinkError::BadLayout(what) => write!(f, "unusable segment layout: {what}"),
         }

@@ -1,7 +1,5 @@
 use object::elf;
-use object::read::elf::{
-    Dyn, FileHeader, ProgramHeader, Rel, Rela, SectionHeader, Sym, SymbolTable,
-};
+use object::read::elf::{Dyn, FileHeader, ProgramHeader, Rel, Rela, SectionHeader, Sym, SymbolTable};
 use object::{Endianness, pod};
 
 use crate::{FlatBlob, LinkError, Machine, Symbol, reloc_name};
@@ -27,22 +25,14 @@ pub fn flatten(data: &[u8], machine: Machine) -> Result<FlatBlob, LinkError> {
     }
 }
 
-fn flatten_elf<H: FileHeader<Endian = Endianness>>(
-    data: &[u8],
-    machine: Machine,
-) -> Result<FlatBlob, LinkError> {
+fn flatten_elf<H: FileHeader<Endian = Endianness>>(data: &[u8], machine: Machine) -> Result<FlatBlob, LinkError> {
     let header = H::parse(data)?;
     let e = header.endian()?;
     if header.e_type(e) != elf::ET_DYN {
-        return Err(LinkError::NotPie {
-            e_type: header.e_type(e),
-        });
+        return Err(LinkError::NotPie { e_type: header.e_type(e) });
     }
     if header.e_machine(e) != machine.elf_machine() {
-        return Err(LinkError::WrongMachine {
-            expected: machine.elf_machine(),
-            found: header.e_machine(e),
-        });
+        return Err(LinkError::WrongMachine { expected: machine.elf_machine(), found: header.e_machine(e) });
     }
 
     let phdrs = header.program_headers(e, data)?;
@@ -61,9 +51,7 @@ fn flatten_elf<H: FileHeader<Endian = Endianness>>(
 
     let sections = header.sections(e, data)?;
     if sections.iter().any(|s| s.sh_type(e) == elf::SHT_RELR) {
-        return Err(LinkError::ForbiddenDynamic {
-            tag: "a SHT_RELR section (packed relocations)",
-        });
+        return Err(LinkError::ForbiddenDynamic { tag: "a SHT_RELR section (packed relocations)" });
     }
     let dynsym = sections.symbols(e, data, elf::SHT_DYNSYM)?;
     let symtab = sections.symbols(e, data, elf::SHT_SYMTAB)?;
@@ -71,23 +59,11 @@ fn flatten_elf<H: FileHeader<Endian = Endianness>>(
         refuse_undefined::<H>(table, e)?;
     }
 
-    let mut ctx = Relocator::<H> {
-        machine,
-        e,
-        image,
-        dynsym: &dynsym,
-        relocs: Vec::new(),
-        counts: Vec::new(),
-    };
+    let mut ctx = Relocator::<H> { machine, e, image, dynsym: &dynsym, relocs: Vec::new(), counts: Vec::new() };
     for table in dynamic_tables::<H>(dynamic, e)? {
         ctx.apply_table(table)?;
     }
-    let Relocator {
-        image,
-        mut relocs,
-        counts,
-        ..
-    } = ctx;
+    let Relocator { image, mut relocs, counts, .. } = ctx;
     relocs.sort_unstable();
     relocs.dedup();
 
@@ -120,24 +96,14 @@ fn build_image<H: FileHeader<Endian = Endianness>>(
     }
     let lowest = loads.iter().map(|p| p.p_vaddr(e).into()).min().unwrap_or(0);
     if lowest != 0 {
-        return Err(LinkError::BadLayout(format!(
-            "lowest PT_LOAD starts at {lowest:#x}, not 0"
-        )));
+        return Err(LinkError::BadLayout(format!("lowest PT_LOAD starts at {lowest:#x}, not 0")));
     }
     let (mut file_end, mut mem_end) = (0u64, 0u64);
     for p in loads {
-        let (vaddr, filesz, memsz) = (
-            p.p_vaddr(e).into(),
-            p.p_filesz(e).into(),
-            p.p_memsz(e).into(),
-        );
-        let end = vaddr
-            .checked_add(memsz)
-            .ok_or(LinkError::TooLarge { size: u64::MAX })?;
+        let (vaddr, filesz, memsz) = (p.p_vaddr(e).into(), p.p_filesz(e).into(), p.p_memsz(e).into());
+        let end = vaddr.checked_add(memsz).ok_or(LinkError::TooLarge { size: u64::MAX })?;
         if filesz > memsz {
-            return Err(LinkError::BadLayout(format!(
-                "PT_LOAD at {vaddr:#x} has filesz > memsz"
-            )));
+            return Err(LinkError::BadLayout(format!("PT_LOAD at {vaddr:#x} has filesz > memsz")));
         }
         mem_end = mem_end.max(end);
         file_end = file_end.max(vaddr + filesz);
@@ -149,9 +115,9 @@ fn build_image<H: FileHeader<Endian = Endianness>>(
     let mut data_start = mem_end.next_multiple_of(4096);
     for p in loads {
         let vaddr = p.p_vaddr(e).into() as usize;
-        let bytes = p.data(e, data).map_err(|()| {
-            LinkError::Malformed(format!("PT_LOAD at {vaddr:#x} points outside the file"))
-        })?;
+        let bytes = p
+            .data(e, data)
+            .map_err(|()| LinkError::Malformed(format!("PT_LOAD at {vaddr:#x} points outside the file")))?;
         image[vaddr..vaddr + bytes.len()].copy_from_slice(bytes);
         if p.p_flags(e) & elf::PF_W != 0 {
             data_start = data_start.min(vaddr as u64);
@@ -180,10 +146,7 @@ fn refuse_undefined<H: FileHeader<Endian = Endianness>>(
     Ok(())
 }
 
-fn exported_symbols<H: FileHeader<Endian = Endianness>>(
-    table: &SymbolTable<'_, H>,
-    e: Endianness,
-) -> Vec<Symbol> {
+fn exported_symbols<H: FileHeader<Endian = Endianness>>(table: &SymbolTable<'_, H>, e: Endianness) -> Vec<Symbol> {
     table
         .iter()
         .filter(|s| s.st_shndx(e) != elf::SHN_UNDEF)
@@ -191,10 +154,7 @@ fn exported_symbols<H: FileHeader<Endian = Endianness>>(
         .filter(|s| matches!(s.st_type(), elf::STT_FUNC | elf::STT_OBJECT))
         .filter_map(|s| {
             let name = sym_name(table, e, s);
-            (!name.is_empty()).then(|| Symbol {
-                name,
-                offset: s.st_value(e).into(),
-            })
+            (!name.is_empty()).then(|| Symbol { name, offset: s.st_value(e).into() })
         })
         .collect()
 }
@@ -224,44 +184,26 @@ fn dynamic_tables<H: FileHeader<Endian = Endianness>>(
             elf::DT_PLTRELSZ => pltrelsz = val,
             elf::DT_PLTREL => pltrel = val as u32,
             DT_RELRSZ | DT_RELR | DT_RELRENT => {
-                return Err(LinkError::ForbiddenDynamic {
-                    tag: "DT_RELR (packed relocations)",
-                });
+                return Err(LinkError::ForbiddenDynamic { tag: "DT_RELR (packed relocations)" });
             }
             elf::DT_NEEDED => {
-                return Err(LinkError::ForbiddenDynamic {
-                    tag: "DT_NEEDED (a shared library)",
-                });
+                return Err(LinkError::ForbiddenDynamic { tag: "DT_NEEDED (a shared library)" });
             }
             elf::DT_TEXTREL => {
-                return Err(LinkError::ForbiddenDynamic {
-                    tag: "DT_TEXTREL (relocations in code)",
-                });
+                return Err(LinkError::ForbiddenDynamic { tag: "DT_TEXTREL (relocations in code)" });
             }
             _ => {}
         }
     }
     let mut tables = Vec::new();
     if let Some(addr) = rel {
-        tables.push(Table {
-            addr,
-            size: relsz,
-            rela: false,
-        });
+        tables.push(Table { addr, size: relsz, rela: false });
     }
     if let Some(addr) = rela {
-        tables.push(Table {
-            addr,
-            size: relasz,
-            rela: true,
-        });
+        tables.push(Table { addr, size: relasz, rela: true });
     }
     if let Some(addr) = jmprel {
-        tables.push(Table {
-            addr,
-            size: pltrelsz,
-            rela: pltrel == elf::DT_RELA,
-        });
+        tables.push(Table { addr, size: pltrelsz, rela: pltrel == elf::DT_RELA });
     }
     Ok(tables)
 }
@@ -281,12 +223,7 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
             .addr
             .checked_add(t.size)
             .and_then(|end| self.image.get(t.addr as usize..end as usize))
-            .ok_or_else(|| {
-                LinkError::Malformed(format!(
-                    "relocation table at {:#x} is outside the image",
-                    t.addr
-                ))
-            })?
+            .ok_or_else(|| LinkError::Malformed(format!("relocation table at {:#x} is outside the image", t.addr)))?
             .to_vec();
         let e = self.e;
         if t.rela {
@@ -295,12 +232,7 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
                 .map_err(|()| LinkError::Malformed("misaligned RELA table".into()))?;
             for r in entries {
                 let addend = r.r_addend(e).into();
-                self.one(
-                    r.r_offset(e).into(),
-                    r.r_type(e, false),
-                    r.r_sym(e, false),
-                    Some(addend),
-                )?;
+                self.one(r.r_offset(e).into(), r.r_type(e, false), r.r_sym(e, false), Some(addend))?;
             }
         } else {
             let n = bytes.len() / size_of::<H::Rel>();
@@ -313,13 +245,7 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
         Ok(())
     }
 
-    fn one(
-        &mut self,
-        offset: u64,
-        r_type: u32,
-        sym: u32,
-        addend: Option<i64>,
-    ) -> Result<(), LinkError> {
+    fn one(&mut self, offset: u64, r_type: u32, sym: u32, addend: Option<i64>) -> Result<(), LinkError> {
         let none = match self.machine {
             Machine::X86_64 => elf::R_X86_64_NONE,
             Machine::Arm => elf::R_ARM_NONE,
@@ -333,12 +259,7 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
                 .then(|| self.dynsym.symbol(object::SymbolIndex(sym as usize)).ok())
                 .flatten()
                 .map(|s| sym_name(self.dynsym, self.e, s));
-            return Err(LinkError::Relocation {
-                type_name: reloc_name(self.machine, r_type),
-                r_type,
-                offset,
-                symbol,
-            });
+            return Err(LinkError::Relocation { type_name: reloc_name(self.machine, r_type), r_type, offset, symbol });
         }
         let w = self.machine.word_size();
         let word = offset
@@ -354,8 +275,7 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
                 word.copy_from_slice(&(addend as u64).to_le_bytes());
             }
         }
-        let offset =
-            u32::try_from(offset).map_err(|_| LinkError::RelocationOutOfImage { offset })?;
+        let offset = u32::try_from(offset).map_err(|_| LinkError::RelocationOutOfImage { offset })?;
         self.relocs.push(offset);
         let name = reloc_name(self.machine, r_type);
         match self.counts.iter_mut().find(|(n, _)| *n == name) {
@@ -366,13 +286,6 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
     }
 }
 
-fn sym_name<H: FileHeader<Endian = Endianness>>(
-    table: &SymbolTable<'_, H>,
-    e: Endianness,
-    sym: &H::Sym,
-) -> String {
-    table
-        .symbol_name(e, sym)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_else(|_| "?".into())
+fn sym_name<H: FileHeader<Endian = Endianness>>(table: &SymbolTable<'_, H>, e: Endianness, sym: &H::Sym) -> String {
+    table.symbol_name(e, sym).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|_| "?".into())
 }

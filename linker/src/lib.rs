@@ -39,9 +39,7 @@ impl Machine {
 
     /// Parses [`Machine::name`] back.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Machine::X86_64, Machine::Arm, Machine::Aarch64]
-            .into_iter()
-            .find(|m| m.name() == name)
+        [Machine::X86_64, Machine::Arm, Machine::Aarch64].into_iter().find(|m| m.name() == name)
     }
 
     /// The ELF `e_machine` value.
@@ -109,10 +107,7 @@ impl FlatBlob {
 
     /// The offset of a defined symbol.
     pub fn symbol(&self, name: &str) -> Option<u64> {
-        self.symbols
-            .binary_search_by(|s| s.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.symbols[i].offset)
+        self.symbols.binary_search_by(|s| s.name.as_str().cmp(name)).ok().map(|i| self.symbols[i].offset)
     }
 
     /// Applies the relocations for a load at `base` to a copy of the image.

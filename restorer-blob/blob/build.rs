@@ -5,14 +5,9 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     println!("cargo:rerun-if-changed=blob.ld");
-    for arg in [
-        "--no-dynamic-linker",
-        "-znorelro",
-        "-ztext",
-        "-zmax-page-size=4096",
-        "--build-id=none",
-        "--gc-sections",
-    ] {
+    for arg in
+        ["--no-dynamic-linker", "-znorelro", "-ztext", "-zmax-page-size=4096", "--build-id=none", "--gc-sections"]
+    {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
     println!("cargo:rustc-link-arg-bins=-T{dir}/blob.ld");

@@ -21,21 +21,15 @@ impl Default for BlockBuilder {
 
 impl BlockBuilder {
     pub fn new() -> Self {
-        BlockBuilder {
-            bytes: vec![0; size_of::<Header>().next_multiple_of(ALIGN)],
-        }
+        BlockBuilder { bytes: vec![0; size_of::<Header>().next_multiple_of(ALIGN)] }
     }
 
     /// Appends `items`, returning where they are.
     pub fn push<T: Plain>(&mut self, items: &[T]) -> Span {
-        self.bytes
-            .resize(self.bytes.len().next_multiple_of(ALIGN), 0);
+        self.bytes.resize(self.bytes.len().next_multiple_of(ALIGN), 0);
         let offset = self.bytes.len() as u32;
         self.bytes.extend_from_slice(as_bytes(items));
-        Span {
-            offset,
-            count: items.len() as u32,
-        }
+        Span { offset, count: items.len() as u32 }
     }
 
     /// Fills in magic, version, arch and size, and writes `header` in front.
@@ -81,7 +75,5 @@ fn as_bytes<T: Plain>(items: &[T]) -> &[u8] {
 
 fn as_bytes_mut(words: &mut [u64]) -> &mut [u8] {
     // SAFETY: any bytes are a valid u64.
-    unsafe {
-        std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), std::mem::size_of_val(words))
-    }
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast(), std::mem::size_of_val(words)) }
 }

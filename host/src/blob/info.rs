@@ -13,16 +13,10 @@ use super::EMBEDDED;
 /// The blob's facts as JSON.
 pub fn info_json() -> Value {
     let b = &EMBEDDED;
-    let types: serde_json::Map<String, Value> = b
-        .reloc_types
-        .iter()
-        .map(|(name, n)| (name.to_string(), json!(n)))
-        .collect();
-    let symbols: serde_json::Map<String, Value> = b
-        .symbols
-        .iter()
-        .map(|(name, off)| (name.to_string(), json!(off)))
-        .collect();
+    let types: serde_json::Map<String, Value> =
+        b.reloc_types.iter().map(|(name, n)| (name.to_string(), json!(n))).collect();
+    let symbols: serde_json::Map<String, Value> =
+        b.symbols.iter().map(|(name, off)| (name.to_string(), json!(off))).collect();
     json!({
         "arch": b.arch,
         "abi_version": abi::VERSION,
@@ -41,11 +35,7 @@ pub fn info_json() -> Value {
 /// The blob's facts for a person.
 pub fn info_text() -> String {
     let b = &EMBEDDED;
-    let types: Vec<String> = b
-        .reloc_types
-        .iter()
-        .map(|(n, c)| format!("{c} {n}"))
-        .collect();
+    let types: Vec<String> = b.reloc_types.iter().map(|(n, c)| format!("{c} {n}")).collect();
     format!(
         "arch        {}\nabi version {}\nimage       {} bytes (+{} bss, {} mapped)\ncode        [0, {:#x}) read+execute, data after\nentry       {:#x} ({})\nrelocations {} ({})\nsha256      {}\n",
         b.arch,
@@ -57,11 +47,7 @@ pub fn info_text() -> String {
         b.entry,
         abi::ENTRY_SYMBOL,
         b.relocs.len(),
-        if types.is_empty() {
-            "none".to_string()
-        } else {
-            types.join(", ")
-        },
+        if types.is_empty() { "none".to_string() } else { types.join(", ") },
         hex(&Sha256::digest(b.image)),
     )
 }

@@ -33,11 +33,7 @@ pub fn run_selftest(input: u32, message: &str, hint: Option<usize>) -> Result<Se
 pub fn selftest_block(input: u32, message: &str, log_fd: i32) -> ArgBlock {
     let mut b = BlockBuilder::new();
     let message = b.push(message.as_bytes());
-    let st = b.push(&[SelfTest {
-        input,
-        pad: 0,
-        message,
-    }]);
+    let st = b.push(&[SelfTest { input, pad: 0, message }]);
     b.finish(Header {
         magic: 0,
         version: 0,
@@ -55,10 +51,7 @@ pub fn selftest_block(input: u32, message: &str, log_fd: i32) -> ArgBlock {
 /// Forks; the child loads the blob at `hint` (or anywhere) and enters it
 /// with the block `make_block` returns for the log pipe's write end. The
 /// parent collects the log and the child's end.
-pub fn run_in_child(
-    make_block: impl FnOnce(i32) -> ArgBlock,
-    hint: Option<usize>,
-) -> Result<SelfTestOutcome> {
+pub fn run_in_child(make_block: impl FnOnce(i32) -> ArgBlock, hint: Option<usize>) -> Result<SelfTestOutcome> {
     let (rx, tx) = pipe().context("pipe for the blob's log")?;
     let block = make_block(tx.as_raw_fd());
 
@@ -77,21 +70,14 @@ pub fn run_in_child(
         ForkResult::Parent { child } => {
             drop(tx);
             let mut log = String::new();
-            std::fs::File::from(rx)
-                .read_to_string(&mut log)
-                .context("reading the blob's log")?;
+            std::fs::File::from(rx).read_to_string(&mut log).context("reading the blob's log")?;
             let status = waitpid(child, None).context("waiting for the blob's child")?;
             let (exit_code, signal) = match status {
                 WaitStatus::Exited(_, c) => (Some(c), None),
                 WaitStatus::Signaled(_, s, _) => (None, Some(s as i32)),
                 other => bail!("blob child ended oddly: {other:?}"),
             };
-            Ok(SelfTestOutcome {
-                pid: child.as_raw(),
-                exit_code,
-                signal,
-                log,
-            })
+            Ok(SelfTestOutcome { pid: child.as_raw(), exit_code, signal, log })
         }
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
-    Command, Header, Iovec, LogLevel, Move, PageRead, RESTORE_TRAP, Restore, SigAction, Thread,
+    Command, Header, Iovec, LogLevel, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, Thread,
     VMA_FILL, VMA_SKIP, Vma,
 };
 
@@ -90,16 +90,8 @@ fn vdso_moves(p: &ProcessPlan, runtime: &[Mapping], park: u64) -> Result<(Vec<Mo
     for m in runtime {
         let off = m.start - rt_start;
         let len = m.end - m.start;
-        park_moves.push(Move {
-            from: m.start,
-            to: park + off,
-            len,
-        });
-        unpark.push(Move {
-            from: park + off,
-            to: d_start + off,
-            len,
-        });
+        park_moves.push(Move { from: m.start, to: park + off, len });
+        unpark.push(Move { from: park + off, to: d_start + off, len });
     }
     Ok((park_moves, unpark))
 }
@@ -115,11 +107,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     let frames_len = page(FRAME_ROOM * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
-    let args_len = page(
-        block(p, fds, &Placement::dummy(trap), &[], &[])?
-            .as_bytes()
-            .len(),
-    );
+    let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &[])?.as_bytes().len());
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
@@ -140,12 +128,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     let mem = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len as usize) };
 
     mem[..EMBEDDED.image.len()].copy_from_slice(EMBEDDED.image);
-    revenant_linker::relocate_words(
-        EMBEDDED.word_size,
-        EMBEDDED.relocs,
-        &mut mem[..blob_len],
-        start,
-    );
+    revenant_linker::relocate_words(EMBEDDED.word_size, EMBEDDED.relocs, &mut mem[..blob_len], start);
 
     let frames_at = start + (blob_len + STACK) as u64;
     let mut sigframes = vec![];
@@ -159,12 +142,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
 
     let park = area.args + args_len as u64;
     let (park_moves, unpark) = vdso_moves(p, &runtime, park)?;
-    let place = Placement {
-        start,
-        len,
-        task_size,
-        trap,
-    };
+    let place = Placement { start, len, task_size, trap, mm_map: super::kerndat::mm_map_works() };
     let args = block(p, fds, &place, &sigframes, &[park_moves, unpark])?;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
@@ -187,10 +165,7 @@ fn map_hole(dumped: &[(u64, u64)], len: u64, min: u64, task_size: u64) -> Result
     let prot = g::PROT_READ | g::PROT_WRITE;
     let flags = g::MAP_PRIVATE | g::MAP_ANONYMOUS | g::MAP_FIXED_NOREPLACE;
     for _ in 0..16 {
-        let own: Vec<_> = layout::own_maps()?
-            .iter()
-            .map(|m| (m.start, m.end))
-            .collect();
+        let own: Vec<_> = layout::own_maps()?.iter().map(|m| (m.start, m.end)).collect();
         let start = layout::find_hole(&own, dumped, len, min, task_size)
             .context("no address range is free in both this process and the dumped one for the bootstrap area")?;
         // SAFETY: a new anonymous mapping; MAP_FIXED_NOREPLACE replaces nothing.
@@ -201,10 +176,7 @@ fn map_hole(dumped: &[(u64, u64)], len: u64, min: u64, task_size: u64) -> Result
                 let _ = unsafe { revenant_arch::sys::munmap(got, len as usize) };
             }
             Err(e) if e == revenant_arch::Errno::EEXIST => {}
-            Err(e) => bail!(
-                "mapping {len} bytes for the bootstrap area at {start:#x}: errno {}",
-                e.raw()
-            ),
+            Err(e) => bail!("mapping {len} bytes for the bootstrap area at {start:#x}: errno {}", e.raw()),
         }
     }
     bail!("the bootstrap area's hole kept being taken by other threads of this process")
@@ -216,16 +188,13 @@ struct Placement {
     task_size: u64,
     /// Whether the blob traps before `rt_sigreturn` for a tracing host.
     trap: bool,
+    /// Whether `PR_SET_MM_MAP` works here.
+    mm_map: bool,
 }
 
 impl Placement {
     fn dummy(trap: bool) -> Self {
-        Placement {
-            start: 0,
-            len: 0,
-            task_size: 0,
-            trap,
-        }
+        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true }
     }
 }
 
@@ -244,10 +213,7 @@ fn block(
         .zip(&fds.vma)
         .map(|(v, &fd)| {
             let skip = matches!(v.backing, Backing::Vdso | Backing::Vvar | Backing::Vsyscall);
-            let fill = p
-                .page_runs
-                .iter()
-                .any(|r| r.addr < v.end && r.addr + r.len > v.start);
+            let fill = p.page_runs.iter().any(|r| r.addr < v.end && r.addr + r.len > v.start);
             Vma {
                 start: v.start,
                 end: v.end,
@@ -301,7 +267,7 @@ fn block(
         task_size: place.task_size,
         pages_fd: fds.pages,
         exe_fd: fds.exe,
-        flags: if place.trap { RESTORE_TRAP } else { 0 },
+        flags: if place.trap { RESTORE_TRAP } else { 0 } | if place.mm_map { 0 } else { RESTORE_NO_MM_MAP },
         pad: 0,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
@@ -340,16 +306,9 @@ fn page_reads(p: &ProcessPlan) -> (Vec<PageRead>, Vec<Iovec>) {
         if let (true, Some(last)) = (contiguous, reads.last_mut()) {
             last.iov_count += 1;
         } else {
-            reads.push(PageRead {
-                offset: r.file_offset,
-                first_iov: iovs.len() as u32,
-                iov_count: 1,
-            });
+            reads.push(PageRead { offset: r.file_offset, first_iov: iovs.len() as u32, iov_count: 1 });
         }
-        iovs.push(Iovec {
-            base: r.addr,
-            len: r.len,
-        });
+        iovs.push(Iovec { base: r.addr, len: r.len });
         next_off = r.file_offset + r.len;
     }
     (reads, iovs)

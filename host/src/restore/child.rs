@@ -70,14 +70,7 @@ pub fn run(p: &ChildPlan) -> ! {
 
 fn fail(log: &Log, what: &str, detail: &[u8]) -> Failed {
     let e = errno();
-    log.error()
-        .s("restore setup: ")
-        .s(what)
-        .s(" ")
-        .bytes(detail)
-        .s(": errno ")
-        .dec(e as u64)
-        .emit();
+    log.error().s("restore setup: ").s(what).s(" ").bytes(detail).s(": errno ").dec(e as u64).emit();
     Failed
 }
 
@@ -184,9 +177,7 @@ fn unregister_rseq() {
     // bytes or its reported feature size.
     for len in [32, size] {
         // SAFETY: dropping our own thread's registration of glibc's area.
-        let res = unsafe {
-            revenant_arch::sys::rseq(area, len, revenant_arch::consts::RSEQ_FLAG_UNREGISTER, sig)
-        };
+        let res = unsafe { revenant_arch::sys::rseq(area, len, revenant_arch::consts::RSEQ_FLAG_UNREGISTER, sig) };
         if res.is_ok() {
             return;
         }

@@ -20,8 +20,7 @@ pub enum Outcome {
 }
 
 fn wait(pid: Pid) -> Result<WaitStatus> {
-    waitpid(pid, Some(WaitPidFlag::__WALL))
-        .with_context(|| format!("waiting for restored task {pid}"))
+    waitpid(pid, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for restored task {pid}"))
 }
 
 /// Drives `pid` (already seized) to the point where the dumped program
@@ -35,15 +34,11 @@ pub fn finish(pid: Pid, start: u64, len: u64) -> Result<Outcome> {
                 let at = ptrace::getregs(pid).map(|r| ip(&r)).unwrap_or(0);
                 let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
                 let _ = waitpid(pid, None);
-                return Ok(Outcome::Failed(format!(
-                    "the restorer blob crashed with {sig} at {at:#x}"
-                )));
+                return Ok(Outcome::Failed(format!("the restorer blob crashed with {sig} at {at:#x}")));
             }
             WaitStatus::Exited(_, code) => return Ok(Outcome::Failed(describe_exit(code))),
             WaitStatus::Signaled(_, sig, _) => {
-                return Ok(Outcome::Failed(format!(
-                    "killed by {sig} during the restore"
-                )));
+                return Ok(Outcome::Failed(format!("killed by {sig} during the restore")));
             }
             // Group stops and other ptrace events: let it run on.
             _ => ptrace::cont(pid, None).with_context(|| format!("resuming {pid}"))?,
@@ -71,10 +66,7 @@ pub fn finish(pid: Pid, start: u64, len: u64) -> Result<Outcome> {
     expect_syscall_stop(pid)?;
     let after = ptrace::getregs(pid)?;
     if ret(&after) != 0 {
-        bail!(
-            "unmapping the bootstrap area in {pid} failed: {}",
-            ret(&after) as i64
-        );
+        bail!("unmapping the bootstrap area in {pid} failed: {}", ret(&after) as i64);
     }
     ptrace::setregs(pid, restored).context("restoring the registers after the unmap")?;
     ptrace::detach(pid, None).with_context(|| format!("detaching from {pid}"))?;

@@ -24,11 +24,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
     use revenant_arch::frame::*;
 
     let Regs::X86_64(r) = &t.regs else {
-        bail!(
-            "thread {} has {} registers, but this is x86_64",
-            t.tid,
-            t.regs.arch()
-        );
+        bail!("thread {} has {} registers, but this is x86_64", t.tid, t.regs.arch());
     };
     let uc_size = size_of::<UContext>();
     let fp_off = (uc_size + 128).next_multiple_of(FPSTATE_ALIGN);
@@ -40,12 +36,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
     let uc = UContext {
         uc_flags: UC_SIGCONTEXT_SS | if xsave.is_some() { UC_FP_XSTATE } else { 0 },
         uc_link: 0,
-        uc_stack: Stack {
-            ss_sp: t.altstack.sp,
-            ss_flags: t.altstack.flags,
-            pad: 0,
-            ss_size: t.altstack.size,
-        },
+        uc_stack: Stack { ss_sp: t.altstack.sp, ss_flags: t.altstack.flags, pad: 0, ss_size: t.altstack.size },
         uc_mcontext: SigContext {
             r8: r.r8,
             r9: r.r9,
@@ -69,11 +60,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
             gs: 0,
             fs: 0,
             ss: r.ss as u16,
-            fpstate: if xsave.is_some() {
-                at + fp_off as u64
-            } else {
-                0
-            },
+            fpstate: if xsave.is_some() { at + fp_off as u64 } else { 0 },
             ..Default::default()
         },
         uc_sigmask: t.sigmask,
@@ -86,12 +73,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
         bytes.extend_from_slice(&x);
     }
     if bytes.len() > FRAME_ROOM {
-        bail!(
-            "thread {}: signal frame of {} bytes exceeds the {} reserved",
-            t.tid,
-            bytes.len(),
-            FRAME_ROOM
-        );
+        bail!("thread {}: signal frame of {} bytes exceeds the {} reserved", t.tid, bytes.len(), FRAME_ROOM);
     }
     Ok(Frame { bytes, sp: at })
 }
@@ -102,11 +84,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
     use revenant_arch::frame::*;
 
     let Regs::Arm(r) = &t.regs else {
-        bail!(
-            "thread {} has {} registers, but this is arm",
-            t.tid,
-            t.regs.arch()
-        );
+        bail!("thread {} has {} registers, but this is arm", t.tid, t.regs.arch());
     };
     let vfp = match &t.fpu {
         Some(Fpu::ArmVfp(v)) => (**v).clone(),
@@ -126,11 +104,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
                 ss_flags: t.altstack.flags,
                 ss_size: t.altstack.size as u32,
             },
-            uc_mcontext: SigContext {
-                regs,
-                cpsr: r.cpsr,
-                ..Default::default()
-            },
+            uc_mcontext: SigContext { regs, cpsr: r.cpsr, ..Default::default() },
             uc_sigmask: t.sigmask,
             unused: [0; 120],
             vfp: VfpSigframe {
@@ -150,14 +124,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
         },
     };
     // SAFETY: RtSigframe is repr(C) plain integers; we copy its bytes.
-    let raw = unsafe {
-        std::slice::from_raw_parts(
-            (&frame as *const RtSigframe).cast::<u8>(),
-            size_of::<RtSigframe>(),
-        )
-    };
-    Ok(Frame {
-        bytes: raw.to_vec(),
-        sp: at,
-    })
+    let raw =
+        unsafe { std::slice::from_raw_parts((&frame as *const RtSigframe).cast::<u8>(), size_of::<RtSigframe>()) };
+    Ok(Frame { bytes: raw.to_vec(), sp: at })
 }

@@ -33,16 +33,10 @@ pub fn parse_maps(text: &str) -> Result<Vec<Mapping>> {
         .enumerate()
         .map(|(i, line)| {
             let mut it = line.split_whitespace();
-            let range = it
-                .next()
-                .with_context(|| format!("maps line {}: empty", i + 1))?;
-            let (s, e) = range
-                .split_once('-')
-                .with_context(|| format!("maps line {}: no range", i + 1))?;
-            let start = u64::from_str_radix(s, 16)
-                .with_context(|| format!("maps line {}: start", i + 1))?;
-            let end =
-                u64::from_str_radix(e, 16).with_context(|| format!("maps line {}: end", i + 1))?;
+            let range = it.next().with_context(|| format!("maps line {}: empty", i + 1))?;
+            let (s, e) = range.split_once('-').with_context(|| format!("maps line {}: no range", i + 1))?;
+            let start = u64::from_str_radix(s, 16).with_context(|| format!("maps line {}: start", i + 1))?;
+            let end = u64::from_str_radix(e, 16).with_context(|| format!("maps line {}: end", i + 1))?;
             let name = it.nth(4).unwrap_or("").to_string();
             Ok(Mapping { start, end, name })
         })
@@ -55,11 +49,8 @@ pub fn own_maps() -> Result<Vec<Mapping>> {
 
 /// The runtime vDSO pieces, in address order, as (name, start, end).
 pub fn runtime_vdso(maps: &[Mapping]) -> Vec<Mapping> {
-    let mut v: Vec<Mapping> = maps
-        .iter()
-        .filter(|m| matches!(m.name.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]"))
-        .cloned()
-        .collect();
+    let mut v: Vec<Mapping> =
+        maps.iter().filter(|m| matches!(m.name.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]")).cloned().collect();
     v.sort_by_key(|m| m.start);
     v
 }
@@ -89,21 +80,12 @@ mod tests {
     fn finds_the_first_gap_avoiding_both_lists() {
         let own = [(0x10000, 0x20000), (0x40000, 0x50000)];
         let dumped = [(0x20000, 0x30000)];
-        assert_eq!(
-            find_hole(&own, &dumped, 0x10000, 0x10000, 1 << 40),
-            Some(0x30000)
-        );
-        assert_eq!(
-            find_hole(&own, &dumped, 0x20000, 0x10000, 1 << 40),
-            Some(0x50000)
-        );
+        assert_eq!(find_hole(&own, &dumped, 0x10000, 0x10000, 1 << 40), Some(0x30000));
+        assert_eq!(find_hole(&own, &dumped, 0x20000, 0x10000, 1 << 40), Some(0x50000));
         assert_eq!(find_hole(&own, &dumped, 0x8000, 0x0, 1 << 40), Some(0x0));
         // Overlapping and unsorted inputs.
         let own = [(0x50000, 0x60000), (0x10000, 0x58000)];
-        assert_eq!(
-            find_hole(&own, &[], 0x1000, 0x10000, 1 << 40),
-            Some(0x60000)
-        );
+        assert_eq!(find_hole(&own, &[], 0x1000, 0x10000, 1 << 40), Some(0x60000));
         assert_eq!(find_hole(&own, &[], 0x1000, 0x10000, 0x60800), None);
     }
 
@@ -113,14 +95,7 @@ mod tests {
                     7ffc1000-7ffc3000 r-xp 00000000 00:00 0                  [vdso]\n\
                     7ffd0000-7ffd1000 rw-p 00000000 00:00 0\n";
         let m = parse_maps(text).unwrap();
-        assert_eq!(
-            m[0],
-            Mapping {
-                start: 0x55d0c0000000,
-                end: 0x55d0c0001000,
-                name: "/usr/bin/cat".into()
-            }
-        );
+        assert_eq!(m[0], Mapping { start: 0x55d0c0000000, end: 0x55d0c0001000, name: "/usr/bin/cat".into() });
         assert_eq!(m[1].name, "[vdso]");
         assert_eq!(m[2].name, "");
         assert!(parse_maps("zz-1 r--p").is_err());

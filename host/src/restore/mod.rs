@@ -4,6 +4,7 @@
 mod bootstrap;
 mod child;
 mod frame;
+pub mod kerndat;
 mod layout;
 pub mod plan;
 pub mod regs;
@@ -27,10 +28,7 @@ fn describe_exit(code: i32) -> String {
         return "failed while reopening files and setting up, before its memory was touched".into();
     }
     match ExitCode::from_code(code) {
-        Some(c) => format!(
-            "the restorer blob failed with exit code {code}: {}",
-            c.describe()
-        ),
+        Some(c) => format!("the restorer blob failed with exit code {code}: {}", c.describe()),
         None => format!("exited with code {code} during the restore"),
     }
 }

@@ -133,6 +133,5 @@ pub struct Rseq {
 /// A path as the child's raw `open` needs it.
 pub fn cpath(p: &std::path::Path) -> anyhow::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| anyhow::anyhow!("path {} contains a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| anyhow::anyhow!("path {} contains a NUL byte", p.display()))
 }

@@ -50,9 +50,7 @@ fn service_fds(p: &ProcessPlan) -> ServiceFds {
         .iter()
         .map(|v| match &v.backing {
             Backing::File { path, open_flags } => {
-                if let Some((_, _, fd)) =
-                    files.iter().find(|(p, f, _)| p == path && f == open_flags)
-                {
+                if let Some((_, _, fd)) = files.iter().find(|(p, f, _)| p == path && f == open_flags) {
                     return *fd;
                 }
                 files.push((path.clone(), *open_flags, next));
@@ -63,63 +61,29 @@ fn service_fds(p: &ProcessPlan) -> ServiceFds {
         })
         .collect();
     let exe = if p.exe.is_some() { base + 3 } else { -1 };
-    let mut all: Vec<i32> = (base + 2..next)
-        .filter(|&fd| fd != base + 3 || exe >= 0)
-        .collect();
+    let mut all: Vec<i32> = (base + 2..next).filter(|&fd| fd != base + 3 || exe >= 0).collect();
     // The log goes last: the blob closes these in order.
     all.extend([base + 1, base]);
-    ServiceFds {
-        log: base,
-        sync: base + 1,
-        pages: base + 2,
-        exe,
-        vma,
-        all,
-    }
+    ServiceFds { log: base, sync: base + 1, pages: base + 2, exe, vma, all }
 }
 
 fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<ChildPlan> {
-    let mut service = vec![Open {
-        path: cpath(&p.pages)?,
-        flags: libc::O_RDONLY,
-        fd: fds.pages,
-        pos: 0,
-        cloexec: true,
-    }];
+    let mut service =
+        vec![Open { path: cpath(&p.pages)?, flags: libc::O_RDONLY, fd: fds.pages, pos: 0, cloexec: true }];
     if let Some(exe) = &p.exe {
-        service.push(Open {
-            path: cpath(exe)?,
-            flags: libc::O_RDONLY,
-            fd: fds.exe,
-            pos: 0,
-            cloexec: true,
-        });
+        service.push(Open { path: cpath(exe)?, flags: libc::O_RDONLY, fd: fds.exe, pos: 0, cloexec: true });
     }
     for (v, &fd) in p.vmas.iter().zip(&fds.vma) {
         if let Backing::File { path, open_flags } = &v.backing
             && !service.iter().any(|o| o.fd == fd)
         {
-            service.push(Open {
-                path: cpath(path)?,
-                flags: *open_flags,
-                fd,
-                pos: 0,
-                cloexec: true,
-            });
+            service.push(Open { path: cpath(path)?, flags: *open_flags, fd, pos: 0, cloexec: true });
         }
     }
     let targets = p
         .fds
         .iter()
-        .map(|f| {
-            Ok(Open {
-                path: cpath(&f.path)?,
-                flags: f.flags,
-                fd: f.fd,
-                pos: f.pos,
-                cloexec: f.cloexec,
-            })
-        })
+        .map(|f| Ok(Open { path: cpath(&f.path)?, flags: f.flags, fd: f.fd, pos: f.pos, cloexec: f.cloexec }))
         .collect::<Result<Vec<_>>>()?;
     let highest = fds.all.iter().copied().max().unwrap_or(0);
     Ok(ChildPlan {
@@ -129,9 +93,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         scratch: highest.max(log).max(sync) + 1,
         service,
         fds: targets,
-        root: (p.root != std::path::Path::new("/"))
-            .then(|| cpath(&p.root))
-            .transpose()?,
+        root: (p.root != std::path::Path::new("/")).then(|| cpath(&p.root)).transpose()?,
         cwd: cpath(&p.cwd)?,
         umask: p.umask,
         entry: 0,
@@ -144,11 +106,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
-        bail!(
-            "PID {} is in use (by {}): cannot restore the process with its dumped PID",
-            p.pid,
-            comm.trim()
-        );
+        bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
     }
     let fds = service_fds(p);
     let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
@@ -156,10 +114,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd())?;
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
     if cp.scratch as u64 + 2 >= nofile as u64 {
-        bail!(
-            "the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})",
-            cp.scratch + 2
-        );
+        bail!("the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", cp.scratch + 2);
     }
 
     // Where ptrace works, the host catches the task after its sigreturn and
@@ -170,37 +125,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     cp.args = area.args as usize;
     cp.stack_top = area.stack_top as usize;
 
-    let tids = [p.pid];
-    let args = CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
-        set_tid: tids.as_ptr() as u64,
-        set_tid_size: 1,
-        ..Default::default()
-    };
-    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child gets
-    // a copy of everything and runs `child::run`, which never returns.
-    let ret = unsafe {
-        revenant_arch::syscall2(
-            linux_raw_sys::general::__NR_clone3,
-            &args as *const CloneArgs as usize,
-            size_of::<CloneArgs>(),
-        )
-    };
-    let pid = match revenant_arch::check(ret) {
-        Ok(0) => child::run(&cp),
-        Ok(pid) => Pid::from_raw(pid as i32),
-        Err(Errno::EEXIST) => bail!(
-            "PID {} is in use: cannot restore the process with its dumped PID",
-            p.pid
-        ),
-        Err(e) if e == Errno::EPERM => {
-            bail!(
-                "creating PID {} needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE) in the PID namespace",
-                p.pid
-            )
-        }
-        Err(e) => bail!("clone3 with PID {} failed: errno {}", p.pid, e.raw()),
-    };
+    let pid = spawn_with_pid(p.pid, &cp)?;
     let (start, len) = (area.start, area.len);
     // The parent's copy of the bootstrap area is no longer needed.
     drop(area);
@@ -251,12 +176,66 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     }
 }
 
-fn log_tail(log: &str) -> String {
-    if log.is_empty() {
-        String::new()
-    } else {
-        format!("\nrestore log:\n{}", log.trim_end())
+/// Creates the task with PID `pid` running `child::run(cp)`.
+fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
+    let tids = [pid];
+    let args = CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child gets
+    // a copy of everything and runs `child::run`, which never returns.
+    let ret = unsafe {
+        revenant_arch::syscall2(
+            linux_raw_sys::general::__NR_clone3,
+            &args as *const CloneArgs as usize,
+            size_of::<CloneArgs>(),
+        )
+    };
+    match revenant_arch::check(ret) {
+        Ok(0) => child::run(cp),
+        Ok(child) => Ok(Pid::from_raw(child as i32)),
+        Err(Errno::EEXIST) => {
+            bail!("PID {pid} is in use: cannot restore the process with its dumped PID")
+        }
+        Err(Errno::EPERM) => {
+            bail!("creating PID {pid} needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE) in the PID namespace")
+        }
+        Err(Errno::ENOSYS) => spawn_via_last_pid(pid, cp),
+        Err(e) => bail!("clone3 with PID {pid} failed: errno {}", e.raw()),
     }
+}
+
+/// Without clone3 (kernels before 5.5, qemu-user): set the namespace's
+/// last PID and fork. Another process may fork in between and take the
+/// PID; then the child (still waiting for the go-ahead) is killed and the
+/// attempt repeated.
+fn spawn_via_last_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
+    const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+    for _ in 0..16 {
+        std::fs::write(LAST_PID, format!("{}", pid - 1))
+            .with_context(|| format!("clone3 is missing, and writing {LAST_PID} failed"))?;
+        // SAFETY: the child runs `child::run`, which only makes raw syscalls
+        // on data prepared before the fork and never returns.
+        match unsafe { nix::unistd::fork() }.context("fork")? {
+            nix::unistd::ForkResult::Child => child::run(cp),
+            nix::unistd::ForkResult::Parent { child } if child.as_raw() == pid => return Ok(child),
+            nix::unistd::ForkResult::Parent { child } => {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(child, None);
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    bail!("PID {pid} was taken while restoring");
+                }
+            }
+        }
+    }
+    bail!("could not get PID {pid}: other processes kept taking it")
+}
+
+fn log_tail(log: &str) -> String {
+    if log.is_empty() { String::new() } else { format!("\nrestore log:\n{}", log.trim_end()) }
 }
 
 fn read_all(fd: OwnedFd) -> String {

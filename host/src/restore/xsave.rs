@@ -21,9 +21,7 @@ fn xcr0() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: xgetbv(0) only reads XCR0; every x86_64 CPU Linux enables
     // XSAVE on supports it (checked by the CPUID leaf being non-zero).
-    unsafe {
-        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack))
-    };
+    unsafe { std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
     ((hi as u64) << 32) | lo as u64
 }
 

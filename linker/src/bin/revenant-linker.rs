@@ -32,12 +32,7 @@ fn run(elf: &Path, arch: &str, out: Option<&Path>) -> Result<(), String> {
     let data = std::fs::read(elf).map_err(|e| format!("{}: {e}", elf.display()))?;
     let blob = flatten(&data, machine).map_err(|e| format!("{}: {e}", elf.display()))?;
     println!("arch {}", machine.name());
-    println!(
-        "image {} bytes, bss {} bytes, data from {:#x}",
-        blob.image.len(),
-        blob.bss_size,
-        blob.data_start
-    );
+    println!("image {} bytes, bss {} bytes, data from {:#x}", blob.image.len(), blob.bss_size, blob.data_start);
     println!("entry {:#x}", blob.entry);
     for (name, n) in &blob.reloc_types {
         println!("relocations {n} {name}");

@@ -75,16 +75,8 @@ impl Out {
 
 pub fn build(spec: &Spec) -> Vec<u8> {
     let w = if spec.class64 { 8 } else { 4 };
-    let (ehsize, phentsize, shentsize) = if spec.class64 {
-        (64, 56, 64)
-    } else {
-        (52, 32, 40)
-    };
-    let (symsize, relsize, dynsize) = if spec.class64 {
-        (24, 24, 16)
-    } else {
-        (16, 8, 8)
-    };
+    let (ehsize, phentsize, shentsize) = if spec.class64 { (64, 56, 64) } else { (52, 32, 40) };
+    let (symsize, relsize, dynsize) = if spec.class64 { (24, 24, 16) } else { (16, 8, 8) };
     let phnum = 2 + spec.extra_segments.len() as u64;
 
     let nsyms = 1 + spec.symbols.len() as u64;
@@ -105,10 +97,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     let shoff = (shstrtab + shnames.len() as u64).next_multiple_of(8);
     let file_len = shoff + 4 * shentsize;
 
-    let mut o = Out {
-        buf: Vec::new(),
-        w64: spec.class64,
-    };
+    let mut o = Out { buf: Vec::new(), w64: spec.class64 };
     // ELF header.
     o.buf.extend_from_slice(b"\x7fELF");
     o.u8(if spec.class64 { 2 } else { 1 });
@@ -188,21 +177,12 @@ pub fn build(spec: &Spec) -> Vec<u8> {
         }
     }
     o.at(dynamic);
-    let (t_rel, t_relsz, t_relent) = if spec.class64 {
-        (7, 8, 9)
-    } else {
-        (17, 18, 19)
-    };
-    for (tag, val) in [
-        (t_rel, rel),
-        (t_relsz, spec.relocs.len() as u64 * relsize),
-        (t_relent, relsize),
-        (6, dynsym),
-        (5, dynstr),
-    ]
-    .into_iter()
-    .chain(spec.extra_dynamic.iter().copied())
-    .chain([(0, 0)])
+    let (t_rel, t_relsz, t_relent) = if spec.class64 { (7, 8, 9) } else { (17, 18, 19) };
+    for (tag, val) in
+        [(t_rel, rel), (t_relsz, spec.relocs.len() as u64 * relsize), (t_relent, relsize), (6, dynsym), (5, dynstr)]
+            .into_iter()
+            .chain(spec.extra_dynamic.iter().copied())
+            .chain([(0, 0)])
     {
         o.word(tag);
         o.word(val);
@@ -210,14 +190,7 @@ pub fn build(spec: &Spec) -> Vec<u8> {
     o.buf.extend_from_slice(shnames);
     // Section headers: null, .dynsym (links .dynstr), .dynstr, .shstrtab.
     o.at(shoff);
-    let shdr = |o: &mut Out,
-                name: u32,
-                sh_type: u32,
-                off: u64,
-                size: u64,
-                link: u32,
-                info: u32,
-                entsize: u64| {
+    let shdr = |o: &mut Out, name: u32, sh_type: u32, off: u64, size: u64, link: u32, info: u32, entsize: u64| {
         o.u32(name);
         o.u32(sh_type);
         o.word(2); // SHF_ALLOC

@@ -18,7 +18,7 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    Iovec, MmMap, Move, PageRead, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL, VMA_SKIP, Vma,
+    Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -272,23 +272,8 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             selftest: "Span<SelfTest>",
         }),
     ),
-    (
-        "Span",
-        size_of::<Span>(),
-        fields!(Span {
-            offset: "u32",
-            count: "u32"
-        }),
-    ),
-    (
-        "SelfTest",
-        size_of::<SelfTest>(),
-        fields!(SelfTest {
-            input: "u32",
-            pad: "u32",
-            message: "Span<u8>"
-        }),
-    ),
+    ("Span", size_of::<Span>(), fields!(Span { offset: "u32", count: "u32" })),
+    ("SelfTest", size_of::<SelfTest>(), fields!(SelfTest { input: "u32", pad: "u32", message: "Span<u8>" })),
 ];
 
 // The layout is part of the ABI: these hold on every arch the crate builds for.

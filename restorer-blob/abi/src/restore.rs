@@ -55,6 +55,10 @@ pub struct Restore {
 /// host can catch the task there and unmap the bootstrap area after it.
 pub const RESTORE_TRAP: u32 = 1;
 
+/// Skip `PR_SET_MM_MAP`: the kernel (or emulator) cannot take it, as the
+/// host's probe found. The memory layout fields stay as they are.
+pub const RESTORE_NO_MM_MAP: u32 = 2;
+
 /// One dumped memory area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -47,9 +47,7 @@ impl<'a> Args<'a> {
     /// The `span.count` elements of `T` at `span.offset`.
     pub fn array<T: Plain>(&self, span: Span) -> Result<&'a [T], ExitCode> {
         let start = span.offset as usize;
-        let len = (span.count as usize)
-            .checked_mul(size_of::<T>())
-            .ok_or(ExitCode::BadLayout)?;
+        let len = (span.count as usize).checked_mul(size_of::<T>()).ok_or(ExitCode::BadLayout)?;
         let end = start.checked_add(len).ok_or(ExitCode::BadLayout)?;
         let bytes = self.bytes.get(start..end).ok_or(ExitCode::BadLayout)?;
         if !(bytes.as_ptr() as usize).is_multiple_of(align_of::<T>()) {
@@ -102,24 +100,17 @@ mod tests {
             log_level: 3,
             log_fd: 2,
             flags: 0,
-            selftest: Span {
-                offset: size_of::<Header>() as u32,
-                count: 1,
-            },
+            selftest: Span { offset: size_of::<Header>() as u32, count: 1 },
             restore: Span::default(),
         };
         let mut bytes = vec![0u8; total];
         // SAFETY: Header is Plain; we copy its bytes.
-        let hb = unsafe {
-            core::slice::from_raw_parts((&h as *const Header).cast::<u8>(), size_of::<Header>())
-        };
+        let hb = unsafe { core::slice::from_raw_parts((&h as *const Header).cast::<u8>(), size_of::<Header>()) };
         bytes[..hb.len()].copy_from_slice(hb);
         bytes[hb.len()..].copy_from_slice(extra);
         let mut words = vec![0u64; total.div_ceil(8)];
         // SAFETY: words has at least `total` bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), total)
-        };
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), words.as_mut_ptr().cast::<u8>(), total) };
         words
     }
 
@@ -152,15 +143,9 @@ mod tests {
         let mut b = view(&w, TOTAL).to_vec();
         b[8] = 77;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadArch));
-        assert_eq!(
-            Args::from_bytes(view(&w, TOTAL - 6)).err(),
-            Some(ExitCode::BadLayout)
-        );
+        assert_eq!(Args::from_bytes(view(&w, TOTAL - 6)).err(), Some(ExitCode::BadLayout));
         w.truncate(4);
-        assert_eq!(
-            Args::from_bytes(view(&w, 32)).err(),
-            Some(ExitCode::BadLayout)
-        );
+        assert_eq!(Args::from_bytes(view(&w, 32)).err(), Some(ExitCode::BadLayout));
     }
 
     #[test]
@@ -168,38 +153,12 @@ mod tests {
         let w = block(&[0; 16]);
         let args = Args::from_bytes(view(&w, TOTAL)).unwrap();
         let h = H as u32;
-        let outside = Span {
-            offset: h + 8,
-            count: 1,
-        };
-        assert_eq!(
-            args.one::<SelfTest>(outside).err(),
-            Some(ExitCode::BadLayout)
-        );
-        let huge = Span {
-            offset: h,
-            count: u32::MAX,
-        };
-        assert_eq!(
-            args.array::<SelfTest>(huge).err(),
-            Some(ExitCode::BadLayout)
-        );
-        let misaligned = Span {
-            offset: h + 1,
-            count: 1,
-        };
-        assert_eq!(
-            args.array::<u32>(misaligned).err(),
-            Some(ExitCode::BadLayout)
-        );
-        assert_eq!(
-            args.array::<u8>(Span {
-                offset: h,
-                count: 16
-            })
-            .unwrap()
-            .len(),
-            16
-        );
+        let outside = Span { offset: h + 8, count: 1 };
+        assert_eq!(args.one::<SelfTest>(outside).err(), Some(ExitCode::BadLayout));
+        let huge = Span { offset: h, count: u32::MAX };
+        assert_eq!(args.array::<SelfTest>(huge).err(), Some(ExitCode::BadLayout));
+        let misaligned = Span { offset: h + 1, count: 1 };
+        assert_eq!(args.array::<u32>(misaligned).err(), Some(ExitCode::BadLayout));
+        assert_eq!(args.array::<u8>(Span { offset: h, count: 16 }).unwrap().len(), 16);
     }
 }

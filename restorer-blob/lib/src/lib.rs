@@ -45,11 +45,6 @@ pub unsafe fn run(block: *const u8) -> ! {
 
 /// Logs `what` as an error and exits with `code`.
 pub fn fail(log: &Log, code: ExitCode, what: &str) -> ! {
-    log.error()
-        .s(what)
-        .s(" (exit code ")
-        .dec(code as u64)
-        .s(")")
-        .emit();
+    log.error().s(what).s(" (exit code ").dec(code as u64).s(")").emit();
     revenant_arch::sys::exit_group(code as i32)
 }

@@ -29,12 +29,7 @@ impl Log {
             LogLevel::Info => "blob: ",
             LogLevel::Debug => "blob: debug: ",
         };
-        Line {
-            buf: [0; LINE_MAX],
-            len: 0,
-            fd: if enabled { self.fd } else { -1 },
-        }
-        .s(tag)
+        Line { buf: [0; LINE_MAX], len: 0, fd: if enabled { self.fd } else { -1 } }.s(tag)
     }
 
     pub fn error(&self) -> Line {
@@ -146,23 +141,10 @@ mod tests {
     #[test]
     fn formats_numbers_and_text() {
         let log = Log::new(99, LogLevel::Debug as u32);
-        let line = log
-            .error()
-            .s("map ")
-            .hex(0x7f00_1000)
-            .s(" len ")
-            .dec(4096)
-            .s(" ")
-            .errno(Errno::EINVAL);
-        assert_eq!(
-            line.text(),
-            b"blob: error: map 0x7f001000 len 4096 errno 22"
-        );
+        let line = log.error().s("map ").hex(0x7f00_1000).s(" len ").dec(4096).s(" ").errno(Errno::EINVAL);
+        assert_eq!(line.text(), b"blob: error: map 0x7f001000 len 4096 errno 22");
         assert_eq!(log.info().dec(0).hex(0).text(), b"blob: 00x0");
-        assert_eq!(
-            log.info().dec(u64::MAX).text(),
-            b"blob: 18446744073709551615"
-        );
+        assert_eq!(log.info().dec(u64::MAX).text(), b"blob: 18446744073709551615");
     }
 
     #[test]

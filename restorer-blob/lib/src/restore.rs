@@ -9,7 +9,7 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
-    ExitCode, Iovec, MmMap, Move, PageRead, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL,
+    ExitCode, Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL,
     VMA_SKIP, Vma,
 };
 
@@ -72,13 +72,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 
     // No signal may run a handler while the address space is half built;
     // the frame's mask replaces this one at the end.
-    check(
-        log,
-        sys::rt_sigprocmask(consts::SIG_SETMASK, !0),
-        ExitCode::Signals,
-        "blocking signals",
-        0,
-    );
+    check(log, sys::rt_sigprocmask(consts::SIG_SETMASK, !0), ExitCode::Signals, "blocking signals", 0);
 
     // The runtime vDSO would be unmapped with everything else: keep it in
     // the bootstrap area until its final place exists.
@@ -93,9 +87,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     set_sigactions(log, p.sigactions);
     set_thread(log, &p.threads[0]);
 
-    log.info()
-        .s("restore done, returning to the program")
-        .emit();
+    log.info().s("restore done, returning to the program").emit();
     // Service fds (the log among them) go last: nothing can be reported
     // after this.
     for &fd in p.close_fds {
@@ -114,13 +106,7 @@ fn check<T>(log: &Log, res: Result<T, Errno>, code: ExitCode, what: &str, at: u6
     match res {
         Ok(v) => v,
         Err(e) => {
-            log.error()
-                .s(what)
-                .s(" at ")
-                .hex(at)
-                .s(": ")
-                .errno(e)
-                .emit();
+            log.error().s(what).s(" at ").hex(at).s(": ").errno(e).emit();
             fail(log, code, "restore failed")
         }
     }
@@ -130,54 +116,28 @@ fn moves(log: &Log, moves: &[Move], what: &str) {
     for m in moves {
         // SAFETY: the host planned these moves into free room (the bootstrap
         // park, or the dumped vDSO's address, which nothing else occupies).
-        let res = unsafe {
-            sys::mremap_fixed(
-                m.from as usize,
-                m.len as usize,
-                m.to as usize,
-                m.len as usize,
-            )
-        };
+        let res = unsafe { sys::mremap_fixed(m.from as usize, m.len as usize, m.to as usize, m.len as usize) };
         check(log, res, ExitCode::Vdso, what, m.from);
     }
 }
 
 fn unmap_all_but_bootstrap(log: &Log, r: &Restore) {
-    let (start, end) = (
-        r.bootstrap_start as usize,
-        (r.bootstrap_start + r.bootstrap_len) as usize,
-    );
+    let (start, end) = (r.bootstrap_start as usize, (r.bootstrap_start + r.bootstrap_len) as usize);
     // SAFETY: this removes the host's code, libraries, heap and stacks. The
     // blob runs on code, data and stack inside the bootstrap area, which
     // stays.
     unsafe {
-        check(
-            log,
-            sys::munmap(0, start),
-            ExitCode::Unmap,
-            "unmapping below the bootstrap",
-            0,
-        );
+        check(log, sys::munmap(0, start), ExitCode::Unmap, "unmapping below the bootstrap", 0);
         let top = r.task_size as usize;
         if top > end {
-            check(
-                log,
-                sys::munmap(end, top - end),
-                ExitCode::Unmap,
-                "unmapping above the bootstrap",
-                end as u64,
-            );
+            check(log, sys::munmap(end, top - end), ExitCode::Unmap, "unmapping above the bootstrap", end as u64);
         }
     }
 }
 
 fn map_vmas(log: &Log, p: &Plan<'_>) {
     for v in p.vmas.iter().filter(|v| v.how & VMA_SKIP == 0) {
-        let prot = if v.how & VMA_FILL != 0 {
-            v.prot | g::PROT_WRITE
-        } else {
-            v.prot
-        };
+        let prot = if v.how & VMA_FILL != 0 { v.prot | g::PROT_WRITE } else { v.prot };
         let len = (v.end - v.start) as usize;
         // SAFETY: below and above the bootstrap nothing is mapped any more,
         // and the host checked that the VMAs do not overlap it.
@@ -197,13 +157,7 @@ fn read_pages(log: &Log, p: &Plan<'_>, fd: i32) {
         let mut offset = read.offset;
         for chunk in iovs.chunks(IOV_BATCH) {
             let res = read_chunk(fd, chunk, offset);
-            offset += check(
-                log,
-                res,
-                ExitCode::ReadPages,
-                "reading pages into",
-                chunk[0].base,
-            );
+            offset += check(log, res, ExitCode::ReadPages, "reading pages into", chunk[0].base);
         }
     }
 }
@@ -212,23 +166,13 @@ fn read_pages(log: &Log, p: &Plan<'_>, fd: i32) {
 fn read_chunk(fd: i32, chunk: &[Iovec], offset: u64) -> Result<u64, Errno> {
     let mut kiov = [revenant_arch::Iovec::default(); IOV_BATCH];
     for (k, i) in kiov.iter_mut().zip(chunk) {
-        *k = revenant_arch::Iovec {
-            base: i.base as usize,
-            len: i.len as usize,
-        };
+        *k = revenant_arch::Iovec { base: i.base as usize, len: i.len as usize };
     }
     let total: u64 = chunk.iter().map(|i| i.len).sum();
     let (mut done, mut first) = (0u64, 0usize);
     while done < total {
         // SAFETY: every iovec points into a VMA mapped writable above.
-        let n = unsafe {
-            revenant_arch::preadv(
-                fd,
-                kiov[first..].as_ptr(),
-                chunk.len() - first,
-                offset + done,
-            )
-        };
+        let n = unsafe { revenant_arch::preadv(fd, kiov[first..].as_ptr(), chunk.len() - first, offset + done) };
         let mut n = match n {
             Ok(0) => return Err(Errno::EFAULT),
             Ok(n) => n,
@@ -286,23 +230,13 @@ fn set_mm(log: &Log, p: &Plan<'_>) {
     };
     let size = core::mem::size_of_val(&map);
     use linux_raw_sys::prctl::{PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME};
-    // SAFETY: the kernel reads the map and the auxv it points at, both live.
-    let res = unsafe {
-        sys::prctl(
-            PR_SET_MM,
-            PR_SET_MM_MAP as usize,
-            &map as *const _ as usize,
-            size,
-            0,
-        )
-    };
-    check(
-        log,
-        res,
-        ExitCode::MmMap,
-        "PR_SET_MM_MAP, start_code",
-        m.start_code,
-    );
+    if p.r.flags & RESTORE_NO_MM_MAP != 0 {
+        log.warn().s("PR_SET_MM_MAP is unavailable here: memory layout fields and exe link stay unset").emit();
+    } else {
+        // SAFETY: the kernel reads the map and the auxv it points at, both live.
+        let res = unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP as usize, &map as *const _ as usize, size, 0) };
+        check(log, res, ExitCode::MmMap, "PR_SET_MM_MAP, start_code", m.start_code);
+    }
     // SAFETY: the kernel reads at most 16 bytes of the name.
     let res = unsafe { sys::prctl(PR_SET_NAME, p.r.comm.as_ptr() as usize, 0, 0, 0) };
     check(log, res, ExitCode::MmMap, "PR_SET_NAME", 0);
@@ -316,13 +250,7 @@ fn set_sigactions(log: &Log, actions: &[SigAction]) {
             restorer: a.restorer as usize,
             mask: a.mask,
         };
-        check(
-            log,
-            sys::rt_sigaction(a.signo, &act),
-            ExitCode::Signals,
-            "rt_sigaction, signal",
-            a.signo as u64,
-        );
+        check(log, sys::rt_sigaction(a.signo, &act), ExitCode::Signals, "rt_sigaction, signal", a.signo as u64);
     }
 }
 
@@ -330,21 +258,9 @@ fn set_thread(log: &Log, t: &Thread) {
     sys::set_tid_address(t.clear_tid_addr as usize);
     if t.robust_list != 0 {
         let res = sys::set_robust_list(t.robust_list as usize, t.robust_list_len as usize);
-        check(
-            log,
-            res,
-            ExitCode::ThreadState,
-            "set_robust_list",
-            t.robust_list,
-        );
+        check(log, res, ExitCode::ThreadState, "set_robust_list", t.robust_list);
     }
-    check(
-        log,
-        revenant_arch::set_tls(t.tls, t.gs_base),
-        ExitCode::ThreadState,
-        "setting TLS",
-        t.tls,
-    );
+    check(log, revenant_arch::set_tls(t.tls, t.gs_base), ExitCode::ThreadState, "setting TLS", t.tls);
     if t.rseq_ptr != 0 {
         // SAFETY: the dumped program registered this area; its memory is
         // back in place.
