@@ -3,4 +3,5 @@
 //! loader, and (as they land) image handling, dump and restore.
 
 pub mod blob;
+pub mod kerndat;
 pub mod restore;

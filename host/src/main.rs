@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use revenant::blob;
+use revenant::kerndat::Kerndat;
 
 /// Checkpoint and restore Linux process trees, in CRIU's image format.
 #[derive(Parser)]
@@ -19,6 +20,15 @@ struct Cli {
 enum Cmd {
     /// Show what revenant does, on a built-in example.
     Demo,
+    /// Probe what this kernel lets revenant do (cached per boot).
+    Check {
+        /// Print the probes as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Probe again instead of using (or writing) the cache.
+        #[arg(long)]
+        no_cache: bool,
+    },
     /// Inspect or export the restorer blob built into this binary.
     Blob {
         #[command(subcommand)]
@@ -56,6 +66,15 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Demo => selftest(7),
+        Cmd::Check { json, no_cache } => {
+            let k = if no_cache { Kerndat::probe()? } else { Kerndat::get()? };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&k.to_json())?);
+            } else {
+                print!("{}", k.report());
+            }
+            Ok(())
+        }
         Cmd::Blob { command: BlobCmd::Info { json } } => {
             if json {
                 println!("{}", serde_json::to_string_pretty(&blob::info_json())?);

@@ -142,7 +142,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
 
     let park = area.args + args_len as u64;
     let (park_moves, unpark) = vdso_moves(p, &runtime, park)?;
-    let place = Placement { start, len, task_size, trap, mm_map: super::kerndat::mm_map_works() };
+    let place = Placement { start, len, task_size, trap, mm_map: crate::kerndat::Kerndat::get()?.mm_map };
     let args = block(p, fds, &place, &sigframes, &[park_moves, unpark])?;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());

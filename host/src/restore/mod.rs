@@ -4,8 +4,7 @@
 mod bootstrap;
 mod child;
 mod frame;
-pub mod kerndat;
-mod layout;
+pub(crate) mod layout;
 pub mod plan;
 pub mod regs;
 mod spawn;

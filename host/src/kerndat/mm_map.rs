@@ -1,5 +1,4 @@
-//! Facts about the running kernel that change how a restore is done, found
-//! by trying (in a throwaway child where trying could hurt).
+//! The `PR_SET_MM_MAP` probe.
 
 use nix::libc;
 use nix::sys::wait::{WaitStatus, waitpid};
