@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use revenant::restore::plan::{AltStack, Backing, FdPlan, PageRun, ProcessPlan, Session, ThreadPlan, VmaPlan};
-use revenant::restore::regs::{Fpu, Regs};
 #[cfg(target_arch = "arm")]
 use revenant::restore::regs::{ArmRegs, ArmVfp};
+use revenant::restore::regs::{Fpu, Regs};
 #[cfg(target_arch = "x86_64")]
 use revenant::restore::regs::{X86Fpu, X86Regs};
 use revenant::restore::restore_process;
