@@ -118,7 +118,10 @@ fn regs_and_fpu() -> (Regs, Fpu) {
 /// A PID nobody uses, from the top of the range.
 fn free_pid() -> i32 {
     let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap();
-    let mut pid = max - 1000 - (std::process::id() as i32 % 1000);
+    // Tests in this process run in parallel: each takes its own stretch.
+    static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    let slot = NEXT.fetch_add(10, std::sync::atomic::Ordering::Relaxed);
+    let mut pid = max - 1000 - (std::process::id() as i32 % 1000) * 20 % 30000 - slot;
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         pid -= 1;
     }
@@ -227,5 +230,85 @@ fn a_taken_pid_is_refused_before_anything_runs() {
     let me = std::process::id() as i32;
     let err = restore_process(&plan(&dir, me)).unwrap_err();
     assert!(format!("{err:#}").contains(&format!("PID {me} is in use")), "{err:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two threads. The second prints its message and its TID and exits; the
+/// first waits for it through the futex word the kernel clears at thread
+/// exit (its restored `clear_tid_addr`), then runs the single-thread
+/// program above. Checks thread creation with the dumped TID, per-thread
+/// registers, the tid address, and that the host catches both threads.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn two_threads_come_back_with_their_tids_and_their_own_registers() {
+    #[rustfmt::skip]
+    const WAIT: &[u8] = &[
+        0x8b, 0x07,                         // 0: mov eax, [rdi]
+        0x85, 0xc0,                         //    test eax, eax
+        0x74, 0x10,                         //    jz +16 (the program)
+        0x89, 0xc2,                         //    mov edx, eax
+        0x31, 0xf6,                         //    xor esi, esi (FUTEX_WAIT)
+        0x4d, 0x31, 0xd2,                   //    xor r10, r10
+        0xb8, 0xca, 0x00, 0x00, 0x00,       //    mov eax, 202 (futex)
+        0x0f, 0x05,                         //    syscall
+        0xeb, 0xea,                         //    jmp 0
+    ];
+    #[rustfmt::skip]
+    const SECOND: &[u8] = &[
+        0xb8, 0x01, 0x00, 0x00, 0x00,       // mov eax, 1 (write)
+        0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1
+        0x4c, 0x89, 0xee,                   // mov rsi, r13
+        0x4c, 0x89, 0xf2,                   // mov rdx, r14
+        0x0f, 0x05,                         // syscall
+        0xb8, 0xba, 0x00, 0x00, 0x00,       // mov eax, 186 (gettid)
+        0x0f, 0x05,                         // syscall
+        0x41, 0x89, 0x45, 0x40,             // mov [r13 + 0x40], eax
+        0xb8, 0x01, 0x00, 0x00, 0x00,       // mov eax, 1
+        0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1
+        0x49, 0x8d, 0x75, 0x40,             // lea rsi, [r13 + 0x40]
+        0xba, 0x04, 0x00, 0x00, 0x00,       // mov edx, 4
+        0x0f, 0x05,                         // syscall
+        0xb8, 0x3c, 0x00, 0x00, 0x00,       // mov eax, 60 (exit: this thread)
+        0x31, 0xff,                         // xor edi, edi
+        0x0f, 0x05,                         // syscall
+    ];
+    const MSG2: &[u8] = b"thread two\n";
+    const TIDWORD: u64 = DATA + 0x200;
+    const MSG2_AT: u64 = DATA + 0x400;
+    const SECOND_AT: u64 = CODE + 0x200;
+
+    let dir = scratch_dir("threads");
+    let pid = free_pid();
+    let tid2 = free_pid();
+    let mut p = plan(&dir, pid);
+    // Code page: WAIT, then the single-thread program; SECOND further on.
+    let mut pages = std::fs::read(&p.pages).unwrap();
+    let code = [WAIT, PROGRAM].concat();
+    pages[..code.len()].copy_from_slice(&code);
+    pages[0x200..0x200 + SECOND.len()].copy_from_slice(SECOND);
+    pages[4096 + 0x200..4096 + 0x204].copy_from_slice(&(tid2 as u32).to_le_bytes());
+    pages[4096 + 0x400..4096 + 0x400 + MSG2.len()].copy_from_slice(MSG2);
+    std::fs::write(&p.pages, &pages).unwrap();
+    p.mm.end_code = CODE + 0x300;
+
+    let Regs::X86_64(leader) = &mut p.threads[0].regs else { unreachable!() };
+    leader.di = TIDWORD;
+    let mut second = p.threads[0].clone();
+    second.tid = tid2;
+    second.clear_tid_addr = TIDWORD;
+    let Regs::X86_64(r) = &mut second.regs else { unreachable!() };
+    r.ip = SECOND_AT;
+    r.sp = DATA + 0xc00;
+    r.r13 = MSG2_AT;
+    r.r14 = MSG2.len() as u64;
+    p.threads.push(second);
+
+    let restored = restore_process(&p).unwrap();
+    assert!(restored.log.contains("started 1 more threads"), "{}", restored.log);
+    let status = waitpid(Pid::from_raw(pid), None).unwrap();
+    assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 42), "log:\n{}", restored.log);
+    let out = std::fs::read(dir.join("out")).unwrap();
+    let expected = [MSG2, &(tid2 as u32).to_le_bytes(), MSG, VEC].concat();
+    assert_eq!(out, expected, "log:\n{}", restored.log);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -339,3 +339,64 @@ pub mod frame {
         assert!(size_of::<VfpSigframe>() == 288);
     };
 }
+
+/// Creates a thread with `clone3`; the new thread runs `entry(arg)` on the
+/// stack `args` names. Returns the new TID in the caller.
+///
+/// # Safety
+/// `args` must point at a valid `struct clone_args` of `size` bytes with
+/// thread flags and a stack; `entry` must be an `extern "C" fn(usize) -> !`
+/// that needs nothing from the caller's stack.
+pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+    let ret: usize;
+    // SAFETY: in the parent this is a plain syscall; the child starts on its
+    // own stack with a copy of the registers, so it only uses r5/r8.
+    unsafe {
+        asm!(
+            "svc 0",
+            "cmp r0, #0",
+            "bne 2f",
+            "mov fp, #0",
+            "mov r0, r8",
+            "blx r5",
+            "udf #0",
+            "2:",
+            in("r7") linux_raw_sys::general::__NR_clone3,
+            inlateout("r0") args => ret,
+            in("r1") size,
+            in("r5") entry,
+            in("r8") arg,
+        );
+    }
+    crate::check(ret)
+}
+
+/// `clone` for a thread where `clone3` is missing: no chosen TID.
+///
+/// # Safety
+/// As for [`clone3_thread`], with `flags` and `stack_top` given directly.
+pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+    let ret: usize;
+    // SAFETY: as for clone3_thread.
+    unsafe {
+        asm!(
+            "svc 0",
+            "cmp r0, #0",
+            "bne 2f",
+            "mov fp, #0",
+            "mov r0, r8",
+            "blx r5",
+            "udf #0",
+            "2:",
+            in("r7") linux_raw_sys::general::__NR_clone,
+            inlateout("r0") flags => ret,
+            in("r1") stack_top,
+            in("r2") 0usize,
+            in("r3") 0usize,
+            in("r4") 0usize,
+            in("r5") entry,
+            in("r8") arg,
+        );
+    }
+    crate::check(ret)
+}

@@ -21,6 +21,7 @@
 //! | `trap` | a breakpoint trap (SIGTRAP) |
 //! | `rt_sigreturn` | enter `rt_sigreturn` on a prepared frame |
 //! | `thread_pointer` | where the C library's thread control block is |
+//! | `clone3_thread`, `clone_thread` | create a thread running a function on its own stack |
 
 #![no_std]
 

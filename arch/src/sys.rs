@@ -158,3 +158,38 @@ pub unsafe fn mmap_fixed(addr: usize, len: usize, prot: u32, flags: u32, fd: i32
     let got = unsafe { crate::mmap(addr, len, prot, flags | g::MAP_FIXED, fd, offset) }?;
     if got == addr { Ok(()) } else { Err(Errno::EFAULT) }
 }
+
+/// `futex(FUTEX_WAIT)`: sleeps while `*word == expected`.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: the kernel only reads the live atomic.
+    let _ =
+        unsafe { crate::syscall4(g::__NR_futex, word.as_ptr() as usize, g::FUTEX_WAIT as usize, expected as usize, 0) };
+}
+
+/// `futex(FUTEX_WAKE)`: wakes up to `n` waiters on `word`.
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: u32) {
+    // SAFETY: the kernel only uses the address as a key.
+    let _ = unsafe { crate::syscall3(g::__NR_futex, word.as_ptr() as usize, g::FUTEX_WAKE as usize, n as usize) };
+}
+
+/// The kernel's `struct clone_args` (version 2, with `set_tid` and
+/// `cgroup`): the same on every arch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CloneArgs {
+    pub flags: u64,
+    pub pidfd: u64,
+    pub child_tid: u64,
+    pub parent_tid: u64,
+    pub exit_signal: u64,
+    pub stack: u64,
+    pub stack_size: u64,
+    pub tls: u64,
+    pub set_tid: u64,
+    pub set_tid_size: u64,
+    pub cgroup: u64,
+}
+
+/// The flags of a thread sharing everything a POSIX thread shares.
+pub const CLONE_THREAD_FLAGS: u64 =
+    (g::CLONE_VM | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SIGHAND | g::CLONE_THREAD | g::CLONE_SYSVSEM) as u64;

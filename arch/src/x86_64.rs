@@ -328,3 +328,68 @@ pub mod frame {
         assert!(core::mem::offset_of!(UContext, uc_sigmask) == 296);
     };
 }
+
+/// Creates a thread with `clone3`; the new thread runs `entry(arg)` on the
+/// stack `args` names. Returns the new TID in the caller.
+///
+/// # Safety
+/// `args` must point at a valid `struct clone_args` of `size` bytes with
+/// thread flags and a stack; `entry` must be an `extern "C" fn(usize) -> !`
+/// that needs nothing from the caller's stack.
+pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+    let ret: usize;
+    // SAFETY: in the parent this is a plain syscall; the child starts on its
+    // own stack with a copy of the registers, so it only uses r12/r13.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") linux_raw_sys::general::__NR_clone3 as usize => ret,
+            in("rdi") args,
+            in("rsi") size,
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    crate::check(ret)
+}
+
+/// `clone` for a thread where `clone3` is missing: no chosen TID.
+///
+/// # Safety
+/// As for [`clone3_thread`], with `flags` and `stack_top` given directly.
+pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+    let ret: usize;
+    // SAFETY: as for clone3_thread.
+    unsafe {
+        asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r13",
+            "call r12",
+            "ud2",
+            "2:",
+            inlateout("rax") linux_raw_sys::general::__NR_clone as usize => ret,
+            in("rdi") flags,
+            in("rsi") stack_top,
+            in("rdx") 0usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            in("r12") entry,
+            in("r13") arg,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    crate::check(ret)
+}

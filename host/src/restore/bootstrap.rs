@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
-    Command, Header, Iovec, LogLevel, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, Thread,
-    VMA_FILL, VMA_SKIP, Vma,
+    Command, Header, Iovec, LogLevel, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction,
+    THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 use super::frame::{self, FRAME_ROOM};
@@ -20,6 +20,8 @@ use super::plan::{Backing, ProcessPlan};
 use crate::blob::{BlockBuilder, EMBEDDED};
 
 const STACK: usize = 64 << 10;
+/// Per thread: a stack for the blob's thread code, then the sigreturn frame.
+const ZONE: usize = THREAD_STACK as usize + FRAME_ROOM;
 
 /// Service fd numbers the blob uses (the child opens them there).
 #[derive(Debug, Clone)]
@@ -104,7 +106,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     let task_size = layout::task_size(&maps)?;
 
     let blob_len = EMBEDDED.map_size();
-    let frames_len = page(FRAME_ROOM * p.threads.len());
+    let frames_len = page(ZONE * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
     let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &[])?.as_bytes().len());
@@ -130,14 +132,16 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     mem[..EMBEDDED.image.len()].copy_from_slice(EMBEDDED.image);
     revenant_linker::relocate_words(EMBEDDED.word_size, EMBEDDED.relocs, &mut mem[..blob_len], start);
 
-    let frames_at = start + (blob_len + STACK) as u64;
+    // One zone per thread: its stack (unused by the first thread, which
+    // runs on the blob's stack), then its frame.
+    let zones_at = start + (blob_len + STACK) as u64;
     let mut sigframes = vec![];
     for (i, t) in p.threads.iter().enumerate() {
-        let at = frames_at + (i * FRAME_ROOM) as u64;
-        let f = frame::build(t, at)?;
-        let off = (at - start) as usize;
+        let stack_top = zones_at + (i * ZONE) as u64 + THREAD_STACK;
+        let f = frame::build(t, stack_top)?;
+        let off = (stack_top - start) as usize;
         mem[off..off + f.bytes.len()].copy_from_slice(&f.bytes);
-        sigframes.push(f.sp);
+        sigframes.push((f.sp, stack_top));
     }
 
     let park = area.args + args_len as u64;
@@ -203,7 +207,7 @@ fn block(
     p: &ProcessPlan,
     fds: &ServiceFds,
     place: &Placement,
-    sigframes: &[u64],
+    sigframes: &[(u64, u64)],
     moves: &[Vec<Move>],
 ) -> Result<crate::blob::ArgBlock> {
     let mut b = BlockBuilder::new();
@@ -249,7 +253,7 @@ fn block(
         .map(|(i, t)| Thread {
             tid: t.tid as u32,
             rseq_len: t.rseq.map(|r| r.len).unwrap_or(0),
-            sigframe: sigframes.get(i).copied().unwrap_or(0),
+            sigframe: sigframes.get(i).map(|s| s.0).unwrap_or(0),
             tls: tls_of(&t.regs),
             gs_base: gs_of(&t.regs),
             clear_tid_addr: t.clear_tid_addr,
@@ -258,6 +262,7 @@ fn block(
             rseq_ptr: t.rseq.map(|r| r.ptr).unwrap_or(0),
             rseq_sig: t.rseq.map(|r| r.sig).unwrap_or(0),
             pad: 0,
+            stack: sigframes.get(i).map(|s| s.1).unwrap_or(0),
         })
         .collect();
     let no_moves = vec![];

@@ -1,8 +1,12 @@
-//! The end of a restore, seen from the tracing parent: wait for the blob's
-//! trap, let the task through `rt_sigreturn`, then make it unmap the
-//! bootstrap area (the blob cannot unmap the code it runs on) and let it go.
+//! The end of a restore, seen from the tracing parent: wait for every
+//! thread's trap, let each through `rt_sigreturn`, then make the task unmap
+//! the bootstrap area (the blob cannot unmap the code it runs on) and let
+//! it go. x86_64 only: this needs ptrace, which qemu-user lacks.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use nix::libc::user_regs_struct;
 use nix::sys::ptrace;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -19,86 +23,119 @@ pub enum Outcome {
     Failed(String),
 }
 
-fn wait(pid: Pid) -> Result<WaitStatus> {
-    waitpid(pid, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for restored task {pid}"))
+/// Where one thread is on its way out of the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    InBlob,
+    Trapped,
+    InSigreturn,
+    Done,
 }
 
-/// Drives `pid` (already seized) to the point where the dumped program
-/// runs, and unmaps `start..start+len` in it.
-pub fn finish(pid: Pid, start: u64, len: u64) -> Result<Outcome> {
-    // Phase 1: until the blob's trap right before rt_sigreturn.
-    loop {
-        match wait(pid)? {
-            WaitStatus::Stopped(_, Signal::SIGTRAP) => break,
-            WaitStatus::Stopped(_, sig) => {
-                let at = ptrace::getregs(pid).map(|r| ip(&r)).unwrap_or(0);
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-                let _ = waitpid(pid, None);
-                return Ok(Outcome::Failed(format!("the restorer blob crashed with {sig} at {at:#x}")));
+struct Thread {
+    tid: Pid,
+    step: Step,
+    /// The syscall instruction `rt_sigreturn` ran from.
+    insn: u64,
+    restored: Option<user_regs_struct>,
+}
+
+/// Drives the seized task `leader` and the `threads - 1` threads it creates
+/// to the point where the dumped program runs in all of them, and unmaps
+/// `start..start+len` in it.
+pub fn finish(leader: Pid, threads: usize, start: u64, len: u64) -> Result<Outcome> {
+    let mut ts = vec![Thread { tid: leader, step: Step::InBlob, insn: 0, restored: None }];
+    while ts.len() < threads || ts.iter().any(|t| t.step != Step::Done) {
+        let mut moved = false;
+        for i in 0..ts.len() {
+            let tid = ts[i].tid;
+            let status = waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG))
+                .with_context(|| format!("waiting for restored task {tid}"))?;
+            moved |= status != WaitStatus::StillAlive;
+            match (status, ts[i].step) {
+                (WaitStatus::StillAlive, _) => {}
+                (WaitStatus::PtraceEvent(_, _, ev), _) if ev == nix::libc::PTRACE_EVENT_CLONE => {
+                    let new = Pid::from_raw(ptrace::getevent(tid)? as i32);
+                    ts.push(Thread { tid: new, step: Step::InBlob, insn: 0, restored: None });
+                    ptrace::cont(tid, None)?;
+                }
+                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) => {
+                    ts[i].step = Step::Trapped;
+                    ptrace::syscall(tid, None).context("continuing to rt_sigreturn")?;
+                }
+                (WaitStatus::PtraceSyscall(_), Step::Trapped) => {
+                    ts[i].insn = ip(&ptrace::getregs(tid)?) - SYSCALL_INSN_LEN;
+                    ts[i].step = Step::InSigreturn;
+                    ptrace::syscall(tid, None).context("finishing rt_sigreturn")?;
+                }
+                (WaitStatus::PtraceSyscall(_), Step::InSigreturn) => {
+                    // Stays stopped until every thread is here.
+                    ts[i].restored = Some(ptrace::getregs(tid).context("registers after rt_sigreturn")?);
+                    ts[i].step = Step::Done;
+                }
+                (WaitStatus::Stopped(_, sig), _) if sig != Signal::SIGTRAP && sig != Signal::SIGSTOP => {
+                    let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                    kill(leader);
+                    return Ok(Outcome::Failed(format!(
+                        "the restorer blob crashed with {sig} at {at:#x} in thread {tid}"
+                    )));
+                }
+                (WaitStatus::Exited(_, code), _) => {
+                    kill(leader);
+                    return Ok(Outcome::Failed(describe_exit(code)));
+                }
+                (WaitStatus::Signaled(_, sig, _), _) => {
+                    kill(leader);
+                    return Ok(Outcome::Failed(format!("killed by {sig} during the restore")));
+                }
+                // New threads' first stop, group stops, stray SIGSTOPs: run on.
+                _ => ptrace::cont(tid, None).with_context(|| format!("resuming {tid}"))?,
             }
-            WaitStatus::Exited(_, code) => return Ok(Outcome::Failed(describe_exit(code))),
-            WaitStatus::Signaled(_, sig, _) => {
-                return Ok(Outcome::Failed(format!("killed by {sig} during the restore")));
-            }
-            // Group stops and other ptrace events: let it run on.
-            _ => ptrace::cont(pid, None).with_context(|| format!("resuming {pid}"))?,
+        }
+        if !moved {
+            std::thread::sleep(Duration::from_micros(20));
         }
     }
 
-    // Phase 2: through rt_sigreturn. Its exit stop shows the restored
-    // registers; the entry stop tells where the syscall instruction is.
-    ptrace::syscall(pid, None).context("continuing to rt_sigreturn")?;
-    expect_syscall_stop(pid)?;
-    let entry = ptrace::getregs(pid).context("registers at rt_sigreturn")?;
-    let insn = ip(&entry) - SYSCALL_INSN_LEN;
-    ptrace::syscall(pid, None).context("finishing rt_sigreturn")?;
-    expect_syscall_stop(pid)?;
-    let restored = ptrace::getregs(pid).context("registers after rt_sigreturn")?;
-
-    // Phase 3: run munmap(bootstrap) from the syscall instruction, which is
-    // still mapped when the call starts, then put the registers back.
+    // Every thread is past its sigreturn. Run munmap(bootstrap) in the first
+    // one from the syscall instruction, which is still mapped when the call
+    // starts, then put its registers back.
+    let first = &ts[0];
+    let restored = first.restored.context("first thread has no registers")?;
     let mut call = restored;
-    set_syscall(&mut call, insn, MUNMAP, start, len);
-    ptrace::setregs(pid, call).context("setting up the bootstrap unmap")?;
-    ptrace::syscall(pid, None)?;
-    expect_syscall_stop(pid)?;
-    ptrace::syscall(pid, None)?;
-    expect_syscall_stop(pid)?;
-    let after = ptrace::getregs(pid)?;
-    if ret(&after) != 0 {
-        bail!("unmapping the bootstrap area in {pid} failed: {}", ret(&after) as i64);
+    set_syscall(&mut call, first.insn, MUNMAP, start, len);
+    ptrace::setregs(leader, call).context("setting up the bootstrap unmap")?;
+    for _ in 0..2 {
+        ptrace::syscall(leader, None)?;
+        match waitpid(leader, Some(WaitPidFlag::__WALL))? {
+            WaitStatus::PtraceSyscall(_) => {}
+            other => bail!("restored task {leader}: unexpected {other:?} while unmapping the bootstrap area"),
+        }
     }
-    ptrace::setregs(pid, restored).context("restoring the registers after the unmap")?;
-    ptrace::detach(pid, None).with_context(|| format!("detaching from {pid}"))?;
+    let ret = ptrace::getregs(leader)?.rax as i64;
+    if ret != 0 {
+        bail!("unmapping the bootstrap area in {leader} failed: {ret}");
+    }
+    ptrace::setregs(leader, restored).context("restoring the registers after the unmap")?;
+    for t in &ts {
+        ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
+    }
     Ok(Outcome::Running)
 }
 
-fn expect_syscall_stop(pid: Pid) -> Result<()> {
-    match wait(pid)? {
-        WaitStatus::PtraceSyscall(_) => Ok(()),
-        WaitStatus::Exited(_, code) => {
-            bail!("restored task {pid} exited with {code} at its last step")
-        }
-        WaitStatus::Signaled(_, sig, _) => {
-            bail!("restored task {pid} was killed by {sig} at its last step")
-        }
-        other => bail!("restored task {pid}: unexpected stop {other:?} at its last step"),
-    }
+fn kill(pid: Pid) {
+    let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+    let _ = waitpid(pid, None);
 }
 
-// x86_64 only: this module needs ptrace, which qemu-user lacks.
 const SYSCALL_INSN_LEN: u64 = 2;
 const MUNMAP: u64 = linux_raw_sys::general::__NR_munmap as u64;
 
-fn ip(r: &nix::libc::user_regs_struct) -> u64 {
+fn ip(r: &user_regs_struct) -> u64 {
     r.rip
 }
 
-fn ret(r: &nix::libc::user_regs_struct) -> u64 {
-    r.rax
-}
-
-fn set_syscall(r: &mut nix::libc::user_regs_struct, insn: u64, nr: u64, a0: u64, a1: u64) {
+fn set_syscall(r: &mut user_regs_struct, insn: u64, nr: u64, a0: u64, a1: u64) {
     r.rip = insn;
     r.rax = nr;
     r.orig_rax = u64::MAX;

@@ -22,23 +22,6 @@ pub struct Restored {
     pub log: String,
 }
 
-/// The kernel's `struct clone_args` (first version plus set_tid and cgroup).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
-
 /// Service fd numbers: above every fd the program had, so opening them
 /// never disturbs the program's own.
 fn service_fds(p: &ProcessPlan) -> ServiceFds {
@@ -137,7 +120,9 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
         target_arch = "x86_64" => {
             use super::finish::{self, Outcome};
             use nix::sys::ptrace;
-            let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD | ptrace::Options::PTRACE_O_EXITKILL;
+            let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
+                | ptrace::Options::PTRACE_O_EXITKILL
+                | ptrace::Options::PTRACE_O_TRACECLONE;
             if let Err(e) = ptrace::seize(pid, opts) {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(pid, None);
@@ -145,7 +130,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
             }
             nix::unistd::write(&sync_tx, &[1]).context("releasing the new task")?;
             drop(sync_tx);
-            let outcome = finish::finish(pid, start, len);
+            let outcome = finish::finish(pid, p.threads.len(), start, len);
             if outcome.is_err() {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
@@ -179,7 +164,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
 /// Creates the task with PID `pid` running `child::run(cp)`.
 fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
     let tids = [pid];
-    let args = CloneArgs {
+    let args = revenant_arch::sys::CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,
@@ -190,8 +175,8 @@ fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
     let ret = unsafe {
         revenant_arch::syscall2(
             linux_raw_sys::general::__NR_clone3,
-            &args as *const CloneArgs as usize,
-            size_of::<CloneArgs>(),
+            &args as *const revenant_arch::sys::CloneArgs as usize,
+            size_of::<revenant_arch::sys::CloneArgs>(),
         )
     };
     match revenant_arch::check(ret) {

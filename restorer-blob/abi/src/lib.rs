@@ -18,7 +18,8 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL, VMA_SKIP, Vma,
+    Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK, Thread, VMA_FILL,
+    VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -185,10 +186,12 @@ pub enum ExitCode {
     ThreadState = 217,
     /// `rt_sigreturn` came back, which means the kernel refused the frame.
     Sigreturn = 218,
+    /// Creating a thread (with its dumped TID) failed.
+    Threads = 219,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 16] = [
+    pub const ALL: [ExitCode; 17] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -205,6 +208,7 @@ impl ExitCode {
         ExitCode::Signals,
         ExitCode::ThreadState,
         ExitCode::Sigreturn,
+        ExitCode::Threads,
     ];
 
     pub fn from_code(code: i32) -> Option<ExitCode> {
@@ -230,6 +234,7 @@ impl ExitCode {
             ExitCode::Signals => "restoring signal actions or the signal mask failed",
             ExitCode::ThreadState => "restoring TLS, tid address, robust list or rseq failed",
             ExitCode::Sigreturn => "the kernel refused the final rt_sigreturn frame",
+            ExitCode::Threads => "creating a thread with its dumped TID failed",
         }
     }
 }
@@ -270,10 +275,92 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             log_fd: "i32",
             flags: "u32",
             selftest: "Span<SelfTest>",
+            restore: "Span<Restore>",
         }),
     ),
     ("Span", size_of::<Span>(), fields!(Span { offset: "u32", count: "u32" })),
     ("SelfTest", size_of::<SelfTest>(), fields!(SelfTest { input: "u32", pad: "u32", message: "Span<u8>" })),
+    (
+        "Restore",
+        size_of::<Restore>(),
+        fields!(Restore {
+            bootstrap_start: "u64",
+            bootstrap_len: "u64",
+            task_size: "u64",
+            pages_fd: "i32",
+            exe_fd: "i32",
+            flags: "u32",
+            pad: "u32",
+            vmas: "Span<Vma>",
+            page_reads: "Span<PageRead>",
+            iovs: "Span<Iovec>",
+            park: "Span<Move>",
+            unpark: "Span<Move>",
+            sigactions: "Span<SigAction>",
+            close_fds: "Span<i32>",
+            auxv: "Span<u8>",
+            threads: "Span<Thread>",
+            mm: "MmMap",
+            comm: "[u8; 16]",
+        }),
+    ),
+    (
+        "Vma",
+        size_of::<Vma>(),
+        fields!(Vma {
+            start: "u64",
+            end: "u64",
+            pgoff: "u64",
+            madv: "u64",
+            prot: "u32",
+            flags: "u32",
+            fd: "i32",
+            how: "u32",
+        }),
+    ),
+    ("PageRead", size_of::<PageRead>(), fields!(PageRead { offset: "u64", first_iov: "u32", iov_count: "u32" })),
+    ("Iovec", size_of::<Iovec>(), fields!(Iovec { base: "u64", len: "u64" })),
+    ("Move", size_of::<Move>(), fields!(Move { from: "u64", to: "u64", len: "u64" })),
+    (
+        "SigAction",
+        size_of::<SigAction>(),
+        fields!(SigAction { signo: "u32", pad: "u32", handler: "u64", flags: "u64", restorer: "u64", mask: "u64" }),
+    ),
+    (
+        "MmMap",
+        size_of::<MmMap>(),
+        fields!(MmMap {
+            start_code: "u64",
+            end_code: "u64",
+            start_data: "u64",
+            end_data: "u64",
+            start_brk: "u64",
+            brk: "u64",
+            start_stack: "u64",
+            arg_start: "u64",
+            arg_end: "u64",
+            env_start: "u64",
+            env_end: "u64",
+        }),
+    ),
+    (
+        "Thread",
+        size_of::<Thread>(),
+        fields!(Thread {
+            tid: "u32",
+            rseq_len: "u32",
+            sigframe: "u64",
+            tls: "u64",
+            gs_base: "u64",
+            clear_tid_addr: "u64",
+            robust_list: "u64",
+            robust_list_len: "u64",
+            rseq_ptr: "u64",
+            rseq_sig: "u32",
+            pad: "u32",
+            stack: "u64",
+        }),
+    ),
 ];
 
 // The layout is part of the ABI: these hold on every arch the crate builds for.
@@ -307,3 +394,32 @@ unsafe impl Plain for Span {}
 unsafe impl Plain for SelfTest {}
 // SAFETY: u32s, an i32 and a Span, repr(C), no padding (size asserted above).
 unsafe impl Plain for Header {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Plain` promises no padding: every struct's fields must tile it
+    /// exactly, in order, with none missing from the description.
+    #[test]
+    fn described_structs_have_no_padding_and_list_every_field() {
+        for (name, size, fields) in STRUCTS {
+            let mut at = 0;
+            for f in *fields {
+                assert_eq!(f.offset, at, "{name}.{} is not where the previous field ended", f.name);
+                at += f.size;
+            }
+            assert_eq!(at, *size, "{name}: fields cover {at} of {size} bytes");
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_above_selftest_results() {
+        for (i, a) in ExitCode::ALL.iter().enumerate() {
+            assert!(*a as u8 >= 200);
+            assert_eq!(ExitCode::from_code(*a as i32), Some(*a));
+            assert!(ExitCode::ALL[i + 1..].iter().all(|b| *b as u8 != *a as u8));
+        }
+        assert!((0..=u32::MAX).step_by(65537).all(|i| selftest_exit_code(i) < 128));
+    }
+}

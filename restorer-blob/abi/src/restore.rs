@@ -166,7 +166,13 @@ pub struct Thread {
     pub rseq_sig: u32,
     /// Reserved, zero.
     pub pad: u32,
+    /// Top of this thread's stack in the bootstrap area (16-byte aligned);
+    /// the blob creates every thread but the first on it.
+    pub stack: u64,
 }
+
+/// Bytes of stack below [`Thread::stack`].
+pub const THREAD_STACK: u64 = 32 << 10;
 
 // SAFETY: every type here is repr(C), built only from u32/i32/u64, byte
 // arrays and Spans, laid out without padding (asserted below).
@@ -200,6 +206,6 @@ const _: () = {
     assert!(size_of::<Move>() == 24);
     assert!(size_of::<SigAction>() == 40);
     assert!(size_of::<MmMap>() == 88);
-    assert!(size_of::<Thread>() == 72);
+    assert!(size_of::<Thread>() == 80);
     assert!(offset_of!(Thread, rseq_ptr) == 56);
 };

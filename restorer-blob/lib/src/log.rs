@@ -21,6 +21,11 @@ impl Log {
         Log { fd, level }
     }
 
+    /// The fd and level, to rebuild this log elsewhere (another thread).
+    pub fn params(&self) -> (i32, u32) {
+        (self.fd, self.level)
+    }
+
     pub fn line(&self, level: LogLevel) -> Line {
         let enabled = self.fd >= 0 && level as u32 <= self.level;
         let tag = match level {

@@ -9,9 +9,11 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
-    ExitCode, Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, Thread, VMA_FILL,
-    VMA_SKIP, Vma,
+    ExitCode, Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK, Thread,
+    VMA_FILL, VMA_SKIP, Vma,
 };
+
+use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 use crate::{Args, Log, fail};
 
@@ -86,6 +88,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     set_mm(log, &p);
     set_sigactions(log, p.sigactions);
     set_thread(log, &p.threads[0]);
+    start_threads(log, &p);
 
     log.info().s("restore done, returning to the program").emit();
     // Service fds (the log among them) go last: nothing can be reported
@@ -93,6 +96,8 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     for &fd in p.close_fds {
         let _ = sys::close(fd);
     }
+    GO.store(1, Ordering::Release);
+    sys::futex_wake(&GO, i32::MAX as u32);
     if r.flags & RESTORE_TRAP != 0 {
         revenant_arch::trap();
     }
@@ -252,6 +257,82 @@ fn set_sigactions(log: &Log, actions: &[SigAction]) {
         };
         check(log, sys::rt_sigaction(a.signo, &act), ExitCode::Signals, "rt_sigaction, signal", a.signo as u64);
     }
+}
+
+/// Threads that have finished their own setup.
+static READY: AtomicU32 = AtomicU32::new(0);
+/// Set by the first thread when every thread may return to the program.
+static GO: AtomicU32 = AtomicU32::new(0);
+/// What the other threads need from the header: log fd and level, flags.
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+static LOG_LEVEL: AtomicU32 = AtomicU32::new(0);
+static FLAGS: AtomicU32 = AtomicU32::new(0);
+
+/// Creates every thread but the first with its TID and waits until each
+/// has set its own state. They then wait for [`GO`].
+fn start_threads(log: &Log, p: &Plan<'_>) {
+    let others = &p.threads[1..];
+    if others.is_empty() {
+        return;
+    }
+    let (fd, level) = log.params();
+    LOG_FD.store(fd, Ordering::Relaxed);
+    LOG_LEVEL.store(level, Ordering::Relaxed);
+    FLAGS.store(p.r.flags, Ordering::Relaxed);
+    for t in others {
+        let tids = [t.tid as i32];
+        let args = sys::CloneArgs {
+            flags: sys::CLONE_THREAD_FLAGS,
+            stack: t.stack - THREAD_STACK,
+            stack_size: THREAD_STACK,
+            set_tid: tids.as_ptr() as u64,
+            set_tid_size: 1,
+            ..Default::default()
+        };
+        let (entry, arg) = (thread_main as extern "C" fn(usize) -> ! as usize, t as *const Thread as usize);
+        let size = core::mem::size_of_val(&args);
+        // SAFETY: a thread on its own stack in the bootstrap area, running
+        // `thread_main` on its own `Thread`, both of which outlive it.
+        let res = unsafe { revenant_arch::clone3_thread(&args as *const _ as usize, size, entry, arg) };
+        let res = match res {
+            Err(Errno::ENOSYS) => {
+                log.warn().s("no clone3 here: thread ").dec(t.tid as u64).s(" gets a new TID").emit();
+                let flags = sys::CLONE_THREAD_FLAGS as usize;
+                // SAFETY: as above.
+                unsafe { revenant_arch::clone_thread(flags, t.stack as usize, entry, arg) }
+            }
+            other => other,
+        };
+        check(log, res, ExitCode::Threads, "creating thread", t.tid as u64);
+    }
+    let want = others.len() as u32;
+    loop {
+        let ready = READY.load(Ordering::Acquire);
+        if ready >= want {
+            break;
+        }
+        sys::futex_wait(&READY, ready);
+    }
+    log.info().s("started ").dec(want as u64).s(" more threads").emit();
+}
+
+/// Where every thread but the first starts.
+extern "C" fn thread_main(t: usize) -> ! {
+    // SAFETY: `start_threads` passes a `Thread` inside the argument block,
+    // which stays mapped until after the sigreturn.
+    let t = unsafe { &*(t as *const Thread) };
+    let log = Log::new(LOG_FD.load(Ordering::Relaxed), LOG_LEVEL.load(Ordering::Relaxed));
+    set_thread(&log, t);
+    READY.fetch_add(1, Ordering::Release);
+    sys::futex_wake(&READY, 1);
+    while GO.load(Ordering::Acquire) == 0 {
+        sys::futex_wait(&GO, 0);
+    }
+    if FLAGS.load(Ordering::Relaxed) & RESTORE_TRAP != 0 {
+        revenant_arch::trap();
+    }
+    // SAFETY: the host built this thread's frame.
+    unsafe { revenant_arch::rt_sigreturn(t.sigframe as usize) }
 }
 
 fn set_thread(log: &Log, t: &Thread) {
