@@ -196,6 +196,9 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         },
         auxv: vec![],
         sigactions: vec![],
+        rlimits: vec![],
+        itimers: vec![],
+        signals: vec![],
         threads: vec![ThreadPlan {
             tid: pid,
             regs,
@@ -206,6 +209,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             robust_list: 0,
             robust_list_len: 0,
             rseq: None,
+            pdeath_sig: 0,
         }],
     }
 }
@@ -310,5 +314,76 @@ fn two_threads_come_back_with_their_tids_and_their_own_registers() {
     let out = std::fs::read(dir.join("out")).unwrap();
     let expected = [MSG2, &(tid2 as u32).to_le_bytes(), MSG, VEC].concat();
     assert_eq!(out, expected, "log:\n{}", restored.log);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A process that sleeps in `pause` with SIGUSR1 and SIGUSR2 blocked: one
+/// pending process-wide, one on the thread. Its open-files limit is lowered
+/// and a one-second real-time timer armed, whose SIGALRM then ends it.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn limits_pending_signals_and_timers_come_back() {
+    use revenant_blob_abi::{ITimer, QueuedSignal, Rlimit};
+
+    #[rustfmt::skip]
+    const PAUSE: &[u8] = &[
+        0xb8, 0x22, 0x00, 0x00, 0x00,       // mov eax, 34 (pause)
+        0x0f, 0x05,                         // syscall
+        0xeb, 0xf7,                         // jmp back
+    ];
+    let (usr1, usr2) = (nix::libc::SIGUSR1 as u32, nix::libc::SIGUSR2 as u32);
+    let queued = |tid: u32, signo: u32| {
+        let mut info = [0u8; 128];
+        info[0..4].copy_from_slice(&signo.to_le_bytes());
+        info[8..12].copy_from_slice(&(-1i32).to_le_bytes()); // SI_QUEUE
+        QueuedSignal { tid, signo, info }
+    };
+    let dir = scratch_dir("signals");
+    let pid = free_pid();
+    let mut p = plan(&dir, pid);
+    let mut pages = std::fs::read(&p.pages).unwrap();
+    pages[..PAUSE.len()].copy_from_slice(PAUSE);
+    std::fs::write(&p.pages, &pages).unwrap();
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1;
+    p.rlimits = vec![Rlimit { resource: nix::libc::RLIMIT_NOFILE, pad: 0, cur: 100, max: hard }];
+    p.itimers = vec![ITimer { which: 0, value_sec: 1, ..Default::default() }];
+    p.signals = vec![queued(0, usr1), queued(pid as u32, usr2)];
+    p.threads[0].sigmask = (1 << (usr1 - 1)) | (1 << (usr2 - 1));
+
+    let restored = restore_process(&p).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
+    assert_eq!(field("ShdPnd:"), "0000000000000200", "{status}");
+    assert_eq!(field("SigPnd:"), "0000000000000800", "{status}");
+    assert_eq!(field("SigBlk:"), "0000000000000a00", "{status}");
+    let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    assert_eq!(nofile.split_whitespace().nth(3), Some("100"), "{limits}");
+    let end = waitpid(Pid::from_raw(pid), None).unwrap();
+    assert_eq!(
+        end,
+        WaitStatus::Signaled(Pid::from_raw(pid), nix::sys::signal::Signal::SIGALRM, false),
+        "{}",
+        restored.log
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_hard_limit_above_ours_is_refused_before_anything_runs() {
+    let dir = scratch_dir("hardlimit");
+    let pid = free_pid();
+    let mut p = plan(&dir, pid);
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1;
+    p.rlimits = vec![revenant_blob_abi::Rlimit { resource: nix::libc::RLIMIT_NOFILE, pad: 0, cur: 10, max: hard + 1 }];
+    let caps = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = caps.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+    if u64::from_str_radix(&eff, 16).unwrap() & (1 << 24) != 0 {
+        return; // With CAP_SYS_RESOURCE raising is allowed.
+    }
+    let err = format!("{:#}", restore_process(&p).unwrap_err());
+    assert!(err.contains("CAP_SYS_RESOURCE") && err.contains("rlimit 7"), "{err}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

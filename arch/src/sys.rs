@@ -193,3 +193,32 @@ pub struct CloneArgs {
 /// The flags of a thread sharing everything a POSIX thread shares.
 pub const CLONE_THREAD_FLAGS: u64 =
     (g::CLONE_VM | g::CLONE_FS | g::CLONE_FILES | g::CLONE_SIGHAND | g::CLONE_THREAD | g::CLONE_SYSVSEM) as u64;
+
+/// `prlimit64(0, resource, new, NULL)`: sets one limit of this process.
+pub fn set_rlimit(resource: u32, cur: u64, max: u64) -> Result<(), Errno> {
+    let new = [cur, max];
+    // SAFETY: the kernel reads two u64s from a live local.
+    check(unsafe { crate::syscall4(g::__NR_prlimit64, 0, resource as usize, new.as_ptr() as usize, 0) }).map(|_| ())
+}
+
+/// `rt_tgsigqueueinfo(tgid, tid, signo, info)`, or `rt_sigqueueinfo` for
+/// the whole process when `tid` is 0.
+pub fn sigqueue(tgid: u32, tid: u32, signo: u32, info: &[u8; 128]) -> Result<(), Errno> {
+    let p = info.as_ptr() as usize;
+    // SAFETY: the kernel reads 128 bytes of siginfo from a live reference.
+    let r = unsafe {
+        if tid == 0 {
+            syscall3(g::__NR_rt_sigqueueinfo, tgid as usize, signo as usize, p)
+        } else {
+            crate::syscall4(g::__NR_rt_tgsigqueueinfo, tgid as usize, tid as usize, signo as usize, p)
+        }
+    };
+    check(r).map(|_| ())
+}
+
+/// `setitimer(which, new, NULL)` with the kernel's `long`-based itimerval.
+pub fn setitimer(which: u32, interval: (u64, u64), value: (u64, u64)) -> Result<(), Errno> {
+    let v = [interval.0 as usize, interval.1 as usize, value.0 as usize, value.1 as usize];
+    // SAFETY: the kernel reads four longs from a live local.
+    check(unsafe { syscall3(g::__NR_setitimer, which as usize, v.as_ptr() as usize, 0) }).map(|_| ())
+}

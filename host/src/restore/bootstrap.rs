@@ -261,7 +261,7 @@ fn block(
             robust_list_len: t.robust_list_len,
             rseq_ptr: t.rseq.map(|r| r.ptr).unwrap_or(0),
             rseq_sig: t.rseq.map(|r| r.sig).unwrap_or(0),
-            pad: 0,
+            pdeath_sig: t.pdeath_sig,
             stack: sigframes.get(i).map(|s| s.1).unwrap_or(0),
         })
         .collect();
@@ -283,6 +283,9 @@ fn block(
         close_fds: b.push(&fds.all),
         auxv: b.push(&auxv),
         threads: b.push(&threads),
+        rlimits: b.push(&p.rlimits),
+        itimers: b.push(&p.itimers),
+        signals: b.push(&p.signals),
         mm: p.mm,
         comm: p.comm,
     };

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 
-use revenant_blob_abi::{MmMap, SigAction};
+use revenant_blob_abi::{ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
 
 /// One process to bring back.
 #[derive(Debug, Clone)]
@@ -28,6 +28,10 @@ pub struct ProcessPlan {
     /// The saved auxv, native words.
     pub auxv: Vec<u64>,
     pub sigactions: Vec<SigAction>,
+    pub rlimits: Vec<Rlimit>,
+    pub itimers: Vec<ITimer>,
+    /// Signals pending at dump, process-wide (tid 0) or per thread.
+    pub signals: Vec<QueuedSignal>,
     pub threads: Vec<ThreadPlan>,
 }
 
@@ -114,6 +118,8 @@ pub struct ThreadPlan {
     pub robust_list: u64,
     pub robust_list_len: u64,
     pub rseq: Option<Rseq>,
+    /// `PR_SET_PDEATHSIG`, 0 for none.
+    pub pdeath_sig: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -91,6 +91,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
         bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
     }
+    check_rlimits(p)?;
     let fds = service_fds(p);
     let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
     let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
@@ -159,6 +160,38 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
             bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log))
         }
     }
+}
+
+/// Raising a hard limit needs CAP_SYS_RESOURCE: find out now, not in the
+/// blob after the point of no return.
+fn check_rlimits(p: &ProcessPlan) -> Result<()> {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if cap_eff & (1 << CAP_SYS_RESOURCE) != 0 {
+        return Ok(());
+    }
+    for l in &p.rlimits {
+        let mut cur = [0u64; 2];
+        // SAFETY: prlimit64 writes two u64s into a live local.
+        let r = unsafe {
+            libc::syscall(libc::SYS_prlimit64, 0, l.resource as libc::c_long, std::ptr::null::<u64>(), cur.as_mut_ptr())
+        };
+        if r == 0 && l.max > cur[1] {
+            bail!(
+                "rlimit {} of PID {}: its hard limit {} is above this process's {}, and raising it needs CAP_SYS_RESOURCE",
+                l.resource,
+                p.pid,
+                l.max,
+                cur[1]
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Creates the task with PID `pid` running `child::run(cp)`.

@@ -18,8 +18,8 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK, Thread, VMA_FILL,
-    VMA_SKIP, Vma,
+    ITimer, Iovec, MmMap, Move, PageRead, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit, SigAction,
+    THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -188,10 +188,14 @@ pub enum ExitCode {
     Sigreturn = 218,
     /// Creating a thread (with its dumped TID) failed.
     Threads = 219,
+    /// Setting a resource limit failed.
+    Rlimits = 220,
+    /// Arming an interval timer failed.
+    Timers = 221,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 17] = [
+    pub const ALL: [ExitCode; 19] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -209,6 +213,8 @@ impl ExitCode {
         ExitCode::ThreadState,
         ExitCode::Sigreturn,
         ExitCode::Threads,
+        ExitCode::Rlimits,
+        ExitCode::Timers,
     ];
 
     pub fn from_code(code: i32) -> Option<ExitCode> {
@@ -235,6 +241,8 @@ impl ExitCode {
             ExitCode::ThreadState => "restoring TLS, tid address, robust list or rseq failed",
             ExitCode::Sigreturn => "the kernel refused the final rt_sigreturn frame",
             ExitCode::Threads => "creating a thread with its dumped TID failed",
+            ExitCode::Rlimits => "setting a resource limit failed",
+            ExitCode::Timers => "arming an interval timer failed",
         }
     }
 }
@@ -300,6 +308,9 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             close_fds: "Span<i32>",
             auxv: "Span<u8>",
             threads: "Span<Thread>",
+            rlimits: "Span<Rlimit>",
+            itimers: "Span<ITimer>",
+            signals: "Span<QueuedSignal>",
             mm: "MmMap",
             comm: "[u8; 16]",
         }),
@@ -318,6 +329,20 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             how: "u32",
         }),
     ),
+    ("Rlimit", size_of::<Rlimit>(), fields!(Rlimit { resource: "u32", pad: "u32", cur: "u64", max: "u64" })),
+    (
+        "ITimer",
+        size_of::<ITimer>(),
+        fields!(ITimer {
+            which: "u32",
+            pad: "u32",
+            interval_sec: "u64",
+            interval_usec: "u64",
+            value_sec: "u64",
+            value_usec: "u64",
+        }),
+    ),
+    ("QueuedSignal", size_of::<QueuedSignal>(), fields!(QueuedSignal { tid: "u32", signo: "u32", info: "[u8; 128]" })),
     ("PageRead", size_of::<PageRead>(), fields!(PageRead { offset: "u64", first_iov: "u32", iov_count: "u32" })),
     ("Iovec", size_of::<Iovec>(), fields!(Iovec { base: "u64", len: "u64" })),
     ("Move", size_of::<Move>(), fields!(Move { from: "u64", to: "u64", len: "u64" })),
@@ -357,7 +382,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             robust_list_len: "u64",
             rseq_ptr: "u64",
             rseq_sig: "u32",
-            pad: "u32",
+            pdeath_sig: "u32",
             stack: "u64",
         }),
     ),

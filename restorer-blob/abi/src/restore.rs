@@ -45,6 +45,13 @@ pub struct Restore {
     pub auxv: Span,
     /// [`Thread`]s; the first is the one running the blob.
     pub threads: Span,
+    /// [`Rlimit`]s to set.
+    pub rlimits: Span,
+    /// [`ITimer`]s to arm, last thing before the sigreturn.
+    pub itimers: Span,
+    /// [`QueuedSignal`]s to queue again; they stay pending behind the
+    /// blob's full signal mask and are delivered after the sigreturn.
+    pub signals: Span,
     /// The memory layout for `PR_SET_MM_MAP`.
     pub mm: MmMap,
     /// The process name (`PR_SET_NAME`), NUL-padded.
@@ -164,8 +171,8 @@ pub struct Thread {
     /// 0 when the thread had no rseq registration.
     pub rseq_ptr: u64,
     pub rseq_sig: u32,
-    /// Reserved, zero.
-    pub pad: u32,
+    /// `PR_SET_PDEATHSIG` signal, 0 for none.
+    pub pdeath_sig: u32,
     /// Top of this thread's stack in the bootstrap area (16-byte aligned);
     /// the blob creates every thread but the first on it.
     pub stack: u64,
@@ -173,6 +180,51 @@ pub struct Thread {
 
 /// Bytes of stack below [`Thread::stack`].
 pub const THREAD_STACK: u64 = 32 << 10;
+
+/// One resource limit (`prlimit64`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rlimit {
+    pub resource: u32,
+    pub pad: u32,
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// One interval timer (`setitimer`): `which` is ITIMER_REAL/VIRTUAL/PROF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ITimer {
+    pub which: u32,
+    pub pad: u32,
+    pub interval_sec: u64,
+    pub interval_usec: u64,
+    pub value_sec: u64,
+    pub value_usec: u64,
+}
+
+/// A pending signal: `info` is the kernel's 128-byte siginfo.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct QueuedSignal {
+    /// The thread it was pending on, or 0 for the whole process.
+    pub tid: u32,
+    pub signo: u32,
+    pub info: [u8; 128],
+}
+
+impl Default for QueuedSignal {
+    fn default() -> Self {
+        QueuedSignal { tid: 0, signo: 0, info: [0; 128] }
+    }
+}
+
+// SAFETY: as below.
+unsafe impl Plain for Rlimit {}
+// SAFETY: as below.
+unsafe impl Plain for ITimer {}
+// SAFETY: as below.
+unsafe impl Plain for QueuedSignal {}
 
 // SAFETY: every type here is repr(C), built only from u32/i32/u64, byte
 // arrays and Spans, laid out without padding (asserted below).
@@ -196,10 +248,13 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 216);
+    assert!(size_of::<Restore>() == 240);
+    assert!(size_of::<Rlimit>() == 24);
+    assert!(size_of::<ITimer>() == 40);
+    assert!(size_of::<QueuedSignal>() == 136);
     assert!(offset_of!(Restore, vmas) == 40);
-    assert!(offset_of!(Restore, mm) == 112);
-    assert!(offset_of!(Restore, comm) == 200);
+    assert!(offset_of!(Restore, mm) == 136);
+    assert!(offset_of!(Restore, comm) == 224);
     assert!(size_of::<Vma>() == 48);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);

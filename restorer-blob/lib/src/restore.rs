@@ -9,8 +9,8 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
-    ExitCode, Iovec, MmMap, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK, Thread,
-    VMA_FILL, VMA_SKIP, Vma,
+    ExitCode, ITimer, Iovec, MmMap, Move, PageRead, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit,
+    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -30,6 +30,9 @@ struct Plan<'a> {
     close_fds: &'a [i32],
     auxv: &'a [u8],
     threads: &'a [Thread],
+    rlimits: &'a [Rlimit],
+    itimers: &'a [ITimer],
+    signals: &'a [QueuedSignal],
 }
 
 fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
@@ -45,6 +48,9 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         close_fds: args.array(r.close_fds)?,
         auxv: args.array(r.auxv)?,
         threads: args.array(r.threads)?,
+        rlimits: args.array(r.rlimits)?,
+        itimers: args.array(r.itimers)?,
+        signals: args.array(r.signals)?,
     };
     for read in p.page_reads {
         let end = read.first_iov as usize + read.iov_count as usize;
@@ -87,8 +93,23 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     moves(log, p.unpark, "moving the vDSO into place");
     set_mm(log, &p);
     set_sigactions(log, p.sigactions);
+    for l in p.rlimits {
+        check(log, sys::set_rlimit(l.resource, l.cur, l.max), ExitCode::Rlimits, "setting rlimit", l.resource as u64);
+    }
     set_thread(log, &p.threads[0]);
     start_threads(log, &p);
+    // Every thread exists now, so per-thread signals have a target; all
+    // signals are blocked until each thread's sigreturn.
+    let me = sys::getpid();
+    for s in p.signals {
+        let res = sys::sigqueue(me, s.tid, s.signo, &s.info);
+        check(log, res, ExitCode::Signals, "queueing signal", s.signo as u64);
+    }
+    // Timers last: they start counting when armed.
+    for t in p.itimers {
+        let res = sys::setitimer(t.which, (t.interval_sec, t.interval_usec), (t.value_sec, t.value_usec));
+        check(log, res, ExitCode::Timers, "arming interval timer", t.which as u64);
+    }
 
     log.info().s("restore done, returning to the program").emit();
     // Service fds (the log among them) go last: nothing can be reported
@@ -342,6 +363,11 @@ fn set_thread(log: &Log, t: &Thread) {
         check(log, res, ExitCode::ThreadState, "set_robust_list", t.robust_list);
     }
     check(log, revenant_arch::set_tls(t.tls, t.gs_base), ExitCode::ThreadState, "setting TLS", t.tls);
+    if t.pdeath_sig != 0 {
+        // SAFETY: PR_SET_PDEATHSIG takes a plain signal number.
+        let res = unsafe { sys::prctl(linux_raw_sys::prctl::PR_SET_PDEATHSIG, t.pdeath_sig as usize, 0, 0, 0) };
+        check(log, res, ExitCode::ThreadState, "PR_SET_PDEATHSIG", t.pdeath_sig as u64);
+    }
     if t.rseq_ptr != 0 {
         // SAFETY: the dumped program registered this area; its memory is
         // back in place.
