@@ -199,6 +199,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         rlimits: vec![],
         itimers: vec![],
         signals: vec![],
+        vdso_proxy: false,
         threads: vec![ThreadPlan {
             tid: pid,
             regs,
@@ -386,4 +387,94 @@ fn a_hard_limit_above_ours_is_refused_before_anything_runs() {
     assert!(err.contains("CAP_SYS_RESOURCE") && err.contains("rlimit 7"), "{err}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A program that calls `clock_gettime` through "its" vDSO: a copy of this
+/// kernel's vDSO placed elsewhere, behind a zeroed vvar area, as a dump
+/// would have recorded it. Restored once by moving the runtime vDSO there
+/// and once through the proxy (trampolines into the parked runtime vDSO);
+/// both times the call must return the current monotonic time.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_vdso_works_after_restore_moved_or_proxied() {
+    #[rustfmt::skip]
+    const CALL: &[u8] = &[
+        0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1 (CLOCK_MONOTONIC)
+        0x49, 0x8d, 0x75, 0x40,             // lea rsi, [r13 + 0x40]
+        0x4c, 0x89, 0xf8,                   // mov rax, r15
+        0xff, 0xd0,                         // call rax
+        0xb8, 0x01, 0x00, 0x00, 0x00,       // mov eax, 1 (write)
+        0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1
+        0x49, 0x8d, 0x75, 0x40,             // lea rsi, [r13 + 0x40]
+        0xba, 0x10, 0x00, 0x00, 0x00,       // mov edx, 16
+        0x0f, 0x05,                         // syscall
+        0xb8, 0xe7, 0x00, 0x00, 0x00,       // mov eax, 231 (exit_group)
+        0x44, 0x89, 0xe7,                   // mov edi, r12d
+        0x0f, 0x05,                         // syscall
+    ];
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let piece = |name: &str| {
+        maps.lines().find(|l| l.ends_with(name)).map(|l| {
+            let (s, e) = l.split_whitespace().next().unwrap().split_once('-').unwrap();
+            (u64::from_str_radix(s, 16).unwrap(), u64::from_str_radix(e, 16).unwrap())
+        })
+    };
+    let Some(vdso) = piece("[vdso]") else { return };
+    let vvar_start = piece("[vvar]").map(|v| v.0).unwrap_or(vdso.0);
+    let (vvar_len, vdso_len) = (vdso.0 - vvar_start, vdso.1 - vdso.0);
+    // SAFETY: our vDSO is mapped readable for its whole range.
+    let image = unsafe { std::slice::from_raw_parts(vdso.0 as *const u8, vdso_len as usize) }.to_vec();
+    let off = revenant_restorer::vdso::lookup(&image, b"__vdso_clock_gettime").unwrap().unwrap();
+
+    for proxy in [false, true] {
+        let dir = scratch_dir(if proxy { "vdso-proxy" } else { "vdso-move" });
+        let pid = free_pid();
+        let mut p = plan(&dir, pid);
+        let dumped_vvar = 0x2000_0000u64;
+        let dumped_vdso = dumped_vvar + vvar_len;
+        let mut pages = std::fs::read(&p.pages).unwrap();
+        pages[..CALL.len()].copy_from_slice(CALL);
+        let vdso_at = pages.len() as u64;
+        pages.extend_from_slice(&image);
+        std::fs::write(&p.pages, &pages).unwrap();
+        let anon = |start: u64, end: u64, prot: i32, backing: Backing| VmaPlan {
+            start,
+            end,
+            prot: prot as u32,
+            flags: (nix::libc::MAP_PRIVATE | nix::libc::MAP_ANONYMOUS) as u32,
+            pgoff: 0,
+            madv: 0,
+            backing,
+        };
+        p.vmas.push(anon(dumped_vvar, dumped_vdso, nix::libc::PROT_READ, Backing::Vvar));
+        p.vmas.push(anon(
+            dumped_vdso,
+            dumped_vdso + vdso_len,
+            nix::libc::PROT_READ | nix::libc::PROT_EXEC,
+            Backing::Vdso,
+        ));
+        p.page_runs.push(PageRun { addr: dumped_vdso, len: vdso_len, file_offset: vdso_at });
+        p.vdso_proxy = proxy;
+        let Regs::X86_64(r) = &mut p.threads[0].regs else { unreachable!() };
+        r.r15 = dumped_vdso + off;
+
+        let restored = restore_process(&p).unwrap();
+        let expect = if proxy { "proxying the dumped vDSO" } else { "matches the dumped one" };
+        assert!(restored.log.contains(expect), "{}", restored.log);
+        let status = waitpid(Pid::from_raw(pid), None).unwrap();
+        assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 42), "proxy={proxy}, log:\n{}", restored.log);
+        let out = std::fs::read(dir.join("out")).unwrap();
+        assert_eq!(out.len(), 16, "proxy={proxy}");
+        let ts = &out[..];
+        let (sec, nsec) =
+            (u64::from_le_bytes(ts[..8].try_into().unwrap()), u64::from_le_bytes(ts[8..16].try_into().unwrap()));
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+        assert!(nsec < 1_000_000_000 && sec > 0, "proxy={proxy}: {sec}.{nsec}");
+        assert!(
+            now.tv_sec() as u64 >= sec && now.tv_sec() as u64 - sec < 10,
+            "proxy={proxy}: {sec} vs {}",
+            now.tv_sec()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

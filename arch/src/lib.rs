@@ -22,6 +22,7 @@
 //! | `rt_sigreturn` | enter `rt_sigreturn` on a prepared frame |
 //! | `thread_pointer` | where the C library's thread control block is |
 //! | `clone3_thread`, `clone_thread` | create a thread running a function on its own stack |
+//! | `jump_to` | machine code jumping to an address (vDSO proxy trampolines) |
 
 #![no_std]
 

@@ -393,3 +393,13 @@ pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: us
     }
     crate::check(ret)
 }
+
+/// Machine code that jumps to `target` from anywhere, clobbering only a
+/// register the C ABI lets a callee clobber: `movabs rax, target; jmp rax`.
+pub fn jump_to(target: u64) -> Option<([u8; 16], usize)> {
+    let mut b = [0u8; 16];
+    b[0..2].copy_from_slice(&[0x48, 0xb8]);
+    b[2..10].copy_from_slice(&target.to_le_bytes());
+    b[10..12].copy_from_slice(&[0xff, 0xe0]);
+    Some((b, 12))
+}

@@ -13,6 +13,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 
 pub use cache::cache_path;
+pub use probes::parse_vdso_symbols;
 
 /// One piece of the runtime vDSO area, in address order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,30 +177,6 @@ mod tests {
     fn json_round_trips() {
         let k = Kerndat::probe().unwrap();
         assert_eq!(Kerndat::from_json(&k.to_json()), Some(k));
-    }
-
-    #[test]
-    fn the_vdso_reader_survives_corrupted_images() {
-        let Some(vdso) = crate::restore::layout::runtime_vdso(&crate::restore::layout::own_maps().unwrap())
-            .into_iter()
-            .find(|m| m.name == "[vdso]")
-        else {
-            return; // qemu-user has no vDSO to corrupt.
-        };
-        // SAFETY: the vDSO is mapped readable for its whole range.
-        let image = unsafe { std::slice::from_raw_parts(vdso.start as *const u8, (vdso.end - vdso.start) as usize) };
-        assert!(!probes::parse_vdso_symbols(image).unwrap().is_empty());
-        let mut seed = 0x1234_5678u32;
-        for round in 0..2000 {
-            let mut bad = image.to_vec();
-            for _ in 0..1 + round % 8 {
-                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                let at = seed as usize % bad.len().min(if round % 2 == 0 { 512 } else { usize::MAX });
-                bad[at] ^= (seed >> 24) as u8 | 1;
-            }
-            let _ = probes::parse_vdso_symbols(&bad);
-            let _ = probes::parse_vdso_symbols(&bad[..seed as usize % bad.len()]);
-        }
     }
 
     #[test]

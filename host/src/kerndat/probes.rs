@@ -6,8 +6,6 @@ use std::os::fd::AsRawFd;
 
 use anyhow::Result;
 use nix::libc;
-use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
-use object::{Object, ObjectSymbol};
 
 use super::{Kerndat, VdsoPiece, VdsoSymbol};
 use crate::restore::layout::{Mapping, own_maps, runtime_vdso};
@@ -184,44 +182,14 @@ fn vdso_symbols(pieces: &[Mapping]) -> Vec<VdsoSymbol> {
     parse_vdso_symbols(image).unwrap_or_default()
 }
 
-/// Symbols of a vDSO ELF image; `None` if it is not a readable 64-bit ELF.
+/// Symbols of a vDSO ELF image, sorted by name; `None` if it cannot be read.
 pub fn parse_vdso_symbols(image: &[u8]) -> Option<Vec<VdsoSymbol>> {
-    if cfg!(target_pointer_width = "32") {
-        let file = object::read::elf::ElfFile32::<object::Endianness>::parse(image).ok()?;
-        return Some(collect(&file, base32(&file)?));
-    }
-    let file = ElfFile64::<object::Endianness>::parse(image).ok()?;
-    let e = file.endian();
-    let base = file
-        .elf_header()
-        .program_headers(e, image)
-        .ok()?
-        .iter()
-        .filter(|p| p.p_type(e) == object::elf::PT_LOAD)
-        .map(|p| p.p_vaddr(e))
-        .min()?;
-    Some(collect(&file, base))
-}
-
-fn base32(file: &object::read::elf::ElfFile32<'_, object::Endianness>) -> Option<u64> {
-    let e = file.endian();
-    let data = file.data();
-    file.elf_header()
-        .program_headers(e, data)
-        .ok()?
-        .iter()
-        .filter(|p| p.p_type(e) == object::elf::PT_LOAD)
-        .map(|p| p.p_vaddr(e) as u64)
-        .min()
-}
-
-fn collect<'a>(file: &impl Object<'a>, base: u64) -> Vec<VdsoSymbol> {
-    let mut v: Vec<VdsoSymbol> = file
-        .dynamic_symbols()
-        .filter(|s| s.is_definition())
-        .filter_map(|s| Some(VdsoSymbol { name: s.name().ok()?.to_string(), offset: s.address().checked_sub(base)? }))
-        .collect();
+    let mut v = Vec::new();
+    revenant_restorer::vdso::for_each_symbol(image, |name, offset| {
+        v.push(VdsoSymbol { name: String::from_utf8_lossy(name).into_owned(), offset })
+    })
+    .ok()?;
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v.dedup_by(|a, b| a.name == b.name);
-    v
+    Some(v)
 }

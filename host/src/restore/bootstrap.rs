@@ -10,13 +10,14 @@ use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
-    Command, Header, Iovec, LogLevel, Move, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction,
-    THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
+    Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK,
+    Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 use super::frame::{self, FRAME_ROOM};
-use super::layout::{self, Mapping};
+use super::layout;
 use super::plan::{Backing, ProcessPlan};
+use super::vdso::{self, VdsoPlan};
 use crate::blob::{BlockBuilder, EMBEDDED};
 
 const STACK: usize = 64 << 10;
@@ -44,6 +45,10 @@ pub struct Bootstrap {
     pub entry: u64,
     pub stack_top: u64,
     pub args: u64,
+    /// How much of the area the host unmaps at the end.
+    pub unmap_len: u64,
+    /// What was decided about the vDSO.
+    pub vdso: String,
 }
 
 impl Drop for Bootstrap {
@@ -57,59 +62,21 @@ fn page(n: usize) -> usize {
     n.next_multiple_of(PAGE_SIZE)
 }
 
-/// The vDSO moves: into the park at the start of the restore, and to the
-/// dumped place at the end. The runtime pieces must line up with the dumped
-/// ones exactly; anything else is refused here (before any process exists).
-fn vdso_moves(p: &ProcessPlan, runtime: &[Mapping], park: u64) -> Result<(Vec<Move>, Vec<Move>)> {
-    let dumped_vvar = p.vmas.iter().find(|v| v.backing == Backing::Vvar);
-    let dumped_vdso = p.vmas.iter().find(|v| v.backing == Backing::Vdso);
-    let Some(vdso) = dumped_vdso else {
-        // The program had no vDSO (or unmapped it): the runtime one goes.
-        return Ok((vec![], vec![]));
-    };
-    let rt_vdso = runtime
-        .iter()
-        .find(|m| m.name == "[vdso]")
-        .context("the images have a vDSO but this process has none to move into place")?;
-    let rt_start = runtime.first().map(|m| m.start).unwrap_or(rt_vdso.start);
-    let rt_vvar_len = rt_vdso.start - rt_start;
-    let (d_start, d_vvar_len) = match dumped_vvar {
-        Some(v) => (v.start, vdso.start - v.start),
-        None => (vdso.start, 0),
-    };
-    if rt_vdso.end - rt_vdso.start != vdso.len() || rt_vvar_len != d_vvar_len {
-        bail!(
-            "the dumped vDSO ({} bytes after {} bytes of vvar at {:#x}) differs from this kernel's ({} after {}): \
-             proxying to a different vDSO is not supported yet",
-            vdso.len(),
-            d_vvar_len,
-            d_start,
-            rt_vdso.end - rt_vdso.start,
-            rt_vvar_len
-        );
-    }
-    let (mut park_moves, mut unpark) = (vec![], vec![]);
-    for m in runtime {
-        let off = m.start - rt_start;
-        let len = m.end - m.start;
-        park_moves.push(Move { from: m.start, to: park + off, len });
-        unpark.push(Move { from: park + off, to: d_start + off, len });
-    }
-    Ok((park_moves, unpark))
-}
-
 /// Lays out and fills the bootstrap area for `p`, mapped in this process.
 pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap> {
     let maps = layout::own_maps()?;
     let runtime = layout::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
     let task_size = layout::task_size(&maps)?;
+    let kd = crate::kerndat::Kerndat::get()?;
+    // The vDSO plan's size does not depend on where the park is.
+    let vd = vdso::plan(p, &runtime, &kd.vdso_symbols, 0)?;
 
     let blob_len = EMBEDDED.map_size();
     let frames_len = page(ZONE * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
-    let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &[])?.as_bytes().len());
+    let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &vd)?.as_bytes().len());
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
@@ -119,9 +86,14 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
         .unwrap_or(65536)
         .max(PAGE_SIZE as u64);
     let start = map_hole(&dumped, len, min, task_size)?;
+    let park = start + (blob_len + STACK + frames_len + args_len) as u64;
+    let vd = vdso::plan(p, &runtime, &kd.vdso_symbols, park)?;
     let area = Bootstrap {
         start,
         len,
+        // A proxied vDSO keeps running from the park, so it stays.
+        unmap_len: if vd.proxy { park - start } else { len },
+        vdso: vd.summary.clone(),
         entry: start + EMBEDDED.entry,
         stack_top: start + (blob_len + STACK) as u64,
         args: start + (blob_len + STACK + frames_len) as u64,
@@ -144,10 +116,8 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
         sigframes.push((f.sp, stack_top));
     }
 
-    let park = area.args + args_len as u64;
-    let (park_moves, unpark) = vdso_moves(p, &runtime, park)?;
-    let place = Placement { start, len, task_size, trap, mm_map: crate::kerndat::Kerndat::get()?.mm_map };
-    let args = block(p, fds, &place, &sigframes, &[park_moves, unpark])?;
+    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map };
+    let args = block(p, fds, &place, &sigframes, &vd)?;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
 
@@ -208,15 +178,20 @@ fn block(
     fds: &ServiceFds,
     place: &Placement,
     sigframes: &[(u64, u64)],
-    moves: &[Vec<Move>],
+    vd: &VdsoPlan,
 ) -> Result<crate::blob::ArgBlock> {
+    let skip = |v: &super::plan::VmaPlan| match v.backing {
+        Backing::Vsyscall => true,
+        Backing::Vdso | Backing::Vvar => !vd.proxy,
+        _ => false,
+    };
     let mut b = BlockBuilder::new();
     let vmas: Vec<Vma> = p
         .vmas
         .iter()
         .zip(&fds.vma)
         .map(|(v, &fd)| {
-            let skip = matches!(v.backing, Backing::Vdso | Backing::Vvar | Backing::Vsyscall);
+            let skip = skip(v);
             let fill = p.page_runs.iter().any(|r| r.addr < v.end && r.addr + r.len > v.start);
             Vma {
                 start: v.start,
@@ -236,7 +211,8 @@ fn block(
             }
         })
         .collect();
-    let (reads, iovs) = page_reads(p);
+    let skipped: Vec<(u64, u64)> = p.vmas.iter().filter(|v| skip(v)).map(|v| (v.start, v.end)).collect();
+    let (reads, iovs) = page_reads(p, &skipped);
     let sigactions: Vec<SigAction> = p.sigactions.clone();
     let auxv: Vec<u8> = p
         .auxv
@@ -265,7 +241,6 @@ fn block(
             stack: sigframes.get(i).map(|s| s.1).unwrap_or(0),
         })
         .collect();
-    let no_moves = vec![];
     let r = Restore {
         bootstrap_start: place.start,
         bootstrap_len: place.len,
@@ -277,8 +252,8 @@ fn block(
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
         iovs: b.push(&iovs),
-        park: b.push(moves.first().unwrap_or(&no_moves)),
-        unpark: b.push(moves.get(1).unwrap_or(&no_moves)),
+        park: b.push(&vd.park),
+        unpark: b.push(&vd.unpark),
         sigactions: b.push(&sigactions),
         close_fds: b.push(&fds.all),
         auxv: b.push(&auxv),
@@ -286,6 +261,7 @@ fn block(
         rlimits: b.push(&p.rlimits),
         itimers: b.push(&p.itimers),
         signals: b.push(&p.signals),
+        patches: b.push(&vd.patches),
         mm: p.mm,
         comm: p.comm,
     };
@@ -306,10 +282,14 @@ fn block(
 
 /// Page runs as `preadv` requests: runs that follow each other in the
 /// pages image become one request of many iovecs.
-fn page_reads(p: &ProcessPlan) -> (Vec<PageRead>, Vec<Iovec>) {
+fn page_reads(p: &ProcessPlan, skipped: &[(u64, u64)]) -> (Vec<PageRead>, Vec<Iovec>) {
     let (mut reads, mut iovs): (Vec<PageRead>, Vec<Iovec>) = (vec![], vec![]);
     let mut next_off = u64::MAX;
     for r in &p.page_runs {
+        // Pages of areas something else provides (the vDSO) are not read.
+        if skipped.iter().any(|&(s, e)| r.addr < e && r.addr + r.len > s) {
+            continue;
+        }
         let contiguous = r.file_offset == next_off;
         if let (true, Some(last)) = (contiguous, reads.last_mut()) {
             last.iov_count += 1;

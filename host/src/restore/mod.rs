@@ -8,6 +8,7 @@ pub(crate) mod layout;
 pub mod plan;
 pub mod regs;
 mod spawn;
+mod vdso;
 #[cfg(target_arch = "x86_64")]
 mod xsave;
 

@@ -33,6 +33,9 @@ pub struct ProcessPlan {
     /// Signals pending at dump, process-wide (tid 0) or per thread.
     pub signals: Vec<QueuedSignal>,
     pub threads: Vec<ThreadPlan>,
+    /// Proxy to the runtime vDSO even when it matches the dumped one
+    /// (`--vdso-proxy`; tests use it to exercise the proxy).
+    pub vdso_proxy: bool,
 }
 
 /// How the process relates to its session and process group.

@@ -110,7 +110,8 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     cp.stack_top = area.stack_top as usize;
 
     let pid = spawn_with_pid(p.pid, &cp)?;
-    let (start, len) = (area.start, area.len);
+    let (start, len) = (area.start, area.unmap_len);
+    let vdso_note = format!("host: {}\n", area.vdso);
     // The parent's copy of the bootstrap area is no longer needed.
     drop(area);
     drop(log_tx);
@@ -135,7 +136,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
             if outcome.is_err() {
                 let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             }
-            let log = reader.join().unwrap_or_default();
+            let log = vdso_note + &reader.join().unwrap_or_default();
             match outcome {
                 Ok(Outcome::Running) => Ok(Restored { pid: pid.as_raw(), log }),
                 Ok(Outcome::Failed(why)) => bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log)),
@@ -148,7 +149,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
             drop(sync_tx);
             // The blob closes the log right before its sigreturn, or exits
             // after logging an error.
-            let log = reader.join().unwrap_or_default();
+            let log = vdso_note + &reader.join().unwrap_or_default();
             if log.lines().last() == Some(super::DONE_LINE) {
                 return Ok(Restored { pid: pid.as_raw(), log });
             }

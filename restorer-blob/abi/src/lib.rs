@@ -18,8 +18,8 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    ITimer, Iovec, MmMap, Move, PageRead, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit, SigAction,
-    THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
+    ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit,
+    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -311,6 +311,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             rlimits: "Span<Rlimit>",
             itimers: "Span<ITimer>",
             signals: "Span<QueuedSignal>",
+            patches: "Span<Patch>",
             mm: "MmMap",
             comm: "[u8; 16]",
         }),
@@ -329,6 +330,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             how: "u32",
         }),
     ),
+    ("Patch", size_of::<Patch>(), fields!(Patch { at: "u64", len: "u32", pad: "u32", bytes: "[u8; 16]" })),
     ("Rlimit", size_of::<Rlimit>(), fields!(Rlimit { resource: "u32", pad: "u32", cur: "u64", max: "u64" })),
     (
         "ITimer",

@@ -52,6 +52,9 @@ pub struct Restore {
     /// [`QueuedSignal`]s to queue again; they stay pending behind the
     /// blob's full signal mask and are delivered after the sigreturn.
     pub signals: Span,
+    /// [`Patch`]es written into restored memory before protections are
+    /// final (vDSO proxy trampolines).
+    pub patches: Span,
     /// The memory layout for `PR_SET_MM_MAP`.
     pub mm: MmMap,
     /// The process name (`PR_SET_NAME`), NUL-padded.
@@ -181,6 +184,19 @@ pub struct Thread {
 /// Bytes of stack below [`Thread::stack`].
 pub const THREAD_STACK: u64 = 32 << 10;
 
+/// Bytes to write at an address in a VMA the blob filled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Patch {
+    pub at: u64,
+    pub len: u32,
+    pub pad: u32,
+    pub bytes: [u8; 16],
+}
+
+// SAFETY: as below.
+unsafe impl Plain for Patch {}
+
 /// One resource limit (`prlimit64`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -248,13 +264,14 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 240);
+    assert!(size_of::<Restore>() == 248);
+    assert!(size_of::<Patch>() == 32);
     assert!(size_of::<Rlimit>() == 24);
     assert!(size_of::<ITimer>() == 40);
     assert!(size_of::<QueuedSignal>() == 136);
     assert!(offset_of!(Restore, vmas) == 40);
-    assert!(offset_of!(Restore, mm) == 136);
-    assert!(offset_of!(Restore, comm) == 224);
+    assert!(offset_of!(Restore, mm) == 144);
+    assert!(offset_of!(Restore, comm) == 232);
     assert!(size_of::<Vma>() == 48);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);

@@ -9,8 +9,8 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
-    ExitCode, ITimer, Iovec, MmMap, Move, PageRead, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit,
-    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
+    ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore,
+    Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
@@ -33,6 +33,7 @@ struct Plan<'a> {
     rlimits: &'a [Rlimit],
     itimers: &'a [ITimer],
     signals: &'a [QueuedSignal],
+    patches: &'a [Patch],
 }
 
 fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
@@ -51,6 +52,7 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         rlimits: args.array(r.rlimits)?,
         itimers: args.array(r.itimers)?,
         signals: args.array(r.signals)?,
+        patches: args.array(r.patches)?,
     };
     for read in p.page_reads {
         let end = read.first_iov as usize + read.iov_count as usize;
@@ -89,6 +91,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     unmap_all_but_bootstrap(log, r);
     map_vmas(log, &p);
     read_pages(log, &p, r.pages_fd);
+    apply_patches(log, &p);
     finish_vmas(log, p.vmas);
     moves(log, p.unpark, "moving the vDSO into place");
     set_mm(log, &p);
@@ -217,6 +220,29 @@ fn read_chunk(fd: i32, chunk: &[Iovec], offset: u64) -> Result<u64, Errno> {
         }
     }
     Ok(total)
+}
+
+/// Writes the host's patches (vDSO trampolines) while their VMAs are still
+/// writable, and makes the new code visible to instruction fetch.
+fn apply_patches(log: &Log, p: &Plan<'_>) {
+    for patch in p.patches {
+        let len = (patch.len as usize).min(patch.bytes.len());
+        let inside =
+            p.vmas.iter().any(|v| v.how & VMA_FILL != 0 && v.start <= patch.at && patch.at + len as u64 <= v.end);
+        if !inside {
+            fail(log, ExitCode::BadLayout, "a patch lies outside the filled memory");
+        }
+        for (i, b) in patch.bytes[..len].iter().enumerate() {
+            // SAFETY: inside a VMA this blob mapped writable (checked above).
+            unsafe { ((patch.at as usize + i) as *mut u8).write_volatile(*b) };
+        }
+        // SAFETY: the range is mapped (checked above).
+        let res = unsafe { revenant_arch::flush_icache(patch.at as usize, patch.at as usize + len) };
+        check(log, res, ExitCode::Vdso, "flushing patched code at", patch.at);
+    }
+    if !p.patches.is_empty() {
+        log.info().s("vDSO: wrote ").dec(p.patches.len() as u64).s(" trampolines to the parked runtime vDSO").emit();
+    }
 }
 
 fn finish_vmas(log: &Log, vmas: &[Vma]) {

@@ -1,0 +1,221 @@
+//! Stopping a process tree with ptrace, and letting it go again.
+//!
+//! Every thread is seized (PTRACE_SEIZE, which unlike PTRACE_ATTACH sends
+//! no SIGSTOP the program could notice) and interrupted. A process can fork
+//! or clone while we work through it, so the thread and child lists are
+//! read again until a pass finds nothing new: a stopped thread cannot
+//! create anything, so a pass that adds no thread means every creator is
+//! stopped.
+//!
+//! [`Frozen`] owns the stopped tree. Dropping it resumes every task, which
+//! makes every error path of a dump leave the tree as it was; a successful
+//! dump either calls [`Frozen::release`] (`--leave-running`) or
+//! [`Frozen::kill`].
+
+use std::collections::BTreeSet;
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::procfs;
+
+/// One stopped process.
+#[derive(Debug, Clone)]
+pub struct FrozenProc {
+    pub pid: i32,
+    /// The parent inside the tree; 0 for the root.
+    pub ppid: i32,
+    /// The leader first, then the other threads in tid order.
+    pub threads: Vec<i32>,
+}
+
+/// A stopped tree; resumed when dropped.
+#[derive(Debug)]
+pub struct Frozen {
+    /// Parents before their children.
+    pub procs: Vec<FrozenProc>,
+    /// Every thread we seized, in the order seized, and whether it is in a
+    /// ptrace stop we have reaped.
+    seized: Vec<(i32, bool)>,
+    done: bool,
+}
+
+impl Frozen {
+    /// Seizes and stops every thread of `root` and of all its descendants.
+    pub fn freeze(root: i32) -> Result<Frozen> {
+        let mut f = Frozen { procs: Vec::new(), seized: Vec::new(), done: false };
+        // On error `f` is dropped here, resuming whatever was stopped.
+        f.freeze_tree(root)?;
+        Ok(f)
+    }
+
+    fn freeze_tree(&mut self, root: i32) -> Result<()> {
+        let mut queue = vec![(root, 0)];
+        let mut seen = BTreeSet::new();
+        while let Some((pid, ppid)) = queue.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            let threads = self.freeze_process(pid)?;
+            // Children can only appear through a thread of this process, and
+            // all of them are stopped now.
+            for c in procfs::children(pid, &threads)? {
+                queue.push((c, pid));
+            }
+            self.procs.push(FrozenProc { pid, ppid, threads });
+        }
+        Ok(())
+    }
+
+    fn freeze_process(&mut self, pid: i32) -> Result<Vec<i32>> {
+        let mut mine: BTreeSet<i32> = BTreeSet::new();
+        loop {
+            let now = match procfs::tids(pid) {
+                Ok(t) => t,
+                Err(e) if pid_gone(pid) => bail!("process {pid} exited while the tree was being frozen: {e:#}"),
+                Err(e) => return Err(e),
+            };
+            let new: Vec<i32> = now.iter().copied().filter(|t| !mine.contains(t)).collect();
+            if new.is_empty() {
+                break;
+            }
+            for tid in new {
+                if self.seize(pid, tid)? {
+                    mine.insert(tid);
+                }
+            }
+        }
+        if !mine.contains(&pid) {
+            bail!("process {pid}: its leader thread could not be seized (it exited?)");
+        }
+        // Threads that exited after being seized are not part of the dump.
+        let alive = procfs::tids(pid)?;
+        let mut threads = vec![pid];
+        threads.extend(mine.iter().copied().filter(|t| *t != pid && alive.contains(t)));
+        Ok(threads)
+    }
+
+    /// Seizes and stops one thread. False when it exited before we got it.
+    fn seize(&mut self, pid: i32, tid: i32) -> Result<bool> {
+        let t = Pid::from_raw(tid);
+        match ptrace::seize(t, Options::PTRACE_O_TRACESYSGOOD) {
+            Ok(()) => {}
+            Err(Errno::ESRCH) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {
+                return Ok(false);
+            }
+            Err(Errno::EPERM) => {
+                let state = procfs::stat(pid, tid).map(|s| s.state).unwrap_or('?');
+                if state == 'Z' {
+                    bail!("task {tid} of process {pid} is a zombie: dumping zombies is not supported yet");
+                }
+                bail!(
+                    "cannot seize task {tid} of process {pid}: permission denied (is it already traced, \
+                     or do we lack CAP_SYS_PTRACE?)"
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("PTRACE_SEIZE of task {tid} (process {pid})")),
+        }
+        self.seized.push((tid, false));
+        ptrace::interrupt(t).with_context(|| format!("PTRACE_INTERRUPT of task {tid} (process {pid})"))?;
+        self.wait_stop(pid, tid)?;
+        Ok(true)
+    }
+
+    /// Waits until `tid` sits in the stop PTRACE_INTERRUPT asked for.
+    fn wait_stop(&mut self, pid: i32, tid: i32) -> Result<()> {
+        let t = Pid::from_raw(tid);
+        loop {
+            let st = waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for task {tid} to stop"))?;
+            match st {
+                WaitStatus::PtraceEvent(_, Signal::SIGTRAP, ev) if ev == nix::libc::PTRACE_EVENT_STOP => {
+                    self.mark_stopped(tid);
+                    return Ok(());
+                }
+                WaitStatus::PtraceEvent(_, sig, ev) if ev == nix::libc::PTRACE_EVENT_STOP => {
+                    // A group stop: the process was stopped by SIGSTOP or
+                    // similar before we came.
+                    self.mark_stopped(tid);
+                    bail!("process {pid} is stopped ({sig}): dumping stopped tasks is not supported yet");
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    // A signal was about to be delivered. Let the task have
+                    // it; the interrupt stays pending and stops it next.
+                    ptrace::cont(t, sig).with_context(|| format!("passing {sig} on to task {tid}"))?;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                    self.seized.retain(|(x, _)| *x != tid);
+                    bail!("task {tid} of process {pid} exited while being frozen");
+                }
+                other => {
+                    // Syscall stops cannot happen (we never asked for them);
+                    // anything else: resume and wait for the interrupt.
+                    let _ = other;
+                    ptrace::cont(t, None).with_context(|| format!("resuming task {tid}"))?;
+                }
+            }
+        }
+    }
+
+    fn mark_stopped(&mut self, tid: i32) {
+        if let Some(e) = self.seized.iter_mut().find(|(t, _)| *t == tid) {
+            e.1 = true;
+        }
+    }
+
+    /// Every thread of every process.
+    pub fn all_threads(&self) -> impl Iterator<Item = i32> + '_ {
+        self.procs.iter().flat_map(|p| p.threads.iter().copied())
+    }
+
+    /// Resumes the tree as it was.
+    pub fn release(mut self) -> Result<()> {
+        self.done = true;
+        detach_all(&self.seized)
+    }
+
+    /// Kills every process of the tree (CRIU's default after a dump).
+    pub fn kill(mut self) {
+        self.done = true;
+        for p in &self.procs {
+            let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = detach_all(&self.seized);
+        }
+    }
+}
+
+fn detach_all(seized: &[(i32, bool)]) -> Result<()> {
+    let mut first_err = None;
+    // Children before parents: a parent never runs while a child of the
+    // tree is still stopped under us.
+    for (tid, stopped) in seized.iter().rev() {
+        let t = Pid::from_raw(*tid);
+        if !*stopped {
+            // PTRACE_DETACH needs a ptrace stop.
+            if ptrace::interrupt(t).is_ok() {
+                let _ = waitpid(t, Some(WaitPidFlag::__WALL));
+            }
+        }
+        match ptrace::detach(t, None) {
+            Ok(()) | Err(Errno::ESRCH) => {}
+            Err(e) => {
+                first_err.get_or_insert(anyhow::anyhow!("detaching from task {tid}: {e}"));
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn pid_gone(pid: i32) -> bool {
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
