@@ -478,3 +478,53 @@ fn the_vdso_works_after_restore_moved_or_proxied() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The program prints from a SysV segment attached where no fixed `shmat`
+/// may put it on ARM (page- but not SHMLBA-aligned); the blob's
+/// `arch_shmat` attaches it anywhere and moves it there. On x86_64 the same
+/// address is a direct attach.
+#[test]
+fn a_sysv_segment_is_attached_at_its_address() {
+    use nix::libc;
+    const SHM_MSG: &[u8] = b"from shared memory\n";
+    let page = 4096usize;
+    // SAFETY: a private segment of this test; removed below, and kept alive
+    // meanwhile only by the restored process's attachment.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4 * page, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0);
+    // SAFETY: attach, write, detach our own segment.
+    unsafe {
+        let at = libc::shmat(id, std::ptr::null(), 0);
+        assert_ne!(at as isize, -1);
+        std::ptr::copy_nonoverlapping(SHM_MSG.as_ptr(), at.cast::<u8>(), SHM_MSG.len());
+        libc::shmdt(at);
+    }
+    let dir = scratch_dir("shm");
+    let pid = free_pid();
+    let mut p = plan(&dir, pid);
+    let shm_at = 0x1001_3000u64; // 3 pages past a 16 KiB boundary
+    p.vmas.push(VmaPlan {
+        start: shm_at,
+        end: shm_at + 4 * page as u64,
+        prot: (libc::PROT_READ | libc::PROT_WRITE) as u32,
+        flags: libc::MAP_SHARED as u32,
+        pgoff: 0,
+        madv: 0,
+        backing: Backing::SysvShm { id, attach: true },
+    });
+    match &mut p.threads[0].regs {
+        Regs::X86_64(r) => (r.r13, r.r14) = (shm_at, SHM_MSG.len() as u64),
+        Regs::Arm(r) => (r.r[5], r.r[6]) = (shm_at as u32, SHM_MSG.len() as u32),
+    }
+    let restored = restore_process(&p);
+    // SAFETY: marking our segment for removal once its last user detaches.
+    unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+    let restored = restored.unwrap();
+    let status = waitpid(Pid::from_raw(pid), None).unwrap();
+    assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 42), "log:\n{}", restored.log);
+    assert_eq!(std::fs::read(dir.join("out")).unwrap(), [SHM_MSG, VEC].concat());
+    if cfg!(target_arch = "arm") {
+        assert!(restored.log.contains("attached at") && restored.log.contains("and moved"), "{}", restored.log);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

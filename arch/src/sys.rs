@@ -222,3 +222,12 @@ pub fn setitimer(which: u32, interval: (u64, u64), value: (u64, u64)) -> Result<
     // SAFETY: the kernel reads four longs from a live local.
     check(unsafe { syscall3(g::__NR_setitimer, which as usize, v.as_ptr() as usize, 0) }).map(|_| ())
 }
+
+/// `shmat(2)`: attaches SysV segment `id` at `addr` (0: anywhere).
+///
+/// # Safety
+/// With `SHM_REMAP`, whatever was mapped at the range is replaced.
+pub unsafe fn shmat(id: i32, addr: usize, flags: u32) -> Result<usize, Errno> {
+    // SAFETY: the caller vouches for the range.
+    check(unsafe { syscall3(g::__NR_shmat, id as usize, addr, flags as usize) })
+}

@@ -11,7 +11,7 @@ use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
     Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK,
-    Thread, VMA_FILL, VMA_SKIP, Vma,
+    Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use super::frame::{self, FRAME_ROOM};
@@ -193,22 +193,14 @@ fn block(
         .map(|(v, &fd)| {
             let skip = skip(v);
             let fill = p.page_runs.iter().any(|r| r.addr < v.end && r.addr + r.len > v.start);
-            Vma {
-                start: v.start,
-                end: v.end,
-                pgoff: v.pgoff,
-                madv: v.madv,
-                prot: v.prot,
-                flags: v.flags,
-                fd,
-                how: if skip {
-                    VMA_SKIP
-                } else if fill {
-                    VMA_FILL
-                } else {
-                    0
-                },
-            }
+            let (fd, how) = match v.backing {
+                Backing::SysvShm { id, attach: true } => (id, VMA_SHM),
+                Backing::SysvShm { id, attach: false } => (id, VMA_REPROTECT),
+                _ if skip => (fd, VMA_SKIP),
+                _ if fill => (fd, VMA_FILL),
+                _ => (fd, 0),
+            };
+            Vma { start: v.start, end: v.end, pgoff: v.pgoff, madv: v.madv, prot: v.prot, flags: v.flags, fd, how }
         })
         .collect();
     let skipped: Vec<(u64, u64)> = p.vmas.iter().filter(|v| skip(v)).map(|v| (v.start, v.end)).collect();

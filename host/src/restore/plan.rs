@@ -75,6 +75,13 @@ pub enum Backing {
     Vvar,
     /// The kernel's fixed `[vsyscall]` page: nothing to do.
     Vsyscall,
+    /// A SysV shared memory attachment of segment `id` (created before the
+    /// restore). `attach` is false for later pieces of an attachment whose
+    /// protection was changed: those are only re-protected.
+    SysvShm {
+        id: i32,
+        attach: bool,
+    },
 }
 
 /// One memory area.

@@ -19,7 +19,7 @@ mod restore;
 
 pub use restore::{
     ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit,
-    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_SKIP, Vma,
+    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.

@@ -95,6 +95,12 @@ pub const VMA_SKIP: u32 = 1;
 /// Pages will be read into it: map it writable first and set the final
 /// protection after the reads.
 pub const VMA_FILL: u32 = 2;
+/// A SysV shared memory attachment: attach segment `fd` (the shmid) at
+/// `start` for `end - start` bytes, writable if `prot` has `PROT_WRITE`.
+pub const VMA_SHM: u32 = 4;
+/// Do not map: after the mapping and filling, `mprotect` the range to
+/// `prot` (a piece of an attachment whose protection was changed).
+pub const VMA_REPROTECT: u32 = 8;
 
 /// One `preadv` from the pages image.
 #[repr(C)]

@@ -16,6 +16,7 @@ pub mod args;
 pub mod log;
 mod restore;
 mod selftest;
+pub mod shm;
 pub mod vdso;
 
 use revenant_blob_abi::{Command, ExitCode};
