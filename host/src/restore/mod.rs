@@ -3,6 +3,7 @@
 
 mod bootstrap;
 mod child;
+pub mod convert;
 mod frame;
 pub(crate) mod layout;
 pub mod plan;
