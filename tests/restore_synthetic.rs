@@ -200,6 +200,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         itimers: vec![],
         signals: vec![],
         vdso_proxy: false,
+        groups: vec![],
         threads: vec![ThreadPlan {
             tid: pid,
             regs,
@@ -211,6 +212,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             robust_list_len: 0,
             rseq: None,
             pdeath_sig: 0,
+            creds: None,
         }],
     }
 }
@@ -525,6 +527,57 @@ fn a_sysv_segment_is_attached_at_its_address() {
     assert_eq!(std::fs::read(dir.join("out")).unwrap(), [SHM_MSG, VEC].concat());
     if cfg!(target_arch = "arm") {
         assert!(restored.log.contains("attached at") && restored.log.contains("and moved"), "{}", restored.log);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The process comes back as `nobody` with no capabilities and no
+/// supplementary groups, after everything privileged was done as root.
+#[test]
+fn credentials_are_set_last() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |s: &str, name: &str| s.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
+    let bnd = u64::from_str_radix(&field(&status, "CapBnd:"), 16).unwrap();
+    if field(&status, "Uid:").split_whitespace().next() != Some("0") {
+        return; // Needs root to change IDs.
+    }
+    #[rustfmt::skip]
+    const PAUSE: &[u8] = &[0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb, 0xf7];
+    let dir = scratch_dir("creds");
+    let pid = free_pid();
+    let mut p = plan(&dir, pid);
+    if cfg!(target_arch = "x86_64") {
+        let mut pages = std::fs::read(&p.pages).unwrap();
+        pages[..PAUSE.len()].copy_from_slice(PAUSE);
+        std::fs::write(&p.pages, &pages).unwrap();
+    }
+    let nobody = 65534;
+    p.threads[0].creds = Some(revenant_blob_abi::Creds {
+        uid: nobody,
+        euid: nobody,
+        suid: nobody,
+        fsuid: nobody,
+        gid: nobody,
+        egid: nobody,
+        sgid: nobody,
+        fsgid: nobody,
+        cap_bnd: bnd,
+        ..Default::default()
+    });
+    let restored = restore_process(&p).unwrap();
+    let pid_ = Pid::from_raw(pid);
+    if cfg!(target_arch = "x86_64") {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert_eq!(field(&s, "Uid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
+        assert_eq!(field(&s, "Gid:").split_whitespace().collect::<Vec<_>>(), ["65534"; 4], "{s}");
+        assert_eq!(field(&s, "CapEff:"), "0000000000000000");
+        assert_eq!(field(&s, "CapPrm:"), "0000000000000000");
+        assert_eq!(field(&s, "Groups:"), "");
+        nix::sys::signal::kill(pid_, nix::sys::signal::Signal::SIGKILL).unwrap();
+        let _ = waitpid(pid_, None);
+    } else {
+        let status = waitpid(pid_, None).unwrap();
+        assert_eq!(status, WaitStatus::Exited(pid_, 42), "log:\n{}", restored.log);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -407,3 +407,13 @@ pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: us
 pub fn jump_to(_target: u64) -> Option<([u8; 16], usize)> {
     None
 }
+
+/// Credential syscalls with 32-bit IDs (the plain ones take 16-bit IDs).
+pub mod ids {
+    use linux_raw_sys::general as g;
+    pub const SETGROUPS: u32 = g::__NR_setgroups32;
+    pub const SETRESUID: u32 = g::__NR_setresuid32;
+    pub const SETRESGID: u32 = g::__NR_setresgid32;
+    pub const SETFSUID: u32 = g::__NR_setfsuid32;
+    pub const SETFSGID: u32 = g::__NR_setfsgid32;
+}

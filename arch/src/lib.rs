@@ -23,6 +23,7 @@
 //! | `thread_pointer` | where the C library's thread control block is |
 //! | `clone3_thread`, `clone_thread` | create a thread running a function on its own stack |
 //! | `jump_to` | machine code jumping to an address (vDSO proxy trampolines) |
+//! | `ids` | numbers of the credential calls that take 32-bit IDs |
 
 #![no_std]
 

@@ -403,3 +403,13 @@ pub fn jump_to(target: u64) -> Option<([u8; 16], usize)> {
     b[10..12].copy_from_slice(&[0xff, 0xe0]);
     Some((b, 12))
 }
+
+/// Credential syscalls with 32-bit IDs (x86_64 has only those).
+pub mod ids {
+    use linux_raw_sys::general as g;
+    pub const SETGROUPS: u32 = g::__NR_setgroups;
+    pub const SETRESUID: u32 = g::__NR_setresuid;
+    pub const SETRESGID: u32 = g::__NR_setresgid;
+    pub const SETFSUID: u32 = g::__NR_setfsuid;
+    pub const SETFSGID: u32 = g::__NR_setfsgid;
+}

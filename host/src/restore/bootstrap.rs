@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
-    Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, SigAction, THREAD_STACK,
-    Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore,
+    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
+use super::creds::CredsPlan;
 use super::frame::{self, FRAME_ROOM};
 use super::layout;
 use super::plan::{Backing, ProcessPlan};
@@ -63,7 +64,7 @@ fn page(n: usize) -> usize {
 }
 
 /// Lays out and fills the bootstrap area for `p`, mapped in this process.
-pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap> {
+pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool, creds: &CredsPlan) -> Result<Bootstrap> {
     let maps = layout::own_maps()?;
     let runtime = layout::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
@@ -76,7 +77,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     let frames_len = page(ZONE * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
-    let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &vd)?.as_bytes().len());
+    let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &vd, creds)?.as_bytes().len());
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
@@ -117,7 +118,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool) -> Result<Bootstrap>
     }
 
     let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map };
-    let args = block(p, fds, &place, &sigframes, &vd)?;
+    let args = block(p, fds, &place, &sigframes, &vd, creds)?;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
 
@@ -179,6 +180,7 @@ fn block(
     place: &Placement,
     sigframes: &[(u64, u64)],
     vd: &VdsoPlan,
+    creds: &CredsPlan,
 ) -> Result<crate::blob::ArgBlock> {
     let skip = |v: &super::plan::VmaPlan| match v.backing {
         Backing::Vsyscall => true,
@@ -239,7 +241,9 @@ fn block(
         task_size: place.task_size,
         pages_fd: fds.pages,
         exe_fd: fds.exe,
-        flags: if place.trap { RESTORE_TRAP } else { 0 } | if place.mm_map { 0 } else { RESTORE_NO_MM_MAP },
+        flags: if place.trap { RESTORE_TRAP } else { 0 }
+            | if place.mm_map { 0 } else { RESTORE_NO_MM_MAP }
+            | if creds.groups.is_some() { RESTORE_SET_GROUPS } else { 0 },
         pad: 0,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
@@ -254,6 +258,8 @@ fn block(
         itimers: b.push(&p.itimers),
         signals: b.push(&p.signals),
         patches: b.push(&vd.patches),
+        creds: b.push(&creds.creds),
+        groups: b.push(creds.groups.as_deref().unwrap_or(&[])),
         mm: p.mm,
         comm: p.comm,
     };

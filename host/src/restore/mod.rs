@@ -4,6 +4,7 @@
 mod bootstrap;
 mod child;
 pub mod convert;
+mod creds;
 mod frame;
 pub(crate) mod layout;
 pub mod plan;

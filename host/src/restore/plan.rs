@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 
-use revenant_blob_abi::{ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
+use revenant_blob_abi::{Creds, ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
 
 /// One process to bring back.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct ProcessPlan {
     /// Proxy to the runtime vDSO even when it matches the dumped one
     /// (`--vdso-proxy`; tests use it to exercise the proxy).
     pub vdso_proxy: bool,
+    /// Supplementary groups (all threads share them).
+    pub groups: Vec<u32>,
 }
 
 /// How the process relates to its session and process group.
@@ -130,6 +132,8 @@ pub struct ThreadPlan {
     pub rseq: Option<Rseq>,
     /// `PR_SET_PDEATHSIG`, 0 for none.
     pub pdeath_sig: u32,
+    /// Credentials to set, or `None` to keep the restoring process's.
+    pub creds: Option<Creds>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

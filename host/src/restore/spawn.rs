@@ -104,7 +104,8 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     // Where ptrace works, the host catches the task after its sigreturn and
     // unmaps the bootstrap area; elsewhere (qemu-user) the area stays.
     let traced = cfg!(target_arch = "x86_64");
-    let area = bootstrap::build(p, &fds, traced)?;
+    let creds = super::creds::plan(p)?;
+    let area = bootstrap::build(p, &fds, traced, &creds)?;
     cp.entry = area.entry as usize;
     cp.args = area.args as usize;
     cp.stack_top = area.stack_top as usize;

@@ -18,8 +18,8 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore, Rlimit,
-    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS,
+    RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -192,10 +192,12 @@ pub enum ExitCode {
     Rlimits = 220,
     /// Arming an interval timer failed.
     Timers = 221,
+    /// Setting credentials (IDs, groups, capabilities, securebits) failed.
+    Creds = 222,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 19] = [
+    pub const ALL: [ExitCode; 20] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -215,6 +217,7 @@ impl ExitCode {
         ExitCode::Threads,
         ExitCode::Rlimits,
         ExitCode::Timers,
+        ExitCode::Creds,
     ];
 
     pub fn from_code(code: i32) -> Option<ExitCode> {
@@ -243,6 +246,7 @@ impl ExitCode {
             ExitCode::Threads => "creating a thread with its dumped TID failed",
             ExitCode::Rlimits => "setting a resource limit failed",
             ExitCode::Timers => "arming an interval timer failed",
+            ExitCode::Creds => "setting credentials (IDs, groups, capabilities, securebits) failed",
         }
     }
 }
@@ -312,6 +316,8 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             itimers: "Span<ITimer>",
             signals: "Span<QueuedSignal>",
             patches: "Span<Patch>",
+            creds: "Span<Creds>",
+            groups: "Span<u32>",
             mm: "MmMap",
             comm: "[u8; 16]",
         }),
@@ -328,6 +334,27 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             flags: "u32",
             fd: "i32",
             how: "u32",
+        }),
+    ),
+    (
+        "Creds",
+        size_of::<Creds>(),
+        fields!(Creds {
+            uid: "u32",
+            euid: "u32",
+            suid: "u32",
+            fsuid: "u32",
+            gid: "u32",
+            egid: "u32",
+            sgid: "u32",
+            fsgid: "u32",
+            cap_inh: "u64",
+            cap_prm: "u64",
+            cap_eff: "u64",
+            cap_bnd: "u64",
+            cap_amb: "u64",
+            secbits: "u32",
+            no_new_privs: "u32",
         }),
     ),
     ("Patch", size_of::<Patch>(), fields!(Patch { at: "u64", len: "u32", pad: "u32", bytes: "[u8; 16]" })),

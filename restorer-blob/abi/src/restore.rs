@@ -55,6 +55,11 @@ pub struct Restore {
     /// [`Patch`]es written into restored memory before protections are
     /// final (vDSO proxy trampolines).
     pub patches: Span,
+    /// [`Creds`], one per thread in thread order, or none to keep the
+    /// restoring process's.
+    pub creds: Span,
+    /// `u32` supplementary groups, shared by every thread's [`Creds`].
+    pub groups: Span,
     /// The memory layout for `PR_SET_MM_MAP`.
     pub mm: MmMap,
     /// The process name (`PR_SET_NAME`), NUL-padded.
@@ -68,6 +73,10 @@ pub const RESTORE_TRAP: u32 = 1;
 /// Skip `PR_SET_MM_MAP`: the kernel (or emulator) cannot take it, as the
 /// host's probe found. The memory layout fields stay as they are.
 pub const RESTORE_NO_MM_MAP: u32 = 2;
+
+/// Set the supplementary groups from [`Restore::groups`] (they differ from
+/// the restoring process's).
+pub const RESTORE_SET_GROUPS: u32 = 4;
 
 /// One dumped memory area.
 #[repr(C)]
@@ -190,6 +199,31 @@ pub struct Thread {
 /// Bytes of stack below [`Thread::stack`].
 pub const THREAD_STACK: u64 = 32 << 10;
 
+/// One thread's credentials, set last (after everything privileged).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Creds {
+    pub uid: u32,
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub gid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub cap_inh: u64,
+    pub cap_prm: u64,
+    pub cap_eff: u64,
+    pub cap_bnd: u64,
+    pub cap_amb: u64,
+    pub secbits: u32,
+    /// 1 to set `PR_SET_NO_NEW_PRIVS`.
+    pub no_new_privs: u32,
+}
+
+// SAFETY: as below.
+unsafe impl Plain for Creds {}
+
 /// Bytes to write at an address in a VMA the blob filled.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -270,14 +304,15 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 248);
+    assert!(size_of::<Restore>() == 264);
+    assert!(size_of::<Creds>() == 80);
     assert!(size_of::<Patch>() == 32);
     assert!(size_of::<Rlimit>() == 24);
     assert!(size_of::<ITimer>() == 40);
     assert!(size_of::<QueuedSignal>() == 136);
     assert!(offset_of!(Restore, vmas) == 40);
-    assert!(offset_of!(Restore, mm) == 144);
-    assert!(offset_of!(Restore, comm) == 232);
+    assert!(offset_of!(Restore, mm) == 160);
+    assert!(offset_of!(Restore, comm) == 248);
     assert!(size_of::<Vma>() == 48);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);

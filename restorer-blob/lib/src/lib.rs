@@ -13,6 +13,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod args;
+mod creds;
 pub mod log;
 mod restore;
 mod selftest;

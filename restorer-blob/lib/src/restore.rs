@@ -9,11 +9,11 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
-    ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_TRAP, Restore,
-    Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS,
+    RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
-use core::sync::atomic::{AtomicI32, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
 use crate::{Args, Log, fail};
 
@@ -34,6 +34,8 @@ struct Plan<'a> {
     itimers: &'a [ITimer],
     signals: &'a [QueuedSignal],
     patches: &'a [Patch],
+    creds: &'a [Creds],
+    groups: &'a [u32],
 }
 
 fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
@@ -53,7 +55,12 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         itimers: args.array(r.itimers)?,
         signals: args.array(r.signals)?,
         patches: args.array(r.patches)?,
+        creds: args.array(r.creds)?,
+        groups: args.array(r.groups)?,
     };
+    if !p.creds.is_empty() && p.creds.len() != p.threads.len() {
+        return Err(ExitCode::BadLayout);
+    }
     for read in p.page_reads {
         let end = read.first_iov as usize + read.iov_count as usize;
         if end > p.iovs.len() {
@@ -114,6 +121,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
         check(log, res, ExitCode::Timers, "arming interval timer", t.which as u64);
     }
 
+    set_creds(p.creds.first(), &p, log);
     log.info().s("restore done, returning to the program").emit();
     // Service fds (the log among them) go last: nothing can be reported
     // after this.
@@ -335,6 +343,7 @@ fn start_threads(log: &Log, p: &Plan<'_>) {
     LOG_FD.store(fd, Ordering::Relaxed);
     LOG_LEVEL.store(level, Ordering::Relaxed);
     FLAGS.store(p.r.flags, Ordering::Relaxed);
+    PLAN.store(p as *const Plan<'_> as usize, Ordering::Relaxed);
     for t in others {
         let tids = [t.tid as i32];
         let args = sys::CloneArgs {
@@ -384,11 +393,31 @@ extern "C" fn thread_main(t: usize) -> ! {
     while GO.load(Ordering::Acquire) == 0 {
         sys::futex_wait(&GO, 0);
     }
+    let p = PLAN.load(Ordering::Relaxed) as *const Plan<'static>;
+    // SAFETY: the first thread stored its plan (on its own stack, which it
+    // keeps until its sigreturn) before creating this thread.
+    let plan = unsafe { &*p };
+    let index = plan.threads.iter().position(|x| core::ptr::eq(x, t)).unwrap_or(0);
+    set_creds(plan.creds.get(index), plan, &log);
     if FLAGS.load(Ordering::Relaxed) & RESTORE_TRAP != 0 {
         revenant_arch::trap();
     }
     // SAFETY: the host built this thread's frame.
     unsafe { revenant_arch::rt_sigreturn(t.sigframe as usize) }
+}
+
+/// The plan, for the other threads' credentials.
+static PLAN: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets a thread's credentials, if the host asked for any. After the log
+/// fd is closed there is no one to tell of a failure but the exit code.
+fn set_creds(c: Option<&Creds>, p: &Plan<'_>, log: &Log) {
+    let Some(c) = c else { return };
+    let groups = (p.r.flags & RESTORE_SET_GROUPS != 0).then_some(p.groups);
+    if let Err((what, e)) = crate::creds::apply(c, groups) {
+        log.error().s("credentials: ").s(what).s(": ").errno(e).emit();
+        revenant_arch::sys::exit_group(ExitCode::Creds as i32);
+    }
 }
 
 fn set_thread(log: &Log, t: &Thread) {
