@@ -3,5 +3,6 @@
 //! loader, and (as they land) image handling, dump and restore.
 
 pub mod blob;
+pub mod dump;
 pub mod kerndat;
 pub mod restore;

@@ -129,7 +129,8 @@ impl Frozen {
     fn wait_stop(&mut self, pid: i32, tid: i32) -> Result<()> {
         let t = Pid::from_raw(tid);
         loop {
-            let st = waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for task {tid} to stop"))?;
+            let st =
+                waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for task {tid} to stop"))?;
             match st {
                 WaitStatus::PtraceEvent(_, Signal::SIGTRAP, ev) if ev == nix::libc::PTRACE_EVENT_STOP => {
                     self.mark_stopped(tid);

@@ -164,18 +164,21 @@ mod tests {
         add_runs(&mut runs, &file, &[PM_PRESENT | 9, PM_PRESENT | PM_FILE | 10, PM_PRESENT | 11], zero, &[]);
         assert_eq!(
             runs,
-            [Run { vaddr: 0x15000, nr_pages: 2, flags: PE_PRESENT }, Run { vaddr: 0x18000, nr_pages: 1, flags: PE_PRESENT }]
+            [
+                Run { vaddr: 0x15000, nr_pages: 2, flags: PE_PRESENT },
+                Run { vaddr: 0x18000, nr_pages: 1, flags: PE_PRESENT }
+            ]
         );
 
         // The page under a stack pointer is not lazy.
-        let stack = vma(0x20000, 3, status::REGULAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN);
+        let stack =
+            vma(0x20000, 3, status::REGULAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN);
         let mut runs = vec![];
         add_runs(&mut runs, &stack, &[PM_PRESENT | 1; 3], zero, &[0x21000]);
-        assert_eq!(runs.iter().map(|r| (r.vaddr, r.nr_pages, r.flags)).collect::<Vec<_>>(), [
-            (0x20000, 1, PE_LAZY | PE_PRESENT),
-            (0x21000, 1, PE_PRESENT),
-            (0x22000, 1, PE_LAZY | PE_PRESENT)
-        ]);
+        assert_eq!(
+            runs.iter().map(|r| (r.vaddr, r.nr_pages, r.flags)).collect::<Vec<_>>(),
+            [(0x20000, 1, PE_LAZY | PE_PRESENT), (0x21000, 1, PE_PRESENT), (0x22000, 1, PE_LAZY | PE_PRESENT)]
+        );
 
         // vDSO: whole, even pages pagemap does not show; vvar: never.
         let vdso = vma(0x30000, 2, status::REGULAR | status::VDSO | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS);

@@ -242,7 +242,8 @@ pub fn parse_fdinfo(text: &str, what: &str) -> Result<FdInfo> {
         match k {
             "pos" => (fi.pos, seen) = (v.parse().with_context(|| format!("{what}: pos {v:?}"))?, seen | 1),
             "flags" => {
-                (fi.flags, seen) = (u32::from_str_radix(v, 8).with_context(|| format!("{what}: flags {v:?}"))?, seen | 2)
+                (fi.flags, seen) =
+                    (u32::from_str_radix(v, 8).with_context(|| format!("{what}: flags {v:?}"))?, seen | 2)
             }
             "mnt_id" => fi.mnt_id = v.parse().with_context(|| format!("{what}: mnt_id {v:?}"))?,
             _ => {}

@@ -1,0 +1,258 @@
+//! Open files of the tree: file descriptors, cwd and root, the executable
+//! and mapped files, numbered the way CRIU numbers `files.img` entries.
+//!
+//! One entry stands for one open file description: two fds that share it
+//! (dup, or inherited by a child) point at the same id, found with
+//! `kcmp(KCMP_FILE)`. Executables and mapped files are one entry per file
+//! (device and inode), shared by every process that maps it. cwd and root
+//! get an entry per process.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use anyhow::{Context, Result, bail};
+
+use super::procfs;
+
+pub const O_CLOEXEC: u32 = 0o2000000;
+pub const O_NONBLOCK: u32 = 0o4000;
+
+/// `fd_types` of CRIU's images.
+pub mod fd_type {
+    pub const REG: u32 = 1;
+    pub const PIPE: u32 = 2;
+}
+
+/// A file as `files.img` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    pub id: u32,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    Reg(RegFile),
+    Pipe(PipeFile),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegFile {
+    /// Open flags without O_CLOEXEC (that one belongs to the fd).
+    pub flags: u32,
+    pub pos: u64,
+    pub name: String,
+    /// Only for regular files: a restore checks it.
+    pub size: Option<u64>,
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeFile {
+    /// The pipe's inode: the two ends of one pipe share it.
+    pub pipe_id: u32,
+    pub flags: u32,
+}
+
+/// Bytes sitting in a pipe's buffer at dump time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeData {
+    pub pipe_id: u32,
+    pub data: Vec<u8>,
+}
+
+/// One fd of a process (`fdinfo-N.img`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fd {
+    pub fd: u32,
+    pub id: u32,
+    /// FD_CLOEXEC.
+    pub cloexec: bool,
+    pub kind: u32,
+}
+
+/// The files of a whole tree.
+#[derive(Debug, Default)]
+pub struct Files {
+    pub entries: Vec<FileEntry>,
+    pub pipe_data: Vec<PipeData>,
+    by_inode: HashMap<(u64, u64), u32>,
+    /// Fds seen so far: (pid, fd, dev, ino, id), to find shared descriptions.
+    descriptions: Vec<(i32, i32, u64, u64, u32)>,
+}
+
+impl Files {
+    fn push(&mut self, kind: FileKind) -> u32 {
+        let id = self.entries.len() as u32 + 1;
+        self.entries.push(FileEntry { id, kind });
+        id
+    }
+
+    /// The entry of a mapped file or executable, given the path the kernel
+    /// shows and a `/proc` link that opens it (`exe`, `map_files/A-B`).
+    pub fn mapped(&mut self, pid: i32, link: &str, name: &str, flags: u32) -> Result<u32> {
+        let p = procfs::path(pid, link);
+        let m = fs::metadata(&p).with_context(|| format!("stat {} ({name})", p.display()))?;
+        if let Some(&id) = self.by_inode.get(&(m.dev(), m.ino())) {
+            return Ok(id);
+        }
+        if name.ends_with(" (deleted)") {
+            bail!("process {pid}: {name} was deleted: unlinked files are not supported yet");
+        }
+        let size = m.file_type().is_file().then_some(m.len());
+        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: name.to_string(), size, mode: m.mode() }));
+        self.by_inode.insert((m.dev(), m.ino()), id);
+        Ok(id)
+    }
+
+    /// A directory entry for cwd or root.
+    pub fn dir(&mut self, pid: i32, link: &str) -> Result<u32> {
+        let p = procfs::path(pid, link);
+        let name = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
+        let name = name.to_str().with_context(|| format!("{}: not UTF-8: {name:?}", p.display()))?.to_string();
+        if name.ends_with(" (deleted)") {
+            bail!("process {pid}: its {link} {name} was deleted; that is not supported");
+        }
+        let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+        Ok(self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name, size: None, mode: m.mode() })))
+    }
+
+    /// Every fd of process `pid`, in number order.
+    pub fn fds(&mut self, pid: i32) -> Result<Vec<Fd>> {
+        let dir = procfs::path(pid, "fd");
+        let mut nums: Vec<i32> = fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        nums.sort_unstable();
+        nums.into_iter().map(|fd| self.fd(pid, fd)).collect()
+    }
+
+    fn fd(&mut self, pid: i32, fd: i32) -> Result<Fd> {
+        let link = format!("fd/{fd}");
+        let p = procfs::path(pid, &link);
+        let target = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
+        let target = target.to_string_lossy().into_owned();
+        let info = procfs::parse_fdinfo(
+            &procfs::read_string(pid, &format!("fdinfo/{fd}"))?,
+            &format!("/proc/{pid}/fdinfo/{fd}"),
+        )?;
+        let unsupported = |what: &str| -> Result<Fd> {
+            bail!("process {pid}: fd {fd} is {what} ({target}), which dump does not support yet")
+        };
+        if target.starts_with("socket:") {
+            return unsupported("a socket");
+        }
+        if let Some(kind) = target.strip_prefix("anon_inode:") {
+            return unsupported(&format!("an anonymous inode file of type {kind}"));
+        }
+        let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+        let cloexec = info.flags & O_CLOEXEC != 0;
+        let flags = info.flags & !O_CLOEXEC;
+        let (dev, ino) = (m.dev(), m.ino());
+        if let Some(id) = self.shared_description(pid, fd, dev, ino)? {
+            let kind = match self.entries[id as usize - 1].kind {
+                FileKind::Reg(_) => fd_type::REG,
+                FileKind::Pipe(_) => fd_type::PIPE,
+            };
+            return Ok(Fd { fd: fd as u32, id, cloexec, kind });
+        }
+        let ft = m.file_type();
+        let (kind, file) = if target.starts_with("pipe:") {
+            let pipe_id = ino as u32;
+            if !self.pipe_data.iter().any(|d| d.pipe_id == pipe_id) {
+                let data = pipe_contents(pid, fd)?;
+                if !data.is_empty() {
+                    self.pipe_data.push(PipeData { pipe_id, data });
+                }
+            }
+            (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags }))
+        } else if ft.is_fifo() {
+            return unsupported("a named FIFO");
+        } else if !target.starts_with('/') {
+            return unsupported("a special file");
+        } else if target.ends_with(" (deleted)") {
+            return unsupported("an unlinked file");
+        } else if ft.is_char_device() && is_tty(m.rdev()) {
+            return unsupported("a terminal");
+        } else if ft.is_block_device() || ft.is_socket() {
+            return unsupported("a device or socket node");
+        } else {
+            let size = ft.is_file().then_some(m.len());
+            (fd_type::REG, FileKind::Reg(RegFile { flags, pos: info.pos, name: target.clone(), size, mode: m.mode() }))
+        };
+        let id = self.push(file);
+        self.descriptions.push((pid, fd, dev, ino, id));
+        Ok(Fd { fd: fd as u32, id, cloexec, kind })
+    }
+
+    /// The id of an fd seen before that shares this fd's open file
+    /// description.
+    fn shared_description(&self, pid: i32, fd: i32, dev: u64, ino: u64) -> Result<Option<u32>> {
+        for &(p2, fd2, d2, i2, id) in &self.descriptions {
+            if (d2, i2) != (dev, ino) {
+                continue;
+            }
+            const KCMP_FILE: u64 = 0;
+            // SAFETY: kcmp only compares kernel objects; no memory is passed.
+            let r = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, p2, KCMP_FILE, fd as u64, fd2 as u64) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("kcmp of fd {fd} of {pid} and fd {fd2} of {p2}"));
+            }
+            if r == 0 {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Terminal majors: the console and vt (4, 5), pty slaves (136-143).
+fn is_tty(rdev: u64) -> bool {
+    let major = nix::sys::stat::major(rdev);
+    major == 4 || major == 5 || (136..=143).contains(&major)
+}
+
+/// The bytes in the pipe behind `fd` of `pid`, left in place: the pipe is
+/// opened through /proc and `tee`d into a pipe of our own.
+fn pipe_contents(pid: i32, fd: i32) -> Result<Vec<u8>> {
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
+    let p = procfs::path(pid, &format!("fd/{fd}"));
+    let src = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&p)
+        .with_context(|| format!("opening {} to read its buffered data", p.display()))?;
+    let mut queued: nix::libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { nix::libc::ioctl(src.as_raw_fd(), nix::libc::FIONREAD, &mut queued) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("FIONREAD on {}", p.display()));
+    }
+    if queued <= 0 {
+        return Ok(Vec::new());
+    }
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating a pipe")?;
+    // Our pipe must hold everything the source holds.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(queued.max(4096)));
+    // SAFETY: tee only moves buffer references between two pipes we hold.
+    let n = unsafe { nix::libc::tee(src.as_raw_fd(), w.as_raw_fd(), queued as usize, nix::libc::SPLICE_F_NONBLOCK) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("copying the data of pipe fd {fd} of process {pid}"));
+    }
+    let n = n as usize;
+    let mut data = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        got += nix::unistd::read(&r, &mut data[got..]).context("reading copied pipe data")?;
+    }
+    if n != queued as usize {
+        bail!("process {pid}: pipe fd {fd} holds {queued} bytes but only {n} could be copied");
+    }
+    Ok(data)
+}
+
+use std::os::unix::fs::OpenOptionsExt;

@@ -1,0 +1,165 @@
+//! Copying page contents out of a stopped process into the pages image.
+//!
+//! `process_vm_readv` moves many runs per call straight into a large
+//! buffer. It honours page protections, so pages it cannot read (a
+//! `PROT_NONE` area that still holds data, an execute-only one) come from
+//! `/proc/PID/mem`, which reads through protections like a debugger.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+
+use anyhow::{Context, Result, bail};
+use nix::sys::uio::{RemoteIoVec, process_vm_readv};
+use nix::unistd::Pid;
+
+use super::maps::PAGE;
+use super::pagemap::Run;
+
+/// Bytes copied per round: large enough that syscalls do not dominate,
+/// small enough not to double the dump's memory use for big processes.
+const CHUNK: usize = 16 << 20;
+/// The kernel's IOV_MAX.
+const MAX_IOVS: usize = 1024;
+
+/// Writes the contents of `runs`, in order, to `out`. Returns bytes written.
+pub fn copy_pages(pid: i32, runs: &[Run], out: &mut impl Write) -> Result<u64> {
+    let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
+    let mut buf = vec![0u8; (total as usize).min(CHUNK)];
+    let mut mem: Option<File> = None;
+    let mut written = 0u64;
+    // Pieces of runs: (address, length), each at most CHUNK.
+    let mut pieces = runs.iter().flat_map(|r| split(r.vaddr, r.nr_pages * PAGE)).peekable();
+    while pieces.peek().is_some() {
+        let mut batch: Vec<RemoteIoVec> = Vec::new();
+        let mut len = 0usize;
+        while let Some(&(a, l)) = pieces.peek() {
+            if batch.len() == MAX_IOVS || len + l > buf.len() {
+                break;
+            }
+            batch.push(RemoteIoVec { base: a as usize, len: l });
+            len += l;
+            pieces.next();
+        }
+        read_batch(pid, &batch, &mut buf[..len], &mut mem)?;
+        out.write_all(&buf[..len]).context("writing the pages image")?;
+        written += len as u64;
+    }
+    Ok(written)
+}
+
+fn split(addr: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
+    (0..len.div_ceil(CHUNK as u64)).map(move |i| {
+        let off = i * CHUNK as u64;
+        (addr + off, (len - off).min(CHUNK as u64) as usize)
+    })
+}
+
+fn read_batch(pid: i32, batch: &[RemoteIoVec], buf: &mut [u8], mem: &mut Option<File>) -> Result<()> {
+    let mut done = 0usize;
+    let mut first = 0usize;
+    let mut skip = 0usize; // bytes of batch[first] already read
+    while first < batch.len() {
+        let rest: Vec<RemoteIoVec> = batch[first..]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i == 0 { RemoteIoVec { base: v.base + skip, len: v.len - skip } } else { *v })
+            .collect();
+        let mut local = [std::io::IoSliceMut::new(&mut buf[done..])];
+        let got = process_vm_readv(Pid::from_raw(pid), &mut local, &rest).unwrap_or(0);
+        advance(batch, &mut first, &mut skip, &mut done, got);
+        if first >= batch.len() {
+            break;
+        }
+        if got == 0 {
+            // The page at the cursor cannot be read this way.
+            let at = batch[first].base + skip;
+            let f = match mem {
+                Some(f) => f,
+                None => mem.insert(
+                    File::open(format!("/proc/{pid}/mem")).with_context(|| format!("opening /proc/{pid}/mem"))?,
+                ),
+            };
+            let page = &mut buf[done..done + PAGE as usize];
+            f.read_exact_at(page, at as u64)
+                .with_context(|| format!("reading page {at:#x} of process {pid} through /proc/{pid}/mem"))?;
+            advance(batch, &mut first, &mut skip, &mut done, PAGE as usize);
+        }
+    }
+    if done != buf.len() {
+        bail!("process {pid}: read {done} of {} bytes of memory", buf.len());
+    }
+    Ok(())
+}
+
+fn advance(batch: &[RemoteIoVec], first: &mut usize, skip: &mut usize, done: &mut usize, mut n: usize) {
+    *done += n;
+    while n > 0 && *first < batch.len() {
+        let left = batch[*first].len - *skip;
+        if n >= left {
+            n -= left;
+            *first += 1;
+            *skip = 0;
+        } else {
+            *skip += n;
+            n = 0;
+        }
+    }
+}
+
+/// Reads `len` bytes at `addr` of task `pid` (registers' targets, small
+/// structures).
+pub fn read_bytes(pid: i32, addr: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut local = [std::io::IoSliceMut::new(&mut buf)];
+    let got = process_vm_readv(Pid::from_raw(pid), &mut local, &[RemoteIoVec { base: addr as usize, len }]);
+    if got.ok() != Some(len) {
+        let f = File::open(format!("/proc/{pid}/mem")).with_context(|| format!("opening /proc/{pid}/mem"))?;
+        f.read_exact_at(&mut buf, addr).with_context(|| format!("reading {len} bytes at {addr:#x} of task {pid}"))?;
+    }
+    Ok(buf)
+}
+
+/// Writes `data` at `addr` of task `pid`, through protections.
+pub fn write_bytes(pid: i32, addr: u64, data: &[u8]) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/mem"))
+        .with_context(|| format!("opening /proc/{pid}/mem for writing"))?;
+    f.write_all_at(data, addr).with_context(|| format!("writing {} bytes at {addr:#x} of task {pid}", data.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, mprotect, munmap};
+
+    #[test]
+    fn reads_runs_including_protected_pages() {
+        let len = std::num::NonZeroUsize::new(4 * PAGE as usize).unwrap();
+        // SAFETY: fresh private mapping used only through raw pointers here.
+        let p = unsafe {
+            mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE).unwrap()
+        };
+        let base = p.as_ptr() as *mut u8;
+        for i in 0..4 {
+            // SAFETY: inside the 4-page mapping.
+            unsafe { base.add(i * PAGE as usize).write_bytes(0x10 + i as u8, PAGE as usize) };
+        }
+        // SAFETY: the third page is ours; nothing in Rust refers to it.
+        unsafe { mprotect(p.byte_add(2 * PAGE as usize), PAGE as usize, ProtFlags::PROT_NONE).unwrap() };
+        let a = base as u64;
+        let runs = [
+            Run { vaddr: a, nr_pages: 1, flags: 0 },
+            Run { vaddr: a + PAGE * 2, nr_pages: 2, flags: 0 }, // starts in the PROT_NONE page
+        ];
+        let mut out = Vec::new();
+        let me = std::process::id() as i32;
+        assert_eq!(copy_pages(me, &runs, &mut out).unwrap(), 3 * PAGE);
+        let pages: Vec<u8> = out.chunks(PAGE as usize).map(|c| c[0]).collect();
+        assert_eq!(pages, [0x10, 0x12, 0x13]);
+        assert!(out[PAGE as usize..2 * PAGE as usize].iter().all(|&b| b == 0x12));
+        // SAFETY: unmapping what we mapped above.
+        unsafe { munmap(p, len.get()).unwrap() };
+    }
+}

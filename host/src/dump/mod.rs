@@ -1,0 +1,317 @@
+//! `revenant dump`: checkpoint a live x86_64 process tree into CRIU-format
+//! images with ptrace.
+//!
+//! The tree is frozen first ([`freeze`]); everything after that reads the
+//! stopped tasks from outside (/proc, ptrace, `process_vm_readv`) except a
+//! few values only a task can ask for, which run as injected system calls
+//! ([`inject`]). Any error releases the tree untouched: [`freeze::Frozen`]
+//! resumes every task when dropped.
+
+pub mod files;
+pub mod freeze;
+pub mod inject;
+pub mod maps;
+pub mod memory;
+pub mod model;
+pub mod pagemap;
+pub mod procfs;
+pub mod regs;
+pub mod task;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use freeze::Frozen;
+use maps::{PAGE, status};
+use model::{Mm, Process, Tree, VmaOut};
+
+/// What to do, as CRIU's options say it.
+#[derive(Debug, Clone, Default)]
+pub struct DumpOptions {
+    /// Resume the tree after the dump instead of killing it.
+    pub leave_running: bool,
+    /// The root may belong to the caller's session and process group.
+    pub shell_job: bool,
+    /// 0 quiet .. 4 debug; lines go to `log`.
+    pub verbosity: u32,
+    pub log: Option<PathBuf>,
+}
+
+/// What a dump did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub processes: usize,
+    pub threads: usize,
+    pub pages_written: u64,
+    pub frozen_for: std::time::Duration,
+}
+
+/// Dumps the tree rooted at `pid` into `dir` (which must exist).
+pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Summary> {
+    if !cfg!(target_arch = "x86_64") {
+        bail!("dump works on x86_64 only for now");
+    }
+    let mut log = Log::open(opts)?;
+    let t0 = Instant::now();
+    check_namespaces(pid)?;
+    let frozen = Frozen::freeze(pid)?;
+    log.line(1, &format!("froze {} processes in {:?}", frozen.procs.len(), t0.elapsed()));
+    let tree = collect(&frozen, dir, opts, &mut log)?;
+    write_images(&tree, dir)?;
+    let frozen_for = t0.elapsed();
+    let summary = Summary {
+        processes: tree.procs.len(),
+        threads: tree.procs.iter().map(|p| p.threads.len()).sum(),
+        pages_written: tree.procs.iter().flat_map(|p| &p.pagemap).map(|r| r.nr_pages).sum(),
+        frozen_for,
+    };
+    if opts.leave_running {
+        frozen.release()?;
+    } else {
+        frozen.kill();
+    }
+    log.line(1, &format!("dump done: {summary:?}"));
+    Ok(summary)
+}
+
+/// Reads everything of the frozen tree; writes the pages images as it goes
+/// (under temporary names), the rest stays in memory.
+pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
+    let mut files = files::Files::default();
+    let zero_pfn = pagemap::zero_page_pfn();
+    let names_reliable = crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true);
+    let mut procs = Vec::new();
+    for (i, fp) in frozen.procs.iter().enumerate() {
+        let pid = fp.pid;
+        let stat = procfs::stat(pid, pid)?;
+        if i == 0 && !opts.shell_job && stat.sid != pid {
+            bail!(
+                "process {pid} is not a session leader (session {}): it belongs to a shell job; \
+                 start it with setsid or dump with --shell-job",
+                stat.sid
+            );
+        }
+        let status = procfs::status(pid, pid)?;
+        let smaps = procfs::read_string(pid, "smaps")?;
+        let mut vmas = maps::parse_smaps(&smaps, pid)?;
+        for v in &vmas {
+            maps::check_supported(v, pid)?;
+        }
+        if !names_reliable {
+            mark_vdso_by_pfn(pid, &mut vmas)?;
+        }
+        let leader_regs = regs::gpregs(pid)?;
+        let insn = task::syscall_insn(pid, &vmas, &leader_regs)?;
+        let ps = task::process_state(pid, insn)?;
+        let mut threads = Vec::new();
+        for &tid in &fp.threads {
+            threads.push(task::thread_state(pid, tid, insn)?);
+        }
+        log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
+
+        // Files: the executable and mapped files first, as CRIU numbers them.
+        let exe_name = std::fs::read_link(procfs::path(pid, "exe"))
+            .with_context(|| format!("reading /proc/{pid}/exe"))?
+            .to_string_lossy()
+            .into_owned();
+        let exe_file_id = files.mapped(pid, "exe", &exe_name, 0)?;
+        let mut out_vmas = Vec::new();
+        for v in &vmas {
+            let (shmid, fdflags) = if v.is_file() {
+                let link = format!("map_files/{:x}-{:x}", v.start, v.end);
+                let fdflags = map_file_flags(pid, &link)?;
+                (files.mapped(pid, &link, &v.name, fdflags)? as u64, Some(fdflags))
+            } else {
+                (0, None)
+            };
+            out_vmas.push(VmaOut { vma: v.clone(), shmid, fdflags });
+        }
+        let fds = files.fds(pid)?;
+        let cwd_id = files.dir(pid, "cwd")?;
+        let root_id = files.dir(pid, "root")?;
+
+        // Memory.
+        let pages_id = i as u32 + 1;
+        let stack_pages: Vec<u64> = threads.iter().map(|t| t.regs.rsp & !(PAGE - 1)).collect();
+        let pm = File::open(procfs::path(pid, "pagemap")).with_context(|| format!("opening /proc/{pid}/pagemap"))?;
+        let mut runs = Vec::new();
+        for v in &vmas {
+            if v.is(status::VSYSCALL) || v.is(status::VVAR) {
+                continue;
+            }
+            let pme = pagemap::read_pagemap(&pm, pid, v)?;
+            pagemap::add_runs(&mut runs, v, &pme, zero_pfn, &stack_pages);
+        }
+        let pages_name = format!("pages-{pages_id}.img");
+        let t = Instant::now();
+        let written = {
+            let f = File::create(tmp_name(dir, &pages_name))
+                .with_context(|| format!("creating {}", dir.join(&pages_name).display()))?;
+            let mut w = BufWriter::with_capacity(1 << 20, f);
+            let n = memory::copy_pages(pid, &runs, &mut w)?;
+            w.flush().with_context(|| format!("writing {pages_name}"))?;
+            n
+        };
+        log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
+
+        procs.push(Process {
+            pid,
+            ppid: fp.ppid,
+            pgid: stat.pgid,
+            sid: stat.sid,
+            kobj_id: i as u32 + 2,
+            task: ps.core,
+            threads,
+            mm: Mm {
+                start_code: stat.start_code,
+                end_code: stat.end_code,
+                start_data: stat.start_data,
+                end_data: stat.end_data,
+                start_stack: stat.start_stack,
+                start_brk: stat.start_brk,
+                brk: ps.brk,
+                arg_start: stat.arg_start,
+                arg_end: stat.arg_end,
+                env_start: stat.env_start,
+                env_end: stat.env_end,
+                exe_file_id,
+                auxv: procfs::auxv(pid)?,
+                dumpable: ps.dumpable,
+                thp_disabled: !status.thp_enabled,
+            },
+            vmas: out_vmas,
+            pages_id,
+            pagemap: runs,
+            fds,
+            cwd_id,
+            root_id,
+            umask: status.umask,
+        });
+    }
+    let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
+    Ok(Tree {
+        procs,
+        files,
+        monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,
+        boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
+    })
+}
+
+/// How a mapped file must be opened: from the mode of its map_files link,
+/// which mirrors the file's open mode.
+fn map_file_flags(pid: i32, link: &str) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let p = procfs::path(pid, link);
+    let m = std::fs::symlink_metadata(&p).with_context(|| format!("lstat {}", p.display()))?;
+    Ok(match m.mode() & 0o600 {
+        0o200 => nix::libc::O_WRONLY as u32,
+        0o600 => nix::libc::O_RDWR as u32,
+        _ => nix::libc::O_RDONLY as u32,
+    })
+}
+
+/// Without reliable names, a vDSO is recognised by its first page frame
+/// being the one of our own vDSO.
+fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let own = crate::restore::layout::own_maps()?;
+    let Some(mine) = own.iter().find(|m| m.name == "[vdso]") else { return Ok(()) };
+    let pfn = |path: String, addr: u64| -> Result<u64> {
+        let f = File::open(&path).with_context(|| format!("opening {path}"))?;
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, addr / PAGE * 8).with_context(|| format!("reading {path}"))?;
+        Ok(u64::from_ne_bytes(b) & ((1 << 55) - 1))
+    };
+    let want = pfn("/proc/self/pagemap".into(), mine.start)?;
+    if want == 0 {
+        bail!("the vDSO cannot be found: its name is unreliable on this kernel and pagemap hides page frames");
+    }
+    for v in vmas.iter_mut() {
+        v.status &= !status::VDSO;
+        if v.is(status::REGULAR | status::ANON_PRIVATE)
+            && v.flags & maps::MAP_GROWSDOWN == 0
+            && v.prot & maps::PROT_READ != 0
+            && pfn(format!("/proc/{pid}/pagemap"), v.start)? == want
+        {
+            v.status |= status::VDSO;
+        }
+    }
+    Ok(())
+}
+
+/// Every namespace of the tree must be ours: dumping namespaces is not
+/// supported yet.
+fn check_namespaces(pid: i32) -> Result<()> {
+    let me = std::process::id() as i32;
+    for ns in ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] {
+        let (theirs, ours) = (procfs::ns_inode(pid, ns)?, procfs::ns_inode(me, ns)?);
+        if theirs != ours {
+            bail!("process {pid} is in another {ns} namespace than revenant: dumping namespaces is not supported yet");
+        }
+    }
+    Ok(())
+}
+
+/// Images are written under this name and renamed into place at the end,
+/// so a dump that stops half-way never leaves a set that looks complete.
+pub(crate) fn tmp_name(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.part"))
+}
+
+/// Renames the temporary images into place; `inventory.img` last, since a
+/// restore starts from it.
+fn commit(dir: &Path, names: &[String]) -> Result<()> {
+    let mut names = names.to_vec();
+    names.sort_by_key(|n| n == "inventory.img");
+    for n in names {
+        std::fs::rename(tmp_name(dir, &n), dir.join(&n)).with_context(|| format!("renaming {n} into place"))?;
+    }
+    Ok(())
+}
+
+/// Writes every image but the pages (already written by [`collect`]).
+pub fn write_images(tree: &Tree, dir: &Path) -> Result<()> {
+    let mut names: Vec<String> = tree.procs.iter().map(|p| format!("pages-{}.img", p.pages_id)).collect();
+    names.extend(images::write(tree, dir)?);
+    commit(dir, &names)
+}
+
+mod images;
+
+/// The dump log (`-o`, `-v`).
+pub struct Log {
+    out: Option<File>,
+    level: u32,
+    start: Instant,
+}
+
+impl Log {
+    pub fn open(opts: &DumpOptions) -> Result<Log> {
+        let out = match &opts.log {
+            Some(p) => Some(File::create(p).with_context(|| format!("creating log file {}", p.display()))?),
+            None => None,
+        };
+        Ok(Log { out, level: opts.verbosity, start: Instant::now() })
+    }
+
+    pub fn quiet() -> Log {
+        Log { out: None, level: 0, start: Instant::now() }
+    }
+
+    pub fn line(&mut self, level: u32, msg: &str) {
+        if level > self.level {
+            return;
+        }
+        let line = format!("({:>9.6}) {msg}\n", self.start.elapsed().as_secs_f64());
+        match &mut self.out {
+            Some(f) => {
+                let _ = f.write_all(line.as_bytes());
+            }
+            None => eprint!("{line}"),
+        }
+    }
+}

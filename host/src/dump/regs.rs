@@ -1,0 +1,271 @@
+//! A stopped thread's registers, read with PTRACE_GETREGSET, and the other
+//! per-thread state ptrace hands out directly (signal mask, pending
+//! signals, rseq, TLS descriptors). x86_64 only.
+
+use anyhow::{Context, Result, bail};
+use nix::libc::{self, c_void, user_regs_struct};
+
+use crate::restore::regs::X86Fpu;
+
+const NT_PRSTATUS: i32 = 1;
+const NT_PRFPREG: i32 = 2;
+const NT_X86_XSTATE: i32 = 0x202;
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+const EINTR: i64 = 4;
+
+/// Size of a `syscall` instruction: an interrupted call restarts there.
+const SYSCALL_INSN: u64 = 2;
+
+/// Reads regset `nt` of `tid` into `buf`; returns the bytes the kernel filled.
+fn getregset(tid: i32, nt: i32, buf: &mut [u8]) -> Result<usize, nix::errno::Errno> {
+    let mut iov = libc::iovec { iov_base: buf.as_mut_ptr() as *mut c_void, iov_len: buf.len() };
+    // SAFETY: the kernel writes at most iov_len bytes into buf, which we
+    // own, and updates iov_len to the amount written.
+    let r = unsafe { libc::ptrace(libc::PTRACE_GETREGSET, tid, nt as usize as *mut c_void, &mut iov as *mut _) };
+    if r < 0 { Err(nix::errno::Errno::last()) } else { Ok(iov.iov_len) }
+}
+
+/// General registers.
+pub fn gpregs(tid: i32) -> Result<user_regs_struct> {
+    let mut buf = [0u8; size_of::<user_regs_struct>()];
+    let n = getregset(tid, NT_PRSTATUS, &mut buf).with_context(|| format!("NT_PRSTATUS of task {tid}"))?;
+    if n != buf.len() {
+        bail!("NT_PRSTATUS of task {tid}: {n} bytes, expected {}", buf.len());
+    }
+    // SAFETY: user_regs_struct is plain integers; every bit pattern is valid
+    // and buf has exactly its size.
+    Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const user_regs_struct) })
+}
+
+/// The FPU and vector state: the whole XSAVE area where the CPU has one,
+/// split into the legacy area, the feature bitmap and the components at the
+/// offsets CPUID gives for the standard format (the one ptrace uses).
+pub fn fpregs(tid: i32) -> Result<X86Fpu> {
+    let mut buf = vec![0u8; 64 * 1024];
+    match getregset(tid, NT_X86_XSTATE, &mut buf) {
+        Ok(n) if n >= 576 => {
+            buf.truncate(n);
+            let xstate_bv = u64::from_le_bytes(buf[512..520].try_into().expect("8 bytes"));
+            let mut components = Vec::new();
+            for i in 2..63u32 {
+                if xstate_bv & (1 << i) == 0 {
+                    continue;
+                }
+                let (off, len) = component(i);
+                if len == 0 || off + len > n {
+                    continue;
+                }
+                components.push((i, buf[off..off + len].to_vec()));
+            }
+            let mut legacy = [0u8; 512];
+            legacy.copy_from_slice(&buf[..512]);
+            Ok(X86Fpu { legacy, xstate_bv, components })
+        }
+        Ok(_) | Err(nix::errno::Errno::ENODEV) | Err(nix::errno::Errno::EINVAL) => {
+            let mut legacy = [0u8; 512];
+            let n = getregset(tid, NT_PRFPREG, &mut legacy).with_context(|| format!("NT_PRFPREG of task {tid}"))?;
+            if n != 512 {
+                bail!("NT_PRFPREG of task {tid}: {n} bytes, expected 512");
+            }
+            Ok(X86Fpu { legacy, xstate_bv: 0b11, components: Vec::new() })
+        }
+        Err(e) => Err(e).with_context(|| format!("NT_X86_XSTATE of task {tid}")),
+    }
+}
+
+/// Offset and size of XSAVE component `i` in the standard format.
+pub fn component(i: u32) -> (usize, usize) {
+    let r = std::arch::x86_64::__cpuid_count(0xd, i);
+    (r.ebx as usize, r.eax as usize)
+}
+
+/// Rewrites registers of a thread stopped on its way out of an interrupted
+/// system call the way the kernel would have restarted it, so the restored
+/// thread repeats the call (or sees EINTR where the kernel would have used
+/// a restart block, which cannot be carried over).
+pub fn restart_syscall(r: &mut user_regs_struct) {
+    if (r.orig_rax as i64) < 0 {
+        return;
+    }
+    match -(r.rax as i64) {
+        ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+            r.rax = r.orig_rax;
+            r.rip -= SYSCALL_INSN;
+        }
+        ERESTART_RESTARTBLOCK => r.rax = (-EINTR) as u64,
+        _ => {}
+    }
+}
+
+/// The blocked-signal mask.
+pub fn sigmask(tid: i32) -> Result<u64> {
+    let mut mask = 0u64;
+    // SAFETY: PTRACE_GETSIGMASK writes `addr` (= 8) bytes to `data`.
+    let r =
+        unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, tid, size_of::<u64>() as *mut c_void, &mut mask as *mut u64) };
+    if r < 0 {
+        return Err(nix::errno::Errno::last()).with_context(|| format!("PTRACE_GETSIGMASK of task {tid}"));
+    }
+    Ok(mask)
+}
+
+#[repr(C)]
+struct PeekSiginfoArgs {
+    off: u64,
+    flags: u32,
+    nr: i32,
+}
+const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
+
+/// Pending signals as raw 128-byte siginfos: the thread's own queue, or the
+/// process's shared one.
+pub fn pending(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>> {
+    const BATCH: usize = 32;
+    let mut out = Vec::new();
+    loop {
+        let args = PeekSiginfoArgs {
+            off: out.len() as u64,
+            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
+            nr: BATCH as i32,
+        };
+        let mut buf = vec![0u8; 128 * BATCH];
+        // SAFETY: the kernel writes at most `nr` siginfos (128 bytes each)
+        // into buf, which has room for exactly that many.
+        let n = unsafe {
+            libc::ptrace(
+                libc::PTRACE_PEEKSIGINFO,
+                tid,
+                &args as *const PeekSiginfoArgs as *mut c_void,
+                buf.as_mut_ptr() as *mut c_void,
+            )
+        };
+        if n < 0 {
+            return Err(nix::errno::Errno::last()).with_context(|| format!("PTRACE_PEEKSIGINFO of task {tid}"));
+        }
+        out.extend(buf.chunks_exact(128).take(n as usize).map(|c| c.to_vec()));
+        if (n as usize) < BATCH {
+            return Ok(out);
+        }
+    }
+}
+
+/// rseq registration: (pointer, length, signature), or None.
+pub fn rseq(tid: i32) -> Result<Option<(u64, u32, u32)>> {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Conf {
+        ptr: u64,
+        len: u32,
+        flags: u32,
+        sig: u32,
+        pad: u32,
+    }
+    const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
+    let mut c = Conf::default();
+    // SAFETY: the kernel writes at most `addr` bytes (the struct's size)
+    // into `c`.
+    let r = unsafe {
+        libc::ptrace(
+            PTRACE_GET_RSEQ_CONFIGURATION as _,
+            tid,
+            size_of::<Conf>() as *mut c_void,
+            &mut c as *mut Conf as *mut c_void,
+        )
+    };
+    if r < 0 {
+        let e = nix::errno::Errno::last();
+        // Kernels before 5.13 do not have the request; rseq cannot be
+        // registered there either in practice (glibc checks).
+        if e == nix::errno::Errno::EIO {
+            return Ok(None);
+        }
+        return Err(e).with_context(|| format!("PTRACE_GET_RSEQ_CONFIGURATION of task {tid}"));
+    }
+    Ok((c.ptr != 0).then_some((c.ptr, c.len, c.sig)))
+}
+
+/// A GDT TLS slot (x86 `struct user_desc`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserDesc {
+    pub entry_number: u32,
+    pub base_addr: u32,
+    pub limit: u32,
+    /// seg_32bit, contents (2 bits), read_exec_only, limit_in_pages,
+    /// seg_not_present, useable: the kernel's bitfield word.
+    pub bits: u32,
+}
+
+impl UserDesc {
+    pub fn seg_32bit(&self) -> bool {
+        self.bits & 1 != 0
+    }
+    pub fn contents(&self) -> u32 {
+        (self.bits >> 1) & 3
+    }
+    pub fn read_exec_only(&self) -> bool {
+        self.bits & (1 << 3) != 0
+    }
+    pub fn limit_in_pages(&self) -> bool {
+        self.bits & (1 << 4) != 0
+    }
+    pub fn seg_not_present(&self) -> bool {
+        self.bits & (1 << 5) != 0
+    }
+    pub fn usable(&self) -> bool {
+        self.bits & (1 << 6) != 0
+    }
+}
+
+/// The three TLS slots of the GDT (entries 12..14 on x86_64).
+pub fn tls(tid: i32) -> Result<Vec<UserDesc>> {
+    const GDT_ENTRY_TLS_MIN: u32 = 12;
+    const PTRACE_GET_THREAD_AREA: libc::c_uint = 25;
+    let mut out = Vec::new();
+    for e in GDT_ENTRY_TLS_MIN..GDT_ENTRY_TLS_MIN + 3 {
+        let mut d = [0u32; 4];
+        // SAFETY: PTRACE_GET_THREAD_AREA writes one 16-byte user_desc to
+        // `data`.
+        let r = unsafe { libc::ptrace(PTRACE_GET_THREAD_AREA, tid, e as usize as *mut c_void, d.as_mut_ptr()) };
+        if r < 0 {
+            return Err(nix::errno::Errno::last()).with_context(|| format!("PTRACE_GET_THREAD_AREA {e} of task {tid}"));
+        }
+        out.push(UserDesc { entry_number: d[0], base_addr: d[1], limit: d[2], bits: d[3] });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs(rax: i64, orig: i64) -> user_regs_struct {
+        // SAFETY: all-zero integers are a valid user_regs_struct.
+        let mut r: user_regs_struct = unsafe { std::mem::zeroed() };
+        r.rax = rax as u64;
+        r.orig_rax = orig as u64;
+        r.rip = 0x1002;
+        r
+    }
+
+    #[test]
+    fn interrupted_syscalls_are_rewound_or_fail_with_eintr() {
+        for e in [512, 513, 514] {
+            let mut r = regs(-e, 7);
+            restart_syscall(&mut r);
+            assert_eq!((r.rax, r.rip), (7, 0x1000));
+        }
+        let mut r = regs(-516, 35);
+        restart_syscall(&mut r);
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        // Not in a syscall, or an ordinary result: untouched.
+        for (rax, orig) in [(-512, -1), (-4, 7), (3, 7)] {
+            let mut r = regs(rax, orig);
+            restart_syscall(&mut r);
+            assert_eq!((r.rax as i64, r.rip), (rax, 0x1002));
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Per-process and per-thread state of a frozen process: what /proc and
+//! ptrace tell from outside, and what needs injected system calls.
+
+use anyhow::{Context, Result, bail};
+use linux_raw_sys::general as nr;
+
+use super::inject::{Injector, find_syscall_insn};
+use super::maps::{PROT_EXEC, Vma, status};
+use super::memory::read_bytes;
+use super::model::{Creds, SigAction, TaskCore, Thread};
+use super::{procfs, regs};
+
+const SIGKILL: u32 = 9;
+const SIGSTOP: u32 = 19;
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_GET_SECUREBITS: u64 = 27;
+const PR_GET_CHILD_SUBREAPER: u64 = 37;
+const PR_GET_TID_ADDRESS: u64 = 40;
+
+/// Finds a `syscall` instruction the threads of `pid` can be pointed at:
+/// in the vDSO, else right before a thread stopped in a system call, else
+/// in any executable mapping.
+pub fn syscall_insn(pid: i32, vmas: &[Vma], leader_regs: &nix::libc::user_regs_struct) -> Result<u64> {
+    if let Some(v) = vmas.iter().find(|v| v.is(status::VDSO))
+        && let Ok(b) = read_bytes(pid, v.start, (v.end - v.start) as usize)
+        && let Some(a) = find_syscall_insn(&b, v.start)
+    {
+        return Ok(a);
+    }
+    if (leader_regs.orig_rax as i64) >= 0
+        && let Ok(b) = read_bytes(pid, leader_regs.rip - 2, 2)
+        && b == [0x0f, 0x05]
+    {
+        return Ok(leader_regs.rip - 2);
+    }
+    for v in vmas.iter().filter(|v| v.prot & PROT_EXEC != 0 && v.is(status::REGULAR)) {
+        let len = ((v.end - v.start) as usize).min(4 << 20);
+        if let Ok(b) = read_bytes(pid, v.start, len)
+            && let Some(a) = find_syscall_insn(&b, v.start)
+        {
+            return Ok(a);
+        }
+    }
+    bail!("process {pid}: no syscall instruction found in its vDSO or code to run system calls with")
+}
+
+fn check(r: i64, what: &str, tid: i32) -> Result<i64> {
+    if (-4095..0).contains(&r) {
+        bail!("task {tid}: injected {what} failed: {}", nix::errno::Errno::from_raw(-r as i32));
+    }
+    Ok(r)
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+}
+
+/// Process-wide state read through the leader, plus the current brk and
+/// the dumpable flag.
+pub struct ProcessState {
+    pub core: TaskCore,
+    pub brk: u64,
+    pub dumpable: i32,
+}
+
+pub fn process_state(pid: i32, insn: u64) -> Result<ProcessState> {
+    let stat = procfs::stat(pid, pid)?;
+    let mut core = TaskCore {
+        flags: stat.flags,
+        comm: stat.comm.clone(),
+        exit_signal: stat.exit_signal,
+        blk_sigset: regs::sigmask(pid)?,
+        ..TaskCore::default()
+    };
+    let pers = procfs::read_string(pid, "personality")?;
+    core.personality =
+        u32::from_str_radix(pers.trim(), 16).with_context(|| format!("/proc/{pid}/personality: {pers:?}"))?;
+    core.rlimits = procfs::parse_limits(&procfs::read_string(pid, "limits")?, &format!("/proc/{pid}/limits"))?;
+    core.rlimits.truncate(16);
+    core.signals_s = regs::pending(pid, true)?;
+    let login = procfs::read_string(pid, "loginuid")?;
+    core.loginuid = login.trim().parse().with_context(|| format!("/proc/{pid}/loginuid: {login:?}"))?;
+    let oom = procfs::read_string(pid, "oom_score_adj")?;
+    core.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
+
+    let mut inj = Injector::new(pid, insn)?;
+    let s = inj.scratch();
+    for sig in 1..=64u32 {
+        if sig == SIGKILL || sig == SIGSTOP {
+            continue;
+        }
+        let r = inj.syscall(nr::__NR_rt_sigaction, &[sig as u64, 0, s, 8])?;
+        check(r, &format!("rt_sigaction({sig})"), pid)?;
+        let b = inj.read_scratch(32)?;
+        core.sigactions.push(SigAction {
+            handler: u64_at(&b, 0),
+            flags: u64_at(&b, 1),
+            restorer: u64_at(&b, 2),
+            mask: u64_at(&b, 3),
+        });
+    }
+    for (i, which) in [0u64, 1, 2].into_iter().enumerate() {
+        check(inj.syscall(nr::__NR_getitimer, &[which, s])?, "getitimer", pid)?;
+        let b = inj.read_scratch(32)?;
+        core.timers[i] = (u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3));
+    }
+    check(inj.syscall(nr::__NR_prctl, &[PR_GET_CHILD_SUBREAPER, s])?, "PR_GET_CHILD_SUBREAPER", pid)?;
+    core.child_subreaper = inj.read_scratch(4)? != [0; 4];
+    let dumpable = check(inj.syscall(nr::__NR_prctl, &[PR_GET_DUMPABLE])?, "PR_GET_DUMPABLE", pid)? as i32;
+    let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
+    inj.finish()?;
+    Ok(ProcessState { core, brk, dumpable })
+}
+
+/// One thread's state; `leader` says whether its mask is the process's.
+pub fn thread_state(pid: i32, tid: i32, insn: u64) -> Result<Thread> {
+    let stat = procfs::stat(pid, tid)?;
+    let st = procfs::status(pid, tid)?;
+    if st.seccomp != 0 {
+        bail!("task {tid} of process {pid} runs under seccomp (mode {}): not supported yet", st.seccomp);
+    }
+    let blk_sigset = regs::sigmask(tid)?;
+    let mut inj = Injector::new(tid, insn)?;
+    let s = inj.scratch();
+    check(inj.syscall(nr::__NR_sigaltstack, &[0, s])?, "sigaltstack", tid)?;
+    let b = inj.read_scratch(24)?;
+    let sas = (u64_at(&b, 0), u64_at(&b, 2), u64_at(&b, 1) as u32);
+    check(inj.syscall(nr::__NR_prctl, &[PR_GET_TID_ADDRESS, s])?, "PR_GET_TID_ADDRESS", tid)?;
+    let clear_tid_addr = u64_at(&inj.read_scratch(8)?, 0);
+    check(inj.syscall(nr::__NR_prctl, &[PR_GET_PDEATHSIG, s])?, "PR_GET_PDEATHSIG", tid)?;
+    let pdeath_sig = u32::from_ne_bytes(inj.read_scratch(4)?.try_into().expect("4 bytes"));
+    let secbits = check(inj.syscall(nr::__NR_prctl, &[PR_GET_SECUREBITS])?, "PR_GET_SECUREBITS", tid)? as u32;
+    inj.finish()?;
+
+    let mut r = regs::gpregs(tid)?;
+    regs::restart_syscall(&mut r);
+    let (futex_rla, futex_rla_len) = robust_list(tid)?;
+    let comm = procfs::read_string(pid, &format!("task/{tid}/comm"))?.trim_end_matches('\n').to_string();
+    Ok(Thread {
+        tid,
+        regs: r,
+        fpu: regs::fpregs(tid)?,
+        tls: regs::tls(tid)?,
+        clear_tid_addr,
+        futex_rla,
+        futex_rla_len,
+        sched_nice: stat.nice,
+        sched_policy: stat.policy,
+        sched_prio: stat.rt_priority,
+        blk_sigset,
+        sas,
+        pdeath_sig,
+        signals_p: regs::pending(tid, false)?,
+        creds: Creds {
+            uids: st.uids,
+            gids: st.gids,
+            cap_inh: st.cap_inh,
+            cap_prm: st.cap_prm,
+            cap_eff: st.cap_eff,
+            cap_bnd: st.cap_bnd,
+            cap_amb: st.cap_amb,
+            secbits,
+            groups: st.groups,
+            no_new_privs: st.no_new_privs,
+        },
+        comm,
+        rseq: regs::rseq(tid)?,
+    })
+}
+
+/// The robust futex list head, asked from outside.
+fn robust_list(tid: i32) -> Result<(u64, u32)> {
+    let mut head = 0u64;
+    let mut len = 0usize;
+    // SAFETY: get_robust_list writes one pointer and one size_t to the
+    // addresses given, both ours.
+    let r = unsafe { nix::libc::syscall(nix::libc::SYS_get_robust_list, tid, &mut head as *mut u64, &mut len) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("get_robust_list of task {tid}"));
+    }
+    Ok((head, len as u32))
+}
