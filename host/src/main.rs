@@ -29,6 +29,27 @@ enum Cmd {
         #[arg(long)]
         no_cache: bool,
     },
+    /// Checkpoint the process tree rooted at PID into CRIU images in DIR.
+    Dump {
+        /// The root of the tree.
+        #[arg(short = 't', long = "tree")]
+        pid: i32,
+        /// The image directory (created if missing).
+        #[arg(short = 'D', long = "images-dir")]
+        dir: PathBuf,
+        /// Let the tree run on after the dump instead of killing it.
+        #[arg(long)]
+        leave_running: bool,
+        /// The root may be a shell job (not a session leader).
+        #[arg(long)]
+        shell_job: bool,
+        /// Log file (default: stderr).
+        #[arg(short = 'o', long = "log-file")]
+        log: Option<PathBuf>,
+        /// Log level, 0 to 4.
+        #[arg(short = 'v', default_value_t = 0)]
+        verbosity: u32,
+    },
     /// Inspect or export the restorer blob built into this binary.
     Blob {
         #[command(subcommand)]
@@ -73,6 +94,12 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 print!("{}", k.report());
             }
+            Ok(())
+        }
+        Cmd::Dump { pid, dir, leave_running, shell_job, log, verbosity } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let opts = revenant::dump::DumpOptions { leave_running, shell_job, verbosity, log };
+            revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
             Ok(())
         }
         Cmd::Blob { command: BlobCmd::Info { json } } => {
