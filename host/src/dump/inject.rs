@@ -130,12 +130,10 @@ impl Injector {
         set_sigmask(tid, self.saved_mask)?;
         ptrace::interrupt(t).with_context(|| format!("task {tid}: interrupting again"))?;
         ptrace::cont(t, None).with_context(|| format!("task {tid}: resuming into the interrupt"))?;
-        loop {
-            match waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("task {tid}: waiting to stop"))? {
-                WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => return Ok(()),
-                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => bail!("task {tid} died after injection"),
-                other => bail!("task {tid}: unexpected {other:?} while stopping after injection"),
-            }
+        match waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("task {tid}: waiting to stop"))? {
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => Ok(()),
+            WaitStatus::Exited(..) | WaitStatus::Signaled(..) => bail!("task {tid} died after injection"),
+            other => bail!("task {tid}: unexpected {other:?} while stopping after injection"),
         }
     }
 }

@@ -41,17 +41,21 @@ pub struct DumpOptions {
     pub log: Option<PathBuf>,
 }
 
-/// What a dump did.
-#[derive(Debug, Clone)]
-pub struct Summary {
-    pub processes: usize,
-    pub threads: usize,
-    pub pages_written: u64,
+/// What a dump wrote, and how long the tree stood still.
+#[derive(Debug)]
+pub struct Dumped {
+    pub tree: Tree,
     pub frozen_for: std::time::Duration,
 }
 
+impl Dumped {
+    pub fn pages_written(&self) -> u64 {
+        self.tree.procs.iter().flat_map(|p| &p.pagemap).map(|r| r.nr_pages).sum()
+    }
+}
+
 /// Dumps the tree rooted at `pid` into `dir` (which must exist).
-pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Summary> {
+pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     if !cfg!(target_arch = "x86_64") {
         bail!("dump works on x86_64 only for now");
     }
@@ -60,22 +64,26 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Summary> {
     check_namespaces(pid)?;
     let frozen = Frozen::freeze(pid)?;
     log.line(1, &format!("froze {} processes in {:?}", frozen.procs.len(), t0.elapsed()));
-    let tree = collect(&frozen, dir, opts, &mut log)?;
-    write_images(&tree, dir)?;
-    let frozen_for = t0.elapsed();
-    let summary = Summary {
-        processes: tree.procs.len(),
-        threads: tree.procs.iter().map(|p| p.threads.len()).sum(),
-        pages_written: tree.procs.iter().flat_map(|p| &p.pagemap).map(|r| r.nr_pages).sum(),
-        frozen_for,
+    let tree = match collect(&frozen, dir, opts, &mut log).and_then(|t| write_images(&t, dir).map(|()| t)) {
+        Ok(t) => t,
+        Err(e) => {
+            remove_partial(dir);
+            // Dropping `frozen` resumes the tree.
+            return Err(e);
+        }
     };
+    let frozen_for = t0.elapsed();
     if opts.leave_running {
         frozen.release()?;
     } else {
         frozen.kill();
     }
-    log.line(1, &format!("dump done: {summary:?}"));
-    Ok(summary)
+    let d = Dumped { tree, frozen_for };
+    log.line(
+        1,
+        &format!("dump done: {} processes, {} pages, frozen for {frozen_for:?}", d.tree.procs.len(), d.pages_written()),
+    );
+    Ok(d)
 }
 
 /// Reads everything of the frozen tree; writes the pages images as it goes
@@ -260,6 +268,17 @@ fn check_namespaces(pid: i32) -> Result<()> {
 /// so a dump that stops half-way never leaves a set that looks complete.
 pub(crate) fn tmp_name(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.part"))
+}
+
+fn remove_partial(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with('.') && n.ends_with(".part") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Renames the temporary images into place; `inventory.img` last, since a

@@ -1,0 +1,245 @@
+//! `revenant dump` of live C programs (`dumpees/`), each showing one
+//! behaviour: the images' contents, and that the program runs on unchanged
+//! with --leave-running (or is gone without it). x86_64 only: ptrace does not
+//! exist under qemu-user.
+
+#![cfg(target_arch = "x86_64")]
+
+#[path = "dump_support.rs"]
+mod support;
+
+use revenant::dump::files::{FileKind, fd_type};
+use revenant::dump::model::{Process, Tree};
+use revenant::dump::{DumpOptions, dump};
+use support::{Dumpee, image_dir};
+
+const NR_READ: i64 = 0;
+const NR_PAUSE: i64 = 34;
+const NR_NANOSLEEP: i64 = 35;
+const NR_CLOCK_NANOSLEEP: i64 = 230;
+const NR_RESTART_SYSCALL: i64 = 219;
+
+fn leave_running() -> DumpOptions {
+    DumpOptions { leave_running: true, ..DumpOptions::default() }
+}
+
+fn dump_ok(d: &Dumpee, test: &str, opts: &DumpOptions) -> (Tree, std::path::PathBuf) {
+    let dir = image_dir(test);
+    let out = dump(d.pid(), &dir, opts).unwrap_or_else(|e| panic!("dump of {}: {e:#}", d.pid()));
+    (out.tree, dir)
+}
+
+/// The file entry with this id.
+fn file(t: &Tree, id: u32) -> &FileKind {
+    &t.files.entries.iter().find(|e| e.id == id).expect("file id").kind
+}
+
+fn reg_name(t: &Tree, id: u32) -> String {
+    match file(t, id) {
+        FileKind::Reg(r) => r.name.clone(),
+        other => panic!("file {id} is {other:?}"),
+    }
+}
+
+/// A thread stopped in a read() the kernel will restart: the dump shows it
+/// about to issue read() again.
+fn assert_rewound_read(p: &Process, tid: i32) {
+    let t = p.threads.iter().find(|t| t.tid == tid).unwrap();
+    assert_eq!(t.regs.orig_rax, NR_READ as u64);
+    assert_eq!(t.regs.rax, NR_READ as u64, "rax should be the syscall number again");
+    let insn = revenant::dump::memory::read_bytes(p.pid, t.regs.rip, 2).unwrap();
+    assert_eq!(insn, [0x0f, 0x05], "rip should point at the syscall instruction");
+}
+
+#[test]
+fn single_threaded_process_runs_on_after_leave_running() {
+    let mut d = Dumpee::start("single", &["1024"]);
+    d.expect("ready");
+    d.wait_in_syscall(&[NR_READ]);
+    let (t, dir) = dump_ok(&d, "single", &leave_running());
+    assert_eq!(d.ping(), "pong 1 ok=1");
+
+    assert_eq!(t.procs.len(), 1);
+    let p = &t.procs[0];
+    assert_eq!((p.pid, p.ppid, p.sid, p.pgid), (d.pid(), 0, d.pid(), d.pid()));
+    assert_eq!(p.threads.len(), 1);
+    assert_rewound_read(p, d.pid());
+    assert!(reg_name(&t, p.mm.exe_file_id).ends_with("/single"));
+    assert_eq!(p.task.sigactions.len(), 62);
+    assert_eq!(p.task.rlimits.len(), 16);
+    assert!(p.mm.brk >= p.mm.start_brk && p.mm.start_code < p.mm.end_code);
+    assert_eq!(p.mm.auxv[p.mm.auxv.len() - 2..], [0, 0]);
+
+    // The 1 MiB heap pattern is in the pages image, in pagemap order.
+    let pages = std::fs::read(dir.join("pages-1.img")).unwrap();
+    let total: u64 = p.pagemap.iter().map(|r| r.nr_pages).sum();
+    assert_eq!(pages.len() as u64, total * 4096);
+    assert!(total >= 256, "{total} pages");
+    let word = |i: usize| u64::from_ne_bytes(pages[i * 8..i * 8 + 8].try_into().unwrap());
+    let k = 0x9E37_79B9_7F4A_7C15u64;
+    let hit = (0..pages.len() / 8 - 1).find(|&i| word(i) == k && word(i + 1) == k.wrapping_mul(2));
+    let first = hit.expect("the heap pattern is not in pages-1.img");
+    assert!((0..1000).all(|j| word(first - 1 + j) == (j as u64).wrapping_mul(k)));
+    // vvar and vsyscall never have pages; the vDSO does.
+    let vdso = p.vmas.iter().find(|v| v.vma.name == "[vdso]").unwrap();
+    assert!(p.pagemap.iter().any(|r| r.vaddr == vdso.vma.start));
+    for v in p.vmas.iter().filter(|v| v.vma.name.starts_with("[vvar") || v.vma.name == "[vsyscall]") {
+        assert!(!p.pagemap.iter().any(|r| r.vaddr >= v.vma.start && r.vaddr < v.vma.end));
+    }
+}
+
+#[test]
+fn without_leave_running_the_tree_is_killed() {
+    let mut d = Dumpee::start("single", &["64"]);
+    d.expect("ready");
+    dump_ok(&d, "killed", &DumpOptions::default());
+    let st = d.child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(9), "{st:?}");
+}
+
+#[test]
+fn threads_each_have_their_state() {
+    let mut d = Dumpee::start("threads", &[]);
+    d.expect("ready");
+    let pid = d.pid();
+    // All four threads exist and block in read() (the waiters have set
+    // their masks by then).
+    d.wait_threads_in_syscall(4, &[NR_READ]);
+    let (t, _) = dump_ok(&d, "threads", &leave_running());
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    let p = &t.procs[0];
+    assert_eq!(p.threads.len(), 4);
+    assert_eq!(p.threads[0].tid, pid);
+    // Each waiter blocked its own real-time signal; glibc's SIGRTMIN is 34.
+    let mut masks: Vec<u64> = p.threads[1..].iter().map(|t| t.blk_sigset).collect();
+    masks.sort_unstable();
+    for (i, m) in masks.iter().enumerate() {
+        let bit = 1u64 << (34 + i as u32);
+        assert!(m & bit != 0, "thread mask {m:#x} lacks signal {}", 35 + i);
+    }
+    // Threads have their own TLS, stacks and tid addresses.
+    let mut fs: Vec<u64> = p.threads.iter().map(|t| t.regs.fs_base).collect();
+    fs.dedup();
+    assert_eq!(fs.len(), 4);
+    assert!(p.threads.iter().all(|t| t.clear_tid_addr != 0 && t.futex_rla != 0));
+}
+
+#[test]
+fn a_child_is_dumped_with_its_parent() {
+    let mut d = Dumpee::start("child", &[]);
+    let child: i32 = d.expect("child").split_whitespace().nth(1).unwrap().parse().unwrap();
+    d.expect("ready");
+    let (t, _) = dump_ok(&d, "child", &leave_running());
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    assert_eq!(t.procs.len(), 2);
+    assert_eq!((t.procs[1].pid, t.procs[1].ppid), (child, d.pid()));
+    assert_eq!(t.procs[1].sid, d.pid());
+    assert_ne!(t.procs[0].kobj_id, t.procs[1].kobj_id);
+    assert_eq!(t.procs[1].pages_id, 2);
+    // The inherited stdout is one open file for both.
+    let fd1 = |p: &Process| p.fds.iter().find(|f| f.fd == 1).unwrap().id;
+    assert_eq!(fd1(&t.procs[0]), fd1(&t.procs[1]));
+    assert!(std::path::Path::new(&format!("/proc/{child}")).exists());
+    let sc = std::fs::read_to_string(format!("/proc/{child}/syscall")).unwrap();
+    assert!(sc.starts_with(&format!("{NR_PAUSE} ")) || sc.starts_with("running"), "{sc}");
+}
+
+#[test]
+fn regular_files_with_positions_and_shared_descriptions() {
+    let dir = image_dir("files-data");
+    let data = dir.join("data");
+    std::fs::write(&data, b"0123456789").unwrap();
+    let mut d = Dumpee::start("files", &[data.to_str().unwrap()]);
+    d.expect("ready");
+    let (t, _) = dump_ok(&d, "files", &leave_running());
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    let p = &t.procs[0];
+    let fd = |n: u32| *p.fds.iter().find(|f| f.fd == n).unwrap_or_else(|| panic!("fd {n}"));
+    let (f3, f10, f7) = (fd(3), fd(10), fd(7));
+    assert_eq!(f3.id, f10.id, "dup'd fds share one open file");
+    assert_eq!((f3.kind, f3.cloexec, f7.cloexec), (fd_type::REG, false, true));
+    match file(&t, f3.id) {
+        FileKind::Reg(r) => {
+            assert_eq!(r.name, data.to_str().unwrap());
+            assert_eq!((r.pos, r.size, r.flags & 3), (5, Some(10), 2 /* O_RDWR */));
+        }
+        other => panic!("{other:?}"),
+    }
+    match file(&t, f7.id) {
+        FileKind::Reg(r) => assert_eq!((r.name.as_str(), r.size, r.flags & 3), ("/dev/null", None, 0)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(reg_name(&t, p.root_id), "/");
+    assert_eq!(reg_name(&t, p.cwd_id), std::env::current_dir().unwrap().to_str().unwrap());
+}
+
+#[test]
+fn a_pipe_and_its_buffered_data() {
+    let mut d = Dumpee::start("pipe", &[]);
+    d.expect("ready");
+    let (t, _) = dump_ok(&d, "pipe", &leave_running());
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    let p = &t.procs[0];
+    let pipe_of = |n: u32| {
+        let f = p.fds.iter().find(|f| f.fd == n).unwrap();
+        assert_eq!(f.kind, fd_type::PIPE);
+        match file(&t, f.id) {
+            FileKind::Pipe(x) => x.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (r, w) = (pipe_of(3), pipe_of(4));
+    assert_eq!(r.pipe_id, w.pipe_id);
+    assert_eq!((r.flags & 3, w.flags & 3), (0, 1));
+    let data = t.files.pipe_data.iter().find(|x| x.pipe_id == r.pipe_id).expect("pipe data");
+    assert_eq!(data.data, b"buffered");
+}
+
+#[test]
+fn a_process_in_nanosleep_gets_eintr_and_keeps_its_signal_state() {
+    let d = Dumpee::start("sleeper", &[]);
+    d.expect("ready");
+    d.wait_in_syscall(&[NR_NANOSLEEP, NR_CLOCK_NANOSLEEP, NR_RESTART_SYSCALL]);
+    let (t, _) = dump_ok(&d, "sleeper", &leave_running());
+    let p = &t.procs[0];
+    let r = &p.threads[0].regs;
+    // Either the sleep was interrupted (restart block: -EINTR, which the
+    // program's loop handles) or the thread was between calls.
+    if [NR_NANOSLEEP, NR_CLOCK_NANOSLEEP].contains(&(r.orig_rax as i64)) {
+        assert_eq!(r.rax as i64, -4, "{r:x?}");
+    }
+    // Signals 1..=64 without SIGKILL (9) and SIGSTOP (19): SIGUSR1 (10) is
+    // the ninth entry.
+    let usr1 = p.task.sigactions[8];
+    assert_ne!(usr1.handler, 0);
+    const SA_ONSTACK: u64 = 0x0800_0000;
+    const SA_RESTART: u64 = 0x1000_0000;
+    assert_eq!(usr1.flags & (SA_ONSTACK | SA_RESTART), SA_ONSTACK | SA_RESTART);
+    assert_eq!(p.task.blk_sigset, 1 << (12 - 1), "SIGUSR2 blocked");
+    assert_eq!(p.threads[0].sas.1, 65536);
+    // It carries on ticking.
+    let n: u64 = d.expect("tick").split_whitespace().nth(1).unwrap().parse().unwrap();
+    let m: u64 = d.expect("tick").split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert_eq!(m, n + 1);
+}
+
+#[test]
+fn a_failed_dump_leaves_the_process_running_and_names_the_fd() {
+    let mut d = Dumpee::start("socket", &[]);
+    d.expect("ready");
+    d.wait_in_syscall(&[NR_READ]);
+    let dir = image_dir("socket");
+    let err = format!("{:#}", dump(d.pid(), &dir, &leave_running()).unwrap_err());
+    assert!(err.contains("fd 3") && err.contains("socket"), "{err}");
+    // Nothing that looks like images was left behind.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    // Untraced, still in its read, and answering.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    assert!(status.contains("TracerPid:\t0\n"), "{status}");
+    d.wait_in_syscall(&[NR_READ]);
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    // And it can be failed again the same way (nothing stuck half-done).
+    assert!(dump(d.pid(), &dir, &leave_running()).is_err());
+    assert_eq!(d.ping(), "pong 2 ok=1");
+}
