@@ -1,0 +1,105 @@
+//! The magic numbers at the start of each image file.
+
+/// Every ordinary image starts with this, then its own magic.
+pub const COMMON: u32 = 0x5456_4319;
+/// Service images (stats) start with this instead.
+pub const SERVICE: u32 = 0x5510_5940;
+
+/// Image kinds this crate reads and writes, with their magics and the
+/// names crit prints for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Inventory,
+    Pstree,
+    Core,
+    Ids,
+    Mm,
+    Pagemap,
+    Files,
+    Fdinfo,
+    Fs,
+    Seccomp,
+    Timens,
+    Stats,
+    IpcVar,
+    IpcnsShm,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 14] = [
+        Kind::Inventory,
+        Kind::Pstree,
+        Kind::Core,
+        Kind::Ids,
+        Kind::Mm,
+        Kind::Pagemap,
+        Kind::Files,
+        Kind::Fdinfo,
+        Kind::Fs,
+        Kind::Seccomp,
+        Kind::Timens,
+        Kind::Stats,
+        Kind::IpcVar,
+        Kind::IpcnsShm,
+    ];
+
+    /// The magic after [`COMMON`] (or alone, for the inventory).
+    pub fn magic(self) -> u32 {
+        match self {
+            Kind::Inventory => 0x5831_3116,
+            Kind::Pstree => 0x5027_3030,
+            Kind::Core => 0x5505_3847,
+            Kind::Ids => 0x5443_2030,
+            Kind::Mm => 0x5749_2820,
+            Kind::Pagemap => 0x5608_4025,
+            Kind::Files => 0x5630_3138,
+            Kind::Fdinfo => 0x5621_3732,
+            Kind::Fs => 0x5140_3912,
+            Kind::Seccomp => 0x6441_3049,
+            Kind::Timens => 0x4311_4433,
+            Kind::Stats => 0x5709_3306,
+            Kind::IpcVar => 0x5311_5007,
+            Kind::IpcnsShm => 0x4628_3044,
+        }
+    }
+
+    /// The first word of the file.
+    pub fn lead(self) -> Option<u32> {
+        match self {
+            Kind::Inventory => None,
+            Kind::Stats => Some(SERVICE),
+            _ => Some(COMMON),
+        }
+    }
+
+    /// The name crit prints as "magic".
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Inventory => "INVENTORY",
+            Kind::Pstree => "PSTREE",
+            Kind::Core => "CORE",
+            Kind::Ids => "IDS",
+            Kind::Mm => "MM",
+            Kind::Pagemap => "PAGEMAP",
+            Kind::Files => "FILES",
+            Kind::Fdinfo => "FDINFO",
+            Kind::Fs => "FS",
+            Kind::Seccomp => "SECCOMP",
+            Kind::Timens => "TIMENS",
+            Kind::Stats => "STATS",
+            Kind::IpcVar => "IPC_VAR",
+            Kind::IpcnsShm => "IPCNS_SHM",
+        }
+    }
+
+    /// Recognises a file by its first eight bytes.
+    pub fn from_header(head: &[u8]) -> Option<Kind> {
+        let word = |i: usize| head.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let first = word(0)?;
+        if first == Kind::Inventory.magic() {
+            return Some(Kind::Inventory);
+        }
+        let second = word(4)?;
+        Kind::ALL.into_iter().find(|k| k.lead() == Some(first) && k.magic() == second)
+    }
+}
