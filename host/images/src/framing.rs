@@ -44,7 +44,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next entry, decoded.
-    pub fn next<M: prost::Message + Default>(&mut self) -> Result<Option<M>> {
+    pub fn decode_next<M: prost::Message + Default>(&mut self) -> Result<Option<M>> {
         let index = self.index;
         match self.next_raw()? {
             None => Ok(None),
@@ -55,7 +55,7 @@ impl<'a> Reader<'a> {
     /// All remaining entries, decoded.
     pub fn all<M: prost::Message + Default>(&mut self) -> Result<Vec<M>> {
         let mut v = Vec::new();
-        while let Some(m) = self.next()? {
+        while let Some(m) = self.decode_next()? {
             v.push(m);
         }
         Ok(v)

@@ -89,7 +89,7 @@ impl ImageSet {
             let pm_name = format!("pagemap-{pid}.img");
             let data = read(dir, &pm_name)?;
             let mut r = Reader::new(&data).with_context(|| pm_name.clone())?;
-            let pagemap_head: PagemapHead = r.next()?.with_context(|| format!("{pm_name}: no head entry"))?;
+            let pagemap_head: PagemapHead = r.decode_next()?.with_context(|| format!("{pm_name}: no head entry"))?;
             let pagemap: Vec<PagemapEntry> = r.all().with_context(|| pm_name.clone())?;
             let fs: FsEntry = one(dir, &format!("fs-{pid}.img"))?;
             let fdinfo = format!("fdinfo-{}.img", ids.files_id);

@@ -34,7 +34,7 @@ fn crit(set: &Path, file: &str) -> serde_json::Value {
 fn round_trip<M: prost::Message + Default>(data: &[u8]) {
     let mut r = Reader::new(data).unwrap();
     let mut w = Writer::new(r.kind);
-    while let Some(m) = r.next::<M>().unwrap() {
+    while let Some(m) = r.decode_next::<M>().unwrap() {
         w.push(&m);
     }
     assert_same(w.bytes(), data);
@@ -66,7 +66,7 @@ fn restore_critical_images_re_encode_byte_for_byte() {
                 Kind::Pagemap => {
                     let mut r = Reader::new(&data).unwrap();
                     let mut w = Writer::new(Kind::Pagemap);
-                    w.push(&r.next::<PagemapHead>().unwrap().unwrap());
+                    w.push(&r.decode_next::<PagemapHead>().unwrap().unwrap());
                     for e in r.all::<PagemapEntry>().unwrap() {
                         w.push(&e);
                     }
@@ -164,7 +164,7 @@ fn validation_names_file_entry_and_field() {
     // Overlapping VMAs.
     let mm_path = dir.join("mm-10562.img");
     let data = std::fs::read(&mm_path).unwrap();
-    let mut mm: MmEntry = Reader::new(&data).unwrap().next().unwrap().unwrap();
+    let mut mm: MmEntry = Reader::new(&data).unwrap().decode_next().unwrap().unwrap();
     mm.vmas[2].start = mm.vmas[1].start;
     Writer::new(Kind::Mm).push(&mm).write(&mm_path).unwrap();
     let err = format!("{:#}", ImageSet::load(&dir).unwrap().validate("x86_64").unwrap_err());
