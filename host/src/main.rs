@@ -49,6 +49,43 @@ enum Cmd {
         /// Log level, 0 to 4.
         #[arg(short = 'v', default_value_t = 0)]
         verbosity: u32,
+        /// Write only the pages images (benchmarks, until the image layer
+        /// can write the rest).
+        #[arg(long, hide = true)]
+        pages_only: bool,
+    },
+    /// Restore the process tree checkpointed in DIR.
+    Restore {
+        /// The image directory (never written to).
+        #[arg(short = 'D', long = "images-dir")]
+        dir: PathBuf,
+        /// Return once the tree runs instead of waiting for it to exit.
+        #[arg(short = 'd', long = "restore-detached")]
+        detach: bool,
+        /// Write the root's PID to this file.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+        /// Write the restore log to this file.
+        #[arg(short = 'o', long = "log-file")]
+        log: Option<PathBuf>,
+        /// Log level, 0 to 4 (accepted for CRIU compatibility).
+        #[arg(short = 'v', default_value_t = 0)]
+        verbosity: u32,
+        /// The tree was a job of a shell: keep it in this session.
+        #[arg(long)]
+        shell_job: bool,
+        /// Always proxy to this kernel's vDSO, even when the dumped one matches.
+        #[arg(long)]
+        vdso_proxy: bool,
+        /// CPU compatibility check: "fpu" (default) refuses images that used
+        /// vector state this CPU lacks; "none" skips it.
+        #[arg(long, default_value = "fpu", value_parser = ["fpu", "none"])]
+        cpu_cap: String,
+    },
+    /// Print a checkpoint directory or one image file.
+    Show {
+        /// An image file or a checkpoint directory.
+        path: PathBuf,
     },
     /// Inspect or export the restorer blob built into this binary.
     Blob {
@@ -96,10 +133,25 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Dump { pid, dir, leave_running, shell_job, log, verbosity } => {
+        Cmd::Dump { pid, dir, leave_running, shell_job, log, verbosity, pages_only } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let opts = revenant::dump::DumpOptions { leave_running, shell_job, verbosity, log };
+            let opts = revenant::dump::DumpOptions { leave_running, shell_job, verbosity, log, pages_only };
             revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
+            Ok(())
+        }
+        Cmd::Restore { dir, detach, pidfile, log, verbosity: _, shell_job, vdso_proxy, cpu_cap } => {
+            let skip_cpu_check = cpu_cap == "none";
+            let opts = revenant::restore::Options {
+                plan: revenant::restore::from_images::PlanOptions { shell_job, vdso_proxy, skip_cpu_check },
+                detach,
+                pidfile,
+                log_file: log,
+            };
+            let code = revenant::restore::run(&dir, &opts)?;
+            std::process::exit(code)
+        }
+        Cmd::Show { path } => {
+            print!("{}", revenant_images::show(&path)?);
             Ok(())
         }
         Cmd::Blob { command: BlobCmd::Info { json } } => {

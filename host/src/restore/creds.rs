@@ -55,11 +55,24 @@ pub fn plan(p: &ProcessPlan) -> Result<CredsPlan> {
         bail!("PID {}: some threads have credentials in the images and some do not", p.pid);
     }
     let me = own()?;
+    let same = wanted.iter().all(|c| {
+        [c.uid, c.euid, c.suid, c.fsuid] == me.uids
+            && [c.gid, c.egid, c.sgid, c.fsgid] == me.gids
+            && c.cap_prm == me.prm
+            && c.cap_eff == me.eff
+            && c.cap_bnd == me.bnd
+            && c.cap_amb == 0
+            && c.no_new_privs == 0
+    });
     let mut groups = p.groups.clone();
     groups.sort_unstable();
     let mut my_groups = me.groups.clone();
     my_groups.sort_unstable();
     let set_groups = groups != my_groups;
+    // Nothing to change: inheriting ours is exact and needs no privilege.
+    if same && !set_groups {
+        return Ok(CredsPlan::default());
+    }
     let has = |cap: u32| me.eff & (1 << cap) != 0;
     let missing = |cap: u32, name: &str, why: &str| -> Result<()> {
         if has(cap) { Ok(()) } else { bail!("PID {}: {why} needs {name}, which this process lacks", p.pid) }

@@ -6,6 +6,7 @@ mod child;
 pub mod convert;
 mod creds;
 mod frame;
+pub mod from_images;
 pub(crate) mod layout;
 pub mod plan;
 pub mod regs;
@@ -32,5 +33,49 @@ fn describe_exit(code: i32) -> String {
     match ExitCode::from_code(code) {
         Some(c) => format!("the restorer blob failed with exit code {code}: {}", c.describe()),
         None => format!("exited with code {code} during the restore"),
+    }
+}
+
+/// What `revenant restore` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub plan: from_images::PlanOptions,
+    /// Return once the tree runs instead of waiting for it.
+    pub detach: bool,
+    /// Write the root PID here.
+    pub pidfile: Option<std::path::PathBuf>,
+    /// Write the restore log here (it never goes into the image directory
+    /// unless asked to).
+    pub log_file: Option<std::path::PathBuf>,
+}
+
+/// Restores the checkpoint in `dir`. With `detach`, returns 0 once the
+/// tree runs; otherwise waits and returns the root's exit status (128 +
+/// signal if a signal ended it).
+pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let plans = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
+    let mut roots = Vec::new();
+    let mut log = String::new();
+    for p in &plans {
+        let r = restore_process(p)?;
+        log += &r.log;
+        roots.push(r.pid);
+    }
+    if let Some(path) = &opts.log_file {
+        std::fs::write(path, &log).with_context(|| format!("writing the restore log {}", path.display()))?;
+    }
+    let root = roots[0];
+    if let Some(path) = &opts.pidfile {
+        std::fs::write(path, format!("{root}\n")).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    use nix::sys::wait::{WaitStatus, waitpid};
+    match waitpid(nix::unistd::Pid::from_raw(root), None).with_context(|| format!("waiting for {root}"))? {
+        WaitStatus::Exited(_, code) => Ok(code),
+        WaitStatus::Signaled(_, sig, _) => Ok(128 + sig as i32),
+        other => anyhow::bail!("restored process {root} ended oddly: {other:?}"),
     }
 }

@@ -17,7 +17,7 @@ use revenant_arch::frame::{FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2, SW_BYTES_OFFSET};
 const XFD_FEATURES: u64 = (1 << 17) | (1 << 18);
 
 /// The user features the OS enabled (XCR0).
-fn xcr0() -> u64 {
+pub fn xcr0() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: xgetbv(0) only reads XCR0; every x86_64 CPU Linux enables
     // XSAVE on supports it (checked by the CPUID leaf being non-zero).

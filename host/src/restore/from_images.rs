@@ -1,0 +1,417 @@
+//! From a loaded checkpoint to restore plans. Everything that can be wrong
+//! with the images or with this machine (missing or changed files, a PID in
+//! use, features not supported yet) is found here, before any process
+//! exists, and named with the image file, entry and field.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::libc;
+use revenant_blob_abi::{Creds, ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
+use revenant_images::messages::*;
+use revenant_images::{ImageSet, Process};
+
+use super::convert::{self, vma_status as vs};
+use super::plan::{AltStack, Backing, FdPlan, ProcessPlan, Rseq, Session, ThreadPlan, VmaPlan};
+use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
+
+/// Options that change the plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// The tree was started from a shell: it stays in the restoring
+    /// session instead of getting its own.
+    pub shell_job: bool,
+    /// Proxy to the runtime vDSO even when it matches.
+    pub vdso_proxy: bool,
+    /// Skip the check that this CPU has the vector state the dumped threads
+    /// were using (CRIU's `--cpu-cap none`).
+    pub skip_cpu_check: bool,
+}
+
+/// Refuses images whose threads held vector state (AVX-512, AMX, ...) this
+/// CPU cannot hold: such a program was chosen code paths (glibc's IFUNCs
+/// among them) that would die here with SIGILL at their next use.
+fn check_cpu(p: &ProcessPlan) -> Result<()> {
+    cfg_select! {
+        target_arch = "x86_64" => {
+            let here = super::xsave::xcr0();
+            for t in &p.threads {
+                if let Some(Fpu::X86(f)) = &t.fpu {
+                    let missing = f.xstate_bv & !here;
+                    if missing != 0 {
+                        bail!(
+                            "core-{}.img: entry 0: thread_info.fpregs.xsave.xstate_bv {:#x}: the dumped CPU had vector \
+                             state (XSAVE features {missing:#x}) this CPU lacks (it has {here:#x}); the program would die \
+                             with SIGILL. Restore on a CPU with those features (--cpu-cap none skips this check)",
+                            t.tid,
+                            f.xstate_bv
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => {
+            let _ = p;
+            Ok(())
+        }
+    }
+}
+
+/// Plans the restore of every process in `set`.
+pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<Vec<ProcessPlan>> {
+    set.validate(revenant_arch::NAME)?;
+    if set.processes.len() > 1 {
+        bail!(
+            "pstree.img: {} processes; restoring process trees is not supported yet (one process at a time)",
+            set.processes.len()
+        );
+    }
+    let plans: Vec<ProcessPlan> = set.processes.iter().map(|p| process(set, p, opts)).collect::<Result<_>>()?;
+    if !opts.skip_cpu_check {
+        plans.iter().try_for_each(check_cpu)?;
+    }
+    Ok(plans)
+}
+
+fn reg<'a>(set: &'a ImageSet, id: u32, what: &str) -> Result<&'a RegFileEntry> {
+    let f = set.file(id).with_context(|| format!("files.img: no entry with id {id} ({what})"))?;
+    f.reg.as_ref().with_context(|| format!("files.img: entry id {id} ({what}) is not a file opened by path"))
+}
+
+/// Refuses a file whose size differs from the dump's, as a changed binary
+/// or library would crash the restored program.
+fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
+    let Some(size) = r.size else { return Ok(()) };
+    let meta = std::fs::metadata(&r.name)
+        .with_context(|| format!("files.img: entry id {} ({what}): {} is missing", r.id, r.name))?;
+    if meta.is_file() && meta.size() != size {
+        bail!("files.img: entry id {} ({what}): {} has {} bytes, but {size} when dumped", r.id, r.name, meta.size());
+    }
+    Ok(())
+}
+
+fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPlan> {
+    let pid = p.pstree.pid as i32;
+    let leader = &p.threads[0].core;
+    let tc = leader.tc.as_ref().context("core: no task core")?;
+    let core_name = format!("core-{pid}.img");
+    if tc.task_state != 1 {
+        bail!("{core_name}: entry 0: tc.task_state {}: only live tasks can be restored yet", tc.task_state);
+    }
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        bail!("pstree.img: PID {pid} is in use (by {}): stop it or restore elsewhere", comm.trim());
+    }
+    let session = if opts.shell_job {
+        Session::Inherit
+    } else if p.pstree.sid == p.pstree.pid {
+        Session::Leader
+    } else if p.pstree.pgid == p.pstree.pid {
+        Session::GroupLeader
+    } else {
+        bail!(
+            "pstree.img: PID {pid} belonged to session {} led by another process; restore it with --shell-job",
+            p.pstree.sid
+        );
+    };
+    let mut comm = [0u8; 16];
+    let n = tc.comm.len().min(15);
+    comm[..n].copy_from_slice(&tc.comm.as_bytes()[..n]);
+
+    let exe = if p.mm.exe_file_id != 0 {
+        let r = reg(set, p.mm.exe_file_id, "the executable")?;
+        check_size(r, "the executable")?;
+        Some(PathBuf::from(&r.name))
+    } else {
+        None
+    };
+    let cwd = PathBuf::from(&reg(set, p.fs.cwd_id, "the cwd")?.name);
+    let root = PathBuf::from(&reg(set, p.fs.root_id, "the root")?.name);
+
+    let fdinfo = format!("fdinfo-{}.img", p.ids.files_id);
+    let mut fds = Vec::new();
+    for (i, f) in p.fds.iter().enumerate() {
+        let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
+        let ty = FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
+        let Some(r) = &entry.reg else {
+            bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
+        };
+        check_size(r, &format!("fd {}", f.fd))?;
+        let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+        fds.push(FdPlan {
+            fd: f.fd as i32,
+            path: PathBuf::from(&r.name),
+            flags,
+            pos: r.pos,
+            cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
+        });
+    }
+
+    let mm_name = format!("mm-{pid}.img");
+    let mut vmas = Vec::new();
+    for (j, v) in p.mm.vmas.iter().enumerate() {
+        let s = v.status;
+        let backing = if s & vs::VSYSCALL != 0 {
+            Backing::Vsyscall
+        } else if s & vs::REGULAR == 0 {
+            continue;
+        } else if s & vs::VDSO != 0 {
+            Backing::Vdso
+        } else if s & vs::VVAR != 0 {
+            Backing::Vvar
+        } else if s & (vs::SYSVIPC | vs::SOCKET | vs::AIORING | vs::MEMFD) != 0 || s & (1 << 15) != 0 {
+            bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
+        } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
+            let r = reg(set, v.shmid as u32, &format!("{mm_name} vmas[{j}]"))?;
+            check_size(r, &format!("mapped at {:#x}", v.start))?;
+            let open_flags = v.fdflags.map(|f| f as i32).unwrap_or(libc::O_RDONLY) & libc::O_ACCMODE;
+            Backing::File { path: PathBuf::from(&r.name), open_flags }
+        } else {
+            Backing::Anon
+        };
+        vmas.push(VmaPlan {
+            start: v.start,
+            end: v.end,
+            prot: v.prot,
+            flags: v.flags,
+            pgoff: v.pgoff,
+            madv: v.madv.unwrap_or(0),
+            backing,
+        });
+    }
+    let entries: Vec<(u64, u64, u32)> =
+        p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(convert::pe::PRESENT))).collect();
+    let page_runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
+
+    let mm = &p.mm;
+    let sigactions = tc
+        .sigactions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            Some(SigAction {
+                signo: convert::sigaction_signo(i)?,
+                pad: 0,
+                handler: s.sigaction,
+                flags: s.flags,
+                restorer: s.restorer,
+                mask: s.mask,
+            })
+        })
+        .collect();
+    let rlimits = tc
+        .rlimits
+        .iter()
+        .flat_map(|r| r.rlimits.iter().enumerate())
+        .map(|(i, r)| Rlimit { resource: i as u32, pad: 0, cur: r.cur, max: r.max })
+        .collect();
+    let itimers = tc
+        .timers
+        .iter()
+        .flat_map(|t| [(0, &t.real), (1, &t.virt), (2, &t.prof)])
+        .filter(|(_, t)| t.vsec != 0 || t.vusec != 0)
+        .map(|(which, t)| ITimer {
+            which,
+            pad: 0,
+            interval_sec: t.isec,
+            interval_usec: t.iusec,
+            value_sec: t.vsec,
+            value_usec: t.vusec,
+        })
+        .collect();
+    let mut signals = queued(tc.signals_s.as_ref(), 0);
+    let mut threads = Vec::new();
+    for t in &p.threads {
+        let th = thread(t.tid, &t.core, tc)?;
+        if let Some(tcore) = &t.core.thread_core {
+            signals.extend(queued(tcore.signals_p.as_ref(), t.tid));
+        }
+        threads.push(th);
+    }
+    let groups =
+        leader.thread_core.as_ref().and_then(|t| t.creds.as_ref()).map(|c| c.groups.clone()).unwrap_or_default();
+
+    Ok(ProcessPlan {
+        pid,
+        session,
+        comm,
+        exe,
+        cwd,
+        root,
+        umask: p.fs.umask.unwrap_or(0o022),
+        fds,
+        vmas,
+        pages: p.pages.clone(),
+        page_runs,
+        mm: MmMap {
+            start_code: mm.mm_start_code,
+            end_code: mm.mm_end_code,
+            start_data: mm.mm_start_data,
+            end_data: mm.mm_end_data,
+            start_brk: mm.mm_start_brk,
+            brk: mm.mm_brk,
+            start_stack: mm.mm_start_stack,
+            arg_start: mm.mm_arg_start,
+            arg_end: mm.mm_arg_end,
+            env_start: mm.mm_env_start,
+            env_end: mm.mm_env_end,
+        },
+        auxv: mm.mm_saved_auxv.clone(),
+        sigactions,
+        rlimits,
+        itimers,
+        signals,
+        threads,
+        vdso_proxy: opts.vdso_proxy,
+        groups,
+    })
+}
+
+fn queued(q: Option<&SignalQueueEntry>, tid: u32) -> Vec<QueuedSignal> {
+    q.iter()
+        .flat_map(|q| &q.signals)
+        .filter(|s| s.siginfo.len() >= 4)
+        .map(|s| {
+            let mut info = [0u8; 128];
+            let n = s.siginfo.len().min(128);
+            info[..n].copy_from_slice(&s.siginfo[..n]);
+            QueuedSignal { tid, signo: u32::from_le_bytes([info[0], info[1], info[2], info[3]]), info }
+        })
+        .collect()
+}
+
+fn caps(words: &[u32]) -> u64 {
+    words.first().copied().unwrap_or(0) as u64 | (words.get(1).copied().unwrap_or(0) as u64) << 32
+}
+
+fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry) -> Result<ThreadPlan> {
+    let name = format!("core-{tid}.img");
+    let tcore = core.thread_core.as_ref().with_context(|| format!("{name}: entry 0: no thread_core"))?;
+    let (regs, fpu, clear_tid_addr) = if let Some(ti) = &core.thread_info {
+        let g = &ti.gpregs;
+        if g.mode.unwrap_or(1) != 1 {
+            bail!("{name}: entry 0: thread_info.gpregs.mode: 32-bit (compat) tasks are not supported");
+        }
+        let regs = Regs::X86_64(X86Regs {
+            r15: g.r15,
+            r14: g.r14,
+            r13: g.r13,
+            r12: g.r12,
+            bp: g.bp,
+            bx: g.bx,
+            r11: g.r11,
+            r10: g.r10,
+            r9: g.r9,
+            r8: g.r8,
+            ax: g.ax,
+            cx: g.cx,
+            dx: g.dx,
+            si: g.si,
+            di: g.di,
+            orig_ax: g.orig_ax,
+            ip: g.ip,
+            cs: g.cs,
+            flags: g.flags,
+            sp: g.sp,
+            ss: g.ss,
+            fs_base: g.fs_base,
+            gs_base: g.gs_base,
+        });
+        let f = &ti.fpregs;
+        let legacy = convert::fxsave_area(
+            f.cwd,
+            f.swd,
+            f.twd,
+            f.fop,
+            f.rip,
+            f.rdp,
+            f.mxcsr,
+            f.mxcsr_mask,
+            &f.st_space,
+            &f.xmm_space,
+        )
+        .with_context(|| format!("{name}: entry 0: thread_info.fpregs"))?;
+        let (bv, comps) = match &f.xsave {
+            Some(x) => (
+                x.xstate_bv,
+                vec![
+                    (2, convert::words_le(&x.ymmh_space, 4)),
+                    (3, convert::words_le(&x.bndreg_state, 8)),
+                    (4, convert::words_le(&x.bndcsr_state, 8)),
+                    (5, convert::words_le(&x.opmask_reg, 8)),
+                    (6, convert::words_le(&x.zmm_upper, 8)),
+                    (7, convert::words_le(&x.hi16_zmm, 8)),
+                    (9, convert::words_le(&x.pkru, 4)),
+                ],
+            ),
+            None => (0b11, vec![]),
+        };
+        (regs, Fpu::X86(Box::new(convert::x86_fpu(legacy, bv, comps))), ti.clear_tid_addr)
+    } else if let Some(ti) = &core.ti_arm {
+        let g = &ti.gpregs;
+        let r = [g.r0, g.r1, g.r2, g.r3, g.r4, g.r5, g.r6, g.r7, g.r8, g.r9, g.r10, g.fp, g.ip, g.sp, g.lr, g.pc];
+        let mut fpregs = [0u64; 32];
+        for (d, s) in fpregs.iter_mut().zip(&ti.fpstate.vfp_regs) {
+            *d = *s;
+        }
+        let vfp = ArmVfp {
+            fpregs,
+            fpscr: ti.fpstate.fpscr,
+            fpexc: ti.fpstate.fpexc,
+            fpinst: ti.fpstate.fpinst,
+            fpinst2: ti.fpstate.fpinst2,
+        };
+        let regs = Regs::Arm(ArmRegs { r, cpsr: g.cpsr, orig_r0: g.orig_r0, tls: ti.tls });
+        (regs, Fpu::ArmVfp(Box::new(vfp)), ti.clear_tid_addr)
+    } else {
+        bail!("{name}: entry 0: no register set");
+    };
+    let sigmask = tcore.blk_sigset.unwrap_or(tc.blk_sigset);
+    let altstack = tcore
+        .sas
+        .as_ref()
+        .map(|s| AltStack { sp: s.ss_sp, flags: s.ss_flags as i32, size: s.ss_size })
+        .unwrap_or(AltStack { sp: 0, flags: 2, size: 0 });
+    let creds = tcore.creds.as_ref().map(|c| Creds {
+        uid: c.uid,
+        euid: c.euid,
+        suid: c.suid,
+        fsuid: c.fsuid,
+        gid: c.gid,
+        egid: c.egid,
+        sgid: c.sgid,
+        fsgid: c.fsgid,
+        cap_inh: caps(&c.cap_inh),
+        cap_prm: caps(&c.cap_prm),
+        cap_eff: caps(&c.cap_eff),
+        cap_bnd: caps(&c.cap_bnd),
+        cap_amb: caps(&c.cap_amb),
+        secbits: c.secbits,
+        no_new_privs: c.no_new_privs.unwrap_or(0),
+    });
+    Ok(ThreadPlan {
+        tid: tid as i32,
+        regs,
+        fpu: Some(fpu),
+        sigmask,
+        altstack,
+        clear_tid_addr,
+        robust_list: tcore.futex_rla,
+        robust_list_len: tcore.futex_rla_len as u64,
+        rseq: tcore.rseq_entry.as_ref().filter(|r| r.rseq_abi_pointer != 0).map(|r| Rseq {
+            ptr: r.rseq_abi_pointer,
+            len: r.rseq_abi_size,
+            sig: r.signature,
+        }),
+        pdeath_sig: tcore.pdeath_sig.unwrap_or(0),
+        creds,
+    })
+}
+
+/// Loads `dir` and plans its restore.
+pub fn plan_dir(dir: &Path, opts: &PlanOptions) -> Result<Vec<ProcessPlan>> {
+    let set = ImageSet::load(dir)?;
+    plans(&set, opts)
+}
