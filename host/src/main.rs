@@ -133,12 +133,15 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        #[cfg(target_arch = "x86_64")]
         Cmd::Dump { pid, dir, leave_running, shell_job, log, verbosity, pages_only } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let opts = revenant::dump::DumpOptions { leave_running, shell_job, verbosity, log, pages_only };
             revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
             Ok(())
         }
+        #[cfg(not(target_arch = "x86_64"))]
+        Cmd::Dump { .. } => bail!("revenant dump works on x86_64 only so far"),
         Cmd::Restore { dir, detach, pidfile, log, verbosity: _, shell_job, vdso_proxy, cpu_cap } => {
             let skip_cpu_check = cpu_cap == "none";
             let opts = revenant::restore::Options {
