@@ -1,21 +1,366 @@
-//! Writing the tree as CRIU images.
-//!
-//! Not yet possible: the message definitions and framing belong to the
-//! image layer (`revenant-images`, issue 3), which has no writer yet. The
-//! [`Tree`](super::model::Tree) mirrors the messages field by field so the
-//! conversion is mechanical once it does.
+//! Writing the tree as CRIU images, through the image layer's messages and
+//! framing. Every file goes under a temporary name first; the caller
+//! renames them all into place once everything is written.
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
+use revenant_images::messages::*;
+use revenant_images::{Kind, Writer};
 
-use super::model::Tree;
+use super::files::FileKind;
+use super::model::{Process, Thread, Tree};
+use super::tmp_name;
+use crate::restore::regs::X86Fpu;
 
 /// Writes every image but the pages under temporary names; returns the
 /// final names.
-pub fn write(_tree: &Tree, _dir: &Path) -> Result<Vec<String>> {
-    bail!(
-        "writing inventory, pstree, core, mm, pagemap, files and the other images needs the image layer's \
-         message writer (revenant-images, issue 3), which does not exist yet; nothing was dumped"
-    )
+pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    let mut put = |name: String, w: &Writer| -> Result<()> {
+        w.write(&tmp_name(dir, &name))?;
+        names.push(name);
+        Ok(())
+    };
+    let root = &tree.procs[0];
+    put(
+        "inventory.img".into(),
+        Writer::new(Kind::Inventory).push(&InventoryEntry {
+            img_version: 2,
+            fdinfo_per_id: Some(true),
+            root_ids: Some(ids(root)),
+            ns_per_id: Some(true),
+            root_cg_set: None,
+            lsmtype: Some(0),
+            dump_uptime: None,
+            pre_dump_mode: None,
+            tcp_close: None,
+            network_lock_method: None,
+        }),
+    )?;
+    let mut pstree = Writer::new(Kind::Pstree);
+    for p in &tree.procs {
+        pstree.push(&PstreeEntry {
+            pid: p.pid as u32,
+            ppid: p.ppid as u32,
+            pgid: p.pgid as u32,
+            sid: p.sid as u32,
+            threads: p.threads.iter().map(|t| t.tid as u32).collect(),
+        });
+    }
+    put("pstree.img".into(), &pstree)?;
+
+    for p in &tree.procs {
+        for (i, t) in p.threads.iter().enumerate() {
+            put(format!("core-{}.img", t.tid), Writer::new(Kind::Core).push(&core(p, t, i == 0)))?;
+        }
+        put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p)))?;
+        put(format!("mm-{}.img", p.pid), Writer::new(Kind::Mm).push(&mm(p)))?;
+        let mut pm = Writer::new(Kind::Pagemap);
+        pm.push(&PagemapHead { pages_id: p.pages_id });
+        for r in &p.pagemap {
+            pm.push(&PagemapEntry {
+                vaddr: r.vaddr,
+                compat_nr_pages: 0,
+                in_parent: None,
+                flags: Some(r.flags),
+                nr_pages: Some(r.nr_pages),
+            });
+        }
+        put(format!("pagemap-{}.img", p.pid), &pm)?;
+        put(
+            format!("fs-{}.img", p.pid),
+            Writer::new(Kind::Fs).push(&FsEntry { cwd_id: p.cwd_id, root_id: p.root_id, umask: Some(p.umask) }),
+        )?;
+        let mut fdinfo = Writer::new(Kind::Fdinfo);
+        for f in &p.fds {
+            fdinfo.push(&FdinfoEntry {
+                id: f.id,
+                flags: f.cloexec as u32,
+                r#type: f.kind as i32,
+                fd: f.fd,
+                xattr_security_selinux: None,
+            });
+        }
+        put(format!("fdinfo-{}.img", p.kobj_id), &fdinfo)?;
+    }
+
+    let mut files = Writer::new(Kind::Files);
+    let fown = FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
+    for e in &tree.files.entries {
+        let entry = match &e.kind {
+            FileKind::Reg(r) => FileEntry {
+                r#type: FdType::Reg as i32,
+                id: e.id,
+                reg: Some(RegFileEntry {
+                    id: e.id,
+                    flags: r.flags,
+                    pos: r.pos,
+                    fown: fown.clone(),
+                    name: r.name.clone(),
+                    mnt_id: None,
+                    size: r.size,
+                    ext: None,
+                    mode: Some(r.mode),
+                    build_id: vec![],
+                }),
+                pipe: None,
+            },
+            FileKind::Pipe(pp) => FileEntry {
+                r#type: FdType::Pipe as i32,
+                id: e.id,
+                reg: None,
+                pipe: Some(PipeEntry { id: e.id, pipe_id: pp.pipe_id, flags: pp.flags, fown: fown.clone() }),
+            },
+        };
+        files.push(&entry);
+    }
+    put("files.img".into(), &files)?;
+
+    let ts = |(s, ns): (i64, i64)| Timespec { tv_sec: s as u64, tv_nsec: ns as u64 };
+    put(
+        "timens-0.img".into(),
+        Writer::new(Kind::Timens).push(&TimensEntry { monotonic: ts(tree.monotonic), boottime: ts(tree.boottime) }),
+    )?;
+    Ok(names)
+}
+
+fn ids(p: &Process) -> TaskKobjIdsEntry {
+    TaskKobjIdsEntry {
+        vm_id: p.kobj_id,
+        files_id: p.kobj_id,
+        fs_id: p.kobj_id,
+        sighand_id: p.kobj_id,
+        pid_ns_id: None,
+        net_ns_id: None,
+        ipc_ns_id: None,
+        uts_ns_id: None,
+        mnt_ns_id: None,
+        user_ns_id: None,
+        cgroup_ns_id: None,
+        time_ns_id: None,
+    }
+}
+
+fn mm(p: &Process) -> MmEntry {
+    let m = &p.mm;
+    MmEntry {
+        mm_start_code: m.start_code,
+        mm_end_code: m.end_code,
+        mm_start_data: m.start_data,
+        mm_end_data: m.end_data,
+        mm_start_stack: m.start_stack,
+        mm_start_brk: m.start_brk,
+        mm_brk: m.brk,
+        mm_arg_start: m.arg_start,
+        mm_arg_end: m.arg_end,
+        mm_env_start: m.env_start,
+        mm_env_end: m.env_end,
+        exe_file_id: m.exe_file_id,
+        mm_saved_auxv: m.auxv.clone(),
+        vmas: p
+            .vmas
+            .iter()
+            .map(|v| VmaEntry {
+                start: v.vma.start,
+                end: v.vma.end,
+                pgoff: v.vma.pgoff,
+                shmid: v.shmid,
+                prot: v.vma.prot,
+                flags: v.vma.flags,
+                status: v.vma.status,
+                fd: -1,
+                madv: (v.vma.madv != 0).then_some(v.vma.madv),
+                fdflags: v.fdflags,
+            })
+            .collect(),
+        dumpable: Some(m.dumpable),
+        aios: vec![],
+        thp_disabled: Some(m.thp_disabled),
+    }
+}
+
+fn u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn u64s(bytes: &[u8]) -> Vec<u64> {
+    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+}
+
+fn fpregs(f: &X86Fpu) -> UserX86FpregsEntry {
+    let l = &f.legacy;
+    let u16_at = |i: usize| u16::from_le_bytes([l[i], l[i + 1]]) as u32;
+    let comp = |n: u32| f.components.iter().find(|(i, _)| *i == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+    UserX86FpregsEntry {
+        cwd: u16_at(0),
+        swd: u16_at(2),
+        twd: u16_at(4),
+        fop: u16_at(6),
+        rip: u64s(&l[8..16])[0],
+        rdp: u64s(&l[16..24])[0],
+        mxcsr: u32s(&l[24..28])[0],
+        mxcsr_mask: u32s(&l[28..32])[0],
+        st_space: u32s(&l[32..160]),
+        xmm_space: u32s(&l[160..416]),
+        padding: vec![],
+        xsave: Some(UserX86XsaveEntry {
+            xstate_bv: f.xstate_bv,
+            ymmh_space: u32s(comp(2)),
+            bndreg_state: u64s(comp(3)),
+            bndcsr_state: u64s(comp(4)),
+            opmask_reg: u64s(comp(5)),
+            zmm_upper: u64s(comp(6)),
+            hi16_zmm: u64s(comp(7)),
+            pkru: u32s(comp(9)),
+            cet: None,
+        }),
+    }
+}
+
+fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
+    let r = &t.regs;
+    let gpregs = UserX86RegsEntry {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.rbp,
+        bx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.rax,
+        cx: r.rcx,
+        dx: r.rdx,
+        si: r.rsi,
+        di: r.rdi,
+        orig_ax: r.orig_rax,
+        ip: r.rip,
+        cs: r.cs,
+        flags: r.eflags,
+        sp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+        mode: Some(1),
+    };
+    let tls = t
+        .tls
+        .iter()
+        .map(|d| UserDescT {
+            entry_number: d.entry_number,
+            base_addr: d.base_addr,
+            limit: d.limit,
+            seg_32bit: d.seg_32bit(),
+            contents_h: d.contents() & 2 != 0,
+            contents_l: d.contents() & 1 != 0,
+            read_exec_only: d.read_exec_only(),
+            limit_in_pages: d.limit_in_pages(),
+            seg_not_present: d.seg_not_present(),
+            usable: d.bits & (1 << 6) != 0,
+        })
+        .collect();
+    let signals = |v: &[Vec<u8>]| {
+        (!v.is_empty())
+            .then(|| SignalQueueEntry { signals: v.iter().map(|s| SiginfoEntry { siginfo: s.clone() }).collect() })
+    };
+    let c = &t.creds;
+    let words = |v: u64| vec![v as u32, (v >> 32) as u32];
+    let tc = leader.then(|| {
+        let task = &p.task;
+        let itimer = |(isec, iusec, vsec, vusec): (u64, u64, u64, u64)| ItimerEntry { isec, iusec, vsec, vusec };
+        TaskCoreEntry {
+            task_state: 1,
+            exit_code: 0,
+            personality: task.personality,
+            flags: task.flags,
+            blk_sigset: task.blk_sigset,
+            comm: task.comm.clone(),
+            timers: Some(TaskTimersEntry {
+                real: itimer(task.timers[0]),
+                virt: itimer(task.timers[1]),
+                prof: itimer(task.timers[2]),
+                posix: vec![],
+            }),
+            rlimits: Some(TaskRlimitsEntry {
+                rlimits: task.rlimits.iter().map(|&(cur, max)| RlimitEntry { cur, max }).collect(),
+            }),
+            cg_set: None,
+            signals_s: signals(&task.signals_s),
+            loginuid: Some(task.loginuid),
+            oom_score_adj: Some(task.oom_score_adj),
+            sigactions: task
+                .sigactions
+                .iter()
+                .map(|a| SaEntry {
+                    sigaction: a.handler,
+                    flags: a.flags,
+                    restorer: a.restorer,
+                    mask: a.mask,
+                    compat_sigaction: Some(false),
+                    mask_extended: None,
+                })
+                .collect(),
+            child_subreaper: Some(task.child_subreaper),
+            blk_sigset_extended: None,
+            stop_signo: None,
+            membarrier_registration_mask: None,
+        }
+    });
+    CoreEntry {
+        mtype: Mtype::X8664 as i32,
+        thread_info: Some(ThreadInfoX86 { clear_tid_addr: t.clear_tid_addr, gpregs, fpregs: fpregs(&t.fpu), tls }),
+        tc,
+        ids: None,
+        thread_core: Some(ThreadCoreEntry {
+            futex_rla: t.futex_rla,
+            futex_rla_len: t.futex_rla_len,
+            sched_nice: Some(t.sched_nice),
+            sched_policy: Some(t.sched_policy),
+            sched_prio: Some(t.sched_prio),
+            blk_sigset: Some(t.blk_sigset),
+            sas: Some(ThreadSasEntry { ss_sp: t.sas.0, ss_size: t.sas.1, ss_flags: t.sas.2 }),
+            pdeath_sig: Some(t.pdeath_sig),
+            signals_p: signals(&t.signals_p),
+            creds: Some(CredsEntry {
+                uid: c.uids[0],
+                gid: c.gids[0],
+                euid: c.uids[1],
+                egid: c.gids[1],
+                suid: c.uids[2],
+                sgid: c.gids[2],
+                fsuid: c.uids[3],
+                fsgid: c.gids[3],
+                cap_inh: words(c.cap_inh),
+                cap_prm: words(c.cap_prm),
+                cap_eff: words(c.cap_eff),
+                cap_bnd: words(c.cap_bnd),
+                secbits: c.secbits,
+                groups: c.groups.clone(),
+                lsm_profile: None,
+                lsm_sockcreate: None,
+                apparmor_data: None,
+                no_new_privs: Some(c.no_new_privs),
+                cap_amb: words(c.cap_amb),
+            }),
+            seccomp_mode: None,
+            seccomp_filter: None,
+            comm: Some(t.comm.clone()),
+            blk_sigset_extended: None,
+            rseq_entry: t.rseq.map(|(ptr, len, sig)| RseqEntry {
+                rseq_abi_pointer: ptr,
+                rseq_abi_size: len,
+                signature: sig,
+                rseq_cs_pointer: None,
+            }),
+            cg_set: None,
+        }),
+        ti_arm: None,
+    }
 }
