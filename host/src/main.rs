@@ -18,8 +18,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Show what revenant does, on a built-in example.
+    /// Show what revenant does: checkpoint a running counter, kill it,
+    /// restore it, watch it carry on.
     Demo,
+    /// The counter `demo` checkpoints (not for direct use).
+    #[command(hide = true)]
+    DemoChild { out: PathBuf },
     /// Probe what this kernel lets revenant do (cached per boot).
     Check {
         /// Print the probes as JSON.
@@ -123,7 +127,15 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        #[cfg(target_arch = "x86_64")]
+        Cmd::Demo => revenant::demo::run(),
+        // Without dump (ARM), show the part that runs everywhere.
+        #[cfg(not(target_arch = "x86_64"))]
         Cmd::Demo => selftest(7),
+        #[cfg(target_arch = "x86_64")]
+        Cmd::DemoChild { out } => revenant::demo::child(&out),
+        #[cfg(not(target_arch = "x86_64"))]
+        Cmd::DemoChild { .. } => bail!("the demo counter runs on x86_64 only"),
         Cmd::Check { json, no_cache } => {
             let k = if no_cache { Kerndat::probe()? } else { Kerndat::get()? };
             if json {

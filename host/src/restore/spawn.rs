@@ -43,17 +43,28 @@ fn service_fds(p: &ProcessPlan) -> ServiceFds {
             _ => -1,
         })
         .collect();
-    let exe = if p.exe.is_some() { base + 3 } else { -1 };
+    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 3 } else { -1 };
     let mut all: Vec<i32> = (base + 2..next).filter(|&fd| fd != base + 3 || exe >= 0).collect();
     // The log goes last: the blob closes these in order.
     all.extend([base + 1, base]);
     ServiceFds { log: base, sync: base + 1, pages: base + 2, exe, vma, all }
 }
 
+/// Whether `path` is this program's own executable. The task inherits
+/// that one already, and the kernel refuses to replace an exe link with
+/// itself while the file is mapped (EBUSY).
+fn is_own_exe(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(path), std::fs::metadata("/proc/self/exe")) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<ChildPlan> {
     let mut service =
         vec![Open { path: cpath(&p.pages)?, flags: libc::O_RDONLY, fd: fds.pages, pos: 0, cloexec: true }];
-    if let Some(exe) = &p.exe {
+    if let (Some(exe), true) = (&p.exe, fds.exe >= 0) {
         service.push(Open { path: cpath(exe)?, flags: libc::O_RDONLY, fd: fds.exe, pos: 0, cloexec: true });
     }
     for (v, &fd) in p.vmas.iter().zip(&fds.vma) {
