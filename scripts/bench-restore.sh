@@ -31,7 +31,15 @@ printf '%-8s %12s %12s %12s %12s\n' size dump_ms restore_ms dd_ms criu_ms
 for MIB in 1 256; do
     D="$WORK/img-$MIB"; mkdir -p "$D"
     OUT="$WORK/out-$MIB"
-    setsid "$WORK/bigmem" "$MIB" "$OUT" </dev/null >/dev/null 2>&1 &
+    # Only stdio (on /dev/null) may reach the dumpee: an inherited pipe
+    # (a jobserver's, say) is not restorable yet.
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done
+        exec setsid "$WORK/bigmem" "$MIB" "$OUT" </dev/null >/dev/null 2>&1
+    ) &
     PID=$!
     until [ -s "$OUT" ]; do sleep 0.02; done
     t0=$(date +%s%N); "$REV" dump -t "$PID" -D "$D"; t1=$(date +%s%N)
