@@ -11,6 +11,7 @@ mod support;
 use revenant::dump::files::{FileKind, fd_type};
 use revenant::dump::model::{Process, Tree};
 use revenant::dump::{DumpOptions, dump};
+use revenant_images::ImageSet;
 use support::{Dumpee, image_dir};
 
 const NR_READ: i64 = 0;
@@ -23,10 +24,47 @@ fn leave_running() -> DumpOptions {
     DumpOptions { leave_running: true, ..DumpOptions::default() }
 }
 
+/// Dumps, then reads the images back with the image layer, validates the
+/// set and checks it says what the dump found.
 fn dump_ok(d: &Dumpee, test: &str, opts: &DumpOptions) -> (Tree, std::path::PathBuf) {
     let dir = image_dir(test);
     let out = dump(d.pid(), &dir, opts).unwrap_or_else(|e| panic!("dump of {}: {e:#}", d.pid()));
+    if !opts.pages_only {
+        check_images(&out.tree, &dir);
+    }
     (out.tree, dir)
+}
+
+fn check_images(t: &Tree, dir: &std::path::Path) {
+    let set = ImageSet::load(dir).unwrap_or_else(|e| panic!("loading {}: {e:#}", dir.display()));
+    set.validate("x86_64").unwrap_or_else(|e| panic!("validating {}: {e:#}", dir.display()));
+    // No temporary files are left; the files CRIU's restore needs are there.
+    for e in std::fs::read_dir(dir).unwrap() {
+        let n = e.unwrap().file_name().into_string().unwrap();
+        assert!(!n.starts_with('.'), "left behind: {n}");
+    }
+    for n in ["inventory.img", "pstree.img", "files.img", "seccomp.img", "timens-0.img"] {
+        assert!(dir.join(n).exists(), "{n} missing");
+    }
+    assert_eq!(set.processes.len(), t.procs.len());
+    assert_eq!(set.files.len(), t.files.entries.len());
+    for (ip, p) in set.processes.iter().zip(&t.procs) {
+        assert_eq!((ip.pstree.pid, ip.pstree.ppid), (p.pid as u32, p.ppid as u32));
+        assert_eq!(ip.pstree.threads, p.threads.iter().map(|t| t.tid as u32).collect::<Vec<_>>());
+        assert_eq!(ip.mm.vmas.len(), p.vmas.len());
+        assert_eq!(ip.mm.exe_file_id, p.mm.exe_file_id);
+        assert_eq!(ip.pagemap.len(), p.pagemap.len());
+        assert_eq!(ip.fds.len(), p.fds.len());
+        let pages: u64 = ip.pagemap.iter().map(|e| e.nr_pages.unwrap_or(0)).sum();
+        assert_eq!(std::fs::metadata(&ip.pages).unwrap().len(), pages * 4096);
+        for (it, th) in ip.threads.iter().zip(&p.threads) {
+            let ti = it.core.thread_info.as_ref().expect("thread_info");
+            assert_eq!((ti.gpregs.ip, ti.gpregs.sp, ti.gpregs.ax), (th.regs.rip, th.regs.rsp, th.regs.rax));
+            assert_eq!(ti.fpregs.xsave.as_ref().map(|x| x.xstate_bv), Some(th.fpu.xstate_bv));
+        }
+        assert!(ip.threads[0].core.tc.is_some(), "the leader's core has the task core");
+        assert!(ip.threads[1..].iter().all(|t| t.core.tc.is_none()));
+    }
 }
 
 /// The file entry with this id.
@@ -178,8 +216,15 @@ fn regular_files_with_positions_and_shared_descriptions() {
 fn a_pipe_and_its_buffered_data() {
     let mut d = Dumpee::start("pipe", &[]);
     d.expect("ready");
-    let (t, _) = dump_ok(&d, "pipe", &leave_running());
+    // The images cannot carry buffered pipe data yet: a full dump refuses,
+    // naming the pipe, and leaves the program alone.
+    let err = dump(d.pid(), &image_dir("pipe-full"), &DumpOptions::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("8 bytes of buffered data"), "{err:#}");
     assert_eq!(d.ping(), "pong 1 ok=1");
+    // What the dump found, without the images.
+    let opts = DumpOptions { pages_only: true, ..leave_running() };
+    let (t, _) = dump_ok(&d, "pipe", &opts);
+    assert_eq!(d.ping(), "pong 2 ok=1");
     let p = &t.procs[0];
     let pipe_of = |n: u32| {
         let f = p.fds.iter().find(|f| f.fd == n).unwrap();
@@ -242,4 +287,21 @@ fn a_failed_dump_leaves_the_process_running_and_names_the_fd() {
     // And it can be failed again the same way (nothing stuck half-done).
     assert!(dump(d.pid(), &dir, &leave_running()).is_err());
     assert_eq!(d.ping(), "pong 2 ok=1");
+}
+
+#[test]
+fn a_dump_that_cannot_write_kills_nothing_and_releases_the_whole_tree() {
+    let mut d = Dumpee::start("child", &[]);
+    let child: i32 = d.expect("child").split_whitespace().nth(1).unwrap().parse().unwrap();
+    d.expect("ready");
+    // The image "directory" is a regular file: the first write fails.
+    let not_a_dir = image_dir("not-a-dir").join("file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let err = dump(d.pid(), &not_a_dir, &DumpOptions::default()).unwrap_err();
+    assert!(format!("{err:#}").contains("pages-1.img"), "{err:#}");
+    for pid in [d.pid(), child] {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(status.contains("TracerPid:\t0\n") && !status.contains("State:\tZ"), "{pid}: {status}");
+    }
+    assert_eq!(d.ping(), "pong 1 ok=1");
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
@@ -16,6 +16,15 @@ use crate::restore::regs::X86Fpu;
 /// Writes every image but the pages under temporary names; returns the
 /// final names.
 pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
+    // Never a silent loss: buffered pipe data needs pipes-data.img, which
+    // the image layer cannot write yet.
+    if let Some(d) = tree.files.pipe_data.first() {
+        bail!(
+            "pipe {} holds {} bytes of buffered data, which the images cannot carry yet (no pipes-data image)",
+            d.pipe_id,
+            d.data.len()
+        );
+    }
     let mut names = Vec::new();
     let mut put = |name: String, w: &Writer| -> Result<()> {
         w.write(&tmp_name(dir, &name))?;
@@ -28,7 +37,9 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
         Writer::new(Kind::Inventory).push(&InventoryEntry {
             img_version: 2,
             fdinfo_per_id: Some(true),
-            root_ids: Some(ids(root)),
+            // CRIU's own ids: 1 for each kernel object, and the
+            // namespaces it shares with the tree.
+            root_ids: Some(TaskKobjIdsEntry { vm_id: 1, files_id: 1, fs_id: 1, sighand_id: 1, ..ids(root) }),
             ns_per_id: Some(true),
             root_cg_set: None,
             lsmtype: Some(0),
@@ -117,6 +128,8 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
     }
     put("files.img".into(), &files)?;
 
+    put("seccomp.img".into(), Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: vec![] }))?;
+
     let ts = |(s, ns): (i64, i64)| Timespec { tv_sec: s as u64, tv_nsec: ns as u64 };
     put(
         "timens-0.img".into(),
@@ -131,14 +144,16 @@ fn ids(p: &Process) -> TaskKobjIdsEntry {
         files_id: p.kobj_id,
         fs_id: p.kobj_id,
         sighand_id: p.kobj_id,
-        pid_ns_id: None,
-        net_ns_id: None,
-        ipc_ns_id: None,
-        uts_ns_id: None,
-        mnt_ns_id: None,
-        user_ns_id: None,
-        cgroup_ns_id: None,
-        time_ns_id: None,
+        // The tree shares every namespace with the dumper (checked at the
+        // start); CRIU numbers them in this order.
+        pid_ns_id: Some(1),
+        net_ns_id: Some(2),
+        ipc_ns_id: Some(3),
+        uts_ns_id: Some(4),
+        mnt_ns_id: Some(6),
+        user_ns_id: Some(7),
+        cgroup_ns_id: Some(8),
+        time_ns_id: Some(5),
     }
 }
 
