@@ -166,7 +166,7 @@ fn run(cli: Cli) -> Result<()> {
             std::process::exit(code)
         }
         Cmd::Show { path } => {
-            print!("{}", revenant_images::show(&path)?);
+            print!("{}", revenant_images::show(&path, false)?);
             Ok(())
         }
         Cmd::Blob { command: BlobCmd::Info { json } } => {

@@ -1,17 +1,35 @@
-//! CRIU's image format: framing, message definitions, loading a checkpoint
-//! directory with validation, and printing images.
+//! CRIU's image format: framing, message definitions, whole image files,
+//! loading and writing a checkpoint directory with validation, and crit's
+//! JSON.
 //!
 //! The message definitions are our own, written from the format's facts
-//! (field numbers and types); what CRIU writes we read, and what we write
-//! CRIU reads.
+//! (field numbers and types). What CRIU writes we read and write back byte
+//! for byte, including fields we do not define; what we write CRIU reads.
+//!
+//! Entry points:
+//! - [`show`]: what `revenant show PATH [--json]` prints.
+//! - [`ImageSet::load`] / [`ImageSet::validate`] / [`ImageSet::write`]: a
+//!   whole checkpoint.
+//! - [`Image`]: one image file, typed ([`Image::read`], [`Image::write`],
+//!   [`Image::to_json`]).
+//! - [`Reader`] / [`Writer`]: entry-level framing, for writers that stream.
+//!
+//! The decoder is fuzzed by `fuzz/fuzz_targets/decode.rs` at the top of the
+//! repository; see host/images/README.md for how to run it.
 
 pub mod framing;
+pub mod image;
+pub mod json;
 pub mod magic;
 pub mod messages;
+pub mod proto;
 mod set;
 mod show;
+mod validate;
 
 pub use framing::{Reader, Writer};
+pub use image::Image;
 pub use magic::Kind;
-pub use set::{ImageSet, Process, Thread};
+pub use set::{ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, Thread};
 pub use show::show;
+pub use validate::{PAGE_SIZE, arch_of};

@@ -1,19 +1,24 @@
 //! The magic numbers at the start of each image file.
+//!
+//! Every image but the inventory starts with two little-endian words: a
+//! lead word ([`COMMON`], or [`SERVICE`] for service files such as stats)
+//! and the image kind's own magic. The inventory has its magic alone. Raw
+//! images (`pages-N.img`) have none.
 
-/// Every ordinary image starts with this, then its own magic.
+/// First word of every ordinary image.
 pub const COMMON: u32 = 0x5456_4319;
-/// Service images (stats) start with this instead.
+/// First word of service images (stats).
 pub const SERVICE: u32 = 0x5510_5940;
 
-/// Image kinds this crate reads and writes, with their magics and the
-/// names crit prints for them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Image kinds this crate reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Inventory,
     Pstree,
     Core,
     Ids,
     Mm,
+    /// Both `pagemap-PID.img` and `pagemap-shmem-ID.img`.
     Pagemap,
     Files,
     Fdinfo,
@@ -23,10 +28,12 @@ pub enum Kind {
     Stats,
     IpcVar,
     IpcnsShm,
+    PipesData,
+    FifoData,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 16] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -41,9 +48,12 @@ impl Kind {
         Kind::Stats,
         Kind::IpcVar,
         Kind::IpcnsShm,
+        Kind::PipesData,
+        Kind::FifoData,
     ];
 
-    /// The magic after [`COMMON`] (or alone, for the inventory).
+    /// The kind's own magic (the second word, or the only one for the
+    /// inventory).
     pub fn magic(self) -> u32 {
         match self {
             Kind::Inventory => 0x5831_3116,
@@ -60,16 +70,23 @@ impl Kind {
             Kind::Stats => 0x5709_3306,
             Kind::IpcVar => 0x5311_5007,
             Kind::IpcnsShm => 0x4628_3044,
+            Kind::PipesData => 0x5645_3709,
+            Kind::FifoData => 0x5933_3054,
         }
     }
 
-    /// The first word of the file.
+    /// The lead word, if the kind has one.
     pub fn lead(self) -> Option<u32> {
         match self {
             Kind::Inventory => None,
             Kind::Stats => Some(SERVICE),
             _ => Some(COMMON),
         }
+    }
+
+    /// Bytes of magic before the first entry.
+    pub fn header_len(self) -> usize {
+        if self.lead().is_some() { 8 } else { 4 }
     }
 
     /// The name crit prints as "magic".
@@ -89,6 +106,8 @@ impl Kind {
             Kind::Stats => "STATS",
             Kind::IpcVar => "IPC_VAR",
             Kind::IpcnsShm => "IPCNS_SHM",
+            Kind::PipesData => "PIPES_DATA",
+            Kind::FifoData => "FIFO_DATA",
         }
     }
 
@@ -101,5 +120,18 @@ impl Kind {
         }
         let second = word(4)?;
         Kind::ALL.into_iter().find(|k| k.lead() == Some(first) && k.magic() == second)
+    }
+
+    /// Why `head` is not an image this crate knows, for error messages.
+    pub fn describe_header(head: &[u8]) -> String {
+        let word = |i: usize| head.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        match (word(0), word(4)) {
+            (None, _) => format!("{} bytes: too short for a magic number", head.len()),
+            (Some(w), _) if w != COMMON && w != SERVICE => {
+                format!("magic {w:#010x} is not a CRIU image's (raw data such as a pages image has none)")
+            }
+            (Some(_), None) => "the second magic word is missing".to_string(),
+            (Some(_), Some(m)) => format!("magic {m:#010x} is not an image kind revenant knows"),
+        }
     }
 }

@@ -1,108 +1,195 @@
-//! A whole checkpoint directory, loaded and checked.
+//! A whole checkpoint directory, loaded into typed images, and written
+//! back.
 //!
-//! Loading parses every image a restore needs; [`ImageSet::validate`] then
-//! checks what the restore relies on. Every error names the file, the entry
-//! and the field.
+//! Loading parses every image a restore needs and fails, naming the file,
+//! entry and field, on any that is malformed; [`ImageSet::validate`]
+//! (validate.rs) then checks what the restore relies on across images.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::framing::Reader;
+use crate::image::{Image, file_name};
 use crate::messages::*;
 
-const PAGE: u64 = 4096;
-const PE_PRESENT: u32 = 4;
-const PE_PARENT: u32 = 1;
-const VMA_AREA_REGULAR: u32 = 1;
-const VMA_FILE_PRIVATE: u32 = 1 << 6;
-const VMA_FILE_SHARED: u32 = 1 << 7;
-
 /// One thread: its TID and its core image.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Thread {
     pub tid: u32,
     pub core: CoreEntry,
 }
 
 /// One process of the tree.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Process {
     pub pstree: PstreeEntry,
     pub ids: TaskKobjIdsEntry,
     pub mm: MmEntry,
     pub pagemap_head: PagemapHead,
     pub pagemap: Vec<PagemapEntry>,
-    /// `pages-N.img` for this process's pagemap.
+    /// `pages-N.img` for this process's pagemap (read where it is, never
+    /// loaded whole).
     pub pages: PathBuf,
     pub fs: FsEntry,
-    /// The fds of its files table (`fdinfo-N.img`, empty if absent).
+    /// The fds of its files table (`fdinfo-<files_id>.img`, empty if
+    /// absent).
     pub fds: Vec<FdinfoEntry>,
-    /// Leader first.
+    /// Leader first, in pstree order.
     pub threads: Vec<Thread>,
 }
 
+impl Process {
+    pub fn pid(&self) -> u32 {
+        self.pstree.pid
+    }
+
+    /// The leader's name, from its task core.
+    pub fn comm(&self) -> Option<&str> {
+        self.threads.first()?.core.tc.as_ref().map(|t| t.comm.as_str())
+    }
+}
+
+/// A SysV shared memory segment of an IPC namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShmSegment {
+    pub entry: IpcShmEntry,
+    /// Contents stored inline after the entry (empty when in a pagemap).
+    pub data: Vec<u8>,
+    /// Contents stored as pages: `pagemap-shmem-<id>.img` and its pages.
+    pub pages: Option<ShmPages>,
+}
+
+/// A segment's pagemap; runs' `vaddr` are offsets into the segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShmPages {
+    pub head: PagemapHead,
+    pub entries: Vec<PagemapEntry>,
+    /// `pages-N.img` for this pagemap.
+    pub pages: PathBuf,
+}
+
+/// An IPC namespace's images (`ipcns-var-N.img`, `ipcns-shm-N.img`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IpcNamespace {
+    pub id: u32,
+    pub var: Option<IpcVarEntry>,
+    pub shm: Vec<ShmSegment>,
+}
+
 /// A checkpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ImageSet {
     pub dir: PathBuf,
     pub inventory: InventoryEntry,
+    /// `files.img` (empty if absent).
     pub files: Vec<FileEntry>,
+    /// In pstree order: parents before children.
     pub processes: Vec<Process>,
+    /// `seccomp.img`, if present.
+    pub seccomp: Option<SeccompEntry>,
+    /// `timens-N.img` by N.
+    pub timens: BTreeMap<u32, TimensEntry>,
+    /// The IPC namespaces the tasks' ids name that have images.
+    pub ipc: Vec<IpcNamespace>,
 }
 
-/// Reads and frames one image file.
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>> {
-    let path = dir.join(name);
-    std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))
+/// Reads `name` in `dir`, which must be an image of `kind`.
+fn read(dir: &Path, name: &str) -> Result<Image> {
+    Image::read(&dir.join(name))
 }
 
-/// All entries of `name`, decoded as `M`.
-fn entries<M: prost::Message + Default>(dir: &Path, name: &str) -> Result<Vec<M>> {
-    let data = read(dir, name)?;
-    let mut r = Reader::new(&data).with_context(|| name.to_string())?;
-    r.all().with_context(|| name.to_string())
+fn read_opt(dir: &Path, name: &str) -> Result<Option<Image>> {
+    if dir.join(name).exists() { read(dir, name).map(Some) } else { Ok(None) }
 }
 
-/// Exactly one entry of `name`.
-fn one<M: prost::Message + Default>(dir: &Path, name: &str) -> Result<M> {
-    let mut v = entries::<M>(dir, name)?;
+fn wrong(name: &str, found: &Image, wanted: &str) -> anyhow::Error {
+    anyhow::anyhow!("{name}: a {} image where {wanted} image was expected", found.kind().name())
+}
+
+/// Exactly one entry.
+fn one<M>(name: &str, mut v: Vec<M>) -> Result<M> {
     match v.len() {
         1 => Ok(v.remove(0)),
         n => bail!("{name}: {n} entries, expected exactly one"),
     }
 }
 
+macro_rules! take {
+    ($dir:expr, $name:expr, $variant:ident, $what:literal) => {{
+        let name: &str = &$name;
+        match read($dir, name)? {
+            Image::$variant(v) => v,
+            other => return Err(wrong(name, &other, $what)),
+        }
+    }};
+}
+
+fn pagemap(dir: &Path, name: &str) -> Result<(PagemapHead, Vec<PagemapEntry>)> {
+    match read(dir, name)? {
+        Image::Pagemap(head, v) => Ok((head, v)),
+        other => Err(wrong(name, &other, "a PAGEMAP")),
+    }
+}
+
 impl ImageSet {
-    /// Loads the checkpoint in `dir` (validation is separate).
+    /// Loads the checkpoint in `dir`; [`ImageSet::validate`] checks it.
     pub fn load(dir: &Path) -> Result<ImageSet> {
-        let inventory: InventoryEntry = one(dir, "inventory.img")?;
-        let pstree: Vec<PstreeEntry> = entries(dir, "pstree.img")?;
-        let files: Vec<FileEntry> =
-            if dir.join("files.img").exists() { entries(dir, "files.img")? } else { Vec::new() };
+        Self::load_inner(dir).with_context(|| format!("loading the checkpoint in {}", dir.display()))
+    }
+
+    fn load_inner(dir: &Path) -> Result<ImageSet> {
+        let inventory = one("inventory.img", take!(dir, "inventory.img", Inventory, "an INVENTORY"))?;
+        let pstree = take!(dir, "pstree.img", Pstree, "a PSTREE");
+        if pstree.is_empty() {
+            bail!("pstree.img: no processes");
+        }
+        let files = match read_opt(dir, "files.img")? {
+            Some(Image::Files(v)) => v,
+            Some(other) => return Err(wrong("files.img", &other, "a FILES")),
+            None => Vec::new(),
+        };
         let mut processes = Vec::new();
         for p in pstree {
             let pid = p.pid;
-            let ids: TaskKobjIdsEntry = one(dir, &format!("ids-{pid}.img"))?;
-            let mm: MmEntry = one(dir, &format!("mm-{pid}.img"))?;
-            let pm_name = format!("pagemap-{pid}.img");
-            let data = read(dir, &pm_name)?;
-            let mut r = Reader::new(&data).with_context(|| pm_name.clone())?;
-            let pagemap_head: PagemapHead = r.decode_next()?.with_context(|| format!("{pm_name}: no head entry"))?;
-            let pagemap: Vec<PagemapEntry> = r.all().with_context(|| pm_name.clone())?;
-            let fs: FsEntry = one(dir, &format!("fs-{pid}.img"))?;
+            let ids = one(&format!("ids-{pid}.img"), take!(dir, format!("ids-{pid}.img"), Ids, "an IDS"))?;
+            let mm = one(&format!("mm-{pid}.img"), take!(dir, format!("mm-{pid}.img"), Mm, "an MM"))?;
+            let (pagemap_head, pagemap) = pagemap(dir, &format!("pagemap-{pid}.img"))?;
+            let fs = one(&format!("fs-{pid}.img"), take!(dir, format!("fs-{pid}.img"), Fs, "an FS"))?;
             let fdinfo = format!("fdinfo-{}.img", ids.files_id);
-            let fds = if dir.join(&fdinfo).exists() { entries(dir, &fdinfo)? } else { Vec::new() };
+            let fds = match read_opt(dir, &fdinfo)? {
+                Some(Image::Fdinfo(v)) => v,
+                Some(other) => return Err(wrong(&fdinfo, &other, "an FDINFO")),
+                None => Vec::new(),
+            };
             let mut threads = Vec::new();
             for &tid in &p.threads {
-                let core: CoreEntry = one(dir, &format!("core-{tid}.img"))?;
+                let name = format!("core-{tid}.img");
+                let core = one(&name, take!(dir, name, Core, "a CORE"))?;
                 threads.push(Thread { tid, core });
             }
             let pages = dir.join(format!("pages-{}.img", pagemap_head.pages_id));
             processes.push(Process { pstree: p, ids, mm, pagemap_head, pagemap, pages, fs, fds, threads });
         }
-        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes })
+        let seccomp = match read_opt(dir, "seccomp.img")? {
+            Some(Image::Seccomp(v)) => Some(one("seccomp.img", v)?),
+            Some(other) => return Err(wrong("seccomp.img", &other, "a SECCOMP")),
+            None => None,
+        };
+        let mut timens = BTreeMap::new();
+        for (n, name) in numbered(dir, "timens-")? {
+            timens.insert(n, one(&name, take!(dir, name, Timens, "a TIMENS"))?);
+        }
+        let mut ipc = Vec::new();
+        let mut ns_ids: Vec<u32> = processes.iter().filter_map(|p| p.ids.ipc_ns_id).collect();
+        ns_ids.sort_unstable();
+        ns_ids.dedup();
+        for id in ns_ids {
+            if let Some(ns) = load_ipc(dir, id)? {
+                ipc.push(ns);
+            }
+        }
+        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes, seccomp, timens, ipc })
     }
 
     /// The file entry with `id`.
@@ -110,162 +197,138 @@ impl ImageSet {
         self.files.iter().find(|f| f.id == id)
     }
 
-    /// Checks everything a restore relies on, for a machine of `arch`
-    /// ("x86_64" or "arm").
-    pub fn validate(&self, arch: &str) -> Result<()> {
-        if self.processes.is_empty() {
-            bail!("pstree.img: no processes");
-        }
-        let pids: HashSet<u32> = self.processes.iter().map(|p| p.pstree.pid).collect();
-        let mut seen_tids = HashSet::new();
-        let mut file_ids = HashSet::new();
-        for (i, f) in self.files.iter().enumerate() {
-            if !file_ids.insert(f.id) {
-                bail!("files.img: entry {i}: id {} appears twice", f.id);
-            }
-        }
-        for (i, p) in self.processes.iter().enumerate() {
+    /// The process with `pid`.
+    pub fn process(&self, pid: u32) -> Option<&Process> {
+        self.processes.iter().find(|p| p.pstree.pid == pid)
+    }
+
+    /// Every image of the set, by file name, as they would be written.
+    /// Pages images are not included: see [`ImageSet::pages_files`].
+    pub fn images(&self) -> Vec<(String, Image)> {
+        let mut v = vec![
+            ("inventory.img".to_string(), Image::Inventory(vec![self.inventory.clone()])),
+            ("pstree.img".to_string(), Image::Pstree(self.processes.iter().map(|p| p.pstree.clone()).collect())),
+            ("files.img".to_string(), Image::Files(self.files.clone())),
+        ];
+        let mut fdinfo_done = Vec::new();
+        for p in &self.processes {
             let pid = p.pstree.pid;
-            if p.pstree.threads.first() != Some(&pid) {
-                bail!("pstree.img: entry {i}: threads do not start with the pid {pid}");
+            v.push((format!("ids-{pid}.img"), Image::Ids(vec![p.ids.clone()])));
+            v.push((format!("mm-{pid}.img"), Image::Mm(vec![p.mm.clone()])));
+            v.push((format!("pagemap-{pid}.img"), Image::Pagemap(p.pagemap_head.clone(), p.pagemap.clone())));
+            v.push((format!("fs-{pid}.img"), Image::Fs(vec![p.fs.clone()])));
+            // Tasks sharing a files table share its image.
+            if !fdinfo_done.contains(&p.ids.files_id) {
+                fdinfo_done.push(p.ids.files_id);
+                v.push((format!("fdinfo-{}.img", p.ids.files_id), Image::Fdinfo(p.fds.clone())));
             }
-            if i > 0 && !pids.contains(&p.pstree.ppid) {
-                bail!("pstree.img: entry {i}: ppid {} of pid {pid} is not in the tree", p.pstree.ppid);
+            for t in &p.threads {
+                v.push((format!("core-{}.img", t.tid), Image::Core(vec![t.core.clone()])));
             }
-            for t in &p.pstree.threads {
-                if !seen_tids.insert(*t) {
-                    bail!("pstree.img: entry {i}: tid {t} appears twice");
+        }
+        if let Some(s) = &self.seccomp {
+            v.push(("seccomp.img".to_string(), Image::Seccomp(vec![s.clone()])));
+        }
+        for (n, t) in &self.timens {
+            v.push((format!("timens-{n}.img"), Image::Timens(vec![t.clone()])));
+        }
+        for ns in &self.ipc {
+            if let Some(var) = &ns.var {
+                v.push((format!("ipcns-var-{}.img", ns.id), Image::IpcVar(vec![var.clone()])));
+            }
+            let shm = ns.shm.iter().map(|s| (s.entry.clone(), s.data.clone())).collect();
+            v.push((format!("ipcns-shm-{}.img", ns.id), Image::IpcnsShm(shm)));
+            for s in &ns.shm {
+                if let Some(pm) = &s.pages {
+                    v.push((
+                        format!("pagemap-shmem-{}.img", s.entry.desc.id),
+                        Image::Pagemap(pm.head.clone(), pm.entries.clone()),
+                    ));
                 }
             }
-            validate_core(p, arch)?;
-            validate_vmas(p)?;
-            validate_pagemap(p)?;
-            let mm = format!("mm-{pid}.img");
-            if p.mm.exe_file_id != 0 && !file_ids.contains(&p.mm.exe_file_id) {
-                bail!("{mm}: entry 0: exe_file_id {} has no entry in files.img", p.mm.exe_file_id);
+        }
+        v
+    }
+
+    /// The pages images the set refers to, as (file name, where it is now).
+    pub fn pages_files(&self) -> Vec<(String, PathBuf)> {
+        let mut v: Vec<(String, PathBuf)> = Vec::new();
+        let all = self
+            .processes
+            .iter()
+            .map(|p| &p.pages)
+            .chain(self.ipc.iter().flat_map(|ns| ns.shm.iter().filter_map(|s| s.pages.as_ref().map(|p| &p.pages))));
+        for path in all {
+            let name = file_name(path);
+            if !v.iter().any(|(n, _)| *n == name) {
+                v.push((name, path.clone()));
             }
-            for (j, v) in p.mm.vmas.iter().enumerate() {
-                let file = v.status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED) != 0;
-                if file && !file_ids.contains(&(v.shmid as u32)) {
-                    bail!("{mm}: entry 0: vmas[{j}]: shmid {} (the mapped file) has no entry in files.img", v.shmid);
-                }
-            }
-            let fs = format!("fs-{pid}.img");
-            for (field, id) in [("cwd_id", p.fs.cwd_id), ("root_id", p.fs.root_id)] {
-                if !file_ids.contains(&id) {
-                    bail!("{fs}: entry 0: {field} {id} has no entry in files.img");
-                }
-            }
-            let fdinfo = format!("fdinfo-{}.img", p.ids.files_id);
-            let mut fds = HashSet::new();
-            for (j, f) in p.fds.iter().enumerate() {
-                if !file_ids.contains(&f.id) {
-                    bail!("{fdinfo}: entry {j}: id {} has no entry in files.img", f.id);
-                }
-                if !fds.insert(f.fd) {
-                    bail!("{fdinfo}: entry {j}: fd {} appears twice", f.fd);
-                }
+        }
+        v
+    }
+
+    /// Writes every image into `dir` (created if needed) and copies the
+    /// pages images there, so CRIU (or [`ImageSet::load`]) can read it.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, image) in self.images() {
+            image.write(&dir.join(&name))?;
+        }
+        for (name, from) in self.pages_files() {
+            let to = dir.join(&name);
+            let same = match (from.canonicalize(), to.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            if !same {
+                std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             }
         }
         Ok(())
     }
 }
 
-fn validate_core(p: &Process, arch: &str) -> Result<()> {
-    for (i, t) in p.threads.iter().enumerate() {
-        let name = format!("core-{}.img", t.tid);
-        let m = Mtype::try_from(t.core.mtype).ok();
-        let (found, regs_ok) = match m {
-            Some(Mtype::X8664) => ("x86_64", t.core.thread_info.is_some()),
-            Some(Mtype::Arm) => ("arm", t.core.ti_arm.is_some()),
-            _ => bail!("{name}: entry 0: mtype {} is not an architecture revenant restores", t.core.mtype),
+/// Files `<prefix>N.img` in `dir`, by N.
+fn numbered(dir: &Path, prefix: &str) -> Result<Vec<(u32, String)>> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let name = e.with_context(|| format!("{}: cannot list", dir.display()))?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name.strip_prefix(prefix).and_then(|s| s.strip_suffix(".img")).and_then(|s| s.parse().ok()) {
+            v.push((n, name.into_owned()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+fn load_ipc(dir: &Path, id: u32) -> Result<Option<IpcNamespace>> {
+    let var_name = format!("ipcns-var-{id}.img");
+    let var = match read_opt(dir, &var_name)? {
+        Some(Image::IpcVar(v)) => Some(one(&var_name, v)?),
+        Some(other) => return Err(wrong(&var_name, &other, "an IPC_VAR")),
+        None => None,
+    };
+    let shm_name = format!("ipcns-shm-{id}.img");
+    let segs = match read_opt(dir, &shm_name)? {
+        Some(Image::IpcnsShm(v)) => Some(v),
+        Some(other) => return Err(wrong(&shm_name, &other, "an IPCNS_SHM")),
+        None => None,
+    };
+    if var.is_none() && segs.is_none() {
+        return Ok(None);
+    }
+    let mut shm = Vec::new();
+    for (entry, data) in segs.unwrap_or_default() {
+        let pages = if entry.in_pagemaps == Some(true) {
+            let name = format!("pagemap-shmem-{}.img", entry.desc.id);
+            let (head, entries) = pagemap(dir, &name)?;
+            let pages = dir.join(format!("pages-{}.img", head.pages_id));
+            Some(ShmPages { head, entries, pages })
+        } else {
+            None
         };
-        if found != arch {
-            bail!("{name}: entry 0: mtype: the images are for {found}, this machine is {arch}");
-        }
-        if !regs_ok {
-            bail!("{name}: entry 0: no register set for {found}");
-        }
-        if i == 0 && t.core.tc.is_none() {
-            bail!("{name}: entry 0: tc: the leader has no task core");
-        }
-        if t.core.thread_core.is_none() {
-            bail!("{name}: entry 0: thread_core: missing");
-        }
+        shm.push(ShmSegment { entry, data, pages });
     }
-    Ok(())
-}
-
-fn validate_vmas(p: &Process) -> Result<()> {
-    let name = format!("mm-{}.img", p.pstree.pid);
-    let mut prev_end = 0u64;
-    for (j, v) in p.mm.vmas.iter().enumerate() {
-        if v.start >= v.end || v.start % PAGE != 0 || v.end % PAGE != 0 {
-            bail!("{name}: entry 0: vmas[{j}]: bad range {:#x}-{:#x}", v.start, v.end);
-        }
-        if v.start < prev_end {
-            bail!(
-                "{name}: entry 0: vmas[{j}]: start {:#x} overlaps or precedes the previous end {prev_end:#x}",
-                v.start
-            );
-        }
-        if v.status & (1 << 31) != 0 {
-            bail!("{name}: entry 0: vmas[{j}]: status marks an unsupported mapping");
-        }
-        prev_end = v.end;
-    }
-    Ok(())
-}
-
-fn validate_pagemap(p: &Process) -> Result<()> {
-    let name = format!("pagemap-{}.img", p.pstree.pid);
-    let regular: Vec<&VmaEntry> = p.mm.vmas.iter().filter(|v| v.status & VMA_AREA_REGULAR != 0).collect();
-    let mut prev_end = 0u64;
-    let mut present = 0u64;
-    let mut by_start: BTreeMap<u64, &VmaEntry> = BTreeMap::new();
-    for v in &regular {
-        by_start.insert(v.start, v);
-    }
-    for (j, e) in p.pagemap.iter().enumerate() {
-        // Entry 0 of the file is the head.
-        let at = j + 1;
-        let n = e.pages();
-        let end = n.checked_mul(PAGE).and_then(|l| e.vaddr.checked_add(l));
-        let Some(end) = end else { bail!("{name}: entry {at}: nr_pages {n} overflows") };
-        if e.vaddr % PAGE != 0 || n == 0 {
-            bail!("{name}: entry {at}: vaddr {:#x} / nr_pages {n} is not a run of whole pages", e.vaddr);
-        }
-        if e.vaddr < prev_end {
-            bail!("{name}: entry {at}: vaddr {:#x} is below the previous run's end {prev_end:#x}", e.vaddr);
-        }
-        // A run may span adjacent areas, but never a gap.
-        let mut covered = e.vaddr;
-        while covered < end {
-            match by_start.range(..=covered).next_back() {
-                Some((_, v)) if v.end > covered => covered = v.end,
-                _ => break,
-            }
-        }
-        let inside = covered >= end;
-        if !inside {
-            bail!("{name}: entry {at}: vaddr {:#x}-{end:#x} is not inside the memory areas", e.vaddr);
-        }
-        let flags = e.flags.unwrap_or(PE_PRESENT);
-        if flags & PE_PARENT != 0 {
-            bail!("{name}: entry {at}: flags: pages in a parent image (incremental dumps) are not supported");
-        }
-        if flags & PE_PRESENT != 0 {
-            present += n;
-        }
-        prev_end = end;
-    }
-    let size = std::fs::metadata(&p.pages).with_context(|| format!("{}: cannot stat", p.pages.display()))?.len();
-    if size != present * PAGE {
-        bail!(
-            "{}: {size} bytes, but {name} promises {present} pages ({} bytes)",
-            p.pages.file_name().unwrap_or_default().to_string_lossy(),
-            present * PAGE
-        );
-    }
-    Ok(())
+    Ok(Some(IpcNamespace { id, var, shm }))
 }

@@ -1,78 +1,294 @@
-//! `revenant show`: a readable summary of an image file or a checkpoint.
+//! `revenant show`: crit's JSON, or a readable summary, of an image file
+//! or a whole checkpoint.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::framing::Reader;
+use crate::image::{Image, file_name};
+use crate::json::{self, Json, MMAP_STATUS, PMAP_FLAGS};
 use crate::magic::Kind;
+use crate::messages::*;
 use crate::set::ImageSet;
+use crate::validate::PAGE_SIZE;
 
-/// A summary of `path`: a checkpoint directory or one image file.
-pub fn show(path: &Path) -> Result<String> {
-    if path.is_dir() {
-        return Ok(summary(&ImageSet::load(path)?));
+/// What `revenant show PATH [--json]` prints.
+///
+/// For a file: with `json`, exactly what `crit show` prints; otherwise a
+/// short listing of its entries. For a directory: with `json`, an object
+/// of every image file's crit JSON by file name; otherwise a summary of
+/// the checkpoint (processes, threads, memory areas, pages, files).
+pub fn show(path: &Path, json: bool) -> Result<String> {
+    match (path.is_dir(), json) {
+        (true, false) => Ok(summary(&ImageSet::load(path)?)),
+        (true, true) => dir_json(path),
+        (false, true) => Ok(Image::read(path)?.to_json().pretty() + "\n"),
+        (false, false) => file_listing(path),
     }
-    let data = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let mut r = Reader::new(&data).with_context(|| path.display().to_string())?;
-    let mut sizes = Vec::new();
-    while let Some(e) = r.next_raw().with_context(|| path.display().to_string())? {
-        sizes.push(e.len());
-        // Segment contents follow their entry unless kept in pagemaps.
-        if r.kind == Kind::IpcnsShm {
-            break;
+}
+
+fn dir_json(dir: &Path) -> Result<String> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    let mut o = Vec::new();
+    for name in names {
+        let path = dir.join(&name);
+        if !path.is_file() || !has_known_magic(&path) {
+            continue;
         }
+        o.push((name.into(), Image::read(&path)?.to_json()));
     }
-    let mut s = format!("{}: {} image, {} entries\n", path.display(), r.kind.name(), sizes.len());
-    for (i, n) in sizes.iter().enumerate() {
-        let _ = writeln!(s, "  entry {i}: {n} bytes");
+    Ok(Json::Obj(o).pretty() + "\n")
+}
+
+fn has_known_magic(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 8];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+    Kind::from_header(&head[..n]).is_some()
+}
+
+fn prot(p: u32) -> String {
+    [(1, 'r'), (2, 'w'), (4, 'x')].iter().map(|&(b, c)| if p & b != 0 { c } else { '-' }).collect()
+}
+
+/// VMA status names without the prefix, e.g. `REGULAR|FILE_PRIVATE`.
+fn status(s: u32) -> String {
+    json::flags(u64::from(s), MMAP_STATUS).replace("VMA_AREA_", "").replace("VMA_", "").replace(" | ", "|")
+}
+
+fn file_listing(path: &Path) -> Result<String> {
+    let data = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    if Kind::from_header(&data).is_none() && file_name(path).starts_with("pages-") {
+        return Ok(format!(
+            "{}: raw pages image, {} bytes ({} pages)\n",
+            path.display(),
+            data.len(),
+            data.len() as u64 / PAGE_SIZE
+        ));
+    }
+    let image = Image::decode(&data).with_context(|| file_name(path))?;
+    let mut s = format!("{}: {} image, {} entries\n", path.display(), image.kind().name(), image.len());
+    let mut line = |l: String| {
+        s.push_str("  ");
+        s.push_str(&l);
+        s.push('\n');
+    };
+    match &image {
+        Image::Pstree(v) => {
+            for e in v {
+                line(format!("pid {} ppid {} pgid {} sid {} threads {:?}", e.pid, e.ppid, e.pgid, e.sid, e.threads));
+            }
+        }
+        Image::Core(v) => {
+            for c in v {
+                line(core_line(c));
+            }
+        }
+        Image::Mm(v) => {
+            for m in v {
+                line(format!(
+                    "exe file {}, code {:#x}-{:#x}, brk {:#x}-{:#x}, stack {:#x}, {} auxv words",
+                    m.exe_file_id,
+                    m.mm_start_code,
+                    m.mm_end_code,
+                    m.mm_start_brk,
+                    m.mm_brk,
+                    m.mm_start_stack,
+                    m.mm_saved_auxv.len()
+                ));
+                for v in &m.vmas {
+                    line(vma_line(v, None));
+                }
+            }
+        }
+        Image::Pagemap(head, v) => {
+            let present: u64 = v.iter().filter(|e| e.pe_flags() & pe::PRESENT != 0).map(PagemapEntry::pages).sum();
+            line(format!("pages-{}.img, {} runs, {present} pages present", head.pages_id, v.len()));
+            for e in v {
+                line(format!(
+                    "{:#014x}-{:#014x} {:>6} pages {}",
+                    e.vaddr,
+                    e.vaddr.saturating_add(e.pages().saturating_mul(PAGE_SIZE)),
+                    e.pages(),
+                    json::flags(u64::from(e.pe_flags()), PMAP_FLAGS)
+                ));
+            }
+        }
+        Image::Files(v) => {
+            for f in v {
+                line(format!("id {:>3}: {}", f.id, file_desc(f)));
+            }
+        }
+        Image::Fdinfo(v) => {
+            for f in v {
+                let t = FdType::try_from(f.r#type).map(FdType::crit_name).unwrap_or("?");
+                let cloexec = if f.flags & 1 != 0 { " cloexec" } else { "" };
+                line(format!("fd {:>3} -> file {} ({t}){cloexec}", f.fd, f.id));
+            }
+        }
+        _ => {
+            // Small images: one compact line of crit's JSON per entry.
+            if let Json::Obj(o) = image.to_json()
+                && let Some((_, Json::Arr(entries))) = o.into_iter().find(|(k, _)| k == "entries")
+            {
+                for e in entries {
+                    line(compact(&e));
+                }
+            }
+        }
     }
     Ok(s)
 }
 
+/// One-line JSON.
+fn compact(j: &Json) -> String {
+    serde_json::to_string(&j.to_value()).unwrap_or_default()
+}
+
+fn core_line(c: &CoreEntry) -> String {
+    let arch = Mtype::try_from(c.mtype).map(Mtype::crit_name).unwrap_or("?");
+    let mut s = format!("arch {arch}");
+    if let Some(tc) = &c.tc {
+        let state = json::TASK_STATE.iter().find(|(v, _)| *v == u64::from(tc.task_state)).map_or("?", |(_, n)| n);
+        let _ = write!(s, ", comm {:?}, state {state}, exit code {}", tc.comm, tc.exit_code);
+        let _ = write!(s, ", {} sigactions", tc.sigactions.len());
+    } else if let Some(comm) = c.thread_core.as_ref().and_then(|t| t.comm.as_ref()) {
+        let _ = write!(s, ", comm {comm:?}");
+    }
+    if let Some(ti) = &c.thread_info {
+        let r = &ti.gpregs;
+        let _ = write!(s, ", ip {:#x} sp {:#x} ax {:#x} orig_ax {:#x}", r.ip, r.sp, r.ax, r.orig_ax);
+        if let Some(x) = &ti.fpregs.xsave {
+            let _ = write!(s, ", xstate_bv {:#x}", x.xstate_bv);
+        }
+    }
+    if let Some(ti) = &c.ti_arm {
+        let _ = write!(s, ", pc {:#x} sp {:#x} r0 {:#x}", ti.gpregs.pc, ti.gpregs.sp, ti.gpregs.r0);
+    }
+    if let Some(b) = c.thread_core.as_ref().and_then(|t| t.blk_sigset) {
+        let _ = write!(s, ", blocked {b:#x}");
+    }
+    s
+}
+
+fn vma_line(v: &VmaEntry, file: Option<&str>) -> String {
+    let mut s = format!("{:#014x}-{:#014x} {} {}", v.start, v.end, prot(v.prot), status(v.status));
+    if v.status & (vma_status::FILE_PRIVATE | vma_status::FILE_SHARED) != 0 {
+        match file {
+            Some(f) => {
+                let _ = write!(s, " {f} @{:#x}", v.pgoff);
+            }
+            None => {
+                let _ = write!(s, " file {} @{:#x}", v.shmid, v.pgoff);
+            }
+        }
+    }
+    s
+}
+
+fn file_desc(f: &FileEntry) -> String {
+    let t = FdType::try_from(f.r#type).map(FdType::crit_name).unwrap_or("?");
+    if let Some(r) = &f.reg {
+        let size = r.size.map(|s| format!(", {s} bytes")).unwrap_or_default();
+        return format!(
+            "{t} {} (flags {}, pos {}{size})",
+            r.name,
+            json::flags(u64::from(r.flags), json::RFILE_FLAGS),
+            r.pos
+        );
+    }
+    if let Some(p) = &f.pipe {
+        return format!("{t} pipe:[{}] flags {:#x}", p.pipe_id, p.flags);
+    }
+    if let Some(p) = &f.fifo {
+        return format!("{t} pipe:[{}]", p.pipe_id);
+    }
+    t.to_string()
+}
+
 fn summary(set: &ImageSet) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "checkpoint {} (image version {})", set.dir.display(), set.inventory.img_version);
+    let n_threads: usize = set.processes.iter().map(|p| p.threads.len()).sum();
+    let _ = writeln!(
+        s,
+        "checkpoint {} (image version {}): {} processes, {} threads, {} files",
+        set.dir.display(),
+        set.inventory.img_version,
+        set.processes.len(),
+        n_threads,
+        set.files.len()
+    );
     for p in &set.processes {
-        let tc = p.threads.first().and_then(|t| t.core.tc.as_ref());
-        let comm = tc.map(|t| t.comm.as_str()).unwrap_or("?");
+        let arch = p.threads.first().and_then(|t| crate::validate::arch_of(t.core.mtype)).unwrap_or("?");
         let _ = writeln!(
             s,
-            "process {} ({comm}): ppid {} pgid {} sid {}, threads {:?}",
-            p.pstree.pid, p.pstree.ppid, p.pstree.pgid, p.pstree.sid, p.pstree.threads
+            "process {} ({}), {arch}: ppid {} pgid {} sid {}",
+            p.pstree.pid,
+            p.comm().unwrap_or("?"),
+            p.pstree.ppid,
+            p.pstree.pgid,
+            p.pstree.sid
         );
-        let present: u64 = p.pagemap.iter().filter(|e| e.flags.unwrap_or(4) & 4 != 0).map(|e| e.pages()).sum();
-        let _ = writeln!(s, "  {} memory areas, {present} pages in {}", p.mm.vmas.len(), p.pages.display());
+        for t in &p.threads {
+            let _ = writeln!(s, "  thread {}: {}", t.tid, core_line(&t.core));
+        }
+        let present: u64 = p.pagemap.iter().filter(|e| e.pe_flags() & pe::PRESENT != 0).map(PagemapEntry::pages).sum();
+        let lazy: u64 = p.pagemap.iter().filter(|e| e.pe_flags() & pe::LAZY != 0).map(PagemapEntry::pages).sum();
+        let _ = writeln!(
+            s,
+            "  {} memory areas; {present} pages ({} KiB) in {}, {lazy} of them lazy-capable",
+            p.mm.vmas.len(),
+            present * PAGE_SIZE / 1024,
+            file_name(&p.pages)
+        );
         for v in &p.mm.vmas {
-            let file = set
-                .file(v.shmid as u32)
-                .and_then(|f| f.reg.as_ref())
-                .filter(|_| v.status & 0xc0 != 0)
-                .map(|r| r.name.as_str())
-                .unwrap_or("");
-            let _ = writeln!(
-                s,
-                "    {:#014x}-{:#014x} {}{}{} status {:#x} {file}",
-                v.start,
-                v.end,
-                if v.prot & 1 != 0 { 'r' } else { '-' },
-                if v.prot & 2 != 0 { 'w' } else { '-' },
-                if v.prot & 4 != 0 { 'x' } else { '-' },
-                v.status
-            );
+            let file = u32::try_from(v.shmid).ok().and_then(|id| set.file(id)).and_then(|f| f.reg.as_ref());
+            // Runs may span areas: count each run's overlap with this one.
+            let bytes: u64 = p
+                .pagemap
+                .iter()
+                .filter(|e| e.pe_flags() & pe::PRESENT != 0)
+                .map(|e| {
+                    let end = e.vaddr.saturating_add(e.pages().saturating_mul(PAGE_SIZE));
+                    end.min(v.end).saturating_sub(e.vaddr.max(v.start))
+                })
+                .sum();
+            let pages = bytes / PAGE_SIZE;
+            let _ = writeln!(s, "    {} [{pages} pages]", vma_line(v, file.map(|r| r.name.as_str())));
         }
         for f in &p.fds {
-            let what = set
-                .file(f.id)
-                .map(|e| match (&e.reg, &e.pipe) {
-                    (Some(r), _) => r.name.clone(),
-                    (_, Some(pp)) => format!("pipe:[{}]", pp.pipe_id),
-                    _ => format!("type {}", e.r#type),
-                })
-                .unwrap_or_else(|| "?".into());
+            let what = set.file(f.id).map(file_desc).unwrap_or_else(|| format!("missing file {}", f.id));
             let _ = writeln!(s, "  fd {}: {what}", f.fd);
         }
+        if let Some(cwd) = set.file(p.fs.cwd_id).and_then(|f| f.reg.as_ref()) {
+            let _ = writeln!(s, "  cwd {}", cwd.name);
+        }
+    }
+    for ns in &set.ipc {
+        for seg in &ns.shm {
+            let d = &seg.entry.desc;
+            let _ = writeln!(
+                s,
+                "ipc namespace {}: shm key {:#x} id {} size {} mode {:o}{}",
+                ns.id,
+                d.key,
+                d.id,
+                seg.entry.size,
+                d.mode,
+                if seg.pages.is_some() { " (contents in pages)" } else { "" }
+            );
+        }
+    }
+    if let Some(sc) = &set.seccomp
+        && !sc.seccomp_filters.is_empty()
+    {
+        let _ = writeln!(s, "{} seccomp filters", sc.seccomp_filters.len());
     }
     s
 }

@@ -47,6 +47,7 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
             pre_dump_mode: None,
             tcp_close: None,
             network_lock_method: None,
+            ..Default::default()
         }),
     )?;
     let mut pstree = Writer::new(Kind::Pstree);
@@ -57,6 +58,7 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
             pgid: p.pgid as u32,
             sid: p.sid as u32,
             threads: p.threads.iter().map(|t| t.tid as u32).collect(),
+            ..Default::default()
         });
     }
     put("pstree.img".into(), &pstree)?;
@@ -68,7 +70,7 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
         put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p)))?;
         put(format!("mm-{}.img", p.pid), Writer::new(Kind::Mm).push(&mm(p)))?;
         let mut pm = Writer::new(Kind::Pagemap);
-        pm.push(&PagemapHead { pages_id: p.pages_id });
+        pm.push(&PagemapHead { pages_id: p.pages_id, ..Default::default() });
         for r in &p.pagemap {
             pm.push(&PagemapEntry {
                 vaddr: r.vaddr,
@@ -76,12 +78,18 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
                 in_parent: None,
                 flags: Some(r.flags),
                 nr_pages: Some(r.nr_pages),
+                ..Default::default()
             });
         }
         put(format!("pagemap-{}.img", p.pid), &pm)?;
         put(
             format!("fs-{}.img", p.pid),
-            Writer::new(Kind::Fs).push(&FsEntry { cwd_id: p.cwd_id, root_id: p.root_id, umask: Some(p.umask) }),
+            Writer::new(Kind::Fs).push(&FsEntry {
+                cwd_id: p.cwd_id,
+                root_id: p.root_id,
+                umask: Some(p.umask),
+                ..Default::default()
+            }),
         )?;
         let mut fdinfo = Writer::new(Kind::Fdinfo);
         for f in &p.fds {
@@ -91,13 +99,14 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
                 r#type: f.kind as i32,
                 fd: f.fd,
                 xattr_security_selinux: None,
+                ..Default::default()
             });
         }
         put(format!("fdinfo-{}.img", p.kobj_id), &fdinfo)?;
     }
 
     let mut files = Writer::new(Kind::Files);
-    let fown = FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0 };
+    let fown = FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0, ..Default::default() };
     for e in &tree.files.entries {
         let entry = match &e.kind {
             FileKind::Reg(r) => FileEntry {
@@ -114,26 +123,42 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
                     ext: None,
                     mode: Some(r.mode),
                     build_id: vec![],
+                    ..Default::default()
                 }),
                 pipe: None,
+                ..Default::default()
             },
             FileKind::Pipe(pp) => FileEntry {
                 r#type: FdType::Pipe as i32,
                 id: e.id,
                 reg: None,
-                pipe: Some(PipeEntry { id: e.id, pipe_id: pp.pipe_id, flags: pp.flags, fown: fown.clone() }),
+                pipe: Some(PipeEntry {
+                    id: e.id,
+                    pipe_id: pp.pipe_id,
+                    flags: pp.flags,
+                    fown: fown.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
             },
         };
         files.push(&entry);
     }
     put("files.img".into(), &files)?;
 
-    put("seccomp.img".into(), Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: vec![] }))?;
+    put(
+        "seccomp.img".into(),
+        Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: vec![], ..Default::default() }),
+    )?;
 
-    let ts = |(s, ns): (i64, i64)| Timespec { tv_sec: s as u64, tv_nsec: ns as u64 };
+    let ts = |(s, ns): (i64, i64)| Timespec { tv_sec: s as u64, tv_nsec: ns as u64, ..Default::default() };
     put(
         "timens-0.img".into(),
-        Writer::new(Kind::Timens).push(&TimensEntry { monotonic: ts(tree.monotonic), boottime: ts(tree.boottime) }),
+        Writer::new(Kind::Timens).push(&TimensEntry {
+            monotonic: ts(tree.monotonic),
+            boottime: ts(tree.boottime),
+            ..Default::default()
+        }),
     )?;
     Ok(names)
 }
@@ -154,6 +179,7 @@ fn ids(p: &Process) -> TaskKobjIdsEntry {
         user_ns_id: Some(7),
         cgroup_ns_id: Some(8),
         time_ns_id: Some(5),
+        ..Default::default()
     }
 }
 
@@ -187,11 +213,13 @@ fn mm(p: &Process) -> MmEntry {
                 fd: -1,
                 madv: (v.vma.madv != 0).then_some(v.vma.madv),
                 fdflags: v.fdflags,
+                ..Default::default()
             })
             .collect(),
         dumpable: Some(m.dumpable),
         aios: vec![],
         thp_disabled: Some(m.thp_disabled),
+        ..Default::default()
     }
 }
 
@@ -229,7 +257,9 @@ fn fpregs(f: &X86Fpu) -> UserX86FpregsEntry {
             hi16_zmm: u64s(comp(7)),
             pkru: u32s(comp(9)),
             cet: None,
+            ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -264,6 +294,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
         fs: r.fs,
         gs: r.gs,
         mode: Some(1),
+        ..Default::default()
     };
     let tls = t
         .tls
@@ -279,17 +310,26 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             limit_in_pages: d.limit_in_pages(),
             seg_not_present: d.seg_not_present(),
             usable: d.bits & (1 << 6) != 0,
+            ..Default::default()
         })
         .collect();
     let signals = |v: &[Vec<u8>]| {
-        (!v.is_empty())
-            .then(|| SignalQueueEntry { signals: v.iter().map(|s| SiginfoEntry { siginfo: s.clone() }).collect() })
+        (!v.is_empty()).then(|| SignalQueueEntry {
+            signals: v.iter().map(|s| SiginfoEntry { siginfo: s.clone(), ..Default::default() }).collect(),
+            ..Default::default()
+        })
     };
     let c = &t.creds;
     let words = |v: u64| vec![v as u32, (v >> 32) as u32];
     let tc = leader.then(|| {
         let task = &p.task;
-        let itimer = |(isec, iusec, vsec, vusec): (u64, u64, u64, u64)| ItimerEntry { isec, iusec, vsec, vusec };
+        let itimer = |(isec, iusec, vsec, vusec): (u64, u64, u64, u64)| ItimerEntry {
+            isec,
+            iusec,
+            vsec,
+            vusec,
+            ..Default::default()
+        };
         TaskCoreEntry {
             task_state: 1,
             exit_code: 0,
@@ -302,9 +342,15 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                 virt: itimer(task.timers[1]),
                 prof: itimer(task.timers[2]),
                 posix: vec![],
+                ..Default::default()
             }),
             rlimits: Some(TaskRlimitsEntry {
-                rlimits: task.rlimits.iter().map(|&(cur, max)| RlimitEntry { cur, max }).collect(),
+                rlimits: task
+                    .rlimits
+                    .iter()
+                    .map(|&(cur, max)| RlimitEntry { cur, max, ..Default::default() })
+                    .collect(),
+                ..Default::default()
             }),
             cg_set: None,
             signals_s: signals(&task.signals_s),
@@ -320,17 +366,25 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                     mask: a.mask,
                     compat_sigaction: Some(false),
                     mask_extended: None,
+                    ..Default::default()
                 })
                 .collect(),
             child_subreaper: Some(task.child_subreaper),
             blk_sigset_extended: None,
             stop_signo: None,
             membarrier_registration_mask: None,
+            ..Default::default()
         }
     });
     CoreEntry {
         mtype: Mtype::X8664 as i32,
-        thread_info: Some(ThreadInfoX86 { clear_tid_addr: t.clear_tid_addr, gpregs, fpregs: fpregs(&t.fpu), tls }),
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr: t.clear_tid_addr,
+            gpregs,
+            fpregs: fpregs(&t.fpu),
+            tls,
+            ..Default::default()
+        }),
         tc,
         ids: None,
         thread_core: Some(ThreadCoreEntry {
@@ -340,7 +394,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             sched_policy: Some(t.sched_policy),
             sched_prio: Some(t.sched_prio),
             blk_sigset: Some(t.blk_sigset),
-            sas: Some(ThreadSasEntry { ss_sp: t.sas.0, ss_size: t.sas.1, ss_flags: t.sas.2 }),
+            sas: Some(ThreadSasEntry { ss_sp: t.sas.0, ss_size: t.sas.1, ss_flags: t.sas.2, ..Default::default() }),
             pdeath_sig: Some(t.pdeath_sig),
             signals_p: signals(&t.signals_p),
             creds: Some(CredsEntry {
@@ -363,6 +417,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                 apparmor_data: None,
                 no_new_privs: Some(c.no_new_privs),
                 cap_amb: words(c.cap_amb),
+                ..Default::default()
             }),
             seccomp_mode: None,
             seccomp_filter: None,
@@ -373,9 +428,12 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                 rseq_abi_size: len,
                 signature: sig,
                 rseq_cs_pointer: None,
+                ..Default::default()
             }),
             cg_set: None,
+            ..Default::default()
         }),
         ti_arm: None,
+        ..Default::default()
     }
 }

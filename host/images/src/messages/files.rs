@@ -1,114 +1,217 @@
-//! Files: what each file id is, and which fds point at which ids.
+//! `files.img`: every file object of the tree, once, by id. Descriptors
+//! (`fdinfo`), mappings (`VmaEntry::shmid`), the executable and the
+//! directories in `fs` point at these ids.
 
-/// `fd_types`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-#[repr(i32)]
-pub enum FdType {
-    Und = 0,
-    Reg = 1,
-    Pipe = 2,
-    Fifo = 3,
-    Inetsk = 4,
-    Unixsk = 5,
-    Eventfd = 6,
-    Eventpoll = 7,
-    Inotify = 8,
-    Signalfd = 9,
-    Packetsk = 10,
-    Tty = 11,
-    Fanotify = 12,
-    Netlinksk = 13,
-    Ns = 14,
-    Tunf = 15,
-    Ext = 16,
-    Timerfd = 17,
-    Memfd = 18,
-    Bpfmap = 19,
-    Pidfd = 20,
-    CtlTty = 65534,
-    AutofsPipe = 65535,
+use crate::json::{Fmt, RFILE_FLAGS};
+use crate::proto::{message, proto_enum};
+
+proto_enum! {
+    /// What kind of object a file entry describes.
+    pub enum FdType {
+        Und = 0 => "UND",
+        Reg = 1 => "REG",
+        Pipe = 2 => "PIPE",
+        Fifo = 3 => "FIFO",
+        Inetsk = 4 => "INETSK",
+        Unixsk = 5 => "UNIXSK",
+        Eventfd = 6 => "EVENTFD",
+        Eventpoll = 7 => "EVENTPOLL",
+        Inotify = 8 => "INOTIFY",
+        Signalfd = 9 => "SIGNALFD",
+        Packetsk = 10 => "PACKETSK",
+        Tty = 11 => "TTY",
+        Fanotify = 12 => "FANOTIFY",
+        Netlinksk = 13 => "NETLINKSK",
+        Ns = 14 => "NS",
+        Tunf = 15 => "TUNF",
+        Ext = 16 => "EXT",
+        Timerfd = 17 => "TIMERFD",
+        Memfd = 18 => "MEMFD",
+        Bpfmap = 19 => "BPFMAP",
+        Pidfd = 20 => "PIDFD",
+        /// The controlling terminal (not a real descriptor).
+        CtlTty = 65534 => "CTL_TTY",
+        AutofsPipe = 65535 => "AUTOFS_PIPE",
+    }
 }
 
-/// `files.img`: one entry per file object; the type picks the payload.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FileEntry {
-    #[prost(enumeration = "FdType", required, tag = "1")]
-    pub r#type: i32,
-    #[prost(uint32, required, tag = "2")]
-    pub id: u32,
-    #[prost(message, optional, tag = "3")]
-    pub reg: Option<RegFileEntry>,
-    #[prost(message, optional, tag = "18")]
-    pub pipe: Option<PipeEntry>,
+message! {
+    /// Who receives SIGIO for a file (`F_SETOWN`).
+    pub struct FownEntry ("fown_entry") {
+        1 uid: required uint32,
+        2 euid: required uint32,
+        3 signum: required uint32,
+        4 pid_type: required uint32,
+        5 pid: required uint32,
+    }
 }
 
-/// Owner of signals-on-I/O for a file.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FownEntry {
-    #[prost(uint32, required, tag = "1")]
-    pub uid: u32,
-    #[prost(uint32, required, tag = "2")]
-    pub euid: u32,
-    #[prost(uint32, required, tag = "3")]
-    pub signum: u32,
-    #[prost(uint32, required, tag = "4")]
-    pub pid_type: u32,
-    #[prost(uint32, required, tag = "5")]
-    pub pid: u32,
+message! {
+    /// A file opened by path: regular files, directories, device nodes.
+    pub struct RegFileEntry ("reg_file_entry") {
+        1 id: required uint32,
+        /// `O_*` open flags.
+        2 flags: required uint32 [Fmt::Flags(RFILE_FLAGS)],
+        3 pos: required uint64,
+        5 fown: required message<FownEntry>,
+        /// Absolute path ("/" for the root).
+        6 name: required string,
+        /// Absent means -1 (unknown).
+        7 mnt_id: optional sint32,
+        /// Checked at restore: a file that changed size is refused.
+        8 size: optional uint64,
+        9 ext: optional bool,
+        /// `st_mode`.
+        10 mode: optional uint32,
+        /// The ELF build ID, checked at restore when present.
+        11 build_id: repeated uint32,
+        12 checksum: optional uint32,
+        13 checksum_config: optional uint32,
+        14 checksum_parameter: optional uint32,
+    }
 }
 
-/// A file opened by path: regular files, directories, device nodes.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RegFileEntry {
-    #[prost(uint32, required, tag = "1")]
-    pub id: u32,
-    /// `O_*` open flags.
-    #[prost(uint32, required, tag = "2")]
-    pub flags: u32,
-    #[prost(uint64, required, tag = "3")]
-    pub pos: u64,
-    #[prost(message, required, tag = "5")]
-    pub fown: FownEntry,
-    #[prost(string, required, tag = "6")]
-    pub name: String,
-    #[prost(sint32, optional, tag = "7")]
-    pub mnt_id: Option<i32>,
-    /// Checked at restore: a file that changed size is refused.
-    #[prost(uint64, optional, tag = "8")]
-    pub size: Option<u64>,
-    #[prost(bool, optional, tag = "9")]
-    pub ext: Option<bool>,
-    #[prost(uint32, optional, tag = "10")]
-    pub mode: Option<u32>,
-    #[prost(uint32, repeated, packed = "false", tag = "11")]
-    pub build_id: Vec<u32>,
+message! {
+    /// A pipe end; both ends share `pipe_id`.
+    pub struct PipeEntry ("pipe_entry") {
+        1 id: required uint32,
+        2 pipe_id: required uint32,
+        /// `O_*` flags of the end.
+        3 flags: required uint32 [Fmt::Hex],
+        4 fown: required message<FownEntry>,
+    }
 }
 
-/// A pipe end; both ends share `pipe_id`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PipeEntry {
-    #[prost(uint32, required, tag = "1")]
-    pub id: u32,
-    #[prost(uint32, required, tag = "2")]
-    pub pipe_id: u32,
-    #[prost(uint32, required, tag = "3")]
-    pub flags: u32,
-    #[prost(message, required, tag = "4")]
-    pub fown: FownEntry,
+message! {
+    /// A named pipe: the pipe plus the regular file entry of its path.
+    pub struct FifoEntry ("fifo_entry") {
+        1 id: required uint32,
+        2 pipe_id: required uint32,
+        3 regf_id: optional uint32,
+    }
 }
 
-/// `fdinfo-N.img`: one entry per fd of the tasks sharing files table N.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct FdinfoEntry {
-    #[prost(uint32, required, tag = "1")]
-    pub id: u32,
-    /// `FD_CLOEXEC`.
-    #[prost(uint32, required, tag = "2")]
-    pub flags: u32,
-    #[prost(enumeration = "FdType", required, tag = "3")]
-    pub r#type: i32,
-    #[prost(uint32, required, tag = "4")]
-    pub fd: u32,
-    #[prost(string, optional, tag = "5")]
-    pub xattr_security_selinux: Option<String>,
+message! {
+    /// An entry of `pipes-data.img` / `fifo-data.img`: the `bytes` bytes
+    /// that follow it were queued in the pipe.
+    pub struct PipeDataEntry ("pipe_data_entry") {
+        1 pipe_id: required uint32,
+        2 bytes: required uint32,
+        /// The pipe's capacity (`F_GETPIPE_SZ`).
+        3 size: optional uint32,
+    }
+}
+
+message! {
+    pub struct EventfdFileEntry ("eventfd_file_entry") {
+        1 id: required uint32,
+        2 flags: required uint32,
+        3 fown: required message<FownEntry>,
+        4 counter: required uint64,
+    }
+}
+
+message! {
+    /// One descriptor watched by an epoll instance.
+    pub struct EventpollTfdEntry ("eventpoll_tfd_entry") {
+        1 id: required uint32,
+        2 tfd: required uint32,
+        3 events: required uint32,
+        4 data: required uint64,
+        5 dev: optional uint32,
+        6 inode: optional uint64,
+        7 pos: optional uint64,
+    }
+}
+
+message! {
+    pub struct EventpollFileEntry ("eventpoll_file_entry") {
+        1 id: required uint32,
+        2 flags: required uint32,
+        3 fown: required message<FownEntry>,
+        4 tfd: repeated message<EventpollTfdEntry>,
+    }
+}
+
+message! {
+    pub struct SignalfdEntry ("signalfd_entry") {
+        1 id: required uint32,
+        2 flags: required uint32 [Fmt::Hex],
+        3 fown: required message<FownEntry>,
+        4 sigmask: required uint64 [Fmt::Hex],
+    }
+}
+
+message! {
+    pub struct TimerfdEntry ("timerfd_entry") {
+        1 id: required uint32,
+        2 flags: required uint32 [Fmt::Hex],
+        3 fown: required message<FownEntry>,
+        4 clockid: required uint32,
+        5 ticks: required uint64,
+        6 settime_flags: required uint32 [Fmt::Hex],
+        7 vsec: required uint64,
+        8 vnsec: required uint64,
+        9 isec: required uint64,
+        10 insec: required uint64,
+    }
+}
+
+message! {
+    /// An open namespace file (`/proc/PID/ns/*`).
+    pub struct NsFileEntry ("ns_file_entry") {
+        1 id: required uint32,
+        2 ns_id: required uint32,
+        3 ns_cflag: required uint32,
+        4 flags: required uint32,
+    }
+}
+
+message! {
+    /// A file a plugin dumped.
+    pub struct ExtFileEntry ("ext_file_entry") {
+        1 id: required uint32,
+        5 fown: required message<FownEntry>,
+    }
+}
+
+message! {
+    /// A memfd descriptor; its contents are in the memfd inode images.
+    pub struct MemfdFileEntry ("memfd_file_entry") {
+        1 id: required uint32,
+        2 flags: required uint32 [Fmt::Flags(RFILE_FLAGS)],
+        3 pos: required uint64,
+        4 fown: required message<FownEntry>,
+        5 inode_id: required uint32,
+    }
+}
+
+message! {
+    pub struct PidfdEntry ("pidfd_entry") {
+        1 id: required uint32,
+        2 ino: required uint32,
+        3 flags: required uint32,
+        4 nspid: required int32,
+        5 fown: required message<FownEntry>,
+    }
+}
+
+message! {
+    /// One file object; `type` says which of the optional payloads is set.
+    /// Payloads of kinds not modelled here stay in `unknown`.
+    pub struct FileEntry ("file_entry") {
+        1 r#type: required enumeration<FdType>,
+        2 id: required uint32,
+        3 reg: optional message<RegFileEntry>,
+        5 nsf: optional message<NsFileEntry>,
+        8 efd: optional message<EventfdFileEntry>,
+        9 epfd: optional message<EventpollFileEntry>,
+        10 sgfd: optional message<SignalfdEntry>,
+        12 tfd: optional message<TimerfdEntry>,
+        15 ext: optional message<ExtFileEntry>,
+        17 fifo: optional message<FifoEntry>,
+        18 pipe: optional message<PipeEntry>,
+        20 memfd: optional message<MemfdFileEntry>,
+        22 pidfd: optional message<PidfdEntry>,
+    }
 }

@@ -1,66 +1,52 @@
 //! The IPC namespace: its sysctls and its SysV shared memory segments.
 
-/// `ipcns-var-N.img`: the namespace's IPC limits.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct IpcVarEntry {
-    #[prost(uint32, repeated, packed = "false", tag = "1")]
-    pub sem_ctls: Vec<u32>,
-    #[prost(uint32, required, tag = "2")]
-    pub msg_ctlmax: u32,
-    #[prost(uint32, required, tag = "3")]
-    pub msg_ctlmnb: u32,
-    #[prost(uint32, required, tag = "4")]
-    pub msg_ctlmni: u32,
-    #[prost(uint32, required, tag = "5")]
-    pub auto_msgmni: u32,
-    #[prost(uint64, required, tag = "6")]
-    pub shm_ctlmax: u64,
-    #[prost(uint64, required, tag = "7")]
-    pub shm_ctlall: u64,
-    #[prost(uint32, required, tag = "8")]
-    pub shm_ctlmni: u32,
-    #[prost(uint32, required, tag = "9")]
-    pub shm_rmid_forced: u32,
-    #[prost(uint32, required, tag = "10")]
-    pub mq_queues_max: u32,
-    #[prost(uint32, required, tag = "11")]
-    pub mq_msg_max: u32,
-    #[prost(uint32, required, tag = "12")]
-    pub mq_msgsize_max: u32,
-    #[prost(uint32, optional, tag = "13")]
-    pub mq_msg_default: Option<u32>,
-    #[prost(uint32, optional, tag = "14")]
-    pub mq_msgsize_default: Option<u32>,
+use crate::proto::message;
+
+message! {
+    /// `ipcns-var-N.img`: the namespace's IPC limits.
+    pub struct IpcVarEntry ("ipc_var_entry") {
+        /// `kernel.sem`: semmsl, semmns, semopm, semmni.
+        1 sem_ctls: repeated uint32,
+        2 msg_ctlmax: required uint32,
+        3 msg_ctlmnb: required uint32,
+        4 msg_ctlmni: required uint32,
+        5 auto_msgmni: required uint32,
+        6 shm_ctlmax: required uint64,
+        7 shm_ctlall: required uint64,
+        8 shm_ctlmni: required uint32,
+        9 shm_rmid_forced: required uint32,
+        10 mq_queues_max: required uint32,
+        11 mq_msg_max: required uint32,
+        12 mq_msgsize_max: required uint32,
+        13 mq_msg_default: optional uint32,
+        14 mq_msgsize_default: optional uint32,
+        15 msg_next_id: optional uint32,
+        16 sem_next_id: optional uint32,
+        17 shm_next_id: optional uint32,
+    }
 }
 
-/// Owner, mode and identity of a SysV IPC object.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct IpcDescEntry {
-    #[prost(uint32, required, tag = "1")]
-    pub key: u32,
-    #[prost(uint32, required, tag = "2")]
-    pub uid: u32,
-    #[prost(uint32, required, tag = "3")]
-    pub gid: u32,
-    #[prost(uint32, required, tag = "4")]
-    pub cuid: u32,
-    #[prost(uint32, required, tag = "5")]
-    pub cgid: u32,
-    #[prost(uint32, required, tag = "6")]
-    pub mode: u32,
-    #[prost(uint32, required, tag = "7")]
-    pub id: u32,
+message! {
+    /// Owner, mode and identity of a SysV IPC object.
+    pub struct IpcDescEntry ("ipc_desc_entry") {
+        1 key: required uint32,
+        2 uid: required uint32,
+        3 gid: required uint32,
+        4 cuid: required uint32,
+        5 cgid: required uint32,
+        6 mode: required uint32,
+        7 id: required uint32,
+    }
 }
 
-/// `ipcns-shm-N.img`: one segment per entry. Its contents follow the entry
-/// as raw bytes, unless `in_pagemaps`: then they are in
-/// `pagemap-shmem-ID.img` and its pages image.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct IpcShmEntry {
-    #[prost(message, required, tag = "1")]
-    pub desc: IpcDescEntry,
-    #[prost(uint64, required, tag = "2")]
-    pub size: u64,
-    #[prost(bool, optional, tag = "3")]
-    pub in_pagemaps: Option<bool>,
+message! {
+    /// `ipcns-shm-N.img`: one segment per entry. Unless `in_pagemaps`, its
+    /// contents follow the entry as raw bytes, `size` rounded up to 4;
+    /// otherwise they are in `pagemap-shmem-ID.img` and its pages image.
+    pub struct IpcShmEntry ("ipc_shm_entry") {
+        1 desc: required message<IpcDescEntry>,
+        2 size: required uint64,
+        3 in_pagemaps: optional bool,
+        4 hugetlb_flag: optional uint32,
+    }
 }

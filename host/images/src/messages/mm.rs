@@ -1,109 +1,85 @@
-//! Memory: the mm fields, the VMAs, and which pages are in the pages image.
+//! `mm-PID.img`: the address space's layout fields and its memory areas.
 
-/// `mm-PID.img`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct MmEntry {
-    #[prost(uint64, required, tag = "1")]
-    pub mm_start_code: u64,
-    #[prost(uint64, required, tag = "2")]
-    pub mm_end_code: u64,
-    #[prost(uint64, required, tag = "3")]
-    pub mm_start_data: u64,
-    #[prost(uint64, required, tag = "4")]
-    pub mm_end_data: u64,
-    #[prost(uint64, required, tag = "5")]
-    pub mm_start_stack: u64,
-    #[prost(uint64, required, tag = "6")]
-    pub mm_start_brk: u64,
-    #[prost(uint64, required, tag = "7")]
-    pub mm_brk: u64,
-    #[prost(uint64, required, tag = "8")]
-    pub mm_arg_start: u64,
-    #[prost(uint64, required, tag = "9")]
-    pub mm_arg_end: u64,
-    #[prost(uint64, required, tag = "10")]
-    pub mm_env_start: u64,
-    #[prost(uint64, required, tag = "11")]
-    pub mm_env_end: u64,
-    #[prost(uint32, required, tag = "12")]
-    pub exe_file_id: u32,
-    #[prost(uint64, repeated, packed = "false", tag = "13")]
-    pub mm_saved_auxv: Vec<u64>,
-    #[prost(message, repeated, tag = "14")]
-    pub vmas: Vec<VmaEntry>,
-    #[prost(int32, optional, tag = "15")]
-    pub dumpable: Option<i32>,
-    #[prost(message, repeated, tag = "16")]
-    pub aios: Vec<AioRingEntry>,
-    #[prost(bool, optional, tag = "17")]
-    pub thp_disabled: Option<bool>,
+use crate::json::{Fmt, MMAP_FLAGS, MMAP_PROT, MMAP_STATUS};
+use crate::proto::message;
+
+/// `VmaEntry::status` bits.
+pub mod vma_status {
+    /// Mapped by the restorer (the rest are kernel-provided or special).
+    pub const AREA_REGULAR: u32 = 1 << 0;
+    pub const AREA_STACK: u32 = 1 << 1;
+    pub const AREA_VSYSCALL: u32 = 1 << 2;
+    pub const AREA_VDSO: u32 = 1 << 3;
+    pub const AREA_HEAP: u32 = 1 << 5;
+    pub const FILE_PRIVATE: u32 = 1 << 6;
+    pub const FILE_SHARED: u32 = 1 << 7;
+    pub const ANON_SHARED: u32 = 1 << 8;
+    pub const ANON_PRIVATE: u32 = 1 << 9;
+    pub const AREA_SYSVIPC: u32 = 1 << 10;
+    pub const AREA_SOCKET: u32 = 1 << 11;
+    pub const AREA_VVAR: u32 = 1 << 12;
+    pub const AREA_AIORING: u32 = 1 << 13;
+    pub const AREA_MEMFD: u32 = 1 << 14;
+    pub const AREA_SHSTK: u32 = 1 << 15;
+    pub const AREA_GUARD: u32 = 1 << 16;
+    pub const AREA_UPROBES: u32 = 1 << 17;
+    /// A mapping the dumper could not handle; never valid in an image.
+    pub const UNSUPP: u32 = 1 << 31;
 }
 
-/// One memory area.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct VmaEntry {
-    #[prost(uint64, required, tag = "1")]
-    pub start: u64,
-    #[prost(uint64, required, tag = "2")]
-    pub end: u64,
-    /// File offset in bytes.
-    #[prost(uint64, required, tag = "3")]
-    pub pgoff: u64,
-    /// The backing file's id in files.img, or the SysV segment id.
-    #[prost(uint64, required, tag = "4")]
-    pub shmid: u64,
-    #[prost(uint32, required, tag = "5")]
-    pub prot: u32,
-    #[prost(uint32, required, tag = "6")]
-    pub flags: u32,
-    /// `VMA_AREA_*` / `VMA_FILE_*` / `VMA_ANON_*` bits.
-    #[prost(uint32, required, tag = "7")]
-    pub status: u32,
-    #[prost(sint64, required, tag = "8")]
-    pub fd: i64,
-    /// `1 << MADV_*` bits.
-    #[prost(uint64, optional, tag = "9")]
-    pub madv: Option<u64>,
-    #[prost(uint32, optional, tag = "10")]
-    pub fdflags: Option<u32>,
+message! {
+    /// One memory area.
+    pub struct VmaEntry ("vma_entry") {
+        1 start: required uint64 [Fmt::Hex],
+        2 end: required uint64 [Fmt::Hex],
+        /// File offset in bytes.
+        3 pgoff: required uint64,
+        /// The backing file's id in `files.img`, or the SysV segment id.
+        4 shmid: required uint64,
+        5 prot: required uint32 [Fmt::Flags(MMAP_PROT)],
+        6 flags: required uint32 [Fmt::Flags(MMAP_FLAGS)],
+        /// [`vma_status`] bits.
+        7 status: required uint32 [Fmt::Flags(MMAP_STATUS)],
+        /// -1 in images.
+        8 fd: required sint64,
+        /// `1 << MADV_*` for each advice in effect.
+        9 madv: optional uint64 [Fmt::Hex],
+        /// Open flags for the mapped file.
+        10 fdflags: optional uint32 [Fmt::Hex],
+    }
 }
 
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AioRingEntry {
-    #[prost(uint64, required, tag = "1")]
-    pub id: u64,
-    #[prost(uint32, required, tag = "2")]
-    pub nr_req: u32,
-    #[prost(uint32, required, tag = "3")]
-    pub ring_len: u32,
+message! {
+    /// An AIO ring (its memory is one of the areas).
+    pub struct AioRingEntry ("aio_ring_entry") {
+        1 id: required uint64,
+        2 nr_req: required uint32,
+        3 ring_len: required uint32,
+    }
 }
 
-/// First entry of a pagemap image: which pages image goes with it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PagemapHead {
-    #[prost(uint32, required, tag = "1")]
-    pub pages_id: u32,
-}
-
-/// A run of pages.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PagemapEntry {
-    #[prost(uint64, required, tag = "1")]
-    pub vaddr: u64,
-    #[prost(uint32, required, tag = "2")]
-    pub compat_nr_pages: u32,
-    #[prost(bool, optional, tag = "3")]
-    pub in_parent: Option<bool>,
-    /// `PE_*` bits.
-    #[prost(uint32, optional, tag = "4")]
-    pub flags: Option<u32>,
-    #[prost(uint64, optional, tag = "5")]
-    pub nr_pages: Option<u64>,
-}
-
-impl PagemapEntry {
-    /// Pages in the run (old images kept the count in `compat_nr_pages`).
-    pub fn pages(&self) -> u64 {
-        self.nr_pages.unwrap_or(self.compat_nr_pages as u64)
+message! {
+    /// The single entry of `mm-PID.img`.
+    pub struct MmEntry ("mm_entry") {
+        1 mm_start_code: required uint64 [Fmt::Hex],
+        2 mm_end_code: required uint64 [Fmt::Hex],
+        3 mm_start_data: required uint64 [Fmt::Hex],
+        4 mm_end_data: required uint64 [Fmt::Hex],
+        5 mm_start_stack: required uint64 [Fmt::Hex],
+        6 mm_start_brk: required uint64 [Fmt::Hex],
+        7 mm_brk: required uint64 [Fmt::Hex],
+        8 mm_arg_start: required uint64 [Fmt::Hex],
+        9 mm_arg_end: required uint64 [Fmt::Hex],
+        10 mm_env_start: required uint64 [Fmt::Hex],
+        11 mm_env_end: required uint64 [Fmt::Hex],
+        /// The executable's id in `files.img`.
+        12 exe_file_id: required uint32,
+        /// The auxiliary vector as key, value pairs.
+        13 mm_saved_auxv: repeated uint64,
+        /// Sorted by address.
+        14 vmas: repeated message<VmaEntry>,
+        15 dumpable: optional int32,
+        16 aios: repeated message<AioRingEntry>,
+        17 thp_disabled: optional bool,
     }
 }

@@ -1,14 +1,37 @@
 //! Message definitions: CRIU's field numbers and proto2 types, our own
-//! names and text. Repeated scalars are written unpacked, as proto2 does.
+//! names and text. Each is declared with [`crate::proto::message!`], which
+//! keeps unknown fields and knows how crit prints every field.
 
+mod arm;
 mod core;
+mod creds;
+mod fdinfo;
 mod files;
+mod fs;
+mod ids;
+mod inventory;
 mod ipc;
 mod mm;
-mod task;
+mod pagemap;
+mod pstree;
+mod seccomp;
+mod stats;
+mod timens;
+mod x86;
 
 pub use self::core::*;
+pub use arm::*;
+pub use creds::*;
+pub use fdinfo::*;
 pub use files::*;
+pub use fs::*;
+pub use ids::*;
+pub use inventory::*;
 pub use ipc::*;
 pub use mm::*;
-pub use task::*;
+pub use pagemap::*;
+pub use pstree::*;
+pub use seccomp::*;
+pub use stats::*;
+pub use timens::*;
+pub use x86::*;

@@ -1,0 +1,233 @@
+//! One image file, decoded whole into typed entries, and back.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::framing::{Reader, Writer};
+use crate::json::Json;
+use crate::magic::Kind;
+use crate::messages::*;
+use crate::proto::Proto;
+
+/// The entries of one image file, by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Image {
+    Inventory(Vec<InventoryEntry>),
+    Pstree(Vec<PstreeEntry>),
+    Core(Vec<CoreEntry>),
+    Ids(Vec<TaskKobjIdsEntry>),
+    Mm(Vec<MmEntry>),
+    /// The head, then the runs.
+    Pagemap(PagemapHead, Vec<PagemapEntry>),
+    Files(Vec<FileEntry>),
+    Fdinfo(Vec<FdinfoEntry>),
+    Fs(Vec<FsEntry>),
+    Seccomp(Vec<SeccompEntry>),
+    Timens(Vec<TimensEntry>),
+    Stats(Vec<StatsEntry>),
+    IpcVar(Vec<IpcVarEntry>),
+    /// Each segment with the raw contents that follow it (empty when they
+    /// are in a pagemap).
+    IpcnsShm(Vec<(IpcShmEntry, Vec<u8>)>),
+    /// Each entry with the queued bytes that follow it.
+    PipesData(Vec<(PipeDataEntry, Vec<u8>)>),
+    FifoData(Vec<(PipeDataEntry, Vec<u8>)>),
+}
+
+impl Image {
+    /// Decodes a whole image. Errors name the entry and the field.
+    pub fn decode(data: &[u8]) -> Result<Image> {
+        let mut r = Reader::new(data)?;
+        Ok(match r.kind {
+            Kind::Inventory => Image::Inventory(r.all()?),
+            Kind::Pstree => Image::Pstree(r.all()?),
+            Kind::Core => Image::Core(r.all()?),
+            Kind::Ids => Image::Ids(r.all()?),
+            Kind::Mm => Image::Mm(r.all()?),
+            Kind::Pagemap => {
+                let head = r.decode_next()?.context("no pagemap_head entry: the file ends after its magic")?;
+                Image::Pagemap(head, r.all()?)
+            }
+            Kind::Files => Image::Files(r.all()?),
+            Kind::Fdinfo => Image::Fdinfo(r.all()?),
+            Kind::Fs => Image::Fs(r.all()?),
+            Kind::Seccomp => Image::Seccomp(r.all()?),
+            Kind::Timens => Image::Timens(r.all()?),
+            Kind::Stats => Image::Stats(r.all()?),
+            Kind::IpcVar => Image::IpcVar(r.all()?),
+            Kind::IpcnsShm => {
+                let mut v = Vec::new();
+                while let Some(e) = r.decode_next::<IpcShmEntry>()? {
+                    let data = r.raw(shm_payload_len(&e))?.to_vec();
+                    v.push((e, data));
+                }
+                Image::IpcnsShm(v)
+            }
+            Kind::PipesData | Kind::FifoData => {
+                let mut v = Vec::new();
+                while let Some(e) = r.decode_next::<PipeDataEntry>()? {
+                    let data = r.raw(u64::from(e.bytes))?.to_vec();
+                    v.push((e, data));
+                }
+                if r.kind == Kind::PipesData { Image::PipesData(v) } else { Image::FifoData(v) }
+            }
+        })
+    }
+
+    /// Reads and decodes `path`; errors start with the file's name.
+    pub fn read(path: &Path) -> Result<Image> {
+        let data = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Image::decode(&data).with_context(|| file_name(path))
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self {
+            Image::Inventory(_) => Kind::Inventory,
+            Image::Pstree(_) => Kind::Pstree,
+            Image::Core(_) => Kind::Core,
+            Image::Ids(_) => Kind::Ids,
+            Image::Mm(_) => Kind::Mm,
+            Image::Pagemap(..) => Kind::Pagemap,
+            Image::Files(_) => Kind::Files,
+            Image::Fdinfo(_) => Kind::Fdinfo,
+            Image::Fs(_) => Kind::Fs,
+            Image::Seccomp(_) => Kind::Seccomp,
+            Image::Timens(_) => Kind::Timens,
+            Image::Stats(_) => Kind::Stats,
+            Image::IpcVar(_) => Kind::IpcVar,
+            Image::IpcnsShm(_) => Kind::IpcnsShm,
+            Image::PipesData(_) => Kind::PipesData,
+            Image::FifoData(_) => Kind::FifoData,
+        }
+    }
+
+    /// The file's bytes: magic, entries, payloads.
+    pub fn encode(&self) -> Vec<u8> {
+        fn all<M: Proto>(w: &mut Writer, v: &[M]) {
+            for m in v {
+                w.push(m);
+            }
+        }
+        let mut w = Writer::new(self.kind());
+        match self {
+            Image::Inventory(v) => all(&mut w, v),
+            Image::Pstree(v) => all(&mut w, v),
+            Image::Core(v) => all(&mut w, v),
+            Image::Ids(v) => all(&mut w, v),
+            Image::Mm(v) => all(&mut w, v),
+            Image::Pagemap(head, v) => {
+                w.push(head);
+                all(&mut w, v);
+            }
+            Image::Files(v) => all(&mut w, v),
+            Image::Fdinfo(v) => all(&mut w, v),
+            Image::Fs(v) => all(&mut w, v),
+            Image::Seccomp(v) => all(&mut w, v),
+            Image::Timens(v) => all(&mut w, v),
+            Image::Stats(v) => all(&mut w, v),
+            Image::IpcVar(v) => all(&mut w, v),
+            Image::IpcnsShm(v) => {
+                for (e, data) in v {
+                    w.push(e).raw(data);
+                }
+            }
+            Image::PipesData(v) | Image::FifoData(v) => {
+                for (e, data) in v {
+                    w.push(e).raw(data);
+                }
+            }
+        }
+        w.into_bytes()
+    }
+
+    /// Encodes and writes to `path`.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.encode()).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Number of entries (a pagemap's head counts).
+    pub fn len(&self) -> usize {
+        match self {
+            Image::Inventory(v) => v.len(),
+            Image::Pstree(v) => v.len(),
+            Image::Core(v) => v.len(),
+            Image::Ids(v) => v.len(),
+            Image::Mm(v) => v.len(),
+            Image::Pagemap(_, v) => v.len() + 1,
+            Image::Files(v) => v.len(),
+            Image::Fdinfo(v) => v.len(),
+            Image::Fs(v) => v.len(),
+            Image::Seccomp(v) => v.len(),
+            Image::Timens(v) => v.len(),
+            Image::Stats(v) => v.len(),
+            Image::IpcVar(v) => v.len(),
+            Image::IpcnsShm(v) => v.len(),
+            Image::PipesData(v) | Image::FifoData(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What `crit show` prints for the file.
+    pub fn to_json(&self) -> Json {
+        fn all<M: Proto>(v: &[M]) -> Vec<Json> {
+            v.iter().map(|m| m.to_json(false)).collect()
+        }
+        // crit appends the payload as "extra", base64 like bytes fields.
+        fn with_extra<M: Proto>(m: &M, extra: &[u8]) -> Json {
+            match m.to_json(false) {
+                Json::Obj(mut o) => {
+                    o.push(("extra".into(), Json::Str(crate::json::base64_mime(extra))));
+                    Json::Obj(o)
+                }
+                j => j,
+            }
+        }
+        let entries = match self {
+            Image::Inventory(v) => all(v),
+            Image::Pstree(v) => all(v),
+            Image::Core(v) => all(v),
+            Image::Ids(v) => all(v),
+            Image::Mm(v) => all(v),
+            Image::Pagemap(head, v) => std::iter::once(head.to_json(false)).chain(all(v)).collect(),
+            Image::Files(v) => all(v),
+            Image::Fdinfo(v) => all(v),
+            Image::Fs(v) => all(v),
+            Image::Seccomp(v) => all(v),
+            Image::Timens(v) => all(v),
+            Image::Stats(v) => all(v),
+            Image::IpcVar(v) => all(v),
+            // crit shows `size` bytes of the payload, without the padding.
+            Image::IpcnsShm(v) => v
+                .iter()
+                .map(|(e, data)| with_extra(e, &data[..data.len().min(usize::try_from(e.size).unwrap_or(usize::MAX))]))
+                .collect(),
+            Image::PipesData(v) | Image::FifoData(v) => v.iter().map(|(e, data)| with_extra(e, data)).collect(),
+        };
+        Json::Obj(vec![("magic".into(), Json::Str(self.kind().name().into())), ("entries".into(), Json::Arr(entries))])
+    }
+}
+
+/// Bytes of segment contents after an `ipcns-shm` entry: none when they
+/// are in a pagemap, else the size rounded up to 4.
+pub fn shm_payload_len(e: &IpcShmEntry) -> u64 {
+    if e.in_pagemaps == Some(true) { 0 } else { e.size.saturating_add(3) & !3 }
+}
+
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}
+
+/// Checks that `data` is a CRIU image at all (for callers that only want
+/// to know, such as a directory listing).
+pub fn is_image(data: &[u8]) -> bool {
+    Kind::from_header(data).is_some()
+}
+
+/// crit's JSON for the image at `path`.
+pub fn crit_json(path: &Path) -> Result<Json> {
+    Ok(Image::read(path)?.to_json())
+}

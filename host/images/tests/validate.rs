@@ -1,0 +1,146 @@
+//! Semantic validation: the fixtures pass; each kind of inconsistency is
+//! refused with the file, entry and field named.
+
+mod common;
+
+use common::*;
+use revenant_images::messages::*;
+use revenant_images::{ImageSet, Process};
+
+#[test]
+fn every_fixture_loads_and_validates() {
+    for set in SETS {
+        let s = ImageSet::load(&set_dir(set)).unwrap_or_else(|e| panic!("{set}: {e:#}"));
+        s.validate("x86_64").unwrap_or_else(|e| panic!("{set}: {e:#}"));
+    }
+    let s = ImageSet::load(&set_dir("sh-loop")).unwrap();
+    assert_eq!(s.processes.len(), 2);
+    assert_eq!(s.processes[1].comm(), Some("sleep"));
+    assert_eq!(s.processes[1].pstree.ppid, s.processes[0].pid());
+    let s = ImageSet::load(&set_dir("shm-ipcns")).unwrap();
+    let seg = &s.ipc[0].shm[0];
+    assert_eq!((seg.entry.desc.key, seg.entry.size), (0x5eed, 32768));
+    assert_eq!(seg.pages.as_ref().unwrap().entries[0].pages(), 8);
+    assert!(s.ipc[0].var.is_some() && s.seccomp.is_some() && s.timens.contains_key(&0));
+}
+
+/// Loads loop-static, changes it, writes it to a scratch directory and
+/// validates that: the error must mention every one of `want`.
+fn refused(tag: &str, change: impl FnOnce(&mut ImageSet), want: &[&str]) {
+    let mut s = ImageSet::load(&set_dir("loop-static")).unwrap();
+    change(&mut s);
+    let out = Scratch::new(tag);
+    s.write(&out.0).unwrap();
+    let err = ImageSet::load(&out.0).and_then(|s| s.validate("x86_64")).unwrap_err();
+    let err = format!("{err:#}");
+    for w in want {
+        assert!(err.contains(w), "{tag}: {err:?} does not mention {w:?}");
+    }
+}
+
+fn proc0(s: &mut ImageSet) -> &mut Process {
+    &mut s.processes[0]
+}
+
+#[test]
+fn the_wrong_arch_is_refused() {
+    let s = ImageSet::load(&set_dir("loop-static")).unwrap();
+    let err = format!("{:#}", s.validate("arm").unwrap_err());
+    assert!(err.contains("core-10562.img: entry 0: mtype") && err.contains("x86_64"), "{err}");
+    refused("no-regs", |s| proc0(s).threads[0].core.thread_info = None, &["core-10562.img", "entry 0", "thread_info"]);
+    refused("no-tc", |s| proc0(s).threads[0].core.tc = None, &["core-10562.img", "tc"]);
+}
+
+#[test]
+fn overlapping_and_unsorted_vmas_are_refused() {
+    refused(
+        "overlap",
+        |s| {
+            let v = &mut proc0(s).mm.vmas;
+            v[2].start = v[1].start;
+        },
+        &["mm-10562.img: entry 0: vmas[2].start", "overlaps"],
+    );
+    refused("unaligned", |s| proc0(s).mm.vmas[0].end += 1, &["mm-10562.img: entry 0: vmas[0]", "bad range"]);
+}
+
+#[test]
+fn pagemap_runs_outside_areas_or_out_of_order_are_refused() {
+    refused(
+        "run-outside",
+        |s| proc0(s).pagemap[0].vaddr = 0x1000,
+        &["pagemap-10562.img: entry 1: vaddr", "not inside"],
+    );
+    refused("run-order", |s| proc0(s).pagemap.swap(1, 2), &["pagemap-10562.img: entry 3: vaddr", "below the previous"]);
+    refused(
+        "run-parent",
+        |s| proc0(s).pagemap[0].flags = Some(pe::PARENT),
+        &["pagemap-10562.img: entry 1: flags", "parent"],
+    );
+}
+
+#[test]
+fn a_pages_image_of_the_wrong_size_is_refused() {
+    refused(
+        "pages-size",
+        |s| {
+            let run = proc0(s).pagemap.iter_mut().find(|e| e.pages() > 1).unwrap();
+            run.nr_pages = Some(run.pages() - 1);
+        },
+        &["pages-1.img", "pagemap-10562.img", "promises"],
+    );
+}
+
+#[test]
+fn missing_file_ids_are_refused() {
+    refused("exe", |s| proc0(s).mm.exe_file_id = 999, &["mm-10562.img: entry 0: exe_file_id", "999"]);
+    refused(
+        "vma-file",
+        |s| {
+            let v = proc0(s).mm.vmas.iter_mut().find(|v| v.status & vma_status::FILE_PRIVATE != 0).unwrap();
+            v.shmid = 999;
+        },
+        &["mm-10562.img: entry 0: vmas[0].shmid", "999"],
+    );
+    refused("cwd", |s| proc0(s).fs.cwd_id = 999, &["fs-10562.img: entry 0: cwd_id", "999"]);
+    refused("fd", |s| proc0(s).fds[1].id = 999, &["fdinfo-2.img: entry 1: id", "999"]);
+    refused("fd-type", |s| proc0(s).fds[1].r#type = FdType::Pipe as i32, &["fdinfo-2.img: entry 1: type", "PIPE"]);
+    refused("dup-fd", |s| proc0(s).fds[1].fd = 0, &["fdinfo-2.img: entry 1: fd", "twice"]);
+    refused("dup-file", |s| s.files[1].id = s.files[0].id, &["files.img: entry 1: id", "twice"]);
+    refused("no-reg", |s| s.files[0].reg = None, &["files.img: entry 0: reg", "REG"]);
+}
+
+#[test]
+fn an_inconsistent_process_tree_is_refused() {
+    let mut s = ImageSet::load(&set_dir("sh-loop")).unwrap();
+    s.processes[1].pstree.ppid = 4242;
+    let err = format!("{:#}", s.validate("x86_64").unwrap_err());
+    assert!(err.contains("pstree.img: entry 1: ppid") && err.contains("4242"), "{err}");
+
+    let mut s = ImageSet::load(&set_dir("sh-loop")).unwrap();
+    s.processes[1].pstree.threads = vec![s.processes[1].pstree.pid, s.processes[0].pstree.pid];
+    let err = format!("{:#}", s.validate("x86_64").unwrap_err());
+    assert!(err.contains("pstree.img: entry 1: threads[1]") && err.contains("twice"), "{err}");
+
+    let mut s = ImageSet::load(&set_dir("sh-loop")).unwrap();
+    s.processes[0].pstree.threads = vec![1];
+    let err = format!("{:#}", s.validate("x86_64").unwrap_err());
+    assert!(err.contains("pstree.img: entry 0: threads"), "{err}");
+
+    let mut s = ImageSet::load(&set_dir("sh-loop")).unwrap();
+    s.processes[1].pstree.pid = s.processes[0].pstree.pid;
+    let err = format!("{:#}", s.validate("x86_64").unwrap_err());
+    assert!(err.contains("pstree.img: entry 1: pid") && err.contains("twice"), "{err}");
+}
+
+#[test]
+fn a_missing_image_is_named() {
+    let dir = Scratch::copy_of("loop-static", "missing");
+    std::fs::remove_file(dir.path("core-10562.img")).unwrap();
+    let err = format!("{:#}", ImageSet::load(&dir.0).unwrap_err());
+    assert!(err.contains("core-10562.img") && err.contains("cannot read"), "{err}");
+    // An image of the wrong kind under a name.
+    std::fs::copy(dir.path("mm-10562.img"), dir.path("core-10562.img")).unwrap();
+    let err = format!("{:#}", ImageSet::load(&dir.0).unwrap_err());
+    assert!(err.contains("core-10562.img: a MM image where a CORE image was expected"), "{err}");
+}
