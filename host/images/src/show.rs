@@ -108,7 +108,7 @@ fn file_listing(path: &Path) -> Result<String> {
             }
         }
         Image::Pagemap(head, v) => {
-            let present: u64 = v.iter().filter(|e| e.pe_flags() & pe::PRESENT != 0).map(PagemapEntry::pages).sum();
+            let present = pages_with(v, pe::PRESENT);
             line(format!("pages-{}.img, {} runs, {present} pages present", head.pages_id, v.len()));
             for e in v {
                 line(format!(
@@ -144,6 +144,12 @@ fn file_listing(path: &Path) -> Result<String> {
         }
     }
     Ok(s)
+}
+
+/// Pages of the runs with any of `flags`. Saturating: `show` runs before
+/// (and without) validation, on whatever the images say.
+fn pages_with(runs: &[PagemapEntry], flags: u32) -> u64 {
+    runs.iter().filter(|e| e.pe_flags() & flags != 0).map(PagemapEntry::pages).fold(0, u64::saturating_add)
 }
 
 /// One-line JSON.
@@ -238,13 +244,13 @@ fn summary(set: &ImageSet) -> String {
         for t in &p.threads {
             let _ = writeln!(s, "  thread {}: {}", t.tid, core_line(&t.core));
         }
-        let present: u64 = p.pagemap.iter().filter(|e| e.pe_flags() & pe::PRESENT != 0).map(PagemapEntry::pages).sum();
-        let lazy: u64 = p.pagemap.iter().filter(|e| e.pe_flags() & pe::LAZY != 0).map(PagemapEntry::pages).sum();
+        let present = pages_with(&p.pagemap, pe::PRESENT);
+        let lazy = pages_with(&p.pagemap, pe::LAZY);
         let _ = writeln!(
             s,
             "  {} memory areas; {present} pages ({} KiB) in {}, {lazy} of them lazy-capable",
             p.mm.vmas.len(),
-            present * PAGE_SIZE / 1024,
+            present.saturating_mul(PAGE_SIZE) / 1024,
             file_name(&p.pages)
         );
         for v in &p.mm.vmas {
@@ -258,7 +264,7 @@ fn summary(set: &ImageSet) -> String {
                     let end = e.vaddr.saturating_add(e.pages().saturating_mul(PAGE_SIZE));
                     end.min(v.end).saturating_sub(e.vaddr.max(v.start))
                 })
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let pages = bytes / PAGE_SIZE;
             let _ = writeln!(s, "    {} [{pages} pages]", vma_line(v, file.map(|r| r.name.as_str())));
         }

@@ -43,3 +43,29 @@ fn single_files_are_listed_by_kind() {
         assert!(text.contains(want), "{file}: lacks {want:?}:\n{text}");
     }
 }
+
+#[test]
+fn every_fixture_file_and_set_shows_both_ways() {
+    for set in SETS {
+        assert!(show(&set_dir(set), false).is_ok() && show(&set_dir(set), true).is_ok(), "{set}");
+        for path in image_files(set) {
+            let text = show(&path, false).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            assert!(text.contains(" image, "), "{text}");
+        }
+    }
+}
+
+#[test]
+fn absurd_page_counts_do_not_overflow_the_summary() {
+    use revenant_images::ImageSet;
+    let mut s = ImageSet::load(&set_dir("loop-static")).unwrap();
+    for e in &mut s.processes[0].pagemap {
+        e.nr_pages = Some(u64::MAX / 2);
+    }
+    let out = Scratch::new("absurd-pages");
+    s.write(&out.0).unwrap();
+    let text = show(&out.0, false).unwrap();
+    assert!(text.contains("process 10562"), "{text}");
+    assert!(show(&out.path("pagemap-10562.img"), false).is_ok());
+    assert!(ImageSet::load(&out.0).unwrap().validate("x86_64").is_err());
+}
