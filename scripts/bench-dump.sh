@@ -23,10 +23,6 @@ cargo build -q --release -p revenant
 REV=target/release/revenant
 cc -O2 -pthread -o "$WORK/single" tests/dumpees/single.c
 
-# Until the image layer writes the other images, the dump writes the pages
-# (where nearly all the time goes) and stops there.
-EXTRA=(--pages-only)
-
 bench() {
     local kib=$1 label=$2
     local out="$WORK/out-$kib"
@@ -47,7 +43,7 @@ bench() {
         mkdir -p "$dir"
         local t0 t1
         t0=$(date +%s%N)
-        "$REV" dump -t "$pid" -D "$dir" --leave-running "${EXTRA[@]}"
+        "$REV" dump -t "$pid" -D "$dir" --leave-running
         t1=$(date +%s%N)
         times+=($(( (t1 - t0) / 1000 )))
         rm -rf "$dir"

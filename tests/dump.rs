@@ -305,3 +305,63 @@ fn a_dump_that_cannot_write_kills_nothing_and_releases_the_whole_tree() {
     }
     assert_eq!(d.ping(), "pong 1 ok=1");
 }
+
+/// `criu --version` as (major, minor), if a criu is on PATH.
+fn criu_version() -> Option<(u32, u32)> {
+    let out = std::process::Command::new("criu").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text.lines().find_map(|l| l.strip_prefix("Version: "))?;
+    let mut it = v.trim().split('.').map(|n| n.parse::<u32>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+/// CRIU itself restores revenant's images of a single-threaded and of a
+/// multi-threaded program, which then carry on. Skipped, saying why,
+/// without a criu of 4.1 or newer (older ones cannot handle `[vvar_vclock]`
+/// on Linux 6.13+).
+#[test]
+fn criu_restores_our_images() {
+    match criu_version() {
+        Some(v) if v >= (4, 1) => {}
+        Some((a, b)) => return eprintln!("skipped: criu {a}.{b} on PATH is older than 4.1"),
+        None => return eprintln!("skipped: no criu on PATH"),
+    }
+    for name in ["sleeper", "tickthreads"] {
+        let dir = image_dir(&format!("criu-{name}"));
+        let out = dir.join("out");
+        // Files only: a restore cannot reconnect pipes to this test.
+        let mut cmd = std::process::Command::new(support::build(name));
+        cmd.stdin(std::process::Stdio::null()).stdout(std::fs::File::create(&out).unwrap());
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                nix::unistd::setsid()?;
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id() as i32;
+        while !std::fs::read_to_string(&out).unwrap().contains("tick 1\n") {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        dump(pid, &images, &DumpOptions::default()).unwrap();
+        child.wait().unwrap();
+        let ticks = |s: &str| s.lines().filter(|l| l.starts_with("tick")).count();
+        let before = ticks(&std::fs::read_to_string(&out).unwrap());
+        let st = std::process::Command::new("criu")
+            .args(["restore", "-d", "-D"])
+            .arg(&images)
+            .args(["-o", "restore.log", "-v4"])
+            .status()
+            .unwrap();
+        assert!(st.success(), "criu restore failed; see {}/restore.log", images.display());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while ticks(&std::fs::read_to_string(&out).unwrap()) <= before + 1 {
+            assert!(std::time::Instant::now() < deadline, "the restored {name} does not tick");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}

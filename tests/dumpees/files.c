@@ -1,5 +1,6 @@
 /* Open regular files: argv[1] read-write at offset 5, the same description
  * again at fd 10, /dev/null read-only at fd 7 with close-on-exec. */
+#define _GNU_SOURCE
 #include "pingpong.h"
 #include <fcntl.h>
 

@@ -16,6 +16,7 @@ static void *waiter(void *arg)
 	for (;;)
 		if (read(never[0], &c, 1) <= 0)
 			pause();
+	return 0;
 }
 
 int main(void)

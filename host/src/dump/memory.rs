@@ -23,29 +23,63 @@ const CHUNK: usize = 16 << 20;
 const MAX_IOVS: usize = 1024;
 
 /// Writes the contents of `runs`, in order, to `out`. Returns bytes written.
-pub fn copy_pages(pid: i32, runs: &[Run], out: &mut impl Write) -> Result<u64> {
+///
+/// Reading and writing overlap: a writer thread takes filled buffers while
+/// the next ones are read, and hands them back for reuse, so the copy out
+/// of the task and the copy into the page cache run side by side.
+pub fn copy_pages<W: Write + Send>(pid: i32, runs: &[Run], out: &mut W) -> Result<u64> {
+    use std::sync::mpsc::sync_channel;
     let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
-    let mut buf = vec![0u8; (total as usize).min(CHUNK)];
-    let mut mem: Option<File> = None;
-    let mut written = 0u64;
-    // Pieces of runs: (address, length), each at most CHUNK.
-    let mut pieces = runs.iter().flat_map(|r| split(r.vaddr, r.nr_pages * PAGE)).peekable();
-    while pieces.peek().is_some() {
-        let mut batch: Vec<RemoteIoVec> = Vec::new();
-        let mut len = 0usize;
-        while let Some(&(a, l)) = pieces.peek() {
-            if batch.len() == MAX_IOVS || len + l > buf.len() {
-                break;
-            }
-            batch.push(RemoteIoVec { base: a as usize, len: l });
-            len += l;
-            pieces.next();
-        }
-        read_batch(pid, &batch, &mut buf[..len], &mut mem)?;
-        out.write_all(&buf[..len]).context("writing the pages image")?;
-        written += len as u64;
+    let size = (total as usize).min(CHUNK);
+    // Filled buffers go to the writer; empty ones come back.
+    let (full_tx, full_rx) = sync_channel::<(Vec<u8>, usize)>(1);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(2);
+    empty_tx.send(vec![0u8; size]).expect("fresh channel");
+    if total as usize > size {
+        empty_tx.send(vec![0u8; size]).expect("fresh channel");
     }
-    Ok(written)
+    std::thread::scope(|s| {
+        let writer = s.spawn(move || -> Result<u64> {
+            let mut written = 0u64;
+            for (buf, len) in full_rx {
+                out.write_all(&buf[..len]).context("writing the pages image")?;
+                written += len as u64;
+                // The reader may have stopped early; then nobody needs it.
+                let _ = empty_tx.send(buf);
+            }
+            Ok(written)
+        });
+        let read = (|| -> Result<()> {
+            let mut mem: Option<File> = None;
+            // Pieces of runs: (address, length), each at most CHUNK.
+            let mut pieces = runs.iter().flat_map(|r| split(r.vaddr, r.nr_pages * PAGE)).peekable();
+            while pieces.peek().is_some() {
+                let Ok(mut buf) = empty_rx.recv() else { break }; // the writer failed
+                let mut batch: Vec<RemoteIoVec> = Vec::new();
+                let mut len = 0usize;
+                while let Some(&(a, l)) = pieces.peek() {
+                    if batch.len() == MAX_IOVS || len + l > buf.len() {
+                        break;
+                    }
+                    batch.push(RemoteIoVec { base: a as usize, len: l });
+                    len += l;
+                    pieces.next();
+                }
+                read_batch(pid, &batch, &mut buf[..len], &mut mem)?;
+                if full_tx.send((buf, len)).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(full_tx);
+        let written = writer.join().map_err(|_| anyhow::anyhow!("the pages writer thread panicked"))??;
+        read?;
+        if written != total {
+            bail!("process {pid}: wrote {written} of {total} bytes of pages");
+        }
+        Ok(written)
+    })
 }
 
 fn split(addr: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
