@@ -365,3 +365,26 @@ fn criu_restores_our_images() {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
 }
+
+#[test]
+fn a_thread_interrupted_in_user_code_is_left_as_it_was() {
+    let mut d = Dumpee::start("spin", &[]);
+    d.expect("ready");
+    let pid = d.pid();
+    let (t, _) = dump_ok(&d, "spin", &leave_running());
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    let main = &t.procs[0].threads[0];
+    assert_eq!(main.tid, pid);
+    assert_eq!(main.regs.orig_rax, u64::MAX, "not in a system call: {:x?}", main.regs);
+    // Still computing: its CPU time keeps growing.
+    let utime = || {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")).unwrap();
+        s[s.rfind(')').unwrap() + 2..].split_whitespace().nth(11).unwrap().parse::<u64>().unwrap()
+    };
+    let before = utime();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while utime() == before {
+        assert!(std::time::Instant::now() < deadline, "the spinning thread stopped");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
