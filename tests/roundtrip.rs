@@ -57,13 +57,11 @@ fn listing(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
     v
 }
 
-#[test]
-fn a_counting_process_carries_on_after_dump_and_restore() {
-    let work = scratch("counter");
-    let images = work.join("images");
-    let out = work.join("out");
-    let mut child = Command::new(dump_support::build("counter"));
-    child.arg(&out).arg(&work).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+/// Starts dumpee `name` with `args` in its own session, stdio on
+/// /dev/null and no other fds.
+fn start(name: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let mut child = Command::new(dump_support::build(name));
+    child.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid and close_range are async-signal-safe. Fds the test
     // harness leaks (cargo's jobserver pipe) are not the program's.
     unsafe {
@@ -73,18 +71,30 @@ fn a_counting_process_carries_on_after_dump_and_restore() {
             Ok(())
         });
     }
-    let mut child = child.spawn().unwrap();
-    let pid = child.id() as i32;
-    wait_for(&out, |l| l.len() >= 3);
+    child.spawn().unwrap()
+}
 
-    std::fs::create_dir_all(&images).unwrap();
-    let dumped = dump(pid, &images, &DumpOptions::default());
+/// Dumps `child` into `images` (which kills it) and reaps it, so its PID
+/// is free for the restore.
+fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
+    std::fs::create_dir_all(images).unwrap();
+    let dumped = dump(child.id() as i32, images, &DumpOptions::default());
     if dumped.is_err() {
         let _ = child.kill();
     }
     dumped.unwrap();
-    // The dump killed it; reap it so its PID is free again.
     child.wait().unwrap();
+}
+
+#[test]
+fn a_counting_process_carries_on_after_dump_and_restore() {
+    let work = scratch("counter");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("counter", &[out.as_os_str(), work.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
     let before = std::fs::read_to_string(&out).unwrap();
     let last = tick(before.lines().last().unwrap());
     let listed = listing(&images);
@@ -103,5 +113,45 @@ fn a_counting_process_carries_on_after_dump_and_restore() {
         let cwd = work.canonicalize().unwrap();
         assert_eq!(*l, format!("pid={pid} tick={} check=ok cwd={}", i + 1, cwd.display()));
     }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn threads_keep_their_tids_and_their_avx_registers() {
+    let work = scratch("avx");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("avxthreads", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let tids = |text: &str| {
+        let mut t: Vec<String> = text.lines().filter_map(|l| l.split(' ').next()).map(str::to_string).collect();
+        t.sort();
+        t.dedup();
+        t
+    };
+    let before = wait_for(&out, |l| tids(&l.join("\n")).len() == 4 && l.len() >= 12);
+    dump_and_reap(&mut child, &images);
+    let before = std::fs::read_to_string(&out).unwrap_or(before);
+    let n_before = before.lines().count();
+    let threads = tids(&before);
+    assert_eq!(threads.len(), 4, "{before}");
+
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    // Every thread reports at least twice more.
+    let after = wait_for(&out, |l| {
+        let new = &l[n_before.min(l.len())..];
+        threads.iter().all(|t| new.iter().filter(|x| x.starts_with(&format!("{t} "))).count() >= 2)
+    });
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    let new: Vec<&str> = after.lines().skip(n_before).collect();
+    for t in &threads {
+        assert!(
+            new.iter().filter(|x| x.starts_with(&format!("{t} "))).count() >= 2,
+            "{t} is missing after restore:\n{after}"
+        );
+    }
+    assert_eq!(tids(&after), threads, "TIDs changed:\n{after}");
+    assert!(new.iter().all(|l| l.ends_with("ymm=ok")), "a thread lost its ymm8:\n{after}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -179,10 +179,30 @@ impl Frozen {
     }
 
     /// Kills every process of the tree (CRIU's default after a dump).
+    ///
+    /// The killed tasks are still traced by us, and a traced thread that
+    /// exits stays a zombie until its tracer collects it; until then its
+    /// process cannot be reaped by its parent. So collect every thread that
+    /// is not a leader, and every leader that is not our own child (our own
+    /// children's parent wait does both jobs).
     pub fn kill(mut self) {
         self.done = true;
         for p in &self.procs {
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        let me = std::process::id() as i32;
+        for p in &self.procs {
+            for &tid in &p.threads {
+                if tid == p.pid && parent_of(tid) == Some(me) {
+                    continue;
+                }
+                let t = Pid::from_raw(tid);
+                while let Ok(s) = waitpid(t, Some(WaitPidFlag::__WALL)) {
+                    if matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
+                        break;
+                    }
+                }
+            }
         }
     }
 }
@@ -215,6 +235,12 @@ fn detach_all(seized: &[(i32, bool)]) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// The parent of `pid`, from /proc.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
 }
 
 fn pid_gone(pid: i32) -> bool {
