@@ -90,6 +90,10 @@ enum Cmd {
     Show {
         /// An image file or a checkpoint directory.
         path: PathBuf,
+        /// Print what crit would print (for a directory: every image's JSON,
+        /// keyed by file name).
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect or export the restorer blob built into this binary.
     Blob {
@@ -165,8 +169,8 @@ fn run(cli: Cli) -> Result<()> {
             let code = revenant::restore::run(&dir, &opts)?;
             std::process::exit(code)
         }
-        Cmd::Show { path } => {
-            print!("{}", revenant_images::show(&path, false)?);
+        Cmd::Show { path, json } => {
+            print!("{}", revenant_images::show(&path, json)?);
             Ok(())
         }
         Cmd::Blob { command: BlobCmd::Info { json } } => {
