@@ -216,11 +216,14 @@ fn regular_files_with_positions_and_shared_descriptions() {
 fn a_pipe_and_its_buffered_data() {
     let mut d = Dumpee::start("pipe", &[]);
     d.expect("ready");
-    // The images cannot carry buffered pipe data yet: a full dump refuses,
-    // naming the pipe, and leaves the program alone.
-    let err = dump(d.pid(), &image_dir("pipe-full"), &DumpOptions::default()).unwrap_err();
-    assert!(format!("{err:#}").contains("8 bytes of buffered data"), "{err:#}");
+    // A full dump carries the buffered bytes in pipes-data.img.
+    let full = image_dir("pipe-full");
+    dump(d.pid(), &full, &leave_running()).unwrap();
     assert_eq!(d.ping(), "pong 1 ok=1");
+    match revenant_images::Image::read(&full.join("pipes-data.img")).unwrap() {
+        revenant_images::Image::PipesData(v) => assert_eq!(v[0].1, b"buffered"),
+        other => panic!("{other:?}"),
+    }
     // What the dump found, without the images.
     let opts = DumpOptions { pages_only: true, ..leave_running() };
     let (t, _) = dump_ok(&d, "pipe", &opts);

@@ -16,6 +16,11 @@ pub fn build(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dumpees");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(name);
+    // Tests run in parallel: two building the same program would replace
+    // the file under a process already running it (its exe then reads
+    // "(deleted)"). One build at a time, and only when stale.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let stale = |o: &Path| {
         let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
         let newest_src = [src.clone(), src.with_file_name("pingpong.h")].iter().filter_map(|p| m(p)).max();

@@ -155,3 +155,25 @@ fn threads_keep_their_tids_and_their_avx_registers() {
     assert!(new.iter().all(|l| l.ends_with("ymm=ok")), "a thread lost its ymm8:\n{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn a_pipe_comes_back_with_its_buffered_data_and_flags() {
+    let work = scratch("pipe");
+    let images = work.join("images");
+    let (out, go) = (work.join("out"), work.join("go"));
+    let mut child = start("pipefile", &[out.as_os_str(), go.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+    wait_for(&out, |l| l.len() > n);
+    std::fs::write(&go, b"").unwrap();
+    let text = wait_for(&out, |l| l.last().is_some_and(|x| x.starts_with("pipe=")));
+    let status = waitpid(Pid::from_raw(pid), None);
+    let last = text.lines().last().unwrap_or("");
+    // Read end still non-blocking: the second read finds only "again".
+    assert_eq!(last, "pipe=through the pipe again=again (16 5)", "{text}");
+    assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
@@ -16,21 +16,20 @@ use crate::restore::regs::X86Fpu;
 /// Writes every image but the pages under temporary names; returns the
 /// final names.
 pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
-    // Never a silent loss: buffered pipe data needs pipes-data.img, which
-    // the image layer cannot write yet.
-    if let Some(d) = tree.files.pipe_data.first() {
-        bail!(
-            "pipe {} holds {} bytes of buffered data, which the images cannot carry yet (no pipes-data image)",
-            d.pipe_id,
-            d.data.len()
-        );
-    }
     let mut names = Vec::new();
     let mut put = |name: String, w: &Writer| -> Result<()> {
         w.write(&tmp_name(dir, &name))?;
         names.push(name);
         Ok(())
     };
+    if !tree.files.pipe_data.is_empty() {
+        let mut w = Writer::new(Kind::PipesData);
+        for d in &tree.files.pipe_data {
+            w.push(&PipeDataEntry { pipe_id: d.pipe_id, bytes: d.data.len() as u32, ..Default::default() });
+            w.raw(&d.data);
+        }
+        put("pipes-data.img".into(), &w)?;
+    }
     let root = &tree.procs[0];
     put(
         "inventory.img".into(),

@@ -41,6 +41,8 @@ pub struct ChildPlan {
     pub service: Vec<Open>,
     /// The dumped program's descriptors.
     pub fds: Vec<Open>,
+    /// Its pipes, rebuilt after the files.
+    pub pipes: Vec<super::plan::PipePlan>,
     pub root: Option<CString>,
     pub cwd: CString,
     pub umask: u32,
@@ -106,6 +108,9 @@ fn steps(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
         for o in p.service.iter().chain(&p.fds) {
             open_at(o, log)?;
         }
+        for pp in &p.pipes {
+            make_pipe(pp, p.scratch, log)?;
+        }
         if let Some(root) = &p.root
             && libc::chroot(root.as_ptr()) < 0
         {
@@ -149,6 +154,53 @@ unsafe fn open_at(o: &Open, log: &Log) -> Result<(), Failed> {
         if o.pos != 0 && libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 {
             return Err(fail(log, "seeking in", o.path.as_bytes()));
         }
+    }
+    Ok(())
+}
+
+/// Creates one pipe with its buffered data and puts its ends at their fds.
+///
+/// # Safety
+/// Plain syscalls; the target fds are replaced.
+unsafe fn make_pipe(pp: &super::plan::PipePlan, scratch: i32, log: &Log) -> Result<(), Failed> {
+    let what = b"a pipe";
+    // SAFETY: see the function's contract.
+    unsafe {
+        let mut ends = [0i32; 2];
+        if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(fail(log, "creating", what));
+        }
+        // Both ends above every target number first, so placing one end
+        // never closes the other.
+        let r = libc::fcntl(ends[0], libc::F_DUPFD_CLOEXEC, scratch);
+        let w = libc::fcntl(ends[1], libc::F_DUPFD_CLOEXEC, scratch);
+        libc::close(ends[0]);
+        libc::close(ends[1]);
+        if r < 0 || w < 0 {
+            return Err(fail(log, "moving", what));
+        }
+        if pp.data.len() > 65536 && libc::fcntl(w, libc::F_SETPIPE_SZ, pp.data.len() as libc::c_int) < 0 {
+            return Err(fail(log, "growing", what));
+        }
+        let mut left = &pp.data[..];
+        while !left.is_empty() {
+            let n = libc::write(w, left.as_ptr().cast(), left.len());
+            if n <= 0 {
+                return Err(fail(log, "refilling", what));
+            }
+            left = &left[n as usize..];
+        }
+        libc::fcntl(r, libc::F_SETFL, pp.read_flags);
+        libc::fcntl(w, libc::F_SETFL, pp.write_flags);
+        for (ends, end) in [(&pp.read_fds, r), (&pp.write_fds, w)] {
+            for &(fd, cloexec) in ends {
+                if libc::dup3(end, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) < 0 {
+                    return Err(fail(log, "placing an end of", what));
+                }
+            }
+        }
+        libc::close(r);
+        libc::close(w);
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use revenant_images::messages::*;
 use revenant_images::{ImageSet, Process};
 
 use super::convert::{self, vma_status as vs};
-use super::plan::{AltStack, Backing, FdPlan, ProcessPlan, Rseq, Session, ThreadPlan, VmaPlan};
+use super::plan::{AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, Session, ThreadPlan, VmaPlan};
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 
 /// Options that change the plan.
@@ -132,21 +132,37 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
 
     let fdinfo = format!("fdinfo-{}.img", p.ids.files_id);
     let mut fds = Vec::new();
+    let mut pipes: Vec<PipePlan> = Vec::new();
     for (i, f) in p.fds.iter().enumerate() {
         let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
         let ty = FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
+        let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
+        if let Some(pe) = &entry.pipe {
+            let at = match pipes.iter().position(|x| x.pipe_id == pe.pipe_id) {
+                Some(at) => at,
+                None => {
+                    let data = pipe_data(set, pe.pipe_id)?;
+                    pipes.push(PipePlan { pipe_id: pe.pipe_id, data, ..Default::default() });
+                    pipes.len() - 1
+                }
+            };
+            let pp = &mut pipes[at];
+            let status = pe.flags as i32 & !libc::O_ACCMODE;
+            if pe.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
+                pp.write_fds.push((f.fd as i32, cloexec));
+                pp.write_flags = status;
+            } else {
+                pp.read_fds.push((f.fd as i32, cloexec));
+                pp.read_flags = status;
+            }
+            continue;
+        }
         let Some(r) = &entry.reg else {
             bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
         };
         check_size(r, &format!("fd {}", f.fd))?;
         let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-        fds.push(FdPlan {
-            fd: f.fd as i32,
-            path: PathBuf::from(&r.name),
-            flags,
-            pos: r.pos,
-            cloexec: f.flags & libc::FD_CLOEXEC as u32 != 0,
-        });
+        fds.push(FdPlan { fd: f.fd as i32, path: PathBuf::from(&r.name), flags, pos: r.pos, cloexec });
     }
 
     let mm_name = format!("mm-{pid}.img");
@@ -242,6 +258,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
         root,
         umask: p.fs.umask.unwrap_or(0o022),
         fds,
+        pipes,
         vmas,
         pages: p.pages.clone(),
         page_runs,
@@ -267,6 +284,20 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
         vdso_proxy: opts.vdso_proxy,
         groups,
     })
+}
+
+/// What `pipes-data.img` holds for `pipe_id` (nothing if it has no entry).
+fn pipe_data(set: &ImageSet, pipe_id: u32) -> Result<Vec<u8>> {
+    let path = set.dir.join("pipes-data.img");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    match revenant_images::Image::read(&path)? {
+        revenant_images::Image::PipesData(v) => {
+            Ok(v.into_iter().find(|(e, _)| e.pipe_id == pipe_id).map(|(_, d)| d).unwrap_or_default())
+        }
+        _ => bail!("pipes-data.img: not a pipe data image"),
+    }
 }
 
 fn queued(q: Option<&SignalQueueEntry>, tid: u32) -> Vec<QueuedSignal> {

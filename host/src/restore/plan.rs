@@ -20,6 +20,8 @@ pub struct ProcessPlan {
     pub root: PathBuf,
     pub umask: u32,
     pub fds: Vec<FdPlan>,
+    /// Pipes whose ends the program held, rebuilt with their data.
+    pub pipes: Vec<PipePlan>,
     pub vmas: Vec<VmaPlan>,
     /// The raw pages image the page runs read from.
     pub pages: PathBuf,
@@ -60,6 +62,20 @@ pub struct FdPlan {
     pub flags: i32,
     pub pos: u64,
     pub cloexec: bool,
+}
+
+/// One pipe: the fds of its ends and what was buffered in it.
+#[derive(Debug, Clone, Default)]
+pub struct PipePlan {
+    pub pipe_id: u32,
+    /// (fd, close-on-exec) of each read end and each write end.
+    pub read_fds: Vec<(i32, bool)>,
+    pub write_fds: Vec<(i32, bool)>,
+    /// Status flags (`O_NONBLOCK`, ...) of each end.
+    pub read_flags: i32,
+    pub write_flags: i32,
+    /// Written into the pipe before the program runs.
+    pub data: Vec<u8>,
 }
 
 /// What backs a memory area.

@@ -25,7 +25,8 @@ pub struct Restored {
 /// Service fd numbers: above every fd the program had, so opening them
 /// never disturbs the program's own.
 fn service_fds(p: &ProcessPlan) -> ServiceFds {
-    let base = p.fds.iter().map(|f| f.fd + 1).max().unwrap_or(0).max(3);
+    let pipe_fds = p.pipes.iter().flat_map(|pp| pp.read_fds.iter().chain(&pp.write_fds)).map(|f| f.0 + 1);
+    let base = p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).max().unwrap_or(0).max(3);
     let mut next = base + 4;
     let mut files: Vec<(PathBuf, i32, i32)> = vec![];
     let vma = p
@@ -87,6 +88,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         scratch: highest.max(log).max(sync) + 1,
         service,
         fds: targets,
+        pipes: p.pipes.clone(),
         root: (p.root != std::path::Path::new("/")).then(|| cpath(&p.root)).transpose()?,
         cwd: cpath(&p.cwd)?,
         umask: p.umask,
