@@ -156,6 +156,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
     comm[..9].copy_from_slice(b"synthetic");
     ProcessPlan {
         pid,
+        ppid: 0,
         session: Session::Leader,
         comm,
         exe: None,

@@ -177,3 +177,42 @@ fn a_pipe_comes_back_with_its_buffered_data_and_flags() {
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn a_parent_and_its_child_come_back_as_a_family() {
+    let work = scratch("family");
+    let images = work.join("images");
+    let (out, go) = (work.join("out"), work.join("go"));
+    let mut child = start("family", &[out.as_os_str(), go.as_os_str()]);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.iter().filter(|x| x.starts_with("child ")).count() >= 2);
+    let kid: i32 = before
+        .lines()
+        .find(|l| l.starts_with("child "))
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    dump_and_reap(&mut child, &images);
+    // The killed child went to init; wait until its PID is free.
+    for _ in 0..100 {
+        if !Path::new(&format!("/proc/{kid}")).exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l[n.min(l.len())..].iter().filter(|x| x.starts_with("child ")).count() >= 2);
+    std::fs::write(&go, b"").unwrap();
+    let done = wait_for(&out, |l| l.last().is_some_and(|x| x.starts_with("reaped")));
+    let status = waitpid(Pid::from_raw(pid), None);
+    let _ = kill(Pid::from_raw(kid), Signal::SIGKILL);
+    let new: Vec<&str> = after.lines().skip(n).collect();
+    assert!(new.iter().any(|l| l.starts_with(&format!("child pid={kid} ppid={pid} "))), "{after}");
+    assert!(new.iter().any(|l| l.starts_with(&format!("parent pid={pid} "))), "{after}");
+    assert_eq!(done.lines().last().unwrap(), format!("reaped pid={kid} signal=15"), "{done}");
+    assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -49,6 +49,10 @@ pub struct ChildPlan {
     pub entry: usize,
     pub args: usize,
     pub stack_top: usize,
+    /// The PID it must get.
+    pub pid: i32,
+    /// Indices (in the tree's plans) of the children it creates.
+    pub children: Vec<usize>,
 }
 
 fn errno() -> i32 {
@@ -57,10 +61,12 @@ fn errno() -> i32 {
 
 struct Failed;
 
-/// Runs the child's steps and jumps into the blob; never returns.
-pub fn run(p: &ChildPlan) -> ! {
-    let log = Log::new(p.log_fd.1, LogLevel::Debug as u32);
-    match steps(p, &log) {
+/// Runs the steps of `plans[me]` (creating its children first) and jumps
+/// into its blob; never returns.
+pub fn run(plans: &[ChildPlan], me: usize) -> ! {
+    let p = &plans[me];
+    let log = Log::new(p.log_fd.0, LogLevel::Debug as u32);
+    match steps(plans, me, &log) {
         Ok(()) => {
             // SAFETY: the bootstrap area (blob, stack, arguments) was mapped
             // by the parent before the clone and is ours as a private copy.
@@ -76,7 +82,32 @@ fn fail(log: &Log, what: &str, detail: &[u8]) -> Failed {
     Failed
 }
 
-fn steps(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
+/// Creates the child `plans[k]` with its PID (clone3; no fallback here).
+fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
+    let tids = [plans[k].pid];
+    let args = revenant_arch::sys::CloneArgs {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: tids.as_ptr() as u64,
+        set_tid_size: 1,
+        ..Default::default()
+    };
+    // SAFETY: a fork-like clone3; the new task runs `run` and never returns.
+    let r = unsafe {
+        revenant_arch::syscall2(
+            linux_raw_sys::general::__NR_clone3,
+            &args as *const revenant_arch::sys::CloneArgs as usize,
+            size_of::<revenant_arch::sys::CloneArgs>(),
+        )
+    };
+    match revenant_arch::check(r) {
+        Ok(0) => run(plans, k),
+        Ok(_) => Ok(()),
+        Err(_) => Err(fail(log, "creating a child with its PID", b"")),
+    }
+}
+
+fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
+    let p = &plans[me];
     // SAFETY: plain syscalls on integers and on NUL-terminated strings the
     // parent prepared; closing and replacing fds is the point of this step.
     unsafe {
@@ -86,6 +117,11 @@ fn steps(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
                 return Err(fail(log0, "setpgid", b""));
             }
             _ => {}
+        }
+        // Children first: they must be ours, in our session, and they need
+        // the pipes we are about to close.
+        for &k in &p.children {
+            spawn_child(plans, k, log0)?;
         }
         // Log and sync pipes to their fixed numbers, via scratch numbers so
         // neither overwrites the other.

@@ -62,12 +62,6 @@ fn check_cpu(p: &ProcessPlan) -> Result<()> {
 /// Plans the restore of every process in `set`.
 pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<Vec<ProcessPlan>> {
     set.validate(revenant_arch::NAME)?;
-    if set.processes.len() > 1 {
-        bail!(
-            "pstree.img: {} processes; restoring process trees is not supported yet (one process at a time)",
-            set.processes.len()
-        );
-    }
     let plans: Vec<ProcessPlan> = set.processes.iter().map(|p| process(set, p, opts)).collect::<Result<_>>()?;
     if !opts.skip_cpu_check {
         plans.iter().try_for_each(check_cpu)?;
@@ -104,7 +98,19 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         bail!("pstree.img: PID {pid} is in use (by {}): stop it or restore elsewhere", comm.trim());
     }
-    let session = if opts.shell_job {
+    let parent = set.processes.iter().find(|q| q.pstree.pid == p.pstree.ppid && !std::ptr::eq(*q, p));
+    let is_root = std::ptr::eq(p, &set.processes[0]);
+    let session = if let (false, Some(parent)) = (is_root, parent) {
+        if p.pstree.sid == parent.pstree.sid && p.pstree.pgid == parent.pstree.pgid {
+            Session::Inherit
+        } else if p.pstree.sid == p.pstree.pid {
+            Session::Leader
+        } else if p.pstree.sid == parent.pstree.sid && p.pstree.pgid == p.pstree.pid {
+            Session::GroupLeader
+        } else {
+            bail!("pstree.img: PID {pid} joined process group {} of another process: not restored yet", p.pstree.pgid);
+        }
+    } else if opts.shell_job {
         Session::Inherit
     } else if p.pstree.sid == p.pstree.pid {
         Session::Leader
@@ -251,6 +257,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
 
     Ok(ProcessPlan {
         pid,
+        ppid: if std::ptr::eq(p, &set.processes[0]) { 0 } else { p.pstree.ppid as i32 },
         session,
         comm,
         exe,

@@ -55,13 +55,9 @@ pub struct Options {
 pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
     let plans = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
-    let mut roots = Vec::new();
-    let mut log = String::new();
-    for p in &plans {
-        let r = restore_process(p)?;
-        log += &r.log;
-        roots.push(r.pid);
-    }
+    let restored = spawn::restore_tree(&plans)?;
+    let log: String = restored.iter().map(|r| r.log.as_str()).collect();
+    let roots: Vec<i32> = restored.iter().map(|r| r.pid).collect();
     if let Some(path) = &opts.log_file {
         std::fs::write(path, &log).with_context(|| format!("writing the restore log {}", path.display()))?;
     }

@@ -11,6 +11,8 @@ use revenant_blob_abi::{Creds, ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
 #[derive(Debug, Clone)]
 pub struct ProcessPlan {
     pub pid: i32,
+    /// The parent in the restored tree; 0 for the root.
+    pub ppid: i32,
     pub session: Session,
     /// `PR_SET_NAME`, NUL-padded.
     pub comm: [u8; 16],

@@ -95,42 +95,98 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         entry: 0,
         args: 0,
         stack_top: 0,
+        pid: p.pid,
+        children: Vec::new(),
     })
 }
 
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
-        bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
-    }
-    check_rlimits(p)?;
-    let fds = service_fds(p);
-    let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
-    let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
-    let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd())?;
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
-    if cp.scratch as u64 + 2 >= nofile as u64 {
-        bail!("the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", cp.scratch + 2);
-    }
+    Ok(restore_tree(std::slice::from_ref(p))?.remove(0))
+}
 
-    // Where ptrace works, the host catches the task after its sigreturn and
-    // unmaps the bootstrap area; elsewhere (qemu-user) the area stays.
+/// One process, prepared in this process before any task exists.
+struct Prepared {
+    area: bootstrap::Bootstrap,
+    log_rx: Option<OwnedFd>,
+    log_tx: Option<OwnedFd>,
+    sync_rx: Option<OwnedFd>,
+    sync_tx: Option<OwnedFd>,
+}
+
+/// Restores a process tree: `plans[0]` is the root and every other plan's
+/// parent comes before it. The root is created from here; each process
+/// creates its own children (so they are its children again) before it
+/// enters its blob. Returns once every program runs.
+pub fn restore_tree(plans: &[ProcessPlan]) -> Result<Vec<Restored>> {
+    for p in plans {
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
+            bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
+        }
+        check_rlimits(p)?;
+    }
+    // Where ptrace works, the host catches each task after its sigreturn and
+    // unmaps its bootstrap area; elsewhere (qemu-user) the area stays.
     let traced = cfg!(target_arch = "x86_64");
-    let creds = super::creds::plan(p)?;
-    let area = bootstrap::build(p, &fds, traced, &creds)?;
-    cp.entry = area.entry as usize;
-    cp.args = area.args as usize;
-    cp.stack_top = area.stack_top as usize;
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
+    let mut prepared = Vec::new();
+    let mut cps = Vec::new();
+    for p in plans {
+        let fds = service_fds(p);
+        let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
+        let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
+        let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd())?;
+        if cp.scratch as u64 + 2 >= nofile as u64 {
+            bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
+        }
+        let creds = super::creds::plan(p)?;
+        let area = bootstrap::build(p, &fds, traced, &creds)?;
+        cp.entry = area.entry as usize;
+        cp.args = area.args as usize;
+        cp.stack_top = area.stack_top as usize;
+        cps.push(cp);
+        prepared.push(Prepared {
+            area,
+            log_rx: Some(log_rx),
+            log_tx: Some(log_tx),
+            sync_rx: Some(sync_rx),
+            sync_tx: Some(sync_tx),
+        });
+    }
+    // Who creates whom: each process its children in the tree.
+    for (i, p) in plans.iter().enumerate().skip(1) {
+        let parent = plans[..i]
+            .iter()
+            .position(|q| q.pid == p.ppid)
+            .with_context(|| format!("PID {}: its parent {} is not restored before it", p.pid, p.ppid))?;
+        cps[parent].children.push(i);
+    }
+    if plans.len() > 1 && cps.iter().any(|c| c.scratch <= 0) {
+        bail!("bad fd plan");
+    }
 
-    let pid = spawn_with_pid(p.pid, &cp)?;
-    let (start, len) = (area.start, area.unmap_len);
-    let vdso_note = format!("host: {}\n", area.vdso);
-    // The parent's copy of the bootstrap area is no longer needed.
-    drop(area);
-    drop(log_tx);
-    drop(sync_rx);
-    let reader = std::thread::spawn(move || read_all(log_rx));
+    let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
+    let mut spans = Vec::new();
+    let mut readers = Vec::new();
+    for pr in &mut prepared {
+        spans.push((pr.area.start, pr.area.unmap_len, format!("host: {}\n", pr.area.vdso)));
+        drop(pr.log_tx.take());
+        drop(pr.sync_rx.take());
+        let rx = pr.log_rx.take().expect("prepared once");
+        readers.push(std::thread::spawn(move || read_all(rx)));
+    }
+    // The parent's copies of the bootstrap areas are no longer needed.
+    let syncs: Vec<OwnedFd> = prepared.iter_mut().map(|pr| pr.sync_tx.take().expect("prepared once")).collect();
+    drop(prepared);
+    let pids: Vec<Pid> = plans.iter().map(|p| Pid::from_raw(p.pid)).collect();
+    let kill_all = || {
+        for pid in pids.iter().rev() {
+            let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = nix::sys::wait::waitpid(root, None);
+    };
+    let _ = root;
 
     cfg_select! {
         target_arch = "x86_64" => {
@@ -139,40 +195,71 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
             let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
                 | ptrace::Options::PTRACE_O_EXITKILL
                 | ptrace::Options::PTRACE_O_TRACECLONE;
-            if let Err(e) = ptrace::seize(pid, opts) {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(pid, None);
-                bail!("cannot trace the new task {pid}: {e}");
+            for (pid, sync) in pids.iter().zip(&syncs) {
+                // Children appear once their parent has created them.
+                let mut tries = 0;
+                while !std::path::Path::new(&format!("/proc/{pid}")).exists() && tries < 5000 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                    tries += 1;
+                }
+                if let Err(e) = ptrace::seize(*pid, opts) {
+                    kill_all();
+                    bail!("cannot trace the new task {pid}: {e}");
+                }
+                nix::unistd::write(sync, &[1]).context("releasing a new task")?;
             }
-            nix::unistd::write(&sync_tx, &[1]).context("releasing the new task")?;
-            drop(sync_tx);
-            let outcome = finish::finish(pid, p.threads.len(), start, len);
-            if outcome.is_err() {
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            drop(syncs);
+            let mut restored = Vec::new();
+            let mut failure = None;
+            for (i, p) in plans.iter().enumerate() {
+                let (start, len, _) = &spans[i];
+                match finish::finish(pids[i], p.threads.len(), *start, *len) {
+                    Ok(Outcome::Running) => restored.push(p.pid),
+                    Ok(Outcome::Failed(why)) => {
+                        failure = Some((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid)));
+                        break;
+                    }
+                    Err(e) => {
+                        failure = Some((i, e.context(format!("restoring PID {}", p.pid))));
+                        break;
+                    }
+                }
             }
-            let log = vdso_note + &reader.join().unwrap_or_default();
-            match outcome {
-                Ok(Outcome::Running) => Ok(Restored { pid: pid.as_raw(), log }),
-                Ok(Outcome::Failed(why)) => bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log)),
-                Err(e) => Err(e.context(format!("restoring PID {}{}", p.pid, log_tail(&log)))),
+            if failure.is_some() {
+                kill_all();
             }
+            let logs: Vec<String> = readers
+                .into_iter()
+                .zip(&spans)
+                .map(|(r, s)| s.2.clone() + &r.join().unwrap_or_default())
+                .collect();
+            if let Some((i, e)) = failure {
+                return Err(anyhow::anyhow!("{e:#}{}", log_tail(&logs[i])));
+            }
+            Ok(restored.into_iter().zip(logs).map(|(pid, log)| Restored { pid, log }).collect())
         }
         _ => {
-            let _ = (start, len);
-            nix::unistd::write(&sync_tx, &[1]).context("releasing the new task")?;
-            drop(sync_tx);
-            // The blob closes the log right before its sigreturn, or exits
-            // after logging an error.
-            let log = vdso_note + &reader.join().unwrap_or_default();
-            if log.lines().last() == Some(super::DONE_LINE) {
-                return Ok(Restored { pid: pid.as_raw(), log });
+            for sync in &syncs {
+                nix::unistd::write(sync, &[1]).context("releasing a new task")?;
             }
-            let why = match nix::sys::wait::waitpid(pid, None) {
-                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => super::describe_exit(code),
-                Ok(other) => format!("ended with {other:?}"),
-                Err(e) => format!("cannot be waited for: {e}"),
-            };
-            bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log))
+            drop(syncs);
+            // Each blob closes its log right before its sigreturn, or exits
+            // after logging an error.
+            let mut out = Vec::new();
+            for ((r, s), p) in readers.into_iter().zip(&spans).zip(plans) {
+                let log = s.2.clone() + &r.join().unwrap_or_default();
+                if log.lines().last() != Some(super::DONE_LINE) {
+                    let why = match nix::sys::wait::waitpid(Pid::from_raw(p.pid), None) {
+                        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => super::describe_exit(code),
+                        Ok(other) => format!("ended with {other:?}"),
+                        Err(e) => format!("cannot be waited for: {e}"),
+                    };
+                    kill_all();
+                    bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log));
+                }
+                out.push(Restored { pid: p.pid, log });
+            }
+            Ok(out)
         }
     }
 }
@@ -209,8 +296,8 @@ fn check_rlimits(p: &ProcessPlan) -> Result<()> {
     Ok(())
 }
 
-/// Creates the task with PID `pid` running `child::run(cp)`.
-fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
+/// Creates the task with PID `pid` running `child::run(cps, me)`.
+fn spawn_with_pid(pid: i32, cps: &[ChildPlan], me: usize) -> Result<Pid> {
     let tids = [pid];
     let args = revenant_arch::sys::CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
@@ -228,7 +315,7 @@ fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
         )
     };
     match revenant_arch::check(ret) {
-        Ok(0) => child::run(cp),
+        Ok(0) => child::run(cps, me),
         Ok(child) => Ok(Pid::from_raw(child as i32)),
         Err(Errno::EEXIST) => {
             bail!("PID {pid} is in use: cannot restore the process with its dumped PID")
@@ -236,7 +323,7 @@ fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
         Err(Errno::EPERM) => {
             bail!("creating PID {pid} needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE) in the PID namespace")
         }
-        Err(Errno::ENOSYS) => spawn_via_last_pid(pid, cp),
+        Err(Errno::ENOSYS) => spawn_via_last_pid(pid, cps, me),
         Err(e) => bail!("clone3 with PID {pid} failed: errno {}", e.raw()),
     }
 }
@@ -245,7 +332,7 @@ fn spawn_with_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
 /// last PID and fork. Another process may fork in between and take the
 /// PID; then the child (still waiting for the go-ahead) is killed and the
 /// attempt repeated.
-fn spawn_via_last_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
+fn spawn_via_last_pid(pid: i32, cps: &[ChildPlan], me: usize) -> Result<Pid> {
     const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
     for _ in 0..16 {
         std::fs::write(LAST_PID, format!("{}", pid - 1))
@@ -253,7 +340,7 @@ fn spawn_via_last_pid(pid: i32, cp: &ChildPlan) -> Result<Pid> {
         // SAFETY: the child runs `child::run`, which only makes raw syscalls
         // on data prepared before the fork and never returns.
         match unsafe { nix::unistd::fork() }.context("fork")? {
-            nix::unistd::ForkResult::Child => child::run(cp),
+            nix::unistd::ForkResult::Child => child::run(cps, me),
             nix::unistd::ForkResult::Parent { child } if child.as_raw() == pid => return Ok(child),
             nix::unistd::ForkResult::Parent { child } => {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);

@@ -1,0 +1,42 @@
+/* Round-trip dumpee: a parent and its child in one session, both ticking
+ * into argv[1]. Once the file argv[2] exists the parent stops its child,
+ * reaps it and reports what wait returned.
+ * Lines: "parent pid=P tick=N", "child pid=C ppid=P tick=N",
+ * "reaped pid=C signal=15" */
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static void nap(void)
+{
+	struct timespec ts = {0, 50000000};
+	nanosleep(&ts, 0);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 3)
+		return 1;
+	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	pid_t child = fork();
+	if (child == 0) {
+		for (unsigned long t = 1;; t++) {
+			dprintf(out, "child pid=%d ppid=%d tick=%lu\n", getpid(), getppid(), t);
+			nap();
+		}
+	}
+	for (unsigned long t = 1;; t++) {
+		if (access(argv[2], F_OK) == 0) {
+			kill(child, SIGTERM);
+			int st;
+			pid_t got = waitpid(child, &st, 0);
+			dprintf(out, "reaped pid=%d signal=%d\n", got, WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+			return 0;
+		}
+		dprintf(out, "parent pid=%d tick=%lu\n", getpid(), t);
+		nap();
+	}
+}
