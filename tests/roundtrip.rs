@@ -216,3 +216,53 @@ fn a_parent_and_its_child_come_back_as_a_family() {
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// glibc's clock_gettime goes through the vDSO; after the restore it must
+/// still agree with the raw system call, with the vDSO moved into place and
+/// with it proxied.
+#[test]
+fn clock_gettime_through_the_vdso_stays_right_moved_or_proxied() {
+    for proxy in [false, true] {
+        let work = scratch(if proxy { "clock-proxy" } else { "clock" });
+        let images = work.join("images");
+        let out = work.join("out");
+        let mut child = start("clock", &[out.as_os_str()]);
+        let pid = child.id() as i32;
+        wait_for(&out, |l| l.len() >= 2);
+        dump_and_reap(&mut child, &images);
+        let n = std::fs::read_to_string(&out).unwrap().lines().count();
+        let mut opts = Options { detach: true, ..Default::default() };
+        opts.plan.vdso_proxy = proxy;
+        run(&images, &opts).unwrap();
+        let after = wait_for(&out, |l| l.len() >= n + 4);
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+        let new: Vec<&str> = after.lines().skip(n).collect();
+        assert!(new.len() >= 4, "proxy={proxy}: the program did not carry on:\n{after}");
+        assert!(new.iter().all(|l| l.ends_with("vdso=ok")), "proxy={proxy}:\n{after}");
+        let _ = std::fs::remove_dir_all(&work);
+    }
+}
+
+/// A program that moved its own vvar, vvar_vclock and vDSO with mremap and
+/// calls the moved vDSO directly: the dump finds the pieces where they are
+/// now, and the restore puts the runtime vDSO there.
+#[test]
+fn a_vdso_the_program_moved_itself_keeps_working() {
+    let work = scratch("movedvdso");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("movedvdso", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("moved=ok")), "before the dump:\n{before}");
+    dump_and_reap(&mut child, &images);
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.len() >= n + 4);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    let new: Vec<&str> = after.lines().skip(n).collect();
+    assert!(new.len() >= 4 && new.iter().all(|l| l.ends_with("moved=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
