@@ -488,7 +488,18 @@ fn the_vdso_works_after_restore_moved_or_proxied() {
 /// `arch_shmat` attaches it anywhere and moves it there. On x86_64 the same
 /// address is a direct attach.
 #[test]
-fn a_sysv_segment_is_attached_at_its_address() {
+fn shm_segment_needing_the_mremap_fallback_is_attached_at_its_address() {
+    shm_restore(0x1001_3000, true);
+}
+
+#[test]
+fn shm_segment_at_an_shmlba_aligned_address_is_attached_directly() {
+    shm_restore(0x1001_0000, false);
+}
+
+/// Restores the program with a 4-page segment at `shm_at`; on ARM the log
+/// tells whether the attach-anywhere-and-move path was taken.
+fn shm_restore(shm_at: u64, moved_on_arm: bool) {
     use nix::libc;
     const SHM_MSG: &[u8] = b"from shared memory\n";
     let page = 4096usize;
@@ -503,10 +514,9 @@ fn a_sysv_segment_is_attached_at_its_address() {
         std::ptr::copy_nonoverlapping(SHM_MSG.as_ptr(), at.cast::<u8>(), SHM_MSG.len());
         libc::shmdt(at);
     }
-    let dir = scratch_dir("shm");
+    let dir = scratch_dir(if moved_on_arm { "shm-moved" } else { "shm-direct" });
     let pid = free_pid();
     let mut p = plan(&dir, pid);
-    let shm_at = 0x1001_3000u64; // 3 pages past a 16 KiB boundary
     p.vmas.push(VmaPlan {
         start: shm_at,
         end: shm_at + 4 * page as u64,
@@ -527,8 +537,14 @@ fn a_sysv_segment_is_attached_at_its_address() {
     let status = waitpid(Pid::from_raw(pid), None).unwrap();
     assert_eq!(status, WaitStatus::Exited(Pid::from_raw(pid), 42), "log:\n{}", restored.log);
     assert_eq!(std::fs::read(dir.join("out")).unwrap(), [SHM_MSG, VEC].concat());
+    let moved = restored.log.contains("and moved");
     if cfg!(target_arch = "arm") {
-        assert!(restored.log.contains("attached at") && restored.log.contains("and moved"), "{}", restored.log);
+        assert_eq!(moved, moved_on_arm, "{}", restored.log);
+        if moved {
+            assert!(restored.log.contains("blob: warn: SysV segment"), "{}", restored.log);
+        }
+    } else {
+        assert!(!moved, "x86_64 attaches directly: {}", restored.log);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
