@@ -179,40 +179,53 @@ fn a_pipe_comes_back_with_its_buffered_data_and_flags() {
 }
 
 #[test]
-fn a_parent_and_its_child_come_back_as_a_family() {
+fn a_parent_and_its_two_children_come_back_as_a_family() {
     let work = scratch("family");
     let images = work.join("images");
     let (out, go) = (work.join("out"), work.join("go"));
     let mut child = start("family", &[out.as_os_str(), go.as_os_str()]);
     let pid = child.id() as i32;
-    let before = wait_for(&out, |l| l.iter().filter(|x| x.starts_with("child ")).count() >= 2);
-    let kid: i32 = before
-        .lines()
-        .find(|l| l.starts_with("child "))
-        .and_then(|l| l.split("pid=").nth(1))
-        .and_then(|s| s.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let kids_in = |text: &str| {
+        let mut k: Vec<i32> = text
+            .lines()
+            .filter(|l| l.starts_with("child "))
+            .filter_map(|l| l.split("pid=").nth(1)?.split(' ').next()?.parse().ok())
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let before = wait_for(&out, |l| kids_in(&l.join("\n")).len() == 2);
+    let kids = kids_in(&before);
+    assert_eq!(kids.len(), 2, "{before}");
     dump_and_reap(&mut child, &images);
-    // The killed child went to init; wait until its PID is free.
+    // The killed children went to init; wait until their PIDs are free.
     for _ in 0..100 {
-        if !Path::new(&format!("/proc/{kid}")).exists() {
+        if kids.iter().all(|k| !Path::new(&format!("/proc/{k}")).exists()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let n = std::fs::read_to_string(&out).unwrap().lines().count();
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l[n.min(l.len())..].iter().filter(|x| x.starts_with("child ")).count() >= 2);
+    let after = wait_for(&out, |l| kids_in(&l[n.min(l.len())..].join("\n")).len() == 2);
     std::fs::write(&go, b"").unwrap();
-    let done = wait_for(&out, |l| l.last().is_some_and(|x| x.starts_with("reaped")));
+    let done = wait_for(&out, |l| l.iter().filter(|x| x.starts_with("reaped")).count() == 2);
     let status = waitpid(Pid::from_raw(pid), None);
-    let _ = kill(Pid::from_raw(kid), Signal::SIGKILL);
+    for k in &kids {
+        let _ = kill(Pid::from_raw(*k), Signal::SIGKILL);
+    }
     let new: Vec<&str> = after.lines().skip(n).collect();
-    assert!(new.iter().any(|l| l.starts_with(&format!("child pid={kid} ppid={pid} "))), "{after}");
+    for k in &kids {
+        assert!(new.iter().any(|l| l.starts_with(&format!("child pid={k} ppid={pid} "))), "{after}");
+    }
     assert!(new.iter().any(|l| l.starts_with(&format!("parent pid={pid} "))), "{after}");
-    assert_eq!(done.lines().last().unwrap(), format!("reaped pid={kid} signal=15"), "{done}");
+    let reaped: Vec<&str> = done.lines().filter(|l| l.starts_with("reaped")).collect();
+    let mut expected: Vec<String> = kids.iter().map(|k| format!("reaped pid={k} signal=15")).collect();
+    let mut got: Vec<String> = reaped.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "{done}");
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -264,5 +277,36 @@ fn a_vdso_the_program_moved_itself_keeps_working() {
     let _ = waitpid(Pid::from_raw(pid), None);
     let new: Vec<&str> = after.lines().skip(n).collect();
     assert!(new.len() >= 4 && new.iter().all(|l| l.ends_with("moved=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn timers_alternate_stacks_and_blocked_and_pending_signals_come_back() {
+    let work = scratch("signals");
+    let images = work.join("images");
+    let (out, go) = (work.join("out"), work.join("go"));
+    let mut child = start("signals", &[out.as_os_str(), go.as_os_str()]);
+    let pid = child.id() as i32;
+    let alarms = |l: &str| -> i64 {
+        l.split("alarms=").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(-1)
+    };
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let before = std::fs::read_to_string(&out).unwrap();
+    let n = before.lines().count();
+    let last = alarms(before.lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.len() >= n + 4);
+    std::fs::write(&go, b"").unwrap();
+    let done = wait_for(&out, |l| l.last().is_some_and(|x| x.starts_with("usr1=")));
+    let status = waitpid(Pid::from_raw(pid), None);
+    let new: Vec<&str> = after.lines().skip(n).collect();
+    assert!(new.len() >= 4, "{after}");
+    // The timer kept firing, on the alternate stack, counting on from the
+    // dump; SIGUSR2 stayed blocked.
+    assert!(alarms(new.last().unwrap()) > last, "{after}");
+    assert!(new.iter().all(|l| l.ends_with("onstack=1 usr2blocked=1")), "{after}");
+    assert_eq!(done.lines().last().unwrap(), "usr1=delivered", "{done}");
+    assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }

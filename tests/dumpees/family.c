@@ -1,8 +1,8 @@
-/* Round-trip dumpee: a parent and its child in one session, both ticking
- * into argv[1]. Once the file argv[2] exists the parent stops its child,
- * reaps it and reports what wait returned.
+/* Round-trip dumpee: a parent and its two children in one session, all
+ * ticking into argv[1]. Once the file argv[2] exists the parent stops its
+ * children, reaps them and reports what wait returned for each.
  * Lines: "parent pid=P tick=N", "child pid=C ppid=P tick=N",
- * "reaped pid=C signal=15" */
+ * "reaped pid=C signal=15" (one per child, in the order they were made) */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -21,19 +21,24 @@ int main(int argc, char **argv)
 	if (argc < 3)
 		return 1;
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
-	pid_t child = fork();
-	if (child == 0) {
-		for (unsigned long t = 1;; t++) {
-			dprintf(out, "child pid=%d ppid=%d tick=%lu\n", getpid(), getppid(), t);
-			nap();
+	pid_t child[2];
+	for (int i = 0; i < 2; i++) {
+		child[i] = fork();
+		if (child[i] == 0) {
+			for (unsigned long t = 1;; t++) {
+				dprintf(out, "child pid=%d ppid=%d tick=%lu\n", getpid(), getppid(), t);
+				nap();
+			}
 		}
 	}
 	for (unsigned long t = 1;; t++) {
 		if (access(argv[2], F_OK) == 0) {
-			kill(child, SIGTERM);
-			int st;
-			pid_t got = waitpid(child, &st, 0);
-			dprintf(out, "reaped pid=%d signal=%d\n", got, WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+			for (int i = 0; i < 2; i++) {
+				kill(child[i], SIGTERM);
+				int st;
+				pid_t got = waitpid(child[i], &st, 0);
+				dprintf(out, "reaped pid=%d signal=%d\n", got, WIFSIGNALED(st) ? WTERMSIG(st) : -1);
+			}
 			return 0;
 		}
 		dprintf(out, "parent pid=%d tick=%lu\n", getpid(), t);

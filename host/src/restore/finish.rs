@@ -104,6 +104,11 @@ pub fn finish(leader: Pid, threads: usize, start: u64, len: u64) -> Result<Outco
     let restored = first.restored.context("first thread has no registers")?;
     let mut call = restored;
     set_syscall(&mut call, first.insn, MUNMAP, start, len);
+    // The program's own mask is in force now; a signal it lets through
+    // (its interval timer, say) must wait until we are gone, not interrupt
+    // the unmap.
+    let mask = sigmask(leader, None)?;
+    sigmask(leader, Some(!0))?;
     ptrace::setregs(leader, call).context("setting up the bootstrap unmap")?;
     for _ in 0..2 {
         ptrace::syscall(leader, None)?;
@@ -117,10 +122,29 @@ pub fn finish(leader: Pid, threads: usize, start: u64, len: u64) -> Result<Outco
         bail!("unmapping the bootstrap area in {leader} failed: {ret}");
     }
     ptrace::setregs(leader, restored).context("restoring the registers after the unmap")?;
+    sigmask(leader, Some(mask))?;
     for t in &ts {
         ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
     }
     Ok(Outcome::Running)
+}
+
+/// `PTRACE_GETSIGMASK`, or `PTRACE_SETSIGMASK` to `set`; returns the mask.
+fn sigmask(pid: Pid, set: Option<u64>) -> Result<u64> {
+    const PTRACE_GETSIGMASK: nix::libc::c_uint = 0x420a;
+    const PTRACE_SETSIGMASK: nix::libc::c_uint = 0x420b;
+    let mut mask = set.unwrap_or(0);
+    let req = if set.is_some() { PTRACE_SETSIGMASK } else { PTRACE_GETSIGMASK };
+    // SAFETY: the kernel reads or writes 8 bytes of a live local.
+    let r = unsafe { nix::libc::ptrace(req, pid.as_raw(), 8usize, &mut mask as *mut u64) };
+    if r < 0 {
+        bail!(
+            "{} of {pid}: {}",
+            if set.is_some() { "setting the signal mask" } else { "reading the signal mask" },
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(mask)
 }
 
 fn kill(pid: Pid) {
