@@ -3,34 +3,10 @@
 
 use anyhow::{Result, bail};
 
+use revenant_images::messages::pe;
+
 use super::plan::PageRun;
 use super::regs::X86Fpu;
-
-/// `VmaEntry.status` bits (CRIU's `VMA_AREA_*`, `VMA_FILE_*`, `VMA_ANON_*`).
-pub mod vma_status {
-    pub const REGULAR: u32 = 1 << 0;
-    pub const STACK: u32 = 1 << 1;
-    pub const VSYSCALL: u32 = 1 << 2;
-    pub const VDSO: u32 = 1 << 3;
-    pub const HEAP: u32 = 1 << 5;
-    pub const FILE_PRIVATE: u32 = 1 << 6;
-    pub const FILE_SHARED: u32 = 1 << 7;
-    pub const ANON_SHARED: u32 = 1 << 8;
-    pub const ANON_PRIVATE: u32 = 1 << 9;
-    pub const SYSVIPC: u32 = 1 << 10;
-    pub const SOCKET: u32 = 1 << 11;
-    pub const VVAR: u32 = 1 << 12;
-    pub const AIORING: u32 = 1 << 13;
-    pub const MEMFD: u32 = 1 << 14;
-    pub const UNSUPP: u32 = 1 << 31;
-}
-
-/// `PagemapEntry.flags` bits.
-pub mod pe {
-    pub const PARENT: u32 = 1 << 0;
-    pub const LAZY: u32 = 1 << 1;
-    pub const PRESENT: u32 = 1 << 2;
-}
 
 /// The signal number of each of the 62 `sigactions` entries CRIU writes:
 /// 1 to 64 without SIGKILL and SIGSTOP, which cannot have actions.

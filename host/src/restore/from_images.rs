@@ -12,9 +12,10 @@ use revenant_blob_abi::{Creds, ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
 use revenant_images::messages::*;
 use revenant_images::{ImageSet, Process};
 
-use super::convert::{self, vma_status as vs};
+use super::convert;
 use super::plan::{AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, Session, ThreadPlan, VmaPlan};
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
+use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
 #[derive(Debug, Clone, Default)]
@@ -175,15 +176,15 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
     let mut vmas = Vec::new();
     for (j, v) in p.mm.vmas.iter().enumerate() {
         let s = v.status;
-        let backing = if s & vs::VSYSCALL != 0 {
+        let backing = if s & vs::AREA_VSYSCALL != 0 {
             Backing::Vsyscall
-        } else if s & vs::REGULAR == 0 {
+        } else if s & vs::AREA_REGULAR == 0 {
             continue;
-        } else if s & vs::VDSO != 0 {
+        } else if s & vs::AREA_VDSO != 0 {
             Backing::Vdso
-        } else if s & vs::VVAR != 0 {
+        } else if s & vs::AREA_VVAR != 0 {
             Backing::Vvar
-        } else if s & (vs::SYSVIPC | vs::SOCKET | vs::AIORING | vs::MEMFD) != 0 || s & (1 << 15) != 0 {
+        } else if s & (vs::AREA_SYSVIPC | vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
             bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
         } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             let r = reg(set, v.shmid as u32, &format!("{mm_name} vmas[{j}]"))?;
@@ -204,7 +205,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
         });
     }
     let entries: Vec<(u64, u64, u32)> =
-        p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(convert::pe::PRESENT))).collect();
+        p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
     let page_runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
 
     let mm = &p.mm;
