@@ -200,6 +200,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         sigactions: vec![],
         rlimits: vec![],
         itimers: vec![],
+        posix_timers: vec![],
         signals: vec![],
         vdso_proxy: false,
         groups: vec![],

@@ -310,3 +310,29 @@ fn timers_alternate_stacks_and_blocked_and_pending_signals_come_back() {
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn a_posix_timer_keeps_its_id_and_interval() {
+    let work = scratch("posixtimer");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("posixtimer", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let fired = |l: &str| -> i64 {
+        l.split("fired=").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(-1)
+    };
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let before = std::fs::read_to_string(&out).unwrap();
+    let n = before.lines().count();
+    let last = fired(before.lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.len() >= n + 4);
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    let new: Vec<&str> = after.lines().skip(n).collect();
+    assert!(new.len() >= 4, "{after}");
+    assert!(fired(new.last().unwrap()) > last, "the timer stopped firing:\n{after}");
+    assert!(new.iter().all(|l| l.ends_with("interval_ns=20000000 id=1 armed=1")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -231,3 +231,33 @@ pub unsafe fn shmat(id: i32, addr: usize, flags: u32) -> Result<usize, Errno> {
     // SAFETY: the caller vouches for the range.
     check(unsafe { syscall3(g::__NR_shmat, id as usize, addr, flags as usize) })
 }
+
+/// `timer_create(clock, sigevent, &id)`. The kernel's `struct sigevent`:
+/// value (a pointer-sized union), signo, notify, then the thread id, in 64
+/// bytes. `id` goes in as well as out: with `PR_TIMER_CREATE_RESTORE_IDS`
+/// on, the kernel creates the timer with the id it finds there.
+pub fn timer_create(clock: i32, signo: u32, notify: u32, tid: u32, sival: u64, id: &mut i32) -> Result<(), Errno> {
+    let mut ev = [0u8; 64];
+    let w = size_of::<usize>();
+    ev[..w].copy_from_slice(&(sival as usize).to_le_bytes());
+    ev[w..w + 4].copy_from_slice(&(signo as i32).to_le_bytes());
+    ev[w + 4..w + 8].copy_from_slice(&(notify as i32).to_le_bytes());
+    ev[w + 8..w + 12].copy_from_slice(&(tid as i32).to_le_bytes());
+    // SAFETY: the kernel reads the sigevent and reads/writes the id, both
+    // live locals.
+    let r = unsafe { syscall3(g::__NR_timer_create, clock as usize, ev.as_ptr() as usize, id as *mut i32 as usize) };
+    check(r).map(|_| ())
+}
+
+/// `timer_settime(id, 0, {interval, value}, NULL)` with `long` fields.
+pub fn timer_settime(id: i32, interval: (u64, u64), value: (u64, u64)) -> Result<(), Errno> {
+    let v = [interval.0 as usize, interval.1 as usize, value.0 as usize, value.1 as usize];
+    // SAFETY: the kernel reads four longs from a live local.
+    check(unsafe { crate::syscall4(g::__NR_timer_settime, id as usize, 0, v.as_ptr() as usize, 0) }).map(|_| ())
+}
+
+/// `timer_delete(id)`.
+pub fn timer_delete(id: i32) -> Result<(), Errno> {
+    // SAFETY: deleting a timer touches no memory.
+    check(unsafe { crate::syscall1(g::__NR_timer_delete, id as usize) }).map(|_| ())
+}

@@ -340,7 +340,24 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                 real: itimer(task.timers[0]),
                 virt: itimer(task.timers[1]),
                 prof: itimer(task.timers[2]),
-                posix: vec![],
+                posix: task
+                    .posix_timers
+                    .iter()
+                    .map(|t| PosixTimerEntry {
+                        it_id: t.id,
+                        clock_id: t.clock,
+                        si_signo: t.signo,
+                        it_sigev_notify: t.notify,
+                        sival_ptr: t.sival,
+                        overrun: t.overrun,
+                        isec: t.times.0,
+                        insec: t.times.1,
+                        vsec: t.times.2,
+                        vnsec: t.times.3,
+                        notify_thread_id: (t.notify & 4 != 0).then_some(t.notify_tid),
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             rlimits: Some(TaskRlimitsEntry {

@@ -70,6 +70,22 @@ pub struct TaskCore {
     pub sigactions: Vec<SigAction>,
     pub child_subreaper: bool,
     pub exit_signal: i32,
+    pub posix_timers: Vec<PosixTimer>,
+}
+
+/// A POSIX timer (`posix_timer_entry`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PosixTimer {
+    pub id: u32,
+    pub clock: u32,
+    pub signo: u32,
+    /// `SIGEV_*`, with `SIGEV_THREAD_ID` (4) when aimed at one thread.
+    pub notify: u32,
+    pub notify_tid: i32,
+    pub sival: u64,
+    pub overrun: u32,
+    /// interval sec, nsec, value sec, nsec.
+    pub times: (u64, u64, u64, u64),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

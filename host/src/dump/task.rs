@@ -107,6 +107,13 @@ pub fn process_state(pid: i32, insn: u64) -> Result<ProcessState> {
     }
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_CHILD_SUBREAPER, s])?, "PR_GET_CHILD_SUBREAPER", pid)?;
     core.child_subreaper = inj.read_scratch(4)? != [0; 4];
+    for mut t in posix_timers(&procfs::read_string(pid, "timers")?) {
+        check(inj.syscall(nr::__NR_timer_gettime, &[t.id as u64, s])?, "timer_gettime", pid)?;
+        let b = inj.read_scratch(32)?;
+        t.times = (u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3));
+        t.overrun = check(inj.syscall(nr::__NR_timer_getoverrun, &[t.id as u64])?, "timer_getoverrun", pid)? as u32;
+        core.posix_timers.push(t);
+    }
     let dumpable = check(inj.syscall(nr::__NR_prctl, &[PR_GET_DUMPABLE])?, "PR_GET_DUMPABLE", pid)? as i32;
     let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
     inj.finish()?;
@@ -180,4 +187,52 @@ fn robust_list(tid: i32) -> Result<(u64, u32)> {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("get_robust_list of task {tid}"));
     }
     Ok((head, len as u32))
+}
+
+/// The timers of /proc/PID/timers: blocks of "ID:", "signal: SIGNO/SIVAL",
+/// "notify: KIND/pid.N" or "KIND/tid.N", "ClockID:".
+fn posix_timers(text: &str) -> Vec<super::model::PosixTimer> {
+    let mut out: Vec<super::model::PosixTimer> = Vec::new();
+    for line in text.lines() {
+        let Some((key, val)) = line.split_once(": ") else { continue };
+        if key == "ID" {
+            out.push(super::model::PosixTimer { id: val.trim().parse().unwrap_or(0), ..Default::default() });
+            continue;
+        }
+        let Some(t) = out.last_mut() else { continue };
+        match key {
+            "signal" => {
+                let (signo, sival) = val.split_once('/').unwrap_or((val, "0"));
+                t.signo = signo.trim().parse().unwrap_or(0);
+                t.sival = u64::from_str_radix(sival.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+            }
+            "notify" => {
+                let (kind, target) = val.split_once('/').unwrap_or((val, ""));
+                let base = match kind {
+                    "signal" => 0,
+                    "none" => 1,
+                    _ => 2,
+                };
+                let (who, n) = target.split_once('.').unwrap_or(("pid", "0"));
+                t.notify = base | if who == "tid" { 4 } else { 0 };
+                t.notify_tid = if who == "tid" { n.trim().parse().unwrap_or(0) } else { 0 };
+            }
+            "ClockID" => t.clock = val.trim().parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod timer_tests {
+    #[test]
+    fn parses_proc_timers() {
+        let t = super::posix_timers(
+            "ID: 0\nsignal: 12/00000000deadbeef\nnotify: signal/pid.77\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.78\nClockID: 0\n",
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
+        assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
+    }
 }

@@ -256,6 +256,7 @@ fn block(
         threads: b.push(&threads),
         rlimits: b.push(&p.rlimits),
         itimers: b.push(&p.itimers),
+        posix_timers: b.push(&p.posix_timers),
         signals: b.push(&p.signals),
         patches: b.push(&vd.patches),
         creds: b.push(&creds.creds),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_blob_abi::{Creds, ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
+use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 use revenant_images::messages::*;
 use revenant_images::{ImageSet, Process};
 
@@ -244,6 +244,24 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
             value_usec: t.vusec,
         })
         .collect();
+    let posix_timers = tc
+        .timers
+        .iter()
+        .flat_map(|t| &t.posix)
+        .map(|t| PosixTimer {
+            id: t.it_id as i32,
+            clock: t.clock_id as i32,
+            signo: t.si_signo,
+            notify: t.it_sigev_notify,
+            notify_tid: t.notify_thread_id.unwrap_or(0) as u32,
+            pad: 0,
+            sival: t.sival_ptr,
+            interval_sec: t.isec,
+            interval_nsec: t.insec,
+            value_sec: t.vsec,
+            value_nsec: t.vnsec,
+        })
+        .collect();
     let mut signals = queued(tc.signals_s.as_ref(), 0);
     let mut threads = Vec::new();
     for t in &p.threads {
@@ -287,6 +305,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
         sigactions,
         rlimits,
         itimers,
+        posix_timers,
         signals,
         threads,
         vdso_proxy: opts.vdso_proxy,

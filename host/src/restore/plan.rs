@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 
-use revenant_blob_abi::{Creds, ITimer, MmMap, QueuedSignal, Rlimit, SigAction};
+use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 
 /// One process to bring back.
 #[derive(Debug, Clone)]
@@ -34,6 +34,7 @@ pub struct ProcessPlan {
     pub sigactions: Vec<SigAction>,
     pub rlimits: Vec<Rlimit>,
     pub itimers: Vec<ITimer>,
+    pub posix_timers: Vec<PosixTimer>,
     /// Signals pending at dump, process-wide (tid 0) or per thread.
     pub signals: Vec<QueuedSignal>,
     pub threads: Vec<ThreadPlan>,

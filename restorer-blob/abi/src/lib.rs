@@ -18,8 +18,9 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS,
-    RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT,
+    VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -318,6 +319,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             patches: "Span<Patch>",
             creds: "Span<Creds>",
             groups: "Span<u32>",
+            posix_timers: "Span<PosixTimer>",
             mm: "MmMap",
             comm: "[u8; 16]",
         }),
@@ -355,6 +357,23 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             cap_amb: "u64",
             secbits: "u32",
             no_new_privs: "u32",
+        }),
+    ),
+    (
+        "PosixTimer",
+        size_of::<PosixTimer>(),
+        fields!(PosixTimer {
+            id: "i32",
+            clock: "i32",
+            signo: "u32",
+            notify: "u32",
+            notify_tid: "u32",
+            pad: "u32",
+            sival: "u64",
+            interval_sec: "u64",
+            interval_nsec: "u64",
+            value_sec: "u64",
+            value_nsec: "u64",
         }),
     ),
     ("Patch", size_of::<Patch>(), fields!(Patch { at: "u64", len: "u32", pad: "u32", bytes: "[u8; 16]" })),

@@ -60,6 +60,8 @@ pub struct Restore {
     pub creds: Span,
     /// `u32` supplementary groups, shared by every thread's [`Creds`].
     pub groups: Span,
+    /// [`PosixTimer`]s to create with their ids and arm.
+    pub posix_timers: Span,
     /// The memory layout for `PR_SET_MM_MAP`.
     pub mm: MmMap,
     /// The process name (`PR_SET_NAME`), NUL-padded.
@@ -237,6 +239,28 @@ pub struct Patch {
 // SAFETY: as below.
 unsafe impl Plain for Patch {}
 
+/// A POSIX timer (`timer_create` with its dumped id, then `timer_settime`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub signo: u32,
+    /// `SIGEV_*`.
+    pub notify: u32,
+    /// The thread for `SIGEV_THREAD_ID`.
+    pub notify_tid: u32,
+    pub pad: u32,
+    pub sival: u64,
+    pub interval_sec: u64,
+    pub interval_nsec: u64,
+    pub value_sec: u64,
+    pub value_nsec: u64,
+}
+
+// SAFETY: as below.
+unsafe impl Plain for PosixTimer {}
+
 /// One resource limit (`prlimit64`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -304,15 +328,16 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 264);
+    assert!(size_of::<Restore>() == 272);
+    assert!(size_of::<PosixTimer>() == 64);
     assert!(size_of::<Creds>() == 80);
     assert!(size_of::<Patch>() == 32);
     assert!(size_of::<Rlimit>() == 24);
     assert!(size_of::<ITimer>() == 40);
     assert!(size_of::<QueuedSignal>() == 136);
     assert!(offset_of!(Restore, vmas) == 40);
-    assert!(offset_of!(Restore, mm) == 160);
-    assert!(offset_of!(Restore, comm) == 248);
+    assert!(offset_of!(Restore, mm) == 168);
+    assert!(offset_of!(Restore, comm) == 256);
     assert!(size_of::<Vma>() == 48);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);

@@ -9,8 +9,9 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
-    Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, QueuedSignal, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS,
-    RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT,
+    VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -36,6 +37,7 @@ struct Plan<'a> {
     patches: &'a [Patch],
     creds: &'a [Creds],
     groups: &'a [u32],
+    posix_timers: &'a [PosixTimer],
 }
 
 fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
@@ -57,6 +59,7 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         patches: args.array(r.patches)?,
         creds: args.array(r.creds)?,
         groups: args.array(r.groups)?,
+        posix_timers: args.array(r.posix_timers)?,
     };
     if !p.creds.is_empty() && p.creds.len() != p.threads.len() {
         return Err(ExitCode::BadLayout);
@@ -115,7 +118,12 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
         let res = sys::sigqueue(me, s.tid, s.signo, &s.info);
         check(log, res, ExitCode::Signals, "queueing signal", s.signo as u64);
     }
+    create_posix_timers(log, p.posix_timers);
     // Timers last: they start counting when armed.
+    for t in p.posix_timers {
+        let res = sys::timer_settime(t.id, (t.interval_sec, t.interval_nsec), (t.value_sec, t.value_nsec));
+        check(log, res, ExitCode::Timers, "arming POSIX timer", t.id as u64);
+    }
     for t in p.itimers {
         let res = sys::setitimer(t.which, (t.interval_sec, t.interval_usec), (t.value_sec, t.value_usec));
         check(log, res, ExitCode::Timers, "arming interval timer", t.which as u64);
@@ -328,6 +336,43 @@ fn set_sigactions(log: &Log, actions: &[SigAction]) {
         };
         check(log, sys::rt_sigaction(a.signo, &act), ExitCode::Signals, "rt_sigaction, signal", a.signo as u64);
     }
+}
+
+/// Creates every POSIX timer with its dumped id: through
+/// `PR_TIMER_CREATE_RESTORE_IDS` (Linux 6.15+), or on older kernels by
+/// creating timers in id order until each wanted id comes up, deleting the
+/// ones in between.
+fn create_posix_timers(log: &Log, timers: &[PosixTimer]) {
+    if timers.is_empty() {
+        return;
+    }
+    use linux_raw_sys::prctl::{
+        PR_TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_OFF, PR_TIMER_CREATE_RESTORE_IDS_ON,
+    };
+    let on = PR_TIMER_CREATE_RESTORE_IDS_ON as usize;
+    // SAFETY: a plain integer option.
+    let by_id = unsafe { sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, on, 0, 0, 0) }.is_ok();
+    for t in timers {
+        let mut id = if by_id { t.id } else { 0 };
+        loop {
+            let res = sys::timer_create(t.clock, t.signo, t.notify, t.notify_tid, t.sival, &mut id);
+            check(log, res, ExitCode::Timers, "creating POSIX timer", t.id as u64);
+            if by_id || id >= t.id {
+                break;
+            }
+            let _ = sys::timer_delete(id);
+        }
+        if id != t.id {
+            log.error().s("POSIX timer ").dec(t.id as u64).s(" came back as ").dec(id as u64).emit();
+            fail(log, ExitCode::Timers, "restore failed");
+        }
+    }
+    if by_id {
+        let off = PR_TIMER_CREATE_RESTORE_IDS_OFF as usize;
+        // SAFETY: a plain integer option.
+        let _ = unsafe { sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, off, 0, 0, 0) };
+    }
+    log.info().s("created ").dec(timers.len() as u64).s(" POSIX timers with their ids").emit();
 }
 
 /// Threads that have finished their own setup.
