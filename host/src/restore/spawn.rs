@@ -329,11 +329,21 @@ fn spawn_with_pid(pid: i32, cps: &[ChildPlan], me: usize) -> Result<Pid> {
 }
 
 /// Without clone3 (kernels before 5.5, qemu-user): set the namespace's
-/// last PID and fork. Another process may fork in between and take the
-/// PID; then the child (still waiting for the go-ahead) is killed and the
-/// attempt repeated.
+/// last PID and fork. The file is locked for the whole attempt, as CRIU
+/// locks it, so restores (ours, CRIU's, other threads of this process)
+/// wait for each other. Any other task created in between still takes the
+/// PID; the child we got instead is killed, and if the thief is gone
+/// within a grace period the attempt is repeated.
 fn spawn_via_last_pid(pid: i32, cps: &[ChildPlan], me: usize) -> Result<Pid> {
     const LAST_PID: &str = "/proc/sys/kernel/ns_last_pid";
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(LAST_PID)
+        .with_context(|| format!("clone3 is missing, and opening {LAST_PID} failed"))?;
+    let _locked = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("locking {LAST_PID}"))?;
     for _ in 0..16 {
         std::fs::write(LAST_PID, format!("{}", pid - 1))
             .with_context(|| format!("clone3 is missing, and writing {LAST_PID} failed"))?;
@@ -345,8 +355,14 @@ fn spawn_via_last_pid(pid: i32, cps: &[ChildPlan], me: usize) -> Result<Pid> {
             nix::unistd::ForkResult::Parent { child } => {
                 let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
                 let _ = nix::sys::wait::waitpid(child, None);
-                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                    bail!("PID {pid} was taken while restoring");
+                let proc = PathBuf::from(format!("/proc/{pid}"));
+                let since = std::time::Instant::now();
+                while proc.exists() {
+                    if since.elapsed() > GRACE {
+                        let comm = std::fs::read_to_string(proc.join("comm")).unwrap_or_default();
+                        bail!("PID {pid} was taken while restoring, by {:?}, which still runs", comm.trim_end());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
                 }
             }
         }
