@@ -35,7 +35,7 @@ fn install_binaries() {
 #[test]
 fn loop_fixtures_restore_or_are_refused_for_this_cpu_before_anything_runs() {
     install_binaries();
-    for (set, pid) in [("loop-static", 10562), ("loop-dynamic", 10564)] {
+    for (set, pid) in [("loop-static", 10562), ("loop-dynamic", 10564), ("shm-ipcns", 10566)] {
         let out_file = format!("/var/tmp/revenant-fixtures/{set}.out");
         let _ = std::fs::remove_file(&out_file);
         let images = fixtures().join("images").join(set);
@@ -65,11 +65,32 @@ fn loop_fixtures_restore_or_are_refused_for_this_cpu_before_anything_runs() {
     }
 }
 
+/// What the restore of `shm-ipcns` will do, whether or not this CPU can
+/// run it: a new IPC namespace with CRIU's sysctls, the segment with its
+/// id, key, size, mode and pages, attached read-only and read-write.
 #[test]
-fn unsupported_fixtures_are_refused_with_the_reason() {
-    // SysV segments from images come with issue 7.
-    let err = restore_detached(&fixtures().join("images/shm-ipcns")).unwrap_err();
-    assert!(err.contains("mm-10566.img") && err.contains("vmas[7]"), "{err}");
+fn the_shm_ipcns_fixture_is_planned_with_its_namespace_and_segment() {
+    use revenant::restore::from_images::{PlanOptions, plan_dir};
+    use revenant::restore::plan::{Backing, ShmAttach};
+    use revenant::restore::sysv::Contents;
+    let opts = PlanOptions { skip_cpu_check: true, ..Default::default() };
+    let plan = plan_dir(&fixtures().join("images/shm-ipcns"), &opts).unwrap();
+    let ipc = &plan.ipc;
+    assert!(ipc.new_namespace);
+    assert!(ipc.sysctls.contains(&("kernel/shmmni".into(), "4096".into())), "{:?}", ipc.sysctls);
+    let [s] = &ipc.segments[..] else { panic!("{:?}", ipc.segments) };
+    assert_eq!((s.id, s.key, s.size, s.mode, s.removed), (0, 0x5eed, 8 * 4096, 0o640, false));
+    let Contents::Pages { file, runs } = &s.contents else { panic!("{:?}", s.contents) };
+    assert!(file.ends_with("pages-2.img"));
+    assert_eq!((runs[0].addr, runs[0].len, runs[0].file_offset), (0, 8 * 4096, 0));
+    let shm: Vec<&Backing> = plan.processes[0]
+        .vmas
+        .iter()
+        .map(|v| &v.backing)
+        .filter(|b| matches!(b, Backing::SysvShm { .. }))
+        .collect();
+    let attach = |read_only| Backing::SysvShm { id: 0, attach: Some(ShmAttach { len: 8 * 4096, read_only }) };
+    assert_eq!(shm, [&attach(true), &attach(false)]);
 }
 
 #[test]

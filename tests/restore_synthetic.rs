@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
-use revenant::restore::plan::{AltStack, Backing, FdPlan, PageRun, ProcessPlan, Session, ThreadPlan, VmaPlan};
+use revenant::restore::plan::{
+    AltStack, Backing, FdPlan, PageRun, ProcessPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
+};
 #[cfg(target_arch = "arm")]
 use revenant::restore::regs::{ArmRegs, ArmVfp};
 use revenant::restore::regs::{Fpu, Regs};
@@ -525,7 +527,7 @@ fn shm_restore(shm_at: u64, moved_on_arm: bool) {
         flags: libc::MAP_SHARED as u32,
         pgoff: 0,
         madv: 0,
-        backing: Backing::SysvShm { id, attach: true },
+        backing: Backing::SysvShm { id, attach: Some(ShmAttach { len: 4 * page as u64, read_only: false }) },
     });
     match &mut p.threads[0].regs {
         Regs::X86_64(r) => (r.r13, r.r14) = (shm_at, SHM_MSG.len() as u64),

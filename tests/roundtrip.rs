@@ -60,13 +60,21 @@ fn listing(dir: &Path) -> Vec<(String, u64, std::time::SystemTime)> {
 /// Starts dumpee `name` with `args` in its own session, stdio on
 /// /dev/null and no other fds.
 fn start(name: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    start_with(name, args, false)
+}
+
+/// [`start`], in an IPC namespace of its own if `own_ipc`.
+fn start_with(name: &str, args: &[&std::ffi::OsStr], own_ipc: bool) -> std::process::Child {
     let mut child = Command::new(dump_support::build(name));
     child.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: setsid and close_range are async-signal-safe. Fds the test
-    // harness leaks (cargo's jobserver pipe) are not the program's.
+    // SAFETY: setsid, unshare and close_range are async-signal-safe. Fds the
+    // test harness leaks (cargo's jobserver pipe) are not the program's.
     unsafe {
-        child.pre_exec(|| {
+        child.pre_exec(move || {
             nix::unistd::setsid()?;
+            if own_ipc {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC)?;
+            }
             nix::libc::syscall(nix::libc::SYS_close_range, 3, u32::MAX, 0);
             Ok(())
         });
@@ -335,4 +343,86 @@ fn a_posix_timer_keeps_its_id_and_interval() {
     assert!(fired(new.last().unwrap()) > last, "the timer stopped firing:\n{after}");
     assert!(new.iter().all(|l| l.ends_with("interval_ns=20000000 id=1 armed=1")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The value of `key=` in a dumpee's line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("")
+}
+
+/// Runs the `sysvshm` dumpee in `mode` (in its own IPC namespace or ours),
+/// dumps it, lets `between` act on the images and the dumped line (it
+/// returns whether to restore), restores, and checks the program carries
+/// on with its segments shared, counted and marked as before.
+fn sysv_round_trip(name: &str, mode: &str, own_ipc: bool, between: impl FnOnce(&Path, &str) -> bool) -> String {
+    let work = scratch(name);
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start_with("sysvshm", &[out.as_os_str(), mode.as_ref()], own_ipc);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.len() >= 3);
+    assert!(before.lines().all(|l| l.ends_with("check=ok")), "{before}");
+    dump_and_reap(&mut child, &images);
+    let before = std::fs::read_to_string(&out).unwrap();
+    let last = before.lines().last().unwrap().to_string();
+    if !between(&images, &last) {
+        let _ = std::fs::remove_dir_all(&work);
+        return String::new();
+    }
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= tick(&last) + 3));
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/ipc")).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    let ours = std::fs::metadata("/proc/self/ns/ipc").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let sysvipc = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    let lines: Vec<&str> = after.lines().collect();
+    assert!(tick(lines.last().unwrap()) >= tick(&last) + 3, "the restored process did not carry on:\n{after}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(tick(l), i as u64 + 1, "{after}");
+        assert!(l.ends_with("check=ok"), "line {i} after the restore: {l}\n{after}");
+        assert_eq!((field(l, "a"), field(l, "b")), (field(&last, "a"), field(&last, "b")), "segment ids changed");
+    }
+    assert_eq!(theirs.unwrap() != ours, own_ipc, "the restored process is in the wrong IPC namespace");
+    let _ = std::fs::remove_dir_all(&work);
+    sysvipc
+}
+
+#[test]
+fn sysv_segments_in_their_own_ipc_namespace_come_back_shared_counted_and_in_place() {
+    sysv_round_trip("shm-ns", "keep", true, |images, _| {
+        assert!(images.join("ipcns-var-9.img").exists() && images.join("ipcns-shm-9.img").exists());
+        true
+    });
+}
+
+#[test]
+fn sysv_segments_removed_before_the_dump_are_removed_again_in_the_hosts_namespace() {
+    let table = sysv_round_trip("shm-rmid", "rmid", false, |_, _| true);
+    assert!(!table.is_empty());
+}
+
+/// In the host's namespace a kept segment outlives the dumped program:
+/// the restore refuses to take another id for it, naming the way out, and
+/// works once the segment is gone; the segment is back with its key.
+#[test]
+fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
+    let mut key = String::new();
+    let mut a = String::new();
+    let table = sysv_round_trip("shm-host", "keep", false, |images, last| {
+        a = field(last, "a").to_string();
+        let pid: u32 = field(last, "pid").parse().unwrap();
+        key = (0x7e00_0000u32 | pid).to_string();
+        let err = format!("{:#}", run(images, &Options { detach: true, ..Default::default() }).unwrap_err());
+        assert!(err.contains(&format!("ipcrm -m {a}")) && err.contains("--shm-new-ids"), "{err}");
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left the process behind");
+        for id in [field(last, "a"), field(last, "b")] {
+            // SAFETY: removes a segment the dumped program left; no buffer.
+            unsafe { nix::libc::shmctl(id.parse().unwrap(), nix::libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+        true
+    });
+    let row = table.lines().find(|l| l.split_whitespace().nth(1) == Some(a.as_str())).expect("segment a is listed");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!((cols[0], cols[2], cols[6]), (key.as_str(), "640", "4"), "key, mode, attachments: {row}");
 }

@@ -85,6 +85,10 @@ enum Cmd {
         /// vector state this CPU lacks; "none" skips it.
         #[arg(long, default_value = "fpu", value_parser = ["fpu", "none"])]
         cpu_cap: String,
+        /// A SysV segment whose id is taken here gets a new id instead of
+        /// failing the restore (the program still knows the old one).
+        #[arg(long)]
+        shm_new_ids: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -158,10 +162,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         Cmd::Dump { .. } => bail!("revenant dump works on x86_64 only so far"),
-        Cmd::Restore { dir, detach, pidfile, log, verbosity: _, shell_job, vdso_proxy, cpu_cap } => {
+        Cmd::Restore { dir, detach, pidfile, log, verbosity: _, shell_job, vdso_proxy, cpu_cap, shm_new_ids } => {
             let skip_cpu_check = cpu_cap == "none";
             let opts = revenant::restore::Options {
-                plan: revenant::restore::from_images::PlanOptions { shell_job, vdso_proxy, skip_cpu_check },
+                plan: revenant::restore::from_images::PlanOptions {
+                    shell_job,
+                    vdso_proxy,
+                    skip_cpu_check,
+                    shm_new_ids,
+                },
                 detach,
                 pidfile,
                 log_file: log,

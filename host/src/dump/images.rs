@@ -38,7 +38,14 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
             fdinfo_per_id: Some(true),
             // CRIU's own ids: 1 for each kernel object, and the
             // namespaces it shares with the tree.
-            root_ids: Some(TaskKobjIdsEntry { vm_id: 1, files_id: 1, fs_id: 1, sighand_id: 1, ..ids(root) }),
+            root_ids: Some(TaskKobjIdsEntry {
+                vm_id: 1,
+                files_id: 1,
+                fs_id: 1,
+                sighand_id: 1,
+                ipc_ns_id: Some(DUMPER_IPC_NS),
+                ..ids(root, DUMPER_IPC_NS)
+            }),
             ns_per_id: Some(true),
             root_cg_set: None,
             lsmtype: Some(0),
@@ -62,11 +69,48 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
     }
     put("pstree.img".into(), &pstree)?;
 
+    let ipc_ns = if tree.ipc.own_ns { TREE_IPC_NS } else { DUMPER_IPC_NS };
+    if tree.ipc.own_ns {
+        put(format!("ipcns-var-{ipc_ns}.img"), Writer::new(Kind::IpcVar).push(&ipc_var(&tree.ipc.sysctls)))?;
+    }
+    if !tree.ipc.segments.is_empty() {
+        let mut shm = Writer::new(Kind::IpcnsShm);
+        for s in &tree.ipc.segments {
+            shm.push(&IpcShmEntry {
+                desc: IpcDescEntry {
+                    key: s.key,
+                    uid: s.uid,
+                    gid: s.gid,
+                    cuid: s.cuid,
+                    cgid: s.cgid,
+                    mode: s.mode,
+                    id: s.id as u32,
+                    ..Default::default()
+                },
+                size: s.size,
+                in_pagemaps: Some(true),
+                ..Default::default()
+            });
+            let mut pm = Writer::new(Kind::Pagemap);
+            pm.push(&PagemapHead { pages_id: s.pages_id, ..Default::default() });
+            for &(offset, pages) in &s.runs {
+                pm.push(&PagemapEntry {
+                    vaddr: offset,
+                    flags: Some(pe::PRESENT),
+                    nr_pages: Some(pages),
+                    ..Default::default()
+                });
+            }
+            put(format!("pagemap-shmem-{}.img", s.id), &pm)?;
+        }
+        put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
+    }
+
     for p in &tree.procs {
         for (i, t) in p.threads.iter().enumerate() {
             put(format!("core-{}.img", t.tid), Writer::new(Kind::Core).push(&core(p, t, i == 0)))?;
         }
-        put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p)))?;
+        put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p, ipc_ns)))?;
         put(format!("mm-{}.img", p.pid), Writer::new(Kind::Mm).push(&mm(p)))?;
         let mut pm = Writer::new(Kind::Pagemap);
         pm.push(&PagemapHead { pages_id: p.pages_id, ..Default::default() });
@@ -162,7 +206,39 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-fn ids(p: &Process) -> TaskKobjIdsEntry {
+/// Namespace ids in the images: CRIU numbers the dumping tool's own
+/// namespaces first (the IPC one is 3); a namespace of the tree's own gets
+/// a number after them.
+const DUMPER_IPC_NS: u32 = 3;
+const TREE_IPC_NS: u32 = 9;
+
+/// `ipcns-var` from the sysctls read in the namespace; a missing or odd
+/// value stays 0.
+fn ipc_var(sysctls: &[(&str, String)]) -> IpcVarEntry {
+    let get = |name: &str| sysctls.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("");
+    let n32 = |name: &str| get(name).parse::<u32>().unwrap_or(0);
+    let n64 = |name: &str| get(name).parse::<u64>().unwrap_or(0);
+    let opt = |name: &str| get(name).parse::<u32>().ok();
+    IpcVarEntry {
+        sem_ctls: get("kernel/sem").split_whitespace().filter_map(|w| w.parse().ok()).collect(),
+        msg_ctlmax: n32("kernel/msgmax"),
+        msg_ctlmnb: n32("kernel/msgmnb"),
+        msg_ctlmni: n32("kernel/msgmni"),
+        auto_msgmni: n32("kernel/auto_msgmni"),
+        shm_ctlmax: n64("kernel/shmmax"),
+        shm_ctlall: n64("kernel/shmall"),
+        shm_ctlmni: n32("kernel/shmmni"),
+        shm_rmid_forced: n32("kernel/shm_rmid_forced"),
+        mq_queues_max: n32("fs/mqueue/queues_max"),
+        mq_msg_max: n32("fs/mqueue/msg_max"),
+        mq_msgsize_max: n32("fs/mqueue/msgsize_max"),
+        mq_msg_default: opt("fs/mqueue/msg_default"),
+        mq_msgsize_default: opt("fs/mqueue/msgsize_default"),
+        ..Default::default()
+    }
+}
+
+fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {
     TaskKobjIdsEntry {
         vm_id: p.kobj_id,
         files_id: p.kobj_id,
@@ -172,7 +248,7 @@ fn ids(p: &Process) -> TaskKobjIdsEntry {
         // start); CRIU numbers them in this order.
         pid_ns_id: Some(1),
         net_ns_id: Some(2),
-        ipc_ns_id: Some(3),
+        ipc_ns_id: Some(ipc_ns),
         uts_ns_id: Some(4),
         mnt_ns_id: Some(6),
         user_ns_id: Some(7),

@@ -15,6 +15,7 @@ pub mod status {
     pub const FILE_SHARED: u32 = 1 << 7;
     pub const ANON_SHARED: u32 = 1 << 8;
     pub const ANON_PRIVATE: u32 = 1 << 9;
+    pub const SYSVIPC: u32 = 1 << 10;
     pub const VVAR: u32 = 1 << 12;
 }
 
@@ -124,8 +125,10 @@ fn parse_header(line: &str) -> Result<Vma> {
     let mut flags = if shared { MAP_SHARED } else { MAP_PRIVATE };
     let mut status = status::REGULAR;
     // Shared anonymous memory shows as a deleted /dev/zero or a SysV
-    // segment on the shmem filesystem; it is not a file to reopen.
-    let shmem = name == "/dev/zero (deleted)" || name.starts_with("/SYSV");
+    // segment on the kernel's internal shmem mount (device 0:N, inode =
+    // the segment's id); it is not a file to reopen.
+    let sysv = name.starts_with("/SYSV") && name.ends_with(" (deleted)") && dev.0 == 0;
+    let shmem = name == "/dev/zero (deleted)" || sysv;
     let file = name.starts_with('/') && inode != 0 && !shmem;
     match name.as_str() {
         "[vsyscall]" => {
@@ -141,6 +144,9 @@ fn parse_header(line: &str) -> Result<Vma> {
     } else {
         flags |= MAP_ANONYMOUS;
         status |= if shared { status::ANON_SHARED } else { status::ANON_PRIVATE };
+    }
+    if sysv {
+        status |= status::SYSVIPC;
     }
     Ok(Vma { start, end, pgoff, prot, flags, status, madv: 0, dev, inode, name, vmflags: Vec::new() })
 }
@@ -201,8 +207,11 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     if v.vmflags.iter().any(|f| f == "io" || f == "pf") && !v.is(status::VVAR) && !v.is(status::FILE_SHARED) {
         bail!("{}: an I/O or PFN mapping cannot be dumped", at());
     }
+    if v.is(status::SYSVIPC) {
+        return Ok(());
+    }
     if v.is(status::ANON_SHARED) {
-        bail!("{}: shared anonymous memory (shmem, SysV shm) is not supported yet", at());
+        bail!("{}: shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS) is not supported yet", at());
     }
     if v.flags & MAP_HUGETLB != 0 {
         bail!("{}: hugetlb mappings are not supported yet", at());
@@ -269,6 +278,18 @@ VmFlags: ex
         for x in &v {
             check_supported(x, 1).unwrap();
         }
+    }
+
+    #[test]
+    fn sysv_attachments_carry_their_segment_id() {
+        let text = "7f0000010000-7f0000014000 r--s 00000000 00:01 131118 /SYSV00005eed (deleted)\nVmFlags: rd sh\n\
+                    7f0000020000-7f0000021000 rw-s 00000000 fe:01 77 /SYSVlookalike (deleted)\nVmFlags: rd wr sh\n";
+        let v = parse_smaps(text, 7).unwrap();
+        assert_eq!(v[0].status, status::REGULAR | status::ANON_SHARED | status::SYSVIPC);
+        assert_eq!((v[0].flags, v[0].inode), (MAP_SHARED | MAP_ANONYMOUS, 131118));
+        check_supported(&v[0], 7).unwrap();
+        // A deleted regular file with such a name is just that.
+        assert_eq!(v[1].status & status::SYSVIPC, 0);
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod model;
 pub mod pagemap;
 pub mod procfs;
 pub mod regs;
+pub mod sysv;
 pub mod task;
 
 use std::fs::File;
@@ -138,6 +139,11 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
                 let link = format!("map_files/{:x}-{:x}", v.start, v.end);
                 let fdflags = map_file_flags(pid, &link)?;
                 (files.mapped(pid, &link, &v.name, fdflags)? as u64, Some(fdflags))
+            } else if v.is(status::SYSVIPC) {
+                // The inode of an attachment is its segment's id; the link's
+                // mode says whether it was attached read-only.
+                let link = format!("map_files/{:x}-{:x}", v.start, v.end);
+                (v.inode, Some(map_file_flags(pid, &link)?))
             } else {
                 (0, None)
             };
@@ -205,10 +211,17 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
             umask: status.umask,
         });
     }
+    let root = frozen.procs[0].pid;
+    let own_ipc = ipc_ns_is_own(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;
+    let attached: std::collections::BTreeSet<i32> =
+        procs.iter().flat_map(|p| &p.vmas).filter(|v| v.vma.is(status::SYSVIPC)).map(|v| v.shmid as i32).collect();
+    let ipc = sysv::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
+    log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
     let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
     Ok(Tree {
         procs,
         files,
+        ipc,
         monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,
         boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
     })
@@ -256,17 +269,29 @@ fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
     Ok(())
 }
 
-/// Every namespace of the tree must be ours: dumping namespaces is not
-/// supported yet.
+/// Every namespace of the tree but its IPC one must be ours: dumping other
+/// namespaces is not supported yet.
 fn check_namespaces(pid: i32) -> Result<()> {
     let me = std::process::id() as i32;
-    for ns in ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] {
+    for ns in ["pid", "net", "uts", "mnt", "user", "cgroup", "time"] {
         let (theirs, ours) = (procfs::ns_inode(pid, ns)?, procfs::ns_inode(me, ns)?);
         if theirs != ours {
             bail!("process {pid} is in another {ns} namespace than revenant: dumping namespaces is not supported yet");
         }
     }
     Ok(())
+}
+
+/// Whether the tree has an IPC namespace of its own; all its processes
+/// must share one.
+fn ipc_ns_is_own(pids: &[i32]) -> Result<bool> {
+    let root = procfs::ns_inode(pids[0], "ipc")?;
+    for &pid in &pids[1..] {
+        if procfs::ns_inode(pid, "ipc")? != root {
+            bail!("process {pid} is in another IPC namespace than the root {}: not supported yet", pids[0]);
+        }
+    }
+    Ok(root != procfs::ns_inode(std::process::id() as i32, "ipc")?)
 }
 
 /// Images are written under this name and renamed into place at the end,
@@ -298,7 +323,8 @@ fn commit(dir: &Path, names: &[String]) -> Result<()> {
 }
 
 fn pages_names(tree: &Tree) -> Vec<String> {
-    tree.procs.iter().map(|p| format!("pages-{}.img", p.pages_id)).collect()
+    let procs = tree.procs.iter().map(|p| format!("pages-{}.img", p.pages_id));
+    procs.chain(tree.ipc.pages_names()).collect()
 }
 
 /// Writes every image but the pages (already written by [`collect`]).

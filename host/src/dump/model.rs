@@ -15,6 +15,8 @@ pub struct Tree {
     /// Parents before children; the root first.
     pub procs: Vec<Process>,
     pub files: Files,
+    /// The tree's IPC namespace and SysV segments.
+    pub ipc: super::sysv::Ipc,
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.
     pub monotonic: (i64, i64),
     pub boottime: (i64, i64),

@@ -195,14 +195,29 @@ fn block(
         .map(|(v, &fd)| {
             let skip = skip(v);
             let fill = p.page_runs.iter().any(|r| r.addr < v.end && r.addr + r.len > v.start);
-            let (fd, how) = match v.backing {
-                Backing::SysvShm { id, attach: true } => (id, VMA_SHM),
-                Backing::SysvShm { id, attach: false } => (id, VMA_REPROTECT),
-                _ if skip => (fd, VMA_SKIP),
-                _ if fill => (fd, VMA_FILL),
-                _ => (fd, 0),
+            let mut vma = Vma {
+                start: v.start,
+                end: v.end,
+                pgoff: v.pgoff,
+                madv: v.madv,
+                prot: v.prot,
+                flags: v.flags,
+                fd,
+                how: 0,
+                attach_len: 0,
             };
-            Vma { start: v.start, end: v.end, pgoff: v.pgoff, madv: v.madv, prot: v.prot, flags: v.flags, fd, how }
+            match v.backing {
+                Backing::SysvShm { id, attach: Some(a) } => {
+                    let rdonly = if a.read_only { revenant_arch::consts::SHM_RDONLY } else { 0 };
+                    let exec = if v.prot & g::PROT_EXEC != 0 { revenant_arch::consts::SHM_EXEC } else { 0 };
+                    (vma.fd, vma.how, vma.flags, vma.attach_len) = (id, VMA_SHM, rdonly | exec, a.len);
+                }
+                Backing::SysvShm { id, attach: None } => (vma.fd, vma.how) = (id, VMA_REPROTECT),
+                _ if skip => vma.how = VMA_SKIP,
+                _ if fill => vma.how = VMA_FILL,
+                _ => {}
+            }
+            vma
         })
         .collect();
     let skipped: Vec<(u64, u64)> = p.vmas.iter().filter(|v| skip(v)).map(|v| (v.start, v.end)).collect();

@@ -53,6 +53,8 @@ pub struct ChildPlan {
     pub pid: i32,
     /// Indices (in the tree's plans) of the children it creates.
     pub children: Vec<usize>,
+    /// An IPC namespace to enter first (the root only; children inherit it).
+    pub ipc_ns: Option<i32>,
 }
 
 fn errno() -> i32 {
@@ -111,6 +113,11 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
     // SAFETY: plain syscalls on integers and on NUL-terminated strings the
     // parent prepared; closing and replacing fds is the point of this step.
     unsafe {
+        if let Some(ns) = p.ipc_ns
+            && libc::setns(ns, libc::CLONE_NEWIPC) < 0
+        {
+            return Err(fail(log0, "entering the restored IPC namespace", b""));
+        }
         match p.session {
             Session::Leader if libc::setsid() < 0 => return Err(fail(log0, "setsid", b"")),
             Session::GroupLeader if libc::setpgid(0, 0) < 0 => {

@@ -1,7 +1,10 @@
 //! The end of a restore, seen from the tracing parent: wait for every
-//! thread's trap, let each through `rt_sigreturn`, then make the task unmap
-//! the bootstrap area (the blob cannot unmap the code it runs on) and let
-//! it go. x86_64 only: this needs ptrace, which qemu-user lacks.
+//! thread's trap, let each through `rt_sigreturn` and hold it there
+//! ([`catch`]); then make the task unmap the bootstrap area (the blob cannot
+//! unmap the code it runs on) and let it go ([`release`]). Between the two,
+//! with every process of the tree held, the host finishes what must happen
+//! before any program runs. x86_64 only: this needs ptrace, which
+//! qemu-user lacks.
 
 use std::time::Duration;
 
@@ -17,10 +20,16 @@ use super::describe_exit;
 /// How the task ended up.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Running the dumped program, untraced.
-    Running,
+    /// Every thread is past its `rt_sigreturn`, held by us.
+    Held(Held),
     /// Died before getting there.
     Failed(String),
+}
+
+/// The threads of a task held right after their `rt_sigreturn`.
+#[derive(Debug)]
+pub struct Held {
+    ts: Vec<Thread>,
 }
 
 /// Where one thread is on its way out of the blob.
@@ -32,6 +41,7 @@ enum Step {
     Done,
 }
 
+#[derive(Debug)]
 struct Thread {
     tid: Pid,
     step: Step,
@@ -41,9 +51,8 @@ struct Thread {
 }
 
 /// Drives the seized task `leader` and the `threads - 1` threads it creates
-/// to the point where the dumped program runs in all of them, and unmaps
-/// `start..start+len` in it.
-pub fn finish(leader: Pid, threads: usize, start: u64, len: u64) -> Result<Outcome> {
+/// through their `rt_sigreturn`, and holds them there.
+pub fn catch(leader: Pid, threads: usize) -> Result<Outcome> {
     let mut ts = vec![Thread { tid: leader, step: Step::InBlob, insn: 0, restored: None }];
     while ts.len() < threads || ts.iter().any(|t| t.step != Step::Done) {
         let mut moved = false;
@@ -97,9 +106,16 @@ pub fn finish(leader: Pid, threads: usize, start: u64, len: u64) -> Result<Outco
         }
     }
 
+    Ok(Outcome::Held(Held { ts }))
+}
+
+/// Unmaps `start..start+len` in the held task `leader` and lets the program
+/// run.
+pub fn release(leader: Pid, held: Held, start: u64, len: u64) -> Result<()> {
     // Every thread is past its sigreturn. Run munmap(bootstrap) in the first
     // one from the syscall instruction, which is still mapped when the call
     // starts, then put its registers back.
+    let ts = held.ts;
     let first = &ts[0];
     let restored = first.restored.context("first thread has no registers")?;
     let mut call = restored;
@@ -126,7 +142,7 @@ pub fn finish(leader: Pid, threads: usize, start: u64, len: u64) -> Result<Outco
     for t in &ts {
         ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
     }
-    Ok(Outcome::Running)
+    Ok(())
 }
 
 /// `PTRACE_GETSIGMASK`, or `PTRACE_SETSIGMASK` to `set`; returns the mask.

@@ -13,8 +13,9 @@ use revenant_images::messages::*;
 use revenant_images::{ImageSet, Process};
 
 use super::convert;
-use super::plan::{AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, Session, ThreadPlan, VmaPlan};
+use super::plan::{AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, Session, ShmAttach, ThreadPlan, VmaPlan};
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
+use super::sysv::{Contents, IpcPlan, SegmentPlan};
 use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
@@ -28,6 +29,16 @@ pub struct PlanOptions {
     /// Skip the check that this CPU has the vector state the dumped threads
     /// were using (CRIU's `--cpu-cap none`).
     pub skip_cpu_check: bool,
+    /// A SysV segment whose id is taken gets a new one (`--shm-new-ids`).
+    pub shm_new_ids: bool,
+}
+
+/// A whole checkpoint's restore.
+#[derive(Debug, Clone)]
+pub struct TreePlan {
+    /// Parents before children; the root first.
+    pub processes: Vec<ProcessPlan>,
+    pub ipc: IpcPlan,
 }
 
 /// Refuses images whose threads held vector state (AVX-512, AMX, ...) this
@@ -61,13 +72,101 @@ fn check_cpu(p: &ProcessPlan) -> Result<()> {
 }
 
 /// Plans the restore of every process in `set`.
-pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<Vec<ProcessPlan>> {
+pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     set.validate(revenant_arch::NAME)?;
-    let plans: Vec<ProcessPlan> = set.processes.iter().map(|p| process(set, p, opts)).collect::<Result<_>>()?;
+    let ipc = ipc(set, opts)?;
+    let processes: Vec<ProcessPlan> =
+        set.processes.iter().map(|p| process(set, p, opts, &ipc)).collect::<Result<_>>()?;
     if !opts.skip_cpu_check {
-        plans.iter().try_for_each(check_cpu)?;
+        processes.iter().try_for_each(check_cpu)?;
     }
-    Ok(plans)
+    Ok(TreePlan { processes, ipc })
+}
+
+/// The tree's IPC namespace: a new one when the tree's differs from the
+/// dumping tool's own (inventory's `root_ids`), with its segments.
+fn ipc(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
+    let root = &set.processes[0];
+    let ns = root.ids.ipc_ns_id;
+    for p in &set.processes[1..] {
+        if p.ids.ipc_ns_id != ns {
+            bail!(
+                "ids-{}.img: entry 0: ipc_ns_id {:?}: the root is in IPC namespace {ns:?}; a tree across IPC \
+                 namespaces is not restored yet",
+                p.pid(),
+                p.ids.ipc_ns_id
+            );
+        }
+    }
+    let dumper_ns = set.inventory.root_ids.as_ref().and_then(|r| r.ipc_ns_id);
+    let new_namespace = ns.is_some() && ns != dumper_ns;
+    let mut plan = IpcPlan { new_namespace, allow_new_ids: opts.shm_new_ids, ..Default::default() };
+    let Some(images) = set.ipc.iter().find(|n| Some(n.id) == ns) else { return Ok(plan) };
+    if let (true, Some(v)) = (new_namespace, &images.var) {
+        plan.sysctls = ipc_sysctls(v);
+    }
+    let name = format!("ipcns-shm-{}.img", images.id);
+    for (i, s) in images.shm.iter().enumerate() {
+        let e = &s.entry;
+        let at = |field: &str| format!("{name}: entry {i}: {field}");
+        if e.hugetlb_flag.unwrap_or(0) != 0 {
+            bail!("{}: hugetlb segments are not restored yet", at("hugetlb_flag"));
+        }
+        if e.size == 0 || e.size > isize::MAX as u64 {
+            bail!("{} {}: not a segment size", at("size"), e.size);
+        }
+        let id =
+            i32::try_from(e.desc.id).map_err(|_| anyhow::anyhow!("{} {}: not a SysV id", at("desc.id"), e.desc.id))?;
+        let contents = match &s.pages {
+            Some(pm) => {
+                let entries: Vec<(u64, u64, u32)> =
+                    pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
+                let runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-shmem-{id}.img"))?;
+                Contents::Pages { file: pm.pages.clone(), runs }
+            }
+            None => Contents::Inline(s.data.clone()),
+        };
+        plan.segments.push(SegmentPlan {
+            id,
+            key: e.desc.key as i32,
+            size: e.size,
+            mode: e.desc.mode & 0o777,
+            uid: e.desc.uid,
+            gid: e.desc.gid,
+            removed: e.desc.mode & SHM_DEST != 0,
+            contents,
+        });
+    }
+    Ok(plan)
+}
+
+/// `shmctl`'s mark of a segment removed while attached (linux/shm.h).
+const SHM_DEST: u32 = 0o1000;
+
+/// The namespace's sysctls under /proc/sys, from `ipcns-var`.
+fn ipc_sysctls(v: &IpcVarEntry) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put = |name: &str, value: String| out.push((name.to_string(), value));
+    if v.sem_ctls.len() == 4 {
+        put("kernel/sem", v.sem_ctls.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "));
+    }
+    put("kernel/msgmax", v.msg_ctlmax.to_string());
+    put("kernel/msgmnb", v.msg_ctlmnb.to_string());
+    put("kernel/msgmni", v.msg_ctlmni.to_string());
+    put("kernel/shmmax", v.shm_ctlmax.to_string());
+    put("kernel/shmall", v.shm_ctlall.to_string());
+    put("kernel/shmmni", v.shm_ctlmni.to_string());
+    put("kernel/shm_rmid_forced", v.shm_rmid_forced.to_string());
+    put("fs/mqueue/queues_max", v.mq_queues_max.to_string());
+    put("fs/mqueue/msg_max", v.mq_msg_max.to_string());
+    put("fs/mqueue/msgsize_max", v.mq_msgsize_max.to_string());
+    if let Some(n) = v.mq_msg_default {
+        put("fs/mqueue/msg_default", n.to_string());
+    }
+    if let Some(n) = v.mq_msgsize_default {
+        put("fs/mqueue/msgsize_default", n.to_string());
+    }
+    out
 }
 
 fn reg<'a>(set: &'a ImageSet, id: u32, what: &str) -> Result<&'a RegFileEntry> {
@@ -87,7 +186,7 @@ fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPlan> {
+fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Result<ProcessPlan> {
     let pid = p.pstree.pid as i32;
     let leader = &p.threads[0].core;
     let tc = leader.tc.as_ref().context("core: no task core")?;
@@ -184,7 +283,9 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<ProcessPla
             Backing::Vdso
         } else if s & vs::AREA_VVAR != 0 {
             Backing::Vvar
-        } else if s & (vs::AREA_SYSVIPC | vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
+        } else if s & vs::AREA_SYSVIPC != 0 {
+            sysv_backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
+        } else if s & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
             bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
         } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
             let r = reg(set, v.shmid as u32, &format!("{mm_name} vmas[{j}]"))?;
@@ -468,8 +569,44 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry) -> Result<ThreadPlan> 
     })
 }
 
+/// A SysV attachment's piece: its first piece attaches the whole segment,
+/// later ones (same segment, contiguous, continuing its offsets) are only
+/// re-protected.
+fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {
+    let id = i32::try_from(v.shmid).map_err(|_| anyhow::anyhow!("{at}.shmid {}: not a SysV id", v.shmid))?;
+    let seg = ipc
+        .segments
+        .iter()
+        .find(|s| s.id == id)
+        .with_context(|| format!("{at}.shmid {id}: no such segment in the tree's IPC namespace images"))?;
+    let len = seg.size.next_multiple_of(4096);
+    if let Some(prev) = prev
+        && let Backing::SysvShm { id: prev_id, .. } = prev.backing
+        && prev_id == id
+        && prev.end == v.start
+        && prev.pgoff + prev.len() == v.pgoff
+    {
+        return Ok(Backing::SysvShm { id, attach: None });
+    }
+    if v.pgoff != 0 || v.end - v.start > len {
+        bail!(
+            "{at}: pgoff {:#x}, {:#x} bytes: only part of SysV segment {id} ({len:#x} bytes) is mapped here; \
+             partly unmapped attachments are not restored yet",
+            v.pgoff,
+            v.end - v.start
+        );
+    }
+    // The attach mode is the open mode of the attachment's file; the
+    // protection of this piece may have been lowered since.
+    let read_only = match v.fdflags {
+        Some(f) => f as i32 & libc::O_ACCMODE == libc::O_RDONLY,
+        None => v.prot & libc::PROT_WRITE as u32 == 0,
+    };
+    Ok(Backing::SysvShm { id, attach: Some(ShmAttach { len, read_only }) })
+}
+
 /// Loads `dir` and plans its restore.
-pub fn plan_dir(dir: &Path, opts: &PlanOptions) -> Result<Vec<ProcessPlan>> {
+pub fn plan_dir(dir: &Path, opts: &PlanOptions) -> Result<TreePlan> {
     let set = ImageSet::load(dir)?;
     plans(&set, opts)
 }

@@ -11,6 +11,7 @@ pub(crate) mod layout;
 pub mod plan;
 pub mod regs;
 mod spawn;
+pub mod sysv;
 mod vdso;
 #[cfg(target_arch = "x86_64")]
 mod xsave;
@@ -54,8 +55,8 @@ pub struct Options {
 /// signal if a signal ended it).
 pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
-    let plans = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
-    let restored = spawn::restore_tree(&plans)?;
+    let plan = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
+    let restored = spawn::restore_tree(&plan.processes, &plan.ipc)?;
     let log: String = restored.iter().map(|r| r.log.as_str()).collect();
     let roots: Vec<i32> = restored.iter().map(|r| r.pid).collect();
     if let Some(path) = &opts.log_file {

@@ -97,12 +97,22 @@ pub enum Backing {
     /// The kernel's fixed `[vsyscall]` page: nothing to do.
     Vsyscall,
     /// A SysV shared memory attachment of segment `id` (created before the
-    /// restore). `attach` is false for later pieces of an attachment whose
-    /// protection was changed: those are only re-protected.
+    /// restore). `attach` is set on the first piece of an attachment; the
+    /// later pieces (after an `mprotect` of part of it) are only
+    /// re-protected.
     SysvShm {
         id: i32,
-        attach: bool,
+        attach: Option<ShmAttach>,
     },
+}
+
+/// How a SysV segment is attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShmAttach {
+    /// What `shmat` maps: the segment's size, in whole pages.
+    pub len: u64,
+    /// Attached with `SHM_RDONLY` (no piece can ever become writable).
+    pub read_only: bool,
 }
 
 /// One memory area.
@@ -117,6 +127,19 @@ pub struct VmaPlan {
     /// `1 << MADV_*` bits to apply.
     pub madv: u64,
     pub backing: Backing,
+}
+
+impl ProcessPlan {
+    /// The plan with its SysV attachments' segment ids passed through `map`.
+    pub fn with_shm_ids(&self, map: impl Fn(i32) -> i32) -> ProcessPlan {
+        let mut p = self.clone();
+        for v in &mut p.vmas {
+            if let Backing::SysvShm { id, .. } = &mut v.backing {
+                *id = map(*id);
+            }
+        }
+        p
+    }
 }
 
 impl VmaPlan {

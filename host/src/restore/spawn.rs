@@ -13,6 +13,7 @@ use revenant_arch::Errno;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, ProcessPlan, cpath};
+use super::sysv::{self, IpcPlan};
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
@@ -97,13 +98,14 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         stack_top: 0,
         pid: p.pid,
         children: Vec::new(),
+        ipc_ns: None,
     })
 }
 
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p))?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &IpcPlan::default())?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -118,14 +120,32 @@ struct Prepared {
 /// Restores a process tree: `plans[0]` is the root and every other plan's
 /// parent comes before it. The root is created from here; each process
 /// creates its own children (so they are its children again) before it
-/// enters its blob. Returns once every program runs.
-pub fn restore_tree(plans: &[ProcessPlan]) -> Result<Vec<Restored>> {
+/// enters its blob; the SysV segments of `ipc` exist before any of them.
+/// Returns once every program runs.
+pub fn restore_tree(plans: &[ProcessPlan], ipc: &IpcPlan) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
         }
         check_rlimits(p)?;
     }
+    let shm = sysv::create(ipc)?;
+    let renumbered: Vec<ProcessPlan>;
+    let plans = if ipc.segments.iter().any(|s| shm.id_of(s.id) != s.id) {
+        renumbered = plans.iter().map(|p| p.with_shm_ids(|id| shm.id_of(id))).collect();
+        &renumbered[..]
+    } else {
+        plans
+    };
+    let shm = std::cell::RefCell::new(Some(shm));
+    let ns = shm.borrow().as_ref().and_then(|s| s.ns_fd());
+    run_tree(plans, ns, &|| shm.borrow_mut().take().map_or(Ok(()), |s| s.finish()))
+}
+
+/// Restores the tree; `before_run` runs once every process is restored,
+/// before any program runs again where the host can hold them (ptrace),
+/// else right after they all run.
+fn run_tree(plans: &[ProcessPlan], ipc_ns: Option<i32>, before_run: &dyn Fn() -> Result<()>) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
     // unmaps its bootstrap area; elsewhere (qemu-user) the area stays.
     let traced = cfg!(target_arch = "x86_64");
@@ -165,6 +185,7 @@ pub fn restore_tree(plans: &[ProcessPlan]) -> Result<Vec<Restored>> {
     if plans.len() > 1 && cps.iter().any(|c| c.scratch <= 0) {
         bail!("bad fd plan");
     }
+    cps[0].ipc_ns = ipc_ns;
 
     let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
     let mut spans = Vec::new();
@@ -209,12 +230,11 @@ pub fn restore_tree(plans: &[ProcessPlan]) -> Result<Vec<Restored>> {
                 nix::unistd::write(sync, &[1]).context("releasing a new task")?;
             }
             drop(syncs);
-            let mut restored = Vec::new();
+            let mut held = Vec::new();
             let mut failure = None;
             for (i, p) in plans.iter().enumerate() {
-                let (start, len, _) = &spans[i];
-                match finish::finish(pids[i], p.threads.len(), *start, *len) {
-                    Ok(Outcome::Running) => restored.push(p.pid),
+                match finish::catch(pids[i], p.threads.len()) {
+                    Ok(Outcome::Held(h)) => held.push(h),
                     Ok(Outcome::Failed(why)) => {
                         failure = Some((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid)));
                         break;
@@ -222,6 +242,25 @@ pub fn restore_tree(plans: &[ProcessPlan]) -> Result<Vec<Restored>> {
                     Err(e) => {
                         failure = Some((i, e.context(format!("restoring PID {}", p.pid))));
                         break;
+                    }
+                }
+            }
+            // Every program is held right before its first instruction.
+            if failure.is_none()
+                && let Err(e) = before_run()
+            {
+                failure = Some((0, e));
+            }
+            let mut restored = Vec::new();
+            if failure.is_none() {
+                for (i, h) in held.into_iter().enumerate() {
+                    let (start, len, _) = &spans[i];
+                    match finish::release(pids[i], h, *start, *len) {
+                        Ok(()) => restored.push(plans[i].pid),
+                        Err(e) => {
+                            failure = Some((i, e.context(format!("restoring PID {}", plans[i].pid))));
+                            break;
+                        }
                     }
                 }
             }
@@ -258,6 +297,11 @@ pub fn restore_tree(plans: &[ProcessPlan]) -> Result<Vec<Restored>> {
                     bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log));
                 }
                 out.push(Restored { pid: p.pid, log });
+            }
+            // Without ptrace nothing holds the programs: they already run.
+            if let Err(e) = before_run() {
+                kill_all();
+                return Err(e);
             }
             Ok(out)
         }

@@ -336,6 +336,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             flags: "u32",
             fd: "i32",
             how: "u32",
+            attach_len: "u64",
         }),
     ),
     (

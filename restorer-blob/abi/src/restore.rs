@@ -98,6 +98,9 @@ pub struct Vma {
     pub fd: i32,
     /// [`VMA_SKIP`] and friends.
     pub how: u32,
+    /// [`VMA_SHM`]: the bytes `shmat` maps (the segment's size in pages),
+    /// which may cover later pieces of the attachment too.
+    pub attach_len: u64,
 }
 
 /// Do not map this area: something else provides it (the vDSO moves in
@@ -107,10 +110,11 @@ pub const VMA_SKIP: u32 = 1;
 /// protection after the reads.
 pub const VMA_FILL: u32 = 2;
 /// A SysV shared memory attachment: attach segment `fd` (the shmid) at
-/// `start` for `end - start` bytes, writable if `prot` has `PROT_WRITE`.
+/// `start`, `attach_len` bytes, with `flags` as `shmat`'s flags
+/// (`SHM_RDONLY`, `SHM_EXEC`); then `mprotect` this piece to `prot`.
 pub const VMA_SHM: u32 = 4;
 /// Do not map: after the mapping and filling, `mprotect` the range to
-/// `prot` (a piece of an attachment whose protection was changed).
+/// `prot` (a later piece of an attachment whose protection was changed).
 pub const VMA_REPROTECT: u32 = 8;
 
 /// One `preadv` from the pages image.
@@ -338,7 +342,7 @@ const _: () = {
     assert!(offset_of!(Restore, vmas) == 40);
     assert!(offset_of!(Restore, mm) == 168);
     assert!(offset_of!(Restore, comm) == 256);
-    assert!(size_of::<Vma>() == 48);
+    assert!(size_of::<Vma>() == 56);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);
     assert!(size_of::<Move>() == 24);

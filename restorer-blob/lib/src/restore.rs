@@ -183,11 +183,7 @@ fn unmap_all_but_bootstrap(log: &Log, r: &Restore) {
 fn map_vmas(log: &Log, p: &Plan<'_>) {
     for v in p.vmas.iter().filter(|v| v.how & (VMA_SKIP | VMA_REPROTECT) == 0) {
         if v.how & VMA_SHM != 0 {
-            let mut flags = if v.prot & g::PROT_WRITE == 0 { consts::SHM_RDONLY } else { 0 };
-            if v.prot & g::PROT_EXEC != 0 {
-                flags |= consts::SHM_EXEC;
-            }
-            let res = crate::shm::arch_shmat(log, v.fd, v.start, flags, v.end - v.start);
+            let res = crate::shm::arch_shmat(log, v.fd, v.start, v.flags, v.attach_len);
             check(log, res, ExitCode::MapVma, "attaching SysV segment at", v.start);
             continue;
         }
@@ -280,7 +276,8 @@ fn apply_patches(log: &Log, p: &Plan<'_>) {
 fn finish_vmas(log: &Log, vmas: &[Vma]) {
     for v in vmas.iter().filter(|v| v.how & VMA_SKIP == 0) {
         let len = (v.end - v.start) as usize;
-        if v.how & VMA_REPROTECT != 0 || (v.how & VMA_FILL != 0 && v.prot & g::PROT_WRITE == 0) {
+        let attached = v.how & (VMA_SHM | VMA_REPROTECT) != 0;
+        if attached || (v.how & VMA_FILL != 0 && v.prot & g::PROT_WRITE == 0) {
             // SAFETY: the VMA was just mapped by us and filled.
             let res = unsafe { sys::mprotect(v.start as usize, len, v.prot) };
             check(log, res, ExitCode::Protect, "protecting vma", v.start);

@@ -29,7 +29,13 @@ pub fn attach_kind(addr: u64, shmlba: u64) -> Attach {
 /// Attaches segment `id` at exactly `addr` (`size` bytes), whatever the
 /// arch's SHMLBA. The range must be free of anything the blob needs.
 pub fn arch_shmat(log: &Log, id: i32, addr: u64, flags: u32, size: u64) -> Result<(), Errno> {
-    match attach_kind(addr, SHMLBA as u64) {
+    attach_under(log, id, addr, flags, size, SHMLBA as u64)
+}
+
+/// [`arch_shmat`] under an alignment rule of `shmlba`, so both arches' paths
+/// can be tested on either.
+fn attach_under(log: &Log, id: i32, addr: u64, flags: u32, size: u64, shmlba: u64) -> Result<(), Errno> {
+    match attach_kind(addr, shmlba) {
         Attach::Direct => {
             // SHM_REMAP: the range is ours (everything was unmapped), and
             // qemu-user refuses any fixed attach without it.
@@ -49,7 +55,7 @@ pub fn arch_shmat(log: &Log, id: i32, addr: u64, flags: u32, size: u64) -> Resul
                     .s(" belongs at ")
                     .hex(addr)
                     .s(", not aligned to SHMLBA ")
-                    .hex(SHMLBA as u64)
+                    .hex(shmlba)
                     .s(": attached at ")
                     .hex(got)
                     .s(" and moved; a writable segment can see stale data on CPUs with aliasing caches")
@@ -66,12 +72,86 @@ pub fn arch_shmat(log: &Log, id: i32, addr: u64, flags: u32, size: u64) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use linux_raw_sys::general as g;
+    use revenant_arch::{check, syscall3, syscall6};
+
+    const PAGE: u64 = 4096;
+    const SHMLBA_ARM: u64 = 4 * PAGE;
 
     #[test]
     fn decides_by_alignment() {
-        let page = 4096;
-        assert_eq!(attach_kind(0x1000_0000, 4 * page), Attach::Direct);
-        assert_eq!(attach_kind(0x1000_3000, 4 * page), Attach::AnywhereThenMove);
-        assert_eq!(attach_kind(0x1000_3000, page), Attach::Direct);
+        assert_eq!(attach_kind(0x1000_0000, SHMLBA_ARM), Attach::Direct);
+        assert_eq!(attach_kind(0x1000_3000, SHMLBA_ARM), Attach::AnywhereThenMove);
+        assert_eq!(attach_kind(0x1000_3000, PAGE), Attach::Direct);
+    }
+
+    /// A private 2-page segment, removed when the test ends.
+    struct Segment(i32);
+
+    impl Segment {
+        fn new() -> Segment {
+            const IPC_CREAT: usize = 0o1000;
+            // SAFETY: shmget takes integers only.
+            let id = check(unsafe { syscall3(g::__NR_shmget, 0, 2 * PAGE as usize, IPC_CREAT | 0o600) });
+            Segment(id.expect("shmget") as i32)
+        }
+    }
+
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            const IPC_RMID: usize = 0;
+            // SAFETY: removes our own segment; no buffer is passed.
+            let _ = unsafe { syscall3(g::__NR_shmctl, self.0 as usize, IPC_RMID, 0) };
+        }
+    }
+
+    /// An address `off` bytes past an SHMLBA_ARM boundary inside a free
+    /// reserved range (PROT_NONE, which the attach replaces).
+    fn reserved(off: u64) -> u64 {
+        #[cfg(target_arch = "arm")]
+        let nr = g::__NR_mmap2;
+        #[cfg(not(target_arch = "arm"))]
+        let nr = g::__NR_mmap;
+        let flags = (g::MAP_PRIVATE | g::MAP_ANONYMOUS) as usize;
+        // SAFETY: a fresh anonymous reservation that nothing else uses.
+        let base = check(unsafe { syscall6(nr, 0, 8 * PAGE as usize, 0, flags, usize::MAX, 0) }).expect("mmap") as u64;
+        base.next_multiple_of(SHMLBA_ARM) + off
+    }
+
+    fn log() -> Log {
+        Log::new(-1, 0)
+    }
+
+    fn word_at(addr: u64) -> u64 {
+        // SAFETY: the caller attached a readable segment there.
+        unsafe { core::ptr::read_volatile(addr as *const u64) }
+    }
+
+    #[test]
+    fn both_paths_attach_the_same_segment_where_asked() {
+        let seg = Segment::new();
+        let direct = reserved(0);
+        let moved = reserved(PAGE);
+        attach_under(&log(), seg.0, direct, 0, 2 * PAGE, SHMLBA_ARM).expect("direct attach");
+        attach_under(&log(), seg.0, moved, 0, 2 * PAGE, SHMLBA_ARM).expect("attach and move");
+        // SAFETY: `direct` is a writable attachment of the segment.
+        unsafe { core::ptr::write_volatile((direct + PAGE) as *mut u64, 0x5eed) };
+        assert_eq!(word_at(moved + PAGE), 0x5eed, "the moved attachment shares the segment");
+    }
+
+    #[test]
+    fn a_failing_shmat_is_reported_on_either_path() {
+        for off in [0, PAGE] {
+            let at = reserved(off);
+            assert_eq!(attach_under(&log(), -1, at, 0, 2 * PAGE, SHMLBA_ARM), Err(Errno::EINVAL), "offset {off:#x}");
+        }
+    }
+
+    #[test]
+    fn a_failing_move_is_reported() {
+        let seg = Segment::new();
+        // Longer than the attachment: mremap refuses to move what is not there.
+        let res = attach_under(&log(), seg.0, reserved(PAGE), 0, 6 * PAGE, SHMLBA_ARM);
+        assert!(res.is_err(), "{res:?}");
     }
 }
