@@ -83,12 +83,8 @@ fn the_shm_ipcns_fixture_is_planned_with_its_namespace_and_segment() {
     let Contents::Pages { file, runs } = &s.contents else { panic!("{:?}", s.contents) };
     assert!(file.ends_with("pages-2.img"));
     assert_eq!((runs[0].addr, runs[0].len, runs[0].file_offset), (0, 8 * 4096, 0));
-    let shm: Vec<&Backing> = plan.processes[0]
-        .vmas
-        .iter()
-        .map(|v| &v.backing)
-        .filter(|b| matches!(b, Backing::SysvShm { .. }))
-        .collect();
+    let shm: Vec<&Backing> =
+        plan.processes[0].vmas.iter().map(|v| &v.backing).filter(|b| matches!(b, Backing::SysvShm { .. })).collect();
     let attach = |read_only| Backing::SysvShm { id: 0, attach: Some(ShmAttach { len: 8 * 4096, read_only }) };
     assert_eq!(shm, [&attach(true), &attach(false)]);
 }

@@ -90,8 +90,15 @@ fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
     if dumped.is_err() {
         let _ = child.kill();
     }
-    dumped.unwrap();
+    let dumped = dumped.unwrap();
     child.wait().unwrap();
+    // Killed children went to init; wait until their PIDs are free.
+    for _ in 0..100 {
+        if dumped.tree.procs.iter().all(|p| !Path::new(&format!("/proc/{}", p.pid)).exists()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -207,13 +214,6 @@ fn a_parent_and_its_two_children_come_back_as_a_family() {
     let kids = kids_in(&before);
     assert_eq!(kids.len(), 2, "{before}");
     dump_and_reap(&mut child, &images);
-    // The killed children went to init; wait until their PIDs are free.
-    for _ in 0..100 {
-        if kids.iter().all(|k| !Path::new(&format!("/proc/{k}")).exists()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let n = std::fs::read_to_string(&out).unwrap().lines().count();
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();
     let after = wait_for(&out, |l| kids_in(&l[n.min(l.len())..].join("\n")).len() == 2);
@@ -345,6 +345,14 @@ fn a_posix_timer_keeps_its_id_and_interval() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Removes segments of the host's namespace a test left behind.
+fn remove_segments<S: AsRef<str>>(ids: &[S]) {
+    for id in ids.iter().filter_map(|i| i.as_ref().parse::<i32>().ok()) {
+        // SAFETY: IPC_RMID takes no buffer.
+        unsafe { nix::libc::shmctl(id, nix::libc::IPC_RMID, std::ptr::null_mut()) };
+    }
+}
+
 /// The value of `key=` in a dumpee's line.
 fn field<'a>(line: &'a str, key: &str) -> &'a str {
     line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("")
@@ -354,11 +362,13 @@ fn field<'a>(line: &'a str, key: &str) -> &'a str {
 /// dumps it, lets `between` act on the images and the dumped line (it
 /// returns whether to restore), restores, and checks the program carries
 /// on with its segments shared, counted and marked as before.
-fn sysv_round_trip(name: &str, mode: &str, own_ipc: bool, between: impl FnOnce(&Path, &str) -> bool) -> String {
+fn sysv_round_trip(name: &str, mode: &[&str], own_ipc: bool, between: impl FnOnce(&Path, &str) -> bool) -> String {
     let work = scratch(name);
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start_with("sysvshm", &[out.as_os_str(), mode.as_ref()], own_ipc);
+    let mut args = vec![out.as_os_str()];
+    args.extend(mode.iter().map(std::ffi::OsStr::new));
+    let mut child = start_with("sysvshm", &args, own_ipc);
     let pid = child.id() as i32;
     let before = wait_for(&out, |l| l.len() >= 3);
     assert!(before.lines().all(|l| l.ends_with("check=ok")), "{before}");
@@ -376,6 +386,9 @@ fn sysv_round_trip(name: &str, mode: &str, own_ipc: bool, between: impl FnOnce(&
     let sysvipc = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     let _ = waitpid(Pid::from_raw(pid), None);
+    if !own_ipc {
+        remove_segments(&[field(&last, "a"), field(&last, "b")]);
+    }
     let lines: Vec<&str> = after.lines().collect();
     assert!(tick(lines.last().unwrap()) >= tick(&last) + 3, "the restored process did not carry on:\n{after}");
     for (i, l) in lines.iter().enumerate() {
@@ -390,7 +403,7 @@ fn sysv_round_trip(name: &str, mode: &str, own_ipc: bool, between: impl FnOnce(&
 
 #[test]
 fn sysv_segments_in_their_own_ipc_namespace_come_back_shared_counted_and_in_place() {
-    sysv_round_trip("shm-ns", "keep", true, |images, _| {
+    sysv_round_trip("shm-ns", &["keep"], true, |images, _| {
         assert!(images.join("ipcns-var-9.img").exists() && images.join("ipcns-shm-9.img").exists());
         true
     });
@@ -398,7 +411,7 @@ fn sysv_segments_in_their_own_ipc_namespace_come_back_shared_counted_and_in_plac
 
 #[test]
 fn sysv_segments_removed_before_the_dump_are_removed_again_in_the_hosts_namespace() {
-    let table = sysv_round_trip("shm-rmid", "rmid", false, |_, _| true);
+    let table = sysv_round_trip("shm-rmid", &["rmid"], false, |_, _| true);
     assert!(!table.is_empty());
 }
 
@@ -409,7 +422,7 @@ fn sysv_segments_removed_before_the_dump_are_removed_again_in_the_hosts_namespac
 fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
     let mut key = String::new();
     let mut a = String::new();
-    let table = sysv_round_trip("shm-host", "keep", false, |images, last| {
+    let table = sysv_round_trip("shm-host", &["keep"], false, |images, last| {
         a = field(last, "a").to_string();
         let pid: u32 = field(last, "pid").parse().unwrap();
         key = (0x7e00_0000u32 | pid).to_string();
@@ -425,4 +438,59 @@ fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
     let row = table.lines().find(|l| l.split_whitespace().nth(1) == Some(a.as_str())).expect("segment a is listed");
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!((cols[0], cols[2], cols[6]), (key.as_str(), "640", "4"), "key, mode, attachments: {row}");
+}
+
+/// A child that inherited the attachments shares the segments with its
+/// parent after the restore: what it writes, the parent sees.
+#[test]
+fn sysv_segments_stay_shared_between_a_parent_and_its_child() {
+    sysv_round_trip("shm-fork", &["rmid", "fork"], true, |images, _| {
+        assert_eq!(
+            std::fs::read_dir(images)
+                .unwrap()
+                .filter(|e| { e.as_ref().unwrap().file_name().to_string_lossy().starts_with("core-") })
+                .count(),
+            2,
+            "parent and child were dumped"
+        );
+        true
+    });
+}
+
+/// `--shm-new-ids`: a segment whose id is taken comes back under a new id
+/// (the attachment moves with it); one whose id is free keeps it.
+#[test]
+fn a_taken_sysv_id_is_replaced_when_new_ids_are_allowed() {
+    let work = scratch("shm-newid");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start_with("sysvshm", &[out.as_os_str(), "keep".as_ref()], false);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let last = text.lines().last().unwrap();
+    let (a, b): (i32, i32) = (field(last, "a").parse().unwrap(), field(last, "b").parse().unwrap());
+    // SAFETY: removes segment A the dumped program left; no buffer.
+    unsafe { nix::libc::shmctl(a, nix::libc::IPC_RMID, std::ptr::null_mut()) };
+    let mut opts = Options { detach: true, ..Default::default() };
+    opts.plan.shm_new_ids = true;
+    let restored = run(&images, &opts);
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    // SAFETY: removes the old segment B; no buffer.
+    unsafe { nix::libc::shmctl(b, nix::libc::IPC_RMID, std::ptr::null_mut()) };
+    restored.unwrap();
+    let mut ids: Vec<i32> = maps
+        .lines()
+        .filter(|l| l.contains("/SYSV"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    remove_segments(&ids.iter().map(|i| i.to_string()).collect::<Vec<_>>());
+    assert_eq!(ids.len(), 2, "{maps}");
+    assert!(ids.contains(&a) && !ids.contains(&b), "A keeps {a}, B leaves {b}: {ids:?}\n{maps}");
+    let _ = std::fs::remove_dir_all(&work);
 }

@@ -5,13 +5,17 @@
  * attached once. Every tick it counts in A through the first attachment and
  * checks that the others see it, that the pattern is intact, that the
  * attachment counts are 4 (3 + the split) and 1 and, with "rmid", that both are marked
- * removed.  usage: sysvshm OUTFILE keep|rmid */
+ * removed. With "fork", a child inherits the attachments (doubling the
+ * counts) and keeps counting in B, which the parent checks moves on.
+ * usage: sysvshm OUTFILE keep|rmid [fork] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/shm.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +34,7 @@ int main(int argc, char **argv) {
 	if (argc < 3)
 		return 1;
 	int rmid = strcmp(argv[2], "rmid") == 0;
+	int forked = argc > 3 && strcmp(argv[3], "fork") == 0;
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return 2;
@@ -55,6 +60,23 @@ int main(int argc, char **argv) {
 	bb[7] = 0xb0b;
 	if (rmid && (shmctl(a, IPC_RMID, 0) != 0 || shmctl(b, IPC_RMID, 0) != 0))
 		return 6;
+	if (forked) {
+		pid_t child = fork();
+		if (child < 0)
+			return 7;
+		if (child == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			for (;;) {
+				bb[8]++;
+				struct timespec ts = {0, 10000000};
+				nanosleep(&ts, 0);
+			}
+		}
+		while (bb[8] == 0)
+			usleep(1000);
+	}
+	unsigned long n = forked ? 2 : 1;
+	uint64_t seen = 0;
 	for (unsigned long tick = 1;; tick++) {
 		rw[0] = tick;
 		split[PAGE / 8] = tick; /* the second piece is writable */
@@ -62,7 +84,11 @@ int main(int argc, char **argv) {
 		for (size_t i = PAGE / 8 + 1; ok && i < words; i++)
 			ok = ro[i] == i * 0x9E3779B97F4A7C15ull;
 		/* The kernel counts mappings: the split attachment counts twice. */
-		ok = ok && nattch_is(a, 4, rmid) && nattch_is(b, 1, rmid);
+		ok = ok && nattch_is(a, 4 * n, rmid) && nattch_is(b, n, rmid);
+		if (forked) {
+			ok = ok && bb[8] != seen;
+			seen = bb[8];
+		}
 		dprintf(fd, "pid=%d tick=%lu a=%d b=%d check=%s\n", getpid(), tick, a, b, ok ? "ok" : "BAD");
 		struct timespec ts = {0, 50000000};
 		nanosleep(&ts, 0);
