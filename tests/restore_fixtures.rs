@@ -140,3 +140,26 @@ fn the_shell_and_its_child_restore_as_a_tree_or_are_refused_for_this_cpu() {
         }
     }
 }
+
+/// A thread that ran under seccomp is refused before anything runs: its
+/// restore would lift the sandbox.
+#[test]
+fn a_seccomp_sandboxed_thread_is_refused() {
+    use revenant_images::Image;
+    let dir = std::env::temp_dir().join(format!("revenant-fixture-seccomp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixtures().join("images/loop-static")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let core = dir.join("core-10562.img");
+    let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
+    entries[0].thread_core.as_mut().unwrap().seccomp_mode = Some(2);
+    std::fs::remove_file(&core).unwrap();
+    Image::Core(entries).write(&core).unwrap();
+    let err = restore_detached(&dir).unwrap_err();
+    assert!(err.contains("core-10562.img") && err.contains("seccomp_mode 2"), "{err}");
+    assert!(!Path::new("/proc/10562").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -448,6 +448,15 @@ fn caps(words: &[u32]) -> u64 {
 fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry) -> Result<ThreadPlan> {
     let name = format!("core-{tid}.img");
     let tcore = core.thread_core.as_ref().with_context(|| format!("{name}: entry 0: no thread_core"))?;
+    // Restoring without the filters would lift the program's sandbox.
+    for (field, mode) in
+        [("thread_core.seccomp_mode", tcore.seccomp_mode), ("tc.old_seccomp_mode", tc.old_seccomp_mode)]
+    {
+        if let Some(m) = mode.filter(|&m| m != 0) {
+            let what = if m == 1 { "strict mode" } else { "filters" };
+            bail!("{name}: entry 0: {field} {m}: the thread ran under seccomp {what}, which are not restored yet");
+        }
+    }
     let (regs, fpu, clear_tid_addr) = if let Some(ti) = &core.thread_info {
         let g = &ti.gpregs;
         if g.mode.unwrap_or(1) != 1 {
