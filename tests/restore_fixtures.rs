@@ -18,6 +18,18 @@ fn restore_detached(dir: &Path) -> Result<(), String> {
     run(dir, &opts).map(|_| ()).map_err(|e| format!("{e:#}"))
 }
 
+/// A scratch copy of fixture image set `set`, for a test to damage.
+fn copy_of(set: &str, test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("revenant-fixture-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixtures().join("images").join(set)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    dir
+}
+
 /// The fixture binaries must be where they ran (see the fixtures' README).
 fn install_binaries() {
     let dst = Path::new("/var/tmp/revenant-fixtures");
@@ -91,13 +103,7 @@ fn the_shm_ipcns_fixture_is_planned_with_its_namespace_and_segment() {
 
 #[test]
 fn a_missing_or_damaged_image_is_named() {
-    let dir = std::env::temp_dir().join(format!("revenant-fixture-bad-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(fixtures().join("images/loop-static")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
+    let dir = copy_of("loop-static", "bad");
     std::fs::remove_file(dir.join("mm-10562.img")).unwrap();
     let err = restore_detached(&dir).unwrap_err();
     assert!(err.contains("mm-10562.img"), "{err}");
@@ -146,13 +152,7 @@ fn the_shell_and_its_child_restore_as_a_tree_or_are_refused_for_this_cpu() {
 #[test]
 fn a_seccomp_sandboxed_thread_is_refused() {
     use revenant_images::Image;
-    let dir = std::env::temp_dir().join(format!("revenant-fixture-seccomp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    for e in std::fs::read_dir(fixtures().join("images/loop-static")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
-    }
+    let dir = copy_of("loop-static", "seccomp");
     let core = dir.join("core-10562.img");
     let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
     entries[0].thread_core.as_mut().unwrap().seccomp_mode = Some(2);
