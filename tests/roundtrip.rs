@@ -40,7 +40,31 @@ fn wait_for(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
 }
 
 fn tick(line: &str) -> u64 {
-    line.split("tick=").nth(1).and_then(|t| t.split(' ').next()).and_then(|t| t.parse().ok()).unwrap_or(0)
+    field(line, "tick").parse().unwrap_or(0)
+}
+
+/// The number after `key=` in a dumpee's line, -1 if there is none.
+fn num(line: &str, key: &str) -> i64 {
+    field(line, key).parse().unwrap_or(-1)
+}
+
+/// The value of `key=` in a dumpee's line.
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("")
+}
+
+/// Restores `images` detached with `opts` and waits until `out` has four
+/// lines more than before; returns how many it had and the whole text.
+fn restore_and_watch(images: &Path, opts: &Options, out: &Path) -> (usize, String) {
+    let n = std::fs::read_to_string(out).unwrap().lines().count();
+    run(images, opts).unwrap();
+    (n, wait_for(out, |l| l.len() >= n + 4))
+}
+
+/// Kills a restored process and collects it.
+fn stop(pid: i32) {
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
 }
 
 /// Names, sizes and modification times of every file in `dir`.
@@ -116,8 +140,7 @@ fn a_counting_process_carries_on_after_dump_and_restore() {
 
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();
     let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+    stop(pid);
 
     assert_eq!(listing(&images), listed, "the restore changed the image directory");
     let lines: Vec<&str> = after.lines().collect();
@@ -157,8 +180,7 @@ fn threads_keep_their_tids_and_their_avx_registers() {
         let new = &l[n_before.min(l.len())..];
         threads.iter().all(|t| new.iter().filter(|x| x.starts_with(&format!("{t} "))).count() >= 2)
     });
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+    stop(pid);
     let new: Vec<&str> = after.lines().skip(n_before).collect();
     for t in &threads {
         assert!(
@@ -251,13 +273,10 @@ fn clock_gettime_through_the_vdso_stays_right_moved_or_proxied() {
         let pid = child.id() as i32;
         wait_for(&out, |l| l.len() >= 2);
         dump_and_reap(&mut child, &images);
-        let n = std::fs::read_to_string(&out).unwrap().lines().count();
         let mut opts = Options { detach: true, ..Default::default() };
         opts.plan.vdso_proxy = proxy;
-        run(&images, &opts).unwrap();
-        let after = wait_for(&out, |l| l.len() >= n + 4);
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        let _ = waitpid(Pid::from_raw(pid), None);
+        let (n, after) = restore_and_watch(&images, &opts, &out);
+        stop(pid);
         let new: Vec<&str> = after.lines().skip(n).collect();
         assert!(new.len() >= 4, "proxy={proxy}: the program did not carry on:\n{after}");
         assert!(new.iter().all(|l| l.ends_with("vdso=ok")), "proxy={proxy}:\n{after}");
@@ -278,11 +297,8 @@ fn a_vdso_the_program_moved_itself_keeps_working() {
     let before = wait_for(&out, |l| l.len() >= 2);
     assert!(before.lines().all(|l| l.ends_with("moved=ok")), "before the dump:\n{before}");
     dump_and_reap(&mut child, &images);
-    let n = std::fs::read_to_string(&out).unwrap().lines().count();
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.len() >= n + 4);
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    stop(pid);
     let new: Vec<&str> = after.lines().skip(n).collect();
     assert!(new.len() >= 4 && new.iter().all(|l| l.ends_with("moved=ok")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
@@ -295,16 +311,11 @@ fn timers_alternate_stacks_and_blocked_and_pending_signals_come_back() {
     let (out, go) = (work.join("out"), work.join("go"));
     let mut child = start("signals", &[out.as_os_str(), go.as_os_str()]);
     let pid = child.id() as i32;
-    let alarms = |l: &str| -> i64 {
-        l.split("alarms=").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(-1)
-    };
     wait_for(&out, |l| l.len() >= 3);
     dump_and_reap(&mut child, &images);
     let before = std::fs::read_to_string(&out).unwrap();
-    let n = before.lines().count();
-    let last = alarms(before.lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.len() >= n + 4);
+    let last = num(before.lines().last().unwrap(), "alarms");
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
     std::fs::write(&go, b"").unwrap();
     let done = wait_for(&out, |l| l.last().is_some_and(|x| x.starts_with("usr1=")));
     let status = waitpid(Pid::from_raw(pid), None);
@@ -312,7 +323,7 @@ fn timers_alternate_stacks_and_blocked_and_pending_signals_come_back() {
     assert!(new.len() >= 4, "{after}");
     // The timer kept firing, on the alternate stack, counting on from the
     // dump; SIGUSR2 stayed blocked.
-    assert!(alarms(new.last().unwrap()) > last, "{after}");
+    assert!(num(new.last().unwrap(), "alarms") > last, "{after}");
     assert!(new.iter().all(|l| l.ends_with("onstack=1 usr2blocked=1")), "{after}");
     assert_eq!(done.lines().last().unwrap(), "usr1=delivered", "{done}");
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
@@ -326,21 +337,15 @@ fn a_posix_timer_keeps_its_id_and_interval() {
     let out = work.join("out");
     let mut child = start("posixtimer", &[out.as_os_str()]);
     let pid = child.id() as i32;
-    let fired = |l: &str| -> i64 {
-        l.split("fired=").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).unwrap_or(-1)
-    };
     wait_for(&out, |l| l.len() >= 3);
     dump_and_reap(&mut child, &images);
     let before = std::fs::read_to_string(&out).unwrap();
-    let n = before.lines().count();
-    let last = fired(before.lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.len() >= n + 4);
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+    let last = num(before.lines().last().unwrap(), "fired");
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    stop(pid);
     let new: Vec<&str> = after.lines().skip(n).collect();
     assert!(new.len() >= 4, "{after}");
-    assert!(fired(new.last().unwrap()) > last, "the timer stopped firing:\n{after}");
+    assert!(num(new.last().unwrap(), "fired") > last, "the timer stopped firing:\n{after}");
     assert!(new.iter().all(|l| l.ends_with("interval_ns=20000000 id=1 armed=1")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -351,11 +356,6 @@ fn remove_segments<S: AsRef<str>>(ids: &[S]) {
         // SAFETY: IPC_RMID takes no buffer.
         unsafe { nix::libc::shmctl(id, nix::libc::IPC_RMID, std::ptr::null_mut()) };
     }
-}
-
-/// The value of `key=` in a dumpee's line.
-fn field<'a>(line: &'a str, key: &str) -> &'a str {
-    line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("")
 }
 
 /// Runs the `sysvshm` dumpee in `mode` (in its own IPC namespace or ours),
@@ -384,8 +384,7 @@ fn sysv_round_trip(name: &str, mode: &[&str], own_ipc: bool, between: impl FnOnc
     let theirs = std::fs::metadata(format!("/proc/{pid}/ns/ipc")).map(|m| std::os::unix::fs::MetadataExt::ino(&m));
     let ours = std::fs::metadata("/proc/self/ns/ipc").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
     let sysvipc = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+    stop(pid);
     if !own_ipc {
         remove_segments(&[field(&last, "a"), field(&last, "b")]);
     }
@@ -477,8 +476,7 @@ fn a_taken_sysv_id_is_replaced_when_new_ids_are_allowed() {
     opts.plan.shm_new_ids = true;
     let restored = run(&images, &opts);
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+    stop(pid);
     // SAFETY: removes the old segment B; no buffer.
     unsafe { nix::libc::shmctl(b, nix::libc::IPC_RMID, std::ptr::null_mut()) };
     restored.unwrap();

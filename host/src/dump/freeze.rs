@@ -193,7 +193,7 @@ impl Frozen {
         let me = std::process::id() as i32;
         for p in &self.procs {
             for &tid in &p.threads {
-                if tid == p.pid && parent_of(tid) == Some(me) {
+                if tid == p.pid && procfs::stat(tid, tid).is_ok_and(|s| s.ppid == me) {
                     continue;
                 }
                 let t = Pid::from_raw(tid);
@@ -235,12 +235,6 @@ fn detach_all(seized: &[(i32, bool)]) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
-}
-
-/// The parent of `pid`, from /proc.
-fn parent_of(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split_whitespace().nth(1)?.parse().ok()
 }
 
 fn pid_gone(pid: i32) -> bool {

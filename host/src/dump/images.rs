@@ -70,8 +70,8 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
     put("pstree.img".into(), &pstree)?;
 
     let ipc_ns = if tree.ipc.own_ns { TREE_IPC_NS } else { DUMPER_IPC_NS };
-    if tree.ipc.own_ns {
-        put(format!("ipcns-var-{ipc_ns}.img"), Writer::new(Kind::IpcVar).push(&ipc_var(&tree.ipc.sysctls)))?;
+    if let Some(var) = &tree.ipc.var {
+        put(format!("ipcns-var-{ipc_ns}.img"), Writer::new(Kind::IpcVar).push(var))?;
     }
     if !tree.ipc.segments.is_empty() {
         let mut shm = Writer::new(Kind::IpcnsShm);
@@ -211,32 +211,6 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
 /// a number after them.
 const DUMPER_IPC_NS: u32 = 3;
 const TREE_IPC_NS: u32 = 9;
-
-/// `ipcns-var` from the sysctls read in the namespace; a missing or odd
-/// value stays 0.
-fn ipc_var(sysctls: &[(&str, String)]) -> IpcVarEntry {
-    let get = |name: &str| sysctls.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str()).unwrap_or("");
-    let n32 = |name: &str| get(name).parse::<u32>().unwrap_or(0);
-    let n64 = |name: &str| get(name).parse::<u64>().unwrap_or(0);
-    let opt = |name: &str| get(name).parse::<u32>().ok();
-    IpcVarEntry {
-        sem_ctls: get("kernel/sem").split_whitespace().filter_map(|w| w.parse().ok()).collect(),
-        msg_ctlmax: n32("kernel/msgmax"),
-        msg_ctlmnb: n32("kernel/msgmnb"),
-        msg_ctlmni: n32("kernel/msgmni"),
-        auto_msgmni: n32("kernel/auto_msgmni"),
-        shm_ctlmax: n64("kernel/shmmax"),
-        shm_ctlall: n64("kernel/shmall"),
-        shm_ctlmni: n32("kernel/shmmni"),
-        shm_rmid_forced: n32("kernel/shm_rmid_forced"),
-        mq_queues_max: n32("fs/mqueue/queues_max"),
-        mq_msg_max: n32("fs/mqueue/msg_max"),
-        mq_msgsize_max: n32("fs/mqueue/msgsize_max"),
-        mq_msg_default: opt("fs/mqueue/msg_default"),
-        mq_msgsize_default: opt("fs/mqueue/msgsize_default"),
-        ..Default::default()
-    }
-}
 
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {
     TaskKobjIdsEntry {

@@ -135,15 +135,14 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
         let exe_file_id = files.mapped(pid, "exe", &exe_name, 0)?;
         let mut out_vmas = Vec::new();
         for v in &vmas {
+            let link = || format!("map_files/{:x}-{:x}", v.start, v.end);
             let (shmid, fdflags) = if v.is_file() {
-                let link = format!("map_files/{:x}-{:x}", v.start, v.end);
-                let fdflags = map_file_flags(pid, &link)?;
-                (files.mapped(pid, &link, &v.name, fdflags)? as u64, Some(fdflags))
+                let fdflags = map_file_flags(pid, &link())?;
+                (files.mapped(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
             } else if v.is(status::SYSVIPC) {
                 // The inode of an attachment is its segment's id; the link's
                 // mode says whether it was attached read-only.
-                let link = format!("map_files/{:x}-{:x}", v.start, v.end);
-                (v.inode, Some(map_file_flags(pid, &link)?))
+                (v.inode, Some(map_file_flags(pid, &link())?))
             } else {
                 (0, None)
             };

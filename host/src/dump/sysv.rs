@@ -16,8 +16,11 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use nix::libc;
 
+use revenant_images::messages::IpcVarEntry;
+
 use super::maps::PAGE;
 use super::tmp_name;
+use crate::restore::sysv::{read_var, stat};
 
 /// One segment as found.
 #[derive(Debug, Clone)]
@@ -42,8 +45,8 @@ pub struct Segment {
 pub struct Ipc {
     /// The tree has a namespace of its own (else it shares revenant's).
     pub own_ns: bool,
-    /// Its sysctls (own namespace only): name under /proc/sys, value.
-    pub sysctls: Vec<(&'static str, String)>,
+    /// Its sysctls (own namespace only).
+    pub var: Option<IpcVarEntry>,
     pub segments: Vec<Segment>,
 }
 
@@ -52,24 +55,6 @@ impl Ipc {
         self.segments.iter().map(|s| format!("pages-{}.img", s.pages_id)).collect()
     }
 }
-
-/// The sysctls `ipcns-var` records.
-pub const SYSCTLS: [&str; 14] = [
-    "kernel/sem",
-    "kernel/msgmax",
-    "kernel/msgmnb",
-    "kernel/msgmni",
-    "kernel/auto_msgmni",
-    "kernel/shmmax",
-    "kernel/shmall",
-    "kernel/shmmni",
-    "kernel/shm_rmid_forced",
-    "fs/mqueue/queues_max",
-    "fs/mqueue/msg_max",
-    "fs/mqueue/msgsize_max",
-    "fs/mqueue/msg_default",
-    "fs/mqueue/msgsize_default",
-];
 
 /// Reads the segments of `root`'s IPC namespace (all of them in its own
 /// namespace, else those in `attached`), writing their pages images into
@@ -97,14 +82,8 @@ pub fn collect(root: i32, own_ns: bool, attached: &BTreeSet<i32>, dir: &Path, fi
                 }
             }
             let ids: Vec<i32> = if own_ns { listed } else { attached.iter().copied().collect() };
-            let mut ipc = Ipc { own_ns, ..Default::default() };
-            if own_ns {
-                for name in SYSCTLS {
-                    if let Ok(v) = std::fs::read_to_string(format!("/proc/sys/{name}")) {
-                        ipc.sysctls.push((name, v.split_whitespace().collect::<Vec<_>>().join(" ")));
-                    }
-                }
-            }
+            let var = own_ns.then(read_var);
+            let mut ipc = Ipc { own_ns, var, ..Default::default() };
             for (k, id) in ids.into_iter().enumerate() {
                 ipc.segments.push(segment(id, first_pages_id + k as u32, dir)?);
             }
@@ -128,12 +107,7 @@ fn list_ids() -> Result<Vec<i32>> {
 }
 
 fn segment(id: i32, pages_id: u32, dir: &Path) -> Result<Segment> {
-    // SAFETY: shmid_ds is plain integers, for which zero is valid.
-    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
-    // SAFETY: IPC_STAT writes one shmid_ds into a live local.
-    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("reading SysV segment {id}"));
-    }
+    let ds = stat(id).with_context(|| format!("reading SysV segment {id}"))?;
     let size = ds.shm_segsz as u64;
     let name = format!("pages-{pages_id}.img");
     // SAFETY: a read-only attach at an address of the kernel's choosing.

@@ -84,16 +84,22 @@ fn fail(log: &Log, what: &str, detail: &[u8]) -> Failed {
     Failed
 }
 
-/// Creates the child `plans[k]` with its PID (clone3; no fallback here).
-fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
-    let tids = [plans[k].pid];
+/// A fork-like `clone3` that gives the child PID `pid`: 0 in the child,
+/// the PID in the parent. Safe to call after a fork (no allocation).
+///
+/// # Safety
+/// As `fork`: in a multi-threaded caller, the child may only run code like
+/// [`run`] (raw system calls on data prepared before).
+pub unsafe fn clone_with_pid(pid: i32) -> Result<usize, revenant_arch::Errno> {
+    let tids = [pid];
     let args = revenant_arch::sys::CloneArgs {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,
         ..Default::default()
     };
-    // SAFETY: a fork-like clone3; the new task runs `run` and never returns.
+    // SAFETY: no CLONE_VM and no new stack: the child gets a copy of
+    // everything; the caller vouches for what it runs.
     let r = unsafe {
         revenant_arch::syscall2(
             linux_raw_sys::general::__NR_clone3,
@@ -101,7 +107,13 @@ fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
             size_of::<revenant_arch::sys::CloneArgs>(),
         )
     };
-    match revenant_arch::check(r) {
+    revenant_arch::check(r)
+}
+
+/// Creates the child `plans[k]` with its PID (clone3; no fallback here).
+fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
+    // SAFETY: the new task runs `run`, which never returns.
+    match unsafe { clone_with_pid(plans[k].pid) } {
         Ok(0) => run(plans, k),
         Ok(_) => Ok(()),
         Err(_) => Err(fail(log, "creating a child with its PID", b"")),

@@ -103,7 +103,7 @@ fn ipc(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
     let mut plan = IpcPlan { new_namespace, allow_new_ids: opts.shm_new_ids, ..Default::default() };
     let Some(images) = set.ipc.iter().find(|n| Some(n.id) == ns) else { return Ok(plan) };
     if let (true, Some(v)) = (new_namespace, &images.var) {
-        plan.sysctls = ipc_sysctls(v);
+        plan.sysctls = super::sysv::var_sysctls(v);
     }
     let name = format!("ipcns-shm-{}.img", images.id);
     for (i, s) in images.shm.iter().enumerate() {
@@ -142,32 +142,6 @@ fn ipc(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
 
 /// `shmctl`'s mark of a segment removed while attached (linux/shm.h).
 const SHM_DEST: u32 = 0o1000;
-
-/// The namespace's sysctls under /proc/sys, from `ipcns-var`.
-fn ipc_sysctls(v: &IpcVarEntry) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut put = |name: &str, value: String| out.push((name.to_string(), value));
-    if v.sem_ctls.len() == 4 {
-        put("kernel/sem", v.sem_ctls.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "));
-    }
-    put("kernel/msgmax", v.msg_ctlmax.to_string());
-    put("kernel/msgmnb", v.msg_ctlmnb.to_string());
-    put("kernel/msgmni", v.msg_ctlmni.to_string());
-    put("kernel/shmmax", v.shm_ctlmax.to_string());
-    put("kernel/shmall", v.shm_ctlall.to_string());
-    put("kernel/shmmni", v.shm_ctlmni.to_string());
-    put("kernel/shm_rmid_forced", v.shm_rmid_forced.to_string());
-    put("fs/mqueue/queues_max", v.mq_queues_max.to_string());
-    put("fs/mqueue/msg_max", v.mq_msg_max.to_string());
-    put("fs/mqueue/msgsize_max", v.mq_msgsize_max.to_string());
-    if let Some(n) = v.mq_msg_default {
-        put("fs/mqueue/msg_default", n.to_string());
-    }
-    if let Some(n) = v.mq_msgsize_default {
-        put("fs/mqueue/msgsize_default", n.to_string());
-    }
-    out
-}
 
 fn reg<'a>(set: &'a ImageSet, id: u32, what: &str) -> Result<&'a RegFileEntry> {
     let f = set.file(id).with_context(|| format!("files.img: no entry with id {id} ({what})"))?;
@@ -377,7 +351,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
 
     Ok(ProcessPlan {
         pid,
-        ppid: if std::ptr::eq(p, &set.processes[0]) { 0 } else { p.pstree.ppid as i32 },
+        ppid: if is_root { 0 } else { p.pstree.ppid as i32 },
         session,
         comm,
         exe,

@@ -137,15 +137,18 @@ pub fn restore_tree(plans: &[ProcessPlan], ipc: &IpcPlan) -> Result<Vec<Restored
     } else {
         plans
     };
-    let shm = std::cell::RefCell::new(Some(shm));
-    let ns = shm.borrow().as_ref().and_then(|s| s.ns_fd());
-    run_tree(plans, ns, &|| shm.borrow_mut().take().map_or(Ok(()), |s| s.finish()))
+    // The segments stay with the closure: removed if it is dropped uncalled.
+    run_tree(plans, shm.ns_fd(), move || shm.finish())
 }
 
 /// Restores the tree; `before_run` runs once every process is restored,
 /// before any program runs again where the host can hold them (ptrace),
 /// else right after they all run.
-fn run_tree(plans: &[ProcessPlan], ipc_ns: Option<i32>, before_run: &dyn Fn() -> Result<()>) -> Result<Vec<Restored>> {
+fn run_tree(
+    plans: &[ProcessPlan],
+    ipc_ns: Option<i32>,
+    before_run: impl FnOnce() -> Result<()>,
+) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
     // unmaps its bootstrap area; elsewhere (qemu-user) the area stays.
     let traced = cfg!(target_arch = "x86_64");
@@ -207,7 +210,6 @@ fn run_tree(plans: &[ProcessPlan], ipc_ns: Option<i32>, before_run: &dyn Fn() ->
         }
         let _ = nix::sys::wait::waitpid(root, None);
     };
-    let _ = root;
 
     cfg_select! {
         target_arch = "x86_64" => {
@@ -342,23 +344,8 @@ fn check_rlimits(p: &ProcessPlan) -> Result<()> {
 
 /// Creates the task with PID `pid` running `child::run(cps, me)`.
 fn spawn_with_pid(pid: i32, cps: &[ChildPlan], me: usize) -> Result<Pid> {
-    let tids = [pid];
-    let args = revenant_arch::sys::CloneArgs {
-        exit_signal: libc::SIGCHLD as u64,
-        set_tid: tids.as_ptr() as u64,
-        set_tid_size: 1,
-        ..Default::default()
-    };
-    // SAFETY: a fork-like clone3 (no CLONE_VM, no new stack): the child gets
-    // a copy of everything and runs `child::run`, which never returns.
-    let ret = unsafe {
-        revenant_arch::syscall2(
-            linux_raw_sys::general::__NR_clone3,
-            &args as *const revenant_arch::sys::CloneArgs as usize,
-            size_of::<revenant_arch::sys::CloneArgs>(),
-        )
-    };
-    match revenant_arch::check(ret) {
+    // SAFETY: the child runs `child::run`, which never returns.
+    match unsafe { child::clone_with_pid(pid) } {
         Ok(0) => child::run(cps, me),
         Ok(child) => Ok(Pid::from_raw(child as i32)),
         Err(Errno::EEXIST) => {

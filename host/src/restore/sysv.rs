@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
+use revenant_images::messages::IpcVarEntry;
 
 use super::plan::PageRun;
 
@@ -103,31 +104,19 @@ pub fn create(plan: &IpcPlan) -> Result<Created> {
     };
     let rmid_forced = plan.sysctls.iter().find(|(n, _)| n == RMID_FORCED).map(|(_, v)| v.clone());
     let mut created = Created { ns, ids: Vec::new(), removed: Vec::new(), rmid_forced, done: false };
-    let made = in_ns(created.ns.as_ref(), || {
-        let mut ids = Vec::new();
+    let ids = &mut created.ids;
+    in_ns(created.ns.as_ref(), || {
         for s in &plan.segments {
-            // Recorded at once, so a failure further on removes it too.
-            match make(s, plan.allow_new_ids) {
-                Ok(id) => ids.push((s.id, id)),
-                Err(e) => return Ok((ids, Some(e))),
-            }
-            let got = ids.last().map(|p| p.1).unwrap_or(-1);
-            if let Err(e) = fill(s, got).and_then(|()| set_owner(s, got)) {
-                return Ok((ids, Some(e)));
-            }
+            let id = make(s, plan.allow_new_ids)?;
+            // Recorded at once: on a failure further on, dropping `created`
+            // removes it too.
+            ids.push((s.id, id));
+            fill(s, id)?;
+            set_owner(s, id)?;
         }
-        Ok((ids, None))
+        Ok(())
     })?;
-    created.ids = made.0;
-    if let Some(e) = made.1 {
-        return Err(e);
-    }
-    created.removed = plan
-        .segments
-        .iter()
-        .filter(|s| s.removed)
-        .filter_map(|s| created.ids.iter().find(|p| p.0 == s.id).map(|p| p.1))
-        .collect();
+    created.removed = plan.segments.iter().filter(|s| s.removed).map(|s| created.id_of(s.id)).collect();
     Ok(created)
 }
 
@@ -176,6 +165,60 @@ impl Drop for Created {
     }
 }
 
+/// `ipcns-var`'s fields and the sysctls (under /proc/sys) they hold, in
+/// both directions: [`var_sysctls`] for a restore, [`read_var`] for a dump.
+/// `kernel/auto_msgmni` is recorded but no longer settable.
+pub fn var_sysctls(v: &IpcVarEntry) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut put = |name: &str, value: String| out.push((name.to_string(), value));
+    if v.sem_ctls.len() == 4 {
+        put("kernel/sem", v.sem_ctls.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "));
+    }
+    put("kernel/msgmax", v.msg_ctlmax.to_string());
+    put("kernel/msgmnb", v.msg_ctlmnb.to_string());
+    put("kernel/msgmni", v.msg_ctlmni.to_string());
+    put("kernel/shmmax", v.shm_ctlmax.to_string());
+    put("kernel/shmall", v.shm_ctlall.to_string());
+    put("kernel/shmmni", v.shm_ctlmni.to_string());
+    put(RMID_FORCED, v.shm_rmid_forced.to_string());
+    put("fs/mqueue/queues_max", v.mq_queues_max.to_string());
+    put("fs/mqueue/msg_max", v.mq_msg_max.to_string());
+    put("fs/mqueue/msgsize_max", v.mq_msgsize_max.to_string());
+    if let Some(n) = v.mq_msg_default {
+        put("fs/mqueue/msg_default", n.to_string());
+    }
+    if let Some(n) = v.mq_msgsize_default {
+        put("fs/mqueue/msgsize_default", n.to_string());
+    }
+    out
+}
+
+/// `ipcns-var` from the sysctls of this thread's IPC namespace; a missing
+/// or odd value stays 0.
+pub fn read_var() -> IpcVarEntry {
+    let get = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap_or_default();
+    let n32 = |name: &str| get(name).trim().parse::<u32>().unwrap_or(0);
+    let n64 = |name: &str| get(name).trim().parse::<u64>().unwrap_or(0);
+    let opt = |name: &str| get(name).trim().parse::<u32>().ok();
+    IpcVarEntry {
+        sem_ctls: get("kernel/sem").split_whitespace().filter_map(|w| w.parse().ok()).collect(),
+        msg_ctlmax: n32("kernel/msgmax"),
+        msg_ctlmnb: n32("kernel/msgmnb"),
+        msg_ctlmni: n32("kernel/msgmni"),
+        auto_msgmni: n32("kernel/auto_msgmni"),
+        shm_ctlmax: n64("kernel/shmmax"),
+        shm_ctlall: n64("kernel/shmall"),
+        shm_ctlmni: n32("kernel/shmmni"),
+        shm_rmid_forced: n32(RMID_FORCED),
+        mq_queues_max: n32("fs/mqueue/queues_max"),
+        mq_msg_max: n32("fs/mqueue/msg_max"),
+        mq_msgsize_max: n32("fs/mqueue/msgsize_max"),
+        mq_msg_default: opt("fs/mqueue/msg_default"),
+        mq_msgsize_default: opt("fs/mqueue/msgsize_default"),
+        ..Default::default()
+    }
+}
+
 fn write_sysctl(name: &str, value: &str) -> Result<()> {
     std::fs::write(format!("/proc/sys/{name}"), value).with_context(|| format!("setting {name} to {value}"))
 }
@@ -186,10 +229,8 @@ fn errno() -> std::io::Error {
 
 /// Creates segment `s` with its id (or, if allowed, any id); returns the id.
 fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
-    let mut ds: libc::shmid_ds = unsafe_zeroed();
-    // SAFETY: IPC_STAT writes one shmid_ds into a live local.
-    let taken = unsafe { libc::shmctl(s.id, libc::IPC_STAT, &mut ds) } == 0;
-    if taken && !allow_new_ids {
+    let existing = stat(s.id).ok();
+    if let (Some(ds), false) = (&existing, allow_new_ids) {
         bail!(
             "SysV segment {} (key {:#x}) cannot get its id back: segment {} (key {:#x}, {} bytes) exists; remove it \
              (ipcrm -m {}) or restore with --shm-new-ids",
@@ -201,7 +242,7 @@ fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
             s.id
         );
     }
-    if !taken {
+    if existing.is_none() {
         write_sysctl("kernel/shm_next_id", &s.id.to_string())?;
     }
     // SAFETY: shmget takes integers only.
@@ -221,7 +262,17 @@ fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
     Ok(id)
 }
 
-fn unsafe_zeroed() -> libc::shmid_ds {
+/// `shmctl(IPC_STAT)` of segment `id` in this thread's namespace.
+pub fn stat(id: i32) -> std::io::Result<libc::shmid_ds> {
+    let mut ds = zeroed_ds();
+    // SAFETY: IPC_STAT writes one shmid_ds into a live local.
+    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
+        return Err(errno());
+    }
+    Ok(ds)
+}
+
+fn zeroed_ds() -> libc::shmid_ds {
     // SAFETY: shmid_ds is plain integers, for which zero is valid.
     unsafe { std::mem::zeroed() }
 }
@@ -260,7 +311,7 @@ fn fill(s: &SegmentPlan, id: i32) -> Result<()> {
 }
 
 fn set_owner(s: &SegmentPlan, id: i32) -> Result<()> {
-    let mut ds = unsafe_zeroed();
+    let mut ds = zeroed_ds();
     ds.shm_perm.uid = s.uid;
     ds.shm_perm.gid = s.gid;
     ds.shm_perm.mode = (s.mode & 0o777) as _;
@@ -270,4 +321,21 @@ fn set_owner(s: &SegmentPlan, id: i32) -> Result<()> {
             .with_context(|| format!("setting owner {}:{} and mode {:o} of segment {id}", s.uid, s.gid, s.mode));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both directions name the same sysctls: what a dump reads here is
+    /// what a restore would write back, value for value.
+    #[test]
+    fn ipc_var_reads_back_as_the_sysctls_it_came_from() {
+        let pairs = var_sysctls(&read_var());
+        assert!(pairs.len() >= 11, "{pairs:?}");
+        for (name, value) in pairs {
+            let now = std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap();
+            assert_eq!(now.split_whitespace().collect::<Vec<_>>().join(" "), value, "{name}");
+        }
+    }
 }
