@@ -42,10 +42,10 @@ bench() {
         local dir="$WORK/img-$kib-$i"
         mkdir -p "$dir"
         local t0 t1
-        t0=$(date +%s%N)
+        t0=${EPOCHREALTIME/./}
         "$REV" dump -t "$pid" -D "$dir" --leave-running
-        t1=$(date +%s%N)
-        times+=($(( (t1 - t0) / 1000 )))
+        t1=${EPOCHREALTIME/./}
+        times+=($(( t1 - t0 )))  # microseconds
         rm -rf "$dir"
     done
     printf '%s\n' "${times[@]}" | sort -n | awk -v label="$label" -v n="$RUNS" '

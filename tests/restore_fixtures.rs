@@ -18,8 +18,10 @@ fn restore_detached(dir: &Path) -> Result<(), String> {
     run(dir, &opts).map(|_| ()).map_err(|e| format!("{e:#}"))
 }
 
-/// A scratch copy of fixture image set `set`, for a test to damage.
+/// A scratch copy of fixture image set `set`, for a test to damage; the
+/// binaries its files name are in place.
 fn copy_of(set: &str, test: &str) -> PathBuf {
+    install_binaries();
     let dir = std::env::temp_dir().join(format!("revenant-fixture-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -125,12 +125,16 @@ fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
     }
 }
 
-#[test]
-fn a_counting_process_carries_on_after_dump_and_restore() {
-    let work = scratch("counter");
+/// Runs `counter` with `mib` MiB of heap through dump and restore, checks
+/// that it carries on with its PID, memory, cwd and file offset, and
+/// returns the restore log.
+fn counter_round_trip(name: &str, mib: u32) -> String {
+    let work = scratch(name);
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("counter", &[out.as_os_str(), work.as_os_str()]);
+    let log = work.join("restore.log");
+    let mib = std::ffi::OsString::from(mib.to_string());
+    let mut child = start("counter", &[out.as_os_str(), work.as_os_str(), &mib]);
     let pid = child.id() as i32;
     wait_for(&out, |l| l.len() >= 3);
     dump_and_reap(&mut child, &images);
@@ -138,10 +142,15 @@ fn a_counting_process_carries_on_after_dump_and_restore() {
     let last = tick(before.lines().last().unwrap());
     let listed = listing(&images);
 
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    run(&images, &Options { detach: true, log_file: Some(log.clone()), ..Default::default() }).unwrap();
     let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     stop(pid);
 
+    assert_eq!(tasks, [pid.to_string()], "the restored process has threads it did not have");
     assert_eq!(listing(&images), listed, "the restore changed the image directory");
     let lines: Vec<&str> = after.lines().collect();
     assert!(tick(lines.last().unwrap()) >= last + 3, "the restored process did not carry on:\n{after}");
@@ -151,7 +160,23 @@ fn a_counting_process_carries_on_after_dump_and_restore() {
         let cwd = work.canonicalize().unwrap();
         assert_eq!(*l, format!("pid={pid} tick={} check=ok cwd={}", i + 1, cwd.display()));
     }
+    let log = std::fs::read_to_string(&log).unwrap();
     let _ = std::fs::remove_dir_all(&work);
+    log
+}
+
+#[test]
+fn a_counting_process_carries_on_after_dump_and_restore() {
+    counter_round_trip("counter", 1);
+}
+
+/// Large memory takes the fast way: pages placed with UFFDIO_COPY, half of
+/// them by a helper thread, which must leave no trace in the restored
+/// process (its TIDs are checked by the other tests).
+#[test]
+fn a_large_heap_is_copied_back_on_two_threads_intact() {
+    let log = counter_round_trip("counter-large", 48);
+    assert!(log.contains("with UFFDIO_COPY on two threads"), "the fast copy did not run:\n{log}");
 }
 
 #[test]

@@ -55,6 +55,28 @@ pub fn exit_group(code: i32) -> ! {
     unsafe { syscall1_noreturn(g::__NR_exit_group, code as usize) }
 }
 
+/// `exit(2)`: ends the calling thread only.
+pub fn exit_thread(code: i32) -> ! {
+    // SAFETY: exit takes a plain integer and never returns.
+    unsafe { syscall1_noreturn(g::__NR_exit, code as usize) }
+}
+
+/// `userfaultfd(2)`.
+pub fn userfaultfd(flags: u32) -> Result<i32, Errno> {
+    // SAFETY: creating a descriptor touches no memory.
+    check(unsafe { syscall1(g::__NR_userfaultfd, flags as usize) }).map(|fd| fd as i32)
+}
+
+/// `ioctl(2)` with a pointer argument.
+///
+/// # Safety
+/// `arg` must point at whatever `request` reads and writes, and the
+/// request's side effects (on memory, for `UFFDIO_COPY`) must be wanted.
+pub unsafe fn ioctl(fd: i32, request: u32, arg: usize) -> Result<usize, Errno> {
+    // SAFETY: forwarded.
+    check(unsafe { syscall3(g::__NR_ioctl, fd as usize, request as usize, arg) })
+}
+
 /// `munmap(2)`.
 ///
 /// # Safety

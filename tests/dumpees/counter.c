@@ -2,7 +2,8 @@
  * file position), checks a 1 MiB heap pattern and a static array every
  * tick, and reports its pid and cwd, so a restore shows whether memory,
  * the fd's offset, the cwd and the PID came back.
- * usage: counter OUTFILE DIR (DIR becomes the cwd) */
+ * usage: counter OUTFILE DIR [MIB] (DIR becomes the cwd; MIB of heap, 1
+ * by default) */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
@@ -19,7 +20,7 @@ int main(int argc, char **argv) {
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return 2;
-	size_t n = (1 << 20) / 8;
+	size_t n = (argc > 3 ? strtoul(argv[3], 0, 10) : 1) * (1 << 20) / 8;
 	uint64_t *p = malloc(n * 8);
 	for (size_t i = 0; i < n; i++)
 		p[i] = i * 0x9E3779B97F4A7C15ull;

@@ -64,7 +64,15 @@ fn page(n: usize) -> usize {
 }
 
 /// Lays out and fills the bootstrap area for `p`, mapped in this process.
-pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool, creds: &CredsPlan) -> Result<Bootstrap> {
+/// `fill_helper_tid` is the TID for the blob's page-copying helper thread, 0
+/// for none.
+pub fn build(
+    p: &ProcessPlan,
+    fds: &ServiceFds,
+    trap: bool,
+    creds: &CredsPlan,
+    fill_helper_tid: u32,
+) -> Result<Bootstrap> {
     let maps = layout::own_maps()?;
     let runtime = layout::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
@@ -117,7 +125,7 @@ pub fn build(p: &ProcessPlan, fds: &ServiceFds, trap: bool, creds: &CredsPlan) -
         sigframes.push((f.sp, stack_top));
     }
 
-    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map };
+    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid };
     let args = block(p, fds, &place, &sigframes, &vd, creds)?;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
@@ -165,11 +173,12 @@ struct Placement {
     trap: bool,
     /// Whether `PR_SET_MM_MAP` works here.
     mm_map: bool,
+    fill_helper_tid: u32,
 }
 
 impl Placement {
     fn dummy(trap: bool) -> Self {
-        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true }
+        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0 }
     }
 }
 
@@ -259,7 +268,7 @@ fn block(
         flags: if place.trap { RESTORE_TRAP } else { 0 }
             | if place.mm_map { 0 } else { RESTORE_NO_MM_MAP }
             | if creds.groups.is_some() { RESTORE_SET_GROUPS } else { 0 },
-        pad: 0,
+        fill_helper_tid: place.fill_helper_tid,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
         iovs: b.push(&iovs),

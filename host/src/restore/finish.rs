@@ -6,12 +6,10 @@
 //! before any program runs. x86_64 only: this needs ptrace, which
 //! qemu-user lacks.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result, bail};
 use nix::libc::user_regs_struct;
 use nix::sys::ptrace;
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -39,6 +37,10 @@ enum Step {
     Trapped,
     InSigreturn,
     Done,
+    /// The blob's page-copying helper thread, which exits by itself.
+    Helper,
+    /// The helper after its exit.
+    Gone,
 }
 
 #[derive(Debug)]
@@ -51,13 +53,18 @@ struct Thread {
 }
 
 /// Drives the seized task `leader` and the `threads - 1` threads it creates
-/// through their `rt_sigreturn`, and holds them there.
-pub fn catch(leader: Pid, threads: usize) -> Result<Outcome> {
+/// through their `rt_sigreturn`, and holds them there. The thread `helper`,
+/// if the blob starts it, runs on until it exits.
+pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome> {
     let mut ts = vec![Thread { tid: leader, step: Step::InBlob, insn: 0, restored: None }];
-    while ts.len() < threads || ts.iter().any(|t| t.step != Step::Done) {
+    let program = |t: &&Thread| !matches!(t.step, Step::Helper | Step::Gone);
+    while ts.iter().filter(program).count() < threads || ts.iter().any(|t| !matches!(t.step, Step::Done | Step::Gone)) {
         let mut moved = false;
         for i in 0..ts.len() {
             let tid = ts[i].tid;
+            if ts[i].step == Step::Gone {
+                continue;
+            }
             let status = waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG))
                 .with_context(|| format!("waiting for restored task {tid}"))?;
             moved |= status != WaitStatus::StillAlive;
@@ -65,7 +72,8 @@ pub fn catch(leader: Pid, threads: usize) -> Result<Outcome> {
                 (WaitStatus::StillAlive, _) => {}
                 (WaitStatus::PtraceEvent(_, _, ev), _) if ev == nix::libc::PTRACE_EVENT_CLONE => {
                     let new = Pid::from_raw(ptrace::getevent(tid)? as i32);
-                    ts.push(Thread { tid: new, step: Step::InBlob, insn: 0, restored: None });
+                    let step = if Some(new) == helper { Step::Helper } else { Step::InBlob };
+                    ts.push(Thread { tid: new, step, insn: 0, restored: None });
                     ptrace::cont(tid, None)?;
                 }
                 (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) => {
@@ -89,6 +97,7 @@ pub fn catch(leader: Pid, threads: usize) -> Result<Outcome> {
                         "the restorer blob crashed with {sig} at {at:#x} in thread {tid}"
                     )));
                 }
+                (WaitStatus::Exited(..), Step::Helper) => ts[i].step = Step::Gone,
                 (WaitStatus::Exited(_, code), _) => {
                     kill(leader);
                     return Ok(Outcome::Failed(describe_exit(code)));
@@ -102,11 +111,44 @@ pub fn catch(leader: Pid, threads: usize) -> Result<Outcome> {
             }
         }
         if !moved {
-            std::thread::sleep(Duration::from_micros(20));
+            wait_for_sigchld();
         }
     }
 
+    ts.retain(|t| t.step != Step::Gone);
     Ok(Outcome::Held(Held { ts }))
+}
+
+/// Keeps `SIGCHLD` blocked in this thread, and in the threads it starts,
+/// while it lives, so that [`catch`] can sleep until a tracee stops: a
+/// `SIGCHLD` nobody blocks is dropped on arrival (its default action is to
+/// ignore it).
+pub struct SigchldBlocked(SigSet);
+
+impl SigchldBlocked {
+    pub fn new() -> Result<SigchldBlocked> {
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::from(Signal::SIGCHLD)), Some(&mut old))
+            .context("blocking SIGCHLD")?;
+        Ok(SigchldBlocked(old))
+    }
+}
+
+impl Drop for SigchldBlocked {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
+}
+
+/// Sleeps until a `SIGCHLD` (a tracee stopped or exited) or for at most a
+/// millisecond: another thread that does not block it (a test harness's)
+/// may take the signal, and then the timeout is the wake-up.
+fn wait_for_sigchld() {
+    let set = SigSet::from(Signal::SIGCHLD);
+    let timeout = nix::libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+    // SAFETY: the kernel reads the set and the timeout, both live locals,
+    // and writes no siginfo (null).
+    unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
 }
 
 /// Unmaps `start..start+len` in the held task `leader` and lets the program

@@ -152,10 +152,14 @@ fn run_tree(
     // Where ptrace works, the host catches each task after its sigreturn and
     // unmaps its bootstrap area; elsewhere (qemu-user) the area stays.
     let traced = cfg!(target_arch = "x86_64");
+    // Before the log readers start, so that they block it too.
+    #[cfg(target_arch = "x86_64")]
+    let _sigchld = super::finish::SigchldBlocked::new()?;
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
-    for p in plans {
+    let helpers = helper_tids(plans);
+    for (p, &helper) in plans.iter().zip(&helpers) {
         let fds = service_fds(p);
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
         let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
@@ -164,7 +168,7 @@ fn run_tree(
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
         let creds = super::creds::plan(p)?;
-        let area = bootstrap::build(p, &fds, traced, &creds)?;
+        let area = bootstrap::build(p, &fds, traced, &creds, helper)?;
         cp.entry = area.entry as usize;
         cp.args = area.args as usize;
         cp.stack_top = area.stack_top as usize;
@@ -235,7 +239,8 @@ fn run_tree(
             let mut held = Vec::new();
             let mut failure = None;
             for (i, p) in plans.iter().enumerate() {
-                match finish::catch(pids[i], p.threads.len()) {
+                let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
+                match finish::catch(pids[i], p.threads.len(), helper) {
                     Ok(Outcome::Held(h)) => held.push(h),
                     Ok(Outcome::Failed(why)) => {
                         failure = Some((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid)));
@@ -308,6 +313,42 @@ fn run_tree(
             Ok(out)
         }
     }
+}
+
+/// Below this many bytes of pages a second copying thread costs more than
+/// it saves.
+const HELPER_FILL: u64 = 16 << 20;
+
+/// For each process with much memory to fill, a TID for the blob's helper
+/// thread (0 for none): free now, and neither a TID of the tree nor another
+/// process's helper. Taken from the top of the PID range, where the kernel
+/// gets to last when it hands out PIDs. If the TID is taken by the time the
+/// blob wants it, the blob fills alone.
+fn helper_tids(plans: &[ProcessPlan]) -> Vec<u32> {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(32768);
+    let mut taken: std::collections::HashSet<u32> =
+        plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid as u32)).collect();
+    let mut next = pid_max;
+    plans
+        .iter()
+        .map(|p| {
+            if p.page_runs.iter().map(|r| r.len).sum::<u64>() < HELPER_FILL {
+                return 0;
+            }
+            // A few tries: a busy top of the range means something odd.
+            for _ in 0..16 {
+                next = next.saturating_sub(1);
+                if next > 300 && !taken.contains(&next) && !std::path::Path::new(&format!("/proc/{next}")).exists() {
+                    taken.insert(next);
+                    return next;
+                }
+            }
+            0
+        })
+        .collect()
 }
 
 /// Raising a hard limit needs CAP_SYS_RESOURCE: find out now, not in the

@@ -26,7 +26,7 @@ pub use restore::{
 /// "RVNT", little-endian: the first word of every argument block.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
 /// The argument block layout described by this crate.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The exported symbol the loader jumps to, as `extern "C" fn(*const Header) -> !`.
 pub const ENTRY_SYMBOL: &str = "blob_entry";
 
@@ -303,7 +303,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             pages_fd: "i32",
             exe_fd: "i32",
             flags: "u32",
-            pad: "u32",
+            fill_helper_tid: "u32",
             vmas: "Span<Vma>",
             page_reads: "Span<PageRead>",
             iovs: "Span<Iovec>",

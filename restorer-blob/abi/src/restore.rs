@@ -16,14 +16,19 @@ pub struct Restore {
     /// Top of the user address space; everything below it but the
     /// bootstrap area is unmapped.
     pub task_size: u64,
-    /// The pages image, read with `preadv` at [`PageRead::offset`]s.
+    /// The pages image: mapped read-only and copied into place with
+    /// `UFFDIO_COPY` where the kernel allows, else read with `preadv`, at
+    /// [`PageRead::offset`]s.
     pub pages_fd: i32,
     /// The executable, for `PR_SET_MM_MAP`; -1 to leave it unchanged.
     pub exe_fd: i32,
     /// [`RESTORE_TRAP`] and friends.
     pub flags: u32,
-    /// Reserved, zero.
-    pub pad: u32,
+    /// A TID no task has and none of the restored tree needs, for a helper
+    /// thread that copies half of the pages (it runs on the first thread's
+    /// unused zone stack and is gone before the other threads exist); 0 to
+    /// fill alone.
+    pub fill_helper_tid: u32,
     /// [`Vma`]s, sorted by address.
     pub vmas: Span,
     /// [`PageRead`]s, in pages-image order.
@@ -198,7 +203,8 @@ pub struct Thread {
     /// `PR_SET_PDEATHSIG` signal, 0 for none.
     pub pdeath_sig: u32,
     /// Top of this thread's stack in the bootstrap area (16-byte aligned);
-    /// the blob creates every thread but the first on it.
+    /// the blob creates every thread but the first on it. The first
+    /// thread runs on the blob's own stack; the fill helper takes its zone.
     pub stack: u64,
 }
 

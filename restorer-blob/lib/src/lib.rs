@@ -14,6 +14,7 @@
 
 pub mod args;
 mod creds;
+pub mod fill;
 pub mod log;
 mod restore;
 mod selftest;

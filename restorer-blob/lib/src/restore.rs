@@ -100,7 +100,8 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 
     unmap_all_but_bootstrap(log, r);
     map_vmas(log, &p);
-    read_pages(log, &p, r.pages_fd);
+    let pages = crate::fill::Pages { vmas: p.vmas, reads: p.page_reads, iovs: p.iovs, fd: r.pages_fd };
+    crate::fill::fill(log, &pages, r.fill_helper_tid, p.threads[0].stack);
     apply_patches(log, &p);
     finish_vmas(log, p.vmas);
     moves(log, p.unpark, "moving the vDSO into place");
@@ -147,7 +148,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 }
 
 /// Ends the restore if `res` failed, naming `what` and `at`.
-fn check<T>(log: &Log, res: Result<T, Errno>, code: ExitCode, what: &str, at: u64) -> T {
+pub(crate) fn check<T>(log: &Log, res: Result<T, Errno>, code: ExitCode, what: &str, at: u64) -> T {
     match res {
         Ok(v) => v,
         Err(e) => {
@@ -194,60 +195,6 @@ fn map_vmas(log: &Log, p: &Plan<'_>) {
         let res = unsafe { sys::mmap_fixed(v.start as usize, len, prot, v.flags, v.fd, v.pgoff) };
         check(log, res, ExitCode::MapVma, "mapping vma", v.start);
     }
-}
-
-/// Kernel iovecs built on the stack, this many at a time.
-const IOV_BATCH: usize = 128;
-
-fn read_pages(log: &Log, p: &Plan<'_>, fd: i32) {
-    for read in p.page_reads {
-        let first = read.first_iov as usize;
-        // In bounds: checked in `plan`.
-        let iovs = &p.iovs[first..first + read.iov_count as usize];
-        let mut offset = read.offset;
-        for chunk in iovs.chunks(IOV_BATCH) {
-            // Faulting the pages in one call is much cheaper than one page
-            // fault per page during the copy (Linux 5.14+; older kernels
-            // say EINVAL and the copy faults them in as before).
-            for i in chunk {
-                // SAFETY: populating pages of a VMA just mapped writable.
-                let _ = unsafe { sys::madvise(i.base as usize, i.len as usize, g::MADV_POPULATE_WRITE) };
-            }
-            let res = read_chunk(fd, chunk, offset);
-            offset += check(log, res, ExitCode::ReadPages, "reading pages into", chunk[0].base);
-        }
-    }
-}
-
-/// Reads one batch, continuing after short reads; returns the bytes read.
-fn read_chunk(fd: i32, chunk: &[Iovec], offset: u64) -> Result<u64, Errno> {
-    let mut kiov = [revenant_arch::Iovec::default(); IOV_BATCH];
-    for (k, i) in kiov.iter_mut().zip(chunk) {
-        *k = revenant_arch::Iovec { base: i.base as usize, len: i.len as usize };
-    }
-    let total: u64 = chunk.iter().map(|i| i.len).sum();
-    let (mut done, mut first) = (0u64, 0usize);
-    while done < total {
-        // SAFETY: every iovec points into a VMA mapped writable above.
-        let n = unsafe { revenant_arch::preadv(fd, kiov[first..].as_ptr(), chunk.len() - first, offset + done) };
-        let mut n = match n {
-            Ok(0) => return Err(Errno::EFAULT),
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
-            Err(e) => return Err(e),
-        };
-        done += n as u64;
-        while n > 0 && first < chunk.len() {
-            let take = n.min(kiov[first].len);
-            kiov[first].base += take;
-            kiov[first].len -= take;
-            n -= take;
-            if kiov[first].len == 0 {
-                first += 1;
-            }
-        }
-    }
-    Ok(total)
 }
 
 /// Writes the host's patches (vDSO trampolines) while their VMAs are still
