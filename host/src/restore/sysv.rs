@@ -74,25 +74,26 @@ pub struct Created {
     done: bool,
 }
 
-/// Runs `f` on a helper thread in `ns` (or in this process's namespace).
+/// Runs `f` on a thread of its own, which may change namespaces without
+/// moving this one.
+fn on_thread<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|_| bail!("the IPC helper thread panicked")))
+}
+
+/// Runs `f` in `ns`; without `ns`, here, in this process's namespace.
 fn in_ns<T: Send>(ns: Option<&OwnedFd>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            if let Some(ns) = ns {
-                nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWIPC)
-                    .context("entering the restored tree's IPC namespace")?;
-            }
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| bail!("the IPC helper thread panicked"))
+    let Some(ns) = ns else { return f() };
+    on_thread(|| {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWIPC)
+            .context("entering the restored tree's IPC namespace")?;
+        f()
     })
 }
 
 /// Creates the namespace (if the plan asks) and every segment.
 pub fn create(plan: &IpcPlan) -> Result<Created> {
     let ns = if plan.new_namespace {
-        Some(in_ns(None, || {
+        Some(on_thread(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC).context("creating an IPC namespace")?;
             for (name, value) in plan.sysctls.iter().filter(|(n, _)| n != RMID_FORCED) {
                 write_sysctl(name, value)?;
