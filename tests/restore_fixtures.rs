@@ -149,19 +149,25 @@ fn the_shell_and_its_child_restore_as_a_tree_or_are_refused_for_this_cpu() {
     }
 }
 
-/// A thread that ran under seccomp is refused before anything runs: its
-/// restore would lift the sandbox.
+/// A thread in seccomp filter mode whose filters are not in the images is
+/// refused before anything runs: restoring it would lift its sandbox.
 #[test]
-fn a_seccomp_sandboxed_thread_is_refused() {
+fn a_sandboxed_thread_without_its_filters_is_refused() {
     use revenant_images::Image;
-    let dir = copy_of("loop-static", "seccomp");
-    let core = dir.join("core-10562.img");
-    let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
-    entries[0].thread_core.as_mut().unwrap().seccomp_mode = Some(2);
-    std::fs::remove_file(&core).unwrap();
-    Image::Core(entries).write(&core).unwrap();
-    let err = restore_detached(&dir).unwrap_err();
-    assert!(err.contains("core-10562.img") && err.contains("seccomp_mode 2"), "{err}");
-    assert!(!Path::new("/proc/10562").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    for (filter, want) in [
+        (None, "core-10562.img: entry 0: thread_core.seccomp_filter is missing"),
+        (Some(3), "core-10562.img: entry 0: thread_core.seccomp_filter: filter 3 is not in seccomp.img (0 filters)"),
+    ] {
+        let dir = copy_of("loop-static", "seccomp");
+        let core = dir.join("core-10562.img");
+        let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
+        let tc = entries[0].thread_core.as_mut().unwrap();
+        (tc.seccomp_mode, tc.seccomp_filter) = (Some(2), filter);
+        std::fs::remove_file(&core).unwrap();
+        Image::Core(entries).write(&core).unwrap();
+        let err = restore_detached(&dir).unwrap_err();
+        assert!(err.contains(want), "{err}");
+        assert!(!Path::new("/proc/10562").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -218,6 +218,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             rseq: None,
             pdeath_sig: 0,
             creds: None,
+            seccomp: Default::default(),
         }],
     }
 }

@@ -517,3 +517,44 @@ fn a_taken_sysv_id_is_replaced_when_new_ids_are_allowed() {
     assert!(ids.contains(&a) && !ids.contains(&b), "A keeps {a}, B leaves {b}: {ids:?}\n{maps}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Seccomp filters come back per thread: the main thread with its one
+/// filter, the other thread with the one it inherited and its own; the
+/// images hold the inherited filter once.
+#[test]
+fn seccomp_filters_come_back_for_each_thread() {
+    use revenant_images::Image;
+    let work = scratch("seccomp");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("sandboxed", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let Image::Seccomp(sc) = Image::read(&images.join("seccomp.img")).unwrap() else { panic!("not a seccomp image") };
+    assert_eq!(sc[0].seccomp_filters.len(), 2, "{sc:?}");
+
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    let mut filters: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| {
+            let status = std::fs::read_to_string(e.unwrap().path().join("status")).unwrap();
+            let field = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("?").trim().to_string();
+            format!("mode {} filters {}", field("Seccomp:"), field("Seccomp_filters:"))
+        })
+        .collect();
+    filters.sort();
+    stop(pid);
+
+    assert_eq!(filters, ["mode 2 filters 1", "mode 2 filters 2"]);
+    let lines: Vec<&str> = after.lines().collect();
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(tick(l), i as u64 + 1, "{after}");
+        if i + 1 >= n {
+            // getppid fails in both threads (errno 77), getpgrp only in
+            // the second (78).
+            assert!(l.ends_with(" main=77,0 thread=77,78"), "line {i} after the restore: {l}\n{after}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}

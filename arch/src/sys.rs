@@ -77,6 +77,29 @@ pub unsafe fn ioctl(fd: i32, request: u32, arg: usize) -> Result<usize, Errno> {
     check(unsafe { syscall3(g::__NR_ioctl, fd as usize, request as usize, arg) })
 }
 
+/// `seccomp(SECCOMP_SET_MODE_FILTER)` with `prog`, an array of
+/// `struct sock_filter` (8 bytes each).
+pub fn seccomp_filter(flags: u32, prog: &[u8]) -> Result<(), Errno> {
+    #[repr(C)]
+    struct SockFprog {
+        len: u16,
+        filter: *const u8,
+    }
+    let len = u16::try_from(prog.len() / 8).map_err(|_| Errno::EINVAL)?;
+    let fprog = SockFprog { len, filter: prog.as_ptr() };
+    let op = crate::consts::SECCOMP_SET_MODE_FILTER as usize;
+    // SAFETY: the kernel reads the program header and the program, both live.
+    check(unsafe { syscall3(g::__NR_seccomp, op, flags as usize, &fprog as *const _ as usize) }).map(|_| ())
+}
+
+/// `seccomp(SECCOMP_SET_MODE_STRICT)`: from now on only read, write,
+/// exit and sigreturn.
+pub fn seccomp_strict() -> Result<(), Errno> {
+    let op = crate::consts::SECCOMP_SET_MODE_STRICT as usize;
+    // SAFETY: strict mode takes no memory.
+    check(unsafe { syscall3(g::__NR_seccomp, op, 0, 0) }).map(|_| ())
+}
+
 /// `munmap(2)`.
 ///
 /// # Safety

@@ -106,9 +106,15 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
         put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
     }
 
+    let (filters, last_filter) = seccomp(tree);
     for p in &tree.procs {
         for (i, t) in p.threads.iter().enumerate() {
-            put(format!("core-{}.img", t.tid), Writer::new(Kind::Core).push(&core(p, t, i == 0)))?;
+            let mut c = core(p, t, i == 0);
+            if let Some(tc) = c.thread_core.as_mut().filter(|_| t.seccomp.mode != 0) {
+                tc.seccomp_mode = Some(t.seccomp.mode as i32);
+                tc.seccomp_filter = last_filter.get(&t.tid).copied();
+            }
+            put(format!("core-{}.img", t.tid), Writer::new(Kind::Core).push(&c))?;
         }
         put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p, ipc_ns)))?;
         put(format!("mm-{}.img", p.pid), Writer::new(Kind::Mm).push(&mm(p)))?;
@@ -191,7 +197,7 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
 
     put(
         "seccomp.img".into(),
-        Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: vec![], ..Default::default() }),
+        Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: filters, ..Default::default() }),
     )?;
 
     let ts = |(s, ns): (i64, i64)| Timespec { tv_sec: s as u64, tv_nsec: ns as u64, ..Default::default() };
@@ -211,6 +217,31 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
 /// a number after them.
 const DUMPER_IPC_NS: u32 = 3;
 const TREE_IPC_NS: u32 = 9;
+
+/// Every thread's filters as one list where each filter names the one
+/// installed before it; threads with the same filters (inherited from the
+/// thread that installed them) share entries. Also each thread's last
+/// filter.
+fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u32>) {
+    let mut all: Vec<SeccompFilter> = vec![];
+    let mut last = std::collections::HashMap::new();
+    for t in tree.procs.iter().flat_map(|p| &p.threads) {
+        let mut prev = None;
+        for (flags, prog) in &t.seccomp.filters {
+            let flags = Some(*flags).filter(|&f| f != 0);
+            let f = SeccompFilter { filter: prog.clone(), prev, flags, ..Default::default() };
+            let at = all.iter().position(|g| *g == f).unwrap_or_else(|| {
+                all.push(f);
+                all.len() - 1
+            });
+            prev = Some(at as u32);
+        }
+        if let Some(at) = prev {
+            last.insert(t.tid, at);
+        }
+    }
+    (all, last)
+}
 
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {
     TaskKobjIdsEntry {

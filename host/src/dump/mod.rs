@@ -16,6 +16,7 @@ pub mod model;
 pub mod pagemap;
 pub mod procfs;
 pub mod regs;
+pub mod seccomp;
 pub mod sysv;
 pub mod task;
 

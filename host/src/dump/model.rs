@@ -138,6 +138,15 @@ pub struct Thread {
     pub creds: Creds,
     pub comm: String,
     pub rseq: Option<(u64, u32, u32)>,
+    pub seccomp: Seccomp,
+}
+
+/// A thread's seccomp mode (0 none, 1 strict, 2 filters) and its filters
+/// as (flags, program), oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Seccomp {
+    pub mode: u32,
+    pub filters: Vec<(u32, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use linux_raw_sys::general as nr;
 use super::inject::{Injector, find_syscall_insn};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
-use super::model::{Creds, SigAction, TaskCore, Thread};
+use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
 use super::{procfs, regs};
 
 const SIGKILL: u32 = 9;
@@ -124,9 +124,12 @@ pub fn process_state(pid: i32, insn: u64) -> Result<ProcessState> {
 pub fn thread_state(pid: i32, tid: i32, insn: u64) -> Result<Thread> {
     let stat = procfs::stat(pid, tid)?;
     let st = procfs::status(pid, tid)?;
-    if st.seccomp != 0 {
-        bail!("task {tid} of process {pid} runs under seccomp (mode {}): not supported yet", st.seccomp);
-    }
+    let seccomp = match st.seccomp {
+        0 => Seccomp::default(),
+        1 => Seccomp { mode: 1, filters: vec![] },
+        2 => Seccomp { mode: 2, filters: super::seccomp::filters(tid)? },
+        m => bail!("task {tid} of process {pid}: seccomp mode {m} is unknown"),
+    };
     let blk_sigset = regs::sigmask(tid)?;
     let mut inj = Injector::new(tid, insn)?;
     let s = inj.scratch();
@@ -173,6 +176,7 @@ pub fn thread_state(pid: i32, tid: i32, insn: u64) -> Result<Thread> {
         },
         comm,
         rseq: regs::rseq(tid)?,
+        seccomp,
     })
 }
 

@@ -11,7 +11,7 @@ use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
     Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore,
-    SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use super::creds::CredsPlan;
@@ -259,6 +259,7 @@ fn block(
             stack: sigframes.get(i).map(|s| s.1).unwrap_or(0),
         })
         .collect();
+    let (seccomp, seccomp_progs) = seccomp_steps(p);
     let r = Restore {
         bootstrap_start: place.start,
         bootstrap_len: place.len,
@@ -281,6 +282,8 @@ fn block(
         rlimits: b.push(&p.rlimits),
         itimers: b.push(&p.itimers),
         posix_timers: b.push(&p.posix_timers),
+        seccomp: b.push(&seccomp),
+        seccomp_progs: b.push(&seccomp_progs),
         signals: b.push(&p.signals),
         patches: b.push(&vd.patches),
         creds: b.push(&creds.creds),
@@ -301,6 +304,22 @@ fn block(
         selftest: Default::default(),
         restore,
     }))
+}
+
+/// Every thread's seccomp steps, and the programs they point into.
+fn seccomp_steps(p: &ProcessPlan) -> (Vec<Seccomp>, Vec<u8>) {
+    let (mut steps, mut progs) = (vec![], vec![]);
+    for (i, t) in p.threads.iter().enumerate() {
+        for (flags, prog) in &t.seccomp.filters {
+            let (prog_offset, prog_len) = (progs.len() as u32, prog.len() as u32);
+            steps.push(Seccomp { thread: i as u32, flags: *flags, prog_offset, prog_len });
+            progs.extend_from_slice(prog);
+        }
+        if t.seccomp.strict {
+            steps.push(Seccomp { thread: i as u32, flags: SECCOMP_STRICT, prog_offset: 0, prog_len: 0 });
+        }
+    }
+    (steps, progs)
 }
 
 /// Page runs as `preadv` requests: runs that follow each other in the

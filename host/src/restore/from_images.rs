@@ -13,7 +13,9 @@ use revenant_images::messages::*;
 use revenant_images::{ImageSet, Process};
 
 use super::convert;
-use super::plan::{AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, Session, ShmAttach, ThreadPlan, VmaPlan};
+use super::plan::{
+    AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, SeccompPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
+};
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
 use revenant_images::messages::{pe, vma_status as vs};
@@ -340,7 +342,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
     let mut signals = queued(tc.signals_s.as_ref(), 0);
     let mut threads = Vec::new();
     for t in &p.threads {
-        let th = thread(t.tid, &t.core, tc)?;
+        let th = thread(t.tid, &t.core, tc, set.seccomp.as_ref())?;
         if let Some(tcore) = &t.core.thread_core {
             signals.extend(queued(tcore.signals_p.as_ref(), t.tid));
         }
@@ -419,18 +421,59 @@ fn caps(words: &[u32]) -> u64 {
     words.first().copied().unwrap_or(0) as u64 | (words.get(1).copied().unwrap_or(0) as u64) << 32
 }
 
-fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry) -> Result<ThreadPlan> {
-    let name = format!("core-{tid}.img");
-    let tcore = core.thread_core.as_ref().with_context(|| format!("{name}: entry 0: no thread_core"))?;
-    // Restoring without the filters would lift the program's sandbox.
-    for (field, mode) in
-        [("thread_core.seccomp_mode", tcore.seccomp_mode), ("tc.old_seccomp_mode", tc.old_seccomp_mode)]
-    {
-        if let Some(m) = mode.filter(|&m| m != 0) {
-            let what = if m == 1 { "strict mode" } else { "filters" };
-            bail!("{name}: entry 0: {field} {m}: the thread ran under seccomp {what}, which are not restored yet");
+/// Filter flags a restore can set again: the ones the kernel reports for
+/// an installed filter (`SECCOMP_FILTER_FLAG_LOG`, `_SPEC_ALLOW`).
+const SECCOMP_FLAGS: u32 = 2 | 4;
+/// `BPF_MAXINSNS`.
+const BPF_MAXINSNS: usize = 4096;
+
+/// A thread's seccomp state from its core image and `seccomp.img`: the
+/// chain that ends at its filter, oldest first. Restoring a sandboxed
+/// thread without its sandbox would be worse than refusing, so anything
+/// missing or odd is an error.
+fn seccomp(name: &str, tcore: &ThreadCoreEntry, tc: &TaskCoreEntry, img: Option<&SeccompEntry>) -> Result<SeccompPlan> {
+    // Images from before seccomp was per thread keep it in the task core.
+    let (mode, filter, field) = match tcore.seccomp_mode {
+        Some(m) => (m, tcore.seccomp_filter, "thread_core.seccomp_filter"),
+        None => (tc.old_seccomp_mode.unwrap_or(0), tc.old_seccomp_filter, "tc.old_seccomp_filter"),
+    };
+    match mode {
+        0 => return Ok(SeccompPlan::default()),
+        1 => return Ok(SeccompPlan { strict: true, filters: vec![] }),
+        2 => {}
+        m => bail!("{name}: entry 0: seccomp mode {m} is unknown"),
+    }
+    let mut at = filter.with_context(|| format!("{name}: entry 0: {field} is missing for a thread in filter mode"))?;
+    let all = &img.with_context(|| format!("{name}: entry 0: {field} {at}: there is no seccomp.img"))?.seccomp_filters;
+    let mut filters = vec![];
+    loop {
+        let f = all.get(at as usize).with_context(|| {
+            format!("{name}: entry 0: {field}: filter {at} is not in seccomp.img ({} filters)", all.len())
+        })?;
+        let here = format!("seccomp.img: entry 0: seccomp_filters[{at}]");
+        let len = f.filter.len();
+        if len == 0 || len % 8 != 0 || len / 8 > BPF_MAXINSNS {
+            bail!("{here}.filter: {len} bytes is not a BPF program of 1 to {BPF_MAXINSNS} instructions");
+        }
+        let flags = f.flags.unwrap_or(0);
+        if flags & !SECCOMP_FLAGS != 0 {
+            bail!("{here}.flags {flags:#x}: only LOG and SPEC_ALLOW can be set again");
+        }
+        filters.push((flags, f.filter.clone()));
+        match f.prev {
+            None => break,
+            Some(p) if filters.len() > all.len() => bail!("{here}.prev {p}: the chain of filters loops"),
+            Some(p) => at = p,
         }
     }
+    filters.reverse();
+    Ok(SeccompPlan { strict: false, filters })
+}
+
+fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEntry>) -> Result<ThreadPlan> {
+    let name = format!("core-{tid}.img");
+    let tcore = core.thread_core.as_ref().with_context(|| format!("{name}: entry 0: no thread_core"))?;
+    let seccomp = seccomp(&name, tcore, tc, sc)?;
     let (regs, fpu, clear_tid_addr) = if let Some(ti) = &core.thread_info {
         let g = &ti.gpregs;
         if g.mode.unwrap_or(1) != 1 {
@@ -549,6 +592,7 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry) -> Result<ThreadPlan> 
         }),
         pdeath_sig: tcore.pdeath_sig.unwrap_or(0),
         creds,
+        seccomp,
     })
 }
 

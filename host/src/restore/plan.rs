@@ -176,6 +176,22 @@ pub struct ThreadPlan {
     pub pdeath_sig: u32,
     /// Credentials to set, or `None` to keep the restoring process's.
     pub creds: Option<Creds>,
+    pub seccomp: SeccompPlan,
+}
+
+/// A thread's seccomp state.
+#[derive(Debug, Clone, Default)]
+pub struct SeccompPlan {
+    /// Strict mode (then there are no filters).
+    pub strict: bool,
+    /// (flags, `struct sock_filter` array), oldest first.
+    pub filters: Vec<(u32, Vec<u8>)>,
+}
+
+impl SeccompPlan {
+    pub fn is_empty(&self) -> bool {
+        !self.strict && self.filters.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]

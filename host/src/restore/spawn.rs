@@ -128,6 +128,13 @@ pub fn restore_tree(plans: &[ProcessPlan], ipc: &IpcPlan) -> Result<Vec<Restored
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
         }
         check_rlimits(p)?;
+        if !cfg!(target_arch = "x86_64") && p.threads.iter().any(|t| !t.seccomp.is_empty()) {
+            bail!(
+                "PID {}: restoring seccomp needs ptrace (PTRACE_O_SUSPEND_SECCOMP) to hold the filters off the \
+                 restorer, and ptrace is not available here",
+                p.pid
+            );
+        }
     }
     let shm = sysv::create(ipc)?;
     let renumbered: Vec<ProcessPlan>;
@@ -222,7 +229,13 @@ fn run_tree(
             let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
                 | ptrace::Options::PTRACE_O_EXITKILL
                 | ptrace::Options::PTRACE_O_TRACECLONE;
-            for (pid, sync) in pids.iter().zip(&syncs) {
+            // Until we let go, the filters the blob installs must not judge
+            // its own calls or our munmap.
+            const PTRACE_O_SUSPEND_SECCOMP: i32 = 1 << 21;
+            let suspend = ptrace::Options::from_bits_retain(PTRACE_O_SUSPEND_SECCOMP);
+            for ((pid, sync), p) in pids.iter().zip(&syncs).zip(plans) {
+                let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
+                let opts = if sandboxed { opts | suspend } else { opts };
                 // Children appear once their parent has created them.
                 let mut tries = 0;
                 while !std::path::Path::new(&format!("/proc/{pid}")).exists() && tries < 5000 {
@@ -231,6 +244,9 @@ fn run_tree(
                 }
                 if let Err(e) = ptrace::seize(*pid, opts) {
                     kill_all();
+                    if sandboxed && e == nix::errno::Errno::EPERM {
+                        bail!("cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN");
+                    }
                     bail!("cannot trace the new task {pid}: {e}");
                 }
                 nix::unistd::write(sync, &[1]).context("releasing a new task")?;

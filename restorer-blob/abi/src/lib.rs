@@ -19,8 +19,8 @@ mod restore;
 
 pub use restore::{
     Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
-    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT,
-    VMA_SHM, VMA_SKIP, Vma,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread,
+    VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -195,10 +195,12 @@ pub enum ExitCode {
     Timers = 221,
     /// Setting credentials (IDs, groups, capabilities, securebits) failed.
     Creds = 222,
+    /// Installing a seccomp filter or entering strict mode failed.
+    Seccomp = 223,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 20] = [
+    pub const ALL: [ExitCode; 21] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -219,6 +221,7 @@ impl ExitCode {
         ExitCode::Rlimits,
         ExitCode::Timers,
         ExitCode::Creds,
+        ExitCode::Seccomp,
     ];
 
     pub fn from_code(code: i32) -> Option<ExitCode> {
@@ -248,6 +251,7 @@ impl ExitCode {
             ExitCode::Rlimits => "setting a resource limit failed",
             ExitCode::Timers => "arming an interval timer failed",
             ExitCode::Creds => "setting credentials (IDs, groups, capabilities, securebits) failed",
+            ExitCode::Seccomp => "installing a seccomp filter or entering strict mode failed",
         }
     }
 }
@@ -320,6 +324,8 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             creds: "Span<Creds>",
             groups: "Span<u32>",
             posix_timers: "Span<PosixTimer>",
+            seccomp: "Span<Seccomp>",
+            seccomp_progs: "Span<u8>",
             mm: "MmMap",
             comm: "[u8; 16]",
         }),
@@ -376,6 +382,11 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             value_sec: "u64",
             value_nsec: "u64",
         }),
+    ),
+    (
+        "Seccomp",
+        size_of::<Seccomp>(),
+        fields!(Seccomp { thread: "u32", flags: "u32", prog_offset: "u32", prog_len: "u32" }),
     ),
     ("Patch", size_of::<Patch>(), fields!(Patch { at: "u64", len: "u32", pad: "u32", bytes: "[u8; 16]" })),
     ("Rlimit", size_of::<Rlimit>(), fields!(Rlimit { resource: "u32", pad: "u32", cur: "u64", max: "u64" })),

@@ -67,6 +67,10 @@ pub struct Restore {
     pub groups: Span,
     /// [`PosixTimer`]s to create with their ids and arm.
     pub posix_timers: Span,
+    /// [`Seccomp`] steps, each thread's in the order they are taken.
+    pub seccomp: Span,
+    /// `u8`: the BPF programs the [`Seccomp`] steps point into.
+    pub seccomp_progs: Span,
     /// The memory layout for `PR_SET_MM_MAP`.
     pub mm: MmMap,
     /// The process name (`PR_SET_NAME`), NUL-padded.
@@ -271,6 +275,29 @@ pub struct PosixTimer {
 // SAFETY: as below.
 unsafe impl Plain for PosixTimer {}
 
+/// One seccomp step of one thread, taken right before its credentials are
+/// set: a filter, or strict mode. The host holds the task with
+/// `PTRACE_O_SUSPEND_SECCOMP` until it lets the program run, so the blob's
+/// own calls after this are not filtered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Seccomp {
+    /// Index into [`Restore::threads`].
+    pub thread: u32,
+    /// `SECCOMP_FILTER_FLAG_*` for the filter, or [`SECCOMP_STRICT`].
+    pub flags: u32,
+    /// The `struct sock_filter` array: a byte range of
+    /// [`Restore::seccomp_progs`] (a multiple of 8 bytes; empty for strict).
+    pub prog_offset: u32,
+    pub prog_len: u32,
+}
+
+// SAFETY: as below.
+unsafe impl Plain for Seccomp {}
+
+/// [`Seccomp::flags`] for strict mode, which is entered last.
+pub const SECCOMP_STRICT: u32 = 1 << 31;
+
 /// One resource limit (`prlimit64`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -338,7 +365,8 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 272);
+    assert!(size_of::<Restore>() == 288);
+    assert!(size_of::<Seccomp>() == 16);
     assert!(size_of::<PosixTimer>() == 64);
     assert!(size_of::<Creds>() == 80);
     assert!(size_of::<Patch>() == 32);
@@ -346,8 +374,8 @@ const _: () = {
     assert!(size_of::<ITimer>() == 40);
     assert!(size_of::<QueuedSignal>() == 136);
     assert!(offset_of!(Restore, vmas) == 40);
-    assert!(offset_of!(Restore, mm) == 168);
-    assert!(offset_of!(Restore, comm) == 256);
+    assert!(offset_of!(Restore, mm) == 184);
+    assert!(offset_of!(Restore, comm) == 272);
     assert!(size_of::<Vma>() == 56);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);

@@ -17,6 +17,7 @@ mod creds;
 pub mod fill;
 pub mod log;
 mod restore;
+mod seccomp;
 mod selftest;
 pub mod shm;
 pub mod vdso;

@@ -10,8 +10,8 @@ use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
     Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
-    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT,
-    VMA_SHM, VMA_SKIP, Vma,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL,
+    VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -38,6 +38,8 @@ struct Plan<'a> {
     creds: &'a [Creds],
     groups: &'a [u32],
     posix_timers: &'a [PosixTimer],
+    seccomp: &'a [Seccomp],
+    seccomp_progs: &'a [u8],
 }
 
 fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
@@ -60,7 +62,12 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         creds: args.array(r.creds)?,
         groups: args.array(r.groups)?,
         posix_timers: args.array(r.posix_timers)?,
+        seccomp: args.array(r.seccomp)?,
+        seccomp_progs: args.array(r.seccomp_progs)?,
     };
+    if !crate::seccomp::valid(p.seccomp, p.seccomp_progs, p.threads.len()) {
+        return Err(ExitCode::BadLayout);
+    }
     if !p.creds.is_empty() && p.creds.len() != p.threads.len() {
         return Err(ExitCode::BadLayout);
     }
@@ -130,6 +137,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
         check(log, res, ExitCode::Timers, "arming interval timer", t.which as u64);
     }
 
+    set_seccomp(&p, 0, log);
     set_creds(p.creds.first(), &p, log);
     log.info().s("restore done, returning to the program").emit();
     // Service fds (the log among them) go last: nothing can be reported
@@ -394,6 +402,7 @@ extern "C" fn thread_main(t: usize) -> ! {
     // keeps until its sigreturn) before creating this thread.
     let plan = unsafe { &*p };
     let index = plan.threads.iter().position(|x| core::ptr::eq(x, t)).unwrap_or(0);
+    set_seccomp(plan, index as u32, &log);
     set_creds(plan.creds.get(index), plan, &log);
     if FLAGS.load(Ordering::Relaxed) & RESTORE_TRAP != 0 {
         revenant_arch::trap();
@@ -404,6 +413,15 @@ extern "C" fn thread_main(t: usize) -> ! {
 
 /// The plan, for the other threads' credentials.
 static PLAN: AtomicUsize = AtomicUsize::new(0);
+
+/// Puts back thread `index`'s seccomp filters and mode. As with the
+/// credentials, the log may be closed by now.
+fn set_seccomp(p: &Plan<'_>, index: u32, log: &Log) {
+    if let Err((what, e)) = crate::seccomp::apply(p.seccomp, p.seccomp_progs, index) {
+        log.error().s("seccomp: ").s(what).s(": ").errno(e).emit();
+        revenant_arch::sys::exit_group(ExitCode::Seccomp as i32);
+    }
+}
 
 /// Sets a thread's credentials, if the host asked for any. After the log
 /// fd is closed there is no one to tell of a failure but the exit code.
