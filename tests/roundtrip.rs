@@ -118,7 +118,8 @@ fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
     child.wait().unwrap();
     // Killed children went to init; wait until their PIDs are free.
     for _ in 0..100 {
-        if dumped.tree.procs.iter().all(|p| !Path::new(&format!("/proc/{}", p.pid)).exists()) {
+        let pids = dumped.tree.procs.iter().map(|p| p.pid).chain(dumped.tree.zombies.iter().map(|z| z.pid));
+        if pids.into_iter().all(|p| !Path::new(&format!("/proc/{p}")).exists()) {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -556,5 +557,60 @@ fn seccomp_filters_come_back_for_each_thread() {
             assert!(l.ends_with(" main=77,0 thread=77,78"), "line {i} after the restore: {l}\n{after}");
         }
     }
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Zombies come back as zombies of their parent, with their PIDs, names
+/// and how they ended, which the parent learns when it reaps them after the
+/// restore.
+#[test]
+fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
+    use revenant_images::{Image, TASK_DEAD};
+    let work = scratch("zombies");
+    let images = work.join("images");
+    let out = work.join("out");
+    let reap = work.join("reap");
+    let mut child = start("zombies", &[out.as_os_str(), reap.as_os_str()]);
+    let pid = child.id() as i32;
+    let first = wait_for(&out, |l| l.len() >= 3);
+    let line = first.lines().next().unwrap();
+    let (a, b) = (num(line, "a"), num(line, "b"));
+    dump_and_reap(&mut child, &images);
+    for (z, status) in [(a, 7 << 8), (b, nix::libc::SIGTERM as u32)] {
+        let Image::Core(c) = Image::read(&images.join(format!("core-{z}.img"))).unwrap() else { panic!() };
+        let tc = c[0].tc.as_ref().unwrap();
+        assert_eq!((tc.task_state, tc.exit_code), (TASK_DEAD, status), "zombie {z}");
+    }
+
+    let (n, _) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    let states: Vec<String> = [a, b]
+        .iter()
+        .map(|z| {
+            let stat = std::fs::read_to_string(format!("/proc/{z}/stat")).unwrap_or_default();
+            let after = stat.rsplit_once(") ").map_or("", |s| s.1);
+            let f: Vec<&str> = after.split(' ').take(2).collect();
+            format!(
+                "{} {} ppid {}",
+                stat.split(" (").nth(1).and_then(|s| s.split(')').next()).unwrap_or(""),
+                f[0],
+                f[1]
+            )
+        })
+        .collect();
+    std::fs::write(&reap, "").unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| x.contains("reaped")));
+    stop(pid);
+
+    assert_eq!(states, [format!("zombies Z ppid {pid}"), format!("zombies Z ppid {pid}")]);
+    let lines: Vec<&str> = after.lines().collect();
+    assert!(lines.len() > n, "{after}");
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(tick(l), i as u64 + 1, "{after}");
+    }
+    assert!(
+        lines.last().unwrap().ends_with(" reaped a=exit:7 b=signal:15"),
+        "the parent did not find its children as they ended:\n{after}"
+    );
+    assert!(!Path::new(&format!("/proc/{a}")).exists() && !Path::new(&format!("/proc/{b}")).exists());
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -30,6 +30,6 @@ mod validate;
 pub use framing::{Reader, Writer};
 pub use image::Image;
 pub use magic::Kind;
-pub use set::{ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, Thread};
+pub use set::{ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, TASK_DEAD, Thread, Zombie};
 pub use show::show;
 pub use validate::{PAGE_SIZE, arch_of};

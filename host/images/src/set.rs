@@ -39,6 +39,19 @@ pub struct Process {
     pub threads: Vec<Thread>,
 }
 
+/// `task_state` of a process that had exited but was not yet waited for.
+pub const TASK_DEAD: u32 = 2;
+
+/// A zombie: a process that had exited but was not yet waited for. It has
+/// only its pstree entry and the core image holding its exit status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Zombie {
+    /// Its index in `pstree.img`.
+    pub entry: usize,
+    pub pstree: PstreeEntry,
+    pub core: CoreEntry,
+}
+
 impl Process {
     pub fn pid(&self) -> u32 {
         self.pstree.pid
@@ -84,8 +97,10 @@ pub struct ImageSet {
     pub inventory: InventoryEntry,
     /// `files.img` (empty if absent).
     pub files: Vec<FileEntry>,
-    /// In pstree order: parents before children.
+    /// The live ones, in pstree order: parents before children.
     pub processes: Vec<Process>,
+    /// The zombies, in pstree order.
+    pub zombies: Vec<Zombie>,
     /// `seccomp.img`, if present.
     pub seccomp: Option<SeccompEntry>,
     /// `timens-N.img` by N.
@@ -150,8 +165,16 @@ impl ImageSet {
             None => Vec::new(),
         };
         let mut processes = Vec::new();
-        for p in pstree {
+        let mut zombies = Vec::new();
+        for (entry, p) in pstree.into_iter().enumerate() {
             let pid = p.pid;
+            let first = p.threads.first().copied().unwrap_or(pid);
+            let name = format!("core-{first}.img");
+            let core = one(&name, take!(dir, name, Core, "a CORE"))?;
+            if core.tc.as_ref().is_some_and(|tc| tc.task_state == TASK_DEAD) {
+                zombies.push(Zombie { entry, pstree: p, core });
+                continue;
+            }
             let ids = one(&format!("ids-{pid}.img"), take!(dir, format!("ids-{pid}.img"), Ids, "an IDS"))?;
             let mm = one(&format!("mm-{pid}.img"), take!(dir, format!("mm-{pid}.img"), Mm, "an MM"))?;
             let (pagemap_head, pagemap) = pagemap(dir, &format!("pagemap-{pid}.img"))?;
@@ -162,8 +185,8 @@ impl ImageSet {
                 Some(other) => return Err(wrong(&fdinfo, &other, "an FDINFO")),
                 None => Vec::new(),
             };
-            let mut threads = Vec::new();
-            for &tid in &p.threads {
+            let mut threads = vec![Thread { tid: first, core }];
+            for &tid in p.threads.iter().skip(1) {
                 let name = format!("core-{tid}.img");
                 let core = one(&name, take!(dir, name, Core, "a CORE"))?;
                 threads.push(Thread { tid, core });
@@ -189,7 +212,7 @@ impl ImageSet {
                 ipc.push(ns);
             }
         }
-        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes, seccomp, timens, ipc })
+        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes, zombies, seccomp, timens, ipc })
     }
 
     /// The file entry with `id`.
@@ -207,7 +230,17 @@ impl ImageSet {
     pub fn images(&self) -> Vec<(String, Image)> {
         let mut v = vec![
             ("inventory.img".to_string(), Image::Inventory(vec![self.inventory.clone()])),
-            ("pstree.img".to_string(), Image::Pstree(self.processes.iter().map(|p| p.pstree.clone()).collect())),
+            (
+                "pstree.img".to_string(),
+                Image::Pstree(
+                    self.processes
+                        .iter()
+                        .map(|p| &p.pstree)
+                        .chain(self.zombies.iter().map(|z| &z.pstree))
+                        .cloned()
+                        .collect(),
+                ),
+            ),
             ("files.img".to_string(), Image::Files(self.files.clone())),
         ];
         let mut fdinfo_done = Vec::new();
@@ -225,6 +258,10 @@ impl ImageSet {
             for t in &p.threads {
                 v.push((format!("core-{}.img", t.tid), Image::Core(vec![t.core.clone()])));
             }
+        }
+        for z in &self.zombies {
+            let tid = z.pstree.threads.first().copied().unwrap_or(z.pstree.pid);
+            v.push((format!("core-{tid}.img"), Image::Core(vec![z.core.clone()])));
         }
         if let Some(s) = &self.seccomp {
             v.push(("seccomp.img".to_string(), Image::Seccomp(vec![s.clone()])));

@@ -230,6 +230,14 @@ fn summary(set: &ImageSet) -> String {
         n_threads,
         set.files.len()
     );
+    for z in &set.zombies {
+        let code = z.core.tc.as_ref().map_or(0, |tc| tc.exit_code);
+        let _ = writeln!(
+            s,
+            "zombie {}: ppid {} pgid {} sid {}, wait status {code:#x}",
+            z.pstree.pid, z.pstree.ppid, z.pstree.pgid, z.pstree.sid
+        );
+    }
     for p in &set.processes {
         let arch = p.threads.first().and_then(|t| crate::validate::arch_of(t.core.mtype)).unwrap_or("?");
         let _ = writeln!(

@@ -133,6 +133,21 @@ impl ImageSet {
                 ));
             }
         }
+        // A zombie has no children (they went to a reaper when it died).
+        for z in &self.zombies {
+            let (i, e) = (z.entry, &z.pstree);
+            if e.pid == 0 || !pids.insert(e.pid) || tids.contains(&e.pid) {
+                return Err(bad("pstree.img", i, "pid", format!("{} is 0 or appears twice", e.pid)));
+            }
+            if !self.processes.iter().any(|p| p.pstree.pid == e.ppid) {
+                return Err(bad(
+                    "pstree.img",
+                    i,
+                    "ppid",
+                    format!("{} of zombie {} is not a live process of the tree", e.ppid, e.pid),
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -41,13 +41,15 @@ pub struct Frozen {
     /// Every thread we seized, in the order seized, and whether it is in a
     /// ptrace stop we have reaped.
     seized: Vec<(i32, bool)>,
+    /// Children that had exited and were not waited for: (pid, ppid).
+    pub zombies: Vec<(i32, i32)>,
     done: bool,
 }
 
 impl Frozen {
     /// Seizes and stops every thread of `root` and of all its descendants.
     pub fn freeze(root: i32) -> Result<Frozen> {
-        let mut f = Frozen { procs: Vec::new(), seized: Vec::new(), done: false };
+        let mut f = Frozen { procs: Vec::new(), seized: Vec::new(), zombies: Vec::new(), done: false };
         // On error `f` is dropped here, resuming whatever was stopped.
         f.freeze_tree(root)?;
         Ok(f)
@@ -58,6 +60,12 @@ impl Frozen {
         let mut seen = BTreeSet::new();
         while let Some((pid, ppid)) = queue.pop() {
             if !seen.insert(pid) {
+                continue;
+            }
+            // A zombie cannot be seized and has nothing to read but its
+            // stat. Its parent is stopped, so it stays as it is.
+            if ppid != 0 && procfs::stat(pid, pid).is_ok_and(|s| s.state == 'Z') {
+                self.zombies.push((pid, ppid));
                 continue;
             }
             let threads = self.freeze_process(pid)?;
@@ -116,7 +124,7 @@ impl Frozen {
             Err(Errno::EPERM) => {
                 let state = procfs::stat(pid, tid).map(|s| s.state).unwrap_or('?');
                 if state == 'Z' {
-                    bail!("task {tid} of process {pid} is a zombie: dumping zombies is not supported yet");
+                    bail!("task {tid} of process {pid} exited while the tree was being frozen; dump again");
                 }
                 bail!(
                     "cannot seize task {tid} of process {pid}: permission denied (is it already traced, \

@@ -67,6 +67,18 @@ pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
             ..Default::default()
         });
     }
+    for z in &tree.zombies {
+        let (pid, ppid, pgid, sid) = (z.pid as u32, z.ppid as u32, z.pgid as u32, z.sid as u32);
+        pstree.push(&PstreeEntry { pid, ppid, pgid, sid, threads: vec![pid], ..Default::default() });
+        let tc = TaskCoreEntry {
+            task_state: revenant_images::TASK_DEAD,
+            exit_code: z.exit_code,
+            comm: z.comm.clone(),
+            ..Default::default()
+        };
+        let core = CoreEntry { mtype: Mtype::X8664 as i32, tc: Some(tc), ..Default::default() };
+        put(format!("core-{pid}.img"), Writer::new(Kind::Core).push(&core))?;
+    }
     put("pstree.img".into(), &pstree)?;
 
     let ipc_ns = if tree.ipc.own_ns { TREE_IPC_NS } else { DUMPER_IPC_NS };

@@ -218,8 +218,17 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
     let ipc = sysv::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
     log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
     let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
+    let zombies = frozen
+        .zombies
+        .iter()
+        .map(|&(pid, ppid)| {
+            let s = procfs::stat(pid, pid)?;
+            Ok(model::Zombie { pid, ppid, pgid: s.pgid, sid: s.sid, exit_code: s.exit_code, comm: s.comm })
+        })
+        .collect::<Result<_>>()?;
     Ok(Tree {
         procs,
+        zombies,
         files,
         ipc,
         monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,

@@ -14,12 +14,25 @@ use crate::restore::regs::X86Fpu;
 pub struct Tree {
     /// Parents before children; the root first.
     pub procs: Vec<Process>,
+    pub zombies: Vec<Zombie>,
     pub files: Files,
     /// The tree's IPC namespace and SysV segments.
     pub ipc: super::sysv::Ipc,
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.
     pub monotonic: (i64, i64),
     pub boottime: (i64, i64),
+}
+
+/// A child that had exited and was not waited for.
+#[derive(Debug)]
+pub struct Zombie {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    /// Its wait status.
+    pub exit_code: u32,
+    pub comm: String,
 }
 
 #[derive(Debug)]

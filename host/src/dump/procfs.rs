@@ -74,6 +74,8 @@ pub struct Stat {
     pub env_start: u64,
     pub env_end: u64,
     pub exit_signal: i32,
+    /// The wait status of a zombie (field 52; 0 before Linux 3.5).
+    pub exit_code: u32,
 }
 
 pub fn parse_stat(text: &str, what: &str) -> Result<Stat> {
@@ -115,6 +117,7 @@ pub fn parse_stat(text: &str, what: &str) -> Result<Stat> {
         arg_end: num(49, "arg_end")?,
         env_start: num(50, "env_start")?,
         env_end: num(51, "env_end")?,
+        exit_code: num(52, "exit_code").unwrap_or(0) as u32,
     })
 }
 

@@ -12,7 +12,7 @@ use nix::libc;
 use revenant_blob_abi::LogLevel;
 use revenant_restorer::Log;
 
-use super::plan::Session;
+use super::plan::{Session, ZombieExit, ZombiePlan};
 
 /// Exit code of a task that failed before entering the blob.
 pub const SETUP_FAILED: i32 = 190;
@@ -53,6 +53,8 @@ pub struct ChildPlan {
     pub pid: i32,
     /// Indices (in the tree's plans) of the children it creates.
     pub children: Vec<usize>,
+    /// Its zombie children, created and left unreaped.
+    pub zombies: Vec<ZombiePlan>,
     /// An IPC namespace to enter first (the root only; children inherit it).
     pub ipc_ns: Option<i32>,
 }
@@ -110,6 +112,38 @@ pub unsafe fn clone_with_pid(pid: i32) -> Result<usize, revenant_arch::Errno> {
     revenant_arch::check(r)
 }
 
+/// The zombie `z`'s own side: its session and name, then the end it had.
+/// Never returns.
+fn die_as(z: &ZombiePlan) -> ! {
+    // SAFETY: plain syscalls on integers and on a name the parent prepared.
+    unsafe {
+        match z.session {
+            Session::Leader => libc::setsid(),
+            Session::GroupLeader => libc::setpgid(0, 0),
+            Session::Inherit => 0,
+        };
+        libc::prctl(libc::PR_SET_NAME, z.comm.as_ptr());
+        if let ZombieExit::Signal(sig) = z.exit {
+            // No core file for a death that already happened.
+            libc::prctl(libc::PR_SET_DUMPABLE, 0);
+            let sig = sig as i32;
+            // Ours were inherited from the restoring process (which ignores
+            // SIGPIPE, say): the default action is what ended it.
+            libc::signal(sig, libc::SIG_DFL);
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, sig);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::kill(libc::getpid(), sig);
+        }
+    }
+    let code = match z.exit {
+        ZombieExit::Code(c) => c as i32,
+        ZombieExit::Signal(_) => SETUP_FAILED,
+    };
+    revenant_arch::sys::exit_group(code)
+}
+
 /// Creates the child `plans[k]` with its PID (clone3; no fallback here).
 fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
     // SAFETY: the new task runs `run`, which never returns.
@@ -141,6 +175,13 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         // the pipes we are about to close.
         for &k in &p.children {
             spawn_child(plans, k, log0)?;
+        }
+        for z in &p.zombies {
+            match clone_with_pid(z.pid) {
+                Ok(0) => die_as(z),
+                Ok(_) => {}
+                Err(_) => return Err(fail(log0, "creating a zombie child with its PID", b"")),
+            }
         }
         // Log and sync pipes to their fixed numbers, via scratch numbers so
         // neither overwrites the other.

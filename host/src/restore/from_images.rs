@@ -10,11 +10,12 @@ use anyhow::{Context, Result, bail};
 use nix::libc;
 use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 use revenant_images::messages::*;
-use revenant_images::{ImageSet, Process};
+use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
     AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, SeccompPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
+    ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
@@ -40,6 +41,8 @@ pub struct PlanOptions {
 pub struct TreePlan {
     /// Parents before children; the root first.
     pub processes: Vec<ProcessPlan>,
+    /// Each made by its parent in `processes`.
+    pub zombies: Vec<ZombiePlan>,
     pub ipc: IpcPlan,
 }
 
@@ -79,10 +82,11 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let ipc = ipc(set, opts)?;
     let processes: Vec<ProcessPlan> =
         set.processes.iter().map(|p| process(set, p, opts, &ipc)).collect::<Result<_>>()?;
+    let zombies = set.zombies.iter().map(|z| zombie(set, z, opts)).collect::<Result<_>>()?;
     if !opts.skip_cpu_check {
         processes.iter().try_for_each(check_cpu)?;
     }
-    Ok(TreePlan { processes, ipc })
+    Ok(TreePlan { processes, zombies, ipc })
 }
 
 /// The tree's IPC namespace: a new one when the tree's differs from the
@@ -162,6 +166,74 @@ fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// How the process with pstree entry `e` gets its session and group.
+fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -> Result<Session> {
+    let pid = e.pid;
+    let parent = set.processes.iter().find(|q| q.pstree.pid == e.ppid && q.pstree.pid != pid);
+    Ok(if let (false, Some(parent)) = (is_root, parent) {
+        if e.sid == parent.pstree.sid && e.pgid == parent.pstree.pgid {
+            Session::Inherit
+        } else if e.sid == e.pid {
+            Session::Leader
+        } else if e.sid == parent.pstree.sid && e.pgid == e.pid {
+            Session::GroupLeader
+        } else {
+            bail!("pstree.img: PID {pid} joined process group {} of another process: not restored yet", e.pgid);
+        }
+    } else if opts.shell_job {
+        Session::Inherit
+    } else if e.sid == e.pid {
+        Session::Leader
+    } else if e.pgid == e.pid {
+        Session::GroupLeader
+    } else {
+        bail!(
+            "pstree.img: PID {pid} belonged to session {} led by another process; restore it with --shell-job",
+            e.sid
+        );
+    })
+}
+
+/// A zombie: created with its PID, session and name by its parent, which
+/// then leaves it unreaped; it ends at once the way it ended before.
+fn zombie(set: &ImageSet, z: &Zombie, opts: &PlanOptions) -> Result<ZombiePlan> {
+    let pid = z.pstree.pid as i32;
+    let name = format!("core-{}.img", z.pstree.threads.first().copied().unwrap_or(z.pstree.pid));
+    let tc = z.core.tc.as_ref().with_context(|| format!("{name}: entry 0: no tc"))?;
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        bail!("pstree.img: PID {pid} (a zombie) is in use (by {}): stop it or restore elsewhere", comm.trim());
+    }
+    // A wait status: the signal in the low 7 bits, else the code above.
+    let status = tc.exit_code;
+    let signal = status & 0x7f;
+    let exit = if signal != 0 {
+        if signal > 64 || NOT_FATAL.contains(&(signal as i32)) {
+            bail!("{name}: entry 0: tc.exit_code {status:#x}: signal {signal} does not end a process");
+        }
+        ZombieExit::Signal(signal)
+    } else {
+        ZombieExit::Code((status >> 8) & 0xff)
+    };
+    let mut comm = [0u8; 16];
+    let n = tc.comm.len().min(15);
+    comm[..n].copy_from_slice(&tc.comm.as_bytes()[..n]);
+    Ok(ZombiePlan { pid, ppid: z.pstree.ppid as i32, session: session(set, &z.pstree, false, opts)?, comm, exit })
+}
+
+/// Signals whose default action does not end a process: a wait status
+/// naming one cannot be real.
+const NOT_FATAL: [i32; 8] = [
+    libc::SIGCHLD,
+    libc::SIGCONT,
+    libc::SIGSTOP,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGURG,
+    libc::SIGWINCH,
+];
+
 fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Result<ProcessPlan> {
     let pid = p.pstree.pid as i32;
     let leader = &p.threads[0].core;
@@ -174,30 +246,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         bail!("pstree.img: PID {pid} is in use (by {}): stop it or restore elsewhere", comm.trim());
     }
-    let parent = set.processes.iter().find(|q| q.pstree.pid == p.pstree.ppid && !std::ptr::eq(*q, p));
     let is_root = std::ptr::eq(p, &set.processes[0]);
-    let session = if let (false, Some(parent)) = (is_root, parent) {
-        if p.pstree.sid == parent.pstree.sid && p.pstree.pgid == parent.pstree.pgid {
-            Session::Inherit
-        } else if p.pstree.sid == p.pstree.pid {
-            Session::Leader
-        } else if p.pstree.sid == parent.pstree.sid && p.pstree.pgid == p.pstree.pid {
-            Session::GroupLeader
-        } else {
-            bail!("pstree.img: PID {pid} joined process group {} of another process: not restored yet", p.pstree.pgid);
-        }
-    } else if opts.shell_job {
-        Session::Inherit
-    } else if p.pstree.sid == p.pstree.pid {
-        Session::Leader
-    } else if p.pstree.pgid == p.pstree.pid {
-        Session::GroupLeader
-    } else {
-        bail!(
-            "pstree.img: PID {pid} belonged to session {} led by another process; restore it with --shell-job",
-            p.pstree.sid
-        );
-    };
+    let session = session(set, &p.pstree, is_root, opts)?;
     let mut comm = [0u8; 16];
     let n = tc.comm.len().min(15);
     comm[..n].copy_from_slice(&tc.comm.as_bytes()[..n]);

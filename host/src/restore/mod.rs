@@ -56,7 +56,7 @@ pub struct Options {
 pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
     let plan = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
-    let restored = spawn::restore_tree(&plan.processes, &plan.ipc)?;
+    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc)?;
     let log: String = restored.iter().map(|r| r.log.as_str()).collect();
     let roots: Vec<i32> = restored.iter().map(|r| r.pid).collect();
     if let Some(path) = &opts.log_file {

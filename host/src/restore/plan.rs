@@ -45,6 +45,24 @@ pub struct ProcessPlan {
     pub groups: Vec<u32>,
 }
 
+/// A process that had exited and was not yet waited for.
+#[derive(Debug, Clone)]
+pub struct ZombiePlan {
+    pub pid: i32,
+    pub ppid: i32,
+    pub session: Session,
+    /// `PR_SET_NAME`, NUL-padded.
+    pub comm: [u8; 16],
+    pub exit: ZombieExit,
+}
+
+/// How a zombie ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZombieExit {
+    Code(u32),
+    Signal(u32),
+}
+
 /// How the process relates to its session and process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Session {

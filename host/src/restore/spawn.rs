@@ -12,7 +12,7 @@ use revenant_arch::Errno;
 
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
-use super::plan::{Backing, ProcessPlan, cpath};
+use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
 use super::sysv::{self, IpcPlan};
 
 /// A restored task, running the dumped program.
@@ -98,6 +98,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         stack_top: 0,
         pid: p.pid,
         children: Vec::new(),
+        zombies: Vec::new(),
         ipc_ns: None,
     })
 }
@@ -105,7 +106,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &IpcPlan::default())?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default())?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -120,9 +121,9 @@ struct Prepared {
 /// Restores a process tree: `plans[0]` is the root and every other plan's
 /// parent comes before it. The root is created from here; each process
 /// creates its own children (so they are its children again) before it
-/// enters its blob; the SysV segments of `ipc` exist before any of them.
-/// Returns once every program runs.
-pub fn restore_tree(plans: &[ProcessPlan], ipc: &IpcPlan) -> Result<Vec<Restored>> {
+/// enters its blob, and its `zombies` too; the SysV segments of `ipc` exist
+/// before any of them. Returns once every program runs.
+pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
@@ -145,7 +146,7 @@ pub fn restore_tree(plans: &[ProcessPlan], ipc: &IpcPlan) -> Result<Vec<Restored
         plans
     };
     // The segments stay with the closure: removed if it is dropped uncalled.
-    run_tree(plans, shm.ns_fd(), move || shm.finish())
+    run_tree(plans, zombies, shm.ns_fd(), move || shm.finish())
 }
 
 /// Restores the tree; `before_run` runs once every process is restored,
@@ -153,6 +154,7 @@ pub fn restore_tree(plans: &[ProcessPlan], ipc: &IpcPlan) -> Result<Vec<Restored
 /// else right after they all run.
 fn run_tree(
     plans: &[ProcessPlan],
+    zombies: &[ZombiePlan],
     ipc_ns: Option<i32>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
@@ -195,6 +197,13 @@ fn run_tree(
             .position(|q| q.pid == p.ppid)
             .with_context(|| format!("PID {}: its parent {} is not restored before it", p.pid, p.ppid))?;
         cps[parent].children.push(i);
+    }
+    for z in zombies {
+        let parent = plans
+            .iter()
+            .position(|q| q.pid == z.ppid)
+            .with_context(|| format!("zombie {}: its parent {} is not restored", z.pid, z.ppid))?;
+        cps[parent].zombies.push(z.clone());
     }
     if plans.len() > 1 && cps.iter().any(|c| c.scratch <= 0) {
         bail!("bad fd plan");
