@@ -272,8 +272,16 @@ fn a_parent_and_its_two_children_come_back_as_a_family() {
         let _ = kill(Pid::from_raw(*k), Signal::SIGKILL);
     }
     let new: Vec<&str> = after.lines().skip(n).collect();
+    // The group both children are in: the first one's.
+    let pgid_of = |lines: &[&str], k: i32| {
+        lines.iter().rev().find(|l| l.starts_with(&format!("child pid={k} "))).map(|l| num(l, "pgid"))
+    };
+    let old: Vec<&str> = before.lines().collect();
+    let groups: Vec<_> = kids.iter().map(|&k| pgid_of(&old, k)).collect();
+    assert!(groups[0] == groups[1] && groups[0] != Some(pid as i64), "the dumpee's groups: {groups:?}\n{before}");
     for k in &kids {
         assert!(new.iter().any(|l| l.starts_with(&format!("child pid={k} ppid={pid} "))), "{after}");
+        assert_eq!(pgid_of(&new, *k), pgid_of(&old, *k), "child {k}'s process group\n{after}");
     }
     assert!(new.iter().any(|l| l.starts_with(&format!("parent pid={pid} "))), "{after}");
     let reaped: Vec<&str> = done.lines().filter(|l| l.starts_with("reaped")).collect();

@@ -1,7 +1,9 @@
 /* Round-trip dumpee: a parent and its two children in one session, all
- * ticking into argv[1]. Once the file argv[2] exists the parent stops its
- * children, reaps them and reports what wait returned for each.
- * Lines: "parent pid=P tick=N", "child pid=C ppid=P tick=N",
+ * ticking into argv[1]; the first child leads a process group of its own,
+ * which the second joins (as a shell's pipeline does). Once the file
+ * argv[2] exists the parent stops its children, reaps them and reports
+ * what wait returned for each.
+ * Lines: "parent pid=P tick=N", "child pid=C ppid=P pgid=G tick=N",
  * "reaped pid=C signal=15" (one per child, in the order they were made) */
 #include <fcntl.h>
 #include <signal.h>
@@ -24,9 +26,14 @@ int main(int argc, char **argv)
 	pid_t child[2];
 	for (int i = 0; i < 2; i++) {
 		child[i] = fork();
+		/* Both sides set the group, so neither waits on the other. */
+		if (child[i] == 0)
+			setpgid(0, i ? child[0] : 0);
+		else if (child[i] > 0)
+			setpgid(child[i], child[0]);
 		if (child[i] == 0) {
 			for (unsigned long t = 1;; t++) {
-				dprintf(out, "child pid=%d ppid=%d tick=%lu\n", getpid(), getppid(), t);
+				dprintf(out, "child pid=%d ppid=%d pgid=%d tick=%lu\n", getpid(), getppid(), getpgrp(), t);
 				nap();
 			}
 		}

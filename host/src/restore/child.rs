@@ -112,16 +112,39 @@ pub unsafe fn clone_with_pid(pid: i32) -> Result<usize, revenant_arch::Errno> {
     revenant_arch::check(r)
 }
 
+/// Puts the calling task into its session and group. The leader of a group
+/// to join comes from another branch of the tree and makes its group
+/// itself, so joining waits for it a while (EPERM until then).
+fn enter(s: Session) -> Result<(), &'static str> {
+    // SAFETY: plain syscalls on integers.
+    unsafe {
+        match s {
+            Session::Leader if libc::setsid() < 0 => Err("setsid"),
+            Session::GroupLeader if libc::setpgid(0, 0) < 0 => Err("setpgid"),
+            Session::Join(group) => {
+                for _ in 0..2000 {
+                    if libc::setpgid(0, group) == 0 {
+                        return Ok(());
+                    }
+                    if errno() != libc::EPERM {
+                        break;
+                    }
+                    let ms = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
+                    libc::nanosleep(&ms, std::ptr::null_mut());
+                }
+                Err("joining its process group")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The zombie `z`'s own side: its session and name, then the end it had.
 /// Never returns.
 fn die_as(z: &ZombiePlan) -> ! {
+    let _ = enter(z.session);
     // SAFETY: plain syscalls on integers and on a name the parent prepared.
     unsafe {
-        match z.session {
-            Session::Leader => libc::setsid(),
-            Session::GroupLeader => libc::setpgid(0, 0),
-            Session::Inherit => 0,
-        };
         libc::prctl(libc::PR_SET_NAME, z.comm.as_ptr());
         if let ZombieExit::Signal(sig) = z.exit {
             // No core file for a death that already happened.
@@ -164,12 +187,8 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         {
             return Err(fail(log0, "entering the restored IPC namespace", b""));
         }
-        match p.session {
-            Session::Leader if libc::setsid() < 0 => return Err(fail(log0, "setsid", b"")),
-            Session::GroupLeader if libc::setpgid(0, 0) < 0 => {
-                return Err(fail(log0, "setpgid", b""));
-            }
-            _ => {}
+        if let Err(what) = enter(p.session) {
+            return Err(fail(log0, what, b""));
         }
         // Children first: they must be ours, in our session, and they need
         // the pipes we are about to close.

@@ -177,8 +177,14 @@ fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -
             Session::Leader
         } else if e.sid == parent.pstree.sid && e.pgid == e.pid {
             Session::GroupLeader
+        } else if e.sid == parent.pstree.sid && leads_group(set, e.pgid, e.sid) {
+            Session::Join(e.pgid as i32)
         } else {
-            bail!("pstree.img: PID {pid} joined process group {} of another process: not restored yet", e.pgid);
+            bail!(
+                "pstree.img: PID {pid} is in process group {} of session {}, which no process of the tree leads",
+                e.pgid,
+                e.sid
+            );
         }
     } else if opts.shell_job {
         Session::Inherit
@@ -192,6 +198,13 @@ fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -
             e.sid
         );
     })
+}
+
+/// Whether a process or zombie of the tree is the leader of group `pgid`
+/// in session `sid`.
+fn leads_group(set: &ImageSet, pgid: u32, sid: u32) -> bool {
+    let entries = set.processes.iter().map(|p| &p.pstree).chain(set.zombies.iter().map(|z| &z.pstree));
+    entries.into_iter().any(|e| e.pid == pgid && e.pgid == pgid && e.sid == sid)
 }
 
 /// A zombie: created with its PID, session and name by its parent, which

@@ -70,8 +70,12 @@ pub enum Session {
     Leader,
     /// It led a process group inside the restoring session (`setpgid`).
     GroupLeader,
-    /// It belonged to the restoring shell's session and group (`--shell-job`).
+    /// It belonged to the restoring shell's session and group
+    /// (`--shell-job`), or to its parent's.
     Inherit,
+    /// It joined the group another process of its session leads (a
+    /// shell's pipeline).
+    Join(i32),
 }
 
 /// One file descriptor to reopen at its number.
