@@ -89,6 +89,11 @@ enum Cmd {
         /// failing the restore (the program still knows the old one).
         #[arg(long)]
         shm_new_ids: bool,
+        /// Lower hard resource limits this process may not raise to its
+        /// own instead of failing (RLIMIT_NPROC's default differs between
+        /// machines with their memory).
+        #[arg(long)]
+        clamp_limits: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -162,7 +167,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         Cmd::Dump { .. } => bail!("revenant dump works on x86_64 only so far"),
-        Cmd::Restore { dir, detach, pidfile, log, verbosity: _, shell_job, vdso_proxy, cpu_cap, shm_new_ids } => {
+        Cmd::Restore {
+            dir,
+            detach,
+            pidfile,
+            log,
+            verbosity: _,
+            shell_job,
+            vdso_proxy,
+            cpu_cap,
+            shm_new_ids,
+            clamp_limits,
+        } => {
             let skip_cpu_check = cpu_cap == "none";
             let opts = revenant::restore::Options {
                 plan: revenant::restore::from_images::PlanOptions {
@@ -170,6 +186,7 @@ fn run(cli: Cli) -> Result<()> {
                     vdso_proxy,
                     skip_cpu_check,
                     shm_new_ids,
+                    clamp_limits,
                 },
                 detach,
                 pidfile,

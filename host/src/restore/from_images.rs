@@ -34,6 +34,9 @@ pub struct PlanOptions {
     pub skip_cpu_check: bool,
     /// A SysV segment whose id is taken gets a new one (`--shm-new-ids`).
     pub shm_new_ids: bool,
+    /// Hard limits above ours that we may not raise are lowered to ours
+    /// instead of refused (`--clamp-limits`).
+    pub clamp_limits: bool,
 }
 
 /// A whole checkpoint's restore.
@@ -44,6 +47,8 @@ pub struct TreePlan {
     /// Each made by its parent in `processes`.
     pub zombies: Vec<ZombiePlan>,
     pub ipc: IpcPlan,
+    /// What the plan changed from the images, for the user.
+    pub warnings: Vec<String>,
 }
 
 /// Refuses images whose threads held vector state (AVX-512, AMX, ...) this
@@ -52,10 +57,20 @@ pub struct TreePlan {
 fn check_cpu(p: &ProcessPlan) -> Result<()> {
     cfg_select! {
         target_arch = "x86_64" => {
+            // Protection-key rights (the PKRU component) as the kernel sets
+            // them for every process: a CPU without protection keys runs
+            // every program as if it held these, so a program that never
+            // changed them loses nothing when they are dropped.
+            const PKRU: u32 = 9;
+            const PKRU_DEFAULT: u32 = 0x5555_5554;
             let here = super::xsave::xcr0();
             for t in &p.threads {
                 if let Some(Fpu::X86(f)) = &t.fpu {
-                    let missing = f.xstate_bv & !here;
+                    let mut missing = f.xstate_bv & !here;
+                    let pkru = f.components.iter().find(|c| c.0 == PKRU).and_then(|c| c.1.get(..4));
+                    if pkru.is_some_and(|v| v == PKRU_DEFAULT.to_le_bytes()) {
+                        missing &= !(1 << PKRU);
+                    }
                     if missing != 0 {
                         bail!(
                             "core-{}.img: entry 0: thread_info.fpregs.xsave.xstate_bv {:#x}: the dumped CPU had vector \
@@ -80,13 +95,19 @@ fn check_cpu(p: &ProcessPlan) -> Result<()> {
 pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     set.validate(revenant_arch::NAME)?;
     let ipc = ipc(set, opts)?;
-    let processes: Vec<ProcessPlan> =
+    let mut processes: Vec<ProcessPlan> =
         set.processes.iter().map(|p| process(set, p, opts, &ipc)).collect::<Result<_>>()?;
+    let mut warnings = vec![];
+    if opts.clamp_limits {
+        for p in &mut processes {
+            warnings.extend(super::limits::clamp(p)?);
+        }
+    }
     let zombies = set.zombies.iter().map(|z| zombie(set, z, opts)).collect::<Result<_>>()?;
     if !opts.skip_cpu_check {
         processes.iter().try_for_each(check_cpu)?;
     }
-    Ok(TreePlan { processes, zombies, ipc })
+    Ok(TreePlan { processes, zombies, ipc, warnings })
 }
 
 /// The tree's IPC namespace: a new one when the tree's differs from the

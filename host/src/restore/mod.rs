@@ -8,6 +8,7 @@ mod creds;
 mod frame;
 pub mod from_images;
 pub(crate) mod layout;
+mod limits;
 pub mod plan;
 pub mod regs;
 mod spawn;
@@ -56,8 +57,12 @@ pub struct Options {
 pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
     let plan = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
+    for w in &plan.warnings {
+        eprintln!("revenant: warning: {w}");
+    }
     let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc)?;
-    let log: String = restored.iter().map(|r| r.log.as_str()).collect();
+    let warned = plan.warnings.iter().map(|w| format!("host: warning: {w}\n"));
+    let log: String = warned.chain(restored.iter().map(|r| r.log.clone())).collect();
     let roots: Vec<i32> = restored.iter().map(|r| r.pid).collect();
     if let Some(path) = &opts.log_file {
         std::fs::write(path, &log).with_context(|| format!("writing the restore log {}", path.display()))?;

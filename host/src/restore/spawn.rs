@@ -128,7 +128,7 @@ pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
         }
-        check_rlimits(p)?;
+        super::limits::check(p)?;
         if !cfg!(target_arch = "x86_64") && p.threads.iter().any(|t| !t.seccomp.is_empty()) {
             bail!(
                 "PID {}: restoring seccomp needs ptrace (PTRACE_O_SUSPEND_SECCOMP) to hold the filters off the \
@@ -374,38 +374,6 @@ fn helper_tids(plans: &[ProcessPlan]) -> Vec<u32> {
             0
         })
         .collect()
-}
-
-/// Raising a hard limit needs CAP_SYS_RESOURCE: find out now, not in the
-/// blob after the point of no return.
-fn check_rlimits(p: &ProcessPlan) -> Result<()> {
-    const CAP_SYS_RESOURCE: u32 = 24;
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if cap_eff & (1 << CAP_SYS_RESOURCE) != 0 {
-        return Ok(());
-    }
-    for l in &p.rlimits {
-        let mut cur = [0u64; 2];
-        // SAFETY: prlimit64 writes two u64s into a live local.
-        let r = unsafe {
-            libc::syscall(libc::SYS_prlimit64, 0, l.resource as libc::c_long, std::ptr::null::<u64>(), cur.as_mut_ptr())
-        };
-        if r == 0 && l.max > cur[1] {
-            bail!(
-                "rlimit {} of PID {}: its hard limit {} is above this process's {}, and raising it needs CAP_SYS_RESOURCE",
-                l.resource,
-                p.pid,
-                l.max,
-                cur[1]
-            );
-        }
-    }
-    Ok(())
 }
 
 /// Creates the task with PID `pid` running `child::run(cps, me)`.
