@@ -8,6 +8,8 @@
 #[path = "dump_support.rs"]
 mod support;
 
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 use revenant::dump::files::{FileKind, fd_type};
 use revenant::dump::model::{Process, Tree};
 use revenant::dump::{DumpOptions, dump};
@@ -390,4 +392,28 @@ fn a_thread_interrupted_in_user_code_is_left_as_it_was() {
         assert!(std::time::Instant::now() < deadline, "the spinning thread stopped");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// A process a signal had stopped is dumped with its stop signal and,
+/// left running, is stopped again afterwards; continued, it answers.
+#[test]
+fn a_stopped_process_is_dumped_and_left_stopped() {
+    let mut d = Dumpee::start("single", &["1024"]);
+    d.expect("ready");
+    d.wait_in_syscall(&[NR_READ]);
+    let pid = Pid::from_raw(d.pid());
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    let state = || revenant::dump::procfs::stat(d.pid(), d.pid()).unwrap().state;
+    for _ in 0..100 {
+        if state() == 'T' {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let (t, _) = dump_ok(&d, "stopped", &leave_running());
+    assert_eq!(t.procs[0].stop_signal, Some(Signal::SIGSTOP as u32));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(state(), 'T', "the dump let a stopped process run");
+    nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    assert_eq!(d.ping(), "pong 1 ok=1");
 }

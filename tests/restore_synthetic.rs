@@ -157,6 +157,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
     let mut comm = [0u8; 16];
     comm[..9].copy_from_slice(b"synthetic");
     ProcessPlan {
+        stop_signal: None,
         pid,
         ppid: 0,
         session: Session::Leader,

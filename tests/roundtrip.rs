@@ -622,3 +622,49 @@ fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
     assert!(!Path::new(&format!("/proc/{a}")).exists() && !Path::new(&format!("/proc/{b}")).exists());
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// The state letter of `/proc/PID/stat` (R, S, T, Z...).
+fn state_of(pid: i32) -> String {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ").map_or("", |s| &s.1[..1]).to_string()
+}
+
+/// A process a signal had stopped comes back stopped, before running any
+/// of its code, and carries on with its memory intact once continued.
+#[test]
+fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
+    use revenant_images::Image;
+    let work = scratch("stopped");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("counter", &[out.as_os_str(), work.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    kill(Pid::from_raw(pid), Signal::SIGSTOP).unwrap();
+    for _ in 0..100 {
+        if state_of(pid) == "T" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    dump_and_reap(&mut child, &images);
+    let Image::Core(c) = Image::read(&images.join(format!("core-{pid}.img"))).unwrap() else { panic!("not a core") };
+    let tc = c[0].tc.as_ref().unwrap();
+    assert_eq!((tc.task_state, tc.stop_signo), (3, Some(nix::libc::SIGSTOP as u32)));
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (state, quiet) = (state_of(pid), std::fs::read_to_string(&out).unwrap().lines().count());
+    kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
+    let after = wait_for(&out, |l| l.len() >= n + 3);
+    stop(pid);
+
+    assert_eq!((state.as_str(), quiet), ("T", n), "restored, it should sit stopped and silent");
+    for (i, l) in after.lines().enumerate() {
+        assert_eq!(tick(l), i as u64 + 1, "{after}");
+        assert!(l.contains(" check=ok "), "{after}");
+    }
+    assert!(after.lines().count() >= n + 3, "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

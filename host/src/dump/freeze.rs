@@ -43,13 +43,16 @@ pub struct Frozen {
     seized: Vec<(i32, bool)>,
     /// Children that had exited and were not waited for: (pid, ppid).
     pub zombies: Vec<(i32, i32)>,
+    /// Processes a signal had stopped before we came: (pid, signal).
+    pub stopped: Vec<(i32, Signal)>,
     done: bool,
 }
 
 impl Frozen {
     /// Seizes and stops every thread of `root` and of all its descendants.
     pub fn freeze(root: i32) -> Result<Frozen> {
-        let mut f = Frozen { procs: Vec::new(), seized: Vec::new(), zombies: Vec::new(), done: false };
+        let mut f =
+            Frozen { procs: Vec::new(), seized: Vec::new(), zombies: Vec::new(), stopped: Vec::new(), done: false };
         // On error `f` is dropped here, resuming whatever was stopped.
         f.freeze_tree(root)?;
         Ok(f)
@@ -152,9 +155,13 @@ impl Frozen {
                 }
                 WaitStatus::PtraceEvent(_, sig, ev) if ev == nix::libc::PTRACE_EVENT_STOP => {
                     // A group stop: the process was stopped by SIGSTOP or
-                    // similar before we came.
+                    // similar before we came. The calls we inject run it all
+                    // the same; it is stopped again when we let go.
                     self.mark_stopped(tid);
-                    bail!("process {pid} is stopped ({sig}): dumping stopped tasks is not supported yet");
+                    if !self.stopped.iter().any(|s| s.0 == pid) {
+                        self.stopped.push((pid, sig));
+                    }
+                    return Ok(());
                 }
                 WaitStatus::Stopped(_, sig) => {
                     // A signal was about to be delivered. Let the task have
@@ -189,7 +196,7 @@ impl Frozen {
     /// Resumes the tree as it was.
     pub fn release(mut self) -> Result<()> {
         self.done = true;
-        detach_all(&self.seized)
+        detach_all(&self.seized, &self.stopped)
     }
 
     /// Kills every process of the tree (CRIU's default after a dump).
@@ -224,12 +231,14 @@ impl Frozen {
 impl Drop for Frozen {
     fn drop(&mut self) {
         if !self.done {
-            let _ = detach_all(&self.seized);
+            let _ = detach_all(&self.seized, &self.stopped);
         }
     }
 }
 
-fn detach_all(seized: &[(i32, bool)]) -> Result<()> {
+/// Lets every seized thread go; a process that was stopped gets its stop
+/// signal back with the detach of its leader, so it stops again.
+fn detach_all(seized: &[(i32, bool)], stop_signals: &[(i32, Signal)]) -> Result<()> {
     let mut first_err = None;
     // Children before parents: a parent never runs while a child of the
     // tree is still stopped under us.
@@ -241,7 +250,8 @@ fn detach_all(seized: &[(i32, bool)]) -> Result<()> {
                 let _ = waitpid(t, Some(WaitPidFlag::__WALL));
             }
         }
-        match ptrace::detach(t, None) {
+        let again = stop_signals.iter().find(|s| s.0 == *tid).map(|s| s.1);
+        match ptrace::detach(t, again) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => {
                 first_err.get_or_insert(anyhow::anyhow!("detaching from task {tid}: {e}"));

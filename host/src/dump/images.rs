@@ -255,6 +255,9 @@ fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u
     (all, last)
 }
 
+/// `task_state` of a process a signal had stopped.
+const TASK_STOPPED: u32 = 3;
+
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {
     TaskKobjIdsEntry {
         vm_id: p.kobj_id,
@@ -423,7 +426,8 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             ..Default::default()
         };
         TaskCoreEntry {
-            task_state: 1,
+            task_state: if p.stop_signal.is_some() { TASK_STOPPED } else { 1 },
+            stop_signo: p.stop_signal,
             exit_code: 0,
             personality: task.personality,
             flags: task.flags,
@@ -480,7 +484,6 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                 .collect(),
             child_subreaper: Some(task.child_subreaper),
             blk_sigset_extended: None,
-            stop_signo: None,
             membarrier_registration_mask: None,
             ..Default::default()
         }

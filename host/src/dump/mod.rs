@@ -179,6 +179,7 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
 
         procs.push(Process {
             pid,
+            stop_signal: frozen.stopped.iter().find(|s| s.0 == pid).map(|s| s.1 as u32),
             ppid: fp.ppid,
             pgid: stat.pgid,
             sid: stat.sid,

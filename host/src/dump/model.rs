@@ -38,6 +38,8 @@ pub struct Zombie {
 #[derive(Debug)]
 pub struct Process {
     pub pid: i32,
+    /// The signal that had stopped it, if one had.
+    pub stop_signal: Option<u32>,
     /// 0 for the root.
     pub ppid: i32,
     pub pgid: i32,

@@ -152,8 +152,8 @@ fn wait_for_sigchld() {
 }
 
 /// Unmaps `start..start+len` in the held task `leader` and lets the program
-/// run.
-pub fn release(leader: Pid, held: Held, start: u64, len: u64) -> Result<()> {
+/// run, or stop with `stop` if a signal had stopped it.
+pub fn release(leader: Pid, held: Held, start: u64, len: u64, stop: Option<Signal>) -> Result<()> {
     // Every thread is past its sigreturn. Run munmap(bootstrap) in the first
     // one from the syscall instruction, which is still mapped when the call
     // starts, then put its registers back.
@@ -181,8 +181,11 @@ pub fn release(leader: Pid, held: Held, start: u64, len: u64) -> Result<()> {
     }
     ptrace::setregs(leader, restored).context("restoring the registers after the unmap")?;
     sigmask(leader, Some(mask))?;
-    for t in &ts {
-        ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
+    // The stop signal goes in with the first thread's detach: the process
+    // stops before any of its code runs.
+    for (i, t) in ts.iter().enumerate() {
+        let sig = if i == 0 { stop } else { None };
+        ptrace::detach(t.tid, sig).with_context(|| format!("detaching from {}", t.tid))?;
     }
     Ok(())
 }

@@ -273,9 +273,15 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
     let leader = &p.threads[0].core;
     let tc = leader.tc.as_ref().context("core: no task core")?;
     let core_name = format!("core-{pid}.img");
-    if tc.task_state != 1 {
-        bail!("{core_name}: entry 0: tc.task_state {}: only live tasks can be restored yet", tc.task_state);
-    }
+    let stop_signal = match tc.task_state {
+        1 => None,
+        // Stopped by a signal: it stops again when the restore lets go.
+        3 => match tc.stop_signo.unwrap_or(libc::SIGSTOP as u32) as i32 {
+            s @ (libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => Some(s),
+            s => bail!("{core_name}: entry 0: tc.stop_signo {s}: not a signal that stops a process"),
+        },
+        s => bail!("{core_name}: entry 0: tc.task_state {s}: only live and stopped tasks can be restored"),
+    };
     if std::path::Path::new(&format!("/proc/{pid}")).exists() {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         bail!("pstree.img: PID {pid} is in use (by {}): stop it or restore elsewhere", comm.trim());
@@ -436,6 +442,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
         leader.thread_core.as_ref().and_then(|t| t.creds.as_ref()).map(|c| c.groups.clone()).unwrap_or_default();
 
     Ok(ProcessPlan {
+        stop_signal,
         pid,
         ppid: if is_root { 0 } else { p.pstree.ppid as i32 },
         session,

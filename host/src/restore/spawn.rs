@@ -287,7 +287,8 @@ fn run_tree(
             if failure.is_none() {
                 for (i, h) in held.into_iter().enumerate() {
                     let (start, len, _) = &spans[i];
-                    match finish::release(pids[i], h, *start, *len) {
+                    let stop = plans[i].stop_signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok());
+                    match finish::release(pids[i], h, *start, *len, stop) {
                         Ok(()) => restored.push(plans[i].pid),
                         Err(e) => {
                             failure = Some((i, e.context(format!("restoring PID {}", plans[i].pid))));
@@ -331,6 +332,10 @@ fn run_tree(
                 out.push(Restored { pid: p.pid, log });
             }
             // Without ptrace nothing holds the programs: they already run.
+            for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
+                let sig = p.stop_signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok());
+                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), sig);
+            }
             if let Err(e) = before_run() {
                 kill_all();
                 return Err(e);
