@@ -583,6 +583,7 @@ fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
     let first = wait_for(&out, |l| l.len() >= 3);
     let line = first.lines().next().unwrap();
     let (a, b) = (num(line, "a"), num(line, "b"));
+    let chld = field(first.lines().last().unwrap(), "chld").to_string();
     dump_and_reap(&mut child, &images);
     for (z, status) in [(a, 7 << 8), (b, nix::libc::SIGTERM as u32)] {
         let Image::Core(c) = Image::read(&images.join(format!("core-{z}.img"))).unwrap() else { panic!() };
@@ -614,6 +615,8 @@ fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
     assert!(lines.len() > n, "{after}");
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(tick(l), i as u64 + 1, "{after}");
+        // The zombies' making must not reach the program as a SIGCHLD.
+        assert!(!l.contains(" zombies ") || field(l, "chld") == chld, "line {i}: {l}\n{after}");
     }
     assert!(
         lines.last().unwrap().ends_with(" reaped a=exit:7 b=signal:15"),

@@ -1,7 +1,7 @@
 /* A parent with two zombie children: one exited with code 7, one killed
  * by SIGTERM. It leaves them unreaped until the file REAPFILE exists, then
  * waits for both and reports how they ended; until then every tick names
- * them.
+ * them, with how many SIGCHLDs it has had (a restore must not add any).
  * usage: zombies OUTFILE REAPFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -10,6 +10,14 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t chld;
+
+static void on_chld(int sig)
+{
+	(void)sig;
+	chld++;
+}
 
 static const char *how(int status, int *n)
 {
@@ -24,6 +32,8 @@ int main(int argc, char **argv)
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return 2;
+	struct sigaction sa_chld = {.sa_handler = on_chld, .sa_flags = SA_RESTART};
+	sigaction(SIGCHLD, &sa_chld, 0);
 	pid_t a = fork();
 	if (a == 0)
 		_exit(7);
@@ -42,7 +52,7 @@ int main(int argc, char **argv)
 		if (sa < 0 && access(argv[2], F_OK) == 0 && (waitpid(a, &sa, 0) != a || waitpid(b, &sb, 0) != b))
 			return 4;
 		if (sa < 0) {
-			dprintf(fd, "pid=%d tick=%lu zombies a=%d b=%d\n", getpid(), tick, a, b);
+			dprintf(fd, "pid=%d tick=%lu zombies a=%d b=%d chld=%d\n", getpid(), tick, a, b, (int)chld);
 		} else {
 			int na, nb;
 			const char *ha = how(sa, &na), *hb = how(sb, &nb);

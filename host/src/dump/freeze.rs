@@ -66,8 +66,11 @@ impl Frozen {
                 continue;
             }
             // A zombie cannot be seized and has nothing to read but its
-            // stat. Its parent is stopped, so it stays as it is.
-            if ppid != 0 && procfs::stat(pid, pid).is_ok_and(|s| s.state == 'Z') {
+            // stat. Its parent is stopped, so it stays as it is. (A leader
+            // that ended with pthread_exit shows Z too, but its process
+            // lives on in its other threads.)
+            let dead = procfs::stat(pid, pid).is_ok_and(|s| s.state == 'Z');
+            if ppid != 0 && dead && procfs::tids(pid).is_ok_and(|t| t == [pid]) {
                 self.zombies.push((pid, ppid));
                 continue;
             }
@@ -236,22 +239,30 @@ impl Drop for Frozen {
     }
 }
 
-/// Lets every seized thread go; a process that was stopped gets its stop
-/// signal back with the detach of its leader, so it stops again.
-fn detach_all(seized: &[(i32, bool)], stop_signals: &[(i32, Signal)]) -> Result<()> {
+/// Lets every seized thread go; a process that was stopped is stopped
+/// again.
+fn detach_all(seized: &[(i32, bool)], stopped: &[(i32, Signal)]) -> Result<()> {
     let mut first_err = None;
-    // Children before parents: a parent never runs while a child of the
-    // tree is still stopped under us.
-    for (tid, stopped) in seized.iter().rev() {
-        let t = Pid::from_raw(*tid);
-        if !*stopped {
+    for (tid, in_stop) in seized {
+        if !*in_stop {
             // PTRACE_DETACH needs a ptrace stop.
+            let t = Pid::from_raw(*tid);
             if ptrace::interrupt(t).is_ok() {
                 let _ = waitpid(t, Some(WaitPidFlag::__WALL));
             }
         }
-        let again = stop_signals.iter().find(|s| s.0 == *tid).map(|s| s.1);
-        match ptrace::detach(t, again) {
+    }
+    // With every thread held, a queued SIGSTOP is the first thing each one
+    // meets once let go (SIGSTOP whatever stopped it: the kernel drops
+    // SIGTSTP and friends for an orphaned group).
+    for (pid, _) in stopped {
+        let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
+    }
+    // Children before parents: a parent never runs while a child of the
+    // tree is still stopped under us.
+    for (tid, _) in seized.iter().rev() {
+        let t = Pid::from_raw(*tid);
+        match ptrace::detach(t, None) {
             Ok(()) | Err(Errno::ESRCH) => {}
             Err(e) => {
                 first_err.get_or_insert(anyhow::anyhow!("detaching from task {tid}: {e}"));

@@ -11,7 +11,8 @@ use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
     Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore,
-    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM,
+    VMA_SKIP, Vma,
 };
 
 use super::creds::CredsPlan;
@@ -306,17 +307,31 @@ fn block(
     }))
 }
 
-/// Every thread's seccomp steps, and the programs they point into.
+/// Every thread's seccomp steps, and the programs they point into. The
+/// filters all threads start with are installed once, for all of them.
 fn seccomp_steps(p: &ProcessPlan) -> (Vec<Seccomp>, Vec<u8>) {
     let (mut steps, mut progs) = (vec![], vec![]);
+    let first = p.threads.first().map_or(&[][..], |t| &t.seccomp.filters[..]);
+    let shared = p
+        .threads
+        .iter()
+        .map(|t| t.seccomp.filters.iter().zip(first).take_while(|(a, b)| a == b).count())
+        .min()
+        .unwrap_or(0);
+    let mut push = |thread: u32, (flags, prog): &(u32, Vec<u8>)| {
+        let (prog_offset, prog_len) = (progs.len() as u32, prog.len() as u32);
+        steps.push(Seccomp { thread, flags: *flags, prog_offset, prog_len });
+        progs.extend_from_slice(prog);
+    };
+    for f in &first[..shared] {
+        push(SECCOMP_ALL_THREADS, f);
+    }
     for (i, t) in p.threads.iter().enumerate() {
-        for (flags, prog) in &t.seccomp.filters {
-            let (prog_offset, prog_len) = (progs.len() as u32, prog.len() as u32);
-            steps.push(Seccomp { thread: i as u32, flags: *flags, prog_offset, prog_len });
-            progs.extend_from_slice(prog);
+        for f in &t.seccomp.filters[shared..] {
+            push(i as u32, f);
         }
         if t.seccomp.strict {
-            steps.push(Seccomp { thread: i as u32, flags: SECCOMP_STRICT, prog_offset: 0, prog_len: 0 });
+            push(i as u32, &(SECCOMP_STRICT, vec![]));
         }
     }
     (steps, progs)

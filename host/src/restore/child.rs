@@ -190,6 +190,15 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         if let Err(what) = enter(p.session) {
             return Err(fail(log0, what, b""));
         }
+        // The restoring host may have been started with SIGCHLD ignored:
+        // then the kernel would reap our zombie children at once. Blocked,
+        // their SIGCHLD waits for us to drop it (below) instead of stopping
+        // us before a tracing host. The blob sets the dumped action and mask.
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
         // Children first: they must be ours, in our session, and they need
         // the pipes we are about to close.
         for &k in &p.children {
@@ -198,9 +207,23 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         for z in &p.zombies {
             match clone_with_pid(z.pid) {
                 Ok(0) => die_as(z),
-                Ok(_) => {}
+                // Dead before we go on, so that its SIGCHLD is pending by
+                // the time we drop it below.
+                Ok(_) => {
+                    let mut info: libc::siginfo_t = std::mem::zeroed();
+                    let how = libc::WEXITED | libc::WNOWAIT;
+                    if libc::waitid(libc::P_PID, z.pid as libc::id_t, &mut info, how) < 0 {
+                        return Err(fail(log0, "waiting for a zombie child to end", b""));
+                    }
+                }
                 Err(_) => return Err(fail(log0, "creating a zombie child with its PID", b"")),
             }
+        }
+        if !p.zombies.is_empty() {
+            // Nobody asked for their SIGCHLD: it goes now rather than reach
+            // the program after the restore.
+            let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            libc::sigtimedwait(&chld, std::ptr::null_mut(), &now);
         }
         // Log and sync pipes to their fixed numbers, via scratch numbers so
         // neither overwrites the other.

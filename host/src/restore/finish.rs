@@ -97,7 +97,9 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome
                         "the restorer blob crashed with {sig} at {at:#x} in thread {tid}"
                     )));
                 }
-                (WaitStatus::Exited(..), Step::Helper) => ts[i].step = Step::Gone,
+                // Its exit, or the kill of a failing blob's exit_group (the
+                // leader's own status, which says why, comes next).
+                (WaitStatus::Exited(..) | WaitStatus::Signaled(..), Step::Helper) => ts[i].step = Step::Gone,
                 (WaitStatus::Exited(_, code), _) => {
                     kill(leader);
                     return Ok(Outcome::Failed(describe_exit(code)));
@@ -152,8 +154,8 @@ fn wait_for_sigchld() {
 }
 
 /// Unmaps `start..start+len` in the held task `leader` and lets the program
-/// run, or stop with `stop` if a signal had stopped it.
-pub fn release(leader: Pid, held: Held, start: u64, len: u64, stop: Option<Signal>) -> Result<()> {
+/// run, or, if `stopped`, sit stopped.
+pub fn release(leader: Pid, held: Held, start: u64, len: u64, stopped: bool) -> Result<()> {
     // Every thread is past its sigreturn. Run munmap(bootstrap) in the first
     // one from the syscall instruction, which is still mapped when the call
     // starts, then put its registers back.
@@ -181,11 +183,15 @@ pub fn release(leader: Pid, held: Held, start: u64, len: u64, stop: Option<Signa
     }
     ptrace::setregs(leader, restored).context("restoring the registers after the unmap")?;
     sigmask(leader, Some(mask))?;
-    // The stop signal goes in with the first thread's detach: the process
-    // stops before any of its code runs.
-    for (i, t) in ts.iter().enumerate() {
-        let sig = if i == 0 { stop } else { None };
-        ptrace::detach(t.tid, sig).with_context(|| format!("detaching from {}", t.tid))?;
+    // Queued while every thread is held, SIGSTOP is the first thing each
+    // one meets once let go: none runs program code first. (SIGSTOP
+    // whatever stopped it before: the kernel drops SIGTSTP and friends for
+    // an orphaned group, which a restored session's group is.)
+    if stopped {
+        nix::sys::signal::kill(leader, Signal::SIGSTOP).context("stopping the restored process again")?;
+    }
+    for t in &ts {
+        ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
     }
     Ok(())
 }

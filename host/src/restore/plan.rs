@@ -11,7 +11,8 @@ use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, 
 #[derive(Debug, Clone)]
 pub struct ProcessPlan {
     pub pid: i32,
-    /// The signal that had stopped it (it stops again once restored).
+    /// The signal that had stopped it; it stops again (with SIGSTOP) once
+    /// restored.
     pub stop_signal: Option<i32>,
     /// The parent in the restored tree; 0 for the root.
     pub ppid: i32,

@@ -167,7 +167,7 @@ fn run_tree(
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
-    let helpers = helper_tids(plans);
+    let helpers = helper_tids(plans, zombies);
     for (p, &helper) in plans.iter().zip(&helpers) {
         let fds = service_fds(p);
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
@@ -287,8 +287,7 @@ fn run_tree(
             if failure.is_none() {
                 for (i, h) in held.into_iter().enumerate() {
                     let (start, len, _) = &spans[i];
-                    let stop = plans[i].stop_signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok());
-                    match finish::release(pids[i], h, *start, *len, stop) {
+                    match finish::release(pids[i], h, *start, *len, plans[i].stop_signal.is_some()) {
                         Ok(()) => restored.push(plans[i].pid),
                         Err(e) => {
                             failure = Some((i, e.context(format!("restoring PID {}", plans[i].pid))));
@@ -333,8 +332,7 @@ fn run_tree(
             }
             // Without ptrace nothing holds the programs: they already run.
             for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
-                let sig = p.stop_signal.and_then(|s| nix::sys::signal::Signal::try_from(s).ok());
-                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), sig);
+                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
             }
             if let Err(e) = before_run() {
                 kill_all();
@@ -350,17 +348,20 @@ fn run_tree(
 const HELPER_FILL: u64 = 16 << 20;
 
 /// For each process with much memory to fill, a TID for the blob's helper
-/// thread (0 for none): free now, and neither a TID of the tree nor another
-/// process's helper. Taken from the top of the PID range, where the kernel
+/// thread (0 for none): free now, and neither a TID or zombie of the tree
+/// nor another process's helper. Taken from the top of the PID range, where the kernel
 /// gets to last when it hands out PIDs. If the TID is taken by the time the
 /// blob wants it, the blob fills alone.
-fn helper_tids(plans: &[ProcessPlan]) -> Vec<u32> {
+fn helper_tids(plans: &[ProcessPlan], zombies: &[ZombiePlan]) -> Vec<u32> {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(32768);
-    let mut taken: std::collections::HashSet<u32> =
-        plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid as u32)).collect();
+    let mut taken: std::collections::HashSet<u32> = plans
+        .iter()
+        .flat_map(|p| p.threads.iter().map(|t| t.tid as u32))
+        .chain(zombies.iter().map(|z| z.pid as u32))
+        .collect();
     let mut next = pid_max;
     plans
         .iter()

@@ -19,8 +19,8 @@ mod restore;
 
 pub use restore::{
     Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
-    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread,
-    VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction,
+    THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.

@@ -276,7 +276,8 @@ pub struct PosixTimer {
 unsafe impl Plain for PosixTimer {}
 
 /// One seccomp step of one thread, taken right before its credentials are
-/// set: a filter, or strict mode. The host holds the task with
+/// set (or, for [`SECCOMP_ALL_THREADS`], before the other threads exist): a
+/// filter, or strict mode. The host holds the task with
 /// `PTRACE_O_SUSPEND_SECCOMP` until it lets the program run, so the blob's
 /// own calls after this are not filtered.
 #[repr(C)]
@@ -297,6 +298,11 @@ unsafe impl Plain for Seccomp {}
 
 /// [`Seccomp::flags`] for strict mode, which is entered last.
 pub const SECCOMP_STRICT: u32 = 1 << 31;
+
+/// [`Seccomp::thread`] for the filters every thread inherited: the first
+/// thread installs them before it creates the others, which then share
+/// them (as `SECCOMP_FILTER_FLAG_TSYNC` needs).
+pub const SECCOMP_ALL_THREADS: u32 = u32::MAX;
 
 /// One resource limit (`prlimit64`).
 #[repr(C)]

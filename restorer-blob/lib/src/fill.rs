@@ -41,11 +41,13 @@ pub struct Piece {
 
 /// Whether `UFFDIO_COPY` can fill `v`: userfaultfd's missing mode takes
 /// private anonymous memory, and SysV attachments are filled by the host.
+/// Locked memory is populated by its `mmap` already (a copy would find
+/// pages there), and huge pages do not come in 4 KiB copies.
 pub fn copyable(v: &Vma) -> bool {
     v.how & VMA_FILL != 0
         && v.how & (VMA_SHM | VMA_SKIP | VMA_REPROTECT) == 0
         && v.flags & g::MAP_ANONYMOUS != 0
-        && v.flags & g::MAP_SHARED == 0
+        && v.flags & (g::MAP_SHARED | g::MAP_LOCKED | g::MAP_HUGETLB | g::MAP_POPULATE) == 0
 }
 
 impl<'a> Pages<'a> {
@@ -390,6 +392,8 @@ mod tests {
         assert!(!copyable(&vma(0, 0x1000, FILE)));
         assert!(!copyable(&Vma { how: VMA_FILL | VMA_SHM, ..vma(0, 0x1000, ANON) }));
         assert!(!copyable(&Vma { how: 0, ..vma(0, 0x1000, ANON) }));
+        assert!(!copyable(&vma(0, 0x1000, ANON | g::MAP_LOCKED)));
+        assert!(!copyable(&vma(0, 0x1000, ANON | g::MAP_HUGETLB)));
     }
 
     #[test]

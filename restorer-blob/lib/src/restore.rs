@@ -10,8 +10,8 @@ use linux_raw_sys::general as g;
 use revenant_arch::{Errno, consts, sys};
 use revenant_blob_abi::{
     Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
-    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL,
-    VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, Seccomp, SigAction, THREAD_STACK, Thread,
+    VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -118,6 +118,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
         check(log, sys::set_rlimit(l.resource, l.cur, l.max), ExitCode::Rlimits, "setting rlimit", l.resource as u64);
     }
     set_thread(log, &p.threads[0]);
+    set_seccomp(&p, SECCOMP_ALL_THREADS, log);
     start_threads(log, &p);
     // Every thread exists now, so per-thread signals have a target; all
     // signals are blocked until each thread's sigreturn.

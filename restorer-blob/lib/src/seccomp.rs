@@ -6,18 +6,20 @@
 //! the program run, so the blob's own calls after this are not filtered.
 
 use revenant_arch::{Errno, sys};
-use revenant_blob_abi::{SECCOMP_STRICT, Seccomp};
+use revenant_blob_abi::{SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp};
 
 /// Whether every step points inside `progs` at whole instructions and at a
 /// thread that exists.
 pub fn valid(steps: &[Seccomp], progs: &[u8], threads: usize) -> bool {
     steps.iter().all(|s| {
         let end = s.prog_offset as usize + s.prog_len as usize;
-        (s.thread as usize) < threads && end <= progs.len() && s.prog_len % 8 == 0
+        let thread = (s.thread as usize) < threads || (s.thread == SECCOMP_ALL_THREADS && s.flags != SECCOMP_STRICT);
+        thread && end <= progs.len() && s.prog_len % 8 == 0
     })
 }
 
-/// Takes every step of thread `thread`; the error names the step.
+/// Takes every step of thread `thread` (or [`SECCOMP_ALL_THREADS`]); the
+/// error names the step.
 pub fn apply(steps: &[Seccomp], progs: &[u8], thread: u32) -> Result<(), (&'static str, Errno)> {
     for s in steps.iter().filter(|s| s.thread == thread) {
         if s.flags == SECCOMP_STRICT {
