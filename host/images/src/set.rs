@@ -52,6 +52,13 @@ pub struct Zombie {
     pub core: CoreEntry,
 }
 
+impl Zombie {
+    /// Its core image's name.
+    pub fn core_name(&self) -> String {
+        format!("core-{}.img", self.pstree.threads.first().copied().unwrap_or(self.pstree.pid))
+    }
+}
+
 impl Process {
     pub fn pid(&self) -> u32 {
         self.pstree.pid
@@ -260,8 +267,7 @@ impl ImageSet {
             }
         }
         for z in &self.zombies {
-            let tid = z.pstree.threads.first().copied().unwrap_or(z.pstree.pid);
-            v.push((format!("core-{tid}.img"), Image::Core(vec![z.core.clone()])));
+            v.push((z.core_name(), Image::Core(vec![z.core.clone()])));
         }
         if let Some(s) = &self.seccomp {
             v.push(("seccomp.img".to_string(), Image::Seccomp(vec![s.clone()])));

@@ -118,10 +118,9 @@ impl Frozen {
         let t = Pid::from_raw(tid);
         // Under seccomp, the calls we inject must not meet the thread's
         // filters (or strict mode's kill).
-        const PTRACE_O_SUSPEND_SECCOMP: i32 = 1 << 21;
         let sandboxed = procfs::status(pid, tid).is_ok_and(|s| s.seccomp != 0);
-        let opts = Options::PTRACE_O_TRACESYSGOOD
-            | if sandboxed { Options::from_bits_retain(PTRACE_O_SUSPEND_SECCOMP) } else { Options::empty() };
+        let opts =
+            Options::PTRACE_O_TRACESYSGOOD | if sandboxed { super::seccomp::SUSPEND_SECCOMP } else { Options::empty() };
         match ptrace::seize(t, opts) {
             Ok(()) => {}
             Err(Errno::ESRCH) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {

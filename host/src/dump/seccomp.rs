@@ -5,6 +5,11 @@
 use anyhow::{Context, Result};
 use nix::libc::{self, c_void};
 
+/// `PTRACE_O_SUSPEND_SECCOMP`: the tracee's seccomp state judges none of
+/// its calls while we trace it (CAP_SYS_ADMIN). The dump needs it to
+/// inject calls, the restore to run the blob past the filters it installs.
+pub const SUSPEND_SECCOMP: nix::sys::ptrace::Options = nix::sys::ptrace::Options::from_bits_retain(1 << 21);
+
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
 /// `struct sock_filter`.

@@ -139,6 +139,18 @@ fn enter(s: Session) -> Result<(), &'static str> {
     }
 }
 
+/// The signal set holding `sig` alone.
+fn just(sig: i32) -> libc::sigset_t {
+    // SAFETY: an all-zero sigset_t is a valid (empty) set; both calls only
+    // write into the live local.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        set
+    }
+}
+
 /// The zombie `z`'s own side: its session and name, then the end it had.
 /// Never returns.
 fn die_as(z: &ZombiePlan) -> ! {
@@ -153,10 +165,7 @@ fn die_as(z: &ZombiePlan) -> ! {
             // Ours were inherited from the restoring process (which ignores
             // SIGPIPE, say): the default action is what ended it.
             libc::signal(sig, libc::SIG_DFL);
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, sig);
-            libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+            libc::sigprocmask(libc::SIG_UNBLOCK, &just(sig), std::ptr::null_mut());
             libc::kill(libc::getpid(), sig);
         }
     }
@@ -195,9 +204,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         // their SIGCHLD waits for us to drop it (below) instead of stopping
         // us before a tracing host. The blob sets the dumped action and mask.
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-        let mut chld: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut chld);
-        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        let chld = just(libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
         // Children first: they must be ours, in our session, and they need
         // the pipes we are about to close.

@@ -19,16 +19,17 @@ pub struct CredsPlan {
     pub groups: Option<Vec<u32>>,
 }
 
-struct Own {
+/// The restoring process's own credentials.
+pub(super) struct Own {
     uids: [u32; 4],
     gids: [u32; 4],
     groups: Vec<u32>,
     prm: u64,
-    eff: u64,
+    pub(super) eff: u64,
     bnd: u64,
 }
 
-fn own() -> Result<Own> {
+pub(super) fn own() -> Result<Own> {
     let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or("");
     let ids = |name: &str| -> [u32; 4] {

@@ -232,12 +232,9 @@ fn leads_group(set: &ImageSet, pgid: u32, sid: u32) -> bool {
 /// then leaves it unreaped; it ends at once the way it ended before.
 fn zombie(set: &ImageSet, z: &Zombie, opts: &PlanOptions) -> Result<ZombiePlan> {
     let pid = z.pstree.pid as i32;
-    let name = format!("core-{}.img", z.pstree.threads.first().copied().unwrap_or(z.pstree.pid));
+    let name = z.core_name();
     let tc = z.core.tc.as_ref().with_context(|| format!("{name}: entry 0: no tc"))?;
-    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        bail!("pstree.img: PID {pid} (a zombie) is in use (by {}): stop it or restore elsewhere", comm.trim());
-    }
+    pid_free(pid, "the zombie's PID")?;
     // A wait status: the signal in the low 7 bits, else the code above.
     let status = tc.exit_code;
     let signal = status & 0x7f;
@@ -249,10 +246,24 @@ fn zombie(set: &ImageSet, z: &Zombie, opts: &PlanOptions) -> Result<ZombiePlan> 
     } else {
         ZombieExit::Code((status >> 8) & 0xff)
     };
+    let session = session(set, &z.pstree, false, opts)?;
+    Ok(ZombiePlan { pid, ppid: z.pstree.ppid as i32, session, comm: comm(&tc.comm), exit })
+}
+
+/// Refuses a PID some task here has; `what` names it in the message.
+fn pid_free(pid: i32, what: &str) -> Result<()> {
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => bail!("pstree.img: {what} {pid} is in use (by {}): stop it or restore elsewhere", comm.trim()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A name as `PR_SET_NAME` takes it: at most 15 bytes, NUL-padded.
+fn comm(name: &str) -> [u8; 16] {
     let mut comm = [0u8; 16];
-    let n = tc.comm.len().min(15);
-    comm[..n].copy_from_slice(&tc.comm.as_bytes()[..n]);
-    Ok(ZombiePlan { pid, ppid: z.pstree.ppid as i32, session: session(set, &z.pstree, false, opts)?, comm, exit })
+    let n = name.len().min(15);
+    comm[..n].copy_from_slice(&name.as_bytes()[..n]);
+    comm
 }
 
 /// Signals whose default action does not end a process: a wait status
@@ -282,15 +293,10 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
         },
         s => bail!("{core_name}: entry 0: tc.task_state {s}: only live and stopped tasks can be restored"),
     };
-    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        bail!("pstree.img: PID {pid} is in use (by {}): stop it or restore elsewhere", comm.trim());
-    }
+    pid_free(pid, "PID")?;
     let is_root = std::ptr::eq(p, &set.processes[0]);
     let session = session(set, &p.pstree, is_root, opts)?;
-    let mut comm = [0u8; 16];
-    let n = tc.comm.len().min(15);
-    comm[..n].copy_from_slice(&tc.comm.as_bytes()[..n]);
+    let comm = comm(&tc.comm);
 
     let exe = if p.mm.exe_file_id != 0 {
         let r = reg(set, p.mm.exe_file_id, "the executable")?;

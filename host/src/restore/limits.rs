@@ -3,7 +3,7 @@
 //! `--clamp-limits` lowered to ours (RLIMIT_NPROC's default follows the
 //! machine's memory, so it differs between machines by a few processes).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use nix::libc;
 
 use super::plan::ProcessPlan;
@@ -12,13 +12,7 @@ use super::plan::ProcessPlan;
 /// ours, when we cannot raise it.
 fn too_high(p: &ProcessPlan) -> Result<Vec<(u32, u64, u64)>> {
     const CAP_SYS_RESOURCE: u32 = 24;
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if cap_eff & (1 << CAP_SYS_RESOURCE) != 0 {
+    if super::creds::own()?.eff & (1 << CAP_SYS_RESOURCE) != 0 {
         return Ok(vec![]);
     }
     let mut out = vec![];

@@ -240,8 +240,7 @@ fn run_tree(
                 | ptrace::Options::PTRACE_O_TRACECLONE;
             // Until we let go, the filters the blob installs must not judge
             // its own calls or our munmap.
-            const PTRACE_O_SUSPEND_SECCOMP: i32 = 1 << 21;
-            let suspend = ptrace::Options::from_bits_retain(PTRACE_O_SUSPEND_SECCOMP);
+            let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
             for ((pid, sync), p) in pids.iter().zip(&syncs).zip(plans) {
                 let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
                 let opts = if sandboxed { opts | suspend } else { opts };
