@@ -8,5 +8,7 @@ pub mod demo;
 // Dumping needs ptrace and x86_64 register access: x86_64 only for now.
 #[cfg(target_arch = "x86_64")]
 pub mod dump;
+pub mod fault;
 pub mod kerndat;
+pub mod reap;
 pub mod restore;

@@ -139,6 +139,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if matches!(cli.command, Cmd::Dump { .. } | Cmd::Restore { .. }) {
+        revenant::fault::catch_interrupts();
+    }
     match cli.command {
         #[cfg(target_arch = "x86_64")]
         Cmd::Demo => revenant::demo::run(),
@@ -160,7 +163,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         #[cfg(target_arch = "x86_64")]
         Cmd::Dump { pid, dir, leave_running, shell_job, log, verbosity, pages_only } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            revenant::dump::imgdir::create(&dir)?;
             let opts = revenant::dump::DumpOptions { leave_running, shell_job, verbosity, log, pages_only };
             revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
             Ok(())

@@ -139,8 +139,10 @@ impl Frozen {
             Err(e) => return Err(e).with_context(|| format!("PTRACE_SEIZE of task {tid} (process {pid})")),
         }
         self.seized.push((tid, false));
+        crate::fault::step(|| format!("task {tid} seized"))?;
         ptrace::interrupt(t).with_context(|| format!("PTRACE_INTERRUPT of task {tid} (process {pid})"))?;
         self.wait_stop(pid, tid)?;
+        crate::fault::step(|| format!("task {tid} stopped"))?;
         Ok(true)
     }
 
@@ -201,32 +203,24 @@ impl Frozen {
         detach_all(&self.seized, &self.stopped)
     }
 
-    /// Kills every process of the tree (CRIU's default after a dump).
-    ///
-    /// The killed tasks are still traced by us, and a traced thread that
-    /// exits stays a zombie until its tracer collects it; until then its
-    /// process cannot be reaped by its parent. So collect every thread that
-    /// is not a leader, and every leader that is not our own child (our own
-    /// children's parent wait does both jobs).
-    pub fn kill(mut self) {
+    /// Kills every process of the tree (CRIU's default after a dump) and
+    /// collects what only we, their tracer, can collect: every thread, and
+    /// the leaders that are not our own children (our children's parent
+    /// wait does that job). An error says which tasks are still there.
+    pub fn kill(mut self) -> Result<()> {
         self.done = true;
         for p in &self.procs {
             let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
         }
         let me = std::process::id() as i32;
-        for p in &self.procs {
-            for &tid in &p.threads {
-                if tid == p.pid && procfs::stat(tid, tid).is_ok_and(|s| s.ppid == me) {
-                    continue;
-                }
-                let t = Pid::from_raw(tid);
-                while let Ok(s) = waitpid(t, Some(WaitPidFlag::__WALL)) {
-                    if matches!(s, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
-                        break;
-                    }
-                }
-            }
+        let others = self.procs.iter().flat_map(|p| p.threads[1..].iter().copied()).collect();
+        let leaders =
+            self.procs.iter().map(|p| p.pid).filter(|&pid| procfs::stat(pid, pid).map_or(true, |s| s.ppid != me));
+        let left = crate::reap::collect(others, leaders.collect());
+        if !left.is_empty() {
+            bail!("killed tasks {left:?} were not reported gone within {:?}", crate::reap::BOUND);
         }
+        Ok(())
     }
 }
 

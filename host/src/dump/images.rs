@@ -2,23 +2,23 @@
 //! framing. Every file goes under a temporary name first; the caller
 //! renames them all into place once everything is written.
 
-use std::path::Path;
+use std::io::Write;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
 use super::files::FileKind;
+use super::imgdir::ImageDir;
 use super::model::{Process, Thread, Tree};
-use super::tmp_name;
 use crate::restore::regs::X86Fpu;
 
 /// Writes every image but the pages under temporary names; returns the
 /// final names.
-pub fn write(tree: &Tree, dir: &Path) -> Result<Vec<String>> {
+pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     let mut names = Vec::new();
     let mut put = |name: String, w: &Writer| -> Result<()> {
-        w.write(&tmp_name(dir, &name))?;
+        dir.create(&name).and_then(|mut f| f.write_all(w.bytes()).with_context(|| format!("writing {name}")))?;
         names.push(name);
         Ok(())
     };

@@ -9,6 +9,7 @@
 
 pub mod files;
 pub mod freeze;
+pub mod imgdir;
 pub mod inject;
 pub mod maps;
 pub mod memory;
@@ -28,6 +29,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use freeze::Frozen;
+use imgdir::ImageDir;
 use maps::{PAGE, status};
 use model::{Mm, Process, Tree, VmaOut};
 
@@ -66,15 +68,16 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         bail!("dump works on x86_64 only for now");
     }
     let mut log = Log::open(opts)?;
+    let dir = ImageDir::open(dir)?;
     let t0 = Instant::now();
     check_namespaces(pid)?;
     let frozen = Frozen::freeze(pid)?;
     log.line(1, &format!("froze {} processes in {:?}", frozen.procs.len(), t0.elapsed()));
-    let write = |t: &Tree| if opts.pages_only { commit(dir, &pages_names(t)) } else { write_images(t, dir) };
-    let tree = match collect(&frozen, dir, opts, &mut log).and_then(|t| write(&t).map(|()| t)) {
+    let write = |t: &Tree| if opts.pages_only { dir.commit(&pages_names(t)) } else { write_images(t, &dir) };
+    let tree = match collect(&frozen, &dir, opts, &mut log).and_then(|t| write(&t).map(|()| t)) {
         Ok(t) => t,
         Err(e) => {
-            remove_partial(dir);
+            dir.remove_partial();
             // Dropping `frozen` resumes the tree.
             return Err(e);
         }
@@ -82,8 +85,9 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     let frozen_for = t0.elapsed();
     if opts.leave_running {
         frozen.release()?;
-    } else {
-        frozen.kill();
+    } else if let Err(e) = frozen.kill() {
+        // The images are complete; the program is dead. Say what lingers.
+        log.line(0, &format!("warning: {e:#}"));
     }
     let d = Dumped { tree, frozen_for };
     log.line(
@@ -95,7 +99,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
 
 /// Reads everything of the frozen tree; writes the pages images as it goes
 /// (under temporary names), the rest stays in memory.
-pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
+pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
     let mut files = files::Files::default();
     let zero_pfn = pagemap::zero_page_pfn();
     let names_reliable = crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true);
@@ -120,11 +124,14 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
             mark_vdso_by_pfn(pid, &mut vmas)?;
         }
         let leader_regs = regs::gpregs(pid)?;
-        let insn = task::syscall_insn(pid, &vmas, &leader_regs)?;
-        let ps = task::process_state(pid, insn)?;
+        let tramp = task::trampoline(pid, &vmas, &leader_regs)?;
+        if let inject::Trampoline::Bare { .. } = tramp {
+            log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
+        }
+        let ps = task::process_state(pid, tramp)?;
         let mut threads = Vec::new();
         for &tid in &fp.threads {
-            threads.push(task::thread_state(pid, tid, insn)?);
+            threads.push(task::thread_state(pid, tid, tramp)?);
         }
         log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
 
@@ -168,14 +175,14 @@ pub fn collect(frozen: &Frozen, dir: &Path, opts: &DumpOptions, log: &mut Log) -
         let pages_name = format!("pages-{pages_id}.img");
         let t = Instant::now();
         let written = {
-            let f = File::create(tmp_name(dir, &pages_name))
-                .with_context(|| format!("creating {}", dir.join(&pages_name).display()))?;
+            let f = dir.create(&pages_name)?;
             let mut w = BufWriter::with_capacity(1 << 20, f);
             let n = memory::copy_pages(pid, &runs, &mut w)?;
             w.flush().with_context(|| format!("writing {pages_name}"))?;
             n
         };
         log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
+        crate::fault::step(|| format!("process {pid}: pages written"))?;
 
         procs.push(Process {
             pid,
@@ -304,44 +311,17 @@ fn ipc_ns_is_own(pids: &[i32]) -> Result<bool> {
     Ok(root != procfs::ns_inode(std::process::id() as i32, "ipc")?)
 }
 
-/// Images are written under this name and renamed into place at the end,
-/// so a dump that stops half-way never leaves a set that looks complete.
-pub(crate) fn tmp_name(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.part"))
-}
-
-fn remove_partial(dir: &Path) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    for e in rd.flatten() {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        if n.starts_with('.') && n.ends_with(".part") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-}
-
-/// Renames the temporary images into place; `inventory.img` last, since a
-/// restore starts from it.
-fn commit(dir: &Path, names: &[String]) -> Result<()> {
-    let mut names = names.to_vec();
-    names.sort_by_key(|n| n == "inventory.img");
-    for n in names {
-        std::fs::rename(tmp_name(dir, &n), dir.join(&n)).with_context(|| format!("renaming {n} into place"))?;
-    }
-    Ok(())
-}
-
 fn pages_names(tree: &Tree) -> Vec<String> {
     let procs = tree.procs.iter().map(|p| format!("pages-{}.img", p.pages_id));
     procs.chain(tree.ipc.pages_names()).collect()
 }
 
 /// Writes every image but the pages (already written by [`collect`]).
-pub fn write_images(tree: &Tree, dir: &Path) -> Result<()> {
+pub fn write_images(tree: &Tree, dir: &ImageDir) -> Result<()> {
     let mut names = pages_names(tree);
     names.extend(images::write(tree, dir)?);
-    commit(dir, &names)
+    crate::fault::step(|| "images written".into())?;
+    dir.commit(&names)
 }
 
 mod images;

@@ -41,40 +41,50 @@ pub fn gpregs(tid: i32) -> Result<user_regs_struct> {
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const user_regs_struct) })
 }
 
-/// The FPU and vector state: the whole XSAVE area where the CPU has one,
-/// split into the legacy area, the feature bitmap and the components at the
-/// offsets CPUID gives for the standard format (the one ptrace uses).
-pub fn fpregs(tid: i32) -> Result<X86Fpu> {
+/// The FPU and vector state as ptrace hands it out: the whole XSAVE area
+/// in the standard format where the CPU has one (true), else the 512-byte
+/// FXSAVE area (false).
+pub fn fpu_raw(tid: i32) -> Result<(Vec<u8>, bool)> {
     let mut buf = vec![0u8; 64 * 1024];
     match getregset(tid, NT_X86_XSTATE, &mut buf) {
         Ok(n) if n >= 576 => {
             buf.truncate(n);
-            let xstate_bv = u64::from_le_bytes(buf[512..520].try_into().expect("8 bytes"));
-            let mut components = Vec::new();
-            for i in 2..63u32 {
-                if xstate_bv & (1 << i) == 0 {
-                    continue;
-                }
-                let (off, len) = component(i);
-                if len == 0 || off + len > n {
-                    continue;
-                }
-                components.push((i, buf[off..off + len].to_vec()));
-            }
-            let mut legacy = [0u8; 512];
-            legacy.copy_from_slice(&buf[..512]);
-            Ok(X86Fpu { legacy, xstate_bv, components })
+            Ok((buf, true))
         }
         Ok(_) | Err(nix::errno::Errno::ENODEV) | Err(nix::errno::Errno::EINVAL) => {
-            let mut legacy = [0u8; 512];
-            let n = getregset(tid, NT_PRFPREG, &mut legacy).with_context(|| format!("NT_PRFPREG of task {tid}"))?;
+            buf.truncate(512);
+            let n = getregset(tid, NT_PRFPREG, &mut buf).with_context(|| format!("NT_PRFPREG of task {tid}"))?;
             if n != 512 {
                 bail!("NT_PRFPREG of task {tid}: {n} bytes, expected 512");
             }
-            Ok(X86Fpu { legacy, xstate_bv: 0b11, components: Vec::new() })
+            Ok((buf, false))
         }
         Err(e) => Err(e).with_context(|| format!("NT_X86_XSTATE of task {tid}")),
     }
+}
+
+/// The FPU and vector state split into the legacy area, the feature bitmap
+/// and the components at the offsets CPUID gives for the standard format.
+pub fn fpregs(tid: i32) -> Result<X86Fpu> {
+    let (buf, xsave) = fpu_raw(tid)?;
+    let mut legacy = [0u8; 512];
+    legacy.copy_from_slice(&buf[..512]);
+    if !xsave {
+        return Ok(X86Fpu { legacy, xstate_bv: 0b11, components: Vec::new() });
+    }
+    let xstate_bv = u64::from_le_bytes(buf[512..520].try_into().expect("8 bytes"));
+    let mut components = Vec::new();
+    for i in 2..63u32 {
+        if xstate_bv & (1 << i) == 0 {
+            continue;
+        }
+        let (off, len) = component(i);
+        if len == 0 || off + len > buf.len() {
+            continue;
+        }
+        components.push((i, buf[off..off + len].to_vec()));
+    }
+    Ok(X86Fpu { legacy, xstate_bv, components })
 }
 
 /// Offset and size of XSAVE component `i` in the standard format.

@@ -11,15 +11,14 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
 
 use revenant_images::messages::IpcVarEntry;
 
+use super::imgdir::ImageDir;
 use super::maps::PAGE;
-use super::tmp_name;
 use crate::restore::sysv::{read_var, stat};
 
 /// One segment as found.
@@ -59,7 +58,7 @@ impl Ipc {
 /// Reads the segments of `root`'s IPC namespace (all of them in its own
 /// namespace, else those in `attached`), writing their pages images into
 /// `dir` under temporary names with ids from `first_pages_id` on.
-pub fn collect(root: i32, own_ns: bool, attached: &BTreeSet<i32>, dir: &Path, first_pages_id: u32) -> Result<Ipc> {
+pub fn collect(root: i32, own_ns: bool, attached: &BTreeSet<i32>, dir: &ImageDir, first_pages_id: u32) -> Result<Ipc> {
     if !own_ns && attached.is_empty() {
         return Ok(Ipc::default());
     }
@@ -106,7 +105,7 @@ fn list_ids() -> Result<Vec<i32>> {
         .collect()
 }
 
-fn segment(id: i32, pages_id: u32, dir: &Path) -> Result<Segment> {
+fn segment(id: i32, pages_id: u32, dir: &ImageDir) -> Result<Segment> {
     let ds = stat(id).with_context(|| format!("reading SysV segment {id}"))?;
     let size = ds.shm_segsz as u64;
     let name = format!("pages-{pages_id}.img");
@@ -119,7 +118,8 @@ fn segment(id: i32, pages_id: u32, dir: &Path) -> Result<Segment> {
     // SAFETY: the attachment maps the whole segment in pages, readable,
     // until the shmdt below.
     let mem = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) };
-    let written = write_pages(mem, &tmp_name(dir, &name)).with_context(|| format!("writing {name} (segment {id})"));
+    let written =
+        dir.create(&name).and_then(|f| write_pages(mem, f)).with_context(|| format!("writing {name} (segment {id})"));
     // SAFETY: detaching the attachment made above; `mem` is not used after.
     unsafe { libc::shmdt(at) };
     Ok(Segment {
@@ -137,8 +137,8 @@ fn segment(id: i32, pages_id: u32, dir: &Path) -> Result<Segment> {
 }
 
 /// Writes the pages of `mem` that are not all zeros; returns their runs.
-fn write_pages(mem: &[u8], path: &Path) -> Result<Vec<(u64, u64)>> {
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+fn write_pages(mem: &[u8], f: File) -> Result<Vec<(u64, u64)>> {
+    let mut w = BufWriter::with_capacity(1 << 20, f);
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (i, page) in mem.chunks(PAGE as usize).enumerate() {
         if page.iter().all(|&b| b == 0) {

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as nr;
 
-use super::inject::{Injector, find_syscall_insn};
+use super::inject::{Injector, Trampoline, find_syscall_insn, scan};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
 use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
@@ -18,31 +18,49 @@ const PR_GET_SECUREBITS: u64 = 27;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const PR_GET_TID_ADDRESS: u64 = 40;
 
-/// Finds a `syscall` instruction the threads of `pid` can be pointed at:
-/// in the vDSO, else right before a thread stopped in a system call, else
-/// in any executable mapping.
-pub fn syscall_insn(pid: i32, vmas: &[Vma], leader_regs: &nix::libc::user_regs_struct) -> Result<u64> {
-    if let Some(v) = vmas.iter().find(|v| v.is(status::VDSO))
-        && let Ok(b) = read_bytes(pid, v.start, (v.end - v.start) as usize)
-        && let Some(a) = find_syscall_insn(&b, v.start)
-    {
-        return Ok(a);
+/// Finds the instructions injected calls of `pid`'s threads run on: a
+/// [`Trampoline::Safe`] from its vDSO and code (smallest areas first: the
+/// dynamic loader has both pieces), else a bare `syscall` in the vDSO,
+/// right before a thread stopped in a system call, or in any code.
+pub fn trampoline(pid: i32, vmas: &[Vma], leader_regs: &nix::libc::user_regs_struct) -> Result<Trampoline> {
+    let mut code: Vec<&Vma> =
+        vmas.iter().filter(|v| v.prot & PROT_EXEC != 0 && (v.is(status::VDSO) || v.is(status::REGULAR))).collect();
+    code.sort_by_key(|v| (!v.is(status::VDSO), v.end - v.start));
+    let mut found = (None, None);
+    let mut bare = None;
+    for v in &code {
+        let len = ((v.end - v.start) as usize).min(4 << 20);
+        let Ok(b) = read_bytes(pid, v.start, len) else { continue };
+        scan(&b, v.start, &mut found);
+        if let (Some(syscall_ret), Some(sigreturn)) = found {
+            return Ok(Trampoline::Safe { syscall_ret, sigreturn });
+        }
+        bare = bare.or_else(|| find_syscall_insn(&b, v.start));
     }
     if (leader_regs.orig_rax as i64) >= 0
         && let Ok(b) = read_bytes(pid, leader_regs.rip - 2, 2)
         && b == [0x0f, 0x05]
     {
-        return Ok(leader_regs.rip - 2);
+        bare = bare.or(Some(leader_regs.rip - 2));
     }
-    for v in vmas.iter().filter(|v| v.prot & PROT_EXEC != 0 && v.is(status::REGULAR)) {
-        let len = ((v.end - v.start) as usize).min(4 << 20);
-        if let Ok(b) = read_bytes(pid, v.start, len)
-            && let Some(a) = find_syscall_insn(&b, v.start)
-        {
-            return Ok(a);
-        }
+    match bare {
+        Some(syscall) => Ok(Trampoline::Bare { syscall }),
+        None => bail!("process {pid}: no syscall instruction found in its vDSO or code to run system calls with"),
     }
-    bail!("process {pid}: no syscall instruction found in its vDSO or code to run system calls with")
+}
+
+/// A thread with a shadow stack (CET) would fault on a trampoline's `ret`.
+fn shadow_stack(pid: i32, tid: i32) -> bool {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    s.lines().any(|l| l.starts_with("x86_Thread_features:") && l.split_whitespace().any(|w| w == "shstk"))
+}
+
+/// The trampoline for one thread of `pid`.
+fn for_thread(pid: i32, tid: i32, t: Trampoline) -> Trampoline {
+    match t {
+        Trampoline::Safe { syscall_ret, .. } if shadow_stack(pid, tid) => Trampoline::Bare { syscall: syscall_ret },
+        t => t,
+    }
 }
 
 fn check(r: i64, what: &str, tid: i32) -> Result<i64> {
@@ -64,7 +82,7 @@ pub struct ProcessState {
     pub dumpable: i32,
 }
 
-pub fn process_state(pid: i32, insn: u64) -> Result<ProcessState> {
+pub fn process_state(pid: i32, tramp: Trampoline) -> Result<ProcessState> {
     let stat = procfs::stat(pid, pid)?;
     let mut core = TaskCore {
         flags: stat.flags,
@@ -84,7 +102,7 @@ pub fn process_state(pid: i32, insn: u64) -> Result<ProcessState> {
     let oom = procfs::read_string(pid, "oom_score_adj")?;
     core.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
 
-    let mut inj = Injector::new(pid, insn)?;
+    let mut inj = Injector::new(pid, for_thread(pid, pid, tramp))?;
     let s = inj.scratch();
     for sig in 1..=64u32 {
         if sig == SIGKILL || sig == SIGSTOP {
@@ -121,7 +139,7 @@ pub fn process_state(pid: i32, insn: u64) -> Result<ProcessState> {
 }
 
 /// One thread's state; `leader` says whether its mask is the process's.
-pub fn thread_state(pid: i32, tid: i32, insn: u64) -> Result<Thread> {
+pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let stat = procfs::stat(pid, tid)?;
     let st = procfs::status(pid, tid)?;
     let seccomp = match st.seccomp {
@@ -131,7 +149,7 @@ pub fn thread_state(pid: i32, tid: i32, insn: u64) -> Result<Thread> {
         m => bail!("task {tid} of process {pid}: seccomp mode {m} is unknown"),
     };
     let blk_sigset = regs::sigmask(tid)?;
-    let mut inj = Injector::new(tid, insn)?;
+    let mut inj = Injector::new(tid, for_thread(pid, tid, tramp))?;
     let s = inj.scratch();
     check(inj.syscall(nr::__NR_sigaltstack, &[0, s])?, "sigaltstack", tid)?;
     let b = inj.read_scratch(24)?;

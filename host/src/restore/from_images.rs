@@ -407,14 +407,15 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
         .timers
         .iter()
         .flat_map(|t| [(0, &t.real), (1, &t.virt), (2, &t.prof)])
-        .filter(|(_, t)| t.vsec != 0 || t.vusec != 0)
-        .map(|(which, t)| ITimer {
-            which,
-            pad: 0,
-            interval_sec: t.isec,
-            interval_usec: t.iusec,
-            value_sec: t.vsec,
-            value_usec: t.vusec,
+        .filter(|(_, t)| t.vsec != 0 || t.vusec != 0 || t.isec != 0 || t.iusec != 0)
+        .map(|(which, t)| {
+            // A periodic timer reads 0 between its expiry and the delivery
+            // of its signal, which rearms it; the signal is pending in the
+            // images, and setitimer with 0 would disarm the timer for good.
+            // Its next expiry is one interval on.
+            let (value_sec, value_usec) =
+                if t.vsec == 0 && t.vusec == 0 { (t.isec, t.iusec) } else { (t.vsec, t.vusec) };
+            ITimer { which, pad: 0, interval_sec: t.isec, interval_usec: t.iusec, value_sec, value_usec }
         })
         .collect();
     let posix_timers = tc

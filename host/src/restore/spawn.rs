@@ -224,11 +224,15 @@ fn run_tree(
     let syncs: Vec<OwnedFd> = prepared.iter_mut().map(|pr| pr.sync_tx.take().expect("prepared once")).collect();
     drop(prepared);
     let pids: Vec<Pid> = plans.iter().map(|p| Pid::from_raw(p.pid)).collect();
+    // Traced or not, every thread is collected before the leaders: see
+    // [`crate::reap`].
     let kill_all = || {
         for pid in pids.iter().rev() {
             let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
         }
-        let _ = nix::sys::wait::waitpid(root, None);
+        let others = plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid).filter(move |&t| t != p.pid));
+        let _ = crate::reap::collect(others.collect(), pids.iter().map(|p| p.as_raw()).collect());
+        let _ = nix::sys::wait::waitpid(root, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
     };
 
     cfg_select! {

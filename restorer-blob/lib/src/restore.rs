@@ -120,13 +120,11 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     set_thread(log, &p.threads[0]);
     set_seccomp(&p, SECCOMP_ALL_THREADS, log);
     start_threads(log, &p);
-    // Every thread exists now, so per-thread signals have a target; all
-    // signals are blocked until each thread's sigreturn.
+    // All signals stay blocked until each thread's sigreturn. The kernel
+    // lets a task pass a kill()'s or tgkill()'s sender info on only to
+    // itself, so each thread queues its own (see `thread_main`).
     let me = sys::getpid();
-    for s in p.signals {
-        let res = sys::sigqueue(me, s.tid, s.signo, &s.info);
-        check(log, res, ExitCode::Signals, "queueing signal", s.signo as u64);
-    }
+    queue_own_signals(log, p.signals, me, |tid| tid == 0 || tid == me);
     create_posix_timers(log, p.posix_timers);
     // Timers last: they start counting when armed.
     for t in p.posix_timers {
@@ -403,6 +401,7 @@ extern "C" fn thread_main(t: usize) -> ! {
     // keeps until its sigreturn) before creating this thread.
     let plan = unsafe { &*p };
     let index = plan.threads.iter().position(|x| core::ptr::eq(x, t)).unwrap_or(0);
+    queue_own_signals(&log, plan.signals, sys::getpid(), |tid| tid == t.tid);
     set_seccomp(plan, index as u32, &log);
     set_creds(plan.creds.get(index), plan, &log);
     if FLAGS.load(Ordering::Relaxed) & RESTORE_TRAP != 0 {
@@ -410,6 +409,15 @@ extern "C" fn thread_main(t: usize) -> ! {
     }
     // SAFETY: the host built this thread's frame.
     unsafe { revenant_arch::rt_sigreturn(t.sigframe as usize) }
+}
+
+/// Queues the pending signals of `signals` that `mine` picks, as the
+/// calling thread of process `me`.
+fn queue_own_signals(log: &Log, signals: &[QueuedSignal], me: u32, mine: impl Fn(u32) -> bool) {
+    for s in signals.iter().filter(|s| mine(s.tid)) {
+        let res = sys::sigqueue(me, s.tid, s.signo, &s.info);
+        check(log, res, ExitCode::Signals, "queueing signal", s.signo as u64);
+    }
 }
 
 /// The plan, for the other threads' credentials.

@@ -1,0 +1,289 @@
+//! The program is never lost: `revenant dump` of a multi-threaded program
+//! with a 1 ms interval timer, started as users start programs (detached,
+//! a grandchild of nobody who dumps it), completes and restores every time,
+//! and a dump stopped at any step, by an error or by SIGKILL, leaves the
+//! program running exactly as it was.
+//!
+//! The dumpee (`tests/dumpees/survivor.c`) checks its own registers across
+//! system calls, its signal masks, alternate stacks, pending signals and
+//! memory, and says so in every line it writes. This test process is a
+//! child subreaper, so killed dumpees come back to it and their PIDs are
+//! free at once for the restore.
+
+#![cfg(target_arch = "x86_64")]
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+
+const REVENANT: &str = env!("CARGO_BIN_EXE_revenant");
+/// Only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+    });
+}
+
+fn survivor() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dumpees/survivor.c");
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("survivor");
+            let st =
+                Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status().expect("running cc");
+            assert!(st.success(), "compiling {}", src.display());
+            out
+        })
+        .clone()
+}
+
+/// A scratch directory only we can write.
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("revenant-survive-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("images")).unwrap();
+    d
+}
+
+/// The running dumpee: its PID and the file it writes to.
+struct Program {
+    pid: i32,
+    out: PathBuf,
+}
+
+impl Program {
+    /// Starts the survivor as a grandchild in its own session, the way a
+    /// shell's `setsid prog &` leaves it: its parent exits at once.
+    fn start(work: &Path) -> Program {
+        subreaper();
+        let out = work.join("out");
+        let mut cmd = Command::new(survivor());
+        cmd.arg(&out).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: fork, setsid, close_range and _exit are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if nix::unistd::fork()?.is_parent() {
+                    nix::libc::_exit(0);
+                }
+                nix::unistd::setsid()?;
+                nix::libc::syscall(nix::libc::SYS_close_range, 3, u32::MAX, 0);
+                Ok(())
+            });
+        }
+        cmd.status().expect("starting the survivor");
+        let ready = wait_lines(&out, |l| l.first().is_some_and(|f| f.starts_with("ready ")));
+        let pid = ready.lines().next().unwrap()["ready ".len()..].trim().parse().unwrap();
+        let p = Program { pid, out };
+        p.carries_on("just started");
+        p
+    }
+
+    /// Waits for three more lines and checks that they say the program runs
+    /// as before: timer firing, threads working, every check passing; and
+    /// that no task of it is stopped or traced.
+    fn carries_on(&self, when: &str) {
+        let before = std::fs::read_to_string(&self.out).unwrap_or_default();
+        let n = before.lines().count();
+        let text = wait_lines(&self.out, |l| l.len() >= n + 3);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= n + 3, "{when}: program {} stopped writing:\n{}", self.pid, tail(&text));
+        let last = lines[lines.len() - 1];
+        let prev = lines[lines.len() - 3];
+        assert_eq!(field(last, "bad"), "0", "{when}: program {} found itself changed: {last}", self.pid);
+        for key in ["alarms", "iters"] {
+            let (a, b) = (num(prev, key), num(last, key));
+            assert!(b > a, "{when}: program {}: {key} does not grow ({prev} / {last})", self.pid);
+        }
+        for task in std::fs::read_dir(format!("/proc/{}/task", self.pid)).unwrap() {
+            let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+            let get = |k: &str| status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("").trim().to_string();
+            assert_eq!(get("TracerPid:"), "0", "{when}: program {} is still traced", self.pid);
+            assert!(!get("State:").starts_with('t'), "{when}: program {} left in a trace stop", self.pid);
+            assert!(!get("State:").starts_with('T'), "{when}: program {} left stopped", self.pid);
+        }
+    }
+
+    fn gone(&self) -> bool {
+        // A zombie that came back to us counts as gone once collected.
+        let _ = waitpid(Pid::from_raw(self.pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        !Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+
+    /// Waits until the killed program has come back to us and is collected.
+    fn collected(&self) {
+        let _ = waitpid(Pid::from_raw(self.pid), None);
+        let t = Instant::now();
+        while !self.gone() {
+            assert!(t.elapsed() < PATIENCE, "program {} is still there", self.pid);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn stop(&self) {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        self.collected();
+    }
+}
+
+fn wait_lines(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if pred(&text.lines().collect::<Vec<_>>()) || t.elapsed() > PATIENCE {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn tail(text: &str) -> String {
+    let l: Vec<&str> = text.lines().collect();
+    l[l.len().saturating_sub(5)..].join("\n")
+}
+
+fn field<'a>(line: &'a str, key: &str) -> &'a str {
+    line.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).unwrap_or("")
+}
+
+fn num(line: &str, key: &str) -> u64 {
+    field(line, key).parse().unwrap_or(0)
+}
+
+fn revenant(args: &[&str], dir: &Path, env: Option<(&str, String)>) -> Output {
+    let mut c = Command::new(REVENANT);
+    c.args(args).arg("-D").arg(dir);
+    if let Some((k, v)) = env {
+        c.env(k, v);
+    }
+    c.output().expect("running revenant")
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Dump with --leave-running, then dump, restore and carry on, fifty times.
+#[test]
+fn a_threaded_program_with_a_busy_timer_survives_50_dumps_and_restores() {
+    let work = scratch("loop");
+    let images = work.join("images");
+    let p = Program::start(&work);
+    let pid = p.pid.to_string();
+    for i in 0..50 {
+        let o = revenant(&["dump", "-t", &pid, "--leave-running"], &images, None);
+        ok(&o, &format!("round {i}: dump --leave-running"));
+        p.carries_on(&format!("round {i}, after dump --leave-running"));
+
+        let o = revenant(&["dump", "-t", &pid], &images, None);
+        ok(&o, &format!("round {i}: dump"));
+        p.collected();
+        let o = revenant(&["restore", "-d"], &images, None);
+        ok(&o, &format!("round {i}: restore"));
+        p.carries_on(&format!("round {i}, after restore"));
+    }
+    p.stop();
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// The dump's steps, as `REVENANT_FAULT=list` names them.
+fn steps(images: &Path, pid: &str) -> Vec<String> {
+    let o = revenant(&["dump", "-t", pid, "--leave-running"], images, Some(("REVENANT_FAULT", "list".into())));
+    ok(&o, "dump listing its steps");
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("revenant: step "))
+        .map(|l| l.to_string())
+        .collect()
+}
+
+/// No temporary image is left in `dir`.
+fn no_leftovers(dir: &Path, when: &str) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let n = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!n.ends_with(".part"), "{when}: {n} left behind");
+    }
+}
+
+#[test]
+fn a_dump_failing_or_killed_at_any_step_leaves_the_program_as_it_was() {
+    let work = scratch("steps");
+    let images = work.join("images");
+    let p = Program::start(&work);
+    let pid = p.pid.to_string();
+    let steps = steps(&images, &pid);
+    assert!(steps.len() > 50, "too few steps to believe: {steps:?}");
+    assert!(steps.iter().any(|s| s.contains("system call")), "injection steps are walked: {steps:?}");
+    for (i, name) in steps.iter().enumerate() {
+        let n = i + 1;
+        let o = revenant(&["dump", "-t", &pid], &images, Some(("REVENANT_FAULT", format!("error:{n}"))));
+        assert!(!o.status.success(), "step {name}: the dump went through a failing step");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("fault injected"), "step {name}: {err}");
+        no_leftovers(&images, name);
+        p.carries_on(&format!("dump failed at step {name}"));
+
+        let o = revenant(&["dump", "-t", &pid], &images, Some(("REVENANT_FAULT", format!("kill:{n}"))));
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(o.status.signal(), Some(9), "step {name}: {}", String::from_utf8_lossy(&o.stderr));
+        p.carries_on(&format!("dump killed at step {name}"));
+    }
+    p.stop();
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// SIGKILL at random moments (a xorshift seeded from the clock; the seed is
+/// printed so a failure can be replayed), and SIGINT/SIGTERM, which roll
+/// the dump back.
+#[test]
+fn a_dump_killed_at_random_moments_or_interrupted_leaves_the_program_as_it_was() {
+    let work = scratch("random");
+    let images = work.join("images");
+    let p = Program::start(&work);
+    let mut seed = std::env::var("REVENANT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::UNIX_EPOCH.elapsed().unwrap().as_nanos() as u64 | 1);
+    eprintln!("seed {seed}");
+    for round in 0..60 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let delay = Duration::from_micros(seed % 15_000);
+        let sig = [Signal::SIGKILL, Signal::SIGKILL, Signal::SIGINT, Signal::SIGTERM][(seed >> 20) as usize % 4];
+        let mut c = Command::new(REVENANT);
+        c.args(["dump", "-t", &p.pid.to_string(), "-D"]).arg(&images).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        std::thread::sleep(delay);
+        let _ = kill(Pid::from_raw(child.id() as i32), sig);
+        let o = child.wait_with_output().unwrap();
+        let when = format!("round {round}: {sig} after {delay:?}");
+        if o.status.success() {
+            // The dump finished first and killed the program, as asked.
+            p.collected();
+            ok(&revenant(&["restore", "-d"], &images, None), &when);
+            p.carries_on(&format!("{when}, restored"));
+            continue;
+        }
+        if sig != Signal::SIGKILL {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains("interrupted by") || err.is_empty(), "{when}: {err}");
+            no_leftovers(&images, &when);
+        }
+        // Killed before it could finish: the program must run on.
+        if p.gone() {
+            panic!("{when}: the program is gone");
+        }
+        p.carries_on(&when);
+    }
+    p.stop();
+    std::fs::remove_dir_all(&work).unwrap();
+}
