@@ -138,7 +138,7 @@ fn segment(id: i32, pages_id: u32, dir: &Path) -> Result<Segment> {
 
 /// Writes the pages of `mem` that are not all zeros; returns their runs.
 fn write_pages(mem: &[u8], path: &Path) -> Result<Vec<(u64, u64)>> {
-    let mut w = BufWriter::with_capacity(1 << 20, File::create(path)?);
+    let mut w = BufWriter::with_capacity(1 << 20, revenant_images::file::create(path, 0o666)?);
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (i, page) in mem.chunks(PAGE as usize).enumerate() {
         if page.iter().all(|&b| b == 0) {
