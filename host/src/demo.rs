@@ -55,7 +55,7 @@ pub fn run() -> Result<()> {
 fn demo(work: &Path) -> Result<()> {
     let out = work.join("counter.out");
     let images = work.join("images");
-    crate::dump::imgdir::create(&images)?;
+    crate::imgdir::create(&images)?;
     let exe = std::env::current_exe().context("finding this program")?;
     let mut cmd = Command::new(&exe);
     cmd.arg("demo-child").arg(&out).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());

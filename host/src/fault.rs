@@ -57,11 +57,17 @@ fn mode() -> Mode {
     })
 }
 
+/// The signal that asked us to stop, if one did.
+pub fn interrupted() -> Option<&'static str> {
+    INTERRUPTED
+        .load(Ordering::SeqCst)
+        .then(|| Signal::try_from(SIGNAL.load(Ordering::SeqCst)).map_or("a signal", |s| s.as_str()))
+}
+
 /// Marks a step; `name` says what has just been done.
 pub fn step(name: impl FnOnce() -> String) -> anyhow::Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        let sig = Signal::try_from(SIGNAL.load(Ordering::SeqCst)).map_or("a signal", |s| s.as_str());
-        anyhow::bail!("interrupted by {sig}; everything is put back");
+    if let Some(sig) = interrupted() {
+        anyhow::bail!("stopped at a signal ({sig})");
     }
     let m = mode();
     if m == Mode::Off {

@@ -9,6 +9,7 @@ pub mod demo;
 #[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod fault;
+pub mod imgdir;
 pub mod kerndat;
 pub mod reap;
 pub mod restore;

@@ -1,6 +1,7 @@
 //! The `revenant` command line.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -12,6 +13,10 @@ use revenant::kerndat::Kerndat;
 #[derive(Parser)]
 #[command(name = "revenant", version)]
 struct Cli {
+    /// Accepted for CRIU compatibility: revenant reads no configuration
+    /// file.
+    #[arg(long, global = true)]
+    no_default_config: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -47,12 +52,23 @@ enum Cmd {
         /// The root may be a shell job (not a session leader).
         #[arg(long)]
         shell_job: bool,
-        /// Log file (default: stderr).
+        /// Log file (default: stderr); a relative path is taken in the
+        /// work directory. Written however the dump ends, the error last.
         #[arg(short = 'o', long = "log-file")]
         log: Option<PathBuf>,
+        /// Where a relative log file goes (default: the image directory).
+        #[arg(short = 'W', long = "work-dir")]
+        work_dir: Option<PathBuf>,
         /// Log level, 0 to 4.
         #[arg(short = 'v', default_value_t = 0)]
         verbosity: u32,
+        /// Seconds allowed for freezing and collecting the tree.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+        /// Accepted for CRIU compatibility and ignored: a dump writes no
+        /// pidfile.
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
         /// Write only the pages images (benchmarks, until the image layer
         /// can write the rest).
         #[arg(long, hide = true)]
@@ -66,15 +82,25 @@ enum Cmd {
         /// Return once the tree runs instead of waiting for it to exit.
         #[arg(short = 'd', long = "restore-detached")]
         detach: bool,
-        /// Write the root's PID to this file.
+        /// Write the root's PID to this file (relative: in the work
+        /// directory).
         #[arg(long)]
         pidfile: Option<PathBuf>,
-        /// Write the restore log to this file.
+        /// Write the restore log to this file (relative: in the work
+        /// directory), however the restore ends, the error last.
         #[arg(short = 'o', long = "log-file")]
         log: Option<PathBuf>,
+        /// Where a relative log file or pidfile goes (default: the image
+        /// directory).
+        #[arg(short = 'W', long = "work-dir")]
+        work_dir: Option<PathBuf>,
         /// Log level, 0 to 4 (accepted for CRIU compatibility).
         #[arg(short = 'v', default_value_t = 0)]
         verbosity: u32,
+        /// Accepted for CRIU compatibility and ignored: it bounds a dump's
+        /// freezing.
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
         /// The tree was a job of a shell: keep it in this session.
         #[arg(long)]
         shell_job: bool,
@@ -129,18 +155,58 @@ enum BlobCmd {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let mut log = None;
+    match run(Cli::parse(), &mut log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("revenant: {e:#}");
+            // A signal makes a blocking call fail before its step notices.
+            let e = match revenant::fault::interrupted() {
+                Some(sig) => e.context(format!("interrupted by {sig}; everything was put back")),
+                None => e,
+            };
+            let msg = format!("revenant: {e:#}");
+            eprintln!("{msg}");
+            // The log is wanted most when things fail: the error ends it.
+            if let Some(path) = &log {
+                let added = revenant_images::file::append(path, LOG_MODE)
+                    .and_then(|mut f| Ok(f.write_all(format!("{msg}\n").as_bytes())?));
+                if let Err(le) = added {
+                    eprintln!("revenant: and the error could not be added to the log {}: {le:#}", path.display());
+                }
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Logs and pidfiles can show what the program had open and where.
+const LOG_MODE: u32 = 0o600;
+
+/// CRIU's rule for files named on the command line: relative to the work
+/// directory (`-W`), which is the image directory unless given; absolute
+/// as they are.
+fn in_work_dir(path: &Path, work_dir: Option<&Path>, images: &Path) -> PathBuf {
+    work_dir.unwrap_or(images).join(path)
+}
+
+/// Creates (or empties) the log before the command starts, so that it
+/// exists whatever happens next, and records it in `out` for the error.
+fn start_log(log: Option<&Path>, work_dir: Option<&Path>, images: &Path, out: &mut Option<PathBuf>) -> Result<()> {
+    if let Some(log) = log {
+        let path = in_work_dir(log, work_dir, images);
+        revenant_images::file::create(&path, LOG_MODE).context("creating the log file")?;
+        *out = Some(path);
+    }
+    Ok(())
+}
+
+fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
     if matches!(cli.command, Cmd::Dump { .. } | Cmd::Restore { .. }) {
         revenant::fault::catch_interrupts();
+    }
+    let mut notes = Vec::new();
+    if cli.no_default_config {
+        notes.push("--no-default-config: accepted; revenant reads no configuration file".to_string());
     }
     match cli.command {
         #[cfg(target_arch = "x86_64")]
@@ -161,27 +227,50 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        #[cfg(target_arch = "x86_64")]
-        Cmd::Dump { pid, dir, leave_running, shell_job, log, verbosity, pages_only } => {
-            revenant::dump::imgdir::create(&dir)?;
-            let opts = revenant::dump::DumpOptions { leave_running, shell_job, verbosity, log, pages_only };
-            revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
-            Ok(())
+        Cmd::Dump { pid, dir, leave_running, shell_job, log, work_dir, verbosity, timeout, pidfile, pages_only } => {
+            let made = revenant::imgdir::create(&dir);
+            // A log outside the image directory can tell that it was missing.
+            let started = start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out);
+            made?;
+            started?;
+            if let Some(p) = pidfile {
+                notes.push(format!("--pidfile {}: ignored; a dump writes no pidfile", p.display()));
+            }
+            cfg_select! {
+                target_arch = "x86_64" => {
+                    let timeout = timeout.map(std::time::Duration::from_secs);
+                    let log = log_out.clone();
+                    let opts = revenant::dump::DumpOptions {
+                        leave_running, shell_job, verbosity, log, timeout, notes, pages_only,
+                    };
+                    revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
+                    Ok(())
+                }
+                _ => {
+                    let _ = (pid, leave_running, shell_job, verbosity, timeout, notes, pages_only);
+                    bail!("revenant dump works on x86_64 only so far")
+                }
+            }
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        Cmd::Dump { .. } => bail!("revenant dump works on x86_64 only so far"),
         Cmd::Restore {
             dir,
             detach,
             pidfile,
             log,
+            work_dir,
             verbosity: _,
+            timeout,
             shell_job,
             vdso_proxy,
             cpu_cap,
             shm_new_ids,
             clamp_limits,
         } => {
+            start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
+            if let Some(t) = timeout {
+                notes.push(format!("--timeout {t}: ignored; it bounds a dump's freezing"));
+            }
+            let pidfile = pidfile.map(|p| in_work_dir(&p, work_dir.as_deref(), &dir));
             let skip_cpu_check = cpu_cap == "none";
             let opts = revenant::restore::Options {
                 plan: revenant::restore::from_images::PlanOptions {
@@ -193,7 +282,8 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 detach,
                 pidfile,
-                log_file: log,
+                log_file: log_out.clone(),
+                notes,
             };
             let code = revenant::restore::run(&dir, &opts)?;
             std::process::exit(code)

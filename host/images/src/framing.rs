@@ -143,6 +143,6 @@ impl Writer {
     }
 
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
-        std::fs::write(path, &self.buf).with_context(|| format!("writing {}", path.display()))
+        crate::image::write_file(path, &self.buf)
     }
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::file::ImageFile;
 use crate::framing::{Reader, Writer};
 use crate::json::Json;
 use crate::magic::Kind;
@@ -77,8 +78,12 @@ impl Image {
 
     /// Reads and decodes `path`; errors start with the file's name.
     pub fn read(path: &Path) -> Result<Image> {
-        let data = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        Image::decode(&data).with_context(|| file_name(path))
+        Image::read_file(&ImageFile::open(path)?)
+    }
+
+    /// Reads and decodes an image file already open.
+    pub fn read_file(f: &ImageFile) -> Result<Image> {
+        Image::decode(&f.read_all()?).with_context(|| file_name(f.path()))
     }
 
     pub fn kind(&self) -> Kind {
@@ -143,7 +148,7 @@ impl Image {
 
     /// Encodes and writes to `path`.
     pub fn write(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.encode()).with_context(|| format!("writing {}", path.display()))
+        write_file(path, &self.encode())
     }
 
     /// Number of entries (a pagemap's head counts).
@@ -215,6 +220,13 @@ impl Image {
 /// are in a pagemap, else the size rounded up to 4.
 pub fn shm_payload_len(e: &IpcShmEntry) -> u64 {
     if e.in_pagemaps == Some(true) { 0 } else { e.size.saturating_add(3) & !3 }
+}
+
+/// Writes `bytes` to a new (or emptied) regular file at `path`, never
+/// through a link; the mode is what `std::fs::write` gives.
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    crate::file::create(path, 0o666)?.write_all(bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 pub(crate) fn file_name(path: &Path) -> String {

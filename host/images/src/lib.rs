@@ -13,10 +13,13 @@
 //! - [`Image`]: one image file, typed ([`Image::read`], [`Image::write`],
 //!   [`Image::to_json`]).
 //! - [`Reader`] / [`Writer`]: entry-level framing, for writers that stream.
+//! - [`file`]: how every file of an image directory is opened (no links,
+//!   no FIFOs or devices, reads bounded by the file's size).
 //!
 //! The decoder is fuzzed by `fuzz/fuzz_targets/decode.rs` at the top of the
 //! repository; see host/images/README.md for how to run it.
 
+pub mod file;
 pub mod framing;
 pub mod image;
 pub mod json;

@@ -122,7 +122,7 @@ fn read(dir: &Path, name: &str) -> Result<Image> {
 }
 
 fn read_opt(dir: &Path, name: &str) -> Result<Option<Image>> {
-    if dir.join(name).exists() { read(dir, name).map(Some) } else { Ok(None) }
+    if crate::file::exists(&dir.join(name))? { read(dir, name).map(Some) } else { Ok(None) }
 }
 
 fn wrong(name: &str, found: &Image, wanted: &str) -> anyhow::Error {
@@ -324,11 +324,23 @@ impl ImageSet {
                 _ => false,
             };
             if !same {
-                std::fs::copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+                copy(&from, &to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
             }
         }
         Ok(())
     }
+}
+
+/// Copies the pages image `from` to `to`, as much as it held when opened.
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    use std::io::Read as _;
+    let src = crate::file::ImageFile::open(from)?;
+    let mut dst = crate::file::create(to, 0o666)?;
+    let n = std::io::copy(&mut (&src.file).take(src.size), &mut dst)?;
+    if n != src.size {
+        bail!("{}: {n} bytes copied of {}", from.display(), src.size);
+    }
+    Ok(())
 }
 
 /// Files `<prefix>N.img` in `dir`, by N.

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
+use crate::file::{self, ImageFile};
 use crate::image::{Image, file_name};
 use crate::json::{self, Json, MMAP_STATUS, PMAP_FLAGS};
 use crate::magic::Kind;
@@ -29,28 +30,36 @@ pub fn show(path: &Path, json: bool) -> Result<String> {
 }
 
 fn dir_json(dir: &Path) -> Result<String> {
-    let mut names = Vec::new();
+    let mut entries = Vec::new();
     for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
         let e = e.with_context(|| format!("{}: cannot list", dir.display()))?;
-        names.push(e.file_name().to_string_lossy().into_owned());
+        let t = e.file_type().with_context(|| format!("{}: cannot stat", e.path().display()))?;
+        entries.push((e.file_name().to_string_lossy().into_owned(), t));
     }
-    names.sort();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
     let mut o = Vec::new();
-    for name in names {
+    for (name, t) in entries {
         let path = dir.join(&name);
-        if !path.is_file() || !has_known_magic(&path) {
+        // What is named like an image must be one; anything else that is
+        // not a regular file is simply not an image.
+        let named = name.ends_with(".img");
+        if !t.is_file() {
+            if named {
+                return Err(file::not_regular(&path, t));
+            }
             continue;
         }
-        o.push((name.into(), Image::read(&path)?.to_json()));
+        let f = match ImageFile::open(&path) {
+            Ok(f) => f,
+            Err(e) if named => return Err(e),
+            Err(_) => continue,
+        };
+        if Kind::from_header(&f.read_head(8)?).is_none() {
+            continue;
+        }
+        o.push((name.into(), Image::read_file(&f)?.to_json()));
     }
     Ok(Json::Obj(o).pretty() + "\n")
-}
-
-fn has_known_magic(path: &Path) -> bool {
-    use std::io::Read as _;
-    let mut head = [0u8; 8];
-    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
-    Kind::from_header(&head[..n]).is_some()
 }
 
 fn prot(p: u32) -> String {
@@ -63,16 +72,12 @@ fn status(s: u32) -> String {
 }
 
 fn file_listing(path: &Path) -> Result<String> {
-    let data = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    if Kind::from_header(&data).is_none() && file_name(path).starts_with("pages-") {
-        return Ok(format!(
-            "{}: raw pages image, {} bytes ({} pages)\n",
-            path.display(),
-            data.len(),
-            data.len() as u64 / PAGE_SIZE
-        ));
+    let f = ImageFile::open(path)?;
+    // Pages images are large and have no header: their size says it all.
+    if Kind::from_header(&f.read_head(8)?).is_none() && file_name(path).starts_with("pages-") {
+        return Ok(format!("{}: raw pages image, {} bytes ({} pages)\n", path.display(), f.size, f.size / PAGE_SIZE));
     }
-    let image = Image::decode(&data).with_context(|| file_name(path))?;
+    let image = Image::read_file(&f)?;
     let mut s = format!("{}: {} image, {} entries\n", path.display(), image.kind().name(), image.len());
     let mut line = |l: String| {
         s.push_str("  ");

@@ -286,7 +286,7 @@ fn check_runs(name: &str, entries: &[PagemapEntry], inside: impl Fn(u64, u64) ->
 
 fn check_pages_size(pagemap: &str, pages: &Path, present: u64) -> Result<()> {
     let pages_name = file_name(pages);
-    let size = std::fs::metadata(pages).map_err(|e| anyhow!("{pages_name}: cannot stat: {e}"))?.len();
+    let size = crate::file::ImageFile::open(pages)?.size;
     let want = present.saturating_mul(PAGE_SIZE);
     if size != want {
         return Err(anyhow!("{pages_name}: {size} bytes, but {pagemap} promises {present} pages ({want} bytes)"));

@@ -9,8 +9,8 @@ use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
 use super::files::FileKind;
-use super::imgdir::ImageDir;
 use super::model::{Process, Thread, Tree};
+use crate::imgdir::ImageDir;
 use crate::restore::regs::X86Fpu;
 
 /// Writes every image but the pages under temporary names; returns the

@@ -9,7 +9,6 @@
 
 pub mod files;
 pub mod freeze;
-pub mod imgdir;
 pub mod inject;
 pub mod maps;
 pub mod memory;
@@ -28,8 +27,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+use crate::imgdir::ImageDir;
 use freeze::Frozen;
-use imgdir::ImageDir;
 use maps::{PAGE, status};
 use model::{Mm, Process, Tree, VmaOut};
 
@@ -42,7 +41,13 @@ pub struct DumpOptions {
     pub shell_job: bool,
     /// 0 quiet .. 4 debug; lines go to `log`.
     pub verbosity: u32,
+    /// Created (mode 0600, never through a link) when the dump starts.
     pub log: Option<PathBuf>,
+    /// How long freezing and collecting the tree may take (CRIU's
+    /// `--timeout`); `None` for the default.
+    pub timeout: Option<std::time::Duration>,
+    /// Lines for the top of the log: options accepted but not used.
+    pub notes: Vec<String>,
     /// Write only the pages images; everything else stays in the returned
     /// [`Tree`]. For tests of the collection, and the only mode that can
     /// succeed until the image layer (issue 3) can encode messages.
@@ -336,10 +341,17 @@ pub struct Log {
 impl Log {
     pub fn open(opts: &DumpOptions) -> Result<Log> {
         let out = match &opts.log {
-            Some(p) => Some(File::create(p).with_context(|| format!("creating log file {}", p.display()))?),
+            Some(p) => Some(revenant_images::file::create(p, 0o600).context("creating the log file")?),
             None => None,
         };
-        Ok(Log { out, level: opts.verbosity, start: Instant::now() })
+        let mut log = Log { out, level: opts.verbosity, start: Instant::now() };
+        for n in &opts.notes {
+            log.line(1, n);
+        }
+        if let Some(t) = opts.timeout {
+            log.line(1, &format!("--timeout {}s: accepted; the freeze does not apply it yet", t.as_secs()));
+        }
+        Ok(log)
     }
 
     pub fn quiet() -> Log {

@@ -17,8 +17,8 @@ use nix::libc;
 
 use revenant_images::messages::IpcVarEntry;
 
-use super::imgdir::ImageDir;
 use super::maps::PAGE;
+use crate::imgdir::ImageDir;
 use crate::restore::sysv::{read_var, stat};
 
 /// One segment as found.

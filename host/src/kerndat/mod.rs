@@ -173,6 +173,30 @@ mod tests {
         let _ = std::fs::remove_file(&path);
     }
 
+    /// In the temporary directory someone else may have put a FIFO (which
+    /// would block the read) or a link where the cache goes: neither is
+    /// read or written through; the cache is probed and replaced.
+    #[test]
+    fn a_fifo_or_link_at_the_cache_path_is_not_used() {
+        let path = scratch("hostile");
+        let victim = scratch("hostile-victim");
+        std::fs::write(&victim, b"keep me").unwrap();
+        for plant in [0, 1] {
+            let _ = std::fs::remove_file(&path);
+            if plant == 0 {
+                nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+            } else {
+                std::os::unix::fs::symlink(&victim, &path).unwrap();
+            }
+            let k = Kerndat::get_cached_at(&path).unwrap();
+            assert_eq!(k.arch, revenant_arch::NAME);
+            assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_file());
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        }
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&victim);
+    }
+
     #[test]
     fn json_round_trips() {
         let k = Kerndat::probe().unwrap();

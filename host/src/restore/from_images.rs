@@ -491,7 +491,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
 /// What `pipes-data.img` holds for `pipe_id` (nothing if it has no entry).
 fn pipe_data(set: &ImageSet, pipe_id: u32) -> Result<Vec<u8>> {
     let path = set.dir.join("pipes-data.img");
-    if !path.exists() {
+    if !revenant_images::file::exists(&path)? {
         return Ok(Vec::new());
     }
     match revenant_images::Image::read(&path)? {

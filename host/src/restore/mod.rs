@@ -49,27 +49,50 @@ pub struct Options {
     /// Write the restore log here (it never goes into the image directory
     /// unless asked to).
     pub log_file: Option<std::path::PathBuf>,
+    /// Lines for the top of the log: options accepted but not used.
+    pub notes: Vec<String>,
 }
+
+/// Mode of the log and pidfile when created: the log can show addresses
+/// and file names of the program.
+const PRIVATE: u32 = 0o600;
 
 /// Restores the checkpoint in `dir`. With `detach`, returns 0 once the
 /// tree runs; otherwise waits and returns the root's exit status (128 +
 /// signal if a signal ended it).
+///
+/// The log, if asked for, is created first and gets every line known when
+/// the restore ends, however it ends; the caller adds the error.
 pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
+    use std::io::Write;
+    let mut log = match &opts.log_file {
+        Some(path) => Some(revenant_images::file::create(path, PRIVATE).context("creating the restore log")?),
+        None => None,
+    };
+    let mut log_line = |line: &str| -> anyhow::Result<()> {
+        if let (Some(f), Some(path)) = (&mut log, &opts.log_file) {
+            f.write_all(line.as_bytes()).with_context(|| format!("writing the restore log {}", path.display()))?;
+        }
+        Ok(())
+    };
+    for n in &opts.notes {
+        log_line(&format!("host: {n}\n"))?;
+    }
     let plan = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
     for w in &plan.warnings {
         eprintln!("revenant: warning: {w}");
+        log_line(&format!("host: warning: {w}\n"))?;
     }
     let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc)?;
-    let warned = plan.warnings.iter().map(|w| format!("host: warning: {w}\n"));
-    let log: String = warned.chain(restored.iter().map(|r| r.log.clone())).collect();
-    let roots: Vec<i32> = restored.iter().map(|r| r.pid).collect();
-    if let Some(path) = &opts.log_file {
-        std::fs::write(path, &log).with_context(|| format!("writing the restore log {}", path.display()))?;
+    for r in &restored {
+        log_line(&r.log)?;
     }
-    let root = roots[0];
+    let root = restored[0].pid;
     if let Some(path) = &opts.pidfile {
-        std::fs::write(path, format!("{root}\n")).with_context(|| format!("writing {}", path.display()))?;
+        let mut f = revenant_images::file::create(path, PRIVATE).context("creating the pidfile")?;
+        f.write_all(format!("{root}\n").as_bytes())
+            .with_context(|| format!("writing the pidfile {}", path.display()))?;
     }
     if opts.detach {
         return Ok(0);

@@ -64,8 +64,12 @@ fn is_own_exe(path: &std::path::Path) -> bool {
 }
 
 fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<ChildPlan> {
-    let mut service =
-        vec![Open { path: cpath(&p.pages)?, flags: libc::O_RDONLY, fd: fds.pages, pos: 0, cloexec: true }];
+    // The child cannot say much when an open fails: the pages image is
+    // checked here, and the child's own open (by path, after this check)
+    // still neither follows a link nor waits on a FIFO put there since.
+    revenant_images::file::ImageFile::open(&p.pages)?;
+    let pages_flags = libc::O_RDONLY | revenant_images::file::OPEN_FLAGS;
+    let mut service = vec![Open { path: cpath(&p.pages)?, flags: pages_flags, fd: fds.pages, pos: 0, cloexec: true }];
     if let (Some(exe), true) = (&p.exe, fds.exe >= 0) {
         service.push(Open { path: cpath(exe)?, flags: libc::O_RDONLY, fd: fds.exe, pos: 0, cloexec: true });
     }

@@ -294,17 +294,15 @@ fn fill(s: &SegmentPlan, id: i32) -> Result<()> {
             mem[..n].copy_from_slice(&data[..n]);
             Ok(())
         }
-        Contents::Pages { file, runs } => {
-            File::open(file).with_context(|| format!("opening {}", file.display())).and_then(|f| {
-                runs.iter().try_for_each(|r| {
-                    let dst = mem
-                        .get_mut(r.addr as usize..(r.addr + r.len) as usize)
-                        .with_context(|| format!("pages at offset {:#x} lie outside the segment", r.addr))?;
-                    f.read_exact_at(dst, r.file_offset)
-                        .with_context(|| format!("reading {} bytes at {} of {}", r.len, r.file_offset, file.display()))
-                })
+        Contents::Pages { file, runs } => revenant_images::file::ImageFile::open(file).map(|f| f.file).and_then(|f| {
+            runs.iter().try_for_each(|r| {
+                let dst = mem
+                    .get_mut(r.addr as usize..(r.addr + r.len) as usize)
+                    .with_context(|| format!("pages at offset {:#x} lie outside the segment", r.addr))?;
+                f.read_exact_at(dst, r.file_offset)
+                    .with_context(|| format!("reading {} bytes at {} of {}", r.len, r.file_offset, file.display()))
             })
-        }
+        }),
     };
     // SAFETY: detaching the attachment made above; `mem` is not used after.
     unsafe { libc::shmdt(at) };

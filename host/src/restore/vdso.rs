@@ -84,11 +84,18 @@ pub fn plan(p: &ProcessPlan, runtime: &[Mapping], rt_symbols: &[VdsoSymbol], par
     Ok(VdsoPlan { park: park_moves, unpark: vec![], patches, proxy: true, summary })
 }
 
+const MAX_VDSO: u64 = 1 << 20;
+
 /// The dumped bytes of `v` from the pages image (zeros where no page was
 /// dumped).
 fn dumped_bytes(p: &ProcessPlan, v: &VmaPlan) -> Result<Vec<u8>> {
+    // Real vDSOs are a few pages; the length comes from the images, which
+    // must not choose how much we allocate.
+    if v.len() > MAX_VDSO {
+        bail!("the dumped vDSO at {:#x} is {} bytes long: no vDSO is larger than {MAX_VDSO}", v.start, v.len());
+    }
     let mut out = vec![0u8; v.len() as usize];
-    let pages = std::fs::File::open(&p.pages).with_context(|| format!("opening {}", p.pages.display()))?;
+    let pages = revenant_images::file::ImageFile::open(&p.pages)?.file;
     for r in &p.page_runs {
         let (lo, hi) = (r.addr.max(v.start), (r.addr + r.len).min(v.end));
         if lo < hi {
