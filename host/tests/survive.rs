@@ -32,18 +32,38 @@ fn subreaper() {
     });
 }
 
-fn survivor() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dumpees/survivor.c");
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("survivor");
-            let st =
-                Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status().expect("running cc");
-            assert!(st.success(), "compiling {}", src.display());
-            out
-        })
-        .clone()
+/// Compiles `tests/dumpees/NAME.c` once per run.
+fn dumpee(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    if !built.iter().any(|b| b == name) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/dumpees/{name}.c"));
+        let st = Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status().expect("running cc");
+        assert!(st.success(), "compiling {}", src.display());
+        built.push(name.to_string());
+    }
+    out
+}
+
+/// Starts `prog` with `args` as a grandchild in its own session, the way a
+/// shell's `setsid prog &` leaves it: its parent exits at once.
+fn start_grandchild(prog: &Path, args: &[&std::ffi::OsStr]) {
+    subreaper();
+    let mut cmd = Command::new(prog);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: fork, setsid, close_range and _exit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::unistd::fork()?.is_parent() {
+                nix::libc::_exit(0);
+            }
+            nix::unistd::setsid()?;
+            nix::libc::syscall(nix::libc::SYS_close_range, 3, u32::MAX, 0);
+            Ok(())
+        });
+    }
+    cmd.status().expect("starting a dumpee");
 }
 
 /// A scratch directory only we can write.
@@ -61,25 +81,10 @@ struct Program {
 }
 
 impl Program {
-    /// Starts the survivor as a grandchild in its own session, the way a
-    /// shell's `setsid prog &` leaves it: its parent exits at once.
+    /// Starts the survivor.
     fn start(work: &Path) -> Program {
-        subreaper();
         let out = work.join("out");
-        let mut cmd = Command::new(survivor());
-        cmd.arg(&out).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: fork, setsid, close_range and _exit are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if nix::unistd::fork()?.is_parent() {
-                    nix::libc::_exit(0);
-                }
-                nix::unistd::setsid()?;
-                nix::libc::syscall(nix::libc::SYS_close_range, 3, u32::MAX, 0);
-                Ok(())
-            });
-        }
-        cmd.status().expect("starting the survivor");
+        start_grandchild(&dumpee("survivor"), &[out.as_os_str()]);
         let ready = wait_lines(&out, |l| l.first().is_some_and(|f| f.starts_with("ready ")));
         let pid = ready.lines().next().unwrap()["ready ".len()..].trim().parse().unwrap();
         let p = Program { pid, out };
@@ -285,5 +290,96 @@ fn a_dump_killed_at_random_moments_or_interrupted_leaves_the_program_as_it_was()
         p.carries_on(&when);
     }
     p.stop();
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// The tree's PIDs and TIDs, as its images name them.
+fn tree_ids(images: &Path) -> Vec<i32> {
+    let set = revenant_images::ImageSet::load(images).expect("loading the images");
+    set.processes.iter().flat_map(|p| p.pstree.threads.iter().map(|&t| t as i32)).collect()
+}
+
+/// SysV segment ids in our namespace.
+fn segments() -> Vec<i32> {
+    let t = std::fs::read_to_string("/proc/sysvipc/shm").unwrap();
+    t.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect()
+}
+
+/// Waits until no task of `ids` and no segment of `segs` is left; a task
+/// that came back to us (a subreaper) is collected.
+fn nothing_left(ids: &[i32], segs: &[i32], when: &str) {
+    let t = Instant::now();
+    loop {
+        for &id in ids {
+            let _ = waitpid(Pid::from_raw(id), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        }
+        let tasks: Vec<i32> = ids.iter().copied().filter(|id| Path::new(&format!("/proc/{id}")).exists()).collect();
+        let left: Vec<i32> = segments().into_iter().filter(|s| segs.contains(s)).collect();
+        if tasks.is_empty() && left.is_empty() {
+            return;
+        }
+        assert!(t.elapsed() < PATIENCE, "{when}: tasks {tasks:?} and segments {left:?} are left behind");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// A tree of two processes sharing SysV segments made in our namespace (so
+/// the restore makes them here, where they would outlive it) and removed
+/// while attached, restored with a fault at each step: an error, or
+/// SIGKILL. Each leaves no process and no segment; then the restore goes
+/// through.
+#[test]
+fn a_restore_failing_or_killed_at_any_step_leaves_nothing_behind() {
+    let work = scratch("restore-steps");
+    let images = work.join("images");
+    let out = work.join("out");
+    start_grandchild(&dumpee("sysvshm"), &[out.as_os_str(), "rmid".as_ref(), "fork".as_ref()]);
+    let text = wait_lines(&out, |l| l.len() >= 2);
+    let first = text.lines().next().unwrap_or_default().to_string();
+    assert!(first.ends_with("check=ok"), "{text}");
+    let pid = field(&first, "pid").to_string();
+    let segs: Vec<i32> = [field(&first, "a"), field(&first, "b")].iter().map(|s| s.parse().unwrap()).collect();
+    ok(&revenant(&["dump", "-t", &pid], &images, None), "dump");
+    let ids = tree_ids(&images);
+    nothing_left(&ids, &segs, "after the dump");
+
+    let dumped = std::fs::read(&out).unwrap();
+    let o = revenant(&["restore", "-d"], &images, Some(("REVENANT_FAULT", "list".into())));
+    ok(&o, "restore listing its steps");
+    let steps: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("revenant: step "))
+        .map(|l| l.to_string())
+        .collect();
+    assert!(steps.iter().any(|s| s.contains("SysV segment")), "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("held")), "{steps:?}");
+    for &id in &ids {
+        let _ = kill(Pid::from_raw(id), Signal::SIGKILL);
+    }
+    nothing_left(&ids, &segs, "after the listing restore");
+    // The restored tree wrote on; a restore wants its file as dumped.
+
+    for (i, name) in steps.iter().enumerate() {
+        for mode in ["error", "kill"] {
+            std::fs::write(&out, &dumped).unwrap();
+            let o = revenant(&["restore", "-d"], &images, Some(("REVENANT_FAULT", format!("{mode}:{}", i + 1))));
+            let err = String::from_utf8_lossy(&o.stderr);
+            use std::os::unix::process::ExitStatusExt;
+            match mode {
+                "error" => assert!(err.contains("fault injected"), "error at step {name}: {err}"),
+                _ => assert_eq!(o.status.signal(), Some(9), "kill at step {name}: {err}"),
+            }
+            nothing_left(&ids, &segs, &format!("{mode} at step {name}"));
+        }
+    }
+    std::fs::write(&out, &dumped).unwrap();
+    ok(&revenant(&["restore", "-d"], &images, None), "restore after all that");
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+    let text = wait_lines(&out, |l| l.len() >= n + 2);
+    assert!(text.lines().last().unwrap().ends_with("check=ok"), "{text}");
+    for &id in &ids {
+        let _ = kill(Pid::from_raw(id), Signal::SIGKILL);
+    }
+    nothing_left(&ids, &segs, "at the end");
     std::fs::remove_dir_all(&work).unwrap();
 }

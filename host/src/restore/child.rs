@@ -17,6 +17,9 @@ use super::plan::{Session, ZombieExit, ZombiePlan};
 /// Exit code of a task that failed before entering the blob.
 pub const SETUP_FAILED: i32 = 190;
 
+/// How a task's log line about its failed setup starts.
+pub const SETUP_ERROR: &str = "restore setup: ";
+
 /// A file to open in the child.
 #[derive(Debug)]
 pub struct Open {
@@ -82,7 +85,7 @@ pub fn run(plans: &[ChildPlan], me: usize) -> ! {
 
 fn fail(log: &Log, what: &str, detail: &[u8]) -> Failed {
     let e = errno();
-    log.error().s("restore setup: ").s(what).s(" ").bytes(detail).s(": errno ").dec(e as u64).emit();
+    log.error().s(SETUP_ERROR).s(what).s(" ").bytes(detail).s(": errno ").dec(e as u64).emit();
     Failed
 }
 

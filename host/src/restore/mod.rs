@@ -80,6 +80,7 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         log_line(&format!("host: {n}\n"))?;
     }
     let plan = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
+    crate::fault::step(|| "images read and planned".into())?;
     for w in &plan.warnings {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;

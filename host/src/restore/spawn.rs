@@ -141,7 +141,9 @@ pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan
             );
         }
     }
-    let shm = sysv::create(ipc)?;
+    let needed: Vec<i32> =
+        plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).chain(zombies.iter().map(|z| z.pid)).collect();
+    let mut shm = sysv::create(ipc, &needed)?;
     let renumbered: Vec<ProcessPlan>;
     let plans = if ipc.segments.iter().any(|s| shm.id_of(s.id) != s.id) {
         renumbered = plans.iter().map(|p| p.with_shm_ids(|id| shm.id_of(id))).collect();
@@ -149,8 +151,10 @@ pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan
     } else {
         plans
     };
-    // The segments stay with the closure: removed if it is dropped uncalled.
-    run_tree(plans, zombies, shm.ns_fd(), move || shm.finish())
+    // Until `keep`, a failure removes the segments again.
+    let restored = run_tree(plans, zombies, shm.ns_fd(), || shm.finish())?;
+    shm.keep();
+    Ok(restored)
 }
 
 /// Restores the tree; `before_run` runs once every process is restored,
@@ -249,7 +253,8 @@ fn run_tree(
             // Until we let go, the filters the blob installs must not judge
             // its own calls or our munmap.
             let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
-            for ((pid, sync), p) in pids.iter().zip(&syncs).zip(plans) {
+            let mut failure = None;
+            for (i, ((pid, sync), p)) in pids.iter().zip(&syncs).zip(plans).enumerate() {
                 let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
                 let opts = if sandboxed { opts | suspend } else { opts };
                 // Children appear once their parent has created them.
@@ -258,35 +263,42 @@ fn run_tree(
                     std::thread::sleep(std::time::Duration::from_micros(200));
                     tries += 1;
                 }
-                if let Err(e) = ptrace::seize(*pid, opts) {
-                    kill_all();
-                    if sandboxed && e == nix::errno::Errno::EPERM {
-                        bail!("cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN");
-                    }
-                    bail!("cannot trace the new task {pid}: {e}");
+                let traced = match ptrace::seize(*pid, opts) {
+                    Err(nix::errno::Errno::EPERM) if sandboxed => Err(anyhow::anyhow!(
+                        "cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN"
+                    )),
+                    Err(e) => Err(anyhow::anyhow!("cannot trace the new task {pid}: {e}")),
+                    Ok(()) => nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task"),
+                };
+                if let Err(e) = traced.and_then(|()| crate::fault::step(|| format!("PID {pid} created and traced"))) {
+                    failure = Some((i, e));
+                    break;
                 }
-                nix::unistd::write(sync, &[1]).context("releasing a new task")?;
             }
             drop(syncs);
+            // Until here a task that fails its own setup exits and makes our
+            // ptrace or pipe calls fail: its log says why, ours does not.
+            let setup_failed = failure.is_some();
             let mut held = Vec::new();
-            let mut failure = None;
             for (i, p) in plans.iter().enumerate() {
+                if failure.is_some() {
+                    break;
+                }
                 let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
                 match finish::catch(pids[i], p.threads.len(), helper) {
-                    Ok(Outcome::Held(h)) => held.push(h),
-                    Ok(Outcome::Failed(why)) => {
-                        failure = Some((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid)));
-                        break;
+                    Ok(Outcome::Held(h)) => {
+                        held.push(h);
+                        if let Err(e) = crate::fault::step(|| format!("PID {} restored and held", p.pid)) {
+                            failure = Some((i, e));
+                        }
                     }
-                    Err(e) => {
-                        failure = Some((i, e.context(format!("restoring PID {}", p.pid))));
-                        break;
-                    }
+                    Ok(Outcome::Failed(why)) => failure = Some((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid))),
+                    Err(e) => failure = Some((i, e.context(format!("restoring PID {}", p.pid)))),
                 }
             }
             // Every program is held right before its first instruction.
             if failure.is_none()
-                && let Err(e) = before_run()
+                && let Err(e) = before_run().and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
             {
                 failure = Some((0, e));
             }
@@ -312,6 +324,11 @@ fn run_tree(
                 .map(|(r, s)| s.2.clone() + &r.join().unwrap_or_default())
                 .collect();
             if let Some((i, e)) = failure {
+                let own = logs.iter().position(|l| l.contains(child::SETUP_ERROR)).filter(|_| setup_failed);
+                if let Some(j) = own {
+                    let why = super::describe_exit(child::SETUP_FAILED);
+                    return Err(anyhow::anyhow!("restoring PID {}: {why}{}", plans[j].pid, log_tail(&logs[j])));
+                }
                 return Err(anyhow::anyhow!("{e:#}{}", log_tail(&logs[i])));
             }
             Ok(restored.into_iter().zip(logs).map(|(pid, log)| Restored { pid, log }).collect())

@@ -8,6 +8,12 @@
 //!
 //! Everything here runs on a helper thread: an IPC namespace belongs to a
 //! thread, and this process's own threads must stay where they are.
+//!
+//! Segments made in this process's namespace would outlive a restore that
+//! is killed (SIGKILL, the OOM killer) and block the next one with their
+//! ids. A [`Janitor`] process, told each id as it is made, removes them
+//! when we die before telling it that the tree runs. (A namespace of the
+//! tree's own dies with us and the half-made tasks, segments and all.)
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -63,7 +69,7 @@ pub enum Contents {
 const RMID_FORCED: &str = "kernel/shm_rmid_forced";
 
 /// The segments of a restore in progress; removed again when dropped
-/// before [`Created::finish`].
+/// before [`Created::keep`].
 #[derive(Debug)]
 pub struct Created {
     ns: Option<OwnedFd>,
@@ -71,6 +77,7 @@ pub struct Created {
     ids: Vec<(i32, i32)>,
     removed: Vec<i32>,
     rmid_forced: Option<String>,
+    janitor: Option<Janitor>,
     done: bool,
 }
 
@@ -90,8 +97,9 @@ fn in_ns<T: Send>(ns: Option<&OwnedFd>, f: impl FnOnce() -> Result<T> + Send) ->
     })
 }
 
-/// Creates the namespace (if the plan asks) and every segment.
-pub fn create(plan: &IpcPlan) -> Result<Created> {
+/// Creates the namespace (if the plan asks) and every segment. The
+/// janitor's PID must not be one of `keep_free`.
+pub fn create(plan: &IpcPlan, keep_free: &[i32]) -> Result<Created> {
     let ns = if plan.new_namespace {
         Some(on_thread(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWIPC).context("creating an IPC namespace")?;
@@ -104,14 +112,19 @@ pub fn create(plan: &IpcPlan) -> Result<Created> {
         None
     };
     let rmid_forced = plan.sysctls.iter().find(|(n, _)| n == RMID_FORCED).map(|(_, v)| v.clone());
-    let mut created = Created { ns, ids: Vec::new(), removed: Vec::new(), rmid_forced, done: false };
-    let ids = &mut created.ids;
+    let janitor = if ns.is_none() && !plan.segments.is_empty() { Some(Janitor::start(keep_free)?) } else { None };
+    let mut created = Created { ns, ids: Vec::new(), removed: Vec::new(), rmid_forced, janitor, done: false };
+    let (ids, janitor) = (&mut created.ids, created.janitor.as_ref());
     in_ns(created.ns.as_ref(), || {
         for s in &plan.segments {
             let id = make(s, plan.allow_new_ids)?;
             // Recorded at once: on a failure further on, dropping `created`
-            // removes it too.
+            // removes it too, and if we die, the janitor does.
             ids.push((s.id, id));
+            if let Some(j) = janitor {
+                j.tell(id)?;
+            }
+            crate::fault::step(|| format!("SysV segment {id} made"))?;
             fill(s, id)?;
             set_owner(s, id)?;
         }
@@ -132,10 +145,14 @@ impl Created {
         self.ids.iter().find(|p| p.0 == dumped).map_or(dumped, |p| p.1)
     }
 
-    /// Every process runs with its attachments: remove what was removed
-    /// before, and set `shm_rmid_forced`.
-    pub fn finish(mut self) -> Result<()> {
-        self.done = true;
+    /// Every process is held with its attachments, about to run: remove
+    /// what was removed before, set `shm_rmid_forced`, and send the janitor
+    /// away (from now on a program may run with the segments). Until
+    /// [`Created::keep`], a failure still removes them all.
+    pub fn finish(&mut self) -> Result<()> {
+        if let Some(j) = self.janitor.take() {
+            j.dismiss()?;
+        }
         in_ns(self.ns.as_ref(), || {
             for &id in &self.removed {
                 // SAFETY: no buffer is passed for IPC_RMID.
@@ -151,6 +168,13 @@ impl Created {
     }
 }
 
+impl Created {
+    /// The restored tree runs: the segments are its own now.
+    pub fn keep(mut self) {
+        self.done = true;
+    }
+}
+
 impl Drop for Created {
     fn drop(&mut self) {
         if self.done || self.ids.is_empty() {
@@ -163,6 +187,114 @@ impl Drop for Created {
             }
             Ok(())
         });
+        // Removed by us: the ids may belong to someone else from now on.
+        if let Some(j) = self.janitor.take() {
+            let _ = j.dismiss();
+        }
+    }
+}
+
+/// A process of its own that removes the segments it was told of when the
+/// pipe from us closes without a dismissal: when we die.
+#[derive(Debug)]
+struct Janitor {
+    tx: OwnedFd,
+}
+
+/// The word that dismisses the janitor (never a segment id).
+const DISMISS: i32 = -1;
+/// Segments a janitor remembers; `shmmni`'s default.
+const JANITOR_IDS: usize = 4096;
+
+impl Janitor {
+    /// Starts the janitor, orphaned at once (so nobody has to collect it)
+    /// and in a session of its own (so a terminal's ^C spares it).
+    fn start(keep_free: &[i32]) -> Result<Janitor> {
+        use nix::unistd::{ForkResult, fork, pipe2};
+        for _ in 0..8 {
+            let (rx, tx) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the janitor's pipe")?;
+            let (pid_rx, pid_tx) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("creating the janitor's pipe")?;
+            // SAFETY: the children make only raw system calls on values
+            // prepared before the fork (see `janitor`), as a child of a
+            // multi-threaded process must.
+            match unsafe { fork() }.context("starting the SysV janitor")? {
+                ForkResult::Child => {
+                    // SAFETY: as above.
+                    if let Ok(ForkResult::Child) = unsafe { fork() } {
+                        drop(tx);
+                        janitor(rx.as_raw_fd(), pid_tx.as_raw_fd());
+                    }
+                    // SAFETY: leaving the intermediate child without running
+                    // anything of the parent's (no atexit, no destructors).
+                    unsafe { libc::_exit(0) };
+                }
+                ForkResult::Parent { child } => {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    drop((rx, pid_tx));
+                    let mut b = [0u8; 4];
+                    let n = nix::unistd::read(&pid_rx, &mut b).context("hearing from the SysV janitor")?;
+                    if n != 4 {
+                        bail!("the SysV janitor did not start");
+                    }
+                    let pid = i32::from_ne_bytes(b);
+                    // Its PID may be one the tree needs: then another one.
+                    if keep_free.contains(&pid) {
+                        drop(tx);
+                        continue;
+                    }
+                    return Ok(Janitor { tx });
+                }
+            }
+        }
+        bail!("the SysV janitor kept getting PIDs the restored tree needs")
+    }
+
+    fn tell(&self, id: i32) -> Result<()> {
+        nix::unistd::write(&self.tx, &id.to_ne_bytes()).context("telling the SysV janitor a segment id")?;
+        Ok(())
+    }
+
+    fn dismiss(self) -> Result<()> {
+        self.tell(DISMISS)
+    }
+}
+
+/// The janitor's life: collect ids until dismissed, or remove them all at
+/// end of file. Raw system calls only, on the stack.
+fn janitor(rx: i32, pid_tx: i32) -> ! {
+    // SAFETY: plain system calls on integers and on buffers of this frame.
+    unsafe {
+        libc::setsid();
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        let me = libc::getpid().to_ne_bytes();
+        libc::write(pid_tx, me.as_ptr().cast(), 4);
+        libc::dup2(rx, 0);
+        libc::syscall(libc::SYS_close_range, 1, u32::MAX, 0);
+        let mut ids = [0i32; JANITOR_IDS];
+        let mut n = 0;
+        loop {
+            let mut b = [0u8; 4];
+            match libc::read(0, b.as_mut_ptr().cast(), 4) {
+                4 => {
+                    let id = i32::from_ne_bytes(b);
+                    if id == DISMISS {
+                        libc::_exit(0);
+                    }
+                    if n < JANITOR_IDS {
+                        ids[n] = id;
+                        n += 1;
+                    }
+                }
+                r if r < 0 && *libc::__errno_location() == libc::EINTR => {}
+                _ => break,
+            }
+        }
+        for &id in &ids[..n] {
+            libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+        }
+        libc::_exit(0)
     }
 }
 
