@@ -299,10 +299,11 @@ fn a_dump_that_cannot_write_kills_nothing_and_releases_the_whole_tree() {
     let mut d = Dumpee::start("child", &[]);
     let child: i32 = d.expect("child").split_whitespace().nth(1).unwrap().parse().unwrap();
     d.expect("ready");
-    // The image "directory" is a regular file: the first write fails.
-    let not_a_dir = image_dir("not-a-dir").join("file");
-    std::fs::write(&not_a_dir, b"").unwrap();
-    let err = dump(d.pid(), &not_a_dir, &DumpOptions::default()).unwrap_err();
+    // A directory sits where the first image goes, and a dump never removes
+    // one: the first write fails with the tree frozen.
+    let dir = image_dir("cannot-write");
+    std::fs::create_dir_all(dir.join(".pages-1.img.part/keep")).unwrap();
+    let err = dump(d.pid(), &dir, &DumpOptions::default()).unwrap_err();
     assert!(format!("{err:#}").contains("pages-1.img"), "{err:#}");
     for pid in [d.pid(), child] {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
