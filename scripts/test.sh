@@ -43,11 +43,21 @@ done
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 
+# A hung test must not keep CI running: tests that create processes abort
+# their binary after REVENANT_TEST_TIMEOUT seconds (300 by default), naming
+# themselves, and each run of the tests (built beforehand, so a slow first
+# build does not count) ends here at the latest.
+RUN_LIMIT=${RUN_LIMIT:-30m}
+tests() {
+    cargo test --workspace "$@" --no-run
+    timeout --kill-after=30s "$RUN_LIMIT" cargo test --workspace "$@"
+}
+
 step "tests, x86_64"
-cargo test --workspace 2>&1 | tee -a "$results"
+tests 2>&1 | tee -a "$results"
 
 step "tests, armv7 under $(qemu-arm --version | head -n 1)"
-cargo test --workspace --target "$ARM" 2>&1 | tee -a "$results"
+tests --target "$ARM" 2>&1 | tee -a "$results"
 
 # One closing line for both runs (cargo's own last line is a doc-test
 # summary that often counts nothing).

@@ -5,9 +5,11 @@
 
 use revenant::blob::{EMBEDDED, LOAD_FAILED_BASE, run_in_child, run_selftest, selftest_block};
 use revenant_blob_abi::{ExitCode, selftest_exit_code};
+use revenant_test_watchdog as watchdog;
 
 #[test]
 fn selftest_runs_relocated_tables_and_exits_with_the_expected_code() {
+    let _w = watchdog::start();
     assert_eq!(EMBEDDED.arch, revenant_e2e::ARCH);
     for input in [7, 1000, u32::MAX] {
         let out = run_selftest(input, "ping from the parent", None).unwrap();
@@ -27,6 +29,7 @@ fn selftest_runs_relocated_tables_and_exits_with_the_expected_code() {
 
 #[test]
 fn selftest_works_at_a_chosen_address() {
+    let _w = watchdog::start();
     // Far from where the kernel puts things on either arch.
     let hint: usize = if cfg!(target_pointer_width = "64") { (0x5a5a_0000_0000u64) as usize } else { 0x5a5a_0000 };
     let out = run_selftest(42, "fixed", Some(hint)).unwrap();
@@ -35,6 +38,7 @@ fn selftest_works_at_a_chosen_address() {
 
 #[test]
 fn refuses_a_block_with_a_bad_magic_version_or_arch() {
+    let _w = watchdog::start();
     for (offset, code) in [(0, ExitCode::BadMagic), (4, ExitCode::BadVersion), (8, ExitCode::BadArch)] {
         let out = run_in_child(
             |fd| {
@@ -53,6 +57,7 @@ fn refuses_a_block_with_a_bad_magic_version_or_arch() {
 
 #[test]
 fn reports_an_unknown_command_and_a_bad_span_in_the_log() {
+    let _w = watchdog::start();
     let out = run_in_child(
         |fd| {
             let mut b = selftest_block(7, "x", fd);
@@ -80,6 +85,7 @@ fn reports_an_unknown_command_and_a_bad_span_in_the_log() {
 
 #[test]
 fn a_taken_address_is_refused_before_entering() {
+    let _w = watchdog::start();
     // Occupy an address in the parent; the child inherits the mapping and
     // must not map the blob over it.
     let top = revenant::blob::map_stack(4096 * 16).unwrap();

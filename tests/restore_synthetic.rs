@@ -20,6 +20,7 @@ use revenant::restore::regs::{Fpu, Regs};
 use revenant::restore::regs::{X86Fpu, X86Regs};
 use revenant::restore::restore_process;
 use revenant_blob_abi::MmMap;
+use revenant_test_watchdog as watchdog;
 
 const CODE: u64 = 0x1000_0000;
 const DATA: u64 = 0x1000_1000;
@@ -226,6 +227,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
 
 #[test]
 fn a_hand_made_process_runs_with_its_pid_registers_memory_fpu_and_fds() {
+    let _w = watchdog::start();
     let dir = scratch_dir("synthetic");
     let pid = free_pid();
     let restored = restore_process(&plan(&dir, pid)).unwrap();
@@ -240,6 +242,7 @@ fn a_hand_made_process_runs_with_its_pid_registers_memory_fpu_and_fds() {
 
 #[test]
 fn a_taken_pid_is_refused_before_anything_runs() {
+    let _w = watchdog::start();
     let dir = scratch_dir("taken");
     let me = std::process::id() as i32;
     let err = restore_process(&plan(&dir, me)).unwrap_err();
@@ -255,6 +258,7 @@ fn a_taken_pid_is_refused_before_anything_runs() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn two_threads_come_back_with_their_tids_and_their_own_registers() {
+    let _w = watchdog::start();
     #[rustfmt::skip]
     const WAIT: &[u8] = &[
         0x8b, 0x07,                         // 0: mov eax, [rdi]
@@ -333,6 +337,7 @@ fn two_threads_come_back_with_their_tids_and_their_own_registers() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn limits_pending_signals_and_timers_come_back() {
+    let _w = watchdog::start();
     use revenant_blob_abi::{ITimer, QueuedSignal, Rlimit};
 
     #[rustfmt::skip]
@@ -379,23 +384,25 @@ fn limits_pending_signals_and_timers_come_back() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Run without CAP_SYS_RESOURCE (which would allow raising the limit), so
+/// that it is refused as root too.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn a_hard_limit_above_ours_is_refused_before_anything_runs() {
-    let dir = scratch_dir("hardlimit");
-    let pid = free_pid();
-    let mut p = plan(&dir, pid);
-    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1;
-    p.rlimits = vec![revenant_blob_abi::Rlimit { resource: nix::libc::RLIMIT_NOFILE, pad: 0, cur: 10, max: hard + 1 }];
-    let caps = std::fs::read_to_string("/proc/self/status").unwrap();
-    let eff = caps.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
-    if u64::from_str_radix(&eff, 16).unwrap() & (1 << 24) != 0 {
-        return; // With CAP_SYS_RESOURCE raising is allowed.
-    }
-    let err = format!("{:#}", restore_process(&p).unwrap_err());
-    assert!(err.contains("CAP_SYS_RESOURCE") && err.contains("rlimit 7"), "{err}");
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    let _w = watchdog::start();
+    let test = "a_hard_limit_above_ours_is_refused_before_anything_runs";
+    revenant_e2e::without_cap(revenant_e2e::CAP_SYS_RESOURCE, test, || {
+        let dir = scratch_dir("hardlimit");
+        let pid = free_pid();
+        let mut p = plan(&dir, pid);
+        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1;
+        let nofile = nix::libc::RLIMIT_NOFILE;
+        p.rlimits = vec![revenant_blob_abi::Rlimit { resource: nofile, pad: 0, cur: 10, max: hard + 1 }];
+        let err = format!("{:#}", restore_process(&p).unwrap_err());
+        assert!(err.contains("CAP_SYS_RESOURCE") && err.contains("rlimit 7"), "{err}");
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
 
 /// A program that calls `clock_gettime` through "its" vDSO: a copy of this
@@ -406,6 +413,7 @@ fn a_hard_limit_above_ours_is_refused_before_anything_runs() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_vdso_works_after_restore_moved_or_proxied() {
+    let _w = watchdog::start();
     #[rustfmt::skip]
     const CALL: &[u8] = &[
         0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1 (CLOCK_MONOTONIC)
@@ -494,11 +502,13 @@ fn the_vdso_works_after_restore_moved_or_proxied() {
 /// address is a direct attach.
 #[test]
 fn shm_segment_needing_the_mremap_fallback_is_attached_at_its_address() {
+    let _w = watchdog::start();
     shm_restore(0x1001_3000, true);
 }
 
 #[test]
 fn shm_segment_at_an_shmlba_aligned_address_is_attached_directly() {
+    let _w = watchdog::start();
     shm_restore(0x1001_0000, false);
 }
 
@@ -558,6 +568,7 @@ fn shm_restore(shm_at: u64, moved_on_arm: bool) {
 /// supplementary groups, after everything privileged was done as root.
 #[test]
 fn credentials_are_set_last() {
+    let _w = watchdog::start();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let field = |s: &str, name: &str| s.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim().to_string();
     let bnd = u64::from_str_radix(&field(&status, "CapBnd:"), 16).unwrap();

@@ -18,6 +18,7 @@ use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use revenant::dump::{DumpOptions, dump};
 use revenant::restore::{Options, run};
+use revenant_test_watchdog as watchdog;
 
 fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("revenant-rt-{name}-{}", std::process::id()));
@@ -168,6 +169,7 @@ fn counter_round_trip(name: &str, mib: u32) -> String {
 
 #[test]
 fn a_counting_process_carries_on_after_dump_and_restore() {
+    let _w = watchdog::start();
     counter_round_trip("counter", 1);
 }
 
@@ -176,12 +178,14 @@ fn a_counting_process_carries_on_after_dump_and_restore() {
 /// process (its TIDs are checked by the other tests).
 #[test]
 fn a_large_heap_is_copied_back_on_two_threads_intact() {
+    let _w = watchdog::start();
     let log = counter_round_trip("counter-large", 48);
     assert!(log.contains("with UFFDIO_COPY on two threads"), "the fast copy did not run:\n{log}");
 }
 
 #[test]
 fn threads_keep_their_tids_and_their_avx_registers() {
+    let _w = watchdog::start();
     let work = scratch("avx");
     let images = work.join("images");
     let out = work.join("out");
@@ -221,6 +225,7 @@ fn threads_keep_their_tids_and_their_avx_registers() {
 
 #[test]
 fn a_pipe_comes_back_with_its_buffered_data_and_flags() {
+    let _w = watchdog::start();
     let work = scratch("pipe");
     let images = work.join("images");
     let (out, go) = (work.join("out"), work.join("go"));
@@ -243,6 +248,7 @@ fn a_pipe_comes_back_with_its_buffered_data_and_flags() {
 
 #[test]
 fn a_parent_and_its_two_children_come_back_as_a_family() {
+    let _w = watchdog::start();
     let work = scratch("family");
     let images = work.join("images");
     let (out, go) = (work.join("out"), work.join("go"));
@@ -299,6 +305,7 @@ fn a_parent_and_its_two_children_come_back_as_a_family() {
 /// with it proxied.
 #[test]
 fn clock_gettime_through_the_vdso_stays_right_moved_or_proxied() {
+    let _w = watchdog::start();
     for proxy in [false, true] {
         let work = scratch(if proxy { "clock-proxy" } else { "clock" });
         let images = work.join("images");
@@ -323,6 +330,7 @@ fn clock_gettime_through_the_vdso_stays_right_moved_or_proxied() {
 /// now, and the restore puts the runtime vDSO there.
 #[test]
 fn a_vdso_the_program_moved_itself_keeps_working() {
+    let _w = watchdog::start();
     let work = scratch("movedvdso");
     let images = work.join("images");
     let out = work.join("out");
@@ -340,6 +348,7 @@ fn a_vdso_the_program_moved_itself_keeps_working() {
 
 #[test]
 fn timers_alternate_stacks_and_blocked_and_pending_signals_come_back() {
+    let _w = watchdog::start();
     let work = scratch("signals");
     let images = work.join("images");
     let (out, go) = (work.join("out"), work.join("go"));
@@ -366,6 +375,7 @@ fn timers_alternate_stacks_and_blocked_and_pending_signals_come_back() {
 
 #[test]
 fn a_posix_timer_keeps_its_id_and_interval() {
+    let _w = watchdog::start();
     let work = scratch("posixtimer");
     let images = work.join("images");
     let out = work.join("out");
@@ -436,6 +446,7 @@ fn sysv_round_trip(name: &str, mode: &[&str], own_ipc: bool, between: impl FnOnc
 
 #[test]
 fn sysv_segments_in_their_own_ipc_namespace_come_back_shared_counted_and_in_place() {
+    let _w = watchdog::start();
     sysv_round_trip("shm-ns", &["keep"], true, |images, _| {
         assert!(images.join("ipcns-var-9.img").exists() && images.join("ipcns-shm-9.img").exists());
         true
@@ -444,6 +455,7 @@ fn sysv_segments_in_their_own_ipc_namespace_come_back_shared_counted_and_in_plac
 
 #[test]
 fn sysv_segments_removed_before_the_dump_are_removed_again_in_the_hosts_namespace() {
+    let _w = watchdog::start();
     let table = sysv_round_trip("shm-rmid", &["rmid"], false, |_, _| true);
     assert!(!table.is_empty());
 }
@@ -453,6 +465,7 @@ fn sysv_segments_removed_before_the_dump_are_removed_again_in_the_hosts_namespac
 /// works once the segment is gone; the segment is back with its key.
 #[test]
 fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
+    let _w = watchdog::start();
     let mut key = String::new();
     let mut a = String::new();
     let table = sysv_round_trip("shm-host", &["keep"], false, |images, last| {
@@ -477,6 +490,7 @@ fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
 /// parent after the restore: what it writes, the parent sees.
 #[test]
 fn sysv_segments_stay_shared_between_a_parent_and_its_child() {
+    let _w = watchdog::start();
     sysv_round_trip("shm-fork", &["rmid", "fork"], true, |images, _| {
         assert_eq!(
             std::fs::read_dir(images)
@@ -494,6 +508,7 @@ fn sysv_segments_stay_shared_between_a_parent_and_its_child() {
 /// (the attachment moves with it); one whose id is free keeps it.
 #[test]
 fn a_taken_sysv_id_is_replaced_when_new_ids_are_allowed() {
+    let _w = watchdog::start();
     let work = scratch("shm-newid");
     let images = work.join("images");
     let out = work.join("out");
@@ -532,6 +547,7 @@ fn a_taken_sysv_id_is_replaced_when_new_ids_are_allowed() {
 /// images hold the inherited filter once.
 #[test]
 fn seccomp_filters_come_back_for_each_thread() {
+    let _w = watchdog::start();
     use revenant_images::Image;
     let work = scratch("seccomp");
     let images = work.join("images");
@@ -573,6 +589,7 @@ fn seccomp_filters_come_back_for_each_thread() {
 /// restore.
 #[test]
 fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
+    let _w = watchdog::start();
     use revenant_images::{Image, TASK_DEAD};
     let work = scratch("zombies");
     let images = work.join("images");
@@ -636,6 +653,7 @@ fn state_of(pid: i32) -> String {
 /// of its code, and carries on with its memory intact once continued.
 #[test]
 fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
+    let _w = watchdog::start();
     use revenant_images::Image;
     let work = scratch("stopped");
     let images = work.join("images");
@@ -657,7 +675,12 @@ fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
     let n = std::fs::read_to_string(&out).unwrap().lines().count();
 
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // It was detached with SIGSTOP queued: it stops, or, restored running,
+    // keeps ticking in S and never does.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state_of(pid) != "T" && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (state, quiet) = (state_of(pid), std::fs::read_to_string(&out).unwrap().lines().count());
     kill(Pid::from_raw(pid), Signal::SIGCONT).unwrap();
     let after = wait_for(&out, |l| l.len() >= n + 3);

@@ -3,8 +3,11 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use revenant_test_watchdog as watchdog;
+
 #[test]
 fn check_reports_every_probe_and_the_cache_gives_the_same_answers() {
+    let _w = watchdog::start();
     let cache = std::env::temp_dir().join(format!("revenant-check-test-{}.json", std::process::id()));
     let _ = std::fs::remove_file(&cache);
     let run = |args: &[&str]| {

@@ -79,7 +79,7 @@ fn last_line(text: &str) -> &str {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/criu-4.2/images")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/criu-4.2/images")
 }
 
 /// A copy of fixture set `set` in `dir`.
@@ -92,6 +92,7 @@ fn copy_set(set: &str, dir: &Path) {
 
 #[test]
 fn a_failed_restore_writes_its_log_ending_with_the_error() {
+    let _w = revenant_test_watchdog::start();
     let s = Scratch::new("restore-log");
     let images = s.dir("images");
     copy_set("loop-static", &images);
@@ -112,6 +113,7 @@ fn a_failed_restore_writes_its_log_ending_with_the_error() {
 
 #[test]
 fn a_relative_log_goes_to_the_work_dir_and_an_absolute_one_where_it_says() {
+    let _w = revenant_test_watchdog::start();
     let s = Scratch::new("work-dir");
     let (images, work) = (s.dir("images"), s.dir("work"));
     // Nothing to restore: the restore fails at once.
@@ -131,6 +133,7 @@ fn a_relative_log_goes_to_the_work_dir_and_an_absolute_one_where_it_says() {
 
 #[test]
 fn a_link_or_fifo_at_the_log_path_is_refused_not_followed() {
+    let _w = revenant_test_watchdog::start();
     let s = Scratch::new("log-link");
     let images = s.dir("images");
     let victim = s.path("victim");
@@ -153,6 +156,7 @@ fn a_link_or_fifo_at_the_log_path_is_refused_not_followed() {
 
 #[test]
 fn a_hostile_image_dir_fails_quickly_on_the_command_line() {
+    let _w = revenant_test_watchdog::start();
     let s = Scratch::new("hostile");
     let images = s.dir("images");
     copy_set("loop-static", &images);
@@ -186,6 +190,7 @@ fn a_hostile_image_dir_fails_quickly_on_the_command_line() {
 
 #[test]
 fn a_failed_dump_writes_its_log_ending_with_the_error() {
+    let _w = revenant_test_watchdog::start();
     let s = Scratch::new("dump-log");
     let (images, work) = (s.path("images"), s.dir("work"));
     // A PID that was just freed: the dump fails before touching anything.

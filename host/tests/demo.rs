@@ -3,8 +3,11 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use revenant_test_watchdog as watchdog;
+
 #[test]
 fn demo_dumps_restores_and_shows_the_counter_carrying_on() {
+    let _w = watchdog::start();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_revenant")).arg("demo").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));

@@ -179,6 +179,7 @@ fn ok(o: &Output, what: &str) {
 /// Dump with --leave-running, then dump, restore and carry on, fifty times.
 #[test]
 fn a_threaded_program_with_a_busy_timer_survives_50_dumps_and_restores() {
+    let _w = revenant_test_watchdog::start();
     let work = scratch("loop");
     let images = work.join("images");
     let p = Program::start(&work);
@@ -220,6 +221,7 @@ fn no_leftovers(dir: &Path, when: &str) {
 
 #[test]
 fn a_dump_failing_or_killed_at_any_step_leaves_the_program_as_it_was() {
+    let _w = revenant_test_watchdog::start();
     let work = scratch("steps");
     let images = work.join("images");
     let p = Program::start(&work);
@@ -250,6 +252,7 @@ fn a_dump_failing_or_killed_at_any_step_leaves_the_program_as_it_was() {
 /// the dump back.
 #[test]
 fn a_dump_killed_at_random_moments_or_interrupted_leaves_the_program_as_it_was() {
+    let _w = revenant_test_watchdog::start();
     let work = scratch("random");
     let images = work.join("images");
     let p = Program::start(&work);
@@ -330,6 +333,7 @@ fn nothing_left(ids: &[i32], segs: &[i32], when: &str) {
 /// through.
 #[test]
 fn a_restore_failing_or_killed_at_any_step_leaves_nothing_behind() {
+    let _w = revenant_test_watchdog::start();
     let work = scratch("restore-steps");
     let images = work.join("images");
     let out = work.join("out");

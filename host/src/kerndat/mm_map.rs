@@ -1,45 +1,55 @@
 //! The `PR_SET_MM_MAP` probe.
 
-use nix::libc;
+use linux_raw_sys::general as g;
+use linux_raw_sys::prctl::{PR_SET_MM, PR_SET_MM_MAP, prctl_mm_map};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
+use revenant_arch::sys;
 
 /// Whether `PR_SET_MM_MAP` works here. It does on any kernel since 3.18
 /// built with checkpoint/restore support; qemu-user passes the call through
 /// with the guest's structure layout, which the host kernel refuses.
 pub fn mm_map_works() -> bool {
-    // SAFETY: the child only reads /proc, makes prctl/brk calls on its own
-    // mm and exits; the parent waits for it.
+    // Read and parsed before the fork: the child of a multi-threaded process
+    // must not allocate (under qemu-arm it once hung on the allocator's lock,
+    // held at the fork by a thread that does not exist in the child). The
+    // child's layout is a copy of ours, so ours is what it sets.
+    let Some(stat) = std::fs::read_to_string("/proc/self/stat").ok() else { return false };
+    let Some(mut map) = layout_from_stat(&stat) else { return false };
+    // SAFETY: the child only makes raw system calls on the prepared map and
+    // leaves with exit_group; the parent waits for it.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let ok = set_own_mm_map().is_some();
-            // SAFETY: leaving the child without running the parent's atexit
-            // handlers or destructors.
-            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+            // The break may have moved since /proc was read (another thread
+            // allocating); the kernel checks the one the child has.
+            // SAFETY: brk(0) only reports the current break.
+            map.brk = unsafe { revenant_arch::syscall1(g::__NR_brk, 0) } as u64;
+            // SAFETY: the kernel reads the map from a live local.
+            let r =
+                unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP as usize, &raw const map as usize, size_of_val(&map), 0) };
+            sys::exit_group(if r.is_ok() { 0 } else { 1 })
         }
         Ok(ForkResult::Parent { child }) => matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))),
         Err(_) => false,
     }
 }
 
-/// Sets this process's memory layout to what it already is.
-fn set_own_mm_map() -> Option<()> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+/// The memory layout `/proc/PID/stat` shows, as `PR_SET_MM_MAP` takes it
+/// (`brk` left 0, without auxv or exe).
+fn layout_from_stat(stat: &str) -> Option<prctl_mm_map> {
     // Fields after the command name, which may contain spaces.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
     // `rest` starts at field 3 of proc(5).
     let field = |n: usize| f.get(n - 3).copied();
-    // SAFETY: brk(0) only reports the current break.
-    let brk = unsafe { libc::syscall(libc::SYS_brk, 0) } as u64;
-    let map = linux_raw_sys::prctl::prctl_mm_map {
+    Some(prctl_mm_map {
         start_code: field(26)?,
         end_code: field(27)?,
         start_stack: field(28)?,
         start_data: field(45)?,
         end_data: field(46)?,
         start_brk: field(47)?,
-        brk,
+        brk: 0,
         arg_start: field(48)?,
         arg_end: field(49)?,
         env_start: field(50)?,
@@ -47,11 +57,23 @@ fn set_own_mm_map() -> Option<()> {
         auxv: std::ptr::null_mut(),
         auxv_size: 0,
         exe_fd: u32::MAX,
-    };
-    let (opt, sub) = (linux_raw_sys::prctl::PR_SET_MM, linux_raw_sys::prctl::PR_SET_MM_MAP);
-    // SAFETY: the kernel reads the map from a live local.
-    let r = unsafe {
-        libc::prctl(opt as i32, sub as libc::c_ulong, &map as *const _ as libc::c_ulong, size_of_val(&map), 0)
-    };
-    (r == 0).then_some(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layout_is_read_from_stat_fields_after_the_name() {
+        // A name with spaces and a parenthesis, then fields 3 to 52.
+        let fields: Vec<String> = (3..=52).map(|n| (n * 10).to_string()).collect();
+        let stat = format!("42 (a (b) c) {}", fields.join(" "));
+        let m = layout_from_stat(&stat).unwrap();
+        assert_eq!((m.start_code, m.end_code, m.start_stack), (260, 270, 280));
+        assert_eq!((m.start_data, m.end_data, m.start_brk), (450, 460, 470));
+        assert_eq!((m.arg_start, m.arg_end, m.env_start, m.env_end), (480, 490, 500, 510));
+        // Old kernels stop before field 51: no layout.
+        assert!(layout_from_stat(&stat[..stat.find(" 510").unwrap()]).is_none());
+    }
 }

@@ -149,6 +149,7 @@ mod tests {
 
     #[test]
     fn probes_are_cached_per_boot_and_bad_caches_are_ignored() {
+        let _w = revenant_test_watchdog::start();
         let path = scratch("cache");
         let _ = std::fs::remove_file(&path);
         let fresh = Kerndat::get_cached_at(&path).unwrap();
@@ -199,12 +200,14 @@ mod tests {
 
     #[test]
     fn json_round_trips() {
+        let _w = revenant_test_watchdog::start();
         let k = Kerndat::probe().unwrap();
         assert_eq!(Kerndat::from_json(&k.to_json()), Some(k));
     }
 
     #[test]
     fn this_machine_can_restore() {
+        let _w = revenant_test_watchdog::start();
         let k = Kerndat::probe().unwrap();
         // Fork-based probes worked and found the SysV rule of the arch.
         let expected = if cfg!(target_arch = "arm") { 16384 } else { 4096 };

@@ -7,6 +7,9 @@
 //! nothing of the dumped program has run yet, so the restore simply fails.
 
 use std::ffi::CString;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use linux_raw_sys::general as g;
 
 use nix::libc;
 use revenant_blob_abi::LogLevel;
@@ -60,6 +63,8 @@ pub struct ChildPlan {
     pub zombies: Vec<ZombiePlan>,
     /// An IPC namespace to enter first (the root only; children inherit it).
     pub ipc_ns: Option<i32>,
+    /// The words of the groups tasks join across the tree.
+    pub groups: GroupWords,
 }
 
 fn errno() -> i32 {
@@ -115,30 +120,164 @@ pub unsafe fn clone_with_pid(pid: i32) -> Result<usize, revenant_arch::Errno> {
     revenant_arch::check(r)
 }
 
-/// Puts the calling task into its session and group. The leader of a group
-/// to join comes from another branch of the tree and makes its group
-/// itself, so joining waits for it a while (EPERM until then).
-fn enter(s: Session) -> Result<(), &'static str> {
-    // SAFETY: plain syscalls on integers.
+/// Puts the calling task `me` into its session and group. A task joining
+/// a group whose leader comes from another branch of the tree waits until
+/// that leader has made its group and said so in `groups`.
+fn enter(s: Session, me: i32, groups: &GroupWords) -> Result<(), &'static str> {
+    // SAFETY: plain syscalls on integers; `groups` was inherited from the
+    // restoring process, which made it before the first task.
     unsafe {
         match s {
-            Session::Leader if libc::setsid() < 0 => Err("setsid"),
-            Session::GroupLeader if libc::setpgid(0, 0) < 0 => Err("setpgid"),
+            Session::Leader if libc::setsid() < 0 => return Err("setsid"),
+            Session::GroupLeader if libc::setpgid(0, 0) < 0 => return Err("setpgid"),
             Session::Join(group) => {
-                for _ in 0..2000 {
-                    if libc::setpgid(0, group) == 0 {
-                        return Ok(());
-                    }
-                    if errno() != libc::EPERM {
-                        break;
-                    }
-                    let ms = libc::timespec { tv_sec: 0, tv_nsec: 1_000_000 };
-                    libc::nanosleep(&ms, std::ptr::null_mut());
+                if !groups.wait_made(group, GROUP_WAIT) {
+                    return Err("waiting for the leader of its process group");
                 }
-                Err("joining its process group")
+                if libc::setpgid(0, group) < 0 {
+                    return Err("joining its process group");
+                }
             }
-            _ => Ok(()),
+            _ => {}
         }
+        // Announces the group this task leads, however it came to lead it;
+        // by the group it is in, so that a child that got the wrong PID from
+        // ns_last_pid (and is killed at once) announces nothing.
+        if libc::getpgrp() == me {
+            groups.made(me);
+        }
+    }
+    Ok(())
+}
+
+/// How long a task waits for the leader of the group it joins. Only a
+/// leader that failed (and whose failure ends the restore anyway) takes
+/// this long; the bound keeps a task from waiting forever for it.
+const GROUP_WAIT: libc::time_t = 10;
+
+/// One group that tasks join: its id, and 1 once its leader made it.
+#[repr(C)]
+struct GroupSlot {
+    pgid: i32,
+    made: AtomicU32,
+}
+
+/// The process groups that tasks of a tree join, each with a word its
+/// leader sets once the group exists (a futex, as CRIU's tasks wait on
+/// futexes in memory they share). Mapped shared and anonymous by the
+/// restoring process before it creates the first task, so every task
+/// inherits the same words; each task's copy goes when its blob unmaps
+/// everything, ours when this is dropped.
+#[derive(Debug)]
+pub struct Groups {
+    words: GroupWords,
+    len: usize,
+}
+
+/// The tasks' view of [`Groups`]: where its slots are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GroupWords {
+    base: usize,
+    count: usize,
+}
+
+impl Groups {
+    /// A slot for every group some task joins (`Session::Join`).
+    pub fn new(sessions: impl IntoIterator<Item = Session>) -> anyhow::Result<Groups> {
+        let mut pgids: Vec<i32> =
+            sessions.into_iter().filter_map(|s| if let Session::Join(g) = s { Some(g) } else { None }).collect();
+        pgids.sort_unstable();
+        pgids.dedup();
+        if pgids.is_empty() {
+            return Ok(Groups { words: GroupWords::default(), len: 0 });
+        }
+        let len = (pgids.len() * size_of::<GroupSlot>()).next_multiple_of(revenant_arch::PAGE_SIZE);
+        let (prot, flags) = (g::PROT_READ | g::PROT_WRITE, g::MAP_SHARED | g::MAP_ANONYMOUS);
+        // SAFETY: a new anonymous mapping replaces nothing.
+        let base = unsafe { revenant_arch::mmap(0, len, prot, flags, -1, 0) }
+            .map_err(|e| anyhow::anyhow!("mapping the process group words: errno {}", e.raw()))?;
+        for (i, &pgid) in pgids.iter().enumerate() {
+            // SAFETY: slot i lies inside the fresh, zeroed, writable mapping,
+            // which is page-aligned and so aligned for GroupSlot.
+            unsafe { (base as *mut GroupSlot).add(i).write(GroupSlot { pgid, made: AtomicU32::new(0) }) };
+        }
+        Ok(Groups { words: GroupWords { base, count: pgids.len() }, len })
+    }
+
+    pub fn words(&self) -> GroupWords {
+        self.words
+    }
+}
+
+impl Drop for Groups {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: our own mapping; the tasks have their own copies.
+            let _ = unsafe { revenant_arch::sys::munmap(self.words.base, self.len) };
+        }
+    }
+}
+
+impl GroupWords {
+    /// # Safety
+    /// Only in a task created while the [`Groups`] these came from existed
+    /// (or in the restoring process while it does).
+    unsafe fn slot(&self, pgid: i32) -> Option<&GroupSlot> {
+        if self.count == 0 {
+            return None;
+        }
+        // SAFETY: `count` slots at `base`, mapped for as long as the caller
+        // vouches for.
+        let slots = unsafe { std::slice::from_raw_parts(self.base as *const GroupSlot, self.count) };
+        slots.iter().find(|s| s.pgid == pgid)
+    }
+
+    /// Says that group `pgid` exists now, if some task waits for it.
+    ///
+    /// # Safety
+    /// As [`GroupWords::slot`].
+    unsafe fn made(&self, pgid: i32) {
+        // SAFETY: forwarded.
+        if let Some(slot) = unsafe { self.slot(pgid) } {
+            slot.made.store(1, Ordering::Release);
+            revenant_arch::sys::futex_wake(&slot.made, i32::MAX as u32);
+        }
+    }
+
+    /// Waits until group `pgid` exists; false if nobody made it within
+    /// `limit` seconds. Only system calls: safe after a fork.
+    ///
+    /// # Safety
+    /// As [`GroupWords::slot`].
+    unsafe fn wait_made(&self, pgid: i32, limit: libc::time_t) -> bool {
+        // SAFETY: forwarded.
+        let Some(slot) = (unsafe { self.slot(pgid) }) else { return false };
+        let now = || {
+            let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime writes into the live local.
+            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+            t
+        };
+        let start = now();
+        let deadline = libc::timespec { tv_sec: start.tv_sec + limit, tv_nsec: start.tv_nsec };
+        while slot.made.load(Ordering::Acquire) == 0 {
+            let t = now();
+            let mut left = libc::timespec { tv_sec: deadline.tv_sec - t.tv_sec, tv_nsec: deadline.tv_nsec - t.tv_nsec };
+            if left.tv_nsec < 0 {
+                (left.tv_sec, left.tv_nsec) = (left.tv_sec - 1, left.tv_nsec + 1_000_000_000);
+            }
+            if left.tv_sec < 0 {
+                return false;
+            }
+            // Not FUTEX_PRIVATE: the word is shared between processes. It
+            // returns when woken, when the word is no longer 0, on a signal
+            // or at the timeout; the loop looks again each time.
+            // SAFETY: the kernel reads the live atomic and the timeout.
+            unsafe {
+                libc::syscall(libc::SYS_futex, slot.made.as_ptr(), libc::FUTEX_WAIT, 0, &left as *const libc::timespec)
+            };
+        }
+        true
     }
 }
 
@@ -156,8 +295,8 @@ fn just(sig: i32) -> libc::sigset_t {
 
 /// The zombie `z`'s own side: its session and name, then the end it had.
 /// Never returns.
-fn die_as(z: &ZombiePlan) -> ! {
-    let _ = enter(z.session);
+fn die_as(z: &ZombiePlan, groups: &GroupWords) -> ! {
+    let _ = enter(z.session, z.pid, groups);
     // SAFETY: plain syscalls on integers and on a name the parent prepared.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, z.comm.as_ptr());
@@ -199,7 +338,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         {
             return Err(fail(log0, "entering the restored IPC namespace", b""));
         }
-        if let Err(what) = enter(p.session) {
+        if let Err(what) = enter(p.session, p.pid, &p.groups) {
             return Err(fail(log0, what, b""));
         }
         // The restoring host may have been started with SIGCHLD ignored:
@@ -216,7 +355,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         }
         for z in &p.zombies {
             match clone_with_pid(z.pid) {
-                Ok(0) => die_as(z),
+                Ok(0) => die_as(z, &p.groups),
                 // Dead before we go on, so that its SIGCHLD is pending by
                 // the time we drop it below.
                 Ok(_) => {
@@ -381,5 +520,49 @@ fn unregister_rseq() {
         if res.is_ok() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task in another process sees the group made: the words are shared,
+    /// and the futex wakes across processes.
+    #[test]
+    fn a_joiner_waits_for_the_group_its_leader_makes_in_another_process() {
+        let _w = revenant_test_watchdog::start();
+        let groups =
+            Groups::new([Session::Join(4242), Session::Join(77), Session::Leader, Session::Join(4242)]).unwrap();
+        let words = groups.words();
+        assert_eq!(words.count, 2);
+        // SAFETY: the child only waits on the shared word (atomics and
+        // system calls) and leaves with exit_group.
+        let child = match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: `groups` lives in the parent until we are reaped.
+                let ok = unsafe { words.wait_made(4242, 60) };
+                revenant_arch::sys::exit_group(if ok { 0 } else { 1 })
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        // SAFETY: `groups` is alive.
+        unsafe { words.made(4242) };
+        let end = nix::sys::wait::waitpid(child, None).unwrap();
+        assert_eq!(end, nix::sys::wait::WaitStatus::Exited(child, 0));
+        // SAFETY: `groups` is alive.
+        unsafe {
+            // Made once, it stays made; the other group was never made, and
+            // a group nobody joins has no word.
+            assert!(words.wait_made(4242, 0));
+            assert!(!words.wait_made(77, 0));
+            assert!(!words.wait_made(5, 0));
+        }
+    }
+
+    #[test]
+    fn no_joiners_need_no_words() {
+        let groups = Groups::new([Session::Leader, Session::GroupLeader, Session::Inherit]).unwrap();
+        assert_eq!((groups.words().count, groups.len), (0, 0));
     }
 }

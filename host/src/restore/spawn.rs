@@ -104,6 +104,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         children: Vec::new(),
         zombies: Vec::new(),
         ipc_ns: None,
+        groups: Default::default(),
     })
 }
 
@@ -217,8 +218,12 @@ fn run_tree(
         bail!("bad fd plan");
     }
     cps[0].ipc_ns = ipc_ns;
+    // Every task inherits these from the root: ours can go once it exists.
+    let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
+    cps.iter_mut().for_each(|c| c.groups = groups.words());
 
     let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
+    drop(groups);
     let mut spans = Vec::new();
     let mut readers = Vec::new();
     for pr in &mut prepared {

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 pub const SETS: [&str; 4] = ["loop-static", "loop-dynamic", "sh-loop", "shm-ipcns"];
 
+/// CRIU 4.2's images, carried in the end-to-end tests' data.
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/criu-4.2"))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/criu-4.2"))
 }
 
 pub fn set_dir(set: &str) -> PathBuf {
