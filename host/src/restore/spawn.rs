@@ -259,6 +259,7 @@ fn run_tree(
             // its own calls or our munmap.
             let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
             let mut failure = None;
+            let mut setup_failed = false;
             for (i, ((pid, sync), p)) in pids.iter().zip(&syncs).zip(plans).enumerate() {
                 let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
                 let opts = if sandboxed { opts | suspend } else { opts };
@@ -275,15 +276,19 @@ fn run_tree(
                     Err(e) => Err(anyhow::anyhow!("cannot trace the new task {pid}: {e}")),
                     Ok(()) => nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task"),
                 };
-                if let Err(e) = traced.and_then(|()| crate::fault::step(|| format!("PID {pid} created and traced"))) {
+                // A task that fails its own setup exits, and our ptrace or
+                // pipe call fails: its log says why, our error does not.
+                if let Err(e) = traced {
+                    setup_failed = true;
+                    failure = Some((i, e));
+                    break;
+                }
+                if let Err(e) = crate::fault::step(|| format!("PID {pid} created and traced")) {
                     failure = Some((i, e));
                     break;
                 }
             }
             drop(syncs);
-            // Until here a task that fails its own setup exits and makes our
-            // ptrace or pipe calls fail: its log says why, ours does not.
-            let setup_failed = failure.is_some();
             let mut held = Vec::new();
             for (i, p) in plans.iter().enumerate() {
                 if failure.is_some() {
