@@ -212,6 +212,12 @@ fn restore_clamped(dir: &Path) -> Result<(), String> {
     restore(dir, PlanOptions { clamp_limits: true, ..Default::default() })
 }
 
+/// [`restore_clamped`] without the CPU check, for images refused for
+/// another reason, which must show on any CPU.
+fn restore_any_cpu(dir: &Path) -> Result<(), String> {
+    restore(dir, PlanOptions { clamp_limits: true, skip_cpu_check: true, ..Default::default() })
+}
+
 /// Asserts that restoring `dir` was refused for one of `reasons` and that
 /// none of `pids` exists.
 fn assert_refused(what: &str, result: Result<(), String>, reasons: &[String], pids: &[i32]) {
@@ -244,6 +250,18 @@ fn copy_of(dump: &Dump, set: &str, test: &str) -> PathBuf {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
     }
+    dir
+}
+
+/// A scratch image set: fixture set `set` as `change` leaves it, written by
+/// the image layer (so files named by PID follow a changed PID).
+fn changed_copy(set: &str, test: &str, change: impl FnOnce(&mut ImageSet)) -> PathBuf {
+    install_binaries();
+    let mut images = ImageSet::load(&images(&DUMPS[0], set)).unwrap();
+    change(&mut images);
+    let dir = std::env::temp_dir().join(format!("revenant-fixture-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    images.write(&dir).unwrap();
     dir
 }
 
@@ -528,6 +546,73 @@ fn a_missing_or_damaged_image_is_named() {
     std::fs::write(&core, &data[..data.len() / 2]).unwrap();
     let err = restore_clamped(&dir).unwrap_err();
     assert!(err.contains("core-10562.img") && err.contains("runs past the end"), "{err}");
+    std::fs::copy(images(dump, "loop-static/core-10562.img"), &core).unwrap();
+    // Without its fds' image the program would come back with none.
+    std::fs::remove_file(dir.join("fdinfo-2.img")).unwrap();
+    let err = restore_clamped(&dir).unwrap_err();
+    assert!(err.contains("ids-10562.img: entry 0: files_id 2: fdinfo-2.img does not exist"), "{err}");
+    assert!(!Path::new("/proc/10562").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An area no x86_64 kernel maps (2^56 is past 5-level paging's end too)
+/// is refused by the plan, not by the blob after the point of no return.
+#[test]
+fn an_area_beyond_user_space_is_refused_before_anything_runs() {
+    let _one = one_at_a_time();
+    let dir = changed_copy("loop-static", "user-end", |s| {
+        let vmas = &mut s.processes[0].mm.vmas;
+        // Between the stack and the vsyscall page, which stays accepted.
+        let mut v = vmas[10].clone();
+        (v.start, v.end) = (1 << 56, (1 << 56) + 0x1000);
+        vmas.insert(11, v);
+    });
+    let err = restore_any_cpu(&dir).unwrap_err();
+    assert!(
+        err.contains(
+            "mm-10562.img: entry 0: vmas[11].start 0x100000000000000: beyond the end of this machine's user \
+             address space"
+        ),
+        "{err}"
+    );
+    assert!(!Path::new("/proc/10562").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn pid_max() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse().unwrap()
+}
+
+/// A PID or TID the kernel cannot hand out here is refused by the plan,
+/// with the limit, instead of by clone3 once part of the tree runs.
+#[test]
+fn pids_and_tids_at_or_above_pid_max_are_refused_before_anything_runs() {
+    let _one = one_at_a_time();
+    let max = pid_max();
+    let dir = changed_copy("loop-static", "pid-max", |s| {
+        let p = &mut s.processes[0];
+        (p.pstree.pid, p.pstree.threads[0], p.threads[0].tid) = (max, max, max);
+        (p.pstree.pgid, p.pstree.sid) = (max, max);
+    });
+    assert!(dir.join(format!("core-{max}.img")).exists());
+    let err = restore_any_cpu(&dir).unwrap_err();
+    let want = format!("pstree.img: entry 0: pid {max}: not below the limit of {max} of this PID namespace");
+    assert!(err.contains(&want), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let dir = changed_copy("loop-static", "tid-max", |s| {
+        let p = &mut s.processes[0];
+        let mut t = p.threads[0].clone();
+        t.tid = max + 7;
+        t.core.tc = None;
+        p.threads.push(t);
+        p.pstree.threads.push(max + 7);
+    });
+    let err = restore_any_cpu(&dir).unwrap_err();
+    assert!(
+        err.contains(&format!("pstree.img: entry 0: threads[1] {}: not below the limit of {max}", max + 7)),
+        "{err}"
+    );
     assert!(!Path::new("/proc/10562").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

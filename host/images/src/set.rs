@@ -32,8 +32,8 @@ pub struct Process {
     /// loaded whole).
     pub pages: PathBuf,
     pub fs: FsEntry,
-    /// The fds of its files table (`fdinfo-<files_id>.img`, empty if
-    /// absent).
+    /// The fds of its files table (`fdinfo-<files_id>.img`, which must
+    /// exist, even with no entries).
     pub fds: Vec<FdinfoEntry>,
     /// Leader first, in pstree order.
     pub threads: Vec<Thread>,
@@ -187,11 +187,13 @@ impl ImageSet {
             let (pagemap_head, pagemap) = pagemap(dir, &format!("pagemap-{pid}.img"))?;
             let fs = one(&format!("fs-{pid}.img"), take!(dir, format!("fs-{pid}.img"), Fs, "an FS"))?;
             let fdinfo = format!("fdinfo-{}.img", ids.files_id);
-            let fds = match read_opt(dir, &fdinfo)? {
-                Some(Image::Fdinfo(v)) => v,
-                Some(other) => return Err(wrong(&fdinfo, &other, "an FDINFO")),
-                None => Vec::new(),
-            };
+            // CRIU writes a files table's image even when it holds no fds;
+            // without it the program would come back with none, its
+            // stdin, stdout and stderr closed under it.
+            if !crate::file::exists(&dir.join(&fdinfo))? {
+                bail!("ids-{pid}.img: entry 0: files_id {}: {fdinfo} does not exist", ids.files_id);
+            }
+            let fds = take!(dir, fdinfo, Fdinfo, "an FDINFO");
             let mut threads = vec![Thread { tid: first, core }];
             for &tid in p.threads.iter().skip(1) {
                 let name = format!("core-{tid}.img");

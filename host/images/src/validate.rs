@@ -210,8 +210,19 @@ fn check_vmas(p: &Process, files: &HashMap<u32, i32>) -> Result<()> {
     }
     let mut prev_end = 0u64;
     for (j, v) in mm.vmas.iter().enumerate() {
-        if v.start >= v.end || v.start % PAGE_SIZE != 0 || v.end % PAGE_SIZE != 0 {
-            return Err(bad(&name, 0, format!("vmas[{j}]"), format!("bad range {:#x}-{:#x}", v.start, v.end)));
+        if v.start % PAGE_SIZE != 0 {
+            return Err(bad(&name, 0, format!("vmas[{j}].start"), format!("{:#x} is not page aligned", v.start)));
+        }
+        if v.end % PAGE_SIZE != 0 {
+            return Err(bad(&name, 0, format!("vmas[{j}].end"), format!("{:#x} is not page aligned", v.end)));
+        }
+        if v.end <= v.start {
+            return Err(bad(
+                &name,
+                0,
+                format!("vmas[{j}].end"),
+                format!("{:#x} is not above the start {:#x}", v.end, v.start),
+            ));
         }
         if v.start < prev_end {
             return Err(bad(

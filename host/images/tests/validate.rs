@@ -61,7 +61,37 @@ fn overlapping_and_unsorted_vmas_are_refused() {
         },
         &["mm-10562.img: entry 0: vmas[2].start", "overlaps"],
     );
-    refused("unaligned", |s| proc0(s).mm.vmas[0].end += 1, &["mm-10562.img: entry 0: vmas[0]", "bad range"]);
+}
+
+#[test]
+fn unaligned_or_empty_or_reversed_vmas_are_refused_naming_start_or_end() {
+    refused(
+        "unaligned-start",
+        |s| proc0(s).mm.vmas[1].start += 1,
+        &["mm-10562.img: entry 0: vmas[1].start: 0x401001 is not page aligned"],
+    );
+    refused(
+        "unaligned-end",
+        |s| proc0(s).mm.vmas[0].end += 1,
+        &["mm-10562.img: entry 0: vmas[0].end: 0x401001 is not page aligned"],
+    );
+    refused(
+        "reversed",
+        |s| {
+            // The last ordinary area (the stack), so the order still holds.
+            let v = &mut proc0(s).mm.vmas[10];
+            (v.start, v.end) = (v.end, v.start);
+        },
+        &["mm-10562.img: entry 0: vmas[10].end: 0x7ffd48fdc000 is not above the start 0x7ffd48ffd000"],
+    );
+    refused(
+        "empty",
+        |s| {
+            let v = &mut proc0(s).mm.vmas[10];
+            v.end = v.start;
+        },
+        &["mm-10562.img: entry 0: vmas[10].end: 0x7ffd48fdc000 is not above the start 0x7ffd48fdc000"],
+    );
 }
 
 #[test]
@@ -131,6 +161,22 @@ fn an_inconsistent_process_tree_is_refused() {
     s.processes[1].pstree.pid = s.processes[0].pstree.pid;
     let err = format!("{:#}", s.validate("x86_64").unwrap_err());
     assert!(err.contains("pstree.img: entry 1: pid") && err.contains("twice"), "{err}");
+}
+
+/// CRIU writes `fdinfo-N.img` for every files table, with no entries
+/// when the process had no fds: that loads, but no image at all is a
+/// damaged set, named by the field that points at it.
+#[test]
+fn a_missing_fdinfo_image_is_refused_but_an_empty_one_loads() {
+    let dir = Scratch::copy_of("loop-static", "no-fdinfo");
+    std::fs::remove_file(dir.path("fdinfo-2.img")).unwrap();
+    let err = format!("{:#}", ImageSet::load(&dir.0).unwrap_err());
+    assert!(err.contains("ids-10562.img: entry 0: files_id 2: fdinfo-2.img does not exist"), "{err}");
+
+    revenant_images::Image::Fdinfo(vec![]).write(&dir.path("fdinfo-2.img")).unwrap();
+    let s = ImageSet::load(&dir.0).unwrap();
+    assert!(s.processes[0].fds.is_empty());
+    s.validate("x86_64").unwrap();
 }
 
 #[test]

@@ -94,9 +94,11 @@ fn check_cpu(p: &ProcessPlan) -> Result<()> {
 /// Plans the restore of every process in `set`.
 pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     set.validate(revenant_arch::NAME)?;
+    check_pid_limit(set, pid_max()?)?;
+    let user_end = super::layout::user_space_end()?;
     let ipc = ipc(set, opts)?;
     let mut processes: Vec<ProcessPlan> =
-        set.processes.iter().map(|p| process(set, p, opts, &ipc)).collect::<Result<_>>()?;
+        set.processes.iter().map(|p| process(set, p, opts, &ipc, user_end)).collect::<Result<_>>()?;
     let mut warnings = vec![];
     if opts.clamp_limits {
         for p in &mut processes {
@@ -108,6 +110,55 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         processes.iter().try_for_each(check_cpu)?;
     }
     Ok(TreePlan { processes, zombies, ipc, warnings })
+}
+
+const PID_MAX: &str = "/proc/sys/kernel/pid_max";
+
+/// The PIDs of our PID namespace, which the tree is restored into, are
+/// below this.
+fn pid_max() -> Result<u32> {
+    let text = std::fs::read_to_string(PID_MAX).with_context(|| format!("reading {PID_MAX}"))?;
+    text.trim().parse().with_context(|| format!("{PID_MAX}: {:?} is not a PID limit", text.trim()))
+}
+
+/// Refuses PIDs and TIDs the kernel cannot hand out here: `clone3` would
+/// refuse them only once part of the tree runs, the blob's thread creation
+/// only past the point of no return.
+fn check_pid_limit(set: &ImageSet, pid_max: u32) -> Result<()> {
+    // Processes and zombies share pstree.img, in its order.
+    let zombie_entries: Vec<usize> = set.zombies.iter().map(|z| z.entry).collect();
+    let entries = (0..).filter(|i| !zombie_entries.contains(i));
+    let pstree =
+        set.processes.iter().map(|p| &p.pstree).zip(entries).chain(set.zombies.iter().map(|z| (&z.pstree, z.entry)));
+    for (e, i) in pstree {
+        let ids = std::iter::once(("pid".to_string(), e.pid))
+            .chain(e.threads.iter().enumerate().skip(1).map(|(j, &t)| (format!("threads[{j}]"), t)));
+        for (field, id) in ids {
+            if id >= pid_max {
+                bail!(
+                    "pstree.img: entry {i}: {field} {id}: not below the limit of {pid_max} of this PID namespace \
+                     ({PID_MAX}); the kernel cannot give a task this ID"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses an area the kernel would not map: at or above `user_end`, the
+/// end of this machine's user address space.
+fn check_user_end(at: &str, v: &VmaEntry, user_end: u64) -> Result<()> {
+    let (field, value) = if v.start >= user_end {
+        ("start", v.start)
+    } else if v.end > user_end {
+        ("end", v.end)
+    } else {
+        return Ok(());
+    };
+    bail!(
+        "{at}.{field} {value:#x}: beyond the end of this machine's user address space ({user_end:#x}); the images \
+         come from a machine with a larger one, or are damaged"
+    )
 }
 
 /// The tree's IPC namespace: a new one when the tree's differs from the
@@ -279,7 +330,7 @@ const NOT_FATAL: [i32; 8] = [
     libc::SIGWINCH,
 ];
 
-fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Result<ProcessPlan> {
+fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_end: u64) -> Result<ProcessPlan> {
     let pid = p.pstree.pid as i32;
     let leader = &p.threads[0].core;
     let tc = leader.tc.as_ref().context("core: no task core")?;
@@ -367,6 +418,12 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan) -> Re
         } else {
             Backing::Anon
         };
+        // The vsyscall page (x86_64) and ARM's vector page are the kernel's,
+        // at fixed places above user space on most machines; the restore
+        // leaves them to it.
+        if backing != Backing::Vsyscall {
+            check_user_end(&format!("{mm_name}: entry 0: vmas[{j}]"), v, user_end)?;
+        }
         vmas.push(VmaPlan {
             start: v.start,
             end: v.end,
@@ -734,4 +791,62 @@ fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -
 pub fn plan_dir(dir: &Path, opts: &PlanOptions) -> Result<TreePlan> {
     let set = ImageSet::load(dir)?;
     plans(&set, opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(set: &str) -> ImageSet {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/criu-4.2/images").join(set);
+        ImageSet::load(&dir).unwrap()
+    }
+
+    #[test]
+    fn an_area_reaching_past_the_user_space_end_is_refused_naming_start_or_end() {
+        let end = 0x7fff_ffff_f000;
+        let vma = |start, end| VmaEntry { start, end, ..Default::default() };
+        check_user_end("mm-1.img: entry 0: vmas[3]", &vma(0x7fff_fffd_e000, end), end).unwrap();
+        let err = check_user_end("mm-1.img: entry 0: vmas[3]", &vma(0x7fff_fffd_e000, end + 0x1000), end).unwrap_err();
+        assert!(
+            err.to_string().starts_with("mm-1.img: entry 0: vmas[3].end 0x800000000000: beyond the end")
+                && err.to_string().contains("(0x7ffffffff000)"),
+            "{err}"
+        );
+        let err = check_user_end("mm-1.img: entry 0: vmas[4]", &vma(end, end + 0x1000), end).unwrap_err();
+        assert!(err.to_string().starts_with("mm-1.img: entry 0: vmas[4].start 0x7ffffffff000: beyond"), "{err}");
+    }
+
+    /// A PID or TID equal to the limit is already out of reach; pstree
+    /// entries are counted with the zombies among them.
+    #[test]
+    fn pids_and_tids_from_the_limit_up_are_refused_naming_the_entry() {
+        let mut set = fixture("sh-loop");
+        let (root, child) = (set.processes[0].pid(), set.processes[1].pid());
+        assert!(root < child, "{root} {child}");
+        check_pid_limit(&set, child + 1).unwrap();
+        let err = check_pid_limit(&set, child).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("pstree.img: entry 1: pid {child}: not below the limit of {child} ")),
+            "{err}"
+        );
+
+        // A zombie listed before the child moves it to entry 2.
+        let mut pstree = set.processes[1].pstree.clone();
+        pstree.pid = child + 10;
+        pstree.threads = vec![child + 10];
+        let core = set.processes[1].threads[0].core.clone();
+        set.zombies.push(Zombie { entry: 1, pstree, core });
+        let err = check_pid_limit(&set, child).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("pstree.img: entry 2: pid {child}:")), "{err}");
+        let err = check_pid_limit(&set, child + 1).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("pstree.img: entry 1: pid {}:", child + 10)), "{err}");
+        set.zombies.clear();
+
+        set.processes[0].pstree.threads.push(child + 20);
+        let err = check_pid_limit(&set, child + 20).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("pstree.img: entry 0: threads[1] {}:", child + 20)), "{err}");
+        assert!(err.contains(PID_MAX), "{err}");
+        check_pid_limit(&set, child + 21).unwrap();
+    }
 }
