@@ -216,16 +216,23 @@ pub fn parse_limits(text: &str, what: &str) -> Result<Vec<(u64, u64)>> {
 pub fn auxv(pid: i32) -> Result<Vec<u64>> {
     let p = path(pid, "auxv");
     let raw = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(auxv_pairs(&raw))
+}
+
+/// The key/value words of an auxiliary vector, without the closing
+/// AT_NULL pair: CRIU writes it so, and refuses more than its
+/// `AT_VECTOR_SIZE` words (44 on x86_64), which the pair can tip over.
+fn auxv_pairs(raw: &[u8]) -> Vec<u64> {
     let mut out = Vec::new();
     for pair in raw.chunks_exact(16) {
         let k = u64::from_ne_bytes(pair[..8].try_into().expect("8 bytes"));
-        let v = u64::from_ne_bytes(pair[8..].try_into().expect("8 bytes"));
-        out.extend([k, v]);
         if k == 0 {
             break;
         }
+        let v = u64::from_ne_bytes(pair[8..].try_into().expect("8 bytes"));
+        out.extend([k, v]);
     }
-    Ok(out)
+    out
 }
 
 /// `/proc/PID/fdinfo/N`: position, open flags, mount id.
@@ -274,6 +281,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn auxv_ends_before_at_null_as_criu_writes_it() {
+        let words: Vec<u64> = vec![33, 0x7fff_1000, 6, 4096, 0, 0, 99, 99];
+        let raw: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        assert_eq!(auxv_pairs(&raw), vec![33, 0x7fff_1000, 6, 4096]);
+        let own = auxv(std::process::id() as i32).unwrap();
+        assert!(own.len() % 2 == 0 && !own.is_empty() && own.chunks(2).all(|p| p[0] != 0));
+    }
+
+    #[test]
     fn stat_with_awkward_comm() {
         let line = "42 (a) b (c)) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 100 1000 50 \
                     18446744073709551615 4096 8192 140000 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 \
@@ -296,7 +312,7 @@ mod tests {
         let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
         assert_eq!(l[7], nofile);
         let a = auxv(me).unwrap();
-        assert_eq!(a[a.len() - 2], 0);
+        assert_ne!(a[a.len() - 2], 0, "the closing AT_NULL pair is left out");
         assert!(a.chunks(2).any(|p| p[0] == 6 && p[1] == 4096), "AT_PAGESZ");
         let s = stat(me, me).unwrap();
         assert!(s.start_code > 0 && s.arg_start > 0);

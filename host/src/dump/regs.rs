@@ -170,8 +170,8 @@ pub fn rseq(tid: i32) -> Result<Option<(u64, u32, u32)>> {
     struct Conf {
         ptr: u64,
         len: u32,
-        flags: u32,
         sig: u32,
+        flags: u32,
         pad: u32,
     }
     const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;

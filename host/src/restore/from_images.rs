@@ -533,7 +533,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             env_start: mm.mm_env_start,
             env_end: mm.mm_env_end,
         },
-        auxv: mm.mm_saved_auxv.clone(),
+        auxv: terminated(&mm.mm_saved_auxv),
         sigactions,
         rlimits,
         itimers,
@@ -849,4 +849,18 @@ mod tests {
         assert!(err.contains(PID_MAX), "{err}");
         check_pid_limit(&set, child + 21).unwrap();
     }
+}
+
+/// The saved auxiliary vector with its closing AT_NULL pair, which CRIU's
+/// images leave out: the kernel copies only the words it is given over the
+/// restorer's own vector, and a reader of /proc/PID/auxv stops at AT_NULL.
+fn terminated(auxv: &[u64]) -> Vec<u64> {
+    let mut v = auxv.to_vec();
+    if v.len() % 2 == 1 {
+        v.push(0);
+    }
+    if v.chunks(2).all(|kv| kv[0] != 0) {
+        v.extend([0, 0]);
+    }
+    v
 }
