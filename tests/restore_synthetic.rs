@@ -208,6 +208,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         signals: vec![],
         vdso_proxy: false,
         groups: vec![],
+        knobs: Default::default(),
         threads: vec![ThreadPlan {
             tid: pid,
             regs,
@@ -219,6 +220,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             robust_list_len: 0,
             rseq: None,
             pdeath_sig: 0,
+            sched: Default::default(),
             creds: None,
             seccomp: Default::default(),
         }],

@@ -694,3 +694,29 @@ fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
     assert!(after.lines().count() >= n + 3, "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Settings a program made for itself come back with it: child subreaper,
+/// THP disabled, personality, each thread's nice value and policy.
+#[test]
+fn process_and_thread_settings_come_back() {
+    let _w = watchdog::start();
+    let work = scratch("knobs");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("knobs", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    let before = std::fs::read_to_string(&out).unwrap();
+    let last = before.lines().last().unwrap().to_string();
+    let want = "subreaper=1 thp_disabled=1 personality=0x40000 nice=7 worker_nice=3 worker_policy=3";
+    assert!(last.ends_with(want), "the program did not set itself up: {last}");
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    stop(pid);
+    let lines: Vec<&str> = after.lines().collect();
+    assert!(lines.len() >= n + 4, "the restored program did not carry on:\n{after}");
+    for l in &lines[n..] {
+        assert!(l.ends_with(want), "after the restore: {l}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -134,10 +134,17 @@ impl Files {
         let p = procfs::path(pid, &link);
         let target = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
         let target = target.to_string_lossy().into_owned();
-        let info = procfs::parse_fdinfo(
-            &procfs::read_string(pid, &format!("fdinfo/{fd}"))?,
-            &format!("/proc/{pid}/fdinfo/{fd}"),
-        )?;
+        let fdinfo = procfs::read_string(pid, &format!("fdinfo/{fd}"))?;
+        let info = procfs::parse_fdinfo(&fdinfo, &format!("/proc/{pid}/fdinfo/{fd}"))?;
+        // Restored without its locks, the program would think it still
+        // holds them while another process takes them (CRIU, too, refuses
+        // without --file-locks).
+        if let Some(lock) = fdinfo.lines().find_map(|l| l.strip_prefix("lock:")) {
+            bail!(
+                "process {pid}: fd {fd} ({target}) holds a file lock ({}), which dump does not support yet",
+                lock.split_whitespace().skip(1).take(3).collect::<Vec<_>>().join(" ")
+            );
+        }
         let unsupported = |what: &str| -> Result<Fd> {
             bail!("process {pid}: fd {fd} is {what} ({target}), which dump does not support yet")
         };

@@ -286,7 +286,7 @@ mod tests {
         let raw: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
         assert_eq!(auxv_pairs(&raw), vec![33, 0x7fff_1000, 6, 4096]);
         let own = auxv(std::process::id() as i32).unwrap();
-        assert!(own.len() % 2 == 0 && !own.is_empty() && own.chunks(2).all(|p| p[0] != 0));
+        assert!(own.len().is_multiple_of(2) && !own.is_empty() && own.chunks(2).all(|p| p[0] != 0));
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub struct ChildPlan {
     pub ipc_ns: Option<i32>,
     /// The words of the groups tasks join across the tree.
     pub groups: GroupWords,
+    pub knobs: super::plan::Knobs,
 }
 
 fn errno() -> i32 {
@@ -407,6 +408,16 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             return Err(fail(log, "chdir", p.cwd.as_bytes()));
         }
         libc::umask(p.umask);
+        if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
+            return Err(fail(log, "PR_SET_CHILD_SUBREAPER", b""));
+        }
+        if p.knobs.thp_disabled && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0 {
+            return Err(fail(log, "PR_SET_THP_DISABLE", b""));
+        }
+        let pers = p.knobs.personality as libc::c_ulong;
+        if libc::personality(0xffff_ffff) as libc::c_ulong != pers && libc::personality(pers) < 0 {
+            return Err(fail(log, "personality", b""));
+        }
         unregister_rseq();
         // Wait until the parent has seized us: the blob ends on a trap that
         // only a tracer survives.

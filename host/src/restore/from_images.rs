@@ -14,8 +14,8 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, FdPlan, PipePlan, ProcessPlan, Rseq, SeccompPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
-    ZombieExit, ZombiePlan,
+    AltStack, Backing, FdPlan, Knobs, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session, ShmAttach, ThreadPlan,
+    VmaPlan, ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
@@ -542,6 +542,11 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         threads,
         vdso_proxy: opts.vdso_proxy,
         groups,
+        knobs: Knobs {
+            child_subreaper: tc.child_subreaper.unwrap_or(false),
+            thp_disabled: mm.thp_disabled.unwrap_or(false),
+            personality: tc.personality,
+        },
     })
 }
 
@@ -746,6 +751,11 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
             sig: r.signature,
         }),
         pdeath_sig: tcore.pdeath_sig.unwrap_or(0),
+        sched: Sched {
+            policy: tcore.sched_policy.unwrap_or(0),
+            prio: tcore.sched_prio.unwrap_or(0),
+            nice: tcore.sched_nice.unwrap_or(0),
+        },
         creds,
         seccomp,
     })
@@ -791,6 +801,20 @@ fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -
 pub fn plan_dir(dir: &Path, opts: &PlanOptions) -> Result<TreePlan> {
     let set = ImageSet::load(dir)?;
     plans(&set, opts)
+}
+
+/// The saved auxiliary vector with its closing AT_NULL pair, which CRIU's
+/// images leave out: the kernel copies only the words it is given over the
+/// restorer's own vector, and a reader of /proc/PID/auxv stops at AT_NULL.
+fn terminated(auxv: &[u64]) -> Vec<u64> {
+    let mut v = auxv.to_vec();
+    if !v.len().is_multiple_of(2) {
+        v.push(0);
+    }
+    if v.chunks(2).all(|kv| kv[0] != 0) {
+        v.extend([0, 0]);
+    }
+    v
 }
 
 #[cfg(test)]
@@ -849,18 +873,4 @@ mod tests {
         assert!(err.contains(PID_MAX), "{err}");
         check_pid_limit(&set, child + 21).unwrap();
     }
-}
-
-/// The saved auxiliary vector with its closing AT_NULL pair, which CRIU's
-/// images leave out: the kernel copies only the words it is given over the
-/// restorer's own vector, and a reader of /proc/PID/auxv stops at AT_NULL.
-fn terminated(auxv: &[u64]) -> Vec<u64> {
-    let mut v = auxv.to_vec();
-    if v.len() % 2 == 1 {
-        v.push(0);
-    }
-    if v.chunks(2).all(|kv| kv[0] != 0) {
-        v.extend([0, 0]);
-    }
-    v
 }

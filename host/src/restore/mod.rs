@@ -81,6 +81,20 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     }
     let plan = from_images::plan_dir(dir, &opts.plan).with_context(|| format!("{}", dir.display()))?;
     crate::fault::step(|| "images read and planned".into())?;
+    if opts.detach
+        && let Some(root) = plan.processes.first()
+        && let Some(t) = root.threads.iter().find(|t| t.pdeath_sig != 0)
+    {
+        // The root's parent is revenant, which a detached restore leaves at
+        // once: the signal would come the moment the program runs.
+        anyhow::bail!(
+            "{}: core-{}.img: entry 0: thread_core.pdeath_sig {}: the root has a parent-death signal, and a \
+             detached restore's parent exits at once; restore without -d (revenant then stays its parent)",
+            dir.display(),
+            t.tid,
+            t.pdeath_sig
+        );
+    }
     for w in &plan.warnings {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;

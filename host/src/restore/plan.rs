@@ -44,6 +44,8 @@ pub struct ProcessPlan {
     /// Proxy to the runtime vDSO even when it matches the dumped one
     /// (`--vdso-proxy`; tests use it to exercise the proxy).
     pub vdso_proxy: bool,
+    /// Process-wide settings the new task makes before its blob runs.
+    pub knobs: Knobs,
     /// Supplementary groups (all threads share them).
     pub groups: Vec<u32>,
 }
@@ -199,9 +201,30 @@ pub struct ThreadPlan {
     pub rseq: Option<Rseq>,
     /// `PR_SET_PDEATHSIG`, 0 for none.
     pub pdeath_sig: u32,
+    /// Scheduling policy, its priority and the nice value, set by the host
+    /// while the thread is held.
+    pub sched: Sched,
     /// Credentials to set, or `None` to keep the restoring process's.
     pub creds: Option<Creds>,
     pub seccomp: SeccompPlan,
+}
+
+/// Process-wide state set with `prctl` and `personality` by the new task,
+/// before its blob runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Knobs {
+    pub child_subreaper: bool,
+    pub thp_disabled: bool,
+    pub personality: u32,
+}
+
+/// A thread's scheduling (CRIU's `sched_policy`, `sched_prio`,
+/// `sched_nice`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sched {
+    pub policy: u32,
+    pub prio: u32,
+    pub nice: i32,
 }
 
 /// A thread's seccomp state.

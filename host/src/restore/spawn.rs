@@ -105,6 +105,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         zombies: Vec::new(),
         ipc_ns: None,
         groups: Default::default(),
+        knobs: p.knobs,
     })
 }
 
@@ -308,6 +309,11 @@ fn run_tree(
             }
             // Every program is held right before its first instruction.
             if failure.is_none()
+                && let Err(e) = plans.iter().try_for_each(set_sched)
+            {
+                failure = Some((0, e));
+            }
+            if failure.is_none()
                 && let Err(e) = before_run().and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
             {
                 failure = Some((0, e));
@@ -368,13 +374,37 @@ fn run_tree(
             for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
                 let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
             }
-            if let Err(e) = before_run() {
+            if let Err(e) = plans.iter().try_for_each(set_sched).and_then(|()| before_run()) {
                 kill_all();
                 return Err(e);
             }
             Ok(out)
         }
     }
+}
+
+/// Gives each thread of `p` its dumped scheduling policy, priority and
+/// nice value, from outside, while it is held.
+fn set_sched(p: &ProcessPlan) -> Result<()> {
+    const SCHED_BATCH: u32 = 3;
+    const SCHED_IDLE: u32 = 5;
+    for t in &p.threads {
+        let s = t.sched;
+        let param = libc::sched_param { sched_priority: s.prio as i32 };
+        // SAFETY: a plain system call on a TID and a parameter of ours.
+        if unsafe { libc::sched_setscheduler(t.tid, s.policy as i32, &param) } < 0 {
+            let e = std::io::Error::last_os_error();
+            bail!("PID {}: thread {}: scheduling policy {} priority {}: {e}", p.pid, t.tid, s.policy, s.prio);
+        }
+        if matches!(s.policy, 0 | SCHED_BATCH | SCHED_IDLE) {
+            // SAFETY: as above.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, t.tid as libc::id_t, s.nice) } < 0 {
+                let e = std::io::Error::last_os_error();
+                bail!("PID {}: thread {}: nice {}: {e}", p.pid, t.tid, s.nice);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Below this many bytes of pages a second copying thread costs more than

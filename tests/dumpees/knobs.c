@@ -1,0 +1,60 @@
+/* Process and thread settings a restore must keep, printed every tick:
+ * child subreaper, THP disabled, personality, the nice value of the main
+ * thread and of a second thread, which also runs SCHED_BATCH.
+ * usage: knobs OUTFILE */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile pid_t worker_tid;
+
+static void nap(long ms)
+{
+	struct timespec t = { ms / 1000, (ms % 1000) * 1000000 };
+	while (nanosleep(&t, &t))
+		;
+}
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	struct sched_param sp = { 0 };
+	sched_setscheduler(0, SCHED_BATCH, &sp);
+	setpriority(PRIO_PROCESS, 0, 3);
+	worker_tid = syscall(SYS_gettid);
+	for (;;)
+		nap(10);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	pthread_t t;
+	if (argc != 2)
+		return 2;
+	int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+	personality(ADDR_NO_RANDOMIZE);
+	setpriority(PRIO_PROCESS, 0, 7);
+	if (pthread_create(&t, 0, worker, 0))
+		return 3;
+	while (!worker_tid)
+		nap(1);
+	for (unsigned long n = 1;; n++) {
+		int sub = -1;
+		prctl(PR_GET_CHILD_SUBREAPER, &sub);
+		dprintf(fd, "tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d\n",
+			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
+			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid));
+		nap(20);
+	}
+}
