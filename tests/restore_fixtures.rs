@@ -640,3 +640,19 @@ fn a_sandboxed_thread_without_its_filters_is_refused() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// A root with a parent-death signal would get it the moment a detached
+/// restore's revenant exits: refused, naming the field, before anything runs.
+#[test]
+fn a_detached_root_with_a_parent_death_signal_is_refused() {
+    let _w = watchdog::start();
+    let _one = one_at_a_time();
+    let dir = changed_copy("loop-static", "pdeathsig", |s| {
+        let tc = s.processes[0].threads[0].core.thread_core.as_mut().expect("thread_core");
+        tc.pdeath_sig = Some(9);
+    });
+    let err = restore_any_cpu(&dir).unwrap_err();
+    assert!(err.contains("core-10562.img: entry 0: thread_core.pdeath_sig 9"), "{err}");
+    assert!(!Path::new("/proc/10562").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
