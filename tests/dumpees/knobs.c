@@ -1,6 +1,7 @@
 /* Process and thread settings a restore must keep, printed every tick:
  * child subreaper, THP disabled, personality, the nice value of the main
- * thread and of a second thread, which also runs SCHED_BATCH.
+ * thread and of a second thread, which also runs SCHED_BATCH, the timer
+ * slack (both threads) and the OOM score adjustment.
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 static volatile pid_t worker_tid;
+static volatile unsigned long worker_slack;
 
 static void nap(long ms)
 {
@@ -30,8 +32,10 @@ static void *worker(void *arg)
 	sched_setscheduler(0, SCHED_BATCH, &sp);
 	setpriority(PRIO_PROCESS, 0, 3);
 	worker_tid = syscall(SYS_gettid);
-	for (;;)
+	for (;;) {
+		worker_slack = prctl(PR_GET_TIMERSLACK);
 		nap(10);
+	}
 	return 0;
 }
 
@@ -42,6 +46,11 @@ int main(int argc, char **argv)
 		return 2;
 	int fd = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	prctl(PR_SET_TIMERSLACK, 123456);
+	int oom = open("/proc/self/oom_score_adj", O_WRONLY);
+	if (oom < 0 || write(oom, "100", 3) != 3)
+		return 4;
+	close(oom);
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	personality(ADDR_NO_RANDOMIZE);
 	setpriority(PRIO_PROCESS, 0, 7);
@@ -51,10 +60,18 @@ int main(int argc, char **argv)
 		nap(1);
 	for (unsigned long n = 1;; n++) {
 		int sub = -1;
+		char adj[16] = "";
 		prctl(PR_GET_CHILD_SUBREAPER, &sub);
-		dprintf(fd, "tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d\n",
+		int oom = open("/proc/self/oom_score_adj", O_RDONLY);
+		ssize_t got = read(oom, adj, sizeof adj - 1);
+		close(oom);
+		adj[got > 0 ? got - 1 : 0] = 0;
+		dprintf(fd,
+			"tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d "
+			"slack=%d worker_slack=%lu oom_score_adj=%s\n",
 			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
-			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid));
+			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid),
+			prctl(PR_GET_TIMERSLACK), worker_slack, adj);
 		nap(20);
 	}
 }

@@ -483,6 +483,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
                 })
                 .collect(),
             child_subreaper: Some(task.child_subreaper),
+            timer_slack_ns: Some(task.timer_slack_ns),
             blk_sigset_extended: None,
             membarrier_registration_mask: None,
             ..Default::default()

@@ -134,9 +134,19 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
             log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
         }
         let ps = task::process_state(pid, tramp)?;
-        let mut threads = Vec::new();
+        let mut threads: Vec<model::Thread> = Vec::new();
         for &tid in &fp.threads {
             threads.push(task::thread_state(pid, tid, tramp)?);
+        }
+        // Restored threads inherit their creator's slack: one value for all.
+        if let Some(t) = threads.iter().find(|t| t.timer_slack_ns != threads[0].timer_slack_ns) {
+            bail!(
+                "process {pid}: thread {} has a timer slack of {} ns and thread {pid} one of {} ns: per-thread \
+                 timer slack cannot be kept yet",
+                t.tid,
+                t.timer_slack_ns,
+                threads[0].timer_slack_ns
+            );
         }
         log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
 
@@ -196,7 +206,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
             pgid: stat.pgid,
             sid: stat.sid,
             kobj_id: i as u32 + 2,
-            task: ps.core,
+            task: model::TaskCore { timer_slack_ns: threads[0].timer_slack_ns, ..ps.core },
             threads,
             mm: Mm {
                 start_code: stat.start_code,

@@ -86,6 +86,8 @@ pub struct TaskCore {
     /// Signals 1..=64 without SIGKILL and SIGSTOP.
     pub sigactions: Vec<SigAction>,
     pub child_subreaper: bool,
+    /// Every thread's (they must agree).
+    pub timer_slack_ns: u64,
     pub exit_signal: i32,
     pub posix_timers: Vec<PosixTimer>,
 }
@@ -135,6 +137,7 @@ pub struct Mm {
 #[derive(Debug, Clone)]
 pub struct Thread {
     pub tid: i32,
+    pub timer_slack_ns: u64,
     /// After the syscall-restart rewrite.
     pub regs: user_regs_struct,
     pub fpu: X86Fpu,

@@ -17,6 +17,7 @@ const PR_GET_DUMPABLE: u64 = 3;
 const PR_GET_SECUREBITS: u64 = 27;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_TIMERSLACK: u64 = 30;
 
 /// Finds the instructions injected calls of `pid`'s threads run on: a
 /// [`Trampoline::Safe`] from its vDSO and code (smallest areas first: the
@@ -159,6 +160,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_PDEATHSIG, s])?, "PR_GET_PDEATHSIG", tid)?;
     let pdeath_sig = u32::from_ne_bytes(inj.read_scratch(4)?.try_into().expect("4 bytes"));
     let secbits = check(inj.syscall(nr::__NR_prctl, &[PR_GET_SECUREBITS])?, "PR_GET_SECUREBITS", tid)? as u32;
+    let timer_slack_ns = check(inj.syscall(nr::__NR_prctl, &[PR_GET_TIMERSLACK])?, "PR_GET_TIMERSLACK", tid)? as u64;
     inj.finish()?;
 
     let mut r = regs::gpregs(tid)?;
@@ -167,6 +169,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let comm = procfs::read_string(pid, &format!("task/{tid}/comm"))?.trim_end_matches('\n').to_string();
     Ok(Thread {
         tid,
+        timer_slack_ns,
         regs: r,
         fpu: regs::fpregs(tid)?,
         tls: regs::tls(tid)?,

@@ -95,6 +95,40 @@ fn fail(log: &Log, what: &str, detail: &[u8]) -> Failed {
     Failed
 }
 
+/// Writes `uid` to our own `/proc/self/loginuid` unless it holds it
+/// already; without allocating.
+///
+/// # Safety
+/// Plain system calls on buffers of this frame.
+unsafe fn set_loginuid(uid: u32) -> bool {
+    let mut text = [0u8; 10];
+    let mut n = 0;
+    let mut v = uid;
+    loop {
+        text[text.len() - 1 - n] = b'0' + (v % 10) as u8;
+        n += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let digits = &text[text.len() - n..];
+    // SAFETY: see the function's contract.
+    unsafe {
+        let fd = libc::open(c"/proc/self/loginuid".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+        if fd < 0 {
+            // No audit support: only "unset" is what it would say.
+            return uid == u32::MAX;
+        }
+        let mut now = [0u8; 16];
+        let got = libc::read(fd, now.as_mut_ptr().cast(), now.len());
+        let same = got >= 0 && &now[..got as usize] == digits;
+        let ok = same || libc::pwrite(fd, digits.as_ptr().cast(), digits.len(), 0) == digits.len() as isize;
+        libc::close(fd);
+        ok
+    }
+}
+
 /// A fork-like `clone3` that gives the child PID `pid`: 0 in the child,
 /// the PID in the parent. Safe to call after a fork (no allocation).
 ///
@@ -399,6 +433,27 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         for pp in &p.pipes {
             make_pipe(pp, p.scratch, log)?;
         }
+        // Before chroot: /proc may be missing inside.
+        if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
+            return Err(fail(log, "PR_SET_CHILD_SUBREAPER", b""));
+        }
+        if p.knobs.thp_disabled && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0 {
+            return Err(fail(log, "PR_SET_THP_DISABLE", b""));
+        }
+        if let Some(ns) = p.knobs.timer_slack_ns
+            && libc::prctl(libc::PR_SET_TIMERSLACK, ns as libc::c_ulong, 0, 0, 0) < 0
+        {
+            return Err(fail(log, "PR_SET_TIMERSLACK", b""));
+        }
+        if let Some(uid) = p.knobs.loginuid
+            && !set_loginuid(uid)
+        {
+            return Err(fail(log, "setting the login uid", b""));
+        }
+        let pers = p.knobs.personality as libc::c_ulong;
+        if libc::personality(0xffff_ffff) as libc::c_ulong != pers && libc::personality(pers) < 0 {
+            return Err(fail(log, "personality", b""));
+        }
         if let Some(root) = &p.root
             && libc::chroot(root.as_ptr()) < 0
         {
@@ -408,16 +463,6 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             return Err(fail(log, "chdir", p.cwd.as_bytes()));
         }
         libc::umask(p.umask);
-        if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
-            return Err(fail(log, "PR_SET_CHILD_SUBREAPER", b""));
-        }
-        if p.knobs.thp_disabled && libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) < 0 {
-            return Err(fail(log, "PR_SET_THP_DISABLE", b""));
-        }
-        let pers = p.knobs.personality as libc::c_ulong;
-        if libc::personality(0xffff_ffff) as libc::c_ulong != pers && libc::personality(pers) < 0 {
-            return Err(fail(log, "personality", b""));
-        }
         unregister_rseq();
         // Wait until the parent has seized us: the blob ends on a trap that
         // only a tracer survives.

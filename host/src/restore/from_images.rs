@@ -546,6 +546,9 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             child_subreaper: tc.child_subreaper.unwrap_or(false),
             thp_disabled: mm.thp_disabled.unwrap_or(false),
             personality: tc.personality,
+            timer_slack_ns: tc.timer_slack_ns,
+            oom_score_adj: tc.oom_score_adj,
+            loginuid: tc.loginuid,
         },
     })
 }

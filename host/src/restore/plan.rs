@@ -216,6 +216,12 @@ pub struct Knobs {
     pub child_subreaper: bool,
     pub thp_disabled: bool,
     pub personality: u32,
+    /// Set before the blob makes the other threads, which inherit it.
+    pub timer_slack_ns: Option<u64>,
+    /// Set by the host while the process is held.
+    pub oom_score_adj: Option<i32>,
+    /// Set by the task itself (the kernel lets no one else).
+    pub loginuid: Option<u32>,
 }
 
 /// A thread's scheduling (CRIU's `sched_policy`, `sched_prio`,

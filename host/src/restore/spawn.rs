@@ -383,9 +383,21 @@ fn run_tree(
     }
 }
 
-/// Gives each thread of `p` its dumped scheduling policy, priority and
-/// nice value, from outside, while it is held.
+/// Gives `p` its OOM score adjustment, and each of its
+/// threads its scheduling policy, priority and nice value, from outside,
+/// while it is held.
 fn set_sched(p: &ProcessPlan) -> Result<()> {
+    let write = |name: &str, value: String| -> Result<()> {
+        let path = format!("/proc/{}/{name}", p.pid);
+        if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() == value) {
+            return Ok(());
+        }
+        std::fs::write(&path, &value).with_context(|| format!("PID {}: setting {name} to {value}", p.pid))
+    };
+    if let Some(adj) = p.knobs.oom_score_adj {
+        write("oom_score_adj", adj.to_string())?;
+    }
+
     const SCHED_BATCH: u32 = 3;
     const SCHED_IDLE: u32 = 5;
     for t in &p.threads {

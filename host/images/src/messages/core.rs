@@ -136,6 +136,11 @@ message! {
         20 blk_sigset_extended: optional uint64 [Fmt::Hex],
         21 stop_signo: optional uint32,
         22 membarrier_registration_mask: optional uint32 [Fmt::Hex],
+        /// revenant's own, far from CRIU's numbers (CRIU has no field for
+        /// it; protobuf readers skip what they do not know): the timer
+        /// slack, which every thread shares (a dump refuses threads that
+        /// differ).
+        1000 timer_slack_ns: optional uint64,
     }
 }
 
