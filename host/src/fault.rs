@@ -7,7 +7,9 @@
 //! - `list`: each step prints `revenant: step N: NAME` on stderr;
 //! - `error:N`: step N fails as an ordinary error would;
 //! - `kill:N`: revenant kills itself with SIGKILL at step N, as a user's
-//!   `kill -9` or the OOM killer would.
+//!   `kill -9` or the OOM killer would;
+//! - `sigstop:N:PID`: step N sends SIGSTOP to process PID, as a user's
+//!   `kill -STOP` at the worst moment would.
 //!
 //! Unset, a step costs one load of a cached value.
 
@@ -41,6 +43,7 @@ enum Mode {
     List,
     Error(u32),
     Kill(u32),
+    Stop(u32, i32),
 }
 
 fn mode() -> Mode {
@@ -52,6 +55,13 @@ fn mode() -> Mode {
             None if v == "list" => Mode::List,
             Some(("error", at)) => n(at).map_or(Mode::Off, Mode::Error),
             Some(("kill", at)) => n(at).map_or(Mode::Off, Mode::Kill),
+            Some(("sigstop", rest)) => match rest.split_once(':') {
+                Some((at, pid)) => match (n(at), pid.parse()) {
+                    (Some(at), Ok(pid)) => Mode::Stop(at, pid),
+                    _ => Mode::Off,
+                },
+                None => Mode::Off,
+            },
             _ => Mode::Off,
         }
     })
@@ -80,6 +90,9 @@ pub fn step(name: impl FnOnce() -> String) -> anyhow::Result<()> {
         Mode::Error(at) if at == n => anyhow::bail!("fault injected at step {n} ({})", name()),
         Mode::Kill(at) if at == n => {
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+        Mode::Stop(at, pid) if at == n => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGSTOP);
         }
         _ => {}
     }

@@ -387,3 +387,51 @@ fn a_restore_failing_or_killed_at_any_step_leaves_nothing_behind() {
     nothing_left(&ids, &segs, "at the end");
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+/// The state letter of `pid` in /proc.
+fn state(pid: i32) -> char {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?')
+}
+
+/// Waits for `pid` to be stopped (state T).
+fn stopped(pid: i32, when: &str) {
+    let t = Instant::now();
+    while state(pid) != 'T' {
+        assert!(t.elapsed() < PATIENCE, "{when}: program {pid} is not stopped: {}", state(pid));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A SIGSTOP that comes once the tree is frozen meets the calls the dump
+/// runs inside the threads: it is held back, the dump goes on, and the
+/// program stops when let go (and after a restore), as it would have; at
+/// SIGCONT it carries on intact.
+#[test]
+fn a_sigstop_during_the_dump_stops_the_program_after_it() {
+    let _w = revenant_test_watchdog::start();
+    let work = scratch("sigstop");
+    let images = work.join("images");
+    let p = Program::start(&work);
+    let pid = p.pid.to_string();
+    let steps = steps(&images, &pid);
+    // Right after the freeze, before the first injected call.
+    let at = steps.iter().position(|s| s.contains("return frame written")).expect("an injection step");
+    for leave_running in [true, false] {
+        let mut args = vec!["dump", "-t", &pid];
+        if leave_running {
+            args.push("--leave-running");
+        }
+        let o = revenant(&args, &images, Some(("REVENANT_FAULT", format!("sigstop:{at}:{pid}"))));
+        ok(&o, &format!("dump with a SIGSTOP at step {} ({})", at, steps[at - 1]));
+        if !leave_running {
+            p.collected();
+            ok(&revenant(&["restore", "-d"], &images, None), "restore of a stopping program");
+        }
+        stopped(p.pid, if leave_running { "after dump --leave-running" } else { "after restore" });
+        kill(Pid::from_raw(p.pid), Signal::SIGCONT).unwrap();
+        p.carries_on(if leave_running { "continued after the dump" } else { "continued after the restore" });
+    }
+    p.stop();
+    std::fs::remove_dir_all(&work).unwrap();
+}

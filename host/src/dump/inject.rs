@@ -102,6 +102,8 @@ pub struct Injector {
     area: Borrowed,
     /// Registers or memory were changed and must be put back.
     dirty: bool,
+    /// A SIGSTOP was held back during a call.
+    stop_later: bool,
 }
 
 impl Injector {
@@ -126,7 +128,7 @@ impl Injector {
         let old = read_bytes(tid, low, (top - low) as usize)
             .with_context(|| format!("task {tid}: the stack below {:#x} is not readable", saved.rsp))?;
         let area = Borrowed { low, old, scratch, frame };
-        Ok(Injector { tid, saved, saved_mask, tramp, area, dirty: false })
+        Ok(Injector { tid, saved, saved_mask, tramp, area, dirty: false, stop_later: false })
     }
 
     /// Address of the scratch area in the task.
@@ -199,7 +201,7 @@ impl Injector {
         Ok(out.rax as i64)
     }
 
-    fn wait_syscall_stop(&self, nr: u32, stage: &str) -> Result<()> {
+    fn wait_syscall_stop(&mut self, nr: u32, stage: &str) -> Result<()> {
         let tid = self.tid;
         let t = Pid::from_raw(tid);
         loop {
@@ -215,14 +217,25 @@ impl Injector {
                 WaitStatus::Stopped(_, Signal::SIGKILL) | WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
                     bail!("task {tid} died during injected system call {nr}")
                 }
+                // A SIGSTOP sent to the program (it cannot be blocked) is
+                // about to stop it on our borrowed registers: held back
+                // now, sent again once the thread is itself.
+                WaitStatus::Stopped(_, Signal::SIGSTOP) => {
+                    self.stop_later = true;
+                    ptrace::syscall(t, None)?;
+                }
                 other => bail!("task {tid}: unexpected {other:?} during injected system call {nr} ({stage})"),
             }
         }
     }
 
     /// Puts everything back and leaves the thread in an interrupt stop.
-    pub fn finish(mut self) -> Result<()> {
-        self.restore()
+    /// True if a SIGSTOP came meanwhile: it is pending again, and the
+    /// process stops once let go.
+    pub fn finish(mut self) -> Result<bool> {
+        let stopped = self.stop_later;
+        self.restore()?;
+        Ok(stopped)
     }
 
     /// The reverse of [`Self::borrow`], safe to be let go at every step:
@@ -247,7 +260,15 @@ impl Injector {
         self.step("stack restored")?;
         ptrace::cont(t, None).with_context(|| format!("task {tid}: resuming into the interrupt"))?;
         match waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("task {tid}: waiting to stop"))? {
-            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => Ok(()),
+            WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => {
+                if std::mem::take(&mut self.stop_later) {
+                    // Pending while we hold the thread; it stops the
+                    // program when we let go, as it would have.
+                    nix::sys::signal::kill(Pid::from_raw(tid), Signal::SIGSTOP)
+                        .with_context(|| format!("task {tid}: sending back its SIGSTOP"))?;
+                }
+                Ok(())
+            }
             WaitStatus::Exited(..) | WaitStatus::Signaled(..) => bail!("task {tid} died after injection"),
             other => bail!("task {tid}: unexpected {other:?} while stopping after injection"),
         }

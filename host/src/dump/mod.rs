@@ -201,7 +201,14 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
 
         procs.push(Process {
             pid,
-            stop_signal: frozen.stopped.iter().find(|s| s.0 == pid).map(|s| s.1 as u32),
+            // A SIGSTOP that came while we asked is pending again: the
+            // process stops once let go, and so does the restored one.
+            stop_signal: frozen
+                .stopped
+                .iter()
+                .find(|s| s.0 == pid)
+                .map(|s| s.1 as u32)
+                .or((ps.stopping || threads.iter().any(|t| t.stopping)).then_some(nix::libc::SIGSTOP as u32)),
             ppid: fp.ppid,
             pgid: stat.pgid,
             sid: stat.sid,

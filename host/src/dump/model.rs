@@ -138,6 +138,8 @@ pub struct Mm {
 pub struct Thread {
     pub tid: i32,
     pub timer_slack_ns: u64,
+    /// A SIGSTOP came while we asked it for its state (see `inject`).
+    pub stopping: bool,
     /// After the syscall-restart rewrite.
     pub regs: user_regs_struct,
     pub fpu: X86Fpu,

@@ -81,6 +81,8 @@ pub struct ProcessState {
     pub core: TaskCore,
     pub brk: u64,
     pub dumpable: i32,
+    /// A SIGSTOP came while we asked: the process stops once let go.
+    pub stopping: bool,
 }
 
 pub fn process_state(pid: i32, tramp: Trampoline) -> Result<ProcessState> {
@@ -135,8 +137,8 @@ pub fn process_state(pid: i32, tramp: Trampoline) -> Result<ProcessState> {
     }
     let dumpable = check(inj.syscall(nr::__NR_prctl, &[PR_GET_DUMPABLE])?, "PR_GET_DUMPABLE", pid)? as i32;
     let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
-    inj.finish()?;
-    Ok(ProcessState { core, brk, dumpable })
+    let stopping = inj.finish()?;
+    Ok(ProcessState { core, brk, dumpable, stopping })
 }
 
 /// One thread's state; `leader` says whether its mask is the process's.
@@ -161,7 +163,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let pdeath_sig = u32::from_ne_bytes(inj.read_scratch(4)?.try_into().expect("4 bytes"));
     let secbits = check(inj.syscall(nr::__NR_prctl, &[PR_GET_SECUREBITS])?, "PR_GET_SECUREBITS", tid)? as u32;
     let timer_slack_ns = check(inj.syscall(nr::__NR_prctl, &[PR_GET_TIMERSLACK])?, "PR_GET_TIMERSLACK", tid)? as u64;
-    inj.finish()?;
+    let stopping = inj.finish()?;
 
     let mut r = regs::gpregs(tid)?;
     regs::restart_syscall(&mut r);
@@ -170,6 +172,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     Ok(Thread {
         tid,
         timer_slack_ns,
+        stopping,
         regs: r,
         fpu: regs::fpregs(tid)?,
         tls: regs::tls(tid)?,
