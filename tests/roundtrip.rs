@@ -241,7 +241,7 @@ fn a_pipe_comes_back_with_its_buffered_data_and_flags() {
     let status = waitpid(Pid::from_raw(pid), None);
     let last = text.lines().last().unwrap_or("");
     // Read end still non-blocking: the second read finds only "again".
-    assert_eq!(last, "pipe=through the pipe again=again (16 5)", "{text}");
+    assert_eq!(last, "pipe=through the pipe again=again (16 5) size=262144", "{text}");
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -55,11 +55,12 @@ pub struct PipeFile {
     pub flags: u32,
 }
 
-/// Bytes sitting in a pipe's buffer at dump time.
+/// Bytes sitting in a pipe's buffer at dump time, and its capacity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PipeData {
     pub pipe_id: u32,
     pub data: Vec<u8>,
+    pub size: u32,
 }
 
 /// One fd of a process (`fdinfo-N.img`).
@@ -169,10 +170,10 @@ impl Files {
         let (kind, file) = if target.starts_with("pipe:") {
             let pipe_id = ino as u32;
             if !self.pipe_data.iter().any(|d| d.pipe_id == pipe_id) {
-                let data = pipe_contents(pid, fd)?;
-                if !data.is_empty() {
-                    self.pipe_data.push(PipeData { pipe_id, data });
-                }
+                let (data, size) = pipe_contents(pid, fd)?;
+                // One entry per pipe, as CRIU writes them: its capacity
+                // matters even when it is empty.
+                self.pipe_data.push(PipeData { pipe_id, data, size });
             }
             (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags }))
         } else if ft.is_fifo() {
@@ -222,9 +223,10 @@ fn is_tty(rdev: u64) -> bool {
     major == 4 || major == 5 || (136..=143).contains(&major)
 }
 
-/// The bytes in the pipe behind `fd` of `pid`, left in place: the pipe is
-/// opened through /proc and `tee`d into a pipe of our own.
-fn pipe_contents(pid: i32, fd: i32) -> Result<Vec<u8>> {
+/// The bytes in the pipe behind `fd` of `pid`, left in place, and its
+/// capacity: the pipe is opened through /proc and `tee`d into a pipe of our
+/// own.
+fn pipe_contents(pid: i32, fd: i32) -> Result<(Vec<u8>, u32)> {
     use nix::fcntl::OFlag;
     use std::os::fd::AsRawFd;
     let p = procfs::path(pid, &format!("fd/{fd}"));
@@ -238,8 +240,10 @@ fn pipe_contents(pid: i32, fd: i32) -> Result<Vec<u8>> {
     if unsafe { nix::libc::ioctl(src.as_raw_fd(), nix::libc::FIONREAD, &mut queued) } < 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("FIONREAD on {}", p.display()));
     }
+    let size = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+        .with_context(|| format!("F_GETPIPE_SZ on {}", p.display()))? as u32;
     if queued <= 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), size));
     }
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating a pipe")?;
     // Our pipe must hold everything the source holds.
@@ -259,7 +263,7 @@ fn pipe_contents(pid: i32, fd: i32) -> Result<Vec<u8>> {
     if n != queued as usize {
         bail!("process {pid}: pipe fd {fd} holds {queued} bytes but only {n} could be copied");
     }
-    Ok(data)
+    Ok((data, size))
 }
 
 use std::os::unix::fs::OpenOptionsExt;

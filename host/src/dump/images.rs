@@ -25,7 +25,13 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     if !tree.files.pipe_data.is_empty() {
         let mut w = Writer::new(Kind::PipesData);
         for d in &tree.files.pipe_data {
-            w.push(&PipeDataEntry { pipe_id: d.pipe_id, bytes: d.data.len() as u32, ..Default::default() });
+            let e = PipeDataEntry {
+                pipe_id: d.pipe_id,
+                bytes: d.data.len() as u32,
+                size: Some(d.size),
+                ..Default::default()
+            };
+            w.push(&e);
             w.raw(&d.data);
         }
         put("pipes-data.img".into(), &w)?;

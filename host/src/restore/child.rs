@@ -522,8 +522,14 @@ unsafe fn make_pipe(pp: &super::plan::PipePlan, scratch: i32, log: &Log) -> Resu
         if r < 0 || w < 0 {
             return Err(fail(log, "moving", what));
         }
-        if pp.data.len() > 65536 && libc::fcntl(w, libc::F_SETPIPE_SZ, pp.data.len() as libc::c_int) < 0 {
-            return Err(fail(log, "growing", what));
+        // The dumped capacity, and never less than the bytes to put back.
+        let size = pp.size.unwrap_or(0).max(pp.data.len() as u32);
+        let now = libc::fcntl(w, libc::F_GETPIPE_SZ);
+        if size as libc::c_int != now
+            && (size > 0 || pp.data.len() > 65536)
+            && libc::fcntl(w, libc::F_SETPIPE_SZ, size as libc::c_int) < 0
+        {
+            return Err(fail(log, "resizing", what));
         }
         let mut left = &pp.data[..];
         while !left.is_empty() {

@@ -370,8 +370,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             let at = match pipes.iter().position(|x| x.pipe_id == pe.pipe_id) {
                 Some(at) => at,
                 None => {
-                    let data = pipe_data(set, pe.pipe_id)?;
-                    pipes.push(PipePlan { pipe_id: pe.pipe_id, data, ..Default::default() });
+                    let (data, size) = pipe_data(set, pe.pipe_id)?;
+                    pipes.push(PipePlan { pipe_id: pe.pipe_id, data, size, ..Default::default() });
                     pipes.len() - 1
                 }
             };
@@ -553,15 +553,16 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     })
 }
 
-/// What `pipes-data.img` holds for `pipe_id` (nothing if it has no entry).
-fn pipe_data(set: &ImageSet, pipe_id: u32) -> Result<Vec<u8>> {
+/// What `pipes-data.img` holds for `pipe_id` (nothing if it has no
+/// entry): the buffered bytes, and the capacity if it says.
+fn pipe_data(set: &ImageSet, pipe_id: u32) -> Result<(Vec<u8>, Option<u32>)> {
     let path = set.dir.join("pipes-data.img");
     if !revenant_images::file::exists(&path)? {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), None));
     }
     match revenant_images::Image::read(&path)? {
         revenant_images::Image::PipesData(v) => {
-            Ok(v.into_iter().find(|(e, _)| e.pipe_id == pipe_id).map(|(_, d)| d).unwrap_or_default())
+            Ok(v.into_iter().find(|(e, _)| e.pipe_id == pipe_id).map(|(e, d)| (d, e.size)).unwrap_or_default())
         }
         _ => bail!("pipes-data.img: not a pipe data image"),
     }

@@ -106,6 +106,8 @@ pub struct PipePlan {
     pub write_flags: i32,
     /// Written into the pipe before the program runs.
     pub data: Vec<u8>,
+    /// Its capacity (`F_SETPIPE_SZ`), if the images say.
+    pub size: Option<u32>,
 }
 
 /// What backs a memory area.
