@@ -721,3 +721,33 @@ fn process_and_thread_settings_come_back() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A pipe a parent and its child share is one pipe again after the
+/// restore: the child goes on reading what the parent goes on writing.
+#[test]
+fn a_pipe_between_parent_and_child_stays_connected() {
+    let _w = watchdog::start();
+    let work = scratch("pipetree");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("pipetree", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let got = |l: &str| -> i64 { num(l, "got") };
+    let before = std::fs::read_to_string(&out).unwrap();
+    let last = got(before.lines().last().unwrap());
+    assert!(last >= 3, "{before}");
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    let kid = field(after.lines().next().unwrap(), "child").parse::<i32>().unwrap_or(0);
+    stop(pid);
+    let _ = nix::sys::signal::kill(Pid::from_raw(kid), Signal::SIGKILL);
+    let lines: Vec<&str> = after.lines().collect();
+    // Every message once, in order, across the restore: the parent's
+    // writes reach the restored child.
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(got(l), i as i64 + 1, "line {i}: {l}\n{after}");
+    }
+    assert!(lines.len() >= n + 4, "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

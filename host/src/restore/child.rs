@@ -23,6 +23,28 @@ pub const SETUP_FAILED: i32 = 190;
 /// How a task's log line about its failed setup starts.
 pub const SETUP_ERROR: &str = "restore setup: ";
 
+/// The tree's pipes: pipe `k` (of `pipes`) has its read end at `base + 2k`
+/// and its write end at `base + 2k + 1`, above every number any task of
+/// the tree uses or inherits from the host.
+#[derive(Debug, Clone, Default)]
+pub struct TreePipes {
+    pub base: i32,
+    /// Each pipe once, with its flags, capacity and buffered bytes (its
+    /// fds lists are not used here).
+    pub pipes: Vec<super::plan::PipePlan>,
+}
+
+impl TreePipes {
+    /// The read end's number of pipe `pipe_id`.
+    fn slot(&self, pipe_id: u32) -> Option<i32> {
+        self.pipes.iter().position(|p| p.pipe_id == pipe_id).map(|k| self.base + 2 * k as i32)
+    }
+
+    fn end(&self) -> i32 {
+        self.base + 2 * self.pipes.len() as i32
+    }
+}
+
 /// A file to open in the child.
 #[derive(Debug)]
 pub struct Open {
@@ -65,6 +87,11 @@ pub struct ChildPlan {
     pub ipc_ns: Option<i32>,
     /// The words of the groups tasks join across the tree.
     pub groups: GroupWords,
+    /// Every pipe of the tree, the same in every plan: the root makes them
+    /// all at these numbers before it creates its children, so that a pipe
+    /// two processes share is one pipe again; each process takes the ends
+    /// it had and closes the rest.
+    pub tree_pipes: TreePipes,
     pub knobs: super::plan::Knobs,
 }
 
@@ -383,6 +410,13 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let chld = just(libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
+        // The root makes every pipe of the tree, for all to inherit.
+        if me == 0 {
+            for pp in &p.tree_pipes.pipes {
+                let slot = p.tree_pipes.slot(pp.pipe_id).unwrap_or(0);
+                make_pipe(pp, slot, log0)?;
+            }
+        }
         // Children first: they must be ours, in our session, and they need
         // the pipes we are about to close.
         for &k in &p.children {
@@ -425,13 +459,24 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             libc::syscall(libc::SYS_close_range, 0, keep_lo - 1, 0);
         }
         libc::syscall(libc::SYS_close_range, keep_lo + 1, keep_hi - 1, 0);
-        libc::syscall(libc::SYS_close_range, keep_hi + 1, u32::MAX, 0);
+        // Everything else goes, but the tree's pipes (above every other
+        // number), until we have taken our ends.
+        let (pipes_lo, pipes_hi) = (p.tree_pipes.base, p.tree_pipes.end());
+        if pipes_hi > pipes_lo {
+            libc::syscall(libc::SYS_close_range, keep_hi + 1, pipes_lo - 1, 0);
+            libc::syscall(libc::SYS_close_range, pipes_hi, u32::MAX, 0);
+        } else {
+            libc::syscall(libc::SYS_close_range, keep_hi + 1, u32::MAX, 0);
+        }
 
         for o in p.service.iter().chain(&p.fds) {
             open_at(o, log)?;
         }
         for pp in &p.pipes {
-            make_pipe(pp, p.scratch, log)?;
+            take_pipe(pp, &p.tree_pipes, log)?;
+        }
+        if pipes_hi > pipes_lo {
+            libc::syscall(libc::SYS_close_range, pipes_lo, pipes_hi - 1, 0);
         }
         // Before chroot: /proc may be missing inside.
         if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
@@ -501,11 +546,13 @@ unsafe fn open_at(o: &Open, log: &Log) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Creates one pipe with its buffered data and puts its ends at their fds.
+/// Makes pipe `pp` with its read end at `slot` and its write end at
+/// `slot + 1`: its capacity, its buffered bytes, its ends' status flags.
 ///
 /// # Safety
-/// Plain syscalls; the target fds are replaced.
-unsafe fn make_pipe(pp: &super::plan::PipePlan, scratch: i32, log: &Log) -> Result<(), Failed> {
+/// Raw system calls on data of `pp`; `slot` and `slot + 1` hold nothing of
+/// ours (they are replaced).
+unsafe fn make_pipe(pp: &super::plan::PipePlan, slot: i32, log: &Log) -> Result<(), Failed> {
     let what = b"a pipe";
     // SAFETY: see the function's contract.
     unsafe {
@@ -513,10 +560,10 @@ unsafe fn make_pipe(pp: &super::plan::PipePlan, scratch: i32, log: &Log) -> Resu
         if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
             return Err(fail(log, "creating", what));
         }
-        // Both ends above every target number first, so placing one end
-        // never closes the other.
-        let r = libc::fcntl(ends[0], libc::F_DUPFD_CLOEXEC, scratch);
-        let w = libc::fcntl(ends[1], libc::F_DUPFD_CLOEXEC, scratch);
+        // Both ends above their slots first, so placing one end never
+        // closes the other.
+        let r = libc::fcntl(ends[0], libc::F_DUPFD_CLOEXEC, slot + 2);
+        let w = libc::fcntl(ends[1], libc::F_DUPFD_CLOEXEC, slot + 2);
         libc::close(ends[0]);
         libc::close(ends[1]);
         if r < 0 || w < 0 {
@@ -541,15 +588,30 @@ unsafe fn make_pipe(pp: &super::plan::PipePlan, scratch: i32, log: &Log) -> Resu
         }
         libc::fcntl(r, libc::F_SETFL, pp.read_flags);
         libc::fcntl(w, libc::F_SETFL, pp.write_flags);
-        for (ends, end) in [(&pp.read_fds, r), (&pp.write_fds, w)] {
-            for &(fd, cloexec) in ends {
-                if libc::dup3(end, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) < 0 {
-                    return Err(fail(log, "placing an end of", what));
-                }
-            }
+        if libc::dup3(r, slot, libc::O_CLOEXEC) < 0 || libc::dup3(w, slot + 1, libc::O_CLOEXEC) < 0 {
+            return Err(fail(log, "placing", what));
         }
         libc::close(r);
         libc::close(w);
+    }
+    Ok(())
+}
+
+/// Puts the ends of the tree's pipe that `pp` names at this process's fds.
+///
+/// # Safety
+/// Raw system calls; the tree's pipes are at their slots.
+unsafe fn take_pipe(pp: &super::plan::PipePlan, tree: &TreePipes, log: &Log) -> Result<(), Failed> {
+    let Some(slot) = tree.slot(pp.pipe_id) else {
+        return Err(fail(log, "finding", b"a pipe of the tree"));
+    };
+    for (ends, end) in [(&pp.read_fds, slot), (&pp.write_fds, slot + 1)] {
+        for &(fd, cloexec) in ends {
+            // SAFETY: see the function's contract.
+            if unsafe { libc::dup3(end, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) } < 0 {
+                return Err(fail(log, "placing an end of", b"a pipe"));
+            }
+        }
     }
     Ok(())
 }

@@ -105,6 +105,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         zombies: Vec::new(),
         ipc_ns: None,
         groups: Default::default(),
+        tree_pipes: Default::default(),
         knobs: p.knobs,
     })
 }
@@ -219,6 +220,8 @@ fn run_tree(
         bail!("bad fd plan");
     }
     cps[0].ipc_ns = ipc_ns;
+    let tree_pipes = tree_pipes(plans, &cps, ipc_ns, nofile)?;
+    cps.iter_mut().for_each(|c| c.tree_pipes = tree_pipes.clone());
     // Every task inherits these from the root: ours can go once it exists.
     let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
     cps.iter_mut().for_each(|c| c.groups = groups.words());
@@ -381,6 +384,38 @@ fn run_tree(
             Ok(out)
         }
     }
+}
+
+/// Every pipe of the tree once, and the numbers they go to in the tasks:
+/// above every number a task uses or inherits from us and needs (its
+/// plan's fds and scratch numbers, every log and sync pipe, the IPC
+/// namespace).
+fn tree_pipes(plans: &[ProcessPlan], cps: &[ChildPlan], ipc_ns: Option<i32>, nofile: u64) -> Result<child::TreePipes> {
+    let mut pipes: Vec<super::plan::PipePlan> = Vec::new();
+    for pp in plans.iter().flat_map(|p| &p.pipes) {
+        let at = match pipes.iter().position(|x| x.pipe_id == pp.pipe_id) {
+            Some(at) => at,
+            None => {
+                let data = pp.data.clone();
+                pipes.push(super::plan::PipePlan { pipe_id: pp.pipe_id, data, size: pp.size, ..Default::default() });
+                pipes.len() - 1
+            }
+        };
+        if !pp.read_fds.is_empty() {
+            pipes[at].read_flags = pp.read_flags;
+        }
+        if !pp.write_fds.is_empty() {
+            pipes[at].write_flags = pp.write_flags;
+        }
+    }
+    let inherited = cps.iter().flat_map(|c| [c.scratch, c.log_fd.0 + 1, c.sync_fd.0 + 1]).chain(ipc_ns.map(|n| n + 1));
+    // Two more for the temporary numbers the log and sync pipes pass by.
+    let base = inherited.max().unwrap_or(3) + 2;
+    let end = base as u64 + 2 * pipes.len() as u64;
+    if !pipes.is_empty() && end >= nofile {
+        bail!("the tree's {} pipes need fd numbers up to {end}, above RLIMIT_NOFILE ({nofile})", pipes.len());
+    }
+    Ok(child::TreePipes { base, pipes })
 }
 
 /// Gives `p` its OOM score adjustment, and each of its
