@@ -477,3 +477,26 @@ fn file_locks_are_refused_naming_the_file() {
         assert!(status.contains("TracerPid:\t0\n"), "{status}");
     }
 }
+
+/// What clone or unshare can share, and a dump cannot keep, is refused by
+/// name; the program runs on.
+#[test]
+fn shared_tables_and_pending_namespaces_are_refused_by_name() {
+    let _w = watchdog::start();
+    for (mode, want) in [
+        ("files", "share one file descriptor table (CLONE_FILES)"),
+        ("fs", "share one cwd, root and umask (CLONE_FS)"),
+        ("timens", "in another time_for_children namespace"),
+    ] {
+        let dir = image_dir(&format!("sharing-{mode}"));
+        let d = Dumpee::start("sharing", &[mode]);
+        d.expect("ready");
+        let err = format!("{:#}", dump(d.pid(), &dir, &leave_running()).unwrap_err());
+        assert!(err.contains(want), "{mode}: {err}");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+        assert!(status.contains("TracerPid:\t0\n") && !status.contains("State:\tT"), "{mode}: {status}");
+        assert!(!status.contains("State:\tt") && !status.contains("State:\tZ"), "{mode}: {status}");
+        // The CLONE_FILES/CLONE_FS child goes with its parent's session.
+        let _ = nix::sys::signal::killpg(Pid::from_raw(d.pid()), Signal::SIGKILL);
+    }
+}

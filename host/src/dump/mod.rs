@@ -109,7 +109,11 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
     let zero_pfn = pagemap::zero_page_pfn();
     let names_reliable = crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true);
     let mut procs = Vec::new();
+    check_unshared(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;
     for (i, fp) in frozen.procs.iter().enumerate() {
+        if i > 0 {
+            check_namespaces(fp.pid)?;
+        }
         let pid = fp.pid;
         let stat = procfs::stat(pid, pid)?;
         if i == 0 && !opts.shell_job && stat.sid != pid {
@@ -242,7 +246,8 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         });
     }
     let root = frozen.procs[0].pid;
-    let own_ipc = ipc_ns_is_own(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;
+    let pids: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
+    let own_ipc = ipc_ns_is_own(&pids)?;
     let attached: std::collections::BTreeSet<i32> =
         procs.iter().flat_map(|p| &p.vmas).filter(|v| v.vma.is(status::SYSVIPC)).map(|v| v.shmid as i32).collect();
     let ipc = sysv::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
@@ -308,14 +313,40 @@ fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
     Ok(())
 }
 
-/// Every namespace of the tree but its IPC one must be ours: dumping other
-/// namespaces is not supported yet.
+/// Every namespace of the tree but its IPC one must be ours, and so must
+/// the ones its processes' next children would get (a pending
+/// `unshare(CLONE_NEWPID)` or `CLONE_NEWTIME`): dumping other namespaces is
+/// not supported yet.
 fn check_namespaces(pid: i32) -> Result<()> {
     let me = std::process::id() as i32;
-    for ns in ["pid", "net", "uts", "mnt", "user", "cgroup", "time"] {
+    let names = ["pid", "net", "uts", "mnt", "user", "cgroup", "time", "pid_for_children", "time_for_children"];
+    for ns in names {
         let (theirs, ours) = (procfs::ns_inode(pid, ns)?, procfs::ns_inode(me, ns)?);
         if theirs != ours {
             bail!("process {pid} is in another {ns} namespace than revenant: dumping namespaces is not supported yet");
+        }
+    }
+    Ok(())
+}
+
+/// What `clone` can share between processes (not threads) and a dump
+/// cannot keep shared yet: each pair of the tree's processes is compared.
+fn check_unshared(pids: &[i32]) -> Result<()> {
+    const SHARED: [(u64, &str); 4] = [
+        (1, "address space (CLONE_VM, vfork)"),
+        (2, "file descriptor table (CLONE_FILES)"),
+        (3, "cwd, root and umask (CLONE_FS)"),
+        (4, "signal handlers (CLONE_SIGHAND)"),
+    ];
+    for (i, &a) in pids.iter().enumerate() {
+        for &b in &pids[i + 1..] {
+            for (kind, what) in SHARED {
+                // SAFETY: kcmp only compares kernel objects; no memory is passed.
+                let r = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, a, b, kind, 0u64, 0u64) };
+                if r == 0 {
+                    bail!("processes {a} and {b} share one {what}, which dump does not support yet");
+                }
+            }
         }
     }
     Ok(())
