@@ -153,6 +153,7 @@ run_case() {
     pids=$(tree "$pid")
     echo $pids >"$d/live"
     ok=${ok//@PID@/$pid}
+    ok=${ok//@DIR@/$d}
     gook=${gook//@PID@/$pid}
 
     local dump_cmd restore_cmd
@@ -242,9 +243,9 @@ SELECTED=("$@")
 #     own), or "-".
 #   READY: lines of output before the dump.
 #   OK: an extended regex every line written after the restore matches
-#     (@PID@ is the dumped PID, @LAST:KEY@ the value of KEY= in the last
-#     line before the dump); at least 4 such lines must come, from the
-#     same PID.
+#     (@PID@ is the dumped PID, @DIR@ as above, @LAST:KEY@ the value of
+#     KEY= in the last line before the dump); at least 4 such lines must
+#     come, from the same PID.
 #   GO_WAIT: "-", or "RE#N": then @GO@ is created once the restored
 #     program carries on, and it must write N lines matching RE, each of
 #     which must match GO_OK.
@@ -288,7 +289,7 @@ case_() {
     ROWS+=("| $name | $a | $b |")
 }
 
-case_ counter counter '@OUT@ @DIR@' null - 3 '^pid=@PID@ tick=[0-9]+ check=ok cwd=' - -
+case_ counter counter '@OUT@ @DIR@' null - 3 '^pid=@PID@ tick=[0-9]+ check=ok cwd=@DIR@$' - -
 case_ bigmem bigmem '64 @OUT@' null - 3 '^pid=@PID@ tick=[0-9]+$' - -
 case_ tickthreads tickthreads '' out - 3 '^tick [0-9]+ [0-9]+$' - -
 case_ sleeper sleeper '' out - 3 '^tick [0-9]+$' - -
