@@ -377,8 +377,12 @@ fn criu_restores_our_images() {
         }
         let mut child = cmd.spawn().unwrap();
         let pid = child.id() as i32;
+        // Killed however the test ends; restored, it is CRIU's child.
+        let _kill = KillOnDrop(pid);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !std::fs::read_to_string(&out).unwrap().contains("tick 1\n") {
+        // sleeper writes "tick N", tickthreads "tick N SUM".
+        let ticked = |s: &str| s.lines().any(|l| l == "tick 1" || l.starts_with("tick 1 "));
+        while !ticked(&std::fs::read_to_string(&out).unwrap()) {
             assert!(std::time::Instant::now() < deadline, "{name} does not tick");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -400,7 +404,15 @@ fn criu_restores_our_images() {
             assert!(std::time::Instant::now() < deadline, "the restored {name} does not tick");
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+/// Sends SIGKILL to a PID when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), nix::sys::signal::Signal::SIGKILL);
     }
 }
 

@@ -590,8 +590,26 @@ fn seccomp_filters_come_back_for_each_thread() {
 #[test]
 fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
     let _w = watchdog::start();
+    zombies_round_trip("zombies", false);
+}
+
+/// CRIU 4.2 never seizes a zombie, so the thread list of its pstree entry
+/// holds whatever CRIU's memory did (`[965315696]` and `[0]` were seen);
+/// its restore opens the zombie's core image by the PID and reads no
+/// thread. Ours did the same only while the list started with the PID: it
+/// looked for `core-965315696.img`.
+#[test]
+fn zombies_whose_thread_lists_hold_garbage_as_criu_writes_them_come_back() {
+    let _w = watchdog::start();
+    zombies_round_trip("zombies-criu", true);
+}
+
+/// Dumps the `zombies` dumpee, restores it and checks the zombies come
+/// back as they were; with `criu_threads` the zombies' thread lists in
+/// `pstree.img` are first replaced with garbage, as CRIU writes them.
+fn zombies_round_trip(name: &str, criu_threads: bool) {
     use revenant_images::{Image, TASK_DEAD};
-    let work = scratch("zombies");
+    let work = scratch(name);
     let images = work.join("images");
     let out = work.join("out");
     let reap = work.join("reap");
@@ -606,6 +624,14 @@ fn zombie_children_come_back_unreaped_and_are_reaped_by_their_parent() {
         let Image::Core(c) = Image::read(&images.join(format!("core-{z}.img"))).unwrap() else { panic!() };
         let tc = c[0].tc.as_ref().unwrap();
         assert_eq!((tc.task_state, tc.exit_code), (TASK_DEAD, status), "zombie {z}");
+    }
+    if criu_threads {
+        let pstree = images.join("pstree.img");
+        let Image::Pstree(mut entries) = Image::read(&pstree).unwrap() else { panic!("not a pstree image") };
+        for (e, garbage) in entries.iter_mut().filter(|e| [a, b].contains(&(e.pid as i64))).zip([965_315_696, 0]) {
+            e.threads = vec![garbage];
+        }
+        Image::Pstree(entries).write(&pstree).unwrap();
     }
 
     let (n, _) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);

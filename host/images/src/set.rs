@@ -53,9 +53,12 @@ pub struct Zombie {
 }
 
 impl Zombie {
-    /// Its core image's name.
+    /// Its core image's name: by its PID, as for every process. Its
+    /// `threads` say nothing: CRIU 4.2 never seizes a zombie, and writes
+    /// there whatever its memory held (seen: `[965315696]`, `[0]`); its
+    /// own restore reads no thread of a zombie.
     pub fn core_name(&self) -> String {
-        format!("core-{}.img", self.pstree.threads.first().copied().unwrap_or(self.pstree.pid))
+        format!("core-{}.img", self.pstree.pid)
     }
 }
 
@@ -175,8 +178,11 @@ impl ImageSet {
         let mut zombies = Vec::new();
         for (entry, p) in pstree.into_iter().enumerate() {
             let pid = p.pid;
-            let first = p.threads.first().copied().unwrap_or(pid);
-            let name = format!("core-{first}.img");
+            // The leader's core is named by the PID, as CRIU's restore
+            // opens it: a zombie's thread list may hold anything (see
+            // `Zombie::core_name`), a live process's must start with the
+            // PID (`validate`).
+            let name = format!("core-{pid}.img");
             let core = one(&name, take!(dir, name, Core, "a CORE"))?;
             if core.tc.as_ref().is_some_and(|tc| tc.task_state == TASK_DEAD) {
                 zombies.push(Zombie { entry, pstree: p, core });
@@ -194,7 +200,7 @@ impl ImageSet {
                 bail!("ids-{pid}.img: entry 0: files_id {}: {fdinfo} does not exist", ids.files_id);
             }
             let fds = take!(dir, fdinfo, Fdinfo, "an FDINFO");
-            let mut threads = vec![Thread { tid: first, core }];
+            let mut threads = vec![Thread { tid: pid, core }];
             for &tid in p.threads.iter().skip(1) {
                 let name = format!("core-{tid}.img");
                 let core = one(&name, take!(dir, name, Core, "a CORE"))?;
