@@ -390,7 +390,13 @@ fn run_tree(
 /// above every number a task uses or inherits from us and needs (its
 /// plan's fds and scratch numbers, every log and sync pipe, the IPC
 /// namespace).
-fn tree_pipes(plans: &[ProcessPlan], cps: &[ChildPlan], ipc_ns: Option<i32>, nofile: u64) -> Result<child::TreePipes> {
+fn tree_pipes(
+    plans: &[ProcessPlan],
+    cps: &[ChildPlan],
+    ipc_ns: Option<i32>,
+    nofile: impl Into<u64>,
+) -> Result<child::TreePipes> {
+    let nofile: u64 = nofile.into();
     let mut pipes: Vec<super::plan::PipePlan> = Vec::new();
     for pp in plans.iter().flat_map(|p| &p.pipes) {
         let at = match pipes.iter().position(|x| x.pipe_id == pp.pipe_id) {
