@@ -826,7 +826,7 @@ mod tests {
     use super::*;
 
     fn fixture(set: &str) -> ImageSet {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/criu-4.2/images").join(set);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/criu-4.2/images").join(set);
         ImageSet::load(&dir).unwrap()
     }
 
