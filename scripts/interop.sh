@@ -301,7 +301,7 @@ case_ clock clock '@OUT@' null - 3 '^tick=[0-9]+ vdso=ok$' - -
 case_ movedvdso movedvdso '@OUT@' null - 3 '^tick=[0-9]+ moved=ok$' - -
 case_ sandboxed sandboxed '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ main=77,0 thread=77,78$' - -
 case_ pipefile pipefile '@OUT@ @GO@' null - 3 '^pid=@PID@ tick=[0-9]+$' \
-    '^pipe=#1' '^pipe=through the pipe again=again \(16 5\)$'
+    '^pipe=#1' '^pipe=through the pipe again=again \(16 5\) size=262144$'
 case_ family family '@OUT@ @GO@' null - 6 '^(parent pid=@PID@|child pid=[0-9]+ ppid=@PID@ pgid=[0-9]+) tick=[0-9]+$' \
     '^reaped #2' '^reaped pid=[0-9]+ signal=15$'
 case_ zombies zombies '@OUT@ @GO@' null - 3 '^pid=@PID@ tick=[0-9]+ zombies a=[0-9]+ b=[0-9]+ chld=@LAST:chld@$' \

@@ -312,7 +312,7 @@ fn run_tree(
             }
             // Every program is held right before its first instruction.
             if failure.is_none()
-                && let Err(e) = plans.iter().try_for_each(set_sched)
+                && let Err(e) = plans.iter().try_for_each(set_held_state)
             {
                 failure = Some((0, e));
             }
@@ -377,7 +377,7 @@ fn run_tree(
             for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
                 let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
             }
-            if let Err(e) = plans.iter().try_for_each(set_sched).and_then(|()| before_run()) {
+            if let Err(e) = plans.iter().try_for_each(set_held_state).and_then(|()| before_run()) {
                 kill_all();
                 return Err(e);
             }
@@ -427,7 +427,7 @@ fn tree_pipes(
 /// Gives `p` its OOM score adjustment, and each of its
 /// threads its scheduling policy, priority and nice value, from outside,
 /// while it is held.
-fn set_sched(p: &ProcessPlan) -> Result<()> {
+fn set_held_state(p: &ProcessPlan) -> Result<()> {
     let write = |name: &str, value: String| -> Result<()> {
         let path = format!("/proc/{}/{name}", p.pid);
         if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() == value) {
