@@ -1,8 +1,10 @@
 //! 32-bit ARM, EABI: `svc 0` with the number in r7 and arguments in r0-r5.
 //!
 //! r7 is the frame pointer in Thumb code, so only ARM-mode builds can name it
-//! as an operand; r6 is LLVM's base pointer and may never be an operand, so
-//! six-argument calls move it in and out by hand.
+//! as an operand. The sixth argument goes in r5 (not r6, LLVM's base pointer,
+//! which the kernel does not read): a mixed-up register here is invisible to
+//! anonymous maps and breaks every file map at an offset, which
+//! `tests/abi.rs` checks.
 
 use core::arch::asm;
 
@@ -109,24 +111,10 @@ pub unsafe fn syscall6(
     a5: usize,
 ) -> usize {
     let ret;
-    // SAFETY: as for `syscall0`; r6 is saved in a scratch register and put
-    // back before the asm block ends, so LLVM never sees it change.
+    // SAFETY: as for `syscall0`.
     unsafe {
-        asm!(
-            "mov {saved}, r6",
-            "mov r6, {a5}",
-            "svc 0",
-            "mov r6, {saved}",
-            a5 = in(reg) a5,
-            saved = out(reg) _,
-            in("r7") nr,
-            inlateout("r0") a0 => ret,
-            in("r1") a1,
-            in("r2") a2,
-            in("r3") a3,
-            in("r4") a4,
-            options(nostack, preserves_flags),
-        );
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, in("r1") a1, in("r2") a2,
+             in("r3") a3, in("r4") a4, in("r5") a5, options(nostack, preserves_flags));
     }
     ret
 }

@@ -129,21 +129,47 @@ pub unsafe fn mremap_fixed(old: usize, old_len: usize, new: usize, len: usize) -
     check(unsafe { syscall5(g::__NR_mremap, old, old_len, len, flags, new) })
 }
 
-/// The kernel's `struct sigaction` for `rt_sigaction` (not libc's): on both
-/// supported arches it is handler, flags (`unsigned long`), restorer, mask.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KernelSigaction {
-    pub handler: usize,
-    pub flags: usize,
-    pub restorer: usize,
-    pub mask: u64,
+pub use linux_raw_sys::general::kernel_sigaction;
+
+/// The kernel's `struct sigaction` (not libc's) from the words an image
+/// holds. Its mask is a `kernel_sigset_t` of `unsigned long`s: on 32-bit ARM
+/// it sits at offset 12, right after the restorer, where a `u64` field would
+/// be aligned to 16.
+pub fn kernel_sigaction(handler: usize, flags: usize, restorer: usize, mask: u64) -> kernel_sigaction {
+    let mut set = linux_raw_sys::general::kernel_sigset_t { sig: [0; _] };
+    let bits = usize::BITS;
+    for (i, word) in set.sig.iter_mut().enumerate() {
+        *word = (mask >> (i as u32 * bits)) as _;
+    }
+    kernel_sigaction {
+        // SAFETY: `Option<unsafe extern "C" fn>` is a nullable word: 0 is
+        // `SIG_DFL` (None), every other value (SIG_IGN, a handler) is Some.
+        // The restorer never calls it; the kernel does, in the restored
+        // program whose handler it is.
+        sa_handler_kernel: unsafe { core::mem::transmute::<usize, g::__kernel_sighandler_t>(handler) },
+        sa_flags: flags as _,
+        // SAFETY: as for the handler.
+        sa_restorer: unsafe { core::mem::transmute::<usize, g::__sigrestore_t>(restorer) },
+        sa_mask: set,
+    }
 }
 
-/// `rt_sigaction(2)`, with the kernel's structure and an 8-byte mask.
-pub fn rt_sigaction(signo: u32, act: &KernelSigaction) -> Result<(), Errno> {
-    // SAFETY: the kernel reads one KernelSigaction from a live reference and
-    // writes nothing (no old-action pointer).
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    let word = size_of::<usize>();
+    assert!(size_of::<kernel_sigaction>() == 3 * word + 8);
+    assert!(offset_of!(kernel_sigaction, sa_mask) == 3 * word);
+};
+
+/// `rt_sigaction(2)` with an 8-byte mask.
+///
+/// # Safety
+/// The handler runs on the next delivery of `signo` with the process's
+/// memory as it is then: it must be code there, or `SIG_DFL`/`SIG_IGN`.
+pub unsafe fn rt_sigaction(signo: u32, act: &kernel_sigaction) -> Result<(), Errno> {
+    // SAFETY: the kernel reads one kernel_sigaction from a live reference and
+    // writes nothing (no old-action pointer); the caller vouches for the
+    // handler.
     check(unsafe { crate::syscall4(g::__NR_rt_sigaction, signo as usize, act as *const _ as usize, 0, 8) }).map(|_| ())
 }
 

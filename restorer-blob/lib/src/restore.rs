@@ -279,13 +279,11 @@ fn set_mm(log: &Log, p: &Plan<'_>) {
 
 fn set_sigactions(log: &Log, actions: &[SigAction]) {
     for a in actions {
-        let act = sys::KernelSigaction {
-            handler: a.handler as usize,
-            flags: a.flags as usize,
-            restorer: a.restorer as usize,
-            mask: a.mask,
-        };
-        check(log, sys::rt_sigaction(a.signo, &act), ExitCode::Signals, "rt_sigaction, signal", a.signo as u64);
+        let act = sys::kernel_sigaction(a.handler as usize, a.flags as usize, a.restorer as usize, a.mask);
+        // SAFETY: the handlers are the dumped program's, whose memory is in
+        // place by now; its signals stay blocked until the final sigreturn.
+        let res = unsafe { sys::rt_sigaction(a.signo, &act) };
+        check(log, res, ExitCode::Signals, "rt_sigaction, signal", a.signo as u64);
     }
 }
 
