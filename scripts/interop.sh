@@ -295,7 +295,7 @@ case_ tickthreads tickthreads '' out - 3 '^tick [0-9]+ [0-9]+$' - -
 case_ sleeper sleeper '' out - 3 '^tick [0-9]+$' - -
 case_ avxthreads avxthreads '@OUT@' null - 12 '^tid=[0-9]+ n=[0-9]+ ymm=ok$' - -
 case_ survivor survivor '@OUT@' null - 5 '^tick [0-9]+ alarms=[0-9]+ iters=[0-9]+ bad=0 why=-$' - -
-case_ signals signals '@OUT@ @GO@' null - 3 '^alarms=[0-9]+ onstack=1 usr2blocked=1$' '^usr1=#1' '^usr1=delivered$'
+case_ signals signals '@OUT@ @GO@' null - 3 '^alarms=[0-9]+ onstack=1 trap=1 usr2blocked=1$' '^usr1=#1' '^usr1=delivered$'
 case_ posixtimer posixtimer '@OUT@' null - 3 '^fired=[0-9]+ interval_ns=20000000 id=1 armed=1$' - -
 case_ clock clock '@OUT@' null - 3 '^tick=[0-9]+ vdso=ok$' - -
 case_ movedvdso movedvdso '@OUT@' null - 3 '^tick=[0-9]+ moved=ok$' - -

@@ -2,9 +2,10 @@
  * SIGALRM handler on an alternate stack; SIGUSR1 is blocked and pending
  * (raised once); SIGUSR2 is blocked. Every tick reports to argv[1] how
  * often the handler ran, whether it last ran on the alternate stack, and
- * the mask. Once the file argv[2] exists it unblocks SIGUSR1, reports
- * whether its handler ran, and exits.
- * Lines: "alarms=N onstack=1 usr2blocked=1", "usr1=delivered" */
+ * the mask, and raises SIGTRAP to see its handler run (the restorer's own
+ * traps must not take it away). Once the file argv[2] exists it unblocks
+ * SIGUSR1, reports whether its handler ran, and exits.
+ * Lines: "alarms=N onstack=1 trap=1 usr2blocked=1", "usr1=delivered" */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -15,7 +16,7 @@
 #include <unistd.h>
 
 static char altstack[65536];
-static volatile sig_atomic_t alarms, onstack, usr1;
+static volatile sig_atomic_t alarms, onstack, usr1, traps;
 
 static void on_alarm(int sig)
 {
@@ -23,6 +24,12 @@ static void on_alarm(int sig)
 	(void)sig;
 	alarms++;
 	onstack = &here >= altstack && &here < altstack + sizeof altstack;
+}
+
+static void on_trap(int sig)
+{
+	(void)sig;
+	traps++;
 }
 
 static void on_usr1(int sig)
@@ -43,6 +50,8 @@ int main(int argc, char **argv)
 	sa.sa_handler = on_usr1;
 	sa.sa_flags = 0;
 	sigaction(SIGUSR1, &sa, 0);
+	sa.sa_handler = on_trap;
+	sigaction(SIGTRAP, &sa, 0);
 	sigset_t block;
 	sigemptyset(&block);
 	sigaddset(&block, SIGUSR1);
@@ -62,7 +71,10 @@ int main(int argc, char **argv)
 		}
 		sigset_t now;
 		sigprocmask(SIG_BLOCK, 0, &now);
-		dprintf(out, "alarms=%d onstack=%d usr2blocked=%d\n", (int)alarms, (int)onstack, sigismember(&now, SIGUSR2));
+		int before = traps;
+		raise(SIGTRAP);
+		dprintf(out, "alarms=%d onstack=%d trap=%d usr2blocked=%d\n", (int)alarms, (int)onstack, traps == before + 1,
+			sigismember(&now, SIGUSR2));
 		struct timespec ts = {0, 50000000};
 		while (nanosleep(&ts, &ts) != 0)
 			;

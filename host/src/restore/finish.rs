@@ -13,6 +13,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use revenant_blob_abi::SigAction;
+
 use super::describe_exit;
 
 /// How the task ended up.
@@ -153,31 +155,42 @@ fn wait_for_sigchld() {
     unsafe { nix::libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &timeout) };
 }
 
-/// Unmaps `start..start+len` in the held task `leader` and lets the program
-/// run, or, if `stopped`, sit stopped.
-pub fn release(leader: Pid, held: Held, start: u64, len: u64, stopped: bool) -> Result<()> {
-    // Every thread is past its sigreturn. Run munmap(bootstrap) in the first
-    // one from the syscall instruction, which is still mapped when the call
-    // starts, then put its registers back.
+/// Puts the program's own `SIGTRAP` action back, unmaps `start..start+len`
+/// in the held task `leader` and lets the program run, or, if `stopped`, sit
+/// stopped.
+///
+/// Each thread's trap at the end of the blob is a forced `SIGTRAP` taken
+/// with every signal blocked, which makes the kernel reset the action to
+/// `SIG_DFL` (the tracer swallows the signal itself): the program's
+/// handler, or its `SIG_IGN`, is set again here, once no thread traps any
+/// more.
+pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigAction, stopped: bool) -> Result<()> {
+    // Every thread is past its sigreturn. Run the calls in the first one
+    // from the syscall instruction, which is still mapped when the last
+    // call starts, then put its registers back.
     let ts = held.ts;
     let first = &ts[0];
     let restored = first.restored.context("first thread has no registers")?;
-    let mut call = restored;
-    set_syscall(&mut call, first.insn, MUNMAP, start, len);
     // The program's own mask is in force now; a signal it lets through
     // (its interval timer, say) must wait until we are gone, not interrupt
-    // the unmap.
+    // the calls.
     let mask = sigmask(leader, None)?;
     sigmask(leader, Some(!0))?;
-    ptrace::setregs(leader, call).context("setting up the bootstrap unmap")?;
-    for _ in 0..2 {
-        ptrace::syscall(leader, None)?;
-        match waitpid(leader, Some(WaitPidFlag::__WALL))? {
-            WaitStatus::PtraceSyscall(_) => {}
-            other => bail!("restored task {leader}: unexpected {other:?} while unmapping the bootstrap area"),
+    if sigtrap.handler != 0 {
+        // The bootstrap area is ours and done with: the kernel's sigaction
+        // goes at its start.
+        let act = [sigtrap.handler, sigtrap.flags, sigtrap.restorer, sigtrap.mask];
+        for (i, word) in act.into_iter().enumerate() {
+            let at = (start + 8 * i as u64) as nix::libc::c_long as ptrace::AddressType;
+            ptrace::write(leader, at, word as nix::libc::c_long).context("writing SIGTRAP's action")?;
+        }
+        let signo = Signal::SIGTRAP as u64;
+        let ret = run_syscall(leader, restored, first.insn, RT_SIGACTION, [signo, start, 0, 8])?;
+        if ret != 0 {
+            bail!("setting SIGTRAP's action in {leader} again failed: {ret}");
         }
     }
-    let ret = ptrace::getregs(leader)?.rax as i64;
+    let ret = run_syscall(leader, restored, first.insn, MUNMAP, [start, len, 0, 0])?;
     if ret != 0 {
         bail!("unmapping the bootstrap area in {leader} failed: {ret}");
     }
@@ -221,15 +234,28 @@ fn kill(pid: Pid) {
 
 const SYSCALL_INSN_LEN: u64 = 2;
 const MUNMAP: u64 = linux_raw_sys::general::__NR_munmap as u64;
+const RT_SIGACTION: u64 = linux_raw_sys::general::__NR_rt_sigaction as u64;
 
 fn ip(r: &user_regs_struct) -> u64 {
     r.rip
 }
 
-fn set_syscall(r: &mut user_regs_struct, insn: u64, nr: u64, a0: u64, a1: u64) {
-    r.rip = insn;
-    r.rax = nr;
-    r.orig_rax = u64::MAX;
-    r.rdi = a0;
-    r.rsi = a1;
+/// Runs system call `nr` in the held thread `tid` from the syscall
+/// instruction at `insn`, its other registers as in `regs`; returns what
+/// the kernel returned.
+fn run_syscall(tid: Pid, regs: user_regs_struct, insn: u64, nr: u64, args: [u64; 4]) -> Result<i64> {
+    let mut call = regs;
+    call.rip = insn;
+    call.rax = nr;
+    call.orig_rax = u64::MAX;
+    (call.rdi, call.rsi, call.rdx, call.r10) = (args[0], args[1], args[2], args[3]);
+    ptrace::setregs(tid, call).with_context(|| format!("setting up system call {nr}"))?;
+    for _ in 0..2 {
+        ptrace::syscall(tid, None)?;
+        match waitpid(tid, Some(WaitPidFlag::__WALL))? {
+            WaitStatus::PtraceSyscall(_) => {}
+            other => bail!("restored task {tid}: unexpected {other:?} in system call {nr}"),
+        }
+    }
+    Ok(ptrace::getregs(tid)?.rax as i64)
 }

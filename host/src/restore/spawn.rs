@@ -325,7 +325,9 @@ fn run_tree(
             if failure.is_none() {
                 for (i, h) in held.into_iter().enumerate() {
                     let (start, len, _) = &spans[i];
-                    match finish::release(pids[i], h, *start, *len, plans[i].stop_signal.is_some()) {
+                    let sigtrap = plans[i].sigactions.iter().find(|a| a.signo == nix::libc::SIGTRAP as u32).copied();
+                    let sigtrap = sigtrap.unwrap_or_default();
+                    match finish::release(pids[i], h, *start, *len, &sigtrap, plans[i].stop_signal.is_some()) {
                         Ok(()) => restored.push(plans[i].pid),
                         Err(e) => {
                             failure = Some((i, e.context(format!("restoring PID {}", plans[i].pid))));
