@@ -117,7 +117,13 @@ def state(pid):
                     name = parts[5].strip() if len(parts) > 5 else ""
                     if name in ("[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"):
                         continue
-                    maps.append((parts[0], parts[1], name))
+                    lo, hi = parts[0].split("-")
+                    # Adjacent areas alike are one, as zdtm.py counts them:
+                    # the kernel merges or splits them by flags it hides.
+                    if maps and maps[-1][1] == lo and maps[-1][2:] == (parts[1], name):
+                        maps[-1] = (maps[-1][0], hi, parts[1], name)
+                    else:
+                        maps.append((lo, hi, parts[1], name))
             fds = {}
             for fd in os.listdir(f"/proc/{p}/fd"):
                 try:
@@ -157,9 +163,14 @@ def differences(a, b):
 def desc(name):
     try:
         with open(f"{Z}/{name}.desc") as f:
-            return ast.literal_eval(f.read().strip() or "{}")
+            text = f.read().strip() or "{}"
     except FileNotFoundError:
         return {}
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        # A few descriptions are Python expressions, as zdtm.py evaluates them.
+        return eval(text, {"os": os})
 
 
 def clean(name):

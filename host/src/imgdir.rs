@@ -127,6 +127,15 @@ impl ImageDir {
         }
     }
 
+    /// Unlinks images committed by this dump, the inventory first, so that
+    /// the directory no longer reads as a checkpoint.
+    pub fn withdraw(&self, names: &[String]) {
+        let _ = unlinkat(self.fd.as_fd(), "inventory.img", UnlinkatFlags::NoRemoveDir);
+        for n in names {
+            let _ = unlinkat(self.fd.as_fd(), n.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
     /// Whether `name` exists in the directory (not following links).
     pub fn has(&self, name: &str) -> bool {
         nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()

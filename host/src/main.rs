@@ -279,6 +279,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     skip_cpu_check,
                     shm_new_ids,
                     clamp_limits,
+                    at_dump: false,
                 },
                 detach,
                 pidfile,

@@ -81,6 +81,8 @@ pub struct Files {
     by_inode: HashMap<(u64, u64), u32>,
     /// Fds seen so far: (pid, fd, dev, ino, id), to find shared descriptions.
     descriptions: Vec<(i32, i32, u64, u64, u32)>,
+    /// The PIDs of the tree.
+    pub tree: Vec<i32>,
 }
 
 impl Files {
@@ -151,6 +153,12 @@ impl Files {
         };
         if target.starts_with("socket:") {
             return unsupported("a socket");
+        }
+        // A restore opens files before the tree's processes have their
+        // PIDs, and the file would describe the new process anyway.
+        let proc_pid = target.strip_prefix("/proc/").and_then(|r| r.split('/').next()?.parse::<i32>().ok());
+        if proc_pid.is_some_and(|p| self.tree.contains(&p)) {
+            return unsupported("a /proc file of a process of the tree");
         }
         if let Some(kind) = target.strip_prefix("anon_inode:") {
             return unsupported(&format!("an anonymous inode file of type {kind}"));

@@ -78,7 +78,13 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     check_namespaces(pid)?;
     let frozen = Frozen::freeze(pid)?;
     log.line(1, &format!("froze {} processes in {:?}", frozen.procs.len(), t0.elapsed()));
-    let write = |t: &Tree| if opts.pages_only { dir.commit(&pages_names(t)) } else { write_images(t, &dir) };
+    let write = |t: &Tree| {
+        if opts.pages_only {
+            return dir.commit(&pages_names(t));
+        }
+        let names = write_images(t, &dir)?;
+        restorable(&dir, opts).inspect_err(|_| dir.withdraw(&names))
+    };
     let tree = match collect(&frozen, &dir, opts, &mut log).and_then(|t| write(&t).map(|()| t)) {
         Ok(t) => t,
         Err(e) => {
@@ -106,6 +112,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
 /// (under temporary names), the rest stays in memory.
 pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
     let mut files = files::Files::default();
+    files.tree = frozen.procs.iter().map(|p| p.pid).chain(frozen.zombies.iter().map(|z| z.0)).collect();
     let zero_pfn = pagemap::zero_page_pfn();
     let names_reliable = crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true);
     let mut procs = Vec::new();
@@ -369,12 +376,24 @@ fn pages_names(tree: &Tree) -> Vec<String> {
     procs.chain(tree.ipc.pages_names()).collect()
 }
 
-/// Writes every image but the pages (already written by [`collect`]).
-pub fn write_images(tree: &Tree, dir: &ImageDir) -> Result<()> {
+/// Writes every image but the pages (already written by [`collect`]);
+/// returns the names of all.
+pub fn write_images(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     let mut names = pages_names(tree);
     names.extend(images::write(tree, dir)?);
     crate::fault::step(|| "images written".into())?;
-    dir.commit(&names)
+    dir.commit(&names)?;
+    Ok(names)
+}
+
+/// Plans the restore of the images just written, as `revenant restore`
+/// would, while the tree is still frozen: what a restore would refuse
+/// (a process group whose leader is gone, ...) is refused now, with the
+/// program still there, instead of after it has been killed.
+fn restorable(dir: &ImageDir, opts: &DumpOptions) -> Result<()> {
+    let plan_opts =
+        crate::restore::from_images::PlanOptions { shell_job: opts.shell_job, at_dump: true, ..Default::default() };
+    crate::restore::from_images::plan_dir(dir.path(), &plan_opts).map(|_| ()).context("the images would not restore")
 }
 
 mod images;

@@ -499,13 +499,15 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         if libc::personality(0xffff_ffff) as libc::c_ulong != pers && libc::personality(pers) < 0 {
             return Err(fail(log, "personality", b""));
         }
+        // The cwd's path is the one seen from our root, which the chroot
+        // below hides: change to it first (a chroot leaves the cwd alone).
+        if libc::chdir(p.cwd.as_ptr()) < 0 {
+            return Err(fail(log, "chdir", p.cwd.as_bytes()));
+        }
         if let Some(root) = &p.root
             && libc::chroot(root.as_ptr()) < 0
         {
             return Err(fail(log, "chroot", root.as_bytes()));
-        }
-        if libc::chdir(p.cwd.as_ptr()) < 0 {
-            return Err(fail(log, "chdir", p.cwd.as_bytes()));
         }
         libc::umask(p.umask);
         unregister_rseq();

@@ -37,6 +37,9 @@ pub struct PlanOptions {
     /// Hard limits above ours that we may not raise are lowered to ours
     /// instead of refused (`--clamp-limits`).
     pub clamp_limits: bool,
+    /// Planned by a dump to check its own images: the tree still runs, so
+    /// its PIDs are taken.
+    pub at_dump: bool,
 }
 
 /// A whole checkpoint's restore.
@@ -285,7 +288,9 @@ fn zombie(set: &ImageSet, z: &Zombie, opts: &PlanOptions) -> Result<ZombiePlan> 
     let pid = z.pstree.pid as i32;
     let name = z.core_name();
     let tc = z.core.tc.as_ref().with_context(|| format!("{name}: entry 0: no tc"))?;
-    pid_free(pid, "the zombie's PID")?;
+    if !opts.at_dump {
+        pid_free(pid, "the zombie's PID")?;
+    }
     // A wait status: the signal in the low 7 bits, else the code above.
     let status = tc.exit_code;
     let signal = status & 0x7f;
@@ -344,7 +349,9 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         },
         s => bail!("{core_name}: entry 0: tc.task_state {s}: only live and stopped tasks can be restored"),
     };
-    pid_free(pid, "PID")?;
+    if !opts.at_dump {
+        pid_free(pid, "PID")?;
+    }
     let is_root = std::ptr::eq(p, &set.processes[0]);
     let session = session(set, &p.pstree, is_root, opts)?;
     let comm = comm(&tc.comm);
