@@ -325,10 +325,24 @@ pub mod frame {
     pub const VFP_MAGIC: u32 = 0x5646_5001;
 
     const _: () = {
+        use core::mem::offset_of;
         assert!(size_of::<SigContext>() == 84);
-        assert!(core::mem::offset_of!(UContext, uc_sigmask) == 104);
-        assert!(core::mem::offset_of!(UContext, vfp) == 232);
+        assert!(offset_of!(SigContext, regs) == 12);
+        assert!(offset_of!(SigContext, cpsr) == 76);
+        assert!(size_of::<Stack>() == 12);
+        assert!(offset_of!(UContext, uc_stack) == 8);
+        assert!(offset_of!(UContext, uc_mcontext) == 20);
+        assert!(offset_of!(UContext, uc_sigmask) == 104);
+        // uc_regspace, 8-aligned after the 120 unused bytes.
+        assert!(offset_of!(UContext, vfp) == 232);
+        assert!(size_of::<UContext>() == 528);
+        // struct user_vfp is padded to 8 after fpscr; user_vfp_exc follows.
         assert!(size_of::<VfpSigframe>() == 288);
+        assert!(offset_of!(VfpSigframe, fpregs) == 8);
+        assert!(offset_of!(VfpSigframe, fpscr) == 264);
+        assert!(offset_of!(VfpSigframe, fpexc) == 272);
+        assert!(offset_of!(RtSigframe, uc) == 128);
+        assert!(size_of::<RtSigframe>() == 656);
     };
 }
 

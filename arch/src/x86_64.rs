@@ -324,11 +324,18 @@ pub mod frame {
     pub const FPSTATE_ALIGN: usize = 64;
 
     const _: () = {
+        use core::mem::offset_of;
         assert!(size_of::<SigContext>() == 256);
-        assert!(core::mem::offset_of!(SigContext, fpstate) == 184);
+        assert!(offset_of!(SigContext, rip) == 128);
+        assert!(offset_of!(SigContext, cs) == 144);
+        assert!(offset_of!(SigContext, err) == 152);
+        assert!(offset_of!(SigContext, fpstate) == 184);
+        assert!(size_of::<Stack>() == 24);
+        assert!(offset_of!(Stack, ss_size) == 16);
         assert!(size_of::<UContext>() == 304);
-        assert!(core::mem::offset_of!(UContext, uc_mcontext) == 40);
-        assert!(core::mem::offset_of!(UContext, uc_sigmask) == 296);
+        assert!(offset_of!(UContext, uc_stack) == 16);
+        assert!(offset_of!(UContext, uc_mcontext) == 40);
+        assert!(offset_of!(UContext, uc_sigmask) == 296);
     };
 }
 
