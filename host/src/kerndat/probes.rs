@@ -79,11 +79,10 @@ impl MapsBuf {
     /// Allocation-free, for a forked child.
     fn any(&mut self, mut pred: impl FnMut(u64, &[u8]) -> bool) -> Option<bool> {
         let path = c"/proc/self/maps";
+        let (dir, flags) = (c_int(g::AT_FDCWD), c_uint(g::O_RDONLY | g::O_CLOEXEC));
         // SAFETY: opening a NUL-terminated constant path.
-        let flags = c_uint(g::O_RDONLY | g::O_CLOEXEC);
-        let fd =
-            check(unsafe { revenant_arch::syscall4(g::__NR_openat, c_int(g::AT_FDCWD), c_str(path), flags, zero()) })
-                .ok()? as i32;
+        let r = unsafe { revenant_arch::syscall4(g::__NR_openat, dir, c_str(path), flags, zero()) };
+        let fd = check(r).ok()? as i32;
         let found = scan_lines(
             &mut self.0,
             |buf| sys::read(fd, buf).ok(),
