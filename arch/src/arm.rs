@@ -9,6 +9,8 @@
 use core::arch::asm;
 
 use crate::Errno;
+use crate::conv::{Arg, addr, by_ref, c_int, c_uint, size, slice, zero};
+use linux_raw_sys::general::{clone_args, iovec};
 
 #[cfg(target_feature = "thumb-mode")]
 compile_error!("revenant-arch needs ARM mode: r7 carries the syscall number");
@@ -37,11 +39,11 @@ pub unsafe fn syscall0(nr: u32) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall1(nr: u32, a0: usize) -> usize {
+pub unsafe fn syscall1(nr: u32, a0: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, options(nostack, preserves_flags));
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0.to_asm() => ret, options(nostack, preserves_flags));
     }
     ret
 }
@@ -49,11 +51,11 @@ pub unsafe fn syscall1(nr: u32, a0: usize) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall2(nr: u32, a0: usize, a1: usize) -> usize {
+pub unsafe fn syscall2(nr: u32, a0: Arg<'_>, a1: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, in("r1") a1,
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0.to_asm() => ret, in("r1") a1.to_asm(),
              options(nostack, preserves_flags));
     }
     ret
@@ -62,11 +64,11 @@ pub unsafe fn syscall2(nr: u32, a0: usize, a1: usize) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall3(nr: u32, a0: usize, a1: usize, a2: usize) -> usize {
+pub unsafe fn syscall3(nr: u32, a0: Arg<'_>, a1: Arg<'_>, a2: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, in("r1") a1, in("r2") a2,
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0.to_asm() => ret, in("r1") a1.to_asm(), in("r2") a2.to_asm(),
              options(nostack, preserves_flags));
     }
     ret
@@ -75,12 +77,12 @@ pub unsafe fn syscall3(nr: u32, a0: usize, a1: usize, a2: usize) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall4(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize) -> usize {
+pub unsafe fn syscall4(nr: u32, a0: Arg<'_>, a1: Arg<'_>, a2: Arg<'_>, a3: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, in("r1") a1, in("r2") a2,
-             in("r3") a3, options(nostack, preserves_flags));
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0.to_asm() => ret, in("r1") a1.to_asm(), in("r2") a2.to_asm(),
+             in("r3") a3.to_asm(), options(nostack, preserves_flags));
     }
     ret
 }
@@ -88,12 +90,12 @@ pub unsafe fn syscall4(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize) -> u
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall5(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> usize {
+pub unsafe fn syscall5(nr: u32, a0: Arg<'_>, a1: Arg<'_>, a2: Arg<'_>, a3: Arg<'_>, a4: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, in("r1") a1, in("r2") a2,
-             in("r3") a3, in("r4") a4, options(nostack, preserves_flags));
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0.to_asm() => ret, in("r1") a1.to_asm(), in("r2") a2.to_asm(),
+             in("r3") a3.to_asm(), in("r4") a4.to_asm(), options(nostack, preserves_flags));
     }
     ret
 }
@@ -103,18 +105,18 @@ pub unsafe fn syscall5(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize, a4: 
 #[inline(always)]
 pub unsafe fn syscall6(
     nr: u32,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
+    a0: Arg<'_>,
+    a1: Arg<'_>,
+    a2: Arg<'_>,
+    a3: Arg<'_>,
+    a4: Arg<'_>,
+    a5: Arg<'_>,
 ) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("svc 0", in("r7") nr, inlateout("r0") a0 => ret, in("r1") a1, in("r2") a2,
-             in("r3") a3, in("r4") a4, in("r5") a5, options(nostack, preserves_flags));
+        asm!("svc 0", in("r7") nr, inlateout("r0") a0.to_asm() => ret, in("r1") a1.to_asm(), in("r2") a2.to_asm(),
+             in("r3") a3.to_asm(), in("r4") a4.to_asm(), in("r5") a5.to_asm(), options(nostack, preserves_flags));
     }
     ret
 }
@@ -125,9 +127,9 @@ pub unsafe fn syscall6(
 /// The caller must uphold whatever contract system call `nr` has, and `nr`
 /// must be a call that never returns.
 #[inline(always)]
-pub unsafe fn syscall1_noreturn(nr: u32, a0: usize) -> ! {
+pub unsafe fn syscall1_noreturn(nr: u32, a0: Arg<'_>) -> ! {
     // SAFETY: as for `syscall0`; the caller promises the call does not return.
-    unsafe { asm!("svc 0", in("r7") nr, in("r0") a0, options(nostack, noreturn)) }
+    unsafe { asm!("svc 0", in("r7") nr, in("r0") a0.to_asm(), options(nostack, noreturn)) }
 }
 
 /// `mmap2`: ARM's only mmap, with the file offset counted in 4096-byte units.
@@ -149,7 +151,8 @@ pub unsafe fn mmap(
     let nr = linux_raw_sys::general::__NR_mmap2;
     let pgoff = (offset / 4096) as usize;
     // SAFETY: the caller vouches for the mapping request.
-    let ret = unsafe { syscall6(nr, addr, len, prot as usize, flags as usize, fd as usize, pgoff) };
+    let ret =
+        unsafe { syscall6(nr, crate::conv::addr(addr), size(len), c_uint(prot), c_uint(flags), c_int(fd), size(pgoff)) };
     crate::check(ret)
 }
 
@@ -161,7 +164,7 @@ pub unsafe fn mmap(
 #[inline(always)]
 pub unsafe fn flush_icache(start: usize, end: usize) -> Result<(), Errno> {
     // SAFETY: cacheflush only affects caches for a range the caller vouches for.
-    let ret = unsafe { syscall3(crate::consts::ARM_NR_CACHEFLUSH, start, end, 0) };
+    let ret = unsafe { syscall3(crate::consts::ARM_NR_CACHEFLUSH, addr(start), addr(end), zero()) };
     crate::check(ret).map(|_| ())
 }
 
@@ -191,27 +194,28 @@ pub unsafe fn call_on_stack(entry: usize, arg: usize, stack_top: usize) -> ! {
 ///
 /// # Safety
 /// The kernel writes into every buffer the iovecs describe.
-pub unsafe fn preadv(fd: i32, iov: *const Iovec, count: usize, offset: u64) -> Result<usize, Errno> {
+pub unsafe fn preadv(fd: i32, iov: &[iovec], offset: u64) -> Result<usize, Errno> {
     let nr = linux_raw_sys::general::__NR_preadv;
-    let (lo, hi) = (offset as u32 as usize, (offset >> 32) as usize);
-    // SAFETY: the caller vouches for the buffers.
-    crate::check(unsafe { syscall5(nr, fd as usize, iov as usize, count, lo, hi) })
-}
-
-/// The kernel's `struct iovec` on this arch.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Iovec {
-    pub base: usize,
-    pub len: usize,
+    let (lo, hi) = (offset as u32, (offset >> 32) as u32);
+    let (iov, count) = slice(iov);
+    // SAFETY: the kernel reads the live iovec array; the caller vouches for
+    // the buffers it describes.
+    crate::check(unsafe { syscall5(nr, c_int(fd), iov, count, c_uint(lo), c_uint(hi)) })
 }
 
 /// Sets the thread's TLS register (TPIDRURO) through the ARM private
 /// syscall; ARM has no second base, so `_unused` is ignored.
-pub fn set_tls(tls: u64, _unused: u64) -> Result<(), Errno> {
+///
+/// # Safety
+/// Whatever the calling thread finds through the thread pointer from now
+/// on is at the new address: Rust code with thread-locals (or a C library)
+/// on this thread must not run again until it is put back. The restorer
+/// sets the restored thread's value just before its sigreturn.
+pub unsafe fn set_tls(tls: u64, _unused: u64) -> Result<(), Errno> {
     let nr = linux_raw_sys::general::__ARM_NR_set_tls;
-    // SAFETY: set_tls only changes this thread's TLS register.
-    crate::check(unsafe { syscall1(nr, tls as usize) }).map(|_| ())
+    // SAFETY: set_tls only changes this thread's TLS register; the caller
+    // vouches that nothing depends on the old one.
+    crate::check(unsafe { syscall1(nr, addr(tls as usize)) }).map(|_| ())
 }
 
 /// Stops in the debugger: a breakpoint trap (SIGTRAP).
@@ -321,10 +325,24 @@ pub mod frame {
     pub const VFP_MAGIC: u32 = 0x5646_5001;
 
     const _: () = {
+        use core::mem::offset_of;
         assert!(size_of::<SigContext>() == 84);
-        assert!(core::mem::offset_of!(UContext, uc_sigmask) == 104);
-        assert!(core::mem::offset_of!(UContext, vfp) == 232);
+        assert!(offset_of!(SigContext, regs) == 12);
+        assert!(offset_of!(SigContext, cpsr) == 76);
+        assert!(size_of::<Stack>() == 12);
+        assert!(offset_of!(UContext, uc_stack) == 8);
+        assert!(offset_of!(UContext, uc_mcontext) == 20);
+        assert!(offset_of!(UContext, uc_sigmask) == 104);
+        // uc_regspace, 8-aligned after the 120 unused bytes.
+        assert!(offset_of!(UContext, vfp) == 232);
+        assert!(size_of::<UContext>() == 528);
+        // struct user_vfp is padded to 8 after fpscr; user_vfp_exc follows.
         assert!(size_of::<VfpSigframe>() == 288);
+        assert!(offset_of!(VfpSigframe, fpregs) == 8);
+        assert!(offset_of!(VfpSigframe, fpscr) == 264);
+        assert!(offset_of!(VfpSigframe, fpexc) == 272);
+        assert!(offset_of!(RtSigframe, uc) == 128);
+        assert!(size_of::<RtSigframe>() == 656);
     };
 }
 
@@ -332,10 +350,11 @@ pub mod frame {
 /// stack `args` names. Returns the new TID in the caller.
 ///
 /// # Safety
-/// `args` must point at a valid `struct clone_args` of `size` bytes with
-/// thread flags and a stack; `entry` must be an `extern "C" fn(usize) -> !`
-/// that needs nothing from the caller's stack.
-pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+/// `args` must ask for a thread (`CLONE_VM`) with a stack of its own that
+/// nothing else uses; `entry` must need nothing from the caller's stack, and
+/// `arg` must stay valid for as long as the new thread uses it (the borrow
+/// ends, as far as the compiler knows, when this returns).
+pub unsafe fn clone3_thread<T>(args: &clone_args, entry: extern "C" fn(&T) -> !, arg: &T) -> Result<usize, Errno> {
     let ret: usize;
     // SAFETY: in the parent this is a plain syscall; the child starts on its
     // own stack with a copy of the registers, so it only uses r5/r8.
@@ -350,10 +369,10 @@ pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) 
             "udf #0",
             "2:",
             in("r7") linux_raw_sys::general::__NR_clone3,
-            inlateout("r0") args => ret,
-            in("r1") size,
+            inlateout("r0") by_ref(args).to_asm() => ret,
+            in("r1") size_of::<clone_args>(),
             in("r5") entry,
-            in("r8") arg,
+            in("r8") by_ref(arg).to_asm(),
         );
     }
     crate::check(ret)
@@ -363,7 +382,12 @@ pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) 
 ///
 /// # Safety
 /// As for [`clone3_thread`], with `flags` and `stack_top` given directly.
-pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+pub unsafe fn clone_thread<T>(
+    flags: usize,
+    stack_top: usize,
+    entry: extern "C" fn(&T) -> !,
+    arg: &T,
+) -> Result<usize, Errno> {
     let ret: usize;
     // SAFETY: as for clone3_thread.
     unsafe {
@@ -383,7 +407,7 @@ pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: us
             in("r3") 0usize,
             in("r4") 0usize,
             in("r5") entry,
-            in("r8") arg,
+            in("r8") by_ref(arg).to_asm(),
         );
     }
     crate::check(ret)

@@ -26,9 +26,6 @@ pub const ARCH_SET_GS: u32 = 0x1001;
 /// `include/uapi/linux/rseq.h`: `rseq()` flag that drops a registration.
 pub const RSEQ_FLAG_UNREGISTER: u32 = 1;
 
-/// `include/uapi/asm-generic/signal-defs.h`: `rt_sigprocmask` how-values.
-pub const SIG_SETMASK: u32 = 2;
-
 /// `include/uapi/linux/seccomp.h`: `seccomp()` operations.
 pub const SECCOMP_SET_MODE_STRICT: u32 = 0;
 pub const SECCOMP_SET_MODE_FILTER: u32 = 1;

@@ -5,18 +5,19 @@
 //! The layout follows one rule: numbers and types come from `linux-raw-sys`
 //! (generated from kernel headers) or from [`consts`] (the few it lacks);
 //! hand-written assembly lives only in the per-arch modules, which all export
-//! the same items:
+//! the same items. Every trap argument is a [`conv::Arg`], so memory handed
+//! to the kernel is always a borrow the compiler sees:
 //!
 //! | item | what it is |
 //! | --- | --- |
 //! | `NAME` | the arch as revenant names it (`"x86_64"`, `"arm"`) |
 //! | `PAGE_SIZE`, `SHMLBA` | page size and SysV attach alignment |
-//! | `syscall0` .. `syscall6` | the raw trap, returning the kernel's word |
+//! | `syscall0` .. `syscall6` | the raw trap on [`conv::Arg`]s, returning the kernel's word |
 //! | `syscall1_noreturn` | for `exit`/`exit_group`/`rt_sigreturn` |
 //! | `mmap` | `mmap` or `mmap2`, whichever the arch has |
 //! | `flush_icache` | make freshly written code visible to fetch |
 //! | `call_on_stack` | switch to a new stack and call a function there |
-//! | `preadv`, `Iovec` | vectored read at an offset, and the kernel's iovec |
+//! | `preadv` | vectored read at an offset into kernel `iovec`s |
 //! | `set_tls` | the thread's TLS register(s) |
 //! | `trap` | a breakpoint trap (SIGTRAP) |
 //! | `rt_sigreturn` | enter `rt_sigreturn` on a prepared frame |
@@ -28,6 +29,7 @@
 #![no_std]
 
 pub mod consts;
+pub mod conv;
 mod errno;
 pub mod sys;
 

@@ -4,6 +4,8 @@
 use core::arch::asm;
 
 use crate::Errno;
+use crate::conv::{Arg, addr, by_ref, c_int, c_uint, size, slice, zero};
+use linux_raw_sys::general::{clone_args, iovec};
 
 /// The architecture as revenant names it in images and the blob ABI.
 pub const NAME: &str = "x86_64";
@@ -29,11 +31,11 @@ pub unsafe fn syscall0(nr: u32) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall1(nr: u32, a0: usize) -> usize {
+pub unsafe fn syscall1(nr: u32, a0: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0,
+        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0.to_asm(),
              lateout("rcx") _, lateout("r11") _, options(nostack, preserves_flags));
     }
     ret
@@ -42,11 +44,11 @@ pub unsafe fn syscall1(nr: u32, a0: usize) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall2(nr: u32, a0: usize, a1: usize) -> usize {
+pub unsafe fn syscall2(nr: u32, a0: Arg<'_>, a1: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0, in("rsi") a1,
+        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0.to_asm(), in("rsi") a1.to_asm(),
              lateout("rcx") _, lateout("r11") _, options(nostack, preserves_flags));
     }
     ret
@@ -55,12 +57,12 @@ pub unsafe fn syscall2(nr: u32, a0: usize, a1: usize) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall3(nr: u32, a0: usize, a1: usize, a2: usize) -> usize {
+pub unsafe fn syscall3(nr: u32, a0: Arg<'_>, a1: Arg<'_>, a2: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0, in("rsi") a1,
-             in("rdx") a2, lateout("rcx") _, lateout("r11") _, options(nostack, preserves_flags));
+        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0.to_asm(), in("rsi") a1.to_asm(),
+             in("rdx") a2.to_asm(), lateout("rcx") _, lateout("r11") _, options(nostack, preserves_flags));
     }
     ret
 }
@@ -68,12 +70,12 @@ pub unsafe fn syscall3(nr: u32, a0: usize, a1: usize, a2: usize) -> usize {
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall4(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize) -> usize {
+pub unsafe fn syscall4(nr: u32, a0: Arg<'_>, a1: Arg<'_>, a2: Arg<'_>, a3: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0, in("rsi") a1,
-             in("rdx") a2, in("r10") a3, lateout("rcx") _, lateout("r11") _,
+        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0.to_asm(), in("rsi") a1.to_asm(),
+             in("rdx") a2.to_asm(), in("r10") a3.to_asm(), lateout("rcx") _, lateout("r11") _,
              options(nostack, preserves_flags));
     }
     ret
@@ -82,12 +84,12 @@ pub unsafe fn syscall4(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize) -> u
 /// # Safety
 /// The caller must uphold whatever contract system call `nr` has.
 #[inline(always)]
-pub unsafe fn syscall5(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize) -> usize {
+pub unsafe fn syscall5(nr: u32, a0: Arg<'_>, a1: Arg<'_>, a2: Arg<'_>, a3: Arg<'_>, a4: Arg<'_>) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0, in("rsi") a1,
-             in("rdx") a2, in("r10") a3, in("r8") a4, lateout("rcx") _, lateout("r11") _,
+        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0.to_asm(), in("rsi") a1.to_asm(),
+             in("rdx") a2.to_asm(), in("r10") a3.to_asm(), in("r8") a4.to_asm(), lateout("rcx") _, lateout("r11") _,
              options(nostack, preserves_flags));
     }
     ret
@@ -98,18 +100,18 @@ pub unsafe fn syscall5(nr: u32, a0: usize, a1: usize, a2: usize, a3: usize, a4: 
 #[inline(always)]
 pub unsafe fn syscall6(
     nr: u32,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
+    a0: Arg<'_>,
+    a1: Arg<'_>,
+    a2: Arg<'_>,
+    a3: Arg<'_>,
+    a4: Arg<'_>,
+    a5: Arg<'_>,
 ) -> usize {
     let ret;
     // SAFETY: as for `syscall0`.
     unsafe {
-        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0, in("rsi") a1,
-             in("rdx") a2, in("r10") a3, in("r8") a4, in("r9") a5, lateout("rcx") _,
+        asm!("syscall", inlateout("rax") nr as usize => ret, in("rdi") a0.to_asm(), in("rsi") a1.to_asm(),
+             in("rdx") a2.to_asm(), in("r10") a3.to_asm(), in("r8") a4.to_asm(), in("r9") a5.to_asm(), lateout("rcx") _,
              lateout("r11") _, options(nostack, preserves_flags));
     }
     ret
@@ -121,9 +123,9 @@ pub unsafe fn syscall6(
 /// The caller must uphold whatever contract system call `nr` has, and `nr`
 /// must be a call that never returns.
 #[inline(always)]
-pub unsafe fn syscall1_noreturn(nr: u32, a0: usize) -> ! {
+pub unsafe fn syscall1_noreturn(nr: u32, a0: Arg<'_>) -> ! {
     // SAFETY: as for `syscall0`; the caller promises the call does not return.
-    unsafe { asm!("syscall", in("rax") nr as usize, in("rdi") a0, options(nostack, noreturn)) }
+    unsafe { asm!("syscall", in("rax") nr as usize, in("rdi") a0.to_asm(), options(nostack, noreturn)) }
 }
 
 /// `mmap`, with the file offset in bytes.
@@ -141,8 +143,9 @@ pub unsafe fn mmap(
 ) -> Result<usize, Errno> {
     let nr = linux_raw_sys::general::__NR_mmap;
     // SAFETY: the caller vouches for the mapping request.
-    let ret =
-        unsafe { syscall6(nr, addr, len, prot as usize, flags as usize, fd as usize, offset as usize) };
+    let ret = unsafe {
+        syscall6(nr, crate::conv::addr(addr), size(len), c_uint(prot), c_uint(flags), c_int(fd), size(offset as usize))
+    };
     crate::check(ret)
 }
 
@@ -183,29 +186,29 @@ pub unsafe fn call_on_stack(entry: usize, arg: usize, stack_top: usize) -> ! {
 ///
 /// # Safety
 /// The kernel writes into every buffer the iovecs describe.
-pub unsafe fn preadv(fd: i32, iov: *const Iovec, count: usize, offset: u64) -> Result<usize, Errno> {
+pub unsafe fn preadv(fd: i32, iov: &[iovec], offset: u64) -> Result<usize, Errno> {
     let nr = linux_raw_sys::general::__NR_preadv;
-    // SAFETY: the caller vouches for the buffers.
-    crate::check(unsafe { syscall5(nr, fd as usize, iov as usize, count, offset as usize, 0) })
-}
-
-/// The kernel's `struct iovec` on this arch.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Iovec {
-    pub base: usize,
-    pub len: usize,
+    let (iov, count) = slice(iov);
+    // SAFETY: the kernel reads the live iovec array; the caller vouches for
+    // the buffers it describes.
+    crate::check(unsafe { syscall5(nr, c_int(fd), iov, count, size(offset as usize), zero()) })
 }
 
 /// Sets the thread's TLS: the fs base, and the gs base (rarely used).
-pub fn set_tls(fs_base: u64, gs_base: u64) -> Result<(), Errno> {
+///
+/// # Safety
+/// Whatever the calling thread finds through fs or gs from now on is at the
+/// new bases: Rust code with thread-locals (or a C library) on this thread
+/// must not run again until they are put back. The restorer sets the
+/// restored thread's bases just before its sigreturn, and uses neither.
+pub unsafe fn set_tls(fs_base: u64, gs_base: u64) -> Result<(), Errno> {
     use crate::consts::ARCH_SET_GS;
     use linux_raw_sys::general::{__NR_arch_prctl, ARCH_SET_FS};
-    // SAFETY: arch_prctl only changes this thread's segment bases; nothing
-    // in the blob uses fs or gs.
+    // SAFETY: arch_prctl only changes this thread's segment bases; the caller
+    // vouches that nothing depends on the old ones.
     unsafe {
-        crate::check(syscall2(__NR_arch_prctl, ARCH_SET_FS as usize, fs_base as usize))?;
-        crate::check(syscall2(__NR_arch_prctl, ARCH_SET_GS as usize, gs_base as usize))?;
+        crate::check(syscall2(__NR_arch_prctl, c_uint(ARCH_SET_FS), addr(fs_base as usize)))?;
+        crate::check(syscall2(__NR_arch_prctl, c_uint(ARCH_SET_GS), addr(gs_base as usize)))?;
     }
     Ok(())
 }
@@ -321,11 +324,18 @@ pub mod frame {
     pub const FPSTATE_ALIGN: usize = 64;
 
     const _: () = {
+        use core::mem::offset_of;
         assert!(size_of::<SigContext>() == 256);
-        assert!(core::mem::offset_of!(SigContext, fpstate) == 184);
+        assert!(offset_of!(SigContext, rip) == 128);
+        assert!(offset_of!(SigContext, cs) == 144);
+        assert!(offset_of!(SigContext, err) == 152);
+        assert!(offset_of!(SigContext, fpstate) == 184);
+        assert!(size_of::<Stack>() == 24);
+        assert!(offset_of!(Stack, ss_size) == 16);
         assert!(size_of::<UContext>() == 304);
-        assert!(core::mem::offset_of!(UContext, uc_mcontext) == 40);
-        assert!(core::mem::offset_of!(UContext, uc_sigmask) == 296);
+        assert!(offset_of!(UContext, uc_stack) == 16);
+        assert!(offset_of!(UContext, uc_mcontext) == 40);
+        assert!(offset_of!(UContext, uc_sigmask) == 296);
     };
 }
 
@@ -333,10 +343,11 @@ pub mod frame {
 /// stack `args` names. Returns the new TID in the caller.
 ///
 /// # Safety
-/// `args` must point at a valid `struct clone_args` of `size` bytes with
-/// thread flags and a stack; `entry` must be an `extern "C" fn(usize) -> !`
-/// that needs nothing from the caller's stack.
-pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+/// `args` must ask for a thread (`CLONE_VM`) with a stack of its own that
+/// nothing else uses; `entry` must need nothing from the caller's stack, and
+/// `arg` must stay valid for as long as the new thread uses it (the borrow
+/// ends, as far as the compiler knows, when this returns).
+pub unsafe fn clone3_thread<T>(args: &clone_args, entry: extern "C" fn(&T) -> !, arg: &T) -> Result<usize, Errno> {
     let ret: usize;
     // SAFETY: in the parent this is a plain syscall; the child starts on its
     // own stack with a copy of the registers, so it only uses r12/r13.
@@ -351,10 +362,10 @@ pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) 
             "ud2",
             "2:",
             inlateout("rax") linux_raw_sys::general::__NR_clone3 as usize => ret,
-            in("rdi") args,
-            in("rsi") size,
+            in("rdi") by_ref(args).to_asm(),
+            in("rsi") size_of::<clone_args>(),
             in("r12") entry,
-            in("r13") arg,
+            in("r13") by_ref(arg).to_asm(),
             lateout("rcx") _,
             lateout("r11") _,
         );
@@ -366,7 +377,12 @@ pub unsafe fn clone3_thread(args: usize, size: usize, entry: usize, arg: usize) 
 ///
 /// # Safety
 /// As for [`clone3_thread`], with `flags` and `stack_top` given directly.
-pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: usize) -> Result<usize, Errno> {
+pub unsafe fn clone_thread<T>(
+    flags: usize,
+    stack_top: usize,
+    entry: extern "C" fn(&T) -> !,
+    arg: &T,
+) -> Result<usize, Errno> {
     let ret: usize;
     // SAFETY: as for clone3_thread.
     unsafe {
@@ -386,7 +402,7 @@ pub unsafe fn clone_thread(flags: usize, stack_top: usize, entry: usize, arg: us
             in("r10") 0usize,
             in("r8") 0usize,
             in("r12") entry,
-            in("r13") arg,
+            in("r13") by_ref(arg).to_asm(),
             lateout("rcx") _,
             lateout("r11") _,
         );

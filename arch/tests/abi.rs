@@ -76,3 +76,57 @@ fn a_handler_is_installed_with_its_mask() {
         h => panic!("handler read back as {h:?}"),
     }
 }
+
+/// `preadv` takes the iovec array and its count, then the 64-bit offset in
+/// one register (x86_64) or as two (ARM): two buffers must fill, in order,
+/// from that offset.
+#[test]
+fn preadv_fills_each_buffer_from_the_offset() {
+    use revenant_arch::nr_general::iovec;
+    let path = std::env::temp_dir().join(format!("revenant-abi-preadv-{}", std::process::id()));
+    std::fs::write(&path, (0..=255u8).collect::<Vec<_>>()).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (mut a, mut b) = ([0u8; 3], [0u8; 5]);
+    let iov = [
+        iovec { iov_base: a.as_mut_ptr().cast(), iov_len: a.len() as _ },
+        iovec { iov_base: b.as_mut_ptr().cast(), iov_len: b.len() as _ },
+    ];
+    // SAFETY: both iovecs describe live local buffers of the given lengths.
+    let n = unsafe { revenant_arch::preadv(f.as_raw_fd(), &iov, 100) }.unwrap();
+    assert_eq!((n, a, b), (8, [100, 101, 102], [103, 104, 105, 106, 107]));
+}
+
+/// `setitimer` reads the kernel's `long`-based itimerval: what it arms must
+/// read back, interval and value in their places.
+#[test]
+fn an_interval_timer_reads_back_as_set() {
+    use nix::libc;
+    let which = libc::ITIMER_VIRTUAL as u32;
+    sys::setitimer(which, (7, 5000), (9, 0)).unwrap();
+    // SAFETY: itimerval is plain integers, for which all zeros is valid.
+    let mut got: libc::itimerval = unsafe { std::mem::zeroed() };
+    // SAFETY: getitimer writes one itimerval into a live local.
+    assert_eq!(unsafe { libc::getitimer(libc::ITIMER_VIRTUAL, &mut got) }, 0);
+    sys::setitimer(which, (0, 0), (0, 0)).unwrap();
+    assert_eq!((got.it_interval.tv_sec, got.it_interval.tv_usec), (7, 5000));
+    assert!(got.it_value.tv_sec <= 9 && got.it_value.tv_sec >= 8, "value {:?}", got.it_value.tv_sec);
+}
+
+/// `timer_create` reads the kernel's sigevent and writes the id;
+/// `timer_settime` reads an itimerspec. A `SIGEV_NONE` timer armed for an
+/// hour must report about an hour left.
+#[test]
+fn a_posix_timer_is_created_and_armed() {
+    use nix::libc;
+    let mut id = 0;
+    sys::timer_create(libc::CLOCK_MONOTONIC, 0, libc::SIGEV_NONE as u32, 0, 0, &mut id).unwrap();
+    sys::timer_settime(id, (0, 0), (3600, 0)).unwrap();
+    let mut got = [0 as libc::c_long; 4];
+    // SAFETY: timer_gettime writes one `long`-based itimerspec into a live
+    // local of four longs.
+    let r = unsafe { libc::syscall(libc::SYS_timer_gettime, id, got.as_mut_ptr()) };
+    sys::timer_delete(id).unwrap();
+    assert_eq!(r, 0);
+    assert!((3590..=3600).contains(&got[2]), "seconds left: {}", got[2]);
+}

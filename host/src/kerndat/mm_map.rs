@@ -1,7 +1,7 @@
 //! The `PR_SET_MM_MAP` probe.
 
 use linux_raw_sys::general as g;
-use linux_raw_sys::prctl::{PR_SET_MM, PR_SET_MM_MAP, prctl_mm_map};
+use linux_raw_sys::prctl::prctl_mm_map;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 use revenant_arch::sys;
@@ -23,10 +23,10 @@ pub fn mm_map_works() -> bool {
             // The break may have moved since /proc was read (another thread
             // allocating); the kernel checks the one the child has.
             // SAFETY: brk(0) only reports the current break.
-            map.brk = unsafe { revenant_arch::syscall1(g::__NR_brk, 0) } as u64;
-            // SAFETY: the kernel reads the map from a live local.
-            let r =
-                unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP as usize, &raw const map as usize, size_of_val(&map), 0) };
+            map.brk = unsafe { revenant_arch::syscall1(g::__NR_brk, revenant_arch::conv::zero()) } as u64;
+            // SAFETY: the map's auxv is the child's own copy of ours; the
+            // child exits right after, so its new layout bothers no one.
+            let r = unsafe { sys::prctl_set_mm_map(&map) };
             sys::exit_group(if r.is_ok() { 0 } else { 1 })
         }
         Ok(ForkResult::Parent { child }) => matches!(waitpid(child, None), Ok(WaitStatus::Exited(_, 0))),

@@ -15,6 +15,7 @@ use std::os::fd::AsRawFd;
 use anyhow::Result;
 use linux_raw_sys::general as g;
 use nix::libc;
+use revenant_arch::conv::{addr, by_ref, c_int, c_str, c_uint, size, zero};
 use revenant_arch::{Errno, check, sys};
 
 use super::{Kerndat, VdsoPiece, VdsoSymbol};
@@ -78,17 +79,10 @@ impl MapsBuf {
     /// Allocation-free, for a forked child.
     fn any(&mut self, mut pred: impl FnMut(u64, &[u8]) -> bool) -> Option<bool> {
         let path = c"/proc/self/maps";
+        let (dir, flags) = (c_int(g::AT_FDCWD), c_uint(g::O_RDONLY | g::O_CLOEXEC));
         // SAFETY: opening a NUL-terminated constant path.
-        let fd = check(unsafe {
-            revenant_arch::syscall4(
-                g::__NR_openat,
-                g::AT_FDCWD as usize,
-                path.as_ptr() as usize,
-                (g::O_RDONLY | g::O_CLOEXEC) as usize,
-                0,
-            )
-        })
-        .ok()? as i32;
+        let r = unsafe { revenant_arch::syscall4(g::__NR_openat, dir, c_str(path), flags, zero()) };
+        let fd = check(r).ok()? as i32;
         let found = scan_lines(
             &mut self.0,
             |buf| sys::read(fd, buf).ok(),
@@ -97,7 +91,8 @@ impl MapsBuf {
                 pred(start, name).then_some(())
             },
         );
-        let _ = sys::close(fd);
+        // SAFETY: the descriptor opened above, used by nothing else.
+        let _ = unsafe { sys::close(fd) };
         found
     }
 }
@@ -173,9 +168,9 @@ fn arch_map_vdso(pieces: &[Mapping]) -> Option<bool> {
             // SAFETY: this throwaway child drops its own vDSO and never calls it.
             unsafe { sys::munmap(start, len) }.ok()?;
         }
-        let op = revenant_arch::consts::ARCH_MAP_VDSO_64 as usize;
+        let op = c_uint(revenant_arch::consts::ARCH_MAP_VDSO_64);
         // SAFETY: maps a new vDSO into the hole the old one left.
-        if check(unsafe { revenant_arch::syscall2(g::__NR_arch_prctl, op, first as usize) }).is_err() {
+        if check(unsafe { revenant_arch::syscall2(g::__NR_arch_prctl, op, addr(first as usize)) }).is_err() {
             return Some(0);
         }
         maps.any(|_, name| name == b"[vdso]").map(u64::from)
@@ -195,17 +190,17 @@ fn arch_map_vdso(_: &[Mapping]) -> Option<bool> {
 /// forked child: raw system calls only.
 fn shmat_align() -> Option<u64> {
     let page = revenant_arch::PAGE_SIZE as u64;
-    let ipc_creat = libc::IPC_CREAT as usize | 0o600;
+    let ipc_creat = c_int(libc::IPC_CREAT | 0o600);
+    let (key, len) = (c_int(libc::IPC_PRIVATE), size(4 * page as usize));
     // SAFETY: creates a private segment; no memory is touched.
-    let r =
-        unsafe { revenant_arch::syscall3(g::__NR_shmget, libc::IPC_PRIVATE as usize, 4 * page as usize, ipc_creat) };
+    let r = unsafe { revenant_arch::syscall3(g::__NR_shmget, key, len, ipc_creat) };
     let id = check(r).ok()? as i32;
     // One attachment keeps the segment alive after IPC_RMID, so it never
     // outlives this child.
     // SAFETY: an attachment wherever the kernel finds room replaces nothing.
     let anchor = unsafe { sys::shmat(id, 0, 0) };
     // SAFETY: marking our own segment for removal; no buffer is passed.
-    let _ = unsafe { revenant_arch::syscall3(g::__NR_shmctl, id as usize, libc::IPC_RMID as usize, 0) };
+    let _ = unsafe { revenant_arch::syscall3(g::__NR_shmctl, c_int(id), c_int(libc::IPC_RMID), zero()) };
     anchor.ok()?;
     let area = reserve(16 * page)?;
     let base = area.next_multiple_of(4 * page);
@@ -244,12 +239,15 @@ fn pagemap_pfn() -> bool {
 /// supports `set_tid` and we may use it; no task is created either way.
 fn clone3_set_tid() -> bool {
     let me = [std::process::id() as i32];
-    let mut args = [0u64; 11];
-    args[4] = libc::SIGCHLD as u64;
-    args[8] = me.as_ptr() as u64;
-    args[9] = 1;
+    let args = sys::clone_args {
+        exit_signal: libc::SIGCHLD as u64,
+        set_tid: me.as_ptr() as u64,
+        set_tid_size: 1,
+        ..sys::CLONE_ARGS_ZERO
+    };
+    let len = size(size_of_val(&args));
     // SAFETY: with a taken PID the kernel refuses before creating anything.
-    let r = unsafe { revenant_arch::syscall2(linux_raw_sys::general::__NR_clone3, args.as_ptr() as usize, 88) };
+    let r = unsafe { revenant_arch::syscall2(linux_raw_sys::general::__NR_clone3, by_ref(&args), len) };
     match check(r) {
         Err(e) => e == Errno::EEXIST,
         Ok(0) => revenant_arch::sys::exit_group(0),

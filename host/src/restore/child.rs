@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use linux_raw_sys::general as g;
 
 use nix::libc;
+use revenant_arch::conv::{by_ref, size};
 use revenant_blob_abi::LogLevel;
 use revenant_restorer::Log;
 
@@ -164,21 +165,16 @@ unsafe fn set_loginuid(uid: u32) -> bool {
 /// [`run`] (raw system calls on data prepared before).
 pub unsafe fn clone_with_pid(pid: i32) -> Result<usize, revenant_arch::Errno> {
     let tids = [pid];
-    let args = revenant_arch::sys::CloneArgs {
+    let args = revenant_arch::sys::clone_args {
         exit_signal: libc::SIGCHLD as u64,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,
-        ..Default::default()
+        ..revenant_arch::sys::CLONE_ARGS_ZERO
     };
+    let len = size(size_of_val(&args));
     // SAFETY: no CLONE_VM and no new stack: the child gets a copy of
     // everything; the caller vouches for what it runs.
-    let r = unsafe {
-        revenant_arch::syscall2(
-            linux_raw_sys::general::__NR_clone3,
-            &args as *const revenant_arch::sys::CloneArgs as usize,
-            size_of::<revenant_arch::sys::CloneArgs>(),
-        )
-    };
+    let r = unsafe { revenant_arch::syscall2(linux_raw_sys::general::__NR_clone3, by_ref(&args), len) };
     revenant_arch::check(r)
 }
 

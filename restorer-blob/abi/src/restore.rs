@@ -390,4 +390,29 @@ const _: () = {
     assert!(size_of::<MmMap>() == 88);
     assert!(size_of::<Thread>() == 80);
     assert!(offset_of!(Thread, rseq_ptr) == 56);
+    // Where a u64 follows u32s, and each struct's last field: the places a
+    // different alignment or a forgotten pad would show.
+    assert!(offset_of!(Restore, pages_fd) == 24);
+    assert!(offset_of!(Restore, seccomp_progs) == 176);
+    assert!(offset_of!(Vma, prot) == 32);
+    assert!(offset_of!(Vma, attach_len) == 48);
+    assert!(offset_of!(PageRead, iov_count) == 12);
+    assert!(offset_of!(Iovec, len) == 8);
+    assert!(offset_of!(Move, len) == 16);
+    assert!(offset_of!(SigAction, handler) == 8);
+    assert!(offset_of!(SigAction, mask) == 32);
+    assert!(offset_of!(MmMap, env_end) == 80);
+    assert!(offset_of!(Thread, sigframe) == 8);
+    assert!(offset_of!(Thread, rseq_sig) == 64);
+    assert!(offset_of!(Thread, stack) == 72);
+    assert!(offset_of!(Creds, cap_inh) == 32);
+    assert!(offset_of!(Creds, no_new_privs) == 76);
+    assert!(offset_of!(Patch, bytes) == 16);
+    assert!(offset_of!(PosixTimer, sival) == 24);
+    assert!(offset_of!(PosixTimer, value_nsec) == 56);
+    assert!(offset_of!(Seccomp, prog_len) == 12);
+    assert!(offset_of!(Rlimit, cur) == 8);
+    assert!(offset_of!(ITimer, interval_sec) == 8);
+    assert!(offset_of!(ITimer, value_usec) == 32);
+    assert!(offset_of!(QueuedSignal, info) == 8);
 };

@@ -6,6 +6,8 @@
 //! bounding set; capabilities; ambient capabilities; no_new_privs.
 
 use linux_raw_sys::prctl as p;
+use revenant_arch::conv::c_uint;
+use revenant_arch::sys::{__user_cap_data_struct as CapData, __user_cap_header_struct as CapHeader};
 use revenant_arch::{Errno, check, ids, sys};
 use revenant_blob_abi::Creds;
 
@@ -21,25 +23,23 @@ fn prctl(option: u32, a2: usize, a3: usize) -> Result<usize, Errno> {
 
 fn ids3(nr: u32, a: u32, b: u32, c: u32) -> Result<(), Errno> {
     // SAFETY: plain integers.
-    check(unsafe { revenant_arch::syscall3(nr, a as usize, b as usize, c as usize) }).map(|_| ())
+    check(unsafe { revenant_arch::syscall3(nr, c_uint(a), c_uint(b), c_uint(c)) }).map(|_| ())
 }
 
 /// Applies `c` (and `groups` if given) to the calling thread. On failure,
 /// says which step failed.
 pub fn apply(c: &Creds, groups: Option<&[u32]>) -> Result<(), (&'static str, Errno)> {
     if let Some(g) = groups {
-        // SAFETY: the kernel reads `g.len()` u32s from a live slice.
-        let r = unsafe { revenant_arch::syscall2(ids::SETGROUPS, g.len(), g.as_ptr() as usize) };
-        check(r).map_err(|e| ("setgroups", e))?;
+        sys::setgroups(g).map_err(|e| ("setgroups", e))?;
     }
     prctl(p::PR_SET_SECUREBITS, SECBIT_NO_SETUID_FIXUP, 0).map_err(|e| ("PR_SET_SECUREBITS", e))?;
     ids3(ids::SETRESGID, c.gid, c.egid, c.sgid).map_err(|e| ("setresgid", e))?;
     // setfsgid/setfsuid report the old value, never an error.
     // SAFETY: plain integers.
-    unsafe { revenant_arch::syscall1(ids::SETFSGID, c.fsgid as usize) };
+    unsafe { revenant_arch::syscall1(ids::SETFSGID, c_uint(c.fsgid)) };
     ids3(ids::SETRESUID, c.uid, c.euid, c.suid).map_err(|e| ("setresuid", e))?;
     // SAFETY: plain integers.
-    unsafe { revenant_arch::syscall1(ids::SETFSUID, c.fsuid as usize) };
+    unsafe { revenant_arch::syscall1(ids::SETFSUID, c_uint(c.fsuid)) };
     prctl(p::PR_SET_SECUREBITS, c.secbits as usize, 0).map_err(|e| ("PR_SET_SECUREBITS", e))?;
     for cap in 0..64 {
         if c.cap_bnd & (1 << cap) == 0 {
@@ -50,15 +50,13 @@ pub fn apply(c: &Creds, groups: Option<&[u32]>) -> Result<(), (&'static str, Err
             }
         }
     }
-    let header = [CAPABILITY_V3, 0];
-    let lo = |v: u64| v as u32;
-    let hi = |v: u64| (v >> 32) as u32;
-    let data = [lo(c.cap_eff), lo(c.cap_prm), lo(c.cap_inh), hi(c.cap_eff), hi(c.cap_prm), hi(c.cap_inh)];
-    // SAFETY: the kernel reads the header and two data records from locals.
-    let r = unsafe {
-        revenant_arch::syscall2(linux_raw_sys::general::__NR_capset, header.as_ptr() as usize, data.as_ptr() as usize)
+    let mut header = CapHeader { version: CAPABILITY_V3, pid: 0 };
+    let half = |shift: u32| CapData {
+        effective: (c.cap_eff >> shift) as u32,
+        permitted: (c.cap_prm >> shift) as u32,
+        inheritable: (c.cap_inh >> shift) as u32,
     };
-    check(r).map_err(|e| ("capset", e))?;
+    sys::capset(&mut header, &[half(0), half(32)]).map_err(|e| ("capset", e))?;
     for cap in (0..64).filter(|b| c.cap_amb & (1 << b) != 0) {
         // SAFETY: plain integers.
         let r = unsafe { sys::prctl(p::PR_CAP_AMBIENT, p::PR_CAP_AMBIENT_RAISE as usize, cap, 0, 0) };

@@ -132,7 +132,8 @@ struct Copier {
 impl Drop for Copier {
     fn drop(&mut self) {
         // Closing the userfaultfd unregisters every range.
-        let _ = sys::close(self.uffd);
+        // SAFETY: the copier made this descriptor and is its only user.
+        let _ = unsafe { sys::close(self.uffd) };
         if self.map_len != 0 {
             // SAFETY: our own map of the pages image; nothing points into it
             // once the copies are done.
@@ -151,7 +152,7 @@ impl Copier {
         let mut c = Copier { uffd, map: 0, map_len: 0 };
         let mut api = g::uffdio_api { api: g::UFFD_API as u64, features: 0, ioctls: 0 };
         // SAFETY: UFFDIO_API reads and writes the live struct.
-        unsafe { sys::ioctl(uffd, UFFDIO_API, &mut api as *mut _ as usize) }.map_err(|e| ("UFFDIO_API", e))?;
+        unsafe { sys::ioctl(uffd, UFFDIO_API, &mut api) }.map_err(|e| ("UFFDIO_API", e))?;
         let len = pages.image_len().next_multiple_of(PAGE_SIZE as u64) as usize;
         if len == 0 {
             return Ok(c);
@@ -170,8 +171,7 @@ impl Copier {
             };
             // SAFETY: registering only changes how missing pages of the range
             // are handled; nothing touches them until the copies are done.
-            unsafe { sys::ioctl(uffd, UFFDIO_REGISTER, &mut reg as *mut _ as usize) }
-                .map_err(|e| ("UFFDIO_REGISTER", e))?;
+            unsafe { sys::ioctl(uffd, UFFDIO_REGISTER, &mut reg) }.map_err(|e| ("UFFDIO_REGISTER", e))?;
         }
         Ok(c)
     }
@@ -189,7 +189,7 @@ impl Copier {
             };
             // SAFETY: `dst` lies in a registered VMA the blob just mapped and
             // `src` inside the read-only map of the pages image.
-            let res = unsafe { sys::ioctl(self.uffd, UFFDIO_COPY, &mut c as *mut _ as usize) };
+            let res = unsafe { sys::ioctl(self.uffd, UFFDIO_COPY, &mut c) };
             match res {
                 Ok(_) => return Ok(()),
                 // Partly done (or the mm changed under it): go on after it.
@@ -268,34 +268,34 @@ static HELPER: AtomicU32 = AtomicU32::new(BUSY);
 fn start_helper(log: &Log, job: &Job<'_>, tid: u32, stack: u64) -> bool {
     HELPER.store(BUSY, Ordering::Relaxed);
     let tids = [tid as i32];
-    let args = sys::CloneArgs {
+    let args = sys::clone_args {
         flags: sys::CLONE_THREAD_FLAGS,
         stack: stack - THREAD_STACK,
         stack_size: THREAD_STACK,
         set_tid: tids.as_ptr() as u64,
         set_tid_size: 1,
-        ..Default::default()
+        ..sys::CLONE_ARGS_ZERO
     };
-    let entry = helper_main as extern "C" fn(usize) -> ! as usize;
+    let entry: extern "C" fn(&Job<'_>) -> ! = helper_main;
     // SAFETY: the helper runs `helper_main` on the first thread's unused zone
     // stack; `job` lives on this stack, and `fast` waits for the helper to
     // finish with it before returning.
-    let res = unsafe {
-        revenant_arch::clone3_thread(&args as *const _ as usize, size_of_val(&args), entry, job as *const _ as usize)
-    };
+    let res = unsafe { revenant_arch::clone3_thread(&args, entry, job) };
     if let Err(e) = res {
         log.info().s("pages: no helper thread ").dec(tid as u64).s(": ").errno(e).emit();
     }
     res.is_ok()
 }
 
-extern "C" fn helper_main(job: usize) -> ! {
-    // SAFETY: `start_helper` passes a `Job` that outlives this thread's work.
-    let job = unsafe { &*(job as *const Job<'_>) };
+/// `job` outlives this thread's work: `fast` waits for [`HELPER`] to leave
+/// `BUSY` before it returns.
+extern "C" fn helper_main(job: &Job<'_>) -> ! {
     let ok = job.copier.copy_share(job.pages, job.from, job.to).is_ok();
     HELPER.store(if ok { DONE } else { FAILED }, Ordering::Release);
     sys::futex_wake(&HELPER, 1);
-    sys::exit_thread(0)
+    // SAFETY: the helper borrows nothing after the store above, and its
+    // stack is an unused zone of the first thread's that nobody frees.
+    unsafe { sys::exit_thread(0) }
 }
 
 /// Kernel iovecs built on the stack, this many at a time.
@@ -324,15 +324,18 @@ fn read_all(log: &Log, pages: &Pages<'_>) {
 
 /// Reads one batch, continuing after short reads; returns the bytes read.
 fn read_chunk(fd: i32, chunk: &[Iovec], offset: u64) -> Result<u64, Errno> {
-    let mut kiov = [revenant_arch::Iovec::default(); IOV_BATCH];
+    // The buffers are the restored program's memory, known by address
+    // only: Rust never dereferences these pointers.
+    let at = |base: u64| core::ptr::without_provenance_mut(base as usize);
+    let mut kiov = [g::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; IOV_BATCH];
     for (k, i) in kiov.iter_mut().zip(chunk) {
-        *k = revenant_arch::Iovec { base: i.base as usize, len: i.len as usize };
+        *k = g::iovec { iov_base: at(i.base), iov_len: i.len as _ };
     }
     let total: u64 = chunk.iter().map(|i| i.len).sum();
     let (mut done, mut first) = (0u64, 0usize);
     while done < total {
         // SAFETY: every iovec points into a VMA mapped writable before.
-        let n = unsafe { revenant_arch::preadv(fd, kiov[first..].as_ptr(), chunk.len() - first, offset + done) };
+        let n = unsafe { revenant_arch::preadv(fd, &kiov[first..chunk.len()], offset + done) };
         let mut n = match n {
             Ok(0) => return Err(Errno::EFAULT),
             Ok(n) => n,
@@ -341,11 +344,11 @@ fn read_chunk(fd: i32, chunk: &[Iovec], offset: u64) -> Result<u64, Errno> {
         };
         done += n as u64;
         while n > 0 && first < chunk.len() {
-            let take = n.min(kiov[first].len);
-            kiov[first].base += take;
-            kiov[first].len -= take;
+            let take = n.min(kiov[first].iov_len as usize);
+            kiov[first].iov_base = kiov[first].iov_base.wrapping_byte_add(take);
+            kiov[first].iov_len -= take as g::__kernel_size_t;
             n -= take;
-            if kiov[first].len == 0 {
+            if kiov[first].iov_len == 0 {
                 first += 1;
             }
         }

@@ -7,7 +7,7 @@
 //! that names the object and the errno.
 
 use linux_raw_sys::general as g;
-use revenant_arch::{Errno, consts, sys};
+use revenant_arch::{Errno, sys};
 use revenant_blob_abi::{
     Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
     RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, Seccomp, SigAction, THREAD_STACK, Thread,
@@ -99,7 +99,10 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 
     // No signal may run a handler while the address space is half built;
     // the frame's mask replaces this one at the end.
-    check(log, sys::rt_sigprocmask(consts::SIG_SETMASK, !0), ExitCode::Signals, "blocking signals", 0);
+    // SAFETY: blocking everything runs no handler, and nothing on this
+    // thread waits for a signal.
+    let res = unsafe { sys::rt_sigprocmask(g::SIG_SETMASK, !0) };
+    check(log, res, ExitCode::Signals, "blocking signals", 0);
 
     // The runtime vDSO would be unmapped with everything else: keep it in
     // the bootstrap area until its final place exists.
@@ -142,7 +145,9 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     // Service fds (the log among them) go last: nothing can be reported
     // after this.
     for &fd in p.close_fds {
-        let _ = sys::close(fd);
+        // SAFETY: the host hands over these descriptors for the restorer to
+        // close; nothing after this uses them.
+        let _ = unsafe { sys::close(fd) };
     }
     GO.store(1, Ordering::Release);
     sys::futex_wake(&GO, i32::MAX as u32);
@@ -263,17 +268,15 @@ fn set_mm(log: &Log, p: &Plan<'_>) {
         auxv_size: p.auxv.len() as u32,
         exe_fd: p.r.exe_fd as u32,
     };
-    let size = core::mem::size_of_val(&map);
-    use linux_raw_sys::prctl::{PR_SET_MM, PR_SET_MM_MAP, PR_SET_NAME};
     if p.r.flags & RESTORE_NO_MM_MAP != 0 {
         log.warn().s("PR_SET_MM_MAP is unavailable here: memory layout fields and exe link stay unset").emit();
     } else {
-        // SAFETY: the kernel reads the map and the auxv it points at, both live.
-        let res = unsafe { sys::prctl(PR_SET_MM, PR_SET_MM_MAP as usize, &map as *const _ as usize, size, 0) };
+        // SAFETY: the auxv the map points at is live in the argument block;
+        // the new layout is the dumped program's, whose memory is in place.
+        let res = unsafe { sys::prctl_set_mm_map(&map) };
         check(log, res, ExitCode::MmMap, "PR_SET_MM_MAP, start_code", m.start_code);
     }
-    // SAFETY: the kernel reads at most 16 bytes of the name.
-    let res = unsafe { sys::prctl(PR_SET_NAME, p.r.comm.as_ptr() as usize, 0, 0, 0) };
+    let res = sys::prctl_set_name(&p.r.comm);
     check(log, res, ExitCode::MmMap, "PR_SET_NAME", 0);
 }
 
@@ -347,25 +350,24 @@ fn start_threads(log: &Log, p: &Plan<'_>) {
     PLAN.store(p as *const Plan<'_> as usize, Ordering::Relaxed);
     for t in others {
         let tids = [t.tid as i32];
-        let args = sys::CloneArgs {
+        let args = sys::clone_args {
             flags: sys::CLONE_THREAD_FLAGS,
             stack: t.stack - THREAD_STACK,
             stack_size: THREAD_STACK,
             set_tid: tids.as_ptr() as u64,
             set_tid_size: 1,
-            ..Default::default()
+            ..sys::CLONE_ARGS_ZERO
         };
-        let (entry, arg) = (thread_main as extern "C" fn(usize) -> ! as usize, t as *const Thread as usize);
-        let size = core::mem::size_of_val(&args);
+        let entry: extern "C" fn(&Thread) -> ! = thread_main;
         // SAFETY: a thread on its own stack in the bootstrap area, running
         // `thread_main` on its own `Thread`, both of which outlive it.
-        let res = unsafe { revenant_arch::clone3_thread(&args as *const _ as usize, size, entry, arg) };
+        let res = unsafe { revenant_arch::clone3_thread(&args, entry, t) };
         let res = match res {
             Err(Errno::ENOSYS) => {
                 log.warn().s("no clone3 here: thread ").dec(t.tid as u64).s(" gets a new TID").emit();
                 let flags = sys::CLONE_THREAD_FLAGS as usize;
                 // SAFETY: as above.
-                unsafe { revenant_arch::clone_thread(flags, t.stack as usize, entry, arg) }
+                unsafe { revenant_arch::clone_thread(flags, t.stack as usize, entry, t) }
             }
             other => other,
         };
@@ -383,10 +385,9 @@ fn start_threads(log: &Log, p: &Plan<'_>) {
 }
 
 /// Where every thread but the first starts.
-extern "C" fn thread_main(t: usize) -> ! {
-    // SAFETY: `start_threads` passes a `Thread` inside the argument block,
-    // which stays mapped until after the sigreturn.
-    let t = unsafe { &*(t as *const Thread) };
+/// `t` lies inside the argument block, which stays mapped until after the
+/// sigreturn.
+extern "C" fn thread_main(t: &Thread) -> ! {
     let log = Log::new(LOG_FD.load(Ordering::Relaxed), LOG_LEVEL.load(Ordering::Relaxed));
     set_thread(&log, t);
     READY.fetch_add(1, Ordering::Release);
@@ -442,12 +443,18 @@ fn set_creds(c: Option<&Creds>, p: &Plan<'_>, log: &Log) {
 }
 
 fn set_thread(log: &Log, t: &Thread) {
-    sys::set_tid_address(t.clear_tid_addr as usize);
+    // SAFETY: the dumped thread's own word in its memory, which is back in
+    // place; its C library expects the kernel to clear it at exit.
+    unsafe { sys::set_tid_address(t.clear_tid_addr as usize) };
     if t.robust_list != 0 {
-        let res = sys::set_robust_list(t.robust_list as usize, t.robust_list_len as usize);
+        // SAFETY: the dumped thread's own list head, back in place.
+        let res = unsafe { sys::set_robust_list(t.robust_list as usize, t.robust_list_len as usize) };
         check(log, res, ExitCode::ThreadState, "set_robust_list", t.robust_list);
     }
-    check(log, revenant_arch::set_tls(t.tls, t.gs_base), ExitCode::ThreadState, "setting TLS", t.tls);
+    // SAFETY: the blob keeps nothing in thread-local storage; the bases are
+    // the dumped thread's, for after its sigreturn.
+    let res = unsafe { revenant_arch::set_tls(t.tls, t.gs_base) };
+    check(log, res, ExitCode::ThreadState, "setting TLS", t.tls);
     if t.pdeath_sig != 0 {
         // SAFETY: PR_SET_PDEATHSIG takes a plain signal number.
         let res = unsafe { sys::prctl(linux_raw_sys::prctl::PR_SET_PDEATHSIG, t.pdeath_sig as usize, 0, 0, 0) };

@@ -73,6 +73,7 @@ fn attach_under(log: &Log, id: i32, addr: u64, flags: u32, size: u64, shmlba: u6
 mod tests {
     use super::*;
     use linux_raw_sys::general as g;
+    use revenant_arch::conv::{c_int, c_uint, size, zero};
     use revenant_arch::{check, syscall3, syscall6};
 
     const PAGE: u64 = 4096;
@@ -90,18 +91,19 @@ mod tests {
 
     impl Segment {
         fn new() -> Segment {
-            const IPC_CREAT: usize = 0o1000;
+            const IPC_CREAT: u32 = 0o1000;
             // SAFETY: shmget takes integers only.
-            let id = check(unsafe { syscall3(g::__NR_shmget, 0, 2 * PAGE as usize, IPC_CREAT | 0o600) });
+            let id =
+                check(unsafe { syscall3(g::__NR_shmget, zero(), size(2 * PAGE as usize), c_uint(IPC_CREAT | 0o600)) });
             Segment(id.expect("shmget") as i32)
         }
     }
 
     impl Drop for Segment {
         fn drop(&mut self) {
-            const IPC_RMID: usize = 0;
+            const IPC_RMID: u32 = 0;
             // SAFETY: removes our own segment; no buffer is passed.
-            let _ = unsafe { syscall3(g::__NR_shmctl, self.0 as usize, IPC_RMID, 0) };
+            let _ = unsafe { syscall3(g::__NR_shmctl, c_int(self.0), c_uint(IPC_RMID), zero()) };
         }
     }
 
@@ -112,9 +114,10 @@ mod tests {
         let nr = g::__NR_mmap2;
         #[cfg(not(target_arch = "arm"))]
         let nr = g::__NR_mmap;
-        let flags = (g::MAP_PRIVATE | g::MAP_ANONYMOUS) as usize;
+        let flags = c_uint(g::MAP_PRIVATE | g::MAP_ANONYMOUS);
+        let len = size(8 * PAGE as usize);
         // SAFETY: a fresh anonymous reservation that nothing else uses.
-        let base = check(unsafe { syscall6(nr, 0, 8 * PAGE as usize, 0, flags, usize::MAX, 0) }).expect("mmap") as u64;
+        let base = check(unsafe { syscall6(nr, zero(), len, zero(), flags, c_int(-1), zero()) }).expect("mmap") as u64;
         base.next_multiple_of(SHMLBA_ARM) + off
     }
 
