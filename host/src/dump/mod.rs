@@ -196,6 +196,15 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
                 continue;
             }
             let pme = pagemap::read_pagemap(&pm, pid, v)?;
+            if let Some(at) = pagemap::first_guard(v, &pme) {
+                bail!(
+                    "process {pid}: memory area {:#x}-{:#x} {:?}: a guard region (MADV_GUARD_INSTALL) at {at:#x}, \
+                     which dump does not support yet",
+                    v.start,
+                    v.end,
+                    v.name
+                );
+            }
             pagemap::add_runs(&mut runs, v, &pme, zero_pfn, &stack_pages);
         }
         let pages_name = format!("pages-{pages_id}.img");

@@ -5,14 +5,15 @@
 //! page is dumped when it is present or swapped out and is not the shared
 //! zero page; in a private file mapping only pages that were copied on
 //! write (no longer the file's page cache) count; the vDSO is dumped whole
-//! (a restore may have to patch it into a proxy); vvar and vsyscall never.
+//! (a restore may have to patch it into a proxy); vvar, vsyscall and
+//! droppable memory never.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, Result};
 
-use super::maps::{MAP_ANONYMOUS, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, PAGE, Vma, status};
+use super::maps::{MAP_ANONYMOUS, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, PAGE, Vma, status};
 
 const PM_PFN_MASK: u64 = (1 << 55) - 1;
 const PM_FILE: u64 = 1 << 61;
@@ -81,6 +82,11 @@ pub fn add_runs(runs: &mut Vec<Run>, v: &Vma, pme: &[u64], zero_pfn: Option<u64>
     if !v.is(status::REGULAR) || v.is(status::VVAR) || v.status & (status::FILE_SHARED | status::ANON_SHARED) != 0 {
         return;
     }
+    // The kernel may drop droppable memory whenever it likes; the program
+    // must cope with zeros there, and CRIU leaves them out too.
+    if v.flags & MAP_DROPPABLE != 0 {
+        return;
+    }
     let whole = v.is(status::VDSO);
     let lazy = can_be_lazy(v);
     for (i, &e) in pme.iter().enumerate() {
@@ -97,6 +103,13 @@ pub fn add_runs(runs: &mut Vec<Run>, v: &Vma, pme: &[u64], zero_pfn: Option<u64>
             _ => runs.push(Run { vaddr: addr, nr_pages: 1, flags }),
         }
     }
+}
+
+/// The first page of `v` that is a guard region, if any: the restore has
+/// no way to put one back yet, and a program relies on its guard pages
+/// faulting.
+pub fn first_guard(v: &Vma, pme: &[u64]) -> Option<u64> {
+    pme.iter().position(|e| e & PM_GUARD_REGION != 0).map(|i| v.start + i as u64 * PAGE)
 }
 
 fn page_wanted(v: &Vma, e: u64, zero_pfn: Option<u64>) -> bool {
@@ -187,6 +200,12 @@ mod tests {
         add_runs(&mut runs, &vdso, &[0, 0], zero, &[]);
         add_runs(&mut runs, &vvar, &[PM_PRESENT | 3; 2], zero, &[]);
         assert_eq!(runs, [Run { vaddr: 0x30000, nr_pages: 2, flags: PE_PRESENT }]);
+
+        // Droppable memory: never, present or not.
+        let droppable = vma(0x40000, 2, status::REGULAR | status::ANON_PRIVATE, MAP_DROPPABLE | MAP_ANONYMOUS);
+        let mut runs = vec![];
+        add_runs(&mut runs, &droppable, &[PM_PRESENT | 3; 2], zero, &[]);
+        assert_eq!(runs, []);
     }
 
     #[test]

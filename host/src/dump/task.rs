@@ -169,6 +169,16 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     regs::restart_syscall(&mut r);
     let (futex_rla, futex_rla_len) = robust_list(tid)?;
     let comm = procfs::read_string(pid, &format!("task/{tid}/comm"))?.trim_end_matches('\n').to_string();
+    // With SCHED_RESET_ON_FORK, which /proc/PID/stat leaves out.
+    // SAFETY: a plain system call on a TID.
+    let sched_policy = unsafe { nix::libc::sched_getscheduler(tid) };
+    if sched_policy < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("sched_getscheduler of thread {tid}"));
+    }
+    const SCHED_DEADLINE: i32 = 6;
+    if sched_policy & !nix::libc::SCHED_RESET_ON_FORK == SCHED_DEADLINE {
+        bail!("process {pid}: thread {tid} runs under SCHED_DEADLINE, which dump does not support yet");
+    }
     Ok(Thread {
         tid,
         timer_slack_ns,
@@ -180,7 +190,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
         futex_rla,
         futex_rla_len,
         sched_nice: stat.nice,
-        sched_policy: stat.policy,
+        sched_policy: sched_policy as u32,
         sched_prio: stat.rt_priority,
         blk_sigset,
         sas,

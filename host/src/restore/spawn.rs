@@ -451,7 +451,7 @@ fn set_held_state(p: &ProcessPlan) -> Result<()> {
             let e = std::io::Error::last_os_error();
             bail!("PID {}: thread {}: scheduling policy {} priority {}: {e}", p.pid, t.tid, s.policy, s.prio);
         }
-        if matches!(s.policy, 0 | SCHED_BATCH | SCHED_IDLE) {
+        if matches!(s.policy & !(libc::SCHED_RESET_ON_FORK as u32), 0 | SCHED_BATCH | SCHED_IDLE) {
             // SAFETY: as above.
             if unsafe { libc::setpriority(libc::PRIO_PROCESS, t.tid as libc::id_t, s.nice) } < 0 {
                 let e = std::io::Error::last_os_error();
