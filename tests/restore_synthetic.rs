@@ -168,9 +168,10 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         root: "/".into(),
         umask: 0o022,
         fds: vec![
-            FdPlan { fd: 0, path: "/dev/null".into(), flags: nix::libc::O_RDONLY, pos: 0, cloexec: false },
+            FdPlan { fd: 0, id: 1, path: "/dev/null".into(), flags: nix::libc::O_RDONLY, pos: 0, cloexec: false },
             FdPlan {
                 fd: 1,
+                id: 2,
                 path: dir.join("out"),
                 flags: nix::libc::O_WRONLY | nix::libc::O_APPEND,
                 pos: 0,

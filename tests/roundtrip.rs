@@ -777,3 +777,31 @@ fn a_pipe_between_parent_and_child_stays_connected() {
     assert!(lines.len() >= n + 4, "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// An open file description a parent and its child share keeps one offset
+/// after the restore (their records never overwrite each other), and a
+/// pipe end reopened through /proc keeps a description, and flags, of its
+/// own.
+#[test]
+fn shared_and_separate_file_descriptions_stay_so() {
+    let _w = watchdog::start();
+    let work = scratch("shareddesc");
+    let images = work.join("images");
+    let (out, file) = (work.join("out"), work.join("shared"));
+    let mut child = start("shareddesc", &[out.as_os_str(), file.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let before = std::fs::read_to_string(&out).unwrap();
+    let last = tick(before.lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    stop(pid);
+    for l in after.lines() {
+        assert!(l.ends_with("shared=ok pipe=ok"), "{l}\n{after}");
+    }
+    // Every record whole: nothing was written over.
+    let records = std::fs::read_to_string(&file).unwrap();
+    assert!(records.lines().all(|r| r == "child" || r.starts_with("parent ")), "{records}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -24,30 +24,44 @@ pub const SETUP_FAILED: i32 = 190;
 /// How a task's log line about its failed setup starts.
 pub const SETUP_ERROR: &str = "restore setup: ";
 
-/// The tree's pipes: pipe `k` (of `pipes`) has its read end at `base + 2k`
-/// and its write end at `base + 2k + 1`, above every number any task of
-/// the tree uses or inherits from the host.
+/// The open file descriptions several fds of the tree share (every pipe
+/// end, and regular files that were dup'd or inherited): the root makes
+/// each once, at its slot above every number any task of the tree uses or
+/// inherits from the host, before it creates its children; each task dups
+/// the slots it needs to its own numbers and closes them all.
 #[derive(Debug, Clone, Default)]
-pub struct TreePipes {
+pub struct TreeFiles {
     pub base: i32,
-    /// Each pipe once, with its flags, capacity and buffered bytes (its
-    /// fds lists are not used here).
-    pub pipes: Vec<super::plan::PipePlan>,
+    /// The `files.img` id of each slot, from `base` up.
+    pub ids: Vec<u32>,
+    pub pipes: Vec<TreePipe>,
+    /// Regular files, each opened straight at its slot.
+    pub regs: Vec<Open>,
 }
 
-impl TreePipes {
-    /// The read end's number of pipe `pipe_id`.
-    fn slot(&self, pipe_id: u32) -> Option<i32> {
-        self.pipes.iter().position(|p| p.pipe_id == pipe_id).map(|k| self.base + 2 * k as i32)
+/// A pipe of the tree: its data and capacity, and its ends' descriptions.
+#[derive(Debug, Clone)]
+pub struct TreePipe {
+    /// The fds lists of its ends are not used here.
+    pub pipe: super::plan::PipePlan,
+    /// For each end after the first of its direction: the `/proc/self/fd`
+    /// path of that first one, reopened for a description of its own.
+    pub reopen: Vec<Option<CString>>,
+}
+
+impl TreeFiles {
+    /// The slot of description `id`.
+    pub fn slot(&self, id: u32) -> Option<i32> {
+        self.ids.iter().position(|&x| x == id).map(|k| self.base + k as i32)
     }
 
-    fn end(&self) -> i32 {
-        self.base + 2 * self.pipes.len() as i32
+    pub fn end(&self) -> i32 {
+        self.base + self.ids.len() as i32
     }
 }
 
 /// A file to open in the child.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Open {
     pub path: CString,
     pub flags: i32,
@@ -68,10 +82,11 @@ pub struct ChildPlan {
     pub scratch: i32,
     /// Opened first, at their service numbers (pages, exe, mapped files).
     pub service: Vec<Open>,
-    /// The dumped program's descriptors.
+    /// The dumped program's descriptors it alone had, opened by itself.
     pub fds: Vec<Open>,
-    /// Its pipes, rebuilt after the files.
-    pub pipes: Vec<super::plan::PipePlan>,
+    /// Its descriptors on the tree's shared descriptions: (fd, slot,
+    /// close-on-exec), dup'd from the slots after its own files.
+    pub takes: Vec<(i32, i32, bool)>,
     pub root: Option<CString>,
     pub cwd: CString,
     pub umask: u32,
@@ -88,11 +103,8 @@ pub struct ChildPlan {
     pub ipc_ns: Option<i32>,
     /// The words of the groups tasks join across the tree.
     pub groups: GroupWords,
-    /// Every pipe of the tree, the same in every plan: the root makes them
-    /// all at these numbers before it creates its children, so that a pipe
-    /// two processes share is one pipe again; each process takes the ends
-    /// it had and closes the rest.
-    pub tree_pipes: TreePipes,
+    /// The tree's shared descriptions, the same in every plan.
+    pub tree_files: TreeFiles,
     pub knobs: super::plan::Knobs,
 }
 
@@ -406,11 +418,13 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let chld = just(libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
-        // The root makes every pipe of the tree, for all to inherit.
+        // The root makes every shared description, for all to inherit.
         if me == 0 {
-            for pp in &p.tree_pipes.pipes {
-                let slot = p.tree_pipes.slot(pp.pipe_id).unwrap_or(0);
-                make_pipe(pp, slot, log0)?;
+            for tp in &p.tree_files.pipes {
+                make_pipe(tp, &p.tree_files, log0)?;
+            }
+            for o in &p.tree_files.regs {
+                open_at(o, log0)?;
             }
         }
         // Children first: they must be ours, in our session, and they need
@@ -455,12 +469,12 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             libc::syscall(libc::SYS_close_range, 0, keep_lo - 1, 0);
         }
         libc::syscall(libc::SYS_close_range, keep_lo + 1, keep_hi - 1, 0);
-        // Everything else goes, but the tree's pipes (above every other
-        // number), until we have taken our ends.
-        let (pipes_lo, pipes_hi) = (p.tree_pipes.base, p.tree_pipes.end());
-        if pipes_hi > pipes_lo {
-            libc::syscall(libc::SYS_close_range, keep_hi + 1, pipes_lo - 1, 0);
-            libc::syscall(libc::SYS_close_range, pipes_hi, u32::MAX, 0);
+        // Everything else goes, but the tree's slots (above every other
+        // number), until we have taken ours.
+        let (slots_lo, slots_hi) = (p.tree_files.base, p.tree_files.end());
+        if slots_hi > slots_lo {
+            libc::syscall(libc::SYS_close_range, keep_hi + 1, slots_lo - 1, 0);
+            libc::syscall(libc::SYS_close_range, slots_hi, u32::MAX, 0);
         } else {
             libc::syscall(libc::SYS_close_range, keep_hi + 1, u32::MAX, 0);
         }
@@ -468,11 +482,13 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         for o in p.service.iter().chain(&p.fds) {
             open_at(o, log)?;
         }
-        for pp in &p.pipes {
-            take_pipe(pp, &p.tree_pipes, log)?;
+        for &(fd, slot, cloexec) in &p.takes {
+            if libc::dup3(slot, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) < 0 {
+                return Err(fail(log, "placing a shared file description", b""));
+            }
         }
-        if pipes_hi > pipes_lo {
-            libc::syscall(libc::SYS_close_range, pipes_lo, pipes_hi - 1, 0);
+        if slots_hi > slots_lo {
+            libc::syscall(libc::SYS_close_range, slots_lo, slots_hi - 1, 0);
         }
         // Before chroot: /proc may be missing inside.
         if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
@@ -544,24 +560,25 @@ unsafe fn open_at(o: &Open, log: &Log) -> Result<(), Failed> {
     Ok(())
 }
 
-/// Makes pipe `pp` with its read end at `slot` and its write end at
-/// `slot + 1`: its capacity, its buffered bytes, its ends' status flags.
+/// Makes pipe `tp` with each description of its ends at its slot: its
+/// capacity, its buffered bytes, each description's status flags.
 ///
 /// # Safety
-/// Raw system calls on data of `pp`; `slot` and `slot + 1` hold nothing of
-/// ours (they are replaced).
-unsafe fn make_pipe(pp: &super::plan::PipePlan, slot: i32, log: &Log) -> Result<(), Failed> {
+/// Raw system calls on data of `tp`; its slots hold nothing of ours (they
+/// are replaced).
+unsafe fn make_pipe(tp: &TreePipe, tree: &TreeFiles, log: &Log) -> Result<(), Failed> {
     let what = b"a pipe";
+    let pp = &tp.pipe;
     // SAFETY: see the function's contract.
     unsafe {
         let mut ends = [0i32; 2];
         if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
             return Err(fail(log, "creating", what));
         }
-        // Both ends above their slots first, so placing one end never
-        // closes the other.
-        let r = libc::fcntl(ends[0], libc::F_DUPFD_CLOEXEC, slot + 2);
-        let w = libc::fcntl(ends[1], libc::F_DUPFD_CLOEXEC, slot + 2);
+        // Both ends above every slot first, so placing one never closes
+        // the other.
+        let r = libc::fcntl(ends[0], libc::F_DUPFD_CLOEXEC, tree.end());
+        let w = libc::fcntl(ends[1], libc::F_DUPFD_CLOEXEC, tree.end());
         libc::close(ends[0]);
         libc::close(ends[1]);
         if r < 0 || w < 0 {
@@ -584,32 +601,26 @@ unsafe fn make_pipe(pp: &super::plan::PipePlan, slot: i32, log: &Log) -> Result<
             }
             left = &left[n as usize..];
         }
-        libc::fcntl(r, libc::F_SETFL, pp.read_flags);
-        libc::fcntl(w, libc::F_SETFL, pp.write_flags);
-        if libc::dup3(r, slot, libc::O_CLOEXEC) < 0 || libc::dup3(w, slot + 1, libc::O_CLOEXEC) < 0 {
-            return Err(fail(log, "placing", what));
+        for (end, reopen) in pp.ends.iter().zip(&tp.reopen) {
+            let fd = match reopen {
+                None => libc::fcntl(if end.write { w } else { r }, libc::F_DUPFD_CLOEXEC, tree.end()),
+                // A description of its own on the same pipe; the other end
+                // is open, so this open does not wait.
+                Some(path) => {
+                    let mode = if end.write { libc::O_WRONLY } else { libc::O_RDONLY };
+                    libc::open(path.as_ptr(), mode | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                }
+            };
+            let Some(slot) = tree.slot(end.id) else {
+                return Err(fail(log, "finding the slot of", what));
+            };
+            if fd < 0 || libc::fcntl(fd, libc::F_SETFL, end.flags) < 0 || libc::dup3(fd, slot, libc::O_CLOEXEC) < 0 {
+                return Err(fail(log, "placing an end of", what));
+            }
+            libc::close(fd);
         }
         libc::close(r);
         libc::close(w);
-    }
-    Ok(())
-}
-
-/// Puts the ends of the tree's pipe that `pp` names at this process's fds.
-///
-/// # Safety
-/// Raw system calls; the tree's pipes are at their slots.
-unsafe fn take_pipe(pp: &super::plan::PipePlan, tree: &TreePipes, log: &Log) -> Result<(), Failed> {
-    let Some(slot) = tree.slot(pp.pipe_id) else {
-        return Err(fail(log, "finding", b"a pipe of the tree"));
-    };
-    for (ends, end) in [(&pp.read_fds, slot), (&pp.write_fds, slot + 1)] {
-        for &(fd, cloexec) in ends {
-            // SAFETY: see the function's contract.
-            if unsafe { libc::dup3(end, fd, if cloexec { libc::O_CLOEXEC } else { 0 }) } < 0 {
-                return Err(fail(log, "placing an end of", b"a pipe"));
-            }
-        }
     }
     Ok(())
 }

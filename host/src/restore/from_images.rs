@@ -14,8 +14,8 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, FdPlan, Knobs, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session, ShmAttach, ThreadPlan,
-    VmaPlan, ZombieExit, ZombiePlan,
+    AltStack, Backing, FdPlan, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session, ShmAttach,
+    ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
@@ -382,15 +382,17 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
                     pipes.len() - 1
                 }
             };
-            let pp = &mut pipes[at];
-            let status = pe.flags as i32 & !libc::O_ACCMODE;
-            if pe.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY {
-                pp.write_fds.push((f.fd as i32, cloexec));
-                pp.write_flags = status;
-            } else {
-                pp.read_fds.push((f.fd as i32, cloexec));
-                pp.read_flags = status;
-            }
+            let ends = &mut pipes[at].ends;
+            let end = match ends.iter().position(|e| e.id == f.id) {
+                Some(e) => e,
+                None => {
+                    let flags = pe.flags as i32 & !libc::O_ACCMODE;
+                    let write = pe.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
+                    ends.push(PipeEnd { id: f.id, write, flags, fds: Vec::new() });
+                    ends.len() - 1
+                }
+            };
+            ends[end].fds.push((f.fd as i32, cloexec));
             continue;
         }
         let Some(r) = &entry.reg else {
@@ -398,7 +400,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         };
         check_size(r, &format!("fd {}", f.fd))?;
         let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-        fds.push(FdPlan { fd: f.fd as i32, path: PathBuf::from(&r.name), flags, pos: r.pos, cloexec });
+        fds.push(FdPlan { fd: f.fd as i32, id: f.id, path: PathBuf::from(&r.name), flags, pos: r.pos, cloexec });
     }
 
     let mm_name = format!("mm-{pid}.img");

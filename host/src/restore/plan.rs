@@ -87,6 +87,9 @@ pub enum Session {
 #[derive(Debug, Clone)]
 pub struct FdPlan {
     pub fd: i32,
+    /// Its open file description: the `files.img` id, the same for every
+    /// fd of the tree that shares the description (dup, inheritance).
+    pub id: u32,
     pub path: PathBuf,
     /// `open` flags (never `O_CREAT`, `O_TRUNC` or `O_EXCL`).
     pub flags: i32,
@@ -94,20 +97,29 @@ pub struct FdPlan {
     pub cloexec: bool,
 }
 
-/// One pipe: the fds of its ends and what was buffered in it.
+/// One pipe: the open descriptions of its ends and what was buffered in it.
 #[derive(Debug, Clone, Default)]
 pub struct PipePlan {
     pub pipe_id: u32,
-    /// (fd, close-on-exec) of each read end and each write end.
-    pub read_fds: Vec<(i32, bool)>,
-    pub write_fds: Vec<(i32, bool)>,
-    /// Status flags (`O_NONBLOCK`, ...) of each end.
-    pub read_flags: i32,
-    pub write_flags: i32,
+    /// Each open description of either end, readers and writers alike
+    /// (a pipe reopened through `/proc/PID/fd` has several).
+    pub ends: Vec<PipeEnd>,
     /// Written into the pipe before the program runs.
     pub data: Vec<u8>,
     /// Its capacity (`F_SETPIPE_SZ`), if the images say.
     pub size: Option<u32>,
+}
+
+/// One open description of a pipe's end.
+#[derive(Debug, Clone, Default)]
+pub struct PipeEnd {
+    /// The `files.img` id.
+    pub id: u32,
+    pub write: bool,
+    /// Status flags (`O_NONBLOCK`, ...).
+    pub flags: i32,
+    /// (fd, close-on-exec) of each fd of this process on it.
+    pub fds: Vec<(i32, bool)>,
 }
 
 /// What backs a memory area.

@@ -26,7 +26,7 @@ pub struct Restored {
 /// Service fd numbers: above every fd the program had, so opening them
 /// never disturbs the program's own.
 fn service_fds(p: &ProcessPlan) -> ServiceFds {
-    let pipe_fds = p.pipes.iter().flat_map(|pp| pp.read_fds.iter().chain(&pp.write_fds)).map(|f| f.0 + 1);
+    let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
     let base = p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).max().unwrap_or(0).max(3);
     let mut next = base + 4;
     let mut files: Vec<(PathBuf, i32, i32)> = vec![];
@@ -63,7 +63,9 @@ fn is_own_exe(path: &std::path::Path) -> bool {
     }
 }
 
-fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<ChildPlan> {
+/// The plan of one task; `shared` are the regular-file descriptions the
+/// tree's root opens for all (see [`tree_files`]).
+fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32, shared: &[u32]) -> Result<ChildPlan> {
     // The child cannot say much when an open fails: the pages image is
     // checked here, and the child's own open (by path, after this check)
     // still neither follows a link nor waits on a FIFO put there since.
@@ -83,6 +85,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
     let targets = p
         .fds
         .iter()
+        .filter(|f| !shared.contains(&f.id))
         .map(|f| Ok(Open { path: cpath(&f.path)?, flags: f.flags, fd: f.fd, pos: f.pos, cloexec: f.cloexec }))
         .collect::<Result<Vec<_>>>()?;
     let highest = fds.all.iter().copied().max().unwrap_or(0);
@@ -93,7 +96,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         scratch: highest.max(log).max(sync) + 1,
         service,
         fds: targets,
-        pipes: p.pipes.clone(),
+        takes: Vec::new(),
         root: (p.root != std::path::Path::new("/")).then(|| cpath(&p.root)).transpose()?,
         cwd: cpath(&p.cwd)?,
         umask: p.umask,
@@ -105,7 +108,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32) -> Result<
         zombies: Vec::new(),
         ipc_ns: None,
         groups: Default::default(),
-        tree_pipes: Default::default(),
+        tree_files: Default::default(),
         knobs: p.knobs,
     })
 }
@@ -179,11 +182,12 @@ fn run_tree(
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
     let helpers = helper_tids(plans, zombies);
+    let shared = shared_regs(plans);
     for (p, &helper) in plans.iter().zip(&helpers) {
         let fds = service_fds(p);
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
         let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
-        let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd())?;
+        let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd(), &shared)?;
         if cp.scratch as u64 + 2 >= nofile as u64 {
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
@@ -220,8 +224,11 @@ fn run_tree(
         bail!("bad fd plan");
     }
     cps[0].ipc_ns = ipc_ns;
-    let tree_pipes = tree_pipes(plans, &cps, ipc_ns, nofile)?;
-    cps.iter_mut().for_each(|c| c.tree_pipes = tree_pipes.clone());
+    let tree = tree_files(plans, &cps, &shared, ipc_ns, nofile)?;
+    for (c, p) in cps.iter_mut().zip(plans) {
+        c.takes = takes(p, &tree, &shared)?;
+        c.tree_files = tree.clone();
+    }
     // Every task inherits these from the root: ours can go once it exists.
     let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
     cps.iter_mut().for_each(|c| c.groups = groups.words());
@@ -388,16 +395,30 @@ fn run_tree(
     }
 }
 
-/// Every pipe of the tree once, and the numbers they go to in the tasks:
-/// above every number a task uses or inherits from us and needs (its
-/// plan's fds and scratch numbers, every log and sync pipe, the IPC
-/// namespace).
-fn tree_pipes(
+/// The regular-file descriptions more than one fd of the tree is on
+/// (dup'd, or inherited by a child): a task opening its own would give it
+/// a description, and a file offset, of its own.
+fn shared_regs(plans: &[ProcessPlan]) -> Vec<u32> {
+    let mut seen = std::collections::HashMap::<u32, usize>::new();
+    for f in plans.iter().flat_map(|p| &p.fds) {
+        *seen.entry(f.id).or_default() += 1;
+    }
+    let mut ids: Vec<u32> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(id, _)| id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Every pipe end and `shared` regular file of the tree once, and the
+/// slots they go to in the tasks: above every number a task uses or
+/// inherits from us and needs (its plan's fds and scratch numbers, every
+/// log and sync pipe, the IPC namespace).
+fn tree_files(
     plans: &[ProcessPlan],
     cps: &[ChildPlan],
+    shared: &[u32],
     ipc_ns: Option<i32>,
     nofile: impl Into<u64>,
-) -> Result<child::TreePipes> {
+) -> Result<child::TreeFiles> {
     let nofile: u64 = nofile.into();
     let mut pipes: Vec<super::plan::PipePlan> = Vec::new();
     for pp in plans.iter().flat_map(|p| &p.pipes) {
@@ -405,25 +426,63 @@ fn tree_pipes(
             Some(at) => at,
             None => {
                 let data = pp.data.clone();
-                pipes.push(super::plan::PipePlan { pipe_id: pp.pipe_id, data, size: pp.size, ..Default::default() });
+                pipes.push(super::plan::PipePlan { pipe_id: pp.pipe_id, data, size: pp.size, ends: Vec::new() });
                 pipes.len() - 1
             }
         };
-        if !pp.read_fds.is_empty() {
-            pipes[at].read_flags = pp.read_flags;
-        }
-        if !pp.write_fds.is_empty() {
-            pipes[at].write_flags = pp.write_flags;
+        for e in &pp.ends {
+            if !pipes[at].ends.iter().any(|x| x.id == e.id) {
+                pipes[at].ends.push(super::plan::PipeEnd { fds: Vec::new(), ..e.clone() });
+            }
         }
     }
     let inherited = cps.iter().flat_map(|c| [c.scratch, c.log_fd.0 + 1, c.sync_fd.0 + 1]).chain(ipc_ns.map(|n| n + 1));
     // Two more for the temporary numbers the log and sync pipes pass by.
     let base = inherited.max().unwrap_or(3) + 2;
-    let end = base as u64 + 2 * pipes.len() as u64;
-    if !pipes.is_empty() && end >= nofile {
-        bail!("the tree's {} pipes need fd numbers up to {end}, above RLIMIT_NOFILE ({nofile})", pipes.len());
+    let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
+    ids.extend(shared);
+    let end = base as u64 + ids.len() as u64;
+    // The pipes' two ends pass by the two numbers above the slots.
+    if !ids.is_empty() && end + 2 >= nofile {
+        bail!(
+            "the tree's {} shared file descriptions need fd numbers up to {end}, above RLIMIT_NOFILE ({nofile})",
+            ids.len()
+        );
     }
-    Ok(child::TreePipes { base, pipes })
+    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new() };
+    for pipe in pipes {
+        let mut reopen = Vec::new();
+        for (k, e) in pipe.ends.iter().enumerate() {
+            let first = pipe.ends[..k].iter().find(|x| x.write == e.write);
+            reopen.push(match first {
+                Some(x) => {
+                    Some(cpath(std::path::Path::new(&format!("/proc/self/fd/{}", tree.slot(x.id).unwrap_or(-1))))?)
+                }
+                None => None,
+            });
+        }
+        tree.pipes.push(child::TreePipe { pipe, reopen });
+    }
+    for &id in shared {
+        let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
+        let slot = tree.slot(id).context("a shared file without a slot")?;
+        tree.regs.push(Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true });
+    }
+    Ok(tree)
+}
+
+/// The (fd, slot, close-on-exec) of each fd of `p` on a description of the
+/// tree's.
+fn takes(p: &ProcessPlan, tree: &child::TreeFiles, shared: &[u32]) -> Result<Vec<(i32, i32, bool)>> {
+    let pipes = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| e.fds.iter().map(move |&(fd, c)| (e.id, fd, c)));
+    let regs = p.fds.iter().filter(|f| shared.contains(&f.id)).map(|f| (f.id, f.fd, f.cloexec));
+    pipes
+        .chain(regs)
+        .map(|(id, fd, cloexec)| {
+            let slot = tree.slot(id).with_context(|| format!("PID {}: fd {fd}: no slot for file {id}", p.pid))?;
+            Ok((fd, slot, cloexec))
+        })
+        .collect()
 }
 
 /// Gives `p` its OOM score adjustment, and each of its

@@ -1,0 +1,72 @@
+/* Open file descriptions shared and not shared. A parent and its child
+ * write records through one inherited description of SCRATCH (no
+ * O_APPEND): with its offset shared, the writer's offset is always the
+ * file's end; two descriptions would overwrite each other's records. The
+ * parent also reads its pipe through a second description of the read end
+ * (reopened through /proc, O_NONBLOCK) while the first stays blocking.
+ * Every tick: "tick=N shared=ok|BAD pipe=ok|BAD" to OUTFILE.
+ * usage: shareddesc OUTFILE SCRATCH */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+
+static void nap(long ms)
+{
+	struct timespec ts = {0, ms * 1000000};
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+/* Our offset is the file's end, give or take a record the other process
+ * is writing right now. */
+static int at_end(int fd)
+{
+	for (int i = 0; i < 50; i++) {
+		struct stat st;
+		off_t pos = lseek(fd, 0, SEEK_CUR);
+		if (fstat(fd, &st) == 0 && pos == st.st_size)
+			return 1;
+		nap(2);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 3)
+		return 2;
+	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
+	int shared = open(argv[2], O_RDWR | O_CREAT | O_TRUNC, 0644);
+	int p[2];
+	if (out < 0 || shared < 0 || pipe(p))
+		return 3;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
+	int r2 = open(path, O_RDONLY | O_NONBLOCK);
+	if (r2 < 0)
+		return 4;
+	if (fork() == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;) {
+			if (write(shared, "child\n", 6) != 6)
+				return 5;
+			nap(7);
+		}
+	}
+	for (unsigned long tick = 1;; tick++) {
+		char rec[32];
+		int n = snprintf(rec, sizeof rec, "parent %lu\n", tick);
+		int ok_shared = write(shared, rec, n) == n && at_end(shared);
+		char c = 'x', got = 0;
+		int ok_pipe = write(p[1], &c, 1) == 1 && read(r2, &got, 1) == 1 && got == 'x' &&
+			      (fcntl(r2, F_GETFL) & O_NONBLOCK) && !(fcntl(p[0], F_GETFL) & O_NONBLOCK);
+		dprintf(out, "tick=%lu shared=%s pipe=%s\n", tick, ok_shared ? "ok" : "BAD", ok_pipe ? "ok" : "BAD");
+		nap(40);
+	}
+}
