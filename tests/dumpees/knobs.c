@@ -1,7 +1,8 @@
 /* Process and thread settings a restore must keep, printed every tick:
  * child subreaper, THP disabled, personality, the nice value of the main
- * thread and of a second thread, which also runs SCHED_BATCH, the timer
- * slack (both threads) and the OOM score adjustment.
+ * thread and of a second thread, which also runs SCHED_BATCH with
+ * SCHED_RESET_ON_FORK, the timer slack (both threads), the OOM score
+ * adjustment and the membarrier registrations.
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -29,7 +30,7 @@ static void *worker(void *arg)
 {
 	(void)arg;
 	struct sched_param sp = { 0 };
-	sched_setscheduler(0, SCHED_BATCH, &sp);
+	sched_setscheduler(0, SCHED_BATCH | SCHED_RESET_ON_FORK, &sp);
 	setpriority(PRIO_PROCESS, 0, 3);
 	worker_tid = syscall(SYS_gettid);
 	for (;;) {
@@ -54,6 +55,8 @@ int main(int argc, char **argv)
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	personality(ADDR_NO_RANDOMIZE);
 	setpriority(PRIO_PROCESS, 0, 7);
+	if (syscall(SYS_membarrier, 1 << 4 /* REGISTER_PRIVATE_EXPEDITED */, 0, 0))
+		return 5;
 	if (pthread_create(&t, 0, worker, 0))
 		return 3;
 	while (!worker_tid)
@@ -68,10 +71,10 @@ int main(int argc, char **argv)
 		adj[got > 0 ? got - 1 : 0] = 0;
 		dprintf(fd,
 			"tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d "
-			"slack=%d worker_slack=%lu oom_score_adj=%s\n",
+			"slack=%d worker_slack=%lu oom_score_adj=%s membarrier=%#lx\n",
 			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
 			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid),
-			prctl(PR_GET_TIMERSLACK), worker_slack, adj);
+			prctl(PR_GET_TIMERSLACK), worker_slack, adj, syscall(SYS_membarrier, 1 << 9 /* GET_REGISTRATIONS */, 0, 0));
 		nap(20);
 	}
 }

@@ -491,7 +491,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             child_subreaper: Some(task.child_subreaper),
             timer_slack_ns: Some(task.timer_slack_ns),
             blk_sigset_extended: None,
-            membarrier_registration_mask: None,
+            membarrier_registration_mask: (task.membarrier != 0).then_some(task.membarrier),
             ..Default::default()
         }
     });

@@ -86,6 +86,8 @@ pub struct TaskCore {
     /// Signals 1..=64 without SIGKILL and SIGSTOP.
     pub sigactions: Vec<SigAction>,
     pub child_subreaper: bool,
+    /// The `MEMBARRIER_CMD_REGISTER_*` commands the process issued.
+    pub membarrier: u32,
     /// Every thread's (they must agree).
     pub timer_slack_ns: u64,
     pub exit_signal: i32,

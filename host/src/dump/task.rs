@@ -128,6 +128,7 @@ pub fn process_state(pid: i32, tramp: Trampoline) -> Result<ProcessState> {
     }
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_CHILD_SUBREAPER, s])?, "PR_GET_CHILD_SUBREAPER", pid)?;
     core.child_subreaper = inj.read_scratch(4)? != [0; 4];
+    core.membarrier = membarrier_registrations(&mut inj, pid)?;
     for mut t in posix_timers(&procfs::read_string(pid, "timers")?) {
         check(inj.syscall(nr::__NR_timer_gettime, &[t.id as u64, s])?, "timer_gettime", pid)?;
         let b = inj.read_scratch(32)?;
@@ -273,4 +274,26 @@ mod timer_tests {
         assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
         assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
     }
+}
+
+/// The `membarrier` commands the process registered for, as the mask of
+/// `MEMBARRIER_CMD_REGISTER_*` bits: asked directly (Linux 6.3+), or else
+/// found by issuing each private expedited barrier, which only a registered
+/// process may (the register command is the barrier's bit shifted by one).
+fn membarrier_registrations(inj: &mut Injector, pid: i32) -> Result<u32> {
+    const GET_REGISTRATIONS: u64 = 1 << 9;
+    const PRIVATE_EXPEDITED: [u64; 3] = [1 << 3, 1 << 5, 1 << 7];
+    let got = inj.syscall(nr::__NR_membarrier, &[GET_REGISTRATIONS, 0, 0])?;
+    if got >= 0 {
+        return Ok(got as u32);
+    }
+    let mut mask = 0;
+    for cmd in PRIVATE_EXPEDITED {
+        match inj.syscall(nr::__NR_membarrier, &[cmd, 0, 0])? {
+            0 => mask |= (cmd << 1) as u32,
+            e if [-nix::libc::EPERM, -nix::libc::EINVAL, -nix::libc::ENOSYS].contains(&(e as i32)) => {}
+            e => bail!("process {pid}: membarrier({cmd:#x}) failed: {e}"),
+        }
+    }
+    Ok(mask)
 }

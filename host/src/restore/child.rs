@@ -502,6 +502,11 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         {
             return Err(fail(log, "PR_SET_TIMERSLACK", b""));
         }
+        for bit in (0..32).filter(|b| p.knobs.membarrier & (1 << b) != 0) {
+            if libc::syscall(libc::SYS_membarrier, 1 << bit, 0, 0) < 0 {
+                return Err(fail(log, "registering for membarrier", b""));
+            }
+        }
         if let Some(uid) = p.knobs.loginuid
             && !set_loginuid(uid)
         {

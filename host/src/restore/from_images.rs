@@ -558,6 +558,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             timer_slack_ns: tc.timer_slack_ns,
             oom_score_adj: tc.oom_score_adj,
             loginuid: tc.loginuid,
+            membarrier: tc.membarrier_registration_mask.unwrap_or(0),
         },
     })
 }

@@ -236,6 +236,9 @@ pub struct Knobs {
     pub oom_score_adj: Option<i32>,
     /// Set by the task itself (the kernel lets no one else).
     pub loginuid: Option<u32>,
+    /// `MEMBARRIER_CMD_REGISTER_*` commands to issue: they register the
+    /// address space, which the blob keeps.
+    pub membarrier: u32,
 }
 
 /// A thread's scheduling (CRIU's `sched_policy`, `sched_prio`,
