@@ -179,6 +179,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             },
         ],
         pipes: vec![],
+        owners: vec![],
         vmas: vec![
             anon(CODE, (nix::libc::PROT_READ | nix::libc::PROT_EXEC) as u32),
             anon(DATA, (nix::libc::PROT_READ | nix::libc::PROT_WRITE) as u32),

@@ -782,7 +782,7 @@ fn a_pipe_between_parent_and_child_stays_connected() {
 /// An open file description a parent and its child share keeps one offset
 /// after the restore (their records never overwrite each other), and a
 /// pipe end reopened through /proc keeps a description, and flags, of its
-/// own.
+/// own, with the signal owner and signal the program gave it.
 #[test]
 fn shared_and_separate_file_descriptions_stay_so() {
     let _w = watchdog::start();
@@ -799,7 +799,7 @@ fn shared_and_separate_file_descriptions_stay_so() {
     let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
     stop(pid);
     for l in after.lines() {
-        assert!(l.ends_with("shared=ok pipe=ok"), "{l}\n{after}");
+        assert!(l.ends_with("shared=ok pipe=ok owner=ok"), "{l}\n{after}");
     }
     // Every record whole: nothing was written over.
     let records = std::fs::read_to_string(&file).unwrap();

@@ -3,8 +3,10 @@
  * O_APPEND): with its offset shared, the writer's offset is always the
  * file's end; two descriptions would overwrite each other's records. The
  * parent also reads its pipe through a second description of the read end
- * (reopened through /proc, O_NONBLOCK) while the first stays blocking.
- * Every tick: "tick=N shared=ok|BAD pipe=ok|BAD" to OUTFILE.
+ * (reopened through /proc, O_NONBLOCK) while the first stays blocking,
+ * and has made itself the owner of that second description, with SIGUSR2
+ * for its signal (F_SETOWN_EX, F_SETSIG).
+ * Every tick: "tick=N shared=ok|BAD pipe=ok|BAD owner=ok|BAD" to OUTFILE.
  * usage: shareddesc OUTFILE SCRATCH */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -49,7 +51,8 @@ int main(int argc, char **argv)
 	char path[64];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
 	int r2 = open(path, O_RDONLY | O_NONBLOCK);
-	if (r2 < 0)
+	struct f_owner_ex me = {F_OWNER_PID, getpid()};
+	if (r2 < 0 || fcntl(r2, F_SETOWN_EX, &me) || fcntl(r2, F_SETSIG, SIGUSR2))
 		return 4;
 	if (fork() == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -66,7 +69,11 @@ int main(int argc, char **argv)
 		char c = 'x', got = 0;
 		int ok_pipe = write(p[1], &c, 1) == 1 && read(r2, &got, 1) == 1 && got == 'x' &&
 			      (fcntl(r2, F_GETFL) & O_NONBLOCK) && !(fcntl(p[0], F_GETFL) & O_NONBLOCK);
-		dprintf(out, "tick=%lu shared=%s pipe=%s\n", tick, ok_shared ? "ok" : "BAD", ok_pipe ? "ok" : "BAD");
+		struct f_owner_ex owner = {0, 0};
+		int ok_owner = fcntl(r2, F_GETOWN_EX, &owner) == 0 && owner.type == F_OWNER_PID &&
+			       owner.pid == getpid() && fcntl(r2, F_GETSIG) == SIGUSR2 && fcntl(p[0], F_GETSIG) == 0;
+		dprintf(out, "tick=%lu shared=%s pipe=%s owner=%s\n", tick, ok_shared ? "ok" : "BAD", ok_pipe ? "ok" : "BAD",
+			ok_owner ? "ok" : "BAD");
 		nap(40);
 	}
 }

@@ -63,6 +63,18 @@ pub struct PipeData {
     pub size: u32,
 }
 
+/// Who gets the file's SIGIO/SIGURG (`F_SETOWN_EX`, `F_SETSIG`), and the
+/// uids of whoever set it (the kernel checks them when it signals).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fown {
+    pub uid: u32,
+    pub euid: u32,
+    pub signum: u32,
+    /// `F_OWNER_TID`, `F_OWNER_PID` or `F_OWNER_PGRP`.
+    pub pid_type: u32,
+    pub pid: u32,
+}
+
 /// One fd of a process (`fdinfo-N.img`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fd {
@@ -83,6 +95,8 @@ pub struct Files {
     descriptions: Vec<(i32, i32, u64, u64, u32)>,
     /// The PIDs of the tree.
     pub tree: Vec<i32>,
+    /// Owners of the descriptions that have one, by file id.
+    pub owners: HashMap<u32, Fown>,
 }
 
 impl Files {
@@ -123,13 +137,24 @@ impl Files {
 
     /// Every fd of process `pid`, in number order.
     pub fn fds(&mut self, pid: i32) -> Result<Vec<Fd>> {
-        let dir = procfs::path(pid, "fd");
-        let mut nums: Vec<i32> = fs::read_dir(&dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        nums.sort_unstable();
-        nums.into_iter().map(|fd| self.fd(pid, fd)).collect()
+        fd_numbers(pid)?.into_iter().map(|fd| self.fd(pid, fd)).collect()
+    }
+
+    /// Records the owner of the description behind `fd`, as `pid` asked for
+    /// it; an owner outside the tree would be some other process, or none,
+    /// after a restore.
+    pub fn set_owner(&mut self, pid: i32, fds: &[Fd], fd: i32, owner: Fown) -> Result<()> {
+        let Some(f) = fds.iter().find(|f| f.fd == fd as u32) else { return Ok(()) };
+        if owner.pid != 0 && !self.tree.contains(&(owner.pid as i32)) {
+            let kind = ["thread", "process", "process group"].get(owner.pid_type as usize).unwrap_or(&"task");
+            bail!(
+                "process {pid}: fd {fd} sends its signals to {kind} {}, which is not in the dumped tree: \
+                 not supported",
+                owner.pid
+            );
+        }
+        self.owners.insert(f.id, owner);
+        Ok(())
     }
 
     fn fd(&mut self, pid: i32, fd: i32) -> Result<Fd> {
@@ -223,6 +248,17 @@ impl Files {
         }
         Ok(None)
     }
+}
+
+/// The fd numbers of process `pid`, in order.
+pub fn fd_numbers(pid: i32) -> Result<Vec<i32>> {
+    let dir = procfs::path(pid, "fd");
+    let mut nums: Vec<i32> = fs::read_dir(&dir)
+        .with_context(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    nums.sort_unstable();
+    Ok(nums)
 }
 
 /// Terminal majors: the console and vt (4, 5), pty slaves (136-143).

@@ -173,8 +173,16 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     }
 
     let mut files = Writer::new(Kind::Files);
-    let fown = FownEntry { uid: 0, euid: 0, signum: 0, pid_type: 0, pid: 0, ..Default::default() };
     for e in &tree.files.entries {
+        let o = tree.files.owners.get(&e.id).copied().unwrap_or_default();
+        let fown = FownEntry {
+            uid: o.uid,
+            euid: o.euid,
+            signum: o.signum,
+            pid_type: o.pid_type,
+            pid: o.pid,
+            ..Default::default()
+        };
         let entry = match &e.kind {
             FileKind::Reg(r) => FileEntry {
                 r#type: FdType::Reg as i32,

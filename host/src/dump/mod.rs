@@ -144,7 +144,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         if let inject::Trampoline::Bare { .. } = tramp {
             log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
         }
-        let ps = task::process_state(pid, tramp)?;
+        let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?)?;
         let mut threads: Vec<model::Thread> = Vec::new();
         for &tid in &fp.threads {
             threads.push(task::thread_state(pid, tid, tramp)?);
@@ -183,6 +183,9 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
             out_vmas.push(VmaOut { vma: v.clone(), shmid, fdflags });
         }
         let fds = files.fds(pid)?;
+        for &(fd, owner) in &ps.owners {
+            files.set_owner(pid, &fds, fd, owner)?;
+        }
         let cwd_id = files.dir(pid, "cwd")?;
         let root_id = files.dir(pid, "root")?;
 

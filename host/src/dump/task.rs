@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as nr;
 
+use super::files::Fown;
 use super::inject::{Injector, Trampoline, find_syscall_insn, scan};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
@@ -83,9 +84,13 @@ pub struct ProcessState {
     pub dumpable: i32,
     /// A SIGSTOP came while we asked: the process stops once let go.
     pub stopping: bool,
+    /// The fds (of those asked about) whose description has an owner or a
+    /// signal of its own.
+    pub owners: Vec<(i32, Fown)>,
 }
 
-pub fn process_state(pid: i32, tramp: Trampoline) -> Result<ProcessState> {
+/// Process-wide state; `fds` are the fds to ask the owner of.
+pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32]) -> Result<ProcessState> {
     let stat = procfs::stat(pid, pid)?;
     let mut core = TaskCore {
         flags: stat.flags,
@@ -138,8 +143,34 @@ pub fn process_state(pid: i32, tramp: Trampoline) -> Result<ProcessState> {
     }
     let dumpable = check(inj.syscall(nr::__NR_prctl, &[PR_GET_DUMPABLE])?, "PR_GET_DUMPABLE", pid)? as i32;
     let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
+    let owners = owners(&mut inj, pid, fds)?;
     let stopping = inj.finish()?;
-    Ok(ProcessState { core, brk, dumpable, stopping })
+    Ok(ProcessState { core, brk, dumpable, stopping, owners })
+}
+
+/// `F_GETOWN_EX`, `F_GETSIG` and `F_GETOWNER_UIDS` of each fd, where there
+/// is an owner or a signal.
+fn owners(inj: &mut Injector, pid: i32, fds: &[i32]) -> Result<Vec<(i32, Fown)>> {
+    use nr::{F_GETOWN_EX, F_GETSIG};
+    const F_GETOWNER_UIDS: u64 = 17;
+    let s = inj.scratch();
+    let mut out = Vec::new();
+    for &fd in fds {
+        let what = |call: &str| format!("fcntl({fd}, {call})");
+        check(inj.syscall(nr::__NR_fcntl, &[fd as u64, F_GETOWN_EX as u64, s])?, &what("F_GETOWN_EX"), pid)?;
+        let b = inj.read_scratch(8)?;
+        let word = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        let (pid_type, owner) = (word(0), word(1));
+        let signum = check(inj.syscall(nr::__NR_fcntl, &[fd as u64, F_GETSIG as u64])?, &what("F_GETSIG"), pid)?;
+        if owner == 0 && signum == 0 {
+            continue;
+        }
+        check(inj.syscall(nr::__NR_fcntl, &[fd as u64, F_GETOWNER_UIDS, s])?, &what("F_GETOWNER_UIDS"), pid)?;
+        let b = inj.read_scratch(8)?;
+        let uid = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        out.push((fd, Fown { uid: uid(0), euid: uid(1), signum: signum as u32, pid_type, pid: owner }));
+    }
+    Ok(out)
 }
 
 /// One thread's state; `leader` says whether its mask is the process's.
@@ -263,19 +294,6 @@ fn posix_timers(text: &str) -> Vec<super::model::PosixTimer> {
     out
 }
 
-#[cfg(test)]
-mod timer_tests {
-    #[test]
-    fn parses_proc_timers() {
-        let t = super::posix_timers(
-            "ID: 0\nsignal: 12/00000000deadbeef\nnotify: signal/pid.77\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.78\nClockID: 0\n",
-        );
-        assert_eq!(t.len(), 2);
-        assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
-        assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
-    }
-}
-
 /// The `membarrier` commands the process registered for, as the mask of
 /// `MEMBARRIER_CMD_REGISTER_*` bits: asked directly (Linux 6.3+), or else
 /// found by issuing each private expedited barrier, which only a registered
@@ -296,4 +314,17 @@ fn membarrier_registrations(inj: &mut Injector, pid: i32) -> Result<u32> {
         }
     }
     Ok(mask)
+}
+
+#[cfg(test)]
+mod timer_tests {
+    #[test]
+    fn parses_proc_timers() {
+        let t = super::posix_timers(
+            "ID: 0\nsignal: 12/00000000deadbeef\nnotify: signal/pid.77\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.78\nClockID: 0\n",
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
+        assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
+    }
 }

@@ -14,8 +14,8 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, FdPlan, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session, ShmAttach,
-    ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    AltStack, Backing, FdOwner, FdPlan, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session,
+    ShmAttach, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
@@ -369,8 +369,31 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let fdinfo = format!("fdinfo-{}.img", p.ids.files_id);
     let mut fds = Vec::new();
     let mut pipes: Vec<PipePlan> = Vec::new();
+    let mut owners: Vec<(u32, FdOwner)> = Vec::new();
     for (i, f) in p.fds.iter().enumerate() {
         let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
+        let fown = entry.reg.as_ref().map(|r| &r.fown).or(entry.pipe.as_ref().map(|p| &p.fown));
+        if let Some(o) = fown.filter(|o| o.pid != 0 || o.signum != 0)
+            && !owners.iter().any(|(id, _)| *id == f.id)
+        {
+            if o.pid_type > 2 || o.signum > 64 {
+                bail!(
+                    "files.img: entry id {}: fown: pid_type {} or signum {} out of range",
+                    f.id,
+                    o.pid_type,
+                    o.signum
+                );
+            }
+            let owner = FdOwner {
+                fd: f.fd as i32,
+                uid: o.uid,
+                euid: o.euid,
+                signum: o.signum,
+                pid_type: o.pid_type,
+                pid: o.pid,
+            };
+            owners.push((f.id, owner));
+        }
         let ty = FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
         let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
         if let Some(pe) = &entry.pipe {
@@ -526,6 +549,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         umask: p.fs.umask.unwrap_or(0o022),
         fds,
         pipes,
+        owners: owners.into_iter().map(|(_, o)| o).collect(),
         vmas,
         pages: p.pages.clone(),
         page_runs,

@@ -27,6 +27,9 @@ pub struct ProcessPlan {
     pub fds: Vec<FdPlan>,
     /// Pipes whose ends the program held, rebuilt with their data.
     pub pipes: Vec<PipePlan>,
+    /// Descriptions with a signal owner or signal of their own, by one fd
+    /// of this process on each; set while the tree is held.
+    pub owners: Vec<FdOwner>,
     pub vmas: Vec<VmaPlan>,
     /// The raw pages image the page runs read from.
     pub pages: PathBuf,
@@ -108,6 +111,19 @@ pub struct PipePlan {
     pub data: Vec<u8>,
     /// Its capacity (`F_SETPIPE_SZ`), if the images say.
     pub size: Option<u32>,
+}
+
+/// `F_SETOWN_EX`/`F_SETSIG` of the description behind `fd` (CRIU's
+/// `fown_entry`): the owner, and the uids the kernel checks when it
+/// signals, which are those of whoever set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdOwner {
+    pub fd: i32,
+    pub uid: u32,
+    pub euid: u32,
+    pub signum: u32,
+    pub pid_type: u32,
+    pub pid: u32,
 }
 
 /// One open description of a pipe's end.

@@ -499,6 +499,9 @@ fn set_held_state(p: &ProcessPlan) -> Result<()> {
     if let Some(adj) = p.knobs.oom_score_adj {
         write("oom_score_adj", adj.to_string())?;
     }
+    if !p.owners.is_empty() {
+        set_owners(p)?;
+    }
 
     const SCHED_BATCH: u32 = 3;
     const SCHED_IDLE: u32 = 5;
@@ -516,6 +519,65 @@ fn set_held_state(p: &ProcessPlan) -> Result<()> {
                 let e = std::io::Error::last_os_error();
                 bail!("PID {}: thread {}: nice {}: {e}", p.pid, t.tid, s.nice);
             }
+        }
+    }
+    Ok(())
+}
+
+/// Gives each description of `p` that had one its signal owner and signal,
+/// through a copy of one of its fds (`pidfd_getfd`: the same description).
+/// The kernel keeps the uids of whoever sets the owner and checks them when
+/// it signals: this thread takes the dumped ones for the call (raw
+/// `setresuid` changes only the calling thread, and the saved uid 0 brings
+/// it back).
+fn set_owners(p: &ProcessPlan) -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain system calls on integers; each fd returned is owned here.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
+    if pidfd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("PID {}: pidfd_open", p.pid));
+    }
+    // SAFETY: a fresh fd of ours.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    for o in &p.owners {
+        let what = || {
+            format!(
+                "PID {}: fd {}: setting its owner {} (type {}) and signal {}",
+                p.pid, o.fd, o.pid, o.pid_type, o.signum
+            )
+        };
+        // SAFETY: as above.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), o.fd, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(what);
+        }
+        // SAFETY: a fresh fd of ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let set_sig = linux_raw_sys::general::F_SETSIG as libc::c_int;
+        // SAFETY: fcntl with integer arguments on our fd.
+        if o.signum != 0 && unsafe { libc::fcntl(fd.as_raw_fd(), set_sig, o.signum as libc::c_int) } < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(what);
+        }
+        if o.pid == 0 {
+            continue;
+        }
+        let owner = linux_raw_sys::general::f_owner_ex { type_: o.pid_type as _, pid: o.pid as _ };
+        // SAFETY: per-thread credential switches by raw system call, undone
+        // below; fcntl reads one f_owner_ex from a live local.
+        let res = unsafe {
+            if libc::syscall(libc::SYS_setresuid, o.uid, o.euid, u32::MAX) < 0 {
+                return Err(std::io::Error::last_os_error()).with_context(what);
+            }
+            let res = libc::fcntl(fd.as_raw_fd(), linux_raw_sys::general::F_SETOWN_EX as libc::c_int, &owner);
+            let err = std::io::Error::last_os_error();
+            if libc::syscall(libc::SYS_setresuid, 0, 0, u32::MAX) < 0 {
+                // This thread cannot get root back: nothing after it can work.
+                std::process::abort();
+            }
+            (res, err)
+        };
+        if res.0 < 0 {
+            return Err(res.1).with_context(what);
         }
     }
     Ok(())
