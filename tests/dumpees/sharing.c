@@ -1,14 +1,22 @@
 /* State a dump cannot keep yet, one kind per run: "files" and "fs" start a
  * child that shares the file table or cwd/umask (clone with CLONE_FILES or
  * CLONE_FS), "timens" asks for a new time namespace for the next children
- * (unshare(CLONE_NEWTIME)). Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens */
+ * (unshare(CLONE_NEWTIME)), "orphan" leaves a grandchild, adopted as the
+ * subreaper, in a process group whose leader has exited, "procfile" keeps
+ * its own /proc/PID/stat open, "guard" installs a guard page
+ * (MADV_GUARD_INSTALL; prints "unsupported" where the kernel lacks it).
+ * Prints "ready" on stdout, then sleeps.
+ * usage: sharing files|fs|timens|orphan|procfile|guard */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int sleeper(void *arg)
@@ -26,6 +34,31 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "timens") == 0) {
 		if (unshare(CLONE_NEWTIME))
 			return 3;
+	} else if (strcmp(argv[1], "orphan") == 0) {
+		prctl(PR_SET_CHILD_SUBREAPER, 1);
+		pid_t leader = fork();
+		if (leader == 0) {
+			setpgid(0, 0);
+			if (fork() == 0) {
+				prctl(PR_SET_PDEATHSIG, SIGKILL);
+				for (;;)
+					pause();
+			}
+			_exit(0);
+		}
+		if (leader < 0 || waitpid(leader, 0, 0) != leader)
+			return 5;
+	} else if (strcmp(argv[1], "procfile") == 0) {
+		if (open("/proc/self/stat", O_RDONLY) < 0)
+			return 6;
+	} else if (strcmp(argv[1], "guard") == 0) {
+		char *p = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 7;
+		if (madvise(p + 4096, 4096, 102 /* MADV_GUARD_INSTALL */)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
 	} else {
 		int flag = strcmp(argv[1], "files") == 0 ? CLONE_FILES : CLONE_FS;
 		size_t size = 64 * 1024;
