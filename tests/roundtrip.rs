@@ -806,3 +806,26 @@ fn shared_and_separate_file_descriptions_stay_so() {
     assert!(records.lines().all(|r| r == "child" || r.starts_with("parent ")), "{records}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A chrooted process comes back in its root, with its cwd below it.
+#[test]
+fn a_chrooted_process_keeps_its_root_and_cwd() {
+    let _w = watchdog::start();
+    let work = scratch("chrooted");
+    let images = work.join("images");
+    let (out, root) = (work.join("out"), work.join("root"));
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/marker"), b"").unwrap();
+    let mut child = start("chrooted", &[out.as_os_str(), root.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let seen_root = std::fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    stop(pid);
+    assert_eq!(seen_root, root, "{after}");
+    assert!(after.lines().all(|l| l.ends_with("cwd=/sub found=1")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
