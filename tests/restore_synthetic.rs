@@ -223,6 +223,8 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             rseq: None,
             pdeath_sig: 0,
             sched: Default::default(),
+            affinity: vec![],
+            ioprio: None,
             creds: None,
             seccomp: Default::default(),
         }],

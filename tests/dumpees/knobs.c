@@ -2,7 +2,9 @@
  * child subreaper, THP disabled, personality, the nice value of the main
  * thread and of a second thread, which also runs SCHED_BATCH with
  * SCHED_RESET_ON_FORK, the timer slack (both threads), the OOM score
- * adjustment and the membarrier registrations.
+ * adjustment, the membarrier registrations, the second thread's CPU
+ * affinity (CPU 0) and I/O priority (best effort, level 6) and the core
+ * dump filter.
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -18,6 +20,8 @@
 
 static volatile pid_t worker_tid;
 static volatile unsigned long worker_slack;
+static volatile long worker_ioprio;
+static volatile unsigned long worker_cpus;
 
 static void nap(long ms)
 {
@@ -32,9 +36,19 @@ static void *worker(void *arg)
 	struct sched_param sp = { 0 };
 	sched_setscheduler(0, SCHED_BATCH | SCHED_RESET_ON_FORK, &sp);
 	setpriority(PRIO_PROCESS, 0, 3);
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	sched_setaffinity(0, sizeof one, &one);
+	syscall(SYS_ioprio_set, 1 /* IOPRIO_WHO_PROCESS */, 0, (2 << 13) | 6 /* best effort, 6 */);
 	worker_tid = syscall(SYS_gettid);
 	for (;;) {
 		worker_slack = prctl(PR_GET_TIMERSLACK);
+		worker_ioprio = syscall(SYS_ioprio_get, 1, 0);
+		cpu_set_t now;
+		CPU_ZERO(&now);
+		sched_getaffinity(0, sizeof now, &now);
+		worker_cpus = now.__bits[0];
 		nap(10);
 	}
 	return 0;
@@ -52,6 +66,10 @@ int main(int argc, char **argv)
 	if (oom < 0 || write(oom, "100", 3) != 3)
 		return 4;
 	close(oom);
+	int filter = open("/proc/self/coredump_filter", O_WRONLY);
+	if (filter < 0 || write(filter, "0x3f", 4) != 4)
+		return 6;
+	close(filter);
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	personality(ADDR_NO_RANDOMIZE);
 	setpriority(PRIO_PROCESS, 0, 7);
@@ -69,12 +87,19 @@ int main(int argc, char **argv)
 		ssize_t got = read(oom, adj, sizeof adj - 1);
 		close(oom);
 		adj[got > 0 ? got - 1 : 0] = 0;
+		char core[16] = "";
+		int cf = open("/proc/self/coredump_filter", O_RDONLY);
+		got = read(cf, core, sizeof core - 1);
+		close(cf);
+		core[got > 0 ? got - 1 : 0] = 0;
 		dprintf(fd,
 			"tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d "
-			"slack=%d worker_slack=%lu oom_score_adj=%s membarrier=%#lx\n",
+			"slack=%d worker_slack=%lu oom_score_adj=%s membarrier=%#lx worker_cpus=%#lx worker_ioprio=%#lx "
+			"coredump_filter=%s\n",
 			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
 			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid),
-			prctl(PR_GET_TIMERSLACK), worker_slack, adj, syscall(SYS_membarrier, 1 << 9 /* GET_REGISTRATIONS */, 0, 0));
+			prctl(PR_GET_TIMERSLACK), worker_slack, adj, syscall(SYS_membarrier, 1 << 9 /* GET_REGISTRATIONS */, 0, 0),
+			worker_cpus, worker_ioprio, core);
 		nap(20);
 	}
 }

@@ -500,6 +500,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             timer_slack_ns: Some(task.timer_slack_ns),
             blk_sigset_extended: None,
             membarrier_registration_mask: (task.membarrier != 0).then_some(task.membarrier),
+            coredump_filter: Some(task.coredump_filter),
             ..Default::default()
         }
     });
@@ -520,6 +521,8 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             sched_nice: Some(t.sched_nice),
             sched_policy: Some(t.sched_policy),
             sched_prio: Some(t.sched_prio),
+            cpu_affinity: t.affinity.clone(),
+            ioprio: Some(t.ioprio),
             blk_sigset: Some(t.blk_sigset),
             sas: Some(ThreadSasEntry { ss_sp: t.sas.0, ss_size: t.sas.1, ss_flags: t.sas.2, ..Default::default() }),
             pdeath_sig: Some(t.pdeath_sig),

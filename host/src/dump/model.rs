@@ -88,6 +88,7 @@ pub struct TaskCore {
     pub child_subreaper: bool,
     /// The `MEMBARRIER_CMD_REGISTER_*` commands the process issued.
     pub membarrier: u32,
+    pub coredump_filter: u32,
     /// Every thread's (they must agree).
     pub timer_slack_ns: u64,
     pub exit_signal: i32,
@@ -152,6 +153,9 @@ pub struct Thread {
     pub sched_nice: i32,
     pub sched_policy: u32,
     pub sched_prio: u32,
+    /// `sched_getaffinity` words.
+    pub affinity: Vec<u64>,
+    pub ioprio: u32,
     pub blk_sigset: u64,
     /// sigaltstack: sp, size, flags.
     pub sas: (u64, u64, u32),

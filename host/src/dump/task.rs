@@ -107,6 +107,9 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32]) -> Result<Process
     core.signals_s = regs::pending(pid, true)?;
     let login = procfs::read_string(pid, "loginuid")?;
     core.loginuid = login.trim().parse().with_context(|| format!("/proc/{pid}/loginuid: {login:?}"))?;
+    let filter = procfs::read_string(pid, "coredump_filter")?;
+    core.coredump_filter =
+        u32::from_str_radix(filter.trim(), 16).with_context(|| format!("/proc/{pid}/coredump_filter: {filter:?}"))?;
     let oom = procfs::read_string(pid, "oom_score_adj")?;
     core.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
 
@@ -224,6 +227,8 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
         sched_nice: stat.nice,
         sched_policy: sched_policy as u32,
         sched_prio: stat.rt_priority,
+        affinity: affinity(tid)?,
+        ioprio: ioprio(tid)?,
         blk_sigset,
         sas,
         pdeath_sig,
@@ -292,6 +297,30 @@ fn posix_timers(text: &str) -> Vec<super::model::PosixTimer> {
         }
     }
     out
+}
+
+/// The CPUs thread `tid` may run on, as the kernel's mask words.
+fn affinity(tid: i32) -> Result<Vec<u64>> {
+    let mut words = [0u64; 128];
+    // SAFETY: the kernel writes at most the given size into a live buffer.
+    let n = unsafe {
+        nix::libc::syscall(nix::libc::SYS_sched_getaffinity, tid, std::mem::size_of_val(&words), words.as_mut_ptr())
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("sched_getaffinity of thread {tid}"));
+    }
+    Ok(words[..n as usize / 8].to_vec())
+}
+
+/// Thread `tid`'s I/O priority (`IOPRIO_WHO_PROCESS` names a thread).
+fn ioprio(tid: i32) -> Result<u32> {
+    const IOPRIO_WHO_PROCESS: i32 = 1;
+    // SAFETY: a plain system call on integers.
+    let p = unsafe { nix::libc::syscall(nix::libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, tid) };
+    if p < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("ioprio_get of thread {tid}"));
+    }
+    Ok(p as u32)
 }
 
 /// The `membarrier` commands the process registered for, as the mask of

@@ -583,6 +583,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             oom_score_adj: tc.oom_score_adj,
             loginuid: tc.loginuid,
             membarrier: tc.membarrier_registration_mask.unwrap_or(0),
+            coredump_filter: tc.coredump_filter,
         },
     })
 }
@@ -794,6 +795,8 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
             prio: tcore.sched_prio.unwrap_or(0),
             nice: tcore.sched_nice.unwrap_or(0),
         },
+        affinity: tcore.cpu_affinity.clone(),
+        ioprio: tcore.ioprio,
         creds,
         seccomp,
     })

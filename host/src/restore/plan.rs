@@ -234,6 +234,11 @@ pub struct ThreadPlan {
     /// Scheduling policy, its priority and the nice value, set by the host
     /// while the thread is held.
     pub sched: Sched,
+    /// The CPUs it may run on (`sched_setaffinity` words; empty: any), set
+    /// by the host while it is held.
+    pub affinity: Vec<u64>,
+    /// Its I/O priority, likewise.
+    pub ioprio: Option<u32>,
     /// Credentials to set, or `None` to keep the restoring process's.
     pub creds: Option<Creds>,
     pub seccomp: SeccompPlan,
@@ -252,6 +257,8 @@ pub struct Knobs {
     pub oom_score_adj: Option<i32>,
     /// Set by the task itself (the kernel lets no one else).
     pub loginuid: Option<u32>,
+    /// `/proc/PID/coredump_filter`, set by the host while it is held.
+    pub coredump_filter: Option<u32>,
     /// `MEMBARRIER_CMD_REGISTER_*` commands to issue: they register the
     /// address space, which the blob keeps.
     pub membarrier: u32,

@@ -502,6 +502,13 @@ fn set_held_state(p: &ProcessPlan) -> Result<()> {
     if !p.owners.is_empty() {
         set_owners(p)?;
     }
+    // Read as 8 hex digits; written in C syntax (a leading 0 alone is octal).
+    if let Some(f) = p.knobs.coredump_filter
+        && std::fs::read_to_string(format!("/proc/{}/coredump_filter", p.pid))
+            .is_ok_and(|now| now.trim() != format!("{f:08x}"))
+    {
+        write("coredump_filter", format!("{f:#x}"))?;
+    }
 
     const SCHED_BATCH: u32 = 3;
     const SCHED_IDLE: u32 = 5;
@@ -519,6 +526,32 @@ fn set_held_state(p: &ProcessPlan) -> Result<()> {
                 let e = std::io::Error::last_os_error();
                 bail!("PID {}: thread {}: nice {}: {e}", p.pid, t.tid, s.nice);
             }
+        }
+        if !t.affinity.is_empty() {
+            let len = std::mem::size_of_val(t.affinity.as_slice());
+            // SAFETY: the kernel reads `len` bytes of a live slice.
+            if unsafe { libc::syscall(libc::SYS_sched_setaffinity, t.tid, len, t.affinity.as_ptr()) } < 0 {
+                let e = std::io::Error::last_os_error();
+                bail!(
+                    "PID {}: thread {}: CPU affinity {:x?} (none of those CPUs here?): {e}",
+                    p.pid,
+                    t.tid,
+                    t.affinity
+                );
+            }
+        }
+        // Set only where it differs from what the thread has now: an I/O
+        // priority never set follows the nice value, one set no longer does.
+        const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+        // SAFETY: a plain system call on integers.
+        let now = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, t.tid) };
+        if let Some(prio) = t.ioprio
+            && now != prio as libc::c_long
+            // SAFETY: as above.
+            && unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, t.tid, prio) } < 0
+        {
+            let e = std::io::Error::last_os_error();
+            bail!("PID {}: thread {}: I/O priority {prio:#x}: {e}", p.pid, t.tid);
         }
     }
     Ok(())

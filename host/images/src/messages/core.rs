@@ -141,6 +141,8 @@ message! {
         /// slack, which every thread shares (a dump refuses threads that
         /// differ).
         1000 timer_slack_ns: optional uint64,
+        /// revenant's own: `/proc/PID/coredump_filter`.
+        1001 coredump_filter: optional uint32 [Fmt::Hex],
     }
 }
 
@@ -187,6 +189,11 @@ message! {
         14 blk_sigset_extended: optional uint64,
         15 rseq_entry: optional message<RseqEntry>,
         16 cg_set: optional uint32,
+        /// revenant's own (CRIU keeps neither): the CPUs the thread may run
+        /// on, as `sched_getaffinity` words, and its I/O priority
+        /// (`ioprio_get`).
+        1000 cpu_affinity: repeated uint64 [Fmt::Hex],
+        1001 ioprio: optional uint32 [Fmt::Hex],
     }
 }
 
