@@ -578,7 +578,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         knobs: Knobs {
             child_subreaper: tc.child_subreaper.unwrap_or(false),
             thp_disabled: mm.thp_disabled.unwrap_or(false),
-            personality: tc.personality,
+            personality: personality(tc),
             timer_slack_ns: tc.timer_slack_ns,
             oom_score_adj: tc.oom_score_adj,
             loginuid: tc.loginuid,
@@ -586,6 +586,19 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             coredump_filter: tc.coredump_filter,
         },
     })
+}
+
+/// The dumped personality. CRIU 4.2 reads `/proc/PID/personality`, which
+/// is hex, with `atoi`: its images hold the hex digits read as decimal
+/// (`ADDR_NO_RANDOMIZE`, 0x40000, becomes 40000). Images without
+/// revenant's own timer slack field are CRIU's; theirs is read back as
+/// hex, which is exact unless the value had a digit a-f (there `atoi`
+/// stopped, and what follows is lost).
+fn personality(tc: &TaskCoreEntry) -> u32 {
+    if tc.timer_slack_ns.is_some() {
+        return tc.personality;
+    }
+    u32::from_str_radix(&tc.personality.to_string(), 16).unwrap_or(tc.personality)
 }
 
 /// What `pipes-data.img` holds for `pipe_id` (nothing if it has no
@@ -861,6 +874,15 @@ fn terminated(auxv: &[u64]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRIU writes the hex personality read as decimal; ours is exact.
+    #[test]
+    fn criu_personalities_are_read_back_as_hex() {
+        let criu = TaskCoreEntry { personality: 40000, ..Default::default() };
+        assert_eq!(personality(&criu), 0x40000);
+        let ours = TaskCoreEntry { personality: 0x40000, timer_slack_ns: Some(50000), ..Default::default() };
+        assert_eq!(personality(&ours), 0x40000);
+    }
 
     fn fixture(set: &str) -> ImageSet {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/criu-4.2/images").join(set);
