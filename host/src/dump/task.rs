@@ -263,19 +263,6 @@ fn posix_timers(text: &str) -> Vec<super::model::PosixTimer> {
     out
 }
 
-#[cfg(test)]
-mod timer_tests {
-    #[test]
-    fn parses_proc_timers() {
-        let t = super::posix_timers(
-            "ID: 0\nsignal: 12/00000000deadbeef\nnotify: signal/pid.77\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.78\nClockID: 0\n",
-        );
-        assert_eq!(t.len(), 2);
-        assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
-        assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
-    }
-}
-
 /// The `membarrier` commands the process registered for, as the mask of
 /// `MEMBARRIER_CMD_REGISTER_*` bits: asked directly (Linux 6.3+), or else
 /// found by issuing each private expedited barrier, which only a registered
@@ -296,4 +283,17 @@ fn membarrier_registrations(inj: &mut Injector, pid: i32) -> Result<u32> {
         }
     }
     Ok(mask)
+}
+
+#[cfg(test)]
+mod timer_tests {
+    #[test]
+    fn parses_proc_timers() {
+        let t = super::posix_timers(
+            "ID: 0\nsignal: 12/00000000deadbeef\nnotify: signal/pid.77\nClockID: 1\nID: 3\nsignal: 10/0000000000000000\nnotify: signal/tid.78\nClockID: 0\n",
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
+        assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
+    }
 }
