@@ -46,7 +46,7 @@ fn check_images(t: &Tree, dir: &std::path::Path) {
         let n = e.unwrap().file_name().into_string().unwrap();
         assert!(!n.starts_with('.'), "left behind: {n}");
     }
-    for n in ["inventory.img", "pstree.img", "files.img", "seccomp.img", "timens-0.img"] {
+    for n in ["inventory.img", "pstree.img", "files.img", "seccomp.img", "timens-0.img", "cgroup.img"] {
         assert!(dir.join(n).exists(), "{n} missing");
     }
     assert_eq!(set.processes.len(), t.procs.len());

@@ -211,6 +211,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         vdso_proxy: false,
         groups: vec![],
         knobs: Default::default(),
+        cgroups: Vec::new(),
         threads: vec![ThreadPlan {
             tid: pid,
             regs,

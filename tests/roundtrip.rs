@@ -831,3 +831,150 @@ fn a_chrooted_process_keeps_its_root_and_cwd() {
     assert!(after.lines().all(|l| l.ends_with("cwd=/sub found=1")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A cgroup made for a test, below the test's own cgroup in a mounted
+/// hierarchy (so the dumpee stays under the limits the test runs with),
+/// removed when dropped (once the processes in it are gone).
+struct TestCgroup {
+    /// The hierarchy's name as `/proc/PID/cgroup` gives it ("" for cgroup2).
+    name: String,
+    /// Its path in the hierarchy.
+    path: String,
+    dir: PathBuf,
+}
+
+impl TestCgroup {
+    /// Makes a cgroup and moves `pid` into it, in the first hierarchy
+    /// `hierarchy` accepts where that works (cgroup2 first; cpuset last,
+    /// which needs its cpus and mems set before it takes a task). `None`
+    /// when none does.
+    fn with(tag: &str, pid: i32, hierarchy: fn(&str) -> bool) -> Option<TestCgroup> {
+        use revenant::cgroup::{Place, own, place};
+        let (mut members, mounts) = own().unwrap();
+        members.sort_by_key(|m| (m.name.contains("cpuset"), m.name.clone()));
+        let leaf = format!("revenant-rt-{tag}-{}", std::process::id());
+        for m in members.into_iter().filter(|m| hierarchy(&m.name)) {
+            let Place::Dir(parent) = place(&mounts, &m) else { continue };
+            let dir = parent.join(&leaf);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let path = format!("{}/{leaf}", m.path.trim_end_matches('/'));
+            let cg = TestCgroup { name: m.name.clone(), path, dir };
+            if std::fs::write(cg.dir.join("cgroup.procs"), pid.to_string()).is_ok() {
+                return Some(cg);
+            }
+        }
+        None
+    }
+
+    /// The cgroup task `tid` of process `pid` is in, in this hierarchy.
+    fn of(&self, pid: i32, tid: i32) -> String {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/cgroup")).unwrap();
+        let members = revenant::cgroup::parse_proc_cgroup(&text, "cgroup").unwrap();
+        members.into_iter().find(|m| m.name == self.name).map(|m| m.path).unwrap_or_default()
+    }
+
+    /// Removes the directory, waiting for the last task in it to be gone.
+    fn remove(&self) {
+        for _ in 0..250 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} could not be removed", self.dir.display());
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A process moved into a cgroup of its own comes back in it, every
+/// thread with it (the threads the blob creates inherit it).
+#[test]
+fn a_process_comes_back_in_its_cgroup_with_its_threads() {
+    let _w = watchdog::start();
+    cgroup_round_trip("threads", |_| true);
+}
+
+/// The same in a cgroup v1 hierarchy, where there is one.
+#[test]
+fn a_process_comes_back_in_its_cgroup_v1_hierarchy() {
+    let _w = watchdog::start();
+    cgroup_round_trip("v1", |name| !name.is_empty());
+}
+
+fn cgroup_round_trip(tag: &str, hierarchy: fn(&str) -> bool) {
+    let work = scratch(&format!("cgroup-{tag}"));
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("avxthreads", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let Some(cg) = TestCgroup::with(tag, pid, hierarchy) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("skipped: no cgroup mount here where a cgroup can be made and a process moved into it");
+        return;
+    };
+    wait_for(&out, |l| l.len() >= 8);
+    dump_and_reap(&mut child, &images);
+    let sets = cgroup_sets(&images);
+    assert!(sets.iter().any(|s| s.contains(&(cg.name.clone(), cg.path.clone()))), "{sets:?}");
+
+    let (_, text) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    let tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    let places: Vec<String> = tids.iter().map(|&t| cg.of(pid, t)).collect();
+    stop(pid);
+    cg.remove();
+    assert_eq!(tids.len(), 4, "{text}");
+    assert!(places.iter().all(|p| *p == cg.path), "expected every thread in {}: {places:?}", cg.path);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The sets of `cgroup.img` in `images`, as (hierarchy, path) lists.
+fn cgroup_sets(images: &Path) -> Vec<Vec<(String, String)>> {
+    let set = revenant_images::ImageSet::load(images).unwrap();
+    let cg = set.cgroup.expect("cgroup.img was written");
+    cg.sets.iter().map(|s| s.ctls.iter().map(|m| (m.name.clone(), m.path.clone())).collect()).collect()
+}
+
+/// A cgroup removed after the dump makes the restore refuse, naming it and
+/// how to go on, before any process exists.
+#[test]
+fn a_restore_refuses_when_the_cgroup_is_gone_naming_it() {
+    let _w = watchdog::start();
+    let work = scratch("cgroup-gone");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("counter", &[out.as_os_str(), work.as_os_str()]);
+    let pid = child.id() as i32;
+    let Some(cg) = TestCgroup::with("gone", pid, |_| true) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("skipped: no cgroup mount here where a cgroup can be made and a process moved into it");
+        return;
+    };
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    cg.remove();
+
+    let err = format!("{:#}", run(&images, &Options { detach: true, ..Default::default() }).unwrap_err());
+    let hierarchy = if cg.name.is_empty() { "cgroup2".to_string() } else { format!("{:?}", cg.name) };
+    assert!(
+        err.contains("cgroup.img: set ")
+            && err.contains(&hierarchy)
+            && err.contains(&format!("path {}", cg.path))
+            && err.contains(&cg.dir.display().to_string())
+            && err.contains("create it"),
+        "{err}"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a refused restore left the process behind");
+    let _ = std::fs::remove_dir_all(&work);
+}

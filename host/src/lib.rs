@@ -3,6 +3,7 @@
 //! loader, and (as they land) image handling, dump and restore.
 
 pub mod blob;
+pub mod cgroup;
 #[cfg(target_arch = "x86_64")]
 pub mod demo;
 // Dumping needs ptrace and x86_64 register access: x86_64 only for now.

@@ -34,6 +34,7 @@ pub enum Image {
     /// Each entry with the queued bytes that follow it.
     PipesData(Vec<(PipeDataEntry, Vec<u8>)>),
     FifoData(Vec<(PipeDataEntry, Vec<u8>)>),
+    Cgroup(Vec<CgroupEntry>),
 }
 
 impl Image {
@@ -55,6 +56,7 @@ impl Image {
             Kind::Fs => Image::Fs(r.all()?),
             Kind::Seccomp => Image::Seccomp(r.all()?),
             Kind::Timens => Image::Timens(r.all()?),
+            Kind::Cgroup => Image::Cgroup(r.all()?),
             Kind::Stats => Image::Stats(r.all()?),
             Kind::IpcVar => Image::IpcVar(r.all()?),
             Kind::IpcnsShm => {
@@ -99,6 +101,7 @@ impl Image {
             Image::Fs(_) => Kind::Fs,
             Image::Seccomp(_) => Kind::Seccomp,
             Image::Timens(_) => Kind::Timens,
+            Image::Cgroup(_) => Kind::Cgroup,
             Image::Stats(_) => Kind::Stats,
             Image::IpcVar(_) => Kind::IpcVar,
             Image::IpcnsShm(_) => Kind::IpcnsShm,
@@ -130,6 +133,7 @@ impl Image {
             Image::Fs(v) => all(&mut w, v),
             Image::Seccomp(v) => all(&mut w, v),
             Image::Timens(v) => all(&mut w, v),
+            Image::Cgroup(v) => all(&mut w, v),
             Image::Stats(v) => all(&mut w, v),
             Image::IpcVar(v) => all(&mut w, v),
             Image::IpcnsShm(v) => {
@@ -165,6 +169,7 @@ impl Image {
             Image::Fs(v) => v.len(),
             Image::Seccomp(v) => v.len(),
             Image::Timens(v) => v.len(),
+            Image::Cgroup(v) => v.len(),
             Image::Stats(v) => v.len(),
             Image::IpcVar(v) => v.len(),
             Image::IpcnsShm(v) => v.len(),
@@ -203,6 +208,7 @@ impl Image {
             Image::Fs(v) => all(v),
             Image::Seccomp(v) => all(v),
             Image::Timens(v) => all(v),
+            Image::Cgroup(v) => all(v),
             Image::Stats(v) => all(v),
             Image::IpcVar(v) => all(v),
             // crit shows `size` bytes of the payload, without the padding.

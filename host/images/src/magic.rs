@@ -30,10 +30,11 @@ pub enum Kind {
     IpcnsShm,
     PipesData,
     FifoData,
+    Cgroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 16] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -50,6 +51,7 @@ impl Kind {
         Kind::IpcnsShm,
         Kind::PipesData,
         Kind::FifoData,
+        Kind::Cgroup,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -72,6 +74,7 @@ impl Kind {
             Kind::IpcnsShm => 0x4628_3044,
             Kind::PipesData => 0x5645_3709,
             Kind::FifoData => 0x5933_3054,
+            Kind::Cgroup => 0x5938_3330,
         }
     }
 
@@ -108,6 +111,7 @@ impl Kind {
             Kind::IpcnsShm => "IPCNS_SHM",
             Kind::PipesData => "PIPES_DATA",
             Kind::FifoData => "FIFO_DATA",
+            Kind::Cgroup => "CGROUP",
         }
     }
 

@@ -117,6 +117,9 @@ pub struct ImageSet {
     pub timens: BTreeMap<u32, TimensEntry>,
     /// The IPC namespaces the tasks' ids name that have images.
     pub ipc: Vec<IpcNamespace>,
+    /// `cgroup.img`, if present (CRIU leaves it out when every task was in
+    /// its own cgroups: then no task needs moving).
+    pub cgroup: Option<CgroupEntry>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -227,7 +230,12 @@ impl ImageSet {
                 ipc.push(ns);
             }
         }
-        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes, zombies, seccomp, timens, ipc })
+        let cgroup = match read_opt(dir, "cgroup.img")? {
+            Some(Image::Cgroup(v)) => Some(one("cgroup.img", v)?),
+            Some(other) => return Err(wrong("cgroup.img", &other, "a CGROUP")),
+            None => None,
+        };
+        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes, zombies, seccomp, timens, ipc, cgroup })
     }
 
     /// The file entry with `id`.
@@ -282,6 +290,9 @@ impl ImageSet {
         }
         for (n, t) in &self.timens {
             v.push((format!("timens-{n}.img"), Image::Timens(vec![t.clone()])));
+        }
+        if let Some(c) = &self.cgroup {
+            v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
         }
         for ns in &self.ipc {
             if let Some(var) = &ns.var {

@@ -130,6 +130,12 @@ fn file_listing(path: &Path) -> Result<String> {
                 line(format!("id {:>3}: {}", f.id, file_desc(f)));
             }
         }
+        Image::Cgroup(v) => {
+            for s in v.iter().flat_map(|c| &c.sets) {
+                let members: Vec<String> = s.ctls.iter().map(|m| format!("{}:{}", m.name, m.path)).collect();
+                line(format!("set {}: {}", s.id, members.join(" ")));
+            }
+        }
         Image::Fdinfo(v) => {
             for f in v {
                 let t = FdType::try_from(f.r#type).map(FdType::crit_name).unwrap_or("?");

@@ -21,6 +21,9 @@ pub struct Tree {
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.
     pub monotonic: (i64, i64),
     pub boottime: (i64, i64),
+    /// The dumping process's own cgroups: the inventory's `root_cg_set`,
+    /// which a restore leaves tasks in where the restorer is.
+    pub own_cgroups: Vec<crate::cgroup::Member>,
 }
 
 /// A child that had exited and was not waited for.
@@ -57,6 +60,8 @@ pub struct Process {
     pub cwd_id: u32,
     pub root_id: u32,
     pub umask: u32,
+    /// Its cgroups (every thread's are the same), sorted by hierarchy.
+    pub cgroups: Vec<crate::cgroup::Member>,
 }
 
 /// A memory area with the file it maps, if any.

@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use anyhow::Result;
 use linux_raw_sys::general as g;
 use nix::libc;
-use revenant_arch::conv::{addr, by_ref, c_int, c_str, c_uint, size, zero};
+use revenant_arch::conv::{by_ref, c_int, c_str, c_uint, size, zero};
 use revenant_arch::{Errno, check, sys};
 
 use super::{Kerndat, VdsoPiece, VdsoSymbol};
@@ -170,7 +170,7 @@ fn arch_map_vdso(pieces: &[Mapping]) -> Option<bool> {
         }
         let op = c_uint(revenant_arch::consts::ARCH_MAP_VDSO_64);
         // SAFETY: maps a new vDSO into the hole the old one left.
-        if check(unsafe { revenant_arch::syscall2(g::__NR_arch_prctl, op, addr(first as usize)) }).is_err() {
+        if check(unsafe { revenant_arch::syscall2(g::__NR_arch_prctl, op, revenant_arch::conv::addr(first as usize)) }).is_err() {
             return Some(0);
         }
         maps.any(|_, name| name == b"[vdso]").map(u64::from)

@@ -101,6 +101,8 @@ pub struct ChildPlan {
     pub zombies: Vec<ZombiePlan>,
     /// An IPC namespace to enter first (the root only; children inherit it).
     pub ipc_ns: Option<i32>,
+    /// `cgroup.procs` files to write "0" (ourselves) to, first thing.
+    pub cgroups: Vec<CString>,
     /// The words of the groups tasks join across the tree.
     pub groups: GroupWords,
     /// The tree's shared descriptions, the same in every plan.
@@ -403,6 +405,9 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
     // SAFETY: plain syscalls on integers and on NUL-terminated strings the
     // parent prepared; closing and replacing fds is the point of this step.
     unsafe {
+        // First, so that everything the task makes from here on (pipes,
+        // children, then the program's memory) is charged where it was.
+        join_cgroups(&p.cgroups, log0)?;
         if let Some(ns) = p.ipc_ns
             && libc::setns(ns, libc::CLONE_NEWIPC) < 0
         {
@@ -533,6 +538,33 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         let mut b = [0u8; 1];
         if libc::read(p.sync_fd.1, b.as_mut_ptr().cast(), 1) != 1 {
             return Err(fail(log, "waiting for the parent", b""));
+        }
+    }
+    Ok(())
+}
+
+/// Moves this task (single-threaded still, so the whole process) into the
+/// cgroup of each `cgroup.procs` file: "0" names the writer, in cgroup v1
+/// and v2 alike. Children created afterwards inherit the cgroups.
+///
+/// # Safety
+/// Plain system calls on NUL-terminated paths of the plan and a static
+/// buffer.
+unsafe fn join_cgroups(files: &[CString], log: &Log) -> Result<(), Failed> {
+    for f in files {
+        // SAFETY: see the function's contract.
+        unsafe {
+            let fd = libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(fail(log, "opening", f.as_bytes()));
+            }
+            if libc::write(fd, c"0".as_ptr().cast(), 1) != 1 {
+                // Before the close, which may change errno.
+                let failed = fail(log, "moving itself into the cgroup by writing 0 to", f.as_bytes());
+                libc::close(fd);
+                return Err(failed);
+            }
+            libc::close(fd);
         }
     }
     Ok(())

@@ -102,6 +102,13 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let ipc = ipc(set, opts)?;
     let mut processes: Vec<ProcessPlan> =
         set.processes.iter().map(|p| process(set, p, opts, &ipc, user_end)).collect::<Result<_>>()?;
+    // Only images with memberships depend on this machine's cgroups.
+    if set.cgroup.is_some() {
+        let here = super::cgroups::Here::read()?;
+        for (p, c) in processes.iter_mut().zip(super::cgroups::plan(set, &here, &|f| f.exists())?) {
+            p.cgroups = c;
+        }
+    }
     let mut warnings = vec![];
     if opts.clamp_limits {
         for p in &mut processes {
@@ -575,6 +582,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         threads,
         vdso_proxy: opts.vdso_proxy,
         groups,
+        cgroups: Vec::new(),
         knobs: Knobs {
             child_subreaper: tc.child_subreaper.unwrap_or(false),
             thp_disabled: mm.thp_disabled.unwrap_or(false),

@@ -51,6 +51,9 @@ pub struct ProcessPlan {
     pub knobs: Knobs,
     /// Supplementary groups (all threads share them).
     pub groups: Vec<u32>,
+    /// The `cgroup.procs` files the new task writes itself into, before
+    /// its memory is mapped (`cgroups.rs`).
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// A process that had exited and was not yet waited for.

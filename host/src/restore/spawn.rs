@@ -107,6 +107,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32, shared: &[
         children: Vec::new(),
         zombies: Vec::new(),
         ipc_ns: None,
+        cgroups: p.cgroups.iter().map(|c| cpath(c)).collect::<Result<_>>()?,
         groups: Default::default(),
         tree_files: Default::default(),
         knobs: p.knobs,

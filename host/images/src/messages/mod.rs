@@ -3,6 +3,7 @@
 //! keeps unknown fields and knows how crit prints every field.
 
 mod arm;
+mod cgroup;
 mod core;
 mod creds;
 mod fdinfo;
@@ -21,6 +22,7 @@ mod x86;
 
 pub use self::core::*;
 pub use arm::*;
+pub use cgroup::*;
 pub use creds::*;
 pub use fdinfo::*;
 pub use files::*;
