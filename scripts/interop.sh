@@ -284,7 +284,7 @@ case_() {
     esac
     IFS=$'\t' read -r stage what < <(run_case criu revenant "${@:1:9}" "${11:-}")
     case $stage in
-    pass) b=PASS${10:+ (CRIU's images lack: ${10})} ;;
+    pass) b=PASS${10:+ (not in CRIU images: ${10})} ;;
     start) b="FAIL (the program: $what)" ;;
     dump) b="CRIU refuses: $what" ;;
     *) b="FAIL (revenant $stage: $what)" ;;

@@ -4,9 +4,12 @@
  * (unshare(CLONE_NEWTIME)), "orphan" leaves a grandchild, adopted as the
  * subreaper, in a process group whose leader has exited, "procfile" keeps
  * its own /proc/PID/stat open, "guard" installs a guard page
- * (MADV_GUARD_INSTALL; prints "unsupported" where the kernel lacks it).
+ * (MADV_GUARD_INSTALL), "mseal" seals a page, "mdwe" denies itself
+ * writable executable memory (PR_SET_MDWE), "speculation" disables
+ * speculative store bypass for itself (PR_SET_SPECULATION_CTRL); each
+ * prints "unsupported" where the kernel lacks it.
  * Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens|orphan|procfile|guard */
+ * usage: sharing files|fs|timens|orphan|procfile|guard|mseal|mdwe|speculation */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -16,6 +19,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,6 +60,24 @@ int main(int argc, char **argv)
 		if (p == MAP_FAILED)
 			return 7;
 		if (madvise(p + 4096, 4096, 102 /* MADV_GUARD_INSTALL */)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+	} else if (strcmp(argv[1], "mseal") == 0) {
+		char *p = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 8;
+		if (syscall(462 /* mseal on x86_64 */, p, 4096, 0)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+	} else if (strcmp(argv[1], "mdwe") == 0) {
+		if (prctl(65 /* PR_SET_MDWE */, 1 /* REFUSE_EXEC_GAIN */, 0, 0, 0)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+	} else if (strcmp(argv[1], "speculation") == 0) {
+		if (prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_DISABLE, 0, 0)) {
 			printf("unsupported\n");
 			fflush(stdout);
 		}

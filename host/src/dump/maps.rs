@@ -204,6 +204,11 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     if v.vmflags.iter().any(|f| f == "ss") {
         bail!("{}: shadow stacks are not supported yet", at());
     }
+    // A restore would map it unsealed: the program could then change what
+    // it made sure nobody could.
+    if v.vmflags.iter().any(|f| f == "sl") {
+        bail!("{}: sealed (mseal) memory is not supported yet", at());
+    }
     if v.vmflags.iter().any(|f| f == "io" || f == "pf") && !v.is(status::VVAR) && !v.is(status::FILE_SHARED) {
         bail!("{}: an I/O or PFN mapping cannot be dumped", at());
     }

@@ -19,6 +19,7 @@ const PR_GET_SECUREBITS: u64 = 27;
 const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_TIMERSLACK: u64 = 30;
+const PR_GET_MDWE: u64 = 66;
 
 /// Finds the instructions injected calls of `pid`'s threads run on: a
 /// [`Trampoline::Safe`] from its vDSO and code (smallest areas first: the
@@ -137,6 +138,15 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32]) -> Result<Process
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_CHILD_SUBREAPER, s])?, "PR_GET_CHILD_SUBREAPER", pid)?;
     core.child_subreaper = inj.read_scratch(4)? != [0; 4];
     core.membarrier = membarrier_registrations(&mut inj, pid)?;
+    // A restore maps code writable before it protects it: with
+    // memory-deny-write-execute set first it could not, set last it is not
+    // kept yet. (EINVAL: a kernel without it.)
+    let mdwe = inj.syscall(nr::__NR_prctl, &[PR_GET_MDWE, 0, 0, 0, 0])?;
+    if mdwe > 0 {
+        bail!(
+            "process {pid}: it denies itself writable executable memory (PR_SET_MDWE {mdwe:#x}), which dump does not support yet"
+        );
+    }
     for mut t in posix_timers(&procfs::read_string(pid, "timers")?) {
         check(inj.syscall(nr::__NR_timer_gettime, &[t.id as u64, s])?, "timer_gettime", pid)?;
         let b = inj.read_scratch(32)?;
@@ -187,6 +197,11 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
         m => bail!("task {tid} of process {pid}: seccomp mode {m} is unknown"),
     };
     let blk_sigset = regs::sigmask(tid)?;
+    // Installing seccomp filters may turn mitigations on by itself
+    // (`spec_store_bypass_disable=seccomp`); the restore installs them again.
+    if st.seccomp == 0 {
+        check_speculation(pid, tid)?;
+    }
     let mut inj = Injector::new(tid, for_thread(pid, tid, tramp))?;
     let s = inj.scratch();
     check(inj.syscall(nr::__NR_sigaltstack, &[0, s])?, "sigaltstack", tid)?;
@@ -297,6 +312,24 @@ fn posix_timers(text: &str) -> Vec<super::model::PosixTimer> {
         }
     }
     out
+}
+
+/// Refuses a thread whose speculation controls (`PR_SET_SPECULATION_CTRL`)
+/// are not what a new thread of ours gets: a restore does not set them yet,
+/// and a program that asked for a mitigation must not silently lose it.
+fn check_speculation(pid: i32, tid: i32) -> Result<()> {
+    let theirs = procfs::read_string(pid, &format!("task/{tid}/status"))?;
+    let ours = std::fs::read_to_string("/proc/thread-self/status").context("reading /proc/thread-self/status")?;
+    let line = |text: &str, key: &str| text.lines().find(|l| l.starts_with(key)).map(str::to_string);
+    for key in ["Speculation_Store_Bypass:", "SpeculationIndirectBranch:"] {
+        if line(&theirs, key) != line(&ours, key) {
+            bail!(
+                "process {pid}: thread {tid} has its own speculation control ({}), which dump does not support yet",
+                line(&theirs, key).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The CPUs thread `tid` may run on, as the kernel's mask words.

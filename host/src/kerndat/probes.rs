@@ -170,7 +170,9 @@ fn arch_map_vdso(pieces: &[Mapping]) -> Option<bool> {
         }
         let op = c_uint(revenant_arch::consts::ARCH_MAP_VDSO_64);
         // SAFETY: maps a new vDSO into the hole the old one left.
-        if check(unsafe { revenant_arch::syscall2(g::__NR_arch_prctl, op, revenant_arch::conv::addr(first as usize)) }).is_err() {
+        if check(unsafe { revenant_arch::syscall2(g::__NR_arch_prctl, op, revenant_arch::conv::addr(first as usize)) })
+            .is_err()
+        {
             return Some(0);
         }
         maps.any(|_, name| name == b"[vdso]").map(u64::from)
