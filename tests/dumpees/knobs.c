@@ -3,8 +3,8 @@
  * thread and of a second thread, which also runs SCHED_BATCH with
  * SCHED_RESET_ON_FORK, the timer slack (both threads), the OOM score
  * adjustment, the membarrier registrations, the second thread's CPU
- * affinity (CPU 0) and I/O priority (best effort, level 6) and the core
- * dump filter.
+ * affinity (CPU 0) and I/O priority (best effort, level 6), the core
+ * dump filter, and that it is not dumpable (PR_SET_DUMPABLE 0).
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -70,6 +70,7 @@ int main(int argc, char **argv)
 	if (filter < 0 || write(filter, "0x3f", 4) != 4)
 		return 6;
 	close(filter);
+	prctl(PR_SET_DUMPABLE, 0);
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	personality(ADDR_NO_RANDOMIZE);
 	setpriority(PRIO_PROCESS, 0, 7);
@@ -95,11 +96,11 @@ int main(int argc, char **argv)
 		dprintf(fd,
 			"tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d "
 			"slack=%d worker_slack=%lu oom_score_adj=%s membarrier=%#lx worker_cpus=%#lx worker_ioprio=%#lx "
-			"coredump_filter=%s\n",
+			"coredump_filter=%s dumpable=%d\n",
 			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
 			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid),
 			prctl(PR_GET_TIMERSLACK), worker_slack, adj, syscall(SYS_membarrier, 1 << 9 /* GET_REGISTRATIONS */, 0, 0),
-			worker_cpus, worker_ioprio, core);
+			worker_cpus, worker_ioprio, core, prctl(PR_GET_DUMPABLE));
 		nap(20);
 	}
 }

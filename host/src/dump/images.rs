@@ -286,7 +286,9 @@ fn cgroup_sets(tree: &Tree) -> (CgroupEntry, Vec<u32>) {
         controllers: hierarchies
             .iter()
             .map(|h| CgControllerEntry {
-                cnames: h.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
+                // cgroup2's hierarchy has no controller name: CRIU names
+                // it "" (and refuses a hierarchy with no name at all).
+                cnames: h.split(',').map(str::to_string).collect(),
                 ..Default::default()
             })
             .collect(),

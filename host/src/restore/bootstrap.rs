@@ -10,9 +10,9 @@ use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as g;
 use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
-    Command, Header, Iovec, LogLevel, PageRead, RESTORE_NO_MM_MAP, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore,
-    SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM,
-    VMA_SKIP, Vma,
+    Command, Header, Iovec, LogLevel, PageRead, RESTORE_DUMPABLE, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE,
+    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK,
+    Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use super::creds::CredsPlan;
@@ -269,7 +269,12 @@ fn block(
         exe_fd: fds.exe,
         flags: if place.trap { RESTORE_TRAP } else { 0 }
             | if place.mm_map { 0 } else { RESTORE_NO_MM_MAP }
-            | if creds.groups.is_some() { RESTORE_SET_GROUPS } else { 0 },
+            | if creds.groups.is_some() { RESTORE_SET_GROUPS } else { 0 }
+            | match p.knobs.dumpable {
+                Some(false) => RESTORE_NOT_DUMPABLE,
+                Some(true) => RESTORE_DUMPABLE,
+                None => 0,
+            },
         fill_helper_tid: place.fill_helper_tid,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),

@@ -586,6 +586,13 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         knobs: Knobs {
             child_subreaper: tc.child_subreaper.unwrap_or(false),
             thp_disabled: mm.thp_disabled.unwrap_or(false),
+            dumpable: match mm.dumpable {
+                None => None,
+                Some(d @ (0 | 1)) => Some(d == 1),
+                // SUID_DUMP_ROOT: the kernel's own choice after a
+                // credential change; no call sets it.
+                Some(d) => bail!("{mm_name}: entry 0: dumpable {d}: only 0 and 1 can be set again"),
+            },
             personality: personality(tc),
             timer_slack_ns: tc.timer_slack_ns,
             oom_score_adj: tc.oom_score_adj,

@@ -260,6 +260,9 @@ pub struct Knobs {
     pub oom_score_adj: Option<i32>,
     /// Set by the task itself (the kernel lets no one else).
     pub loginuid: Option<u32>,
+    /// `PR_SET_DUMPABLE` (0 or 1), set by each thread after its
+    /// credentials; `None` leaves what the credentials give.
+    pub dumpable: Option<bool>,
     /// `/proc/PID/coredump_filter`, set by the host while it is held.
     pub coredump_filter: Option<u32>,
     /// `MEMBARRIER_CMD_REGISTER_*` commands to issue: they register the

@@ -18,9 +18,9 @@ use core::mem::{offset_of, size_of};
 mod restore;
 
 pub use restore::{
-    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
-    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction,
-    THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_NO_MM_MAP,
+    RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, SECCOMP_STRICT,
+    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.

@@ -89,6 +89,12 @@ pub const RESTORE_NO_MM_MAP: u32 = 2;
 /// the restoring process's).
 pub const RESTORE_SET_GROUPS: u32 = 4;
 
+/// Make the process not dumpable (`PR_SET_DUMPABLE` 0), or dumpable
+/// ([`RESTORE_DUMPABLE`]), in each thread once its credentials are set: a
+/// credential change resets the flag.
+pub const RESTORE_NOT_DUMPABLE: u32 = 8;
+pub const RESTORE_DUMPABLE: u32 = 16;
+
 /// One dumped memory area.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]

@@ -9,9 +9,9 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, sys};
 use revenant_blob_abi::{
-    Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_NO_MM_MAP,
-    RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, Seccomp, SigAction, THREAD_STACK, Thread,
-    VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE,
+    RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
+    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -141,6 +141,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 
     set_seccomp(&p, 0, log);
     set_creds(p.creds.first(), &p, log);
+    set_dumpable(p.r.flags, log);
     log.info().s("restore done, returning to the program").emit();
     // Service fds (the log among them) go last: nothing can be reported
     // after this.
@@ -403,6 +404,7 @@ extern "C" fn thread_main(t: &Thread) -> ! {
     queue_own_signals(&log, plan.signals, sys::getpid(), |tid| tid == t.tid);
     set_seccomp(plan, index as u32, &log);
     set_creds(plan.creds.get(index), plan, &log);
+    set_dumpable(FLAGS.load(Ordering::Relaxed), &log);
     if FLAGS.load(Ordering::Relaxed) & RESTORE_TRAP != 0 {
         revenant_arch::trap();
     }
@@ -438,6 +440,22 @@ fn set_creds(c: Option<&Creds>, p: &Plan<'_>, log: &Log) {
     let groups = (p.r.flags & RESTORE_SET_GROUPS != 0).then_some(p.groups);
     if let Err((what, e)) = crate::creds::apply(c, groups) {
         log.error().s("credentials: ").s(what).s(": ").errno(e).emit();
+        revenant_arch::sys::exit_group(ExitCode::Creds as i32);
+    }
+}
+
+/// `PR_SET_DUMPABLE` as dumped, after this thread's credentials (which
+/// reset it when they change).
+fn set_dumpable(flags: u32, log: &Log) {
+    let value = match (flags & RESTORE_NOT_DUMPABLE != 0, flags & RESTORE_DUMPABLE != 0) {
+        (true, _) => 0,
+        (false, true) => 1,
+        _ => return,
+    };
+    // SAFETY: a plain integer option.
+    let res = unsafe { sys::prctl(linux_raw_sys::prctl::PR_SET_DUMPABLE, value, 0, 0, 0) };
+    if res.is_err() {
+        log.error().s("PR_SET_DUMPABLE ").dec(value as u64).emit();
         revenant_arch::sys::exit_group(ExitCode::Creds as i32);
     }
 }
