@@ -493,7 +493,7 @@ fn file_locks_are_refused_naming_the_file() {
 /// What a dump cannot keep (tables clone shares, a pending namespace, a
 /// group without its leader, a /proc file of the tree, a guard page,
 /// sealed memory, memory-deny-write-execute, a speculation control of its
-/// own) is refused by name; the program runs on.
+/// own, a NUMA policy) is refused by name; the program runs on.
 #[test]
 fn state_a_dump_cannot_keep_is_refused_by_name() {
     let _w = watchdog::start();
@@ -507,6 +507,7 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("mseal", "sealed (mseal) memory"),
         ("mdwe", "PR_SET_MDWE"),
         ("speculation", "its own speculation control"),
+        ("mempolicy", "follows the NUMA policy bind"),
     ] {
         let dir = image_dir(&format!("sharing-{mode}"));
         let d = Dumpee::start("sharing", &[mode]);

@@ -6,10 +6,11 @@
  * its own /proc/PID/stat open, "guard" installs a guard page
  * (MADV_GUARD_INSTALL), "mseal" seals a page, "mdwe" denies itself
  * writable executable memory (PR_SET_MDWE), "speculation" disables
- * speculative store bypass for itself (PR_SET_SPECULATION_CTRL); each
- * prints "unsupported" where the kernel lacks it.
+ * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
+ * "mempolicy" binds its memory to node 0 (set_mempolicy); each prints
+ * "unsupported" where the kernel lacks it.
  * Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens|orphan|procfile|guard|mseal|mdwe|speculation */
+ * usage: sharing files|fs|timens|orphan|procfile|guard|mseal|mdwe|speculation|mempolicy */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -68,6 +69,12 @@ int main(int argc, char **argv)
 		if (p == MAP_FAILED)
 			return 8;
 		if (syscall(462 /* mseal on x86_64 */, p, 4096, 0)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+	} else if (strcmp(argv[1], "mempolicy") == 0) {
+		unsigned long node0 = 1;
+		if (syscall(SYS_set_mempolicy, 2 /* MPOL_BIND */, &node0, 8 * sizeof node0)) {
 			printf("unsupported\n");
 			fflush(stdout);
 		}

@@ -132,6 +132,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         }
         let status = procfs::status(pid, pid)?;
         let smaps = procfs::read_string(pid, "smaps")?;
+        check_mempolicy(pid)?;
         let mut vmas = maps::parse_smaps(&smaps, pid)?;
         for v in &vmas {
             maps::check_supported(v, pid)?;
@@ -371,6 +372,19 @@ fn check_namespaces(pid: i32) -> Result<()> {
         if theirs != ours {
             bail!("process {pid} is in another {ns} namespace than revenant: dumping namespaces is not supported yet");
         }
+    }
+    Ok(())
+}
+
+/// Refuses NUMA memory policies (`set_mempolicy`, `mbind`), which a
+/// restore does not set yet: `numa_maps` shows each area's effective one,
+/// the task's where the area has none. Kernels without NUMA have no file.
+fn check_mempolicy(pid: i32) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(procfs::path(pid, "numa_maps")) else { return Ok(()) };
+    if let Some(line) = text.lines().find(|l| l.split_whitespace().nth(1).is_some_and(|p| p != "default")) {
+        let mut f = line.split_whitespace();
+        let (addr, policy) = (f.next().unwrap_or("?"), f.next().unwrap_or("?"));
+        bail!("process {pid}: memory at {addr} follows the NUMA policy {policy}, which dump does not support yet");
     }
     Ok(())
 }
