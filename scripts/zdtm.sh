@@ -208,16 +208,38 @@ def stop(pid, name):
     return "PASS" in out, out
 
 
+def kill_running(name):
+    for pid in [int(d) for d in os.listdir("/proc") if d.isdigit()]:
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == f"{Z}/{name}":
+                os.kill(pid, signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            pass
+
+
+def start(name):
+    """`make NAME.pid`: the test sets itself up and daemonizes. One that
+    does not within a minute is killed, launcher and daemon (which has a
+    session of its own by then): every process running the test's binary."""
+    p = subprocess.Popen(["make", "--no-print-directory", "-s", f"{name}.pid"], cwd=Z, start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill_running(name)
+        p.kill()
+        p.communicate()
+        reap()
+        return None
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
 def fails_alone(name):
     """Whether the test fails here with no checkpoint at all (its kernel
     feature or cgroup layout is missing): then it says nothing of us."""
     clean(name)
-    try:
-        r = subprocess.run(["make", "--no-print-directory", "-s", f"{name}.pid"], cwd=Z, timeout=60,
-                           stdin=subprocess.DEVNULL, capture_output=True)
-    except subprocess.TimeoutExpired:
-        return True
-    if r.returncode != 0:
+    r = start(name)
+    if r is None or r.returncode != 0:
         return True
     pid = int(open(f"{Z}/{name}.pid").read().split()[0])
     ok, _ = stop(pid, name)
@@ -243,10 +265,8 @@ def checkpoint(name):
     work = os.path.join(WORK, name)
     os.makedirs(work)
     clean(name)
-    try:
-        r = subprocess.run(["make", "--no-print-directory", "-s", f"{name}.pid"], cwd=Z, timeout=60,
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    except subprocess.TimeoutExpired:
+    r = start(name)
+    if r is None:
         return "SKIP", "did not start within 60 s"
     if r.returncode != 0:
         return "SKIP", f"did not start: {last_line(f'{Z}/{name}.out') or r.stderr.strip()[-200:]}"

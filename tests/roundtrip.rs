@@ -724,7 +724,7 @@ fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
 /// Settings a program made for itself come back with it: child subreaper,
 /// THP disabled, personality, each thread's nice value and policy (with
 /// SCHED_RESET_ON_FORK), timer slack, OOM score, membarrier registration,
-/// CPU affinity, I/O priority, core dump filter, not being dumpable.
+/// CPU affinity, I/O priority, core dump filter, not being dumpable, KSM.
 #[test]
 fn process_and_thread_settings_come_back() {
     let _w = watchdog::start();
@@ -739,14 +739,17 @@ fn process_and_thread_settings_come_back() {
     let last = before.lines().last().unwrap().to_string();
     let want = "subreaper=1 thp_disabled=1 personality=0x40000 nice=7 worker_nice=3 worker_policy=1073741827 \
                 slack=123456 worker_slack=123456 oom_score_adj=100 membarrier=0x10 worker_cpus=0x1 \
-                worker_ioprio=0x4006 coredump_filter=0000003f dumpable=0";
-    assert!(last.ends_with(want), "the program did not set itself up: {last}");
+                worker_ioprio=0x4006 coredump_filter=0000003f dumpable=0 ";
+    assert!(last.contains(want), "the program did not set itself up: {last}");
+    // KSM for the whole address space where the kernel has it (-1: not).
+    let ksm = field(&last, "ksm").to_string();
+    assert!(ksm == "1" || ksm == "-1", "{last}");
     let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
     stop(pid);
     let lines: Vec<&str> = after.lines().collect();
     assert!(lines.len() >= n + 4, "the restored program did not carry on:\n{after}");
     for l in &lines[n..] {
-        assert!(l.ends_with(want), "after the restore: {l}");
+        assert!(l.contains(want) && field(l, "ksm") == ksm, "after the restore: {l}");
     }
     let _ = std::fs::remove_dir_all(&work);
 }

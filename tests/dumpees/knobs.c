@@ -4,7 +4,8 @@
  * SCHED_RESET_ON_FORK, the timer slack (both threads), the OOM score
  * adjustment, the membarrier registrations, the second thread's CPU
  * affinity (CPU 0) and I/O priority (best effort, level 6), the core
- * dump filter, and that it is not dumpable (PR_SET_DUMPABLE 0).
+ * dump filter, that it is not dumpable (PR_SET_DUMPABLE 0), and KSM for
+ * all its memory (PR_SET_MEMORY_MERGE; -1 where the kernel lacks it).
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -71,6 +72,7 @@ int main(int argc, char **argv)
 		return 6;
 	close(filter);
 	prctl(PR_SET_DUMPABLE, 0);
+	prctl(67 /* PR_SET_MEMORY_MERGE */, 1, 0, 0, 0);
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
 	personality(ADDR_NO_RANDOMIZE);
 	setpriority(PRIO_PROCESS, 0, 7);
@@ -96,11 +98,11 @@ int main(int argc, char **argv)
 		dprintf(fd,
 			"tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d "
 			"slack=%d worker_slack=%lu oom_score_adj=%s membarrier=%#lx worker_cpus=%#lx worker_ioprio=%#lx "
-			"coredump_filter=%s dumpable=%d\n",
+			"coredump_filter=%s dumpable=%d ksm=%d\n",
 			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
 			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid),
 			prctl(PR_GET_TIMERSLACK), worker_slack, adj, syscall(SYS_membarrier, 1 << 9 /* GET_REGISTRATIONS */, 0, 0),
-			worker_cpus, worker_ioprio, core, prctl(PR_GET_DUMPABLE));
+			worker_cpus, worker_ioprio, core, prctl(PR_GET_DUMPABLE), prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0));
 		nap(20);
 	}
 }

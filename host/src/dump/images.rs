@@ -560,6 +560,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             blk_sigset_extended: None,
             membarrier_registration_mask: (task.membarrier != 0).then_some(task.membarrier),
             coredump_filter: Some(task.coredump_filter),
+            memory_merge: task.memory_merge.then_some(true),
             ..Default::default()
         }
     });

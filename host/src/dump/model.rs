@@ -94,6 +94,8 @@ pub struct TaskCore {
     /// The `MEMBARRIER_CMD_REGISTER_*` commands the process issued.
     pub membarrier: u32,
     pub coredump_filter: u32,
+    /// `PR_SET_MEMORY_MERGE`: KSM for every area.
+    pub memory_merge: bool,
     /// Every thread's (they must agree).
     pub timer_slack_ns: u64,
     pub exit_signal: i32,

@@ -20,6 +20,9 @@ const PR_GET_CHILD_SUBREAPER: u64 = 37;
 const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_TIMERSLACK: u64 = 30;
 const PR_GET_MDWE: u64 = 66;
+const PR_GET_TSC: u64 = 25;
+const PR_TSC_SIGSEGV: u32 = 2;
+const PR_GET_MEMORY_MERGE: u64 = 68;
 
 /// Finds the instructions injected calls of `pid`'s threads run on: a
 /// [`Trampoline::Safe`] from its vDSO and code (smallest areas first: the
@@ -141,6 +144,8 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32]) -> Result<Process
     // A restore maps code writable before it protects it: with
     // memory-deny-write-execute set first it could not, set last it is not
     // kept yet. (EINVAL: a kernel without it.)
+    // KSM for the whole address space (Linux 6.4+; EINVAL before).
+    core.memory_merge = inj.syscall(nr::__NR_prctl, &[PR_GET_MEMORY_MERGE, 0, 0, 0, 0])? == 1;
     let mdwe = inj.syscall(nr::__NR_prctl, &[PR_GET_MDWE, 0, 0, 0, 0])?;
     if mdwe > 0 {
         bail!(
@@ -213,6 +218,12 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let pdeath_sig = u32::from_ne_bytes(inj.read_scratch(4)?.try_into().expect("4 bytes"));
     let secbits = check(inj.syscall(nr::__NR_prctl, &[PR_GET_SECUREBITS])?, "PR_GET_SECUREBITS", tid)? as u32;
     let timer_slack_ns = check(inj.syscall(nr::__NR_prctl, &[PR_GET_TIMERSLACK])?, "PR_GET_TIMERSLACK", tid)? as u64;
+    // x86 only; EINVAL elsewhere, where there is nothing to keep.
+    if inj.syscall(nr::__NR_prctl, &[PR_GET_TSC, s])? == 0
+        && u32::from_ne_bytes(inj.read_scratch(4)?.try_into().expect("4 bytes")) == PR_TSC_SIGSEGV
+    {
+        bail!("process {pid}: thread {tid} made rdtsc fault (PR_SET_TSC), which dump does not support yet");
+    }
     let stopping = inj.finish()?;
 
     let mut r = regs::gpregs(tid)?;

@@ -507,6 +507,10 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         {
             return Err(fail(log, "PR_SET_TIMERSLACK", b""));
         }
+        const PR_SET_MEMORY_MERGE: libc::c_int = 67;
+        if p.knobs.memory_merge && libc::prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) < 0 {
+            return Err(fail(log, "PR_SET_MEMORY_MERGE", b""));
+        }
         for bit in (0..32).filter(|b| p.knobs.membarrier & (1 << b) != 0) {
             if libc::syscall(libc::SYS_membarrier, 1 << bit, 0, 0) < 0 {
                 return Err(fail(log, "registering for membarrier", b""));

@@ -260,6 +260,9 @@ pub struct Knobs {
     pub oom_score_adj: Option<i32>,
     /// Set by the task itself (the kernel lets no one else).
     pub loginuid: Option<u32>,
+    /// `PR_SET_MEMORY_MERGE`, set by the new task (its address space is
+    /// the program's).
+    pub memory_merge: bool,
     /// `PR_SET_DUMPABLE` (0 or 1), set by each thread after its
     /// credentials; `None` leaves what the credentials give.
     pub dumpable: Option<bool>,

@@ -143,6 +143,9 @@ message! {
         1000 timer_slack_ns: optional uint64,
         /// revenant's own: `/proc/PID/coredump_filter`.
         1001 coredump_filter: optional uint32 [Fmt::Hex],
+        /// revenant's own: `PR_SET_MEMORY_MERGE` (KSM for the whole
+        /// address space).
+        1002 memory_merge: optional bool,
     }
 }
 
