@@ -219,12 +219,12 @@ def kill_running(name):
 
 def start(name):
     """`make NAME.pid`: the test sets itself up and daemonizes. One that
-    does not within a minute is killed, launcher and daemon (which has a
+    does not within 15 s is killed, launcher and daemon (which has a
     session of its own by then): every process running the test's binary."""
     p = subprocess.Popen(["make", "--no-print-directory", "-s", f"{name}.pid"], cwd=Z, start_new_session=True,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        out, err = p.communicate(timeout=60)
+        out, err = p.communicate(timeout=15)
     except subprocess.TimeoutExpired:
         kill_running(name)
         p.kill()
@@ -267,7 +267,7 @@ def checkpoint(name):
     clean(name)
     r = start(name)
     if r is None:
-        return "SKIP", "did not start within 60 s"
+        return "SKIP", "did not start within 15 s"
     if r.returncode != 0:
         return "SKIP", f"did not start: {last_line(f'{Z}/{name}.out') or r.stderr.strip()[-200:]}"
     pid = int(open(f"{Z}/{name}.pid").read().split()[0])
