@@ -804,7 +804,7 @@ fn shared_and_separate_file_descriptions_stay_so() {
     let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
     stop(pid);
     for l in after.lines() {
-        assert!(l.ends_with("shared=ok pipe=ok owner=ok"), "{l}\n{after}");
+        assert!(l.ends_with("shared=ok pipe=ok owner=ok opath=ok"), "{l}\n{after}");
     }
     // Every record whole: nothing was written over.
     let records = std::fs::read_to_string(&file).unwrap();

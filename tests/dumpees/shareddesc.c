@@ -5,8 +5,10 @@
  * parent also reads its pipe through a second description of the read end
  * (reopened through /proc, O_NONBLOCK) while the first stays blocking,
  * and has made itself the owner of that second description, with SIGUSR2
- * for its signal (F_SETOWN_EX, F_SETSIG).
- * Every tick: "tick=N shared=ok|BAD pipe=ok|BAD owner=ok|BAD" to OUTFILE.
+ * for its signal (F_SETOWN_EX, F_SETSIG). It also holds SCRATCH open with
+ * O_PATH (which answers no owner questions).
+ * Every tick: "tick=N shared=ok|BAD pipe=ok|BAD owner=ok|BAD opath=ok|BAD"
+ * to OUTFILE.
  * usage: shareddesc OUTFILE SCRATCH */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -51,8 +53,9 @@ int main(int argc, char **argv)
 	char path[64];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", p[0]);
 	int r2 = open(path, O_RDONLY | O_NONBLOCK);
+	int opath = open(argv[2], O_PATH);
 	struct f_owner_ex me = {F_OWNER_PID, getpid()};
-	if (r2 < 0 || fcntl(r2, F_SETOWN_EX, &me) || fcntl(r2, F_SETSIG, SIGUSR2))
+	if (r2 < 0 || opath < 0 || fcntl(r2, F_SETOWN_EX, &me) || fcntl(r2, F_SETSIG, SIGUSR2))
 		return 4;
 	if (fork() == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -72,8 +75,11 @@ int main(int argc, char **argv)
 		struct f_owner_ex owner = {0, 0};
 		int ok_owner = fcntl(r2, F_GETOWN_EX, &owner) == 0 && owner.type == F_OWNER_PID &&
 			       owner.pid == getpid() && fcntl(r2, F_GETSIG) == SIGUSR2 && fcntl(p[0], F_GETSIG) == 0;
-		dprintf(out, "tick=%lu shared=%s pipe=%s owner=%s\n", tick, ok_shared ? "ok" : "BAD", ok_pipe ? "ok" : "BAD",
-			ok_owner ? "ok" : "BAD");
+		struct stat a, b;
+		int ok_opath = (fcntl(opath, F_GETFL) & O_PATH) && fstat(opath, &a) == 0 && fstat(shared, &b) == 0 &&
+			       a.st_ino == b.st_ino;
+		dprintf(out, "tick=%lu shared=%s pipe=%s owner=%s opath=%s\n", tick, ok_shared ? "ok" : "BAD",
+			ok_pipe ? "ok" : "BAD", ok_owner ? "ok" : "BAD", ok_opath ? "ok" : "BAD");
 		nap(40);
 	}
 }

@@ -175,7 +175,12 @@ fn owners(inj: &mut Injector, pid: i32, fds: &[i32]) -> Result<Vec<(i32, Fown)>>
     let mut out = Vec::new();
     for &fd in fds {
         let what = |call: &str| format!("fcntl({fd}, {call})");
-        check(inj.syscall(nr::__NR_fcntl, &[fd as u64, F_GETOWN_EX as u64, s])?, &what("F_GETOWN_EX"), pid)?;
+        // An O_PATH descriptor answers EBADF: it can have no owner.
+        let r = inj.syscall(nr::__NR_fcntl, &[fd as u64, F_GETOWN_EX as u64, s])?;
+        if r == -(nix::libc::EBADF as i64) {
+            continue;
+        }
+        check(r, &what("F_GETOWN_EX"), pid)?;
         let b = inj.read_scratch(8)?;
         let word = |i: usize| u32::from_ne_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
         let (pid_type, owner) = (word(0), word(1));
