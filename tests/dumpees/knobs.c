@@ -5,7 +5,8 @@
  * adjustment, the membarrier registrations, the second thread's CPU
  * affinity (CPU 0) and I/O priority (best effort, level 6), the core
  * dump filter, that it is not dumpable (PR_SET_DUMPABLE 0), and KSM for
- * all its memory (PR_SET_MEMORY_MERGE; -1 where the kernel lacks it).
+ * all its memory (PR_SET_MEMORY_MERGE: 1, or 0 without CAP_SYS_RESOURCE,
+ * -1 where the kernel lacks it).
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
