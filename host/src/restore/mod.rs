@@ -8,12 +8,14 @@ pub mod convert;
 mod creds;
 mod frame;
 pub mod from_images;
+mod held;
 pub(crate) mod layout;
 mod limits;
 pub mod plan;
 pub mod regs;
 mod spawn;
 pub mod sysv;
+mod tree_files;
 mod vdso;
 #[cfg(target_arch = "x86_64")]
 mod xsave;

@@ -14,6 +14,7 @@ use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
 use super::sysv::{self, IpcPlan};
+use super::{held, tree_files};
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
@@ -183,7 +184,7 @@ fn run_tree(
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
     let helpers = helper_tids(plans, zombies);
-    let shared = shared_regs(plans);
+    let shared = tree_files::shared_regs(plans);
     for (p, &helper) in plans.iter().zip(&helpers) {
         let fds = service_fds(p);
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
@@ -225,9 +226,9 @@ fn run_tree(
         bail!("bad fd plan");
     }
     cps[0].ipc_ns = ipc_ns;
-    let tree = tree_files(plans, &cps, &shared, ipc_ns, nofile)?;
+    let tree = tree_files::tree_files(plans, &cps, &shared, ipc_ns, nofile)?;
     for (c, p) in cps.iter_mut().zip(plans) {
-        c.takes = takes(p, &tree, &shared)?;
+        c.takes = tree_files::takes(p, &tree, &shared)?;
         c.tree_files = tree.clone();
     }
     // Every task inherits these from the root: ours can go once it exists.
@@ -320,7 +321,7 @@ fn run_tree(
             }
             // Every program is held right before its first instruction.
             if failure.is_none()
-                && let Err(e) = plans.iter().try_for_each(set_held_state)
+                && let Err(e) = plans.iter().try_for_each(held::set_held_state)
             {
                 failure = Some((0, e));
             }
@@ -387,234 +388,13 @@ fn run_tree(
             for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
                 let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
             }
-            if let Err(e) = plans.iter().try_for_each(set_held_state).and_then(|()| before_run()) {
+            if let Err(e) = plans.iter().try_for_each(held::set_held_state).and_then(|()| before_run()) {
                 kill_all();
                 return Err(e);
             }
             Ok(out)
         }
     }
-}
-
-/// The regular-file descriptions more than one fd of the tree is on
-/// (dup'd, or inherited by a child): a task opening its own would give it
-/// a description, and a file offset, of its own.
-fn shared_regs(plans: &[ProcessPlan]) -> Vec<u32> {
-    let mut seen = std::collections::HashMap::<u32, usize>::new();
-    for f in plans.iter().flat_map(|p| &p.fds) {
-        *seen.entry(f.id).or_default() += 1;
-    }
-    let mut ids: Vec<u32> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(id, _)| id).collect();
-    ids.sort_unstable();
-    ids
-}
-
-/// Every pipe end and `shared` regular file of the tree once, and the
-/// slots they go to in the tasks: above every number a task uses or
-/// inherits from us and needs (its plan's fds and scratch numbers, every
-/// log and sync pipe, the IPC namespace).
-fn tree_files(
-    plans: &[ProcessPlan],
-    cps: &[ChildPlan],
-    shared: &[u32],
-    ipc_ns: Option<i32>,
-    nofile: impl Into<u64>,
-) -> Result<child::TreeFiles> {
-    let nofile: u64 = nofile.into();
-    let mut pipes: Vec<super::plan::PipePlan> = Vec::new();
-    for pp in plans.iter().flat_map(|p| &p.pipes) {
-        let at = match pipes.iter().position(|x| x.pipe_id == pp.pipe_id) {
-            Some(at) => at,
-            None => {
-                let data = pp.data.clone();
-                pipes.push(super::plan::PipePlan { pipe_id: pp.pipe_id, data, size: pp.size, ends: Vec::new() });
-                pipes.len() - 1
-            }
-        };
-        for e in &pp.ends {
-            if !pipes[at].ends.iter().any(|x| x.id == e.id) {
-                pipes[at].ends.push(super::plan::PipeEnd { fds: Vec::new(), ..e.clone() });
-            }
-        }
-    }
-    let inherited = cps.iter().flat_map(|c| [c.scratch, c.log_fd.0 + 1, c.sync_fd.0 + 1]).chain(ipc_ns.map(|n| n + 1));
-    // Two more for the temporary numbers the log and sync pipes pass by.
-    let base = inherited.max().unwrap_or(3) + 2;
-    let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
-    ids.extend(shared);
-    let end = base as u64 + ids.len() as u64;
-    // The pipes' two ends pass by the two numbers above the slots.
-    if !ids.is_empty() && end + 2 >= nofile {
-        bail!(
-            "the tree's {} shared file descriptions need fd numbers up to {end}, above RLIMIT_NOFILE ({nofile})",
-            ids.len()
-        );
-    }
-    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new() };
-    for pipe in pipes {
-        let mut reopen = Vec::new();
-        for (k, e) in pipe.ends.iter().enumerate() {
-            let first = pipe.ends[..k].iter().find(|x| x.write == e.write);
-            reopen.push(match first {
-                Some(x) => {
-                    Some(cpath(std::path::Path::new(&format!("/proc/self/fd/{}", tree.slot(x.id).unwrap_or(-1))))?)
-                }
-                None => None,
-            });
-        }
-        tree.pipes.push(child::TreePipe { pipe, reopen });
-    }
-    for &id in shared {
-        let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
-        let slot = tree.slot(id).context("a shared file without a slot")?;
-        tree.regs.push(Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true });
-    }
-    Ok(tree)
-}
-
-/// The (fd, slot, close-on-exec) of each fd of `p` on a description of the
-/// tree's.
-fn takes(p: &ProcessPlan, tree: &child::TreeFiles, shared: &[u32]) -> Result<Vec<(i32, i32, bool)>> {
-    let pipes = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| e.fds.iter().map(move |&(fd, c)| (e.id, fd, c)));
-    let regs = p.fds.iter().filter(|f| shared.contains(&f.id)).map(|f| (f.id, f.fd, f.cloexec));
-    pipes
-        .chain(regs)
-        .map(|(id, fd, cloexec)| {
-            let slot = tree.slot(id).with_context(|| format!("PID {}: fd {fd}: no slot for file {id}", p.pid))?;
-            Ok((fd, slot, cloexec))
-        })
-        .collect()
-}
-
-/// Gives `p` its OOM score adjustment, and each of its
-/// threads its scheduling policy, priority and nice value, from outside,
-/// while it is held.
-fn set_held_state(p: &ProcessPlan) -> Result<()> {
-    let write = |name: &str, value: String| -> Result<()> {
-        let path = format!("/proc/{}/{name}", p.pid);
-        if std::fs::read_to_string(&path).is_ok_and(|now| now.trim() == value) {
-            return Ok(());
-        }
-        std::fs::write(&path, &value).with_context(|| format!("PID {}: setting {name} to {value}", p.pid))
-    };
-    if let Some(adj) = p.knobs.oom_score_adj {
-        write("oom_score_adj", adj.to_string())?;
-    }
-    if !p.owners.is_empty() {
-        set_owners(p)?;
-    }
-    // Read as 8 hex digits; written in C syntax (a leading 0 alone is octal).
-    if let Some(f) = p.knobs.coredump_filter
-        && std::fs::read_to_string(format!("/proc/{}/coredump_filter", p.pid))
-            .is_ok_and(|now| now.trim() != format!("{f:08x}"))
-    {
-        write("coredump_filter", format!("{f:#x}"))?;
-    }
-
-    const SCHED_BATCH: u32 = 3;
-    const SCHED_IDLE: u32 = 5;
-    for t in &p.threads {
-        let s = t.sched;
-        let param = libc::sched_param { sched_priority: s.prio as i32 };
-        // SAFETY: a plain system call on a TID and a parameter of ours.
-        if unsafe { libc::sched_setscheduler(t.tid, s.policy as i32, &param) } < 0 {
-            let e = std::io::Error::last_os_error();
-            bail!("PID {}: thread {}: scheduling policy {} priority {}: {e}", p.pid, t.tid, s.policy, s.prio);
-        }
-        if matches!(s.policy & !(libc::SCHED_RESET_ON_FORK as u32), 0 | SCHED_BATCH | SCHED_IDLE) {
-            // SAFETY: as above.
-            if unsafe { libc::setpriority(libc::PRIO_PROCESS, t.tid as libc::id_t, s.nice) } < 0 {
-                let e = std::io::Error::last_os_error();
-                bail!("PID {}: thread {}: nice {}: {e}", p.pid, t.tid, s.nice);
-            }
-        }
-        if !t.affinity.is_empty() {
-            let len = std::mem::size_of_val(t.affinity.as_slice());
-            // SAFETY: the kernel reads `len` bytes of a live slice.
-            if unsafe { libc::syscall(libc::SYS_sched_setaffinity, t.tid, len, t.affinity.as_ptr()) } < 0 {
-                let e = std::io::Error::last_os_error();
-                bail!(
-                    "PID {}: thread {}: CPU affinity {:x?} (none of those CPUs here?): {e}",
-                    p.pid,
-                    t.tid,
-                    t.affinity
-                );
-            }
-        }
-        // Set only where it differs from what the thread has now: an I/O
-        // priority never set follows the nice value, one set no longer does.
-        const IOPRIO_WHO_PROCESS: libc::c_int = 1;
-        // SAFETY: a plain system call on integers.
-        let now = unsafe { libc::syscall(libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, t.tid) };
-        if let Some(prio) = t.ioprio
-            && now != prio as libc::c_long
-            // SAFETY: as above.
-            && unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, t.tid, prio) } < 0
-        {
-            let e = std::io::Error::last_os_error();
-            bail!("PID {}: thread {}: I/O priority {prio:#x}: {e}", p.pid, t.tid);
-        }
-    }
-    Ok(())
-}
-
-/// Gives each description of `p` that had one its signal owner and signal,
-/// through a copy of one of its fds (`pidfd_getfd`: the same description).
-/// The kernel keeps the uids of whoever sets the owner and checks them when
-/// it signals: this thread takes the dumped ones for the call (raw
-/// `setresuid` changes only the calling thread, and the saved uid 0 brings
-/// it back).
-fn set_owners(p: &ProcessPlan) -> Result<()> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain system calls on integers; each fd returned is owned here.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("PID {}: pidfd_open", p.pid));
-    }
-    // SAFETY: a fresh fd of ours.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    for o in &p.owners {
-        let what = || {
-            format!(
-                "PID {}: fd {}: setting its owner {} (type {}) and signal {}",
-                p.pid, o.fd, o.pid, o.pid_type, o.signum
-            )
-        };
-        // SAFETY: as above.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), o.fd, 0) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(what);
-        }
-        // SAFETY: a fresh fd of ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        let set_sig = linux_raw_sys::general::F_SETSIG as libc::c_int;
-        // SAFETY: fcntl with integer arguments on our fd.
-        if o.signum != 0 && unsafe { libc::fcntl(fd.as_raw_fd(), set_sig, o.signum as libc::c_int) } < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(what);
-        }
-        if o.pid == 0 {
-            continue;
-        }
-        let owner = linux_raw_sys::general::f_owner_ex { type_: o.pid_type as _, pid: o.pid as _ };
-        // SAFETY: per-thread credential switches by raw system call, undone
-        // below; fcntl reads one f_owner_ex from a live local.
-        let res = unsafe {
-            if libc::syscall(libc::SYS_setresuid, o.uid, o.euid, u32::MAX) < 0 {
-                return Err(std::io::Error::last_os_error()).with_context(what);
-            }
-            let res = libc::fcntl(fd.as_raw_fd(), linux_raw_sys::general::F_SETOWN_EX as libc::c_int, &owner);
-            let err = std::io::Error::last_os_error();
-            if libc::syscall(libc::SYS_setresuid, 0, 0, u32::MAX) < 0 {
-                // This thread cannot get root back: nothing after it can work.
-                std::process::abort();
-            }
-            (res, err)
-        };
-        if res.0 < 0 {
-            return Err(res.1).with_context(what);
-        }
-    }
-    Ok(())
 }
 
 /// Below this many bytes of pages a second copying thread costs more than

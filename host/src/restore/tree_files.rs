@@ -1,0 +1,99 @@
+//! The open file descriptions several fds of the tree share: every pipe
+//! end, and regular files dup'd or inherited. The root makes each once, at
+//! a slot of its own, before it creates its children (`child::TreeFiles`);
+//! here the host picks them and their slots.
+
+use anyhow::{Context, Result, bail};
+
+use super::child::{self, ChildPlan, Open};
+use super::plan::{ProcessPlan, cpath};
+
+/// The regular-file descriptions more than one fd of the tree is on
+/// (dup'd, or inherited by a child): a task opening its own would give it
+/// a description, and a file offset, of its own.
+pub(super) fn shared_regs(plans: &[ProcessPlan]) -> Vec<u32> {
+    let mut seen = std::collections::HashMap::<u32, usize>::new();
+    for f in plans.iter().flat_map(|p| &p.fds) {
+        *seen.entry(f.id).or_default() += 1;
+    }
+    let mut ids: Vec<u32> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(id, _)| id).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Every pipe end and `shared` regular file of the tree once, and the
+/// slots they go to in the tasks: above every number a task uses or
+/// inherits from us and needs (its plan's fds and scratch numbers, every
+/// log and sync pipe, the IPC namespace).
+pub(super) fn tree_files(
+    plans: &[ProcessPlan],
+    cps: &[ChildPlan],
+    shared: &[u32],
+    ipc_ns: Option<i32>,
+    nofile: impl Into<u64>,
+) -> Result<child::TreeFiles> {
+    let nofile: u64 = nofile.into();
+    let mut pipes: Vec<super::plan::PipePlan> = Vec::new();
+    for pp in plans.iter().flat_map(|p| &p.pipes) {
+        let at = match pipes.iter().position(|x| x.pipe_id == pp.pipe_id) {
+            Some(at) => at,
+            None => {
+                let data = pp.data.clone();
+                pipes.push(super::plan::PipePlan { pipe_id: pp.pipe_id, data, size: pp.size, ends: Vec::new() });
+                pipes.len() - 1
+            }
+        };
+        for e in &pp.ends {
+            if !pipes[at].ends.iter().any(|x| x.id == e.id) {
+                pipes[at].ends.push(super::plan::PipeEnd { fds: Vec::new(), ..e.clone() });
+            }
+        }
+    }
+    let inherited = cps.iter().flat_map(|c| [c.scratch, c.log_fd.0 + 1, c.sync_fd.0 + 1]).chain(ipc_ns.map(|n| n + 1));
+    // Two more for the temporary numbers the log and sync pipes pass by.
+    let base = inherited.max().unwrap_or(3) + 2;
+    let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
+    ids.extend(shared);
+    let end = base as u64 + ids.len() as u64;
+    // The pipes' two ends pass by the two numbers above the slots.
+    if !ids.is_empty() && end + 2 >= nofile {
+        bail!(
+            "the tree's {} shared file descriptions need fd numbers up to {end}, above RLIMIT_NOFILE ({nofile})",
+            ids.len()
+        );
+    }
+    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new() };
+    for pipe in pipes {
+        let mut reopen = Vec::new();
+        for (k, e) in pipe.ends.iter().enumerate() {
+            let first = pipe.ends[..k].iter().find(|x| x.write == e.write);
+            reopen.push(match first {
+                Some(x) => {
+                    Some(cpath(std::path::Path::new(&format!("/proc/self/fd/{}", tree.slot(x.id).unwrap_or(-1))))?)
+                }
+                None => None,
+            });
+        }
+        tree.pipes.push(child::TreePipe { pipe, reopen });
+    }
+    for &id in shared {
+        let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
+        let slot = tree.slot(id).context("a shared file without a slot")?;
+        tree.regs.push(Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true });
+    }
+    Ok(tree)
+}
+
+/// The (fd, slot, close-on-exec) of each fd of `p` on a description of the
+/// tree's.
+pub(super) fn takes(p: &ProcessPlan, tree: &child::TreeFiles, shared: &[u32]) -> Result<Vec<(i32, i32, bool)>> {
+    let pipes = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| e.fds.iter().map(move |&(fd, c)| (e.id, fd, c)));
+    let regs = p.fds.iter().filter(|f| shared.contains(&f.id)).map(|f| (f.id, f.fd, f.cloexec));
+    pipes
+        .chain(regs)
+        .map(|(id, fd, cloexec)| {
+            let slot = tree.slot(id).with_context(|| format!("PID {}: fd {fd}: no slot for file {id}", p.pid))?;
+            Ok((fd, slot, cloexec))
+        })
+        .collect()
+}
