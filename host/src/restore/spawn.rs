@@ -167,7 +167,13 @@ pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan
 
 /// Restores the tree; `before_run` runs once every process is restored,
 /// before any program runs again where the host can hold them (ptrace),
-/// else right after they all run.
+/// else right after they all run. The stages, in order: [`prepare`] each
+/// task's plan and bootstrap area, [`wire`] the tree (who creates whom, the
+/// shared descriptions, the group words), create the root, then where
+/// ptrace works [`seize`] each task as it appears, [`catch`] each one right
+/// after its blob's sigreturn, set what the host sets while they are held,
+/// and [`release`] them; elsewhere each task runs on by itself
+/// ([`untraced`]).
 fn run_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
@@ -180,17 +186,39 @@ fn run_tree(
     // Before the log readers start, so that they block it too.
     #[cfg(target_arch = "x86_64")]
     let _sigchld = super::finish::SigchldBlocked::new()?;
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0;
-    let mut prepared = Vec::new();
-    let mut cps = Vec::new();
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0 as u64;
     let helpers = helper_tids(plans, zombies);
     let shared = tree_files::shared_regs(plans);
-    for (p, &helper) in plans.iter().zip(&helpers) {
+    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile)?;
+    wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
+    // Every task inherits these from the root: ours can go once it exists.
+    let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
+    cps.iter_mut().for_each(|c| c.groups = groups.words());
+    let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
+    drop(groups);
+    let started = Started::new(plans, prepared, root);
+    cfg_select! {
+        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, before_run) }
+        _ => { untraced(plans, started, before_run) }
+    }
+}
+
+/// Each task's plan and bootstrap area, with the pipes it talks to us by.
+fn prepare(
+    plans: &[ProcessPlan],
+    helpers: &[u32],
+    shared: &[u32],
+    traced: bool,
+    nofile: u64,
+) -> Result<(Vec<Prepared>, Vec<ChildPlan>)> {
+    let mut prepared = Vec::new();
+    let mut cps = Vec::new();
+    for (p, &helper) in plans.iter().zip(helpers) {
         let fds = service_fds(p);
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
         let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
-        let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd(), &shared)?;
-        if cp.scratch as u64 + 2 >= nofile as u64 {
+        let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd(), shared)?;
+        if cp.scratch as u64 + 2 >= nofile {
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
         let creds = super::creds::plan(p)?;
@@ -207,7 +235,19 @@ fn run_tree(
             sync_tx: Some(sync_tx),
         });
     }
-    // Who creates whom: each process its children in the tree.
+    Ok((prepared, cps))
+}
+
+/// Who creates whom (each process its children and zombies), the IPC
+/// namespace the root enters, and the tree's shared descriptions.
+fn wire(
+    plans: &[ProcessPlan],
+    zombies: &[ZombiePlan],
+    cps: &mut [ChildPlan],
+    shared: &[u32],
+    ipc_ns: Option<i32>,
+    nofile: u64,
+) -> Result<()> {
     for (i, p) in plans.iter().enumerate().skip(1) {
         let parent = plans[..i]
             .iter()
@@ -226,175 +266,227 @@ fn run_tree(
         bail!("bad fd plan");
     }
     cps[0].ipc_ns = ipc_ns;
-    let tree = tree_files::tree_files(plans, &cps, &shared, ipc_ns, nofile)?;
+    let tree = tree_files::tree_files(plans, cps, shared, ipc_ns, nofile)?;
     for (c, p) in cps.iter_mut().zip(plans) {
-        c.takes = tree_files::takes(p, &tree, &shared)?;
+        c.takes = tree_files::takes(p, &tree, shared)?;
         c.tree_files = tree.clone();
     }
-    // Every task inherits these from the root: ours can go once it exists.
-    let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
-    cps.iter_mut().for_each(|c| c.groups = groups.words());
+    Ok(())
+}
 
-    let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
-    drop(groups);
-    let mut spans = Vec::new();
-    let mut readers = Vec::new();
-    for pr in &mut prepared {
-        spans.push((pr.area.start, pr.area.unmap_len, format!("host: {}\n", pr.area.vdso)));
-        drop(pr.log_tx.take());
-        drop(pr.sync_rx.take());
-        let rx = pr.log_rx.take().expect("prepared once");
-        readers.push(std::thread::spawn(move || read_all(rx)));
+/// The tree once its root exists: each task's PID, bootstrap area, log
+/// reader and go-ahead pipe.
+struct Started {
+    root: Pid,
+    pids: Vec<Pid>,
+    /// (bootstrap start, length, what the host logged for it).
+    spans: Vec<(u64, u64, String)>,
+    readers: Vec<std::thread::JoinHandle<String>>,
+    syncs: Vec<OwnedFd>,
+    /// Every thread of the tree but the leaders.
+    threads: Vec<i32>,
+}
+
+impl Started {
+    fn new(plans: &[ProcessPlan], mut prepared: Vec<Prepared>, root: Pid) -> Started {
+        let mut spans = Vec::new();
+        let mut readers = Vec::new();
+        for pr in &mut prepared {
+            spans.push((pr.area.start, pr.area.unmap_len, format!("host: {}\n", pr.area.vdso)));
+            drop(pr.log_tx.take());
+            drop(pr.sync_rx.take());
+            let rx = pr.log_rx.take().expect("prepared once");
+            readers.push(std::thread::spawn(move || read_all(rx)));
+        }
+        // The parent's copies of the bootstrap areas are no longer needed.
+        let syncs = prepared.iter_mut().map(|pr| pr.sync_tx.take().expect("prepared once")).collect();
+        let pids = plans.iter().map(|p| Pid::from_raw(p.pid)).collect();
+        let threads = plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid).filter(move |&t| t != p.pid)).collect();
+        Started { root, pids, spans, readers, syncs, threads }
     }
-    // The parent's copies of the bootstrap areas are no longer needed.
-    let syncs: Vec<OwnedFd> = prepared.iter_mut().map(|pr| pr.sync_tx.take().expect("prepared once")).collect();
-    drop(prepared);
-    let pids: Vec<Pid> = plans.iter().map(|p| Pid::from_raw(p.pid)).collect();
-    // Traced or not, every thread is collected before the leaders: see
-    // [`crate::reap`].
-    let kill_all = || {
-        for pid in pids.iter().rev() {
+
+    /// Kills the tree. Traced or not, every thread is collected before
+    /// the leaders: see [`crate::reap`].
+    fn kill_all(&self) {
+        for pid in self.pids.iter().rev() {
             let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
         }
-        let others = plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid).filter(move |&t| t != p.pid));
-        let _ = crate::reap::collect(others.collect(), pids.iter().map(|p| p.as_raw()).collect());
-        let _ = nix::sys::wait::waitpid(root, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
-    };
+        let _ = crate::reap::collect(self.threads.clone(), self.pids.iter().map(|p| p.as_raw()).collect());
+        let _ = nix::sys::wait::waitpid(self.root, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
 
-    cfg_select! {
-        target_arch = "x86_64" => {
-            use super::finish::{self, Outcome};
-            use nix::sys::ptrace;
-            let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
-                | ptrace::Options::PTRACE_O_EXITKILL
-                | ptrace::Options::PTRACE_O_TRACECLONE;
-            // Until we let go, the filters the blob installs must not judge
-            // its own calls or our munmap.
-            let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
-            let mut failure = None;
-            let mut setup_failed = false;
-            for (i, ((pid, sync), p)) in pids.iter().zip(&syncs).zip(plans).enumerate() {
-                let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
-                let opts = if sandboxed { opts | suspend } else { opts };
-                // Children appear once their parent has created them.
-                let mut tries = 0;
-                while !std::path::Path::new(&format!("/proc/{pid}")).exists() && tries < 5000 {
-                    std::thread::sleep(std::time::Duration::from_micros(200));
-                    tries += 1;
-                }
-                let traced = match ptrace::seize(*pid, opts) {
-                    Err(nix::errno::Errno::EPERM) if sandboxed => Err(anyhow::anyhow!(
-                        "cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN"
-                    )),
-                    Err(e) => Err(anyhow::anyhow!("cannot trace the new task {pid}: {e}")),
-                    Ok(()) => nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task"),
-                };
-                // A task that fails its own setup exits, and our ptrace or
-                // pipe call fails: its log says why, our error does not.
-                if let Err(e) = traced {
-                    setup_failed = true;
-                    failure = Some((i, e));
-                    break;
-                }
-                if let Err(e) = crate::fault::step(|| format!("PID {pid} created and traced")) {
-                    failure = Some((i, e));
-                    break;
-                }
-            }
+    /// Each task's whole log, after what the host said of it.
+    #[cfg(target_arch = "x86_64")]
+    fn logs(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.readers)
+            .into_iter()
+            .zip(&self.spans)
+            .map(|(r, s)| s.2.clone() + &r.join().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// A failed stage: which plan it concerns, and why.
+#[cfg(target_arch = "x86_64")]
+type Failure = (usize, anyhow::Error);
+
+/// The traced end of a restore: seize, catch, set the held state, let
+/// `before_run` act, release; on any failure the tree is killed and the
+/// error carries the failing task's log.
+#[cfg(target_arch = "x86_64")]
+fn traced_finish(
+    plans: &[ProcessPlan],
+    helpers: &[u32],
+    mut started: Started,
+    before_run: impl FnOnce() -> Result<()>,
+) -> Result<Vec<Restored>> {
+    let syncs = std::mem::take(&mut started.syncs);
+    let mut setup_failed = false;
+    let outcome = seize(plans, &started.pids, &syncs, &mut setup_failed)
+        .and_then(|()| {
             drop(syncs);
-            let mut held = Vec::new();
-            for (i, p) in plans.iter().enumerate() {
-                if failure.is_some() {
-                    break;
-                }
-                let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
-                match finish::catch(pids[i], p.threads.len(), helper) {
-                    Ok(Outcome::Held(h)) => {
-                        held.push(h);
-                        if let Err(e) = crate::fault::step(|| format!("PID {} restored and held", p.pid)) {
-                            failure = Some((i, e));
-                        }
-                    }
-                    Ok(Outcome::Failed(why)) => failure = Some((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid))),
-                    Err(e) => failure = Some((i, e.context(format!("restoring PID {}", p.pid)))),
-                }
-            }
+            catch(plans, &started.pids, helpers)
+        })
+        .and_then(|held| {
             // Every program is held right before its first instruction.
-            if failure.is_none()
-                && let Err(e) = plans.iter().try_for_each(held::set_held_state)
-            {
-                failure = Some((0, e));
+            plans.iter().try_for_each(held::set_held_state).map_err(|e| (0, e))?;
+            before_run()
+                .and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
+                .map_err(|e| (0, e))?;
+            release(plans, &started.pids, held, &started.spans)
+        });
+    if outcome.is_err() {
+        started.kill_all();
+    }
+    let logs = started.logs();
+    match outcome {
+        Ok(restored) => Ok(restored.into_iter().zip(logs).map(|(pid, log)| Restored { pid, log }).collect()),
+        Err((i, e)) => {
+            let own = logs.iter().position(|l| l.contains(child::SETUP_ERROR)).filter(|_| setup_failed);
+            if let Some(j) = own {
+                let why = super::describe_exit(child::SETUP_FAILED);
+                return Err(anyhow::anyhow!("restoring PID {}: {why}{}", plans[j].pid, log_tail(&logs[j])));
             }
-            if failure.is_none()
-                && let Err(e) = before_run().and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
-            {
-                failure = Some((0, e));
-            }
-            let mut restored = Vec::new();
-            if failure.is_none() {
-                for (i, h) in held.into_iter().enumerate() {
-                    let (start, len, _) = &spans[i];
-                    let sigtrap = plans[i].sigactions.iter().find(|a| a.signo == nix::libc::SIGTRAP as u32).copied();
-                    let sigtrap = sigtrap.unwrap_or_default();
-                    match finish::release(pids[i], h, *start, *len, &sigtrap, plans[i].stop_signal.is_some()) {
-                        Ok(()) => restored.push(plans[i].pid),
-                        Err(e) => {
-                            failure = Some((i, e.context(format!("restoring PID {}", plans[i].pid))));
-                            break;
-                        }
-                    }
-                }
-            }
-            if failure.is_some() {
-                kill_all();
-            }
-            let logs: Vec<String> = readers
-                .into_iter()
-                .zip(&spans)
-                .map(|(r, s)| s.2.clone() + &r.join().unwrap_or_default())
-                .collect();
-            if let Some((i, e)) = failure {
-                let own = logs.iter().position(|l| l.contains(child::SETUP_ERROR)).filter(|_| setup_failed);
-                if let Some(j) = own {
-                    let why = super::describe_exit(child::SETUP_FAILED);
-                    return Err(anyhow::anyhow!("restoring PID {}: {why}{}", plans[j].pid, log_tail(&logs[j])));
-                }
-                return Err(anyhow::anyhow!("{e:#}{}", log_tail(&logs[i])));
-            }
-            Ok(restored.into_iter().zip(logs).map(|(pid, log)| Restored { pid, log }).collect())
-        }
-        _ => {
-            for sync in &syncs {
-                nix::unistd::write(sync, &[1]).context("releasing a new task")?;
-            }
-            drop(syncs);
-            // Each blob closes its log right before its sigreturn, or exits
-            // after logging an error.
-            let mut out = Vec::new();
-            for ((r, s), p) in readers.into_iter().zip(&spans).zip(plans) {
-                let log = s.2.clone() + &r.join().unwrap_or_default();
-                if log.lines().last() != Some(super::DONE_LINE) {
-                    let why = match nix::sys::wait::waitpid(Pid::from_raw(p.pid), None) {
-                        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => super::describe_exit(code),
-                        Ok(other) => format!("ended with {other:?}"),
-                        Err(e) => format!("cannot be waited for: {e}"),
-                    };
-                    kill_all();
-                    bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log));
-                }
-                out.push(Restored { pid: p.pid, log });
-            }
-            // Without ptrace nothing holds the programs: they already run.
-            for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
-            }
-            if let Err(e) = plans.iter().try_for_each(held::set_held_state).and_then(|()| before_run()) {
-                kill_all();
-                return Err(e);
-            }
-            Ok(out)
+            Err(anyhow::anyhow!("{e:#}{}", log_tail(&logs[i])))
         }
     }
+}
+
+/// Traces each task as it appears (its parent creates it) and gives it
+/// the go-ahead. A task that fails its own setup exits, and our ptrace or
+/// pipe call fails: its log says why, our error does not (`setup_failed`).
+#[cfg(target_arch = "x86_64")]
+fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &mut bool) -> Result<(), Failure> {
+    use nix::sys::ptrace;
+    let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
+        | ptrace::Options::PTRACE_O_EXITKILL
+        | ptrace::Options::PTRACE_O_TRACECLONE;
+    // Until we let go, the filters the blob installs must not judge its
+    // own calls or our munmap.
+    let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
+    for (i, ((pid, sync), p)) in pids.iter().zip(syncs).zip(plans).enumerate() {
+        let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
+        let opts = if sandboxed { opts | suspend } else { opts };
+        // Children appear once their parent has created them.
+        let mut tries = 0;
+        while !std::path::Path::new(&format!("/proc/{pid}")).exists() && tries < 5000 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+            tries += 1;
+        }
+        let traced = match ptrace::seize(*pid, opts) {
+            Err(nix::errno::Errno::EPERM) if sandboxed => Err(anyhow::anyhow!(
+                "cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN"
+            )),
+            Err(e) => Err(anyhow::anyhow!("cannot trace the new task {pid}: {e}")),
+            Ok(()) => nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task"),
+        };
+        if let Err(e) = traced {
+            *setup_failed = true;
+            return Err((i, e));
+        }
+        crate::fault::step(|| format!("PID {pid} created and traced")).map_err(|e| (i, e))?;
+    }
+    Ok(())
+}
+
+/// Holds every task right after its blob's sigreturn.
+#[cfg(target_arch = "x86_64")]
+fn catch(plans: &[ProcessPlan], pids: &[Pid], helpers: &[u32]) -> Result<Vec<super::finish::Held>, Failure> {
+    use super::finish::Outcome;
+    let mut held = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
+        match super::finish::catch(pids[i], p.threads.len(), helper) {
+            Ok(Outcome::Held(h)) => {
+                held.push(h);
+                crate::fault::step(|| format!("PID {} restored and held", p.pid)).map_err(|e| (i, e))?;
+            }
+            Ok(Outcome::Failed(why)) => return Err((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid))),
+            Err(e) => return Err((i, e.context(format!("restoring PID {}", p.pid)))),
+        }
+    }
+    Ok(held)
+}
+
+/// Lets every held task go: its SIGTRAP action back, its bootstrap area
+/// unmapped, detached (stopped again if it was).
+#[cfg(target_arch = "x86_64")]
+fn release(
+    plans: &[ProcessPlan],
+    pids: &[Pid],
+    held: Vec<super::finish::Held>,
+    spans: &[(u64, u64, String)],
+) -> Result<Vec<i32>, Failure> {
+    let mut restored = Vec::new();
+    for (i, h) in held.into_iter().enumerate() {
+        let (start, len, _) = &spans[i];
+        let p = &plans[i];
+        let sigtrap = p.sigactions.iter().find(|a| a.signo == libc::SIGTRAP as u32).copied().unwrap_or_default();
+        super::finish::release(pids[i], h, *start, *len, &sigtrap, p.stop_signal.is_some())
+            .map_err(|e| (i, e.context(format!("restoring PID {}", p.pid))))?;
+        restored.push(p.pid);
+    }
+    Ok(restored)
+}
+
+/// Without ptrace (qemu-user): each task runs on once its blob is done;
+/// the last line of its log says whether it was.
+#[cfg(not(target_arch = "x86_64"))]
+fn untraced(
+    plans: &[ProcessPlan],
+    mut started: Started,
+    before_run: impl FnOnce() -> Result<()>,
+) -> Result<Vec<Restored>> {
+    for sync in &started.syncs {
+        nix::unistd::write(sync, &[1]).context("releasing a new task")?;
+    }
+    drop(std::mem::take(&mut started.syncs));
+    // Each blob closes its log right before its sigreturn, or exits after
+    // logging an error: the first that fails ends the restore.
+    let readers = std::mem::take(&mut started.readers);
+    let mut out = Vec::new();
+    for ((r, s), p) in readers.into_iter().zip(&started.spans).zip(plans) {
+        let log = s.2.clone() + &r.join().unwrap_or_default();
+        if log.lines().last() != Some(super::DONE_LINE) {
+            let why = match nix::sys::wait::waitpid(Pid::from_raw(p.pid), None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => super::describe_exit(code),
+                Ok(other) => format!("ended with {other:?}"),
+                Err(e) => format!("cannot be waited for: {e}"),
+            };
+            started.kill_all();
+            bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log));
+        }
+        out.push(Restored { pid: p.pid, log });
+    }
+    // Without ptrace nothing holds the programs: they already run.
+    for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p.pid), nix::sys::signal::Signal::SIGSTOP);
+    }
+    if let Err(e) = plans.iter().try_for_each(held::set_held_state).and_then(|()| before_run()) {
+        started.kill_all();
+        return Err(e);
+    }
+    Ok(out)
 }
 
 /// Below this many bytes of pages a second copying thread costs more than
