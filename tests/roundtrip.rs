@@ -697,7 +697,7 @@ fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
     dump_and_reap(&mut child, &images);
     let Image::Core(c) = Image::read(&images.join(format!("core-{pid}.img"))).unwrap() else { panic!("not a core") };
     let tc = c[0].tc.as_ref().unwrap();
-    assert_eq!((tc.task_state, tc.stop_signo), (3, Some(nix::libc::SIGSTOP as u32)));
+    assert_eq!((tc.task_state, tc.stop_signo), (revenant_images::TASK_STOPPED, Some(nix::libc::SIGSTOP as u32)));
     let n = std::fs::read_to_string(&out).unwrap().lines().count();
 
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();

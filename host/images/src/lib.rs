@@ -33,6 +33,8 @@ mod validate;
 pub use framing::{Reader, Writer};
 pub use image::Image;
 pub use magic::Kind;
-pub use set::{ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, TASK_DEAD, Thread, Zombie};
+pub use set::{
+    ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, Thread, Zombie,
+};
 pub use show::show;
 pub use validate::{PAGE_SIZE, arch_of};

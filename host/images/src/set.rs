@@ -39,8 +39,12 @@ pub struct Process {
     pub threads: Vec<Thread>,
 }
 
+/// `task_state` of a process that runs.
+pub const TASK_ALIVE: u32 = 1;
 /// `task_state` of a process that had exited but was not yet waited for.
 pub const TASK_DEAD: u32 = 2;
+/// `task_state` of a process a signal had stopped (`stop_signo` says which).
+pub const TASK_STOPPED: u32 = 3;
 
 /// A zombie: a process that had exited but was not yet waited for. It has
 /// only its pstree entry and the core image holding its exit status.
@@ -120,6 +124,9 @@ pub struct ImageSet {
     /// `cgroup.img`, if present (CRIU leaves it out when every task was in
     /// its own cgroups: then no task needs moving).
     pub cgroup: Option<CgroupEntry>,
+    /// `pipes-data.img`: each pipe's capacity and buffered bytes (empty if
+    /// absent).
+    pub pipes_data: Vec<(PipeDataEntry, Vec<u8>)>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -235,7 +242,23 @@ impl ImageSet {
             Some(other) => return Err(wrong("cgroup.img", &other, "a CGROUP")),
             None => None,
         };
-        Ok(ImageSet { dir: dir.to_path_buf(), inventory, files, processes, zombies, seccomp, timens, ipc, cgroup })
+        let pipes_data = match read_opt(dir, "pipes-data.img")? {
+            Some(Image::PipesData(v)) => v,
+            Some(other) => return Err(wrong("pipes-data.img", &other, "a PIPES_DATA")),
+            None => Vec::new(),
+        };
+        Ok(ImageSet {
+            dir: dir.to_path_buf(),
+            inventory,
+            files,
+            processes,
+            zombies,
+            seccomp,
+            timens,
+            ipc,
+            cgroup,
+            pipes_data,
+        })
     }
 
     /// The file entry with `id`.
@@ -293,6 +316,9 @@ impl ImageSet {
         }
         if let Some(c) = &self.cgroup {
             v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
+        }
+        if !self.pipes_data.is_empty() {
+            v.push(("pipes-data.img".to_string(), Image::PipesData(self.pipes_data.clone())));
         }
         for ns in &self.ipc {
             if let Some(var) = &ns.var {

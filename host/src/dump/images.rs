@@ -328,9 +328,6 @@ fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u
     (all, last)
 }
 
-/// `task_state` of a process a signal had stopped.
-const TASK_STOPPED: u32 = 3;
-
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {
     TaskKobjIdsEntry {
         vm_id: p.kobj_id,
@@ -499,7 +496,11 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             ..Default::default()
         };
         TaskCoreEntry {
-            task_state: if p.stop_signal.is_some() { TASK_STOPPED } else { 1 },
+            task_state: if p.stop_signal.is_some() {
+                revenant_images::TASK_STOPPED
+            } else {
+                revenant_images::TASK_ALIVE
+            },
             stop_signo: p.stop_signal,
             exit_code: 0,
             personality: task.personality,

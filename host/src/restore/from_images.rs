@@ -348,9 +348,9 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let tc = leader.tc.as_ref().context("core: no task core")?;
     let core_name = format!("core-{pid}.img");
     let stop_signal = match tc.task_state {
-        1 => None,
+        revenant_images::TASK_ALIVE => None,
         // Stopped by a signal: it stops again when the restore lets go.
-        3 => match tc.stop_signo.unwrap_or(libc::SIGSTOP as u32) as i32 {
+        revenant_images::TASK_STOPPED => match tc.stop_signo.unwrap_or(libc::SIGSTOP as u32) as i32 {
             s @ (libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU) => Some(s),
             s => bail!("{core_name}: entry 0: tc.stop_signo {s}: not a signal that stops a process"),
         },
@@ -407,7 +407,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             let at = match pipes.iter().position(|x| x.pipe_id == pe.pipe_id) {
                 Some(at) => at,
                 None => {
-                    let (data, size) = pipe_data(set, pe.pipe_id)?;
+                    let (data, size) = pipe_data(set, pe.pipe_id);
                     pipes.push(PipePlan { pipe_id: pe.pipe_id, data, size, ..Default::default() });
                     pipes.len() - 1
                 }
@@ -619,17 +619,8 @@ fn personality(tc: &TaskCoreEntry) -> u32 {
 
 /// What `pipes-data.img` holds for `pipe_id` (nothing if it has no
 /// entry): the buffered bytes, and the capacity if it says.
-fn pipe_data(set: &ImageSet, pipe_id: u32) -> Result<(Vec<u8>, Option<u32>)> {
-    let path = set.dir.join("pipes-data.img");
-    if !revenant_images::file::exists(&path)? {
-        return Ok((Vec::new(), None));
-    }
-    match revenant_images::Image::read(&path)? {
-        revenant_images::Image::PipesData(v) => {
-            Ok(v.into_iter().find(|(e, _)| e.pipe_id == pipe_id).map(|(e, d)| (d, e.size)).unwrap_or_default())
-        }
-        _ => bail!("pipes-data.img: not a pipe data image"),
-    }
+fn pipe_data(set: &ImageSet, pipe_id: u32) -> (Vec<u8>, Option<u32>) {
+    set.pipes_data.iter().find(|(e, _)| e.pipe_id == pipe_id).map(|(e, d)| (d.clone(), e.size)).unwrap_or_default()
 }
 
 fn queued(q: Option<&SignalQueueEntry>, tid: u32) -> Vec<QueuedSignal> {
