@@ -316,6 +316,26 @@ fn a_failed_dump_leaves_the_process_running_and_names_the_fd() {
     assert_eq!(d.ping(), "pong 2 ok=1");
 }
 
+/// A dump that runs out of its `--timeout` fails saying so, and the
+/// program runs on as it was; with time enough the same dump works.
+#[test]
+fn a_dump_out_of_time_leaves_the_program_running() {
+    let _w = watchdog::start();
+    let mut d = Dumpee::start("threads", &[]);
+    d.expect("ready");
+    let dir = image_dir("timeout");
+    let opts = DumpOptions { timeout: Some(std::time::Duration::from_micros(1)), ..leave_running() };
+    let err = format!("{:#}", dump(d.pid(), &dir, &opts).unwrap_err());
+    assert!(err.contains("took longer than --timeout"), "{err}");
+    assert!(!dir.join("inventory.img").exists(), "{err}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    assert!(status.contains("TracerPid:\t0\n") && !status.contains("State:\tt"), "{status}");
+    assert!(d.ping().starts_with("pong 1"), "the program does not answer after the failed dump");
+    let opts = DumpOptions { timeout: Some(std::time::Duration::from_secs(60)), ..leave_running() };
+    dump(d.pid(), &dir, &opts).unwrap();
+    assert!(d.ping().starts_with("pong 2"));
+}
+
 #[test]
 fn a_dump_that_cannot_write_kills_nothing_and_releases_the_whole_tree() {
     let _w = watchdog::start();

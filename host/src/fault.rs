@@ -14,6 +14,8 @@
 //! Unset, a step costs one load of a cached value.
 
 use std::sync::OnceLock;
+
+use anyhow::Context;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
@@ -34,6 +36,67 @@ pub fn catch_interrupts() {
     for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         // SAFETY: the handler only stores to atomics.
         let _ = unsafe { sigaction(sig, &act) };
+    }
+}
+
+thread_local! {
+    /// The [`Deadline`] of this thread has passed.
+    static TIMED_OUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+extern "C" fn expired(_: nix::libc::c_int) {
+    TIMED_OUT.with(|t| t.set(true));
+}
+
+/// A time limit on the steps that follow on this thread: when it passes, a
+/// SIGALRM aimed at this thread (no SA_RESTART, so a blocking wait returns
+/// EINTR) makes the next step fail. Each thread has its own, so dumps on
+/// several threads do not cut each other short. Dropping it cancels it.
+pub struct Deadline {
+    timer: nix::libc::timer_t,
+}
+
+impl Deadline {
+    pub fn start(limit: std::time::Duration) -> anyhow::Result<Deadline> {
+        use nix::libc;
+        TIMED_OUT.with(|t| t.set(false));
+        let act = SigAction::new(SigHandler::Handler(expired), SaFlags::empty(), SigSet::empty());
+        // SAFETY: the handler only sets a constant-initialised thread local.
+        let _ = unsafe { sigaction(Signal::SIGALRM, &act) };
+        // SAFETY: all zeros is a valid sigevent; the fields that matter are
+        // set below.
+        let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+        ev.sigev_notify = libc::SIGEV_THREAD_ID;
+        ev.sigev_signo = libc::SIGALRM;
+        ev.sigev_notify_thread_id = nix::unistd::gettid().as_raw();
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: the kernel reads the sigevent and writes the timer id,
+        // both live locals.
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("creating the --timeout timer");
+        }
+        // A zero value would disarm the timer: a limit of 0 is 1 ns.
+        let value = libc::timespec {
+            tv_sec: limit.as_secs() as libc::time_t,
+            tv_nsec: limit.subsec_nanos().max(u32::from(limit.is_zero())) as libc::c_long,
+        };
+        let spec = libc::itimerspec { it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 }, it_value: value };
+        // SAFETY: a timer of ours; the kernel reads the spec from a live local.
+        if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } < 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: deleting the timer made above.
+            unsafe { libc::timer_delete(timer) };
+            return Err(e).context("arming the --timeout timer");
+        }
+        Ok(Deadline { timer })
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        // SAFETY: deleting our own timer, once.
+        unsafe { nix::libc::timer_delete(self.timer) };
+        TIMED_OUT.with(|t| t.set(false));
     }
 }
 
@@ -67,6 +130,11 @@ fn mode() -> Mode {
     })
 }
 
+/// Whether this thread's [`Deadline`] has passed.
+pub fn timed_out() -> bool {
+    TIMED_OUT.with(|t| t.get())
+}
+
 /// The signal that asked us to stop, if one did.
 pub fn interrupted() -> Option<&'static str> {
     INTERRUPTED
@@ -78,6 +146,9 @@ pub fn interrupted() -> Option<&'static str> {
 pub fn step(name: impl FnOnce() -> String) -> anyhow::Result<()> {
     if let Some(sig) = interrupted() {
         anyhow::bail!("stopped at a signal ({sig})");
+    }
+    if timed_out() {
+        anyhow::bail!("out of time");
     }
     let m = mode();
     if m == Mode::Off {

@@ -75,8 +75,20 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     let mut log = Log::open(opts)?;
     let dir = ImageDir::open(dir)?;
     let t0 = Instant::now();
+    // Freezing and collecting stop at the deadline; resuming the tree
+    // after a failure must not be cut short, so it is dropped first.
+    let deadline = opts.timeout.map(crate::fault::Deadline::start).transpose()?;
+    let late = |e: anyhow::Error, timed_out: bool| match opts.timeout {
+        Some(t) if timed_out => {
+            e.context(format!("freezing and collecting the tree took longer than --timeout ({} s)", t.as_secs_f64()))
+        }
+        _ => e,
+    };
     check_namespaces(pid)?;
-    let frozen = Frozen::freeze(pid)?;
+    let frozen = match Frozen::freeze(pid) {
+        Ok(f) => f,
+        Err(e) => return Err(late(e, crate::fault::timed_out())),
+    };
     log.line(1, &format!("froze {} processes in {:?}", frozen.procs.len(), t0.elapsed()));
     let write = |t: &Tree| {
         if opts.pages_only {
@@ -85,12 +97,16 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         let names = write_images(t, &dir)?;
         restorable(&dir, opts).inspect_err(|_| dir.withdraw(&names))
     };
-    let tree = match collect(&frozen, &dir, opts, &mut log).and_then(|t| write(&t).map(|()| t)) {
+    let collected = collect(&frozen, &dir, opts, &mut log).and_then(|t| write(&t).map(|()| t));
+    let timed_out = crate::fault::timed_out();
+    drop(deadline);
+    let tree = match collected {
         Ok(t) => t,
         Err(e) => {
             dir.remove_partial();
             // Dropping `frozen` resumes the tree.
-            return Err(e);
+            drop(frozen);
+            return Err(late(e, timed_out));
         }
     };
     let frozen_for = t0.elapsed();
@@ -467,9 +483,6 @@ impl Log {
         let mut log = Log { out, level: opts.verbosity, start: Instant::now() };
         for n in &opts.notes {
             log.line(1, n);
-        }
-        if let Some(t) = opts.timeout {
-            log.line(1, &format!("--timeout {}s: accepted; the freeze does not apply it yet", t.as_secs()));
         }
         Ok(log)
     }
