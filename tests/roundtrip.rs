@@ -982,3 +982,28 @@ fn a_restore_refuses_when_the_cgroup_is_gone_naming_it() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a refused restore left the process behind");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Shared anonymous memory comes back shared: the child's writes reach its
+/// parent, untouched pages read as zeros, an object mapped in two areas
+/// (the second at an offset) is one object again.
+#[test]
+fn shared_anonymous_memory_stays_shared_between_parent_and_child() {
+    let _w = watchdog::start();
+    let work = scratch("shmanon");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("shmanon", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    stop(pid);
+    assert!(after.lines().all(|l| l.ends_with("child=ok pattern=ok b=ok")), "{after}");
+    let shared: Vec<&str> = maps.lines().filter(|l| l.ends_with("/dev/zero (deleted)")).collect();
+    assert_eq!(shared.len(), 3, "{maps}");
+    assert!(shared.iter().any(|l| l.split_whitespace().nth(2) == Some("00002000")), "{maps}");
+    let _ = std::fs::remove_dir_all(&work);
+}

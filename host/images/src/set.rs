@@ -127,6 +127,10 @@ pub struct ImageSet {
     /// `pipes-data.img`: each pipe's capacity and buffered bytes (empty if
     /// absent).
     pub pipes_data: Vec<(PipeDataEntry, Vec<u8>)>,
+    /// The contents of shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`)
+    /// by the `shmid` its areas name: `pagemap-shmem-<shmid>.img` and its
+    /// pages. An object without one reads as zeros.
+    pub anon_shmem: BTreeMap<u64, ShmPages>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -242,6 +246,18 @@ impl ImageSet {
             Some(other) => return Err(wrong("cgroup.img", &other, "a CGROUP")),
             None => None,
         };
+        let mut anon_shmem = BTreeMap::new();
+        let shared = vma_status::ANON_SHARED;
+        let areas = processes.iter().flat_map(|p| &p.mm.vmas);
+        for v in areas.filter(|v| v.status & (shared | vma_status::AREA_SYSVIPC) == shared) {
+            let name = format!("pagemap-shmem-{}.img", v.shmid);
+            if anon_shmem.contains_key(&v.shmid) || !crate::file::exists(&dir.join(&name))? {
+                continue;
+            }
+            let (head, entries) = pagemap(dir, &name)?;
+            let pages = dir.join(format!("pages-{}.img", head.pages_id));
+            anon_shmem.insert(v.shmid, ShmPages { head, entries, pages });
+        }
         let pipes_data = match read_opt(dir, "pipes-data.img")? {
             Some(Image::PipesData(v)) => v,
             Some(other) => return Err(wrong("pipes-data.img", &other, "a PIPES_DATA")),
@@ -258,6 +274,7 @@ impl ImageSet {
             ipc,
             cgroup,
             pipes_data,
+            anon_shmem,
         })
     }
 
@@ -317,6 +334,9 @@ impl ImageSet {
         if let Some(c) = &self.cgroup {
             v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
         }
+        for (shmid, pm) in &self.anon_shmem {
+            v.push((format!("pagemap-shmem-{shmid}.img"), Image::Pagemap(pm.head.clone(), pm.entries.clone())));
+        }
         if !self.pipes_data.is_empty() {
             v.push(("pipes-data.img".to_string(), Image::PipesData(self.pipes_data.clone())));
         }
@@ -345,7 +365,8 @@ impl ImageSet {
             .processes
             .iter()
             .map(|p| &p.pages)
-            .chain(self.ipc.iter().flat_map(|ns| ns.shm.iter().filter_map(|s| s.pages.as_ref().map(|p| &p.pages))));
+            .chain(self.ipc.iter().flat_map(|ns| ns.shm.iter().filter_map(|s| s.pages.as_ref().map(|p| &p.pages))))
+            .chain(self.anon_shmem.values().map(|p| &p.pages));
         for path in all {
             let name = file_name(path);
             if !v.iter().any(|(n, _)| *n == name) {

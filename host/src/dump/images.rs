@@ -125,6 +125,22 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
     }
 
+    // Shared anonymous memory, as CRIU keeps it: a pagemap named by the
+    // object's shmid, offsets for addresses.
+    for o in &tree.shmem {
+        let mut pm = Writer::new(Kind::Pagemap);
+        pm.push(&PagemapHead { pages_id: o.pages_id, ..Default::default() });
+        for &(offset, pages) in &o.runs {
+            pm.push(&PagemapEntry {
+                vaddr: offset,
+                flags: Some(pe::PRESENT),
+                nr_pages: Some(pages),
+                ..Default::default()
+            });
+        }
+        put(format!("pagemap-shmem-{}.img", o.shmid), &pm)?;
+    }
+
     let (filters, last_filter) = seccomp(tree);
     for (p, &cg_set) in tree.procs.iter().zip(&cg_sets) {
         for (i, t) in p.threads.iter().enumerate() {

@@ -215,13 +215,11 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     if v.is(status::SYSVIPC) {
         return Ok(());
     }
-    if v.is(status::ANON_SHARED) {
-        bail!("{}: shared anonymous memory (MAP_SHARED|MAP_ANONYMOUS) is not supported yet", at());
-    }
     if v.flags & MAP_HUGETLB != 0 {
         bail!("{}: hugetlb mappings are not supported yet", at());
     }
-    if v.name.ends_with(" (deleted)") {
+    // Shared anonymous memory shows as the deleted /dev/zero it is.
+    if v.name.ends_with(" (deleted)") && !v.is(status::ANON_SHARED) {
         bail!("{}: mappings of deleted files are not supported yet", at());
     }
     if v.name.starts_with("/memfd:") {

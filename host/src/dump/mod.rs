@@ -17,6 +17,7 @@ pub mod pagemap;
 pub mod procfs;
 pub mod regs;
 pub mod seccomp;
+pub mod shmem;
 pub mod sysv;
 pub mod task;
 
@@ -195,6 +196,9 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
                 // The inode of an attachment is its segment's id; the link's
                 // mode says whether it was attached read-only.
                 (v.inode, Some(map_file_flags(pid, &link())?))
+            } else if shmem::is_shared_anon(v) {
+                // The object's inode names it in every process that maps it.
+                (v.inode, None)
             } else {
                 (0, None)
             };
@@ -290,6 +294,10 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         procs.iter().flat_map(|p| &p.vmas).filter(|v| v.vma.is(status::SYSVIPC)).map(|v| v.shmid as i32).collect();
     let ipc = sysv::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
     log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
+    let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;
+    let areas = procs.iter().flat_map(|p| p.vmas.iter().map(move |v| (p.pid, &v.vma)));
+    let shmem = shmem::collect(areas, dir, first)?;
+    log.line(2, &format!("shared anonymous memory: {} objects", shmem.len()));
     let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
     let zombies = frozen
         .zombies
@@ -304,6 +312,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         zombies,
         files,
         ipc,
+        shmem,
         monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,
         boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
         own_cgroups: crate::cgroup::own()?.0,
@@ -442,7 +451,8 @@ fn ipc_ns_is_own(pids: &[i32]) -> Result<bool> {
 
 fn pages_names(tree: &Tree) -> Vec<String> {
     let procs = tree.procs.iter().map(|p| format!("pages-{}.img", p.pages_id));
-    procs.chain(tree.ipc.pages_names()).collect()
+    let shmem = tree.shmem.iter().map(|o| format!("pages-{}.img", o.pages_id));
+    procs.chain(tree.ipc.pages_names()).chain(shmem).collect()
 }
 
 /// Writes every image but the pages (already written by [`collect`]);

@@ -18,6 +18,8 @@ pub struct Tree {
     pub files: Files,
     /// The tree's IPC namespace and SysV segments.
     pub ipc: super::sysv::Ipc,
+    /// Shared anonymous memory, each object once.
+    pub shmem: Vec<super::shmem::Object>,
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.
     pub monotonic: (i64, i64),
     pub boottime: (i64, i64),

@@ -137,7 +137,7 @@ fn segment(id: i32, pages_id: u32, dir: &ImageDir) -> Result<Segment> {
 }
 
 /// Writes the pages of `mem` that are not all zeros; returns their runs.
-fn write_pages(mem: &[u8], f: File) -> Result<Vec<(u64, u64)>> {
+pub(super) fn write_pages(mem: &[u8], f: File) -> Result<Vec<(u64, u64)>> {
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (i, page) in mem.chunks(PAGE as usize).enumerate() {

@@ -50,6 +50,8 @@ pub struct TreePlan {
     /// Each made by its parent in `processes`.
     pub zombies: Vec<ZombiePlan>,
     pub ipc: IpcPlan,
+    /// Shared anonymous memory, each object once.
+    pub shmem: Vec<super::shmem::ObjectPlan>,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -119,7 +121,39 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     if !opts.skip_cpu_check {
         processes.iter().try_for_each(check_cpu)?;
     }
-    Ok(TreePlan { processes, zombies, ipc, warnings })
+    let shmem = shmem(set, &processes)?;
+    Ok(TreePlan { processes, zombies, ipc, shmem, warnings })
+}
+
+/// Each shared anonymous object the tree maps: as large as its furthest
+/// area reaches, with the contents its pagemap gives (zeros without one).
+fn shmem(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<super::shmem::ObjectPlan>> {
+    let mut out: Vec<super::shmem::ObjectPlan> = Vec::new();
+    for p in processes {
+        for v in &p.vmas {
+            let Backing::AnonShared { shmid } = v.backing else { continue };
+            let end = v.pgoff.checked_add(v.end - v.start).filter(|e| *e <= isize::MAX as u64).with_context(|| {
+                format!("mm-{}.img: the area at {:#x}: pgoff {:#x} reaches past any object", p.pid, v.start, v.pgoff)
+            })?;
+            match out.iter_mut().find(|o| o.shmid == shmid) {
+                Some(o) => o.size = o.size.max(end),
+                None => out.push(super::shmem::ObjectPlan { shmid, size: end, pages: None }),
+            }
+        }
+    }
+    for o in &mut out {
+        if let Some(pm) = set.anon_shmem.get(&o.shmid) {
+            let name = format!("pagemap-shmem-{}.img", o.shmid);
+            let entries: Vec<(u64, u64, u32)> =
+                pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
+            let runs = convert::page_runs(&entries, 4096).with_context(|| name.clone())?;
+            if let Some(r) = runs.iter().find(|r| r.addr + r.len > o.size.next_multiple_of(4096)) {
+                bail!("{name}: pages at offset {:#x} lie past the object's end {:#x}", r.addr, o.size);
+            }
+            o.pages = Some((pm.pages.clone(), runs));
+        }
+    }
+    Ok(out)
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";
@@ -447,6 +481,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             Backing::Vvar
         } else if s & vs::AREA_SYSVIPC != 0 {
             sysv_backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
+        } else if s & vs::ANON_SHARED != 0 {
+            Backing::AnonShared { shmid: v.shmid }
         } else if s & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
             bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
         } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {

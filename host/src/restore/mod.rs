@@ -13,6 +13,7 @@ pub(crate) mod layout;
 mod limits;
 pub mod plan;
 pub mod regs;
+mod shmem;
 mod spawn;
 pub mod sysv;
 mod tree_files;
@@ -102,7 +103,7 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;
     }
-    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc)?;
+    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.shmem)?;
     for r in &restored {
         log_line(&r.log)?;
     }

@@ -164,6 +164,11 @@ pub enum Backing {
         id: i32,
         attach: Option<ShmAttach>,
     },
+    /// Shared anonymous memory, object `shmid` (made by the host before
+    /// the restore, see `shmem`), mapped at the area's `pgoff`.
+    AnonShared {
+        shmid: u64,
+    },
 }
 
 /// How a SysV segment is attached.

@@ -118,7 +118,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32, shared: &[
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default())?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[])?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -135,7 +135,12 @@ struct Prepared {
 /// creates its own children (so they are its children again) before it
 /// enters its blob, and its `zombies` too; the SysV segments of `ipc` exist
 /// before any of them. Returns once every program runs.
-pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan) -> Result<Vec<Restored>> {
+pub fn restore_tree(
+    plans: &[ProcessPlan],
+    zombies: &[ZombiePlan],
+    ipc: &IpcPlan,
+    shmem: &[super::shmem::ObjectPlan],
+) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
@@ -158,6 +163,15 @@ pub fn restore_tree(plans: &[ProcessPlan], zombies: &[ZombiePlan], ipc: &IpcPlan
         &renumbered[..]
     } else {
         plans
+    };
+    // Held until every task has mapped its areas of them.
+    let objects = super::shmem::make(shmem)?;
+    let mapped: Vec<ProcessPlan>;
+    let plans = if shmem.is_empty() {
+        plans
+    } else {
+        mapped = plans.iter().map(|p| objects.apply(p)).collect::<Result<_>>()?;
+        &mapped[..]
     };
     // Until `keep`, a failure removes the segments again.
     let restored = run_tree(plans, zombies, shm.ns_fd(), || shm.finish())?;

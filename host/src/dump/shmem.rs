@@ -1,0 +1,76 @@
+//! Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`, what `fork`
+//! children share with their parent) at dump: each object once, however
+//! many processes and areas map it, by the inode its areas name (CRIU's
+//! `shmid`). Its contents are read through a mapping of our own of the
+//! object (`/proc/PID/map_files`), so pages only another process touched
+//! are not missed; pages that read as zeros are left out.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use nix::libc;
+
+use super::maps::{PAGE, Vma, status};
+use super::procfs;
+use crate::imgdir::ImageDir;
+
+/// One object: its `pages-N.img` and the runs there, (offset, pages).
+#[derive(Debug, Clone)]
+pub struct Object {
+    pub shmid: u64,
+    pub pages_id: u32,
+    pub runs: Vec<(u64, u64)>,
+}
+
+/// Whether `v` is shared anonymous memory (SysV segments are too, to the
+/// kernel, but they have their own images).
+pub fn is_shared_anon(v: &Vma) -> bool {
+    v.is(status::ANON_SHARED) && !v.is(status::SYSVIPC)
+}
+
+/// Reads every object the areas of `areas` (pid, area) map, writing its
+/// pages image into `dir` with ids from `first_pages_id` on.
+pub fn collect<'a>(
+    areas: impl Iterator<Item = (i32, &'a Vma)>,
+    dir: &ImageDir,
+    first_pages_id: u32,
+) -> Result<Vec<Object>> {
+    let mut first: BTreeMap<u64, (i32, u64, u64)> = BTreeMap::new();
+    for (pid, v) in areas.filter(|(_, v)| is_shared_anon(v)) {
+        first.entry(v.inode).or_insert((pid, v.start, v.end));
+    }
+    let mut out = Vec::new();
+    for (k, (shmid, (pid, start, end))) in first.into_iter().enumerate() {
+        let pages_id = first_pages_id + k as u32;
+        let runs = read_object(pid, start, end, pages_id, dir)
+            .with_context(|| format!("shared anonymous memory {shmid} (mapped by process {pid} at {start:#x})"))?;
+        out.push(Object { shmid, pages_id, runs });
+    }
+    Ok(out)
+}
+
+fn read_object(pid: i32, start: u64, end: u64, pages_id: u32, dir: &ImageDir) -> Result<Vec<(u64, u64)>> {
+    let link = procfs::path(pid, &format!("map_files/{start:x}-{end:x}"));
+    let f = std::fs::File::open(&link).with_context(|| format!("opening {}", link.display()))?;
+    // The whole object, which may be larger than any one area of it.
+    let size = f.metadata().with_context(|| format!("stat {}", link.display()))?.len();
+    if size == 0 {
+        return Ok(Vec::new());
+    }
+    use std::os::fd::AsRawFd;
+    let len = size.next_multiple_of(PAGE) as usize;
+    // SAFETY: a fresh read-only shared map of the object at an address of
+    // the kernel's choosing; unmapped below.
+    let at = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, f.as_raw_fd(), 0) };
+    if at == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error()).context("mapping it to read it");
+    }
+    // SAFETY: the map above is `len` bytes, readable, until the munmap below.
+    let mem = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) };
+    let name = format!("pages-{pages_id}.img");
+    let runs =
+        dir.create(&name).and_then(|w| super::sysv::write_pages(mem, w)).with_context(|| format!("writing {name}"));
+    // SAFETY: unmapping the map made above; `mem` is not used after.
+    unsafe { libc::munmap(at, len) };
+    runs
+}
