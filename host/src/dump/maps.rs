@@ -297,9 +297,14 @@ VmFlags: ex
 
     #[test]
     fn unsupported_areas_are_named() {
-        let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /dev/zero (deleted)\nVmFlags: rd wr sh\n";
+        let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /memfd:x (deleted)\nVmFlags: rd wr sh\n";
         let v = parse_smaps(text, 7).unwrap();
         let e = check_supported(&v[0], 7).unwrap_err().to_string();
-        assert!(e.contains("process 7") && e.contains("7f0000010000") && e.contains("shared anonymous"), "{e}");
+        assert!(e.contains("process 7") && e.contains("7f0000010000") && e.contains("memfd"), "{e}");
+        // Shared anonymous memory is the deleted /dev/zero, and is dumped.
+        let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /dev/zero (deleted)\nVmFlags: rd wr sh\n";
+        let v = parse_smaps(text, 7).unwrap();
+        assert!(v[0].is(status::ANON_SHARED));
+        check_supported(&v[0], 7).unwrap();
     }
 }
