@@ -494,6 +494,9 @@ impl Log {
         for n in &opts.notes {
             log.line(1, n);
         }
+        if let Some(t) = opts.timeout {
+            log.line(1, &format!("--timeout {}s: freezing and collecting the tree may take that long", t.as_secs()));
+        }
         Ok(log)
     }
 
