@@ -1007,3 +1007,25 @@ fn shared_anonymous_memory_stays_shared_between_parent_and_child() {
     assert!(shared.iter().any(|l| l.split_whitespace().nth(2) == Some("00002000")), "{maps}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A process stopped by SIGTSTP in a group that is not orphaned comes back
+/// stopped by SIGTSTP, as its parent's wait reports it.
+#[test]
+fn a_process_stopped_by_sigtstp_is_reported_so_after_the_restore() {
+    let _w = watchdog::start();
+    let work = scratch("tstp");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("tstp", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("stopsig=20")), "{before}");
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    stop(pid);
+    let new: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(new.iter().all(|l| l.ends_with("stopsig=20")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -164,7 +164,7 @@ fn wait_for_sigchld() {
 /// `SIG_DFL` (the tracer swallows the signal itself): the program's
 /// handler, or its `SIG_IGN`, is set again here, once no thread traps any
 /// more.
-pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigAction, stopped: bool) -> Result<()> {
+pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigAction, stop: Option<i32>) -> Result<()> {
     // Every thread is past its sigreturn. Run the calls in the first one
     // from the syscall instruction, which is still mapped when the last
     // call starts, then put its registers back.
@@ -196,17 +196,40 @@ pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigActio
     }
     ptrace::setregs(leader, restored).context("restoring the registers after the unmap")?;
     sigmask(leader, Some(mask))?;
-    // Queued while every thread is held, SIGSTOP is the first thing each
-    // one meets once let go: none runs program code first. (SIGSTOP
-    // whatever stopped it before: the kernel drops SIGTSTP and friends for
-    // an orphaned group, which a restored session's group is.)
-    if stopped {
-        nix::sys::signal::kill(leader, Signal::SIGSTOP).context("stopping the restored process again")?;
+    // Queued while every thread is held, the stop signal is the first
+    // thing each one meets once let go: none runs program code first. The
+    // one that stopped it before, as its parent's wait reports it; but the
+    // kernel drops SIGTSTP and friends for a process of an orphaned group
+    // (as a restored session's own group is): SIGSTOP there.
+    if let Some(sig) = stop {
+        let sig = if sig == nix::libc::SIGSTOP || group_orphaned(leader)? { nix::libc::SIGSTOP } else { sig };
+        let sig = Signal::try_from(sig).context("the dumped stop signal")?;
+        nix::sys::signal::kill(leader, sig).context("stopping the restored process again")?;
     }
     for t in &ts {
         ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
     }
     Ok(())
+}
+
+/// Whether `pid`'s process group is orphaned: no member has its parent in
+/// another group of the same session (the kernel's test before it lets
+/// SIGTSTP, SIGTTIN or SIGTTOU stop a process).
+fn group_orphaned(pid: Pid) -> Result<bool> {
+    // (pid, ppid, pgrp, session) from /proc/PID/stat.
+    let stat = |p: &str| -> Option<(i32, i32, i32, i32)> {
+        let text = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        let rest = text.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some((p.parse().ok()?, f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+    };
+    let (_, _, pgrp, sid) = stat(&pid.to_string()).with_context(|| format!("reading /proc/{pid}/stat"))?;
+    let all: Vec<_> = std::fs::read_dir("/proc")
+        .context("listing /proc")?
+        .filter_map(|e| stat(e.ok()?.file_name().to_str()?))
+        .collect();
+    let parent = |ppid: i32| all.iter().find(|p| p.0 == ppid);
+    Ok(!all.iter().filter(|m| m.2 == pgrp).any(|m| parent(m.1).is_some_and(|p| p.3 == sid && p.2 != pgrp)))
 }
 
 /// `PTRACE_GETSIGMASK`, or `PTRACE_SETSIGMASK` to `set`; returns the mask.

@@ -456,7 +456,7 @@ fn release(
         let (start, len, _) = &spans[i];
         let p = &plans[i];
         let sigtrap = p.sigactions.iter().find(|a| a.signo == libc::SIGTRAP as u32).copied().unwrap_or_default();
-        super::finish::release(pids[i], h, *start, *len, &sigtrap, p.stop_signal.is_some())
+        super::finish::release(pids[i], h, *start, *len, &sigtrap, p.stop_signal)
             .map_err(|e| (i, e.context(format!("restoring PID {}", p.pid))))?;
         restored.push(p.pid);
     }
