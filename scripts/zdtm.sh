@@ -23,11 +23,8 @@
 # Exits non-zero if any test is FAIL or BROKEN. KEEP=1 keeps the work
 # directory (images, logs) even when all pass.
 #
-# Every ZDTM test maps one shared anonymous page in its library for the
-# launcher's handshake; until revenant dumps shared anonymous memory, build
-# the library with that page taken out (zdtm-lib-noshared.patch in the
-# project's research notes, or the equivalent change to test/zdtm/lib/test.c:
-# the daemon unmaps the page after fork and signals readiness with SIGUSR2).
+# The stock ZDTM library works: the shared anonymous page it maps in every
+# test for the launcher's handshake is dumped and restored like any other.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
