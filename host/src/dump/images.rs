@@ -110,17 +110,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 in_pagemaps: Some(true),
                 ..Default::default()
             });
-            let mut pm = Writer::new(Kind::Pagemap);
-            pm.push(&PagemapHead { pages_id: s.pages_id, ..Default::default() });
-            for &(offset, pages) in &s.runs {
-                pm.push(&PagemapEntry {
-                    vaddr: offset,
-                    flags: Some(pe::PRESENT),
-                    nr_pages: Some(pages),
-                    ..Default::default()
-                });
-            }
-            put(format!("pagemap-shmem-{}.img", s.id), &pm)?;
+            put(format!("pagemap-shmem-{}.img", s.id), &shmem_pagemap(s.pages_id, &s.runs))?;
         }
         put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
     }
@@ -128,17 +118,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     // Shared anonymous memory, as CRIU keeps it: a pagemap named by the
     // object's shmid, offsets for addresses.
     for o in &tree.shmem {
-        let mut pm = Writer::new(Kind::Pagemap);
-        pm.push(&PagemapHead { pages_id: o.pages_id, ..Default::default() });
-        for &(offset, pages) in &o.runs {
-            pm.push(&PagemapEntry {
-                vaddr: offset,
-                flags: Some(pe::PRESENT),
-                nr_pages: Some(pages),
-                ..Default::default()
-            });
-        }
-        put(format!("pagemap-shmem-{}.img", o.shmid), &pm)?;
+        put(format!("pagemap-shmem-{}.img", o.shmid), &shmem_pagemap(o.pages_id, &o.runs))?;
     }
 
     let (filters, last_filter) = seccomp(tree);
@@ -342,6 +322,17 @@ fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u
         }
     }
     (all, last)
+}
+
+/// A shared memory object's pagemap (SysV segment or shared anonymous
+/// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
+fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
+    let mut pm = Writer::new(Kind::Pagemap);
+    pm.push(&PagemapHead { pages_id, ..Default::default() });
+    for &(offset, pages) in runs {
+        pm.push(&PagemapEntry { vaddr: offset, flags: Some(pe::PRESENT), nr_pages: Some(pages), ..Default::default() });
+    }
+    pm
 }
 
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {

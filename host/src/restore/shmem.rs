@@ -6,7 +6,6 @@
 //! `/proc/PID/maps` shows the same `/dev/zero (deleted)` as before.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -79,13 +78,5 @@ fn fill(o: &ObjectPlan, at: *mut libc::c_void, len: usize) -> Result<()> {
     let Some((file, runs)) = &o.pages else { return Ok(()) };
     // SAFETY: the map is `len` bytes, writable and ours alone until unmapped.
     let mem = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), len) };
-    let f = revenant_images::file::ImageFile::open(file)?.file;
-    for r in runs {
-        let dst = mem
-            .get_mut(r.addr as usize..(r.addr + r.len) as usize)
-            .with_context(|| format!("pages at offset {:#x} lie outside the object", r.addr))?;
-        f.read_exact_at(dst, r.file_offset)
-            .with_context(|| format!("reading {} bytes at {} of {}", r.len, r.file_offset, file.display()))?;
-    }
-    Ok(())
+    super::sysv::read_runs(mem, file, runs)
 }

@@ -426,19 +426,24 @@ fn fill(s: &SegmentPlan, id: i32) -> Result<()> {
             mem[..n].copy_from_slice(&data[..n]);
             Ok(())
         }
-        Contents::Pages { file, runs } => revenant_images::file::ImageFile::open(file).map(|f| f.file).and_then(|f| {
-            runs.iter().try_for_each(|r| {
-                let dst = mem
-                    .get_mut(r.addr as usize..(r.addr + r.len) as usize)
-                    .with_context(|| format!("pages at offset {:#x} lie outside the segment", r.addr))?;
-                f.read_exact_at(dst, r.file_offset)
-                    .with_context(|| format!("reading {} bytes at {} of {}", r.len, r.file_offset, file.display()))
-            })
-        }),
+        Contents::Pages { file, runs } => read_runs(mem, file, runs),
     };
     // SAFETY: detaching the attachment made above; `mem` is not used after.
     unsafe { libc::shmdt(at) };
     res.with_context(|| format!("filling SysV segment {}", s.id))
+}
+
+/// Reads the runs of pages image `file` into `mem` (a shared memory
+/// object mapped whole; a run's `addr` is its offset there).
+pub(super) fn read_runs(mem: &mut [u8], file: &std::path::Path, runs: &[PageRun]) -> Result<()> {
+    let f = revenant_images::file::ImageFile::open(file)?.file;
+    runs.iter().try_for_each(|r| {
+        let dst = mem
+            .get_mut(r.addr as usize..(r.addr + r.len) as usize)
+            .with_context(|| format!("pages at offset {:#x} lie outside the object", r.addr))?;
+        f.read_exact_at(dst, r.file_offset)
+            .with_context(|| format!("reading {} bytes at {} of {}", r.len, r.file_offset, file.display()))
+    })
 }
 
 fn set_owner(s: &SegmentPlan, id: i32) -> Result<()> {
