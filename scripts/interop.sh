@@ -319,6 +319,7 @@ case_ knobs knobs '@OUT@' null - 2 \
 case_ pipetree pipetree '@OUT@' null - 3 '^child=[0-9]+ got=[0-9]+$' - -
 case_ shareddesc shareddesc '@OUT@ @DIR@/shared' null - 3 '^tick=[0-9]+ shared=ok pipe=ok owner=ok opath=ok$' - -
 case_ shmanon shmanon '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok pattern=ok b=ok$' - -
+case_ cow cow '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ contents=ok shared=ok$' - -
 case_ chrooted chrooted '@OUT@ @DIR@/root' null - 2 '^tick=[0-9]+ cwd=/sub found=1$' - -
 SHM_OK='^pid=@PID@ tick=[0-9]+ a=[0-9]+ b=[0-9]+ check=ok$'
 case_ "sysvshm keep (own IPC ns)" sysvshm '@OUT@ keep' null 'unshare -i' 3 "$SHM_OK" - -

@@ -1008,6 +1008,60 @@ fn shared_anonymous_memory_stays_shared_between_parent_and_child() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// CRIU 4.2 writes shared anonymous memory as a memfd object named
+/// `/dev/zero` (`memfd.img`, `MEMFD` file entries, areas with
+/// `VMA_AREA_MEMFD`): our own dump rewritten so restores as shared
+/// anonymous memory again, shared with the child.
+#[test]
+fn shared_anonymous_memory_in_criu_memfd_form_is_restored() {
+    use revenant_images::messages::{FdType, FileEntry, MemfdFileEntry, MemfdInodeEntry, vma_status as vs};
+    let _w = watchdog::start();
+    let work = scratch("shmanon-memfd");
+    let (images, criu) = (work.join("images"), work.join("criu"));
+    let out = work.join("out");
+    let mut child = start("shmanon", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let mut set = revenant_images::ImageSet::load(&images).unwrap();
+    let mut next_id = set.files.iter().map(|f| f.id).max().unwrap() + 1;
+    let mut ids = std::collections::BTreeMap::new();
+    for v in set.processes.iter_mut().flat_map(|p| &mut p.mm.vmas).filter(|v| v.status & vs::ANON_SHARED != 0) {
+        let shmid = v.shmid;
+        let id = *ids.entry(shmid).or_insert_with(|| {
+            next_id += 1;
+            next_id
+        });
+        (v.shmid, v.status, v.fdflags) = (id.into(), vs::AREA_REGULAR | vs::FILE_SHARED | vs::AREA_MEMFD, Some(2));
+    }
+    assert_eq!(ids.len(), 2, "shmanon maps two objects");
+    for (&shmid, &id) in &ids {
+        let memfd = MemfdFileEntry { id, flags: 2, inode_id: id, ..Default::default() };
+        set.files.push(FileEntry { r#type: FdType::Memfd as i32, id, memfd: Some(memfd), ..Default::default() });
+        let size = set.processes.iter().flat_map(|p| &p.mm.vmas).filter(|v| v.shmid == u64::from(id));
+        let size = size.map(|v| v.pgoff + v.end - v.start).max().unwrap();
+        set.memfd_inodes.push(MemfdInodeEntry {
+            name: "/dev/zero".into(),
+            size,
+            shmid: shmid as u32,
+            seals: 1,
+            inode_id: id.into(),
+            mode: Some(0o100777),
+            ..Default::default()
+        });
+    }
+    set.write(&criu).unwrap();
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&criu, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(restored.iter().all(|l| l.ends_with("child=ok pattern=ok b=ok")), "{after}");
+    assert_eq!(maps.lines().filter(|l| l.ends_with("/dev/zero (deleted)")).count(), 3, "{maps}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// A process stopped by SIGTSTP in a group that is not orphaned comes back
 /// stopped by SIGTSTP, as its parent's wait reports it.
 #[test]
@@ -1027,5 +1081,29 @@ fn a_process_stopped_by_sigtstp_is_reported_so_after_the_restore() {
     stop(pid);
     let new: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
     assert!(new.iter().all(|l| l.ends_with("stopsig=20")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Private memory a parent and its child share copy-on-write since the
+/// fork is one set of frames again after the restore (as CRIU's premapped
+/// areas give, and ZDTM's cow00 checks), with each side's own changes made
+/// since the fork: pages written by one of them, dropped, or never there.
+#[test]
+fn memory_shared_copy_on_write_after_fork_stays_shared() {
+    let _w = watchdog::start();
+    let work = scratch("cow");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("cow", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("contents=ok shared=ok")), "{before}");
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(restored.iter().all(|l| l.ends_with("contents=ok shared=ok")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -35,6 +35,7 @@ pub enum Image {
     PipesData(Vec<(PipeDataEntry, Vec<u8>)>),
     FifoData(Vec<(PipeDataEntry, Vec<u8>)>),
     Cgroup(Vec<CgroupEntry>),
+    MemfdInode(Vec<MemfdInodeEntry>),
 }
 
 impl Image {
@@ -57,6 +58,7 @@ impl Image {
             Kind::Seccomp => Image::Seccomp(r.all()?),
             Kind::Timens => Image::Timens(r.all()?),
             Kind::Cgroup => Image::Cgroup(r.all()?),
+            Kind::MemfdInode => Image::MemfdInode(r.all()?),
             Kind::Stats => Image::Stats(r.all()?),
             Kind::IpcVar => Image::IpcVar(r.all()?),
             Kind::IpcnsShm => {
@@ -102,6 +104,7 @@ impl Image {
             Image::Seccomp(_) => Kind::Seccomp,
             Image::Timens(_) => Kind::Timens,
             Image::Cgroup(_) => Kind::Cgroup,
+            Image::MemfdInode(_) => Kind::MemfdInode,
             Image::Stats(_) => Kind::Stats,
             Image::IpcVar(_) => Kind::IpcVar,
             Image::IpcnsShm(_) => Kind::IpcnsShm,
@@ -134,6 +137,7 @@ impl Image {
             Image::Seccomp(v) => all(&mut w, v),
             Image::Timens(v) => all(&mut w, v),
             Image::Cgroup(v) => all(&mut w, v),
+            Image::MemfdInode(v) => all(&mut w, v),
             Image::Stats(v) => all(&mut w, v),
             Image::IpcVar(v) => all(&mut w, v),
             Image::IpcnsShm(v) => {
@@ -170,6 +174,7 @@ impl Image {
             Image::Seccomp(v) => v.len(),
             Image::Timens(v) => v.len(),
             Image::Cgroup(v) => v.len(),
+            Image::MemfdInode(v) => v.len(),
             Image::Stats(v) => v.len(),
             Image::IpcVar(v) => v.len(),
             Image::IpcnsShm(v) => v.len(),
@@ -209,6 +214,7 @@ impl Image {
             Image::Seccomp(v) => all(v),
             Image::Timens(v) => all(v),
             Image::Cgroup(v) => all(v),
+            Image::MemfdInode(v) => all(v),
             Image::Stats(v) => all(v),
             Image::IpcVar(v) => all(v),
             // crit shows `size` bytes of the payload, without the padding.

@@ -31,10 +31,11 @@ pub enum Kind {
     PipesData,
     FifoData,
     Cgroup,
+    MemfdInode,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -52,6 +53,7 @@ impl Kind {
         Kind::PipesData,
         Kind::FifoData,
         Kind::Cgroup,
+        Kind::MemfdInode,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -75,6 +77,7 @@ impl Kind {
             Kind::PipesData => 0x5645_3709,
             Kind::FifoData => 0x5933_3054,
             Kind::Cgroup => 0x5938_3330,
+            Kind::MemfdInode => 0x4845_3499,
         }
     }
 
@@ -112,6 +115,7 @@ impl Kind {
             Kind::PipesData => "PIPES_DATA",
             Kind::FifoData => "FIFO_DATA",
             Kind::Cgroup => "CGROUP",
+            Kind::MemfdInode => "MEMFD_INODE",
         }
     }
 

@@ -129,8 +129,11 @@ pub struct ImageSet {
     pub pipes_data: Vec<(PipeDataEntry, Vec<u8>)>,
     /// The contents of shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`)
     /// by the `shmid` its areas name: `pagemap-shmem-<shmid>.img` and its
-    /// pages. An object without one reads as zeros.
+    /// pages. An object without one reads as zeros. Memfd objects'
+    /// contents are here too, by their inode's `shmid`.
     pub anon_shmem: BTreeMap<u64, ShmPages>,
+    /// `memfd.img`: the memfd objects (empty if absent).
+    pub memfd_inodes: Vec<MemfdInodeEntry>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -246,17 +249,24 @@ impl ImageSet {
             Some(other) => return Err(wrong("cgroup.img", &other, "a CGROUP")),
             None => None,
         };
+        let memfd_inodes = match read_opt(dir, "memfd.img")? {
+            Some(Image::MemfdInode(v)) => v,
+            Some(other) => return Err(wrong("memfd.img", &other, "a MEMFD_INODE")),
+            None => Vec::new(),
+        };
         let mut anon_shmem = BTreeMap::new();
         let shared = vma_status::ANON_SHARED;
         let areas = processes.iter().flat_map(|p| &p.mm.vmas);
-        for v in areas.filter(|v| v.status & (shared | vma_status::AREA_SYSVIPC) == shared) {
-            let name = format!("pagemap-shmem-{}.img", v.shmid);
-            if anon_shmem.contains_key(&v.shmid) || !crate::file::exists(&dir.join(&name))? {
+        let anon = areas.filter(|v| v.status & (shared | vma_status::AREA_SYSVIPC) == shared).map(|v| v.shmid);
+        let memfd = memfd_inodes.iter().map(|m| u64::from(m.shmid));
+        for shmid in anon.chain(memfd) {
+            let name = format!("pagemap-shmem-{shmid}.img");
+            if anon_shmem.contains_key(&shmid) || !crate::file::exists(&dir.join(&name))? {
                 continue;
             }
             let (head, entries) = pagemap(dir, &name)?;
             let pages = dir.join(format!("pages-{}.img", head.pages_id));
-            anon_shmem.insert(v.shmid, ShmPages { head, entries, pages });
+            anon_shmem.insert(shmid, ShmPages { head, entries, pages });
         }
         let pipes_data = match read_opt(dir, "pipes-data.img")? {
             Some(Image::PipesData(v)) => v,
@@ -275,6 +285,7 @@ impl ImageSet {
             cgroup,
             pipes_data,
             anon_shmem,
+            memfd_inodes,
         })
     }
 
@@ -333,6 +344,9 @@ impl ImageSet {
         }
         if let Some(c) = &self.cgroup {
             v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
+        }
+        if !self.memfd_inodes.is_empty() {
+            v.push(("memfd.img".to_string(), Image::MemfdInode(self.memfd_inodes.clone())));
         }
         for (shmid, pm) in &self.anon_shmem {
             v.push((format!("pagemap-shmem-{shmid}.img"), Image::Pagemap(pm.head.clone(), pm.entries.clone())));

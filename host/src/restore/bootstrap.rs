@@ -12,13 +12,14 @@ use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
     Command, Header, Iovec, LogLevel, PageRead, RESTORE_DUMPABLE, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE,
     RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK,
-    Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
+use super::cow::Slot;
 use super::creds::CredsPlan;
 use super::frame::{self, FRAME_ROOM};
 use super::layout;
-use super::plan::{Backing, ProcessPlan};
+use super::plan::{Backing, PageRun, ProcessPlan};
 use super::vdso::{self, VdsoPlan};
 use crate::blob::{BlockBuilder, EMBEDDED};
 
@@ -64,6 +65,14 @@ fn page(n: usize) -> usize {
     n.next_multiple_of(PAGE_SIZE)
 }
 
+/// How a process's memory is premapped (see `cow.rs`): the tree's region
+/// and this process's slot for each VMA.
+#[derive(Clone, Copy, Default)]
+pub struct Premapped<'a> {
+    pub region: (u64, u64),
+    pub slots: &'a [Option<Slot>],
+}
+
 /// Lays out and fills the bootstrap area for `p`, mapped in this process.
 /// `fill_helper_tid` is the TID for the blob's page-copying helper thread, 0
 /// for none.
@@ -73,6 +82,7 @@ pub fn build(
     trap: bool,
     creds: &CredsPlan,
     fill_helper_tid: u32,
+    premap: Premapped<'_>,
 ) -> Result<Bootstrap> {
     let maps = layout::own_maps()?;
     let runtime = layout::runtime_vdso(&maps);
@@ -86,16 +96,11 @@ pub fn build(
     let frames_len = page(ZONE * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
-    let args_len = page(block(p, fds, &Placement::dummy(trap), &[], &vd, creds)?.as_bytes().len());
+    let args_len = page(block(p, fds, &Placement::dummy(trap, premap), &[], &vd, creds)?.as_bytes().len());
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
-    let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(65536)
-        .max(PAGE_SIZE as u64);
-    let start = map_hole(&dumped, len, min, task_size)?;
+    let start = map_hole(&dumped, len, 0, "the bootstrap area")?;
     let park = start + (blob_len + STACK + frames_len + args_len) as u64;
     let vd = vdso::plan(p, &runtime, &kd.vdso_symbols, park)?;
     let area = Bootstrap {
@@ -126,7 +131,7 @@ pub fn build(
         sigframes.push((f.sp, stack_top));
     }
 
-    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid };
+    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid, premap };
     let args = block(p, fds, &place, &sigframes, &vd, creds)?;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
@@ -142,16 +147,24 @@ pub fn build(
     Ok(area)
 }
 
-/// Maps `len` bytes read+write where neither this process nor the dumped
-/// one has anything. Another thread may map memory between reading our maps
-/// and mapping the hole; `MAP_FIXED_NOREPLACE` notices, and we look again.
-fn map_hole(dumped: &[(u64, u64)], len: u64, min: u64, task_size: u64) -> Result<u64> {
+/// Maps `len` bytes read+write (with `MAP_*` `flags` added) for `what`
+/// where neither this process nor the dumped ones have anything. Another
+/// thread may map memory between reading our maps and mapping the hole;
+/// `MAP_FIXED_NOREPLACE` notices, and we look again.
+pub(super) fn map_hole(dumped: &[(u64, u64)], len: u64, flags: u32, what: &str) -> Result<u64> {
     let prot = g::PROT_READ | g::PROT_WRITE;
-    let flags = g::MAP_PRIVATE | g::MAP_ANONYMOUS | g::MAP_FIXED_NOREPLACE;
+    let flags = flags | g::MAP_PRIVATE | g::MAP_ANONYMOUS | g::MAP_FIXED_NOREPLACE;
+    let min = std::fs::read_to_string("/proc/sys/vm/mmap_min_addr")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(65536)
+        .max(PAGE_SIZE as u64);
     for _ in 0..16 {
-        let own: Vec<_> = layout::own_maps()?.iter().map(|m| (m.start, m.end)).collect();
+        let maps = layout::own_maps()?;
+        let task_size = layout::task_size(&maps)?;
+        let own: Vec<_> = maps.iter().map(|m| (m.start, m.end)).collect();
         let start = layout::find_hole(&own, dumped, len, min, task_size)
-            .context("no address range is free in both this process and the dumped one for the bootstrap area")?;
+            .with_context(|| format!("no address range is free in both this process and the dumped ones for {what}"))?;
         // SAFETY: a new anonymous mapping; MAP_FIXED_NOREPLACE replaces nothing.
         match unsafe { revenant_arch::mmap(start as usize, len as usize, prot, flags, -1, 0) } {
             Ok(got) if got as u64 == start => return Ok(start),
@@ -160,13 +173,13 @@ fn map_hole(dumped: &[(u64, u64)], len: u64, min: u64, task_size: u64) -> Result
                 let _ = unsafe { revenant_arch::sys::munmap(got, len as usize) };
             }
             Err(e) if e == revenant_arch::Errno::EEXIST => {}
-            Err(e) => bail!("mapping {len} bytes for the bootstrap area at {start:#x}: errno {}", e.raw()),
+            Err(e) => bail!("mapping {len} bytes for {what} at {start:#x}: errno {}", e.raw()),
         }
     }
-    bail!("the bootstrap area's hole kept being taken by other threads of this process")
+    bail!("the hole for {what} kept being taken by other threads of this process")
 }
 
-struct Placement {
+struct Placement<'a> {
     start: u64,
     len: u64,
     task_size: u64,
@@ -175,11 +188,12 @@ struct Placement {
     /// Whether `PR_SET_MM_MAP` works here.
     mm_map: bool,
     fill_helper_tid: u32,
+    premap: Premapped<'a>,
 }
 
-impl Placement {
-    fn dummy(trap: bool) -> Self {
-        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0 }
+impl<'a> Placement<'a> {
+    fn dummy(trap: bool, premap: Premapped<'a>) -> Self {
+        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0, premap }
     }
 }
 
@@ -187,7 +201,7 @@ impl Placement {
 fn block(
     p: &ProcessPlan,
     fds: &ServiceFds,
-    place: &Placement,
+    place: &Placement<'_>,
     sigframes: &[(u64, u64)],
     vd: &VdsoPlan,
     creds: &CredsPlan,
@@ -198,11 +212,13 @@ fn block(
         _ => false,
     };
     let mut b = BlockBuilder::new();
+    let slot = |i: usize| place.premap.slots.get(i).copied().flatten();
     let vmas: Vec<Vma> = p
         .vmas
         .iter()
         .zip(&fds.vma)
-        .map(|(v, &fd)| {
+        .enumerate()
+        .map(|(i, (v, &fd))| {
             let skip = skip(v);
             let fill = p.page_runs.iter().any(|r| r.addr < v.end && r.addr + r.len > v.start);
             let mut vma = Vma {
@@ -215,7 +231,14 @@ fn block(
                 fd,
                 how: 0,
                 attach_len: 0,
+                from: 0,
             };
+            if let Some(s) = slot(i) {
+                // Filled (read+write) in the slot; its final protection
+                // comes after the pages are settled.
+                (vma.how, vma.from) = (VMA_PREMAPPED | VMA_FILL, s.at);
+                return vma;
+            }
             match v.backing {
                 Backing::SysvShm { id, attach: Some(a) } => {
                     let rdonly = if a.read_only { revenant_arch::consts::SHM_RDONLY } else { 0 };
@@ -231,7 +254,12 @@ fn block(
         })
         .collect();
     let skipped: Vec<(u64, u64)> = p.vmas.iter().filter(|v| skip(v)).map(|v| (v.start, v.end)).collect();
-    let (reads, iovs) = page_reads(p, &skipped);
+    let slots: Vec<Option<Slot>> = (0..p.vmas.len()).map(slot).collect();
+    let (plain, compare, zero) = super::cow::split(&p.vmas, &p.page_runs, &slots);
+    let mut iovs = vec![];
+    let reads = page_reads(&plain, &skipped, &mut iovs);
+    let compare_reads = page_reads(&compare, &[], &mut iovs);
+    let zero: Vec<Iovec> = zero.into_iter().map(|(base, len)| Iovec { base, len }).collect();
     let sigactions: Vec<SigAction> = p.sigactions.clone();
     let auxv: Vec<u8> = p
         .auxv
@@ -278,6 +306,10 @@ fn block(
         fill_helper_tid: place.fill_helper_tid,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
+        compare_reads: b.push(&compare_reads),
+        zero: b.push(&zero),
+        premap_start: place.premap.region.0,
+        premap_len: place.premap.region.1,
         iovs: b.push(&iovs),
         park: b.push(&vd.park),
         unpark: b.push(&vd.unpark),
@@ -343,11 +375,11 @@ fn seccomp_steps(p: &ProcessPlan) -> (Vec<Seccomp>, Vec<u8>) {
 }
 
 /// Page runs as `preadv` requests: runs that follow each other in the
-/// pages image become one request of many iovecs.
-fn page_reads(p: &ProcessPlan, skipped: &[(u64, u64)]) -> (Vec<PageRead>, Vec<Iovec>) {
-    let (mut reads, mut iovs): (Vec<PageRead>, Vec<Iovec>) = (vec![], vec![]);
+/// pages image become one request of many iovecs, added to `iovs`.
+fn page_reads(runs: &[PageRun], skipped: &[(u64, u64)], iovs: &mut Vec<Iovec>) -> Vec<PageRead> {
+    let mut reads: Vec<PageRead> = vec![];
     let mut next_off = u64::MAX;
-    for r in &p.page_runs {
+    for r in runs {
         // Pages of areas something else provides (the vDSO) are not read.
         if skipped.iter().any(|&(s, e)| r.addr < e && r.addr + r.len > s) {
             continue;
@@ -361,7 +393,7 @@ fn page_reads(p: &ProcessPlan, skipped: &[(u64, u64)]) -> (Vec<PageRead>, Vec<Io
         iovs.push(Iovec { base: r.addr, len: r.len });
         next_off = r.file_offset + r.len;
     }
-    (reads, iovs)
+    reads
 }
 
 fn tls_of(r: &super::regs::Regs) -> u64 {

@@ -108,6 +108,9 @@ pub struct ChildPlan {
     /// The tree's shared descriptions, the same in every plan.
     pub tree_files: TreeFiles,
     pub knobs: super::plan::Knobs,
+    /// Areas it fills from its pages image (`service[0]`) before it forks
+    /// its children, who inherit them copy-on-write (`cow.rs`).
+    pub premap: Vec<super::cow::Fill>,
 }
 
 fn errno() -> i32 {
@@ -432,6 +435,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
                 open_at(o, log0)?;
             }
         }
+        premap(p, log0)?;
         // Children first: they must be ours, in our session, and they need
         // the pipes we are about to close.
         for &k in &p.children {
@@ -544,6 +548,47 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             return Err(fail(log, "waiting for the parent", b""));
         }
     }
+    Ok(())
+}
+
+/// Maps and fills the areas this task shares with its children, in their
+/// slots of the premap region (which the host reserved for the tree).
+///
+/// # Safety
+/// Maps over the premap reservation only, and reads into those mappings.
+unsafe fn premap(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
+    let Some(pages) = p.service.first().filter(|_| !p.premap.is_empty()) else {
+        return Ok(());
+    };
+    // SAFETY: a NUL-terminated path the parent prepared.
+    let fd = unsafe { libc::open(pages.path.as_ptr(), pages.flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(fail(log, "opening the pages image", pages.path.as_bytes()));
+    }
+    for f in &p.premap {
+        let (prot, flags) = (libc::PROT_READ | libc::PROT_WRITE, f.flags as libc::c_int | libc::MAP_FIXED);
+        // SAFETY: the slot lies in the premap reservation, which holds
+        // nothing else.
+        let got = unsafe { libc::mmap(f.at as _, f.len as usize, prot, flags, -1, 0) };
+        if got as u64 != f.at {
+            return Err(fail(log, "mapping a premapped area", b""));
+        }
+        for r in &f.runs {
+            let mut done = 0;
+            while done < r.len {
+                let dst = (r.addr + done) as *mut libc::c_void;
+                let want = (r.len - done) as usize;
+                // SAFETY: the destination is inside the slot just mapped.
+                let n = unsafe { libc::pread(fd, dst, want, (r.file_offset + done) as libc::off_t) };
+                if n <= 0 && !(n < 0 && errno() == libc::EINTR) {
+                    return Err(fail(log, "reading pages into a premapped area", b""));
+                }
+                done += n.max(0) as u64;
+            }
+        }
+    }
+    // SAFETY: our own descriptor.
+    unsafe { libc::close(fd) };
     Ok(())
 }
 

@@ -483,6 +483,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             sysv_backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & vs::ANON_SHARED != 0 {
             Backing::AnonShared { shmid: v.shmid }
+        } else if s & vs::AREA_MEMFD != 0 {
+            memfd_backing(set, v, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
             bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
         } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
@@ -861,6 +863,31 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
 /// A SysV attachment's piece: its first piece attaches the whole segment,
 /// later ones (same segment, contiguous, continuing its offsets) are only
 /// re-protected.
+/// CRIU 4.2 writes shared anonymous memory as a memfd object named
+/// `/dev/zero` (the name such memory has in `/proc/PID/maps`) that only
+/// mappings use: it comes back as shared anonymous memory, with its
+/// contents by the object's `shmid`. Real memfds are not restored yet.
+fn memfd_backing(set: &ImageSet, v: &VmaEntry, at: &str) -> Result<Backing> {
+    let file = u32::try_from(v.shmid)
+        .ok()
+        .and_then(|id| set.file(id))
+        .with_context(|| format!("{at}.shmid {}: no such file in files.img", v.shmid))?;
+    let m =
+        file.memfd.as_ref().with_context(|| format!("{at}.shmid {}: files.img has no memfd entry for it", v.shmid))?;
+    let inode = set
+        .memfd_inodes
+        .iter()
+        .find(|i| i.inode_id == u64::from(m.inode_id))
+        .with_context(|| format!("{at}: files.img id {}: inode_id {}: not in memfd.img", m.id, m.inode_id))?;
+    let has_fd =
+        |id: u32| set.files.iter().any(|f| f.memfd.as_ref().is_some_and(|o| o.inode_id == m.inode_id) && f.id == id);
+    let opened = set.processes.iter().flat_map(|p| &p.fds).any(|f| has_fd(f.id));
+    if inode.name != "/dev/zero" || opened || inode.hugetlb_flag.is_some_and(|f| f != 0) {
+        bail!("{at}: memfd {:?} (memfd.img inode_id {}): memfd objects are not restored yet", inode.name, m.inode_id);
+    }
+    Ok(Backing::AnonShared { shmid: u64::from(inode.shmid) })
+}
+
 fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {
     let id = i32::try_from(v.shmid).map_err(|_| anyhow::anyhow!("{at}.shmid {}: not a SysV id", v.shmid))?;
     let seg = ipc

@@ -5,6 +5,7 @@ mod bootstrap;
 pub mod cgroups;
 mod child;
 pub mod convert;
+mod cow;
 mod creds;
 mod frame;
 pub mod from_images;

@@ -14,7 +14,7 @@ use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
 use super::sysv::{self, IpcPlan};
-use super::{held, tree_files};
+use super::{cow, held, tree_files};
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
@@ -66,7 +66,13 @@ fn is_own_exe(path: &std::path::Path) -> bool {
 
 /// The plan of one task; `shared` are the regular-file descriptions the
 /// tree's root opens for all (see [`tree_files`]).
-fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32, shared: &[u32]) -> Result<ChildPlan> {
+fn child_plan(
+    p: &ProcessPlan,
+    fds: &ServiceFds,
+    (log, sync): (i32, i32),
+    shared: &[u32],
+    slots: &[Option<cow::Slot>],
+) -> Result<ChildPlan> {
     // The child cannot say much when an open fails: the pages image is
     // checked here, and the child's own open (by path, after this check)
     // still neither follows a link nor waits on a FIFO put there since.
@@ -112,6 +118,7 @@ fn child_plan(p: &ProcessPlan, fds: &ServiceFds, log: i32, sync: i32, shared: &[
         groups: Default::default(),
         tree_files: Default::default(),
         knobs: p.knobs,
+        premap: cow::fills(&p.vmas, &p.page_runs, slots),
     })
 }
 
@@ -203,13 +210,17 @@ fn run_tree(
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0 as u64;
     let helpers = helper_tids(plans, zombies);
     let shared = tree_files::shared_regs(plans);
-    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile)?;
+    // Reserved before the bootstrap areas, which keep out of it; the tasks
+    // inherit it, so ours can go once the root exists.
+    let premap = cow::plan(plans)?;
+    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref())?;
     wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
     // Every task inherits these from the root: ours can go once it exists.
     let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
     cps.iter_mut().for_each(|c| c.groups = groups.words());
     let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
     drop(groups);
+    drop(premap);
     let started = Started::new(plans, prepared, root);
     cfg_select! {
         target_arch = "x86_64" => { traced_finish(plans, &helpers, started, before_run) }
@@ -224,19 +235,25 @@ fn prepare(
     shared: &[u32],
     traced: bool,
     nofile: u64,
+    premap: Option<&cow::Premap>,
 ) -> Result<(Vec<Prepared>, Vec<ChildPlan>)> {
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
-    for (p, &helper) in plans.iter().zip(helpers) {
+    for (i, (p, &helper)) in plans.iter().zip(helpers).enumerate() {
         let fds = service_fds(p);
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
         let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
-        let mut cp = child_plan(p, &fds, log_tx.as_raw_fd(), sync_rx.as_raw_fd(), shared)?;
+        let premapped = premap.map_or_else(bootstrap::Premapped::default, |m| bootstrap::Premapped {
+            region: (m.start, m.len),
+            slots: &m.slots[i],
+        });
+        let pipes = (log_tx.as_raw_fd(), sync_rx.as_raw_fd());
+        let mut cp = child_plan(p, &fds, pipes, shared, premapped.slots)?;
         if cp.scratch as u64 + 2 >= nofile {
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
         let creds = super::creds::plan(p)?;
-        let area = bootstrap::build(p, &fds, traced, &creds, helper)?;
+        let area = bootstrap::build(p, &fds, traced, &creds, helper, premapped)?;
         cp.entry = area.entry as usize;
         cp.args = area.args as usize;
         cp.stack_top = area.stack_top as usize;

@@ -20,13 +20,13 @@ mod restore;
 pub use restore::{
     Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_NO_MM_MAP,
     RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, SECCOMP_STRICT,
-    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
 /// The argument block layout described by this crate.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// The exported symbol the loader jumps to, as `extern "C" fn(*const Header) -> !`.
 pub const ENTRY_SYMBOL: &str = "blob_entry";
 
@@ -326,6 +326,10 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             posix_timers: "Span<PosixTimer>",
             seccomp: "Span<Seccomp>",
             seccomp_progs: "Span<u8>",
+            compare_reads: "Span<PageRead>",
+            zero: "Span<Iovec>",
+            premap_start: "u64",
+            premap_len: "u64",
             mm: "MmMap",
             comm: "[u8; 16]",
         }),
@@ -343,6 +347,7 @@ pub const STRUCTS: &[(&str, usize, &[Field])] = &[
             fd: "i32",
             how: "u32",
             attach_len: "u64",
+            from: "u64",
         }),
     ),
     (

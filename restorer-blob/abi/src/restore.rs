@@ -71,6 +71,20 @@ pub struct Restore {
     pub seccomp: Span,
     /// `u8`: the BPF programs the [`Seccomp`] steps point into.
     pub seccomp_progs: Span,
+    /// [`PageRead`]s (into [`Restore::iovs`]) for areas inherited from the
+    /// parent ([`VMA_PREMAPPED`] areas the parent filled): each page is
+    /// written only where it differs from what is there, so pages the
+    /// parent and child still share stay shared copy-on-write.
+    pub compare_reads: Span,
+    /// [`Iovec`]s of inherited areas that hold no pages of this process:
+    /// dropped (`MADV_DONTNEED`), so they read as zeros again.
+    pub zero: Span,
+    /// The premap region: areas filled before the tree's processes were
+    /// forked, so that parent and children share their pages as before.
+    /// Kept while the rest of the address space is unmapped; what is left
+    /// of it once the [`VMA_PREMAPPED`] areas moved out is unmapped.
+    pub premap_start: u64,
+    pub premap_len: u64,
     /// The memory layout for `PR_SET_MM_MAP`.
     pub mm: MmMap,
     /// The process name (`PR_SET_NAME`), NUL-padded.
@@ -116,6 +130,8 @@ pub struct Vma {
     /// [`VMA_SHM`]: the bytes `shmat` maps (the segment's size in pages),
     /// which may cover later pieces of the attachment too.
     pub attach_len: u64,
+    /// [`VMA_PREMAPPED`]: where the area is before it moves to `start`.
+    pub from: u64,
 }
 
 /// Do not map this area: something else provides it (the vDSO moves in
@@ -131,6 +147,10 @@ pub const VMA_SHM: u32 = 4;
 /// Do not map: after the mapping and filling, `mprotect` the range to
 /// `prot` (a later piece of an attachment whose protection was changed).
 pub const VMA_REPROTECT: u32 = 8;
+/// Already mapped (and filled, read+write) at [`Vma::from`] inside the
+/// premap region: `mremap` it to `start` rather than map it, then set
+/// `prot`. Its pages come only from [`Restore::compare_reads`].
+pub const VMA_PREMAPPED: u32 = 16;
 
 /// One `preadv` from the pages image.
 #[repr(C)]
@@ -377,7 +397,7 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 288);
+    assert!(size_of::<Restore>() == 320);
     assert!(size_of::<Seccomp>() == 16);
     assert!(size_of::<PosixTimer>() == 64);
     assert!(size_of::<Creds>() == 80);
@@ -386,9 +406,9 @@ const _: () = {
     assert!(size_of::<ITimer>() == 40);
     assert!(size_of::<QueuedSignal>() == 136);
     assert!(offset_of!(Restore, vmas) == 40);
-    assert!(offset_of!(Restore, mm) == 184);
-    assert!(offset_of!(Restore, comm) == 272);
-    assert!(size_of::<Vma>() == 56);
+    assert!(offset_of!(Restore, mm) == 216);
+    assert!(offset_of!(Restore, comm) == 304);
+    assert!(size_of::<Vma>() == 64);
     assert!(size_of::<PageRead>() == 16);
     assert!(size_of::<Iovec>() == 16);
     assert!(size_of::<Move>() == 24);
@@ -402,6 +422,8 @@ const _: () = {
     assert!(offset_of!(Restore, seccomp_progs) == 176);
     assert!(offset_of!(Vma, prot) == 32);
     assert!(offset_of!(Vma, attach_len) == 48);
+    assert!(offset_of!(Vma, from) == 56);
+    assert!(offset_of!(Restore, premap_len) == 208);
     assert!(offset_of!(PageRead, iov_count) == 12);
     assert!(offset_of!(Iovec, len) == 8);
     assert!(offset_of!(Move, len) == 16);

@@ -15,7 +15,9 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use linux_raw_sys::general as g;
 use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER};
 use revenant_arch::{Errno, PAGE_SIZE, sys};
-use revenant_blob_abi::{ExitCode, Iovec, PageRead, THREAD_STACK, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma};
+use revenant_blob_abi::{
+    ExitCode, Iovec, PageRead, THREAD_STACK, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+};
 
 use crate::Log;
 use crate::restore::check;
@@ -42,10 +44,11 @@ pub struct Piece {
 /// Whether `UFFDIO_COPY` can fill `v`: userfaultfd's missing mode takes
 /// private anonymous memory, and SysV attachments are filled by the host.
 /// Locked memory is populated by its `mmap` already (a copy would find
-/// pages there), and huge pages do not come in 4 KiB copies.
+/// pages there), as is premapped memory, and huge pages do not come in
+/// 4 KiB copies.
 pub fn copyable(v: &Vma) -> bool {
     v.how & VMA_FILL != 0
-        && v.how & (VMA_SHM | VMA_SKIP | VMA_REPROTECT) == 0
+        && v.how & (VMA_SHM | VMA_SKIP | VMA_REPROTECT | VMA_PREMAPPED) == 0
         && v.flags & g::MAP_ANONYMOUS != 0
         && v.flags & (g::MAP_SHARED | g::MAP_LOCKED | g::MAP_HUGETLB | g::MAP_POPULATE) == 0
 }

@@ -15,6 +15,7 @@
 pub mod args;
 mod creds;
 pub mod fill;
+mod inherit;
 pub mod log;
 mod restore;
 mod seccomp;

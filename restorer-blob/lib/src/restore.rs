@@ -11,7 +11,7 @@ use revenant_arch::{Errno, sys};
 use revenant_blob_abi::{
     Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE,
     RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
-    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -24,6 +24,8 @@ struct Plan<'a> {
     r: &'a Restore,
     vmas: &'a [Vma],
     page_reads: &'a [PageRead],
+    compare_reads: &'a [PageRead],
+    zero: &'a [Iovec],
     iovs: &'a [Iovec],
     park: &'a [Move],
     unpark: &'a [Move],
@@ -48,6 +50,8 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         r,
         vmas: args.array(r.vmas)?,
         page_reads: args.array(r.page_reads)?,
+        compare_reads: args.array(r.compare_reads)?,
+        zero: args.array(r.zero)?,
         iovs: args.array(r.iovs)?,
         park: args.array(r.park)?,
         unpark: args.array(r.unpark)?,
@@ -71,7 +75,7 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
     if !p.creds.is_empty() && p.creds.len() != p.threads.len() {
         return Err(ExitCode::BadLayout);
     }
-    for read in p.page_reads {
+    for read in p.page_reads.iter().chain(p.compare_reads) {
         let end = read.first_iov as usize + read.iov_count as usize;
         if end > p.iovs.len() {
             return Err(ExitCode::BadLayout);
@@ -110,6 +114,8 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 
     unmap_all_but_bootstrap(log, r);
     map_vmas(log, &p);
+    drop_premap(log, r);
+    crate::inherit::settle(log, r.pages_fd, p.compare_reads, p.iovs, p.zero);
     let pages = crate::fill::Pages { vmas: p.vmas, reads: p.page_reads, iovs: p.iovs, fd: r.pages_fd };
     crate::fill::fill(log, &pages, r.fill_helper_tid, p.threads[0].stack);
     apply_patches(log, &p);
@@ -181,16 +187,40 @@ fn moves(log: &Log, moves: &[Move], what: &str) {
 }
 
 fn unmap_all_but_bootstrap(log: &Log, r: &Restore) {
-    let (start, end) = (r.bootstrap_start as usize, (r.bootstrap_start + r.bootstrap_len) as usize);
-    // SAFETY: this removes the host's code, libraries, heap and stacks. The
-    // blob runs on code, data and stack inside the bootstrap area, which
-    // stays.
-    unsafe {
-        check(log, sys::munmap(0, start), ExitCode::Unmap, "unmapping below the bootstrap", 0);
-        let top = r.task_size as usize;
-        if top > end {
-            check(log, sys::munmap(end, top - end), ExitCode::Unmap, "unmapping above the bootstrap", end as u64);
+    // The bootstrap area, and the premap region (if any) after it or
+    // before it: everything else goes.
+    let mut keep = [(r.bootstrap_start, r.bootstrap_start + r.bootstrap_len), (0, 0)];
+    if r.premap_len != 0 {
+        keep[1] = (r.premap_start, r.premap_start + r.premap_len);
+        if keep[1].0 < keep[0].0 {
+            keep.swap(0, 1);
         }
+    }
+    let mut from = 0u64;
+    for (start, end) in keep.into_iter().filter(|k| k.1 > k.0) {
+        if start > from {
+            // SAFETY: this removes the host's code, libraries, heap and
+            // stacks. The blob runs on code, data and stack inside the
+            // bootstrap area, which stays, as does the premap region.
+            let res = unsafe { sys::munmap(from as usize, (start - from) as usize) };
+            check(log, res, ExitCode::Unmap, "unmapping below", start);
+        }
+        from = end;
+    }
+    if r.task_size > from {
+        // SAFETY: as above: nothing the blob uses lies above `from`.
+        let res = unsafe { sys::munmap(from as usize, (r.task_size - from) as usize) };
+        check(log, res, ExitCode::Unmap, "unmapping above", from);
+    }
+}
+
+/// What is left of the premap region once its areas moved out: slots of
+/// areas other processes of the tree have.
+fn drop_premap(log: &Log, r: &Restore) {
+    if r.premap_len != 0 {
+        // SAFETY: the region holds nothing of this program any more.
+        let res = unsafe { sys::munmap(r.premap_start as usize, r.premap_len as usize) };
+        check(log, res, ExitCode::Unmap, "unmapping the premap region at", r.premap_start);
     }
 }
 
@@ -201,8 +231,15 @@ fn map_vmas(log: &Log, p: &Plan<'_>) {
             check(log, res, ExitCode::MapVma, "attaching SysV segment at", v.start);
             continue;
         }
-        let prot = if v.how & VMA_FILL != 0 { v.prot | g::PROT_WRITE } else { v.prot };
         let len = (v.end - v.start) as usize;
+        if v.how & VMA_PREMAPPED != 0 {
+            // SAFETY: the source is this area's slot in the premap region,
+            // which nothing else uses; the target is free (as below).
+            let res = unsafe { sys::mremap_fixed(v.from as usize, len, v.start as usize, len) };
+            check(log, res, ExitCode::MapVma, "moving premapped vma to", v.start);
+            continue;
+        }
+        let prot = if v.how & VMA_FILL != 0 { v.prot | g::PROT_WRITE } else { v.prot };
         // SAFETY: below and above the bootstrap nothing is mapped any more,
         // and the host checked that the VMAs do not overlap it.
         let res = unsafe { sys::mmap_fixed(v.start as usize, len, prot, v.flags, v.fd, v.pgoff) };
@@ -236,7 +273,7 @@ fn apply_patches(log: &Log, p: &Plan<'_>) {
 fn finish_vmas(log: &Log, vmas: &[Vma]) {
     for v in vmas.iter().filter(|v| v.how & VMA_SKIP == 0) {
         let len = (v.end - v.start) as usize;
-        let attached = v.how & (VMA_SHM | VMA_REPROTECT) != 0;
+        let attached = v.how & (VMA_SHM | VMA_REPROTECT | VMA_PREMAPPED) != 0;
         if attached || (v.how & VMA_FILL != 0 && v.prot & g::PROT_WRITE == 0) {
             // SAFETY: the VMA was just mapped by us and filled.
             let res = unsafe { sys::mprotect(v.start as usize, len, v.prot) };

@@ -2,7 +2,7 @@
 //! (`fdinfo`), mappings (`VmaEntry::shmid`), the executable and the
 //! directories in `fs` point at these ids.
 
-use crate::json::{Fmt, RFILE_FLAGS};
+use crate::json::{Fmt, RFILE_FLAGS, SEALS_FLAGS};
 use crate::proto::{message, proto_enum};
 
 proto_enum! {
@@ -183,6 +183,23 @@ message! {
         3 pos: required uint64,
         4 fown: required message<FownEntry>,
         5 inode_id: required uint32,
+    }
+}
+
+message! {
+    /// A memfd's object (`memfd.img`), shared by every descriptor and
+    /// mapping of it. CRIU 4.2 writes shared anonymous memory this way too,
+    /// named `/dev/zero`. Its contents are in `pagemap-shmem-SHMID.img`.
+    pub struct MemfdInodeEntry ("memfd_inode_entry") {
+        1 name: required string,
+        2 uid: required uint32,
+        3 gid: required uint32,
+        4 size: required uint64,
+        5 shmid: required uint32,
+        6 seals: required uint32 [Fmt::Flags(SEALS_FLAGS)],
+        7 inode_id: required uint64,
+        8 hugetlb_flag: optional uint32,
+        9 mode: optional uint32,
     }
 }
 
