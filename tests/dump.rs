@@ -513,7 +513,8 @@ fn file_locks_are_refused_naming_the_file() {
 /// What a dump cannot keep (tables clone shares, a pending namespace, a
 /// group without its leader, a /proc file of the tree, a guard page,
 /// sealed memory, memory-deny-write-execute, a speculation control of its
-/// own, a NUMA policy) is refused by name; the program runs on.
+/// own, a NUMA policy, memory locked on fault, a named anonymous area, a
+/// core scheduling cookie) is refused by name; the program runs on.
 #[test]
 fn state_a_dump_cannot_keep_is_refused_by_name() {
     let _w = watchdog::start();
@@ -528,6 +529,9 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("mdwe", "PR_SET_MDWE"),
         ("speculation", "its own speculation control"),
         ("mempolicy", "follows the NUMA policy bind"),
+        ("onfault", "memory locked on fault (MLOCK_ONFAULT)"),
+        ("anonname", "named anonymous memory (PR_SET_VMA_ANON_NAME)"),
+        ("corecookie", "a core scheduling cookie (PR_SCHED_CORE)"),
     ] {
         let dir = image_dir(&format!("sharing-{mode}"));
         let d = Dumpee::start("sharing", &[mode]);

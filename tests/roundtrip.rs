@@ -724,7 +724,8 @@ fn a_stopped_process_comes_back_stopped_and_goes_on_when_continued() {
 /// Settings a program made for itself come back with it: child subreaper,
 /// THP disabled, personality, each thread's nice value and policy (with
 /// SCHED_RESET_ON_FORK), timer slack, OOM score, membarrier registration,
-/// CPU affinity, I/O priority, core dump filter, not being dumpable, KSM.
+/// CPU affinity, I/O priority, core dump filter, not being dumpable, KSM,
+/// the autogroup's nice value.
 #[test]
 fn process_and_thread_settings_come_back() {
     let _w = watchdog::start();
@@ -745,12 +746,15 @@ fn process_and_thread_settings_come_back() {
     // us (it takes CAP_SYS_RESOURCE), else 0 or -1; the same after.
     let ksm = field(&last, "ksm").to_string();
     assert!(["1", "0", "-1"].contains(&ksm.as_str()), "{last}");
+    let autogroup = if Path::new("/proc/self/autogroup").exists() { "4" } else { "-" };
+    assert_eq!(field(&last, "autogroup"), autogroup, "{last}");
     let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
     stop(pid);
     let lines: Vec<&str> = after.lines().collect();
     assert!(lines.len() >= n + 4, "the restored program did not carry on:\n{after}");
     for l in &lines[n..] {
         assert!(l.contains(want) && field(l, "ksm") == ksm, "after the restore: {l}");
+        assert_eq!(field(l, "autogroup"), autogroup, "after the restore: {l}");
     }
     let _ = std::fs::remove_dir_all(&work);
 }

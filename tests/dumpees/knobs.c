@@ -6,13 +6,16 @@
  * affinity (CPU 0) and I/O priority (best effort, level 6), the core
  * dump filter, that it is not dumpable (PR_SET_DUMPABLE 0), and KSM for
  * all its memory (PR_SET_MEMORY_MERGE: 1, or 0 without CAP_SYS_RESOURCE,
- * -1 where the kernel lacks it).
+ * -1 where the kernel lacks it), and its autogroup's nice value (4; "-"
+ * where the kernel has no autogroups). Run it in a session of its own: the
+ * autogroup is the session's.
  * usage: knobs OUTFILE */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -72,6 +75,11 @@ int main(int argc, char **argv)
 	if (filter < 0 || write(filter, "0x3f", 4) != 4)
 		return 6;
 	close(filter);
+	int ag = open("/proc/self/autogroup", O_WRONLY);
+	if (ag >= 0 && write(ag, "4", 1) != 1)
+		return 7;
+	if (ag >= 0)
+		close(ag);
 	prctl(PR_SET_DUMPABLE, 0);
 	prctl(67 /* PR_SET_MEMORY_MERGE */, 1, 0, 0, 0);
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
@@ -96,14 +104,23 @@ int main(int argc, char **argv)
 		got = read(cf, core, sizeof core - 1);
 		close(cf);
 		core[got > 0 ? got - 1 : 0] = 0;
+		char group[64] = "", *nice = "-";
+		int agr = open("/proc/self/autogroup", O_RDONLY);
+		got = agr < 0 ? -1 : read(agr, group, sizeof group - 1);
+		if (agr >= 0)
+			close(agr);
+		group[got > 0 ? got - 1 : 0] = 0;
+		if (strstr(group, " nice "))
+			nice = strstr(group, " nice ") + 6;
 		dprintf(fd,
 			"tick=%lu subreaper=%d thp_disabled=%d personality=%#x nice=%d worker_nice=%d worker_policy=%d "
 			"slack=%d worker_slack=%lu oom_score_adj=%s membarrier=%#lx worker_cpus=%#lx worker_ioprio=%#lx "
-			"coredump_filter=%s dumpable=%d ksm=%d\n",
+			"coredump_filter=%s dumpable=%d ksm=%d autogroup=%s\n",
 			n, sub, prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), personality(0xffffffff),
 			getpriority(PRIO_PROCESS, 0), getpriority(PRIO_PROCESS, worker_tid), sched_getscheduler(worker_tid),
 			prctl(PR_GET_TIMERSLACK), worker_slack, adj, syscall(SYS_membarrier, 1 << 9 /* GET_REGISTRATIONS */, 0, 0),
-			worker_cpus, worker_ioprio, core, prctl(PR_GET_DUMPABLE), prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0));
+			worker_cpus, worker_ioprio, core, prctl(PR_GET_DUMPABLE), prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0),
+			nice);
 		nap(20);
 	}
 }

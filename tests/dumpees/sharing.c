@@ -83,6 +83,27 @@ int main(int argc, char **argv)
 			printf("unsupported\n");
 			fflush(stdout);
 		}
+	} else if (strcmp(argv[1], "onfault") == 0) {
+		char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 9;
+		if (syscall(SYS_mlock2, p, 4096, 1 /* MLOCK_ONFAULT */)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+	} else if (strcmp(argv[1], "anonname") == 0) {
+		char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 10;
+		if (prctl(0x53564d41 /* PR_SET_VMA */, 0 /* PR_SET_VMA_ANON_NAME */, p, 4096, "cache")) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+	} else if (strcmp(argv[1], "corecookie") == 0) {
+		if (prctl(62 /* PR_SCHED_CORE */, 1 /* PR_SCHED_CORE_CREATE */, 0, 0 /* PIDTYPE_PID */, 0)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
 	} else if (strcmp(argv[1], "speculation") == 0) {
 		if (prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_DISABLE, 0, 0)) {
 			printf("unsupported\n");

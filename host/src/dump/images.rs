@@ -569,6 +569,7 @@ fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
             membarrier_registration_mask: (task.membarrier != 0).then_some(task.membarrier),
             coredump_filter: Some(task.coredump_filter),
             memory_merge: task.memory_merge.then_some(true),
+            autogroup_nice: task.autogroup_nice,
             ..Default::default()
         }
     });

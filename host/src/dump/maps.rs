@@ -209,6 +209,10 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     if v.vmflags.iter().any(|f| f == "sl") {
         bail!("{}: sealed (mseal) memory is not supported yet", at());
     }
+    // A restore would lock it populated (MAP_LOCKED), or not at all.
+    if v.vmflags.iter().any(|f| f == "lf") {
+        bail!("{}: memory locked on fault (MLOCK_ONFAULT) is not supported yet", at());
+    }
     if v.vmflags.iter().any(|f| f == "io" || f == "pf") && !v.is(status::VVAR) && !v.is(status::FILE_SHARED) {
         bail!("{}: an I/O or PFN mapping cannot be dumped", at());
     }
@@ -227,6 +231,10 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     }
     if v.name == "[uprobes]" {
         bail!("{}: uprobes areas are not supported", at());
+    }
+    // The name (PR_SET_VMA_ANON_NAME) would be lost.
+    if v.name.starts_with("[anon:") || v.name.starts_with("[anon_shmem:") {
+        bail!("{}: named anonymous memory (PR_SET_VMA_ANON_NAME) is not supported yet", at());
     }
     if v.name.starts_with('[') && v.name.ends_with(']') && v.inode == 0 {
         let known = ["[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"];

@@ -98,6 +98,8 @@ pub struct TaskCore {
     pub coredump_filter: u32,
     /// `PR_SET_MEMORY_MERGE`: KSM for every area.
     pub memory_merge: bool,
+    /// The autogroup's nice value; `None` without autogroups.
+    pub autogroup_nice: Option<i32>,
     /// Every thread's (they must agree).
     pub timer_slack_ns: u64,
     pub exit_signal: i32,

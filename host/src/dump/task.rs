@@ -114,6 +114,7 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32]) -> Result<Process
     let filter = procfs::read_string(pid, "coredump_filter")?;
     core.coredump_filter =
         u32::from_str_radix(filter.trim(), 16).with_context(|| format!("/proc/{pid}/coredump_filter: {filter:?}"))?;
+    core.autogroup_nice = autogroup_nice(pid)?;
     let oom = procfs::read_string(pid, "oom_score_adj")?;
     core.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
 
@@ -245,6 +246,20 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     if sched_policy & !nix::libc::SCHED_RESET_ON_FORK == SCHED_DEADLINE {
         bail!("process {pid}: thread {tid} runs under SCHED_DEADLINE, which dump does not support yet");
     }
+    // Set only by PR_SET_IO_FLUSHER (with PF_MEMALLOC_NOIO), which needs a
+    // capability (CAP_SYS_RESOURCE) a restore may not have.
+    const PF_LOCAL_THROTTLE: u32 = 0x0010_0000;
+    if stat.flags & PF_LOCAL_THROTTLE != 0 {
+        bail!("process {pid}: thread {tid} is an I/O flusher (PR_SET_IO_FLUSHER), which dump does not support yet");
+    }
+    if let Some(cookie) = core_sched_cookie(tid)?
+        && cookie != 0
+    {
+        bail!(
+            "process {pid}: thread {tid} has a core scheduling cookie (PR_SCHED_CORE), which dump does not support \
+             yet"
+        );
+    }
     Ok(Thread {
         tid,
         timer_slack_ns,
@@ -283,6 +298,39 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
 }
 
 /// The robust futex list head, asked from outside.
+/// The nice value of the autogroup of `pid` ("/autogroup-N nice X"); `None`
+/// where the kernel has no autogroups (no file).
+fn autogroup_nice(pid: i32) -> Result<Option<i32>> {
+    let path = format!("/proc/{pid}/autogroup");
+    let text = match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        other => other.with_context(|| format!("reading {path}"))?,
+    };
+    let nice = text.split_whitespace().skip_while(|w| *w != "nice").nth(1);
+    let nice = nice.and_then(|n| n.parse().ok()).with_context(|| format!("{path}: {text:?}"))?;
+    Ok(Some(nice))
+}
+
+/// The thread's core scheduling cookie; `None` where the kernel has no core
+/// scheduling (EINVAL).
+fn core_sched_cookie(tid: i32) -> Result<Option<u64>> {
+    const PR_SCHED_CORE: i32 = 62;
+    const PR_SCHED_CORE_GET: u64 = 0;
+    const PIDTYPE_PID: u64 = 0;
+    let mut cookie = 0u64;
+    // SAFETY: the kernel writes one u64 into `cookie`.
+    let res =
+        unsafe { nix::libc::prctl(PR_SCHED_CORE, PR_SCHED_CORE_GET, tid as u64, PIDTYPE_PID, &mut cookie as *mut u64) };
+    if res < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(nix::libc::EINVAL) {
+            return Ok(None);
+        }
+        return Err(e).with_context(|| format!("PR_SCHED_CORE_GET of thread {tid}"));
+    }
+    Ok(Some(cookie))
+}
+
 fn robust_list(tid: i32) -> Result<(u64, u32)> {
     let mut head = 0u64;
     let mut len = 0usize;

@@ -638,6 +638,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             membarrier: tc.membarrier_registration_mask.unwrap_or(0),
             coredump_filter: tc.coredump_filter,
             memory_merge: tc.memory_merge.unwrap_or(false),
+            autogroup_nice: tc.autogroup_nice,
         },
     })
 }

@@ -32,6 +32,13 @@ pub(super) fn set_held_state(p: &ProcessPlan) -> Result<()> {
         write("coredump_filter", format!("{f:#x}"))?;
     }
 
+    if let Some(nice) = p.knobs.autogroup_nice
+        && std::fs::read_to_string(format!("/proc/{}/autogroup", p.pid))
+            .is_ok_and(|now| !now.trim_end().ends_with(&format!(" nice {nice}")))
+    {
+        write("autogroup", nice.to_string())?;
+    }
+
     const SCHED_BATCH: u32 = 3;
     const SCHED_IDLE: u32 = 5;
     for t in &p.threads {

@@ -276,6 +276,10 @@ pub struct Knobs {
     /// `MEMBARRIER_CMD_REGISTER_*` commands to issue: they register the
     /// address space, which the blob keeps.
     pub membarrier: u32,
+    /// The autogroup's nice value, set by the host while it is held
+    /// (`/proc/PID/autogroup`; the group is the session's, made by
+    /// `setsid`, or inherited).
+    pub autogroup_nice: Option<i32>,
 }
 
 /// A thread's scheduling (CRIU's `sched_policy`, `sched_prio`,

@@ -146,6 +146,9 @@ message! {
         /// revenant's own: `PR_SET_MEMORY_MERGE` (KSM for the whole
         /// address space).
         1002 memory_merge: optional bool,
+        /// revenant's own: the nice value of the process's autogroup
+        /// (`/proc/PID/autogroup`), absent without autogroups.
+        1003 autogroup_nice: optional sint32,
     }
 }
 
