@@ -313,13 +313,15 @@ case_ zombies zombies '@OUT@ @GO@' null - 3 '^pid=@PID@ tick=[0-9]+ zombies a=[0
     ' reaped #1' '^pid=@PID@ tick=[0-9]+ reaped a=exit:7 b=signal:15$'
 KNOBS='^tick=[0-9]+ subreaper=1 thp_disabled=1 personality=0x40000 nice=7 worker_nice=3 worker_policy=1073741827'
 case_ knobs knobs '@OUT@' null - 2 \
-    "$KNOBS slack=123456 worker_slack=123456 oom_score_adj=100 membarrier=0x10 worker_cpus=0x1 worker_ioprio=0x4006 coredump_filter=0000003f dumpable=0 ksm=@LAST:ksm@\$" - - \
-    'timer slack, CPU affinity, I/O priority, core dump filter, KSM' \
-    "$KNOBS slack=[0-9]+ worker_slack=[0-9]+ oom_score_adj=100 membarrier=0x10 worker_cpus=0x[0-9a-f]+ worker_ioprio=(0|0x[0-9a-f]+) coredump_filter=[0-9a-f]+ dumpable=0 ksm=(0|1|-1)\$"
+    "$KNOBS slack=123456 worker_slack=123456 oom_score_adj=100 membarrier=0x10 worker_cpus=0x1 worker_ioprio=0x4006 coredump_filter=0000003f dumpable=0 ksm=@LAST:ksm@ autogroup=@LAST:autogroup@\$" - - \
+    'timer slack, CPU affinity, I/O priority, core dump filter, KSM, autogroup nice' \
+    "$KNOBS slack=[0-9]+ worker_slack=[0-9]+ oom_score_adj=100 membarrier=0x10 worker_cpus=0x[0-9a-f]+ worker_ioprio=(0|0x[0-9a-f]+) coredump_filter=[0-9a-f]+ dumpable=0 ksm=(0|1|-1) autogroup=(-|-?[0-9]+)\$"
 case_ pipetree pipetree '@OUT@' null - 3 '^child=[0-9]+ got=[0-9]+$' - -
 case_ shareddesc shareddesc '@OUT@ @DIR@/shared' null - 3 '^tick=[0-9]+ shared=ok pipe=ok owner=ok opath=ok$' - -
 case_ shmanon shmanon '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok pattern=ok b=ok$' - -
 case_ cow cow '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ contents=ok shared=ok$' - -
+case_ evloop evloop '@OUT@' null - 3 '^tick=[0-9]+ efd=ok tfd=ok sfd=ok epoll=ok$' - - \
+    'eventfd semaphore mode' '^tick=[0-9]+ efd=(ok|BAD) tfd=ok sfd=ok epoll=ok$'
 case_ chrooted chrooted '@OUT@ @DIR@/root' null - 2 '^tick=[0-9]+ cwd=/sub found=1$' - -
 SHM_OK='^pid=@PID@ tick=[0-9]+ a=[0-9]+ b=[0-9]+ check=ok$'
 case_ "sysvshm keep (own IPC ns)" sysvshm '@OUT@ keep' null 'unshare -i' 3 "$SHM_OK" - -

@@ -1111,3 +1111,26 @@ fn memory_shared_copy_on_write_after_fork_stays_shared() {
     assert!(restored.iter().all(|l| l.ends_with("contents=ok shared=ok")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// An event loop's eventfd (semaphore, counter, a dup), timerfd (interval,
+/// firing), signalfd (mask) and the epoll watching them and a pipe (events
+/// and data) carry on after the restore with their state.
+#[test]
+fn event_loop_files_keep_their_state() {
+    let _w = watchdog::start();
+    let work = scratch("evloop");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("evloop", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.len() >= 3);
+    assert!(before.lines().all(|l| l.ends_with("efd=ok tfd=ok sfd=ok epoll=ok")), "{before}");
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(restored.iter().all(|l| l.ends_with("efd=ok tfd=ok sfd=ok epoll=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -2,6 +2,7 @@
 //! format. This library is the host side: the embedded restorer blob and its
 //! loader, and (as they land) image handling, dump and restore.
 
+pub mod anonfd;
 pub mod blob;
 pub mod cgroup;
 #[cfg(target_arch = "x86_64")]

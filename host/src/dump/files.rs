@@ -35,6 +35,8 @@ pub struct FileEntry {
 pub enum FileKind {
     Reg(RegFile),
     Pipe(PipeFile),
+    /// eventfd, signalfd, timerfd, epoll.
+    Anon(crate::anonfd::Anon),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,22 +187,25 @@ impl Files {
         if proc_pid.is_some_and(|p| self.tree.contains(&p)) {
             return unsupported("a /proc file of a process of the tree");
         }
-        if let Some(kind) = target.strip_prefix("anon_inode:") {
-            return unsupported(&format!("an anonymous inode file of type {kind}"));
-        }
         let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
         let cloexec = info.flags & O_CLOEXEC != 0;
         let flags = info.flags & !O_CLOEXEC;
         let (dev, ino) = (m.dev(), m.ino());
         if let Some(id) = self.shared_description(pid, fd, dev, ino)? {
-            let kind = match self.entries[id as usize - 1].kind {
+            let kind = match &self.entries[id as usize - 1].kind {
                 FileKind::Reg(_) => fd_type::REG,
                 FileKind::Pipe(_) => fd_type::PIPE,
+                FileKind::Anon(a) => a.fd_type() as u32,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
         let ft = m.file_type();
-        let (kind, file) = if target.starts_with("pipe:") {
+        let (kind, file) = if let Some(kind) = target.strip_prefix("anon_inode:") {
+            match crate::anonfd::dump(pid, fd, kind, &fdinfo, flags)? {
+                Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
+                None => return unsupported(&format!("an anonymous inode file of type {kind}")),
+            }
+        } else if target.starts_with("pipe:") {
             let pipe_id = ino as u32;
             if !self.pipe_data.iter().any(|d| d.pipe_id == pipe_id) {
                 let (data, size) = pipe_contents(pid, fd)?;

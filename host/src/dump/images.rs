@@ -208,6 +208,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 pipe: None,
                 ..Default::default()
             },
+            FileKind::Anon(a) => a.entry(e.id, fown.clone()),
             FileKind::Pipe(pp) => FileEntry {
                 r#type: FdType::Pipe as i32,
                 id: e.id,

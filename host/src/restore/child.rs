@@ -111,6 +111,9 @@ pub struct ChildPlan {
     /// Areas it fills from its pages image (`service[0]`) before it forks
     /// its children, who inherit them copy-on-write (`cow.rs`).
     pub premap: Vec<super::cow::Fill>,
+    /// eventfds, signalfds, timerfds and epolls to make, after every other
+    /// fd of the program (an epoll's targets must be open).
+    pub anon_fds: Vec<crate::anonfd::Make>,
 }
 
 fn errno() -> i32 {
@@ -498,6 +501,9 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         }
         if slots_hi > slots_lo {
             libc::syscall(libc::SYS_close_range, slots_lo, slots_hi - 1, 0);
+        }
+        if let Err(what) = crate::anonfd::make_all(&p.anon_fds) {
+            return Err(fail(log, what, b""));
         }
         // Before chroot: /proc may be missing inside.
         if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {

@@ -19,6 +19,7 @@ use super::plan::{
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
+use crate::anonfd::{Anon, AnonFile, Make};
 use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
@@ -411,9 +412,10 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let mut fds = Vec::new();
     let mut pipes: Vec<PipePlan> = Vec::new();
     let mut owners: Vec<(u32, FdOwner)> = Vec::new();
+    let mut anon_fds: Vec<(u32, Make)> = Vec::new();
     for (i, f) in p.fds.iter().enumerate() {
         let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
-        let fown = entry.reg.as_ref().map(|r| &r.fown).or(entry.pipe.as_ref().map(|p| &p.fown));
+        let fown = entry.reg.as_ref().map(|r| &r.fown).or(entry.pipe.as_ref().map(|p| &p.fown)).or(Anon::fown(entry));
         if let Some(o) = fown.filter(|o| o.pid != 0 || o.signum != 0)
             && !owners.iter().any(|(id, _)| *id == f.id)
         {
@@ -459,6 +461,21 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             ends[end].fds.push((f.fd as i32, cloexec));
             continue;
         }
+        if let Some(anon) = Anon::from_entry(entry, &format!("files.img: entry id {}", f.id))? {
+            if let Some((_, m)) = anon_fds.iter_mut().find(|(id, _)| *id == f.id) {
+                m.dups.push((f.fd as i32, cloexec));
+                continue;
+            }
+            if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
+                bail!(
+                    "{fdinfo}: entry {i}: fd {} is a {ty} file that several processes share, which is not restored \
+                     yet",
+                    f.fd
+                );
+            }
+            anon_fds.push((f.id, Make { fd: f.fd as i32, cloexec, dups: vec![], anon }));
+            continue;
+        }
         let Some(r) = &entry.reg else {
             bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
         };
@@ -467,6 +484,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         fds.push(FdPlan { fd: f.fd as i32, id: f.id, path: PathBuf::from(&r.name), flags, pos: r.pos, cloexec });
     }
 
+    let anon_fds: Vec<Make> = anon_fds.into_iter().map(|(_, m)| m).collect();
+    epoll_targets(set, p, &anon_fds, &fdinfo)?;
     let mm_name = format!("mm-{pid}.img");
     let mut vmas = Vec::new();
     for (j, v) in p.mm.vmas.iter().enumerate() {
@@ -595,6 +614,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         fds,
         pipes,
         owners: owners.into_iter().map(|(_, o)| o).collect(),
+        anon_fds,
         vmas,
         pages: p.pages.clone(),
         page_runs,
@@ -864,6 +884,23 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
 /// A SysV attachment's piece: its first piece attaches the whole segment,
 /// later ones (same segment, contiguous, continuing its offsets) are only
 /// re-protected.
+/// Every epoll target must be an fd of the process (CRIU names a target
+/// closed since by a dup of it, or refuses) other than an epoll.
+fn epoll_targets(set: &ImageSet, p: &Process, anon_fds: &[Make], fdinfo: &str) -> Result<()> {
+    for m in anon_fds {
+        let AnonFile::Epoll { targets } = &m.anon.file else { continue };
+        for t in targets {
+            let Some(f) = p.fds.iter().find(|g| g.fd == t.fd) else {
+                bail!("{fdinfo}: the epoll at fd {} watches fd {}, which the process does not have", m.fd, t.fd);
+            };
+            if set.file(f.id).is_some_and(|e| e.epfd.is_some()) {
+                bail!("{fdinfo}: the epoll at fd {} watches another epoll (fd {}): not restored yet", m.fd, t.fd);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// CRIU 4.2 writes shared anonymous memory as a memfd object named
 /// `/dev/zero` (the name such memory has in `/proc/PID/maps`) that only
 /// mappings use: it comes back as shared anonymous memory, with its

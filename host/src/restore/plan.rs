@@ -27,6 +27,8 @@ pub struct ProcessPlan {
     pub fds: Vec<FdPlan>,
     /// Pipes whose ends the program held, rebuilt with their data.
     pub pipes: Vec<PipePlan>,
+    /// eventfds, signalfds, timerfds and epolls, made by the new task.
+    pub anon_fds: Vec<crate::anonfd::Make>,
     /// Descriptions with a signal owner or signal of their own, by one fd
     /// of this process on each; set while the tree is held.
     pub owners: Vec<FdOwner>,

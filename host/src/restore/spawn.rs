@@ -28,7 +28,9 @@ pub struct Restored {
 /// never disturbs the program's own.
 fn service_fds(p: &ProcessPlan) -> ServiceFds {
     let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
-    let base = p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).max().unwrap_or(0).max(3);
+    let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
+    let base =
+        p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).chain(anon_fds.map(|fd| fd + 1)).max().unwrap_or(0).max(3);
     let mut next = base + 4;
     let mut files: Vec<(PathBuf, i32, i32)> = vec![];
     let vma = p
@@ -119,6 +121,7 @@ fn child_plan(
         tree_files: Default::default(),
         knobs: p.knobs,
         premap: cow::fills(&p.vmas, &p.page_runs, slots),
+        anon_fds: p.anon_fds.clone(),
     })
 }
 

@@ -108,6 +108,9 @@ message! {
         2 flags: required uint32,
         3 fown: required message<FownEntry>,
         4 counter: required uint64,
+        /// revenant's own: `EFD_SEMAPHORE` (CRIU's entry has no field for
+        /// it; protobuf readers skip what they do not know).
+        1000 semaphore: optional bool,
     }
 }
 

@@ -1,0 +1,197 @@
+//! Files of anonymous inodes that event loops hold: eventfd, signalfd,
+//! timerfd and epoll. Each kind keeps its three halves side by side in its
+//! own module: what a dump reads from `/proc/PID/fdinfo/N`, the `files.img`
+//! entry CRIU 4.2 writes for it (so CRIU restores our images and we
+//! restore CRIU's), and how a restored task makes it again.
+//!
+//! The restore makes them in the new task before its blob runs, after its
+//! other descriptors (an epoll's targets must be open), epolls last.
+//! A description shared by several processes is refused for now.
+
+use anyhow::{Result, bail};
+use revenant_images::messages::{FdType, FileEntry, FownEntry};
+
+mod epoll;
+mod eventfd;
+mod signalfd;
+mod timerfd;
+
+pub use epoll::Target;
+
+/// One anonymous-inode file, as dumped and as restored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnonFile {
+    Eventfd {
+        counter: u64,
+        semaphore: bool,
+    },
+    /// Signal mask, bit `n - 1` for signal `n`.
+    Signalfd {
+        mask: u64,
+    },
+    Timerfd(timerfd::Timer),
+    Epoll {
+        targets: Vec<Target>,
+    },
+}
+
+/// One file with its status flags (`O_NONBLOCK`, ...; no `O_CLOEXEC`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anon {
+    pub flags: u32,
+    pub file: AnonFile,
+}
+
+/// Reads the file behind `fd` of `pid`, whose link says `anon_inode:KIND`.
+/// `None` for kinds not handled here.
+pub fn dump(pid: i32, fd: i32, kind: &str, fdinfo: &str, flags: u32) -> Result<Option<Anon>> {
+    let what = format!("/proc/{pid}/fdinfo/{fd}");
+    let file = match kind {
+        "[eventfd]" => eventfd::dump(fdinfo, &what)?,
+        "[signalfd]" => signalfd::dump(fdinfo, &what)?,
+        "[timerfd]" => AnonFile::Timerfd(timerfd::dump(fdinfo, &what)?),
+        "[eventpoll]" => epoll::dump(pid, fd, fdinfo, &what)?,
+        _ => return Ok(None),
+    };
+    Ok(Some(Anon { flags, file }))
+}
+
+impl Anon {
+    /// Its `files.img` entry.
+    pub fn entry(&self, id: u32, fown: FownEntry) -> FileEntry {
+        let flags = self.flags;
+        match &self.file {
+            AnonFile::Eventfd { counter, semaphore } => eventfd::entry(id, flags, fown, *counter, *semaphore),
+            AnonFile::Signalfd { mask } => signalfd::entry(id, flags, fown, *mask),
+            AnonFile::Timerfd(t) => timerfd::entry(id, flags, fown, t),
+            AnonFile::Epoll { targets } => epoll::entry(id, flags, fown, targets),
+        }
+    }
+
+    /// The `fdinfo` type of its descriptors.
+    pub fn fd_type(&self) -> FdType {
+        match self.file {
+            AnonFile::Eventfd { .. } => FdType::Eventfd,
+            AnonFile::Signalfd { .. } => FdType::Signalfd,
+            AnonFile::Timerfd(_) => FdType::Timerfd,
+            AnonFile::Epoll { .. } => FdType::Eventpoll,
+        }
+    }
+
+    /// What `entry` (`files.img` entry `at`) says to make; `None` if it is
+    /// not one of these kinds.
+    pub fn from_entry(entry: &FileEntry, at: &str) -> Result<Option<Anon>> {
+        let (flags, file) = if let Some(e) = &entry.efd {
+            let file = AnonFile::Eventfd { counter: e.counter, semaphore: e.semaphore.unwrap_or(false) };
+            (e.flags, file)
+        } else if let Some(e) = &entry.sgfd {
+            (e.flags, AnonFile::Signalfd { mask: e.sigmask })
+        } else if let Some(e) = &entry.tfd {
+            (e.flags, AnonFile::Timerfd(timerfd::from_entry(e, at)?))
+        } else if let Some(e) = &entry.epfd {
+            (e.flags, AnonFile::Epoll { targets: epoll::from_entry(e) })
+        } else {
+            return Ok(None);
+        };
+        if flags & !(O_NONBLOCK | O_RDWR | O_WRONLY) != 0 {
+            bail!("{at}: flags {flags:#o}: only O_NONBLOCK can be set again on this file");
+        }
+        Ok(Some(Anon { flags, file }))
+    }
+
+    /// Its signal owner, if the entry has one.
+    pub fn fown(entry: &FileEntry) -> Option<&FownEntry> {
+        entry
+            .efd
+            .as_ref()
+            .map(|e| &e.fown)
+            .or(entry.sgfd.as_ref().map(|e| &e.fown))
+            .or(entry.tfd.as_ref().map(|e| &e.fown))
+            .or(entry.epfd.as_ref().map(|e| &e.fown))
+    }
+}
+
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
+const O_NONBLOCK: u32 = 0o4000;
+
+/// One anonymous file a task makes at `fd` (and dups to `dups`).
+#[derive(Debug, Clone)]
+pub struct Make {
+    pub fd: i32,
+    pub cloexec: bool,
+    /// Further fds on the same description, with their close-on-exec.
+    pub dups: Vec<(i32, bool)>,
+    pub anon: Anon,
+}
+
+/// Makes every file of `all` at its numbers, epolls last (their targets
+/// must exist). Runs in the new task before its blob: system calls only,
+/// no allocation. On failure, says which step failed.
+///
+/// # Safety
+/// Replaces whatever the task has at the planned fd numbers.
+pub unsafe fn make_all(all: &[Make]) -> Result<(), &'static str> {
+    let epolls_last = all.iter().filter(|m| !is_epoll(m)).chain(all.iter().filter(|m| is_epoll(m)));
+    for m in epolls_last {
+        // SAFETY: forwarded from the caller.
+        unsafe { make(m)? };
+    }
+    Ok(())
+}
+
+fn is_epoll(m: &Make) -> bool {
+    matches!(m.anon.file, AnonFile::Epoll { .. })
+}
+
+/// # Safety
+/// As [`make_all`].
+unsafe fn make(m: &Make) -> Result<(), &'static str> {
+    use nix::libc;
+    // SAFETY: each maker only creates a descriptor (and reads plan data).
+    let fd = unsafe {
+        match &m.anon.file {
+            AnonFile::Eventfd { counter, semaphore } => eventfd::make(*counter, *semaphore)?,
+            AnonFile::Signalfd { mask } => signalfd::make(*mask)?,
+            AnonFile::Timerfd(t) => timerfd::make(t)?,
+            AnonFile::Epoll { .. } => epoll::make()?,
+        }
+    };
+    // SAFETY: plain descriptor calls on our own fds.
+    unsafe {
+        let placed = if fd == m.fd {
+            fd
+        } else {
+            let r = libc::dup3(fd, m.fd, libc::O_CLOEXEC);
+            libc::close(fd);
+            r
+        };
+        if placed < 0 {
+            return Err("placing an anonymous file at its fd");
+        }
+        let cloexec = if m.cloexec { libc::FD_CLOEXEC } else { 0 };
+        if libc::fcntl(m.fd, libc::F_SETFD, cloexec) < 0
+            || libc::fcntl(m.fd, libc::F_SETFL, (m.anon.flags & O_NONBLOCK) as libc::c_int) < 0
+        {
+            return Err("setting an anonymous file's flags");
+        }
+        if let AnonFile::Epoll { targets } = &m.anon.file {
+            epoll::watch(m.fd, targets)?;
+        }
+        for &(dup, cloexec) in &m.dups {
+            if libc::dup3(m.fd, dup, if cloexec { libc::O_CLOEXEC } else { 0 }) < 0 {
+                return Err("duplicating an anonymous file");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value after `key` on its line of `fdinfo` (`key: value`).
+fn field<'a>(fdinfo: &'a str, key: &str, what: &str) -> Result<&'a str> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+        .ok_or_else(|| anyhow::anyhow!("{what}: no {key:?} line"))
+}
