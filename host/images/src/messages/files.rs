@@ -124,6 +124,9 @@ message! {
         5 dev: optional uint32,
         6 inode: optional uint64,
         7 pos: optional uint64,
+        /// revenant's own: the fd number the target was added under, when
+        /// `tfd` is another fd of the same file (the first was closed).
+        1000 added_as: optional uint32,
     }
 }
 
