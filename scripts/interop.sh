@@ -163,12 +163,12 @@ run_case() {
     if [ "$dumper" = revenant ]; then
         dump_cmd=("$REV" dump -t "$pid" -D "$d/images" -o dump.log)
     else
-        dump_cmd=("$CRIU" dump -t "$pid" -D "$d/images" -o dump.log -v4)
+        dump_cmd=("$CRIU" dump -t "$pid" -D "$d/images" -o dump.log -v4 --file-locks)
     fi
     if [ "$restorer" = revenant ]; then
         restore_cmd=("$REV" restore -d -D "$d/images" -o restore.log)
     else
-        restore_cmd=("$CRIU" restore -d -D "$d/images" -o restore.log -v4)
+        restore_cmd=("$CRIU" restore -d -D "$d/images" -o restore.log -v4 --file-locks)
     fi
     if ! timeout 120 "${dump_cmd[@]}" >"$d/dump.err" 2>&1; then
         kill_all $pids
@@ -320,6 +320,7 @@ case_ pipetree pipetree '@OUT@' null - 3 '^child=[0-9]+ got=[0-9]+$' - -
 case_ shareddesc shareddesc '@OUT@ @DIR@/shared' null - 3 '^tick=[0-9]+ shared=ok pipe=ok owner=ok opath=ok$' - -
 case_ shmanon shmanon '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok pattern=ok b=ok$' - -
 case_ cow cow '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ contents=ok shared=ok$' - -
+case_ locks locks '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ locks=ok$' - -
 case_ evloop evloop '@OUT@' null - 3 '^tick=[0-9]+ efd=ok tfd=ok sfd=ok epoll=ok$' - - \
     'eventfd semaphore mode' '^tick=[0-9]+ efd=(ok|BAD) tfd=ok sfd=ok epoll=ok$'
 case_ chrooted chrooted '@OUT@ @DIR@/root' null - 2 '^tick=[0-9]+ cwd=/sub found=1$' - -

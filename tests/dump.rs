@@ -490,20 +490,21 @@ fn a_stopped_process_is_dumped_and_left_stopped() {
     assert_eq!(d.ping(), "pong 1 ok=1");
 }
 
-/// A process holding a file lock is refused, naming the fd, the file and
-/// the lock, and runs on: restored without its lock it would believe it
-/// holds what another process could take.
+/// A process holding a lease is refused, naming the fd, the file and the
+/// lease, and runs on: restored without it, it would believe it holds
+/// what another process could take. (flock, POSIX and OFD locks are kept:
+/// `roundtrip.rs`.)
 #[test]
-fn file_locks_are_refused_naming_the_file() {
+fn file_leases_are_refused_naming_the_file() {
     let _w = watchdog::start();
-    for kind in ["flock", "posix"] {
+    for kind in ["lease"] {
         let dir = image_dir(&format!("locked-{kind}"));
         let file = dir.join("locked-file");
         let d = Dumpee::start("locked", &[file.to_str().unwrap(), kind]);
         d.expect("ready");
         let err = format!("{:#}", dump(d.pid(), &dir, &leave_running()).unwrap_err());
         assert!(err.contains("holds a file lock") && err.contains("locked-file"), "{kind}: {err}");
-        let want = if kind == "flock" { "FLOCK" } else { "POSIX" };
+        let want = "LEASE";
         assert!(err.contains(want), "{kind}: {err}");
         let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
         assert!(status.contains("TracerPid:\t0\n"), "{status}");

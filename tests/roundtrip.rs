@@ -1176,3 +1176,53 @@ fn node_with_a_set_interval_timer_carries_on() {
     assert!(restored[1..].iter().all(|l| num(l, "gap") < 500), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// What another process finds when it asks for the locks `locks.c` holds
+/// in `dir`: (flock of a taken, the POSIX locks of b over [0, 10) and
+/// [20, 30) as (type, pid), the OFD lock over c).
+fn locks_seen(dir: &Path) -> (bool, (i32, i32), (i32, i32), i32) {
+    use nix::libc;
+    let open = |n: &str| std::fs::OpenOptions::new().read(true).write(true).open(dir.join(n)).unwrap();
+    let (a, b, c) = (open("a"), open("b"), open("c"));
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain lock calls on files we opened, and structs of ours.
+    unsafe {
+        let taken = libc::flock(a.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) < 0;
+        let probe = |fd: i32, cmd: i32, start: i64, len: i64| {
+            let mut fl: libc::flock = std::mem::zeroed();
+            (fl.l_type, fl.l_whence, fl.l_start, fl.l_len) = (libc::F_WRLCK as i16, libc::SEEK_SET as i16, start, len);
+            assert_eq!(libc::fcntl(fd, cmd, &mut fl), 0);
+            (fl.l_type as i32, fl.l_pid)
+        };
+        let first = probe(b.as_raw_fd(), libc::F_GETLK, 0, 10);
+        let second = probe(b.as_raw_fd(), libc::F_GETLK, 20, 10);
+        let ofd = probe(c.as_raw_fd(), libc::F_OFD_GETLK, 0, 0).0;
+        (taken, first, second, ofd)
+    }
+}
+
+/// flock, POSIX and OFD locks are held again by the restored process: a
+/// process outside finds each of them taken, by it.
+#[test]
+fn file_locks_are_held_again_after_the_restore() {
+    use nix::libc::{F_RDLCK, F_WRLCK};
+    let _w = watchdog::start();
+    let work = scratch("locks");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("locks", &[out.as_os_str(), work.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    let want = (true, (F_WRLCK, pid), (F_RDLCK, pid), F_WRLCK);
+    assert_eq!(locks_seen(&work), want, "before the dump");
+    dump_and_reap(&mut child, &images);
+    assert_eq!(locks_seen(&work).0, false, "the dumped process is gone, and its locks");
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let lines = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 2));
+    let after = locks_seen(&work);
+    stop(pid);
+    assert_eq!(after, want, "after the restore");
+    assert!(lines.lines().all(|l| l.ends_with("locks=ok")), "{lines}");
+    let _ = std::fs::remove_dir_all(&work);
+}

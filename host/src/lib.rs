@@ -13,5 +13,6 @@ pub mod dump;
 pub mod fault;
 pub mod imgdir;
 pub mod kerndat;
+pub mod locks;
 pub mod reap;
 pub mod restore;

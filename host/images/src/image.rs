@@ -36,6 +36,7 @@ pub enum Image {
     FifoData(Vec<(PipeDataEntry, Vec<u8>)>),
     Cgroup(Vec<CgroupEntry>),
     MemfdInode(Vec<MemfdInodeEntry>),
+    FileLocks(Vec<FileLockEntry>),
 }
 
 impl Image {
@@ -59,6 +60,7 @@ impl Image {
             Kind::Timens => Image::Timens(r.all()?),
             Kind::Cgroup => Image::Cgroup(r.all()?),
             Kind::MemfdInode => Image::MemfdInode(r.all()?),
+            Kind::FileLocks => Image::FileLocks(r.all()?),
             Kind::Stats => Image::Stats(r.all()?),
             Kind::IpcVar => Image::IpcVar(r.all()?),
             Kind::IpcnsShm => {
@@ -105,6 +107,7 @@ impl Image {
             Image::Timens(_) => Kind::Timens,
             Image::Cgroup(_) => Kind::Cgroup,
             Image::MemfdInode(_) => Kind::MemfdInode,
+            Image::FileLocks(_) => Kind::FileLocks,
             Image::Stats(_) => Kind::Stats,
             Image::IpcVar(_) => Kind::IpcVar,
             Image::IpcnsShm(_) => Kind::IpcnsShm,
@@ -138,6 +141,7 @@ impl Image {
             Image::Timens(v) => all(&mut w, v),
             Image::Cgroup(v) => all(&mut w, v),
             Image::MemfdInode(v) => all(&mut w, v),
+            Image::FileLocks(v) => all(&mut w, v),
             Image::Stats(v) => all(&mut w, v),
             Image::IpcVar(v) => all(&mut w, v),
             Image::IpcnsShm(v) => {
@@ -175,6 +179,7 @@ impl Image {
             Image::Timens(v) => v.len(),
             Image::Cgroup(v) => v.len(),
             Image::MemfdInode(v) => v.len(),
+            Image::FileLocks(v) => v.len(),
             Image::Stats(v) => v.len(),
             Image::IpcVar(v) => v.len(),
             Image::IpcnsShm(v) => v.len(),
@@ -215,6 +220,7 @@ impl Image {
             Image::Timens(v) => all(v),
             Image::Cgroup(v) => all(v),
             Image::MemfdInode(v) => all(v),
+            Image::FileLocks(v) => all(v),
             Image::Stats(v) => all(v),
             Image::IpcVar(v) => all(v),
             // crit shows `size` bytes of the payload, without the padding.

@@ -32,10 +32,11 @@ pub enum Kind {
     FifoData,
     Cgroup,
     MemfdInode,
+    FileLocks,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -54,6 +55,7 @@ impl Kind {
         Kind::FifoData,
         Kind::Cgroup,
         Kind::MemfdInode,
+        Kind::FileLocks,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -78,6 +80,7 @@ impl Kind {
             Kind::FifoData => 0x5933_3054,
             Kind::Cgroup => 0x5938_3330,
             Kind::MemfdInode => 0x4845_3499,
+            Kind::FileLocks => 0x5432_3616,
         }
     }
 
@@ -116,6 +119,7 @@ impl Kind {
             Kind::FifoData => "FIFO_DATA",
             Kind::Cgroup => "CGROUP",
             Kind::MemfdInode => "MEMFD_INODE",
+            Kind::FileLocks => "FILE_LOCKS",
         }
     }
 

@@ -134,6 +134,9 @@ pub struct ImageSet {
     pub anon_shmem: BTreeMap<u64, ShmPages>,
     /// `memfd.img`: the memfd objects (empty if absent).
     pub memfd_inodes: Vec<MemfdInodeEntry>,
+    /// `filelocks.img`: the locks the tree's processes hold (empty if
+    /// absent).
+    pub file_locks: Vec<FileLockEntry>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -254,6 +257,11 @@ impl ImageSet {
             Some(other) => return Err(wrong("memfd.img", &other, "a MEMFD_INODE")),
             None => Vec::new(),
         };
+        let file_locks = match read_opt(dir, "filelocks.img")? {
+            Some(Image::FileLocks(v)) => v,
+            Some(other) => return Err(wrong("filelocks.img", &other, "a FILE_LOCKS")),
+            None => Vec::new(),
+        };
         let mut anon_shmem = BTreeMap::new();
         let shared = vma_status::ANON_SHARED;
         let areas = processes.iter().flat_map(|p| &p.mm.vmas);
@@ -286,6 +294,7 @@ impl ImageSet {
             pipes_data,
             anon_shmem,
             memfd_inodes,
+            file_locks,
         })
     }
 
@@ -344,6 +353,9 @@ impl ImageSet {
         }
         if let Some(c) = &self.cgroup {
             v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
+        }
+        if !self.file_locks.is_empty() {
+            v.push(("filelocks.img".to_string(), Image::FileLocks(self.file_locks.clone())));
         }
         if !self.memfd_inodes.is_empty() {
             v.push(("memfd.img".to_string(), Image::MemfdInode(self.memfd_inodes.clone())));

@@ -99,6 +99,9 @@ pub struct Files {
     pub tree: Vec<i32>,
     /// Owners of the descriptions that have one, by file id.
     pub owners: HashMap<u32, Fown>,
+    /// File locks the tree holds, each with the file id it was taken
+    /// through.
+    pub locks: Vec<(u32, crate::locks::Lock)>,
 }
 
 impl Files {
@@ -159,22 +162,33 @@ impl Files {
         Ok(())
     }
 
+    /// Fd `fd` of `pid`, and the locks taken through it.
     fn fd(&mut self, pid: i32, fd: i32) -> Result<Fd> {
+        let fdinfo = procfs::read_string(pid, &format!("fdinfo/{fd}"))?;
+        let mut locks = vec![];
+        for line in fdinfo.lines().filter_map(|l| l.strip_prefix("lock:")) {
+            let file = fs::read_link(procfs::path(pid, &format!("fd/{fd}"))).unwrap_or_default();
+            locks.extend(crate::locks::parse(line, pid, fd, &file.to_string_lossy())?);
+        }
+        let f = self.fd_entry(pid, fd, &fdinfo)?;
+        for l in locks {
+            // A flock or OFD lock belongs to the description: once.
+            let seen = |(id, o): &(u32, crate::locks::Lock)| {
+                *id == f.id && o.kind == l.kind && (o.start, o.len, o.write) == (l.start, l.len, l.write)
+            };
+            if l.kind == crate::locks::FL_POSIX || !self.locks.iter().any(seen) {
+                self.locks.push((f.id, l));
+            }
+        }
+        Ok(f)
+    }
+
+    fn fd_entry(&mut self, pid: i32, fd: i32, fdinfo: &str) -> Result<Fd> {
         let link = format!("fd/{fd}");
         let p = procfs::path(pid, &link);
         let target = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
         let target = target.to_string_lossy().into_owned();
-        let fdinfo = procfs::read_string(pid, &format!("fdinfo/{fd}"))?;
-        let info = procfs::parse_fdinfo(&fdinfo, &format!("/proc/{pid}/fdinfo/{fd}"))?;
-        // Restored without its locks, the program would think it still
-        // holds them while another process takes them (CRIU, too, refuses
-        // without --file-locks).
-        if let Some(lock) = fdinfo.lines().find_map(|l| l.strip_prefix("lock:")) {
-            bail!(
-                "process {pid}: fd {fd} ({target}) holds a file lock ({}), which dump does not support yet",
-                lock.split_whitespace().skip(1).take(3).collect::<Vec<_>>().join(" ")
-            );
-        }
+        let info = procfs::parse_fdinfo(fdinfo, &format!("/proc/{pid}/fdinfo/{fd}"))?;
         let unsupported = |what: &str| -> Result<Fd> {
             bail!("process {pid}: fd {fd} is {what} ({target}), which dump does not support yet")
         };
@@ -201,7 +215,7 @@ impl Files {
         }
         let ft = m.file_type();
         let (kind, file) = if let Some(kind) = target.strip_prefix("anon_inode:") {
-            match crate::anonfd::dump(pid, fd, kind, &fdinfo, flags)? {
+            match crate::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
                 Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
                 None => return unsupported(&format!("an anonymous inode file of type {kind}")),
             }

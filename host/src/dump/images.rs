@@ -226,6 +226,13 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         files.push(&entry);
     }
     put("files.img".into(), &files)?;
+    if !tree.files.locks.is_empty() {
+        let mut locks = Writer::new(Kind::FileLocks);
+        for (_, l) in &tree.files.locks {
+            locks.push(&l.entry());
+        }
+        put("filelocks.img".into(), &locks)?;
+    }
 
     put(
         "seccomp.img".into(),

@@ -114,6 +114,8 @@ pub struct ChildPlan {
     /// eventfds, signalfds, timerfds and epolls to make, after every other
     /// fd of the program (an epoll's targets must be open).
     pub anon_fds: Vec<crate::anonfd::Make>,
+    /// File locks to take again once every fd is in place.
+    pub locks: Vec<crate::locks::Lock>,
 }
 
 fn errno() -> i32 {
@@ -504,6 +506,11 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         }
         if let Err(what) = crate::anonfd::make_all(&p.anon_fds) {
             return Err(fail(log, what, b""));
+        }
+        for l in &p.locks {
+            if let Err(what) = l.take() {
+                return Err(fail(log, what, b""));
+            }
         }
         // Before chroot: /proc may be missing inside.
         if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {

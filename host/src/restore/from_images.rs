@@ -485,6 +485,14 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     }
 
     let anon_fds: Vec<Make> = anon_fds.into_iter().map(|(_, m)| m).collect();
+    let mut locks = vec![];
+    for (k, e) in set.file_locks.iter().enumerate().filter(|(_, e)| e.pid == pid) {
+        let l = crate::locks::Lock::from_entry(e, k)?;
+        if !p.fds.iter().any(|f| f.fd == l.fd as u32) {
+            bail!("filelocks.img: entry {k}: fd {}: process {pid} has no such fd", l.fd);
+        }
+        locks.push(l);
+    }
     epoll_targets(set, p, &anon_fds, &fdinfo)?;
     let mm_name = format!("mm-{pid}.img");
     let mut vmas = Vec::new();
@@ -615,6 +623,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         pipes,
         owners: owners.into_iter().map(|(_, o)| o).collect(),
         anon_fds,
+        locks,
         vmas,
         pages: p.pages.clone(),
         page_runs,

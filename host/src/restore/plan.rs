@@ -29,6 +29,8 @@ pub struct ProcessPlan {
     pub pipes: Vec<PipePlan>,
     /// eventfds, signalfds, timerfds and epolls, made by the new task.
     pub anon_fds: Vec<crate::anonfd::Make>,
+    /// File locks it takes again through its fds.
+    pub locks: Vec<crate::locks::Lock>,
     /// Descriptions with a signal owner or signal of their own, by one fd
     /// of this process on each; set while the tree is held.
     pub owners: Vec<FdOwner>,

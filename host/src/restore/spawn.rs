@@ -122,6 +122,7 @@ fn child_plan(
         knobs: p.knobs,
         premap: cow::fills(&p.vmas, &p.page_runs, slots),
         anon_fds: p.anon_fds.clone(),
+        locks: p.locks.clone(),
     })
 }
 

@@ -210,6 +210,21 @@ message! {
 }
 
 message! {
+    /// One file lock a process of the tree holds (`filelocks.img`):
+    /// `flag` is the kind (1 POSIX, 2 flock, 4 OFD, 8 lease), `type`
+    /// `F_RDLCK` or `F_WRLCK`, taken by `pid` through its `fd`; `len` 0
+    /// reaches to the end of the file.
+    pub struct FileLockEntry ("file_lock_entry") {
+        1 flag: required uint32,
+        2 r#type: required uint32,
+        3 pid: required int32,
+        4 fd: required int32,
+        5 start: required int64,
+        6 len: required int64,
+    }
+}
+
+message! {
     pub struct PidfdEntry ("pidfd_entry") {
         1 id: required uint32,
         2 ino: required uint32,
