@@ -1216,7 +1216,7 @@ fn file_locks_are_held_again_after_the_restore() {
     let want = (true, (F_WRLCK, pid), (F_RDLCK, pid), F_WRLCK);
     assert_eq!(locks_seen(&work), want, "before the dump");
     dump_and_reap(&mut child, &images);
-    assert_eq!(locks_seen(&work).0, false, "the dumped process is gone, and its locks");
+    assert!(!locks_seen(&work).0, "the dumped process is gone, and its locks");
     let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();
     let lines = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 2));
