@@ -168,7 +168,15 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         root: "/".into(),
         umask: 0o022,
         fds: vec![
-            FdPlan { fd: 0, id: 1, path: "/dev/null".into(), flags: nix::libc::O_RDONLY, pos: 0, cloexec: false },
+            FdPlan {
+                fd: 0,
+                id: 1,
+                path: "/dev/null".into(),
+                flags: nix::libc::O_RDONLY,
+                pos: 0,
+                cloexec: false,
+                shmem: None,
+            },
             FdPlan {
                 fd: 1,
                 id: 2,

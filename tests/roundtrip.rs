@@ -1226,3 +1226,29 @@ fn file_locks_are_held_again_after_the_restore() {
     assert!(lines.lines().all(|l| l.ends_with("locks=ok")), "{lines}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A memfd a parent and its child share (fd, shared and private
+/// mappings) comes back with its name, size, seals, contents, offset and
+/// sharing.
+#[test]
+fn a_memfd_comes_back_shared_with_its_name_seals_and_contents() {
+    let _w = watchdog::start();
+    let work = scratch("memfd");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("memfd", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let ok = "child=ok content=ok seals=ok name=ok pos=ok private=ok";
+    let before = wait_for(&out, |l| l.len() >= 3);
+    assert!(before.lines().all(|l| l.ends_with(ok)), "{before}");
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(restored.iter().all(|l| l.ends_with(ok)), "{after}");
+    assert_eq!(maps.lines().filter(|l| l.ends_with("/memfd:mybuf (deleted)")).count(), 2, "{maps}");
+    let _ = std::fs::remove_dir_all(&work);
+}

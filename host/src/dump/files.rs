@@ -22,6 +22,7 @@ pub const O_NONBLOCK: u32 = 0o4000;
 pub mod fd_type {
     pub const REG: u32 = 1;
     pub const PIPE: u32 = 2;
+    pub const MEMFD: u32 = 18;
 }
 
 /// A file as `files.img` describes it.
@@ -37,6 +38,32 @@ pub enum FileKind {
     Pipe(PipeFile),
     /// eventfd, signalfd, timerfd, epoll.
     Anon(crate::anonfd::Anon),
+    Memfd(MemfdFile),
+}
+
+/// A memfd description (one of an fd, or the one for its mappings).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemfdFile {
+    pub flags: u32,
+    pub pos: u64,
+    /// Its object's inode.
+    pub ino: u64,
+}
+
+/// A memfd object: written once (`memfd.img`, contents in
+/// `pagemap-shmem-INO.img`), however many fds and mappings it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemfdObject {
+    pub ino: u64,
+    /// What `memfd_create` was given.
+    pub name: String,
+    pub size: u64,
+    pub seals: u32,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// A `/proc` link that opens it, while the tree is frozen.
+    pub source: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +129,9 @@ pub struct Files {
     /// File locks the tree holds, each with the file id it was taken
     /// through.
     pub locks: Vec<(u32, crate::locks::Lock)>,
+    pub memfds: Vec<MemfdObject>,
+    /// The description written for the mappings of each memfd, by inode.
+    memfd_maps: HashMap<u64, u32>,
 }
 
 impl Files {
@@ -126,6 +156,47 @@ impl Files {
         let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: name.to_string(), size, mode: m.mode() }));
         self.by_inode.insert((m.dev(), m.ino()), id);
         Ok(id)
+    }
+
+    /// The entry the mappings of a memfd name (`VmaEntry::shmid`), given
+    /// its `map_files` link.
+    pub fn memfd_mapping(&mut self, pid: i32, link: &str, name: &str, flags: u32) -> Result<u32> {
+        let p = procfs::path(pid, link);
+        let m = fs::metadata(&p).with_context(|| format!("stat {} ({name})", p.display()))?;
+        if let Some(&id) = self.memfd_maps.get(&m.ino()) {
+            return Ok(id);
+        }
+        self.memfd_object(&p, name, &m)?;
+        let id = self.push(FileKind::Memfd(MemfdFile { flags, pos: 0, ino: m.ino() }));
+        self.memfd_maps.insert(m.ino(), id);
+        Ok(id)
+    }
+
+    /// Notes the memfd object behind `source` (shown as `name`) once.
+    fn memfd_object(&mut self, source: &std::path::Path, name: &str, m: &fs::Metadata) -> Result<()> {
+        if self.memfds.iter().any(|o| o.ino == m.ino()) {
+            return Ok(());
+        }
+        // CRIU's images name the object by a 32-bit shmid.
+        if m.ino() > u64::from(u32::MAX) {
+            bail!("{name}: inode {} does not fit the images' 32-bit shmid", m.ino());
+        }
+        let f = fs::File::open(source).with_context(|| format!("opening {} ({name})", source.display()))?;
+        let seals = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
+            .with_context(|| format!("F_GET_SEALS on {} ({name})", source.display()))?;
+        let bare = name.strip_prefix("/memfd:").unwrap_or(name);
+        let bare = bare.strip_suffix(" (deleted)").unwrap_or(bare);
+        self.memfds.push(MemfdObject {
+            ino: m.ino(),
+            name: bare.to_string(),
+            size: m.len(),
+            seals: seals as u32,
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            source: source.to_path_buf(),
+        });
+        Ok(())
     }
 
     /// A directory entry for cwd or root.
@@ -210,6 +281,7 @@ impl Files {
                 FileKind::Reg(_) => fd_type::REG,
                 FileKind::Pipe(_) => fd_type::PIPE,
                 FileKind::Anon(a) => a.fd_type() as u32,
+                FileKind::Memfd(_) => fd_type::MEMFD,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
@@ -219,6 +291,9 @@ impl Files {
                 Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
                 None => return unsupported(&format!("an anonymous inode file of type {kind}")),
             }
+        } else if target.starts_with("/memfd:") && nix::sys::stat::major(m.dev()) == 0 && ft.is_file() {
+            self.memfd_object(&p, &target, &m)?;
+            (fd_type::MEMFD, FileKind::Memfd(MemfdFile { flags, pos: info.pos, ino }))
         } else if target.starts_with("pipe:") {
             let pipe_id = ino as u32;
             if !self.pipe_data.iter().any(|d| d.pipe_id == pipe_id) {

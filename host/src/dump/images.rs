@@ -209,6 +209,19 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 ..Default::default()
             },
             FileKind::Anon(a) => a.entry(e.id, fown.clone()),
+            FileKind::Memfd(m) => FileEntry {
+                r#type: FdType::Memfd as i32,
+                id: e.id,
+                memfd: Some(MemfdFileEntry {
+                    id: e.id,
+                    flags: m.flags,
+                    pos: m.pos,
+                    fown: fown.clone(),
+                    inode_id: memfd_inode_id(&tree.files.memfds, m.ino),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
             FileKind::Pipe(pp) => FileEntry {
                 r#type: FdType::Pipe as i32,
                 id: e.id,
@@ -226,6 +239,23 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         files.push(&entry);
     }
     put("files.img".into(), &files)?;
+    if !tree.files.memfds.is_empty() {
+        let mut inodes = Writer::new(Kind::MemfdInode);
+        for o in &tree.files.memfds {
+            inodes.push(&MemfdInodeEntry {
+                name: o.name.clone(),
+                uid: o.uid,
+                gid: o.gid,
+                size: o.size,
+                shmid: o.ino as u32,
+                seals: o.seals,
+                inode_id: memfd_inode_id(&tree.files.memfds, o.ino).into(),
+                mode: Some(o.mode),
+                ..Default::default()
+            });
+        }
+        put("memfd.img".into(), &inodes)?;
+    }
     if !tree.files.locks.is_empty() {
         let mut locks = Writer::new(Kind::FileLocks);
         for (_, l) in &tree.files.locks {
@@ -334,6 +364,11 @@ fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u
 
 /// A shared memory object's pagemap (SysV segment or shared anonymous
 /// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
+/// The id `memfd.img` gives the object with inode `ino`.
+fn memfd_inode_id(objects: &[super::files::MemfdObject], ino: u64) -> u32 {
+    objects.iter().position(|o| o.ino == ino).map_or(0, |i| i as u32 + 1)
+}
+
 fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
     let mut pm = Writer::new(Kind::Pagemap);
     pm.push(&PagemapHead { pages_id, ..Default::default() });

@@ -17,6 +17,7 @@ pub mod status {
     pub const ANON_PRIVATE: u32 = 1 << 9;
     pub const SYSVIPC: u32 = 1 << 10;
     pub const VVAR: u32 = 1 << 12;
+    pub const MEMFD: u32 = 1 << 14;
 }
 
 pub const PROT_READ: u32 = 1;
@@ -148,6 +149,9 @@ fn parse_header(line: &str) -> Result<Vma> {
     if sysv {
         status |= status::SYSVIPC;
     }
+    if file && dev.0 == 0 && name.starts_with("/memfd:") {
+        status |= status::MEMFD;
+    }
     Ok(Vma { start, end, pgoff, prot, flags, status, madv: 0, dev, inode, name, vmflags: Vec::new() })
 }
 
@@ -223,11 +227,8 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
         bail!("{}: hugetlb mappings are not supported yet", at());
     }
     // Shared anonymous memory shows as the deleted /dev/zero it is.
-    if v.name.ends_with(" (deleted)") && !v.is(status::ANON_SHARED) {
+    if v.name.ends_with(" (deleted)") && !v.is(status::ANON_SHARED) && !v.is(status::MEMFD) {
         bail!("{}: mappings of deleted files are not supported yet", at());
-    }
-    if v.name.starts_with("/memfd:") {
-        bail!("{}: memfd and shmem-backed mappings are not supported yet", at());
     }
     if v.name == "[uprobes]" {
         bail!("{}: uprobes areas are not supported", at());

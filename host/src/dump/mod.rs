@@ -189,7 +189,10 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         let mut out_vmas = Vec::new();
         for v in &vmas {
             let link = || format!("map_files/{:x}-{:x}", v.start, v.end);
-            let (shmid, fdflags) = if v.is_file() {
+            let (shmid, fdflags) = if v.is(status::MEMFD) {
+                let fdflags = map_file_flags(pid, &link())?;
+                (files.memfd_mapping(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
+            } else if v.is_file() {
                 let fdflags = map_file_flags(pid, &link())?;
                 (files.mapped(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
             } else if v.is(status::SYSVIPC) {
@@ -296,8 +299,11 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
     log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
     let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;
     let areas = procs.iter().flat_map(|p| p.vmas.iter().map(move |v| (p.pid, &v.vma)));
-    let shmem = shmem::collect(areas, dir, first)?;
+    let mut shmem = shmem::collect(areas, dir, first)?;
     log.line(2, &format!("shared anonymous memory: {} objects", shmem.len()));
+    let memfds = shmem::collect_memfds(&files.memfds, dir, first + shmem.len() as u32)?;
+    log.line(2, &format!("memfd: {} objects", memfds.len()));
+    shmem.extend(memfds);
     let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
     let zombies = frozen
         .zombies

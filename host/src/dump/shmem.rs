@@ -42,16 +42,32 @@ pub fn collect<'a>(
     let mut out = Vec::new();
     for (k, (shmid, (pid, start, end))) in first.into_iter().enumerate() {
         let pages_id = first_pages_id + k as u32;
-        let runs = read_object(pid, start, end, pages_id, dir)
+        let link = procfs::path(pid, &format!("map_files/{start:x}-{end:x}"));
+        let runs = read_object(&link, pages_id, dir)
             .with_context(|| format!("shared anonymous memory {shmid} (mapped by process {pid} at {start:#x})"))?;
         out.push(Object { shmid, pages_id, runs });
     }
     Ok(out)
 }
 
-fn read_object(pid: i32, start: u64, end: u64, pages_id: u32, dir: &ImageDir) -> Result<Vec<(u64, u64)>> {
-    let link = procfs::path(pid, &format!("map_files/{start:x}-{end:x}"));
-    let f = std::fs::File::open(&link).with_context(|| format!("opening {}", link.display()))?;
+/// Reads the contents of every memfd object (by its inode, as CRIU names
+/// them), with pages ids from `first_pages_id` on.
+pub fn collect_memfds(
+    objects: &[super::files::MemfdObject],
+    dir: &ImageDir,
+    first_pages_id: u32,
+) -> Result<Vec<Object>> {
+    let mut out = Vec::new();
+    for (k, o) in objects.iter().enumerate() {
+        let pages_id = first_pages_id + k as u32;
+        let runs = read_object(&o.source, pages_id, dir).with_context(|| format!("memfd {:?}", o.name))?;
+        out.push(Object { shmid: o.ino, pages_id, runs });
+    }
+    Ok(out)
+}
+
+fn read_object(link: &std::path::Path, pages_id: u32, dir: &ImageDir) -> Result<Vec<(u64, u64)>> {
+    let f = std::fs::File::open(link).with_context(|| format!("opening {}", link.display()))?;
     // The whole object, which may be larger than any one area of it.
     let size = f.metadata().with_context(|| format!("stat {}", link.display()))?.len();
     if size == 0 {

@@ -132,17 +132,38 @@ fn shmem(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<super::shmem::
     let mut out: Vec<super::shmem::ObjectPlan> = Vec::new();
     for p in processes {
         for v in &p.vmas {
-            let Backing::AnonShared { shmid } = v.backing else { continue };
+            let Backing::Shmem { shmid } = v.backing else { continue };
             let end = v.pgoff.checked_add(v.end - v.start).filter(|e| *e <= isize::MAX as u64).with_context(|| {
                 format!("mm-{}.img: the area at {:#x}: pgoff {:#x} reaches past any object", p.pid, v.start, v.pgoff)
             })?;
             match out.iter_mut().find(|o| o.shmid == shmid) {
                 Some(o) => o.size = o.size.max(end),
-                None => out.push(super::shmem::ObjectPlan { shmid, size: end, pages: None }),
+                None => out.push(super::shmem::ObjectPlan { shmid, size: end, pages: None, memfd: None }),
+            }
+        }
+        for shmid in p.fds.iter().filter_map(|f| f.shmem) {
+            if !out.iter().any(|o| o.shmid == shmid) {
+                out.push(super::shmem::ObjectPlan { shmid, size: 0, pages: None, memfd: None });
             }
         }
     }
     for o in &mut out {
+        // A memfd is as large as it was, and has its name and seals.
+        if let Some(inode) = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid)
+            && !anon_in_memfd_form(set, inode)
+        {
+            if o.size > inode.size.next_multiple_of(4096) {
+                bail!("memfd.img: memfd {:?}: an area reaches past its size {}", inode.name, inode.size);
+            }
+            o.size = inode.size;
+            o.memfd = Some(super::shmem::Memfd {
+                name: inode.name.clone(),
+                seals: inode.seals,
+                mode: inode.mode.unwrap_or(0o100777),
+                uid: inode.uid,
+                gid: inode.gid,
+            });
+        }
         if let Some(pm) = set.anon_shmem.get(&o.shmid) {
             let name = format!("pagemap-shmem-{}.img", o.shmid);
             let entries: Vec<(u64, u64, u32)> =
@@ -476,12 +497,28 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             anon_fds.push((f.id, Make { fd: f.fd as i32, cloexec, dups: vec![], anon }));
             continue;
         }
+        if let Some(m) = &entry.memfd {
+            let inode = memfd_inode(set, m, &format!("{fdinfo}: entry {i}"))?;
+            let flags = m.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            let path = PathBuf::from(format!("memfd:{}", inode.name));
+            let shmem = Some(u64::from(inode.shmid));
+            fds.push(FdPlan { fd: f.fd as i32, id: f.id, path, flags, pos: m.pos, cloexec, shmem });
+            continue;
+        }
         let Some(r) = &entry.reg else {
             bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
         };
         check_size(r, &format!("fd {}", f.fd))?;
         let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-        fds.push(FdPlan { fd: f.fd as i32, id: f.id, path: PathBuf::from(&r.name), flags, pos: r.pos, cloexec });
+        fds.push(FdPlan {
+            fd: f.fd as i32,
+            id: f.id,
+            path: PathBuf::from(&r.name),
+            flags,
+            pos: r.pos,
+            cloexec,
+            shmem: None,
+        });
     }
 
     let anon_fds: Vec<Make> = anon_fds.into_iter().map(|(_, m)| m).collect();
@@ -509,7 +546,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         } else if s & vs::AREA_SYSVIPC != 0 {
             sysv_backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & vs::ANON_SHARED != 0 {
-            Backing::AnonShared { shmid: v.shmid }
+            Backing::Shmem { shmid: v.shmid }
         } else if s & vs::AREA_MEMFD != 0 {
             memfd_backing(set, v, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
@@ -910,10 +947,10 @@ fn epoll_targets(set: &ImageSet, p: &Process, anon_fds: &[Make], fdinfo: &str) -
     Ok(())
 }
 
-/// CRIU 4.2 writes shared anonymous memory as a memfd object named
+/// A memfd area: a mapping of the object its file entry names. CRIU 4.2
+/// writes shared anonymous memory this way too, as a memfd named
 /// `/dev/zero` (the name such memory has in `/proc/PID/maps`) that only
-/// mappings use: it comes back as shared anonymous memory, with its
-/// contents by the object's `shmid`. Real memfds are not restored yet.
+/// mappings use: that comes back as shared anonymous memory.
 fn memfd_backing(set: &ImageSet, v: &VmaEntry, at: &str) -> Result<Backing> {
     let file = u32::try_from(v.shmid)
         .ok()
@@ -921,18 +958,30 @@ fn memfd_backing(set: &ImageSet, v: &VmaEntry, at: &str) -> Result<Backing> {
         .with_context(|| format!("{at}.shmid {}: no such file in files.img", v.shmid))?;
     let m =
         file.memfd.as_ref().with_context(|| format!("{at}.shmid {}: files.img has no memfd entry for it", v.shmid))?;
+    let inode = memfd_inode(set, m, at)?;
+    Ok(Backing::Shmem { shmid: u64::from(inode.shmid) })
+}
+
+/// The object of memfd file entry `m`, which a restore can make.
+fn memfd_inode<'a>(set: &'a ImageSet, m: &MemfdFileEntry, at: &str) -> Result<&'a MemfdInodeEntry> {
     let inode = set
         .memfd_inodes
         .iter()
         .find(|i| i.inode_id == u64::from(m.inode_id))
         .with_context(|| format!("{at}: files.img id {}: inode_id {}: not in memfd.img", m.id, m.inode_id))?;
-    let has_fd =
-        |id: u32| set.files.iter().any(|f| f.memfd.as_ref().is_some_and(|o| o.inode_id == m.inode_id) && f.id == id);
-    let opened = set.processes.iter().flat_map(|p| &p.fds).any(|f| has_fd(f.id));
-    if inode.name != "/dev/zero" || opened || inode.hugetlb_flag.is_some_and(|f| f != 0) {
-        bail!("{at}: memfd {:?} (memfd.img inode_id {}): memfd objects are not restored yet", inode.name, m.inode_id);
+    if inode.hugetlb_flag.is_some_and(|f| f != 0) {
+        bail!("{at}: memfd {:?}: hugetlb memfds are not restored yet", inode.name);
     }
-    Ok(Backing::AnonShared { shmid: u64::from(inode.shmid) })
+    Ok(inode)
+}
+
+/// Whether memfd object `shmid` is CRIU's form of shared anonymous memory
+/// (named `/dev/zero`, no fd on it) rather than a memfd: then it is made
+/// as such, not as a memfd.
+fn anon_in_memfd_form(set: &ImageSet, inode: &MemfdInodeEntry) -> bool {
+    let memfd_fd =
+        |id: u32| set.file(id).and_then(|f| f.memfd.as_ref()).is_some_and(|m| u64::from(m.inode_id) == inode.inode_id);
+    inode.name == "/dev/zero" && !set.processes.iter().flat_map(|p| &p.fds).any(|f| memfd_fd(f.id))
 }
 
 fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {

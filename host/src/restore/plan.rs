@@ -105,6 +105,9 @@ pub struct FdPlan {
     pub flags: i32,
     pub pos: u64,
     pub cloexec: bool,
+    /// A memfd: `path` is that of object `shmid`, which the host makes
+    /// before the restore (`shmem`).
+    pub shmem: Option<u64>,
 }
 
 /// One pipe: the open descriptions of its ends and what was buffered in it.
@@ -168,9 +171,10 @@ pub enum Backing {
         id: i32,
         attach: Option<ShmAttach>,
     },
-    /// Shared anonymous memory, object `shmid` (made by the host before
-    /// the restore, see `shmem`), mapped at the area's `pgoff`.
-    AnonShared {
+    /// Shared anonymous memory or a memfd, object `shmid` (made by the
+    /// host before the restore, see `shmem`), mapped at the area's
+    /// `pgoff`.
+    Shmem {
         shmid: u64,
     },
 }
