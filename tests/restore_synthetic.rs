@@ -184,6 +184,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 flags: nix::libc::O_WRONLY | nix::libc::O_APPEND,
                 pos: 0,
                 cloexec: false,
+                shmem: None,
             },
         ],
         pipes: vec![],
