@@ -176,6 +176,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 pos: 0,
                 cloexec: false,
                 shmem: None,
+                object_fd: None,
             },
             FdPlan {
                 fd: 1,
@@ -185,6 +186,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 pos: 0,
                 cloexec: false,
                 shmem: None,
+                object_fd: None,
             },
         ],
         pipes: vec![],

@@ -291,7 +291,13 @@ impl Files {
                 Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
                 None => return unsupported(&format!("an anonymous inode file of type {kind}")),
             }
-        } else if target.starts_with("/memfd:") && nix::sys::stat::major(m.dev()) == 0 && ft.is_file() {
+        } else if (target.starts_with("/memfd:") || target == "/dev/zero (deleted)")
+            && nix::sys::stat::major(m.dev()) == 0
+            && ft.is_file()
+        {
+            // A memfd, or shared anonymous memory opened through
+            // /proc/PID/map_files, which CRIU writes as a memfd named
+            // /dev/zero.
             self.memfd_object(&p, &target, &m)?;
             (fd_type::MEMFD, FileKind::Memfd(MemfdFile { flags, pos: info.pos, ino }))
         } else if target.starts_with("pipe:") {

@@ -301,7 +301,9 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
     let areas = procs.iter().flat_map(|p| p.vmas.iter().map(move |v| (p.pid, &v.vma)));
     let mut shmem = shmem::collect(areas, dir, first)?;
     log.line(2, &format!("shared anonymous memory: {} objects", shmem.len()));
-    let memfds = shmem::collect_memfds(&files.memfds, dir, first + shmem.len() as u32)?;
+    // Shared anonymous memory an fd holds too is read once, above.
+    let more: Vec<_> = files.memfds.iter().filter(|o| !shmem.iter().any(|s| s.shmid == o.ino)).cloned().collect();
+    let memfds = shmem::collect_memfds(&more, dir, first + shmem.len() as u32)?;
     log.line(2, &format!("memfd: {} objects", memfds.len()));
     shmem.extend(memfds);
     let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));

@@ -70,7 +70,10 @@ fn read_object(link: &std::path::Path, pages_id: u32, dir: &ImageDir) -> Result<
     let f = std::fs::File::open(link).with_context(|| format!("opening {}", link.display()))?;
     // The whole object, which may be larger than any one area of it.
     let size = f.metadata().with_context(|| format!("stat {}", link.display()))?.len();
+    let name = format!("pages-{pages_id}.img");
     if size == 0 {
+        // An empty object (a memfd not sized yet) has an empty image.
+        dir.create(&name).with_context(|| format!("writing {name}"))?;
         return Ok(Vec::new());
     }
     use std::os::fd::AsRawFd;
@@ -83,7 +86,6 @@ fn read_object(link: &std::path::Path, pages_id: u32, dir: &ImageDir) -> Result<
     }
     // SAFETY: the map above is `len` bytes, readable, until the munmap below.
     let mem = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) };
-    let name = format!("pages-{pages_id}.img");
     let runs =
         dir.create(&name).and_then(|w| super::sysv::write_pages(mem, w)).with_context(|| format!("writing {name}"));
     // SAFETY: unmapping the map made above; `mem` is not used after.

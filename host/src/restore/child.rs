@@ -37,6 +37,11 @@ pub struct TreeFiles {
     pub pipes: Vec<TreePipe>,
     /// Regular files, each opened straight at its slot.
     pub regs: Vec<Open>,
+    /// Memfd descriptions that are the object itself rather than a reopen
+    /// of it (which would count as a writer and keep the program from
+    /// executing it): the host's descriptor (inherited at the same number)
+    /// dup'd to the slot, with the flags and offset of `Open`.
+    pub memfds: Vec<(i32, Open)>,
 }
 
 /// A pipe of the tree: its data and capacity, and its ends' descriptions.
@@ -438,6 +443,15 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             }
             for o in &p.tree_files.regs {
                 open_at(o, log0)?;
+            }
+            for (from, o) in &p.tree_files.memfds {
+                let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
+                if libc::dup3(*from, o.fd, libc::O_CLOEXEC) < 0
+                    || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
+                    || libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0
+                {
+                    return Err(fail(log0, "placing a memfd", b""));
+                }
             }
         }
         premap(p, log0)?;

@@ -148,10 +148,12 @@ fn shmem(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<super::shmem::
         }
     }
     for o in &mut out {
-        // A memfd is as large as it was, and has its name and seals.
-        if let Some(inode) = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid)
-            && !anon_in_memfd_form(set, inode)
-        {
+        // A memfd is as large as it was, and has its name and seals; CRIU's
+        // form of shared anonymous memory has its size too.
+        let inode = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid);
+        if let Some(inode) = inode.filter(|i| anon_in_memfd_form(i)) {
+            o.size = o.size.max(inode.size);
+        } else if let Some(inode) = inode {
             if o.size > inode.size.next_multiple_of(4096) {
                 bail!("memfd.img: memfd {:?}: an area reaches past its size {}", inode.name, inode.size);
             }
@@ -502,7 +504,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             let flags = m.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
             let path = PathBuf::from(format!("memfd:{}", inode.name));
             let shmem = Some(u64::from(inode.shmid));
-            fds.push(FdPlan { fd: f.fd as i32, id: f.id, path, flags, pos: m.pos, cloexec, shmem });
+            fds.push(FdPlan { fd: f.fd as i32, id: f.id, path, flags, pos: m.pos, cloexec, shmem, object_fd: None });
             continue;
         }
         let Some(r) = &entry.reg else {
@@ -518,6 +520,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             pos: r.pos,
             cloexec,
             shmem: None,
+            object_fd: None,
         });
     }
 
@@ -976,12 +979,10 @@ fn memfd_inode<'a>(set: &'a ImageSet, m: &MemfdFileEntry, at: &str) -> Result<&'
 }
 
 /// Whether memfd object `shmid` is CRIU's form of shared anonymous memory
-/// (named `/dev/zero`, no fd on it) rather than a memfd: then it is made
-/// as such, not as a memfd.
-fn anon_in_memfd_form(set: &ImageSet, inode: &MemfdInodeEntry) -> bool {
-    let memfd_fd =
-        |id: u32| set.file(id).and_then(|f| f.memfd.as_ref()).is_some_and(|m| u64::from(m.inode_id) == inode.inode_id);
-    inode.name == "/dev/zero" && !set.processes.iter().flat_map(|p| &p.fds).any(|f| memfd_fd(f.id))
+/// (named `/dev/zero`; its fds were opened through `/proc/PID/map_files`)
+/// rather than a memfd: then it is made as such, not as a memfd.
+fn anon_in_memfd_form(inode: &MemfdInodeEntry) -> bool {
+    inode.name == "/dev/zero"
 }
 
 fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {

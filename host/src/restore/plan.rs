@@ -108,6 +108,8 @@ pub struct FdPlan {
     /// A memfd: `path` is that of object `shmid`, which the host makes
     /// before the restore (`shmem`).
     pub shmem: Option<u64>,
+    /// The host's descriptor of that object, once made.
+    pub object_fd: Option<i32>,
 }
 
 /// One pipe: the open descriptions of its ends and what was buffered in it.

@@ -64,6 +64,7 @@ impl Made {
                 let fd = self.objects.iter().find(|(id, _)| *id == shmid).map(|(_, fd)| fd.as_raw_fd());
                 let fd = fd.with_context(|| format!("PID {}: memfd {shmid} was not made", p.pid))?;
                 f.path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+                f.object_fd = Some(fd);
             }
         }
         Ok(p)

@@ -17,7 +17,9 @@ pub(super) fn shared_regs(plans: &[ProcessPlan]) -> Vec<u32> {
         *seen.entry(f.id).or_default() += 1;
     }
     let mut ids: Vec<u32> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(id, _)| id).collect();
+    ids.extend(plans.iter().flat_map(|p| &p.fds).filter(|f| is_memfd_itself(plans, f)).map(|f| f.id));
     ids.sort_unstable();
+    ids.dedup();
     ids
 }
 
@@ -62,7 +64,7 @@ pub(super) fn tree_files(
             ids.len()
         );
     }
-    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new() };
+    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), memfds: Vec::new() };
     for pipe in pipes {
         let mut reopen = Vec::new();
         for (k, e) in pipe.ends.iter().enumerate() {
@@ -79,9 +81,24 @@ pub(super) fn tree_files(
     for &id in shared {
         let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
         let slot = tree.slot(id).context("a shared file without a slot")?;
-        tree.regs.push(Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true });
+        let open = Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true };
+        match f.object_fd.filter(|_| is_memfd_itself(plans, f)) {
+            Some(from) => tree.memfds.push((from, open)),
+            None => tree.regs.push(open),
+        }
     }
     Ok(tree)
+}
+
+/// Whether `f` is on the first read-write description of its memfd, which
+/// the restore gives the object itself (`memfd_create`'s description: a
+/// reopen through /proc would count as a writer, and the kernel refuses to
+/// execute a file open for writing).
+fn is_memfd_itself(plans: &[ProcessPlan], f: &super::plan::FdPlan) -> bool {
+    let rw = |g: &super::plan::FdPlan| g.flags & nix::libc::O_ACCMODE == nix::libc::O_RDWR;
+    let Some(shmid) = f.shmem.filter(|_| rw(f)) else { return false };
+    let first = plans.iter().flat_map(|p| &p.fds).filter(|g| g.shmem == Some(shmid) && rw(g)).map(|g| g.id).min();
+    first == Some(f.id)
 }
 
 /// The (fd, slot, close-on-exec) of each fd of `p` on a description of the
