@@ -520,7 +520,7 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("fs", "share one cwd, root and umask (CLONE_FS)"),
         ("timens", "in another time_for_children namespace"),
         ("orphan", "which no process of the tree leads"),
-        ("procfile", "is a /proc file of a process of the tree"),
+        ("procfile", "is a /proc file of another process or thread of the tree"),
         ("guard", "a guard region (MADV_GUARD_INSTALL)"),
         ("mseal", "sealed (mseal) memory"),
         ("mdwe", "PR_SET_MDWE"),

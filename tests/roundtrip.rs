@@ -1252,3 +1252,26 @@ fn a_memfd_comes_back_shared_with_its_name_seals_and_contents() {
     assert_eq!(maps.lines().filter(|l| l.ends_with("/memfd:mybuf (deleted)")).count(), 2, "{maps}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A process's own /proc files (`/proc/self/maps` opened before the dump,
+/// which names `/proc/PID/maps`) are opened again once its PID exists,
+/// with their offsets.
+#[test]
+fn a_process_own_proc_files_are_opened_again() {
+    let _w = watchdog::start();
+    let work = scratch("procself");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("procself", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/4")).unwrap();
+    stop(pid);
+    assert!(after.lines().all(|l| l.ends_with("maps=ok pos=ok")), "{after}");
+    assert_eq!(link, Path::new(&format!("/proc/{pid}/maps")));
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -3,7 +3,7 @@
  * CLONE_FS), "timens" asks for a new time namespace for the next children
  * (unshare(CLONE_NEWTIME)), "orphan" leaves a grandchild, adopted as the
  * subreaper, in a process group whose leader has exited, "procfile" keeps
- * its own /proc/PID/stat open, "guard" installs a guard page
+ * its child's /proc/PID/stat open, "guard" installs a guard page
  * (MADV_GUARD_INSTALL), "mseal" seals a page, "mdwe" denies itself
  * writable executable memory (PR_SET_MDWE), "speculation" disables
  * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
@@ -54,7 +54,13 @@ int main(int argc, char **argv)
 		if (leader < 0 || waitpid(leader, 0, 0) != leader)
 			return 5;
 	} else if (strcmp(argv[1], "procfile") == 0) {
-		if (open("/proc/self/stat", O_RDONLY) < 0)
+		pid_t child = fork();
+		if (child == 0)
+			for (;;)
+				pause();
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/stat", child);
+		if (open(path, O_RDONLY) < 0)
 			return 6;
 	} else if (strcmp(argv[1], "guard") == 0) {
 		char *p = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

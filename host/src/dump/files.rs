@@ -266,11 +266,14 @@ impl Files {
         if target.starts_with("socket:") {
             return unsupported("a socket");
         }
-        // A restore opens files before the tree's processes have their
-        // PIDs, and the file would describe the new process anyway.
+        // A process's own /proc files it opens again once it has its PID
+        // (a restored task opens its fds itself); another process of the
+        // tree may not exist yet when it does, and a thread's directory
+        // comes only with the thread.
         let proc_pid = target.strip_prefix("/proc/").and_then(|r| r.split('/').next()?.parse::<i32>().ok());
-        if proc_pid.is_some_and(|p| self.tree.contains(&p)) {
-            return unsupported("a /proc file of a process of the tree");
+        let own = proc_pid == Some(pid) && !target.contains("/task/");
+        if !own && proc_pid.is_some_and(|p| self.tree.contains(&p)) {
+            return unsupported("a /proc file of another process or thread of the tree");
         }
         let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
         let cloexec = info.flags & O_CLOEXEC != 0;

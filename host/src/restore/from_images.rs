@@ -510,7 +510,16 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         let Some(r) = &entry.reg else {
             bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
         };
-        check_size(r, &format!("fd {}", f.fd))?;
+        // Its own /proc files exist only once the process does: it opens
+        // them itself, and alone (the tree's shared files are opened by
+        // the root before the others exist).
+        if r.name.starts_with(&format!("/proc/{pid}/")) {
+            if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
+                bail!("{fdinfo}: entry {i}: fd {}: {} is shared with another process: not restored yet", f.fd, r.name);
+            }
+        } else {
+            check_size(r, &format!("fd {}", f.fd))?;
+        }
         let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
         fds.push(FdPlan {
             fd: f.fd as i32,
