@@ -13,6 +13,7 @@ command -v qemu-arm >/dev/null || need+=(qemu-user)
 command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
 [ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need+=(libc6-dev-armhf-cross)
 command -v node >/dev/null || need+=(nodejs)
+[ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
     step "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -192,6 +192,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         pipes: vec![],
         anon_fds: vec![],
         locks: vec![],
+        sockets: vec![],
         owners: vec![],
         vmas: vec![
             anon(CODE, (nix::libc::PROT_READ | nix::libc::PROT_EXEC) as u32),

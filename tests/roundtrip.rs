@@ -1275,3 +1275,69 @@ fn a_process_own_proc_files_are_opened_again() {
     assert_eq!(link, Path::new(&format!("/proc/{pid}/maps")));
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Unix socket pairs (stream between a parent and its child, datagram and
+/// seqpacket with messages waiting, one shut down for writing) come back
+/// connected, with their queues, message boundaries, shutdown state and
+/// options.
+#[test]
+fn unix_socket_pairs_come_back_connected_with_their_queues() {
+    let _w = watchdog::start();
+    let work = scratch("sockpair");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("sockpair", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let ok = "child=ok dgram=ok seqpacket=ok shutdown=ok opts=ok";
+    let before = wait_for(&out, |l| l.len() >= 3);
+    assert!(before.lines().all(|l| l.ends_with(ok)), "{before}");
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(restored.iter().all(|l| l.ends_with(ok)), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Python's asyncio, with a periodic task: its event loop (epoll, and the
+/// socket pair it wakes itself with) carries on after the restore,
+/// counting on from where it was, on time.
+#[test]
+fn python_asyncio_with_a_periodic_task_carries_on() {
+    let _w = watchdog::start();
+    let work = scratch("asyncio");
+    let images = work.join("images");
+    let out = work.join("out");
+    let script = work.join("tick.py");
+    std::fs::write(
+        &script,
+        "import asyncio, sys, time\n\
+         async def main():\n\
+         \x20   n, last = 0, time.monotonic()\n\
+         \x20   while True:\n\
+         \x20       await asyncio.sleep(0.02)\n\
+         \x20       now = time.monotonic(); n += 1\n\
+         \x20       with open(sys.argv[1], 'a') as f: f.write(f'tick={n} gap={int((now - last) * 1000)}\\n')\n\
+         \x20       last = now\n\
+         asyncio.run(main())\n",
+    )
+    .unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let mut py = Command::new(python);
+    py.arg(&script).arg(&out);
+    let mut child = start_command(py, false);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 5);
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 20));
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    let ticks: Vec<u64> = restored.iter().map(|l| tick(l)).collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1) && ticks[0] == last + 1, "{after}");
+    assert!(restored[1..].iter().all(|l| num(l, "gap") < 500), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

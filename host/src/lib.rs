@@ -16,3 +16,4 @@ pub mod kerndat;
 pub mod locks;
 pub mod reap;
 pub mod restore;
+pub mod unixsk;

@@ -37,6 +37,8 @@ pub enum Image {
     Cgroup(Vec<CgroupEntry>),
     MemfdInode(Vec<MemfdInodeEntry>),
     FileLocks(Vec<FileLockEntry>),
+    /// Each queued message with its bytes.
+    SkQueues(Vec<(SkPacketEntry, Vec<u8>)>),
 }
 
 impl Image {
@@ -70,6 +72,14 @@ impl Image {
                     v.push((e, data));
                 }
                 Image::IpcnsShm(v)
+            }
+            Kind::SkQueues => {
+                let mut v = Vec::new();
+                while let Some(e) = r.decode_next::<SkPacketEntry>()? {
+                    let data = r.raw(u64::from(e.length))?.to_vec();
+                    v.push((e, data));
+                }
+                Image::SkQueues(v)
             }
             Kind::PipesData | Kind::FifoData => {
                 let mut v = Vec::new();
@@ -108,6 +118,7 @@ impl Image {
             Image::Cgroup(_) => Kind::Cgroup,
             Image::MemfdInode(_) => Kind::MemfdInode,
             Image::FileLocks(_) => Kind::FileLocks,
+            Image::SkQueues(_) => Kind::SkQueues,
             Image::Stats(_) => Kind::Stats,
             Image::IpcVar(_) => Kind::IpcVar,
             Image::IpcnsShm(_) => Kind::IpcnsShm,
@@ -154,6 +165,11 @@ impl Image {
                     w.push(e).raw(data);
                 }
             }
+            Image::SkQueues(v) => {
+                for (e, data) in v {
+                    w.push(e).raw(data);
+                }
+            }
         }
         w.into_bytes()
     }
@@ -180,6 +196,7 @@ impl Image {
             Image::Cgroup(v) => v.len(),
             Image::MemfdInode(v) => v.len(),
             Image::FileLocks(v) => v.len(),
+            Image::SkQueues(v) => v.len(),
             Image::Stats(v) => v.len(),
             Image::IpcVar(v) => v.len(),
             Image::IpcnsShm(v) => v.len(),
@@ -229,6 +246,7 @@ impl Image {
                 .map(|(e, data)| with_extra(e, &data[..data.len().min(usize::try_from(e.size).unwrap_or(usize::MAX))]))
                 .collect(),
             Image::PipesData(v) | Image::FifoData(v) => v.iter().map(|(e, data)| with_extra(e, data)).collect(),
+            Image::SkQueues(v) => v.iter().map(|(e, data)| with_extra(e, data)).collect(),
         };
         Json::Obj(vec![("magic".into(), Json::Str(self.kind().name().into())), ("entries".into(), Json::Arr(entries))])
     }

@@ -33,10 +33,11 @@ pub enum Kind {
     Cgroup,
     MemfdInode,
     FileLocks,
+    SkQueues,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -56,6 +57,7 @@ impl Kind {
         Kind::Cgroup,
         Kind::MemfdInode,
         Kind::FileLocks,
+        Kind::SkQueues,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -81,6 +83,7 @@ impl Kind {
             Kind::Cgroup => 0x5938_3330,
             Kind::MemfdInode => 0x4845_3499,
             Kind::FileLocks => 0x5432_3616,
+            Kind::SkQueues => 0x5626_4026,
         }
     }
 
@@ -120,6 +123,7 @@ impl Kind {
             Kind::Cgroup => "CGROUP",
             Kind::MemfdInode => "MEMFD_INODE",
             Kind::FileLocks => "FILE_LOCKS",
+            Kind::SkQueues => "SK_QUEUES",
         }
     }
 

@@ -137,6 +137,9 @@ pub struct ImageSet {
     /// `filelocks.img`: the locks the tree's processes hold (empty if
     /// absent).
     pub file_locks: Vec<FileLockEntry>,
+    /// `sk-queues.img`: messages waiting in sockets, with their bytes
+    /// (empty if absent).
+    pub sk_queues: Vec<(SkPacketEntry, Vec<u8>)>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -262,6 +265,11 @@ impl ImageSet {
             Some(other) => return Err(wrong("filelocks.img", &other, "a FILE_LOCKS")),
             None => Vec::new(),
         };
+        let sk_queues = match read_opt(dir, "sk-queues.img")? {
+            Some(Image::SkQueues(v)) => v,
+            Some(other) => return Err(wrong("sk-queues.img", &other, "a SK_QUEUES")),
+            None => Vec::new(),
+        };
         let mut anon_shmem = BTreeMap::new();
         let shared = vma_status::ANON_SHARED;
         let areas = processes.iter().flat_map(|p| &p.mm.vmas);
@@ -295,6 +303,7 @@ impl ImageSet {
             anon_shmem,
             memfd_inodes,
             file_locks,
+            sk_queues,
         })
     }
 
@@ -353,6 +362,9 @@ impl ImageSet {
         }
         if let Some(c) = &self.cgroup {
             v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
+        }
+        if !self.sk_queues.is_empty() {
+            v.push(("sk-queues.img".to_string(), Image::SkQueues(self.sk_queues.clone())));
         }
         if !self.file_locks.is_empty() {
             v.push(("filelocks.img".to_string(), Image::FileLocks(self.file_locks.clone())));

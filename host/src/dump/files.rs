@@ -22,6 +22,7 @@ pub const O_NONBLOCK: u32 = 0o4000;
 pub mod fd_type {
     pub const REG: u32 = 1;
     pub const PIPE: u32 = 2;
+    pub const UNIXSK: u32 = 5;
     pub const MEMFD: u32 = 18;
 }
 
@@ -39,6 +40,8 @@ pub enum FileKind {
     /// eventfd, signalfd, timerfd, epoll.
     Anon(crate::anonfd::Anon),
     Memfd(MemfdFile),
+    /// One end of a unix socket pair.
+    Unix(crate::unixsk::UnixSock),
 }
 
 /// A memfd description (one of an fd, or the one for its mappings).
@@ -132,6 +135,8 @@ pub struct Files {
     pub memfds: Vec<MemfdObject>,
     /// The description written for the mappings of each memfd, by inode.
     memfd_maps: HashMap<u64, u32>,
+    /// What `sock_diag` says of the unix sockets, asked once.
+    unix: Option<HashMap<u32, crate::unixsk::Diag>>,
 }
 
 impl Files {
@@ -263,9 +268,7 @@ impl Files {
         let unsupported = |what: &str| -> Result<Fd> {
             bail!("process {pid}: fd {fd} is {what} ({target}), which dump does not support yet")
         };
-        if target.starts_with("socket:") {
-            return unsupported("a socket");
-        }
+
         // A process's own /proc files it opens again once it has its PID
         // (a restored task opens its fds itself); another process of the
         // tree may not exist yet when it does, and a thread's directory
@@ -285,11 +288,19 @@ impl Files {
                 FileKind::Pipe(_) => fd_type::PIPE,
                 FileKind::Anon(a) => a.fd_type() as u32,
                 FileKind::Memfd(_) => fd_type::MEMFD,
+                FileKind::Unix(_) => fd_type::UNIXSK,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
         let ft = m.file_type();
-        let (kind, file) = if let Some(kind) = target.strip_prefix("anon_inode:") {
+        let (kind, file) = if target.starts_with("socket:") {
+            let diag = match &mut self.unix {
+                Some(d) => d,
+                none => none.insert(crate::unixsk::diag()?),
+            };
+            let s = crate::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
+            (fd_type::UNIXSK, FileKind::Unix(s))
+        } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             match crate::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
                 Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
                 None => return unsupported(&format!("an anonymous inode file of type {kind}")),

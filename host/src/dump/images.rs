@@ -209,6 +209,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 ..Default::default()
             },
             FileKind::Anon(a) => a.entry(e.id, fown.clone()),
+            FileKind::Unix(u) => u.entry(e.id, fown.clone()),
             FileKind::Memfd(m) => FileEntry {
                 r#type: FdType::Memfd as i32,
                 id: e.id,
@@ -239,6 +240,20 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         files.push(&entry);
     }
     put("files.img".into(), &files)?;
+    let queued: Vec<_> = tree
+        .files
+        .entries
+        .iter()
+        .filter_map(|e| if let FileKind::Unix(u) = &e.kind { Some(u.packets(e.id)) } else { None })
+        .flatten()
+        .collect();
+    if !queued.is_empty() {
+        let mut q = Writer::new(Kind::SkQueues);
+        for (e, data) in &queued {
+            q.push(e).raw(data);
+        }
+        put("sk-queues.img".into(), &q)?;
+    }
     if !tree.files.memfds.is_empty() {
         let mut inodes = Writer::new(Kind::MemfdInode);
         for o in &tree.files.memfds {

@@ -42,6 +42,8 @@ pub struct TreeFiles {
     /// executing it): the host's descriptor (inherited at the same number)
     /// dup'd to the slot, with the flags and offset of `Open`.
     pub memfds: Vec<(i32, Open)>,
+    /// Unix socket pairs: both ends, each made at its slot.
+    pub sockets: Vec<[(u32, crate::unixsk::UnixSock); 2]>,
 }
 
 /// A pipe of the tree: its data and capacity, and its ends' descriptions.
@@ -443,6 +445,15 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             }
             for o in &p.tree_files.regs {
                 open_at(o, log0)?;
+            }
+            for pair in &p.tree_files.sockets {
+                let [(a_id, a), (b_id, b)] = pair;
+                let (Some(at), Some(bt)) = (p.tree_files.slot(*a_id), p.tree_files.slot(*b_id)) else {
+                    return Err(fail(log0, "a unix socket without a slot", b""));
+                };
+                if let Err(what) = crate::unixsk::make_pair(a, b, at, bt) {
+                    return Err(fail(log0, what, b""));
+                }
             }
             for (from, o) in &p.tree_files.memfds {
                 let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);

@@ -15,7 +15,7 @@ use revenant_images::{ImageSet, Process, Zombie};
 use super::convert;
 use super::plan::{
     AltStack, Backing, FdOwner, FdPlan, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session,
-    ShmAttach, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    ShmAttach, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
@@ -436,6 +436,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let mut pipes: Vec<PipePlan> = Vec::new();
     let mut owners: Vec<(u32, FdOwner)> = Vec::new();
     let mut anon_fds: Vec<(u32, Make)> = Vec::new();
+    let mut sockets = Vec::new();
     for (i, f) in p.fds.iter().enumerate() {
         let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
         let fown = entry.reg.as_ref().map(|r| &r.fown).or(entry.pipe.as_ref().map(|p| &p.fown)).or(Anon::fown(entry));
@@ -497,6 +498,10 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
                 );
             }
             anon_fds.push((f.id, Make { fd: f.fd as i32, cloexec, dups: vec![], anon }));
+            continue;
+        }
+        if let Some(u) = &entry.usk {
+            sockets.push(socket_fd(set, f, u, cloexec, &format!("{fdinfo}: entry {i}: fd {}", f.fd))?);
             continue;
         }
         if let Some(m) = &entry.memfd {
@@ -673,6 +678,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         owners: owners.into_iter().map(|(_, o)| o).collect(),
         anon_fds,
         locks,
+        sockets,
         vmas,
         pages: p.pages.clone(),
         page_runs,
@@ -942,6 +948,28 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
 /// A SysV attachment's piece: its first piece attaches the whole segment,
 /// later ones (same segment, contiguous, continuing its offsets) are only
 /// re-protected.
+/// Fd `f` on unix socket `u`, one end of a pair whose other end some fd of
+/// the tree holds.
+fn socket_fd(set: &ImageSet, f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool, at: &str) -> Result<SocketFd> {
+    let end = crate::unixsk::UnixSock::from_entry(u, &set.sk_queues, at)?;
+    let peer_entry = set
+        .files
+        .iter()
+        .filter_map(|e| e.usk.as_ref())
+        .find(|p| p.ino == u.peer && p.peer == u.ino)
+        .with_context(|| format!("{at}: its peer (socket inode {}) is not in files.img", u.peer))?;
+    if !set.processes.iter().flat_map(|p| &p.fds).any(|g| g.id == peer_entry.id) {
+        bail!("{at}: its peer (socket inode {}) is outside the tree: not restored yet", u.peer);
+    }
+    let peer = crate::unixsk::UnixSock::from_entry(peer_entry, &set.sk_queues, at)?;
+    if peer.ty != end.ty {
+        bail!("{at}: a socket pair of two types ({} and {})", end.ty, peer.ty);
+    }
+    let mut pair = [(u.id, end), (peer_entry.id, peer)];
+    pair.sort_by_key(|(id, _)| *id);
+    Ok(SocketFd { fd: f.fd as i32, id: f.id, cloexec, pair })
+}
+
 /// Every epoll target must be an fd of the process (CRIU names a target
 /// closed since by a dup of it, or refuses) other than an epoll.
 fn epoll_targets(set: &ImageSet, p: &Process, anon_fds: &[Make], fdinfo: &str) -> Result<()> {

@@ -31,6 +31,8 @@ pub struct ProcessPlan {
     pub anon_fds: Vec<crate::anonfd::Make>,
     /// File locks it takes again through its fds.
     pub locks: Vec<crate::locks::Lock>,
+    /// Its fds on unix socket pairs, which the tree's root makes.
+    pub sockets: Vec<SocketFd>,
     /// Descriptions with a signal owner or signal of their own, by one fd
     /// of this process on each; set while the tree is held.
     pub owners: Vec<FdOwner>,
@@ -110,6 +112,16 @@ pub struct FdPlan {
     pub shmem: Option<u64>,
     /// The host's descriptor of that object, once made.
     pub object_fd: Option<i32>,
+}
+
+/// An fd on one end (`files.img` id `id`) of a unix socket pair.
+#[derive(Debug, Clone)]
+pub struct SocketFd {
+    pub fd: i32,
+    pub id: u32,
+    pub cloexec: bool,
+    /// Both ends, the one with the lower id first.
+    pub pair: [(u32, crate::unixsk::UnixSock); 2],
 }
 
 /// One pipe: the open descriptions of its ends and what was buffered in it.

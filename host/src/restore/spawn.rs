@@ -29,6 +29,7 @@ pub struct Restored {
 fn service_fds(p: &ProcessPlan) -> ServiceFds {
     let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
     let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
+    let anon_fds = anon_fds.chain(p.sockets.iter().map(|s| s.fd));
     let base =
         p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).chain(anon_fds.map(|fd| fd + 1)).max().unwrap_or(0).max(3);
     let mut next = base + 4;

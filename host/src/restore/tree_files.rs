@@ -56,6 +56,13 @@ pub(super) fn tree_files(
     let base = inherited.max().unwrap_or(3) + 2;
     let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
     ids.extend(shared);
+    let mut sockets: Vec<[(u32, crate::unixsk::UnixSock); 2]> = Vec::new();
+    for s in plans.iter().flat_map(|p| &p.sockets) {
+        if !sockets.iter().any(|q| q[0].0 == s.pair[0].0) {
+            sockets.push(s.pair.clone());
+            ids.extend([s.pair[0].0, s.pair[1].0]);
+        }
+    }
     let end = base as u64 + ids.len() as u64;
     // The pipes' two ends pass by the two numbers above the slots.
     if !ids.is_empty() && end + 2 >= nofile {
@@ -64,7 +71,7 @@ pub(super) fn tree_files(
             ids.len()
         );
     }
-    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), memfds: Vec::new() };
+    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), memfds: Vec::new(), sockets };
     for pipe in pipes {
         let mut reopen = Vec::new();
         for (k, e) in pipe.ends.iter().enumerate() {
@@ -106,8 +113,10 @@ fn is_memfd_itself(plans: &[ProcessPlan], f: &super::plan::FdPlan) -> bool {
 pub(super) fn takes(p: &ProcessPlan, tree: &child::TreeFiles, shared: &[u32]) -> Result<Vec<(i32, i32, bool)>> {
     let pipes = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| e.fds.iter().map(move |&(fd, c)| (e.id, fd, c)));
     let regs = p.fds.iter().filter(|f| shared.contains(&f.id)).map(|f| (f.id, f.fd, f.cloexec));
+    let sockets = p.sockets.iter().map(|s| (s.id, s.fd, s.cloexec));
     pipes
         .chain(regs)
+        .chain(sockets)
         .map(|(id, fd, cloexec)| {
             let slot = tree.slot(id).with_context(|| format!("PID {}: fd {fd}: no slot for file {id}", p.pid))?;
             Ok((fd, slot, cloexec))

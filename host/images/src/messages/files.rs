@@ -235,6 +235,49 @@ message! {
 }
 
 message! {
+    /// Socket options CRIU keeps for every socket (the ones not named here
+    /// stay as unknown fields).
+    pub struct SkOptsEntry ("sk_opts_entry") {
+        1 so_sndbuf: required uint32,
+        2 so_rcvbuf: required uint32,
+        3 so_snd_tmo_sec: required uint64,
+        4 so_snd_tmo_usec: required uint64,
+        5 so_rcv_tmo_sec: required uint64,
+        6 so_rcv_tmo_usec: required uint64,
+        11 so_passcred: optional bool,
+    }
+}
+
+message! {
+    /// A unix socket. `ino` is its inode, `peer` its peer's; `shutdown`:
+    /// 1 read, 2 write, 3 both.
+    pub struct UnixSkEntry ("unix_sk_entry") {
+        1 id: required uint32,
+        2 ino: required uint32,
+        3 r#type: required uint32,
+        4 state: required uint32,
+        5 flags: required uint32 [Fmt::Hex],
+        6 uflags: required uint32 [Fmt::Hex],
+        7 backlog: required uint32,
+        8 peer: required uint32,
+        9 fown: required message<FownEntry>,
+        10 opts: required message<SkOptsEntry>,
+        11 name: required bytes,
+        12 shutdown: optional uint32,
+    }
+}
+
+message! {
+    /// An entry of `sk-queues.img`: the `length` bytes that follow it are
+    /// one message (a stream socket's whole queue) waiting in the receive
+    /// queue of socket `id_for`.
+    pub struct SkPacketEntry ("sk_packet_entry") {
+        1 id_for: required uint32,
+        2 length: required uint32,
+    }
+}
+
+message! {
     /// One file object; `type` says which of the optional payloads is set.
     /// Payloads of kinds not modelled here stay in `unknown`.
     pub struct FileEntry ("file_entry") {
@@ -247,6 +290,7 @@ message! {
         10 sgfd: optional message<SignalfdEntry>,
         12 tfd: optional message<TimerfdEntry>,
         15 ext: optional message<ExtFileEntry>,
+        16 usk: optional message<UnixSkEntry>,
         17 fifo: optional message<FifoEntry>,
         18 pipe: optional message<PipeEntry>,
         20 memfd: optional message<MemfdFileEntry>,
