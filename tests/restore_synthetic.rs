@@ -177,6 +177,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 cloexec: false,
                 shmem: None,
                 object_fd: None,
+                fifo: None,
             },
             FdPlan {
                 fd: 1,
@@ -187,6 +188,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 cloexec: false,
                 shmem: None,
                 object_fd: None,
+                fifo: None,
             },
         ],
         pipes: vec![],

@@ -1341,3 +1341,22 @@ fn python_asyncio_with_a_periodic_task_carries_on() {
     assert!(restored[1..].iter().all(|l| num(l, "gap") < 500), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A named pipe comes back open at both ends with the bytes waiting in it.
+#[test]
+fn a_fifo_comes_back_with_its_bytes() {
+    let _w = watchdog::start();
+    let work = scratch("fifo");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("fifo", &[out.as_os_str(), work.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 2);
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    stop(pid);
+    assert!(after.lines().all(|l| l.ends_with("fifo=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -127,6 +127,9 @@ pub struct ImageSet {
     /// `pipes-data.img`: each pipe's capacity and buffered bytes (empty if
     /// absent).
     pub pipes_data: Vec<(PipeDataEntry, Vec<u8>)>,
+    /// `fifo-data.img`: each FIFO's capacity and buffered bytes (empty if
+    /// absent).
+    pub fifo_data: Vec<(PipeDataEntry, Vec<u8>)>,
     /// The contents of shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`)
     /// by the `shmid` its areas name: `pagemap-shmem-<shmid>.img` and its
     /// pages. An object without one reads as zeros. Memfd objects'
@@ -284,6 +287,11 @@ impl ImageSet {
             let pages = dir.join(format!("pages-{}.img", head.pages_id));
             anon_shmem.insert(shmid, ShmPages { head, entries, pages });
         }
+        let fifo_data = match read_opt(dir, "fifo-data.img")? {
+            Some(Image::FifoData(v)) => v,
+            Some(other) => return Err(wrong("fifo-data.img", &other, "a FIFO_DATA")),
+            None => Vec::new(),
+        };
         let pipes_data = match read_opt(dir, "pipes-data.img")? {
             Some(Image::PipesData(v)) => v,
             Some(other) => return Err(wrong("pipes-data.img", &other, "a PIPES_DATA")),
@@ -300,6 +308,7 @@ impl ImageSet {
             ipc,
             cgroup,
             pipes_data,
+            fifo_data,
             anon_shmem,
             memfd_inodes,
             file_locks,
@@ -374,6 +383,9 @@ impl ImageSet {
         }
         for (shmid, pm) in &self.anon_shmem {
             v.push((format!("pagemap-shmem-{shmid}.img"), Image::Pagemap(pm.head.clone(), pm.entries.clone())));
+        }
+        if !self.fifo_data.is_empty() {
+            v.push(("fifo-data.img".to_string(), Image::FifoData(self.fifo_data.clone())));
         }
         if !self.pipes_data.is_empty() {
             v.push(("pipes-data.img".to_string(), Image::PipesData(self.pipes_data.clone())));

@@ -22,6 +22,7 @@ pub const O_NONBLOCK: u32 = 0o4000;
 pub mod fd_type {
     pub const REG: u32 = 1;
     pub const PIPE: u32 = 2;
+    pub const FIFO: u32 = 3;
     pub const UNIXSK: u32 = 5;
     pub const MEMFD: u32 = 18;
 }
@@ -42,6 +43,11 @@ pub enum FileKind {
     Memfd(MemfdFile),
     /// One end of a unix socket pair.
     Unix(crate::unixsk::UnixSock),
+    /// A named pipe: its inode, and the entry of its path.
+    Fifo {
+        pipe_id: u32,
+        regf_id: u32,
+    },
 }
 
 /// A memfd description (one of an fd, or the one for its mappings).
@@ -122,6 +128,8 @@ pub struct Fd {
 pub struct Files {
     pub entries: Vec<FileEntry>,
     pub pipe_data: Vec<PipeData>,
+    /// The same, of named pipes (`fifo-data.img`).
+    pub fifo_data: Vec<PipeData>,
     by_inode: HashMap<(u64, u64), u32>,
     /// Fds seen so far: (pid, fd, dev, ino, id), to find shared descriptions.
     descriptions: Vec<(i32, i32, u64, u64, u32)>,
@@ -289,6 +297,7 @@ impl Files {
                 FileKind::Anon(a) => a.fd_type() as u32,
                 FileKind::Memfd(_) => fd_type::MEMFD,
                 FileKind::Unix(_) => fd_type::UNIXSK,
+                FileKind::Fifo { .. } => fd_type::FIFO,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
@@ -323,8 +332,18 @@ impl Files {
                 self.pipe_data.push(PipeData { pipe_id, data, size });
             }
             (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags }))
+        } else if ft.is_fifo() && target.starts_with('/') && !target.ends_with(" (deleted)") {
+            let pipe_id = ino as u32;
+            if !self.fifo_data.iter().any(|d| d.pipe_id == pipe_id) {
+                let (data, size) = pipe_contents(pid, fd)?;
+                self.fifo_data.push(PipeData { pipe_id, data, size });
+            }
+            // The path is a regular file entry of its own, as CRIU writes it.
+            let reg = RegFile { flags, pos: 0, name: target.clone(), size: None, mode: m.mode() };
+            let regf_id = self.push(FileKind::Reg(reg));
+            (fd_type::FIFO, FileKind::Fifo { pipe_id, regf_id })
         } else if ft.is_fifo() {
-            return unsupported("a named FIFO");
+            return unsupported("a named FIFO that was deleted");
         } else if !target.starts_with('/') {
             return unsupported("a special file");
         } else if target.ends_with(" (deleted)") {

@@ -22,9 +22,15 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         names.push(name);
         Ok(())
     };
-    if !tree.files.pipe_data.is_empty() {
-        let mut w = Writer::new(Kind::PipesData);
-        for d in &tree.files.pipe_data {
+    for (kind, data, name) in [
+        (Kind::PipesData, &tree.files.pipe_data, "pipes-data.img"),
+        (Kind::FifoData, &tree.files.fifo_data, "fifo-data.img"),
+    ] {
+        if data.is_empty() {
+            continue;
+        }
+        let mut w = Writer::new(kind);
+        for d in data {
             let e = PipeDataEntry {
                 pipe_id: d.pipe_id,
                 bytes: d.data.len() as u32,
@@ -34,7 +40,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
             w.push(&e);
             w.raw(&d.data);
         }
-        put("pipes-data.img".into(), &w)?;
+        put(name.into(), &w)?;
     }
     let (cgroup, cg_sets) = cgroup_sets(tree);
     let root = &tree.procs[0];
@@ -210,6 +216,12 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
             },
             FileKind::Anon(a) => a.entry(e.id, fown.clone()),
             FileKind::Unix(u) => u.entry(e.id, fown.clone()),
+            FileKind::Fifo { pipe_id, regf_id } => FileEntry {
+                r#type: FdType::Fifo as i32,
+                id: e.id,
+                fifo: Some(FifoEntry { id: e.id, pipe_id: *pipe_id, regf_id: Some(*regf_id), ..Default::default() }),
+                ..Default::default()
+            },
             FileKind::Memfd(m) => FileEntry {
                 r#type: FdType::Memfd as i32,
                 id: e.id,

@@ -68,7 +68,7 @@ impl TreeFiles {
 }
 
 /// A file to open in the child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Open {
     pub path: CString,
     pub flags: i32,
@@ -76,6 +76,10 @@ pub struct Open {
     pub fd: i32,
     pub pos: u64,
     pub cloexec: bool,
+    /// A named pipe: opened behind a read-write keeper (an open for
+    /// reading or writing alone would wait for the other side), through
+    /// which its bytes go in.
+    pub fifo: Option<super::plan::FifoFill>,
 }
 
 /// Everything the child does, prepared by the parent.
@@ -664,9 +668,29 @@ unsafe fn join_cgroups(files: &[CString], log: &Log) -> Result<(), Failed> {
 unsafe fn open_at(o: &Open, log: &Log) -> Result<(), Failed> {
     // SAFETY: see the function's contract.
     unsafe {
+        let keeper = match &o.fifo {
+            Some(_) => libc::open(o.path.as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC),
+            None => 0,
+        };
+        if keeper < 0 {
+            return Err(fail(log, "opening the FIFO", o.path.as_bytes()));
+        }
         let fd = libc::open(o.path.as_ptr(), o.flags | libc::O_NOCTTY, 0);
         if fd < 0 {
             return Err(fail(log, "opening", o.path.as_bytes()));
+        }
+        if let Some(fill) = &o.fifo {
+            if let Some(size) = fill.size
+                && libc::fcntl(keeper, libc::F_SETPIPE_SZ, size as libc::c_int) < 0
+            {
+                return Err(fail(log, "sizing the FIFO", o.path.as_bytes()));
+            }
+            if !fill.data.is_empty()
+                && libc::write(keeper, fill.data.as_ptr().cast(), fill.data.len()) != fill.data.len() as isize
+            {
+                return Err(fail(log, "filling the FIFO", o.path.as_bytes()));
+            }
+            libc::close(keeper);
         }
         if fd != o.fd {
             let flags = if o.cloexec { libc::O_CLOEXEC } else { 0 };

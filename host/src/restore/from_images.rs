@@ -14,8 +14,8 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, FdOwner, FdPlan, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan, Session,
-    ShmAttach, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    AltStack, Backing, FdOwner, FdPlan, FifoFill, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan,
+    Session, ShmAttach, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
@@ -504,12 +504,59 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             sockets.push(socket_fd(set, f, u, cloexec, &format!("{fdinfo}: entry {i}: fd {}", f.fd))?);
             continue;
         }
+        if let Some(fe) = &entry.fifo {
+            let at = format!("{fdinfo}: entry {i}: fd {}", f.fd);
+            let reg = fe.regf_id.and_then(|id| set.file(id)).and_then(|e| e.reg.as_ref());
+            let reg =
+                reg.with_context(|| format!("{at}: a FIFO whose path (regf_id {:?}) is not in files.img", fe.regf_id))?;
+            use std::os::unix::fs::FileTypeExt;
+            if !std::fs::metadata(&reg.name).is_ok_and(|m| m.file_type().is_fifo()) {
+                bail!("{at}: the FIFO {} is missing (or no longer a FIFO)", reg.name);
+            }
+            // The FIFO's bytes go in with the first description of it.
+            let first = set
+                .files
+                .iter()
+                .filter(|e| e.fifo.as_ref().is_some_and(|x| x.pipe_id == fe.pipe_id))
+                .map(|e| e.id)
+                .min();
+            let (data, size) = set
+                .fifo_data
+                .iter()
+                .find(|(e, _)| e.pipe_id == fe.pipe_id && first == Some(f.id))
+                .map(|(e, d)| (d.clone(), e.size))
+                .unwrap_or_default();
+            let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            fds.push(FdPlan {
+                fd: f.fd as i32,
+                id: f.id,
+                path: PathBuf::from(&reg.name),
+                flags,
+                pos: 0,
+                cloexec,
+                shmem: None,
+                object_fd: None,
+                fifo: Some(FifoFill { data, size }),
+            });
+            continue;
+        }
         if let Some(m) = &entry.memfd {
             let inode = memfd_inode(set, m, &format!("{fdinfo}: entry {i}"))?;
             let flags = m.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
             let path = PathBuf::from(format!("memfd:{}", inode.name));
             let shmem = Some(u64::from(inode.shmid));
-            fds.push(FdPlan { fd: f.fd as i32, id: f.id, path, flags, pos: m.pos, cloexec, shmem, object_fd: None });
+            let object_fd = None;
+            fds.push(FdPlan {
+                fd: f.fd as i32,
+                id: f.id,
+                path,
+                flags,
+                pos: m.pos,
+                cloexec,
+                shmem,
+                object_fd,
+                fifo: None,
+            });
             continue;
         }
         let Some(r) = &entry.reg else {
@@ -535,6 +582,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             cloexec,
             shmem: None,
             object_fd: None,
+            fifo: None,
         });
     }
 

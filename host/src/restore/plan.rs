@@ -112,6 +112,16 @@ pub struct FdPlan {
     pub shmem: Option<u64>,
     /// The host's descriptor of that object, once made.
     pub object_fd: Option<i32>,
+    /// A named pipe, and what to put in it.
+    pub fifo: Option<FifoFill>,
+}
+
+/// A named pipe's buffered bytes and capacity, written by the one
+/// description of the tree that carries them (the others carry none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FifoFill {
+    pub data: Vec<u8>,
+    pub size: Option<u32>,
 }
 
 /// An fd on one end (`files.img` id `id`) of a unix socket pair.

@@ -81,22 +81,33 @@ fn child_plan(
     // still neither follows a link nor waits on a FIFO put there since.
     revenant_images::file::ImageFile::open(&p.pages)?;
     let pages_flags = libc::O_RDONLY | revenant_images::file::OPEN_FLAGS;
-    let mut service = vec![Open { path: cpath(&p.pages)?, flags: pages_flags, fd: fds.pages, pos: 0, cloexec: true }];
+    let mut service =
+        vec![Open { path: cpath(&p.pages)?, flags: pages_flags, fd: fds.pages, cloexec: true, ..Default::default() }];
     if let (Some(exe), true) = (&p.exe, fds.exe >= 0) {
-        service.push(Open { path: cpath(exe)?, flags: libc::O_RDONLY, fd: fds.exe, pos: 0, cloexec: true });
+        service.push(Open {
+            path: cpath(exe)?,
+            flags: libc::O_RDONLY,
+            fd: fds.exe,
+            cloexec: true,
+            ..Default::default()
+        });
     }
     for (v, &fd) in p.vmas.iter().zip(&fds.vma) {
         if let Backing::File { path, open_flags } = &v.backing
             && !service.iter().any(|o| o.fd == fd)
         {
-            service.push(Open { path: cpath(path)?, flags: *open_flags, fd, pos: 0, cloexec: true });
+            service.push(Open { path: cpath(path)?, flags: *open_flags, fd, cloexec: true, ..Default::default() });
         }
     }
     let targets = p
         .fds
         .iter()
         .filter(|f| !shared.contains(&f.id))
-        .map(|f| Ok(Open { path: cpath(&f.path)?, flags: f.flags, fd: f.fd, pos: f.pos, cloexec: f.cloexec }))
+        .map(|f| {
+            let (path, flags, fd, pos, cloexec, fifo) =
+                (cpath(&f.path)?, f.flags, f.fd, f.pos, f.cloexec, f.fifo.clone());
+            Ok(Open { path, flags, fd, pos, cloexec, fifo })
+        })
         .collect::<Result<Vec<_>>>()?;
     let highest = fds.all.iter().copied().max().unwrap_or(0);
     Ok(ChildPlan {

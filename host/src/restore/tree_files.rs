@@ -88,7 +88,8 @@ pub(super) fn tree_files(
     for &id in shared {
         let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
         let slot = tree.slot(id).context("a shared file without a slot")?;
-        let open = Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true };
+        let open =
+            Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true, fifo: f.fifo.clone() };
         match f.object_fd.filter(|_| is_memfd_itself(plans, f)) {
             Some(from) => tree.memfds.push((from, open)),
             None => tree.regs.push(open),
