@@ -1360,3 +1360,27 @@ fn a_fifo_comes_back_with_its_bytes() {
     assert!(after.lines().all(|l| l.ends_with("fifo=ok")), "{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Inotify watches come back with their numbers (one taken and dropped
+/// before them too) and masks, reporting events on the same files.
+#[test]
+fn inotify_watches_come_back_with_their_numbers() {
+    let _w = watchdog::start();
+    let work = scratch("inotify");
+    let images = work.join("images");
+    let out = work.join("out");
+    let watched = work.join("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let mut child = start("inotify", &[out.as_os_str(), watched.as_os_str()]);
+    let pid = child.id() as i32;
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("inotify=ok")), "{before}");
+    dump_and_reap(&mut child, &images);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    stop(pid);
+    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(restored.iter().all(|l| l.ends_with("inotify=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -1,5 +1,5 @@
 //! Files of anonymous inodes that event loops hold: eventfd, signalfd,
-//! timerfd and epoll. Each kind keeps its three halves side by side in its
+//! timerfd, epoll and inotify. Each kind keeps its three halves side by side in its
 //! own module: what a dump reads from `/proc/PID/fdinfo/N`, the `files.img`
 //! entry CRIU 4.2 writes for it (so CRIU restores our images and we
 //! restore CRIU's), and how a restored task makes it again.
@@ -13,6 +13,7 @@ use revenant_images::messages::{FdType, FileEntry, FownEntry};
 
 mod epoll;
 mod eventfd;
+mod inotify;
 mod signalfd;
 mod timerfd;
 
@@ -33,6 +34,9 @@ pub enum AnonFile {
     Epoll {
         targets: Vec<Target>,
     },
+    Inotify {
+        watches: Vec<inotify::Watch>,
+    },
 }
 
 /// One file with its status flags (`O_NONBLOCK`, ...; no `O_CLOEXEC`).
@@ -51,6 +55,7 @@ pub fn dump(pid: i32, fd: i32, kind: &str, fdinfo: &str, flags: u32) -> Result<O
         "[signalfd]" => signalfd::dump(fdinfo, &what)?,
         "[timerfd]" => AnonFile::Timerfd(timerfd::dump(fdinfo, &what)?),
         "[eventpoll]" => epoll::dump(pid, fd, fdinfo, &what)?,
+        "inotify" => AnonFile::Inotify { watches: inotify::dump(pid, fd, fdinfo, &what)? },
         _ => return Ok(None),
     };
     Ok(Some(Anon { flags, file }))
@@ -65,6 +70,7 @@ impl Anon {
             AnonFile::Signalfd { mask } => signalfd::entry(id, flags, fown, *mask),
             AnonFile::Timerfd(t) => timerfd::entry(id, flags, fown, t),
             AnonFile::Epoll { targets } => epoll::entry(id, flags, fown, targets),
+            AnonFile::Inotify { watches } => inotify::entry(id, flags, fown, watches),
         }
     }
 
@@ -75,6 +81,7 @@ impl Anon {
             AnonFile::Signalfd { .. } => FdType::Signalfd,
             AnonFile::Timerfd(_) => FdType::Timerfd,
             AnonFile::Epoll { .. } => FdType::Eventpoll,
+            AnonFile::Inotify { .. } => FdType::Inotify,
         }
     }
 
@@ -90,6 +97,8 @@ impl Anon {
             (e.flags, AnonFile::Timerfd(timerfd::from_entry(e, at)?))
         } else if let Some(e) = &entry.epfd {
             (e.flags, AnonFile::Epoll { targets: epoll::from_entry(e) })
+        } else if let Some(e) = &entry.ify {
+            (e.flags, AnonFile::Inotify { watches: inotify::from_entry(e, at)? })
         } else {
             return Ok(None);
         };
@@ -108,6 +117,7 @@ impl Anon {
             .or(entry.sgfd.as_ref().map(|e| &e.fown))
             .or(entry.tfd.as_ref().map(|e| &e.fown))
             .or(entry.epfd.as_ref().map(|e| &e.fown))
+            .or(entry.ify.as_ref().map(|e| &e.fown))
     }
 }
 
@@ -155,6 +165,7 @@ unsafe fn make(m: &Make) -> Result<(), &'static str> {
             AnonFile::Signalfd { mask } => signalfd::make(*mask)?,
             AnonFile::Timerfd(t) => timerfd::make(t)?,
             AnonFile::Epoll { .. } => epoll::make()?,
+            AnonFile::Inotify { watches } => inotify::make(watches)?,
         }
     };
     // SAFETY: plain descriptor calls on our own fds.

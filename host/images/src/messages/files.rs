@@ -278,6 +278,41 @@ message! {
 }
 
 message! {
+    /// A file handle (`name_to_handle_at`), the handle's bytes packed into
+    /// little-endian words; `path` where the dumper knew it.
+    pub struct FhEntry ("fh_entry") {
+        1 bytes: required uint32,
+        2 r#type: required uint32,
+        3 handle: repeated uint64,
+        4 path: optional string,
+        5 mnt_id: optional uint32,
+    }
+}
+
+message! {
+    /// One inotify watch: its descriptor number, mask and the watched
+    /// inode (by handle).
+    pub struct InotifyWdEntry ("inotify_wd_entry") {
+        1 id: required uint32,
+        2 i_ino: required uint64,
+        3 mask: required uint32 [Fmt::Hex],
+        4 ignored_mask: required uint32 [Fmt::Hex],
+        5 s_dev: required uint32,
+        6 wd: required uint32,
+        7 f_handle: required message<FhEntry>,
+    }
+}
+
+message! {
+    pub struct InotifyFileEntry ("inotify_file_entry") {
+        1 id: required uint32,
+        2 flags: required uint32 [Fmt::Hex],
+        4 fown: required message<FownEntry>,
+        5 wd: repeated message<InotifyWdEntry>,
+    }
+}
+
+message! {
     /// One file object; `type` says which of the optional payloads is set.
     /// Payloads of kinds not modelled here stay in `unknown`.
     pub struct FileEntry ("file_entry") {
@@ -289,6 +324,7 @@ message! {
         9 epfd: optional message<EventpollFileEntry>,
         10 sgfd: optional message<SignalfdEntry>,
         12 tfd: optional message<TimerfdEntry>,
+        13 ify: optional message<InotifyFileEntry>,
         15 ext: optional message<ExtFileEntry>,
         16 usk: optional message<UnixSkEntry>,
         17 fifo: optional message<FifoEntry>,
