@@ -306,10 +306,14 @@ VmFlags: ex
 
     #[test]
     fn unsupported_areas_are_named() {
-        let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /memfd:x (deleted)\nVmFlags: rd wr sh\n";
+        // A deleted file is refused; a memfd (on the shmem device) is not.
+        let text = "7f0000010000-7f0000011000 rw-s 00000000 fe:01 5 /tmp/gone (deleted)\nVmFlags: rd wr sh\n\
+                    7f0000020000-7f0000021000 rw-s 00000000 00:01 6 /memfd:x (deleted)\nVmFlags: rd wr sh\n";
         let v = parse_smaps(text, 7).unwrap();
         let e = check_supported(&v[0], 7).unwrap_err().to_string();
-        assert!(e.contains("process 7") && e.contains("7f0000010000") && e.contains("memfd"), "{e}");
+        assert!(e.contains("process 7") && e.contains("7f0000010000") && e.contains("deleted"), "{e}");
+        assert!(v[1].is(status::MEMFD | status::FILE_SHARED));
+        check_supported(&v[1], 7).unwrap();
         // Shared anonymous memory is the deleted /dev/zero, and is dumped.
         let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /dev/zero (deleted)\nVmFlags: rd wr sh\n";
         let v = parse_smaps(text, 7).unwrap();
