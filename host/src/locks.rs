@@ -111,13 +111,20 @@ impl Lock {
             if self.kind == FL_FLOCK {
                 libc::flock(self.fd, if self.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB)
             } else {
-                let mut fl: libc::flock = std::mem::zeroed();
+                // 64-bit offsets on every arch: `fcntl64` with
+                // `F_SETLK64` where `off_t` is 32 bits (F_OFD_SETLK always
+                // takes a `flock64`).
+                let (nr, setlk) = cfg_select! {
+                    target_pointer_width = "64" => { (libc::SYS_fcntl, libc::F_SETLK) }
+                    _ => { (libc::SYS_fcntl64, 13) }
+                };
+                let mut fl: libc::flock64 = std::mem::zeroed();
                 fl.l_type = ty(self.write) as libc::c_short;
                 fl.l_whence = libc::SEEK_SET as libc::c_short;
                 fl.l_start = self.start;
                 fl.l_len = self.len;
-                let cmd = if self.kind == FL_OFD { libc::F_OFD_SETLK } else { libc::F_SETLK };
-                libc::fcntl(self.fd, cmd, &mut fl)
+                let cmd = if self.kind == FL_OFD { libc::F_OFD_SETLK } else { setlk };
+                libc::syscall(nr, self.fd, cmd, &mut fl) as i32
             }
         };
         if res < 0 { Err("taking a file lock the program held (another process holds it now?)") } else { Ok(()) }
