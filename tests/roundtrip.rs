@@ -113,6 +113,32 @@ fn start_command(mut child: Command, own_ipc: bool) -> std::process::Child {
     child.spawn().unwrap()
 }
 
+/// Dumps `child`, whose ticking lines go to `out`, into `images` (which
+/// kills it), restores it detached, and waits until it has ticked `more`
+/// times since the dump. Returns its PID (running still), its last tick
+/// before the dump and the lines it wrote after.
+fn ticks_on(mut child: std::process::Child, out: &Path, images: &Path, more: u64) -> (i32, u64, Vec<String>) {
+    let pid = child.id() as i32;
+    dump_and_reap(&mut child, images);
+    let last = tick(std::fs::read_to_string(out).unwrap().lines().last().unwrap());
+    run(images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(out, |l| l.last().is_some_and(|x| tick(x) >= last + more));
+    (pid, last, after.lines().filter(|l| tick(l) > last).map(String::from).collect())
+}
+
+/// Checks a program that writes "tick=N gap=MS" every 20 ms to `out`
+/// through a dump and restore: it counts on from where it was, and after
+/// the first tick (which waited through both) fires on time again
+/// (generously: under 500 ms).
+fn ticks_on_time(child: std::process::Child, out: &Path, images: &Path) {
+    wait_for(out, |l| l.len() >= 5);
+    let (pid, last, after) = ticks_on(child, out, images, 20);
+    stop(pid);
+    let ticks: Vec<u64> = after.iter().map(|l| tick(l)).collect();
+    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1) && ticks[0] == last + 1, "{after:?}");
+    assert!(after[1..].iter().all(|l| num(l, "gap") < 500), "{after:?}");
+}
+
 /// Dumps `child` into `images` (which kills it) and reaps it, so its PID
 /// is free for the restore.
 fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
@@ -1002,16 +1028,12 @@ fn shared_anonymous_memory_stays_shared_between_parent_and_child() {
     let work = scratch("shmanon");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("shmanon", &[out.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("shmanon", &[out.as_os_str()]);
     wait_for(&out, |l| l.len() >= 3);
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let (pid, _, after) = ticks_on(child, &out, &images, 4);
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     stop(pid);
-    assert!(after.lines().all(|l| l.ends_with("child=ok pattern=ok b=ok")), "{after}");
+    assert!(after.iter().all(|l| l.ends_with("child=ok pattern=ok b=ok")), "{after:?}");
     let shared: Vec<&str> = maps.lines().filter(|l| l.ends_with("/dev/zero (deleted)")).collect();
     assert_eq!(shared.len(), 3, "{maps}");
     assert!(shared.iter().any(|l| l.split_whitespace().nth(2) == Some("00002000")), "{maps}");
@@ -1104,17 +1126,12 @@ fn memory_shared_copy_on_write_after_fork_stays_shared() {
     let work = scratch("cow");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("cow", &[out.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("cow", &[out.as_os_str()]);
     let before = wait_for(&out, |l| l.len() >= 2);
     assert!(before.lines().all(|l| l.ends_with("contents=ok shared=ok")), "{before}");
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
     stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    assert!(restored.iter().all(|l| l.ends_with("contents=ok shared=ok")), "{after}");
+    assert!(after.iter().all(|l| l.ends_with("contents=ok shared=ok")), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -1127,17 +1144,12 @@ fn event_loop_files_keep_their_state() {
     let work = scratch("evloop");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("evloop", &[out.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("evloop", &[out.as_os_str()]);
     let before = wait_for(&out, |l| l.len() >= 3);
     assert!(before.lines().all(|l| l.ends_with("efd=ok tfd=ok sfd=ok epoll=ok")), "{before}");
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let (pid, _, after) = ticks_on(child, &out, &images, 4);
     stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    assert!(restored.iter().all(|l| l.ends_with("efd=ok tfd=ok sfd=ok epoll=ok")), "{after}");
+    assert!(after.iter().all(|l| l.ends_with("efd=ok tfd=ok sfd=ok epoll=ok")), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -1160,20 +1172,7 @@ fn node_with_a_set_interval_timer_carries_on() {
     .unwrap();
     let mut node = Command::new("node");
     node.arg(&script).arg(&out);
-    let mut child = start_command(node, false);
-    let pid = child.id() as i32;
-    wait_for(&out, |l| l.len() >= 5);
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 20));
-    stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    let ticks: Vec<u64> = restored.iter().map(|l| tick(l)).collect();
-    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1) && ticks[0] == last + 1, "{after}");
-    // After the first tick (which waited through the dump and restore),
-    // the timer fires every 20 ms again (generously: under 500 ms).
-    assert!(restored[1..].iter().all(|l| num(l, "gap") < 500), "{after}");
+    ticks_on_time(start_command(node, false), &out, &images);
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -1236,19 +1235,14 @@ fn a_memfd_comes_back_shared_with_its_name_seals_and_contents() {
     let work = scratch("memfd");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("memfd", &[out.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("memfd", &[out.as_os_str()]);
     let ok = "child=ok content=ok seals=ok name=ok pos=ok private=ok";
     let before = wait_for(&out, |l| l.len() >= 3);
     assert!(before.lines().all(|l| l.ends_with(ok)), "{before}");
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let (pid, _, after) = ticks_on(child, &out, &images, 4);
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    assert!(restored.iter().all(|l| l.ends_with(ok)), "{after}");
+    assert!(after.iter().all(|l| l.ends_with(ok)), "{after:?}");
     assert_eq!(maps.lines().filter(|l| l.ends_with("/memfd:mybuf (deleted)")).count(), 2, "{maps}");
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -1262,16 +1256,12 @@ fn a_process_own_proc_files_are_opened_again() {
     let work = scratch("procself");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("procself", &[out.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("procself", &[out.as_os_str()]);
     wait_for(&out, |l| l.len() >= 2);
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
     let link = std::fs::read_link(format!("/proc/{pid}/fd/4")).unwrap();
     stop(pid);
-    assert!(after.lines().all(|l| l.ends_with("maps=ok pos=ok")), "{after}");
+    assert!(after.iter().all(|l| l.ends_with("maps=ok pos=ok")), "{after:?}");
     assert_eq!(link, Path::new(&format!("/proc/{pid}/maps")));
     let _ = std::fs::remove_dir_all(&work);
 }
@@ -1286,18 +1276,13 @@ fn unix_socket_pairs_come_back_connected_with_their_queues() {
     let work = scratch("sockpair");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("sockpair", &[out.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("sockpair", &[out.as_os_str()]);
     let ok = "child=ok dgram=ok seqpacket=ok shutdown=ok opts=ok";
     let before = wait_for(&out, |l| l.len() >= 3);
     assert!(before.lines().all(|l| l.ends_with(ok)), "{before}");
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 4));
+    let (pid, _, after) = ticks_on(child, &out, &images, 4);
     stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    assert!(restored.iter().all(|l| l.ends_with(ok)), "{after}");
+    assert!(after.iter().all(|l| l.ends_with(ok)), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -1327,18 +1312,7 @@ fn python_asyncio_with_a_periodic_task_carries_on() {
     let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
     let mut py = Command::new(python);
     py.arg(&script).arg(&out);
-    let mut child = start_command(py, false);
-    let pid = child.id() as i32;
-    wait_for(&out, |l| l.len() >= 5);
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 20));
-    stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    let ticks: Vec<u64> = restored.iter().map(|l| tick(l)).collect();
-    assert!(ticks.windows(2).all(|w| w[1] == w[0] + 1) && ticks[0] == last + 1, "{after}");
-    assert!(restored[1..].iter().all(|l| num(l, "gap") < 500), "{after}");
+    ticks_on_time(start_command(py, false), &out, &images);
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -1349,15 +1323,11 @@ fn a_fifo_comes_back_with_its_bytes() {
     let work = scratch("fifo");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("fifo", &[out.as_os_str(), work.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("fifo", &[out.as_os_str(), work.as_os_str()]);
     wait_for(&out, |l| l.len() >= 2);
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
     stop(pid);
-    assert!(after.lines().all(|l| l.ends_with("fifo=ok")), "{after}");
+    assert!(after.iter().all(|l| l.ends_with("fifo=ok")), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
 
@@ -1371,16 +1341,11 @@ fn inotify_watches_come_back_with_their_numbers() {
     let out = work.join("out");
     let watched = work.join("watched");
     std::fs::create_dir_all(&watched).unwrap();
-    let mut child = start("inotify", &[out.as_os_str(), watched.as_os_str()]);
-    let pid = child.id() as i32;
+    let child = start("inotify", &[out.as_os_str(), watched.as_os_str()]);
     let before = wait_for(&out, |l| l.len() >= 2);
     assert!(before.lines().all(|l| l.ends_with("inotify=ok")), "{before}");
-    dump_and_reap(&mut child, &images);
-    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
-    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
     stop(pid);
-    let restored: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    assert!(restored.iter().all(|l| l.ends_with("inotify=ok")), "{after}");
+    assert!(after.iter().all(|l| l.ends_with("inotify=ok")), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
