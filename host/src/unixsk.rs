@@ -341,17 +341,26 @@ impl UnixSock {
 
 /// Makes the pair `(a, b)` at fds `at` (`a`'s) and `bt`: the socket pair,
 /// each end's queue sent from the other end, options, then shutdowns and
-/// status flags. Runs in the new root task: system calls only, no
-/// allocation.
+/// status flags. The new sockets pass by numbers from `spare` up, above
+/// both (the kernel may hand out `at` or `bt` themselves). Runs in the new
+/// root task: system calls only, no allocation.
 ///
 /// # Safety
-/// Replaces whatever the task has at `at` and `bt`.
-pub unsafe fn make_pair(a: &UnixSock, b: &UnixSock, at: i32, bt: i32) -> Result<(), &'static str> {
+/// Replaces whatever the task has at `at` and `bt` and from `spare` up.
+pub unsafe fn make_pair(a: &UnixSock, b: &UnixSock, at: i32, bt: i32, spare: i32) -> Result<(), &'static str> {
     let mut sv = [0i32; 2];
     // SAFETY: plain system calls on the task's own descriptors and our data.
     unsafe {
         if libc::socketpair(libc::AF_UNIX, a.ty as i32 | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) < 0 {
             return Err("creating a unix socket pair");
+        }
+        for fd in &mut sv {
+            let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, spare);
+            libc::close(*fd);
+            if high < 0 {
+                return Err("moving a unix socket out of the way");
+            }
+            *fd = high;
         }
         for (fd, to) in [(sv[0], at), (sv[1], bt)] {
             if libc::dup3(fd, to, libc::O_CLOEXEC) < 0 {

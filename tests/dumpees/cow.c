@@ -6,9 +6,12 @@
  *               (the child has no page there: zeros);
  *   page 3 'E': the parent drops it after the fork (zeros for it), the
  *               child keeps 'E'.
+ * And a private mapping of a 2-page file of 'F's (OUTFILE.map), its first
+ * page written 'W' before the fork: that written page is shared too.
  * Every tick the parent checks both processes' contents (the child's
- * through /proc/CHILD/mem) and whether page 0 is one frame in both and
- * page 1 is not (/proc/PID/pagemap, which shows frames to root):
+ * through /proc/CHILD/mem) and whether page 0 and the file's written page
+ * are one frame in both and page 1 is not (/proc/PID/pagemap, which shows
+ * frames to root):
  * "pid=P tick=N contents=ok|BAD shared=ok|BAD" to OUTFILE.
  * usage: cow OUTFILE */
 #define _GNU_SOURCE
@@ -69,6 +72,17 @@ int main(int argc, char **argv)
 	memset(a, 'A', PAGE);
 	memset(a + PAGE, 'B', PAGE);
 	memset(a + 3 * PAGE, 'E', PAGE);
+	char mpath[4096], fpage[2 * PAGE];
+	snprintf(mpath, sizeof(mpath), "%s.map", argv[1]);
+	int mf = open(mpath, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	memset(fpage, 'F', sizeof(fpage));
+	if (mf < 0 || write(mf, fpage, sizeof(fpage)) != sizeof(fpage))
+		return 3;
+	char *fm = mmap(0, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE, mf, 0);
+	close(mf);
+	if (fm == MAP_FAILED)
+		return 3;
+	memset(fm, 'W', PAGE);
 	int ready[2];
 	if (pipe(ready) < 0)
 		return 3;
@@ -97,8 +111,11 @@ int main(int argc, char **argv)
 		     all(theirs + 3 * PAGE, 'E');
 		if (mem >= 0)
 			close(mem);
+		ok = ok && all(fm, 'W') && all(fm + PAGE, 'F');
 		uint64_t mine = frame(getpid(), a), its = frame(child, a);
-		int shared = mine && mine == its && frame(getpid(), a + PAGE) != frame(child, a + PAGE);
+		uint64_t fmine = frame(getpid(), fm), fits = frame(child, fm);
+		int shared = mine && mine == its && frame(getpid(), a + PAGE) != frame(child, a + PAGE) && fmine &&
+			     fmine == fits;
 		dprintf(out, "pid=%d tick=%lu contents=%s shared=%s\n", getpid(), tick, ok ? "ok" : "BAD",
 			shared ? "ok" : "BAD");
 		nap(30);

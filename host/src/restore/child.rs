@@ -455,7 +455,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
                 let (Some(at), Some(bt)) = (p.tree_files.slot(*a_id), p.tree_files.slot(*b_id)) else {
                     return Err(fail(log0, "a unix socket without a slot", b""));
                 };
-                if let Err(what) = crate::unixsk::make_pair(a, b, at, bt) {
+                if let Err(what) = crate::unixsk::make_pair(a, b, at, bt, p.tree_files.end()) {
                     return Err(fail(log0, what, b""));
                 }
             }
@@ -609,9 +609,23 @@ unsafe fn premap(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
     }
     for f in &p.premap {
         let (prot, flags) = (libc::PROT_READ | libc::PROT_WRITE, f.flags as libc::c_int | libc::MAP_FIXED);
+        let (file, offset) = match &f.file {
+            // SAFETY: a NUL-terminated path the parent prepared.
+            Some((path, open_flags, pgoff)) => {
+                match unsafe { libc::open(path.as_ptr(), *open_flags | libc::O_CLOEXEC) } {
+                    fd if fd >= 0 => (fd, *pgoff),
+                    _ => return Err(fail(log, "opening a premapped file", path.as_bytes())),
+                }
+            }
+            None => (-1, 0),
+        };
         // SAFETY: the slot lies in the premap reservation, which holds
         // nothing else.
-        let got = unsafe { libc::mmap(f.at as _, f.len as usize, prot, flags, -1, 0) };
+        let got = unsafe { libc::mmap(f.at as _, f.len as usize, prot, flags, file, offset as libc::off_t) };
+        if file >= 0 {
+            // SAFETY: our own descriptor; the mapping keeps the file.
+            unsafe { libc::close(file) };
+        }
         if got as u64 != f.at {
             return Err(fail(log, "mapping a premapped area", b""));
         }

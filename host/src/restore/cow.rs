@@ -1,6 +1,10 @@
 //! Copy-on-write sharing of private memory between a parent and its
 //! children, kept across the restore.
 //!
+//! Private file mappings count too: their written pages are anonymous
+//! memory shared the same way, and the pages never written are the file's
+//! (an heir's holes are dropped back to them).
+//!
 //! After `fork`, a private anonymous area is one set of physical pages for
 //! parent and child until either writes. Restoring each process's pages
 //! into its own fresh memory would give correct contents at twice the
@@ -50,17 +54,18 @@ impl Drop for Premap {
     }
 }
 
-/// Private anonymous memory a fork copies as it is: not shared, not
-/// locked (populated by its own `mmap`), no huge pages, no stack guard
-/// rules, and neither dropped nor wiped by `fork`.
+/// Private memory a fork copies as it is, anonymous or a private file
+/// mapping (whose written pages are anonymous): not shared, not locked
+/// (populated by its own `mmap`), no huge pages, no stack guard rules, and
+/// neither dropped nor wiped by `fork`.
 fn eligible(v: &VmaPlan) -> bool {
     let odd = g::MAP_SHARED | g::MAP_LOCKED | g::MAP_HUGETLB | g::MAP_GROWSDOWN;
     let forkless = (1u64 << g::MADV_DONTFORK) | (1u64 << g::MADV_WIPEONFORK);
-    v.backing == Backing::Anon && v.flags & odd == 0 && v.madv & forkless == 0
+    matches!(v.backing, Backing::Anon | Backing::File { .. }) && v.flags & odd == 0 && v.madv & forkless == 0
 }
 
 fn same(a: &VmaPlan, b: &VmaPlan) -> bool {
-    a.start == b.start && a.end == b.end && a.flags == b.flags
+    (a.start, a.end, a.flags, a.pgoff) == (b.start, b.end, b.flags, b.pgoff) && a.backing == b.backing
 }
 
 /// Which areas are premapped where; `None` when no parent shares an area
@@ -106,20 +111,29 @@ pub struct Fill {
     pub len: u64,
     /// The area's `MAP_*` flags (they move with it).
     pub flags: u32,
+    /// A private file mapping: the file, its open flags and the offset.
+    pub file: Option<(std::ffi::CString, i32, u64)>,
     /// Page runs to read, with addresses inside the slot.
     pub runs: Vec<PageRun>,
 }
 
 /// What one process fills before it forks: each slot it owns.
-pub fn fills(vmas: &[VmaPlan], runs: &[PageRun], slots: &[Option<Slot>]) -> Vec<Fill> {
+pub fn fills(vmas: &[VmaPlan], runs: &[PageRun], slots: &[Option<Slot>]) -> Result<Vec<Fill>> {
     vmas.iter()
         .zip(slots)
         .filter_map(|(v, s)| s.filter(|s| s.owner).map(|s| (v, s.at)))
-        .map(|(v, at)| Fill {
-            at,
-            len: v.len(),
-            flags: v.flags,
-            runs: clip(runs, v.start, v.end).map(|r| PageRun { addr: at + (r.addr - v.start), ..r }).collect(),
+        .map(|(v, at)| {
+            let file = match &v.backing {
+                Backing::File { path, open_flags } => Some((super::plan::cpath(path)?, *open_flags, v.pgoff)),
+                _ => None,
+            };
+            Ok(Fill {
+                at,
+                len: v.len(),
+                flags: v.flags,
+                file,
+                runs: clip(runs, v.start, v.end).map(|r| PageRun { addr: at + (r.addr - v.start), ..r }).collect(),
+            })
         })
         .collect()
 }
@@ -211,8 +225,9 @@ mod tests {
         assert_eq!(plain, vec![run(0x2000, 0x1000, 0)]);
         assert_eq!(compare, vec![run(0x3000, 0x1000, 0x1000), run(0x5000, 0x1000, 0x4000)]);
         assert_eq!(zero, vec![(0x4000, 0x1000)]);
-        let f = fills(&vmas, &runs, &[None, inherited, owned]);
+        let f = fills(&vmas, &runs, &[None, inherited, owned]).unwrap();
         let runs = vec![run(0x20_1000, 0x1000, 0x5000)];
-        assert_eq!(f, vec![Fill { at: 0x20_0000, len: 0x2000, flags: g::MAP_PRIVATE | g::MAP_ANONYMOUS, runs }]);
+        let flags = g::MAP_PRIVATE | g::MAP_ANONYMOUS;
+        assert_eq!(f, vec![Fill { at: 0x20_0000, len: 0x2000, flags, file: None, runs }]);
     }
 }

@@ -132,7 +132,7 @@ fn child_plan(
         groups: Default::default(),
         tree_files: Default::default(),
         knobs: p.knobs,
-        premap: cow::fills(&p.vmas, &p.page_runs, slots),
+        premap: cow::fills(&p.vmas, &p.page_runs, slots)?,
         anon_fds: p.anon_fds.clone(),
         locks: p.locks.clone(),
     })
