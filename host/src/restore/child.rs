@@ -610,8 +610,8 @@ unsafe fn premap(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
     for f in &p.premap {
         let (prot, flags) = (libc::PROT_READ | libc::PROT_WRITE, f.flags as libc::c_int | libc::MAP_FIXED);
         let (file, offset) = match &f.file {
-            // SAFETY: a NUL-terminated path the parent prepared.
             Some((path, open_flags, pgoff)) => {
+                // SAFETY: a NUL-terminated path the parent prepared.
                 match unsafe { libc::open(path.as_ptr(), *open_flags | libc::O_CLOEXEC) } {
                     fd if fd >= 0 => (fd, *pgoff),
                     _ => return Err(fail(log, "opening a premapped file", path.as_bytes())),
