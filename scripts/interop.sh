@@ -324,6 +324,7 @@ case_ memfd memfd '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok content=ok s
 case_ sockpair sockpair '@OUT@' null - 3 '^tick=[0-9]+ child=ok dgram=ok seqpacket=ok shutdown=ok opts=ok$' - -
 case_ fifo fifo '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ fifo=ok$' - -
 case_ inotify inotify '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ inotify=ok$' - -
+case_ ghost ghost '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ ghost=ok$' - -
 case_ locks locks '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ locks=ok$' - -
 case_ evloop evloop '@OUT@' null - 3 '^tick=[0-9]+ efd=ok tfd=ok sfd=ok epoll=ok$' - - \
     'eventfd semaphore mode' '^tick=[0-9]+ efd=(ok|BAD) tfd=ok sfd=ok epoll=ok$'

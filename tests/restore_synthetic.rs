@@ -178,6 +178,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 shmem: None,
                 object_fd: None,
                 fifo: None,
+                ghost: None,
             },
             FdPlan {
                 fd: 1,
@@ -189,6 +190,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 shmem: None,
                 object_fd: None,
                 fifo: None,
+                ghost: None,
             },
         ],
         pipes: vec![],

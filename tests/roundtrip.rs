@@ -1349,3 +1349,21 @@ fn inotify_watches_come_back_with_their_numbers() {
     assert!(after.iter().all(|l| l.ends_with("inotify=ok")), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A file unlinked while open (two descriptions of it) comes back with its
+/// contents, offsets, mode and no link, under its old path; nothing is
+/// left at that path.
+#[test]
+fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
+    let _w = watchdog::start();
+    let work = scratch("ghost");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("ghost", &[out.as_os_str(), work.as_os_str()]);
+    wait_for(&out, |l| l.len() >= 2);
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    stop(pid);
+    assert!(after.iter().all(|l| l.ends_with("ghost=ok")), "{after:?}");
+    assert!(!work.join("scratch").exists());
+    let _ = std::fs::remove_dir_all(&work);
+}

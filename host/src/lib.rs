@@ -11,6 +11,7 @@ pub mod demo;
 #[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod fault;
+pub mod ghost;
 pub mod imgdir;
 pub mod kerndat;
 pub mod locks;

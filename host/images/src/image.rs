@@ -39,6 +39,10 @@ pub enum Image {
     FileLocks(Vec<FileLockEntry>),
     /// Each queued message with its bytes.
     SkQueues(Vec<(SkPacketEntry, Vec<u8>)>),
+    RemapFpath(Vec<RemapFilePathEntry>),
+    /// The entry and the file's data, as (offset, bytes) pieces: one at 0
+    /// for a whole file, one a chunk when `chunks` (a file with holes).
+    GhostFile(GhostFileEntry, Vec<(u64, Vec<u8>)>),
 }
 
 impl Image {
@@ -72,6 +76,30 @@ impl Image {
                     v.push((e, data));
                 }
                 Image::IpcnsShm(v)
+            }
+            Kind::RemapFpath => Image::RemapFpath(r.all()?),
+            Kind::GhostFile => {
+                let e: GhostFileEntry =
+                    r.decode_next()?.context("no ghost_file_entry: the file ends after its magic")?;
+                let mut pieces = Vec::new();
+                if e.chunks == Some(true) {
+                    while let Some(c) = r.decode_next::<GhostChunkEntry>()? {
+                        let end = c.off.checked_add(c.len).filter(|&end| end <= e.size.unwrap_or(0));
+                        end.with_context(|| {
+                            format!("ghost_chunk_entry at {}: {} bytes past the file's size", c.off, c.len)
+                        })?;
+                        pieces.push((c.off, r.raw(c.len)?.to_vec()));
+                    }
+                } else {
+                    // CRIU gives no size for a whole file: the rest of the
+                    // image is its bytes.
+                    let data = match e.size {
+                        Some(n) => r.raw(n)?,
+                        None => r.raw_upto(u64::MAX),
+                    };
+                    pieces.push((0, data.to_vec()));
+                }
+                Image::GhostFile(e, pieces)
             }
             Kind::SkQueues => {
                 let mut v = Vec::new();
@@ -119,6 +147,8 @@ impl Image {
             Image::MemfdInode(_) => Kind::MemfdInode,
             Image::FileLocks(_) => Kind::FileLocks,
             Image::SkQueues(_) => Kind::SkQueues,
+            Image::RemapFpath(_) => Kind::RemapFpath,
+            Image::GhostFile(..) => Kind::GhostFile,
             Image::Stats(_) => Kind::Stats,
             Image::IpcVar(_) => Kind::IpcVar,
             Image::IpcnsShm(_) => Kind::IpcnsShm,
@@ -170,6 +200,16 @@ impl Image {
                     w.push(e).raw(data);
                 }
             }
+            Image::RemapFpath(v) => all(&mut w, v),
+            Image::GhostFile(e, pieces) => {
+                w.push(e);
+                for (off, data) in pieces {
+                    if e.chunks == Some(true) {
+                        w.push(&GhostChunkEntry { len: data.len() as u64, off: *off, ..Default::default() });
+                    }
+                    w.raw(data);
+                }
+            }
         }
         w.into_bytes()
     }
@@ -197,6 +237,8 @@ impl Image {
             Image::MemfdInode(v) => v.len(),
             Image::FileLocks(v) => v.len(),
             Image::SkQueues(v) => v.len(),
+            Image::RemapFpath(v) => v.len(),
+            Image::GhostFile(..) => 1,
             Image::Stats(v) => v.len(),
             Image::IpcVar(v) => v.len(),
             Image::IpcnsShm(v) => v.len(),
@@ -247,6 +289,8 @@ impl Image {
                 .collect(),
             Image::PipesData(v) | Image::FifoData(v) => v.iter().map(|(e, data)| with_extra(e, data)).collect(),
             Image::SkQueues(v) => v.iter().map(|(e, data)| with_extra(e, data)).collect(),
+            Image::RemapFpath(v) => all(v),
+            Image::GhostFile(e, pieces) => pieces.iter().map(|(_, data)| with_extra(e, data)).collect(),
         };
         Json::Obj(vec![("magic".into(), Json::Str(self.kind().name().into())), ("entries".into(), Json::Arr(entries))])
     }

@@ -34,10 +34,12 @@ pub enum Kind {
     MemfdInode,
     FileLocks,
     SkQueues,
+    RemapFpath,
+    GhostFile,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 22] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -58,6 +60,8 @@ impl Kind {
         Kind::MemfdInode,
         Kind::FileLocks,
         Kind::SkQueues,
+        Kind::RemapFpath,
+        Kind::GhostFile,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -84,6 +88,8 @@ impl Kind {
             Kind::MemfdInode => 0x4845_3499,
             Kind::FileLocks => 0x5432_3616,
             Kind::SkQueues => 0x5626_4026,
+            Kind::RemapFpath => 0x5913_3954,
+            Kind::GhostFile => 0x5258_3605,
         }
     }
 
@@ -124,6 +130,8 @@ impl Kind {
             Kind::MemfdInode => "MEMFD_INODE",
             Kind::FileLocks => "FILE_LOCKS",
             Kind::SkQueues => "SK_QUEUES",
+            Kind::RemapFpath => "REMAP_FPATH",
+            Kind::GhostFile => "GHOST_FILE",
         }
     }
 

@@ -104,6 +104,9 @@ pub struct IpcNamespace {
     pub shm: Vec<ShmSegment>,
 }
 
+/// A ghost file's data, as (offset, bytes) pieces.
+pub type GhostData = Vec<(u64, Vec<u8>)>;
+
 /// A checkpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImageSet {
@@ -143,6 +146,10 @@ pub struct ImageSet {
     /// `sk-queues.img`: messages waiting in sockets, with their bytes
     /// (empty if absent).
     pub sk_queues: Vec<(SkPacketEntry, Vec<u8>)>,
+    /// `remap-fpath.img` (empty if absent).
+    pub remaps: Vec<RemapFilePathEntry>,
+    /// Ghost files by remap id, with their data.
+    pub ghosts: BTreeMap<u32, (GhostFileEntry, GhostData)>,
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -273,6 +280,19 @@ impl ImageSet {
             Some(other) => return Err(wrong("sk-queues.img", &other, "a SK_QUEUES")),
             None => Vec::new(),
         };
+        let remaps = match read_opt(dir, "remap-fpath.img")? {
+            Some(Image::RemapFpath(v)) => v,
+            Some(other) => return Err(wrong("remap-fpath.img", &other, "a REMAP_FPATH")),
+            None => Vec::new(),
+        };
+        let mut ghosts = BTreeMap::new();
+        for r in remaps.iter().filter(|r| r.remap_type == Some(1)) {
+            let name = format!("ghost-file-{:x}.img", r.remap_id);
+            match read(dir, &name)? {
+                Image::GhostFile(e, data) => ghosts.insert(r.remap_id, (e, data)),
+                other => return Err(wrong(&name, &other, "a GHOST_FILE")),
+            };
+        }
         let mut anon_shmem = BTreeMap::new();
         let shared = vma_status::ANON_SHARED;
         let areas = processes.iter().flat_map(|p| &p.mm.vmas);
@@ -313,6 +333,8 @@ impl ImageSet {
             memfd_inodes,
             file_locks,
             sk_queues,
+            remaps,
+            ghosts,
         })
     }
 
@@ -371,6 +393,12 @@ impl ImageSet {
         }
         if let Some(c) = &self.cgroup {
             v.push(("cgroup.img".to_string(), Image::Cgroup(vec![c.clone()])));
+        }
+        if !self.remaps.is_empty() {
+            v.push(("remap-fpath.img".to_string(), Image::RemapFpath(self.remaps.clone())));
+        }
+        for (id, (e, data)) in &self.ghosts {
+            v.push((format!("ghost-file-{id:x}.img"), Image::GhostFile(e.clone(), data.clone())));
         }
         if !self.sk_queues.is_empty() {
             v.push(("sk-queues.img".to_string(), Image::SkQueues(self.sk_queues.clone())));

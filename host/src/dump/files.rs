@@ -130,6 +130,10 @@ pub struct Files {
     pub pipe_data: Vec<PipeData>,
     /// The same, of named pipes (`fifo-data.img`).
     pub fifo_data: Vec<PipeData>,
+    /// Unlinked files held open, by the id of their entry.
+    pub ghosts: Vec<(u32, crate::ghost::Ghost)>,
+    /// The remap id of each unlinked file seen, by (device, inode).
+    ghost_keys: HashMap<(u64, u64), u32>,
     by_inode: HashMap<(u64, u64), u32>,
     /// Fds seen so far: (pid, fd, dev, ino, id), to find shared descriptions.
     descriptions: Vec<(i32, i32, u64, u64, u32)>,
@@ -346,6 +350,18 @@ impl Files {
             return unsupported("a named FIFO that was deleted");
         } else if !target.starts_with('/') {
             return unsupported("a special file");
+        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_file() && m.nlink() == 0) {
+            // An O_TMPFILE file never had a name: the kernel shows "#INO".
+            if path.rsplit('/').next() == Some(format!("#{ino}").as_str()) {
+                return unsupported("an O_TMPFILE file");
+            }
+            let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: Some(m.len()), mode: m.mode() };
+            let id = self.push(FileKind::Reg(reg));
+            let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
+            let ghost = crate::ghost::dump(&p, &target, &m, key).with_context(|| format!("process {pid}: fd {fd}"))?;
+            self.ghosts.push((id, ghost));
+            self.descriptions.push((pid, fd, dev, ino, id));
+            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if target.ends_with(" (deleted)") {
             return unsupported("an unlinked file");
         } else if ft.is_char_device() && is_tty(m.rdev()) {

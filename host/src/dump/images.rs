@@ -252,6 +252,36 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         files.push(&entry);
     }
     put("files.img".into(), &files)?;
+    if !tree.files.ghosts.is_empty() {
+        // CRIU's form: each carried by a ghost image named by its remap id
+        // (here the file's own id), of type GHOST (1).
+        let mut remaps = Writer::new(Kind::RemapFpath);
+        for (id, g) in &tree.files.ghosts {
+            let remap = RemapFilePathEntry { orig_id: *id, remap_id: g.key, remap_type: Some(1), ..Default::default() };
+            remaps.push(&remap);
+            if g.key != *id {
+                continue;
+            }
+            let entry = GhostFileEntry {
+                uid: g.uid,
+                gid: g.gid,
+                mode: g.mode,
+                size: Some(g.size),
+                chunks: g.sparse().then_some(true),
+                ..Default::default()
+            };
+            let mut w = Writer::new(Kind::GhostFile);
+            w.push(&entry);
+            for (off, data) in &g.pieces {
+                if g.sparse() {
+                    w.push(&GhostChunkEntry { len: data.len() as u64, off: *off, ..Default::default() });
+                }
+                w.raw(data);
+            }
+            put(format!("ghost-file-{id:x}.img"), &w)?;
+        }
+        put("remap-fpath.img".into(), &remaps)?;
+    }
     let queued: Vec<_> = tree
         .files
         .entries

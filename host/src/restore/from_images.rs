@@ -537,6 +537,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
                 shmem: None,
                 object_fd: None,
                 fifo: Some(FifoFill { data, size }),
+                ghost: None,
             });
             continue;
         }
@@ -556,16 +557,19 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
                 shmem,
                 object_fd,
                 fifo: None,
+                ghost: None,
             });
             continue;
         }
         let Some(r) = &entry.reg else {
             bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
         };
+        let ghost = ghost_of(set, f.id, r, &format!("{fdinfo}: entry {i}: fd {}", f.fd))?;
         // Its own /proc files exist only once the process does: it opens
         // them itself, and alone (the tree's shared files are opened by
         // the root before the others exist).
-        if r.name.starts_with(&format!("/proc/{pid}/")) {
+        if ghost.is_some() {
+        } else if r.name.starts_with(&format!("/proc/{pid}/")) {
             if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
                 bail!("{fdinfo}: entry {i}: fd {}: {} is shared with another process: not restored yet", f.fd, r.name);
             }
@@ -583,6 +587,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             shmem: None,
             object_fd: None,
             fifo: None,
+            ghost,
         });
     }
 
@@ -996,6 +1001,25 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
 /// A SysV attachment's piece: its first piece attaches the whole segment,
 /// later ones (same segment, contiguous, continuing its offsets) are only
 /// re-protected.
+/// The unlinked file that `files.img` entry `id` (`r`) is, if
+/// `remap-fpath.img` says so: its path must be free to make it again.
+fn ghost_of(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Option<crate::ghost::Ghost>> {
+    let Some(remap) = set.remaps.iter().find(|m| m.orig_id == id) else { return Ok(None) };
+    if remap.remap_type != Some(1) {
+        bail!("{at}: remap-fpath.img: {} is remapped in a way not restored yet (type {:?})", r.name, remap.remap_type);
+    }
+    let (e, data) = set
+        .ghosts
+        .get(&remap.remap_id)
+        .with_context(|| format!("{at}: ghost-file-{:x}.img is missing", remap.remap_id))?;
+    if std::fs::symlink_metadata(&r.name).is_ok() {
+        bail!("{at}: {} was unlinked when dumped, and something is at that path now", r.name);
+    }
+    let whole = data.iter().map(|(off, d)| off + d.len() as u64).max().unwrap_or(0);
+    let (uid, gid, mode, size) = (e.uid, e.gid, e.mode, e.size.unwrap_or(whole));
+    Ok(Some(crate::ghost::Ghost { key: remap.remap_id, uid, gid, mode, size, pieces: data.clone() }))
+}
+
 /// Fd `f` on unix socket `u`, one end of a pair whose other end some fd of
 /// the tree holds.
 fn socket_fd(set: &ImageSet, f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool, at: &str) -> Result<SocketFd> {

@@ -114,6 +114,9 @@ pub struct FdPlan {
     pub object_fd: Option<i32>,
     /// A named pipe, and what to put in it.
     pub fifo: Option<FifoFill>,
+    /// An unlinked file: the host creates it at `path` with these
+    /// contents before the tasks open it, and unlinks it after.
+    pub ghost: Option<crate::ghost::Ghost>,
 }
 
 /// A named pipe's buffered bytes and capacity, written by the one

@@ -197,7 +197,14 @@ pub fn restore_tree(
         &mapped[..]
     };
     // Until `keep`, a failure removes the segments again.
-    let restored = run_tree(plans, zombies, shm.ns_fd(), || shm.finish())?;
+    // Unlinked files are made at their paths for the tasks to open, and
+    // unlinked again before the programs run (or when this fails).
+    let ghosts = plans.iter().flat_map(|p| &p.fds).filter_map(|f| f.ghost.as_ref().map(|g| (f.path.as_path(), g)));
+    let mut ghosts = crate::ghost::make(ghosts)?;
+    let restored = run_tree(plans, zombies, shm.ns_fd(), || {
+        ghosts.unlink();
+        shm.finish()
+    })?;
     shm.keep();
     Ok(restored)
 }

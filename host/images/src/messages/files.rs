@@ -313,6 +313,37 @@ message! {
 }
 
 message! {
+    /// `remap-fpath.img`: file `orig_id` is restored from elsewhere;
+    /// `remap_type` 1 (ghost): from `ghost-file-<remap_id in hex>.img`.
+    pub struct RemapFilePathEntry ("remap_file_path_entry") {
+        1 orig_id: required uint32,
+        2 remap_id: required uint32,
+        3 remap_type: optional uint32,
+    }
+}
+
+message! {
+    /// A deleted file still open, carried in the images: its owner, mode
+    /// and size; its `size` bytes follow the entry (unless `chunks`).
+    pub struct GhostFileEntry ("ghost_file_entry") {
+        1 uid: required uint32,
+        2 gid: required uint32,
+        3 mode: required uint32,
+        9 chunks: optional bool,
+        10 size: optional uint64,
+    }
+}
+
+message! {
+    /// One piece of a ghost file written in chunks (it has holes): `len`
+    /// bytes at `off`, which follow the entry.
+    pub struct GhostChunkEntry ("ghost_chunk_entry") {
+        1 len: required uint64,
+        2 off: required uint64,
+    }
+}
+
+message! {
     /// One file object; `type` says which of the optional payloads is set.
     /// Payloads of kinds not modelled here stay in `unknown`.
     pub struct FileEntry ("file_entry") {

@@ -1,0 +1,140 @@
+//! Unlinked files a program still holds open ("ghost" files, as CRIU
+//! calls them): a dump carries their bytes in the images
+//! (`remap-fpath.img` and `ghost-file-N.img`, CRIU's form), up to
+//! [`LIMIT`] bytes, and refuses larger ones by name; a restore creates each
+//! again at its old path (which must be free), with its owner and mode,
+//! lets the tasks open it there, and unlinks it before the programs run
+//! again (or when the restore fails). A file with holes is carried in
+//! chunks (its data segments, `SEEK_DATA`/`SEEK_HOLE`) and made sparse
+//! again; one opened under several names (hard links, all gone) is one
+//! file linked under each again.
+
+use std::os::fd::AsRawFd;
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// The most data of an unlinked file a dump carries (CRIU's default
+/// `--ghost-limit`); holes do not count.
+pub const LIMIT: u64 = 1 << 20;
+
+/// What a restore needs to make one again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ghost {
+    /// The same for every description of one file (its remap id).
+    pub key: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub size: u64,
+    /// Its data segments, (offset, bytes); the rest are holes.
+    pub pieces: Vec<(u64, Vec<u8>)>,
+}
+
+impl Ghost {
+    /// Whether it has holes (then CRIU's image has it in chunks).
+    pub fn sparse(&self) -> bool {
+        !(self.pieces.len() == 1 && self.pieces[0].0 == 0 && self.pieces[0].1.len() as u64 == self.size)
+            && self.size != 0
+    }
+}
+
+/// Reads the unlinked file open at `link` (a `/proc/PID/fd/N`), shown as
+/// `name`.
+pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32) -> Result<Ghost> {
+    let f = std::fs::File::open(link).with_context(|| format!("opening {} ({name})", link.display()))?;
+    let size = m.len();
+    let mut segments = vec![];
+    let mut at = 0u64;
+    while at < size {
+        let seek = |off: u64, how: i32| {
+            // SAFETY: a seek on our own descriptor.
+            let r = unsafe { nix::libc::lseek(f.as_raw_fd(), off as nix::libc::off_t, how) };
+            if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r as u64) }
+        };
+        let start = match seek(at, nix::libc::SEEK_DATA) {
+            Ok(s) => s,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => break,
+            Err(e) => return Err(e).with_context(|| format!("{name}: SEEK_DATA")),
+        };
+        let end = seek(start, nix::libc::SEEK_HOLE).with_context(|| format!("{name}: SEEK_HOLE"))?.min(size);
+        segments.push((start, end));
+        at = end;
+    }
+    let data: u64 = segments.iter().map(|(s, e)| e - s).sum();
+    if data > LIMIT {
+        bail!("{name}: an unlinked file with {data} bytes of data, more than the {LIMIT} a dump carries");
+    }
+    use std::os::unix::fs::FileExt;
+    let mut pieces = vec![];
+    for (s, e) in segments {
+        let mut buf = vec![0u8; (e - s) as usize];
+        f.read_exact_at(&mut buf, s).with_context(|| format!("reading {name}"))?;
+        pieces.push((s, buf));
+    }
+    if pieces.is_empty() {
+        pieces.push((0, vec![]));
+    }
+    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), size, pieces })
+}
+
+/// The ghost files a restore made, unlinked when this goes (or earlier,
+/// with [`Made::unlink`]).
+#[derive(Debug, Default)]
+pub struct Made {
+    paths: Vec<PathBuf>,
+}
+
+impl Made {
+    pub fn unlink(&mut self) {
+        for p in self.paths.drain(..) {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        self.unlink();
+    }
+}
+
+/// Creates each (path, ghost) once, a file already made linked under any
+/// further name it had; a path taken since the dump is refused.
+pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Result<Made> {
+    let mut made = Made::default();
+    let mut firsts: Vec<(u32, PathBuf)> = vec![];
+    for (path, g) in ghosts {
+        if made.paths.iter().any(|p| p == path) {
+            continue;
+        }
+        if let Some((_, first)) = firsts.iter().find(|(k, _)| *k == g.key) {
+            std::fs::hard_link(first, path).with_context(|| {
+                format!("linking the unlinked file {} again as {}", first.display(), path.display())
+            })?;
+            made.paths.push(path.to_path_buf());
+            continue;
+        }
+        firsts.push((g.key, path.to_path_buf()));
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(g.mode & 0o7777)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(|| format!("creating the unlinked file {} again", path.display()))?;
+        made.paths.push(path.to_path_buf());
+        use std::os::unix::fs::FileExt;
+        f.set_len(g.size).with_context(|| format!("sizing {}", path.display()))?;
+        for (off, data) in &g.pieces {
+            f.write_all_at(data, *off).with_context(|| format!("writing {}", path.display()))?;
+        }
+        std::os::unix::fs::fchown(&f, Some(g.uid), Some(g.gid))
+            .with_context(|| format!("{}: owner {}:{}", path.display(), g.uid, g.gid))?;
+        let mode = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
+        nix::sys::stat::fchmod(&f, mode).with_context(|| format!("{}: mode {:o}", path.display(), g.mode))?;
+    }
+    Ok(made)
+}
