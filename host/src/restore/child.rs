@@ -442,8 +442,30 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let chld = just(libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
-        // The root makes every shared description, for all to inherit.
+        // The root makes every shared description, for all to inherit;
+        // memfds first, from the host's descriptors, which may hold
+        // numbers the other slots take.
         if me == 0 {
+            let mut high = [0i32; 64];
+            if p.tree_files.memfds.len() > high.len() {
+                return Err(fail(log0, "placing memfds: too many", b""));
+            }
+            for (k, (from, _)) in p.tree_files.memfds.iter().enumerate() {
+                high[k] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, p.tree_files.end());
+                if high[k] < 0 {
+                    return Err(fail(log0, "placing a memfd", b""));
+                }
+            }
+            for (k, (_, o)) in p.tree_files.memfds.iter().enumerate() {
+                let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
+                if libc::dup3(high[k], o.fd, libc::O_CLOEXEC) < 0
+                    || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
+                    || libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0
+                {
+                    return Err(fail(log0, "placing a memfd", b""));
+                }
+                libc::close(high[k]);
+            }
             for tp in &p.tree_files.pipes {
                 make_pipe(tp, &p.tree_files, log0)?;
             }
@@ -457,15 +479,6 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
                 };
                 if let Err(what) = crate::unixsk::make_pair(a, b, at, bt, p.tree_files.end()) {
                     return Err(fail(log0, what, b""));
-                }
-            }
-            for (from, o) in &p.tree_files.memfds {
-                let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
-                if libc::dup3(*from, o.fd, libc::O_CLOEXEC) < 0
-                    || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
-                    || libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0
-                {
-                    return Err(fail(log0, "placing a memfd", b""));
                 }
             }
         }
@@ -776,10 +789,16 @@ unsafe fn make_pipe(tp: &TreePipe, tree: &TreeFiles, log: &Log) -> Result<(), Fa
             let Some(slot) = tree.slot(end.id) else {
                 return Err(fail(log, "finding the slot of", what));
             };
-            if fd < 0 || libc::fcntl(fd, libc::F_SETFL, end.flags) < 0 || libc::dup3(fd, slot, libc::O_CLOEXEC) < 0 {
+            // A reopen may be handed the slot itself, the lowest free number.
+            if fd < 0
+                || libc::fcntl(fd, libc::F_SETFL, end.flags) < 0
+                || (fd != slot && libc::dup3(fd, slot, libc::O_CLOEXEC) < 0)
+            {
                 return Err(fail(log, "placing an end of", what));
             }
-            libc::close(fd);
+            if fd != slot {
+                libc::close(fd);
+            }
         }
         libc::close(r);
         libc::close(w);
