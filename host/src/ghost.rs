@@ -28,6 +28,9 @@ pub struct Ghost {
     pub uid: u32,
     pub gid: u32,
     pub mode: u32,
+    /// Access and modification times, (seconds, microseconds).
+    pub atime: (u64, u64),
+    pub mtime: (u64, u64),
     pub size: u64,
     /// Its data segments, (offset, bytes); the rest are holes.
     pub pieces: Vec<(u64, Vec<u8>)>,
@@ -77,7 +80,9 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32) -> Result<
     if pieces.is_empty() {
         pieces.push((0, vec![]));
     }
-    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), size, pieces })
+    let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
+    let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
+    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces })
 }
 
 /// The ghost files a restore made, unlinked when this goes (or earlier,
@@ -135,6 +140,10 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Resu
             .with_context(|| format!("{}: owner {}:{}", path.display(), g.uid, g.gid))?;
         let mode = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
         nix::sys::stat::fchmod(&f, mode).with_context(|| format!("{}: mode {:o}", path.display(), g.mode))?;
+        let t = |(s, us): (u64, u64)| {
+            nix::sys::time::TimeSpec::new(s as nix::libc::time_t, (us * 1000) as nix::libc::c_long)
+        };
+        nix::sys::stat::futimens(&f, &t(g.atime), &t(g.mtime)).with_context(|| format!("{}: times", path.display()))?;
     }
     Ok(made)
 }

@@ -1,7 +1,8 @@
 /* A file it unlinked while holding it open twice (two descriptions, at
  * offsets 3 and 7): every tick it checks the contents through both, the
  * offsets, that the file has no link left, and that /proc/self/fd shows
- * its old path as deleted. Also a sparse file (a hole, then "end" at
+ * its old path as deleted, and its modification time (set to 1234567890
+ * before the unlink). Also a sparse file (a hole, then "end" at
  * 64 KiB), unlinked: the hole must still be one; and a file opened under
  * two hard links, both unlinked: a write through one shows through the
  * other.
@@ -26,6 +27,9 @@ int main(int argc, char **argv)
 	int b = open(path, O_RDONLY);
 	if (out < 0 || a < 0 || b < 0 || write(a, "hello ghost", 11) != 11)
 		return 3;
+	struct timespec times[2] = {{1234567890, 0}, {1234567890, 0}};
+	if (futimens(a, times))
+		return 7;
 	lseek(a, 3, SEEK_SET);
 	lseek(b, 7, SEEK_SET);
 	if (unlink(path))
@@ -50,6 +54,7 @@ int main(int argc, char **argv)
 		shown[n > 0 ? n : 0] = 0;
 		int ok = pread(b, buf, 11, 0) == 11 && memcmp(buf, "hello ghost", 11) == 0 && lseek(a, 0, SEEK_CUR) == 3 &&
 			 lseek(b, 0, SEEK_CUR) == 7 && fstat(a, &st) == 0 && st.st_nlink == 0 && (st.st_mode & 0777) == 0640 &&
+			 st.st_mtime == 1234567890 &&
 			 strcmp(shown, want) == 0;
 		char end[4] = "", mark[8] = "";
 		ok = ok && lseek(s, 0, SEEK_DATA) == 65536 && pread(s, end, 3, 65536) == 3 && memcmp(end, "end", 3) == 0;

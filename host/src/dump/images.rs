@@ -266,6 +266,8 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 uid: g.uid,
                 gid: g.gid,
                 mode: g.mode,
+                atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
+                mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
                 size: Some(g.size),
                 chunks: g.sparse().then_some(true),
                 ..Default::default()

@@ -1017,7 +1017,9 @@ fn ghost_of(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     }
     let whole = data.iter().map(|(off, d)| off + d.len() as u64).max().unwrap_or(0);
     let (uid, gid, mode, size) = (e.uid, e.gid, e.mode, e.size.unwrap_or(whole));
-    Ok(Some(crate::ghost::Ghost { key: remap.remap_id, uid, gid, mode, size, pieces: data.clone() }))
+    let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
+    let (atime, mtime) = (time(&e.atim), time(&e.mtim));
+    Ok(Some(crate::ghost::Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces: data.clone() }))
 }
 
 /// Fd `f` on unix socket `u`, one end of a pair whose other end some fd of

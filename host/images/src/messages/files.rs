@@ -323,12 +323,23 @@ message! {
 }
 
 message! {
-    /// A deleted file still open, carried in the images: its owner, mode
-    /// and size; its `size` bytes follow the entry (unless `chunks`).
+    /// A time in seconds and microseconds.
+    pub struct Timeval ("timeval") {
+        1 tv_sec: required uint64,
+        2 tv_usec: required uint64,
+    }
+}
+
+message! {
+    /// A deleted file still open, carried in the images: its owner, mode,
+    /// times and size; its bytes follow the entry, whole (to the end of
+    /// the image when `size` is absent) or in chunks.
     pub struct GhostFileEntry ("ghost_file_entry") {
         1 uid: required uint32,
         2 gid: required uint32,
         3 mode: required uint32,
+        7 atim: optional message<Timeval>,
+        8 mtim: optional message<Timeval>,
         9 chunks: optional bool,
         10 size: optional uint64,
     }
