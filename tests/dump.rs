@@ -10,9 +10,9 @@ mod support;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use revenant::dump::files::{FileKind, fd_type};
 use revenant::dump::model::{Process, Tree};
 use revenant::dump::{DumpOptions, dump};
+use revenant::files::{FileKind, fd_type};
 use revenant_images::ImageSet;
 use revenant_test_watchdog as watchdog;
 use support::{Dumpee, image_dir};
@@ -470,7 +470,7 @@ fn a_stopped_process_is_dumped_and_left_stopped() {
     d.wait_in_syscall(&[NR_READ]);
     let pid = Pid::from_raw(d.pid());
     nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
-    let state = || revenant::dump::procfs::stat(d.pid(), d.pid()).unwrap().state;
+    let state = || revenant::procfs::stat(d.pid(), d.pid()).unwrap().state;
     for _ in 0..100 {
         if state() == 'T' {
             break;

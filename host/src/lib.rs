@@ -2,7 +2,6 @@
 //! format. This library is the host side: the embedded restorer blob and its
 //! loader, and (as they land) image handling, dump and restore.
 
-pub mod anonfd;
 pub mod blob;
 pub mod cgroup;
 #[cfg(target_arch = "x86_64")]
@@ -11,10 +10,9 @@ pub mod demo;
 #[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod fault;
-pub mod ghost;
+pub mod files;
 pub mod imgdir;
 pub mod kerndat;
-pub mod locks;
+pub mod procfs;
 pub mod reap;
 pub mod restore;
-pub mod unixsk;

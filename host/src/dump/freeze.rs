@@ -21,7 +21,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::procfs;
+use crate::procfs;
 
 /// One stopped process.
 #[derive(Debug, Clone)]

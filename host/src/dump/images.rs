@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
-use super::files::FileKind;
 use super::model::{Process, Thread, Tree};
 use crate::imgdir::ImageDir;
 use crate::restore::regs::X86Fpu;
@@ -22,26 +21,6 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         names.push(name);
         Ok(())
     };
-    for (kind, data, name) in [
-        (Kind::PipesData, &tree.files.pipe_data, "pipes-data.img"),
-        (Kind::FifoData, &tree.files.fifo_data, "fifo-data.img"),
-    ] {
-        if data.is_empty() {
-            continue;
-        }
-        let mut w = Writer::new(kind);
-        for d in data {
-            let e = PipeDataEntry {
-                pipe_id: d.pipe_id,
-                bytes: d.data.len() as u32,
-                size: Some(d.size),
-                ..Default::default()
-            };
-            w.push(&e);
-            w.raw(&d.data);
-        }
-        put(name.into(), &w)?;
-    }
     let (cgroup, cg_sets) = cgroup_sets(tree);
     let root = &tree.procs[0];
     put(
@@ -183,145 +162,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         put(format!("fdinfo-{}.img", p.kobj_id), &fdinfo)?;
     }
 
-    let mut files = Writer::new(Kind::Files);
-    for e in &tree.files.entries {
-        let o = tree.files.owners.get(&e.id).copied().unwrap_or_default();
-        let fown = FownEntry {
-            uid: o.uid,
-            euid: o.euid,
-            signum: o.signum,
-            pid_type: o.pid_type,
-            pid: o.pid,
-            ..Default::default()
-        };
-        let entry = match &e.kind {
-            FileKind::Reg(r) => FileEntry {
-                r#type: FdType::Reg as i32,
-                id: e.id,
-                reg: Some(RegFileEntry {
-                    id: e.id,
-                    flags: r.flags,
-                    pos: r.pos,
-                    fown: fown.clone(),
-                    name: r.name.clone(),
-                    mnt_id: None,
-                    size: r.size,
-                    ext: None,
-                    mode: Some(r.mode),
-                    build_id: vec![],
-                    ..Default::default()
-                }),
-                pipe: None,
-                ..Default::default()
-            },
-            FileKind::Anon(a) => a.entry(e.id, fown.clone()),
-            FileKind::Unix(u) => u.entry(e.id, fown.clone()),
-            FileKind::Fifo { pipe_id, regf_id } => FileEntry {
-                r#type: FdType::Fifo as i32,
-                id: e.id,
-                fifo: Some(FifoEntry { id: e.id, pipe_id: *pipe_id, regf_id: Some(*regf_id), ..Default::default() }),
-                ..Default::default()
-            },
-            FileKind::Memfd(m) => FileEntry {
-                r#type: FdType::Memfd as i32,
-                id: e.id,
-                memfd: Some(MemfdFileEntry {
-                    id: e.id,
-                    flags: m.flags,
-                    pos: m.pos,
-                    fown: fown.clone(),
-                    inode_id: memfd_inode_id(&tree.files.memfds, m.ino),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            FileKind::Pipe(pp) => FileEntry {
-                r#type: FdType::Pipe as i32,
-                id: e.id,
-                reg: None,
-                pipe: Some(PipeEntry {
-                    id: e.id,
-                    pipe_id: pp.pipe_id,
-                    flags: pp.flags,
-                    fown: fown.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        };
-        files.push(&entry);
-    }
-    put("files.img".into(), &files)?;
-    if !tree.files.ghosts.is_empty() {
-        // CRIU's form: each carried by a ghost image named by its remap id
-        // (here the file's own id), of type GHOST (1).
-        let mut remaps = Writer::new(Kind::RemapFpath);
-        for (id, g) in &tree.files.ghosts {
-            let remap = RemapFilePathEntry { orig_id: *id, remap_id: g.key, remap_type: Some(1), ..Default::default() };
-            remaps.push(&remap);
-            if g.key != *id {
-                continue;
-            }
-            let entry = GhostFileEntry {
-                uid: g.uid,
-                gid: g.gid,
-                mode: g.mode,
-                atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
-                mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
-                size: Some(g.size),
-                chunks: g.sparse().then_some(true),
-                ..Default::default()
-            };
-            let mut w = Writer::new(Kind::GhostFile);
-            w.push(&entry);
-            for (off, data) in &g.pieces {
-                if g.sparse() {
-                    w.push(&GhostChunkEntry { len: data.len() as u64, off: *off, ..Default::default() });
-                }
-                w.raw(data);
-            }
-            put(format!("ghost-file-{id:x}.img"), &w)?;
-        }
-        put("remap-fpath.img".into(), &remaps)?;
-    }
-    let queued: Vec<_> = tree
-        .files
-        .entries
-        .iter()
-        .filter_map(|e| if let FileKind::Unix(u) = &e.kind { Some(u.packets(e.id)) } else { None })
-        .flatten()
-        .collect();
-    if !queued.is_empty() {
-        let mut q = Writer::new(Kind::SkQueues);
-        for (e, data) in &queued {
-            q.push(e).raw(data);
-        }
-        put("sk-queues.img".into(), &q)?;
-    }
-    if !tree.files.memfds.is_empty() {
-        let mut inodes = Writer::new(Kind::MemfdInode);
-        for o in &tree.files.memfds {
-            inodes.push(&MemfdInodeEntry {
-                name: o.name.clone(),
-                uid: o.uid,
-                gid: o.gid,
-                size: o.size,
-                shmid: o.ino as u32,
-                seals: o.seals,
-                inode_id: memfd_inode_id(&tree.files.memfds, o.ino).into(),
-                mode: Some(o.mode),
-                ..Default::default()
-            });
-        }
-        put("memfd.img".into(), &inodes)?;
-    }
-    if !tree.files.locks.is_empty() {
-        let mut locks = Writer::new(Kind::FileLocks);
-        for (_, l) in &tree.files.locks {
-            locks.push(&l.entry());
-        }
-        put("filelocks.img".into(), &locks)?;
-    }
+    crate::files::images(&tree.files, &mut put)?;
 
     put(
         "seccomp.img".into(),
@@ -423,11 +264,6 @@ fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u
 
 /// A shared memory object's pagemap (SysV segment or shared anonymous
 /// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
-/// The id `memfd.img` gives the object with inode `ino`.
-fn memfd_inode_id(objects: &[super::files::MemfdObject], ino: u64) -> u32 {
-    objects.iter().position(|o| o.ino == ino).map_or(0, |i| i as u32 + 1)
-}
-
 fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
     let mut pm = Writer::new(Kind::Pagemap);
     pm.push(&PagemapHead { pages_id, ..Default::default() });

@@ -7,14 +7,12 @@
 //! ([`inject`]). Any error releases the tree untouched: [`freeze::Frozen`]
 //! resumes every task when dropped.
 
-pub mod files;
 pub mod freeze;
 pub mod inject;
 pub mod maps;
 pub mod memory;
 pub mod model;
 pub mod pagemap;
-pub mod procfs;
 pub mod regs;
 pub mod seccomp;
 pub mod shmem;
@@ -29,6 +27,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::imgdir::ImageDir;
+use crate::{files, procfs};
 use freeze::Frozen;
 use maps::{PAGE, status};
 use model::{Mm, Process, Tree, VmaOut};

@@ -3,10 +3,10 @@
 
 use nix::libc::user_regs_struct;
 
-use super::files::{Fd, Files};
 use super::maps::Vma;
 use super::pagemap::Run;
 use super::regs::UserDesc;
+use crate::files::{Fd, Files};
 use crate::restore::regs::X86Fpu;
 
 /// The whole tree.

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use nix::libc;
 
 use super::maps::{PAGE, Vma, status};
-use super::procfs;
 use crate::imgdir::ImageDir;
+use crate::procfs;
 
 /// One object: its `pages-N.img` and the runs there, (offset, pages).
 #[derive(Debug, Clone)]
@@ -53,7 +53,7 @@ pub fn collect<'a>(
 /// Reads the contents of every memfd object (by its inode, as CRIU names
 /// them), with pages ids from `first_pages_id` on.
 pub fn collect_memfds(
-    objects: &[super::files::MemfdObject],
+    objects: &[crate::files::MemfdObject],
     dir: &ImageDir,
     first_pages_id: u32,
 ) -> Result<Vec<Object>> {

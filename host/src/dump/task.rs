@@ -4,12 +4,13 @@
 use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as nr;
 
-use super::files::Fown;
 use super::inject::{Injector, Trampoline, find_syscall_insn, scan};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
 use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
-use super::{procfs, regs};
+use super::regs;
+use crate::files::Fown;
+use crate::procfs;
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;

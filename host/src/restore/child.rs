@@ -43,7 +43,7 @@ pub struct TreeFiles {
     /// dup'd to the slot, with the flags and offset of `Open`.
     pub memfds: Vec<(i32, Open)>,
     /// Unix socket pairs: both ends, each made at its slot.
-    pub sockets: Vec<[(u32, crate::unixsk::UnixSock); 2]>,
+    pub sockets: Vec<[(u32, crate::files::unixsk::UnixSock); 2]>,
 }
 
 /// A pipe of the tree: its data and capacity, and its ends' descriptions.
@@ -124,9 +124,9 @@ pub struct ChildPlan {
     pub premap: Vec<super::cow::Fill>,
     /// eventfds, signalfds, timerfds and epolls to make, after every other
     /// fd of the program (an epoll's targets must be open).
-    pub anon_fds: Vec<crate::anonfd::Make>,
+    pub anon_fds: Vec<crate::files::anonfd::Make>,
     /// File locks to take again once every fd is in place.
-    pub locks: Vec<crate::locks::Lock>,
+    pub locks: Vec<crate::files::locks::Lock>,
 }
 
 fn errno() -> i32 {
@@ -477,7 +477,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
                 let (Some(at), Some(bt)) = (p.tree_files.slot(*a_id), p.tree_files.slot(*b_id)) else {
                     return Err(fail(log0, "a unix socket without a slot", b""));
                 };
-                if let Err(what) = crate::unixsk::make_pair(a, b, at, bt, p.tree_files.end()) {
+                if let Err(what) = crate::files::unixsk::make_pair(a, b, at, bt, p.tree_files.end()) {
                     return Err(fail(log0, what, b""));
                 }
             }
@@ -546,7 +546,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         if slots_hi > slots_lo {
             libc::syscall(libc::SYS_close_range, slots_lo, slots_hi - 1, 0);
         }
-        if let Err(what) = crate::anonfd::make_all(&p.anon_fds) {
+        if let Err(what) = crate::files::anonfd::make_all(&p.anon_fds) {
             return Err(fail(log, what, b""));
         }
         for l in &p.locks {

@@ -3,7 +3,6 @@
 //! use, features not supported yet) is found here, before any process
 //! exists, and named with the image file, entry and field.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -14,12 +13,11 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, FdOwner, FdPlan, FifoFill, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan,
-    Session, ShmAttach, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    AltStack, Backing, Knobs, ProcessPlan, Rseq, Sched, SeccompPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
+    ZombieExit, ZombiePlan,
 };
 use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
-use crate::anonfd::{Anon, AnonFile, Make};
 use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
@@ -151,7 +149,7 @@ fn shmem(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<super::shmem::
         // A memfd is as large as it was, and has its name and seals; CRIU's
         // form of shared anonymous memory has its size too.
         let inode = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid);
-        if let Some(inode) = inode.filter(|i| anon_in_memfd_form(i)) {
+        if let Some(inode) = inode.filter(|i| crate::files::memfd::is_anon_shared(i)) {
             o.size = o.size.max(inode.size);
         } else if let Some(inode) = inode {
             if o.size > inode.size.next_multiple_of(4096) {
@@ -289,23 +287,6 @@ fn ipc(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
 /// `shmctl`'s mark of a segment removed while attached (linux/shm.h).
 const SHM_DEST: u32 = 0o1000;
 
-fn reg<'a>(set: &'a ImageSet, id: u32, what: &str) -> Result<&'a RegFileEntry> {
-    let f = set.file(id).with_context(|| format!("files.img: no entry with id {id} ({what})"))?;
-    f.reg.as_ref().with_context(|| format!("files.img: entry id {id} ({what}) is not a file opened by path"))
-}
-
-/// Refuses a file whose size differs from the dump's, as a changed binary
-/// or library would crash the restored program.
-fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
-    let Some(size) = r.size else { return Ok(()) };
-    let meta = std::fs::metadata(&r.name)
-        .with_context(|| format!("files.img: entry id {} ({what}): {} is missing", r.id, r.name))?;
-    if meta.is_file() && meta.size() != size {
-        bail!("files.img: entry id {} ({what}): {} has {} bytes, but {size} when dumped", r.id, r.name, meta.size());
-    }
-    Ok(())
-}
-
 /// How the process with pstree entry `e` gets its session and group.
 fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -> Result<Session> {
     let pid = e.pid;
@@ -422,185 +403,16 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let comm = comm(&tc.comm);
 
     let exe = if p.mm.exe_file_id != 0 {
-        let r = reg(set, p.mm.exe_file_id, "the executable")?;
-        check_size(r, "the executable")?;
+        let r = crate::files::reg::by_id(set, p.mm.exe_file_id, "the executable")?;
+        crate::files::reg::check_size(r, "the executable")?;
         Some(PathBuf::from(&r.name))
     } else {
         None
     };
-    let cwd = PathBuf::from(&reg(set, p.fs.cwd_id, "the cwd")?.name);
-    let root = PathBuf::from(&reg(set, p.fs.root_id, "the root")?.name);
+    let cwd = PathBuf::from(&crate::files::reg::by_id(set, p.fs.cwd_id, "the cwd")?.name);
+    let root = PathBuf::from(&crate::files::reg::by_id(set, p.fs.root_id, "the root")?.name);
 
-    let fdinfo = format!("fdinfo-{}.img", p.ids.files_id);
-    let mut fds = Vec::new();
-    let mut pipes: Vec<PipePlan> = Vec::new();
-    let mut owners: Vec<(u32, FdOwner)> = Vec::new();
-    let mut anon_fds: Vec<(u32, Make)> = Vec::new();
-    let mut sockets = Vec::new();
-    for (i, f) in p.fds.iter().enumerate() {
-        let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
-        let fown = entry.reg.as_ref().map(|r| &r.fown).or(entry.pipe.as_ref().map(|p| &p.fown)).or(Anon::fown(entry));
-        if let Some(o) = fown.filter(|o| o.pid != 0 || o.signum != 0)
-            && !owners.iter().any(|(id, _)| *id == f.id)
-        {
-            if o.pid_type > 2 || o.signum > 64 {
-                bail!(
-                    "files.img: entry id {}: fown: pid_type {} or signum {} out of range",
-                    f.id,
-                    o.pid_type,
-                    o.signum
-                );
-            }
-            let owner = FdOwner {
-                fd: f.fd as i32,
-                uid: o.uid,
-                euid: o.euid,
-                signum: o.signum,
-                pid_type: o.pid_type,
-                pid: o.pid,
-            };
-            owners.push((f.id, owner));
-        }
-        let ty = FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
-        let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
-        if let Some(pe) = &entry.pipe {
-            let at = match pipes.iter().position(|x| x.pipe_id == pe.pipe_id) {
-                Some(at) => at,
-                None => {
-                    let (data, size) = pipe_data(set, pe.pipe_id);
-                    pipes.push(PipePlan { pipe_id: pe.pipe_id, data, size, ..Default::default() });
-                    pipes.len() - 1
-                }
-            };
-            let ends = &mut pipes[at].ends;
-            let end = match ends.iter().position(|e| e.id == f.id) {
-                Some(e) => e,
-                None => {
-                    let flags = pe.flags as i32 & !libc::O_ACCMODE;
-                    let write = pe.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
-                    ends.push(PipeEnd { id: f.id, write, flags, fds: Vec::new() });
-                    ends.len() - 1
-                }
-            };
-            ends[end].fds.push((f.fd as i32, cloexec));
-            continue;
-        }
-        if let Some(anon) = Anon::from_entry(entry, &format!("files.img: entry id {}", f.id))? {
-            if let Some((_, m)) = anon_fds.iter_mut().find(|(id, _)| *id == f.id) {
-                m.dups.push((f.fd as i32, cloexec));
-                continue;
-            }
-            if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
-                bail!(
-                    "{fdinfo}: entry {i}: fd {} is a {ty} file that several processes share, which is not restored \
-                     yet",
-                    f.fd
-                );
-            }
-            anon_fds.push((f.id, Make { fd: f.fd as i32, cloexec, dups: vec![], anon }));
-            continue;
-        }
-        if let Some(u) = &entry.usk {
-            sockets.push(socket_fd(set, f, u, cloexec, &format!("{fdinfo}: entry {i}: fd {}", f.fd))?);
-            continue;
-        }
-        if let Some(fe) = &entry.fifo {
-            let at = format!("{fdinfo}: entry {i}: fd {}", f.fd);
-            let reg = fe.regf_id.and_then(|id| set.file(id)).and_then(|e| e.reg.as_ref());
-            let reg =
-                reg.with_context(|| format!("{at}: a FIFO whose path (regf_id {:?}) is not in files.img", fe.regf_id))?;
-            use std::os::unix::fs::FileTypeExt;
-            if !std::fs::metadata(&reg.name).is_ok_and(|m| m.file_type().is_fifo()) {
-                bail!("{at}: the FIFO {} is missing (or no longer a FIFO)", reg.name);
-            }
-            // The FIFO's bytes go in with the first description of it.
-            let first = set
-                .files
-                .iter()
-                .filter(|e| e.fifo.as_ref().is_some_and(|x| x.pipe_id == fe.pipe_id))
-                .map(|e| e.id)
-                .min();
-            let (data, size) = set
-                .fifo_data
-                .iter()
-                .find(|(e, _)| e.pipe_id == fe.pipe_id && first == Some(f.id))
-                .map(|(e, d)| (d.clone(), e.size))
-                .unwrap_or_default();
-            let flags = reg.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-            fds.push(FdPlan {
-                fd: f.fd as i32,
-                id: f.id,
-                path: PathBuf::from(&reg.name),
-                flags,
-                pos: 0,
-                cloexec,
-                shmem: None,
-                object_fd: None,
-                fifo: Some(FifoFill { data, size }),
-                ghost: None,
-            });
-            continue;
-        }
-        if let Some(m) = &entry.memfd {
-            let inode = memfd_inode(set, m, &format!("{fdinfo}: entry {i}"))?;
-            let flags = m.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-            let path = PathBuf::from(format!("memfd:{}", inode.name));
-            let shmem = Some(u64::from(inode.shmid));
-            let object_fd = None;
-            fds.push(FdPlan {
-                fd: f.fd as i32,
-                id: f.id,
-                path,
-                flags,
-                pos: m.pos,
-                cloexec,
-                shmem,
-                object_fd,
-                fifo: None,
-                ghost: None,
-            });
-            continue;
-        }
-        let Some(r) = &entry.reg else {
-            bail!("{fdinfo}: entry {i}: fd {} is a {ty} file; only files opened by path are restored yet", f.fd);
-        };
-        let ghost = ghost_of(set, f.id, r, &format!("{fdinfo}: entry {i}: fd {}", f.fd))?;
-        // Its own /proc files exist only once the process does: it opens
-        // them itself, and alone (the tree's shared files are opened by
-        // the root before the others exist).
-        if ghost.is_some() {
-        } else if r.name.starts_with(&format!("/proc/{pid}/")) {
-            if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
-                bail!("{fdinfo}: entry {i}: fd {}: {} is shared with another process: not restored yet", f.fd, r.name);
-            }
-        } else {
-            check_size(r, &format!("fd {}", f.fd))?;
-        }
-        let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
-        fds.push(FdPlan {
-            fd: f.fd as i32,
-            id: f.id,
-            path: PathBuf::from(&r.name),
-            flags,
-            pos: r.pos,
-            cloexec,
-            shmem: None,
-            object_fd: None,
-            fifo: None,
-            ghost,
-        });
-    }
-
-    let anon_fds: Vec<Make> = anon_fds.into_iter().map(|(_, m)| m).collect();
-    let mut locks = vec![];
-    for (k, e) in set.file_locks.iter().enumerate().filter(|(_, e)| e.pid == pid) {
-        let l = crate::locks::Lock::from_entry(e, k)?;
-        if !p.fds.iter().any(|f| f.fd == l.fd as u32) {
-            bail!("filelocks.img: entry {k}: fd {}: process {pid} has no such fd", l.fd);
-        }
-        locks.push(l);
-    }
-    epoll_targets(set, p, &anon_fds, &fdinfo)?;
+    let files = crate::files::plan(set, p)?;
     let mm_name = format!("mm-{pid}.img");
     let mut vmas = Vec::new();
     for (j, v) in p.mm.vmas.iter().enumerate() {
@@ -618,12 +430,12 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         } else if s & vs::ANON_SHARED != 0 {
             Backing::Shmem { shmid: v.shmid }
         } else if s & vs::AREA_MEMFD != 0 {
-            memfd_backing(set, v, &format!("{mm_name}: entry 0: vmas[{j}]"))?
+            crate::files::memfd::backing(set, v, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
             bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
         } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-            let r = reg(set, v.shmid as u32, &format!("{mm_name} vmas[{j}]"))?;
-            check_size(r, &format!("mapped at {:#x}", v.start))?;
+            let r = crate::files::reg::by_id(set, v.shmid as u32, &format!("{mm_name} vmas[{j}]"))?;
+            crate::files::reg::check_size(r, &format!("mapped at {:#x}", v.start))?;
             let open_flags = v.fdflags.map(|f| f as i32).unwrap_or(libc::O_RDONLY) & libc::O_ACCMODE;
             Backing::File { path: PathBuf::from(&r.name), open_flags }
         } else {
@@ -726,12 +538,12 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         cwd,
         root,
         umask: p.fs.umask.unwrap_or(0o022),
-        fds,
-        pipes,
-        owners: owners.into_iter().map(|(_, o)| o).collect(),
-        anon_fds,
-        locks,
-        sockets,
+        fds: files.fds,
+        pipes: files.pipes,
+        owners: files.owners,
+        anon_fds: files.anon_fds,
+        locks: files.locks,
+        sockets: files.sockets,
         vmas,
         pages: p.pages.clone(),
         page_runs,
@@ -791,12 +603,6 @@ fn personality(tc: &TaskCoreEntry) -> u32 {
         return tc.personality;
     }
     u32::from_str_radix(&tc.personality.to_string(), 16).unwrap_or(tc.personality)
-}
-
-/// What `pipes-data.img` holds for `pipe_id` (nothing if it has no
-/// entry): the buffered bytes, and the capacity if it says.
-fn pipe_data(set: &ImageSet, pipe_id: u32) -> (Vec<u8>, Option<u32>) {
-    set.pipes_data.iter().find(|(e, _)| e.pipe_id == pipe_id).map(|(e, d)| (d.clone(), e.size)).unwrap_or_default()
 }
 
 fn queued(q: Option<&SignalQueueEntry>, tid: u32) -> Vec<QueuedSignal> {
@@ -1001,101 +807,6 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
 /// A SysV attachment's piece: its first piece attaches the whole segment,
 /// later ones (same segment, contiguous, continuing its offsets) are only
 /// re-protected.
-/// The unlinked file that `files.img` entry `id` (`r`) is, if
-/// `remap-fpath.img` says so: its path must be free to make it again.
-fn ghost_of(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Option<crate::ghost::Ghost>> {
-    let Some(remap) = set.remaps.iter().find(|m| m.orig_id == id) else { return Ok(None) };
-    if remap.remap_type != Some(1) {
-        bail!("{at}: remap-fpath.img: {} is remapped in a way not restored yet (type {:?})", r.name, remap.remap_type);
-    }
-    let (e, data) = set
-        .ghosts
-        .get(&remap.remap_id)
-        .with_context(|| format!("{at}: ghost-file-{:x}.img is missing", remap.remap_id))?;
-    if std::fs::symlink_metadata(&r.name).is_ok() {
-        bail!("{at}: {} was unlinked when dumped, and something is at that path now", r.name);
-    }
-    let whole = data.iter().map(|(off, d)| off + d.len() as u64).max().unwrap_or(0);
-    let (uid, gid, mode, size) = (e.uid, e.gid, e.mode, e.size.unwrap_or(whole));
-    let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
-    let (atime, mtime) = (time(&e.atim), time(&e.mtim));
-    Ok(Some(crate::ghost::Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces: data.clone() }))
-}
-
-/// Fd `f` on unix socket `u`, one end of a pair whose other end some fd of
-/// the tree holds.
-fn socket_fd(set: &ImageSet, f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool, at: &str) -> Result<SocketFd> {
-    let end = crate::unixsk::UnixSock::from_entry(u, &set.sk_queues, at)?;
-    let peer_entry = set
-        .files
-        .iter()
-        .filter_map(|e| e.usk.as_ref())
-        .find(|p| p.ino == u.peer && p.peer == u.ino)
-        .with_context(|| format!("{at}: its peer (socket inode {}) is not in files.img", u.peer))?;
-    if !set.processes.iter().flat_map(|p| &p.fds).any(|g| g.id == peer_entry.id) {
-        bail!("{at}: its peer (socket inode {}) is outside the tree: not restored yet", u.peer);
-    }
-    let peer = crate::unixsk::UnixSock::from_entry(peer_entry, &set.sk_queues, at)?;
-    if peer.ty != end.ty {
-        bail!("{at}: a socket pair of two types ({} and {})", end.ty, peer.ty);
-    }
-    let mut pair = [(u.id, end), (peer_entry.id, peer)];
-    pair.sort_by_key(|(id, _)| *id);
-    Ok(SocketFd { fd: f.fd as i32, id: f.id, cloexec, pair })
-}
-
-/// Every epoll target must be an fd of the process (CRIU names a target
-/// closed since by a dup of it, or refuses) other than an epoll.
-fn epoll_targets(set: &ImageSet, p: &Process, anon_fds: &[Make], fdinfo: &str) -> Result<()> {
-    for m in anon_fds {
-        let AnonFile::Epoll { targets } = &m.anon.file else { continue };
-        for t in targets {
-            let Some(f) = p.fds.iter().find(|g| g.fd == t.fd) else {
-                bail!("{fdinfo}: the epoll at fd {} watches fd {}, which the process does not have", m.fd, t.fd);
-            };
-            if set.file(f.id).is_some_and(|e| e.epfd.is_some()) {
-                bail!("{fdinfo}: the epoll at fd {} watches another epoll (fd {}): not restored yet", m.fd, t.fd);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A memfd area: a mapping of the object its file entry names. CRIU 4.2
-/// writes shared anonymous memory this way too, as a memfd named
-/// `/dev/zero` (the name such memory has in `/proc/PID/maps`) that only
-/// mappings use: that comes back as shared anonymous memory.
-fn memfd_backing(set: &ImageSet, v: &VmaEntry, at: &str) -> Result<Backing> {
-    let file = u32::try_from(v.shmid)
-        .ok()
-        .and_then(|id| set.file(id))
-        .with_context(|| format!("{at}.shmid {}: no such file in files.img", v.shmid))?;
-    let m =
-        file.memfd.as_ref().with_context(|| format!("{at}.shmid {}: files.img has no memfd entry for it", v.shmid))?;
-    let inode = memfd_inode(set, m, at)?;
-    Ok(Backing::Shmem { shmid: u64::from(inode.shmid) })
-}
-
-/// The object of memfd file entry `m`, which a restore can make.
-fn memfd_inode<'a>(set: &'a ImageSet, m: &MemfdFileEntry, at: &str) -> Result<&'a MemfdInodeEntry> {
-    let inode = set
-        .memfd_inodes
-        .iter()
-        .find(|i| i.inode_id == u64::from(m.inode_id))
-        .with_context(|| format!("{at}: files.img id {}: inode_id {}: not in memfd.img", m.id, m.inode_id))?;
-    if inode.hugetlb_flag.is_some_and(|f| f != 0) {
-        bail!("{at}: memfd {:?}: hugetlb memfds are not restored yet", inode.name);
-    }
-    Ok(inode)
-}
-
-/// Whether memfd object `shmid` is CRIU's form of shared anonymous memory
-/// (named `/dev/zero`; its fds were opened through `/proc/PID/map_files`)
-/// rather than a memfd: then it is made as such, not as a memfd.
-fn anon_in_memfd_form(inode: &MemfdInodeEntry) -> bool {
-    inode.name == "/dev/zero"
-}
-
 fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {
     let id = i32::try_from(v.shmid).map_err(|_| anyhow::anyhow!("{at}.shmid {}: not a SysV id", v.shmid))?;
     let seg = ipc

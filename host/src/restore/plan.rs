@@ -5,6 +5,9 @@
 use std::ffi::CString;
 use std::path::PathBuf;
 
+pub use crate::files::pipe::{PipeEnd, PipePlan};
+pub use crate::files::unixsk::SocketFd;
+pub use crate::files::{FdOwner, FdPlan, fifo::FifoFill};
 use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 
 /// One process to bring back.
@@ -28,9 +31,9 @@ pub struct ProcessPlan {
     /// Pipes whose ends the program held, rebuilt with their data.
     pub pipes: Vec<PipePlan>,
     /// eventfds, signalfds, timerfds and epolls, made by the new task.
-    pub anon_fds: Vec<crate::anonfd::Make>,
+    pub anon_fds: Vec<crate::files::anonfd::Make>,
     /// File locks it takes again through its fds.
-    pub locks: Vec<crate::locks::Lock>,
+    pub locks: Vec<crate::files::locks::Lock>,
     /// Its fds on unix socket pairs, which the tree's root makes.
     pub sockets: Vec<SocketFd>,
     /// Descriptions with a signal owner or signal of their own, by one fd
@@ -93,86 +96,6 @@ pub enum Session {
     /// It joined the group another process of its session leads (a
     /// shell's pipeline).
     Join(i32),
-}
-
-/// One file descriptor to reopen at its number.
-#[derive(Debug, Clone)]
-pub struct FdPlan {
-    pub fd: i32,
-    /// Its open file description: the `files.img` id, the same for every
-    /// fd of the tree that shares the description (dup, inheritance).
-    pub id: u32,
-    pub path: PathBuf,
-    /// `open` flags (never `O_CREAT`, `O_TRUNC` or `O_EXCL`).
-    pub flags: i32,
-    pub pos: u64,
-    pub cloexec: bool,
-    /// A memfd: `path` is that of object `shmid`, which the host makes
-    /// before the restore (`shmem`).
-    pub shmem: Option<u64>,
-    /// The host's descriptor of that object, once made.
-    pub object_fd: Option<i32>,
-    /// A named pipe, and what to put in it.
-    pub fifo: Option<FifoFill>,
-    /// An unlinked file: the host creates it at `path` with these
-    /// contents before the tasks open it, and unlinks it after.
-    pub ghost: Option<crate::ghost::Ghost>,
-}
-
-/// A named pipe's buffered bytes and capacity, written by the one
-/// description of the tree that carries them (the others carry none).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FifoFill {
-    pub data: Vec<u8>,
-    pub size: Option<u32>,
-}
-
-/// An fd on one end (`files.img` id `id`) of a unix socket pair.
-#[derive(Debug, Clone)]
-pub struct SocketFd {
-    pub fd: i32,
-    pub id: u32,
-    pub cloexec: bool,
-    /// Both ends, the one with the lower id first.
-    pub pair: [(u32, crate::unixsk::UnixSock); 2],
-}
-
-/// One pipe: the open descriptions of its ends and what was buffered in it.
-#[derive(Debug, Clone, Default)]
-pub struct PipePlan {
-    pub pipe_id: u32,
-    /// Each open description of either end, readers and writers alike
-    /// (a pipe reopened through `/proc/PID/fd` has several).
-    pub ends: Vec<PipeEnd>,
-    /// Written into the pipe before the program runs.
-    pub data: Vec<u8>,
-    /// Its capacity (`F_SETPIPE_SZ`), if the images say.
-    pub size: Option<u32>,
-}
-
-/// `F_SETOWN_EX`/`F_SETSIG` of the description behind `fd` (CRIU's
-/// `fown_entry`): the owner, and the uids the kernel checks when it
-/// signals, which are those of whoever set it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FdOwner {
-    pub fd: i32,
-    pub uid: u32,
-    pub euid: u32,
-    pub signum: u32,
-    pub pid_type: u32,
-    pub pid: u32,
-}
-
-/// One open description of a pipe's end.
-#[derive(Debug, Clone, Default)]
-pub struct PipeEnd {
-    /// The `files.img` id.
-    pub id: u32,
-    pub write: bool,
-    /// Status flags (`O_NONBLOCK`, ...).
-    pub flags: i32,
-    /// (fd, close-on-exec) of each fd of this process on it.
-    pub fds: Vec<(i32, bool)>,
 }
 
 /// What backs a memory area.

@@ -200,7 +200,7 @@ pub fn restore_tree(
     // Unlinked files are made at their paths for the tasks to open, and
     // unlinked again before the programs run (or when this fails).
     let ghosts = plans.iter().flat_map(|p| &p.fds).filter_map(|f| f.ghost.as_ref().map(|g| (f.path.as_path(), g)));
-    let mut ghosts = crate::ghost::make(ghosts)?;
+    let mut ghosts = crate::files::ghost::make(ghosts)?;
     let restored = run_tree(plans, zombies, shm.ns_fd(), || {
         ghosts.unlink();
         shm.finish()

@@ -56,7 +56,7 @@ pub(super) fn tree_files(
     let base = inherited.max().unwrap_or(3) + 2;
     let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
     ids.extend(shared);
-    let mut sockets: Vec<[(u32, crate::unixsk::UnixSock); 2]> = Vec::new();
+    let mut sockets: Vec<[(u32, crate::files::unixsk::UnixSock); 2]> = Vec::new();
     for s in plans.iter().flat_map(|p| &p.sockets) {
         if !sockets.iter().any(|q| q[0].0 == s.pair[0].0) {
             sockets.push(s.pair.clone());

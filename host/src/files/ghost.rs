@@ -15,6 +15,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use revenant_images::messages::{GhostChunkEntry, GhostFileEntry, RegFileEntry, RemapFilePathEntry, Timeval};
+use revenant_images::{ImageSet, Kind, Writer};
 
 /// The most data of an unlinked file a dump carries (CRIU's default
 /// `--ghost-limit`); holes do not count.
@@ -146,4 +148,62 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Resu
         nix::sys::stat::futimens(&f, &t(g.atime), &t(g.mtime)).with_context(|| format!("{}: times", path.display()))?;
     }
     Ok(made)
+}
+
+/// The unlinked file that `files.img` entry `id` (`r`) is, if
+/// `remap-fpath.img` says so: its path must be free to make it again.
+pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Option<Ghost>> {
+    let Some(remap) = set.remaps.iter().find(|m| m.orig_id == id) else { return Ok(None) };
+    if remap.remap_type != Some(1) {
+        bail!("{at}: remap-fpath.img: {} is remapped in a way not restored yet (type {:?})", r.name, remap.remap_type);
+    }
+    let (e, data) = set
+        .ghosts
+        .get(&remap.remap_id)
+        .with_context(|| format!("{at}: ghost-file-{:x}.img is missing", remap.remap_id))?;
+    if std::fs::symlink_metadata(&r.name).is_ok() {
+        bail!("{at}: {} was unlinked when dumped, and something is at that path now", r.name);
+    }
+    let whole = data.iter().map(|(off, d)| off + d.len() as u64).max().unwrap_or(0);
+    let (uid, gid, mode, size) = (e.uid, e.gid, e.mode, e.size.unwrap_or(whole));
+    let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
+    let (atime, mtime) = (time(&e.atim), time(&e.mtim));
+    Ok(Some(Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces: data.clone() }))
+}
+
+/// `remap-fpath.img`, and a `ghost-file-ID.img` per file, as CRIU writes
+/// them: each description of an unlinked file remapped (type GHOST, 1) to
+/// the file's first description, whose id names its image.
+pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> Result<()>) -> Result<()> {
+    if ghosts.is_empty() {
+        return Ok(());
+    }
+    let mut remaps = Writer::new(Kind::RemapFpath);
+    for (id, g) in ghosts {
+        let remap = RemapFilePathEntry { orig_id: *id, remap_id: g.key, remap_type: Some(1), ..Default::default() };
+        remaps.push(&remap);
+        if g.key != *id {
+            continue;
+        }
+        let entry = GhostFileEntry {
+            uid: g.uid,
+            gid: g.gid,
+            mode: g.mode,
+            atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
+            mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
+            size: Some(g.size),
+            chunks: g.sparse().then_some(true),
+            ..Default::default()
+        };
+        let mut w = Writer::new(Kind::GhostFile);
+        w.push(&entry);
+        for (off, data) in &g.pieces {
+            if g.sparse() {
+                w.push(&GhostChunkEntry { len: data.len() as u64, off: *off, ..Default::default() });
+            }
+            w.raw(data);
+        }
+        put(format!("ghost-file-{id:x}.img"), &w)?;
+    }
+    put("remap-fpath.img".into(), &remaps)
 }

@@ -16,7 +16,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::{FdType, FileEntry, FownEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry};
+use revenant_images::messages::{FdType, FdinfoEntry, FileEntry, FownEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry};
+use revenant_images::{ImageSet, Kind, Writer};
 
 /// What `sock_diag` says of one unix socket.
 #[derive(Debug, Clone, Default)]
@@ -413,4 +414,50 @@ pub unsafe fn make_pair(a: &UnixSock, b: &UnixSock, at: i32, bt: i32, spare: i32
         }
     }
     Ok(())
+}
+
+/// An fd on one end (`files.img` id `id`) of a unix socket pair.
+#[derive(Debug, Clone)]
+pub struct SocketFd {
+    pub fd: i32,
+    pub id: u32,
+    pub cloexec: bool,
+    /// Both ends, the one with the lower id first.
+    pub pair: [(u32, UnixSock); 2],
+}
+
+/// Fd `f` on unix socket `u`, one end of a pair whose other end some fd of
+/// the tree holds.
+pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool, at: &str) -> Result<SocketFd> {
+    let end = UnixSock::from_entry(u, &set.sk_queues, at)?;
+    let peer_entry = set
+        .files
+        .iter()
+        .filter_map(|e| e.usk.as_ref())
+        .find(|p| p.ino == u.peer && p.peer == u.ino)
+        .with_context(|| format!("{at}: its peer (socket inode {}) is not in files.img", u.peer))?;
+    if !set.processes.iter().flat_map(|p| &p.fds).any(|g| g.id == peer_entry.id) {
+        bail!("{at}: its peer (socket inode {}) is outside the tree: not restored yet", u.peer);
+    }
+    let peer = UnixSock::from_entry(peer_entry, &set.sk_queues, at)?;
+    if peer.ty != end.ty {
+        bail!("{at}: a socket pair of two types ({} and {})", end.ty, peer.ty);
+    }
+    let mut pair = [(u.id, end), (peer_entry.id, peer)];
+    pair.sort_by_key(|(id, _)| *id);
+    Ok(SocketFd { fd: f.fd as i32, id: f.id, cloexec, pair })
+}
+
+/// `sk-queues.img`: the messages queued on every socket of `socks`, each
+/// entry followed by its bytes (none written when nothing is queued).
+pub fn queues_image<'a>(socks: impl Iterator<Item = (u32, &'a UnixSock)>) -> Option<Writer> {
+    let queued: Vec<_> = socks.flat_map(|(id, u)| u.packets(id)).collect();
+    if queued.is_empty() {
+        return None;
+    }
+    let mut q = Writer::new(Kind::SkQueues);
+    for (e, data) in &queued {
+        q.push(e).raw(data);
+    }
+    Some(q)
 }

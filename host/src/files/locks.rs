@@ -12,6 +12,7 @@
 use anyhow::{Context, Result, bail};
 use nix::libc;
 use revenant_images::messages::FileLockEntry;
+use revenant_images::{ImageSet, Kind, Process, Writer};
 
 pub const FL_POSIX: u32 = 1;
 pub const FL_FLOCK: u32 = 2;
@@ -129,4 +130,30 @@ impl Lock {
         };
         if res < 0 { Err("taking a file lock the program held (another process holds it now?)") } else { Ok(()) }
     }
+}
+
+/// The locks process `pid` (`p`) takes again, each through an fd it has.
+pub fn plan(set: &ImageSet, p: &Process) -> Result<Vec<Lock>> {
+    let pid = p.pstree.pid as i32;
+    let mut locks = vec![];
+    for (k, e) in set.file_locks.iter().enumerate().filter(|(_, e)| e.pid == pid) {
+        let l = Lock::from_entry(e, k)?;
+        if !p.fds.iter().any(|f| f.fd == l.fd as u32) {
+            bail!("filelocks.img: entry {k}: fd {}: process {pid} has no such fd", l.fd);
+        }
+        locks.push(l);
+    }
+    Ok(locks)
+}
+
+/// `filelocks.img`, if the tree holds any lock.
+pub fn image<'a>(locks: impl ExactSizeIterator<Item = &'a Lock>) -> Option<Writer> {
+    if locks.len() == 0 {
+        return None;
+    }
+    let mut w = Writer::new(Kind::FileLocks);
+    for l in locks {
+        w.push(&l.entry());
+    }
+    Some(w)
 }

@@ -9,7 +9,8 @@
 //! A description shared by several processes is refused for now.
 
 use anyhow::{Result, bail};
-use revenant_images::messages::{FdType, FileEntry, FownEntry};
+use revenant_images::messages::{FdType, FdinfoEntry, FileEntry, FownEntry};
+use revenant_images::{ImageSet, Process};
 
 mod epoll;
 mod eventfd;
@@ -133,6 +134,46 @@ pub struct Make {
     /// Further fds on the same description, with their close-on-exec.
     pub dups: Vec<(i32, bool)>,
     pub anon: Anon,
+}
+
+/// Adds fd `f` of `p` (on `entry`, `files.img` entry `at`) to the files
+/// the task makes; false if the entry is not one of these kinds.
+pub fn plan_fd(
+    set: &ImageSet,
+    makes: &mut Vec<(u32, Make)>,
+    f: &FdinfoEntry,
+    entry: &FileEntry,
+    cloexec: bool,
+    at: &str,
+) -> Result<bool> {
+    let Some(anon) = Anon::from_entry(entry, &format!("files.img: entry id {}", f.id))? else { return Ok(false) };
+    if let Some((_, m)) = makes.iter_mut().find(|(id, _)| *id == f.id) {
+        m.dups.push((f.fd as i32, cloexec));
+        return Ok(true);
+    }
+    if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
+        let ty = FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
+        bail!("{at}: fd {} is a {ty} file that several processes share, which is not restored yet", f.fd);
+    }
+    makes.push((f.id, Make { fd: f.fd as i32, cloexec, dups: vec![], anon }));
+    Ok(true)
+}
+
+/// Every epoll target must be an fd of the process (CRIU names a target
+/// closed since by a dup of it, or refuses) other than an epoll.
+pub fn check_targets(set: &ImageSet, p: &Process, makes: &[Make], fdinfo: &str) -> Result<()> {
+    for m in makes {
+        let AnonFile::Epoll { targets } = &m.anon.file else { continue };
+        for t in targets {
+            let Some(f) = p.fds.iter().find(|g| g.fd == t.fd) else {
+                bail!("{fdinfo}: the epoll at fd {} watches fd {}, which the process does not have", m.fd, t.fd);
+            };
+            if set.file(f.id).is_some_and(|e| e.epfd.is_some()) {
+                bail!("{fdinfo}: the epoll at fd {} watches another epoll (fd {}): not restored yet", m.fd, t.fd);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Makes every file of `all` at its numbers, epolls last (their targets

@@ -11,9 +11,27 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
 
-use super::procfs;
+use anyhow::{Context, Result, bail};
+use nix::libc;
+use revenant_images::messages::{FdType, FdinfoEntry, FownEntry};
+use revenant_images::{ImageSet, Kind, Process, Writer};
+
+use crate::procfs;
+
+pub mod anonfd;
+pub mod fifo;
+pub mod ghost;
+pub mod locks;
+pub mod memfd;
+pub mod pipe;
+pub mod reg;
+pub mod unixsk;
+
+pub use memfd::{MemfdFile, MemfdObject};
+pub use pipe::{PipeData, PipeFile};
+pub use reg::RegFile;
 
 pub const O_CLOEXEC: u32 = 0o2000000;
 pub const O_NONBLOCK: u32 = 0o4000;
@@ -39,66 +57,12 @@ pub enum FileKind {
     Reg(RegFile),
     Pipe(PipeFile),
     /// eventfd, signalfd, timerfd, epoll.
-    Anon(crate::anonfd::Anon),
+    Anon(self::anonfd::Anon),
     Memfd(MemfdFile),
     /// One end of a unix socket pair.
-    Unix(crate::unixsk::UnixSock),
-    /// A named pipe: its inode, and the entry of its path.
-    Fifo {
-        pipe_id: u32,
-        regf_id: u32,
-    },
-}
-
-/// A memfd description (one of an fd, or the one for its mappings).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemfdFile {
-    pub flags: u32,
-    pub pos: u64,
-    /// Its object's inode.
-    pub ino: u64,
-}
-
-/// A memfd object: written once (`memfd.img`, contents in
-/// `pagemap-shmem-INO.img`), however many fds and mappings it has.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemfdObject {
-    pub ino: u64,
-    /// What `memfd_create` was given.
-    pub name: String,
-    pub size: u64,
-    pub seals: u32,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// A `/proc` link that opens it, while the tree is frozen.
-    pub source: std::path::PathBuf,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegFile {
-    /// Open flags without O_CLOEXEC (that one belongs to the fd).
-    pub flags: u32,
-    pub pos: u64,
-    pub name: String,
-    /// Only for regular files: a restore checks it.
-    pub size: Option<u64>,
-    pub mode: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipeFile {
-    /// The pipe's inode: the two ends of one pipe share it.
-    pub pipe_id: u32,
-    pub flags: u32,
-}
-
-/// Bytes sitting in a pipe's buffer at dump time, and its capacity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipeData {
-    pub pipe_id: u32,
-    pub data: Vec<u8>,
-    pub size: u32,
+    Unix(self::unixsk::UnixSock),
+    /// A named pipe.
+    Fifo(fifo::Fifo),
 }
 
 /// Who gets the file's SIGIO/SIGURG (`F_SETOWN_EX`, `F_SETSIG`), and the
@@ -131,7 +95,7 @@ pub struct Files {
     /// The same, of named pipes (`fifo-data.img`).
     pub fifo_data: Vec<PipeData>,
     /// Unlinked files held open, by the id of their entry.
-    pub ghosts: Vec<(u32, crate::ghost::Ghost)>,
+    pub ghosts: Vec<(u32, self::ghost::Ghost)>,
     /// The remap id of each unlinked file seen, by (device, inode).
     ghost_keys: HashMap<(u64, u64), u32>,
     by_inode: HashMap<(u64, u64), u32>,
@@ -143,12 +107,12 @@ pub struct Files {
     pub owners: HashMap<u32, Fown>,
     /// File locks the tree holds, each with the file id it was taken
     /// through.
-    pub locks: Vec<(u32, crate::locks::Lock)>,
+    pub locks: Vec<(u32, self::locks::Lock)>,
     pub memfds: Vec<MemfdObject>,
     /// The description written for the mappings of each memfd, by inode.
     memfd_maps: HashMap<u64, u32>,
     /// What `sock_diag` says of the unix sockets, asked once.
-    unix: Option<HashMap<u32, crate::unixsk::Diag>>,
+    unix: Option<HashMap<u32, self::unixsk::Diag>>,
 }
 
 impl Files {
@@ -156,76 +120,6 @@ impl Files {
         let id = self.entries.len() as u32 + 1;
         self.entries.push(FileEntry { id, kind });
         id
-    }
-
-    /// The entry of a mapped file or executable, given the path the kernel
-    /// shows and a `/proc` link that opens it (`exe`, `map_files/A-B`).
-    pub fn mapped(&mut self, pid: i32, link: &str, name: &str, flags: u32) -> Result<u32> {
-        let p = procfs::path(pid, link);
-        let m = fs::metadata(&p).with_context(|| format!("stat {} ({name})", p.display()))?;
-        if let Some(&id) = self.by_inode.get(&(m.dev(), m.ino())) {
-            return Ok(id);
-        }
-        if name.ends_with(" (deleted)") {
-            bail!("process {pid}: {name} was deleted: unlinked files are not supported yet");
-        }
-        let size = m.file_type().is_file().then_some(m.len());
-        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: name.to_string(), size, mode: m.mode() }));
-        self.by_inode.insert((m.dev(), m.ino()), id);
-        Ok(id)
-    }
-
-    /// The entry the mappings of a memfd name (`VmaEntry::shmid`), given
-    /// its `map_files` link.
-    pub fn memfd_mapping(&mut self, pid: i32, link: &str, name: &str, flags: u32) -> Result<u32> {
-        let p = procfs::path(pid, link);
-        let m = fs::metadata(&p).with_context(|| format!("stat {} ({name})", p.display()))?;
-        if let Some(&id) = self.memfd_maps.get(&m.ino()) {
-            return Ok(id);
-        }
-        self.memfd_object(&p, name, &m)?;
-        let id = self.push(FileKind::Memfd(MemfdFile { flags, pos: 0, ino: m.ino() }));
-        self.memfd_maps.insert(m.ino(), id);
-        Ok(id)
-    }
-
-    /// Notes the memfd object behind `source` (shown as `name`) once.
-    fn memfd_object(&mut self, source: &std::path::Path, name: &str, m: &fs::Metadata) -> Result<()> {
-        if self.memfds.iter().any(|o| o.ino == m.ino()) {
-            return Ok(());
-        }
-        // CRIU's images name the object by a 32-bit shmid.
-        if m.ino() > u64::from(u32::MAX) {
-            bail!("{name}: inode {} does not fit the images' 32-bit shmid", m.ino());
-        }
-        let f = fs::File::open(source).with_context(|| format!("opening {} ({name})", source.display()))?;
-        let seals = nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_GET_SEALS)
-            .with_context(|| format!("F_GET_SEALS on {} ({name})", source.display()))?;
-        let bare = name.strip_prefix("/memfd:").unwrap_or(name);
-        let bare = bare.strip_suffix(" (deleted)").unwrap_or(bare);
-        self.memfds.push(MemfdObject {
-            ino: m.ino(),
-            name: bare.to_string(),
-            size: m.len(),
-            seals: seals as u32,
-            mode: m.mode(),
-            uid: m.uid(),
-            gid: m.gid(),
-            source: source.to_path_buf(),
-        });
-        Ok(())
-    }
-
-    /// A directory entry for cwd or root.
-    pub fn dir(&mut self, pid: i32, link: &str) -> Result<u32> {
-        let p = procfs::path(pid, link);
-        let name = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
-        let name = name.to_str().with_context(|| format!("{}: not UTF-8: {name:?}", p.display()))?.to_string();
-        if name.ends_with(" (deleted)") {
-            bail!("process {pid}: its {link} {name} was deleted; that is not supported");
-        }
-        let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
-        Ok(self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name, size: None, mode: m.mode() })))
     }
 
     /// Every fd of process `pid`, in number order.
@@ -256,15 +150,15 @@ impl Files {
         let mut locks = vec![];
         for line in fdinfo.lines().filter_map(|l| l.strip_prefix("lock:")) {
             let file = fs::read_link(procfs::path(pid, &format!("fd/{fd}"))).unwrap_or_default();
-            locks.extend(crate::locks::parse(line, pid, fd, &file.to_string_lossy())?);
+            locks.extend(self::locks::parse(line, pid, fd, &file.to_string_lossy())?);
         }
         let f = self.fd_entry(pid, fd, &fdinfo)?;
         for l in locks {
             // A flock or OFD lock belongs to the description: once.
-            let seen = |(id, o): &(u32, crate::locks::Lock)| {
+            let seen = |(id, o): &(u32, self::locks::Lock)| {
                 *id == f.id && o.kind == l.kind && (o.start, o.len, o.write) == (l.start, l.len, l.write)
             };
-            if l.kind == crate::locks::FL_POSIX || !self.locks.iter().any(seen) {
+            if l.kind == self::locks::FL_POSIX || !self.locks.iter().any(seen) {
                 self.locks.push((f.id, l));
             }
         }
@@ -301,7 +195,7 @@ impl Files {
                 FileKind::Anon(a) => a.fd_type() as u32,
                 FileKind::Memfd(_) => fd_type::MEMFD,
                 FileKind::Unix(_) => fd_type::UNIXSK,
-                FileKind::Fifo { .. } => fd_type::FIFO,
+                FileKind::Fifo(_) => fd_type::FIFO,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
@@ -309,12 +203,12 @@ impl Files {
         let (kind, file) = if target.starts_with("socket:") {
             let diag = match &mut self.unix {
                 Some(d) => d,
-                none => none.insert(crate::unixsk::diag()?),
+                none => none.insert(self::unixsk::diag()?),
             };
-            let s = crate::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
+            let s = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
             (fd_type::UNIXSK, FileKind::Unix(s))
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
-            match crate::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
+            match self::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
                 Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
                 None => return unsupported(&format!("an anonymous inode file of type {kind}")),
             }
@@ -330,22 +224,14 @@ impl Files {
         } else if target.starts_with("pipe:") {
             let pipe_id = ino as u32;
             if !self.pipe_data.iter().any(|d| d.pipe_id == pipe_id) {
-                let (data, size) = pipe_contents(pid, fd)?;
+                let (data, size) = pipe::contents(pid, fd)?;
                 // One entry per pipe, as CRIU writes them: its capacity
                 // matters even when it is empty.
                 self.pipe_data.push(PipeData { pipe_id, data, size });
             }
             (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags }))
         } else if ft.is_fifo() && target.starts_with('/') && !target.ends_with(" (deleted)") {
-            let pipe_id = ino as u32;
-            if !self.fifo_data.iter().any(|d| d.pipe_id == pipe_id) {
-                let (data, size) = pipe_contents(pid, fd)?;
-                self.fifo_data.push(PipeData { pipe_id, data, size });
-            }
-            // The path is a regular file entry of its own, as CRIU writes it.
-            let reg = RegFile { flags, pos: 0, name: target.clone(), size: None, mode: m.mode() };
-            let regf_id = self.push(FileKind::Reg(reg));
-            (fd_type::FIFO, FileKind::Fifo { pipe_id, regf_id })
+            (fd_type::FIFO, self.fifo(pid, fd, &target, ino, m.mode(), flags)?)
         } else if ft.is_fifo() {
             return unsupported("a named FIFO that was deleted");
         } else if !target.starts_with('/') {
@@ -358,7 +244,7 @@ impl Files {
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: Some(m.len()), mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));
             let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
-            let ghost = crate::ghost::dump(&p, &target, &m, key).with_context(|| format!("process {pid}: fd {fd}"))?;
+            let ghost = self::ghost::dump(&p, &target, &m, key).with_context(|| format!("process {pid}: fd {fd}"))?;
             self.ghosts.push((id, ghost));
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
@@ -416,47 +302,149 @@ fn is_tty(rdev: u64) -> bool {
     major == 4 || major == 5 || (136..=143).contains(&major)
 }
 
-/// The bytes in the pipe behind `fd` of `pid`, left in place, and its
-/// capacity: the pipe is opened through /proc and `tee`d into a pipe of our
-/// own.
-fn pipe_contents(pid: i32, fd: i32) -> Result<(Vec<u8>, u32)> {
-    use nix::fcntl::OFlag;
-    use std::os::fd::AsRawFd;
-    let p = procfs::path(pid, &format!("fd/{fd}"));
-    let src = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
-        .open(&p)
-        .with_context(|| format!("opening {} to read its buffered data", p.display()))?;
-    let mut queued: nix::libc::c_int = 0;
-    // SAFETY: FIONREAD writes one int.
-    if unsafe { nix::libc::ioctl(src.as_raw_fd(), nix::libc::FIONREAD, &mut queued) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("FIONREAD on {}", p.display()));
-    }
-    let size = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
-        .with_context(|| format!("F_GETPIPE_SZ on {}", p.display()))? as u32;
-    if queued <= 0 {
-        return Ok((Vec::new(), size));
-    }
-    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating a pipe")?;
-    // Our pipe must hold everything the source holds.
-    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(queued.max(4096)));
-    // SAFETY: tee only moves buffer references between two pipes we hold.
-    let n = unsafe { nix::libc::tee(src.as_raw_fd(), w.as_raw_fd(), queued as usize, nix::libc::SPLICE_F_NONBLOCK) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("copying the data of pipe fd {fd} of process {pid}"));
-    }
-    let n = n as usize;
-    let mut data = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        got += nix::unistd::read(&r, &mut data[got..]).context("reading copied pipe data")?;
-    }
-    if n != queued as usize {
-        bail!("process {pid}: pipe fd {fd} holds {queued} bytes but only {n} could be copied");
-    }
-    Ok((data, size))
+/// One file descriptor to reopen at its number.
+#[derive(Debug, Clone)]
+pub struct FdPlan {
+    pub fd: i32,
+    /// Its open file description: the `files.img` id, the same for every
+    /// fd of the tree that shares the description (dup, inheritance).
+    pub id: u32,
+    pub path: PathBuf,
+    /// `open` flags (never `O_CREAT`, `O_TRUNC` or `O_EXCL`).
+    pub flags: i32,
+    pub pos: u64,
+    pub cloexec: bool,
+    /// A memfd: `path` is that of object `shmid`, which the host makes
+    /// before the restore (`shmem`).
+    pub shmem: Option<u64>,
+    /// The host's descriptor of that object, once made.
+    pub object_fd: Option<i32>,
+    /// A named pipe, and what to put in it.
+    pub fifo: Option<fifo::FifoFill>,
+    /// An unlinked file: the host creates it at `path` with these
+    /// contents before the tasks open it, and unlinks it after.
+    pub ghost: Option<ghost::Ghost>,
 }
 
-use std::os::unix::fs::OpenOptionsExt;
+/// `F_SETOWN_EX`/`F_SETSIG` of the description behind `fd` (CRIU's
+/// `fown_entry`): the owner, and the uids the kernel checks when it
+/// signals, which are those of whoever set it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdOwner {
+    pub fd: i32,
+    pub uid: u32,
+    pub euid: u32,
+    pub signum: u32,
+    pub pid_type: u32,
+    pub pid: u32,
+}
+
+/// A process's descriptors, by how they come back.
+#[derive(Debug, Default)]
+pub struct FilesPlan {
+    /// Opened by path (regular files, FIFOs, memfds, unlinked files).
+    pub fds: Vec<FdPlan>,
+    pub pipes: Vec<pipe::PipePlan>,
+    pub owners: Vec<FdOwner>,
+    pub anon_fds: Vec<anonfd::Make>,
+    pub sockets: Vec<unixsk::SocketFd>,
+    pub locks: Vec<locks::Lock>,
+}
+
+/// How process `p` gets each of its fds back, each kind planned by its
+/// module; anything else is refused naming the fd.
+pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
+    let pid = p.pstree.pid as i32;
+    let fdinfo = format!("fdinfo-{}.img", p.ids.files_id);
+    let mut plan = FilesPlan::default();
+    let mut owners: Vec<(u32, FdOwner)> = Vec::new();
+    let mut anon_fds: Vec<(u32, anonfd::Make)> = Vec::new();
+    for (i, f) in p.fds.iter().enumerate() {
+        let entry = set.file(f.id).with_context(|| format!("{fdinfo}: entry {i}: no file {}", f.id))?;
+        if !owners.iter().any(|(id, _)| *id == f.id)
+            && let Some(o) = owner(entry, f)?
+        {
+            owners.push((f.id, o));
+        }
+        let cloexec = f.flags & libc::FD_CLOEXEC as u32 != 0;
+        let at = format!("{fdinfo}: entry {i}: fd {}", f.fd);
+        if let Some(pe) = &entry.pipe {
+            pipe::plan_fd(set, &mut plan.pipes, f, pe, cloexec);
+        } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
+        } else if let Some(u) = &entry.usk {
+            plan.sockets.push(unixsk::plan_fd(set, f, u, cloexec, &at)?);
+        } else if let Some(fe) = &entry.fifo {
+            plan.fds.push(fifo::plan_fd(set, f, fe, cloexec, &at)?);
+        } else if let Some(m) = &entry.memfd {
+            plan.fds.push(memfd::plan_fd(set, f, m, cloexec, &format!("{fdinfo}: entry {i}"))?);
+        } else if let Some(r) = &entry.reg {
+            plan.fds.push(reg::plan_fd(set, pid, f, r, cloexec, &at)?);
+        } else {
+            let ty =
+                FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
+            bail!("{at} is a {ty} file; only files opened by path are restored yet");
+        }
+    }
+    plan.anon_fds = anon_fds.into_iter().map(|(_, m)| m).collect();
+    plan.owners = owners.into_iter().map(|(_, o)| o).collect();
+    plan.locks = locks::plan(set, p)?;
+    anonfd::check_targets(set, p, &plan.anon_fds, &fdinfo)?;
+    Ok(plan)
+}
+
+/// The signal owner of `entry` as fd `f` sets it again, if it has one.
+fn owner(entry: &revenant_images::messages::FileEntry, f: &FdinfoEntry) -> Result<Option<FdOwner>> {
+    let fown =
+        entry.reg.as_ref().map(|r| &r.fown).or(entry.pipe.as_ref().map(|p| &p.fown)).or(anonfd::Anon::fown(entry));
+    let Some(o) = fown.filter(|o| o.pid != 0 || o.signum != 0) else { return Ok(None) };
+    if o.pid_type > 2 || o.signum > 64 {
+        bail!("files.img: entry id {}: fown: pid_type {} or signum {} out of range", f.id, o.pid_type, o.signum);
+    }
+    let (uid, euid, signum, pid_type, pid) = (o.uid, o.euid, o.signum, o.pid_type, o.pid);
+    Ok(Some(FdOwner { fd: f.fd as i32, uid, euid, signum, pid_type, pid }))
+}
+
+/// `files.img` and the images its kinds keep beside it (pipe and FIFO
+/// data, unlinked files, socket queues, memfd objects, locks), each
+/// handed to `put` with its name.
+pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>) -> Result<()> {
+    for (kind, data, name) in
+        [(Kind::PipesData, &files.pipe_data, "pipes-data.img"), (Kind::FifoData, &files.fifo_data, "fifo-data.img")]
+    {
+        if !data.is_empty() {
+            put(name.into(), &pipe::data_image(kind, data))?;
+        }
+    }
+    let mut w = Writer::new(Kind::Files);
+    for e in &files.entries {
+        let o = files.owners.get(&e.id).copied().unwrap_or_default();
+        let (uid, euid, signum, pid_type, pid) = (o.uid, o.euid, o.signum, o.pid_type, o.pid);
+        let fown = FownEntry { uid, euid, signum, pid_type, pid, ..Default::default() };
+        w.push(&match &e.kind {
+            FileKind::Reg(r) => r.entry(e.id, fown),
+            FileKind::Anon(a) => a.entry(e.id, fown),
+            FileKind::Unix(u) => u.entry(e.id, fown),
+            FileKind::Fifo(f) => f.entry(e.id),
+            FileKind::Memfd(m) => m.entry(e.id, fown, &files.memfds),
+            FileKind::Pipe(pp) => pp.entry(e.id, fown),
+        });
+    }
+    put("files.img".into(), &w)?;
+    ghost::images(&files.ghosts, put)?;
+    let socks =
+        files.entries.iter().filter_map(|e| if let FileKind::Unix(u) = &e.kind { Some((e.id, u)) } else { None });
+    if let Some(q) = unixsk::queues_image(socks) {
+        put("sk-queues.img".into(), &q)?;
+    }
+    if !files.memfds.is_empty() {
+        let mut inodes = Writer::new(Kind::MemfdInode);
+        for e in memfd::inode_entries(&files.memfds) {
+            inodes.push(&e);
+        }
+        put("memfd.img".into(), &inodes)?;
+    }
+    if let Some(w) = locks::image(files.locks.iter().map(|(_, l)| l)) {
+        put("filelocks.img".into(), &w)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! Pipes: each end's description (`files.img` PIPE entries, shared by
+//! every fd on it), and the bytes buffered in the pipe with its capacity
+//! (`pipes-data.img`, one entry per pipe). The dump reads the buffer
+//! without draining it (`tee` into a pipe of our own); the restore makes
+//! the pipe once in the tree's root, writes the bytes back, and hands the
+//! ends to the fds that had them. Named pipes (`fifo.rs`) carry their
+//! bytes the same way.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use anyhow::{Context, Result, bail};
+use nix::libc;
+use revenant_images::messages::{FdType, FdinfoEntry, FileEntry, FownEntry, PipeDataEntry, PipeEntry};
+use revenant_images::{ImageSet, Kind, Writer};
+
+use crate::procfs;
+
+/// One end's description, as the dump saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeFile {
+    /// The pipe's inode: the two ends of one pipe share it.
+    pub pipe_id: u32,
+    pub flags: u32,
+}
+
+/// Bytes sitting in a pipe's buffer at dump time, and its capacity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipeData {
+    pub pipe_id: u32,
+    pub data: Vec<u8>,
+    pub size: u32,
+}
+
+/// The bytes in the pipe behind `fd` of `pid`, left in place, and its
+/// capacity: the pipe is opened through /proc and `tee`d into a pipe of our
+/// own.
+pub fn contents(pid: i32, fd: i32) -> Result<(Vec<u8>, u32)> {
+    use nix::fcntl::OFlag;
+    let p = procfs::path(pid, &format!("fd/{fd}"));
+    let src = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&p)
+        .with_context(|| format!("opening {} to read its buffered data", p.display()))?;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(src.as_raw_fd(), libc::FIONREAD, &mut queued) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("FIONREAD on {}", p.display()));
+    }
+    let size = nix::fcntl::fcntl(&src, nix::fcntl::FcntlArg::F_GETPIPE_SZ)
+        .with_context(|| format!("F_GETPIPE_SZ on {}", p.display()))? as u32;
+    if queued <= 0 {
+        return Ok((Vec::new(), size));
+    }
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).context("creating a pipe")?;
+    // Our pipe must hold everything the source holds.
+    let _ = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(queued.max(4096)));
+    // SAFETY: tee only moves buffer references between two pipes we hold.
+    let n = unsafe { libc::tee(src.as_raw_fd(), w.as_raw_fd(), queued as usize, libc::SPLICE_F_NONBLOCK) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("copying the data of pipe fd {fd} of process {pid}"));
+    }
+    let n = n as usize;
+    let mut data = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        got += nix::unistd::read(&r, &mut data[got..]).context("reading copied pipe data")?;
+    }
+    if n != queued as usize {
+        bail!("process {pid}: pipe fd {fd} holds {queued} bytes but only {n} could be copied");
+    }
+    Ok((data, size))
+}
+
+impl PipeFile {
+    pub fn entry(&self, id: u32, fown: FownEntry) -> FileEntry {
+        FileEntry {
+            r#type: FdType::Pipe as i32,
+            id,
+            pipe: Some(PipeEntry { id, pipe_id: self.pipe_id, flags: self.flags, fown, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+}
+
+/// `pipes-data.img` or `fifo-data.img` (`kind`): an entry per pipe, its
+/// bytes right after it.
+pub fn data_image(kind: Kind, data: &[PipeData]) -> Writer {
+    let mut w = Writer::new(kind);
+    for d in data {
+        let e =
+            PipeDataEntry { pipe_id: d.pipe_id, bytes: d.data.len() as u32, size: Some(d.size), ..Default::default() };
+        w.push(&e);
+        w.raw(&d.data);
+    }
+    w
+}
+
+/// One pipe: the open descriptions of its ends and what was buffered in it.
+#[derive(Debug, Clone, Default)]
+pub struct PipePlan {
+    pub pipe_id: u32,
+    /// Each open description of either end, readers and writers alike
+    /// (a pipe reopened through `/proc/PID/fd` has several).
+    pub ends: Vec<PipeEnd>,
+    /// Written into the pipe before the program runs.
+    pub data: Vec<u8>,
+    /// Its capacity (`F_SETPIPE_SZ`), if the images say.
+    pub size: Option<u32>,
+}
+
+/// One open description of a pipe's end.
+#[derive(Debug, Clone, Default)]
+pub struct PipeEnd {
+    /// The `files.img` id.
+    pub id: u32,
+    pub write: bool,
+    /// Status flags (`O_NONBLOCK`, ...).
+    pub flags: i32,
+    /// (fd, close-on-exec) of each fd of this process on it.
+    pub fds: Vec<(i32, bool)>,
+}
+
+/// Adds fd `f` (on pipe end `pe`) to a process's pipes, the pipe and the
+/// end first if this is the first fd on them.
+pub fn plan_fd(set: &ImageSet, pipes: &mut Vec<PipePlan>, f: &FdinfoEntry, pe: &PipeEntry, cloexec: bool) {
+    let at = match pipes.iter().position(|x| x.pipe_id == pe.pipe_id) {
+        Some(at) => at,
+        None => {
+            let (data, size) = set
+                .pipes_data
+                .iter()
+                .find(|(e, _)| e.pipe_id == pe.pipe_id)
+                .map(|(e, d)| (d.clone(), e.size))
+                .unwrap_or_default();
+            pipes.push(PipePlan { pipe_id: pe.pipe_id, data, size, ..Default::default() });
+            pipes.len() - 1
+        }
+    };
+    let ends = &mut pipes[at].ends;
+    let end = match ends.iter().position(|e| e.id == f.id) {
+        Some(e) => e,
+        None => {
+            let flags = pe.flags as i32 & !libc::O_ACCMODE;
+            let write = pe.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
+            ends.push(PipeEnd { id: f.id, write, flags, fds: Vec::new() });
+            ends.len() - 1
+        }
+    };
+    ends[end].fds.push((f.fd as i32, cloexec));
+}

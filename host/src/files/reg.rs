@@ -1,0 +1,126 @@
+//! Files opened by path: fds on regular files, directories and character
+//! devices, the executable, mapped files, cwd and root (`files.img` REG
+//! entries). A restore refuses a regular file whose size changed since the
+//! dump (a changed binary or library would crash the program), and opens
+//! a process's own `/proc/PID/...` files only once the process exists.
+//! Unlinked files carry their bytes (`ghost.rs`).
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use nix::libc;
+use revenant_images::ImageSet;
+use revenant_images::messages::{FdType, FdinfoEntry, FileEntry, FownEntry, RegFileEntry};
+
+use super::{FdPlan, FileKind, Files};
+use crate::procfs;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegFile {
+    /// Open flags without O_CLOEXEC (that one belongs to the fd).
+    pub flags: u32,
+    pub pos: u64,
+    pub name: String,
+    /// Only for regular files: a restore checks it.
+    pub size: Option<u64>,
+    pub mode: u32,
+}
+
+impl Files {
+    /// The entry of a mapped file or executable, given the path the kernel
+    /// shows and a `/proc` link that opens it (`exe`, `map_files/A-B`).
+    pub fn mapped(&mut self, pid: i32, link: &str, name: &str, flags: u32) -> Result<u32> {
+        let p = procfs::path(pid, link);
+        let m = fs::metadata(&p).with_context(|| format!("stat {} ({name})", p.display()))?;
+        if let Some(&id) = self.by_inode.get(&(m.dev(), m.ino())) {
+            return Ok(id);
+        }
+        if name.ends_with(" (deleted)") {
+            bail!("process {pid}: {name} was deleted: unlinked files are not supported yet");
+        }
+        let size = m.file_type().is_file().then_some(m.len());
+        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: name.to_string(), size, mode: m.mode() }));
+        self.by_inode.insert((m.dev(), m.ino()), id);
+        Ok(id)
+    }
+
+    /// A directory entry for cwd or root.
+    pub fn dir(&mut self, pid: i32, link: &str) -> Result<u32> {
+        let p = procfs::path(pid, link);
+        let name = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
+        let name = name.to_str().with_context(|| format!("{}: not UTF-8: {name:?}", p.display()))?.to_string();
+        if name.ends_with(" (deleted)") {
+            bail!("process {pid}: its {link} {name} was deleted; that is not supported");
+        }
+        let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+        Ok(self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name, size: None, mode: m.mode() })))
+    }
+}
+
+impl RegFile {
+    pub fn entry(&self, id: u32, fown: FownEntry) -> FileEntry {
+        FileEntry {
+            r#type: FdType::Reg as i32,
+            id,
+            reg: Some(RegFileEntry {
+                id,
+                flags: self.flags,
+                pos: self.pos,
+                fown,
+                name: self.name.clone(),
+                size: self.size,
+                mode: Some(self.mode),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// The path entry `id` of `files.img` (`what` says whose it is).
+pub fn by_id<'a>(set: &'a ImageSet, id: u32, what: &str) -> Result<&'a RegFileEntry> {
+    let f = set.file(id).with_context(|| format!("files.img: no entry with id {id} ({what})"))?;
+    f.reg.as_ref().with_context(|| format!("files.img: entry id {id} ({what}) is not a file opened by path"))
+}
+
+/// Refuses a file whose size differs from the dump's, as a changed binary
+/// or library would crash the restored program.
+pub fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
+    let Some(size) = r.size else { return Ok(()) };
+    let meta = fs::metadata(&r.name)
+        .with_context(|| format!("files.img: entry id {} ({what}): {} is missing", r.id, r.name))?;
+    if meta.is_file() && meta.size() != size {
+        bail!("files.img: entry id {} ({what}): {} has {} bytes, but {size} when dumped", r.id, r.name, meta.size());
+    }
+    Ok(())
+}
+
+/// Fd `f` of process `pid` on file `r`.
+pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloexec: bool, at: &str) -> Result<FdPlan> {
+    let ghost = super::ghost::plan(set, f.id, r, at)?;
+    // Its own /proc files exist only once the process does: it opens
+    // them itself, and alone (the tree's shared files are opened by
+    // the root before the others exist).
+    if ghost.is_some() {
+    } else if r.name.starts_with(&format!("/proc/{pid}/")) {
+        if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
+            bail!("{at}: {} is shared with another process: not restored yet", r.name);
+        }
+    } else {
+        check_size(r, &format!("fd {}", f.fd))?;
+    }
+    Ok(FdPlan {
+        fd: f.fd as i32,
+        id: f.id,
+        path: PathBuf::from(&r.name),
+        flags: r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+        pos: r.pos,
+        cloexec,
+        shmem: None,
+        object_fd: None,
+        fifo: None,
+        ghost,
+    })
+}
