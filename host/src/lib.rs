@@ -15,6 +15,7 @@ pub mod ghost;
 pub mod imgdir;
 pub mod kerndat;
 pub mod locks;
+pub mod maps;
 pub mod reap;
 pub mod restore;
 pub mod unixsk;

@@ -368,7 +368,7 @@ fn map_file_flags(pid: i32, link: &str) -> Result<u32> {
 /// being the one of our own vDSO.
 fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let own = crate::restore::layout::own_maps()?;
+    let own = crate::maps::own_maps()?;
     let Some(mine) = own.iter().find(|m| m.name == "[vdso]") else { return Ok(()) };
     let pfn = |path: String, addr: u64| -> Result<u64> {
         let f = File::open(&path).with_context(|| format!("opening {path}"))?;

@@ -84,8 +84,8 @@ pub fn build(
     fill_helper_tid: u32,
     premap: Premapped<'_>,
 ) -> Result<Bootstrap> {
-    let maps = layout::own_maps()?;
-    let runtime = layout::runtime_vdso(&maps);
+    let maps = crate::maps::own_maps()?;
+    let runtime = crate::maps::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
     let task_size = layout::task_size(&maps)?;
     let kd = crate::kerndat::Kerndat::get()?;
@@ -160,7 +160,7 @@ pub(super) fn map_hole(dumped: &[(u64, u64)], len: u64, flags: u32, what: &str) 
         .unwrap_or(65536)
         .max(PAGE_SIZE as u64);
     for _ in 0..16 {
-        let maps = layout::own_maps()?;
+        let maps = crate::maps::own_maps()?;
         let task_size = layout::task_size(&maps)?;
         let own: Vec<_> = maps.iter().map(|m| (m.start, m.end)).collect();
         let start = layout::find_hole(&own, dumped, len, min, task_size)
