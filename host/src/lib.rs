@@ -17,5 +17,6 @@ pub mod kerndat;
 pub mod locks;
 pub mod maps;
 pub mod reap;
+pub mod regs;
 pub mod restore;
 pub mod unixsk;

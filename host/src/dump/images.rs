@@ -11,7 +11,7 @@ use revenant_images::{Kind, Writer};
 use super::files::FileKind;
 use super::model::{Process, Thread, Tree};
 use crate::imgdir::ImageDir;
-use crate::restore::regs::X86Fpu;
+use crate::regs::X86Fpu;
 
 /// Writes every image but the pages under temporary names; returns the
 /// final names.

@@ -15,7 +15,6 @@ pub mod memory;
 pub mod model;
 pub mod pagemap;
 pub mod procfs;
-pub mod regs;
 pub mod seccomp;
 pub mod shmem;
 pub mod sysv;
@@ -29,6 +28,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::imgdir::ImageDir;
+use crate::regs::dump as regs;
 use freeze::Frozen;
 use maps::{PAGE, status};
 use model::{Mm, Process, Tree, VmaOut};

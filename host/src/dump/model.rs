@@ -6,8 +6,8 @@ use nix::libc::user_regs_struct;
 use super::files::{Fd, Files};
 use super::maps::Vma;
 use super::pagemap::Run;
-use super::regs::UserDesc;
-use crate::restore::regs::X86Fpu;
+use crate::regs::X86Fpu;
+use crate::regs::dump::UserDesc;
 
 /// The whole tree.
 #[derive(Debug)]

@@ -9,7 +9,8 @@ use super::inject::{Injector, Trampoline, find_syscall_insn, scan};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
 use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
-use super::{procfs, regs};
+use super::procfs;
+use crate::regs::dump as regs;
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;

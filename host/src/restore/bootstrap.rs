@@ -17,11 +17,11 @@ use revenant_blob_abi::{
 
 use super::cow::Slot;
 use super::creds::CredsPlan;
-use super::frame::{self, FRAME_ROOM};
 use super::layout;
 use super::plan::{Backing, PageRun, ProcessPlan};
 use super::vdso::{self, VdsoPlan};
 use crate::blob::{BlockBuilder, EMBEDDED};
+use crate::regs::frame::{self, FRAME_ROOM};
 
 const STACK: usize = 64 << 10;
 /// Per thread: a stack for the blob's thread code, then the sigreturn frame.
@@ -396,16 +396,16 @@ fn page_reads(runs: &[PageRun], skipped: &[(u64, u64)], iovs: &mut Vec<Iovec>) -
     reads
 }
 
-fn tls_of(r: &super::regs::Regs) -> u64 {
+fn tls_of(r: &crate::regs::Regs) -> u64 {
     match r {
-        super::regs::Regs::X86_64(x) => x.fs_base,
-        super::regs::Regs::Arm(a) => a.tls as u64,
+        crate::regs::Regs::X86_64(x) => x.fs_base,
+        crate::regs::Regs::Arm(a) => a.tls as u64,
     }
 }
 
-fn gs_of(r: &super::regs::Regs) -> u64 {
+fn gs_of(r: &crate::regs::Regs) -> u64 {
     match r {
-        super::regs::Regs::X86_64(x) => x.gs_base,
-        super::regs::Regs::Arm(_) => 0,
+        crate::regs::Regs::X86_64(x) => x.gs_base,
+        crate::regs::Regs::Arm(_) => 0,
     }
 }

@@ -17,9 +17,9 @@ use super::plan::{
     AltStack, Backing, FdOwner, FdPlan, FifoFill, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan,
     Session, ShmAttach, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
-use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use super::sysv::{Contents, IpcPlan, SegmentPlan};
 use crate::anonfd::{Anon, AnonFile, Make};
+use crate::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
@@ -69,7 +69,7 @@ fn check_cpu(p: &ProcessPlan) -> Result<()> {
             // changed them loses nothing when they are dropped.
             const PKRU: u32 = 9;
             const PKRU_DEFAULT: u32 = 0x5555_5554;
-            let here = super::xsave::xcr0();
+            let here = crate::regs::xsave::xcr0();
             for t in &p.threads {
                 if let Some(Fpu::X86(f)) = &t.fpu {
                     let mut missing = f.xstate_bv & !here;
