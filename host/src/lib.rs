@@ -19,4 +19,5 @@ pub mod maps;
 pub mod reap;
 pub mod regs;
 pub mod restore;
+pub mod sysv;
 pub mod unixsk;

@@ -17,7 +17,6 @@ pub mod pagemap;
 pub mod procfs;
 pub mod seccomp;
 pub mod shmem;
-pub mod sysv;
 pub mod task;
 
 use std::fs::File;
@@ -295,7 +294,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
     let own_ipc = ipc_ns_is_own(&pids)?;
     let attached: std::collections::BTreeSet<i32> =
         procs.iter().flat_map(|p| &p.vmas).filter(|v| v.vma.is(status::SYSVIPC)).map(|v| v.shmid as i32).collect();
-    let ipc = sysv::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
+    let ipc = crate::sysv::dump::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
     log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
     let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;
     let areas = procs.iter().flat_map(|p| p.vmas.iter().map(move |v| (p.pid, &v.vma)));

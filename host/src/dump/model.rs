@@ -17,7 +17,7 @@ pub struct Tree {
     pub zombies: Vec<Zombie>,
     pub files: Files,
     /// The tree's IPC namespace and SysV segments.
-    pub ipc: super::sysv::Ipc,
+    pub ipc: crate::sysv::dump::Ipc,
     /// Shared anonymous memory, each object once.
     pub shmem: Vec<super::shmem::Object>,
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.

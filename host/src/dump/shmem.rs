@@ -86,8 +86,10 @@ fn read_object(link: &std::path::Path, pages_id: u32, dir: &ImageDir) -> Result<
     }
     // SAFETY: the map above is `len` bytes, readable, until the munmap below.
     let mem = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) };
-    let runs =
-        dir.create(&name).and_then(|w| super::sysv::write_pages(mem, w)).with_context(|| format!("writing {name}"));
+    let runs = dir
+        .create(&name)
+        .and_then(|w| crate::sysv::dump::write_pages(mem, w))
+        .with_context(|| format!("writing {name}"));
     // SAFETY: unmapping the map made above; `mem` is not used after.
     unsafe { libc::munmap(at, len) };
     runs

@@ -15,11 +15,11 @@ use revenant_images::{ImageSet, Process, Zombie};
 use super::convert;
 use super::plan::{
     AltStack, Backing, FdOwner, FdPlan, FifoFill, Knobs, PipeEnd, PipePlan, ProcessPlan, Rseq, Sched, SeccompPlan,
-    Session, ShmAttach, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    Session, SocketFd, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
-use super::sysv::{Contents, IpcPlan, SegmentPlan};
 use crate::anonfd::{Anon, AnonFile, Make};
 use crate::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
+use crate::sysv::restore::IpcPlan;
 use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
@@ -102,7 +102,7 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     set.validate(revenant_arch::NAME)?;
     check_pid_limit(set, pid_max()?)?;
     let user_end = super::layout::user_space_end()?;
-    let ipc = ipc(set, opts)?;
+    let ipc = crate::sysv::restore::plan(set, opts)?;
     let mut processes: Vec<ProcessPlan> =
         set.processes.iter().map(|p| process(set, p, opts, &ipc, user_end)).collect::<Result<_>>()?;
     // Only images with memberships depend on this machine's cgroups.
@@ -228,66 +228,6 @@ fn check_user_end(at: &str, v: &VmaEntry, user_end: u64) -> Result<()> {
          come from a machine with a larger one, or are damaged"
     )
 }
-
-/// The tree's IPC namespace: a new one when the tree's differs from the
-/// dumping tool's own (inventory's `root_ids`), with its segments.
-fn ipc(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
-    let root = &set.processes[0];
-    let ns = root.ids.ipc_ns_id;
-    for p in &set.processes[1..] {
-        if p.ids.ipc_ns_id != ns {
-            bail!(
-                "ids-{}.img: entry 0: ipc_ns_id {:?}: the root is in IPC namespace {ns:?}; a tree across IPC \
-                 namespaces is not restored yet",
-                p.pid(),
-                p.ids.ipc_ns_id
-            );
-        }
-    }
-    let dumper_ns = set.inventory.root_ids.as_ref().and_then(|r| r.ipc_ns_id);
-    let new_namespace = ns.is_some() && ns != dumper_ns;
-    let mut plan = IpcPlan { new_namespace, allow_new_ids: opts.shm_new_ids, ..Default::default() };
-    let Some(images) = set.ipc.iter().find(|n| Some(n.id) == ns) else { return Ok(plan) };
-    if let (true, Some(v)) = (new_namespace, &images.var) {
-        plan.sysctls = super::sysv::var_sysctls(v);
-    }
-    let name = format!("ipcns-shm-{}.img", images.id);
-    for (i, s) in images.shm.iter().enumerate() {
-        let e = &s.entry;
-        let at = |field: &str| format!("{name}: entry {i}: {field}");
-        if e.hugetlb_flag.unwrap_or(0) != 0 {
-            bail!("{}: hugetlb segments are not restored yet", at("hugetlb_flag"));
-        }
-        if e.size == 0 || e.size > isize::MAX as u64 {
-            bail!("{} {}: not a segment size", at("size"), e.size);
-        }
-        let id =
-            i32::try_from(e.desc.id).map_err(|_| anyhow::anyhow!("{} {}: not a SysV id", at("desc.id"), e.desc.id))?;
-        let contents = match &s.pages {
-            Some(pm) => {
-                let entries: Vec<(u64, u64, u32)> =
-                    pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
-                let runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-shmem-{id}.img"))?;
-                Contents::Pages { file: pm.pages.clone(), runs }
-            }
-            None => Contents::Inline(s.data.clone()),
-        };
-        plan.segments.push(SegmentPlan {
-            id,
-            key: e.desc.key as i32,
-            size: e.size,
-            mode: e.desc.mode & 0o777,
-            uid: e.desc.uid,
-            gid: e.desc.gid,
-            removed: e.desc.mode & SHM_DEST != 0,
-            contents,
-        });
-    }
-    Ok(plan)
-}
-
-/// `shmctl`'s mark of a segment removed while attached (linux/shm.h).
-const SHM_DEST: u32 = 0o1000;
 
 fn reg<'a>(set: &'a ImageSet, id: u32, what: &str) -> Result<&'a RegFileEntry> {
     let f = set.file(id).with_context(|| format!("files.img: no entry with id {id} ({what})"))?;
@@ -614,7 +554,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         } else if s & vs::AREA_VVAR != 0 {
             Backing::Vvar
         } else if s & vs::AREA_SYSVIPC != 0 {
-            sysv_backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
+            crate::sysv::restore::backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & vs::ANON_SHARED != 0 {
             Backing::Shmem { shmid: v.shmid }
         } else if s & vs::AREA_MEMFD != 0 {
@@ -1094,39 +1034,6 @@ fn memfd_inode<'a>(set: &'a ImageSet, m: &MemfdFileEntry, at: &str) -> Result<&'
 /// rather than a memfd: then it is made as such, not as a memfd.
 fn anon_in_memfd_form(inode: &MemfdInodeEntry) -> bool {
     inode.name == "/dev/zero"
-}
-
-fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {
-    let id = i32::try_from(v.shmid).map_err(|_| anyhow::anyhow!("{at}.shmid {}: not a SysV id", v.shmid))?;
-    let seg = ipc
-        .segments
-        .iter()
-        .find(|s| s.id == id)
-        .with_context(|| format!("{at}.shmid {id}: no such segment in the tree's IPC namespace images"))?;
-    let len = seg.size.next_multiple_of(4096);
-    if let Some(prev) = prev
-        && let Backing::SysvShm { id: prev_id, .. } = prev.backing
-        && prev_id == id
-        && prev.end == v.start
-        && prev.pgoff + prev.len() == v.pgoff
-    {
-        return Ok(Backing::SysvShm { id, attach: None });
-    }
-    if v.pgoff != 0 || v.end - v.start > len {
-        bail!(
-            "{at}: pgoff {:#x}, {:#x} bytes: only part of SysV segment {id} ({len:#x} bytes) is mapped here; \
-             partly unmapped attachments are not restored yet",
-            v.pgoff,
-            v.end - v.start
-        );
-    }
-    // The attach mode is the open mode of the attachment's file; the
-    // protection of this piece may have been lowered since.
-    let read_only = match v.fdflags {
-        Some(f) => f as i32 & libc::O_ACCMODE == libc::O_RDONLY,
-        None => v.prot & libc::PROT_WRITE as u32 == 0,
-    };
-    Ok(Backing::SysvShm { id, attach: Some(ShmAttach { len, read_only }) })
 }
 
 /// Loads `dir` and plans its restore.

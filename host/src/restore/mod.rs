@@ -14,7 +14,6 @@ mod limits;
 pub mod plan;
 mod shmem;
 mod spawn;
-pub mod sysv;
 mod tree_files;
 mod vdso;
 

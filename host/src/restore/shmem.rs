@@ -146,5 +146,5 @@ fn fill(o: &ObjectPlan, at: *mut libc::c_void, len: usize) -> Result<()> {
     let Some((file, runs)) = &o.pages else { return Ok(()) };
     // SAFETY: the map is `len` bytes, writable and ours alone until unmapped.
     let mem = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), len) };
-    super::sysv::read_runs(mem, file, runs)
+    crate::sysv::restore::read_runs(mem, file, runs)
 }

@@ -13,8 +13,8 @@ use revenant_arch::Errno;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
-use super::sysv::{self, IpcPlan};
 use super::{cow, held, tree_files};
+use crate::sysv::restore::{self as sysv, IpcPlan};
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
