@@ -19,5 +19,6 @@ pub mod maps;
 pub mod reap;
 pub mod regs;
 pub mod restore;
+pub mod shmem;
 pub mod sysv;
 pub mod unixsk;

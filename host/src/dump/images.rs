@@ -116,7 +116,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 in_pagemaps: Some(true),
                 ..Default::default()
             });
-            put(format!("pagemap-shmem-{}.img", s.id), &shmem_pagemap(s.pages_id, &s.runs))?;
+            put(format!("pagemap-shmem-{}.img", s.id), &crate::shmem::dump::shmem_pagemap(s.pages_id, &s.runs))?;
         }
         put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
     }
@@ -124,7 +124,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     // Shared anonymous memory, as CRIU keeps it: a pagemap named by the
     // object's shmid, offsets for addresses.
     for o in &tree.shmem {
-        put(format!("pagemap-shmem-{}.img", o.shmid), &shmem_pagemap(o.pages_id, &o.runs))?;
+        put(format!("pagemap-shmem-{}.img", o.shmid), &crate::shmem::dump::shmem_pagemap(o.pages_id, &o.runs))?;
     }
 
     let (filters, last_filter) = seccomp(tree);
@@ -421,20 +421,9 @@ fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u
     (all, last)
 }
 
-/// A shared memory object's pagemap (SysV segment or shared anonymous
-/// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
 /// The id `memfd.img` gives the object with inode `ino`.
 fn memfd_inode_id(objects: &[super::files::MemfdObject], ino: u64) -> u32 {
     objects.iter().position(|o| o.ino == ino).map_or(0, |i| i as u32 + 1)
-}
-
-fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
-    let mut pm = Writer::new(Kind::Pagemap);
-    pm.push(&PagemapHead { pages_id, ..Default::default() });
-    for &(offset, pages) in runs {
-        pm.push(&PagemapEntry { vaddr: offset, flags: Some(pe::PRESENT), nr_pages: Some(pages), ..Default::default() });
-    }
-    pm
 }
 
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {

@@ -16,7 +16,6 @@ pub mod model;
 pub mod pagemap;
 pub mod procfs;
 pub mod seccomp;
-pub mod shmem;
 pub mod task;
 
 use std::fs::File;
@@ -28,6 +27,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::imgdir::ImageDir;
 use crate::regs::dump as regs;
+use crate::shmem::dump as shmem;
 use freeze::Frozen;
 use maps::{PAGE, status};
 use model::{Mm, Process, Tree, VmaOut};

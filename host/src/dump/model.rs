@@ -19,7 +19,7 @@ pub struct Tree {
     /// The tree's IPC namespace and SysV segments.
     pub ipc: crate::sysv::dump::Ipc,
     /// Shared anonymous memory, each object once.
-    pub shmem: Vec<super::shmem::Object>,
+    pub shmem: Vec<crate::shmem::dump::Object>,
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.
     pub monotonic: (i64, i64),
     pub boottime: (i64, i64),

@@ -52,7 +52,7 @@ pub struct TreePlan {
     pub zombies: Vec<ZombiePlan>,
     pub ipc: IpcPlan,
     /// Shared anonymous memory, each object once.
-    pub shmem: Vec<super::shmem::ObjectPlan>,
+    pub shmem: Vec<crate::shmem::restore::ObjectPlan>,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -122,62 +122,8 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     if !opts.skip_cpu_check {
         processes.iter().try_for_each(check_cpu)?;
     }
-    let shmem = shmem(set, &processes)?;
+    let shmem = crate::shmem::restore::plan(set, &processes)?;
     Ok(TreePlan { processes, zombies, ipc, shmem, warnings })
-}
-
-/// Each shared anonymous object the tree maps: as large as its furthest
-/// area reaches, with the contents its pagemap gives (zeros without one).
-fn shmem(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<super::shmem::ObjectPlan>> {
-    let mut out: Vec<super::shmem::ObjectPlan> = Vec::new();
-    for p in processes {
-        for v in &p.vmas {
-            let Backing::Shmem { shmid } = v.backing else { continue };
-            let end = v.pgoff.checked_add(v.end - v.start).filter(|e| *e <= isize::MAX as u64).with_context(|| {
-                format!("mm-{}.img: the area at {:#x}: pgoff {:#x} reaches past any object", p.pid, v.start, v.pgoff)
-            })?;
-            match out.iter_mut().find(|o| o.shmid == shmid) {
-                Some(o) => o.size = o.size.max(end),
-                None => out.push(super::shmem::ObjectPlan { shmid, size: end, pages: None, memfd: None }),
-            }
-        }
-        for shmid in p.fds.iter().filter_map(|f| f.shmem) {
-            if !out.iter().any(|o| o.shmid == shmid) {
-                out.push(super::shmem::ObjectPlan { shmid, size: 0, pages: None, memfd: None });
-            }
-        }
-    }
-    for o in &mut out {
-        // A memfd is as large as it was, and has its name and seals; CRIU's
-        // form of shared anonymous memory has its size too.
-        let inode = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid);
-        if let Some(inode) = inode.filter(|i| anon_in_memfd_form(i)) {
-            o.size = o.size.max(inode.size);
-        } else if let Some(inode) = inode {
-            if o.size > inode.size.next_multiple_of(4096) {
-                bail!("memfd.img: memfd {:?}: an area reaches past its size {}", inode.name, inode.size);
-            }
-            o.size = inode.size;
-            o.memfd = Some(super::shmem::Memfd {
-                name: inode.name.clone(),
-                seals: inode.seals,
-                mode: inode.mode.unwrap_or(0o100777),
-                uid: inode.uid,
-                gid: inode.gid,
-            });
-        }
-        if let Some(pm) = set.anon_shmem.get(&o.shmid) {
-            let name = format!("pagemap-shmem-{}.img", o.shmid);
-            let entries: Vec<(u64, u64, u32)> =
-                pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
-            let runs = convert::page_runs(&entries, 4096).with_context(|| name.clone())?;
-            if let Some(r) = runs.iter().find(|r| r.addr + r.len > o.size.next_multiple_of(4096)) {
-                bail!("{name}: pages at offset {:#x} lie past the object's end {:#x}", r.addr, o.size);
-            }
-            o.pages = Some((pm.pages.clone(), runs));
-        }
-    }
-    Ok(out)
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";
@@ -1027,13 +973,6 @@ fn memfd_inode<'a>(set: &'a ImageSet, m: &MemfdFileEntry, at: &str) -> Result<&'
         bail!("{at}: memfd {:?}: hugetlb memfds are not restored yet", inode.name);
     }
     Ok(inode)
-}
-
-/// Whether memfd object `shmid` is CRIU's form of shared anonymous memory
-/// (named `/dev/zero`; its fds were opened through `/proc/PID/map_files`)
-/// rather than a memfd: then it is made as such, not as a memfd.
-fn anon_in_memfd_form(inode: &MemfdInodeEntry) -> bool {
-    inode.name == "/dev/zero"
 }
 
 /// Loads `dir` and plans its restore.

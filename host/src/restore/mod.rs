@@ -12,7 +12,6 @@ mod held;
 pub(crate) mod layout;
 mod limits;
 pub mod plan;
-mod shmem;
 mod spawn;
 mod tree_files;
 mod vdso;

@@ -162,7 +162,7 @@ pub fn restore_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
-    shmem: &[super::shmem::ObjectPlan],
+    shmem: &[crate::shmem::restore::ObjectPlan],
 ) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
@@ -188,7 +188,7 @@ pub fn restore_tree(
         plans
     };
     // Held until every task has mapped its areas of them.
-    let objects = super::shmem::make(shmem)?;
+    let objects = crate::shmem::restore::make(shmem)?;
     let mapped: Vec<ProcessPlan>;
     let plans = if shmem.is_empty() {
         plans

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use nix::libc;
+use revenant_images::messages::{PagemapEntry, PagemapHead, pe};
+use revenant_images::{Kind, Writer};
 
-use super::maps::{PAGE, Vma, status};
-use super::procfs;
+use crate::dump::maps::{PAGE, Vma, status};
+use crate::dump::procfs;
 use crate::imgdir::ImageDir;
 
 /// One object: its `pages-N.img` and the runs there, (offset, pages).
@@ -53,7 +55,7 @@ pub fn collect<'a>(
 /// Reads the contents of every memfd object (by its inode, as CRIU names
 /// them), with pages ids from `first_pages_id` on.
 pub fn collect_memfds(
-    objects: &[super::files::MemfdObject],
+    objects: &[crate::dump::files::MemfdObject],
     dir: &ImageDir,
     first_pages_id: u32,
 ) -> Result<Vec<Object>> {
@@ -93,4 +95,15 @@ fn read_object(link: &std::path::Path, pages_id: u32, dir: &ImageDir) -> Result<
     // SAFETY: unmapping the map made above; `mem` is not used after.
     unsafe { libc::munmap(at, len) };
     runs
+}
+
+/// A shared memory object's pagemap (SysV segment or shared anonymous
+/// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
+pub(crate) fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
+    let mut pm = Writer::new(Kind::Pagemap);
+    pm.push(&PagemapHead { pages_id, ..Default::default() });
+    for &(offset, pages) in runs {
+        pm.push(&PagemapEntry { vaddr: offset, flags: Some(pe::PRESENT), nr_pages: Some(pages), ..Default::default() });
+    }
+    pm
 }
