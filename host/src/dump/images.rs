@@ -42,7 +42,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         }
         put(name.into(), &w)?;
     }
-    let (cgroup, cg_sets) = cgroup_sets(tree);
+    let (cgroup, cg_sets) = crate::cgroup::dump::sets(tree);
     let root = &tree.procs[0];
     put(
         "inventory.img".into(),
@@ -60,7 +60,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 ..ids(root, DUMPER_IPC_NS)
             }),
             ns_per_id: Some(true),
-            root_cg_set: Some(OWN_CG_SET),
+            root_cg_set: Some(crate::cgroup::dump::OWN_CG_SET),
             lsmtype: Some(0),
             dump_uptime: None,
             pre_dump_mode: None,
@@ -339,55 +339,6 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     )?;
     put("cgroup.img".into(), Writer::new(Kind::Cgroup).push(&cgroup))?;
     Ok(names)
-}
-
-/// The set id of the dumping process's own cgroups, which come first.
-const OWN_CG_SET: u32 = 1;
-
-/// `cgroup.img`'s entry (the distinct memberships, ours first, and one
-/// controller entry per hierarchy; no directories: a restore moves tasks
-/// into cgroups that exist, and never makes them) and each process's set.
-fn cgroup_sets(tree: &Tree) -> (CgroupEntry, Vec<u32>) {
-    let mut sets: Vec<&[crate::cgroup::Member]> = vec![&tree.own_cgroups];
-    let ids = tree
-        .procs
-        .iter()
-        .map(|p| {
-            let i = sets.iter().position(|s| *s == p.cgroups.as_slice()).unwrap_or_else(|| {
-                sets.push(&p.cgroups);
-                sets.len() - 1
-            });
-            OWN_CG_SET + i as u32
-        })
-        .collect();
-    let mut hierarchies: Vec<&str> = sets.iter().flat_map(|s| s.iter().map(|m| m.name.as_str())).collect();
-    hierarchies.sort_unstable();
-    hierarchies.dedup();
-    let entry = CgroupEntry {
-        sets: sets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| CgSetEntry {
-                id: OWN_CG_SET + i as u32,
-                ctls: s
-                    .iter()
-                    .map(|m| CgMemberEntry { name: m.name.clone(), path: m.path.clone(), ..Default::default() })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        controllers: hierarchies
-            .iter()
-            .map(|h| CgControllerEntry {
-                // cgroup2's hierarchy has no controller name: CRIU names
-                // it "" (and refuses a hierarchy with no name at all).
-                cnames: h.split(',').map(str::to_string).collect(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    (entry, ids)
 }
 
 /// Namespace ids in the images: CRIU numbers the dumping tool's own

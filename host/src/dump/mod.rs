@@ -177,7 +177,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
             );
         }
         log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
-        let cgroups = cgroups(pid, &fp.threads)?;
+        let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
 
         // Files: the executable and mapped files first, as CRIU numbers them.
         let exe_name = std::fs::read_link(procfs::path(pid, "exe"))
@@ -324,30 +324,6 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
         own_cgroups: crate::cgroup::own()?.0,
     })
-}
-
-/// The cgroups of process `pid`, which every thread of `tids` must share:
-/// a thread of a threaded cgroup (cgroup2) cannot be put back yet.
-fn cgroups(pid: i32, tids: &[i32]) -> Result<Vec<crate::cgroup::Member>> {
-    let read = |what: &str| {
-        let path = procfs::path(pid, what);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        crate::cgroup::parse_proc_cgroup(&text, &path.display().to_string())
-    };
-    let own = read("cgroup")?;
-    for &tid in tids.iter().filter(|&&t| t != pid) {
-        let theirs = read(&format!("task/{tid}/cgroup"))?;
-        if let Some(t) = theirs.iter().find(|t| !own.contains(t)) {
-            let of_process = own.iter().find(|m| m.name == t.name).map_or("none", |m| m.path.as_str());
-            bail!(
-                "process {pid}: thread {tid} is in cgroup {} of {} and the process in {of_process}: threads in \
-                 cgroups of their own (threaded cgroups) are not supported yet",
-                t.path,
-                crate::cgroup::hierarchy(&t.name)
-            );
-        }
-    }
-    Ok(own)
 }
 
 /// How a mapped file must be opened: from the mode of its map_files link,

@@ -107,8 +107,8 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         set.processes.iter().map(|p| process(set, p, opts, &ipc, user_end)).collect::<Result<_>>()?;
     // Only images with memberships depend on this machine's cgroups.
     if set.cgroup.is_some() {
-        let here = super::cgroups::Here::read()?;
-        for (p, c) in processes.iter_mut().zip(super::cgroups::plan(set, &here, &|f| f.exists())?) {
+        let here = crate::cgroup::restore::Here::read()?;
+        for (p, c) in processes.iter_mut().zip(crate::cgroup::restore::plan(set, &here, &|f| f.exists())?) {
             p.cgroups = c;
         }
     }

@@ -2,7 +2,6 @@
 //! processes. See docs/architecture.md for the sequence.
 
 mod bootstrap;
-pub mod cgroups;
 mod child;
 pub mod convert;
 mod cow;
