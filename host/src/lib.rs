@@ -19,6 +19,7 @@ pub mod maps;
 pub mod reap;
 pub mod regs;
 pub mod restore;
+pub mod seccomp;
 pub mod shmem;
 pub mod sysv;
 pub mod unixsk;

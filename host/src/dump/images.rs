@@ -127,7 +127,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         put(format!("pagemap-shmem-{}.img", o.shmid), &crate::shmem::dump::shmem_pagemap(o.pages_id, &o.runs))?;
     }
 
-    let (filters, last_filter) = seccomp(tree);
+    let (filters, last_filter) = crate::seccomp::dump::filter_entries(tree);
     for (p, &cg_set) in tree.procs.iter().zip(&cg_sets) {
         for (i, t) in p.threads.iter().enumerate() {
             let mut c = core(p, t, i == 0);
@@ -346,31 +346,6 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
 /// a number after them.
 const DUMPER_IPC_NS: u32 = 3;
 const TREE_IPC_NS: u32 = 9;
-
-/// Every thread's filters as one list where each filter names the one
-/// installed before it; threads with the same filters (inherited from the
-/// thread that installed them) share entries. Also each thread's last
-/// filter.
-fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u32>) {
-    let mut all: Vec<SeccompFilter> = vec![];
-    let mut last = std::collections::HashMap::new();
-    for t in tree.procs.iter().flat_map(|p| &p.threads) {
-        let mut prev = None;
-        for (flags, prog) in &t.seccomp.filters {
-            let flags = Some(*flags).filter(|&f| f != 0);
-            let f = SeccompFilter { filter: prog.clone(), prev, flags, ..Default::default() };
-            let at = all.iter().position(|g| *g == f).unwrap_or_else(|| {
-                all.push(f);
-                all.len() - 1
-            });
-            prev = Some(at as u32);
-        }
-        if let Some(at) = prev {
-            last.insert(t.tid, at);
-        }
-    }
-    (all, last)
-}
 
 /// The id `memfd.img` gives the object with inode `ino`.
 fn memfd_inode_id(objects: &[super::files::MemfdObject], ino: u64) -> u32 {

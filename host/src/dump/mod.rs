@@ -15,7 +15,6 @@ pub mod memory;
 pub mod model;
 pub mod pagemap;
 pub mod procfs;
-pub mod seccomp;
 pub mod task;
 
 use std::fs::File;

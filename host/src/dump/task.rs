@@ -205,7 +205,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let seccomp = match st.seccomp {
         0 => Seccomp::default(),
         1 => Seccomp { mode: 1, filters: vec![] },
-        2 => Seccomp { mode: 2, filters: super::seccomp::filters(tid)? },
+        2 => Seccomp { mode: 2, filters: crate::seccomp::dump::filters(tid)? },
         m => bail!("task {tid} of process {pid}: seccomp mode {m} is unknown"),
     };
     let blk_sigset = regs::sigmask(tid)?;

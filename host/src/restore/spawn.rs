@@ -437,7 +437,7 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
         | ptrace::Options::PTRACE_O_TRACECLONE;
     // Until we let go, the filters the blob installs must not judge its
     // own calls or our munmap.
-    let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
+    let suspend = crate::seccomp::SUSPEND_SECCOMP;
     for (i, ((pid, sync), p)) in pids.iter().zip(syncs).zip(plans).enumerate() {
         let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
         let opts = if sandboxed { opts | suspend } else { opts };
