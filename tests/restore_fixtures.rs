@@ -507,7 +507,7 @@ fn the_shm_ipcns_fixture_is_planned_with_its_namespace_and_segment() {
     let _one = one_at_a_time();
     use revenant::restore::from_images::plan_dir;
     use revenant::restore::plan::{Backing, ShmAttach};
-    use revenant::restore::sysv::Contents;
+    use revenant::sysv::restore::Contents;
     install_binaries();
     let opts = PlanOptions { skip_cpu_check: true, ..Default::default() };
     for dump in &DUMPS {

@@ -10,14 +10,14 @@ use std::path::PathBuf;
 
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
+#[cfg(target_arch = "arm")]
+use revenant::regs::{ArmRegs, ArmVfp};
+use revenant::regs::{Fpu, Regs};
+#[cfg(target_arch = "x86_64")]
+use revenant::regs::{X86Fpu, X86Regs};
 use revenant::restore::plan::{
     AltStack, Backing, FdPlan, PageRun, ProcessPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
 };
-#[cfg(target_arch = "arm")]
-use revenant::restore::regs::{ArmRegs, ArmVfp};
-use revenant::restore::regs::{Fpu, Regs};
-#[cfg(target_arch = "x86_64")]
-use revenant::restore::regs::{X86Fpu, X86Regs};
 use revenant::restore::restore_process;
 use revenant_blob_abi::MmMap;
 use revenant_test_watchdog as watchdog;

@@ -120,7 +120,7 @@ impl Frozen {
         // filters (or strict mode's kill).
         let sandboxed = procfs::status(pid, tid).is_ok_and(|s| s.seccomp != 0);
         let opts =
-            Options::PTRACE_O_TRACESYSGOOD | if sandboxed { super::seccomp::SUSPEND_SECCOMP } else { Options::empty() };
+            Options::PTRACE_O_TRACESYSGOOD | if sandboxed { crate::seccomp::SUSPEND_SECCOMP } else { Options::empty() };
         match ptrace::seize(t, opts) {
             Ok(()) => {}
             Err(Errno::ESRCH) if !std::path::Path::new(&format!("/proc/{pid}/task/{tid}")).exists() => {

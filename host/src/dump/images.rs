@@ -10,7 +10,7 @@ use revenant_images::{Kind, Writer};
 
 use super::model::{Process, Thread, Tree};
 use crate::imgdir::ImageDir;
-use crate::restore::regs::X86Fpu;
+use crate::regs::X86Fpu;
 
 /// Writes every image but the pages under temporary names; returns the
 /// final names.
@@ -21,7 +21,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         names.push(name);
         Ok(())
     };
-    let (cgroup, cg_sets) = cgroup_sets(tree);
+    let (cgroup, cg_sets) = crate::cgroup::dump::sets(tree);
     let root = &tree.procs[0];
     put(
         "inventory.img".into(),
@@ -39,7 +39,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 ..ids(root, DUMPER_IPC_NS)
             }),
             ns_per_id: Some(true),
-            root_cg_set: Some(OWN_CG_SET),
+            root_cg_set: Some(crate::cgroup::dump::OWN_CG_SET),
             lsmtype: Some(0),
             dump_uptime: None,
             pre_dump_mode: None,
@@ -95,7 +95,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
                 in_pagemaps: Some(true),
                 ..Default::default()
             });
-            put(format!("pagemap-shmem-{}.img", s.id), &shmem_pagemap(s.pages_id, &s.runs))?;
+            put(format!("pagemap-shmem-{}.img", s.id), &crate::shmem::dump::shmem_pagemap(s.pages_id, &s.runs))?;
         }
         put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
     }
@@ -103,10 +103,10 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     // Shared anonymous memory, as CRIU keeps it: a pagemap named by the
     // object's shmid, offsets for addresses.
     for o in &tree.shmem {
-        put(format!("pagemap-shmem-{}.img", o.shmid), &shmem_pagemap(o.pages_id, &o.runs))?;
+        put(format!("pagemap-shmem-{}.img", o.shmid), &crate::shmem::dump::shmem_pagemap(o.pages_id, &o.runs))?;
     }
 
-    let (filters, last_filter) = seccomp(tree);
+    let (filters, last_filter) = crate::seccomp::dump::filter_entries(tree);
     for (p, &cg_set) in tree.procs.iter().zip(&cg_sets) {
         for (i, t) in p.threads.iter().enumerate() {
             let mut c = core(p, t, i == 0);
@@ -182,96 +182,11 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// The set id of the dumping process's own cgroups, which come first.
-const OWN_CG_SET: u32 = 1;
-
-/// `cgroup.img`'s entry (the distinct memberships, ours first, and one
-/// controller entry per hierarchy; no directories: a restore moves tasks
-/// into cgroups that exist, and never makes them) and each process's set.
-fn cgroup_sets(tree: &Tree) -> (CgroupEntry, Vec<u32>) {
-    let mut sets: Vec<&[crate::cgroup::Member]> = vec![&tree.own_cgroups];
-    let ids = tree
-        .procs
-        .iter()
-        .map(|p| {
-            let i = sets.iter().position(|s| *s == p.cgroups.as_slice()).unwrap_or_else(|| {
-                sets.push(&p.cgroups);
-                sets.len() - 1
-            });
-            OWN_CG_SET + i as u32
-        })
-        .collect();
-    let mut hierarchies: Vec<&str> = sets.iter().flat_map(|s| s.iter().map(|m| m.name.as_str())).collect();
-    hierarchies.sort_unstable();
-    hierarchies.dedup();
-    let entry = CgroupEntry {
-        sets: sets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| CgSetEntry {
-                id: OWN_CG_SET + i as u32,
-                ctls: s
-                    .iter()
-                    .map(|m| CgMemberEntry { name: m.name.clone(), path: m.path.clone(), ..Default::default() })
-                    .collect(),
-                ..Default::default()
-            })
-            .collect(),
-        controllers: hierarchies
-            .iter()
-            .map(|h| CgControllerEntry {
-                // cgroup2's hierarchy has no controller name: CRIU names
-                // it "" (and refuses a hierarchy with no name at all).
-                cnames: h.split(',').map(str::to_string).collect(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    (entry, ids)
-}
-
 /// Namespace ids in the images: CRIU numbers the dumping tool's own
 /// namespaces first (the IPC one is 3); a namespace of the tree's own gets
 /// a number after them.
 const DUMPER_IPC_NS: u32 = 3;
 const TREE_IPC_NS: u32 = 9;
-
-/// Every thread's filters as one list where each filter names the one
-/// installed before it; threads with the same filters (inherited from the
-/// thread that installed them) share entries. Also each thread's last
-/// filter.
-fn seccomp(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u32>) {
-    let mut all: Vec<SeccompFilter> = vec![];
-    let mut last = std::collections::HashMap::new();
-    for t in tree.procs.iter().flat_map(|p| &p.threads) {
-        let mut prev = None;
-        for (flags, prog) in &t.seccomp.filters {
-            let flags = Some(*flags).filter(|&f| f != 0);
-            let f = SeccompFilter { filter: prog.clone(), prev, flags, ..Default::default() };
-            let at = all.iter().position(|g| *g == f).unwrap_or_else(|| {
-                all.push(f);
-                all.len() - 1
-            });
-            prev = Some(at as u32);
-        }
-        if let Some(at) = prev {
-            last.insert(t.tid, at);
-        }
-    }
-    (all, last)
-}
-
-/// A shared memory object's pagemap (SysV segment or shared anonymous
-/// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
-fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
-    let mut pm = Writer::new(Kind::Pagemap);
-    pm.push(&PagemapHead { pages_id, ..Default::default() });
-    for &(offset, pages) in runs {
-        pm.push(&PagemapEntry { vaddr: offset, flags: Some(pe::PRESENT), nr_pages: Some(pages), ..Default::default() });
-    }
-    pm
-}
 
 fn ids(p: &Process, ipc_ns: u32) -> TaskKobjIdsEntry {
     TaskKobjIdsEntry {

@@ -112,13 +112,13 @@ impl Injector {
     pub fn new(tid: i32, tramp: Trampoline) -> Result<Injector> {
         let t = Pid::from_raw(tid);
         let saved = ptrace::getregs(t).with_context(|| format!("registers of task {tid}"))?;
-        let saved_mask = super::regs::sigmask(tid)?;
+        let saved_mask = crate::regs::dump::sigmask(tid)?;
         let scratch = (saved.rsp - RED_ZONE - SCRATCH as u64) & !15;
         let (low, frame) = match tramp {
             Trampoline::Safe { sigreturn, .. } => {
-                let (fpu, xsave) = super::regs::fpu_raw(tid)?;
+                let (fpu, xsave) = crate::regs::dump::fpu_raw(tid)?;
                 let mut home = saved;
-                super::regs::restart_syscall(&mut home);
+                crate::regs::dump::restart_syscall(&mut home);
                 let (low, frame) = frame::build(&home, saved_mask, &fpu, xsave, scratch, sigreturn);
                 (low, Some(frame))
             }
@@ -381,7 +381,7 @@ mod frame {
         let tiles = 1u64 << XFEATURE_TILEDATA;
         if xfeatures & tiles != 0 && xstate_bv & tiles == 0 {
             xfeatures &= !tiles;
-            let (off, _) = super::super::regs::component(XFEATURE_TILEDATA);
+            let (off, _) = crate::regs::dump::component(XFEATURE_TILEDATA);
             if off >= 576 && off < len {
                 return (off, xfeatures);
             }

@@ -13,10 +13,6 @@ pub mod maps;
 pub mod memory;
 pub mod model;
 pub mod pagemap;
-pub mod regs;
-pub mod seccomp;
-pub mod shmem;
-pub mod sysv;
 pub mod task;
 
 use std::fs::File;
@@ -27,6 +23,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use crate::imgdir::ImageDir;
+use crate::regs::dump as regs;
+use crate::shmem::dump as shmem;
 use crate::{files, procfs};
 use freeze::Frozen;
 use maps::{PAGE, status};
@@ -177,7 +175,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
             );
         }
         log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
-        let cgroups = cgroups(pid, &fp.threads)?;
+        let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
 
         // Files: the executable and mapped files first, as CRIU numbers them.
         let exe_name = std::fs::read_link(procfs::path(pid, "exe"))
@@ -294,7 +292,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
     let own_ipc = ipc_ns_is_own(&pids)?;
     let attached: std::collections::BTreeSet<i32> =
         procs.iter().flat_map(|p| &p.vmas).filter(|v| v.vma.is(status::SYSVIPC)).map(|v| v.shmid as i32).collect();
-    let ipc = sysv::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
+    let ipc = crate::sysv::dump::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
     log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
     let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;
     let areas = procs.iter().flat_map(|p| p.vmas.iter().map(move |v| (p.pid, &v.vma)));
@@ -326,30 +324,6 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
     })
 }
 
-/// The cgroups of process `pid`, which every thread of `tids` must share:
-/// a thread of a threaded cgroup (cgroup2) cannot be put back yet.
-fn cgroups(pid: i32, tids: &[i32]) -> Result<Vec<crate::cgroup::Member>> {
-    let read = |what: &str| {
-        let path = procfs::path(pid, what);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        crate::cgroup::parse_proc_cgroup(&text, &path.display().to_string())
-    };
-    let own = read("cgroup")?;
-    for &tid in tids.iter().filter(|&&t| t != pid) {
-        let theirs = read(&format!("task/{tid}/cgroup"))?;
-        if let Some(t) = theirs.iter().find(|t| !own.contains(t)) {
-            let of_process = own.iter().find(|m| m.name == t.name).map_or("none", |m| m.path.as_str());
-            bail!(
-                "process {pid}: thread {tid} is in cgroup {} of {} and the process in {of_process}: threads in \
-                 cgroups of their own (threaded cgroups) are not supported yet",
-                t.path,
-                crate::cgroup::hierarchy(&t.name)
-            );
-        }
-    }
-    Ok(own)
-}
-
 /// How a mapped file must be opened: from the mode of its map_files link,
 /// which mirrors the file's open mode.
 fn map_file_flags(pid: i32, link: &str) -> Result<u32> {
@@ -367,7 +341,7 @@ fn map_file_flags(pid: i32, link: &str) -> Result<u32> {
 /// being the one of our own vDSO.
 fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let own = crate::restore::layout::own_maps()?;
+    let own = crate::maps::own_maps()?;
     let Some(mine) = own.iter().find(|m| m.name == "[vdso]") else { return Ok(()) };
     let pfn = |path: String, addr: u64| -> Result<u64> {
         let f = File::open(&path).with_context(|| format!("opening {path}"))?;

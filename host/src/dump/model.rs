@@ -5,9 +5,9 @@ use nix::libc::user_regs_struct;
 
 use super::maps::Vma;
 use super::pagemap::Run;
-use super::regs::UserDesc;
 use crate::files::{Fd, Files};
-use crate::restore::regs::X86Fpu;
+use crate::regs::X86Fpu;
+use crate::regs::dump::UserDesc;
 
 /// The whole tree.
 #[derive(Debug)]
@@ -17,9 +17,9 @@ pub struct Tree {
     pub zombies: Vec<Zombie>,
     pub files: Files,
     /// The tree's IPC namespace and SysV segments.
-    pub ipc: super::sysv::Ipc,
+    pub ipc: crate::sysv::dump::Ipc,
     /// Shared anonymous memory, each object once.
-    pub shmem: Vec<super::shmem::Object>,
+    pub shmem: Vec<crate::shmem::dump::Object>,
     /// CLOCK_MONOTONIC and CLOCK_BOOTTIME at dump time, for `timens-0`.
     pub monotonic: (i64, i64),
     pub boottime: (i64, i64),

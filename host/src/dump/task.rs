@@ -8,9 +8,9 @@ use super::inject::{Injector, Trampoline, find_syscall_insn, scan};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
 use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
-use super::regs;
 use crate::files::Fown;
 use crate::procfs;
+use crate::regs::dump as regs;
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
@@ -205,7 +205,7 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let seccomp = match st.seccomp {
         0 => Seccomp::default(),
         1 => Seccomp { mode: 1, filters: vec![] },
-        2 => Seccomp { mode: 2, filters: super::seccomp::filters(tid)? },
+        2 => Seccomp { mode: 2, filters: crate::seccomp::dump::filters(tid)? },
         m => bail!("task {tid} of process {pid}: seccomp mode {m} is unknown"),
     };
     let blk_sigset = regs::sigmask(tid)?;

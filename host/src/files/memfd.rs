@@ -168,10 +168,3 @@ pub fn inode<'a>(set: &'a ImageSet, m: &MemfdFileEntry, at: &str) -> Result<&'a 
     }
     Ok(inode)
 }
-
-/// Whether a memfd object is CRIU's form of shared anonymous memory (named
-/// `/dev/zero`; its fds were opened through `/proc/PID/map_files`) rather
-/// than a memfd: then it is made as such, not as a memfd.
-pub fn is_anon_shared(inode: &MemfdInodeEntry) -> bool {
-    inode.name == "/dev/zero"
-}

@@ -19,7 +19,7 @@ use revenant_arch::conv::{by_ref, c_int, c_str, c_uint, size, zero};
 use revenant_arch::{Errno, check, sys};
 
 use super::{Kerndat, VdsoPiece, VdsoSymbol};
-use crate::restore::layout::{Mapping, own_maps, runtime_vdso};
+use crate::maps::{Mapping, own_maps, runtime_vdso};
 
 pub fn run(boot_id: String) -> Result<Kerndat> {
     let maps = own_maps()?;

@@ -17,11 +17,11 @@ use revenant_blob_abi::{
 
 use super::cow::Slot;
 use super::creds::CredsPlan;
-use super::frame::{self, FRAME_ROOM};
 use super::layout;
 use super::plan::{Backing, PageRun, ProcessPlan};
 use super::vdso::{self, VdsoPlan};
 use crate::blob::{BlockBuilder, EMBEDDED};
+use crate::regs::frame::{self, FRAME_ROOM};
 
 const STACK: usize = 64 << 10;
 /// Per thread: a stack for the blob's thread code, then the sigreturn frame.
@@ -84,8 +84,8 @@ pub fn build(
     fill_helper_tid: u32,
     premap: Premapped<'_>,
 ) -> Result<Bootstrap> {
-    let maps = layout::own_maps()?;
-    let runtime = layout::runtime_vdso(&maps);
+    let maps = crate::maps::own_maps()?;
+    let runtime = crate::maps::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
     let task_size = layout::task_size(&maps)?;
     let kd = crate::kerndat::Kerndat::get()?;
@@ -160,7 +160,7 @@ pub(super) fn map_hole(dumped: &[(u64, u64)], len: u64, flags: u32, what: &str) 
         .unwrap_or(65536)
         .max(PAGE_SIZE as u64);
     for _ in 0..16 {
-        let maps = layout::own_maps()?;
+        let maps = crate::maps::own_maps()?;
         let task_size = layout::task_size(&maps)?;
         let own: Vec<_> = maps.iter().map(|m| (m.start, m.end)).collect();
         let start = layout::find_hole(&own, dumped, len, min, task_size)
@@ -396,16 +396,16 @@ fn page_reads(runs: &[PageRun], skipped: &[(u64, u64)], iovs: &mut Vec<Iovec>) -
     reads
 }
 
-fn tls_of(r: &super::regs::Regs) -> u64 {
+fn tls_of(r: &crate::regs::Regs) -> u64 {
     match r {
-        super::regs::Regs::X86_64(x) => x.fs_base,
-        super::regs::Regs::Arm(a) => a.tls as u64,
+        crate::regs::Regs::X86_64(x) => x.fs_base,
+        crate::regs::Regs::Arm(a) => a.tls as u64,
     }
 }
 
-fn gs_of(r: &super::regs::Regs) -> u64 {
+fn gs_of(r: &crate::regs::Regs) -> u64 {
     match r {
-        super::regs::Regs::X86_64(x) => x.gs_base,
-        super::regs::Regs::Arm(_) => 0,
+        crate::regs::Regs::X86_64(x) => x.gs_base,
+        crate::regs::Regs::Arm(_) => 0,
     }
 }

@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use revenant_images::messages::pe;
 
 use super::plan::PageRun;
-use super::regs::X86Fpu;
+use crate::regs::X86Fpu;
 
 /// The signal number of each of the 62 `sigactions` entries CRIU writes:
 /// 1 to 64 without SIGKILL and SIGSTOP, which cannot have actions.

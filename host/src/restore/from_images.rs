@@ -13,11 +13,10 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, Knobs, ProcessPlan, Rseq, Sched, SeccompPlan, Session, ShmAttach, ThreadPlan, VmaPlan,
-    ZombieExit, ZombiePlan,
+    AltStack, Backing, Knobs, ProcessPlan, Rseq, Sched, Session, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
-use super::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
-use super::sysv::{Contents, IpcPlan, SegmentPlan};
+use crate::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
+use crate::sysv::restore::IpcPlan;
 use revenant_images::messages::{pe, vma_status as vs};
 
 /// Options that change the plan.
@@ -50,7 +49,7 @@ pub struct TreePlan {
     pub zombies: Vec<ZombiePlan>,
     pub ipc: IpcPlan,
     /// Shared anonymous memory, each object once.
-    pub shmem: Vec<super::shmem::ObjectPlan>,
+    pub shmem: Vec<crate::shmem::restore::ObjectPlan>,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -67,7 +66,7 @@ fn check_cpu(p: &ProcessPlan) -> Result<()> {
             // changed them loses nothing when they are dropped.
             const PKRU: u32 = 9;
             const PKRU_DEFAULT: u32 = 0x5555_5554;
-            let here = super::xsave::xcr0();
+            let here = crate::regs::xsave::xcr0();
             for t in &p.threads {
                 if let Some(Fpu::X86(f)) = &t.fpu {
                     let mut missing = f.xstate_bv & !here;
@@ -100,13 +99,13 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     set.validate(revenant_arch::NAME)?;
     check_pid_limit(set, pid_max()?)?;
     let user_end = super::layout::user_space_end()?;
-    let ipc = ipc(set, opts)?;
+    let ipc = crate::sysv::restore::plan(set, opts)?;
     let mut processes: Vec<ProcessPlan> =
         set.processes.iter().map(|p| process(set, p, opts, &ipc, user_end)).collect::<Result<_>>()?;
     // Only images with memberships depend on this machine's cgroups.
     if set.cgroup.is_some() {
-        let here = super::cgroups::Here::read()?;
-        for (p, c) in processes.iter_mut().zip(super::cgroups::plan(set, &here, &|f| f.exists())?) {
+        let here = crate::cgroup::restore::Here::read()?;
+        for (p, c) in processes.iter_mut().zip(crate::cgroup::restore::plan(set, &here, &|f| f.exists())?) {
             p.cgroups = c;
         }
     }
@@ -120,62 +119,8 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     if !opts.skip_cpu_check {
         processes.iter().try_for_each(check_cpu)?;
     }
-    let shmem = shmem(set, &processes)?;
+    let shmem = crate::shmem::restore::plan(set, &processes)?;
     Ok(TreePlan { processes, zombies, ipc, shmem, warnings })
-}
-
-/// Each shared anonymous object the tree maps: as large as its furthest
-/// area reaches, with the contents its pagemap gives (zeros without one).
-fn shmem(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<super::shmem::ObjectPlan>> {
-    let mut out: Vec<super::shmem::ObjectPlan> = Vec::new();
-    for p in processes {
-        for v in &p.vmas {
-            let Backing::Shmem { shmid } = v.backing else { continue };
-            let end = v.pgoff.checked_add(v.end - v.start).filter(|e| *e <= isize::MAX as u64).with_context(|| {
-                format!("mm-{}.img: the area at {:#x}: pgoff {:#x} reaches past any object", p.pid, v.start, v.pgoff)
-            })?;
-            match out.iter_mut().find(|o| o.shmid == shmid) {
-                Some(o) => o.size = o.size.max(end),
-                None => out.push(super::shmem::ObjectPlan { shmid, size: end, pages: None, memfd: None }),
-            }
-        }
-        for shmid in p.fds.iter().filter_map(|f| f.shmem) {
-            if !out.iter().any(|o| o.shmid == shmid) {
-                out.push(super::shmem::ObjectPlan { shmid, size: 0, pages: None, memfd: None });
-            }
-        }
-    }
-    for o in &mut out {
-        // A memfd is as large as it was, and has its name and seals; CRIU's
-        // form of shared anonymous memory has its size too.
-        let inode = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid);
-        if let Some(inode) = inode.filter(|i| crate::files::memfd::is_anon_shared(i)) {
-            o.size = o.size.max(inode.size);
-        } else if let Some(inode) = inode {
-            if o.size > inode.size.next_multiple_of(4096) {
-                bail!("memfd.img: memfd {:?}: an area reaches past its size {}", inode.name, inode.size);
-            }
-            o.size = inode.size;
-            o.memfd = Some(super::shmem::Memfd {
-                name: inode.name.clone(),
-                seals: inode.seals,
-                mode: inode.mode.unwrap_or(0o100777),
-                uid: inode.uid,
-                gid: inode.gid,
-            });
-        }
-        if let Some(pm) = set.anon_shmem.get(&o.shmid) {
-            let name = format!("pagemap-shmem-{}.img", o.shmid);
-            let entries: Vec<(u64, u64, u32)> =
-                pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
-            let runs = convert::page_runs(&entries, 4096).with_context(|| name.clone())?;
-            if let Some(r) = runs.iter().find(|r| r.addr + r.len > o.size.next_multiple_of(4096)) {
-                bail!("{name}: pages at offset {:#x} lie past the object's end {:#x}", r.addr, o.size);
-            }
-            o.pages = Some((pm.pages.clone(), runs));
-        }
-    }
-    Ok(out)
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";
@@ -226,66 +171,6 @@ fn check_user_end(at: &str, v: &VmaEntry, user_end: u64) -> Result<()> {
          come from a machine with a larger one, or are damaged"
     )
 }
-
-/// The tree's IPC namespace: a new one when the tree's differs from the
-/// dumping tool's own (inventory's `root_ids`), with its segments.
-fn ipc(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
-    let root = &set.processes[0];
-    let ns = root.ids.ipc_ns_id;
-    for p in &set.processes[1..] {
-        if p.ids.ipc_ns_id != ns {
-            bail!(
-                "ids-{}.img: entry 0: ipc_ns_id {:?}: the root is in IPC namespace {ns:?}; a tree across IPC \
-                 namespaces is not restored yet",
-                p.pid(),
-                p.ids.ipc_ns_id
-            );
-        }
-    }
-    let dumper_ns = set.inventory.root_ids.as_ref().and_then(|r| r.ipc_ns_id);
-    let new_namespace = ns.is_some() && ns != dumper_ns;
-    let mut plan = IpcPlan { new_namespace, allow_new_ids: opts.shm_new_ids, ..Default::default() };
-    let Some(images) = set.ipc.iter().find(|n| Some(n.id) == ns) else { return Ok(plan) };
-    if let (true, Some(v)) = (new_namespace, &images.var) {
-        plan.sysctls = super::sysv::var_sysctls(v);
-    }
-    let name = format!("ipcns-shm-{}.img", images.id);
-    for (i, s) in images.shm.iter().enumerate() {
-        let e = &s.entry;
-        let at = |field: &str| format!("{name}: entry {i}: {field}");
-        if e.hugetlb_flag.unwrap_or(0) != 0 {
-            bail!("{}: hugetlb segments are not restored yet", at("hugetlb_flag"));
-        }
-        if e.size == 0 || e.size > isize::MAX as u64 {
-            bail!("{} {}: not a segment size", at("size"), e.size);
-        }
-        let id =
-            i32::try_from(e.desc.id).map_err(|_| anyhow::anyhow!("{} {}: not a SysV id", at("desc.id"), e.desc.id))?;
-        let contents = match &s.pages {
-            Some(pm) => {
-                let entries: Vec<(u64, u64, u32)> =
-                    pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
-                let runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-shmem-{id}.img"))?;
-                Contents::Pages { file: pm.pages.clone(), runs }
-            }
-            None => Contents::Inline(s.data.clone()),
-        };
-        plan.segments.push(SegmentPlan {
-            id,
-            key: e.desc.key as i32,
-            size: e.size,
-            mode: e.desc.mode & 0o777,
-            uid: e.desc.uid,
-            gid: e.desc.gid,
-            removed: e.desc.mode & SHM_DEST != 0,
-            contents,
-        });
-    }
-    Ok(plan)
-}
-
-/// `shmctl`'s mark of a segment removed while attached (linux/shm.h).
-const SHM_DEST: u32 = 0o1000;
 
 /// How the process with pstree entry `e` gets its session and group.
 fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -> Result<Session> {
@@ -426,7 +311,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         } else if s & vs::AREA_VVAR != 0 {
             Backing::Vvar
         } else if s & vs::AREA_SYSVIPC != 0 {
-            sysv_backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
+            crate::sysv::restore::backing(v, vmas.last(), ipc, &format!("{mm_name}: entry 0: vmas[{j}]"))?
         } else if s & vs::ANON_SHARED != 0 {
             Backing::Shmem { shmid: v.shmid }
         } else if s & vs::AREA_MEMFD != 0 {
@@ -622,59 +507,10 @@ fn caps(words: &[u32]) -> u64 {
     words.first().copied().unwrap_or(0) as u64 | (words.get(1).copied().unwrap_or(0) as u64) << 32
 }
 
-/// Filter flags a restore can set again: the ones the kernel reports for
-/// an installed filter (`SECCOMP_FILTER_FLAG_LOG`, `_SPEC_ALLOW`).
-const SECCOMP_FLAGS: u32 = 2 | 4;
-/// `BPF_MAXINSNS`.
-const BPF_MAXINSNS: usize = 4096;
-
-/// A thread's seccomp state from its core image and `seccomp.img`: the
-/// chain that ends at its filter, oldest first. Restoring a sandboxed
-/// thread without its sandbox would be worse than refusing, so anything
-/// missing or odd is an error.
-fn seccomp(name: &str, tcore: &ThreadCoreEntry, tc: &TaskCoreEntry, img: Option<&SeccompEntry>) -> Result<SeccompPlan> {
-    // Images from before seccomp was per thread keep it in the task core.
-    let (mode, filter, field) = match tcore.seccomp_mode {
-        Some(m) => (m, tcore.seccomp_filter, "thread_core.seccomp_filter"),
-        None => (tc.old_seccomp_mode.unwrap_or(0), tc.old_seccomp_filter, "tc.old_seccomp_filter"),
-    };
-    match mode {
-        0 => return Ok(SeccompPlan::default()),
-        1 => return Ok(SeccompPlan { strict: true, filters: vec![] }),
-        2 => {}
-        m => bail!("{name}: entry 0: seccomp mode {m} is unknown"),
-    }
-    let mut at = filter.with_context(|| format!("{name}: entry 0: {field} is missing for a thread in filter mode"))?;
-    let all = &img.with_context(|| format!("{name}: entry 0: {field} {at}: there is no seccomp.img"))?.seccomp_filters;
-    let mut filters = vec![];
-    loop {
-        let f = all.get(at as usize).with_context(|| {
-            format!("{name}: entry 0: {field}: filter {at} is not in seccomp.img ({} filters)", all.len())
-        })?;
-        let here = format!("seccomp.img: entry 0: seccomp_filters[{at}]");
-        let len = f.filter.len();
-        if len == 0 || len % 8 != 0 || len / 8 > BPF_MAXINSNS {
-            bail!("{here}.filter: {len} bytes is not a BPF program of 1 to {BPF_MAXINSNS} instructions");
-        }
-        let flags = f.flags.unwrap_or(0);
-        if flags & !SECCOMP_FLAGS != 0 {
-            bail!("{here}.flags {flags:#x}: only LOG and SPEC_ALLOW can be set again");
-        }
-        filters.push((flags, f.filter.clone()));
-        match f.prev {
-            None => break,
-            Some(p) if filters.len() > all.len() => bail!("{here}.prev {p}: the chain of filters loops"),
-            Some(p) => at = p,
-        }
-    }
-    filters.reverse();
-    Ok(SeccompPlan { strict: false, filters })
-}
-
 fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEntry>) -> Result<ThreadPlan> {
     let name = format!("core-{tid}.img");
     let tcore = core.thread_core.as_ref().with_context(|| format!("{name}: entry 0: no thread_core"))?;
-    let seccomp = seccomp(&name, tcore, tc, sc)?;
+    let seccomp = crate::seccomp::restore::plan(&name, tcore, tc, sc)?;
     let (regs, fpu, clear_tid_addr) = if let Some(ti) = &core.thread_info {
         let g = &ti.gpregs;
         if g.mode.unwrap_or(1) != 1 {
@@ -807,39 +643,6 @@ fn thread(tid: u32, core: &CoreEntry, tc: &TaskCoreEntry, sc: Option<&SeccompEnt
 /// A SysV attachment's piece: its first piece attaches the whole segment,
 /// later ones (same segment, contiguous, continuing its offsets) are only
 /// re-protected.
-fn sysv_backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {
-    let id = i32::try_from(v.shmid).map_err(|_| anyhow::anyhow!("{at}.shmid {}: not a SysV id", v.shmid))?;
-    let seg = ipc
-        .segments
-        .iter()
-        .find(|s| s.id == id)
-        .with_context(|| format!("{at}.shmid {id}: no such segment in the tree's IPC namespace images"))?;
-    let len = seg.size.next_multiple_of(4096);
-    if let Some(prev) = prev
-        && let Backing::SysvShm { id: prev_id, .. } = prev.backing
-        && prev_id == id
-        && prev.end == v.start
-        && prev.pgoff + prev.len() == v.pgoff
-    {
-        return Ok(Backing::SysvShm { id, attach: None });
-    }
-    if v.pgoff != 0 || v.end - v.start > len {
-        bail!(
-            "{at}: pgoff {:#x}, {:#x} bytes: only part of SysV segment {id} ({len:#x} bytes) is mapped here; \
-             partly unmapped attachments are not restored yet",
-            v.pgoff,
-            v.end - v.start
-        );
-    }
-    // The attach mode is the open mode of the attachment's file; the
-    // protection of this piece may have been lowered since.
-    let read_only = match v.fdflags {
-        Some(f) => f as i32 & libc::O_ACCMODE == libc::O_RDONLY,
-        None => v.prot & libc::PROT_WRITE as u32 == 0,
-    };
-    Ok(Backing::SysvShm { id, attach: Some(ShmAttach { len, read_only }) })
-}
-
 /// Loads `dir` and plans its restore.
 pub fn plan_dir(dir: &Path, opts: &PlanOptions) -> Result<TreePlan> {
     let set = ImageSet::load(dir)?;

@@ -2,6 +2,8 @@
 
 use anyhow::{Context, Result};
 
+use crate::maps::Mapping;
+
 /// A half-open address range.
 pub type Range = (u64, u64);
 
@@ -18,41 +20,6 @@ pub fn find_hole(a: &[Range], b: &[Range], len: u64, min: u64, max: u64) -> Opti
         at = at.max(end);
     }
     (at.checked_add(len)? <= max).then_some(at)
-}
-
-/// A mapping of `/proc/self/maps`: range and name (`[vdso]`, a path, or "").
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub name: String,
-}
-
-pub fn parse_maps(text: &str) -> Result<Vec<Mapping>> {
-    text.lines()
-        .enumerate()
-        .map(|(i, line)| {
-            let mut it = line.split_whitespace();
-            let range = it.next().with_context(|| format!("maps line {}: empty", i + 1))?;
-            let (s, e) = range.split_once('-').with_context(|| format!("maps line {}: no range", i + 1))?;
-            let start = u64::from_str_radix(s, 16).with_context(|| format!("maps line {}: start", i + 1))?;
-            let end = u64::from_str_radix(e, 16).with_context(|| format!("maps line {}: end", i + 1))?;
-            let name = it.nth(4).unwrap_or("").to_string();
-            Ok(Mapping { start, end, name })
-        })
-        .collect()
-}
-
-pub fn own_maps() -> Result<Vec<Mapping>> {
-    parse_maps(&std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?)
-}
-
-/// The runtime vDSO pieces, in address order, as (name, start, end).
-pub fn runtime_vdso(maps: &[Mapping]) -> Vec<Mapping> {
-    let mut v: Vec<Mapping> =
-        maps.iter().filter(|m| matches!(m.name.as_str(), "[vvar]" | "[vvar_vclock]" | "[vdso]")).cloned().collect();
-    v.sort_by_key(|m| m.start);
-    v
 }
 
 /// The highest user address, exclusive.
@@ -86,7 +53,7 @@ pub fn user_space_end() -> Result<u64> {
     let page = revenant_arch::PAGE_SIZE as u64;
     // The vsyscall page (x86_64) and the vector page (32-bit ARM) are the
     // kernel's, above the end on most machines: they say nothing of it.
-    let low = own_maps()?
+    let low = crate::maps::own_maps()?
         .iter()
         .filter(|m| !matches!(m.name.as_str(), "[vsyscall]" | "[vectors]"))
         .map(|m| m.end)
@@ -158,7 +125,7 @@ mod tests {
         assert_eq!(end % page, 0);
         assert!(may_map(end - page), "{end:#x}");
         assert!(end > usize::MAX as u64 || !may_map(end), "{end:#x}");
-        for m in own_maps().unwrap() {
+        for m in crate::maps::own_maps().unwrap() {
             assert!(m.end <= end || m.name == "[vsyscall]" || m.name == "[vectors]", "{m:?} above {end:#x}");
         }
         #[cfg(target_arch = "x86_64")]
@@ -176,17 +143,5 @@ mod tests {
         let own = [(0x50000, 0x60000), (0x10000, 0x58000)];
         assert_eq!(find_hole(&own, &[], 0x1000, 0x10000, 1 << 40), Some(0x60000));
         assert_eq!(find_hole(&own, &[], 0x1000, 0x10000, 0x60800), None);
-    }
-
-    #[test]
-    fn parses_maps_lines() {
-        let text = "55d0c0000000-55d0c0001000 r--p 00000000 fd:01 123 /usr/bin/cat\n\
-                    7ffc1000-7ffc3000 r-xp 00000000 00:00 0                  [vdso]\n\
-                    7ffd0000-7ffd1000 rw-p 00000000 00:00 0\n";
-        let m = parse_maps(text).unwrap();
-        assert_eq!(m[0], Mapping { start: 0x55d0c0000000, end: 0x55d0c0001000, name: "/usr/bin/cat".into() });
-        assert_eq!(m[1].name, "[vdso]");
-        assert_eq!(m[2].name, "");
-        assert!(parse_maps("zz-1 r--p").is_err());
     }
 }

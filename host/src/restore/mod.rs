@@ -2,25 +2,18 @@
 //! processes. See docs/architecture.md for the sequence.
 
 mod bootstrap;
-pub mod cgroups;
 mod child;
 pub mod convert;
 mod cow;
 mod creds;
-mod frame;
 pub mod from_images;
 mod held;
 pub(crate) mod layout;
 mod limits;
 pub mod plan;
-pub mod regs;
-mod shmem;
 mod spawn;
-pub mod sysv;
 mod tree_files;
 mod vdso;
-#[cfg(target_arch = "x86_64")]
-mod xsave;
 
 #[cfg(target_arch = "x86_64")]
 mod finish;

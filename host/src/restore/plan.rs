@@ -187,8 +187,8 @@ pub struct PageRun {
 #[derive(Debug, Clone)]
 pub struct ThreadPlan {
     pub tid: i32,
-    pub regs: crate::restore::regs::Regs,
-    pub fpu: Option<crate::restore::regs::Fpu>,
+    pub regs: crate::regs::Regs,
+    pub fpu: Option<crate::regs::Fpu>,
     pub sigmask: u64,
     pub altstack: AltStack,
     pub clear_tid_addr: u64,

@@ -13,8 +13,8 @@ use revenant_arch::Errno;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
-use super::sysv::{self, IpcPlan};
 use super::{cow, held, tree_files};
+use crate::sysv::restore::{self as sysv, IpcPlan};
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
@@ -162,7 +162,7 @@ pub fn restore_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
-    shmem: &[super::shmem::ObjectPlan],
+    shmem: &[crate::shmem::restore::ObjectPlan],
 ) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
@@ -188,7 +188,7 @@ pub fn restore_tree(
         plans
     };
     // Held until every task has mapped its areas of them.
-    let objects = super::shmem::make(shmem)?;
+    let objects = crate::shmem::restore::make(shmem)?;
     let mapped: Vec<ProcessPlan>;
     let plans = if shmem.is_empty() {
         plans
@@ -437,7 +437,7 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
         | ptrace::Options::PTRACE_O_TRACECLONE;
     // Until we let go, the filters the blob installs must not judge its
     // own calls or our munmap.
-    let suspend = crate::dump::seccomp::SUSPEND_SECCOMP;
+    let suspend = crate::seccomp::SUSPEND_SECCOMP;
     for (i, ((pid, sync), p)) in pids.iter().zip(syncs).zip(plans).enumerate() {
         let sandboxed = p.threads.iter().any(|t| !t.seccomp.is_empty());
         let opts = if sandboxed { opts | suspend } else { opts };

@@ -8,9 +8,9 @@ use std::os::unix::fs::FileExt;
 use anyhow::{Context, Result, bail};
 use revenant_blob_abi::{Move, Patch};
 
-use super::layout::Mapping;
 use super::plan::{Backing, ProcessPlan, VmaPlan};
 use crate::kerndat::{VdsoSymbol, parse_vdso_symbols};
+use crate::maps::Mapping;
 
 /// The decision, with everything the blob needs to carry it out.
 #[derive(Debug, Default)]

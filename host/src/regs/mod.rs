@@ -1,5 +1,14 @@
 //! Register state as the images describe it, for either arch: a restore
 //! checks that the set matches the running arch before anything else.
+//! The types are shared by both directions; beside them, reading a
+//! stopped thread's registers at dump ([`dump`]) and, at restore, the
+//! XSAVE area (`xsave`) and sigreturn frame (`frame`) built from them.
+
+#[cfg(target_arch = "x86_64")]
+pub mod dump;
+pub(crate) mod frame;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod xsave;
 
 /// General registers of one thread.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,13 @@
-//! A thread's seccomp filters, read through ptrace (which needs
-//! CAP_SYS_ADMIN). The kernel numbers them from the oldest (0), the order
-//! a restore installs them in.
+//! The dump half of seccomp: a thread's filters, read through ptrace
+//! (which needs CAP_SYS_ADMIN), and the tree's as `seccomp.img` entries.
+//! The kernel numbers them from the oldest (0), the order a restore
+//! installs them in.
 
 use anyhow::{Context, Result};
 use nix::libc::{self, c_void};
+use revenant_images::messages::SeccompFilter;
 
-/// `PTRACE_O_SUSPEND_SECCOMP`: the tracee's seccomp state judges none of
-/// its calls while we trace it (CAP_SYS_ADMIN). The dump needs it to
-/// inject calls, the restore to run the blob past the filters it installs.
-pub const SUSPEND_SECCOMP: nix::sys::ptrace::Options = nix::sys::ptrace::Options::from_bits_retain(1 << 21);
+use crate::dump::model::Tree;
 
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
@@ -60,4 +59,29 @@ pub fn filters(tid: i32) -> Result<Vec<(u32, Vec<u8>)>> {
         out.push((md.flags as u32, prog));
     }
     Ok(out)
+}
+
+/// Every thread's filters as one list where each filter names the one
+/// installed before it; threads with the same filters (inherited from the
+/// thread that installed them) share entries. Also each thread's last
+/// filter.
+pub fn filter_entries(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::HashMap<i32, u32>) {
+    let mut all: Vec<SeccompFilter> = vec![];
+    let mut last = std::collections::HashMap::new();
+    for t in tree.procs.iter().flat_map(|p| &p.threads) {
+        let mut prev = None;
+        for (flags, prog) in &t.seccomp.filters {
+            let flags = Some(*flags).filter(|&f| f != 0);
+            let f = SeccompFilter { filter: prog.clone(), prev, flags, ..Default::default() };
+            let at = all.iter().position(|g| *g == f).unwrap_or_else(|| {
+                all.push(f);
+                all.len() - 1
+            });
+            prev = Some(at as u32);
+        }
+        if let Some(at) = prev {
+            last.insert(t.tid, at);
+        }
+    }
+    (all, last)
 }

@@ -14,6 +14,9 @@
 //! ids. A [`Janitor`] process, told each id as it is made, removes them
 //! when we die before telling it that the tree runs. (A namespace of the
 //! tree's own dies with us and the half-made tasks, segments and all.)
+//!
+//! The plan comes from the `ipcns-*` images ([`plan`]); each area of an
+//! attachment is checked against it ([`backing`]).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -22,9 +25,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::IpcVarEntry;
+use revenant_images::ImageSet;
+use revenant_images::messages::{VmaEntry, pe};
 
-use super::plan::PageRun;
+use super::{RMID_FORCED, errno, stat, var_sysctls, zeroed_ds};
+use crate::restore::convert;
+use crate::restore::from_images::PlanOptions;
+use crate::restore::plan::{Backing, PageRun, ShmAttach, VmaPlan};
 
 /// The tree's IPC namespace and its segments.
 #[derive(Debug, Clone, Default)]
@@ -63,10 +70,6 @@ pub enum Contents {
     /// Runs of a pages image; `addr` is the offset in the segment.
     Pages { file: PathBuf, runs: Vec<PageRun> },
 }
-
-/// `shm_rmid_forced` is set last: set earlier, it would destroy each
-/// segment the moment its filling attach goes away.
-const RMID_FORCED: &str = "kernel/shm_rmid_forced";
 
 /// The segments of a restore in progress; removed again when dropped
 /// before [`Created::keep`].
@@ -298,66 +301,8 @@ fn janitor(rx: i32, pid_tx: i32) -> ! {
     }
 }
 
-/// `ipcns-var`'s fields and the sysctls (under /proc/sys) they hold, in
-/// both directions: [`var_sysctls`] for a restore, [`read_var`] for a dump.
-/// `kernel/auto_msgmni` is recorded but no longer settable.
-pub fn var_sysctls(v: &IpcVarEntry) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut put = |name: &str, value: String| out.push((name.to_string(), value));
-    if v.sem_ctls.len() == 4 {
-        put("kernel/sem", v.sem_ctls.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "));
-    }
-    put("kernel/msgmax", v.msg_ctlmax.to_string());
-    put("kernel/msgmnb", v.msg_ctlmnb.to_string());
-    put("kernel/msgmni", v.msg_ctlmni.to_string());
-    put("kernel/shmmax", v.shm_ctlmax.to_string());
-    put("kernel/shmall", v.shm_ctlall.to_string());
-    put("kernel/shmmni", v.shm_ctlmni.to_string());
-    put(RMID_FORCED, v.shm_rmid_forced.to_string());
-    put("fs/mqueue/queues_max", v.mq_queues_max.to_string());
-    put("fs/mqueue/msg_max", v.mq_msg_max.to_string());
-    put("fs/mqueue/msgsize_max", v.mq_msgsize_max.to_string());
-    if let Some(n) = v.mq_msg_default {
-        put("fs/mqueue/msg_default", n.to_string());
-    }
-    if let Some(n) = v.mq_msgsize_default {
-        put("fs/mqueue/msgsize_default", n.to_string());
-    }
-    out
-}
-
-/// `ipcns-var` from the sysctls of this thread's IPC namespace; a missing
-/// or odd value stays 0.
-pub fn read_var() -> IpcVarEntry {
-    let get = |name: &str| std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap_or_default();
-    let n32 = |name: &str| get(name).trim().parse::<u32>().unwrap_or(0);
-    let n64 = |name: &str| get(name).trim().parse::<u64>().unwrap_or(0);
-    let opt = |name: &str| get(name).trim().parse::<u32>().ok();
-    IpcVarEntry {
-        sem_ctls: get("kernel/sem").split_whitespace().filter_map(|w| w.parse().ok()).collect(),
-        msg_ctlmax: n32("kernel/msgmax"),
-        msg_ctlmnb: n32("kernel/msgmnb"),
-        msg_ctlmni: n32("kernel/msgmni"),
-        auto_msgmni: n32("kernel/auto_msgmni"),
-        shm_ctlmax: n64("kernel/shmmax"),
-        shm_ctlall: n64("kernel/shmall"),
-        shm_ctlmni: n32("kernel/shmmni"),
-        shm_rmid_forced: n32(RMID_FORCED),
-        mq_queues_max: n32("fs/mqueue/queues_max"),
-        mq_msg_max: n32("fs/mqueue/msg_max"),
-        mq_msgsize_max: n32("fs/mqueue/msgsize_max"),
-        mq_msg_default: opt("fs/mqueue/msg_default"),
-        mq_msgsize_default: opt("fs/mqueue/msgsize_default"),
-        ..Default::default()
-    }
-}
-
 fn write_sysctl(name: &str, value: &str) -> Result<()> {
     std::fs::write(format!("/proc/sys/{name}"), value).with_context(|| format!("setting {name} to {value}"))
-}
-
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
 }
 
 /// Creates segment `s` with its id (or, if allowed, any id); returns the id.
@@ -395,21 +340,6 @@ fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
     Ok(id)
 }
 
-/// `shmctl(IPC_STAT)` of segment `id` in this thread's namespace.
-pub fn stat(id: i32) -> std::io::Result<libc::shmid_ds> {
-    let mut ds = zeroed_ds();
-    // SAFETY: IPC_STAT writes one shmid_ds into a live local.
-    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } < 0 {
-        return Err(errno());
-    }
-    Ok(ds)
-}
-
-fn zeroed_ds() -> libc::shmid_ds {
-    // SAFETY: shmid_ds is plain integers, for which zero is valid.
-    unsafe { std::mem::zeroed() }
-}
-
 /// Writes the dumped contents through a temporary attachment.
 fn fill(s: &SegmentPlan, id: i32) -> Result<()> {
     // SAFETY: an attach at an address of the kernel's choosing replaces nothing.
@@ -435,7 +365,7 @@ fn fill(s: &SegmentPlan, id: i32) -> Result<()> {
 
 /// Reads the runs of pages image `file` into `mem` (a shared memory
 /// object mapped whole; a run's `addr` is its offset there).
-pub(super) fn read_runs(mem: &mut [u8], file: &std::path::Path, runs: &[PageRun]) -> Result<()> {
+pub(crate) fn read_runs(mem: &mut [u8], file: &std::path::Path, runs: &[PageRun]) -> Result<()> {
     let f = revenant_images::file::ImageFile::open(file)?.file;
     runs.iter().try_for_each(|r| {
         let dst = mem
@@ -459,19 +389,97 @@ fn set_owner(s: &SegmentPlan, id: i32) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Both directions name the same sysctls: what a dump reads here is
-    /// what a restore would write back, value for value.
-    #[test]
-    fn ipc_var_reads_back_as_the_sysctls_it_came_from() {
-        let pairs = var_sysctls(&read_var());
-        assert!(pairs.len() >= 11, "{pairs:?}");
-        for (name, value) in pairs {
-            let now = std::fs::read_to_string(format!("/proc/sys/{name}")).unwrap();
-            assert_eq!(now.split_whitespace().collect::<Vec<_>>().join(" "), value, "{name}");
+/// The tree's IPC namespace: a new one when the tree's differs from the
+/// dumping tool's own (inventory's `root_ids`), with its segments.
+pub fn plan(set: &ImageSet, opts: &PlanOptions) -> Result<IpcPlan> {
+    let root = &set.processes[0];
+    let ns = root.ids.ipc_ns_id;
+    for p in &set.processes[1..] {
+        if p.ids.ipc_ns_id != ns {
+            bail!(
+                "ids-{}.img: entry 0: ipc_ns_id {:?}: the root is in IPC namespace {ns:?}; a tree across IPC \
+                 namespaces is not restored yet",
+                p.pid(),
+                p.ids.ipc_ns_id
+            );
         }
     }
+    let dumper_ns = set.inventory.root_ids.as_ref().and_then(|r| r.ipc_ns_id);
+    let new_namespace = ns.is_some() && ns != dumper_ns;
+    let mut plan = IpcPlan { new_namespace, allow_new_ids: opts.shm_new_ids, ..Default::default() };
+    let Some(images) = set.ipc.iter().find(|n| Some(n.id) == ns) else { return Ok(plan) };
+    if let (true, Some(v)) = (new_namespace, &images.var) {
+        plan.sysctls = var_sysctls(v);
+    }
+    let name = format!("ipcns-shm-{}.img", images.id);
+    for (i, s) in images.shm.iter().enumerate() {
+        let e = &s.entry;
+        let at = |field: &str| format!("{name}: entry {i}: {field}");
+        if e.hugetlb_flag.unwrap_or(0) != 0 {
+            bail!("{}: hugetlb segments are not restored yet", at("hugetlb_flag"));
+        }
+        if e.size == 0 || e.size > isize::MAX as u64 {
+            bail!("{} {}: not a segment size", at("size"), e.size);
+        }
+        let id =
+            i32::try_from(e.desc.id).map_err(|_| anyhow::anyhow!("{} {}: not a SysV id", at("desc.id"), e.desc.id))?;
+        let contents = match &s.pages {
+            Some(pm) => {
+                let entries: Vec<(u64, u64, u32)> =
+                    pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
+                let runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-shmem-{id}.img"))?;
+                Contents::Pages { file: pm.pages.clone(), runs }
+            }
+            None => Contents::Inline(s.data.clone()),
+        };
+        plan.segments.push(SegmentPlan {
+            id,
+            key: e.desc.key as i32,
+            size: e.size,
+            mode: e.desc.mode & 0o777,
+            uid: e.desc.uid,
+            gid: e.desc.gid,
+            removed: e.desc.mode & SHM_DEST != 0,
+            contents,
+        });
+    }
+    Ok(plan)
+}
+
+/// `shmctl`'s mark of a segment removed while attached (linux/shm.h).
+const SHM_DEST: u32 = 0o1000;
+
+/// How the area `v` of an attachment is mapped: attached whole, or part of
+/// the attachment `prev` before it.
+pub fn backing(v: &VmaEntry, prev: Option<&VmaPlan>, ipc: &IpcPlan, at: &str) -> Result<Backing> {
+    let id = i32::try_from(v.shmid).map_err(|_| anyhow::anyhow!("{at}.shmid {}: not a SysV id", v.shmid))?;
+    let seg = ipc
+        .segments
+        .iter()
+        .find(|s| s.id == id)
+        .with_context(|| format!("{at}.shmid {id}: no such segment in the tree's IPC namespace images"))?;
+    let len = seg.size.next_multiple_of(4096);
+    if let Some(prev) = prev
+        && let Backing::SysvShm { id: prev_id, .. } = prev.backing
+        && prev_id == id
+        && prev.end == v.start
+        && prev.pgoff + prev.len() == v.pgoff
+    {
+        return Ok(Backing::SysvShm { id, attach: None });
+    }
+    if v.pgoff != 0 || v.end - v.start > len {
+        bail!(
+            "{at}: pgoff {:#x}, {:#x} bytes: only part of SysV segment {id} ({len:#x} bytes) is mapped here; \
+             partly unmapped attachments are not restored yet",
+            v.pgoff,
+            v.end - v.start
+        );
+    }
+    // The attach mode is the open mode of the attachment's file; the
+    // protection of this piece may have been lowered since.
+    let read_only = match v.fdflags {
+        Some(f) => f as i32 & libc::O_ACCMODE == libc::O_RDONLY,
+        None => v.prot & libc::PROT_WRITE as u32 == 0,
+    };
+    Ok(Backing::SysvShm { id, attach: Some(ShmAttach { len, read_only }) })
 }

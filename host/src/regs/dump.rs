@@ -1,11 +1,12 @@
-//! A stopped thread's registers, read with PTRACE_GETREGSET, and the other
-//! per-thread state ptrace hands out directly (signal mask, pending
-//! signals, rseq, TLS descriptors). x86_64 only.
+//! The dump half: a stopped thread's registers, read with
+//! PTRACE_GETREGSET, and the other per-thread state ptrace hands out
+//! directly (signal mask, pending signals, rseq, TLS descriptors). x86_64
+//! only.
 
 use anyhow::{Context, Result, bail};
 use nix::libc::{self, c_void, user_regs_struct};
 
-use crate::restore::regs::X86Fpu;
+use super::X86Fpu;
 
 const NT_PRSTATUS: i32 = 1;
 const NT_PRFPREG: i32 = 2;

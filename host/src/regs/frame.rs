@@ -1,12 +1,13 @@
-//! The `rt_sigreturn` frame of each thread: the last thing the blob uses,
-//! holding the dumped registers, FPU state, signal mask and alternate stack.
-//! Built here, in the host, byte for byte, and placed in the bootstrap area.
+//! Restore half: the `rt_sigreturn` frame of each thread, the last thing
+//! the blob uses, holding the dumped registers, FPU state, signal mask and
+//! alternate stack. Built here, in the host, byte for byte, and placed in
+//! the bootstrap area.
 
 use anyhow::{Result, bail};
 
-use super::plan::ThreadPlan;
 #[cfg(target_arch = "x86_64")]
-use super::regs::{Fpu, Regs};
+use super::{Fpu, Regs};
+use crate::restore::plan::ThreadPlan;
 
 /// Room reserved for one frame (x86: ucontext + 64-byte-aligned xsave area
 /// of up to ~11 KiB with AMX left out).
@@ -80,7 +81,7 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
 
 #[cfg(target_arch = "arm")]
 pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
-    use super::regs::{Fpu, Regs};
+    use super::{Fpu, Regs};
     use revenant_arch::frame::*;
 
     let Regs::Arm(r) = &t.regs else {

@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use nix::libc;
+use revenant_images::messages::{PagemapEntry, PagemapHead, pe};
+use revenant_images::{Kind, Writer};
 
-use super::maps::{PAGE, Vma, status};
+use crate::dump::maps::{PAGE, Vma, status};
 use crate::imgdir::ImageDir;
 use crate::procfs;
 
@@ -86,9 +88,22 @@ fn read_object(link: &std::path::Path, pages_id: u32, dir: &ImageDir) -> Result<
     }
     // SAFETY: the map above is `len` bytes, readable, until the munmap below.
     let mem = unsafe { std::slice::from_raw_parts(at.cast::<u8>(), len) };
-    let runs =
-        dir.create(&name).and_then(|w| super::sysv::write_pages(mem, w)).with_context(|| format!("writing {name}"));
+    let runs = dir
+        .create(&name)
+        .and_then(|w| crate::sysv::dump::write_pages(mem, w))
+        .with_context(|| format!("writing {name}"));
     // SAFETY: unmapping the map made above; `mem` is not used after.
     unsafe { libc::munmap(at, len) };
     runs
+}
+
+/// A shared memory object's pagemap (SysV segment or shared anonymous
+/// memory): runs of (offset, pages) in `pages-<pages_id>.img`.
+pub(crate) fn shmem_pagemap(pages_id: u32, runs: &[(u64, u64)]) -> Writer {
+    let mut pm = Writer::new(Kind::Pagemap);
+    pm.push(&PagemapHead { pages_id, ..Default::default() });
+    for &(offset, pages) in runs {
+        pm.push(&PagemapEntry { vaddr: offset, flags: Some(pe::PRESENT), nr_pages: Some(pages), ..Default::default() });
+    }
+    pm
 }

@@ -17,9 +17,9 @@ use nix::libc;
 
 use revenant_images::messages::IpcVarEntry;
 
-use super::maps::PAGE;
+use super::{read_var, stat};
+use crate::dump::maps::PAGE;
 use crate::imgdir::ImageDir;
-use crate::restore::sysv::{read_var, stat};
 
 /// One segment as found.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ fn segment(id: i32, pages_id: u32, dir: &ImageDir) -> Result<Segment> {
 }
 
 /// Writes the pages of `mem` that are not all zeros; returns their runs.
-pub(super) fn write_pages(mem: &[u8], f: File) -> Result<Vec<(u64, u64)>> {
+pub(crate) fn write_pages(mem: &[u8], f: File) -> Result<Vec<(u64, u64)>> {
     let mut w = BufWriter::with_capacity(1 << 20, f);
     let mut runs: Vec<(u64, u64)> = Vec::new();
     for (i, page) in mem.chunks(PAGE as usize).enumerate() {

@@ -1,11 +1,16 @@
 //! Cgroup memberships as the kernel shows them: `/proc/PID/cgroup` lines,
 //! and the cgroup mounts of `/proc/self/mountinfo` that say where each
-//! hierarchy's directories are. The dump records memberships; the restore
-//! finds each one's directory on this machine.
+//! hierarchy's directories are. The dump records memberships ([`dump`],
+//! x86_64 only); the restore finds each one's directory on this machine
+//! ([`restore`]). What both read and parse is here.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+
+#[cfg(target_arch = "x86_64")]
+pub mod dump;
+pub mod restore;
 
 /// A task's cgroup in one hierarchy, as CRIU's `cg_member_entry` holds it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,7 +1,7 @@
-//! Builds a standard-format XSAVE area for this CPU from dumped state, the
-//! way the kernel's `rt_sigreturn` wants it: legacy area with the software
-//! bytes marking an extended frame, header, components at the offsets CPUID
-//! gives, and the closing magic word.
+//! Restore half: builds a standard-format XSAVE area for this CPU from
+//! dumped state, the way the kernel's `rt_sigreturn` wants it: legacy area
+//! with the software bytes marking an extended frame, header, components at
+//! the offsets CPUID gives, and the closing magic word.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -9,7 +9,7 @@ use std::arch::x86_64::__cpuid_count;
 
 use anyhow::Result;
 
-use super::regs::X86Fpu;
+use super::X86Fpu;
 use revenant_arch::frame::{FP_XSTATE_MAGIC1, FP_XSTATE_MAGIC2, SW_BYTES_OFFSET};
 
 /// AMX tile state is enabled on demand per task (XFD); a frame carrying it

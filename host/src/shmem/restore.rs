@@ -7,14 +7,20 @@
 //! A memfd is made the same way with `memfd_create`, its name, size,
 //! owner, mode and seals; the tree's fds on it open it through
 //! `/proc/HOST/fd/N` too, each its own description with its position.
+//!
+//! The objects and their contents are planned from the areas and fds of
+//! every process and the `memfd`/`pagemap-shmem` images ([`plan`]).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use nix::libc;
+use revenant_images::ImageSet;
+use revenant_images::messages::{MemfdInodeEntry, pe};
 
-use super::plan::{Backing, PageRun, ProcessPlan};
+use crate::restore::convert;
+use crate::restore::plan::{Backing, PageRun, ProcessPlan};
 
 /// One object: its size (the furthest end any area maps) and contents.
 #[derive(Debug, Clone)]
@@ -38,6 +44,67 @@ pub struct Memfd {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+}
+
+/// Each shared anonymous object the tree maps: as large as its furthest
+/// area reaches, with the contents its pagemap gives (zeros without one).
+pub fn plan(set: &ImageSet, processes: &[ProcessPlan]) -> Result<Vec<ObjectPlan>> {
+    let mut out: Vec<ObjectPlan> = Vec::new();
+    for p in processes {
+        for v in &p.vmas {
+            let Backing::Shmem { shmid } = v.backing else { continue };
+            let end = v.pgoff.checked_add(v.end - v.start).filter(|e| *e <= isize::MAX as u64).with_context(|| {
+                format!("mm-{}.img: the area at {:#x}: pgoff {:#x} reaches past any object", p.pid, v.start, v.pgoff)
+            })?;
+            match out.iter_mut().find(|o| o.shmid == shmid) {
+                Some(o) => o.size = o.size.max(end),
+                None => out.push(ObjectPlan { shmid, size: end, pages: None, memfd: None }),
+            }
+        }
+        for shmid in p.fds.iter().filter_map(|f| f.shmem) {
+            if !out.iter().any(|o| o.shmid == shmid) {
+                out.push(ObjectPlan { shmid, size: 0, pages: None, memfd: None });
+            }
+        }
+    }
+    for o in &mut out {
+        // A memfd is as large as it was, and has its name and seals; CRIU's
+        // form of shared anonymous memory has its size too.
+        let inode = set.memfd_inodes.iter().find(|i| u64::from(i.shmid) == o.shmid);
+        if let Some(inode) = inode.filter(|i| anon_in_memfd_form(i)) {
+            o.size = o.size.max(inode.size);
+        } else if let Some(inode) = inode {
+            if o.size > inode.size.next_multiple_of(4096) {
+                bail!("memfd.img: memfd {:?}: an area reaches past its size {}", inode.name, inode.size);
+            }
+            o.size = inode.size;
+            o.memfd = Some(Memfd {
+                name: inode.name.clone(),
+                seals: inode.seals,
+                mode: inode.mode.unwrap_or(0o100777),
+                uid: inode.uid,
+                gid: inode.gid,
+            });
+        }
+        if let Some(pm) = set.anon_shmem.get(&o.shmid) {
+            let name = format!("pagemap-shmem-{}.img", o.shmid);
+            let entries: Vec<(u64, u64, u32)> =
+                pm.entries.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
+            let runs = convert::page_runs(&entries, 4096).with_context(|| name.clone())?;
+            if let Some(r) = runs.iter().find(|r| r.addr + r.len > o.size.next_multiple_of(4096)) {
+                bail!("{name}: pages at offset {:#x} lie past the object's end {:#x}", r.addr, o.size);
+            }
+            o.pages = Some((pm.pages.clone(), runs));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether memfd object `shmid` is CRIU's form of shared anonymous memory
+/// (named `/dev/zero`; its fds were opened through `/proc/PID/map_files`)
+/// rather than a memfd: then it is made as such, not as a memfd.
+fn anon_in_memfd_form(inode: &MemfdInodeEntry) -> bool {
+    inode.name == "/dev/zero"
 }
 
 /// The objects a restore made, kept alive until the tree maps them.
@@ -146,5 +213,5 @@ fn fill(o: &ObjectPlan, at: *mut libc::c_void, len: usize) -> Result<()> {
     let Some((file, runs)) = &o.pages else { return Ok(()) };
     // SAFETY: the map is `len` bytes, writable and ours alone until unmapped.
     let mem = unsafe { std::slice::from_raw_parts_mut(at.cast::<u8>(), len) };
-    super::sysv::read_runs(mem, file, runs)
+    crate::sysv::restore::read_runs(mem, file, runs)
 }

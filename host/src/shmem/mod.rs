@@ -1,0 +1,9 @@
+//! Shared anonymous memory (`MAP_SHARED|MAP_ANONYMOUS`) and memfd objects,
+//! each once however many areas and fds hold it: the dump half ([`dump`],
+//! x86_64 only) reads each object and writes its pages and pagemap; the
+//! restore half (`restore`) plans the objects from the images and makes
+//! them before the tree maps them.
+
+#[cfg(target_arch = "x86_64")]
+pub mod dump;
+pub(crate) mod restore;
