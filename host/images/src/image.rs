@@ -37,6 +37,8 @@ pub enum Image {
     Cgroup(Vec<CgroupEntry>),
     MemfdInode(Vec<MemfdInodeEntry>),
     FileLocks(Vec<FileLockEntry>),
+    TtyInfo(Vec<TtyInfoEntry>),
+    TtyData(Vec<TtyDataEntry>),
     /// Each queued message with its bytes.
     SkQueues(Vec<(SkPacketEntry, Vec<u8>)>),
     RemapFpath(Vec<RemapFilePathEntry>),
@@ -67,6 +69,8 @@ impl Image {
             Kind::Cgroup => Image::Cgroup(r.all()?),
             Kind::MemfdInode => Image::MemfdInode(r.all()?),
             Kind::FileLocks => Image::FileLocks(r.all()?),
+            Kind::TtyInfo => Image::TtyInfo(r.all()?),
+            Kind::TtyData => Image::TtyData(r.all()?),
             Kind::Stats => Image::Stats(r.all()?),
             Kind::IpcVar => Image::IpcVar(r.all()?),
             Kind::IpcnsShm => {
@@ -146,6 +150,8 @@ impl Image {
             Image::Cgroup(_) => Kind::Cgroup,
             Image::MemfdInode(_) => Kind::MemfdInode,
             Image::FileLocks(_) => Kind::FileLocks,
+            Image::TtyInfo(_) => Kind::TtyInfo,
+            Image::TtyData(_) => Kind::TtyData,
             Image::SkQueues(_) => Kind::SkQueues,
             Image::RemapFpath(_) => Kind::RemapFpath,
             Image::GhostFile(..) => Kind::GhostFile,
@@ -183,6 +189,8 @@ impl Image {
             Image::Cgroup(v) => all(&mut w, v),
             Image::MemfdInode(v) => all(&mut w, v),
             Image::FileLocks(v) => all(&mut w, v),
+            Image::TtyInfo(v) => all(&mut w, v),
+            Image::TtyData(v) => all(&mut w, v),
             Image::Stats(v) => all(&mut w, v),
             Image::IpcVar(v) => all(&mut w, v),
             Image::IpcnsShm(v) => {
@@ -236,6 +244,8 @@ impl Image {
             Image::Cgroup(v) => v.len(),
             Image::MemfdInode(v) => v.len(),
             Image::FileLocks(v) => v.len(),
+            Image::TtyInfo(v) => v.len(),
+            Image::TtyData(v) => v.len(),
             Image::SkQueues(v) => v.len(),
             Image::RemapFpath(v) => v.len(),
             Image::GhostFile(..) => 1,
@@ -280,6 +290,8 @@ impl Image {
             Image::Cgroup(v) => all(v),
             Image::MemfdInode(v) => all(v),
             Image::FileLocks(v) => all(v),
+            Image::TtyInfo(v) => all(v),
+            Image::TtyData(v) => all(v),
             Image::Stats(v) => all(v),
             Image::IpcVar(v) => all(v),
             // crit shows `size` bytes of the payload, without the padding.

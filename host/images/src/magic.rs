@@ -36,10 +36,12 @@ pub enum Kind {
     SkQueues,
     RemapFpath,
     GhostFile,
+    TtyInfo,
+    TtyData,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 22] = [
+    pub const ALL: [Kind; 24] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -62,6 +64,8 @@ impl Kind {
         Kind::SkQueues,
         Kind::RemapFpath,
         Kind::GhostFile,
+        Kind::TtyInfo,
+        Kind::TtyData,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -90,6 +94,8 @@ impl Kind {
             Kind::SkQueues => 0x5626_4026,
             Kind::RemapFpath => 0x5913_3954,
             Kind::GhostFile => 0x5258_3605,
+            Kind::TtyInfo => 0x5945_3036,
+            Kind::TtyData => 0x5941_3026,
         }
     }
 
@@ -132,6 +138,8 @@ impl Kind {
             Kind::SkQueues => "SK_QUEUES",
             Kind::RemapFpath => "REMAP_FPATH",
             Kind::GhostFile => "GHOST_FILE",
+            Kind::TtyInfo => "TTY_INFO",
+            Kind::TtyData => "TTY_DATA",
         }
     }
 

@@ -143,6 +143,10 @@ pub struct ImageSet {
     /// `filelocks.img`: the locks the tree's processes hold (empty if
     /// absent).
     pub file_locks: Vec<FileLockEntry>,
+    /// `tty-info.img`: every terminal the tree holds.
+    pub tty_info: Vec<TtyInfoEntry>,
+    /// `tty-data.img`: bytes queued in pseudoterminal pairs.
+    pub tty_data: Vec<TtyDataEntry>,
     /// `sk-queues.img`: messages waiting in sockets, with their bytes
     /// (empty if absent).
     pub sk_queues: Vec<(SkPacketEntry, Vec<u8>)>,
@@ -275,6 +279,16 @@ impl ImageSet {
             Some(other) => return Err(wrong("filelocks.img", &other, "a FILE_LOCKS")),
             None => Vec::new(),
         };
+        let tty_info = match read_opt(dir, "tty-info.img")? {
+            Some(Image::TtyInfo(v)) => v,
+            Some(other) => return Err(wrong("tty-info.img", &other, "a TTY_INFO")),
+            None => Vec::new(),
+        };
+        let tty_data = match read_opt(dir, "tty-data.img")? {
+            Some(Image::TtyData(v)) => v,
+            Some(other) => return Err(wrong("tty-data.img", &other, "a TTY_DATA")),
+            None => Vec::new(),
+        };
         let sk_queues = match read_opt(dir, "sk-queues.img")? {
             Some(Image::SkQueues(v)) => v,
             Some(other) => return Err(wrong("sk-queues.img", &other, "a SK_QUEUES")),
@@ -332,6 +346,8 @@ impl ImageSet {
             anon_shmem,
             memfd_inodes,
             file_locks,
+            tty_info,
+            tty_data,
             sk_queues,
             remaps,
             ghosts,
@@ -402,6 +418,12 @@ impl ImageSet {
         }
         if !self.sk_queues.is_empty() {
             v.push(("sk-queues.img".to_string(), Image::SkQueues(self.sk_queues.clone())));
+        }
+        if !self.tty_info.is_empty() {
+            v.push(("tty-info.img".to_string(), Image::TtyInfo(self.tty_info.clone())));
+        }
+        if !self.tty_data.is_empty() {
+            v.push(("tty-data.img".to_string(), Image::TtyData(self.tty_data.clone())));
         }
         if !self.file_locks.is_empty() {
             v.push(("filelocks.img".to_string(), Image::FileLocks(self.file_locks.clone())));

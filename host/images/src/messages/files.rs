@@ -5,6 +5,8 @@
 use crate::json::{Fmt, RFILE_FLAGS, SEALS_FLAGS};
 use crate::proto::{message, proto_enum};
 
+use super::TtyFileEntry;
+
 proto_enum! {
     /// What kind of object a file entry describes.
     pub enum FdType {
@@ -371,6 +373,7 @@ message! {
         16 usk: optional message<UnixSkEntry>,
         17 fifo: optional message<FifoEntry>,
         18 pipe: optional message<PipeEntry>,
+        19 tty: optional message<TtyFileEntry>,
         20 memfd: optional message<MemfdFileEntry>,
         22 pidfd: optional message<PidfdEntry>,
     }

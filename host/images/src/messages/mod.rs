@@ -18,6 +18,7 @@ mod pstree;
 mod seccomp;
 mod stats;
 mod timens;
+mod tty;
 mod x86;
 
 pub use self::core::*;
@@ -36,4 +37,5 @@ pub use pstree::*;
 pub use seccomp::*;
 pub use stats::*;
 pub use timens::*;
+pub use tty::*;
 pub use x86::*;
