@@ -179,6 +179,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 object_fd: None,
                 fifo: None,
                 ghost: None,
+                tty: None,
             },
             FdPlan {
                 fd: 1,
@@ -191,6 +192,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 object_fd: None,
                 fifo: None,
                 ghost: None,
+                tty: None,
             },
         ],
         pipes: vec![],
@@ -230,6 +232,8 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         groups: vec![],
         knobs: Default::default(),
         cgroups: Vec::new(),
+        ctty: None,
+        tty_fg: false,
         threads: vec![ThreadPlan {
             tid: pid,
             regs,

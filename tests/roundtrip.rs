@@ -1331,6 +1331,28 @@ fn a_fifo_comes_back_with_its_bytes() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// A pseudoterminal pair the program holds both ends of comes back at its
+/// index, as its session's controlling terminal with the child's group in
+/// the foreground, with its settings, window size and the bytes waiting at
+/// each end (read once, after the restore, byte for byte).
+#[test]
+fn a_pseudoterminal_comes_back_with_its_session_settings_and_queued_bytes() {
+    let _w = watchdog::start();
+    let work = scratch("pty");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("pty", &[out.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("tty=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    assert!(after.iter().all(|l| l.ends_with("tty=ok")), "{after:?}");
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
+    stop(pid);
+    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Inotify watches come back with their numbers (one taken and dropped
 /// before them too) and masks, reporting events on the same files.
 #[test]

@@ -59,6 +59,10 @@ pub struct Stat {
     pub ppid: i32,
     pub pgid: i32,
     pub sid: i32,
+    /// The controlling terminal's device number (0 for none), and its
+    /// foreground process group (-1 for none).
+    pub tty_nr: u32,
+    pub tpgid: i32,
     pub flags: u32,
     pub nice: i32,
     pub start_code: u64,
@@ -102,6 +106,8 @@ pub fn parse_stat(text: &str, what: &str) -> Result<Stat> {
         ppid: int(4, "ppid")? as i32,
         pgid: int(5, "pgrp")? as i32,
         sid: int(6, "session")? as i32,
+        tty_nr: int(7, "tty_nr")? as u32,
+        tpgid: int(8, "tpgid")? as i32,
         flags: num(9, "flags")? as u32,
         nice: int(19, "nice")? as i32,
         start_code: num(26, "startcode")?,
@@ -273,6 +279,25 @@ pub fn ns_inode(pid: i32, name: &str) -> Result<Option<u64>> {
         Ok(m) => Ok(Some(m.ino())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("stat {}", p.display())),
+    }
+}
+
+/// A descriptor of ours on the open file description behind fd `fd` of
+/// `pid` (`pidfd_getfd`): what we do through it, the program sees.
+pub fn borrow_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; each new descriptor is owned at once.
+    unsafe {
+        let pidfd = nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_open of {pid}"));
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
+        let got = nix::libc::syscall(nix::libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        if got < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_getfd of fd {fd} of {pid}"));
+        }
+        Ok(OwnedFd::from_raw_fd(got as i32))
     }
 }
 

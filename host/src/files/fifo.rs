@@ -84,5 +84,6 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
         object_fd: None,
         fifo: Some(FifoFill { data, size }),
         ghost: None,
+        tty: None,
     })
 }

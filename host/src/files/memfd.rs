@@ -141,6 +141,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, m: &MemfdFileEntry, cloexec: boo
         object_fd: None,
         fifo: None,
         ghost: None,
+        tty: None,
     })
 }
 

@@ -27,6 +27,7 @@ pub mod locks;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
+pub mod tty;
 pub mod unixsk;
 
 pub use memfd::{MemfdFile, MemfdObject};
@@ -42,6 +43,7 @@ pub mod fd_type {
     pub const PIPE: u32 = 2;
     pub const FIFO: u32 = 3;
     pub const UNIXSK: u32 = 5;
+    pub const TTY: u32 = 11;
     pub const MEMFD: u32 = 18;
 }
 
@@ -63,6 +65,7 @@ pub enum FileKind {
     Unix(self::unixsk::UnixSock),
     /// A named pipe.
     Fifo(fifo::Fifo),
+    Tty(tty::Tty),
 }
 
 /// Who gets the file's SIGIO/SIGURG (`F_SETOWN_EX`, `F_SETSIG`), and the
@@ -111,6 +114,9 @@ pub struct Files {
     pub memfds: Vec<MemfdObject>,
     /// The description written for the mappings of each memfd, by inode.
     memfd_maps: HashMap<u64, u32>,
+    /// Terminals, each once, and the bytes queued in pairs.
+    pub ttys: Vec<tty::Seen>,
+    pub tty_data: Vec<revenant_images::messages::TtyDataEntry>,
     /// What `sock_diag` says of the unix sockets, asked once.
     unix: Option<HashMap<u32, self::unixsk::Diag>>,
 }
@@ -196,6 +202,7 @@ impl Files {
                 FileKind::Memfd(_) => fd_type::MEMFD,
                 FileKind::Unix(_) => fd_type::UNIXSK,
                 FileKind::Fifo(_) => fd_type::FIFO,
+                FileKind::Tty(_) => fd_type::TTY,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
@@ -250,8 +257,10 @@ impl Files {
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if target.ends_with(" (deleted)") {
             return unsupported("an unlinked file");
+        } else if let Some(driver) = tty::Driver::of(m.rdev()).filter(|_| ft.is_char_device()) {
+            (fd_type::TTY, self.tty(pid, fd, &target, &m, driver, flags)?)
         } else if ft.is_char_device() && is_tty(m.rdev()) {
-            return unsupported("a terminal");
+            return unsupported("a serial line");
         } else if ft.is_block_device() || ft.is_socket() {
             return unsupported("a device or socket node");
         } else {
@@ -324,6 +333,8 @@ pub struct FdPlan {
     /// An unlinked file: the host creates it at `path` with these
     /// contents before the tasks open it, and unlinks it after.
     pub ghost: Option<ghost::Ghost>,
+    /// A terminal (its `tty-info.img` id), which the host opens.
+    pub tty: Option<u32>,
 }
 
 /// `F_SETOWN_EX`/`F_SETSIG` of the description behind `fd` (CRIU's
@@ -373,6 +384,8 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
         } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
         } else if let Some(u) = &entry.usk {
             plan.sockets.push(unixsk::plan_fd(set, f, u, cloexec, &at)?);
+        } else if let Some(t) = &entry.tty {
+            plan.fds.push(tty::plan_fd(set, f, t, cloexec, &at)?);
         } else if let Some(fe) = &entry.fifo {
             plan.fds.push(fifo::plan_fd(set, f, fe, cloexec, &at)?);
         } else if let Some(m) = &entry.memfd {
@@ -427,10 +440,12 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
             FileKind::Fifo(f) => f.entry(e.id),
             FileKind::Memfd(m) => m.entry(e.id, fown, &files.memfds),
             FileKind::Pipe(pp) => pp.entry(e.id, fown),
+            FileKind::Tty(t) => t.entry(e.id, fown),
         });
     }
     put("files.img".into(), &w)?;
     ghost::images(&files.ghosts, put)?;
+    tty::images(files, put)?;
     let socks =
         files.entries.iter().filter_map(|e| if let FileKind::Unix(u) = &e.kind { Some((e.id, u)) } else { None });
     if let Some(q) = unixsk::queues_image(socks) {

@@ -122,5 +122,6 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
         object_fd: None,
         fifo: None,
         ghost,
+        tty: None,
     })
 }

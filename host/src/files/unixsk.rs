@@ -164,7 +164,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
     if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&(ty as i32)) {
         bail!("{what}: unix socket type {ty} is not supported");
     }
-    let sock = borrow(pid, fd).with_context(|| format!("{what}: taking a copy to read it"))?;
+    let sock = crate::procfs::borrow_fd(pid, fd).with_context(|| format!("{what}: taking a copy to read it"))?;
     let s = sock.as_raw_fd();
     let opts = Opts {
         sndbuf: getopt::<i32>(s, libc::SO_SNDBUF)? as u32,
@@ -179,23 +179,6 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
 
 fn timeval(t: libc::timeval) -> (u64, u64) {
     (t.tv_sec as u64, t.tv_usec as u64)
-}
-
-/// A descriptor of ours on the same socket.
-fn borrow(pid: i32, fd: i32) -> Result<OwnedFd> {
-    // SAFETY: plain system calls; each new descriptor is owned at once.
-    unsafe {
-        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
-        if pidfd < 0 {
-            return Err(std::io::Error::last_os_error()).context("pidfd_open");
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
-        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
-        if got < 0 {
-            return Err(std::io::Error::last_os_error()).context("pidfd_getfd");
-        }
-        Ok(OwnedFd::from_raw_fd(got as i32))
-    }
 }
 
 fn getopt<T: Copy + Default>(s: i32, opt: i32) -> Result<T> {

@@ -37,11 +37,12 @@ pub struct TreeFiles {
     pub pipes: Vec<TreePipe>,
     /// Regular files, each opened straight at its slot.
     pub regs: Vec<Open>,
-    /// Memfd descriptions that are the object itself rather than a reopen
-    /// of it (which would count as a writer and keep the program from
-    /// executing it): the host's descriptor (inherited at the same number)
-    /// dup'd to the slot, with the flags and offset of `Open`.
-    pub memfds: Vec<(i32, Open)>,
+    /// Descriptions the host made: memfds that are the object itself
+    /// rather than a reopen of it (which would count as a writer and keep
+    /// the program from executing it), and terminals. The host's
+    /// descriptor (inherited at the same number) is dup'd to the slot, with
+    /// the flags and offset of `Open`.
+    pub held: Vec<(i32, Open)>,
     /// Unix socket pairs: both ends, each made at its slot.
     pub sockets: Vec<[(u32, crate::files::unixsk::UnixSock); 2]>,
 }
@@ -127,6 +128,10 @@ pub struct ChildPlan {
     pub anon_fds: Vec<crate::files::anonfd::Make>,
     /// File locks to take again once every fd is in place.
     pub locks: Vec<crate::files::locks::Lock>,
+    /// The terminal it takes as its session's (`TIOCSCTTY`).
+    pub ctty: Option<CString>,
+    /// It brings its group to its terminal's foreground.
+    pub tty_fg: bool,
 }
 
 fn errno() -> i32 {
@@ -443,29 +448,51 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         let chld = just(libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
         // The root makes every shared description, for all to inherit;
-        // memfds first, from the host's descriptors, which may hold
-        // numbers the other slots take.
+        // the host's first (memfds, terminals), whose numbers the other
+        // slots may take.
         if me == 0 {
             let mut high = [0i32; 64];
-            if p.tree_files.memfds.len() > high.len() {
-                return Err(fail(log0, "placing memfds: too many", b""));
+            if p.tree_files.held.len() > high.len() {
+                return Err(fail(log0, "placing the host's descriptions: too many", b""));
             }
-            for (k, (from, _)) in p.tree_files.memfds.iter().enumerate() {
+            for (k, (from, _)) in p.tree_files.held.iter().enumerate() {
                 high[k] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, p.tree_files.end());
                 if high[k] < 0 {
-                    return Err(fail(log0, "placing a memfd", b""));
+                    return Err(fail(log0, "placing a description the host made", b""));
                 }
             }
-            for (k, (_, o)) in p.tree_files.memfds.iter().enumerate() {
+            for (k, (_, o)) in p.tree_files.held.iter().enumerate() {
                 let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
                 if libc::dup3(high[k], o.fd, libc::O_CLOEXEC) < 0
                     || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
-                    || libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0
+                    || (libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 && errno() != libc::ESPIPE)
                 {
-                    return Err(fail(log0, "placing a memfd", b""));
+                    return Err(fail(log0, "placing a description the host made", b""));
                 }
                 libc::close(high[k]);
             }
+        }
+        // A session leader takes its terminal before anything opens
+        // /dev/tty and before its children (who inherit it) exist.
+        if let Some(path) = &p.ctty {
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
+                return Err(fail(log0, "taking its controlling terminal", path.as_bytes()));
+            }
+            libc::close(fd);
+        }
+        if p.tty_fg {
+            // From a background group this would stop us with SIGTTOU.
+            let ttou = just(libc::SIGTTOU);
+            libc::sigprocmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+            let fd = libc::open(c"/dev/tty".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+            let pgrp = libc::getpgrp();
+            if fd < 0 || libc::ioctl(fd, libc::TIOCSPGRP, &pgrp) < 0 {
+                return Err(fail(log0, "bringing its group to the terminal's foreground", b""));
+            }
+            libc::close(fd);
+        }
+        if me == 0 {
             for tp in &p.tree_files.pipes {
                 make_pipe(tp, &p.tree_files, log0)?;
             }

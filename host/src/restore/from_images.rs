@@ -50,6 +50,8 @@ pub struct TreePlan {
     pub ipc: IpcPlan,
     /// Shared anonymous memory, each object once.
     pub shmem: Vec<crate::shmem::restore::ObjectPlan>,
+    /// Terminals, which the host opens and sets up.
+    pub ttys: Vec<crate::files::tty::TtyPlan>,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -120,7 +122,9 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         processes.iter().try_for_each(check_cpu)?;
     }
     let shmem = crate::shmem::restore::plan(set, &processes)?;
-    Ok(TreePlan { processes, zombies, ipc, shmem, warnings })
+    let ttys = crate::files::tty::plan(set, opts.shell_job)?;
+    controlling_ttys(&ttys, &mut processes, &mut warnings)?;
+    Ok(TreePlan { processes, zombies, ipc, shmem, ttys, warnings })
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";
@@ -170,6 +174,42 @@ fn check_user_end(at: &str, v: &VmaEntry, user_end: u64) -> Result<()> {
         "{at}.{field} {value:#x}: beyond the end of this machine's user address space ({user_end:#x}); the images \
          come from a machine with a larger one, or are damaged"
     )
+}
+
+/// Gives each terminal's session leader its terminal back, and the leader
+/// of its foreground group the foreground. A shell job's terminal is the
+/// restoring shell's, and stays as it is.
+fn controlling_ttys(
+    ttys: &[crate::files::tty::TtyPlan],
+    processes: &mut [ProcessPlan],
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    for t in ttys.iter().filter(|t| !t.inherit && t.info.sid != 0) {
+        let Some(path) = crate::files::tty::ctty_path(&t.info) else { continue };
+        let at = format!("tty-info.img: id {:#x}", t.info.id);
+        let sid = t.info.sid as i32;
+        let leader = processes.iter_mut().find(|p| p.pid == sid).with_context(|| {
+            format!("{at}: sid {sid}: the terminal controls a session whose leader is not in the images")
+        })?;
+        if leader.session != Session::Leader {
+            bail!("{at}: sid {sid}: the terminal's session is not one its process leads in the restored tree");
+        }
+        if leader.ctty.as_ref().is_some_and(|p| *p != path) {
+            bail!("{at}: session {sid} had two controlling terminals");
+        }
+        leader.ctty = Some(path);
+        let pgrp = t.info.pgrp as i32;
+        if pgrp != 0 && pgrp != sid {
+            match processes.iter_mut().find(|p| p.pid == pgrp) {
+                Some(p) => p.tty_fg = true,
+                None => warnings.push(format!(
+                    "{at}: the terminal's foreground group {pgrp} has no leader in the tree: the session leader's \
+                     group takes the foreground"
+                )),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How the process with pstree entry `e` gets its session and group.
@@ -455,6 +495,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         vdso_proxy: opts.vdso_proxy,
         groups,
         cgroups: Vec::new(),
+        ctty: None,
+        tty_fg: false,
         knobs: Knobs {
             child_subreaper: tc.child_subreaper.unwrap_or(false),
             thp_disabled: mm.thp_disabled.unwrap_or(false),

@@ -63,6 +63,11 @@ pub struct ProcessPlan {
     /// The `cgroup.procs` files the new task writes itself into, before
     /// its memory is mapped (`cgroups.rs`).
     pub cgroups: Vec<PathBuf>,
+    /// The terminal its session had, which it (the session's leader) takes
+    /// again through this path before it creates its children.
+    pub ctty: Option<PathBuf>,
+    /// It leads its terminal's foreground group, and brings it forward.
+    pub tty_fg: bool,
 }
 
 /// A process that had exited and was not yet waited for.

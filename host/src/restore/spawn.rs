@@ -135,13 +135,15 @@ fn child_plan(
         premap: cow::fills(&p.vmas, &p.page_runs, slots)?,
         anon_fds: p.anon_fds.clone(),
         locks: p.locks.clone(),
+        ctty: p.ctty.as_deref().map(cpath).transpose()?,
+        tty_fg: p.tty_fg,
     })
 }
 
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[])?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[], &[])?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -163,6 +165,7 @@ pub fn restore_tree(
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
     shmem: &[crate::shmem::restore::ObjectPlan],
+    ttys: &[crate::files::tty::TtyPlan],
 ) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
@@ -195,6 +198,17 @@ pub fn restore_tree(
     } else {
         mapped = plans.iter().map(|p| objects.apply(p)).collect::<Result<_>>()?;
         &mapped[..]
+    };
+    // Terminals are opened here, each description once, and handed to the
+    // root like the memfds; ours go once the tasks hold theirs.
+    let tty_fds: Vec<&super::plan::FdPlan> = plans.iter().flat_map(|p| &p.fds).filter(|f| f.tty.is_some()).collect();
+    let ttys = crate::files::tty::make(ttys, &tty_fds)?;
+    let with_ttys: Vec<ProcessPlan>;
+    let plans = if ttys.fds.is_empty() {
+        plans
+    } else {
+        with_ttys = plans.iter().map(|p| ttys.apply(p)).collect();
+        &with_ttys[..]
     };
     // Until `keep`, a failure removes the segments again.
     // Unlinked files are made at their paths for the tasks to open, and

@@ -17,7 +17,9 @@ pub(super) fn shared_regs(plans: &[ProcessPlan]) -> Vec<u32> {
         *seen.entry(f.id).or_default() += 1;
     }
     let mut ids: Vec<u32> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(id, _)| id).collect();
-    ids.extend(plans.iter().flat_map(|p| &p.fds).filter(|f| is_memfd_itself(plans, f)).map(|f| f.id));
+    ids.extend(
+        plans.iter().flat_map(|p| &p.fds).filter(|f| is_memfd_itself(plans, f) || f.tty.is_some()).map(|f| f.id),
+    );
     ids.sort_unstable();
     ids.dedup();
     ids
@@ -71,7 +73,7 @@ pub(super) fn tree_files(
             ids.len()
         );
     }
-    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), memfds: Vec::new(), sockets };
+    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), held: Vec::new(), sockets };
     for pipe in pipes {
         let mut reopen = Vec::new();
         for (k, e) in pipe.ends.iter().enumerate() {
@@ -90,10 +92,14 @@ pub(super) fn tree_files(
         let slot = tree.slot(id).context("a shared file without a slot")?;
         let open =
             Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true, fifo: f.fifo.clone() };
-        match f.object_fd.filter(|_| is_memfd_itself(plans, f)) {
-            Some(from) => tree.memfds.push((from, open)),
+        match f.object_fd.filter(|_| is_memfd_itself(plans, f) || f.tty.is_some()) {
+            Some(from) => tree.held.push((from, open)),
             None => tree.regs.push(open),
         }
+    }
+    // The root places them from numbers above every slot, 64 at most.
+    if tree.held.len() > 64 {
+        bail!("the tree holds {} memfds and terminals the restore makes: at most 64 are restored", tree.held.len());
     }
     Ok(tree)
 }
