@@ -6,8 +6,9 @@
  * to it).
  * Every tick: "tick=N tty=ok|BAD:WHAT" to OUTFILE, checking what a restore
  * must keep without disturbing the queues (their sizes through FIONREAD).
- * On SIGUSR1 it reads both queues once: "data=ok|BAD" on the next tick.
- * usage: pty OUTFILE */
+ * On SIGUSR1, or once GOFILE exists, it reads both queues once:
+ * "data=ok|BAD" on the next tick.
+ * usage: pty OUTFILE [GOFILE] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
@@ -34,7 +35,7 @@ static const char out_other[] = "out1\r\nhello\r\n";
 
 int main(int argc, char **argv)
 {
-	if (argc != 2)
+	if (argc != 2 && argc != 3)
 		return 2;
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	int m = posix_openpt(O_RDWR | O_NOCTTY);
@@ -94,6 +95,8 @@ int main(int argc, char **argv)
 			snprintf(why + strlen(why), 40, "queues(%d,%d),", in_q, out_q);
 		if (tty >= 0)
 			close(tty);
+		if (argc == 3 && access(argv[2], F_OK) == 0)
+			drain = 1;
 		if (drain && !drained) {
 			char a[64] = "", b[64] = "";
 			fcntl(s, F_SETFL, O_NONBLOCK);
