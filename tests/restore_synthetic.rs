@@ -232,6 +232,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         groups: vec![],
         knobs: Default::default(),
         cgroups: Vec::new(),
+        ghosts: Vec::new(),
         ctty: None,
         tty_fg: false,
         threads: vec![ThreadPlan {

@@ -5,13 +5,17 @@
  * before the unlink). Also a sparse file (a hole, then "end" at
  * 64 KiB), unlinked: the hole must still be one; and a file opened under
  * two hard links, both unlinked: a write through one shows through the
- * other.
+ * other. And a file it mapped twice (shared, and private with its first
+ * page written), closed and unlinked: both mappings keep their contents,
+ * the shared one carrying a write each tick, the untouched page of the
+ * private one still reading from the file.
  * Every tick: "tick=N ghost=ok|BAD" to OUTFILE.
  * usage: ghost OUTFILE DIR */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +49,20 @@ int main(int argc, char **argv)
 	int h2 = open(l2, O_RDWR);
 	if (h2 < 0 || unlink(sparse) || unlink(l1) || unlink(l2))
 		return 6;
+	char mp[4096];
+	snprintf(mp, sizeof(mp), "%s/mapped", argv[2]);
+	int mf = open(mp, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (mf < 0 || ftruncate(mf, 8192) || pwrite(mf, "mapped data", 11, 0) != 11 ||
+	    pwrite(mf, "second page", 11, 4096) != 11)
+		return 8;
+	char *sh = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, mf, 0);
+	char *pr = mmap(0, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE, mf, 0);
+	if (sh == MAP_FAILED || pr == MAP_FAILED)
+		return 9;
+	pr[0] = 'P';
+	close(mf);
+	if (unlink(mp))
+		return 10;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
 	snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", a);
 	for (unsigned long tick = 1;; tick++) {
@@ -60,6 +78,11 @@ int main(int argc, char **argv)
 		ok = ok && lseek(s, 0, SEEK_DATA) == 65536 && pread(s, end, 3, 65536) == 3 && memcmp(end, "end", 3) == 0;
 		snprintf(buf, sizeof(buf), "t%lu", tick % 10);
 		ok = ok && pwrite(h1, buf, 2, 0) == 2 && pread(h2, mark, 2, 0) == 2 && memcmp(mark, buf, 2) == 0;
+		char was = sh[100];
+		ok = ok && memcmp(sh, "mapped data", 11) == 0 && memcmp(sh + 4096, "second page", 11) == 0 &&
+		     memcmp(pr, "Papped data", 11) == 0 && memcmp(pr + 4096, "second page", 11) == 0 &&
+		     (tick == 1 || was == (char)('0' + (tick - 1) % 10));
+		sh[100] = (char)('0' + tick % 10);
 		dprintf(out, "tick=%lu ghost=%s\n", tick, ok ? "ok" : "BAD");
 		struct timespec ts = {0, 30000000};
 		nanosleep(&ts, 0);

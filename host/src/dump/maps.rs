@@ -226,10 +226,6 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     if v.flags & MAP_HUGETLB != 0 {
         bail!("{}: hugetlb mappings are not supported yet", at());
     }
-    // Shared anonymous memory shows as the deleted /dev/zero it is.
-    if v.name.ends_with(" (deleted)") && !v.is(status::ANON_SHARED) && !v.is(status::MEMFD) {
-        bail!("{}: mappings of deleted files are not supported yet", at());
-    }
     if v.name == "[uprobes]" {
         bail!("{}: uprobes areas are not supported", at());
     }
@@ -305,13 +301,14 @@ VmFlags: ex
     }
 
     #[test]
-    fn unsupported_areas_are_named() {
-        // A deleted file is refused; a memfd (on the shmem device) is not.
+    fn deleted_files_memfds_and_shared_anonymous_memory_are_told_apart() {
+        // A deleted file is a file mapping (carried as a ghost file); a
+        // memfd (on the shmem device) is a memfd.
         let text = "7f0000010000-7f0000011000 rw-s 00000000 fe:01 5 /tmp/gone (deleted)\nVmFlags: rd wr sh\n\
                     7f0000020000-7f0000021000 rw-s 00000000 00:01 6 /memfd:x (deleted)\nVmFlags: rd wr sh\n";
         let v = parse_smaps(text, 7).unwrap();
-        let e = check_supported(&v[0], 7).unwrap_err().to_string();
-        assert!(e.contains("process 7") && e.contains("7f0000010000") && e.contains("deleted"), "{e}");
+        assert!(v[0].is(status::FILE_SHARED) && !v[0].is(status::MEMFD));
+        check_supported(&v[0], 7).unwrap();
         assert!(v[1].is(status::MEMFD | status::FILE_SHARED));
         check_supported(&v[1], 7).unwrap();
         // Shared anonymous memory is the deleted /dev/zero, and is dumped.

@@ -101,7 +101,9 @@ pub struct Files {
     pub ghosts: Vec<(u32, self::ghost::Ghost)>,
     /// The remap id of each unlinked file seen, by (device, inode).
     ghost_keys: HashMap<(u64, u64), u32>,
-    by_inode: HashMap<(u64, u64), u32>,
+    /// Mapped files and executables by (device, inode, the name shown):
+    /// a file mapped under two of its names keeps both.
+    by_inode: HashMap<(u64, u64, String), u32>,
     /// Fds seen so far: (pid, fd, dev, ino, id), to find shared descriptions.
     descriptions: Vec<(i32, i32, u64, u64, u32)>,
     /// The PIDs of the tree.

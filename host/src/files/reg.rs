@@ -34,15 +34,33 @@ impl Files {
     pub fn mapped(&mut self, pid: i32, link: &str, name: &str, flags: u32) -> Result<u32> {
         let p = procfs::path(pid, link);
         let m = fs::metadata(&p).with_context(|| format!("stat {} ({name})", p.display()))?;
-        if let Some(&id) = self.by_inode.get(&(m.dev(), m.ino())) {
+        if let Some(&id) = self.by_inode.get(&(m.dev(), m.ino(), name.to_string())) {
             return Ok(id);
         }
-        if name.ends_with(" (deleted)") {
-            bail!("process {pid}: {name} was deleted: unlinked files are not supported yet");
+        // Unlinked since it was mapped: carried as a ghost file, as its fds
+        // are. One still linked under another name, or never named (an
+        // O_TMPFILE file, "#INO"), is refused.
+        let deleted = name.strip_suffix(" (deleted)");
+        if let Some(path) = deleted {
+            if !m.file_type().is_file() || m.nlink() != 0 {
+                bail!(
+                    "process {pid}: {name}: a deleted file still linked elsewhere, or not a regular file: not supported"
+                );
+            }
+            if path.rsplit('/').next() == Some(format!("#{}", m.ino()).as_str()) {
+                bail!("process {pid}: {name}: an O_TMPFILE file: not supported");
+            }
         }
         let size = m.file_type().is_file().then_some(m.len());
-        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: name.to_string(), size, mode: m.mode() }));
-        self.by_inode.insert((m.dev(), m.ino()), id);
+        let path = deleted.unwrap_or(name).to_string();
+        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: path, size, mode: m.mode() }));
+        self.by_inode.insert((m.dev(), m.ino(), name.to_string()), id);
+        if deleted.is_some() {
+            let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
+            let what = format!("process {pid}: {link} ({name})");
+            let ghost = super::ghost::dump(&p, name, &m, key).with_context(|| what)?;
+            self.ghosts.push((id, ghost));
+        }
         Ok(id)
     }
 
@@ -95,6 +113,17 @@ pub fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
         bail!("files.img: entry id {} ({what}): {} has {} bytes, but {size} when dumped", r.id, r.name, meta.size());
     }
     Ok(())
+}
+
+/// The file entry `id` maps (or runs, `what`), and the unlinked file to
+/// make again there if it was one.
+pub fn mapped(set: &ImageSet, id: u32, what: &str) -> Result<(PathBuf, Option<super::ghost::Ghost>)> {
+    let r = by_id(set, id, what)?;
+    let ghost = super::ghost::plan(set, id, r, &format!("files.img: entry id {id} ({what})"))?;
+    if ghost.is_none() {
+        check_size(r, what)?;
+    }
+    Ok((PathBuf::from(&r.name), ghost))
 }
 
 /// Fd `f` of process `pid` on file `r`.

@@ -327,10 +327,12 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let session = session(set, &p.pstree, is_root, opts)?;
     let comm = comm(&tc.comm);
 
+    // Unlinked files it maps (or runs) are made again for it to map.
+    let mut ghosts = Vec::new();
     let exe = if p.mm.exe_file_id != 0 {
-        let r = crate::files::reg::by_id(set, p.mm.exe_file_id, "the executable")?;
-        crate::files::reg::check_size(r, "the executable")?;
-        Some(PathBuf::from(&r.name))
+        let (path, ghost) = crate::files::reg::mapped(set, p.mm.exe_file_id, "the executable")?;
+        ghosts.extend(ghost.map(|g| (path.clone(), g)));
+        Some(path)
     } else {
         None
     };
@@ -359,10 +361,13 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         } else if s & (vs::AREA_SOCKET | vs::AREA_AIORING | vs::AREA_MEMFD | vs::AREA_SHSTK) != 0 {
             bail!("{mm_name}: entry 0: vmas[{j}]: status {s:#x}: this kind of mapping is not restored yet");
         } else if s & (vs::FILE_PRIVATE | vs::FILE_SHARED) != 0 {
-            let r = crate::files::reg::by_id(set, v.shmid as u32, &format!("{mm_name} vmas[{j}]"))?;
-            crate::files::reg::check_size(r, &format!("mapped at {:#x}", v.start))?;
+            let what = format!("{mm_name} vmas[{j}], mapped at {:#x}", v.start);
+            let (path, ghost) = crate::files::reg::mapped(set, v.shmid as u32, &what)?;
+            if let Some(g) = ghost.filter(|_| !ghosts.iter().any(|(p, _)| *p == path)) {
+                ghosts.push((path.clone(), g));
+            }
             let open_flags = v.fdflags.map(|f| f as i32).unwrap_or(libc::O_RDONLY) & libc::O_ACCMODE;
-            Backing::File { path: PathBuf::from(&r.name), open_flags }
+            Backing::File { path, open_flags }
         } else {
             Backing::Anon
         };
@@ -495,6 +500,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         vdso_proxy: opts.vdso_proxy,
         groups,
         cgroups: Vec::new(),
+        ghosts,
         ctty: None,
         tty_fg: false,
         knobs: Knobs {

@@ -63,6 +63,9 @@ pub struct ProcessPlan {
     /// The `cgroup.procs` files the new task writes itself into, before
     /// its memory is mapped (`cgroups.rs`).
     pub cgroups: Vec<PathBuf>,
+    /// Unlinked files it maps or runs, made again at their paths for it to
+    /// map, and unlinked before the programs run.
+    pub ghosts: Vec<(PathBuf, crate::files::ghost::Ghost)>,
     /// The terminal its session had, which it (the session's leader) takes
     /// again through this path before it creates its children.
     pub ctty: Option<PathBuf>,

@@ -213,7 +213,10 @@ pub fn restore_tree(
     // Until `keep`, a failure removes the segments again.
     // Unlinked files are made at their paths for the tasks to open, and
     // unlinked again before the programs run (or when this fails).
-    let ghosts = plans.iter().flat_map(|p| &p.fds).filter_map(|f| f.ghost.as_ref().map(|g| (f.path.as_path(), g)));
+    let ghosts = plans.iter().flat_map(|p| {
+        let fds = p.fds.iter().filter_map(|f| f.ghost.as_ref().map(|g| (f.path.as_path(), g)));
+        fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
+    });
     let mut ghosts = crate::files::ghost::make(ghosts)?;
     let restored = run_tree(plans, zombies, shm.ns_fd(), || {
         ghosts.unlink();
