@@ -288,6 +288,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         });
     }
     files.tty_queues(opts.shell_job)?;
+    files.unix_peers()?;
     log.line(2, &format!("terminals: {}, queued bytes in {} pair ends", files.ttys.len(), files.tty_data.len()));
     let root = frozen.procs[0].pid;
     let pids: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();

@@ -16,7 +16,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::{FdType, FdinfoEntry, FileEntry, FownEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry};
+use revenant_images::messages::{
+    FdType, FdinfoEntry, FileEntry, FilePermsEntry, FownEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry,
+};
 use revenant_images::{ImageSet, Kind, Writer};
 
 /// What `sock_diag` says of one unix socket.
@@ -28,6 +30,14 @@ pub struct Diag {
     pub name: Vec<u8>,
     /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2).
     pub shutdown: u8,
+    /// The socket file a path-bound socket was bound to: (inode, device).
+    pub vfs: Option<(u32, u32)>,
+    /// A listener's connections not accepted yet, by the inode of the
+    /// socket each would be accepted as (0: its client is gone).
+    pub icons: Vec<u32>,
+    /// A listener's pending connections and backlog, or another socket's
+    /// bytes queued to read and written not yet read.
+    pub rqlen: (u32, u32),
 }
 
 // linux/sock_diag.h, linux/unix_diag.h.
@@ -36,11 +46,20 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const UDIAG_SHOW_NAME: u32 = 1;
+const UDIAG_SHOW_VFS: u32 = 2;
 const UDIAG_SHOW_PEER: u32 = 4;
+const UDIAG_SHOW_ICONS: u32 = 8;
+const UDIAG_SHOW_RQLEN: u32 = 16;
 const UNIX_DIAG_NAME: u16 = 0;
+const UNIX_DIAG_VFS: u16 = 1;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_ICONS: u16 = 3;
+const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_SHUTDOWN: u16 = 6;
+// The socket states sock_diag and CRIU's images use (the TCP names).
 const TCP_ESTABLISHED: u8 = 1;
+const TCP_CLOSE: u8 = 7;
+const TCP_LISTEN: u8 = 10;
 
 /// Every unix socket of our network namespace (the tree's), by inode.
 pub fn diag() -> Result<HashMap<u32, Diag>> {
@@ -58,7 +77,8 @@ pub fn diag() -> Result<HashMap<u32, Diag>> {
     req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
     req[16] = libc::AF_UNIX as u8;
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
-    req[28..32].copy_from_slice(&(UDIAG_SHOW_NAME | UDIAG_SHOW_PEER).to_ne_bytes());
+    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    req[28..32].copy_from_slice(&show.to_ne_bytes());
     // SAFETY: sends our buffer to the kernel.
     if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
         return Err(std::io::Error::last_os_error()).context("asking sock_diag for unix sockets");
@@ -107,9 +127,13 @@ fn parse_msg(m: &[u8]) -> Option<(u32, Diag)> {
             break;
         }
         let data = &attrs[4..len];
+        let word = |k: usize| data.get(k * 4..k * 4 + 4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
         match ty {
             UNIX_DIAG_NAME => d.name = data.to_vec(),
-            UNIX_DIAG_PEER if data.len() >= 4 => d.peer = u32::from_ne_bytes(data[..4].try_into().ok()?),
+            UNIX_DIAG_VFS => d.vfs = word(0).zip(word(1)),
+            UNIX_DIAG_PEER => d.peer = word(0)?,
+            UNIX_DIAG_ICONS => d.icons = (0..data.len() / 4).filter_map(word).collect(),
+            UNIX_DIAG_RQLEN => d.rqlen = word(0).zip(word(1))?,
             UNIX_DIAG_SHUTDOWN if !data.is_empty() => d.shutdown = data[0],
             _ => {}
         }
@@ -118,13 +142,25 @@ fn parse_msg(m: &[u8]) -> Option<(u32, Diag)> {
     Some((ino, d))
 }
 
-/// One end of a pair, as dumped.
+/// A unix socket, as dumped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnixSock {
     pub ino: u32,
+    /// What it is connected to: its pair's other end, the socket it sent
+    /// to (datagrams), or, for a connection not accepted yet, the
+    /// listening socket it waits on; 0 for none.
     pub peer: u32,
     /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
     pub ty: u32,
+    /// `TCP_ESTABLISHED` (connected), `TCP_CLOSE` (not) or `TCP_LISTEN`.
+    pub state: u32,
+    /// The address it is bound to (a path, or an abstract name starting
+    /// with a NUL), empty if none. An accepted socket has its listener's.
+    pub name: Vec<u8>,
+    /// A listener's backlog.
+    pub backlog: u32,
+    /// The mode, owner and group of the socket file of a path.
+    pub perms: Option<(u32, u32, u32)>,
     /// File status flags (`O_NONBLOCK`, ...).
     pub flags: u32,
     pub shutdown: u32,
@@ -144,25 +180,23 @@ pub struct Opts {
     pub passcred: bool,
 }
 
-/// Reads unix socket `fd` (inode `ino`) of `pid`.
+/// Reads unix socket `fd` (inode `ino`) of `pid`. Whether its peer is in
+/// the tree is known only once every fd is seen ([`check_peers`]).
 pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) -> Result<UnixSock> {
     let what = format!("process {pid}: fd {fd} (socket:[{ino}])");
     let Some(d) = diag.get(&ino) else {
         bail!("{what} is a socket other than a unix one, which dump does not support yet");
     };
-    if !d.name.is_empty() {
-        bail!("{what} is a unix socket bound to a name, which dump does not support yet");
-    }
-    if d.state != TCP_ESTABLISHED || d.peer == 0 {
-        bail!("{what} is a unix socket that is not one of a connected pair, which dump does not support yet");
-    }
-    match diag.get(&d.peer) {
-        Some(p) if p.peer == ino && p.name.is_empty() => {}
-        _ => bail!("{what} is a unix socket connected to a named or listening socket, which dump does not support yet"),
-    }
     let ty = u32::from(d.ty);
     if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&(ty as i32)) {
         bail!("{what}: unix socket type {ty} is not supported");
+    }
+    if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&d.state) {
+        bail!("{what}: a unix socket in state {}, which dump does not support", d.state);
+    }
+    let perms = path_perms(d, &what)?;
+    if d.state == TCP_LISTEN && d.icons.contains(&0) {
+        bail!("{what}: a connection whose client is gone waits to be accepted on this listening socket");
     }
     let sock = crate::procfs::borrow_fd(pid, fd).with_context(|| format!("{what}: taking a copy to read it"))?;
     let s = sock.as_raw_fd();
@@ -174,7 +208,100 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         passcred: getopt::<i32>(s, libc::SO_PASSCRED)? != 0,
     };
     let queue = peek_queue(s, opts.rcvbuf as usize).with_context(|| format!("{what}: reading its queue"))?;
-    Ok(UnixSock { ino, peer: d.peer, ty, flags, shutdown: u32::from(d.shutdown & 3), opts, queue })
+    let (state, name, backlog) =
+        (u32::from(d.state), d.name.clone(), if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 });
+    let shutdown = u32::from(d.shutdown & 3);
+    Ok(UnixSock { ino, peer: d.peer, ty, state, name, backlog, perms, flags, shutdown, opts, queue })
+}
+
+/// The socket file of a socket bound to a path: it must still be there
+/// (a restore binds there again), its mode and owner kept.
+fn path_perms(d: &Diag, what: &str) -> Result<Option<(u32, u32, u32)>> {
+    if d.name.is_empty() || d.name[0] == 0 {
+        return Ok(None);
+    }
+    let path = String::from_utf8_lossy(&d.name).into_owned();
+    if !path.starts_with('/') {
+        bail!("{what} is bound to the relative path {path:?}, which dump does not support yet");
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::symlink_metadata(&path).ok();
+    let same = m
+        .as_ref()
+        .is_some_and(|m| m.file_type().is_socket() && d.vfs.is_some_and(|(ino, _)| u64::from(ino) == m.ino()));
+    match m {
+        Some(m) if same => Ok(Some((m.mode(), m.uid(), m.gid()))),
+        _ => bail!("{what} is bound to {path}, whose socket file was deleted or replaced: not supported yet"),
+    }
+}
+
+impl super::Files {
+    /// Once every fd is seen: each unix socket's peer must be in the tree,
+    /// or be a connection waiting on a listening socket of the tree (then
+    /// the socket is written as connecting to that listener, as CRIU writes
+    /// it), and every connection waiting on a listener must come from the
+    /// tree.
+    pub fn unix_peers(&mut self) -> Result<()> {
+        let Some(diag) = &self.unix else { return Ok(()) };
+        let ours: Vec<u32> = self.entries.iter().filter_map(|e| unix_of(&e.kind).map(|u| u.ino)).collect();
+        let listener_of = |icon: u32| {
+            ours.iter().copied().find(|l| diag.get(l).is_some_and(|d| d.state == TCP_LISTEN && d.icons.contains(&icon)))
+        };
+        let mut fixed = vec![];
+        for u in self.entries.iter().filter_map(|e| unix_of(&e.kind)) {
+            let what = format!("unix socket:[{}]", u.ino);
+            if u.state == u32::from(TCP_LISTEN) {
+                let d = diag.get(&u.ino).context("a unix socket sock_diag did not list")?;
+                for icon in &d.icons {
+                    let client = diag.get(icon).map_or(0, |c| c.peer);
+                    if !ours.contains(&client) {
+                        bail!(
+                            "{what} (listening on {}): a connection from socket:[{client}], outside the dumped tree, \
+                             waits to be accepted",
+                            show_name(&u.name)
+                        );
+                    }
+                }
+            }
+            if u.peer == 0 || ours.contains(&u.peer) {
+                continue;
+            }
+            if let Some(l) = listener_of(u.peer).filter(|_| u.ty != libc::SOCK_DGRAM as u32) {
+                if diag.get(&u.peer).is_some_and(|e| e.rqlen.0 != 0) {
+                    bail!("{what}: it sent bytes on a connection not accepted yet (on socket:[{l}]): not supported");
+                }
+                fixed.push((u.ino, l));
+                continue;
+            }
+            let peer_name = diag.get(&u.peer).map(|p| show_name(&p.name)).unwrap_or_else(|| "unknown".into());
+            bail!(
+                "{what} is connected to socket:[{}] ({peer_name}), which is outside the dumped tree: not supported yet",
+                u.peer
+            );
+        }
+        for e in &mut self.entries {
+            if let super::FileKind::Unix(u) = &mut e.kind
+                && let Some((_, l)) = fixed.iter().find(|(ino, _)| *ino == u.ino)
+            {
+                u.peer = *l;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unix_of(k: &super::FileKind) -> Option<&UnixSock> {
+    if let super::FileKind::Unix(u) = k { Some(u) } else { None }
+}
+
+/// A socket address for messages: a path, `@name` for an abstract one,
+/// "no name".
+pub fn show_name(name: &[u8]) -> String {
+    match name.first() {
+        None => "no name".into(),
+        Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
+        Some(_) => String::from_utf8_lossy(name).into_owned(),
+    }
 }
 
 fn timeval(t: libc::timeval) -> (u64, u64) {
@@ -276,12 +403,15 @@ impl UnixSock {
                 id,
                 ino: self.ino,
                 r#type: self.ty,
-                state: u32::from(TCP_ESTABLISHED),
+                state: self.state,
                 flags: self.flags,
+                backlog: self.backlog,
                 peer: self.peer,
                 fown,
                 opts,
+                name: self.name.clone(),
                 shutdown: (self.shutdown != 0).then_some(self.shutdown),
+                file_perms: self.perms.map(|(mode, uid, gid)| FilePermsEntry { mode, uid, gid, ..Default::default() }),
                 ..Default::default()
             }),
             ..Default::default()
@@ -298,17 +428,31 @@ impl UnixSock {
 
     /// The end `e` (file `id`) of images, with the messages queued for it.
     pub fn from_entry(e: &UnixSkEntry, queues: &[(SkPacketEntry, Vec<u8>)], at: &str) -> Result<UnixSock> {
-        if !e.name.is_empty() || e.state != u32::from(TCP_ESTABLISHED) || e.peer == 0 {
-            bail!("{at}: a unix socket other than one end of a socket pair (bound, listening or unconnected)");
-        }
         if ![libc::SOCK_STREAM, libc::SOCK_DGRAM, libc::SOCK_SEQPACKET].contains(&(e.r#type as i32)) {
             bail!("{at}: unix socket type {}", e.r#type);
+        }
+        let state = u8::try_from(e.state).unwrap_or(0);
+        if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&state) {
+            bail!("{at}: unix socket state {}: not restored", e.state);
+        }
+        if e.deleted == Some(true) || e.name_dir.is_some() {
+            bail!("{at}: a unix socket bound to a deleted or relative path: not restored yet");
+        }
+        if !e.name.is_empty() && e.name[0] != 0 && e.name[0] != b'/' {
+            bail!(
+                "{at}: a unix socket bound to the relative path {:?}: not restored yet",
+                String::from_utf8_lossy(&e.name)
+            );
         }
         let o = &e.opts;
         Ok(UnixSock {
             ino: e.ino,
             peer: e.peer,
             ty: e.r#type,
+            state: e.state,
+            name: e.name.clone(),
+            backlog: e.backlog,
+            perms: e.file_perms.as_ref().map(|p| (p.mode, p.uid, p.gid)),
             flags: e.flags,
             shutdown: e.shutdown.unwrap_or(0) & 3,
             opts: Opts {
@@ -443,4 +587,328 @@ pub fn queues_image<'a>(socks: impl Iterator<Item = (u32, &'a UnixSock)>) -> Opt
         q.push(e).raw(data);
     }
     Some(q)
+}
+
+/// The unix sockets a restore made, by `files.img` id, and the socket
+/// files it bound (unlinked again if the restore fails).
+#[derive(Debug, Default)]
+pub struct Made {
+    pub fds: Vec<(u32, OwnedFd)>,
+    bound: Vec<std::path::PathBuf>,
+}
+
+impl Made {
+    /// The restore went through: the socket files stay.
+    pub fn keep(&mut self) {
+        self.bound.clear();
+    }
+
+    fn fd(&self, id: u32) -> Option<i32> {
+        self.fds.iter().find(|(i, _)| *i == id).map(|(_, f)| f.as_raw_fd())
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        for p in self.bound.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Makes every socket of `socks` (`files.img` id and socket) in the host,
+/// before any process exists: bound to their addresses (an address in use
+/// is refused, naming the socket; a stale socket file nobody listens on is
+/// replaced), listening, connected as they were (pairs again as pairs,
+/// accepted connections through their listening socket, connections not
+/// accepted yet left waiting on it, datagram sockets to the address they
+/// sent to), with their queued messages, options, shutdowns and flags.
+pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
+    let mut made = Made::default();
+    let by_ino = |ino: u32| socks.iter().find(|(_, s)| s.ino == ino);
+    let named = |s: &UnixSock| !s.name.is_empty();
+    let listener = |name: &[u8]| socks.iter().find(|(_, s)| s.state == u32::from(TCP_LISTEN) && s.name == name);
+    let what = |id: u32, s: &UnixSock| format!("unix socket (files.img id {id}, {})", show_name(&s.name));
+    let mutual = |s: &UnixSock| s.peer != 0 && by_ino(s.peer).is_some_and(|(_, p)| p.peer == s.ino);
+    // An accepted socket carries its listener's address; it comes from accept().
+    let accepted = |s: &UnixSock| {
+        s.ty != libc::SOCK_DGRAM as u32
+            && named(s)
+            && s.state == u32::from(TCP_ESTABLISHED)
+            && listener(&s.name).is_some()
+    };
+    // First every socket that is bound, or stands alone.
+    for (id, s) in socks {
+        if accepted(s) || (!named(s) && mutual(s)) {
+            continue;
+        }
+        let fd = new_socket(s.ty).with_context(|| what(*id, s))?;
+        if named(s) {
+            bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
+        }
+        if s.state == u32::from(TCP_LISTEN) {
+            // SAFETY: a plain call on our socket.
+            if unsafe { libc::listen(fd.as_raw_fd(), s.backlog as i32) } < 0 {
+                return Err(std::io::Error::last_os_error()).with_context(|| format!("{}: listen", what(*id, s)));
+            }
+        }
+        made.fds.push((*id, fd));
+    }
+    // Then connections: unnamed pairs as pairs, accepted ones through
+    // their listener, datagram sockets to their peer's address.
+    for (id, s) in socks {
+        if made.fd(*id).is_some() && !(s.peer != 0 && s.ty == libc::SOCK_DGRAM as u32) {
+            continue;
+        }
+        let peer = by_ino(s.peer);
+        if s.ty == libc::SOCK_DGRAM as u32 {
+            match peer {
+                Some((pid, p)) if !named(s) && !named(p) && mutual(s) => {
+                    if made.fd(*pid).is_none() {
+                        let (a, b) = pair(s.ty).with_context(|| what(*id, s))?;
+                        made.fds.push((*id, a));
+                        made.fds.push((*pid, b));
+                    }
+                }
+                Some((_, p)) if named(p) => {
+                    let fd = made.fd(*id).context("a datagram socket not made")?;
+                    connect(fd, &p.name)
+                        .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&p.name)))?;
+                }
+                _ => bail!("{}: connected to socket:[{}], which cannot be reached by name", what(*id, s), s.peer),
+            }
+            continue;
+        }
+        let Some((pid, p)) = peer else {
+            bail!("{}: its peer socket:[{}] is not in the images", what(*id, s), s.peer);
+        };
+        if accepted(s) {
+            continue; // made with its client, below
+        }
+        if p.state == u32::from(TCP_LISTEN) {
+            continue; // waiting to be accepted: after every accepted one
+        }
+        if made.fd(*id).is_some() {
+            continue;
+        }
+        if accepted(p) {
+            let (lid, l) = listener(&p.name).context("a listener")?;
+            let lfd = made.fd(*lid).context("a listener not made")?;
+            let fd = new_socket(s.ty).with_context(|| what(*id, s))?;
+            if named(s) {
+                bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
+            }
+            connect(fd.as_raw_fd(), &l.name)
+                .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&l.name)))?;
+            // SAFETY: accept on our listening socket; the new fd is owned at once.
+            let a = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+            if a < 0 {
+                return Err(std::io::Error::last_os_error()).with_context(|| format!("{}: accept", what(*pid, p)));
+            }
+            made.fds.push((*id, fd));
+            // SAFETY: just returned by accept4, ours.
+            made.fds.push((*pid, unsafe { OwnedFd::from_raw_fd(a) }));
+        } else if !named(s) && !named(p) {
+            let (a, b) = pair(s.ty).with_context(|| what(*id, s))?;
+            made.fds.push((*id, a));
+            made.fds.push((*pid, b));
+        } else {
+            bail!("{}: a connection with an address not made through a listening socket of the tree", what(*id, s));
+        }
+    }
+    // Connections not accepted yet, each waiting on its listener again.
+    for (id, s) in socks {
+        let Some((_, l)) = by_ino(s.peer).filter(|(_, p)| p.state == u32::from(TCP_LISTEN)) else { continue };
+        if s.ty == libc::SOCK_DGRAM as u32 || made.fd(*id).is_some() {
+            continue;
+        }
+        let fd = new_socket(s.ty).with_context(|| what(*id, s))?;
+        if named(s) {
+            bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
+        }
+        connect(fd.as_raw_fd(), &l.name)
+            .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&l.name)))?;
+        made.fds.push((*id, fd));
+    }
+    for (id, s) in socks.iter().filter(|(_, s)| !s.queue.is_empty()) {
+        requeue(socks, &made, *id, s).with_context(|| format!("{}: its queued messages", what(*id, s)))?;
+    }
+    for (id, s) in socks {
+        let fd = made.fd(*id).with_context(|| format!("{}: not made", what(*id, s)))?;
+        // SAFETY: options and flags on our own socket.
+        unsafe { settle(s, fd) }.map_err(anyhow::Error::msg).with_context(|| what(*id, s))?;
+    }
+    Ok(made)
+}
+
+fn new_socket(ty: u32) -> Result<OwnedFd> {
+    // SAFETY: a new socket, owned at once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, ty as i32 | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket");
+    }
+    // SAFETY: just made.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn pair(ty: u32) -> Result<(OwnedFd, OwnedFd)> {
+    let mut sv = [0i32; 2];
+    // SAFETY: the kernel writes two new fds, owned at once.
+    if unsafe { libc::socketpair(libc::AF_UNIX, ty as i32 | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("socketpair");
+    }
+    // SAFETY: just made.
+    Ok(unsafe { (OwnedFd::from_raw_fd(sv[0]), OwnedFd::from_raw_fd(sv[1])) })
+}
+
+/// `name` as a `sockaddr_un` and its length.
+fn addr(name: &[u8]) -> Result<(libc::sockaddr_un, libc::socklen_t)> {
+    // SAFETY: all zeroes is a valid sockaddr_un.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    if name.len() > a.sun_path.len() {
+        bail!("an address of {} bytes, longer than a unix socket's", name.len());
+    }
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    for (d, s) in a.sun_path.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    Ok((a, (std::mem::offset_of!(libc::sockaddr_un, sun_path) + name.len()) as libc::socklen_t))
+}
+
+fn connect(fd: i32, name: &[u8]) -> Result<()> {
+    let (a, len) = addr(name)?;
+    // SAFETY: the kernel reads `len` bytes of the address.
+    if unsafe { libc::connect(fd, (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("connect");
+    }
+    Ok(())
+}
+
+/// Binds `fd` to `s`'s address. A socket file left at a path by the dead
+/// program (nothing accepts on it) is replaced; anything else there, or
+/// an abstract name in use, is refused.
+fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
+    let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(String::from_utf8_lossy(&s.name).into_owned()));
+    if let Some(path) = &path
+        && let Ok(m) = std::fs::symlink_metadata(path)
+    {
+        use std::os::unix::fs::FileTypeExt;
+        // Nobody listens on a stale one: connecting is refused.
+        let refused = |ty: i32| {
+            new_socket(ty as u32).and_then(|p| connect(p.as_raw_fd(), &s.name)).is_err_and(|e| {
+                e.root_cause().downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error())
+                    == Some(libc::ECONNREFUSED)
+            })
+        };
+        if !m.file_type().is_socket() || !refused(s.ty as i32) {
+            bail!("the address {} is in use on this machine", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("removing the stale socket file {}", path.display()))?;
+    }
+    let (a, len) = addr(&s.name)?;
+    // SAFETY: the kernel reads `len` bytes of the address.
+    if unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EADDRINUSE) {
+            bail!("the address {} is in use on this machine", show_name(&s.name));
+        }
+        return Err(e).context("bind");
+    }
+    if let Some(path) = path {
+        made.bound.push(path.clone());
+        if let Some((mode, uid, gid)) = s.perms {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                .with_context(|| format!("chown {}", path.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+                .with_context(|| format!("chmod {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sends `s`'s queued messages to it again, from the socket that may send
+/// to it: its peer, or (a datagram socket nobody is connected to) a
+/// socket of ours, the sender's address lost.
+fn requeue(socks: &[(u32, UnixSock)], made: &Made, id: u32, s: &UnixSock) -> Result<()> {
+    let me = made.fd(id).context("not made")?;
+    let peer = socks.iter().find(|(_, p)| p.ino == s.peer).map(|(pid, p)| (made.fd(*pid), p));
+    let stream = s.ty != libc::SOCK_DGRAM as u32;
+    let tmp;
+    let (from, to_name) = match peer {
+        Some((Some(fd), p)) if stream || p.peer == s.ino => (fd, None),
+        Some((Some(fd), _)) if !s.name.is_empty() => (fd, Some(s.name.clone())),
+        None if !stream && s.peer == 0 && !s.name.is_empty() => {
+            tmp = new_socket(s.ty)?;
+            (tmp.as_raw_fd(), Some(s.name.clone()))
+        }
+        _ => bail!("no socket can send them to it again"),
+    };
+    let room: usize = s.queue.iter().map(|m| m.len() * 2 + 1024).sum();
+    let big = (room as i32).max(1 << 16);
+    let _ = setopt(from, libc::SO_SNDBUFFORCE, &big);
+    let _ = setopt(me, libc::SO_RCVBUFFORCE, &big);
+    for m in &s.queue {
+        let n = match &to_name {
+            None => {
+                // SAFETY: sends our buffer.
+                unsafe { libc::send(from, m.as_ptr().cast(), m.len(), libc::MSG_DONTWAIT) }
+            }
+            Some(name) => {
+                let (a, len) = addr(name)?;
+                // SAFETY: sends our buffer to the address.
+                unsafe {
+                    libc::sendto(
+                        from,
+                        m.as_ptr().cast(),
+                        m.len(),
+                        libc::MSG_DONTWAIT,
+                        (&a as *const libc::sockaddr_un).cast(),
+                        len,
+                    )
+                }
+            }
+        };
+        if n != m.len() as isize {
+            return Err(std::io::Error::last_os_error()).context("sending a queued message again");
+        }
+    }
+    Ok(())
+}
+
+/// Options, shutdown and status flags, once the queues are in.
+///
+/// # Safety
+/// `fd` is one of our sockets.
+unsafe fn settle(s: &UnixSock, fd: i32) -> Result<(), &'static str> {
+    let tv = |(sec, usec): (u64, u64)| libc::timeval { tv_sec: sec as _, tv_usec: usec as _ };
+    let half = |v: u32| (v / 2) as i32;
+    if setopt(fd, libc::SO_SNDBUFFORCE, &half(s.opts.sndbuf)).is_err()
+        || setopt(fd, libc::SO_RCVBUFFORCE, &half(s.opts.rcvbuf)).is_err()
+        || setopt(fd, libc::SO_SNDTIMEO, &tv(s.opts.snd_timeout)).is_err()
+        || setopt(fd, libc::SO_RCVTIMEO, &tv(s.opts.rcv_timeout)).is_err()
+        || setopt(fd, libc::SO_PASSCRED, &(s.opts.passcred as i32)).is_err()
+    {
+        return Err("setting a unix socket's options");
+    }
+    // The kernel's RCV_SHUTDOWN is 1, SEND_SHUTDOWN 2; shutting one end
+    // also marks its peer, as it did.
+    let how = match s.shutdown {
+        1 => Some(libc::SHUT_RD),
+        2 => Some(libc::SHUT_WR),
+        3 => Some(libc::SHUT_RDWR),
+        _ => None,
+    };
+    // SAFETY: plain calls on the caller's socket.
+    unsafe {
+        if let Some(how) = how
+            && libc::shutdown(fd, how) < 0
+        {
+            return Err("shutting a unix socket down");
+        }
+        if libc::fcntl(fd, libc::F_SETFL, (s.flags & libc::O_NONBLOCK as u32) as i32) < 0 {
+            return Err("setting a unix socket's flags");
+        }
+    }
+    Ok(())
 }

@@ -266,6 +266,18 @@ message! {
         10 opts: required message<SkOptsEntry>,
         11 name: required bytes,
         12 shutdown: optional uint32,
+        13 file_perms: optional message<FilePermsEntry>,
+        14 name_dir: optional string,
+        15 deleted: optional bool,
+    }
+}
+
+message! {
+    /// The mode, owner and group of a bound socket's file.
+    pub struct FilePermsEntry ("file_perms_entry") {
+        1 mode: required uint32,
+        2 uid: required uint32,
+        3 gid: required uint32,
     }
 }
 
