@@ -8,9 +8,13 @@ use anyhow::{Context, Result};
 use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
-use super::model::{Process, Thread, Tree};
+use super::model::{Creds, Process, TaskCore, Thread, Tree};
 use crate::imgdir::ImageDir;
-use crate::regs::X86Fpu;
+use crate::regs::dump as regs;
+
+/// Each image, as the caller writes it: under its final name, which it
+/// also records.
+type Put<'a> = dyn FnMut(String, &Writer) -> Result<()> + 'a;
 
 /// Writes every image but the pages under temporary names; returns the
 /// final names.
@@ -22,7 +26,29 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         Ok(())
     };
     let (cgroup, cg_sets) = crate::cgroup::dump::sets(tree);
-    let root = &tree.procs[0];
+    inventory(&tree.procs[0], &mut put)?;
+    pstree(tree, &mut put)?;
+    let ipc_ns = if tree.ipc.own_ns { TREE_IPC_NS } else { DUMPER_IPC_NS };
+    ipc_ns_images(tree, ipc_ns, &mut put)?;
+    shmem_pagemaps(tree, &mut put)?;
+    let (filters, last_filter) = crate::seccomp::dump::filter_entries(tree);
+    for (p, &cg_set) in tree.procs.iter().zip(&cg_sets) {
+        process_images(p, cg_set, ipc_ns, &last_filter, &mut put)?;
+    }
+    crate::files::images(&tree.files, &mut put)?;
+    put(
+        "seccomp.img".into(),
+        Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: filters, ..Default::default() }),
+    )?;
+    timens(tree, &mut put)?;
+    put("cgroup.img".into(), Writer::new(Kind::Cgroup).push(&cgroup))?;
+    Ok(names)
+}
+
+/// CRIU reads the inventory first: the image version, and the ids of the
+/// tool's own kernel objects and namespaces, against which it compares the
+/// tree's.
+fn inventory(root: &Process, put: &mut Put) -> Result<()> {
     put(
         "inventory.img".into(),
         Writer::new(Kind::Inventory).push(&InventoryEntry {
@@ -47,7 +73,12 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
             network_lock_method: None,
             ..Default::default()
         }),
-    )?;
+    )
+}
+
+/// The tree's shape, zombies included; a zombie has no other image than
+/// the dead task's core beside its pstree entry, so it is written here.
+fn pstree(tree: &Tree, put: &mut Put) -> Result<()> {
     let mut pstree = Writer::new(Kind::Pstree);
     for p in &tree.procs {
         pstree.push(&PstreeEntry {
@@ -71,9 +102,12 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         let core = CoreEntry { mtype: Mtype::X8664 as i32, tc: Some(tc), ..Default::default() };
         put(format!("core-{pid}.img"), Writer::new(Kind::Core).push(&core))?;
     }
-    put("pstree.img".into(), &pstree)?;
+    put("pstree.img".into(), &pstree)
+}
 
-    let ipc_ns = if tree.ipc.own_ns { TREE_IPC_NS } else { DUMPER_IPC_NS };
+/// The IPC namespace's images, named by its id: its settings, and its
+/// SysV shared memory segments with their pages.
+fn ipc_ns_images(tree: &Tree, ipc_ns: u32, put: &mut Put) -> Result<()> {
     if let Some(var) = &tree.ipc.var {
         put(format!("ipcns-var-{ipc_ns}.img"), Writer::new(Kind::IpcVar).push(var))?;
     }
@@ -99,76 +133,93 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
         }
         put(format!("ipcns-shm-{ipc_ns}.img"), &shm)?;
     }
+    Ok(())
+}
 
-    // Shared anonymous memory, as CRIU keeps it: a pagemap named by the
-    // object's shmid, offsets for addresses.
+/// Shared anonymous memory, as CRIU keeps it: a pagemap named by the
+/// object's shmid, offsets for addresses.
+fn shmem_pagemaps(tree: &Tree, put: &mut Put) -> Result<()> {
     for o in &tree.shmem {
         put(format!("pagemap-shmem-{}.img", o.shmid), &crate::shmem::dump::shmem_pagemap(o.pages_id, &o.runs))?;
     }
+    Ok(())
+}
 
-    let (filters, last_filter) = crate::seccomp::dump::filter_entries(tree);
-    for (p, &cg_set) in tree.procs.iter().zip(&cg_sets) {
-        for (i, t) in p.threads.iter().enumerate() {
-            let mut c = core(p, t, i == 0);
-            // CRIU reads the thread's field first; the task's is for
-            // readers of older images.
-            if let Some(tc) = c.tc.as_mut() {
-                tc.cg_set = Some(cg_set);
-            }
-            if let Some(tc) = c.thread_core.as_mut() {
-                tc.cg_set = Some(cg_set);
-            }
-            if let Some(tc) = c.thread_core.as_mut().filter(|_| t.seccomp.mode != 0) {
-                tc.seccomp_mode = Some(t.seccomp.mode as i32);
-                tc.seccomp_filter = last_filter.get(&t.tid).copied();
-            }
-            put(format!("core-{}.img", t.tid), Writer::new(Kind::Core).push(&c))?;
+/// One process's images: each thread's core, then its ids, memory layout,
+/// pagemap, fs and fds, each named by the pid or by its kernel objects' id.
+fn process_images(
+    p: &Process,
+    cg_set: u32,
+    ipc_ns: u32,
+    last_filter: &std::collections::HashMap<i32, u32>,
+    put: &mut Put,
+) -> Result<()> {
+    for (i, t) in p.threads.iter().enumerate() {
+        let mut c = core(p, t, i == 0);
+        // CRIU reads the thread's field first; the task's is for
+        // readers of older images.
+        if let Some(tc) = c.tc.as_mut() {
+            tc.cg_set = Some(cg_set);
         }
-        put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p, ipc_ns)))?;
-        put(format!("mm-{}.img", p.pid), Writer::new(Kind::Mm).push(&mm(p)))?;
-        let mut pm = Writer::new(Kind::Pagemap);
-        pm.push(&PagemapHead { pages_id: p.pages_id, ..Default::default() });
-        for r in &p.pagemap {
-            pm.push(&PagemapEntry {
-                vaddr: r.vaddr,
-                compat_nr_pages: 0,
-                in_parent: None,
-                flags: Some(r.flags),
-                nr_pages: Some(r.nr_pages),
-                ..Default::default()
-            });
+        if let Some(tc) = c.thread_core.as_mut() {
+            tc.cg_set = Some(cg_set);
+            crate::seccomp::dump::thread_core(tc, t, last_filter);
         }
-        put(format!("pagemap-{}.img", p.pid), &pm)?;
-        put(
-            format!("fs-{}.img", p.pid),
-            Writer::new(Kind::Fs).push(&FsEntry {
-                cwd_id: p.cwd_id,
-                root_id: p.root_id,
-                umask: Some(p.umask),
-                ..Default::default()
-            }),
-        )?;
-        let mut fdinfo = Writer::new(Kind::Fdinfo);
-        for f in &p.fds {
-            fdinfo.push(&FdinfoEntry {
-                id: f.id,
-                flags: f.cloexec as u32,
-                r#type: f.kind as i32,
-                fd: f.fd,
-                xattr_security_selinux: None,
-                ..Default::default()
-            });
-        }
-        put(format!("fdinfo-{}.img", p.kobj_id), &fdinfo)?;
+        put(format!("core-{}.img", t.tid), Writer::new(Kind::Core).push(&c))?;
     }
-
-    crate::files::images(&tree.files, &mut put)?;
-
+    put(format!("ids-{}.img", p.pid), Writer::new(Kind::Ids).push(&ids(p, ipc_ns)))?;
+    put(format!("mm-{}.img", p.pid), Writer::new(Kind::Mm).push(&mm(p)))?;
+    put(format!("pagemap-{}.img", p.pid), &pagemap(p))?;
     put(
-        "seccomp.img".into(),
-        Writer::new(Kind::Seccomp).push(&SeccompEntry { seccomp_filters: filters, ..Default::default() }),
+        format!("fs-{}.img", p.pid),
+        Writer::new(Kind::Fs).push(&FsEntry {
+            cwd_id: p.cwd_id,
+            root_id: p.root_id,
+            umask: Some(p.umask),
+            ..Default::default()
+        }),
     )?;
+    put(format!("fdinfo-{}.img", p.kobj_id), &fdinfo(p))
+}
 
+/// Where each run of the process's pages sits in its pages image, which
+/// holds them in this order.
+fn pagemap(p: &Process) -> Writer {
+    let mut pm = Writer::new(Kind::Pagemap);
+    pm.push(&PagemapHead { pages_id: p.pages_id, ..Default::default() });
+    for r in &p.pagemap {
+        pm.push(&PagemapEntry {
+            vaddr: r.vaddr,
+            compat_nr_pages: 0,
+            in_parent: None,
+            flags: Some(r.flags),
+            nr_pages: Some(r.nr_pages),
+            ..Default::default()
+        });
+    }
+    pm
+}
+
+/// The process's fd numbers, each naming the shared description
+/// (`files.img` id) it stands on.
+fn fdinfo(p: &Process) -> Writer {
+    let mut fdinfo = Writer::new(Kind::Fdinfo);
+    for f in &p.fds {
+        fdinfo.push(&FdinfoEntry {
+            id: f.id,
+            flags: f.cloexec as u32,
+            r#type: f.kind as i32,
+            fd: f.fd,
+            xattr_security_selinux: None,
+            ..Default::default()
+        });
+    }
+    fdinfo
+}
+
+/// The clocks' readings at dump, from which a restore sets its time
+/// namespace's offsets so that they do not jump.
+fn timens(tree: &Tree, put: &mut Put) -> Result<()> {
     let ts = |(s, ns): (i64, i64)| Timespec { tv_sec: s as u64, tv_nsec: ns as u64, ..Default::default() };
     put(
         "timens-0.img".into(),
@@ -177,9 +228,7 @@ pub fn write(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
             boottime: ts(tree.boottime),
             ..Default::default()
         }),
-    )?;
-    put("cgroup.img".into(), Writer::new(Kind::Cgroup).push(&cgroup))?;
-    Ok(names)
+    )
 }
 
 /// Namespace ids in the images: CRIU numbers the dumping tool's own
@@ -248,244 +297,182 @@ fn mm(p: &Process) -> MmEntry {
     }
 }
 
-fn u32s(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-}
-
-fn u64s(bytes: &[u8]) -> Vec<u64> {
-    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
-}
-
-fn fpregs(f: &X86Fpu) -> UserX86FpregsEntry {
-    let l = &f.legacy;
-    let u16_at = |i: usize| u16::from_le_bytes([l[i], l[i + 1]]) as u32;
-    let comp = |n: u32| f.components.iter().find(|(i, _)| *i == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
-    UserX86FpregsEntry {
-        cwd: u16_at(0),
-        swd: u16_at(2),
-        twd: u16_at(4),
-        fop: u16_at(6),
-        rip: u64s(&l[8..16])[0],
-        rdp: u64s(&l[16..24])[0],
-        mxcsr: u32s(&l[24..28])[0],
-        mxcsr_mask: u32s(&l[28..32])[0],
-        st_space: u32s(&l[32..160]),
-        xmm_space: u32s(&l[160..416]),
-        padding: vec![],
-        xsave: Some(UserX86XsaveEntry {
-            xstate_bv: f.xstate_bv,
-            ymmh_space: u32s(comp(2)),
-            bndreg_state: u64s(comp(3)),
-            bndcsr_state: u64s(comp(4)),
-            opmask_reg: u64s(comp(5)),
-            zmm_upper: u64s(comp(6)),
-            hi16_zmm: u64s(comp(7)),
-            pkru: u32s(comp(9)),
-            cet: None,
-            ..Default::default()
-        }),
+/// One thread's core image: its registers, the task's state (the leader
+/// only: CRIU keeps one per process) and the thread's own.
+fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
+    CoreEntry {
+        mtype: Mtype::X8664 as i32,
+        thread_info: Some(thread_info(t)),
+        tc: leader.then(|| task_core(p)),
+        ids: None,
+        thread_core: Some(thread_core(t)),
+        ti_arm: None,
         ..Default::default()
     }
 }
 
-fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
-    let r = &t.regs;
-    let gpregs = UserX86RegsEntry {
-        r15: r.r15,
-        r14: r.r14,
-        r13: r.r13,
-        r12: r.r12,
-        bp: r.rbp,
-        bx: r.rbx,
-        r11: r.r11,
-        r10: r.r10,
-        r9: r.r9,
-        r8: r.r8,
-        ax: r.rax,
-        cx: r.rcx,
-        dx: r.rdx,
-        si: r.rsi,
-        di: r.rdi,
-        orig_ax: r.orig_rax,
-        ip: r.rip,
-        cs: r.cs,
-        flags: r.eflags,
-        sp: r.rsp,
-        ss: r.ss,
-        fs_base: r.fs_base,
-        gs_base: r.gs_base,
-        ds: r.ds,
-        es: r.es,
-        fs: r.fs,
-        gs: r.gs,
-        mode: Some(1),
+/// The arch part of the core: what a sigreturn frame needs, and the TLS
+/// slots and clear-tid address set beside it.
+fn thread_info(t: &Thread) -> ThreadInfoX86 {
+    ThreadInfoX86 {
+        clear_tid_addr: t.clear_tid_addr,
+        gpregs: regs::gpregs_entry(&t.regs),
+        fpregs: regs::fpregs_entry(&t.fpu),
+        tls: t.tls.iter().map(regs::tls_entry).collect(),
+        ..Default::default()
+    }
+}
+
+/// Pending signals as the images queue them; an empty queue is left out.
+fn signal_queue(v: &[Vec<u8>]) -> Option<SignalQueueEntry> {
+    (!v.is_empty()).then(|| SignalQueueEntry {
+        signals: v.iter().map(|s| SiginfoEntry { siginfo: s.clone(), ..Default::default() }).collect(),
+        ..Default::default()
+    })
+}
+
+/// What the whole process shares: its state (a pending stop included),
+/// name, signal handlers, limits, timers and per-process knobs.
+fn task_core(p: &Process) -> TaskCoreEntry {
+    let task = &p.task;
+    TaskCoreEntry {
+        task_state: if p.stop_signal.is_some() { revenant_images::TASK_STOPPED } else { revenant_images::TASK_ALIVE },
+        stop_signo: p.stop_signal,
+        exit_code: 0,
+        personality: task.personality,
+        flags: task.flags,
+        blk_sigset: task.blk_sigset,
+        comm: task.comm.clone(),
+        timers: Some(timers(task)),
+        rlimits: Some(TaskRlimitsEntry {
+            rlimits: task.rlimits.iter().map(|&(cur, max)| RlimitEntry { cur, max, ..Default::default() }).collect(),
+            ..Default::default()
+        }),
+        cg_set: None,
+        signals_s: signal_queue(&task.signals_s),
+        loginuid: Some(task.loginuid),
+        oom_score_adj: Some(task.oom_score_adj),
+        sigactions: sigactions(task),
+        child_subreaper: Some(task.child_subreaper),
+        timer_slack_ns: Some(task.timer_slack_ns),
+        blk_sigset_extended: None,
+        membarrier_registration_mask: (task.membarrier != 0).then_some(task.membarrier),
+        coredump_filter: Some(task.coredump_filter),
+        memory_merge: task.memory_merge.then_some(true),
+        autogroup_nice: task.autogroup_nice,
+        ..Default::default()
+    }
+}
+
+/// The process's interval timers (real, virtual, profiling) and its POSIX
+/// timers, with the thread a timer signals when it targets one.
+fn timers(task: &TaskCore) -> TaskTimersEntry {
+    let itimer = |(isec, iusec, vsec, vusec): (u64, u64, u64, u64)| ItimerEntry {
+        isec,
+        iusec,
+        vsec,
+        vusec,
         ..Default::default()
     };
-    let tls = t
-        .tls
+    TaskTimersEntry {
+        real: itimer(task.timers[0]),
+        virt: itimer(task.timers[1]),
+        prof: itimer(task.timers[2]),
+        posix: task
+            .posix_timers
+            .iter()
+            .map(|t| PosixTimerEntry {
+                it_id: t.id,
+                clock_id: t.clock,
+                si_signo: t.signo,
+                it_sigev_notify: t.notify,
+                sival_ptr: t.sival,
+                overrun: t.overrun,
+                isec: t.times.0,
+                insec: t.times.1,
+                vsec: t.times.2,
+                vnsec: t.times.3,
+                notify_thread_id: (t.notify & 4 != 0).then_some(t.notify_tid),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// Every signal's handler, in native (not compat) form.
+fn sigactions(task: &TaskCore) -> Vec<SaEntry> {
+    task.sigactions
         .iter()
-        .map(|d| UserDescT {
-            entry_number: d.entry_number,
-            base_addr: d.base_addr,
-            limit: d.limit,
-            seg_32bit: d.seg_32bit(),
-            contents_h: d.contents() & 2 != 0,
-            contents_l: d.contents() & 1 != 0,
-            read_exec_only: d.read_exec_only(),
-            limit_in_pages: d.limit_in_pages(),
-            seg_not_present: d.seg_not_present(),
-            usable: d.bits & (1 << 6) != 0,
+        .map(|a| SaEntry {
+            sigaction: a.handler,
+            flags: a.flags,
+            restorer: a.restorer,
+            mask: a.mask,
+            compat_sigaction: Some(false),
+            mask_extended: None,
             ..Default::default()
         })
-        .collect();
-    let signals = |v: &[Vec<u8>]| {
-        (!v.is_empty()).then(|| SignalQueueEntry {
-            signals: v.iter().map(|s| SiginfoEntry { siginfo: s.clone(), ..Default::default() }).collect(),
+        .collect()
+}
+
+/// What each thread has of its own: scheduling, signal mask and stack,
+/// pending signals, credentials, name, rseq area. Seccomp and the cgroup
+/// set are filled in by the caller, which knows the whole tree.
+fn thread_core(t: &Thread) -> ThreadCoreEntry {
+    ThreadCoreEntry {
+        futex_rla: t.futex_rla,
+        futex_rla_len: t.futex_rla_len,
+        sched_nice: Some(t.sched_nice),
+        sched_policy: Some(t.sched_policy),
+        sched_prio: Some(t.sched_prio),
+        cpu_affinity: t.affinity.clone(),
+        ioprio: Some(t.ioprio),
+        blk_sigset: Some(t.blk_sigset),
+        sas: Some(ThreadSasEntry { ss_sp: t.sas.0, ss_size: t.sas.1, ss_flags: t.sas.2, ..Default::default() }),
+        pdeath_sig: Some(t.pdeath_sig),
+        signals_p: signal_queue(&t.signals_p),
+        creds: Some(creds(&t.creds)),
+        seccomp_mode: None,
+        seccomp_filter: None,
+        comm: Some(t.comm.clone()),
+        blk_sigset_extended: None,
+        rseq_entry: t.rseq.map(|(ptr, len, sig)| RseqEntry {
+            rseq_abi_pointer: ptr,
+            rseq_abi_size: len,
+            signature: sig,
+            rseq_cs_pointer: None,
             ..Default::default()
-        })
-    };
-    let c = &t.creds;
+        }),
+        cg_set: None,
+        ..Default::default()
+    }
+}
+
+/// Credentials as the images keep them: capability sets as 32-bit words,
+/// low first, and no LSM labels.
+fn creds(c: &Creds) -> CredsEntry {
     let words = |v: u64| vec![v as u32, (v >> 32) as u32];
-    let tc = leader.then(|| {
-        let task = &p.task;
-        let itimer = |(isec, iusec, vsec, vusec): (u64, u64, u64, u64)| ItimerEntry {
-            isec,
-            iusec,
-            vsec,
-            vusec,
-            ..Default::default()
-        };
-        TaskCoreEntry {
-            task_state: if p.stop_signal.is_some() {
-                revenant_images::TASK_STOPPED
-            } else {
-                revenant_images::TASK_ALIVE
-            },
-            stop_signo: p.stop_signal,
-            exit_code: 0,
-            personality: task.personality,
-            flags: task.flags,
-            blk_sigset: task.blk_sigset,
-            comm: task.comm.clone(),
-            timers: Some(TaskTimersEntry {
-                real: itimer(task.timers[0]),
-                virt: itimer(task.timers[1]),
-                prof: itimer(task.timers[2]),
-                posix: task
-                    .posix_timers
-                    .iter()
-                    .map(|t| PosixTimerEntry {
-                        it_id: t.id,
-                        clock_id: t.clock,
-                        si_signo: t.signo,
-                        it_sigev_notify: t.notify,
-                        sival_ptr: t.sival,
-                        overrun: t.overrun,
-                        isec: t.times.0,
-                        insec: t.times.1,
-                        vsec: t.times.2,
-                        vnsec: t.times.3,
-                        notify_thread_id: (t.notify & 4 != 0).then_some(t.notify_tid),
-                        ..Default::default()
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
-            rlimits: Some(TaskRlimitsEntry {
-                rlimits: task
-                    .rlimits
-                    .iter()
-                    .map(|&(cur, max)| RlimitEntry { cur, max, ..Default::default() })
-                    .collect(),
-                ..Default::default()
-            }),
-            cg_set: None,
-            signals_s: signals(&task.signals_s),
-            loginuid: Some(task.loginuid),
-            oom_score_adj: Some(task.oom_score_adj),
-            sigactions: task
-                .sigactions
-                .iter()
-                .map(|a| SaEntry {
-                    sigaction: a.handler,
-                    flags: a.flags,
-                    restorer: a.restorer,
-                    mask: a.mask,
-                    compat_sigaction: Some(false),
-                    mask_extended: None,
-                    ..Default::default()
-                })
-                .collect(),
-            child_subreaper: Some(task.child_subreaper),
-            timer_slack_ns: Some(task.timer_slack_ns),
-            blk_sigset_extended: None,
-            membarrier_registration_mask: (task.membarrier != 0).then_some(task.membarrier),
-            coredump_filter: Some(task.coredump_filter),
-            memory_merge: task.memory_merge.then_some(true),
-            autogroup_nice: task.autogroup_nice,
-            ..Default::default()
-        }
-    });
-    CoreEntry {
-        mtype: Mtype::X8664 as i32,
-        thread_info: Some(ThreadInfoX86 {
-            clear_tid_addr: t.clear_tid_addr,
-            gpregs,
-            fpregs: fpregs(&t.fpu),
-            tls,
-            ..Default::default()
-        }),
-        tc,
-        ids: None,
-        thread_core: Some(ThreadCoreEntry {
-            futex_rla: t.futex_rla,
-            futex_rla_len: t.futex_rla_len,
-            sched_nice: Some(t.sched_nice),
-            sched_policy: Some(t.sched_policy),
-            sched_prio: Some(t.sched_prio),
-            cpu_affinity: t.affinity.clone(),
-            ioprio: Some(t.ioprio),
-            blk_sigset: Some(t.blk_sigset),
-            sas: Some(ThreadSasEntry { ss_sp: t.sas.0, ss_size: t.sas.1, ss_flags: t.sas.2, ..Default::default() }),
-            pdeath_sig: Some(t.pdeath_sig),
-            signals_p: signals(&t.signals_p),
-            creds: Some(CredsEntry {
-                uid: c.uids[0],
-                gid: c.gids[0],
-                euid: c.uids[1],
-                egid: c.gids[1],
-                suid: c.uids[2],
-                sgid: c.gids[2],
-                fsuid: c.uids[3],
-                fsgid: c.gids[3],
-                cap_inh: words(c.cap_inh),
-                cap_prm: words(c.cap_prm),
-                cap_eff: words(c.cap_eff),
-                cap_bnd: words(c.cap_bnd),
-                secbits: c.secbits,
-                groups: c.groups.clone(),
-                lsm_profile: None,
-                lsm_sockcreate: None,
-                apparmor_data: None,
-                no_new_privs: Some(c.no_new_privs),
-                cap_amb: words(c.cap_amb),
-                ..Default::default()
-            }),
-            seccomp_mode: None,
-            seccomp_filter: None,
-            comm: Some(t.comm.clone()),
-            blk_sigset_extended: None,
-            rseq_entry: t.rseq.map(|(ptr, len, sig)| RseqEntry {
-                rseq_abi_pointer: ptr,
-                rseq_abi_size: len,
-                signature: sig,
-                rseq_cs_pointer: None,
-                ..Default::default()
-            }),
-            cg_set: None,
-            ..Default::default()
-        }),
-        ti_arm: None,
+    CredsEntry {
+        uid: c.uids[0],
+        gid: c.gids[0],
+        euid: c.uids[1],
+        egid: c.gids[1],
+        suid: c.uids[2],
+        sgid: c.gids[2],
+        fsuid: c.uids[3],
+        fsgid: c.gids[3],
+        cap_inh: words(c.cap_inh),
+        cap_prm: words(c.cap_prm),
+        cap_eff: words(c.cap_eff),
+        cap_bnd: words(c.cap_bnd),
+        secbits: c.secbits,
+        groups: c.groups.clone(),
+        lsm_profile: None,
+        lsm_sockcreate: None,
+        apparmor_data: None,
+        no_new_privs: Some(c.no_new_privs),
+        cap_amb: words(c.cap_amb),
         ..Default::default()
     }
 }

@@ -127,169 +127,272 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
 pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
     let mut files = files::Files::default();
     files.tree = frozen.procs.iter().map(|p| p.pid).chain(frozen.zombies.iter().map(|z| z.0)).collect();
-    let zero_pfn = pagemap::zero_page_pfn();
-    let names_reliable = crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true);
+    let host = HostFacts {
+        zero_pfn: pagemap::zero_page_pfn(),
+        names_reliable: crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true),
+    };
     let mut procs = Vec::new();
     check_unshared(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;
-    for (i, fp) in frozen.procs.iter().enumerate() {
-        if i > 0 {
-            check_namespaces(fp.pid)?;
-        }
-        let pid = fp.pid;
-        let stat = procfs::stat(pid, pid)?;
-        if i == 0 && !opts.shell_job && stat.sid != pid {
-            bail!(
-                "process {pid} is not a session leader (session {}): it belongs to a shell job; \
-                 start it with setsid or dump with --shell-job",
-                stat.sid
-            );
-        }
-        let status = procfs::status(pid, pid)?;
-        let smaps = procfs::read_string(pid, "smaps")?;
-        check_mempolicy(pid)?;
-        let mut vmas = maps::parse_smaps(&smaps, pid)?;
-        for v in &vmas {
-            maps::check_supported(v, pid)?;
-        }
-        if !names_reliable {
-            mark_vdso_by_pfn(pid, &mut vmas)?;
-        }
-        let leader_regs = regs::gpregs(pid)?;
-        let tramp = task::trampoline(pid, &vmas, &leader_regs)?;
-        if let inject::Trampoline::Bare { .. } = tramp {
-            log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
-        }
-        let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?)?;
-        let mut threads: Vec<model::Thread> = Vec::new();
-        for &tid in &fp.threads {
-            threads.push(task::thread_state(pid, tid, tramp)?);
-        }
-        // Restored threads inherit their creator's slack: one value for all.
-        if let Some(t) = threads.iter().find(|t| t.timer_slack_ns != threads[0].timer_slack_ns) {
-            bail!(
-                "process {pid}: thread {} has a timer slack of {} ns and thread {pid} one of {} ns: per-thread \
-                 timer slack cannot be kept yet",
-                t.tid,
-                t.timer_slack_ns,
-                threads[0].timer_slack_ns
-            );
-        }
-        log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
-        let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
-
-        // Files: the executable and mapped files first, as CRIU numbers them.
-        let exe_name = std::fs::read_link(procfs::path(pid, "exe"))
-            .with_context(|| format!("reading /proc/{pid}/exe"))?
-            .to_string_lossy()
-            .into_owned();
-        let exe_file_id = files.mapped(pid, "exe", &exe_name, 0)?;
-        let mut out_vmas = Vec::new();
-        for v in &vmas {
-            let link = || format!("map_files/{:x}-{:x}", v.start, v.end);
-            let (shmid, fdflags) = if v.is(status::MEMFD) {
-                let fdflags = map_file_flags(pid, &link())?;
-                (files.memfd_mapping(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
-            } else if v.is_file() {
-                let fdflags = map_file_flags(pid, &link())?;
-                (files.mapped(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
-            } else if v.is(status::SYSVIPC) {
-                // The inode of an attachment is its segment's id; the link's
-                // mode says whether it was attached read-only.
-                (v.inode, Some(map_file_flags(pid, &link())?))
-            } else if shmem::is_shared_anon(v) {
-                // The object's inode names it in every process that maps it.
-                (v.inode, None)
-            } else {
-                (0, None)
-            };
-            out_vmas.push(VmaOut { vma: v.clone(), shmid, fdflags });
-        }
-        let fds = files.fds(pid)?;
-        for &(fd, owner) in &ps.owners {
-            files.set_owner(pid, &fds, fd, owner)?;
-        }
-        let cwd_id = files.dir(pid, "cwd")?;
-        let root_id = files.dir(pid, "root")?;
-
-        // Memory.
-        let pages_id = i as u32 + 1;
-        let stack_pages: Vec<u64> = threads.iter().map(|t| t.regs.rsp & !(PAGE - 1)).collect();
-        let pm = File::open(procfs::path(pid, "pagemap")).with_context(|| format!("opening /proc/{pid}/pagemap"))?;
-        let mut runs = Vec::new();
-        for v in &vmas {
-            if v.is(status::VSYSCALL) || v.is(status::VVAR) {
-                continue;
-            }
-            let pme = pagemap::read_pagemap(&pm, pid, v)?;
-            if let Some(at) = pagemap::first_guard(v, &pme) {
-                bail!(
-                    "process {pid}: memory area {:#x}-{:#x} {:?}: a guard region (MADV_GUARD_INSTALL) at {at:#x}, \
-                     which dump does not support yet",
-                    v.start,
-                    v.end,
-                    v.name
-                );
-            }
-            pagemap::add_runs(&mut runs, v, &pme, zero_pfn, &stack_pages);
-        }
-        let pages_name = format!("pages-{pages_id}.img");
-        let t = Instant::now();
-        let written = {
-            let f = dir.create(&pages_name)?;
-            let mut w = BufWriter::with_capacity(1 << 20, f);
-            let n = memory::copy_pages(pid, &runs, &mut w)?;
-            w.flush().with_context(|| format!("writing {pages_name}"))?;
-            n
-        };
-        log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
-        crate::fault::step(|| format!("process {pid}: pages written"))?;
-
-        procs.push(Process {
-            pid,
-            // A SIGSTOP that came while we asked is pending again: the
-            // process stops once let go, and so does the restored one.
-            stop_signal: frozen
-                .stopped
-                .iter()
-                .find(|s| s.0 == pid)
-                .map(|s| s.1 as u32)
-                .or((ps.stopping || threads.iter().any(|t| t.stopping)).then_some(nix::libc::SIGSTOP as u32)),
-            ppid: fp.ppid,
-            pgid: stat.pgid,
-            sid: stat.sid,
-            kobj_id: i as u32 + 2,
-            task: model::TaskCore { timer_slack_ns: threads[0].timer_slack_ns, ..ps.core },
-            threads,
-            mm: Mm {
-                start_code: stat.start_code,
-                end_code: stat.end_code,
-                start_data: stat.start_data,
-                end_data: stat.end_data,
-                start_stack: stat.start_stack,
-                start_brk: stat.start_brk,
-                brk: ps.brk,
-                arg_start: stat.arg_start,
-                arg_end: stat.arg_end,
-                env_start: stat.env_start,
-                env_end: stat.env_end,
-                exe_file_id,
-                auxv: procfs::auxv(pid)?,
-                dumpable: ps.dumpable,
-                thp_disabled: !status.thp_enabled,
-            },
-            vmas: out_vmas,
-            pages_id,
-            pagemap: runs,
-            fds,
-            cwd_id,
-            root_id,
-            umask: status.umask,
-            cgroups,
-        });
+    for i in 0..frozen.procs.len() {
+        procs.push(process(frozen, i, &host, &mut files, dir, opts, log)?);
     }
     files.tty_queues(opts.shell_job)?;
     files.unix_peers()?;
     log.line(2, &format!("terminals: {}, queued bytes in {} pair ends", files.ttys.len(), files.tty_data.len()));
+    let ipc = sysv(frozen, &procs, dir, log)?;
+    let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;
+    let mut shmem = shared_anon(&procs, dir, first, log)?;
+    let memfds = memfds(&files, &shmem, dir, first + shmem.len() as u32, log)?;
+    shmem.extend(memfds);
+    let zombies = zombies(frozen)?;
+    let (monotonic, boottime) = clocks()?;
+    Ok(Tree { procs, zombies, files, ipc, shmem, monotonic, boottime, own_cgroups: crate::cgroup::own()?.0 })
+}
+
+/// What every process is read against, found once per dump.
+struct HostFacts {
+    /// The zero page's frame, whose pages need no copy.
+    zero_pfn: Option<u64>,
+    /// Whether smaps still names the vDSO after a move; if not, it is
+    /// found by its frames ([`mark_vdso_by_pfn`]).
+    names_reliable: bool,
+}
+
+/// Process `frozen.procs[i]`, read in a fixed order: its task state first
+/// (the checks that refuse a tree come early), then its files in the order
+/// CRIU numbers them, then its memory, whose pages image is written here.
+fn process(
+    frozen: &Frozen,
+    i: usize,
+    host: &HostFacts,
+    files: &mut files::Files,
+    dir: &ImageDir,
+    opts: &DumpOptions,
+    log: &mut Log,
+) -> Result<Process> {
+    let fp = &frozen.procs[i];
+    if i > 0 {
+        check_namespaces(fp.pid)?;
+    }
+    let pid = fp.pid;
+    let stat = procfs::stat(pid, pid)?;
+    if i == 0 && !opts.shell_job && stat.sid != pid {
+        bail!(
+            "process {pid} is not a session leader (session {}): it belongs to a shell job; \
+             start it with setsid or dump with --shell-job",
+            stat.sid
+        );
+    }
+    let status = procfs::status(pid, pid)?;
+    let vmas = memory_areas(pid, host.names_reliable)?;
+    let (ps, threads) = task_state(fp, &vmas, log)?;
+    log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
+    let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
+
+    // Files: the executable and mapped files first, as CRIU numbers them.
+    let (exe_file_id, out_vmas) = mapped_files(pid, &vmas, files)?;
+    let (fds, cwd_id, root_id) = fd_files(pid, &ps, files)?;
+
+    // Memory.
+    let pages_id = i as u32 + 1;
+    let runs = pages(pid, pages_id, &vmas, &threads, host.zero_pfn, dir, log)?;
+
+    let mm = mm(pid, &stat, &status, &ps, exe_file_id)?;
+    Ok(Process {
+        pid,
+        stop_signal: stop_signal(frozen, pid, &ps, &threads),
+        ppid: fp.ppid,
+        pgid: stat.pgid,
+        sid: stat.sid,
+        kobj_id: i as u32 + 2,
+        task: model::TaskCore { timer_slack_ns: threads[0].timer_slack_ns, ..ps.core },
+        threads,
+        mm,
+        vmas: out_vmas,
+        pages_id,
+        pagemap: runs,
+        fds,
+        cwd_id,
+        root_id,
+        umask: status.umask,
+        cgroups,
+    })
+}
+
+/// The process's memory areas, refused early if dump cannot keep one (or
+/// its memory policy), with the vDSO marked where smaps cannot be trusted
+/// to name it.
+fn memory_areas(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
+    let smaps = procfs::read_string(pid, "smaps")?;
+    check_mempolicy(pid)?;
+    let mut vmas = maps::parse_smaps(&smaps, pid)?;
+    for v in &vmas {
+        maps::check_supported(v, pid)?;
+    }
+    if !names_reliable {
+        mark_vdso_by_pfn(pid, &mut vmas)?;
+    }
+    Ok(vmas)
+}
+
+/// What only the process's tasks can tell (asked through injected calls
+/// on a trampoline found in its code): the process's state, then each
+/// thread's.
+fn task_state(
+    fp: &freeze::FrozenProc,
+    vmas: &[maps::Vma],
+    log: &mut Log,
+) -> Result<(task::ProcessState, Vec<model::Thread>)> {
+    let pid = fp.pid;
+    let leader_regs = regs::gpregs(pid)?;
+    let tramp = task::trampoline(pid, vmas, &leader_regs)?;
+    if let inject::Trampoline::Bare { .. } = tramp {
+        log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
+    }
+    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?)?;
+    let mut threads: Vec<model::Thread> = Vec::new();
+    for &tid in &fp.threads {
+        threads.push(task::thread_state(pid, tid, tramp)?);
+    }
+    // Restored threads inherit their creator's slack: one value for all.
+    if let Some(t) = threads.iter().find(|t| t.timer_slack_ns != threads[0].timer_slack_ns) {
+        bail!(
+            "process {pid}: thread {} has a timer slack of {} ns and thread {pid} one of {} ns: per-thread \
+             timer slack cannot be kept yet",
+            t.tid,
+            t.timer_slack_ns,
+            threads[0].timer_slack_ns
+        );
+    }
+    Ok((ps, threads))
+}
+
+/// The executable and each area's backing object, named as the images
+/// do: a file's id, a SysV segment's id, a shared anonymous object's
+/// inode. Returns the executable's id and the areas with theirs.
+fn mapped_files(pid: i32, vmas: &[maps::Vma], files: &mut files::Files) -> Result<(u32, Vec<VmaOut>)> {
+    let exe_name = std::fs::read_link(procfs::path(pid, "exe"))
+        .with_context(|| format!("reading /proc/{pid}/exe"))?
+        .to_string_lossy()
+        .into_owned();
+    let exe_file_id = files.mapped(pid, "exe", &exe_name, 0)?;
+    let mut out_vmas = Vec::new();
+    for v in vmas {
+        let link = || format!("map_files/{:x}-{:x}", v.start, v.end);
+        let (shmid, fdflags) = if v.is(status::MEMFD) {
+            let fdflags = map_file_flags(pid, &link())?;
+            (files.memfd_mapping(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
+        } else if v.is_file() {
+            let fdflags = map_file_flags(pid, &link())?;
+            (files.mapped(pid, &link(), &v.name, fdflags)? as u64, Some(fdflags))
+        } else if v.is(status::SYSVIPC) {
+            // The inode of an attachment is its segment's id; the link's
+            // mode says whether it was attached read-only.
+            (v.inode, Some(map_file_flags(pid, &link())?))
+        } else if shmem::is_shared_anon(v) {
+            // The object's inode names it in every process that maps it.
+            (v.inode, None)
+        } else {
+            (0, None)
+        };
+        out_vmas.push(VmaOut { vma: v.clone(), shmid, fdflags });
+    }
+    Ok((exe_file_id, out_vmas))
+}
+
+/// The process's fds (with the owners its tasks reported for them), then
+/// its cwd and root: returns the fds and the two directories' ids.
+fn fd_files(pid: i32, ps: &task::ProcessState, files: &mut files::Files) -> Result<(Vec<files::Fd>, u32, u32)> {
+    let fds = files.fds(pid)?;
+    for &(fd, owner) in &ps.owners {
+        files.set_owner(pid, &fds, fd, owner)?;
+    }
+    let cwd_id = files.dir(pid, "cwd")?;
+    let root_id = files.dir(pid, "root")?;
+    Ok((fds, cwd_id, root_id))
+}
+
+/// The process's pages, copied into `pages-<pages_id>.img` while the tree
+/// is frozen; returns the runs the pagemap image describes them by.
+fn pages(
+    pid: i32,
+    pages_id: u32,
+    vmas: &[maps::Vma],
+    threads: &[model::Thread],
+    zero_pfn: Option<u64>,
+    dir: &ImageDir,
+    log: &mut Log,
+) -> Result<Vec<pagemap::Run>> {
+    let stack_pages: Vec<u64> = threads.iter().map(|t| t.regs.rsp & !(PAGE - 1)).collect();
+    let pm = File::open(procfs::path(pid, "pagemap")).with_context(|| format!("opening /proc/{pid}/pagemap"))?;
+    let mut runs = Vec::new();
+    for v in vmas {
+        if v.is(status::VSYSCALL) || v.is(status::VVAR) {
+            continue;
+        }
+        let pme = pagemap::read_pagemap(&pm, pid, v)?;
+        if let Some(at) = pagemap::first_guard(v, &pme) {
+            bail!(
+                "process {pid}: memory area {:#x}-{:#x} {:?}: a guard region (MADV_GUARD_INSTALL) at {at:#x}, \
+                 which dump does not support yet",
+                v.start,
+                v.end,
+                v.name
+            );
+        }
+        pagemap::add_runs(&mut runs, v, &pme, zero_pfn, &stack_pages);
+    }
+    let pages_name = format!("pages-{pages_id}.img");
+    let t = Instant::now();
+    let written = {
+        let f = dir.create(&pages_name)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        let n = memory::copy_pages(pid, &runs, &mut w)?;
+        w.flush().with_context(|| format!("writing {pages_name}"))?;
+        n
+    };
+    log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
+    crate::fault::step(|| format!("process {pid}: pages written"))?;
+    Ok(runs)
+}
+
+/// The process's memory layout, from its stat and status, the state its
+/// tasks reported, and its auxiliary vector.
+fn mm(pid: i32, stat: &procfs::Stat, status: &procfs::Status, ps: &task::ProcessState, exe_file_id: u32) -> Result<Mm> {
+    Ok(Mm {
+        start_code: stat.start_code,
+        end_code: stat.end_code,
+        start_data: stat.start_data,
+        end_data: stat.end_data,
+        start_stack: stat.start_stack,
+        start_brk: stat.start_brk,
+        brk: ps.brk,
+        arg_start: stat.arg_start,
+        arg_end: stat.arg_end,
+        env_start: stat.env_start,
+        env_end: stat.env_end,
+        exe_file_id,
+        auxv: procfs::auxv(pid)?,
+        dumpable: ps.dumpable,
+        thp_disabled: !status.thp_enabled,
+    })
+}
+
+/// A SIGSTOP that came while we asked is pending again: the process stops
+/// once let go, and so does the restored one; so does one a signal had
+/// stopped before we came.
+fn stop_signal(frozen: &Frozen, pid: i32, ps: &task::ProcessState, threads: &[model::Thread]) -> Option<u32> {
+    frozen
+        .stopped
+        .iter()
+        .find(|s| s.0 == pid)
+        .map(|s| s.1 as u32)
+        .or((ps.stopping || threads.iter().any(|t| t.stopping)).then_some(nix::libc::SIGSTOP as u32))
+}
+
+/// The tree's SysV IPC: its namespace (the dumper's or its own) and the
+/// segments it holds, whose pages are written here after the processes'.
+fn sysv(frozen: &Frozen, procs: &[Process], dir: &ImageDir, log: &mut Log) -> Result<crate::sysv::dump::Ipc> {
     let root = frozen.procs[0].pid;
     let pids: Vec<i32> = frozen.procs.iter().map(|p| p.pid).collect();
     let own_ipc = ipc_ns_is_own(&pids)?;
@@ -297,34 +400,54 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         procs.iter().flat_map(|p| &p.vmas).filter(|v| v.vma.is(status::SYSVIPC)).map(|v| v.shmid as i32).collect();
     let ipc = crate::sysv::dump::collect(root, own_ipc, &attached, dir, procs.len() as u32 + 1)?;
     log.line(2, &format!("SysV: {} segments, own IPC namespace: {own_ipc}", ipc.segments.len()));
-    let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;
+    Ok(ipc)
+}
+
+/// Shared anonymous memory, read once however many processes map it;
+/// pages ids from `first`.
+fn shared_anon(procs: &[Process], dir: &ImageDir, first: u32, log: &mut Log) -> Result<Vec<shmem::Object>> {
     let areas = procs.iter().flat_map(|p| p.vmas.iter().map(move |v| (p.pid, &v.vma)));
-    let mut shmem = shmem::collect(areas, dir, first)?;
+    let shmem = shmem::collect(areas, dir, first)?;
     log.line(2, &format!("shared anonymous memory: {} objects", shmem.len()));
+    Ok(shmem)
+}
+
+/// The memfds the tree's fds hold, but those already read as shared
+/// anonymous memory (`shmem`); pages ids from `first`.
+fn memfds(
+    files: &files::Files,
+    shmem: &[shmem::Object],
+    dir: &ImageDir,
+    first: u32,
+    log: &mut Log,
+) -> Result<Vec<shmem::Object>> {
     // Shared anonymous memory an fd holds too is read once, above.
     let more: Vec<_> = files.memfds.iter().filter(|o| !shmem.iter().any(|s| s.shmid == o.ino)).cloned().collect();
-    let memfds = shmem::collect_memfds(&more, dir, first + shmem.len() as u32)?;
+    let memfds = shmem::collect_memfds(&more, dir, first)?;
     log.line(2, &format!("memfd: {} objects", memfds.len()));
-    shmem.extend(memfds);
-    let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
-    let zombies = frozen
+    Ok(memfds)
+}
+
+/// Zombies have no memory or files: their ids and exit, from their stat.
+fn zombies(frozen: &Frozen) -> Result<Vec<model::Zombie>> {
+    frozen
         .zombies
         .iter()
         .map(|&(pid, ppid)| {
             let s = procfs::stat(pid, pid)?;
             Ok(model::Zombie { pid, ppid, pgid: s.pgid, sid: s.sid, exit_code: s.exit_code, comm: s.comm })
         })
-        .collect::<Result<_>>()?;
-    Ok(Tree {
-        procs,
-        zombies,
-        files,
-        ipc,
-        shmem,
-        monotonic: clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,
-        boottime: clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
-        own_cgroups: crate::cgroup::own()?.0,
-    })
+        .collect::<Result<_>>()
+}
+
+/// The monotonic and boot clocks at dump, from which a restore offsets its
+/// time namespace so that neither jumps.
+fn clocks() -> Result<((i64, i64), (i64, i64))> {
+    let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
+    Ok((
+        clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,
+        clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
+    ))
 }
 
 /// How a mapped file must be opened: from the mode of its map_files link,

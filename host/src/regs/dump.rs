@@ -1,10 +1,11 @@
 //! The dump half: a stopped thread's registers, read with
 //! PTRACE_GETREGSET, and the other per-thread state ptrace hands out
-//! directly (signal mask, pending signals, rseq, TLS descriptors). x86_64
-//! only.
+//! directly (signal mask, pending signals, rseq, TLS descriptors), and
+//! the registers as the images' messages spell them. x86_64 only.
 
 use anyhow::{Context, Result, bail};
 use nix::libc::{self, c_void, user_regs_struct};
+use revenant_images::messages::{UserDescT, UserX86FpregsEntry, UserX86RegsEntry, UserX86XsaveEntry};
 
 use super::X86Fpu;
 
@@ -247,6 +248,102 @@ pub fn tls(tid: i32) -> Result<Vec<UserDesc>> {
         out.push(UserDesc { entry_number: d[0], base_addr: d[1], limit: d[2], bits: d[3] });
     }
     Ok(out)
+}
+
+/// The images' general registers: CRIU names them without the `r` and
+/// records the mode (1, native 64-bit) that decides how it restores them.
+pub fn gpregs_entry(r: &user_regs_struct) -> UserX86RegsEntry {
+    UserX86RegsEntry {
+        r15: r.r15,
+        r14: r.r14,
+        r13: r.r13,
+        r12: r.r12,
+        bp: r.rbp,
+        bx: r.rbx,
+        r11: r.r11,
+        r10: r.r10,
+        r9: r.r9,
+        r8: r.r8,
+        ax: r.rax,
+        cx: r.rcx,
+        dx: r.rdx,
+        si: r.rsi,
+        di: r.rdi,
+        orig_ax: r.orig_rax,
+        ip: r.rip,
+        cs: r.cs,
+        flags: r.eflags,
+        sp: r.rsp,
+        ss: r.ss,
+        fs_base: r.fs_base,
+        gs_base: r.gs_base,
+        ds: r.ds,
+        es: r.es,
+        fs: r.fs,
+        gs: r.gs,
+        mode: Some(1),
+        ..Default::default()
+    }
+}
+
+fn u32s(bytes: &[u8]) -> Vec<u32> {
+    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+fn u64s(bytes: &[u8]) -> Vec<u64> {
+    bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect()
+}
+
+/// The images' FPU state: CRIU splits the raw XSAVE area into the legacy
+/// fields and one word list per component, which it reassembles at restore.
+pub fn fpregs_entry(f: &X86Fpu) -> UserX86FpregsEntry {
+    let l = &f.legacy;
+    let u16_at = |i: usize| u16::from_le_bytes([l[i], l[i + 1]]) as u32;
+    let comp = |n: u32| f.components.iter().find(|(i, _)| *i == n).map(|(_, b)| b.as_slice()).unwrap_or(&[]);
+    UserX86FpregsEntry {
+        cwd: u16_at(0),
+        swd: u16_at(2),
+        twd: u16_at(4),
+        fop: u16_at(6),
+        rip: u64s(&l[8..16])[0],
+        rdp: u64s(&l[16..24])[0],
+        mxcsr: u32s(&l[24..28])[0],
+        mxcsr_mask: u32s(&l[28..32])[0],
+        st_space: u32s(&l[32..160]),
+        xmm_space: u32s(&l[160..416]),
+        padding: vec![],
+        xsave: Some(UserX86XsaveEntry {
+            xstate_bv: f.xstate_bv,
+            ymmh_space: u32s(comp(2)),
+            bndreg_state: u64s(comp(3)),
+            bndcsr_state: u64s(comp(4)),
+            opmask_reg: u64s(comp(5)),
+            zmm_upper: u64s(comp(6)),
+            hi16_zmm: u64s(comp(7)),
+            pkru: u32s(comp(9)),
+            cet: None,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A TLS slot as the images spell it: the kernel's bitfield word as
+/// separate flags.
+pub fn tls_entry(d: &UserDesc) -> UserDescT {
+    UserDescT {
+        entry_number: d.entry_number,
+        base_addr: d.base_addr,
+        limit: d.limit,
+        seg_32bit: d.seg_32bit(),
+        contents_h: d.contents() & 2 != 0,
+        contents_l: d.contents() & 1 != 0,
+        read_exec_only: d.read_exec_only(),
+        limit_in_pages: d.limit_in_pages(),
+        seg_not_present: d.seg_not_present(),
+        usable: d.bits & (1 << 6) != 0,
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

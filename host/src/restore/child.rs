@@ -424,56 +424,123 @@ fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
     }
 }
 
+/// The new task's setup between the clone and the blob, stage by stage;
+/// the order matters (each stage says what it must come before or after).
 fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
     let p = &plans[me];
-    // SAFETY: plain syscalls on integers and on NUL-terminated strings the
-    // parent prepared; closing and replacing fds is the point of this step.
+    // SAFETY: we are the new task of `plans[me]`, just cloned, running on
+    // data the parent prepared before the clone: what every stage's
+    // contract asks. Closing and replacing fds is the point of this step.
     unsafe {
-        // First, so that everything the task makes from here on (pipes,
-        // children, then the program's memory) is charged where it was.
+        enter_groups(p, log0)?;
+        let chld = hold_sigchld();
+        if me == 0 {
+            place_held(&p.tree_files, log0)?;
+        }
+        take_terminal(p, log0)?;
+        if me == 0 {
+            make_tree_files(&p.tree_files, log0)?;
+        }
+        premap(p, log0)?;
+        create_children(plans, me, &chld, log0)?;
+        let log = &move_pipes(p, log0)?;
+        close_inherited(p);
+        place_fds(p, log)?;
+        set_knobs(p, log)?;
+        set_fs(p, log)?;
+        unregister_rseq();
+        wait_seized(p, log)?;
+    }
+    Ok(())
+}
+
+/// First, so that everything the task makes from here on (pipes,
+/// children, then the program's memory) is charged where it was, and its
+/// children are born in its IPC namespace, session and group.
+///
+/// # Safety
+/// Only in the new task of `p`, before anything else of its setup: moves
+/// the whole process.
+unsafe fn enter_groups(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract.
+    unsafe {
         join_cgroups(&p.cgroups, log0)?;
         if let Some(ns) = p.ipc_ns
             && libc::setns(ns, libc::CLONE_NEWIPC) < 0
         {
             return Err(fail(log0, "entering the restored IPC namespace", b""));
         }
-        if let Err(what) = enter(p.session, p.pid, &p.groups) {
-            return Err(fail(log0, what, b""));
-        }
-        // The restoring host may have been started with SIGCHLD ignored:
-        // then the kernel would reap our zombie children at once. Blocked,
-        // their SIGCHLD waits for us to drop it (below) instead of stopping
-        // us before a tracing host. The blob sets the dumped action and mask.
+    }
+    if let Err(what) = enter(p.session, p.pid, &p.groups) {
+        return Err(fail(log0, what, b""));
+    }
+    Ok(())
+}
+
+/// The restoring host may have been started with SIGCHLD ignored: then the
+/// kernel would reap our zombie children at once. Blocked, their SIGCHLD
+/// waits for us to drop it ([`create_children`]) instead of stopping us
+/// before a tracing host. The blob sets the dumped action and mask.
+/// Returns the set holding SIGCHLD.
+///
+/// # Safety
+/// Only in the new task, before its children exist: changes the whole
+/// process's SIGCHLD action.
+unsafe fn hold_sigchld() -> libc::sigset_t {
+    // SAFETY: see the function's contract; the mask is a live local.
+    unsafe {
         libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         let chld = just(libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_BLOCK, &chld, std::ptr::null_mut());
-        // The root makes every shared description, for all to inherit;
-        // the host's first (memfds, terminals), whose numbers the other
-        // slots may take.
-        if me == 0 {
-            let mut high = [0i32; 64];
-            if p.tree_files.held.len() > high.len() {
-                return Err(fail(log0, "placing the host's descriptions: too many", b""));
-            }
-            for (k, (from, _)) in p.tree_files.held.iter().enumerate() {
-                high[k] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, p.tree_files.end());
-                if high[k] < 0 {
-                    return Err(fail(log0, "placing a description the host made", b""));
-                }
-            }
-            for (k, (_, o)) in p.tree_files.held.iter().enumerate() {
-                let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
-                if libc::dup3(high[k], o.fd, libc::O_CLOEXEC) < 0
-                    || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
-                    || (libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 && errno() != libc::ESPIPE)
-                {
-                    return Err(fail(log0, "placing a description the host made", b""));
-                }
-                libc::close(high[k]);
+        chld
+    }
+}
+
+/// The root makes every shared description, for all to inherit; the
+/// host's first (memfds, terminals), whose numbers the other slots may
+/// take. Each goes above every slot first, so that placing one never
+/// closes another still to be placed.
+///
+/// # Safety
+/// Only in the root's new task: replaces whatever is at the slots.
+unsafe fn place_held(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
+    let mut high = [0i32; 64];
+    if tree.held.len() > high.len() {
+        return Err(fail(log0, "placing the host's descriptions: too many", b""));
+    }
+    // SAFETY: see the function's contract; the host's descriptors were
+    // inherited at their numbers.
+    unsafe {
+        for (k, (from, _)) in tree.held.iter().enumerate() {
+            high[k] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, tree.end());
+            if high[k] < 0 {
+                return Err(fail(log0, "placing a description the host made", b""));
             }
         }
-        // A session leader takes its terminal before anything opens
-        // /dev/tty and before its children (who inherit it) exist.
+        for (k, (_, o)) in tree.held.iter().enumerate() {
+            let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
+            if libc::dup3(high[k], o.fd, libc::O_CLOEXEC) < 0
+                || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
+                || (libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 && errno() != libc::ESPIPE)
+            {
+                return Err(fail(log0, "placing a description the host made", b""));
+            }
+            libc::close(high[k]);
+        }
+    }
+    Ok(())
+}
+
+/// A session leader takes its terminal before anything opens /dev/tty and
+/// before its children (who inherit it) exist; then its group takes the
+/// foreground if it had it.
+///
+/// # Safety
+/// Only in the new task of `p`, after its session is made.
+unsafe fn take_terminal(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract; NUL-terminated paths, and the
+    // mask and group are live locals.
+    unsafe {
         if let Some(path) = &p.ctty {
             let fd = libc::open(path.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
             if fd < 0 || libc::ioctl(fd, libc::TIOCSCTTY, 0) < 0 {
@@ -492,29 +559,53 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             }
             libc::close(fd);
         }
-        if me == 0 {
-            for tp in &p.tree_files.pipes {
-                make_pipe(tp, &p.tree_files, log0)?;
-            }
-            for o in &p.tree_files.regs {
-                open_at(o, log0)?;
-            }
-            for pair in &p.tree_files.sockets {
-                let [(a_id, a), (b_id, b)] = pair;
-                let (Some(at), Some(bt)) = (p.tree_files.slot(*a_id), p.tree_files.slot(*b_id)) else {
-                    return Err(fail(log0, "a unix socket without a slot", b""));
-                };
-                if let Err(what) = crate::files::unixsk::make_pair(a, b, at, bt, p.tree_files.end()) {
-                    return Err(fail(log0, what, b""));
-                }
+    }
+    Ok(())
+}
+
+/// The rest of the shared descriptions the root makes for all to inherit:
+/// pipes, regular files, unix socket pairs, each at its slot.
+///
+/// # Safety
+/// Only in the root's new task, after the host's descriptions are placed:
+/// replaces whatever is at the slots.
+unsafe fn make_tree_files(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract.
+    unsafe {
+        for tp in &tree.pipes {
+            make_pipe(tp, tree, log0)?;
+        }
+        for o in &tree.regs {
+            open_at(o, log0)?;
+        }
+        for pair in &tree.sockets {
+            let [(a_id, a), (b_id, b)] = pair;
+            let (Some(at), Some(bt)) = (tree.slot(*a_id), tree.slot(*b_id)) else {
+                return Err(fail(log0, "a unix socket without a slot", b""));
+            };
+            if let Err(what) = crate::files::unixsk::make_pair(a, b, at, bt, tree.end()) {
+                return Err(fail(log0, what, b""));
             }
         }
-        premap(p, log0)?;
-        // Children first: they must be ours, in our session, and they need
-        // the pipes we are about to close.
-        for &k in &p.children {
-            spawn_child(plans, k, log0)?;
-        }
+    }
+    Ok(())
+}
+
+/// Children first: they must be ours, in our session, and they need the
+/// pipes we are about to close. Zombies end before we go on, and the
+/// SIGCHLD they leave (`chld`, blocked) is dropped rather than reach the
+/// program after the restore.
+///
+/// # Safety
+/// Only in the new task of `plans[me]`, with SIGCHLD blocked
+/// ([`hold_sigchld`]).
+unsafe fn create_children(plans: &[ChildPlan], me: usize, chld: &libc::sigset_t, log0: &Log) -> Result<(), Failed> {
+    let p = &plans[me];
+    for &k in &p.children {
+        spawn_child(plans, k, log0)?;
+    }
+    // SAFETY: see the function's contract; a zombie's task only dies.
+    unsafe {
         for z in &p.zombies {
             match clone_with_pid(z.pid) {
                 Ok(0) => die_as(z, &p.groups),
@@ -534,10 +625,20 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             // Nobody asked for their SIGCHLD: it goes now rather than reach
             // the program after the restore.
             let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-            libc::sigtimedwait(&chld, std::ptr::null_mut(), &now);
+            libc::sigtimedwait(chld, std::ptr::null_mut(), &now);
         }
-        // Log and sync pipes to their fixed numbers, via scratch numbers so
-        // neither overwrites the other.
+    }
+    Ok(())
+}
+
+/// Log and sync pipes to their fixed numbers, via scratch numbers so
+/// neither overwrites the other; returns the log on its new number.
+///
+/// # Safety
+/// Only in the new task of `p`: its fixed numbers are replaced.
+unsafe fn move_pipes(p: &ChildPlan, log0: &Log) -> Result<Log, Failed> {
+    // SAFETY: see the function's contract.
+    unsafe {
         let t_log = libc::fcntl(p.log_fd.0, libc::F_DUPFD, p.scratch);
         let t_sync = libc::fcntl(p.sync_fd.0, libc::F_DUPFD, p.scratch);
         if t_log < 0 || t_sync < 0 {
@@ -545,15 +646,26 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         }
         libc::dup2(t_log, p.log_fd.1);
         libc::dup2(t_sync, p.sync_fd.1);
-        let log = &Log::new(p.log_fd.1, LogLevel::Debug as u32);
-        let keep_lo = p.log_fd.1.min(p.sync_fd.1);
-        let keep_hi = p.log_fd.1.max(p.sync_fd.1);
+    }
+    Ok(Log::new(p.log_fd.1, LogLevel::Debug as u32))
+}
+
+/// Nothing the parent had open may reach the program: everything goes but
+/// the log and sync pipes, and the tree's slots (above every other
+/// number) until we have taken ours.
+///
+/// # Safety
+/// Only in the new task of `p`, after [`move_pipes`] and its children:
+/// closes nearly every fd.
+unsafe fn close_inherited(p: &ChildPlan) {
+    let keep_lo = p.log_fd.1.min(p.sync_fd.1);
+    let keep_hi = p.log_fd.1.max(p.sync_fd.1);
+    // SAFETY: see the function's contract.
+    unsafe {
         if keep_lo > 0 {
             libc::syscall(libc::SYS_close_range, 0, keep_lo - 1, 0);
         }
         libc::syscall(libc::SYS_close_range, keep_lo + 1, keep_hi - 1, 0);
-        // Everything else goes, but the tree's slots (above every other
-        // number), until we have taken ours.
         let (slots_lo, slots_hi) = (p.tree_files.base, p.tree_files.end());
         if slots_hi > slots_lo {
             libc::syscall(libc::SYS_close_range, keep_hi + 1, slots_lo - 1, 0);
@@ -561,7 +673,20 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         } else {
             libc::syscall(libc::SYS_close_range, keep_hi + 1, u32::MAX, 0);
         }
+    }
+}
 
+/// The program's descriptors at their numbers: the service files and its
+/// own, then those on the tree's shared descriptions (after which the
+/// slots go), then the anonymous ones (an epoll's targets must be open),
+/// then the file locks, which need every fd in place.
+///
+/// # Safety
+/// Only in the new task of `p`, after [`close_inherited`]: replaces
+/// whatever is at the numbers.
+unsafe fn place_fds(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract.
+    unsafe {
         for o in p.service.iter().chain(&p.fds) {
             open_at(o, log)?;
         }
@@ -570,6 +695,7 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
                 return Err(fail(log, "placing a shared file description", b""));
             }
         }
+        let (slots_lo, slots_hi) = (p.tree_files.base, p.tree_files.end());
         if slots_hi > slots_lo {
             libc::syscall(libc::SYS_close_range, slots_lo, slots_hi - 1, 0);
         }
@@ -581,7 +707,19 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
                 return Err(fail(log, what, b""));
             }
         }
-        // Before chroot: /proc may be missing inside.
+    }
+    Ok(())
+}
+
+/// The process's settings the blob does not set: subreaper, THP, timer
+/// slack, KSM, membarrier registrations, login uid, personality. Before
+/// chroot: /proc may be missing inside.
+///
+/// # Safety
+/// Only in the new task of `p`: sets them for the whole process.
+unsafe fn set_knobs(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract; plain syscalls on integers.
+    unsafe {
         if p.knobs.child_subreaper && libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0 {
             return Err(fail(log, "PR_SET_CHILD_SUBREAPER", b""));
         }
@@ -611,8 +749,21 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
         if libc::personality(0xffff_ffff) as libc::c_ulong != pers && libc::personality(pers) < 0 {
             return Err(fail(log, "personality", b""));
         }
-        // The cwd's path is the one seen from our root, which the chroot
-        // below hides: change to it first (a chroot leaves the cwd alone).
+    }
+    Ok(())
+}
+
+/// The cwd, root and umask of the dumped process (its `fs` image). The
+/// cwd's path is the one seen from our root, which the chroot hides:
+/// change to it first (a chroot leaves the cwd alone).
+///
+/// # Safety
+/// Only in the new task of `p`, after everything that opens paths outside
+/// its root.
+unsafe fn set_fs(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
+    // SAFETY: see the function's contract; NUL-terminated paths the parent
+    // prepared.
+    unsafe {
         if libc::chdir(p.cwd.as_ptr()) < 0 {
             return Err(fail(log, "chdir", p.cwd.as_bytes()));
         }
@@ -622,13 +773,20 @@ fn steps(plans: &[ChildPlan], me: usize, log0: &Log) -> Result<(), Failed> {
             return Err(fail(log, "chroot", root.as_bytes()));
         }
         libc::umask(p.umask);
-        unregister_rseq();
-        // Wait until the parent has seized us: the blob ends on a trap that
-        // only a tracer survives.
-        let mut b = [0u8; 1];
-        if libc::read(p.sync_fd.1, b.as_mut_ptr().cast(), 1) != 1 {
-            return Err(fail(log, "waiting for the parent", b""));
-        }
+    }
+    Ok(())
+}
+
+/// Last: the blob ends on a trap that only a tracer survives, so we wait
+/// until the parent has seized us.
+///
+/// # Safety
+/// Only in the new task of `p`, whose sync pipe is at its fixed number.
+unsafe fn wait_seized(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
+    let mut b = [0u8; 1];
+    // SAFETY: see the function's contract; reads one byte into a live local.
+    if unsafe { libc::read(p.sync_fd.1, b.as_mut_ptr().cast(), 1) } != 1 {
+        return Err(fail(log, "waiting for the parent", b""));
     }
     Ok(())
 }

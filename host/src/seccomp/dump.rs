@@ -5,9 +5,9 @@
 
 use anyhow::{Context, Result};
 use nix::libc::{self, c_void};
-use revenant_images::messages::SeccompFilter;
+use revenant_images::messages::{SeccompFilter, ThreadCoreEntry};
 
-use crate::dump::model::Tree;
+use crate::dump::model::{Thread, Tree};
 
 const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 const PTRACE_SECCOMP_GET_METADATA: libc::c_uint = 0x420d;
@@ -84,4 +84,13 @@ pub fn filter_entries(tree: &Tree) -> (Vec<SeccompFilter>, std::collections::Has
         }
     }
     (all, last)
+}
+
+/// A thread's mode and last filter (from [`filter_entries`]) in its core
+/// entry; a thread without seccomp leaves both out, as CRIU's images do.
+pub fn thread_core(tc: &mut ThreadCoreEntry, t: &Thread, last_filter: &std::collections::HashMap<i32, u32>) {
+    if t.seccomp.mode != 0 {
+        tc.seccomp_mode = Some(t.seccomp.mode as i32);
+        tc.seccomp_filter = last_filter.get(&t.tid).copied();
+    }
 }
