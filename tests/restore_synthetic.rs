@@ -180,6 +180,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 fifo: None,
                 ghost: None,
                 tty: None,
+                unix: false,
             },
             FdPlan {
                 fd: 1,
@@ -193,12 +194,12 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 fifo: None,
                 ghost: None,
                 tty: None,
+                unix: false,
             },
         ],
         pipes: vec![],
         anon_fds: vec![],
         locks: vec![],
-        sockets: vec![],
         owners: vec![],
         vmas: vec![
             anon(CODE, (nix::libc::PROT_READ | nix::libc::PROT_EXEC) as u32),

@@ -1353,6 +1353,28 @@ fn a_pseudoterminal_comes_back_with_its_session_settings_and_queued_bytes() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Named unix sockets come back bound to their addresses (the socket
+/// file with its mode, an abstract name), a listener with one connection
+/// accepted and one still waiting, a datagram socket with its queued
+/// datagrams, each byte where it was (read once, after the restore).
+#[test]
+fn named_unix_sockets_come_back_listening_connected_and_queued() {
+    let _w = watchdog::start();
+    let work = scratch("unixsrv");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("unixsrv", &[out.as_os_str(), work.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("named=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    assert!(after.iter().all(|l| l.ends_with("named=ok")), "{after:?}");
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
+    stop(pid);
+    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Inotify watches come back with their numbers (one taken and dropped
 /// before them too) and masks, reporting events on the same files.
 #[test]

@@ -6,6 +6,24 @@
 //! few values only a task can ask for, which run as injected system calls
 //! ([`inject`]). Any error releases the tree untouched: [`freeze::Frozen`]
 //! resumes every task when dropped.
+//!
+//! [`dump()`] runs: namespaces other than ours (but IPC) refused, freeze,
+//! [`collect`], [`write_images`] (all but the pages images, which `collect`
+//! wrote as it went; everything under temporary names, renamed into place
+//! with `inventory.img` last, see `imgdir.rs`), then `restorable`: the
+//! restore's own planning on the images just written, so that what a
+//! restore would refuse fails the dump while the program is still there
+//! (the images are withdrawn, inventory first). Then `--leave-running`
+//! releases the tree, or it is killed. `--timeout` bounds freezing and
+//! collecting (`fault::Deadline`: a POSIX timer aims SIGALRM at the
+//! dumping thread and the next step fails); the tree is resumed after the
+//! timer is gone.
+//!
+//! [`collect`] reads each process in a fixed order (task state first, so
+//! the checks that refuse a tree come early; files in the order CRIU
+//! numbers them; memory last, its pages image written here), then the
+//! tree-wide objects: terminal queues, unix socket peers, SysV segments,
+//! shared anonymous memory, memfds, zombies, clocks.
 
 pub mod freeze;
 pub mod inject;

@@ -337,6 +337,16 @@ pub struct FdPlan {
     pub ghost: Option<ghost::Ghost>,
     /// A terminal (its `tty-info.img` id), which the host opens.
     pub tty: Option<u32>,
+    /// A unix socket, which the host makes.
+    pub unix: bool,
+}
+
+impl FdPlan {
+    /// Made by the host before any process exists, and placed at a slot
+    /// of the tree by its root.
+    pub fn host_made(&self) -> bool {
+        self.tty.is_some() || self.unix
+    }
 }
 
 /// `F_SETOWN_EX`/`F_SETSIG` of the description behind `fd` (CRIU's
@@ -360,7 +370,6 @@ pub struct FilesPlan {
     pub pipes: Vec<pipe::PipePlan>,
     pub owners: Vec<FdOwner>,
     pub anon_fds: Vec<anonfd::Make>,
-    pub sockets: Vec<unixsk::SocketFd>,
     pub locks: Vec<locks::Lock>,
 }
 
@@ -385,7 +394,7 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
             pipe::plan_fd(set, &mut plan.pipes, f, pe, cloexec);
         } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
         } else if let Some(u) = &entry.usk {
-            plan.sockets.push(unixsk::plan_fd(set, f, u, cloexec, &at)?);
+            plan.fds.push(unixsk::plan_fd(f, u, cloexec));
         } else if let Some(t) = &entry.tty {
             plan.fds.push(tty::plan_fd(set, f, t, cloexec, &at)?);
         } else if let Some(fe) = &entry.fifo {

@@ -518,6 +518,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, t: &TtyFileEntry, cloexec: bool,
         fifo: None,
         ghost: None,
         tty: (!ctty).then_some(t.tty_info_id),
+        unix: false,
     })
 }
 
@@ -533,17 +534,6 @@ pub fn ctty_path(info: &TtyInfoEntry) -> Option<PathBuf> {
 #[derive(Debug, Default)]
 pub struct Made {
     pub fds: Vec<(u32, OwnedFd)>,
-}
-
-impl Made {
-    /// `p` with each of its terminal fds on the description made for it.
-    pub fn apply(&self, p: &crate::restore::plan::ProcessPlan) -> crate::restore::plan::ProcessPlan {
-        let mut p = p.clone();
-        for f in p.fds.iter_mut().filter(|f| f.tty.is_some()) {
-            f.object_fd = self.fds.iter().find(|(id, _)| *id == f.id).map(|(_, fd)| fd.as_raw_fd());
-        }
-        p
-    }
 }
 
 /// Opens every terminal description of `plans` (by `files.img` id),

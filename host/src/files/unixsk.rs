@@ -207,7 +207,13 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         rcv_timeout: timeval(getopt(s, libc::SO_RCVTIMEO)?),
         passcred: getopt::<i32>(s, libc::SO_PASSCRED)? != 0,
     };
-    let queue = peek_queue(s, opts.rcvbuf as usize).with_context(|| format!("{what}: reading its queue"))?;
+    // A listener queues connections, an unconnected stream socket nothing.
+    let stream = ty != libc::SOCK_DGRAM as u32;
+    let queue = if d.state == TCP_LISTEN || (stream && d.state == TCP_CLOSE) {
+        vec![]
+    } else {
+        peek_queue(s, opts.rcvbuf as usize).with_context(|| format!("{what}: reading its queue"))?
+    };
     let (state, name, backlog) =
         (u32::from(d.state), d.name.clone(), if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 });
     let shutdown = u32::from(d.shutdown & 3);
@@ -220,7 +226,7 @@ fn path_perms(d: &Diag, what: &str) -> Result<Option<(u32, u32, u32)>> {
     if d.name.is_empty() || d.name[0] == 0 {
         return Ok(None);
     }
-    let path = String::from_utf8_lossy(&d.name).into_owned();
+    let path = path_of(&d.name);
     if !path.starts_with('/') {
         bail!("{what} is bound to the relative path {path:?}, which dump does not support yet");
     }
@@ -244,33 +250,41 @@ impl super::Files {
     pub fn unix_peers(&mut self) -> Result<()> {
         let Some(diag) = &self.unix else { return Ok(()) };
         let ours: Vec<u32> = self.entries.iter().filter_map(|e| unix_of(&e.kind).map(|u| u.ino)).collect();
-        let listener_of = |icon: u32| {
-            ours.iter().copied().find(|l| diag.get(l).is_some_and(|d| d.state == TCP_LISTEN && d.icons.contains(&icon)))
+        // sock_diag names a waiting connection by its client (whose own
+        // peer, the socket not accepted yet, shows as 0).
+        let listener_of = |client: u32| {
+            ours.iter()
+                .copied()
+                .find(|l| diag.get(l).is_some_and(|d| d.state == TCP_LISTEN && d.icons.contains(&client)))
         };
         let mut fixed = vec![];
         for u in self.entries.iter().filter_map(|e| unix_of(&e.kind)) {
             let what = format!("unix socket:[{}]", u.ino);
             if u.state == u32::from(TCP_LISTEN) {
                 let d = diag.get(&u.ino).context("a unix socket sock_diag did not list")?;
-                for icon in &d.icons {
-                    let client = diag.get(icon).map_or(0, |c| c.peer);
-                    if !ours.contains(&client) {
+                if let Some(client) = d.icons.iter().find(|c| !ours.contains(c)) {
+                    bail!(
+                        "{what} (listening on {}): a connection from socket:[{client}], outside the dumped tree, \
+                         waits to be accepted",
+                        show_name(&u.name)
+                    );
+                }
+            }
+            let stream = u.ty != libc::SOCK_DGRAM as u32;
+            if stream && u.peer == 0 && u.state == u32::from(TCP_ESTABLISHED) {
+                if let Some(l) = listener_of(u.ino) {
+                    // What it sent sits in the socket not accepted yet,
+                    // out of reach.
+                    if diag.get(&u.ino).is_some_and(|e| e.rqlen.1 != 0) {
                         bail!(
-                            "{what} (listening on {}): a connection from socket:[{client}], outside the dumped tree, \
-                             waits to be accepted",
-                            show_name(&u.name)
+                            "{what}: it sent bytes on a connection not accepted yet (on socket:[{l}]): not supported"
                         );
                     }
+                    fixed.push((u.ino, l));
                 }
-            }
-            if u.peer == 0 || ours.contains(&u.peer) {
                 continue;
             }
-            if let Some(l) = listener_of(u.peer).filter(|_| u.ty != libc::SOCK_DGRAM as u32) {
-                if diag.get(&u.peer).is_some_and(|e| e.rqlen.0 != 0) {
-                    bail!("{what}: it sent bytes on a connection not accepted yet (on socket:[{l}]): not supported");
-                }
-                fixed.push((u.ino, l));
+            if u.peer == 0 || ours.contains(&u.peer) {
                 continue;
             }
             let peer_name = diag.get(&u.peer).map(|p| show_name(&p.name)).unwrap_or_else(|| "unknown".into());
@@ -300,8 +314,15 @@ pub fn show_name(name: &[u8]) -> String {
     match name.first() {
         None => "no name".into(),
         Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
-        Some(_) => String::from_utf8_lossy(name).into_owned(),
+        Some(_) => path_of(name),
     }
+}
+
+/// The path of an address bound to one: the kernel keeps it with its
+/// closing NUL.
+fn path_of(name: &[u8]) -> String {
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    String::from_utf8_lossy(&name[..end]).into_owned()
 }
 
 fn timeval(t: libc::timeval) -> (u64, u64) {
@@ -467,112 +488,78 @@ impl UnixSock {
     }
 }
 
-/// Makes the pair `(a, b)` at fds `at` (`a`'s) and `bt`: the socket pair,
-/// each end's queue sent from the other end, options, then shutdowns and
-/// status flags. The new sockets pass by numbers from `spare` up, above
-/// both (the kernel may hand out `at` or `bt` themselves). Runs in the new
-/// root task: system calls only, no allocation.
-///
-/// # Safety
-/// Replaces whatever the task has at `at` and `bt` and from `spare` up.
-pub unsafe fn make_pair(a: &UnixSock, b: &UnixSock, at: i32, bt: i32, spare: i32) -> Result<(), &'static str> {
-    let mut sv = [0i32; 2];
-    // SAFETY: plain system calls on the task's own descriptors and our data.
-    unsafe {
-        if libc::socketpair(libc::AF_UNIX, a.ty as i32 | libc::SOCK_CLOEXEC, 0, sv.as_mut_ptr()) < 0 {
-            return Err("creating a unix socket pair");
-        }
-        for fd in &mut sv {
-            let high = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, spare);
-            libc::close(*fd);
-            if high < 0 {
-                return Err("moving a unix socket out of the way");
-            }
-            *fd = high;
-        }
-        for (fd, to) in [(sv[0], at), (sv[1], bt)] {
-            if libc::dup3(fd, to, libc::O_CLOEXEC) < 0 {
-                return Err("placing a unix socket");
-            }
-            libc::close(fd);
-        }
-        for (me, peer, fd, peer_fd) in [(a, b, at, bt), (b, a, bt, at)] {
-            // Room for the queue on the sending side, whatever its final
-            // buffer size: the messages were accepted under it once.
-            let room: usize = me.queue.iter().map(|m| m.len() * 2 + 1024).sum::<usize>();
-            let big = (room.max(peer.opts.sndbuf as usize) as i32).max(1 << 16);
-            let _ = setopt(peer_fd, libc::SO_SNDBUFFORCE, &big);
-            let _ = setopt(fd, libc::SO_RCVBUFFORCE, &big);
-            for m in &me.queue {
-                if libc::send(peer_fd, m.as_ptr().cast(), m.len(), libc::MSG_DONTWAIT) != m.len() as isize {
-                    return Err("queueing a message in a unix socket again");
-                }
-            }
-        }
-        for (s, fd) in [(a, at), (b, bt)] {
-            let tv = |(sec, usec): (u64, u64)| libc::timeval { tv_sec: sec as _, tv_usec: usec as _ };
-            let half = |v: u32| (v / 2) as i32;
-            if setopt(fd, libc::SO_SNDBUFFORCE, &half(s.opts.sndbuf)).is_err()
-                || setopt(fd, libc::SO_RCVBUFFORCE, &half(s.opts.rcvbuf)).is_err()
-                || setopt(fd, libc::SO_SNDTIMEO, &tv(s.opts.snd_timeout)).is_err()
-                || setopt(fd, libc::SO_RCVTIMEO, &tv(s.opts.rcv_timeout)).is_err()
-                || setopt(fd, libc::SO_PASSCRED, &(s.opts.passcred as i32)).is_err()
-            {
-                return Err("setting a unix socket's options");
-            }
-        }
-        for (s, fd) in [(a, at), (b, bt)] {
-            // The kernel's RCV_SHUTDOWN is 1, SEND_SHUTDOWN 2; shutting one
-            // end also marks its peer, as it did.
-            let how = match s.shutdown {
-                1 => Some(libc::SHUT_RD),
-                2 => Some(libc::SHUT_WR),
-                3 => Some(libc::SHUT_RDWR),
-                _ => None,
-            };
-            if let Some(how) = how
-                && libc::shutdown(fd, how) < 0
-            {
-                return Err("shutting a unix socket down");
-            }
-            if libc::fcntl(fd, libc::F_SETFL, (s.flags & libc::O_NONBLOCK as u32) as i32) < 0 {
-                return Err("setting a unix socket's flags");
-            }
-        }
+/// Fd `f` on unix socket `u`, which the host makes ([`make`]).
+pub fn plan_fd(f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool) -> super::FdPlan {
+    super::FdPlan {
+        fd: f.fd as i32,
+        id: f.id,
+        path: std::path::PathBuf::from(format!("socket:[{}]", u.ino)),
+        flags: u.flags as i32,
+        pos: 0,
+        cloexec,
+        shmem: None,
+        object_fd: None,
+        fifo: None,
+        ghost: None,
+        tty: None,
+        unix: true,
     }
-    Ok(())
 }
 
-/// An fd on one end (`files.img` id `id`) of a unix socket pair.
-#[derive(Debug, Clone)]
-pub struct SocketFd {
-    pub fd: i32,
-    pub id: u32,
-    pub cloexec: bool,
-    /// Both ends, the one with the lower id first.
-    pub pair: [(u32, UnixSock); 2],
-}
-
-/// Fd `f` on unix socket `u`, one end of a pair whose other end some fd of
-/// the tree holds.
-pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool, at: &str) -> Result<SocketFd> {
-    let end = UnixSock::from_entry(u, &set.sk_queues, at)?;
-    let peer_entry = set
-        .files
-        .iter()
-        .filter_map(|e| e.usk.as_ref())
-        .find(|p| p.ino == u.peer && p.peer == u.ino)
-        .with_context(|| format!("{at}: its peer (socket inode {}) is not in files.img", u.peer))?;
-    if !set.processes.iter().flat_map(|p| &p.fds).any(|g| g.id == peer_entry.id) {
-        bail!("{at}: its peer (socket inode {}) is outside the tree: not restored yet", u.peer);
+/// Every unix socket the tree's fds are on, once, with the messages queued
+/// for it; refused here, naming the socket, when the restore could not
+/// connect it as it was.
+pub fn plan(set: &ImageSet) -> Result<Vec<(u32, UnixSock)>> {
+    let mut out: Vec<(u32, UnixSock)> = Vec::new();
+    for f in set.processes.iter().flat_map(|p| &p.fds) {
+        let Some(u) = set.file(f.id).and_then(|e| e.usk.as_ref()) else { continue };
+        if !out.iter().any(|(id, _)| *id == f.id) {
+            let at = format!("files.img: unix socket id {} (socket:[{}])", f.id, u.ino);
+            out.push((f.id, UnixSock::from_entry(u, &set.sk_queues, &at)?));
+        }
     }
-    let peer = UnixSock::from_entry(peer_entry, &set.sk_queues, at)?;
-    if peer.ty != end.ty {
-        bail!("{at}: a socket pair of two types ({} and {})", end.ty, peer.ty);
+    let by_ino = |ino: u32| out.iter().find(|(_, s)| s.ino == ino).map(|(_, s)| s);
+    for (id, s) in &out {
+        let at = format!("files.img: unix socket id {id} (socket:[{}], {})", s.ino, show_name(&s.name));
+        let stream = s.ty != libc::SOCK_DGRAM as u32;
+        if s.peer == 0 {
+            if stream && s.state == u32::from(TCP_ESTABLISHED) && s.shutdown != 3 {
+                bail!("{at}: a connection whose other end is gone: not restored");
+            }
+            continue;
+        }
+        let Some(p) = by_ino(s.peer) else {
+            bail!("{at}: its peer socket:[{}] is outside the tree: not restored yet", s.peer);
+        };
+        if p.ty != s.ty {
+            bail!("{at}: connected to a socket of another type");
+        }
+        let mutual = p.peer == s.ino;
+        if !stream {
+            if !mutual && p.name.is_empty() {
+                bail!("{at}: connected to socket:[{}], which has no address to connect to again", s.peer);
+            }
+            continue;
+        }
+        if p.state == u32::from(TCP_LISTEN) {
+            continue;
+        }
+        if !mutual {
+            bail!("{at}: connected to socket:[{}], which is connected elsewhere", s.peer);
+        }
+        let listening = |name: &[u8]| {
+            !name.is_empty() && out.iter().any(|(_, l)| l.state == u32::from(TCP_LISTEN) && l.name == name)
+        };
+        if (!s.name.is_empty() || !p.name.is_empty()) && !listening(&s.name) && !listening(&p.name) {
+            bail!(
+                "{at}: a connection with an address ({} to {}) whose listening socket is not in the tree: not \
+                 restored yet",
+                show_name(&s.name),
+                show_name(&p.name)
+            );
+        }
     }
-    let mut pair = [(u.id, end), (peer_entry.id, peer)];
-    pair.sort_by_key(|(id, _)| *id);
-    Ok(SocketFd { fd: f.fd as i32, id: f.id, cloexec, pair })
+    Ok(out)
 }
 
 /// `sk-queues.img`: the messages queued on every socket of `socks`, each
@@ -637,9 +624,14 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
             && s.state == u32::from(TCP_ESTABLISHED)
             && listener(&s.name).is_some()
     };
+    // A connection not accepted yet: connected once its listener's accepted
+    // ones are.
+    let waiting = |s: &UnixSock| {
+        s.ty != libc::SOCK_DGRAM as u32 && by_ino(s.peer).is_some_and(|(_, p)| p.state == u32::from(TCP_LISTEN))
+    };
     // First every socket that is bound, or stands alone.
     for (id, s) in socks {
-        if accepted(s) || (!named(s) && mutual(s)) {
+        if accepted(s) || waiting(s) || (!named(s) && mutual(s)) {
             continue;
         }
         let fd = new_socket(s.ty).with_context(|| what(*id, s))?;
@@ -718,10 +710,7 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
     }
     // Connections not accepted yet, each waiting on its listener again.
     for (id, s) in socks {
-        let Some((_, l)) = by_ino(s.peer).filter(|(_, p)| p.state == u32::from(TCP_LISTEN)) else { continue };
-        if s.ty == libc::SOCK_DGRAM as u32 || made.fd(*id).is_some() {
-            continue;
-        }
+        let Some((_, l)) = by_ino(s.peer).filter(|_| waiting(s)) else { continue };
         let fd = new_socket(s.ty).with_context(|| what(*id, s))?;
         if named(s) {
             bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
@@ -788,7 +777,7 @@ fn connect(fd: i32, name: &[u8]) -> Result<()> {
 /// program (nothing accepts on it) is replaced; anything else there, or
 /// an abstract name in use, is refused.
 fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
-    let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(String::from_utf8_lossy(&s.name).into_owned()));
+    let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(path_of(&s.name)));
     if let Some(path) = &path
         && let Ok(m) = std::fs::symlink_metadata(path)
     {

@@ -1,9 +1,23 @@
 //! Kernel facts ("kerndat"): what this kernel lets a restore do, found by
 //! probing in a short-lived child and cached per boot.
 //!
-//! The cache is keyed by the kernel's boot id, so a file left from another
-//! boot (or another kernel) is simply ignored; a missing, stale or damaged
-//! cache is never an error, only a reason to probe again.
+//! The facts ([`Kerndat`]): the vDSO's layout and symbols (read with
+//! `object` from the live vDSO), whether `[vdso]` keeps its name after an
+//! `mremap`, `ARCH_MAP_VDSO_64`, page frame numbers in pagemap, `clone3`
+//! with `set_tid` (asked for our own PID: EEXIST means yes),
+//! `PR_SET_MM_MAP` (`mm_map.rs`), and the alignment a fixed SysV `shmat`
+//! demands (4096 on x86_64, 16384 under qemu-arm). Probes that damage the
+//! process that runs them run in a forked child (`probes.rs`).
+//!
+//! The cache (`cache.rs`) is JSON in `/run/revenant/kerndat-ARCH.json`, or
+//! the temporary directory when `/run/revenant` cannot be made
+//! (`REVENANT_KERNDAT` overrides), keyed by the kernel's boot id, so a file
+//! left from another boot (or another kernel) is simply ignored; a missing,
+//! stale or damaged cache is never an error, only a reason to probe again.
+//! In the temporary directory anyone may plant one, so a cache that is a
+//! link, a FIFO, over 64 KiB or not ours is ignored, and a new one is
+//! written under a fresh name and renamed into place. `revenant check
+//! [--json] [--no-cache]` prints the facts.
 
 mod cache;
 mod mm_map;

@@ -1,10 +1,30 @@
-//! The new task's side of a restore, between `clone3` and the jump into the
-//! blob: session, file descriptors, cwd/root/umask, then the jump.
+//! The new task's side of a restore, between its creation and the jump into
+//! the blob. `steps` runs named stages in an order that matters (each
+//! stage's doc says why it comes where it does): `enter_groups` (cgroups,
+//! the IPC namespace, session and process group; a task joining a group
+//! led from another branch of the tree waits on a futex word the host
+//! shared, [`Groups`]), `hold_sigchld`, `place_held` and `make_tree_files`
+//! (the root only: the tree's shared descriptions at their slots, chosen by
+//! `tree_files.rs`), `take_terminal`, `premap` (`cow.rs`),
+//! `create_children` (children with their PIDs, then zombies, which end at
+//! once as they ended before), `move_pipes`, `close_inherited`,
+//! `place_fds` (service files, own fds, shared ones, anonymous-inode files,
+//! then file locks), `set_knobs`, `set_fs`, `unregister_rseq`,
+//! `wait_seized`.
 //!
-//! It runs in a child of a possibly multi-threaded parent, so it uses only
-//! data prepared before the clone and raw system calls: no allocation, no
-//! locks. A failure writes one log line and exits with [`SETUP_FAILED`];
-//! nothing of the dumped program has run yet, so the restore simply fails.
+//! It runs in a child of a multi-threaded parent (log readers, a test
+//! harness), made by a raw `clone3` (or, without clone3, `fork`), so it
+//! uses only data prepared before the clone: no allocation, no locks, no
+//! destructors. Its system calls go through glibc's thin wrappers
+//! (`open`, `dup3`, `setns`, `prctl`, `mmap`, `sigprocmask`, `waitid`, ...:
+//! one system call each, no lock, errno in the thread's own TLS; not all
+//! are on POSIX's async-signal-safe list), `libc::syscall` or
+//! `revenant_arch`, and `unregister_rseq` reads glibc's `__rseq_offset`
+//! and `__rseq_size`. glibc did not see this task being made, so nothing
+//! that takes a glibc lock or asks glibc about threads (stdio, `malloc`,
+//! pthread calls) may be added. A failure writes one log line and exits
+//! with [`SETUP_FAILED`]; nothing of the dumped program has run yet, so
+//! the restore simply fails.
 
 use std::ffi::CString;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,8 +63,6 @@ pub struct TreeFiles {
     /// descriptor (inherited at the same number) is dup'd to the slot, with
     /// the flags and offset of `Open`.
     pub held: Vec<(i32, Open)>,
-    /// Unix socket pairs: both ends, each made at its slot.
-    pub sockets: Vec<[(u32, crate::files::unixsk::UnixSock); 2]>,
 }
 
 /// A pipe of the tree: its data and capacity, and its ends' descriptions.
@@ -564,7 +582,7 @@ unsafe fn take_terminal(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
 }
 
 /// The rest of the shared descriptions the root makes for all to inherit:
-/// pipes, regular files, unix socket pairs, each at its slot.
+/// pipes and regular files, each at its slot.
 ///
 /// # Safety
 /// Only in the root's new task, after the host's descriptions are placed:
@@ -577,15 +595,6 @@ unsafe fn make_tree_files(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
         }
         for o in &tree.regs {
             open_at(o, log0)?;
-        }
-        for pair in &tree.sockets {
-            let [(a_id, a), (b_id, b)] = pair;
-            let (Some(at), Some(bt)) = (tree.slot(*a_id), tree.slot(*b_id)) else {
-                return Err(fail(log0, "a unix socket without a slot", b""));
-            };
-            if let Err(what) = crate::files::unixsk::make_pair(a, b, at, bt, tree.end()) {
-                return Err(fail(log0, what, b""));
-            }
         }
     }
     Ok(())

@@ -1,7 +1,34 @@
-//! From a loaded checkpoint to restore plans. Everything that can be wrong
-//! with the images or with this machine (missing or changed files, a PID in
-//! use, features not supported yet) is found here, before any process
-//! exists, and named with the image file, entry and field.
+//! From a loaded checkpoint to restore plans ([`plans`]: a `ProcessPlan`
+//! per process, the zombies, and the tree-wide objects: SysV segments,
+//! shared memory objects, terminals, unix sockets). Everything that can be
+//! wrong with the images or with this machine is found here, before any
+//! process exists, and named with the image file, entry and field; a dump
+//! runs the same planning on its own images while the tree is still
+//! frozen (`at_dump`).
+//!
+//! Refused here, or by the kind modules it calls: a PID in use (not at
+//! dump, where the tree holds them); a PID or TID at or above
+//! `/proc/sys/kernel/pid_max` (our PID namespace's limit); a memory area
+//! reaching past this machine's user address space
+//! (`layout::user_space_end`); a file whose size changed since the dump
+//! (`files::reg`); fds and mappings of kinds not restored yet (each kind
+//! module names its own); a tree spread over several IPC namespaces
+//! (`sysv::restore`); a process in a group no process of the tree leads,
+//! or (without `--shell-job`) in a session another process leads; 32-bit
+//! tasks; seccomp filter chains missing, looping or malformed
+//! (`seccomp::restore`: restoring a thread without its filters would lift
+//! its sandbox); a cgroup a process must go back into that is not there
+//! (`cgroup::restore`). Hard limits above ours are refused at spawn
+//! (`limits.rs`) unless `--clamp-limits` lowers them here with a warning;
+//! credentials we may not give are refused while the tasks are prepared
+//! (`creds.rs`).
+//!
+//! On x86_64, `check_cpu` refuses threads that held XSAVE state this CPU's
+//! XCR0 lacks (`--cpu-cap none` skips it): their code paths (glibc's IFUNCs
+//! among them) were chosen for that CPU and would die with SIGILL. PKRU is
+//! not counted when it holds the kernel's default rights (0x55555554): a
+//! CPU without protection keys runs every program as if it held those.
+//! The frame (`regs::xsave`) then carries only what this CPU has.
 
 use std::path::{Path, PathBuf};
 
@@ -52,6 +79,8 @@ pub struct TreePlan {
     pub shmem: Vec<crate::shmem::restore::ObjectPlan>,
     /// Terminals, which the host opens and sets up.
     pub ttys: Vec<crate::files::tty::TtyPlan>,
+    /// Unix sockets (`files.img` id and socket), which the host makes.
+    pub sockets: Vec<(u32, crate::files::unixsk::UnixSock)>,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -123,8 +152,9 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     }
     let shmem = crate::shmem::restore::plan(set, &processes)?;
     let ttys = crate::files::tty::plan(set, opts.shell_job)?;
+    let sockets = crate::files::unixsk::plan(set)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
-    Ok(TreePlan { processes, zombies, ipc, shmem, ttys, warnings })
+    Ok(TreePlan { processes, zombies, ipc, shmem, ttys, sockets, warnings })
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";
@@ -473,7 +503,6 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         owners: files.owners,
         anon_fds: files.anon_fds,
         locks: files.locks,
-        sockets: files.sockets,
         vmas,
         pages: p.pages.clone(),
         page_runs,

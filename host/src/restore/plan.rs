@@ -6,7 +6,6 @@ use std::ffi::CString;
 use std::path::PathBuf;
 
 pub use crate::files::pipe::{PipeEnd, PipePlan};
-pub use crate::files::unixsk::SocketFd;
 pub use crate::files::{FdOwner, FdPlan, fifo::FifoFill};
 use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 
@@ -34,8 +33,6 @@ pub struct ProcessPlan {
     pub anon_fds: Vec<crate::files::anonfd::Make>,
     /// File locks it takes again through its fds.
     pub locks: Vec<crate::files::locks::Lock>,
-    /// Its fds on unix socket pairs, which the tree's root makes.
-    pub sockets: Vec<SocketFd>,
     /// Descriptions with a signal owner or signal of their own, by one fd
     /// of this process on each; set while the tree is held.
     pub owners: Vec<FdOwner>,
@@ -161,6 +158,17 @@ pub struct VmaPlan {
 }
 
 impl ProcessPlan {
+    /// The plan with each fd on a description the host made (terminals,
+    /// unix sockets: `files.img` id and the host's descriptor) pointing
+    /// at it.
+    pub fn with_host_made(&self, made: &[(u32, i32)]) -> ProcessPlan {
+        let mut p = self.clone();
+        for f in p.fds.iter_mut().filter(|f| f.host_made()) {
+            f.object_fd = made.iter().find(|(id, _)| *id == f.id).map(|(_, fd)| *fd);
+        }
+        p
+    }
+
     /// The plan with its SysV attachments' segment ids passed through `map`.
     pub fn with_shm_ids(&self, map: impl Fn(i32) -> i32) -> ProcessPlan {
         let mut p = self.clone();

@@ -1,4 +1,45 @@
-//! Creating the task with its dumped PID and handing it to the blob.
+//! Turning a tree's plans into running processes: the host-made objects,
+//! the tasks with their dumped PIDs, and the tracing parent's side until
+//! every program runs.
+//!
+//! [`restore_tree`] first checks what planning could not (a PID taken
+//! since, hard limits above ours, seccomp where ptrace is missing), then
+//! makes, before any task exists, what the tasks share or cannot make:
+//! SysV segments (`sysv::restore`, with their janitor), shared anonymous
+//! memory and memfd objects (`shmem::restore`), terminals (`files::tty`),
+//! unix sockets the host makes (`files::unixsk`; bound and listening
+//! sockets are in progress) and unlinked files at their old paths
+//! (`files::ghost`). The tasks inherit the host's descriptors of them.
+//!
+//! `run_tree` then runs named stages:
+//! - `prepare`: per process, its `ChildPlan` (paths as `CString`s, fd
+//!   numbers, pipes to the host), credentials checked (`creds`) and its
+//!   bootstrap area built in this process (`bootstrap`), after the premap
+//!   region for copy-on-write sharing is reserved (`cow`);
+//! - `wire`: who creates whom, the IPC namespace the root enters, and the
+//!   tree's shared descriptions and their slots (`tree_files`); then the
+//!   futex words for joined process groups (`child::Groups`);
+//! - the root is created with its PID: a raw `clone3` with `set_tid`, or
+//!   without clone3 (kernels before 5.5, qemu-user) `ns_last_pid` and
+//!   `fork`, retried if another process takes the PID. The root runs
+//!   `child::run`, which creates the rest of the tree;
+//! - `seize` (x86_64): each task is traced as it appears
+//!   (`PTRACE_O_TRACECLONE`, so the blob's threads are too;
+//!   `PTRACE_O_SUSPEND_SECCOMP` for a sandboxed one), then given the
+//!   go-ahead through its sync pipe;
+//! - `catch`: each thread is held right after its blob's `rt_sigreturn`
+//!   (`finish::catch`); with every process held, `held::set_held_state`
+//!   sets what only another process may set, and the tree-wide last steps
+//!   run (SysV removals, ghost files unlinked);
+//! - `release`: per process, SIGTRAP's action back, the bootstrap area
+//!   unmapped, registers back, detach (`finish::release`);
+//! - `untraced` instead of the last three where ptrace is missing
+//!   (qemu-user): each task runs on by itself and the last line of its log
+//!   says whether its blob finished; the bootstrap area stays mapped.
+//!
+//! Each task's log reaches us through a pipe read on a thread of its own;
+//! a failure kills the tree (threads collected before leaders, `reap`) and
+//! the error carries the failing task's log.
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,7 +70,6 @@ pub struct Restored {
 fn service_fds(p: &ProcessPlan) -> ServiceFds {
     let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
     let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
-    let anon_fds = anon_fds.chain(p.sockets.iter().map(|s| s.fd));
     let base =
         p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).chain(anon_fds.map(|fd| fd + 1)).max().unwrap_or(0).max(3);
     let mut next = base + 4;
@@ -143,7 +183,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[], &[])?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[], &[], &[])?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -166,6 +206,7 @@ pub fn restore_tree(
     ipc: &IpcPlan,
     shmem: &[crate::shmem::restore::ObjectPlan],
     ttys: &[crate::files::tty::TtyPlan],
+    sockets: &[(u32, crate::files::unixsk::UnixSock)],
 ) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
@@ -203,12 +244,15 @@ pub fn restore_tree(
     // root like the memfds; ours go once the tasks hold theirs.
     let tty_fds: Vec<&super::plan::FdPlan> = plans.iter().flat_map(|p| &p.fds).filter(|f| f.tty.is_some()).collect();
     let ttys = crate::files::tty::make(ttys, &tty_fds)?;
-    let with_ttys: Vec<ProcessPlan>;
-    let plans = if ttys.fds.is_empty() {
+    let mut sockets = crate::files::unixsk::make(sockets)?;
+    let made: Vec<(u32, i32)> =
+        ttys.fds.iter().chain(&sockets.fds).map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd))).collect();
+    let with_made: Vec<ProcessPlan>;
+    let plans = if made.is_empty() {
         plans
     } else {
-        with_ttys = plans.iter().map(|p| ttys.apply(p)).collect();
-        &with_ttys[..]
+        with_made = plans.iter().map(|p| p.with_host_made(&made)).collect();
+        &with_made[..]
     };
     // Until `keep`, a failure removes the segments again.
     // Unlinked files are made at their paths for the tasks to open, and
@@ -223,6 +267,7 @@ pub fn restore_tree(
         shm.finish()
     })?;
     shm.keep();
+    sockets.keep();
     Ok(restored)
 }
 

@@ -17,9 +17,7 @@ pub(super) fn shared_regs(plans: &[ProcessPlan]) -> Vec<u32> {
         *seen.entry(f.id).or_default() += 1;
     }
     let mut ids: Vec<u32> = seen.into_iter().filter(|&(_, n)| n > 1).map(|(id, _)| id).collect();
-    ids.extend(
-        plans.iter().flat_map(|p| &p.fds).filter(|f| is_memfd_itself(plans, f) || f.tty.is_some()).map(|f| f.id),
-    );
+    ids.extend(plans.iter().flat_map(|p| &p.fds).filter(|f| is_memfd_itself(plans, f) || f.host_made()).map(|f| f.id));
     ids.sort_unstable();
     ids.dedup();
     ids
@@ -58,13 +56,6 @@ pub(super) fn tree_files(
     let base = inherited.max().unwrap_or(3) + 2;
     let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
     ids.extend(shared);
-    let mut sockets: Vec<[(u32, crate::files::unixsk::UnixSock); 2]> = Vec::new();
-    for s in plans.iter().flat_map(|p| &p.sockets) {
-        if !sockets.iter().any(|q| q[0].0 == s.pair[0].0) {
-            sockets.push(s.pair.clone());
-            ids.extend([s.pair[0].0, s.pair[1].0]);
-        }
-    }
     let end = base as u64 + ids.len() as u64;
     // The pipes' two ends pass by the two numbers above the slots.
     if !ids.is_empty() && end + 2 >= nofile {
@@ -73,7 +64,7 @@ pub(super) fn tree_files(
             ids.len()
         );
     }
-    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), held: Vec::new(), sockets };
+    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), held: Vec::new() };
     for pipe in pipes {
         let mut reopen = Vec::new();
         for (k, e) in pipe.ends.iter().enumerate() {
@@ -92,7 +83,7 @@ pub(super) fn tree_files(
         let slot = tree.slot(id).context("a shared file without a slot")?;
         let open =
             Open { path: cpath(&f.path)?, flags: f.flags, fd: slot, pos: f.pos, cloexec: true, fifo: f.fifo.clone() };
-        match f.object_fd.filter(|_| is_memfd_itself(plans, f) || f.tty.is_some()) {
+        match f.object_fd.filter(|_| is_memfd_itself(plans, f) || f.host_made()) {
             Some(from) => tree.held.push((from, open)),
             None => tree.regs.push(open),
         }
@@ -120,10 +111,8 @@ fn is_memfd_itself(plans: &[ProcessPlan], f: &super::plan::FdPlan) -> bool {
 pub(super) fn takes(p: &ProcessPlan, tree: &child::TreeFiles, shared: &[u32]) -> Result<Vec<(i32, i32, bool)>> {
     let pipes = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| e.fds.iter().map(move |&(fd, c)| (e.id, fd, c)));
     let regs = p.fds.iter().filter(|f| shared.contains(&f.id)).map(|f| (f.id, f.fd, f.cloexec));
-    let sockets = p.sockets.iter().map(|s| (s.id, s.fd, s.cloexec));
     pipes
         .chain(regs)
-        .chain(sockets)
         .map(|(id, fd, cloexec)| {
             let slot = tree.slot(id).with_context(|| format!("PID {}: fd {fd}: no slot for file {id}", p.pid))?;
             Ok((fd, slot, cloexec))
