@@ -1,10 +1,16 @@
-//! Unix socket pairs whose two ends are both in the tree (`socketpair`, as
-//! event loops use to wake themselves, and parents and children to talk):
-//! what a dump reads of each end (type, its peer, shutdown state, options,
-//! the messages waiting in its receive queue), the `files.img` entries and
-//! `sk-queues.img` CRIU writes for them, and how the restore makes the pair
-//! again. Bound, listening and connected-by-name sockets, and a peer
-//! outside the tree, are refused by name.
+//! Unix sockets of the tree: pairs (`socketpair`, as event loops use to
+//! wake themselves, and parents and children to talk), sockets bound to a
+//! path (with the socket file's mode and owner) or an abstract name,
+//! listening ones with their backlog, the connections accepted from them
+//! or still waiting on them, and datagram sockets connected to a named
+//! one. What a dump reads of each (type, name, state, peer, shutdown
+//! state, options, the messages waiting in its receive queue), the
+//! `files.img` entries and `sk-queues.img` CRIU writes for them, and how
+//! the restore makes them again ([`make`]): in the host, before any
+//! process exists, handed to the tree's root like the other descriptions
+//! the host makes, and placed at the tree's slots. Refused by name: other
+//! socket families, a peer outside the tree, a waiting connection from
+//! outside, relative or deleted socket paths.
 //!
 //! The kernel says which socket is whose peer only through `sock_diag`
 //! netlink (`UNIX_DIAG_PEER`); the queued messages are read with

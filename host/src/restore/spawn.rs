@@ -7,9 +7,9 @@
 //! makes, before any task exists, what the tasks share or cannot make:
 //! SysV segments (`sysv::restore`, with their janitor), shared anonymous
 //! memory and memfd objects (`shmem::restore`), terminals (`files::tty`),
-//! unix sockets the host makes (`files::unixsk`; bound and listening
-//! sockets are in progress) and unlinked files at their old paths
-//! (`files::ghost`). The tasks inherit the host's descriptors of them.
+//! unix sockets, bound, listening and connected (`files::unixsk`), and
+//! unlinked files at their old paths (`files::ghost`). The tasks inherit
+//! the host's descriptors of them.
 //!
 //! `run_tree` then runs named stages:
 //! - `prepare`: per process, its `ChildPlan` (paths as `CString`s, fd

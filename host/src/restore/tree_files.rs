@@ -1,7 +1,8 @@
-//! The open file descriptions several fds of the tree share: every pipe
-//! end, and regular files dup'd or inherited. The root makes each once, at
-//! a slot of its own, before it creates its children (`child::TreeFiles`);
-//! here the host picks them and their slots.
+//! The open file descriptions several fds of the tree share, or that the
+//! host made: every pipe end, regular files dup'd or inherited, and the
+//! memfds, terminals and unix sockets the host made before the tasks. The
+//! root places each once, at a slot of its own, before it creates its
+//! children (`child::TreeFiles`); here the host picks them and their slots.
 
 use anyhow::{Context, Result, bail};
 
