@@ -167,6 +167,11 @@ pub struct UnixSock {
     pub backlog: u32,
     /// The mode, owner and group of the socket file of a path.
     pub perms: Option<(u32, u32, u32)>,
+    /// Its socket file was unlinked since (bound again, then unlinked).
+    pub deleted: bool,
+    /// The directory a relative path is relative to (the process's cwd
+    /// when dumped, CRIU's `name_dir`).
+    pub dir: Option<String>,
     /// File status flags (`O_NONBLOCK`, ...).
     pub flags: u32,
     pub shutdown: u32,
@@ -200,7 +205,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
     if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&d.state) {
         bail!("{what}: a unix socket in state {}, which dump does not support", d.state);
     }
-    let perms = path_perms(d, &what)?;
+    let (perms, deleted, dir) = path_perms(pid, d, &what)?;
     if d.state == TCP_LISTEN && d.icons.contains(&0) {
         bail!("{what}: a connection whose client is gone waits to be accepted on this listening socket");
     }
@@ -223,27 +228,32 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
     let (state, name, backlog) =
         (u32::from(d.state), d.name.clone(), if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 });
     let shutdown = u32::from(d.shutdown & 3);
-    Ok(UnixSock { ino, peer: d.peer, ty, state, name, backlog, perms, flags, shutdown, opts, queue })
+    Ok(UnixSock { ino, peer: d.peer, ty, state, name, backlog, perms, deleted, dir, flags, shutdown, opts, queue })
 }
 
-/// The socket file of a socket bound to a path: it must still be there
-/// (a restore binds there again), its mode and owner kept.
-fn path_perms(d: &Diag, what: &str) -> Result<Option<(u32, u32, u32)>> {
+/// The socket file of a socket bound to a path: its mode and owner, or
+/// that it was unlinked; and, for a relative path, the directory it is
+/// relative to (the process's cwd: another one is refused).
+type PathFacts = (Option<(u32, u32, u32)>, bool, Option<String>);
+
+fn path_perms(pid: i32, d: &Diag, what: &str) -> Result<PathFacts> {
     if d.name.is_empty() || d.name[0] == 0 {
-        return Ok(None);
+        return Ok((None, false, None));
     }
     let path = path_of(&d.name);
-    if !path.starts_with('/') {
-        bail!("{what} is bound to the relative path {path:?}, which dump does not support yet");
-    }
+    let (file, dir) = if path.starts_with('/') {
+        (std::path::PathBuf::from(&path), None)
+    } else {
+        let cwd = std::fs::read_link(crate::procfs::path(pid, "cwd")).context("reading its cwd")?;
+        (crate::procfs::path(pid, "cwd").join(&path), Some(cwd.to_string_lossy().into_owned()))
+    };
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let m = std::fs::symlink_metadata(&path).ok();
-    let same = m
-        .as_ref()
-        .is_some_and(|m| m.file_type().is_socket() && d.vfs.is_some_and(|(ino, _)| u64::from(ino) == m.ino()));
-    match m {
-        Some(m) if same => Ok(Some((m.mode(), m.uid(), m.gid()))),
-        _ => bail!("{what} is bound to {path}, whose socket file was deleted or replaced: not supported yet"),
+    match std::fs::symlink_metadata(&file) {
+        Ok(m) if m.file_type().is_socket() && d.vfs.is_some_and(|(ino, _)| u64::from(ino) == m.ino()) => {
+            Ok((Some((m.mode(), m.uid(), m.gid())), false, dir))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir.is_none() => Ok((None, true, None)),
+        _ => bail!("{what} is bound to {path}, whose socket file was replaced (or is not where its name says)"),
     }
 }
 
@@ -321,6 +331,20 @@ pub fn show_name(name: &[u8]) -> String {
         None => "no name".into(),
         Some(0) => format!("@{}", String::from_utf8_lossy(&name[1..])),
         Some(_) => path_of(name),
+    }
+}
+
+/// An address that reaches `s`: its own, or for a relative path, the path
+/// from its directory (a client's peer name is the bound one whichever
+/// path it connects by).
+fn reach(s: &UnixSock) -> Vec<u8> {
+    match &s.dir {
+        Some(d) if s.name.first().is_some_and(|&b| b != 0) => {
+            let mut p = std::path::Path::new(d).join(path_of(&s.name)).into_os_string().into_encoded_bytes();
+            p.push(0);
+            p
+        }
+        _ => s.name.clone(),
     }
 }
 
@@ -439,6 +463,8 @@ impl UnixSock {
                 name: self.name.clone(),
                 shutdown: (self.shutdown != 0).then_some(self.shutdown),
                 file_perms: self.perms.map(|(mode, uid, gid)| FilePermsEntry { mode, uid, gid, ..Default::default() }),
+                deleted: self.deleted.then_some(true),
+                name_dir: self.dir.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -462,14 +488,8 @@ impl UnixSock {
         if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&state) {
             bail!("{at}: unix socket state {}: not restored", e.state);
         }
-        if e.deleted == Some(true) || e.name_dir.is_some() {
-            bail!("{at}: a unix socket bound to a deleted or relative path: not restored yet");
-        }
-        if !e.name.is_empty() && e.name[0] != 0 && e.name[0] != b'/' {
-            bail!(
-                "{at}: a unix socket bound to the relative path {:?}: not restored yet",
-                String::from_utf8_lossy(&e.name)
-            );
+        if !e.name.is_empty() && e.name[0] != 0 && e.name[0] != b'/' && e.name_dir.is_none() {
+            bail!("{at}: a unix socket bound to the relative path {:?} without its name_dir", path_of(&e.name));
         }
         let o = &e.opts;
         Ok(UnixSock {
@@ -480,6 +500,8 @@ impl UnixSock {
             name: e.name.clone(),
             backlog: e.backlog,
             perms: e.file_perms.as_ref().map(|p| (p.mode, p.uid, p.gid)),
+            deleted: e.deleted.unwrap_or(false),
+            dir: e.name_dir.clone(),
             flags: e.flags,
             shutdown: e.shutdown.unwrap_or(0) & 3,
             opts: Opts {
@@ -588,6 +610,8 @@ pub fn queues_image<'a>(socks: impl Iterator<Item = (u32, &'a UnixSock)>) -> Opt
 pub struct Made {
     pub fds: Vec<(u32, OwnedFd)>,
     bound: Vec<std::path::PathBuf>,
+    /// Socket files that were unlinked when dumped.
+    deleted: Vec<std::path::PathBuf>,
 }
 
 impl Made {
@@ -603,7 +627,7 @@ impl Made {
 
 impl Drop for Made {
     fn drop(&mut self) {
-        for p in self.bound.drain(..) {
+        for p in self.bound.drain(..).chain(self.deleted.drain(..)) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -635,9 +659,19 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
     let waiting = |s: &UnixSock| {
         s.ty != libc::SOCK_DGRAM as u32 && by_ino(s.peer).is_some_and(|(_, p)| p.state == u32::from(TCP_LISTEN))
     };
+    // A connection whose other end is gone is made with a stand-in for it,
+    // which sends its queue and then goes, as its end did.
+    let mut gone: Vec<(u32, OwnedFd)> = Vec::new();
+    let orphan = |s: &UnixSock| s.peer == 0 && s.state == u32::from(TCP_ESTABLISHED);
     // First every socket that is bound, or stands alone.
     for (id, s) in socks {
         if accepted(s) || waiting(s) || (!named(s) && mutual(s)) {
+            continue;
+        }
+        if orphan(s) && !named(s) {
+            let (a, b) = pair(s.ty).with_context(|| what(*id, s))?;
+            made.fds.push((*id, a));
+            gone.push((*id, b));
             continue;
         }
         let fd = new_socket(s.ty).with_context(|| what(*id, s))?;
@@ -670,11 +704,18 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
                 }
                 Some((_, p)) if named(p) => {
                     let fd = made.fd(*id).context("a datagram socket not made")?;
-                    connect(fd, &p.name)
+                    connect(fd, &reach(p))
                         .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&p.name)))?;
                 }
                 _ => bail!("{}: connected to socket:[{}], which cannot be reached by name", what(*id, s), s.peer),
             }
+            continue;
+        }
+        if accepted(s) && orphan(s) {
+            let (_, l) = listener(&s.name).context("a listener")?;
+            let (fd, client) = accept_from(&made, socks, l, s.ty).with_context(|| what(*id, s))?;
+            made.fds.push((*id, fd));
+            gone.push((*id, client));
             continue;
         }
         let Some((pid, p)) = peer else {
@@ -696,7 +737,7 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
             if named(s) {
                 bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
             }
-            connect(fd.as_raw_fd(), &l.name)
+            connect(fd.as_raw_fd(), &reach(l))
                 .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&l.name)))?;
             // SAFETY: accept on our listening socket; the new fd is owned at once.
             let a = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
@@ -721,12 +762,17 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
         if named(s) {
             bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
         }
-        connect(fd.as_raw_fd(), &l.name)
+        connect(fd.as_raw_fd(), &reach(l))
             .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&l.name)))?;
         made.fds.push((*id, fd));
     }
     for (id, s) in socks.iter().filter(|(_, s)| !s.queue.is_empty()) {
-        requeue(socks, &made, *id, s).with_context(|| format!("{}: its queued messages", what(*id, s)))?;
+        let stand_in = gone.iter().find(|(g, _)| g == id).map(|(_, fd)| fd.as_raw_fd());
+        requeue(socks, &made, *id, s, stand_in).with_context(|| format!("{}: its queued messages", what(*id, s)))?;
+    }
+    drop(gone);
+    for p in std::mem::take(&mut made.deleted) {
+        std::fs::remove_file(&p).with_context(|| format!("unlinking {} again", p.display()))?;
     }
     for (id, s) in socks {
         let fd = made.fd(*id).with_context(|| format!("{}: not made", what(*id, s)))?;
@@ -734,6 +780,21 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
         unsafe { settle(s, fd) }.map_err(anyhow::Error::msg).with_context(|| what(*id, s))?;
     }
     Ok(made)
+}
+
+/// A connection accepted on listener `l` (made already), and its client.
+fn accept_from(made: &Made, socks: &[(u32, UnixSock)], l: &UnixSock, ty: u32) -> Result<(OwnedFd, OwnedFd)> {
+    let lid = socks.iter().find(|(_, x)| x.ino == l.ino).map(|(id, _)| *id).context("a listener")?;
+    let lfd = made.fd(lid).context("a listener not made")?;
+    let client = new_socket(ty)?;
+    connect(client.as_raw_fd(), &reach(l)).with_context(|| format!("connecting to {}", show_name(&l.name)))?;
+    // SAFETY: accept on our listening socket; the new fd is owned at once.
+    let a = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    if a < 0 {
+        return Err(std::io::Error::last_os_error()).context("accept");
+    }
+    // SAFETY: just returned by accept4, ours.
+    Ok((unsafe { OwnedFd::from_raw_fd(a) }, client))
 }
 
 fn new_socket(ty: u32) -> Result<OwnedFd> {
@@ -781,8 +842,23 @@ fn connect(fd: i32, name: &[u8]) -> Result<()> {
 
 /// Binds `fd` to `s`'s address. A socket file left at a path by the dead
 /// program (nothing accepts on it) is replaced; anything else there, or
-/// an abstract name in use, is refused.
+/// an abstract name in use, is refused. A relative path is bound from its
+/// directory (a thread of ours with a cwd of its own); an unlinked one is
+/// unlinked again at once.
 fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
+    let Some(dir) = &s.dir else { return bind_here(fd, s, made) };
+    std::thread::scope(|t| {
+        t.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).context("unshare(CLONE_FS)")?;
+            nix::unistd::chdir(dir.as_str()).with_context(|| format!("entering {dir}"))?;
+            bind_here(fd, s, made)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("binding from {dir}: the thread panicked")))
+    })
+}
+
+fn bind_here(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
     let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(path_of(&s.name)));
     if let Some(path) = &path
         && let Ok(m) = std::fs::symlink_metadata(path)
@@ -795,7 +871,7 @@ fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
                     == Some(libc::ECONNREFUSED)
             })
         };
-        if !m.file_type().is_socket() || !refused(s.ty as i32) {
+        if s.deleted || !m.file_type().is_socket() || !refused(s.ty as i32) {
             bail!("the address {} is in use on this machine", path.display());
         }
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket file {}", path.display()))?;
@@ -809,15 +885,22 @@ fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
         }
         return Err(e).context("bind");
     }
-    if let Some(path) = path {
-        made.bound.push(path.clone());
-        if let Some((mode, uid, gid)) = s.perms {
-            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
-                .with_context(|| format!("chown {}", path.display()))?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
-                .with_context(|| format!("chmod {}", path.display()))?;
-        }
+    let Some(path) = path else { return Ok(()) };
+    let full = match &s.dir {
+        Some(d) => std::path::Path::new(d).join(&path),
+        None => path.clone(),
+    };
+    // Unlinked once every socket that connects by its path has.
+    if s.deleted {
+        made.deleted.push(full);
+        return Ok(());
+    }
+    made.bound.push(full);
+    if let Some((mode, uid, gid)) = s.perms {
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+            .with_context(|| format!("chmod {}", path.display()))?;
     }
     Ok(())
 }
@@ -825,17 +908,18 @@ fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
 /// Sends `s`'s queued messages to it again, from the socket that may send
 /// to it: its peer, or (a datagram socket nobody is connected to) a
 /// socket of ours, the sender's address lost.
-fn requeue(socks: &[(u32, UnixSock)], made: &Made, id: u32, s: &UnixSock) -> Result<()> {
+fn requeue(socks: &[(u32, UnixSock)], made: &Made, id: u32, s: &UnixSock, stand_in: Option<i32>) -> Result<()> {
     let me = made.fd(id).context("not made")?;
     let peer = socks.iter().find(|(_, p)| p.ino == s.peer).map(|(pid, p)| (made.fd(*pid), p));
     let stream = s.ty != libc::SOCK_DGRAM as u32;
     let tmp;
     let (from, to_name) = match peer {
+        _ if stand_in.is_some() => (stand_in.unwrap_or(-1), None),
         Some((Some(fd), p)) if stream || p.peer == s.ino => (fd, None),
-        Some((Some(fd), _)) if !s.name.is_empty() => (fd, Some(s.name.clone())),
+        Some((Some(fd), _)) if !s.name.is_empty() => (fd, Some(reach(s))),
         None if !stream && s.peer == 0 && !s.name.is_empty() => {
             tmp = new_socket(s.ty)?;
-            (tmp.as_raw_fd(), Some(s.name.clone()))
+            (tmp.as_raw_fd(), Some(reach(s)))
         }
         _ => bail!("no socket can send them to it again"),
     };
