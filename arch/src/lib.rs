@@ -1,7 +1,9 @@
 //! Raw Linux system calls and the per-architecture facts the restorer needs.
 //!
-//! Everything here is `no_std`, allocation-free and usable before any
-//! relocation or libc exists, which is the situation of the restorer blob.
+//! Everything here is `no_std`, allocation-free and needs no libc: the
+//! situation of the restorer blob, which the host has copied and relocated
+//! into the new task (no code of the blob runs before that), and of the
+//! new task's setup between `clone3` and the blob.
 //! The layout follows one rule: numbers and types come from `linux-raw-sys`
 //! (generated from kernel headers) or from [`consts`] (the few it lacks);
 //! hand-written assembly lives only in the per-arch modules, which all export
