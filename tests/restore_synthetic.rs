@@ -180,7 +180,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 fifo: None,
                 ghost: None,
                 tty: None,
-                unix: false,
+                socket: false,
             },
             FdPlan {
                 fd: 1,
@@ -194,7 +194,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 fifo: None,
                 ghost: None,
                 tty: None,
-                unix: false,
+                socket: false,
             },
         ],
         pipes: vec![],

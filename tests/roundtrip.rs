@@ -1375,6 +1375,27 @@ fn named_unix_sockets_come_back_listening_connected_and_queued() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// An idle server's TCP listeners (IPv4 and IPv6-only) and UDP sockets
+/// come back on their ports with their options, listening, the datagrams
+/// waiting where they were, the connected UDP socket still sending.
+#[test]
+fn idle_tcp_and_udp_sockets_come_back_on_their_ports() {
+    let _w = watchdog::start();
+    let work = scratch("inetsrv");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("inetsrv", &[out.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("inet=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    assert!(after.iter().all(|l| l.ends_with("inet=ok")), "{after:?}");
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
+    stop(pid);
+    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Inotify watches come back with their numbers (one taken and dropped
 /// before them too) and masks, reporting events on the same files.
 #[test]

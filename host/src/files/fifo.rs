@@ -85,6 +85,6 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
         fifo: Some(FifoFill { data, size }),
         ghost: None,
         tty: None,
-        unix: false,
+        socket: false,
     })
 }

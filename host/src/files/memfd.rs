@@ -142,7 +142,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, m: &MemfdFileEntry, cloexec: boo
         fifo: None,
         ghost: None,
         tty: None,
-        unix: false,
+        socket: false,
     })
 }
 

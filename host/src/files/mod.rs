@@ -23,6 +23,7 @@ use crate::procfs;
 pub mod anonfd;
 pub mod fifo;
 pub mod ghost;
+pub mod inet;
 pub mod locks;
 pub mod memfd;
 pub mod pipe;
@@ -42,27 +43,30 @@ pub mod fd_type {
     pub const REG: u32 = 1;
     pub const PIPE: u32 = 2;
     pub const FIFO: u32 = 3;
+    pub const INETSK: u32 = 4;
     pub const UNIXSK: u32 = 5;
     pub const TTY: u32 = 11;
     pub const MEMFD: u32 = 18;
 }
 
 /// A file as `files.img` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FileEntry {
     pub id: u32,
     pub kind: FileKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum FileKind {
     Reg(RegFile),
     Pipe(PipeFile),
     /// eventfd, signalfd, timerfd, epoll.
     Anon(self::anonfd::Anon),
     Memfd(MemfdFile),
-    /// One end of a unix socket pair.
+    /// A unix socket.
     Unix(self::unixsk::UnixSock),
+    /// An IPv4 or IPv6 socket.
+    Inet(self::inet::InetSock),
     /// A named pipe.
     Fifo(fifo::Fifo),
     Tty(tty::Tty),
@@ -203,6 +207,7 @@ impl Files {
                 FileKind::Anon(a) => a.fd_type() as u32,
                 FileKind::Memfd(_) => fd_type::MEMFD,
                 FileKind::Unix(_) => fd_type::UNIXSK,
+                FileKind::Inet(_) => fd_type::INETSK,
                 FileKind::Fifo(_) => fd_type::FIFO,
                 FileKind::Tty(_) => fd_type::TTY,
             };
@@ -214,8 +219,14 @@ impl Files {
                 Some(d) => d,
                 none => none.insert(self::unixsk::diag()?),
             };
-            let s = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
-            (fd_type::UNIXSK, FileKind::Unix(s))
+            if diag.contains_key(&(ino as u32)) {
+                let s = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
+                (fd_type::UNIXSK, FileKind::Unix(s))
+            } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags)? {
+                (fd_type::INETSK, FileKind::Inet(s))
+            } else {
+                return unsupported("a socket other than a unix, TCP or UDP one");
+            }
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             match self::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
                 Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
@@ -337,15 +348,15 @@ pub struct FdPlan {
     pub ghost: Option<ghost::Ghost>,
     /// A terminal (its `tty-info.img` id), which the host opens.
     pub tty: Option<u32>,
-    /// A unix socket, which the host makes.
-    pub unix: bool,
+    /// A socket (unix or inet), which the host makes.
+    pub socket: bool,
 }
 
 impl FdPlan {
     /// Made by the host before any process exists, and placed at a slot
     /// of the tree by its root.
     pub fn host_made(&self) -> bool {
-        self.tty.is_some() || self.unix
+        self.tty.is_some() || self.socket
     }
 }
 
@@ -395,6 +406,8 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
         } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
         } else if let Some(u) = &entry.usk {
             plan.fds.push(unixsk::plan_fd(f, u, cloexec));
+        } else if let Some(i) = &entry.isk {
+            plan.fds.push(inet::plan_fd(f, i, cloexec));
         } else if let Some(t) = &entry.tty {
             plan.fds.push(tty::plan_fd(set, f, t, cloexec, &at)?);
         } else if let Some(fe) = &entry.fifo {
@@ -448,6 +461,7 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
             FileKind::Reg(r) => r.entry(e.id, fown),
             FileKind::Anon(a) => a.entry(e.id, fown),
             FileKind::Unix(u) => u.entry(e.id, fown),
+            FileKind::Inet(i) => i.entry(e.id, fown),
             FileKind::Fifo(f) => f.entry(e.id),
             FileKind::Memfd(m) => m.entry(e.id, fown, &files.memfds),
             FileKind::Pipe(pp) => pp.entry(e.id, fown),
@@ -457,9 +471,12 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
     put("files.img".into(), &w)?;
     ghost::images(&files.ghosts, put)?;
     tty::images(files, put)?;
-    let socks =
-        files.entries.iter().filter_map(|e| if let FileKind::Unix(u) = &e.kind { Some((e.id, u)) } else { None });
-    if let Some(q) = unixsk::queues_image(socks) {
+    let packets = files.entries.iter().flat_map(|e| match &e.kind {
+        FileKind::Unix(u) => u.packets(e.id),
+        FileKind::Inet(i) => i.packets(e.id),
+        _ => vec![],
+    });
+    if let Some(q) = unixsk::queues_image(packets.collect()) {
         put("sk-queues.img".into(), &q)?;
     }
     if !files.memfds.is_empty() {

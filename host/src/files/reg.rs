@@ -152,6 +152,6 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
         fifo: None,
         ghost,
         tty: None,
-        unix: false,
+        socket: false,
     })
 }

@@ -518,7 +518,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, t: &TtyFileEntry, cloexec: bool,
         fifo: None,
         ghost: None,
         tty: (!ctty).then_some(t.tty_info_id),
-        unix: false,
+        socket: false,
     })
 }
 

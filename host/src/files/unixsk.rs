@@ -530,7 +530,7 @@ pub fn plan_fd(f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool) -> super::FdPlan
         fifo: None,
         ghost: None,
         tty: None,
-        unix: true,
+        socket: true,
     }
 }
 
@@ -590,10 +590,9 @@ pub fn plan(set: &ImageSet) -> Result<Vec<(u32, UnixSock)>> {
     Ok(out)
 }
 
-/// `sk-queues.img`: the messages queued on every socket of `socks`, each
-/// entry followed by its bytes (none written when nothing is queued).
-pub fn queues_image<'a>(socks: impl Iterator<Item = (u32, &'a UnixSock)>) -> Option<Writer> {
-    let queued: Vec<_> = socks.flat_map(|(id, u)| u.packets(id)).collect();
+/// `sk-queues.img`: the messages queued on every socket, each entry
+/// followed by its bytes (none written when nothing is queued).
+pub fn queues_image(queued: Vec<(SkPacketEntry, Vec<u8>)>) -> Option<Writer> {
     if queued.is_empty() {
         return None;
     }

@@ -81,6 +81,8 @@ pub struct TreePlan {
     pub ttys: Vec<crate::files::tty::TtyPlan>,
     /// Unix sockets (`files.img` id and socket), which the host makes.
     pub sockets: Vec<(u32, crate::files::unixsk::UnixSock)>,
+    /// TCP and UDP sockets, which the host makes.
+    pub inet: Vec<(u32, crate::files::inet::InetSock)>,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -153,8 +155,9 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let shmem = crate::shmem::restore::plan(set, &processes)?;
     let ttys = crate::files::tty::plan(set, opts.shell_job)?;
     let sockets = crate::files::unixsk::plan(set)?;
+    let inet = crate::files::inet::plan(set)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
-    Ok(TreePlan { processes, zombies, ipc, shmem, ttys, sockets, warnings })
+    Ok(TreePlan { processes, zombies, ipc, shmem, ttys, sockets, inet, warnings })
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";

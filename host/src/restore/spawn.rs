@@ -183,7 +183,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[], &[], &[])?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[], &[], &[], &[])?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -207,6 +207,7 @@ pub fn restore_tree(
     shmem: &[crate::shmem::restore::ObjectPlan],
     ttys: &[crate::files::tty::TtyPlan],
     sockets: &[(u32, crate::files::unixsk::UnixSock)],
+    inet: &[(u32, crate::files::inet::InetSock)],
 ) -> Result<Vec<Restored>> {
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
@@ -245,8 +246,14 @@ pub fn restore_tree(
     let tty_fds: Vec<&super::plan::FdPlan> = plans.iter().flat_map(|p| &p.fds).filter(|f| f.tty.is_some()).collect();
     let ttys = crate::files::tty::make(ttys, &tty_fds)?;
     let mut sockets = crate::files::unixsk::make(sockets)?;
-    let made: Vec<(u32, i32)> =
-        ttys.fds.iter().chain(&sockets.fds).map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd))).collect();
+    let inet = crate::files::inet::make(inet)?;
+    let made: Vec<(u32, i32)> = ttys
+        .fds
+        .iter()
+        .chain(&sockets.fds)
+        .chain(&inet)
+        .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
+        .collect();
     let with_made: Vec<ProcessPlan>;
     let plans = if made.is_empty() {
         plans

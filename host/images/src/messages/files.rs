@@ -246,7 +246,65 @@ message! {
         4 so_snd_tmo_usec: required uint64,
         5 so_rcv_tmo_sec: required uint64,
         6 so_rcv_tmo_usec: required uint64,
+        7 reuseaddr: optional bool,
+        8 so_priority: optional uint32,
+        9 so_rcvlowat: optional uint32,
+        10 so_mark: optional uint32,
         11 so_passcred: optional bool,
+        17 so_reuseport: optional bool,
+        18 so_broadcast: optional bool,
+        19 so_keepalive: optional bool,
+        23 so_oobinline: optional uint32,
+        24 so_linger: optional uint32,
+    }
+}
+
+message! {
+    /// IP-level options of an inet socket.
+    pub struct IpOptsEntry ("ip_opts_entry") {
+        1 freebind: optional bool,
+        5 pktinfo: optional bool,
+        6 tos: optional uint32,
+        7 ttl: optional uint32,
+    }
+}
+
+message! {
+    /// TCP options of a TCP socket.
+    pub struct TcpOptsEntry ("tcp_opts_entry") {
+        1 cork: optional bool,
+        2 nodelay: optional bool,
+        3 keepcnt: optional uint32,
+        4 keepidle: optional uint32,
+        5 keepintvl: optional uint32,
+    }
+}
+
+message! {
+    /// An IPv4 or IPv6 socket: addresses as 1 (IPv4) or 4 (IPv6) words in
+    /// network byte order, ports in host order; `state` in TCP's numbering
+    /// (7 for one not connected, 10 listening).
+    pub struct InetSkEntry ("inet_sk_entry") {
+        1 id: required uint32,
+        2 ino: required uint32,
+        3 family: required uint32,
+        4 r#type: required uint32,
+        5 proto: required uint32,
+        6 state: required uint32,
+        7 src_port: required uint32,
+        8 dst_port: required uint32,
+        9 flags: required uint32 [Fmt::Hex],
+        10 backlog: required uint32,
+        11 src_addr: repeated uint32,
+        12 dst_addr: repeated uint32,
+        13 fown: required message<FownEntry>,
+        14 opts: required message<SkOptsEntry>,
+        15 v6only: optional bool,
+        16 ip_opts: optional message<IpOptsEntry>,
+        17 ifname: optional string,
+        18 ns_id: optional uint32,
+        19 shutdown: optional uint32,
+        20 tcp_opts: optional message<TcpOptsEntry>,
     }
 }
 
@@ -375,6 +433,7 @@ message! {
         1 r#type: required enumeration<FdType>,
         2 id: required uint32,
         3 reg: optional message<RegFileEntry>,
+        4 isk: optional message<InetSkEntry>,
         5 nsf: optional message<NsFileEntry>,
         8 efd: optional message<EventfdFileEntry>,
         9 epfd: optional message<EventpollFileEntry>,

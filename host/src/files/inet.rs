@@ -1,0 +1,545 @@
+//! IPv4 and IPv6 sockets that hold no connection: TCP sockets listening
+//! (with nothing waiting to be accepted) or not yet connected, and UDP
+//! sockets, bound or connected, with the datagrams waiting in them. The
+//! dump reads each through a copy of its descriptor (`pidfd_getfd`):
+//! addresses, TCP state and backlog (`TCP_INFO`), and the options servers
+//! set (`SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `TCP_NODELAY`,
+//! `IP_TOS`, linger, buffer sizes, ...); it writes CRIU's `files.img`
+//! INETSK entries. The restore makes each socket in the host before any
+//! process exists, options first, then bound to its address (one in use
+//! is refused, naming the socket and the address) and listening again.
+//! Established TCP connections and TCP sockets in other states are
+//! refused, naming the 4-tuple.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{Context, Result, bail};
+use nix::libc;
+use revenant_images::messages::{
+    FdType, FdinfoEntry, FileEntry, FownEntry, InetSkEntry, IpOptsEntry, SkOptsEntry, TcpOptsEntry,
+};
+
+const TCP_ESTABLISHED: u32 = 1;
+const TCP_CLOSE: u32 = 7;
+const TCP_LISTEN: u32 = 10;
+
+/// One inet socket, as dumped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InetSock {
+    pub ino: u32,
+    pub family: u32,
+    /// `SOCK_STREAM` (TCP) or `SOCK_DGRAM` (UDP).
+    pub ty: u32,
+    pub proto: u32,
+    /// TCP's numbering: 7 not connected, 10 listening, 1 (UDP) connected.
+    pub state: u32,
+    pub local: SocketAddr,
+    pub remote: Option<SocketAddr>,
+    pub backlog: u32,
+    pub flags: u32,
+    pub opts: SkOptsEntry,
+    pub ip: IpOptsEntry,
+    pub tcp: Option<TcpOptsEntry>,
+    pub v6only: Option<bool>,
+    /// Datagrams waiting to be read, oldest first.
+    pub queue: Vec<Vec<u8>>,
+}
+
+/// Only for plain C structs and integers, for which all zeroes is a value.
+fn getopt<T: Copy>(s: i32, level: i32, opt: i32) -> Result<T> {
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`.
+    if unsafe { libc::getsockopt(s, level, opt, v.as_mut_ptr().cast(), &mut len) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("getsockopt {level}/{opt}"));
+    }
+    // SAFETY: zeroed, then written by the kernel; callers use plain C data.
+    Ok(unsafe { v.assume_init() })
+}
+
+fn setopt<T>(s: i32, level: i32, opt: i32, v: &T) -> Result<()> {
+    // SAFETY: the kernel reads `size_of::<T>()` bytes of `v`.
+    let r = unsafe { libc::setsockopt(s, level, opt, (v as *const T).cast(), size_of::<T>() as _) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("setsockopt {level}/{opt}"));
+    }
+    Ok(())
+}
+
+fn int(s: i32, level: i32, opt: i32) -> Result<u32> {
+    getopt::<libc::c_int>(s, level, opt).map(|v| v as u32)
+}
+
+/// A socket address as the kernel has it, and back.
+fn sockaddr(s: i32, peer: bool) -> Option<SocketAddr> {
+    // SAFETY: all zeroes is a valid sockaddr_storage.
+    let mut a: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let p = (&mut a as *mut libc::sockaddr_storage).cast();
+    // SAFETY: the kernel writes at most `len` bytes.
+    let r = unsafe { if peer { libc::getpeername(s, p, &mut len) } else { libc::getsockname(s, p, &mut len) } };
+    if r < 0 {
+        return None;
+    }
+    from_storage(&a)
+}
+
+fn from_storage(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match a.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: the family says it is a sockaddr_in.
+            let v = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::new(Ipv4Addr::from(u32::from_be(v.sin_addr.s_addr)).into(), u16::from_be(v.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says it is a sockaddr_in6.
+            let v = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::new(Ipv6Addr::from(v.sin6_addr.s6_addr).into(), u16::from_be(v.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+fn to_storage(a: &SocketAddr, family: u32) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all zeroes is a valid sockaddr_storage.
+    let mut s: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let ip6 = |ip: &IpAddr| match ip {
+        IpAddr::V4(v) => v.to_ipv6_mapped(),
+        IpAddr::V6(v) => *v,
+    };
+    if family == libc::AF_INET as u32 {
+        let IpAddr::V4(v4) = a.ip() else { return (s, 0) };
+        // SAFETY: sockaddr_in fits in the storage.
+        let v = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        v.sin_family = libc::AF_INET as libc::sa_family_t;
+        v.sin_port = a.port().to_be();
+        v.sin_addr.s_addr = u32::from(v4).to_be();
+        (s, size_of::<libc::sockaddr_in>() as libc::socklen_t)
+    } else {
+        // SAFETY: sockaddr_in6 fits in the storage.
+        let v = unsafe { &mut *(&mut s as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+        v.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+        v.sin6_port = a.port().to_be();
+        v.sin6_addr.s6_addr = ip6(&a.ip()).octets();
+        (s, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+    }
+}
+
+/// The address as CRIU's images hold it: words in network byte order.
+fn words(ip: &IpAddr) -> Vec<u32> {
+    match ip {
+        IpAddr::V4(v) => vec![u32::from_ne_bytes(v.octets())],
+        IpAddr::V6(v) => v.octets().chunks(4).map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
+    }
+}
+
+fn from_words(w: &[u32], at: &str) -> Result<IpAddr> {
+    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_ne_bytes()).collect();
+    Ok(match bytes.len() {
+        0 => Ipv4Addr::UNSPECIFIED.into(),
+        4 => Ipv4Addr::from(<[u8; 4]>::try_from(&bytes[..]).expect("4 bytes")).into(),
+        16 => Ipv6Addr::from(<[u8; 16]>::try_from(&bytes[..]).expect("16 bytes")).into(),
+        n => bail!("{at}: an address of {n} bytes"),
+    })
+}
+
+fn show(local: &SocketAddr, remote: Option<&SocketAddr>) -> String {
+    match remote {
+        Some(r) => format!("{local} -> {r}"),
+        None => local.to_string(),
+    }
+}
+
+/// Reads inet socket `fd` (inode `ino`) of `pid`; `None` if it is not one.
+pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>> {
+    let what = format!("process {pid}: fd {fd} (socket:[{ino}])");
+    let sock = crate::procfs::borrow_fd(pid, fd).with_context(|| format!("{what}: taking a copy to read it"))?;
+    let s = sock.as_raw_fd();
+    let family = int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    if family != libc::AF_INET as u32 && family != libc::AF_INET6 as u32 {
+        return Ok(None);
+    }
+    let (ty, proto) = (int(s, libc::SOL_SOCKET, libc::SO_TYPE)?, int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL)?);
+    let local = sockaddr(s, false).with_context(|| format!("{what}: getsockname"))?;
+    let remote = sockaddr(s, true);
+    let tcp = ty == libc::SOCK_STREAM as u32 && proto == libc::IPPROTO_TCP as u32;
+    let udp = ty == libc::SOCK_DGRAM as u32 && proto == libc::IPPROTO_UDP as u32;
+    if !tcp && !udp {
+        bail!("{what}: an inet socket of type {ty}, protocol {proto}: only TCP and UDP are supported");
+    }
+    let (state, backlog) = if tcp {
+        let info: libc::tcp_info = getopt(s, libc::IPPROTO_TCP, libc::TCP_INFO)?;
+        let state = u32::from(info.tcpi_state);
+        match state {
+            TCP_LISTEN if info.tcpi_unacked != 0 => bail!(
+                "{what}: the TCP socket listening on {local} has {} connections waiting to be accepted: not \
+                 supported yet",
+                info.tcpi_unacked
+            ),
+            TCP_LISTEN => (state, info.tcpi_sacked),
+            TCP_CLOSE => (state, 0),
+            TCP_ESTABLISHED => bail!(
+                "{what}: an established TCP connection ({}): restoring connections (--tcp-established) is not \
+                 supported yet",
+                show(&local, remote.as_ref())
+            ),
+            _ => bail!("{what}: a TCP socket in state {state} ({}): not supported", show(&local, remote.as_ref())),
+        }
+    } else {
+        (if remote.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
+    };
+    let so = |o| int(s, libc::SOL_SOCKET, o);
+    let bound_dev: [u8; 16] = getopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).unwrap_or_default();
+    if bound_dev[0] != 0 {
+        bail!("{what}: a socket bound to a network device (SO_BINDTODEVICE): not supported yet");
+    }
+    let tv = |o| getopt::<libc::timeval>(s, libc::SOL_SOCKET, o).map(|t| (t.tv_sec as u64, t.tv_usec as u64));
+    let (snd, rcv) = (tv(libc::SO_SNDTIMEO)?, tv(libc::SO_RCVTIMEO)?);
+    let linger: libc::linger = getopt(s, libc::SOL_SOCKET, libc::SO_LINGER)?;
+    let opts = SkOptsEntry {
+        so_sndbuf: so(libc::SO_SNDBUF)?,
+        so_rcvbuf: so(libc::SO_RCVBUF)?,
+        so_snd_tmo_sec: snd.0,
+        so_snd_tmo_usec: snd.1,
+        so_rcv_tmo_sec: rcv.0,
+        so_rcv_tmo_usec: rcv.1,
+        reuseaddr: Some(so(libc::SO_REUSEADDR)? != 0),
+        so_priority: Some(so(libc::SO_PRIORITY)?),
+        so_rcvlowat: Some(so(libc::SO_RCVLOWAT)?),
+        so_mark: Some(so(libc::SO_MARK)?),
+        so_reuseport: Some(so(libc::SO_REUSEPORT)? != 0),
+        so_broadcast: Some(so(libc::SO_BROADCAST)? != 0),
+        so_keepalive: Some(so(libc::SO_KEEPALIVE)? != 0),
+        so_oobinline: Some(so(libc::SO_OOBINLINE)?),
+        so_linger: (linger.l_onoff != 0).then_some(linger.l_linger as u32),
+        ..Default::default()
+    };
+    let v4 = family == libc::AF_INET as u32;
+    let ip = IpOptsEntry {
+        freebind: Some(int(s, libc::SOL_IP, libc::IP_FREEBIND)? != 0),
+        tos: Some(if v4 { int(s, libc::SOL_IP, libc::IP_TOS)? } else { int(s, libc::SOL_IPV6, libc::IPV6_TCLASS)? }),
+        ttl: v4.then(|| int(s, libc::SOL_IP, libc::IP_TTL)).transpose()?,
+        ..Default::default()
+    };
+    let tcp_opts = tcp
+        .then(|| -> Result<TcpOptsEntry> {
+            let t = |o| int(s, libc::IPPROTO_TCP, o);
+            Ok(TcpOptsEntry {
+                cork: Some(t(libc::TCP_CORK)? != 0),
+                nodelay: Some(t(libc::TCP_NODELAY)? != 0),
+                keepcnt: Some(t(libc::TCP_KEEPCNT)?),
+                keepidle: Some(t(libc::TCP_KEEPIDLE)?),
+                keepintvl: Some(t(libc::TCP_KEEPINTVL)?),
+                ..Default::default()
+            })
+        })
+        .transpose()?;
+    let v6only = (!v4).then(|| int(s, libc::SOL_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)).transpose()?;
+    let queue = if udp { peek_datagrams(s).with_context(|| format!("{what}: reading its queue"))? } else { vec![] };
+    let (remote, ip, tcp) = (remote, ip, tcp_opts);
+    Ok(Some(InetSock { ino, family, ty, proto, state, local, remote, backlog, flags, opts, ip, tcp, v6only, queue }))
+}
+
+/// The datagrams waiting in a UDP socket, left there: peeked one after
+/// the other from a peek offset of 0, put back as it was.
+fn peek_datagrams(s: i32) -> Result<Vec<Vec<u8>>> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(s, libc::FIONREAD, &mut queued) } < 0 || queued == 0 {
+        return Ok(vec![]);
+    }
+    let old: libc::c_int = getopt(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF)?;
+    setopt(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, &0i32)
+        .context("SO_PEEK_OFF (this kernel cannot peek UDP queues)")?;
+    let mut out = vec![];
+    let mut buf = vec![0u8; 1 << 16];
+    let res = loop {
+        // SAFETY: the kernel writes into our buffer.
+        let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            break if e.raw_os_error() == Some(libc::EAGAIN) { Ok(()) } else { Err(e).context("peeking") };
+        }
+        out.push(buf[..n as usize].to_vec());
+        if out.len() > 4096 {
+            break Err(anyhow::anyhow!("more than 4096 datagrams queued"));
+        }
+    };
+    setopt(s, libc::SOL_SOCKET, libc::SO_PEEK_OFF, &old).context("putting SO_PEEK_OFF back")?;
+    res.map(|()| out)
+}
+
+impl InetSock {
+    pub fn entry(&self, id: u32, fown: FownEntry) -> FileEntry {
+        FileEntry {
+            r#type: FdType::Inetsk as i32,
+            id,
+            isk: Some(InetSkEntry {
+                id,
+                ino: self.ino,
+                family: self.family,
+                r#type: self.ty,
+                proto: self.proto,
+                state: self.state,
+                src_port: u32::from(self.local.port()),
+                dst_port: self.remote.map_or(0, |r| u32::from(r.port())),
+                flags: self.flags,
+                backlog: self.backlog,
+                src_addr: words(&self.local.ip()),
+                dst_addr: self.remote.map(|r| words(&r.ip())).unwrap_or_default(),
+                fown,
+                opts: self.opts.clone(),
+                v6only: self.v6only,
+                ip_opts: Some(self.ip.clone()),
+                tcp_opts: self.tcp.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The socket entry `e` (`at` for errors) of images.
+    pub fn from_entry(
+        e: &InetSkEntry,
+        queues: &[(revenant_images::messages::SkPacketEntry, Vec<u8>)],
+        at: &str,
+    ) -> Result<InetSock> {
+        let tcp = e.r#type == libc::SOCK_STREAM as u32 && e.proto == libc::IPPROTO_TCP as u32;
+        let udp = e.r#type == libc::SOCK_DGRAM as u32 && e.proto == libc::IPPROTO_UDP as u32;
+        if e.family != libc::AF_INET as u32 && e.family != libc::AF_INET6 as u32 || !(tcp || udp) {
+            bail!(
+                "{at}: family {}, type {}, protocol {}: only TCP and UDP over IPv4 and IPv6 are restored",
+                e.family,
+                e.r#type,
+                e.proto
+            );
+        }
+        let port = |p: u32| u16::try_from(p).map_err(|_| anyhow::anyhow!("{at}: port {p}"));
+        let local = SocketAddr::new(from_words(&e.src_addr, at)?, port(e.src_port)?);
+        let remote = (!e.dst_addr.is_empty() && e.dst_port != 0)
+            .then(|| Ok::<_, anyhow::Error>(SocketAddr::new(from_words(&e.dst_addr, at)?, port(e.dst_port)?)))
+            .transpose()?;
+        match (tcp, e.state) {
+            (true, TCP_LISTEN | TCP_CLOSE) | (false, TCP_CLOSE | TCP_ESTABLISHED) => {}
+            (true, TCP_ESTABLISHED) => bail!(
+                "{at}: an established TCP connection ({}): restoring connections is not supported yet",
+                show(&local, remote.as_ref())
+            ),
+            (_, s) => bail!("{at}: a socket in TCP state {s}: not restored"),
+        }
+        if e.ifname.as_ref().is_some_and(|n| !n.is_empty()) {
+            bail!("{at}: bound to interface {:?}: not restored yet", e.ifname);
+        }
+        Ok(InetSock {
+            ino: e.ino,
+            family: e.family,
+            ty: e.r#type,
+            proto: e.proto,
+            state: e.state,
+            local,
+            remote,
+            backlog: e.backlog,
+            flags: e.flags,
+            opts: e.opts.clone(),
+            ip: e.ip_opts.clone().unwrap_or_default(),
+            tcp: e.tcp_opts.clone(),
+            v6only: e.v6only,
+            queue: queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
+        })
+    }
+
+    /// Its queue as `sk-queues.img` entries.
+    pub fn packets(&self, id: u32) -> Vec<(revenant_images::messages::SkPacketEntry, Vec<u8>)> {
+        let e = |m: &Vec<u8>| revenant_images::messages::SkPacketEntry {
+            id_for: id,
+            length: m.len() as u32,
+            ..Default::default()
+        };
+        self.queue.iter().map(|m| (e(m), m.clone())).collect()
+    }
+}
+
+/// Fd `f` on inet socket `e`, which the host makes ([`make`]).
+pub fn plan_fd(f: &FdinfoEntry, e: &InetSkEntry, cloexec: bool) -> super::FdPlan {
+    super::FdPlan {
+        fd: f.fd as i32,
+        id: f.id,
+        path: std::path::PathBuf::from(format!("socket:[{}]", e.ino)),
+        flags: e.flags as i32,
+        pos: 0,
+        cloexec,
+        shmem: None,
+        object_fd: None,
+        fifo: None,
+        ghost: None,
+        tty: None,
+        socket: true,
+    }
+}
+
+/// Every inet socket the tree's fds are on, once.
+pub fn plan(set: &revenant_images::ImageSet) -> Result<Vec<(u32, InetSock)>> {
+    let mut out: Vec<(u32, InetSock)> = Vec::new();
+    for f in set.processes.iter().flat_map(|p| &p.fds) {
+        let Some(e) = set.file(f.id).and_then(|e| e.isk.as_ref()) else { continue };
+        if !out.iter().any(|(id, _)| *id == f.id) {
+            let at = format!("files.img: inet socket id {} (socket:[{}])", f.id, e.ino);
+            out.push((f.id, InetSock::from_entry(e, &set.sk_queues, &at)?));
+        }
+    }
+    Ok(out)
+}
+
+/// Makes every socket of `socks` in the host: options, then bound to its
+/// address, listening, connected (UDP), its datagrams sent to it again
+/// (from a socket of ours: their sender is lost), status flags.
+pub fn make(socks: &[(u32, InetSock)]) -> Result<Vec<(u32, OwnedFd)>> {
+    let mut out = vec![];
+    for (id, s) in socks {
+        let kind = if s.proto == libc::IPPROTO_TCP as u32 { "TCP" } else { "UDP" };
+        let what = format!("{kind} socket (files.img id {id}, {})", show(&s.local, s.remote.as_ref()));
+        let fd = make_one(s).with_context(|| what.clone())?;
+        out.push((*id, fd));
+    }
+    Ok(out)
+}
+
+fn make_one(s: &InetSock) -> Result<OwnedFd> {
+    // SAFETY: a new socket, owned at once.
+    let raw = unsafe { libc::socket(s.family as i32, s.ty as i32 | libc::SOCK_CLOEXEC, s.proto as i32) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket");
+    }
+    // SAFETY: just made.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let f = fd.as_raw_fd();
+    let o = &s.opts;
+    let flag = |v: Option<bool>| i32::from(v.unwrap_or(false));
+    setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &flag(o.reuseaddr))?;
+    setopt(f, libc::SOL_SOCKET, libc::SO_REUSEPORT, &flag(o.so_reuseport))?;
+    if let Some(v6) = s.v6only {
+        setopt(f, libc::SOL_IPV6, libc::IPV6_V6ONLY, &i32::from(v6))?;
+    }
+    if s.ip.freebind == Some(true) {
+        setopt(f, libc::SOL_IP, libc::IP_FREEBIND, &1i32)?;
+    }
+    let unbound = s.local.port() == 0 && s.local.ip().is_unspecified();
+    if !unbound {
+        let (a, len) = to_storage(&s.local, s.family);
+        // SAFETY: the kernel reads `len` bytes of the address.
+        if unsafe { libc::bind(f, (&a as *const libc::sockaddr_storage).cast(), len) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                bail!("the address {} is in use on this machine", s.local);
+            }
+            return Err(e).with_context(|| format!("binding to {}", s.local));
+        }
+    }
+    if s.state == TCP_LISTEN {
+        // SAFETY: a plain call on our socket.
+        if unsafe { libc::listen(f, s.backlog as i32) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("listen");
+        }
+    }
+    if let (Some(r), TCP_ESTABLISHED) = (&s.remote, s.state) {
+        let (a, len) = to_storage(r, s.family);
+        // SAFETY: the kernel reads `len` bytes of the address.
+        if unsafe { libc::connect(f, (&a as *const libc::sockaddr_storage).cast(), len) } < 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("connecting to {r}"));
+        }
+    }
+    requeue(s, f)?;
+    let tv = |sec: u64, usec: u64| libc::timeval { tv_sec: sec as _, tv_usec: usec as _ };
+    setopt(f, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &((o.so_sndbuf / 2) as i32))?;
+    setopt(f, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &((o.so_rcvbuf / 2) as i32))?;
+    setopt(f, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv(o.so_snd_tmo_sec, o.so_snd_tmo_usec))?;
+    setopt(f, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv(o.so_rcv_tmo_sec, o.so_rcv_tmo_usec))?;
+    for (opt, v) in [
+        (libc::SO_KEEPALIVE, flag(o.so_keepalive)),
+        (libc::SO_BROADCAST, flag(o.so_broadcast)),
+        (libc::SO_PRIORITY, o.so_priority.unwrap_or(0) as i32),
+        (libc::SO_RCVLOWAT, o.so_rcvlowat.unwrap_or(1).max(1) as i32),
+        (libc::SO_MARK, o.so_mark.unwrap_or(0) as i32),
+        (libc::SO_OOBINLINE, o.so_oobinline.unwrap_or(0) as i32),
+    ] {
+        setopt(f, libc::SOL_SOCKET, opt, &v)?;
+    }
+    if let Some(l) = o.so_linger {
+        setopt(f, libc::SOL_SOCKET, libc::SO_LINGER, &libc::linger { l_onoff: 1, l_linger: l as i32 })?;
+    }
+    if let Some(tos) = s.ip.tos.filter(|&t| t != 0) {
+        if s.family == libc::AF_INET as u32 {
+            setopt(f, libc::SOL_IP, libc::IP_TOS, &(tos as i32))?;
+        } else {
+            setopt(f, libc::SOL_IPV6, libc::IPV6_TCLASS, &(tos as i32))?;
+        }
+    }
+    if let Some(ttl) = s.ip.ttl.filter(|_| s.family == libc::AF_INET as u32) {
+        setopt(f, libc::SOL_IP, libc::IP_TTL, &(ttl as i32))?;
+    }
+    if let Some(t) = &s.tcp {
+        let tcp = |opt, v: i32| setopt(f, libc::IPPROTO_TCP, opt, &v);
+        tcp(libc::TCP_NODELAY, flag(t.nodelay))?;
+        tcp(libc::TCP_CORK, flag(t.cork))?;
+        for (opt, v) in
+            [(libc::TCP_KEEPCNT, t.keepcnt), (libc::TCP_KEEPIDLE, t.keepidle), (libc::TCP_KEEPINTVL, t.keepintvl)]
+        {
+            if let Some(v) = v.filter(|&v| v != 0) {
+                tcp(opt, v as i32)?;
+            }
+        }
+    }
+    // SAFETY: a plain call on our socket.
+    if unsafe { libc::fcntl(f, libc::F_SETFL, (s.flags & libc::O_NONBLOCK as u32) as i32) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("setting its flags");
+    }
+    Ok(fd)
+}
+
+/// Sends a UDP socket's datagrams to it again, from a socket of ours on
+/// the loopback: an unspecified address stands for the loopback one.
+fn requeue(s: &InetSock, f: i32) -> Result<()> {
+    if s.queue.is_empty() {
+        return Ok(());
+    }
+    let here = sockaddr(f, false).context("getsockname")?;
+    let to = if here.ip().is_unspecified() {
+        let lo: IpAddr =
+            if s.family == libc::AF_INET as u32 { Ipv4Addr::LOCALHOST.into() } else { Ipv6Addr::LOCALHOST.into() };
+        SocketAddr::new(lo, here.port())
+    } else {
+        here
+    };
+    // A connected socket takes datagrams only from its peer.
+    if s.remote.is_some() {
+        bail!("datagrams waiting in a connected UDP socket: not restored yet");
+    }
+    let big = (s.queue.iter().map(|m| m.len() * 2 + 1024).sum::<usize>() as i32).max(1 << 16);
+    let _ = setopt(f, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &big);
+    // SAFETY: a new socket, owned at once.
+    let tmp = unsafe { libc::socket(s.family as i32, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if tmp < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket");
+    }
+    // SAFETY: just made.
+    let tmp = unsafe { OwnedFd::from_raw_fd(tmp) };
+    let (a, len) = to_storage(&to, s.family);
+    for m in &s.queue {
+        // SAFETY: sends our buffer to the address.
+        let n = unsafe {
+            libc::sendto(
+                tmp.as_raw_fd(),
+                m.as_ptr().cast(),
+                m.len(),
+                0,
+                (&a as *const libc::sockaddr_storage).cast(),
+                len,
+            )
+        };
+        if n != m.len() as isize {
+            return Err(std::io::Error::last_os_error()).context("sending a queued datagram again");
+        }
+    }
+    Ok(())
+}
