@@ -144,6 +144,10 @@ fn from_words(w: &[u32], at: &str) -> Result<IpAddr> {
     })
 }
 
+fn unspecified(family: u32) -> IpAddr {
+    if family == libc::AF_INET as u32 { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() }
+}
+
 fn show(local: &SocketAddr, remote: Option<&SocketAddr>) -> String {
     match remote {
         Some(r) => format!("{local} -> {r}"),
@@ -287,7 +291,8 @@ impl InetSock {
                 flags: self.flags,
                 backlog: self.backlog,
                 src_addr: words(&self.local.ip()),
-                dst_addr: self.remote.map(|r| words(&r.ip())).unwrap_or_default(),
+                // CRIU wants both addresses, zeros for none.
+                dst_addr: words(&self.remote.map_or_else(|| unspecified(self.family), |r| r.ip())),
                 fown,
                 opts: self.opts.clone(),
                 v6only: self.v6only,
@@ -478,7 +483,8 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
     if let Some(ttl) = s.ip.ttl.filter(|_| s.family == libc::AF_INET as u32) {
         setopt(f, libc::SOL_IP, libc::IP_TTL, &(ttl as i32))?;
     }
-    if let Some(t) = &s.tcp {
+    // CRIU writes TCP options for UDP sockets too.
+    if let Some(t) = s.tcp.as_ref().filter(|_| s.proto == libc::IPPROTO_TCP as u32) {
         let tcp = |opt, v: i32| setopt(f, libc::IPPROTO_TCP, opt, &v);
         tcp(libc::TCP_NODELAY, flag(t.nodelay))?;
         tcp(libc::TCP_CORK, flag(t.cork))?;
