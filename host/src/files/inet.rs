@@ -44,6 +44,8 @@ pub struct InetSock {
     pub v6only: Option<bool>,
     /// Datagrams waiting to be read, oldest first.
     pub queue: Vec<Vec<u8>>,
+    /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2).
+    pub shutdown: u32,
 }
 
 /// Only for plain C structs and integers, for which all zeroes is a value.
@@ -241,9 +243,63 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
         .transpose()?;
     let v6only = (!v4).then(|| int(s, libc::SOL_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)).transpose()?;
     let queue = if udp { peek_datagrams(s).with_context(|| format!("{what}: reading its queue"))? } else { vec![] };
+    let shutdown = shutdown_of(family, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?;
     let (remote, ip, tcp) = (remote, ip, tcp_opts);
-    Ok(Some(InetSock { ino, family, ty, proto, state, local, remote, backlog, flags, opts, ip, tcp, v6only, queue }))
+    Ok(Some(InetSock {
+        ino,
+        family,
+        ty,
+        proto,
+        state,
+        local,
+        remote,
+        backlog,
+        flags,
+        opts,
+        ip,
+        tcp,
+        v6only,
+        queue,
+        shutdown,
+    }))
 }
+
+/// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2) of the socket with inode
+/// `ino`: only `sock_diag` tells (0 for one it does not list).
+fn shutdown_of(family: u32, proto: u32, ino: u32) -> Result<u32> {
+    // inet_diag_req_v2: family, protocol, ext, pad, states, then a zero
+    // socket id (48 bytes): every socket of that kind.
+    let mut req = [0u8; 56];
+    req[0] = family as u8;
+    req[1] = proto as u8;
+    req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    let mut found = None;
+    super::unixsk::sock_diag(&req, |m| {
+        // inet_diag_msg: 4 bytes, the id (48), expires, rqueue, wqueue,
+        // uid, inode; then attributes.
+        if m.len() < 72 || u32::from_ne_bytes([m[68], m[69], m[70], m[71]]) != ino {
+            return;
+        }
+        let mut attrs = &m[72..];
+        let mut shut = 0;
+        while attrs.len() >= 4 {
+            let len = u16::from_ne_bytes([attrs[0], attrs[1]]) as usize;
+            let ty = u16::from_ne_bytes([attrs[2], attrs[3]]);
+            if len < 4 || len > attrs.len() {
+                break;
+            }
+            if ty == INET_DIAG_SHUTDOWN && len > 4 {
+                shut = u32::from(attrs[4] & 3);
+            }
+            attrs = &attrs[len.next_multiple_of(4).min(attrs.len())..];
+        }
+        found = Some(shut);
+    })?;
+    // Sockets never bound are in no table sock_diag walks.
+    Ok(found.unwrap_or(0))
+}
+
+const INET_DIAG_SHUTDOWN: u16 = 8;
 
 /// The datagrams waiting in a UDP socket, left there: peeked one after
 /// the other from a peek offset of 0, put back as it was.
@@ -298,6 +354,7 @@ impl InetSock {
                 v6only: self.v6only,
                 ip_opts: Some(self.ip.clone()),
                 tcp_opts: self.tcp.clone(),
+                shutdown: (self.shutdown != 0).then_some(self.shutdown),
                 ..Default::default()
             }),
             ..Default::default()
@@ -351,6 +408,7 @@ impl InetSock {
             tcp: e.tcp_opts.clone(),
             v6only: e.v6only,
             queue: queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
+            shutdown: e.shutdown.unwrap_or(0) & 3,
         })
     }
 
@@ -455,6 +513,18 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
         }
     }
     requeue(s, f)?;
+    let how = match s.shutdown {
+        1 => Some(libc::SHUT_RD),
+        2 => Some(libc::SHUT_WR),
+        3 => Some(libc::SHUT_RDWR),
+        _ => None,
+    };
+    // SAFETY: a plain call on our socket.
+    if let Some(how) = how
+        && unsafe { libc::shutdown(f, how) } < 0
+    {
+        return Err(std::io::Error::last_os_error()).context("shutdown");
+    }
     let tv = |sec: u64, usec: u64| libc::timeval { tv_sec: sec as _, tv_usec: usec as _ };
     setopt(f, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &((o.so_sndbuf / 2) as i32))?;
     setopt(f, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &((o.so_rcvbuf / 2) as i32))?;

@@ -69,6 +69,25 @@ const TCP_LISTEN: u8 = 10;
 
 /// Every unix socket of our network namespace (the tree's), by inode.
 pub fn diag() -> Result<HashMap<u32, Diag>> {
+    // unix_diag_req: family, protocol, pad, states, inode, show, cookie.
+    let mut req = [0u8; 24];
+    req[0] = libc::AF_UNIX as u8;
+    req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
+    req[12..16].copy_from_slice(&show.to_ne_bytes());
+    let mut out = HashMap::new();
+    sock_diag(&req, |m| {
+        if let Some((ino, d)) = parse_msg(m) {
+            out.insert(ino, d);
+        }
+    })
+    .context("asking sock_diag for unix sockets")?;
+    Ok(out)
+}
+
+/// One `SOCK_DIAG_BY_FAMILY` dump request (`req`, after its netlink
+/// header) to the kernel; each answer's payload goes to `each`.
+pub fn sock_diag(req: &[u8], mut each: impl FnMut(&[u8])) -> Result<()> {
     // SAFETY: a new socket, owned below.
     let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
     if fd < 0 {
@@ -76,20 +95,15 @@ pub fn diag() -> Result<HashMap<u32, Diag>> {
     }
     // SAFETY: just made and ours.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // nlmsghdr (16 bytes) then unix_diag_req (24 bytes).
-    let mut req = [0u8; 40];
-    req[0..4].copy_from_slice(&40u32.to_ne_bytes());
-    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-    req[16] = libc::AF_UNIX as u8;
-    req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
-    let show = UDIAG_SHOW_NAME | UDIAG_SHOW_VFS | UDIAG_SHOW_PEER | UDIAG_SHOW_ICONS | UDIAG_SHOW_RQLEN;
-    req[28..32].copy_from_slice(&show.to_ne_bytes());
+    let mut msg = vec![0u8; 16];
+    msg[0..4].copy_from_slice(&(16 + req.len() as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    msg[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    msg.extend_from_slice(req);
     // SAFETY: sends our buffer to the kernel.
-    if unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("asking sock_diag for unix sockets");
+    if unsafe { libc::send(sock.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("sending the request");
     }
-    let mut out = HashMap::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         // SAFETY: the kernel writes into our buffer.
@@ -105,13 +119,9 @@ pub fn diag() -> Result<HashMap<u32, Diag>> {
                 bail!("sock_diag: a message of {len} bytes in {} left", msgs.len());
             }
             match ty {
-                NLMSG_DONE => return Ok(out),
+                NLMSG_DONE => return Ok(()),
                 NLMSG_ERROR => bail!("sock_diag refused the request"),
-                _ => {
-                    if let Some((ino, d)) = parse_msg(&msgs[16..len]) {
-                        out.insert(ino, d);
-                    }
-                }
+                _ => each(&msgs[16..len]),
             }
             msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
         }
