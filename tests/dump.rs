@@ -18,6 +18,7 @@ use revenant_test_watchdog as watchdog;
 use support::{Dumpee, image_dir};
 
 const NR_READ: i64 = 0;
+const NR_POLL: i64 = 7;
 const NR_PAUSE: i64 = 34;
 const NR_NANOSLEEP: i64 = 35;
 const NR_CLOCK_NANOSLEEP: i64 = 230;
@@ -293,6 +294,23 @@ fn a_process_in_nanosleep_gets_eintr_and_keeps_its_signal_state() {
     let n: u64 = d.expect("tick").split_whitespace().nth(1).unwrap().parse().unwrap();
     let m: u64 = d.expect("tick").split_whitespace().nth(1).unwrap().parse().unwrap();
     assert_eq!(m, n + 1);
+}
+
+/// A poll() the dump interrupted is repeated, not failed with EINTR (the
+/// kernel keeps its restart in a restart block no restore can carry).
+#[test]
+fn a_process_in_poll_repeats_its_poll() {
+    let _w = watchdog::start();
+    let mut d = Dumpee::start("poller", &[]);
+    d.expect("ready");
+    d.wait_in_syscall(&[NR_POLL, NR_RESTART_SYSCALL]);
+    let (t, _) = dump_ok(&d, "poller", &leave_running());
+    let r = &t.procs[0].threads[0].regs;
+    if r.orig_rax as i64 == NR_POLL {
+        assert_eq!(r.rax as i64, NR_POLL, "rewound to repeat the call: {r:x?}");
+    }
+    assert_eq!(d.ping(), "pong 1 ok=1");
+    assert_eq!(d.ping(), "pong 2 ok=1");
 }
 
 #[test]

@@ -97,8 +97,11 @@ pub fn component(i: u32) -> (usize, usize) {
 
 /// Rewrites registers of a thread stopped on its way out of an interrupted
 /// system call the way the kernel would have restarted it, so the restored
-/// thread repeats the call (or sees EINTR where the kernel would have used
-/// a restart block, which cannot be carried over).
+/// thread repeats the call. Where the kernel would have used a restart
+/// block, which cannot be carried over, `poll` is repeated with its own
+/// arguments (its timeout starts again, as if the freeze had lasted
+/// longer; an EINTR there ends the loop of programs such as `script`),
+/// and the others (sleeps, timed futex waits) see EINTR.
 pub fn restart_syscall(r: &mut user_regs_struct) {
     if (r.orig_rax as i64) < 0 {
         return;
@@ -108,10 +111,17 @@ pub fn restart_syscall(r: &mut user_regs_struct) {
             r.rax = r.orig_rax;
             r.rip -= SYSCALL_INSN;
         }
+        ERESTART_RESTARTBLOCK if r.orig_rax == NR_POLL => {
+            r.rax = r.orig_rax;
+            r.rip -= SYSCALL_INSN;
+        }
         ERESTART_RESTARTBLOCK => r.rax = (-EINTR) as u64,
         _ => {}
     }
 }
+
+/// x86_64's `poll`, whose interruption always leaves a restart block.
+const NR_POLL: u64 = 7;
 
 /// The blocked-signal mask.
 pub fn sigmask(tid: i32) -> Result<u64> {
@@ -369,6 +379,10 @@ mod tests {
         let mut r = regs(-516, 35);
         restart_syscall(&mut r);
         assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        // poll is repeated rather than failed.
+        let mut r = regs(-516, 7);
+        restart_syscall(&mut r);
+        assert_eq!((r.rax, r.rip), (7, 0x1000));
         // Not in a syscall, or an ordinary result: untouched.
         for (rax, orig) in [(-512, -1), (-4, 7), (3, 7)] {
             let mut r = regs(rax, orig);
