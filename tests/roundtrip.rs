@@ -1396,6 +1396,59 @@ fn idle_tcp_and_udp_sockets_come_back_on_their_ports() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Sockets connected to services outside the tree (a log daemon's
+/// datagram socket, a server's stream socket) are refused by default,
+/// naming the option; with `--ext-unix-sk` they are connected to the same
+/// addresses again after the restore, and the services hear from them.
+#[test]
+fn sockets_to_services_outside_the_tree_connect_again_with_ext_unix_sk() {
+    use std::io::BufRead;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+    let _w = watchdog::start();
+    let work = scratch("extpeer");
+    let images = work.join("images");
+    let out = work.join("out");
+    let log = UnixDatagram::bind(work.join("log")).unwrap();
+    let srv = UnixListener::bind(work.join("srv")).unwrap();
+    let mut child = start("extpeer", &[out.as_os_str(), work.as_os_str()]);
+    let (first, _) = srv.accept().unwrap();
+    wait_for(&out, |l| l.len() >= 3);
+    std::fs::create_dir_all(&images).unwrap();
+    let pid = child.id() as i32;
+    let err =
+        format!("{:#}", dump(pid, &images, &DumpOptions { leave_running: true, ..Default::default() }).unwrap_err());
+    assert!(err.contains("--ext-unix-sk") && err.contains("outside the dumped tree"), "{err}");
+    let dumped = dump(pid, &images, &DumpOptions { ext_unix_sk: true, ..Default::default() });
+    if dumped.is_err() {
+        let _ = child.kill();
+    }
+    dumped.unwrap();
+    child.wait().unwrap();
+    drop(first);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let (again, _) = srv.accept().unwrap();
+    again.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    log.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Both services hear the ticks that follow, in order (the datagrams
+    // sent before the dump, unread, come first there).
+    let mut lines = std::io::BufReader::new(&again).lines();
+    let mut buf = [0u8; 64];
+    let mut heard = vec![];
+    while heard.last().is_none_or(|t| *t < last + 3) {
+        let n = log.recv(&mut buf).unwrap();
+        heard.push(std::str::from_utf8(&buf[..n]).unwrap().trim()[5..].parse::<u64>().unwrap());
+    }
+    for k in 1..=3 {
+        assert_eq!(lines.next().unwrap().unwrap(), format!("tick {}", last + k));
+    }
+    assert!(heard.windows(2).all(|w| w[1] == w[0] + 1), "{heard:?}");
+    stop(pid);
+    let after = std::fs::read_to_string(&out).unwrap();
+    assert!(after.lines().filter(|l| tick(l) > last).all(|l| l.ends_with("ext=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Inotify watches come back with their numbers (one taken and dropped
 /// before them too) and masks, reporting events on the same files.
 #[test]

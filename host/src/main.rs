@@ -52,6 +52,11 @@ enum Cmd {
         /// The root may be a shell job (not a session leader).
         #[arg(long)]
         shell_job: bool,
+        /// A unix socket connected to one outside the tree (a daemon's
+        /// /dev/log) is dumped, to connect to the same address again at
+        /// restore, instead of refused.
+        #[arg(long)]
+        ext_unix_sk: bool,
         /// Log file (default: stderr); a relative path is taken in the
         /// work directory. Written however the dump ends, the error last.
         #[arg(short = 'o', long = "log-file")]
@@ -227,7 +232,19 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Dump { pid, dir, leave_running, shell_job, log, work_dir, verbosity, timeout, pidfile, pages_only } => {
+        Cmd::Dump {
+            pid,
+            dir,
+            leave_running,
+            shell_job,
+            ext_unix_sk,
+            log,
+            work_dir,
+            verbosity,
+            timeout,
+            pidfile,
+            pages_only,
+        } => {
             let made = revenant::imgdir::create(&dir);
             // A log outside the image directory can tell that it was missing.
             let started = start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out);
@@ -241,13 +258,13 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     let timeout = timeout.map(std::time::Duration::from_secs);
                     let log = log_out.clone();
                     let opts = revenant::dump::DumpOptions {
-                        leave_running, shell_job, verbosity, log, timeout, notes, pages_only,
+                        leave_running, shell_job, ext_unix_sk, verbosity, log, timeout, notes, pages_only,
                     };
                     revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
                     Ok(())
                 }
                 _ => {
-                    let _ = (pid, leave_running, shell_job, verbosity, timeout, notes, pages_only);
+                    let _ = (pid, leave_running, shell_job, ext_unix_sk, verbosity, timeout, notes, pages_only);
                     bail!("revenant dump works on x86_64 only so far")
                 }
             }

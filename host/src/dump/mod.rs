@@ -55,6 +55,9 @@ pub struct DumpOptions {
     pub leave_running: bool,
     /// The root may belong to the caller's session and process group.
     pub shell_job: bool,
+    /// Unix sockets connected to named ones outside the tree are dumped to
+    /// be connected to the same address again (CRIU's `--ext-unix-sk`).
+    pub ext_unix_sk: bool,
     /// 0 quiet .. 4 debug; lines go to `log`.
     pub verbosity: u32,
     /// Created (mode 0600, never through a link) when the dump starts.
@@ -155,7 +158,7 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
         procs.push(process(frozen, i, &host, &mut files, dir, opts, log)?);
     }
     files.tty_queues(opts.shell_job)?;
-    files.unix_peers()?;
+    files.unix_peers(opts.ext_unix_sk)?;
     log.line(2, &format!("terminals: {}, queued bytes in {} pair ends", files.ttys.len(), files.tty_data.len()));
     let ipc = sysv(frozen, &procs, dir, log)?;
     let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;

@@ -66,6 +66,8 @@ const UNIX_DIAG_SHUTDOWN: u16 = 6;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
+/// CRIU's `uflags` bit for a socket outside the tree.
+const USK_EXTERN: u32 = 1;
 
 /// Every unix socket of our network namespace (the tree's), by inode.
 pub fn diag() -> Result<HashMap<u32, Diag>> {
@@ -182,6 +184,9 @@ pub struct UnixSock {
     /// The directory a relative path is relative to (the process's cwd
     /// when dumped, CRIU's `name_dir`).
     pub dir: Option<String>,
+    /// A socket outside the tree a socket of it is connected to, known by
+    /// its address (`--ext-unix-sk`): connected to again, never made.
+    pub external: bool,
     /// File status flags (`O_NONBLOCK`, ...).
     pub flags: u32,
     pub shutdown: u32,
@@ -238,7 +243,23 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
     let (state, name, backlog) =
         (u32::from(d.state), d.name.clone(), if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 });
     let shutdown = u32::from(d.shutdown & 3);
-    Ok(UnixSock { ino, peer: d.peer, ty, state, name, backlog, perms, deleted, dir, flags, shutdown, opts, queue })
+    let external = false;
+    Ok(UnixSock {
+        ino,
+        peer: d.peer,
+        ty,
+        state,
+        name,
+        backlog,
+        perms,
+        deleted,
+        dir,
+        flags,
+        shutdown,
+        opts,
+        queue,
+        external,
+    })
 }
 
 /// The socket file of a socket bound to a path: its mode and owner, or
@@ -273,7 +294,7 @@ impl super::Files {
     /// the socket is written as connecting to that listener, as CRIU writes
     /// it), and every connection waiting on a listener must come from the
     /// tree.
-    pub fn unix_peers(&mut self) -> Result<()> {
+    pub fn unix_peers(&mut self, ext_unix_sk: bool) -> Result<()> {
         let Some(diag) = &self.unix else { return Ok(()) };
         let ours: Vec<u32> = self.entries.iter().filter_map(|e| unix_of(&e.kind).map(|u| u.ino)).collect();
         // sock_diag names a waiting connection by its client (whose own
@@ -284,6 +305,7 @@ impl super::Files {
                 .find(|l| diag.get(l).is_some_and(|d| d.state == TCP_LISTEN && d.icons.contains(&client)))
         };
         let mut fixed = vec![];
+        let mut external: Vec<UnixSock> = vec![];
         for u in self.entries.iter().filter_map(|e| unix_of(&e.kind)) {
             let what = format!("unix socket:[{}]", u.ino);
             if u.state == u32::from(TCP_LISTEN) {
@@ -313,11 +335,45 @@ impl super::Files {
             if u.peer == 0 || ours.contains(&u.peer) {
                 continue;
             }
-            let peer_name = diag.get(&u.peer).map(|p| show_name(&p.name)).unwrap_or_else(|| "unknown".into());
-            bail!(
-                "{what} is connected to socket:[{}] ({peer_name}), which is outside the dumped tree: not supported yet",
-                u.peer
-            );
+            let peer = diag.get(&u.peer);
+            let peer_name = peer.map(|p| show_name(&p.name)).unwrap_or_else(|| "unknown".into());
+            let reachable = peer.is_some_and(|p| !p.name.is_empty() && (p.name[0] == 0 || p.name[0] == b'/'));
+            if !ext_unix_sk || !reachable {
+                let how = if reachable { ": dump with --ext-unix-sk to connect to it again at restore" } else { "" };
+                bail!(
+                    "{what} is connected to socket:[{}] ({peer_name}), which is outside the dumped tree{how}",
+                    u.peer
+                );
+            }
+            if !u.queue.is_empty() {
+                bail!(
+                    "{what}: bytes from socket:[{}] ({peer_name}) outside the tree wait in it: not supported",
+                    u.peer
+                );
+            }
+            if let Some(p) = peer.filter(|_| !external.iter().any(|e| e.ino == u.peer)) {
+                external.push(UnixSock {
+                    ino: u.peer,
+                    peer: 0,
+                    ty: u.ty,
+                    state: u32::from(p.state),
+                    name: p.name.clone(),
+                    backlog: 0,
+                    perms: None,
+                    deleted: false,
+                    dir: None,
+                    flags: 0,
+                    shutdown: 0,
+                    opts: Opts::default(),
+                    queue: vec![],
+                    external: true,
+                });
+            }
+        }
+        // CRIU's form: the outside peer has an entry of its own, no fd on
+        // it, marked external.
+        for u in external {
+            self.push(super::FileKind::Unix(u));
         }
         for e in &mut self.entries {
             if let super::FileKind::Unix(u) = &mut e.kind
@@ -475,6 +531,7 @@ impl UnixSock {
                 file_perms: self.perms.map(|(mode, uid, gid)| FilePermsEntry { mode, uid, gid, ..Default::default() }),
                 deleted: self.deleted.then_some(true),
                 name_dir: self.dir.clone(),
+                uflags: if self.external { USK_EXTERN } else { 0 },
                 ..Default::default()
             }),
             ..Default::default()
@@ -512,6 +569,7 @@ impl UnixSock {
             perms: e.file_perms.as_ref().map(|p| (p.mode, p.uid, p.gid)),
             deleted: e.deleted.unwrap_or(false),
             dir: e.name_dir.clone(),
+            external: e.uflags & USK_EXTERN != 0,
             flags: e.flags,
             shutdown: e.shutdown.unwrap_or(0) & 3,
             opts: Opts {
@@ -556,8 +614,27 @@ pub fn plan(set: &ImageSet) -> Result<Vec<(u32, UnixSock)>> {
             out.push((f.id, UnixSock::from_entry(u, &set.sk_queues, &at)?));
         }
     }
+    // Sockets outside the tree that a socket of it is connected to, known
+    // by their address (dumped with --ext-unix-sk).
+    let mut outside: Vec<(u32, UnixSock)> = vec![];
+    for (_, s) in &out {
+        if s.peer != 0 && !out.iter().any(|(_, p)| p.ino == s.peer) {
+            let e = set.files.iter().find_map(|e| e.usk.as_ref().filter(|u| u.ino == s.peer));
+            if let Some(e) = e.filter(|e| e.uflags & USK_EXTERN != 0 && !outside.iter().any(|(_, o)| o.ino == e.ino)) {
+                let at = format!("files.img: unix socket id {} (socket:[{}])", e.id, e.ino);
+                outside.push((e.id, UnixSock::from_entry(e, &[], &at)?));
+            }
+        }
+    }
+    out.extend(outside);
     let by_ino = |ino: u32| out.iter().find(|(_, s)| s.ino == ino).map(|(_, s)| s);
     for (id, s) in &out {
+        if s.external {
+            if s.name.is_empty() {
+                bail!("files.img: unix socket id {id}: outside the tree, and without an address to connect to");
+            }
+            continue;
+        }
         let at = format!("files.img: unix socket id {id} (socket:[{}], {})", s.ino, show_name(&s.name));
         let stream = s.ty != libc::SOCK_DGRAM as u32;
         if s.peer == 0 {
@@ -580,6 +657,12 @@ pub fn plan(set: &ImageSet) -> Result<Vec<(u32, UnixSock)>> {
             continue;
         }
         if p.state == u32::from(TCP_LISTEN) {
+            continue;
+        }
+        if p.external {
+            if !s.queue.is_empty() {
+                bail!("{at}: bytes from outside the tree wait in it: not restored");
+            }
             continue;
         }
         if !mutual {
@@ -672,9 +755,10 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
     // which sends its queue and then goes, as its end did.
     let mut gone: Vec<(u32, OwnedFd)> = Vec::new();
     let orphan = |s: &UnixSock| s.peer == 0 && s.state == u32::from(TCP_ESTABLISHED);
+    let outside = |s: &UnixSock| by_ino(s.peer).is_some_and(|(_, p)| p.external);
     // First every socket that is bound, or stands alone.
     for (id, s) in socks {
-        if accepted(s) || waiting(s) || (!named(s) && mutual(s)) {
+        if s.external || accepted(s) || waiting(s) || (!named(s) && mutual(s)) {
             continue;
         }
         if orphan(s) && !named(s) {
@@ -698,6 +782,17 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
     // Then connections: unnamed pairs as pairs, accepted ones through
     // their listener, datagram sockets to their peer's address.
     for (id, s) in socks {
+        if s.external {
+            continue;
+        }
+        if outside(s) && s.ty != libc::SOCK_DGRAM as u32 {
+            // Connected again to the address it was connected to.
+            let (_, p) = by_ino(s.peer).context("an outside peer")?;
+            let fd = made.fd(*id).context("a socket not made")?;
+            connect(fd, &reach(p))
+                .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&p.name)))?;
+            continue;
+        }
         if made.fd(*id).is_some() && !(s.peer != 0 && s.ty == libc::SOCK_DGRAM as u32) {
             continue;
         }
@@ -783,7 +878,7 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
     for p in std::mem::take(&mut made.deleted) {
         std::fs::remove_file(&p).with_context(|| format!("unlinking {} again", p.display()))?;
     }
-    for (id, s) in socks {
+    for (id, s) in socks.iter().filter(|(_, s)| !s.external) {
         let fd = made.fd(*id).with_context(|| format!("{}: not made", what(*id, s)))?;
         // SAFETY: options and flags on our own socket.
         unsafe { settle(s, fd) }.map_err(anyhow::Error::msg).with_context(|| what(*id, s))?;
