@@ -1449,6 +1449,39 @@ fn sockets_to_services_outside_the_tree_connect_again_with_ext_unix_sk() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// A program with more sockets than any fixed table would hold (a hundred
+/// socket pairs, each with a message waiting) comes back with all of them.
+#[test]
+fn a_hundred_socket_pairs_come_back_with_their_messages() {
+    let _w = watchdog::start();
+    let work = scratch("manypairs");
+    let images = work.join("images");
+    let out = work.join("out");
+    let script = work.join("many.py");
+    std::fs::write(
+        &script,
+        "import socket, sys, time\n\
+         pairs = [socket.socketpair() for _ in range(100)]\n\
+         for i, (a, b) in enumerate(pairs): a.send(f'm{i}'.encode())\n\
+         n = 0\n\
+         while True:\n\
+         \x20   n += 1\n\
+         \x20   ok = all(b.recv(16, socket.MSG_PEEK) == f'm{i}'.encode() for i, (a, b) in enumerate(pairs))\n\
+         \x20   with open(sys.argv[1], 'a') as f: f.write(f'tick={n} pairs={ok}\\n')\n\
+         \x20   time.sleep(0.03)\n",
+    )
+    .unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let mut py = Command::new(python);
+    py.arg(&script).arg(&out);
+    let child = start_command(py, false);
+    wait_for(&out, |l| l.len() >= 2);
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    stop(pid);
+    assert!(after.iter().all(|l| l.ends_with("pairs=True")), "{after:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Inotify watches come back with their numbers (one taken and dropped
 /// before them too) and masks, reporting events on the same files.
 #[test]

@@ -59,9 +59,9 @@ pub struct TreeFiles {
     pub regs: Vec<Open>,
     /// Descriptions the host made: memfds that are the object itself
     /// rather than a reopen of it (which would count as a writer and keep
-    /// the program from executing it), and terminals. The host's
-    /// descriptor (inherited at the same number) is dup'd to the slot, with
-    /// the flags and offset of `Open`.
+    /// the program from executing it), terminals and sockets. A copy of
+    /// the host's descriptor, inherited at a number above every slot, is
+    /// dup'd to the slot, with the flags and offset of `Open`.
     pub held: Vec<(i32, Open)>,
 }
 
@@ -522,28 +522,17 @@ unsafe fn hold_sigchld() -> libc::sigset_t {
 /// # Safety
 /// Only in the root's new task: replaces whatever is at the slots.
 unsafe fn place_held(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
-    let mut high = [0i32; 64];
-    if tree.held.len() > high.len() {
-        return Err(fail(log0, "placing the host's descriptions: too many", b""));
-    }
-    // SAFETY: see the function's contract; the host's descriptors were
-    // inherited at their numbers.
+    // SAFETY: see the function's contract; the host's copies were
+    // inherited at their numbers, all above every slot.
     unsafe {
-        for (k, (from, _)) in tree.held.iter().enumerate() {
-            high[k] = libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, tree.end());
-            if high[k] < 0 {
-                return Err(fail(log0, "placing a description the host made", b""));
-            }
-        }
-        for (k, (_, o)) in tree.held.iter().enumerate() {
+        for (from, o) in &tree.held {
             let flags = o.flags & (libc::O_APPEND | libc::O_NONBLOCK);
-            if libc::dup3(high[k], o.fd, libc::O_CLOEXEC) < 0
+            if libc::dup3(*from, o.fd, libc::O_CLOEXEC) < 0
                 || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
                 || (libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 && errno() != libc::ESPIPE)
             {
                 return Err(fail(log0, "placing a description the host made", b""));
             }
-            libc::close(high[k]);
         }
     }
     Ok(())

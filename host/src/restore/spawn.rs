@@ -306,11 +306,13 @@ fn run_tree(
     // inherit it, so ours can go once the root exists.
     let premap = cow::plan(plans)?;
     let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref())?;
-    wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
+    // The root takes the host's descriptions from these copies.
+    let held = wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
     // Every task inherits these from the root: ours can go once it exists.
     let groups = child::Groups::new(plans.iter().map(|p| p.session).chain(zombies.iter().map(|z| z.session)))?;
     cps.iter_mut().for_each(|c| c.groups = groups.words());
     let root = spawn_with_pid(plans[0].pid, &cps, 0)?;
+    drop(held);
     drop(groups);
     drop(premap);
     let started = Started::new(plans, prepared, root);
@@ -362,7 +364,8 @@ fn prepare(
 }
 
 /// Who creates whom (each process its children and zombies), the IPC
-/// namespace the root enters, and the tree's shared descriptions.
+/// namespace the root enters, and the tree's shared descriptions; returns
+/// the copies of the host's descriptions the root takes its slots from.
 fn wire(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
@@ -370,7 +373,7 @@ fn wire(
     shared: &[u32],
     ipc_ns: Option<i32>,
     nofile: u64,
-) -> Result<()> {
+) -> Result<Vec<std::os::fd::OwnedFd>> {
     for (i, p) in plans.iter().enumerate().skip(1) {
         let parent = plans[..i]
             .iter()
@@ -389,12 +392,12 @@ fn wire(
         bail!("bad fd plan");
     }
     cps[0].ipc_ns = ipc_ns;
-    let tree = tree_files::tree_files(plans, cps, shared, ipc_ns, nofile)?;
+    let (tree, copies) = tree_files::tree_files(plans, cps, shared, ipc_ns, nofile)?;
     for (c, p) in cps.iter_mut().zip(plans) {
         c.takes = tree_files::takes(p, &tree, shared)?;
         c.tree_files = tree.clone();
     }
-    Ok(())
+    Ok(copies)
 }
 
 /// The tree once its root exists: each task's PID, bootstrap area, log

@@ -4,6 +4,8 @@
 //! root places each once, at a slot of its own, before it creates its
 //! children (`child::TreeFiles`); here the host picks them and their slots.
 
+use std::os::fd::FromRawFd;
+
 use anyhow::{Context, Result, bail};
 
 use super::child::{self, ChildPlan, Open};
@@ -34,7 +36,7 @@ pub(super) fn tree_files(
     shared: &[u32],
     ipc_ns: Option<i32>,
     nofile: impl Into<u64>,
-) -> Result<child::TreeFiles> {
+) -> Result<(child::TreeFiles, Vec<std::os::fd::OwnedFd>)> {
     let nofile: u64 = nofile.into();
     let mut pipes: Vec<super::plan::PipePlan> = Vec::new();
     for pp in plans.iter().flat_map(|p| &p.pipes) {
@@ -89,11 +91,25 @@ pub(super) fn tree_files(
             None => tree.regs.push(open),
         }
     }
-    // The root places them from numbers above every slot, 64 at most.
-    if tree.held.len() > 64 {
-        bail!("the tree holds {} memfds and terminals the restore makes: at most 64 are restored", tree.held.len());
+    // The root dups each to its slot from a copy of ours above every slot
+    // (and the two numbers above them), so that no slot it fills is one it
+    // has yet to take from; the copies stay ours until the root exists.
+    let mut copies = Vec::new();
+    for (from, _) in &mut tree.held {
+        let above = tree.base + tree.ids.len() as i32 + 2;
+        // SAFETY: a dup of a descriptor we hold; the copy is owned at once.
+        let copy = unsafe { nix::libc::fcntl(*from, nix::libc::F_DUPFD_CLOEXEC, above) };
+        if copy < 0 {
+            return Err(std::io::Error::last_os_error()).context("copying a description the host made");
+        }
+        if copy as u64 >= nofile {
+            bail!("the host's descriptions for the tree need fd numbers up to {copy}, above RLIMIT_NOFILE ({nofile})");
+        }
+        // SAFETY: just made.
+        copies.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) });
+        *from = copy;
     }
-    Ok(tree)
+    Ok((tree, copies))
 }
 
 /// Whether `f` is on the first read-write description of its memfd, which
