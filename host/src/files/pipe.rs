@@ -152,3 +152,45 @@ pub fn plan_fd(set: &ImageSet, pipes: &mut Vec<PipePlan>, f: &FdinfoEntry, pe: &
     };
     ends[end].fds.push((f.fd as i32, cloexec));
 }
+
+/// Makes pipe `pp` in the host: its capacity, its bytes, and a descriptor
+/// for each description of its ends (`files.img` id and descriptor): the
+/// first of each direction is the end itself, the others reopen it
+/// through `/proc/self/fd` for a description of their own.
+pub fn make(pp: &PipePlan) -> Result<Vec<(u32, std::os::fd::OwnedFd)>> {
+    use std::os::fd::AsFd;
+    let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe2")?;
+    // The dumped capacity, and never less than the bytes to put back.
+    let size = pp.size.unwrap_or(0).max(pp.data.len() as u32);
+    let now = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETPIPE_SZ).context("F_GETPIPE_SZ")?;
+    if size as i32 != now && (size > 0 || pp.data.len() > 65536) {
+        nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_SETPIPE_SZ(size as i32))
+            .with_context(|| format!("F_SETPIPE_SZ {size}"))?;
+    }
+    let mut left = &pp.data[..];
+    while !left.is_empty() {
+        let n = nix::unistd::write(&w, left).context("putting its bytes back")?;
+        left = &left[n..];
+    }
+    let mut out = Vec::new();
+    let mut firsts = [false; 2];
+    for e in &pp.ends {
+        let raw = if e.write { &w } else { &r };
+        let fd = if !firsts[usize::from(e.write)] {
+            firsts[usize::from(e.write)] = true;
+            raw.as_fd().try_clone_to_owned().context("dup")?
+        } else {
+            // The other end is open: this open does not wait.
+            let path = format!("/proc/self/fd/{}", raw.as_raw_fd());
+            fs::OpenOptions::new()
+                .read(!e.write)
+                .write(e.write)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+                .with_context(|| format!("reopening {path}"))?
+                .into()
+        };
+        out.push((e.id, fd));
+    }
+    Ok(out)
+}

@@ -45,34 +45,24 @@ pub const SETUP_FAILED: i32 = 190;
 pub const SETUP_ERROR: &str = "restore setup: ";
 
 /// The open file descriptions several fds of the tree share (every pipe
-/// end, and regular files that were dup'd or inherited): the root makes
-/// each once, at its slot above every number any task of the tree uses or
-/// inherits from the host, before it creates its children; each task dups
-/// the slots it needs to its own numbers and closes them all.
+/// end, socket and terminal, and regular files that were dup'd or
+/// inherited): the root places or opens each once, at its slot above every
+/// number any task of the tree uses or inherits from the host, before it
+/// creates its children; each task dups the slots it needs to its own
+/// numbers and closes them all.
 #[derive(Debug, Clone, Default)]
 pub struct TreeFiles {
     pub base: i32,
     /// The `files.img` id of each slot, from `base` up.
     pub ids: Vec<u32>,
-    pub pipes: Vec<TreePipe>,
     /// Regular files, each opened straight at its slot.
     pub regs: Vec<Open>,
-    /// Descriptions the host made: memfds that are the object itself
-    /// rather than a reopen of it (which would count as a writer and keep
-    /// the program from executing it), terminals and sockets. A copy of
+    /// Descriptions the host made: pipe ends, memfds that are the object
+    /// itself rather than a reopen of it (which would count as a writer and
+    /// keep the program from executing it), terminals and sockets. A copy of
     /// the host's descriptor, inherited at a number above every slot, is
     /// dup'd to the slot, with the flags and offset of `Open`.
     pub held: Vec<(i32, Open)>,
-}
-
-/// A pipe of the tree: its data and capacity, and its ends' descriptions.
-#[derive(Debug, Clone)]
-pub struct TreePipe {
-    /// The fds lists of its ends are not used here.
-    pub pipe: super::plan::PipePlan,
-    /// For each end after the first of its direction: the `/proc/self/fd`
-    /// path of that first one, reopened for a description of its own.
-    pub reopen: Vec<Option<CString>>,
 }
 
 impl TreeFiles {
@@ -571,7 +561,7 @@ unsafe fn take_terminal(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
 }
 
 /// The rest of the shared descriptions the root makes for all to inherit:
-/// pipes and regular files, each at its slot.
+/// regular files, each opened at its slot.
 ///
 /// # Safety
 /// Only in the root's new task, after the host's descriptions are placed:
@@ -579,9 +569,6 @@ unsafe fn take_terminal(p: &ChildPlan, log0: &Log) -> Result<(), Failed> {
 unsafe fn make_tree_files(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
     // SAFETY: see the function's contract.
     unsafe {
-        for tp in &tree.pipes {
-            make_pipe(tp, tree, log0)?;
-        }
         for o in &tree.regs {
             open_at(o, log0)?;
         }
@@ -914,77 +901,6 @@ unsafe fn open_at(o: &Open, log: &Log) -> Result<(), Failed> {
         if o.pos != 0 && libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 {
             return Err(fail(log, "seeking in", o.path.as_bytes()));
         }
-    }
-    Ok(())
-}
-
-/// Makes pipe `tp` with each description of its ends at its slot: its
-/// capacity, its buffered bytes, each description's status flags.
-///
-/// # Safety
-/// Raw system calls on data of `tp`; its slots hold nothing of ours (they
-/// are replaced).
-unsafe fn make_pipe(tp: &TreePipe, tree: &TreeFiles, log: &Log) -> Result<(), Failed> {
-    let what = b"a pipe";
-    let pp = &tp.pipe;
-    // SAFETY: see the function's contract.
-    unsafe {
-        let mut ends = [0i32; 2];
-        if libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
-            return Err(fail(log, "creating", what));
-        }
-        // Both ends above every slot first, so placing one never closes
-        // the other.
-        let r = libc::fcntl(ends[0], libc::F_DUPFD_CLOEXEC, tree.end());
-        let w = libc::fcntl(ends[1], libc::F_DUPFD_CLOEXEC, tree.end());
-        libc::close(ends[0]);
-        libc::close(ends[1]);
-        if r < 0 || w < 0 {
-            return Err(fail(log, "moving", what));
-        }
-        // The dumped capacity, and never less than the bytes to put back.
-        let size = pp.size.unwrap_or(0).max(pp.data.len() as u32);
-        let now = libc::fcntl(w, libc::F_GETPIPE_SZ);
-        if size as libc::c_int != now
-            && (size > 0 || pp.data.len() > 65536)
-            && libc::fcntl(w, libc::F_SETPIPE_SZ, size as libc::c_int) < 0
-        {
-            return Err(fail(log, "resizing", what));
-        }
-        let mut left = &pp.data[..];
-        while !left.is_empty() {
-            let n = libc::write(w, left.as_ptr().cast(), left.len());
-            if n <= 0 {
-                return Err(fail(log, "refilling", what));
-            }
-            left = &left[n as usize..];
-        }
-        for (end, reopen) in pp.ends.iter().zip(&tp.reopen) {
-            let fd = match reopen {
-                None => libc::fcntl(if end.write { w } else { r }, libc::F_DUPFD_CLOEXEC, tree.end()),
-                // A description of its own on the same pipe; the other end
-                // is open, so this open does not wait.
-                Some(path) => {
-                    let mode = if end.write { libc::O_WRONLY } else { libc::O_RDONLY };
-                    libc::open(path.as_ptr(), mode | libc::O_CLOEXEC | libc::O_NONBLOCK)
-                }
-            };
-            let Some(slot) = tree.slot(end.id) else {
-                return Err(fail(log, "finding the slot of", what));
-            };
-            // A reopen may be handed the slot itself, the lowest free number.
-            if fd < 0
-                || libc::fcntl(fd, libc::F_SETFL, end.flags) < 0
-                || (fd != slot && libc::dup3(fd, slot, libc::O_CLOEXEC) < 0)
-            {
-                return Err(fail(log, "placing an end of", what));
-            }
-            if fd != slot {
-                libc::close(fd);
-            }
-        }
-        libc::close(r);
-        libc::close(w);
     }
     Ok(())
 }

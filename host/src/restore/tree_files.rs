@@ -60,26 +60,23 @@ pub(super) fn tree_files(
     let mut ids: Vec<u32> = pipes.iter().flat_map(|p| p.ends.iter().map(|e| e.id)).collect();
     ids.extend(shared);
     let end = base as u64 + ids.len() as u64;
-    // The pipes' two ends pass by the two numbers above the slots.
     if !ids.is_empty() && end + 2 >= nofile {
         bail!(
             "the tree's {} shared file descriptions need fd numbers up to {end}, above RLIMIT_NOFILE ({nofile})",
             ids.len()
         );
     }
-    let mut tree = child::TreeFiles { base, ids, pipes: Vec::new(), regs: Vec::new(), held: Vec::new() };
-    for pipe in pipes {
-        let mut reopen = Vec::new();
-        for (k, e) in pipe.ends.iter().enumerate() {
-            let first = pipe.ends[..k].iter().find(|x| x.write == e.write);
-            reopen.push(match first {
-                Some(x) => {
-                    Some(cpath(std::path::Path::new(&format!("/proc/self/fd/{}", tree.slot(x.id).unwrap_or(-1))))?)
-                }
-                None => None,
-            });
+    let mut tree = child::TreeFiles { base, ids, regs: Vec::new(), held: Vec::new() };
+    // Pipes are made here, each end's descriptions ready for their slots.
+    let mut made = Vec::new();
+    for pipe in &pipes {
+        for (id, fd) in crate::files::pipe::make(pipe).with_context(|| format!("making pipe:[{}]", pipe.pipe_id))? {
+            let slot = tree.slot(id).context("a pipe end without a slot")?;
+            let end = pipe.ends.iter().find(|e| e.id == id).context("a pipe end")?;
+            let open = Open { flags: end.flags, fd: slot, ..Default::default() };
+            tree.held.push((std::os::fd::AsRawFd::as_raw_fd(&fd), open));
+            made.push(fd);
         }
-        tree.pipes.push(child::TreePipe { pipe, reopen });
     }
     for &id in shared {
         let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
@@ -109,6 +106,7 @@ pub(super) fn tree_files(
         copies.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) });
         *from = copy;
     }
+    drop(made);
     Ok((tree, copies))
 }
 
