@@ -1482,6 +1482,26 @@ fn a_hundred_socket_pairs_come_back_with_their_messages() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Descriptors in flight in a queued message (a pipe's read end, a file at
+/// its offset) come back in flight, the same pipe and offset when received.
+#[test]
+fn descriptors_in_flight_come_back_in_flight() {
+    let _w = watchdog::start();
+    let work = scratch("scm");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("scm", &[out.as_os_str(), work.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("scm=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    assert!(after.iter().all(|l| l.ends_with("scm=ok")), "{after:?}");
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
+    stop(pid);
+    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Inotify watches come back with their numbers (one taken and dropped
 /// before them too) and masks, reporting events on the same files.
 #[test]

@@ -226,6 +226,11 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     if v.flags & MAP_HUGETLB != 0 {
         bail!("{}: hugetlb mappings are not supported yet", at());
     }
+    // Its pages not written since come from the shared memory, which a
+    // private anonymous area would read as zeros.
+    if v.name == "/dev/zero (deleted)" && v.is(status::ANON_PRIVATE) {
+        bail!("{}: a private mapping of shared anonymous memory's file is not supported yet", at());
+    }
     if v.name == "[uprobes]" {
         bail!("{}: uprobes areas are not supported", at());
     }

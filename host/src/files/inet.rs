@@ -196,6 +196,9 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
         (if remote.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
     let so = |o| int(s, libc::SOL_SOCKET, o);
+    if super::unixsk::filter_len(s) != 0 {
+        bail!("{what}: a socket filter (SO_ATTACH_FILTER): not supported yet");
+    }
     let bound_dev: [u8; 16] = getopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).unwrap_or_default();
     if bound_dev[0] != 0 {
         bail!("{what}: a socket bound to a network device (SO_BINDTODEVICE): not supported yet");
@@ -219,11 +222,14 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
         so_keepalive: Some(so(libc::SO_KEEPALIVE)? != 0),
         so_oobinline: Some(so(libc::SO_OOBINLINE)?),
         so_linger: (linger.l_onoff != 0).then_some(linger.l_linger as u32),
+        so_buf_lock: Some(so(SO_BUF_LOCK)?),
         ..Default::default()
     };
     let v4 = family == libc::AF_INET as u32;
     let ip = IpOptsEntry {
-        freebind: Some(int(s, libc::SOL_IP, libc::IP_FREEBIND)? != 0),
+        freebind: Some(
+            if v4 { int(s, libc::SOL_IP, libc::IP_FREEBIND)? } else { int(s, libc::SOL_IPV6, IPV6_FREEBIND)? } != 0,
+        ),
         tos: Some(if v4 { int(s, libc::SOL_IP, libc::IP_TOS)? } else { int(s, libc::SOL_IPV6, libc::IPV6_TCLASS)? }),
         ttl: v4.then(|| int(s, libc::SOL_IP, libc::IP_TTL)).transpose()?,
         ..Default::default()
@@ -300,6 +306,10 @@ fn shutdown_of(family: u32, proto: u32, ino: u32) -> Result<u32> {
 }
 
 const INET_DIAG_SHUTDOWN: u16 = 8;
+/// asm-generic/socket.h (the libc crate lacks it).
+const SO_BUF_LOCK: i32 = 72;
+/// linux/in6.h (the libc crate lacks it).
+const IPV6_FREEBIND: i32 = 78;
 
 /// The datagrams waiting in a UDP socket, left there: peeked one after
 /// the other from a peek offset of 0, put back as it was.
@@ -485,14 +495,33 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
         setopt(f, libc::SOL_IPV6, libc::IPV6_V6ONLY, &i32::from(v6))?;
     }
     if s.ip.freebind == Some(true) {
-        setopt(f, libc::SOL_IP, libc::IP_FREEBIND, &1i32)?;
+        if s.family == libc::AF_INET as u32 {
+            setopt(f, libc::SOL_IP, libc::IP_FREEBIND, &1i32)?;
+        } else {
+            setopt(f, libc::SOL_IPV6, IPV6_FREEBIND, &1i32)?;
+        }
     }
     let unbound = s.local.port() == 0 && s.local.ip().is_unspecified();
     if !unbound {
         let (a, len) = to_storage(&s.local, s.family);
         // SAFETY: the kernel reads `len` bytes of the address.
-        if unsafe { libc::bind(f, (&a as *const libc::sockaddr_storage).cast(), len) } < 0 {
-            let e = std::io::Error::last_os_error();
+        let bind = || unsafe { libc::bind(f, (&a as *const libc::sockaddr_storage).cast(), len) };
+        let freebind = |v: i32| {
+            if s.family == libc::AF_INET as u32 {
+                setopt(f, libc::SOL_IP, libc::IP_FREEBIND, &v)
+            } else {
+                setopt(f, libc::SOL_IPV6, IPV6_FREEBIND, &v)
+            }
+        };
+        let mut r = if bind() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+        // Bound while it could bind to any address, and no longer can:
+        // bound the same way, then put back.
+        if r.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EADDRNOTAVAIL)) && s.ip.freebind != Some(true) {
+            freebind(1)?;
+            r = if bind() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) };
+            freebind(0)?;
+        }
+        if let Err(e) = r {
             if e.raw_os_error() == Some(libc::EADDRINUSE) {
                 bail!("the address {} is in use on this machine", s.local);
             }
@@ -542,6 +571,8 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
     ] {
         setopt(f, libc::SOL_SOCKET, opt, &v)?;
     }
+    // Forcing the sizes locked them; the dumped locks go back.
+    setopt(f, libc::SOL_SOCKET, SO_BUF_LOCK, &(o.so_buf_lock.unwrap_or(0) as i32))?;
     if let Some(l) = o.so_linger {
         setopt(f, libc::SOL_SOCKET, libc::SO_LINGER, &libc::linger { l_onoff: 1, l_linger: l as i32 })?;
     }

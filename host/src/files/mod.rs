@@ -123,6 +123,9 @@ pub struct Files {
     /// Terminals, each once, and the bytes queued in pairs.
     pub ttys: Vec<tty::Seen>,
     pub tty_data: Vec<revenant_images::messages::TtyDataEntry>,
+    /// Our copies of files in flight in queued messages, open while the
+    /// dump runs.
+    in_flight: Vec<std::os::fd::OwnedFd>,
     /// What `sock_diag` says of the unix sockets, asked once.
     unix: Option<HashMap<u32, self::unixsk::Diag>>,
 }
@@ -220,7 +223,14 @@ impl Files {
                 none => none.insert(self::unixsk::diag()?),
             };
             if diag.contains_key(&(ino as u32)) {
-                let s = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
+                let (mut s, inflight) = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
+                for (k, fds) in inflight.into_iter().enumerate() {
+                    for f in fds {
+                        let what = || format!("process {pid}: fd {fd}: a file in flight in a message queued on it");
+                        let id = self.in_flight(f).with_context(what)?;
+                        s.scm[k].push(id);
+                    }
+                }
                 (fd_type::UNIXSK, FileKind::Unix(s))
             } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags)? {
                 (fd_type::INETSK, FileKind::Inet(s))
@@ -283,6 +293,30 @@ impl Files {
         let id = self.push(file);
         self.descriptions.push((pid, fd, dev, ino, id));
         Ok(Fd { fd: fd as u32, id, cloexec, kind })
+    }
+
+    /// The `files.img` id of a file in flight in a message, a copy of which
+    /// is ours (`f`): described like any fd, as one of ours, and kept open
+    /// until the dump ends (descriptions are matched through it). Only the
+    /// kinds a restore can send again are taken.
+    fn in_flight(&mut self, f: std::os::fd::OwnedFd) -> Result<u32> {
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as i32;
+        let fd = f.as_raw_fd();
+        let target = fs::read_link(procfs::path(me, &format!("fd/{fd}"))).unwrap_or_default();
+        let target = target.to_string_lossy();
+        if target.starts_with("socket:") || target.starts_with("anon_inode:") {
+            bail!("{target}: only pipes and files opened by path are restored in flight yet");
+        }
+        let fdinfo = procfs::read_string(me, &format!("fdinfo/{fd}"))?;
+        let e = self.fd_entry(me, fd, &fdinfo)?;
+        if !matches!(self.entries[e.id as usize - 1].kind, FileKind::Reg(_) | FileKind::Pipe(_))
+            || self.ghosts.iter().any(|(id, _)| *id == e.id)
+        {
+            bail!("{target}: only pipes and files opened by path are restored in flight yet");
+        }
+        self.in_flight.push(f);
+        Ok(e.id)
     }
 
     /// The id of an fd seen before that shares this fd's open file

@@ -122,6 +122,8 @@ pub struct PipeEnd {
     pub flags: i32,
     /// (fd, close-on-exec) of each fd of this process on it.
     pub fds: Vec<(i32, bool)>,
+    /// The host's descriptor of it, once made.
+    pub object_fd: Option<i32>,
 }
 
 /// Adds fd `f` (on pipe end `pe`) to a process's pipes, the pipe and the
@@ -146,7 +148,7 @@ pub fn plan_fd(set: &ImageSet, pipes: &mut Vec<PipePlan>, f: &FdinfoEntry, pe: &
         None => {
             let flags = pe.flags as i32 & !libc::O_ACCMODE;
             let write = pe.flags as i32 & libc::O_ACCMODE == libc::O_WRONLY;
-            ends.push(PipeEnd { id: f.id, write, flags, fds: Vec::new() });
+            ends.push(PipeEnd { id: f.id, write, flags, fds: Vec::new(), object_fd: None });
             ends.len() - 1
         }
     };
@@ -193,4 +195,39 @@ pub fn make(pp: &PipePlan) -> Result<Vec<(u32, std::os::fd::OwnedFd)>> {
         out.push((e.id, fd));
     }
     Ok(out)
+}
+
+/// Makes every pipe of `plans` once (the pipes of several processes, and
+/// ends only in flight in queued messages, merged by pipe id).
+pub fn make_all<'a>(plans: impl IntoIterator<Item = &'a PipePlan>) -> Result<Vec<(u32, std::os::fd::OwnedFd)>> {
+    let mut pipes: Vec<PipePlan> = Vec::new();
+    for pp in plans {
+        let at = match pipes.iter().position(|x| x.pipe_id == pp.pipe_id) {
+            Some(at) => at,
+            None => {
+                pipes.push(PipePlan { ends: Vec::new(), ..pp.clone() });
+                pipes.len() - 1
+            }
+        };
+        for e in &pp.ends {
+            if !pipes[at].ends.iter().any(|x| x.id == e.id) {
+                pipes[at].ends.push(PipeEnd { fds: Vec::new(), ..e.clone() });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for p in &pipes {
+        out.extend(make(p).with_context(|| format!("making pipe:[{}]", p.pipe_id))?);
+    }
+    Ok(out)
+}
+
+/// A pipe end in flight in a queued message (`files.img` entry `e`, id
+/// `id`), as a pipe of its own to merge with the tree's.
+pub fn in_flight(set: &ImageSet, id: u32, e: &PipeEntry) -> PipePlan {
+    let mut pipes = vec![];
+    let f = FdinfoEntry { id, fd: 0, ..Default::default() };
+    plan_fd(set, &mut pipes, &f, e, true);
+    pipes[0].ends[0].fds.clear();
+    pipes.remove(0)
 }

@@ -42,6 +42,11 @@ impl Files {
         // O_TMPFILE file, "#INO"), is refused.
         let deleted = name.strip_suffix(" (deleted)");
         if let Some(path) = deleted {
+            // On the kernel's own shmem mount: shared anonymous memory (a
+            // private mapping of its file), which is not a file to carry.
+            if nix::sys::stat::major(m.dev()) == 0 {
+                bail!("process {pid}: {name}: a private mapping of shared anonymous memory: not supported yet");
+            }
             if !m.file_type().is_file() || m.nlink() != 0 {
                 bail!(
                     "process {pid}: {name}: a deleted file still linked elsewhere, or not a regular file: not supported"

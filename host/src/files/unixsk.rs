@@ -23,7 +23,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use anyhow::{Context, Result, bail};
 use nix::libc;
 use revenant_images::messages::{
-    FdType, FdinfoEntry, FileEntry, FilePermsEntry, FownEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry,
+    FdType, FdinfoEntry, FileEntry, FilePermsEntry, FownEntry, ScmEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry,
 };
 use revenant_images::{ImageSet, Kind, Writer};
 
@@ -66,6 +66,20 @@ const UNIX_DIAG_SHUTDOWN: u16 = 6;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
+/// asm-generic/socket.h (the libc crate lacks it).
+const SO_BUF_LOCK: i32 = 72;
+
+/// The number of instructions of the socket filter `s` has attached (0
+/// for none): `SO_GET_FILTER` answers it to an empty buffer.
+pub fn filter_len(s: i32) -> u32 {
+    let mut len: libc::socklen_t = 0;
+    // SAFETY: with a length of 0 the kernel writes nothing but the length.
+    let r = unsafe { libc::getsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, std::ptr::null_mut(), &mut len) };
+    if r < 0 { 0 } else { len }
+}
+
+/// `SCM_RIGHTS`, as CRIU's images name the control message.
+const SCM_RIGHTS: u32 = 1;
 /// CRIU's `uflags` bit for a socket outside the tree.
 const USK_EXTERN: u32 = 1;
 
@@ -194,6 +208,9 @@ pub struct UnixSock {
     /// The messages waiting in its receive queue (a stream's bytes in
     /// pieces), oldest first.
     pub queue: Vec<Vec<u8>>,
+    /// For each queued message, the `files.img` ids of the files it
+    /// carries in flight (`SCM_RIGHTS`), empty for none.
+    pub scm: Vec<Vec<u32>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -204,11 +221,21 @@ pub struct Opts {
     pub snd_timeout: (u64, u64),
     pub rcv_timeout: (u64, u64),
     pub passcred: bool,
+    /// `SO_BUF_LOCK`: which sizes were set by hand.
+    pub buf_lock: u32,
 }
 
 /// Reads unix socket `fd` (inode `ino`) of `pid`. Whether its peer is in
 /// the tree is known only once every fd is seen ([`check_peers`]).
-pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) -> Result<UnixSock> {
+/// The descriptors in flight in its queued messages come back beside it,
+/// one list per message, for the caller to describe.
+pub fn dump(
+    pid: i32,
+    fd: i32,
+    ino: u32,
+    flags: u32,
+    diag: &HashMap<u32, Diag>,
+) -> Result<(UnixSock, Vec<Vec<OwnedFd>>)> {
     let what = format!("process {pid}: fd {fd} (socket:[{ino}])");
     let Some(d) = diag.get(&ino) else {
         bail!("{what} is a socket other than a unix one, which dump does not support yet");
@@ -232,19 +259,26 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         snd_timeout: timeval(getopt(s, libc::SO_SNDTIMEO)?),
         rcv_timeout: timeval(getopt(s, libc::SO_RCVTIMEO)?),
         passcred: getopt::<i32>(s, libc::SO_PASSCRED)? != 0,
+        buf_lock: getopt::<i32>(s, SO_BUF_LOCK)? as u32,
     };
+    if filter_len(s) != 0 {
+        bail!("{what}: a socket filter (SO_ATTACH_FILTER): not supported yet");
+    }
     // A listener queues connections, an unconnected stream socket nothing.
     let stream = ty != libc::SOCK_DGRAM as u32;
-    let queue = if d.state == TCP_LISTEN || (stream && d.state == TCP_CLOSE) {
-        vec![]
+    let (queue, inflight): (Vec<Vec<u8>>, Vec<Vec<OwnedFd>>) = if d.state == TCP_LISTEN
+        || (stream && d.state == TCP_CLOSE)
+    {
+        (vec![], vec![])
     } else {
-        peek_queue(s, opts.rcvbuf as usize).with_context(|| format!("{what}: reading its queue"))?
+        peek_queue(s, opts.rcvbuf as usize).with_context(|| format!("{what}: reading its queue"))?.into_iter().unzip()
     };
+    let scm = vec![Vec::new(); queue.len()];
     let (state, name, backlog) =
         (u32::from(d.state), d.name.clone(), if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 });
     let shutdown = u32::from(d.shutdown & 3);
     let external = false;
-    Ok(UnixSock {
+    let us = UnixSock {
         ino,
         peer: d.peer,
         ty,
@@ -258,8 +292,10 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         shutdown,
         opts,
         queue,
+        scm,
         external,
-    })
+    };
+    Ok((us, inflight))
 }
 
 /// The socket file of a socket bound to a path: its mode and owner, or
@@ -366,6 +402,7 @@ impl super::Files {
                     shutdown: 0,
                     opts: Opts::default(),
                     queue: vec![],
+                    scm: vec![],
                     external: true,
                 });
             }
@@ -443,7 +480,7 @@ fn setopt<T>(s: i32, opt: i32, v: &T) -> std::io::Result<()> {
 
 /// Every message in the receive queue, left there: peeked one after the
 /// other from a peek offset of 0, which is put back as it was.
-fn peek_queue(s: i32, rcvbuf: usize) -> Result<Vec<Vec<u8>>> {
+fn peek_queue(s: i32, rcvbuf: usize) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
     let old: i32 = getopt(s, libc::SO_PEEK_OFF)?;
     setopt(s, libc::SO_PEEK_OFF, &0i32).context("SO_PEEK_OFF")?;
     let res = peek_all(s, rcvbuf.max(1 << 16));
@@ -451,7 +488,7 @@ fn peek_queue(s: i32, rcvbuf: usize) -> Result<Vec<Vec<u8>>> {
     res
 }
 
-fn peek_all(s: i32, size: usize) -> Result<Vec<Vec<u8>>> {
+fn peek_all(s: i32, size: usize) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut out = vec![];
     let mut buf = vec![0u8; size];
     let mut ctl = [0u64; 64];
@@ -475,28 +512,27 @@ fn peek_all(s: i32, size: usize) -> Result<Vec<Vec<u8>>> {
         if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
             bail!("a queued message is larger than the socket's receive buffer, or carries too much");
         }
-        // SAFETY: walking the control messages the kernel wrote.
+        // The peek put copies of the descriptors in flight here, ours now.
+        let mut fds = vec![];
+        // SAFETY: walking the control messages the kernel wrote; each
+        // descriptor in them is new and owned at once.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
             while !c.is_null() {
                 if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    // The peek put copies of the descriptors in flight here.
                     let data = libc::CMSG_DATA(c).cast::<i32>();
                     let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                    for i in 0..count {
-                        libc::close(*data.add(i));
-                    }
-                    bail!("a queued message carries file descriptors (SCM_RIGHTS), which dump does not support yet");
+                    fds.extend((0..count).map(|i| OwnedFd::from_raw_fd(data.add(i).read_unaligned())));
                 }
                 c = libc::CMSG_NXTHDR(&msg, c);
             }
         }
-        if n == 0 {
+        if n == 0 && fds.is_empty() {
             // The end of a stream shut down (an empty datagram, too, which
             // is not kept).
             return Ok(out);
         }
-        out.push(buf[..n as usize].to_vec());
+        out.push((buf[..n as usize].to_vec(), fds));
     }
 }
 
@@ -511,6 +547,7 @@ impl UnixSock {
             so_rcv_tmo_sec: o.rcv_timeout.0,
             so_rcv_tmo_usec: o.rcv_timeout.1,
             so_passcred: Some(o.passcred),
+            so_buf_lock: Some(o.buf_lock),
             ..Default::default()
         };
         FileEntry {
@@ -540,9 +577,18 @@ impl UnixSock {
 
     /// Its queue as `sk-queues.img` entries.
     pub fn packets(&self, id: u32) -> Vec<(SkPacketEntry, Vec<u8>)> {
+        let none = vec![];
         self.queue
             .iter()
-            .map(|m| (SkPacketEntry { id_for: id, length: m.len() as u32, ..Default::default() }, m.clone()))
+            .zip(self.scm.iter().chain(std::iter::repeat(&none)))
+            .map(|(m, rights)| {
+                let scm = if rights.is_empty() {
+                    vec![]
+                } else {
+                    vec![ScmEntry { r#type: SCM_RIGHTS, rights: rights.clone(), ..Default::default() }]
+                };
+                (SkPacketEntry { id_for: id, length: m.len() as u32, scm, ..Default::default() }, m.clone())
+            })
             .collect()
     }
 
@@ -578,8 +624,14 @@ impl UnixSock {
                 snd_timeout: (o.so_snd_tmo_sec, o.so_snd_tmo_usec),
                 rcv_timeout: (o.so_rcv_tmo_sec, o.so_rcv_tmo_usec),
                 passcred: o.so_passcred.unwrap_or(false),
+                buf_lock: o.so_buf_lock.unwrap_or(0),
             },
             queue: queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
+            scm: queues
+                .iter()
+                .filter(|(p, _)| p.id_for == e.id)
+                .map(|(p, _)| p.scm.iter().filter(|c| c.r#type == SCM_RIGHTS).flat_map(|c| c.rights.clone()).collect())
+                .collect(),
         })
     }
 }
@@ -732,7 +784,7 @@ impl Drop for Made {
 /// accepted connections through their listening socket, connections not
 /// accepted yet left waiting on it, datagram sockets to the address they
 /// sent to), with their queued messages, options, shutdowns and flags.
-pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
+pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
     let mut made = Made::default();
     let by_ino = |ino: u32| socks.iter().find(|(_, s)| s.ino == ino);
     let named = |s: &UnixSock| !s.name.is_empty();
@@ -872,7 +924,8 @@ pub fn make(socks: &[(u32, UnixSock)]) -> Result<Made> {
     }
     for (id, s) in socks.iter().filter(|(_, s)| !s.queue.is_empty()) {
         let stand_in = gone.iter().find(|(g, _)| g == id).map(|(_, fd)| fd.as_raw_fd());
-        requeue(socks, &made, *id, s, stand_in).with_context(|| format!("{}: its queued messages", what(*id, s)))?;
+        requeue(socks, &made, *id, s, stand_in, carried)
+            .with_context(|| format!("{}: its queued messages", what(*id, s)))?;
     }
     drop(gone);
     for p in std::mem::take(&mut made.deleted) {
@@ -1012,7 +1065,14 @@ fn bind_here(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
 /// Sends `s`'s queued messages to it again, from the socket that may send
 /// to it: its peer, or (a datagram socket nobody is connected to) a
 /// socket of ours, the sender's address lost.
-fn requeue(socks: &[(u32, UnixSock)], made: &Made, id: u32, s: &UnixSock, stand_in: Option<i32>) -> Result<()> {
+fn requeue(
+    socks: &[(u32, UnixSock)],
+    made: &Made,
+    id: u32,
+    s: &UnixSock,
+    stand_in: Option<i32>,
+    carried: &[(u32, i32)],
+) -> Result<()> {
     let me = made.fd(id).context("not made")?;
     let peer = socks.iter().find(|(_, p)| p.ino == s.peer).map(|(pid, p)| (made.fd(*pid), p));
     let stream = s.ty != libc::SOCK_DGRAM as u32;
@@ -1031,32 +1091,49 @@ fn requeue(socks: &[(u32, UnixSock)], made: &Made, id: u32, s: &UnixSock, stand_
     let big = (room as i32).max(1 << 16);
     let _ = setopt(from, libc::SO_SNDBUFFORCE, &big);
     let _ = setopt(me, libc::SO_RCVBUFFORCE, &big);
-    for m in &s.queue {
-        let n = match &to_name {
-            None => {
-                // SAFETY: sends our buffer.
-                unsafe { libc::send(from, m.as_ptr().cast(), m.len(), libc::MSG_DONTWAIT) }
-            }
-            Some(name) => {
-                let (a, len) = addr(name)?;
-                // SAFETY: sends our buffer to the address.
-                unsafe {
-                    libc::sendto(
-                        from,
-                        m.as_ptr().cast(),
-                        m.len(),
-                        libc::MSG_DONTWAIT,
-                        (&a as *const libc::sockaddr_un).cast(),
-                        len,
-                    )
-                }
-            }
-        };
-        if n != m.len() as isize {
+    let none = vec![];
+    for (m, rights) in s.queue.iter().zip(s.scm.iter().chain(std::iter::repeat(&none))) {
+        let fds = rights
+            .iter()
+            .map(|r| carried.iter().find(|(id, _)| id == r).map(|(_, fd)| *fd))
+            .collect::<Option<Vec<i32>>>()
+            .context("a file in flight that was not made")?;
+        let addr = to_name.as_deref().map(addr).transpose()?;
+        if send_one(from, m, addr.as_ref(), &fds) != m.len() as isize {
             return Err(std::io::Error::last_os_error()).context("sending a queued message again");
         }
     }
     Ok(())
+}
+
+/// Sends `m` from `from` (to `to`, if given), with `fds` in flight.
+fn send_one(from: i32, m: &[u8], to: Option<&(libc::sockaddr_un, libc::socklen_t)>, fds: &[i32]) -> isize {
+    let mut iov = libc::iovec { iov_base: m.as_ptr() as *mut libc::c_void, iov_len: m.len() };
+    // Room for one SCM_RIGHTS message of up to 253 descriptors (the
+    // kernel's own limit).
+    let mut ctl = [0u64; 256];
+    // SAFETY: an msghdr over our buffers, the control message written
+    // inside `ctl` with the macros that size it.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if let Some((a, len)) = to {
+            msg.msg_name = (a as *const libc::sockaddr_un).cast_mut().cast();
+            msg.msg_namelen = *len;
+        }
+        if !fds.is_empty() {
+            let bytes = size_of_val(fds) as u32;
+            msg.msg_control = ctl.as_mut_ptr().cast();
+            msg.msg_controllen = libc::CMSG_SPACE(bytes) as _;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), fds.len());
+        }
+        libc::sendmsg(from, &msg, libc::MSG_DONTWAIT)
+    }
 }
 
 /// Options, shutdown and status flags, once the queues are in.
@@ -1071,6 +1148,7 @@ unsafe fn settle(s: &UnixSock, fd: i32) -> Result<(), &'static str> {
         || setopt(fd, libc::SO_SNDTIMEO, &tv(s.opts.snd_timeout)).is_err()
         || setopt(fd, libc::SO_RCVTIMEO, &tv(s.opts.rcv_timeout)).is_err()
         || setopt(fd, libc::SO_PASSCRED, &(s.opts.passcred as i32)).is_err()
+        || setopt(fd, SO_BUF_LOCK, &(s.opts.buf_lock as i32)).is_err()
     {
         return Err("setting a unix socket's options");
     }
@@ -1094,4 +1172,69 @@ unsafe fn settle(s: &UnixSock, fd: i32) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// A file in flight in a message queued on a unix socket, which the host
+/// makes to send along again.
+#[derive(Debug, Clone)]
+pub enum InFlight {
+    /// A pipe end: made with the tree's pipes, the same pipe where the
+    /// tree holds its other end.
+    Pipe(super::pipe::PipePlan),
+    /// A file opened by path.
+    Reg { id: u32, path: std::path::PathBuf, flags: i32, pos: u64 },
+}
+
+impl InFlight {
+    pub fn pipe(&self) -> Option<&super::pipe::PipePlan> {
+        if let InFlight::Pipe(p) = self { Some(p) } else { None }
+    }
+}
+
+/// The files in flight in the messages queued on `socks`, each once.
+pub fn in_flight(set: &ImageSet, socks: &[(u32, UnixSock)]) -> Result<Vec<InFlight>> {
+    let mut out = vec![];
+    let mut seen = vec![];
+    for id in socks.iter().flat_map(|(_, s)| s.scm.iter().flatten()).copied() {
+        if seen.contains(&id) {
+            continue;
+        }
+        seen.push(id);
+        let at = format!("sk-queues.img: a file in flight (files.img id {id})");
+        let e = set.file(id).with_context(|| format!("{at}: not in files.img"))?;
+        if let Some(pe) = &e.pipe {
+            out.push(InFlight::Pipe(super::pipe::in_flight(set, id, pe)));
+        } else if let Some(r) = &e.reg {
+            if set.remaps.iter().any(|m| m.orig_id == id) {
+                bail!("{at}: an unlinked file in flight: not restored yet");
+            }
+            super::reg::check_size(r, "in flight")?;
+            let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            out.push(InFlight::Reg { id, path: r.name.clone().into(), flags, pos: r.pos });
+        } else {
+            bail!("{at}: only pipes and files opened by path are restored in flight yet");
+        }
+    }
+    Ok(out)
+}
+
+/// Opens the files in flight that are opened by path, at their offsets.
+pub fn open_in_flight(inflight: &[InFlight]) -> Result<Vec<(u32, OwnedFd)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = vec![];
+    for f in inflight {
+        let InFlight::Reg { id, path, flags, pos } = f else { continue };
+        let acc = flags & libc::O_ACCMODE;
+        let file = std::fs::OpenOptions::new()
+            .read(acc != libc::O_WRONLY)
+            .write(acc != libc::O_RDONLY)
+            .custom_flags((flags & !libc::O_ACCMODE) | libc::O_CLOEXEC)
+            .open(path)
+            .with_context(|| format!("opening {} (in flight)", path.display()))?;
+        use std::io::Seek;
+        let mut file = file;
+        file.seek(std::io::SeekFrom::Start(*pos)).with_context(|| format!("seeking in {}", path.display()))?;
+        out.push((*id, file.into()));
+    }
+    Ok(out)
 }

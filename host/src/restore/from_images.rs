@@ -75,14 +75,8 @@ pub struct TreePlan {
     /// Each made by its parent in `processes`.
     pub zombies: Vec<ZombiePlan>,
     pub ipc: IpcPlan,
-    /// Shared anonymous memory, each object once.
-    pub shmem: Vec<crate::shmem::restore::ObjectPlan>,
-    /// Terminals, which the host opens and sets up.
-    pub ttys: Vec<crate::files::tty::TtyPlan>,
-    /// Unix sockets (`files.img` id and socket), which the host makes.
-    pub sockets: Vec<(u32, crate::files::unixsk::UnixSock)>,
-    /// TCP and UDP sockets, which the host makes.
-    pub inet: Vec<(u32, crate::files::inet::InetSock)>,
+    /// What the host makes before any process exists.
+    pub host: super::plan::HostObjects,
     /// What the plan changed from the images, for the user.
     pub warnings: Vec<String>,
 }
@@ -156,8 +150,10 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let ttys = crate::files::tty::plan(set, opts.shell_job)?;
     let sockets = crate::files::unixsk::plan(set)?;
     let inet = crate::files::inet::plan(set)?;
+    let inflight = crate::files::unixsk::in_flight(set, &sockets)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
-    Ok(TreePlan { processes, zombies, ipc, shmem, ttys, sockets, inet, warnings })
+    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, inflight };
+    Ok(TreePlan { processes, zombies, ipc, host, warnings })
 }
 
 const PID_MAX: &str = "/proc/sys/kernel/pid_max";

@@ -97,15 +97,7 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;
     }
-    let restored = spawn::restore_tree(
-        &plan.processes,
-        &plan.zombies,
-        &plan.ipc,
-        &plan.shmem,
-        &plan.ttys,
-        &plan.sockets,
-        &plan.inet,
-    )?;
+    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.host)?;
     for r in &restored {
         log_line(&r.log)?;
     }

@@ -9,6 +9,22 @@ pub use crate::files::pipe::{PipeEnd, PipePlan};
 pub use crate::files::{FdOwner, FdPlan, fifo::FifoFill};
 use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 
+/// What the host makes for a restore before any process exists, besides
+/// SysV segments.
+#[derive(Debug, Clone, Default)]
+pub struct HostObjects {
+    /// Shared anonymous memory, each object once.
+    pub shmem: Vec<crate::shmem::restore::ObjectPlan>,
+    /// Terminals, which the host opens and sets up.
+    pub ttys: Vec<crate::files::tty::TtyPlan>,
+    /// Unix sockets (`files.img` id and socket).
+    pub sockets: Vec<(u32, crate::files::unixsk::UnixSock)>,
+    /// TCP and UDP sockets.
+    pub inet: Vec<(u32, crate::files::inet::InetSock)>,
+    /// Files in flight in messages queued on unix sockets.
+    pub inflight: Vec<crate::files::unixsk::InFlight>,
+}
+
 /// One process to bring back.
 #[derive(Debug, Clone)]
 pub struct ProcessPlan {
@@ -165,6 +181,9 @@ impl ProcessPlan {
         let mut p = self.clone();
         for f in p.fds.iter_mut().filter(|f| f.host_made()) {
             f.object_fd = made.iter().find(|(id, _)| *id == f.id).map(|(_, fd)| *fd);
+        }
+        for e in p.pipes.iter_mut().flat_map(|pp| &mut pp.ends) {
+            e.object_fd = made.iter().find(|(id, _)| *id == e.id).map(|(_, fd)| *fd);
         }
         p
     }

@@ -183,7 +183,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &[], &[], &[], &[])?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default())?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -204,11 +204,9 @@ pub fn restore_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
-    shmem: &[crate::shmem::restore::ObjectPlan],
-    ttys: &[crate::files::tty::TtyPlan],
-    sockets: &[(u32, crate::files::unixsk::UnixSock)],
-    inet: &[(u32, crate::files::inet::InetSock)],
+    host: &super::plan::HostObjects,
 ) -> Result<Vec<Restored>> {
+    let shmem = &host.shmem[..];
     for p in plans {
         if let Ok(comm) = std::fs::read_to_string(format!("/proc/{}/comm", p.pid)) {
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
@@ -244,14 +242,22 @@ pub fn restore_tree(
     // Terminals are opened here, each description once, and handed to the
     // root like the memfds; ours go once the tasks hold theirs.
     let tty_fds: Vec<&super::plan::FdPlan> = plans.iter().flat_map(|p| &p.fds).filter(|f| f.tty.is_some()).collect();
-    let ttys = crate::files::tty::make(ttys, &tty_fds)?;
-    let mut sockets = crate::files::unixsk::make(sockets)?;
-    let inet = crate::files::inet::make(inet)?;
+    let ttys = crate::files::tty::make(&host.ttys, &tty_fds)?;
+    // Pipes, with the ends only in flight in queued messages, and the
+    // files in flight opened by path, before the sockets that carry them.
+    let in_flight_pipes = host.inflight.iter().filter_map(|f| f.pipe());
+    let pipes = crate::files::pipe::make_all(plans.iter().flat_map(|p| &p.pipes).chain(in_flight_pipes))?;
+    let in_flight_regs = crate::files::unixsk::open_in_flight(&host.inflight)?;
+    let carried: Vec<(u32, i32)> =
+        pipes.iter().chain(&in_flight_regs).map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd))).collect();
+    let mut sockets = crate::files::unixsk::make(&host.sockets, &carried)?;
+    let inet = crate::files::inet::make(&host.inet)?;
     let made: Vec<(u32, i32)> = ttys
         .fds
         .iter()
         .chain(&sockets.fds)
         .chain(&inet)
+        .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .collect();
     let with_made: Vec<ProcessPlan>;

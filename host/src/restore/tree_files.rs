@@ -67,16 +67,11 @@ pub(super) fn tree_files(
         );
     }
     let mut tree = child::TreeFiles { base, ids, regs: Vec::new(), held: Vec::new() };
-    // Pipes are made here, each end's descriptions ready for their slots.
-    let mut made = Vec::new();
-    for pipe in &pipes {
-        for (id, fd) in crate::files::pipe::make(pipe).with_context(|| format!("making pipe:[{}]", pipe.pipe_id))? {
-            let slot = tree.slot(id).context("a pipe end without a slot")?;
-            let end = pipe.ends.iter().find(|e| e.id == id).context("a pipe end")?;
-            let open = Open { flags: end.flags, fd: slot, ..Default::default() };
-            tree.held.push((std::os::fd::AsRawFd::as_raw_fd(&fd), open));
-            made.push(fd);
-        }
+    // Pipe ends are made by the host (`files::pipe::make_all`).
+    for e in pipes.iter().flat_map(|p| &p.ends) {
+        let slot = tree.slot(e.id).context("a pipe end without a slot")?;
+        let from = e.object_fd.with_context(|| format!("pipe end {}: not made", e.id))?;
+        tree.held.push((from, Open { flags: e.flags, fd: slot, ..Default::default() }));
     }
     for &id in shared {
         let f = plans.iter().flat_map(|p| &p.fds).find(|f| f.id == id).context("a shared file without a plan")?;
@@ -106,7 +101,6 @@ pub(super) fn tree_files(
         copies.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) });
         *from = copy;
     }
-    drop(made);
     Ok((tree, copies))
 }
 

@@ -256,6 +256,7 @@ message! {
         19 so_keepalive: optional bool,
         23 so_oobinline: optional uint32,
         24 so_linger: optional uint32,
+        25 so_buf_lock: optional uint32,
     }
 }
 
@@ -346,6 +347,16 @@ message! {
     pub struct SkPacketEntry ("sk_packet_entry") {
         1 id_for: required uint32,
         2 length: required uint32,
+        4 scm: repeated message<ScmEntry>,
+    }
+}
+
+message! {
+    /// A control message a queued message carries: for `SCM_RIGHTS` (1),
+    /// the `files.img` ids of the files in flight.
+    pub struct ScmEntry ("scm_entry") {
+        1 r#type: required uint32,
+        2 rights: repeated uint32,
     }
 }
 
