@@ -65,7 +65,7 @@ SKIPPED=(
     "files|talks over a stdin pipe (pingpong.h); counter covers files"
     "pipe|talks over a stdin pipe (pingpong.h); pipefile covers it"
     "spin|talks over a stdin pipe (pingpong.h)"
-    "socket|talks over a stdin pipe (pingpong.h); its unpaired unix socket is not dumped yet"
+    "socket|talks over a stdin pipe (pingpong.h); its netlink socket is refused by design (tests/dump.rs)"
     "locked|a lease, refused at dump by design (tests/dump.rs)"
     "sharing|refused at dump by design (tests/dump.rs)"
 )

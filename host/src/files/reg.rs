@@ -42,10 +42,11 @@ impl Files {
         // O_TMPFILE file, "#INO"), is refused.
         let deleted = name.strip_suffix(" (deleted)");
         if let Some(path) = deleted {
-            // On the kernel's own shmem mount: shared anonymous memory (a
-            // private mapping of its file), which is not a file to carry.
+            // On a kernel-internal mount: an AIO ring, or shared anonymous
+            // memory mapped privately; not a file to carry.
             if nix::sys::stat::major(m.dev()) == 0 {
-                bail!("process {pid}: {name}: a private mapping of shared anonymous memory: not supported yet");
+                let what = if name.starts_with("/[aio]") { "an AIO ring (io_setup)" } else { "kernel-internal memory" };
+                bail!("process {pid}: {name}: a mapping of {what}: not supported yet");
             }
             if !m.file_type().is_file() || m.nlink() != 0 {
                 bail!(
