@@ -94,3 +94,38 @@ fn a_taken_address_is_refused_before_entering() {
     let eexist = LOAD_FAILED_BASE + 17;
     assert_eq!(out.exit_code, Some(eexist), "{out:?}");
 }
+
+/// `blob export` writes `revenant_blob.h`, generated from the ABI's Rust
+/// definitions: C compilers for both arches accept it, which means every
+/// size and offset assert in it holds, and it names every exit code and
+/// constant a loader needs.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_exported_c_header_compiles_for_both_arches_with_its_layout_asserts() {
+    let dir = std::env::temp_dir().join(format!("revenant-blob-export-{}", std::process::id()));
+    revenant::blob::export(&dir).unwrap();
+    let header = dir.join("revenant_blob.h");
+    let text = std::fs::read_to_string(&header).unwrap();
+    for c in ExitCode::ALL {
+        assert!(text.contains(&format!(" {} /* {} */", c as u8, c.describe())), "{c:?} missing");
+    }
+    for (name, value, _) in revenant_blob_abi::CONSTANTS {
+        assert!(text.contains(&format!("#define REVENANT_{name} {value:#x}u")), "{name} missing");
+    }
+    let asserts = text.matches("_Static_assert").count();
+    let fields: usize = revenant_blob_abi::STRUCTS.iter().map(|(_, _, f)| f.len() + 1).sum();
+    assert_eq!(asserts, fields, "a size assert per struct and an offset assert per field");
+    let mut compilers = vec!["cc"];
+    if std::process::Command::new("arm-linux-gnueabihf-gcc").arg("--version").output().is_ok() {
+        compilers.push("arm-linux-gnueabihf-gcc");
+    }
+    for cc in compilers {
+        let out = std::process::Command::new(cc)
+            .args(["-std=c11", "-Wall", "-Werror", "-fsyntax-only", "-x", "c"])
+            .arg(&header)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cc}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -52,8 +52,9 @@ pub fn info_text() -> String {
     )
 }
 
-/// Writes `blob.bin`, `relocs.bin` and `blob.json` into `dir`: enough for
-/// another tool to load and drive the blob without revenant.
+/// Writes `blob.bin`, `relocs.bin`, `blob.json` and `revenant_blob.h` into
+/// `dir`: enough for another tool to load and drive the blob without
+/// revenant.
 pub fn export(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let b = &EMBEDDED;
@@ -64,10 +65,12 @@ pub fn export(dir: &Path) -> Result<()> {
     };
     write("blob.bin", b.image)?;
     write("relocs.bin", &relocs)?;
+    write("revenant_blob.h", super::header().as_bytes())?;
     let mut desc = info_json();
     desc["files"] = json!({
         "blob.bin": "the flat image; load it at a page-aligned base, followed by bss_size zero bytes",
         "relocs.bin": "little-endian u32 offsets; add the load base to the word_size-byte little-endian word at each",
+        "revenant_blob.h": "the ABI for C: every struct with static asserts on size and offsets, the constants, the exit codes",
     });
     desc["loading"] = json!([
         "map map_size bytes read+write at a page-aligned base; copy blob.bin to its start (the rest is zero)",
@@ -77,6 +80,8 @@ pub fn export(dir: &Path) -> Result<()> {
         "call base + entry as extern \"C\" fn(*const Header) -> ! with the argument block",
     ]);
     desc["abi"] = abi_json();
+    desc["abi"]["constants"] =
+        abi::CONSTANTS.iter().map(|(name, value, doc)| json!({"name": name, "value": value, "doc": doc})).collect();
     let text = serde_json::to_string_pretty(&desc)? + "\n";
     write("blob.json", text.as_bytes())
 }

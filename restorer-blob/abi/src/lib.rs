@@ -277,6 +277,34 @@ macro_rules! fields {
     };
 }
 
+/// Every constant a loader needs, for `revenant_blob.h` and `blob.json`:
+/// name (as the header spells it), value, meaning.
+pub const CONSTANTS: &[(&str, u64, &str)] = &[
+    ("MAGIC", MAGIC as u64, "Header::magic: \"RVNT\" read as a little-endian u32"),
+    ("VERSION", VERSION as u64, "Header::version: the blob accepts exactly this version"),
+    ("ARCH_X86_64", Arch::X86_64 as u64, "Header::arch on x86_64"),
+    ("ARCH_ARM", Arch::Arm as u64, "Header::arch on 32-bit ARM (EABI, ARM mode)"),
+    ("COMMAND_SELFTEST", Command::SelfTest as u64, "Header::command: run the self-test"),
+    ("COMMAND_RESTORE", Command::Restore as u64, "Header::command: restore a process"),
+    ("LOG_ERROR", LogLevel::Error as u64, "Header::log_level: errors only"),
+    ("LOG_WARN", LogLevel::Warn as u64, "Header::log_level: and warnings"),
+    ("LOG_INFO", LogLevel::Info as u64, "Header::log_level: and progress"),
+    ("LOG_DEBUG", LogLevel::Debug as u64, "Header::log_level: everything"),
+    ("RESTORE_TRAP", RESTORE_TRAP as u64, "Restore::flags: trap (int3/bkpt) right before rt_sigreturn"),
+    ("RESTORE_NO_MM_MAP", RESTORE_NO_MM_MAP as u64, "Restore::flags: skip PR_SET_MM_MAP"),
+    ("RESTORE_SET_GROUPS", RESTORE_SET_GROUPS as u64, "Restore::flags: set the supplementary groups"),
+    ("RESTORE_NOT_DUMPABLE", RESTORE_NOT_DUMPABLE as u64, "Restore::flags: PR_SET_DUMPABLE 0 per thread"),
+    ("RESTORE_DUMPABLE", RESTORE_DUMPABLE as u64, "Restore::flags: PR_SET_DUMPABLE 1 per thread"),
+    ("VMA_SKIP", VMA_SKIP as u64, "Vma::how: do not map (vDSO, vsyscall)"),
+    ("VMA_FILL", VMA_FILL as u64, "Vma::how: pages are read into it (mapped writable first)"),
+    ("VMA_SHM", VMA_SHM as u64, "Vma::how: attach SysV segment `fd` at `start`"),
+    ("VMA_REPROTECT", VMA_REPROTECT as u64, "Vma::how: only mprotect the range to `prot`"),
+    ("VMA_PREMAPPED", VMA_PREMAPPED as u64, "Vma::how: mremap from `from` in the premap region"),
+    ("THREAD_STACK", THREAD_STACK, "bytes of bootstrap stack each extra thread needs"),
+    ("SECCOMP_STRICT", SECCOMP_STRICT as u64, "Seccomp::flags: strict mode rather than a filter"),
+    ("SECCOMP_ALL_THREADS", SECCOMP_ALL_THREADS as u64, "Seccomp::thread: a filter every thread starts with"),
+];
+
 /// Every ABI struct: name, size, fields.
 pub const STRUCTS: &[(&str, usize, &[Field])] = &[
     (
