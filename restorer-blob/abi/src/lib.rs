@@ -121,7 +121,8 @@ pub struct Header {
     pub log_level: u32,
     /// Where log lines go; -1 for nowhere.
     pub log_fd: i32,
-    /// Reserved, zero.
+    /// Reserved for a later version to negotiate: must be zero (the blob
+    /// ends with [`ExitCode::BadLayout`] otherwise).
     pub flags: u32,
     /// One [`SelfTest`] for [`Command::SelfTest`].
     pub selftest: Span,

@@ -77,6 +77,11 @@ fn check_header(h: &Header) -> Result<(), ExitCode> {
     if Arch::from_u32(h.arch) != Some(Arch::NATIVE) {
         return Err(ExitCode::BadArch);
     }
+    // Reserved for what a later version negotiates: anything but zero is
+    // a loader that expects what this blob does not do.
+    if h.flags != 0 {
+        return Err(ExitCode::BadLayout);
+    }
     if (h.total_size as usize) < size_of::<Header>() {
         return Err(ExitCode::BadLayout);
     }
@@ -143,6 +148,10 @@ mod tests {
         let mut b = view(&w, TOTAL).to_vec();
         b[8] = 77;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadArch));
+        // The reserved flags word (offset 28) must be zero.
+        let mut b = view(&w, TOTAL).to_vec();
+        b[28] = 1;
+        assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadLayout));
         assert_eq!(Args::from_bytes(view(&w, TOTAL - 6)).err(), Some(ExitCode::BadLayout));
         w.truncate(4);
         assert_eq!(Args::from_bytes(view(&w, 32)).err(), Some(ExitCode::BadLayout));
