@@ -139,6 +139,31 @@ fn ticks_on_time(child: std::process::Child, out: &Path, images: &Path) {
     assert!(after[1..].iter().all(|l| num(l, "gap") < 500), "{after:?}");
 }
 
+/// Runs dumpee `name` (with its output file, and the work directory when
+/// `with_dir`), whose every line ends with `ok` while what it checks holds:
+/// before the dump, and ticking on after the restore; then asks it
+/// (SIGUSR1) to use what it holds once, which it says as "data=ok".
+fn checked_then_used(name: &str, with_dir: bool, ok: &str) {
+    let _w = watchdog::start();
+    let work = scratch(name);
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut args = vec![out.as_os_str()];
+    if with_dir {
+        args.push(work.as_os_str());
+    }
+    let child = start(name, &args);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with(ok)), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    assert!(after.iter().all(|l| l.ends_with(ok)), "{after:?}");
+    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
+    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
+    stop(pid);
+    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// Dumps `child` into `images` (which kills it) and reaps it, so its PID
 /// is free for the restore.
 fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
@@ -1337,20 +1362,7 @@ fn a_fifo_comes_back_with_its_bytes() {
 /// each end (read once, after the restore, byte for byte).
 #[test]
 fn a_pseudoterminal_comes_back_with_its_session_settings_and_queued_bytes() {
-    let _w = watchdog::start();
-    let work = scratch("pty");
-    let images = work.join("images");
-    let out = work.join("out");
-    let child = start("pty", &[out.as_os_str()]);
-    let before = wait_for(&out, |l| l.len() >= 2);
-    assert!(before.lines().all(|l| l.ends_with("tty=ok")), "{before}");
-    let (pid, _, after) = ticks_on(child, &out, &images, 3);
-    assert!(after.iter().all(|l| l.ends_with("tty=ok")), "{after:?}");
-    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
-    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
-    stop(pid);
-    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
-    let _ = std::fs::remove_dir_all(&work);
+    checked_then_used("pty", false, "tty=ok");
 }
 
 /// Named unix sockets come back bound to their addresses (the socket
@@ -1359,20 +1371,7 @@ fn a_pseudoterminal_comes_back_with_its_session_settings_and_queued_bytes() {
 /// datagrams, each byte where it was (read once, after the restore).
 #[test]
 fn named_unix_sockets_come_back_listening_connected_and_queued() {
-    let _w = watchdog::start();
-    let work = scratch("unixsrv");
-    let images = work.join("images");
-    let out = work.join("out");
-    let child = start("unixsrv", &[out.as_os_str(), work.as_os_str()]);
-    let before = wait_for(&out, |l| l.len() >= 2);
-    assert!(before.lines().all(|l| l.ends_with("named=ok")), "{before}");
-    let (pid, _, after) = ticks_on(child, &out, &images, 3);
-    assert!(after.iter().all(|l| l.ends_with("named=ok")), "{after:?}");
-    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
-    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
-    stop(pid);
-    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
-    let _ = std::fs::remove_dir_all(&work);
+    checked_then_used("unixsrv", true, "named=ok");
 }
 
 /// An idle server's TCP listeners (IPv4 and IPv6-only) and UDP sockets
@@ -1380,20 +1379,7 @@ fn named_unix_sockets_come_back_listening_connected_and_queued() {
 /// waiting where they were, the connected UDP socket still sending.
 #[test]
 fn idle_tcp_and_udp_sockets_come_back_on_their_ports() {
-    let _w = watchdog::start();
-    let work = scratch("inetsrv");
-    let images = work.join("images");
-    let out = work.join("out");
-    let child = start("inetsrv", &[out.as_os_str()]);
-    let before = wait_for(&out, |l| l.len() >= 2);
-    assert!(before.lines().all(|l| l.ends_with("inet=ok")), "{before}");
-    let (pid, _, after) = ticks_on(child, &out, &images, 3);
-    assert!(after.iter().all(|l| l.ends_with("inet=ok")), "{after:?}");
-    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
-    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
-    stop(pid);
-    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
-    let _ = std::fs::remove_dir_all(&work);
+    checked_then_used("inetsrv", false, "inet=ok");
 }
 
 /// Sockets connected to services outside the tree (a log daemon's
@@ -1486,20 +1472,7 @@ fn a_hundred_socket_pairs_come_back_with_their_messages() {
 /// its offset) come back in flight, the same pipe and offset when received.
 #[test]
 fn descriptors_in_flight_come_back_in_flight() {
-    let _w = watchdog::start();
-    let work = scratch("scm");
-    let images = work.join("images");
-    let out = work.join("out");
-    let child = start("scm", &[out.as_os_str(), work.as_os_str()]);
-    let before = wait_for(&out, |l| l.len() >= 2);
-    assert!(before.lines().all(|l| l.ends_with("scm=ok")), "{before}");
-    let (pid, _, after) = ticks_on(child, &out, &images, 3);
-    assert!(after.iter().all(|l| l.ends_with("scm=ok")), "{after:?}");
-    kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
-    let text = wait_for(&out, |l| l.iter().any(|x| x.starts_with("data=")));
-    stop(pid);
-    assert!(text.lines().any(|l| l == "data=ok"), "{text}");
-    let _ = std::fs::remove_dir_all(&work);
+    checked_then_used("scm", true, "scm=ok");
 }
 
 /// Inotify watches come back with their numbers (one taken and dropped

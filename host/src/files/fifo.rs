@@ -78,13 +78,8 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
         id: f.id,
         path: PathBuf::from(&reg.name),
         flags: reg.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
-        pos: 0,
         cloexec,
-        shmem: None,
-        object_fd: None,
         fifo: Some(FifoFill { data, size }),
-        ghost: None,
-        tty: None,
-        socket: false,
+        ..Default::default()
     })
 }

@@ -16,9 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::{
-    FdType, FdinfoEntry, FileEntry, FownEntry, InetSkEntry, IpOptsEntry, SkOptsEntry, TcpOptsEntry,
-};
+use revenant_images::messages::{FdType, FileEntry, FownEntry, InetSkEntry, IpOptsEntry, SkOptsEntry, TcpOptsEntry};
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
@@ -48,26 +46,7 @@ pub struct InetSock {
     pub shutdown: u32,
 }
 
-/// Only for plain C structs and integers, for which all zeroes is a value.
-fn getopt<T: Copy>(s: i32, level: i32, opt: i32) -> Result<T> {
-    let mut v = std::mem::MaybeUninit::<T>::zeroed();
-    let mut len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `v`.
-    if unsafe { libc::getsockopt(s, level, opt, v.as_mut_ptr().cast(), &mut len) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("getsockopt {level}/{opt}"));
-    }
-    // SAFETY: zeroed, then written by the kernel; callers use plain C data.
-    Ok(unsafe { v.assume_init() })
-}
-
-fn setopt<T>(s: i32, level: i32, opt: i32, v: &T) -> Result<()> {
-    // SAFETY: the kernel reads `size_of::<T>()` bytes of `v`.
-    let r = unsafe { libc::setsockopt(s, level, opt, (v as *const T).cast(), size_of::<T>() as _) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("setsockopt {level}/{opt}"));
-    }
-    Ok(())
-}
+use super::sockopt::{SO_BUF_LOCK, get as getopt, set as setopt};
 
 fn int(s: i32, level: i32, opt: i32) -> Result<u32> {
     getopt::<libc::c_int>(s, level, opt).map(|v| v as u32)
@@ -196,7 +175,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
         (if remote.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
     let so = |o| int(s, libc::SOL_SOCKET, o);
-    if super::unixsk::filter_len(s) != 0 {
+    if super::sockopt::filter_len(s) != 0 {
         bail!("{what}: a socket filter (SO_ATTACH_FILTER): not supported yet");
     }
     let bound_dev: [u8; 16] = getopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).unwrap_or_default();
@@ -306,8 +285,6 @@ fn shutdown_of(family: u32, proto: u32, ino: u32) -> Result<u32> {
 }
 
 const INET_DIAG_SHUTDOWN: u16 = 8;
-/// asm-generic/socket.h (the libc crate lacks it).
-const SO_BUF_LOCK: i32 = 72;
 /// linux/in6.h (the libc crate lacks it).
 const IPV6_FREEBIND: i32 = 78;
 
@@ -433,24 +410,6 @@ impl InetSock {
     }
 }
 
-/// Fd `f` on inet socket `e`, which the host makes ([`make`]).
-pub fn plan_fd(f: &FdinfoEntry, e: &InetSkEntry, cloexec: bool) -> super::FdPlan {
-    super::FdPlan {
-        fd: f.fd as i32,
-        id: f.id,
-        path: std::path::PathBuf::from(format!("socket:[{}]", e.ino)),
-        flags: e.flags as i32,
-        pos: 0,
-        cloexec,
-        shmem: None,
-        object_fd: None,
-        fifo: None,
-        ghost: None,
-        tty: None,
-        socket: true,
-    }
-}
-
 /// Every inet socket the tree's fds are on, once.
 pub fn plan(set: &revenant_images::ImageSet) -> Result<Vec<(u32, InetSock)>> {
     let mut out: Vec<(u32, InetSock)> = Vec::new();
@@ -542,13 +501,7 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
         }
     }
     requeue(s, f)?;
-    let how = match s.shutdown {
-        1 => Some(libc::SHUT_RD),
-        2 => Some(libc::SHUT_WR),
-        3 => Some(libc::SHUT_RDWR),
-        _ => None,
-    };
-    if let Some(how) = how {
+    if let Some(how) = super::sockopt::shutdown_how(s.shutdown) {
         // SAFETY: a plain call on our socket. (Not connected, the kernel
         // marks it and says ENOTCONN, as it did for the program.)
         let r = unsafe { libc::shutdown(f, how) };

@@ -138,11 +138,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, m: &MemfdFileEntry, cloexec: boo
         pos: m.pos,
         cloexec,
         shmem: Some(u64::from(inode.shmid)),
-        object_fd: None,
-        fifo: None,
-        ghost: None,
-        tty: None,
-        socket: false,
+        ..Default::default()
     })
 }
 

@@ -28,6 +28,7 @@ pub mod locks;
 pub mod memfd;
 pub mod pipe;
 pub mod reg;
+pub mod sockopt;
 pub mod tty;
 pub mod unixsk;
 
@@ -359,7 +360,7 @@ fn is_tty(rdev: u64) -> bool {
 }
 
 /// One file descriptor to reopen at its number.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct FdPlan {
     pub fd: i32,
     /// Its open file description: the `files.img` id, the same for every
@@ -391,6 +392,12 @@ impl FdPlan {
     /// of the tree by its root.
     pub fn host_made(&self) -> bool {
         self.tty.is_some() || self.socket
+    }
+
+    /// Fd `f` on socket inode `ino` (unix or inet), which the host makes.
+    pub fn socket(f: &FdinfoEntry, ino: u32, flags: u32, cloexec: bool) -> FdPlan {
+        let path = PathBuf::from(format!("socket:[{ino}]"));
+        FdPlan { fd: f.fd as i32, id: f.id, path, flags: flags as i32, cloexec, socket: true, ..Default::default() }
     }
 }
 
@@ -439,9 +446,9 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
             pipe::plan_fd(set, &mut plan.pipes, f, pe, cloexec);
         } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
         } else if let Some(u) = &entry.usk {
-            plan.fds.push(unixsk::plan_fd(f, u, cloexec));
+            plan.fds.push(FdPlan::socket(f, u.ino, u.flags, cloexec));
         } else if let Some(i) = &entry.isk {
-            plan.fds.push(inet::plan_fd(f, i, cloexec));
+            plan.fds.push(FdPlan::socket(f, i.ino, i.flags, cloexec));
         } else if let Some(t) = &entry.tty {
             plan.fds.push(tty::plan_fd(set, f, t, cloexec, &at)?);
         } else if let Some(fe) = &entry.fifo {

@@ -153,11 +153,7 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
         flags: r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
         pos: r.pos,
         cloexec,
-        shmem: None,
-        object_fd: None,
-        fifo: None,
         ghost,
-        tty: None,
-        socket: false,
+        ..Default::default()
     })
 }

@@ -511,14 +511,9 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, t: &TtyFileEntry, cloexec: bool,
         id: f.id,
         path,
         flags: t.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
-        pos: 0,
         cloexec,
-        shmem: None,
-        object_fd: None,
-        fifo: None,
-        ghost: None,
         tty: (!ctty).then_some(t.tty_info_id),
-        socket: false,
+        ..Default::default()
     })
 }
 

@@ -23,9 +23,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use anyhow::{Context, Result, bail};
 use nix::libc;
 use revenant_images::messages::{
-    FdType, FdinfoEntry, FileEntry, FilePermsEntry, FownEntry, ScmEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry,
+    FdType, FileEntry, FilePermsEntry, FownEntry, ScmEntry, SkOptsEntry, SkPacketEntry, UnixSkEntry,
 };
 use revenant_images::{ImageSet, Kind, Writer};
+
+use super::sockopt::{self, SO_BUF_LOCK};
 
 /// What `sock_diag` says of one unix socket.
 #[derive(Debug, Clone, Default)]
@@ -66,18 +68,6 @@ const UNIX_DIAG_SHUTDOWN: u16 = 6;
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
-/// asm-generic/socket.h (the libc crate lacks it).
-const SO_BUF_LOCK: i32 = 72;
-
-/// The number of instructions of the socket filter `s` has attached (0
-/// for none): `SO_GET_FILTER` answers it to an empty buffer.
-pub fn filter_len(s: i32) -> u32 {
-    let mut len: libc::socklen_t = 0;
-    // SAFETY: with a length of 0 the kernel writes nothing but the length.
-    let r = unsafe { libc::getsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, std::ptr::null_mut(), &mut len) };
-    if r < 0 { 0 } else { len }
-}
-
 /// `SCM_RIGHTS`, as CRIU's images name the control message.
 const SCM_RIGHTS: u32 = 1;
 /// CRIU's `uflags` bit for a socket outside the tree.
@@ -261,7 +251,7 @@ pub fn dump(
         passcred: getopt::<i32>(s, libc::SO_PASSCRED)? != 0,
         buf_lock: getopt::<i32>(s, SO_BUF_LOCK)? as u32,
     };
-    if filter_len(s) != 0 {
+    if sockopt::filter_len(s) != 0 {
         bail!("{what}: a socket filter (SO_ATTACH_FILTER): not supported yet");
     }
     // A listener queues connections, an unconnected stream socket nothing.
@@ -462,20 +452,12 @@ fn timeval(t: libc::timeval) -> (u64, u64) {
     (t.tv_sec as u64, t.tv_usec as u64)
 }
 
-fn getopt<T: Copy + Default>(s: i32, opt: i32) -> Result<T> {
-    let mut v = T::default();
-    let mut len = size_of::<T>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `v`.
-    if unsafe { libc::getsockopt(s, libc::SOL_SOCKET, opt, (&mut v as *mut T).cast(), &mut len) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("getsockopt {opt}"));
-    }
-    Ok(v)
+fn getopt<T: Copy>(s: i32, opt: i32) -> Result<T> {
+    sockopt::get(s, libc::SOL_SOCKET, opt)
 }
 
-fn setopt<T>(s: i32, opt: i32, v: &T) -> std::io::Result<()> {
-    // SAFETY: the kernel reads `size_of::<T>()` bytes of `v`.
-    let r = unsafe { libc::setsockopt(s, libc::SOL_SOCKET, opt, (v as *const T).cast(), size_of::<T>() as _) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+fn setopt<T>(s: i32, opt: i32, v: &T) -> Result<()> {
+    sockopt::set(s, libc::SOL_SOCKET, opt, v)
 }
 
 /// Every message in the receive queue, left there: peeked one after the
@@ -633,24 +615,6 @@ impl UnixSock {
                 .map(|(p, _)| p.scm.iter().filter(|c| c.r#type == SCM_RIGHTS).flat_map(|c| c.rights.clone()).collect())
                 .collect(),
         })
-    }
-}
-
-/// Fd `f` on unix socket `u`, which the host makes ([`make`]).
-pub fn plan_fd(f: &FdinfoEntry, u: &UnixSkEntry, cloexec: bool) -> super::FdPlan {
-    super::FdPlan {
-        fd: f.fd as i32,
-        id: f.id,
-        path: std::path::PathBuf::from(format!("socket:[{}]", u.ino)),
-        flags: u.flags as i32,
-        pos: 0,
-        cloexec,
-        shmem: None,
-        object_fd: None,
-        fifo: None,
-        ghost: None,
-        tty: None,
-        socket: true,
     }
 }
 
@@ -1154,15 +1118,9 @@ unsafe fn settle(s: &UnixSock, fd: i32) -> Result<(), &'static str> {
     }
     // The kernel's RCV_SHUTDOWN is 1, SEND_SHUTDOWN 2; shutting one end
     // also marks its peer, as it did.
-    let how = match s.shutdown {
-        1 => Some(libc::SHUT_RD),
-        2 => Some(libc::SHUT_WR),
-        3 => Some(libc::SHUT_RDWR),
-        _ => None,
-    };
     // SAFETY: plain calls on the caller's socket.
     unsafe {
-        if let Some(how) = how
+        if let Some(how) = sockopt::shutdown_how(s.shutdown)
             && libc::shutdown(fd, how) < 0
         {
             return Err("shutting a unix socket down");
