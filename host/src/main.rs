@@ -29,6 +29,10 @@ enum Cmd {
     /// The counter `demo` checkpoints (not for direct use).
     #[command(hide = true)]
     DemoChild { out: PathBuf },
+    /// Holds a killed tree's TCP connections for the restore (started by
+    /// `dump --tcp-established`).
+    #[command(hide = true)]
+    TcpKeeper { count: usize },
     /// Probe what this kernel lets revenant do (cached per boot).
     Check {
         /// Print the probes as JSON.
@@ -57,6 +61,11 @@ enum Cmd {
         /// restore, instead of refused.
         #[arg(long)]
         ext_unix_sk: bool,
+        /// Keep established TCP connections (locked while the tree is
+        /// frozen, then held for the restore if it is killed) instead of
+        /// refusing them.
+        #[arg(long)]
+        tcp_established: bool,
         /// Log file (default: stderr); a relative path is taken in the
         /// work directory. Written however the dump ends, the error last.
         #[arg(short = 'o', long = "log-file")]
@@ -125,6 +134,10 @@ enum Cmd {
         /// machines with their memory).
         #[arg(long)]
         clamp_limits: bool,
+        /// Restore established TCP connections (taken back from the dump's
+        /// lock, or built again in repair mode) instead of refusing them.
+        #[arg(long)]
+        tcp_established: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -221,6 +234,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
         Cmd::Demo => selftest(7),
         #[cfg(target_arch = "x86_64")]
         Cmd::DemoChild { out } => revenant::demo::child(&out),
+        Cmd::TcpKeeper { count } => revenant::files::tcp_keeper::serve(count),
         #[cfg(not(target_arch = "x86_64"))]
         Cmd::DemoChild { .. } => bail!("the demo counter runs on x86_64 only"),
         Cmd::Check { json, no_cache } => {
@@ -238,6 +252,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             leave_running,
             shell_job,
             ext_unix_sk,
+            tcp_established,
             log,
             work_dir,
             verbosity,
@@ -258,13 +273,14 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     let timeout = timeout.map(std::time::Duration::from_secs);
                     let log = log_out.clone();
                     let opts = revenant::dump::DumpOptions {
-                        leave_running, shell_job, ext_unix_sk, verbosity, log, timeout, notes, pages_only,
+                        leave_running, shell_job, ext_unix_sk, tcp_established, verbosity, log, timeout, notes,
+                        pages_only,
                     };
                     revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
                     Ok(())
                 }
                 _ => {
-                    let _ = (pid, leave_running, shell_job, ext_unix_sk, verbosity, timeout, notes, pages_only);
+                    let _ = (pid, leave_running, shell_job, ext_unix_sk, tcp_established, verbosity, timeout, notes, pages_only);
                     bail!("revenant dump works on x86_64 only so far")
                 }
             }
@@ -282,6 +298,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             cpu_cap,
             shm_new_ids,
             clamp_limits,
+            tcp_established,
         } => {
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
@@ -296,6 +313,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     skip_cpu_check,
                     shm_new_ids,
                     clamp_limits,
+                    tcp_established,
                     at_dump: false,
                 },
                 detach,

@@ -45,6 +45,8 @@ pub enum Image {
     /// The entry and the file's data, as (offset, bytes) pieces: one at 0
     /// for a whole file, one a chunk when `chunks` (a file with holes).
     GhostFile(GhostFileEntry, Vec<(u64, Vec<u8>)>),
+    /// The connection, then its receive and send queues' bytes.
+    TcpStream(TcpStreamEntry, Vec<u8>, Vec<u8>),
 }
 
 impl Image {
@@ -105,6 +107,13 @@ impl Image {
                 }
                 Image::GhostFile(e, pieces)
             }
+            Kind::TcpStream => {
+                let e: TcpStreamEntry =
+                    r.decode_next()?.context("no tcp_stream_entry: the file ends after its magic")?;
+                let inq = r.raw(u64::from(e.inq_len)).context("inq_len")?.to_vec();
+                let outq = r.raw(u64::from(e.outq_len)).context("outq_len")?.to_vec();
+                Image::TcpStream(e, inq, outq)
+            }
             Kind::SkQueues => {
                 let mut v = Vec::new();
                 while let Some(e) = r.decode_next::<SkPacketEntry>()? {
@@ -155,6 +164,7 @@ impl Image {
             Image::SkQueues(_) => Kind::SkQueues,
             Image::RemapFpath(_) => Kind::RemapFpath,
             Image::GhostFile(..) => Kind::GhostFile,
+            Image::TcpStream(..) => Kind::TcpStream,
             Image::Stats(_) => Kind::Stats,
             Image::IpcVar(_) => Kind::IpcVar,
             Image::IpcnsShm(_) => Kind::IpcnsShm,
@@ -209,6 +219,9 @@ impl Image {
                 }
             }
             Image::RemapFpath(v) => all(&mut w, v),
+            Image::TcpStream(e, inq, outq) => {
+                w.push(e).raw(inq).raw(outq);
+            }
             Image::GhostFile(e, pieces) => {
                 w.push(e);
                 for (off, data) in pieces {
@@ -248,7 +261,7 @@ impl Image {
             Image::TtyData(v) => v.len(),
             Image::SkQueues(v) => v.len(),
             Image::RemapFpath(v) => v.len(),
-            Image::GhostFile(..) => 1,
+            Image::GhostFile(..) | Image::TcpStream(..) => 1,
             Image::Stats(v) => v.len(),
             Image::IpcVar(v) => v.len(),
             Image::IpcnsShm(v) => v.len(),
@@ -303,6 +316,15 @@ impl Image {
             Image::SkQueues(v) => v.iter().map(|(e, data)| with_extra(e, data)).collect(),
             Image::RemapFpath(v) => all(v),
             Image::GhostFile(e, pieces) => pieces.iter().map(|(_, data)| with_extra(e, data)).collect(),
+            // crit shows both queues under "extra".
+            Image::TcpStream(e, inq, outq) => vec![match e.to_json(false) {
+                Json::Obj(mut o) => {
+                    let q = |b: &[u8]| Json::Str(crate::json::base64_mime(b));
+                    o.push(("extra".into(), Json::Obj(vec![("inq".into(), q(inq)), ("outq".into(), q(outq))])));
+                    Json::Obj(o)
+                }
+                j => j,
+            }],
         };
         Json::Obj(vec![("magic".into(), Json::Str(self.kind().name().into())), ("entries".into(), Json::Arr(entries))])
     }

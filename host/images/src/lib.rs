@@ -34,6 +34,7 @@ pub use framing::{Reader, Writer};
 pub use image::Image;
 pub use magic::Kind;
 pub use set::{
+    is_tcp_connection,
     ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, Thread, Zombie,
 };
 pub use show::show;

@@ -38,10 +38,11 @@ pub enum Kind {
     GhostFile,
     TtyInfo,
     TtyData,
+    TcpStream,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 24] = [
+    pub const ALL: [Kind; 25] = [
         Kind::Inventory,
         Kind::Pstree,
         Kind::Core,
@@ -66,6 +67,7 @@ impl Kind {
         Kind::GhostFile,
         Kind::TtyInfo,
         Kind::TtyData,
+        Kind::TcpStream,
     ];
 
     /// The kind's own magic (the second word, or the only one for the
@@ -96,6 +98,7 @@ impl Kind {
             Kind::GhostFile => 0x5258_3605,
             Kind::TtyInfo => 0x5945_3036,
             Kind::TtyData => 0x5941_3026,
+            Kind::TcpStream => 0x5146_5506,
         }
     }
 
@@ -140,6 +143,7 @@ impl Kind {
             Kind::GhostFile => "GHOST_FILE",
             Kind::TtyInfo => "TTY_INFO",
             Kind::TtyData => "TTY_DATA",
+            Kind::TcpStream => "TCP_STREAM",
         }
     }
 

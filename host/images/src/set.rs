@@ -154,6 +154,18 @@ pub struct ImageSet {
     pub remaps: Vec<RemapFilePathEntry>,
     /// Ghost files by remap id, with their data.
     pub ghosts: BTreeMap<u32, (GhostFileEntry, GhostData)>,
+    /// `tcp-stream-INO.img` of each TCP connection, by socket inode: the
+    /// entry, then the receive and send queues' bytes.
+    pub tcp_streams: BTreeMap<u32, (TcpStreamEntry, Vec<u8>, Vec<u8>)>,
+}
+
+/// Whether `s` is a TCP socket with a connection, whose state is in a
+/// `tcp-stream` image: connected, or closing with bytes still queued
+/// (TCP's states 1 to 9 but for listening, 10, and closed, 7).
+pub fn is_tcp_connection(s: &InetSkEntry) -> bool {
+    const SOCK_STREAM: u32 = 1;
+    const IPPROTO_TCP: u32 = 6;
+    s.r#type == SOCK_STREAM && s.proto == IPPROTO_TCP && matches!(s.state, 1 | 4 | 5 | 8 | 9 | 11)
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.
@@ -307,6 +319,15 @@ impl ImageSet {
                 other => return Err(wrong(&name, &other, "a GHOST_FILE")),
             };
         }
+        let mut tcp_streams = BTreeMap::new();
+        let connected = files.iter().filter_map(|f| f.isk.as_ref()).filter(|s| is_tcp_connection(s));
+        for sk in connected {
+            let name = format!("tcp-stream-{:x}.img", sk.ino);
+            match read(dir, &name)? {
+                Image::TcpStream(e, inq, outq) => tcp_streams.insert(sk.ino, (e, inq, outq)),
+                other => return Err(wrong(&name, &other, "a TCP_STREAM")),
+            };
+        }
         let mut anon_shmem = BTreeMap::new();
         let shared = vma_status::ANON_SHARED;
         let areas = processes.iter().flat_map(|p| &p.mm.vmas);
@@ -351,6 +372,7 @@ impl ImageSet {
             sk_queues,
             remaps,
             ghosts,
+            tcp_streams,
         })
     }
 
@@ -415,6 +437,9 @@ impl ImageSet {
         }
         for (id, (e, data)) in &self.ghosts {
             v.push((format!("ghost-file-{id:x}.img"), Image::GhostFile(e.clone(), data.clone())));
+        }
+        for (ino, (e, inq, outq)) in &self.tcp_streams {
+            v.push((format!("tcp-stream-{ino:x}.img"), Image::TcpStream(e.clone(), inq.clone(), outq.clone())));
         }
         if !self.sk_queues.is_empty() {
             v.push(("sk-queues.img".to_string(), Image::SkQueues(self.sk_queues.clone())));

@@ -58,6 +58,9 @@ pub struct DumpOptions {
     /// Unix sockets connected to named ones outside the tree are dumped to
     /// be connected to the same address again (CRIU's `--ext-unix-sk`).
     pub ext_unix_sk: bool,
+    /// TCP connections are kept (`--tcp-established`): locked, read in
+    /// repair mode, and held for the restore if the tree is killed.
+    pub tcp_established: bool,
     /// 0 quiet .. 4 debug; lines go to `log`.
     pub verbosity: u32,
     /// Created (mode 0600, never through a link) when the dump starts.
@@ -129,11 +132,23 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         }
     };
     let frozen_for = t0.elapsed();
+    let mut tree = tree;
+    let locked = std::mem::take(&mut tree.files.tcp.locked);
+    for l in &locked {
+        log.line(1, &format!("TCP connection {} locked: every segment it receives is dropped", l.name));
+    }
     if opts.leave_running {
+        // A connection in repair mode refuses the program's writes.
+        locked.into_iter().try_for_each(files::tcp::Lock::release)?;
         frozen.release()?;
-    } else if let Err(e) = frozen.kill() {
-        // The images are complete; the program is dead. Say what lingers.
-        log.line(0, &format!("warning: {e:#}"));
+    } else {
+        if let Err(e) = frozen.kill() {
+            // The images are complete; the program is dead. Say what lingers.
+            log.line(0, &format!("warning: {e:#}"));
+        }
+        if !locked.is_empty() {
+            keep_connections(&dir, locked, &mut log);
+        }
     }
     let d = Dumped { tree, frozen_for };
     log.line(
@@ -143,10 +158,32 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     Ok(d)
 }
 
+/// Hands the locked connections of the killed tree to a keeper process
+/// that holds them until a restore takes them back. Failing that they
+/// are closed, and lost: say so.
+fn keep_connections(dir: &ImageDir, locked: Vec<files::tcp::Lock>, log: &mut Log) {
+    let n = locked.len();
+    let kept = files::tcp_keeper::name(dir.path()).and_then(|name| {
+        let socks = locked.into_iter().map(files::tcp::Lock::keep).collect();
+        files::tcp_keeper::spawn(&name, socks).map(|pid| (name, pid))
+    });
+    match kept {
+        Ok((name, pid)) => log.line(
+            1,
+            &format!(
+                "{n} TCP connections held locked by process {pid} (@{name}) until a restore from this directory \
+                 takes them; killing it drops them"
+            ),
+        ),
+        Err(e) => log.line(0, &format!("warning: the {n} TCP connections could not be held for the restore: {e:#}")),
+    }
+}
+
 /// Reads everything of the frozen tree; writes the pages images as it goes
 /// (under temporary names), the rest stays in memory.
 pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
     let mut files = files::Files::default();
+    files.tcp.keep = opts.tcp_established;
     files.tree = frozen.procs.iter().map(|p| p.pid).chain(frozen.zombies.iter().map(|z| z.0)).collect();
     let host = HostFacts {
         zero_pfn: pagemap::zero_page_pfn(),
@@ -599,7 +636,12 @@ pub fn write_images(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
 /// program still there, instead of after it has been killed.
 fn restorable(dir: &ImageDir, opts: &DumpOptions) -> Result<()> {
     let plan_opts =
-        crate::restore::from_images::PlanOptions { shell_job: opts.shell_job, at_dump: true, ..Default::default() };
+        crate::restore::from_images::PlanOptions {
+        shell_job: opts.shell_job,
+        tcp_established: opts.tcp_established,
+        at_dump: true,
+        ..Default::default()
+    };
     crate::restore::from_images::plan_dir(dir.path(), &plan_opts).map(|_| ()).context("the images would not restore")
 }
 

@@ -8,8 +8,9 @@
 //! INETSK entries. The restore makes each socket in the host before any
 //! process exists, options first, then bound to its address (one in use
 //! is refused, naming the socket and the address) and listening again.
-//! Established TCP connections and TCP sockets in other states are
-//! refused, naming the 4-tuple.
+//! TCP connections are kept with `--tcp-established` (`tcp.rs`: locked,
+//! read in repair mode, built again or taken back from the dump's
+//! keeper) and refused without it, naming the 4-tuple.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -44,9 +45,12 @@ pub struct InetSock {
     pub queue: Vec<Vec<u8>>,
     /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2).
     pub shutdown: u32,
+    /// A TCP connection's sequence numbers, options and queues.
+    pub stream: Option<super::tcp::Stream>,
 }
 
 use super::sockopt::{SO_BUF_LOCK, get as getopt, set as setopt};
+use super::tcp;
 
 fn int(s: i32, level: i32, opt: i32) -> Result<u32> {
     getopt::<libc::c_int>(s, level, opt).map(|v| v as u32)
@@ -136,8 +140,17 @@ fn show(local: &SocketAddr, remote: Option<&SocketAddr>) -> String {
     }
 }
 
+/// TCP connections met by a dump: kept (`--tcp-established`) or refused,
+/// and those locked so far.
+#[derive(Debug, Default)]
+pub struct Connections {
+    pub keep: bool,
+    pub locked: Vec<super::tcp::Lock>,
+}
+
 /// Reads inet socket `fd` (inode `ino`) of `pid`; `None` if it is not one.
-pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>> {
+/// A TCP connection is locked (into `conns`) once all else is read.
+pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) -> Result<Option<InetSock>> {
     let what = format!("process {pid}: fd {fd} (socket:[{ino}])");
     let sock = crate::procfs::borrow_fd(pid, fd).with_context(|| format!("{what}: taking a copy to read it"))?;
     let s = sock.as_raw_fd();
@@ -164,12 +177,17 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
             ),
             TCP_LISTEN => (state, info.tcpi_sacked),
             TCP_CLOSE => (state, 0),
-            TCP_ESTABLISHED => bail!(
-                "{what}: an established TCP connection ({}): restoring connections (--tcp-established) is not \
-                 supported yet",
+            s if is_connection(s) && !conns.keep => bail!(
+                "{what}: a TCP connection ({}, {}): dump with --tcp-established to keep it",
+                show(&local, remote.as_ref()),
+                tcp::state_name(s)
+            ),
+            s if is_connection(s) => (s, 0),
+            _ => bail!(
+                "{what}: a TCP socket in state {} ({}): not supported",
+                tcp::state_name(state),
                 show(&local, remote.as_ref())
             ),
-            _ => bail!("{what}: a TCP socket in state {state} ({}): not supported", show(&local, remote.as_ref())),
         }
     } else {
         (if remote.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
@@ -229,6 +247,15 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
     let v6only = (!v4).then(|| int(s, libc::SOL_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)).transpose()?;
     let queue = if udp { peek_datagrams(s).with_context(|| format!("{what}: reading its queue"))? } else { vec![] };
     let shutdown = shutdown_of(family, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?;
+    let stream = if tcp && is_connection(state) {
+        let name = show(&local, remote.as_ref());
+        let lock = tcp::Lock::new(sock, name).with_context(|| format!("{what}: locking the connection"))?;
+        let st = tcp::read(lock.raw(), state).with_context(|| format!("{what}: reading the connection"))?;
+        conns.locked.push(lock);
+        Some(st)
+    } else {
+        None
+    };
     let (remote, ip, tcp) = (remote, ip, tcp_opts);
     Ok(Some(InetSock {
         ino,
@@ -246,7 +273,13 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32) -> Result<Option<InetSock>>
         v6only,
         queue,
         shutdown,
+        stream,
     }))
+}
+
+/// TCP states with a connection in a `tcp-stream` image.
+fn is_connection(state: u32) -> bool {
+    matches!(state, tcp::ESTABLISHED | tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSE_WAIT | tcp::LAST_ACK | tcp::CLOSING)
 }
 
 /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2) of the socket with inode
@@ -348,12 +381,8 @@ impl InetSock {
         }
     }
 
-    /// The socket entry `e` (`at` for errors) of images.
-    pub fn from_entry(
-        e: &InetSkEntry,
-        queues: &[(revenant_images::messages::SkPacketEntry, Vec<u8>)],
-        at: &str,
-    ) -> Result<InetSock> {
+    /// The socket entry `e` (`at` for errors) of `set`.
+    pub fn from_entry(e: &InetSkEntry, set: &revenant_images::ImageSet, keep: bool, at: &str) -> Result<InetSock> {
         let tcp = e.r#type == libc::SOCK_STREAM as u32 && e.proto == libc::IPPROTO_TCP as u32;
         let udp = e.r#type == libc::SOCK_DGRAM as u32 && e.proto == libc::IPPROTO_UDP as u32;
         if e.family != libc::AF_INET as u32 && e.family != libc::AF_INET6 as u32 || !(tcp || udp) {
@@ -369,13 +398,27 @@ impl InetSock {
         let remote = (!e.dst_addr.is_empty() && e.dst_port != 0)
             .then(|| Ok::<_, anyhow::Error>(SocketAddr::new(from_words(&e.dst_addr, at)?, port(e.dst_port)?)))
             .transpose()?;
+        let mut stream = None;
         match (tcp, e.state) {
             (true, TCP_LISTEN | TCP_CLOSE) | (false, TCP_CLOSE | TCP_ESTABLISHED) => {}
-            (true, TCP_ESTABLISHED) => bail!(
-                "{at}: an established TCP connection ({}): restoring connections is not supported yet",
-                show(&local, remote.as_ref())
-            ),
-            (_, s) => bail!("{at}: a socket in TCP state {s}: not restored"),
+            (true, s) if is_connection(s) => {
+                let name = show(&local, remote.as_ref());
+                if !keep {
+                    bail!("{at}: a TCP connection ({name}, {}): restore with --tcp-established", tcp::state_name(s));
+                }
+                if remote.is_none() {
+                    bail!("{at}: a TCP connection without a peer (dst_addr, dst_port)");
+                }
+                let img = format!("tcp-stream-{:x}.img", e.ino);
+                let (entry, inq, outq) =
+                    set.tcp_streams.get(&e.ino).with_context(|| format!("{at}: the connection {name}: no {img}"))?;
+                if entry.unsq_len.is_none_or(|u| u > entry.outq_len) {
+                    bail!("{img}: unsq_len {:?}: missing or more than outq_len {}", entry.unsq_len, entry.outq_len);
+                }
+                let st = tcp::Stream { entry: entry.clone(), inq: inq.clone(), outq: outq.clone() };
+                stream = Some(st);
+            }
+            (_, s) => bail!("{at}: a socket in TCP state {s} ({}): not restored", tcp::state_name(s)),
         }
         if e.ifname.as_ref().is_some_and(|n| !n.is_empty()) {
             bail!("{at}: bound to interface {:?}: not restored yet", e.ifname);
@@ -394,8 +437,9 @@ impl InetSock {
             ip: e.ip_opts.clone().unwrap_or_default(),
             tcp: e.tcp_opts.clone(),
             v6only: e.v6only,
-            queue: queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
+            queue: set.sk_queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
             shutdown: e.shutdown.unwrap_or(0) & 3,
+            stream,
         })
     }
 
@@ -410,45 +454,115 @@ impl InetSock {
     }
 }
 
-/// Every inet socket the tree's fds are on, once.
-pub fn plan(set: &revenant_images::ImageSet) -> Result<Vec<(u32, InetSock)>> {
+/// Every inet socket the tree's fds are on, once; TCP connections only
+/// if `keep` (`--tcp-established`).
+pub fn plan(set: &revenant_images::ImageSet, keep: bool) -> Result<Vec<(u32, InetSock)>> {
     let mut out: Vec<(u32, InetSock)> = Vec::new();
     for f in set.processes.iter().flat_map(|p| &p.fds) {
         let Some(e) = set.file(f.id).and_then(|e| e.isk.as_ref()) else { continue };
         if !out.iter().any(|(id, _)| *id == f.id) {
             let at = format!("files.img: inet socket id {} (socket:[{}])", f.id, e.ino);
-            out.push((f.id, InetSock::from_entry(e, &set.sk_queues, &at)?));
+            out.push((f.id, InetSock::from_entry(e, set, keep, &at)?));
         }
     }
     Ok(out)
 }
 
+/// The sockets the host made, and the TCP connections among them, held
+/// still until [`Made::release`].
+#[derive(Debug, Default)]
+pub struct Made {
+    pub fds: Vec<(u32, OwnedFd)>,
+    locks: Vec<tcp::Lock>,
+    kept: Option<super::tcp_keeper::Kept>,
+    /// What became of each connection, for the log.
+    pub notes: Vec<String>,
+}
+
+impl Made {
+    /// Every process is restored: the connections go on.
+    pub fn release(&mut self) -> Result<()> {
+        self.locks.drain(..).try_for_each(tcp::Lock::release)
+    }
+
+    /// The programs run: the keeper that held the connections may go.
+    pub fn done(&mut self) -> Result<()> {
+        self.kept.take().map_or(Ok(()), super::tcp_keeper::Kept::done)
+    }
+}
+
 /// Makes every socket of `socks` in the host: options, then bound to its
 /// address, listening, connected (UDP), its datagrams sent to it again
-/// (from a socket of ours: their sender is lost), status flags.
-pub fn make(socks: &[(u32, InetSock)]) -> Result<Vec<(u32, OwnedFd)>> {
-    let mut out = vec![];
+/// (from a socket of ours: their sender is lost), status flags. A TCP
+/// connection is taken back from the dump's keeper at `keeper` if it
+/// still holds it, else built again from its image.
+pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
+    let mut made = Made::default();
+    if let Some(name) = keeper.filter(|_| socks.iter().any(|(_, s)| s.stream.is_some())) {
+        made.kept = super::tcp_keeper::take(name)?;
+    }
     for (id, s) in socks {
         let kind = if s.proto == libc::IPPROTO_TCP as u32 { "TCP" } else { "UDP" };
         let what = format!("{kind} socket (files.img id {id}, {})", show(&s.local, s.remote.as_ref()));
-        let fd = make_one(s).with_context(|| what.clone())?;
-        out.push((*id, fd));
+        let name = show(&s.local, s.remote.as_ref());
+        let reuse = s.opts.reuseaddr.unwrap_or(false);
+        let fd = match s.stream.as_ref().and_then(|_| made.kept.as_mut()).and_then(|k| take_kept(k, s)) {
+            Some(fd) => {
+                made.notes.push(format!("connection {name}: taken back from the dump's lock"));
+                fd
+            }
+            None => {
+                let fd = make_one(s).with_context(|| what.clone())?;
+                if s.stream.is_some() {
+                    made.notes.push(format!("connection {name}: built again from tcp-stream-{:x}.img", s.ino));
+                }
+                fd
+            }
+        };
+        if s.stream.is_some() {
+            let copy = fd.try_clone().context("dup")?;
+            made.locks.push(tcp::Lock::adopt(copy, reuse, name));
+        }
+        made.fds.push((*id, fd));
     }
-    Ok(out)
+    Ok(made)
+}
+
+/// The kept socket that is `s`: the same inode, the same addresses.
+fn take_kept(k: &mut super::tcp_keeper::Kept, s: &InetSock) -> Option<OwnedFd> {
+    use std::os::unix::fs::MetadataExt;
+    let same = |f: &OwnedFd| {
+        let ino = f.try_clone().ok().and_then(|c| std::fs::File::from(c).metadata().ok()).map(|m| m.ino());
+        let raw = f.as_raw_fd();
+        ino == Some(u64::from(s.ino)) && sockaddr(raw, false) == Some(s.local) && sockaddr(raw, true) == s.remote
+    };
+    let at = k.socks.iter().position(same)?;
+    Some(k.socks.remove(at))
 }
 
 fn make_one(s: &InetSock) -> Result<OwnedFd> {
-    // SAFETY: a new socket, owned at once.
-    let raw = unsafe { libc::socket(s.family as i32, s.ty as i32 | libc::SOCK_CLOEXEC, s.proto as i32) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket");
-    }
-    // SAFETY: just made.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = if s.stream.is_some() {
+        // In repair mode, which lets it bind beside the listener.
+        tcp::new_locked(s.family)?
+    } else {
+        // SAFETY: a new socket, owned at once.
+        let raw = unsafe { libc::socket(s.family as i32, s.ty as i32 | libc::SOCK_CLOEXEC, s.proto as i32) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("socket");
+        }
+        // SAFETY: just made.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    };
     let f = fd.as_raw_fd();
     let o = &s.opts;
     let flag = |v: Option<bool>| i32::from(v.unwrap_or(false));
-    setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &flag(o.reuseaddr))?;
+    // A listener binds beside the connections it accepted (which a restore
+    // may have made already): with SO_REUSEADDR, put back once it listens.
+    // Repair mode has its own.
+    let listener = s.state == TCP_LISTEN;
+    if s.stream.is_none() {
+        setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &(flag(o.reuseaddr) | i32::from(listener)))?;
+    }
     setopt(f, libc::SOL_SOCKET, libc::SO_REUSEPORT, &flag(o.so_reuseport))?;
     if let Some(v6) = s.v6only {
         setopt(f, libc::SOL_IPV6, libc::IPV6_V6ONLY, &i32::from(v6))?;
@@ -492,8 +606,9 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
         if unsafe { libc::listen(f, s.backlog as i32) } < 0 {
             return Err(std::io::Error::last_os_error()).context("listen");
         }
+        setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &flag(o.reuseaddr))?;
     }
-    if let (Some(r), TCP_ESTABLISHED) = (&s.remote, s.state) {
+    if let (Some(r), TCP_ESTABLISHED, None) = (&s.remote, s.state, &s.stream) {
         let (a, len) = to_storage(r, s.family);
         // SAFETY: the kernel reads `len` bytes of the address.
         if unsafe { libc::connect(f, (&a as *const libc::sockaddr_storage).cast(), len) } < 0 {
@@ -501,7 +616,9 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
         }
     }
     requeue(s, f)?;
-    if let Some(how) = super::sockopt::shutdown_how(s.shutdown) {
+    // A connection's sending side is in its state.
+    let shutdown = if s.stream.is_some() { s.shutdown & 1 } else { s.shutdown };
+    if let Some(how) = super::sockopt::shutdown_how(shutdown) {
         // SAFETY: a plain call on our socket. (Not connected, the kernel
         // marks it and says ENOTCONN, as it did for the program.)
         let r = unsafe { libc::shutdown(f, how) };
@@ -551,6 +668,23 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
                 tcp(opt, v as i32)?;
             }
         }
+    }
+    if let (Some(st), Some(r)) = (&s.stream, &s.remote) {
+        if !tcp::rebuildable(s.state) {
+            bail!(
+                "the connection in state {} cannot be built again from its image (the peer's FIN would have to \
+                 be received again), and the dump's lock no longer holds it",
+                tcp::state_name(s.state)
+            );
+        }
+        let (a, len) = to_storage(r, s.family);
+        tcp::rebuild(f, s.state, &a, len, st).map_err(|e| match e.root_cause().downcast_ref::<std::io::Error>() {
+            Some(io) if matches!(io.raw_os_error(), Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE)) => e.context(
+                "the connection is in use on this machine: the dumped program, or another restore of it, still \
+                 holds it",
+            ),
+            _ => e,
+        })?;
     }
     // SAFETY: a plain call on our socket.
     if unsafe { libc::fcntl(f, libc::F_SETFL, (s.flags & libc::O_NONBLOCK as u32) as i32) } < 0 {

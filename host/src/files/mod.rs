@@ -29,6 +29,8 @@ pub mod memfd;
 pub mod pipe;
 pub mod reg;
 pub mod sockopt;
+pub mod tcp;
+pub mod tcp_keeper;
 pub mod tty;
 pub mod unixsk;
 
@@ -129,6 +131,8 @@ pub struct Files {
     in_flight: Vec<std::os::fd::OwnedFd>,
     /// What `sock_diag` says of the unix sockets, asked once.
     unix: Option<HashMap<u32, self::unixsk::Diag>>,
+    /// TCP connections: whether they are kept, and those locked.
+    pub tcp: self::inet::Connections,
 }
 
 impl Files {
@@ -233,7 +237,7 @@ impl Files {
                     }
                 }
                 (fd_type::UNIXSK, FileKind::Unix(s))
-            } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags)? {
+            } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags, &mut self.tcp)? {
                 (fd_type::INETSK, FileKind::Inet(s))
             } else {
                 return unsupported("a socket other than a unix, TCP or UDP one");
@@ -519,6 +523,15 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
     });
     if let Some(q) = unixsk::queues_image(packets.collect()) {
         put("sk-queues.img".into(), &q)?;
+    }
+    for e in &files.entries {
+        if let FileKind::Inet(i) = &e.kind
+            && let Some(st) = &i.stream
+        {
+            let mut w = Writer::new(Kind::TcpStream);
+            w.push(&st.entry).raw(&st.inq).raw(&st.outq);
+            put(format!("tcp-stream-{:x}.img", i.ino), &w)?;
+        }
     }
     if !files.memfds.is_empty() {
         let mut inodes = Writer::new(Kind::MemfdInode);

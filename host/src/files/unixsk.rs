@@ -470,6 +470,29 @@ fn peek_queue(s: i32, rcvbuf: usize) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
     res
 }
 
+/// The descriptors an `SCM_RIGHTS` message brought, ours now.
+///
+/// # Safety
+/// `msg` was just filled by `recvmsg`, and the descriptors in it are
+/// owned by no one else.
+pub(super) unsafe fn rights(msg: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut fds = vec![];
+    // SAFETY: walking the control messages the kernel wrote (the
+    // caller's promise); each descriptor in them is new.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c).cast::<i32>();
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
+                fds.extend((0..count).map(|i| OwnedFd::from_raw_fd(data.add(i).read_unaligned())));
+            }
+            c = libc::CMSG_NXTHDR(msg, c);
+        }
+    }
+    fds
+}
+
 fn peek_all(s: i32, size: usize) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
     let mut out = vec![];
     let mut buf = vec![0u8; size];
@@ -495,20 +518,8 @@ fn peek_all(s: i32, size: usize) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
             bail!("a queued message is larger than the socket's receive buffer, or carries too much");
         }
         // The peek put copies of the descriptors in flight here, ours now.
-        let mut fds = vec![];
-        // SAFETY: walking the control messages the kernel wrote; each
-        // descriptor in them is new and owned at once.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(c).cast::<i32>();
-                    let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize) / 4;
-                    fds.extend((0..count).map(|i| OwnedFd::from_raw_fd(data.add(i).read_unaligned())));
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
+        // SAFETY: `msg` is what recvmsg just filled.
+        let fds = unsafe { rights(&msg) };
         if n == 0 && fds.is_empty() {
             // The end of a stream shut down (an empty datagram, too, which
             // is not kept).
@@ -1071,7 +1082,7 @@ fn requeue(
 }
 
 /// Sends `m` from `from` (to `to`, if given), with `fds` in flight.
-fn send_one(from: i32, m: &[u8], to: Option<&(libc::sockaddr_un, libc::socklen_t)>, fds: &[i32]) -> isize {
+pub(super) fn send_one(from: i32, m: &[u8], to: Option<&(libc::sockaddr_un, libc::socklen_t)>, fds: &[i32]) -> isize {
     let mut iov = libc::iovec { iov_base: m.as_ptr() as *mut libc::c_void, iov_len: m.len() };
     // Room for one SCM_RIGHTS message of up to 253 descriptors (the
     // kernel's own limit).

@@ -62,6 +62,8 @@ pub struct PlanOptions {
     /// Hard limits above ours that we may not raise are lowered to ours
     /// instead of refused (`--clamp-limits`).
     pub clamp_limits: bool,
+    /// TCP connections are restored (`--tcp-established`), not refused.
+    pub tcp_established: bool,
     /// Planned by a dump to check its own images: the tree still runs, so
     /// its PIDs are taken.
     pub at_dump: bool,
@@ -149,10 +151,11 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let shmem = crate::shmem::restore::plan(set, &processes)?;
     let ttys = crate::files::tty::plan(set, opts.shell_job)?;
     let sockets = crate::files::unixsk::plan(set)?;
-    let inet = crate::files::inet::plan(set)?;
+    let inet = crate::files::inet::plan(set, opts.tcp_established)?;
+    let keeper = inet.iter().any(|(_, s)| s.stream.is_some()).then(|| crate::files::tcp_keeper::name(&set.dir)).transpose()?;
     let inflight = crate::files::unixsk::in_flight(set, &sockets)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
-    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, inflight };
+    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, inflight, keeper };
     Ok(TreePlan { processes, zombies, ipc, host, warnings })
 }
 

@@ -23,6 +23,8 @@ pub struct HostObjects {
     pub inet: Vec<(u32, crate::files::inet::InetSock)>,
     /// Files in flight in messages queued on unix sockets.
     pub inflight: Vec<crate::files::unixsk::InFlight>,
+    /// Where the dump's keeper of TCP connections would answer.
+    pub keeper: Option<String>,
 }
 
 /// One process to bring back.

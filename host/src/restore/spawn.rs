@@ -251,12 +251,12 @@ pub fn restore_tree(
     let carried: Vec<(u32, i32)> =
         pipes.iter().chain(&in_flight_regs).map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd))).collect();
     let mut sockets = crate::files::unixsk::make(&host.sockets, &carried)?;
-    let inet = crate::files::inet::make(&host.inet)?;
+    let mut inet = crate::files::inet::make(&host.inet, host.keeper.as_deref())?;
     let made: Vec<(u32, i32)> = ttys
         .fds
         .iter()
         .chain(&sockets.fds)
-        .chain(&inet)
+        .chain(&inet.fds)
         .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .collect();
@@ -275,12 +275,18 @@ pub fn restore_tree(
         fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
     });
     let mut ghosts = crate::files::ghost::make(ghosts)?;
-    let restored = run_tree(plans, zombies, shm.ns_fd(), || {
+    let mut restored = run_tree(plans, zombies, shm.ns_fd(), || {
         ghosts.unlink();
+        inet.release()?;
         shm.finish()
     })?;
     shm.keep();
     sockets.keep();
+    inet.done()?;
+    if let Some(r) = restored.first_mut() {
+        let notes: String = inet.notes.iter().map(|n| format!("host: {n}\n")).collect();
+        r.log.insert_str(0, &notes);
+    }
     Ok(restored)
 }
 

@@ -282,6 +282,33 @@ message! {
 }
 
 message! {
+    /// An established TCP connection (`tcp-stream-INO.img`, INO its
+    /// socket's inode in hex); `inq_len` bytes received and not yet read,
+    /// then `outq_len` bytes written and not yet acknowledged (the last
+    /// `unsq_len` of them never sent), follow the entry. Sequence numbers
+    /// are those after each queue's last byte.
+    pub struct TcpStreamEntry ("tcp_stream_entry") {
+        1 inq_len: required uint32,
+        2 inq_seq: required uint32,
+        3 outq_len: required uint32,
+        4 outq_seq: required uint32,
+        5 opt_mask: required uint32 [Fmt::Hex],
+        6 snd_wscale: required uint32,
+        7 mss_clamp: required uint32,
+        8 rcv_wscale: optional uint32,
+        9 timestamp: optional uint32,
+        10 cork: optional bool,
+        11 nodelay: optional bool,
+        12 unsq_len: optional uint32,
+        13 snd_wl1: optional uint32,
+        14 snd_wnd: optional uint32,
+        15 max_window: optional uint32,
+        16 rcv_wnd: optional uint32,
+        17 rcv_wup: optional uint32,
+    }
+}
+
+message! {
     /// An IPv4 or IPv6 socket: addresses as 1 (IPv4) or 4 (IPv6) words in
     /// network byte order, ports in host order; `state` in TCP's numbering
     /// (7 for one not connected, 10 listening).

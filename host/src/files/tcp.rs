@@ -1,0 +1,352 @@
+//! Established TCP connections (`--tcp-established`), through the
+//! kernel's TCP repair mode, in CRIU's `tcp-stream-INO.img`.
+//!
+//! Locking without netfilter: from the moment the dump reads a
+//! connection until the restored program runs, the socket carries a
+//! filter that drops every segment it receives (`SO_ATTACH_FILTER`,
+//! `ret #0`). A dropped segment is neither acknowledged nor answered
+//! with a reset, so the peer sees a silent path and retransmits; and the
+//! socket's state cannot move away from what the images hold. The socket
+//! itself outlives the killed program in a keeper process
+//! (`tcp_keeper.rs`), so no segment ever reaches a port without a
+//! socket, which the kernel would answer with a reset. A restore on the
+//! same machine takes the very socket back from the keeper; elsewhere, or
+//! once the keeper is gone, it builds a new one from the image in repair
+//! mode. Either way the filter comes off and repair mode ends only once
+//! every process is restored, right before the programs run.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{Context, Result, bail};
+use nix::libc;
+use revenant_images::messages::TcpStreamEntry;
+
+use super::sockopt::{get as getopt, set as setopt};
+
+/// TCP's states (include/net/tcp_states.h).
+pub const ESTABLISHED: u32 = 1;
+pub const FIN_WAIT1: u32 = 4;
+pub const FIN_WAIT2: u32 = 5;
+pub const CLOSE_WAIT: u32 = 8;
+pub const LAST_ACK: u32 = 9;
+pub const CLOSING: u32 = 11;
+
+/// `tcp_info.tcpi_options` bits.
+const TCPI_OPT_TIMESTAMPS: u32 = 1;
+const TCPI_OPT_SACK: u32 = 2;
+const TCPI_OPT_WSCALE: u32 = 4;
+/// TCP option kinds `TCP_REPAIR_OPTIONS` takes.
+const TCPOPT_MAXSEG: u32 = 2;
+const TCPOPT_WINDOW: u32 = 3;
+const TCPOPT_SACK_PERM: u32 = 4;
+const TCPOPT_TIMESTAMP: u32 = 8;
+/// `TCP_REPAIR_QUEUE` values.
+const NO_QUEUE: i32 = 0;
+const RECV_QUEUE: i32 = 1;
+const SEND_QUEUE: i32 = 2;
+/// Bytes written but not yet sent (linux/sockios.h).
+const SIOCOUTQNSD: libc::c_ulong = 0x894b;
+
+/// States whose send queue ends with our FIN, which SIOCOUTQ counts as a
+/// byte; and those whose receive side holds the peer's FIN.
+fn our_fin(state: u32) -> bool {
+    matches!(state, FIN_WAIT1 | FIN_WAIT2 | CLOSING | LAST_ACK)
+}
+
+/// A connection as `tcp-stream-INO.img` holds it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Stream {
+    pub entry: TcpStreamEntry,
+    /// Received, not yet read by the program.
+    pub inq: Vec<u8>,
+    /// Written, not yet acknowledged by the peer (the last `unsq_len`
+    /// bytes never sent).
+    pub outq: Vec<u8>,
+}
+
+fn repair(s: i32, on: bool) -> Result<()> {
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_REPAIR, &i32::from(on))
+        .with_context(|| format!("turning TCP repair mode {}", if on { "on" } else { "off" }))
+}
+
+fn select_queue(s: i32, q: i32) -> Result<()> {
+    setopt(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, &q).context("TCP_REPAIR_QUEUE")
+}
+
+fn ioctl_int(s: i32, req: libc::c_ulong, what: &str) -> Result<u32> {
+    let mut v: libc::c_int = 0;
+    // SAFETY: these requests write one int.
+    if unsafe { libc::ioctl(s, req as _, &mut v) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("asking for {what}"));
+    }
+    Ok(v as u32)
+}
+
+/// A connection held still: every segment it receives dropped, repair
+/// mode on, until [`Lock::release`]. A dump's lock, dropped, puts the
+/// connection back as it was (the dump failed; filter off, repair off,
+/// `SO_REUSEADDR` as it was); [`Lock::keep`] hands the socket on locked.
+/// A restore's lock, dropped, closes its copy still locked: a failed
+/// restore sends nothing, and whoever else holds the socket finds it
+/// unchanged.
+#[derive(Debug)]
+pub struct Lock {
+    fd: Option<OwnedFd>,
+    reuseaddr: i32,
+    undo_on_drop: bool,
+    /// The 4-tuple, for the log.
+    pub name: String,
+}
+
+/// The socket filter that drops everything.
+fn drop_all(s: i32) -> Result<()> {
+    let mut insn = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
+    let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
+    setopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog).context("attaching the filter that locks it")
+}
+
+fn undo_drop_all(s: i32) -> Result<()> {
+    setopt(s, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0i32).context("removing the filter that locked it")
+}
+
+impl Lock {
+    /// Locks the connection `fd` is on (a copy of the program's).
+    pub fn new(fd: OwnedFd, name: String) -> Result<Lock> {
+        let s = fd.as_raw_fd();
+        let reuseaddr = getopt::<i32>(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+        drop_all(s)?;
+        if let Err(e) = repair(s, true) {
+            let _ = undo_drop_all(s);
+            return Err(e);
+        }
+        Ok(Lock { fd: Some(fd), reuseaddr, undo_on_drop: true, name })
+    }
+
+    /// A socket the restore built or took back, locked: `reuseaddr` is
+    /// the program's `SO_REUSEADDR`, set again at [`Lock::release`].
+    pub fn adopt(fd: OwnedFd, reuseaddr: bool, name: String) -> Lock {
+        Lock { fd: Some(fd), reuseaddr: i32::from(reuseaddr), undo_on_drop: false, name }
+    }
+
+    pub fn raw(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// Lets the connection go: the filter off first, so that the window
+    /// probe leaving repair mode sends is answered.
+    pub fn release(mut self) -> Result<()> {
+        let fd = self.fd.take().expect("a lock holds its socket until released");
+        unlock(fd.as_raw_fd(), self.reuseaddr).with_context(|| format!("unlocking {}", self.name))
+    }
+
+    /// The socket, still locked, for whoever keeps it.
+    pub fn keep(mut self) -> OwnedFd {
+        self.fd.take().expect("a lock holds its socket until released")
+    }
+}
+
+fn unlock(s: i32, reuseaddr: i32) -> Result<()> {
+    undo_drop_all(s)?;
+    select_queue(s, NO_QUEUE)?;
+    repair(s, false)?;
+    // Leaving repair mode clears SO_REUSEADDR.
+    setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr)
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take().filter(|_| self.undo_on_drop) {
+            let _ = unlock(fd.as_raw_fd(), self.reuseaddr);
+        }
+    }
+}
+
+/// Reads the locked connection `s` in state `state`: sequence numbers,
+/// negotiated options, window, and both queues (left in place).
+pub fn read(s: i32, state: u32) -> Result<Stream> {
+    let mut outq_len = ioctl_int(s, libc::TIOCOUTQ, "the send queue's length")?;
+    let mut unsq_len = ioctl_int(s, SIOCOUTQNSD, "the length of what is not sent yet")?;
+    // The FIN we sent is counted as a byte of the send queue.
+    if our_fin(state) {
+        outq_len = outq_len.saturating_sub(1);
+        unsq_len = unsq_len.saturating_sub(1);
+    }
+    let inq_len = ioctl_int(s, libc::FIONREAD, "the receive queue's length")?;
+    // tcp_info: state, ca_state, retransmits, probes, backoff, options,
+    // then the window scales in one byte (send's in the low nibble).
+    let info: [u8; 8] = getopt(s, libc::IPPROTO_TCP, libc::TCP_INFO)?;
+    let opt_mask = u32::from(info[5]);
+    let mss_clamp = getopt::<u32>(s, libc::IPPROTO_TCP, libc::TCP_MAXSEG).context("TCP_MAXSEG")?;
+    let mut e = TcpStreamEntry { opt_mask, mss_clamp, unsq_len: Some(unsq_len), ..Default::default() };
+    if opt_mask & TCPI_OPT_WSCALE != 0 {
+        e.snd_wscale = u32::from(info[6] & 0xf);
+        e.rcv_wscale = Some(u32::from(info[6] >> 4));
+    }
+    if opt_mask & TCPI_OPT_TIMESTAMPS != 0 {
+        e.timestamp = Some(getopt(s, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP).context("TCP_TIMESTAMP")?);
+    }
+    let w: linux_raw_sys::net::tcp_repair_window =
+        getopt(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW).context("TCP_REPAIR_WINDOW")?;
+    (e.snd_wl1, e.snd_wnd, e.max_window, e.rcv_wnd, e.rcv_wup) =
+        (Some(w.snd_wl1), Some(w.snd_wnd), Some(w.max_window), Some(w.rcv_wnd), Some(w.rcv_wup));
+    let (inq_seq, inq) = queue(s, RECV_QUEUE, inq_len).context("reading the receive queue")?;
+    let (outq_seq, outq) = queue(s, SEND_QUEUE, outq_len).context("reading the send queue")?;
+    select_queue(s, NO_QUEUE)?;
+    (e.inq_len, e.inq_seq, e.outq_len, e.outq_seq) = (inq_len, inq_seq, outq_len, outq_seq);
+    Ok(Stream { entry: e, inq, outq })
+}
+
+/// One queue's sequence number and bytes, peeked: one byte more is asked
+/// for, to be sure the kernel's length was all of it.
+fn queue(s: i32, q: i32, len: u32) -> Result<(u32, Vec<u8>)> {
+    select_queue(s, q)?;
+    let seq: u32 = getopt(s, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ).context("TCP_QUEUE_SEQ")?;
+    if len == 0 {
+        return Ok((seq, vec![]));
+    }
+    let mut buf = vec![0u8; len as usize + 1];
+    // SAFETY: the kernel writes at most `buf.len()` bytes into it.
+    let n = unsafe { libc::recv(s, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK | libc::MSG_DONTWAIT) };
+    if n != len as isize {
+        let err = std::io::Error::last_os_error();
+        bail!("{n} bytes where the kernel said {len} ({err})");
+    }
+    buf.truncate(len as usize);
+    Ok((seq, buf))
+}
+
+/// Whether a connection in `state` can be built again from its image
+/// alone. The peer's FIN cannot: it would have to be received again, from
+/// a forged segment.
+pub fn rebuildable(state: u32) -> bool {
+    matches!(state, ESTABLISHED | FIN_WAIT1)
+}
+
+/// Builds connection `st` again on `s`, a new socket already in repair
+/// mode, locked and bound: sequence numbers, then the connection itself
+/// (repair mode sends nothing), its options, queues and window.
+pub fn rebuild(s: i32, state: u32, peer: &libc::sockaddr_storage, peer_len: u32, st: &Stream) -> Result<()> {
+    let e = &st.entry;
+    if st.inq.len() != e.inq_len as usize || st.outq.len() != e.outq_len as usize {
+        bail!("the queues' bytes do not match inq_len and outq_len");
+    }
+    let unsq = e.unsq_len.context("no unsq_len: the image does not say what was sent")?;
+    if unsq > e.outq_len {
+        bail!("unsq_len {unsq} is more than outq_len {}", e.outq_len);
+    }
+    let set_seq = |q, seq: u32| -> Result<()> {
+        select_queue(s, q)?;
+        setopt(s, libc::IPPROTO_TCP, libc::TCP_QUEUE_SEQ, &seq).context("TCP_QUEUE_SEQ")
+    };
+    // The image's FIN is not a byte of the queue.
+    let outq_seq = if our_fin(state) { e.outq_seq.wrapping_sub(1) } else { e.outq_seq };
+    set_seq(RECV_QUEUE, e.inq_seq.wrapping_sub(e.inq_len))?;
+    set_seq(SEND_QUEUE, outq_seq.wrapping_sub(e.outq_len))?;
+    // SAFETY: the kernel reads `peer_len` bytes of the address.
+    if unsafe { libc::connect(s, (peer as *const libc::sockaddr_storage).cast(), peer_len) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("connecting in repair mode");
+    }
+    let mut opts: Vec<linux_raw_sys::net::tcp_repair_opt> = vec![];
+    let opt = |opt_code, opt_val| linux_raw_sys::net::tcp_repair_opt { opt_code, opt_val };
+    if e.opt_mask & TCPI_OPT_SACK != 0 {
+        opts.push(opt(TCPOPT_SACK_PERM, 0));
+    }
+    if e.opt_mask & TCPI_OPT_WSCALE != 0 {
+        opts.push(opt(TCPOPT_WINDOW, e.snd_wscale | e.rcv_wscale.unwrap_or(0) << 16));
+    }
+    if e.opt_mask & TCPI_OPT_TIMESTAMPS != 0 {
+        opts.push(opt(TCPOPT_TIMESTAMP, 0));
+    }
+    opts.push(opt(TCPOPT_MAXSEG, e.mss_clamp));
+    // SAFETY: the kernel reads the array's bytes.
+    let r = unsafe {
+        libc::setsockopt(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, opts.as_ptr().cast(), size_of_val(&opts[..]) as _)
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error()).context("TCP_REPAIR_OPTIONS");
+    }
+    if let Some(ts) = e.timestamp.filter(|_| e.opt_mask & TCPI_OPT_TIMESTAMPS != 0) {
+        setopt(s, libc::IPPROTO_TCP, libc::TCP_TIMESTAMP, &ts).context("TCP_TIMESTAMP")?;
+    }
+    select_queue(s, RECV_QUEUE)?;
+    send_all(s, &st.inq).context("filling the receive queue")?;
+    // What was sent goes in as sent (acknowledgements may come for it);
+    // what was not, as the program's own writes, out of repair mode.
+    let sent = (e.outq_len - unsq) as usize;
+    select_queue(s, SEND_QUEUE)?;
+    send_all(s, &st.outq[..sent]).context("filling the send queue")?;
+    if unsq > 0 {
+        select_queue(s, NO_QUEUE)?;
+        repair(s, false)?;
+        send_all(s, &st.outq[sent..]).context("writing what was not sent yet")?;
+        repair(s, true)?;
+    }
+    if let (Some(snd_wl1), Some(snd_wnd), Some(max_window), Some(rcv_wnd), Some(rcv_wup)) =
+        (e.snd_wl1, e.snd_wnd, e.max_window, e.rcv_wnd, e.rcv_wup)
+    {
+        let w = linux_raw_sys::net::tcp_repair_window { snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup };
+        setopt(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_WINDOW, &w).context("TCP_REPAIR_WINDOW")?;
+    }
+    if state == FIN_WAIT1 {
+        // Our FIN, not acknowledged yet: queued again by shutting down.
+        select_queue(s, NO_QUEUE)?;
+        // SAFETY: a plain call on our socket.
+        if unsafe { libc::shutdown(s, libc::SHUT_WR) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("shutdown");
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` whole; in repair mode the kernel may refuse a large
+/// piece at once (one linear buffer), so pieces shrink until it takes
+/// them.
+fn send_all(s: i32, mut data: &[u8]) -> Result<()> {
+    let mut piece = data.len().max(1);
+    while !data.is_empty() {
+        let n = piece.min(data.len());
+        // SAFETY: the kernel reads `n` bytes of our buffer.
+        let r = unsafe { libc::send(s, data.as_ptr().cast(), n, libc::MSG_DONTWAIT) };
+        if r <= 0 {
+            if piece > 1024 {
+                piece /= 2;
+                continue;
+            }
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("{} bytes left", data.len()));
+        }
+        data = &data[r as usize..];
+    }
+    Ok(())
+}
+
+/// A new socket like the dumped one, locked before it is bound.
+pub fn new_locked(family: u32) -> Result<OwnedFd> {
+    // SAFETY: a new socket, owned at once.
+    let raw = unsafe { libc::socket(family as i32, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("socket");
+    }
+    // SAFETY: just made.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    drop_all(fd.as_raw_fd())?;
+    repair(fd.as_raw_fd(), true)?;
+    Ok(fd)
+}
+
+/// The name of a TCP state, for messages.
+pub fn state_name(state: u32) -> &'static str {
+    match state {
+        ESTABLISHED => "ESTABLISHED",
+        2 => "SYN_SENT",
+        3 => "SYN_RECV",
+        FIN_WAIT1 => "FIN_WAIT1",
+        FIN_WAIT2 => "FIN_WAIT2",
+        6 => "TIME_WAIT",
+        7 => "CLOSE",
+        CLOSE_WAIT => "CLOSE_WAIT",
+        LAST_ACK => "LAST_ACK",
+        10 => "LISTEN",
+        CLOSING => "CLOSING",
+        _ => "unknown",
+    }
+}
