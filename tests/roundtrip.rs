@@ -1511,3 +1511,185 @@ fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
     assert!(!work.join("scratch").exists());
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A client outside the dumped tree: a request every 100 ms, each answer
+/// checked byte for byte; any error, reset, short or wrong answer ends it
+/// with that error.
+struct TcpClient {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<Result<u64, String>>,
+}
+
+impl TcpClient {
+    fn start(to: std::net::SocketAddr) -> TcpClient {
+        use std::io::{BufRead, Write};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answered = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (s, a) = (stop.clone(), answered.clone());
+        let thread = std::thread::spawn(move || {
+            let c = std::net::TcpStream::connect(to).map_err(|e| format!("connect: {e}"))?;
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+            let mut w = c;
+            let mut i = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                w.write_all(format!("{i}\n").as_bytes()).map_err(|e| format!("request {i}: {e}"))?;
+                let mut line = String::new();
+                r.read_line(&mut line).map_err(|e| format!("answer {i}: {e}"))?;
+                let want = format!("{} {}\n", i * 2, "x".repeat((i % 50) as usize));
+                if line != want {
+                    return Err(format!("answer {i}: {line:?}, not {want:?}"));
+                }
+                i += 1;
+                a.store(i, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Ok(i)
+        });
+        TcpClient { stop, answered, thread }
+    }
+
+    fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Waits (at most a minute) until `n` requests are answered, or the
+    /// client failed.
+    fn wait(&self, n: u64) {
+        for _ in 0..600 {
+            if self.answered() >= n || self.thread.is_finished() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn finish(self) -> Result<u64, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// `tcpecho`'s ports, from its first line.
+fn echo_ports(out: &Path) -> (u16, u16) {
+    let text = wait_for(out, |l| !l.is_empty());
+    let first = text.lines().next().unwrap();
+    (num(first, "port4") as u16, num(first, "port6") as u16)
+}
+
+/// A TCP server dumped while a client outside the tree keeps its
+/// connection busy (a request every 100 ms): without
+/// `--tcp-established` the dump is refused naming the connection and the
+/// server serves on; with it the connection stays locked while the
+/// server is gone, the restore takes the very socket back from the
+/// dump's keeper, and the client sees no error, reset, lost or
+/// duplicated byte. The keeper is gone after.
+#[test]
+fn a_tcp_connection_with_a_client_outside_the_tree_carries_on() {
+    let _w = watchdog::start();
+    let work = scratch("tcpecho");
+    let images = work.join("images");
+    let out = work.join("out");
+    let log = work.join("restore.log");
+    let mut child = start("tcpecho", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    let (port4, _) = echo_ports(&out);
+    let client = TcpClient::start(([127, 0, 0, 1], port4).into());
+    client.wait(5);
+    std::fs::create_dir_all(&images).unwrap();
+    let err = dump(pid, &images, &DumpOptions { leave_running: true, ..Default::default() }).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains(&format!("127.0.0.1:{port4} -> 127.0.0.1:")) && err.contains("--tcp-established"), "{err}");
+    let n = client.answered();
+    client.wait(n + 3);
+    assert!(client.answered() >= n + 3, "the server stopped serving after a refused dump");
+    let dumped = dump(pid, &images, &DumpOptions { tcp_established: true, ..Default::default() });
+    if dumped.is_err() {
+        let _ = child.kill();
+    }
+    dumped.unwrap();
+    child.wait().unwrap();
+    // The client goes on asking while nothing serves it.
+    std::thread::sleep(Duration::from_millis(500));
+    let opts = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
+    let refused = run(&images, &Options { detach: true, ..Default::default() }).unwrap_err();
+    assert!(format!("{refused:#}").contains("--tcp-established"), "{refused:#}");
+    run(&images, &Options { detach: true, plan: opts, log_file: Some(log.clone()), ..Default::default() }).unwrap();
+    let restored_log = std::fs::read_to_string(&log).unwrap();
+    assert!(restored_log.contains("taken back from the dump's lock"), "{restored_log}");
+    let n = client.answered();
+    client.wait(n + 10);
+    let done = client.finish();
+    stop(pid);
+    let answered = done.unwrap();
+    assert!(answered >= n + 10, "{answered} answers");
+    let name = revenant::files::tcp_keeper::name(&images).unwrap();
+    assert!(!revenant::files::tcp_keeper::quit(&name).unwrap(), "the keeper still runs");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// An IPv6 connection dumped with bytes in both of the server's queues
+/// (the client's requests it has not read, a flood the client has not
+/// taken), its keeper then gone: the restore builds the connection again
+/// in repair mode from its image, and the client reads every byte of the
+/// flood and every answer, in order.
+#[test]
+fn a_tcp_connection_with_full_queues_is_built_again_from_its_image() {
+    use std::io::{BufRead, Read, Write};
+    let _w = watchdog::start();
+    let work = scratch("tcpfull");
+    let images = work.join("images");
+    let out = work.join("out");
+    let log = work.join("restore.log");
+    let mut child = start("tcpecho", &[out.as_os_str()]);
+    let (_, port6) = echo_ports(&out);
+    let c = std::net::TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port6)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    // More than both ends' buffers hold: the server stalls writing it,
+    // and the requests that follow stay unread.
+    const FLOOD: usize = 16_000_000;
+    const REQUESTS: u64 = 2000;
+    let mut w = c.try_clone().unwrap();
+    w.write_all(format!("flood {FLOOD}\n").as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..REQUESTS {
+        w.write_all(format!("{i}\n").as_bytes()).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::create_dir_all(&images).unwrap();
+    let pid = child.id() as i32;
+    let dumped = dump(pid, &images, &DumpOptions { tcp_established: true, ..Default::default() });
+    if dumped.is_err() {
+        let _ = child.kill();
+    }
+    dumped.unwrap();
+    child.wait().unwrap();
+    let set = revenant_images::ImageSet::load(&images).unwrap();
+    let (st, _, _) = set.tcp_streams.values().find(|(e, _, _)| e.inq_len > 0).expect("a connection with bytes unread");
+    assert!(st.outq_len > 0, "nothing in the server's send queue: {st:?}");
+    let name = revenant::files::tcp_keeper::name(&images).unwrap();
+    assert!(revenant::files::tcp_keeper::quit(&name).unwrap(), "no keeper held the connection");
+    let opts = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
+    run(&images, &Options { detach: true, plan: opts, log_file: Some(log.clone()), ..Default::default() }).unwrap();
+    let restored_log = std::fs::read_to_string(&log).unwrap();
+    assert!(restored_log.contains("built again from tcp-stream-"), "{restored_log}");
+    let mut r = std::io::BufReader::new(c);
+    let mut flood = vec![0u8; FLOOD];
+    let got = r.read_exact(&mut flood).map_err(|e| format!("reading the flood: {e}"));
+    let answers: Result<Vec<String>, String> = (0..REQUESTS)
+        .map(|i| {
+            let mut line = String::new();
+            r.read_line(&mut line).map(|_| line).map_err(|e| format!("answer {i}: {e}"))
+        })
+        .collect();
+    stop(pid);
+    got.unwrap();
+    let bad = flood.iter().enumerate().position(|(i, &b)| b != ((i * 7 + 3) & 255) as u8);
+    assert_eq!(bad, None, "the flood differs at byte {bad:?}");
+    for (i, line) in answers.unwrap().iter().enumerate() {
+        assert_eq!(*line, format!("{} {}\n", i * 2, "x".repeat(i % 50)), "answer {i}");
+    }
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -29,10 +29,6 @@ enum Cmd {
     /// The counter `demo` checkpoints (not for direct use).
     #[command(hide = true)]
     DemoChild { out: PathBuf },
-    /// Holds a killed tree's TCP connections for the restore (started by
-    /// `dump --tcp-established`).
-    #[command(hide = true)]
-    TcpKeeper { count: usize },
     /// Probe what this kernel lets revenant do (cached per boot).
     Check {
         /// Print the probes as JSON.
@@ -234,7 +230,6 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
         Cmd::Demo => selftest(7),
         #[cfg(target_arch = "x86_64")]
         Cmd::DemoChild { out } => revenant::demo::child(&out),
-        Cmd::TcpKeeper { count } => revenant::files::tcp_keeper::serve(count),
         #[cfg(not(target_arch = "x86_64"))]
         Cmd::DemoChild { .. } => bail!("the demo counter runs on x86_64 only"),
         Cmd::Check { json, no_cache } => {

@@ -34,8 +34,8 @@ pub use framing::{Reader, Writer};
 pub use image::Image;
 pub use magic::Kind;
 pub use set::{
-    is_tcp_connection,
     ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, Thread, Zombie,
+    is_tcp_connection,
 };
 pub use show::show;
 pub use validate::{PAGE_SIZE, arch_of};

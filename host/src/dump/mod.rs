@@ -635,8 +635,7 @@ pub fn write_images(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
 /// (a process group whose leader is gone, ...) is refused now, with the
 /// program still there, instead of after it has been killed.
 fn restorable(dir: &ImageDir, opts: &DumpOptions) -> Result<()> {
-    let plan_opts =
-        crate::restore::from_images::PlanOptions {
+    let plan_opts = crate::restore::from_images::PlanOptions {
         shell_job: opts.shell_job,
         tcp_established: opts.tcp_established,
         at_dump: true,

@@ -46,7 +46,7 @@ pub struct InetSock {
     /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2).
     pub shutdown: u32,
     /// A TCP connection's sequence numbers, options and queues.
-    pub stream: Option<super::tcp::Stream>,
+    pub stream: Option<Box<super::tcp::Stream>>,
 }
 
 use super::sockopt::{SO_BUF_LOCK, get as getopt, set as setopt};
@@ -252,7 +252,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         let lock = tcp::Lock::new(sock, name).with_context(|| format!("{what}: locking the connection"))?;
         let st = tcp::read(lock.raw(), state).with_context(|| format!("{what}: reading the connection"))?;
         conns.locked.push(lock);
-        Some(st)
+        Some(Box::new(st))
     } else {
         None
     };
@@ -416,7 +416,7 @@ impl InetSock {
                     bail!("{img}: unsq_len {:?}: missing or more than outq_len {}", entry.unsq_len, entry.outq_len);
                 }
                 let st = tcp::Stream { entry: entry.clone(), inq: inq.clone(), outq: outq.clone() };
-                stream = Some(st);
+                stream = Some(Box::new(st));
             }
             (_, s) => bail!("{at}: a socket in TCP state {s} ({}): not restored", tcp::state_name(s)),
         }
@@ -506,7 +506,7 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
         let what = format!("{kind} socket (files.img id {id}, {})", show(&s.local, s.remote.as_ref()));
         let name = show(&s.local, s.remote.as_ref());
         let reuse = s.opts.reuseaddr.unwrap_or(false);
-        let fd = match s.stream.as_ref().and_then(|_| made.kept.as_mut()).and_then(|k| take_kept(k, s)) {
+        let fd = match s.stream.as_ref().and(made.kept.as_mut()).and_then(|k| take_kept(k, s)) {
             Some(fd) => {
                 made.notes.push(format!("connection {name}: taken back from the dump's lock"));
                 fd

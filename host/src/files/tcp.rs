@@ -260,7 +260,13 @@ pub fn rebuild(s: i32, state: u32, peer: &libc::sockaddr_storage, peer_len: u32,
     opts.push(opt(TCPOPT_MAXSEG, e.mss_clamp));
     // SAFETY: the kernel reads the array's bytes.
     let r = unsafe {
-        libc::setsockopt(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_OPTIONS, opts.as_ptr().cast(), size_of_val(&opts[..]) as _)
+        libc::setsockopt(
+            s,
+            libc::IPPROTO_TCP,
+            libc::TCP_REPAIR_OPTIONS,
+            opts.as_ptr().cast(),
+            size_of_val(&opts[..]) as _,
+        )
     };
     if r < 0 {
         return Err(std::io::Error::last_os_error()).context("TCP_REPAIR_OPTIONS");

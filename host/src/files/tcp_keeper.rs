@@ -13,7 +13,6 @@
 //! sends nothing, and the connections are lost to both ends.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -25,8 +24,6 @@ const QUIT: u8 = b'Q';
 /// Sockets per message: under the kernel's limit of 253 per
 /// `SCM_RIGHTS` message.
 const BATCH: usize = 200;
-/// Where the keeper finds its listening socket, then the connections.
-const FIRST_FD: RawFd = 3;
 
 /// The keeper's address for the image directory `dir`: who restores
 /// from the same directory finds the same keeper.
@@ -90,6 +87,12 @@ fn recv_byte(s: RawFd) -> Option<u8> {
 /// Starts a keeper for `socks` (locked, still in repair mode) at `name`;
 /// a keeper of an earlier dump into the same directory is told to quit
 /// first. Returns its PID.
+///
+/// The keeper is forked, not executed (the dump may run inside another
+/// program, such as a test harness), twice so that init is its parent.
+/// Between fork and its exit it makes only system calls, on what was
+/// allocated before the fork: whatever lock another thread of ours held
+/// stays held in the child.
 pub fn spawn(name: &str, socks: Vec<OwnedFd>) -> Result<u32> {
     let listener = seqpacket()?;
     let (a, len) = address(name);
@@ -103,10 +106,8 @@ pub fn spawn(name: &str, socks: Vec<OwnedFd>) -> Result<u32> {
         if e.raw_os_error() != Some(libc::EADDRINUSE) || tries == 50 {
             return Err(e).with_context(|| format!("binding @{name}"));
         }
-        if tries == 0
-            && let Some(old) = connect(name)?
-        {
-            send_byte(&old, QUIT)?;
+        if tries == 0 {
+            quit(name)?;
         }
         tries += 1;
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -115,103 +116,123 @@ pub fn spawn(name: &str, socks: Vec<OwnedFd>) -> Result<u32> {
     if unsafe { libc::listen(listener.as_raw_fd(), 16) } < 0 {
         return Err(std::io::Error::last_os_error()).context("listen");
     }
-    let fds: Vec<RawFd> = std::iter::once(&listener).chain(&socks).map(|f| f.as_raw_fd()).collect();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg0("revenant")
-        .arg("tcp-keeper")
-        .arg(socks.len().to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    // SAFETY: between fork and exec only async-signal-safe calls: each fd
-    // is first moved above every target number (close-on-exec), then put
-    // in place without the flag.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let above = FIRST_FD + fds.len() as RawFd;
-            let mut moved = [0 as RawFd; 1 + BATCH * 64];
-            if fds.len() > moved.len() {
-                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
-            }
-            for (i, &fd) in fds.iter().enumerate() {
-                moved[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above);
-                if moved[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, &fd) in moved[..fds.len()].iter().enumerate() {
-                if libc::dup2(fd, FIRST_FD + i as RawFd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("/dev/null")?;
+    let mut keep: Vec<RawFd> = std::iter::once(&listener).chain(&socks).map(|f| f.as_raw_fd()).collect();
+    keep.push(null.as_raw_fd());
+    keep.sort_unstable();
+    let raw: Vec<RawFd> = socks.iter().map(|f| f.as_raw_fd()).collect();
+    // The PID comes back through a pipe: the middle process knows it.
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    keep.push(wr.as_raw_fd());
+    keep.sort_unstable();
+    // SAFETY: see above; the child and grandchild only make system calls
+    // and end in _exit.
+    let middle = unsafe { libc::fork() };
+    if middle < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
     }
-    let child = cmd.spawn().context("starting the process that keeps the connections")?;
-    Ok(child.id())
+    if middle == 0 {
+        // SAFETY: as above.
+        unsafe {
+            libc::setsid();
+            let keeper = libc::fork();
+            if keeper != 0 {
+                let pid = keeper.to_ne_bytes();
+                libc::write(wr.as_raw_fd(), pid.as_ptr().cast(), pid.len());
+                libc::_exit(0);
+            }
+            for fd in 0..3 {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+            close_all_but(&keep);
+            libc::close(wr.as_raw_fd());
+            libc::close(null.as_raw_fd());
+            serve(listener.as_raw_fd(), &raw);
+        }
+    }
+    drop(wr);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(middle), None);
+    let mut pid = [0u8; 4];
+    nix::unistd::read(&rd, &mut pid).context("reading the keeper's PID")?;
+    Ok(u32::from_ne_bytes(pid))
 }
 
-/// The keeper itself (`revenant tcp-keeper N`): serves its `n`
-/// sockets until a restore has taken them or it is told to quit.
-pub fn serve(n: usize) -> Result<()> {
-    // SAFETY: fds the dump placed for us; ours from now on.
-    let listener = unsafe { OwnedFd::from_raw_fd(FIRST_FD) };
-    let socks: Vec<OwnedFd> =
-        // SAFETY: as above.
-        (0..n).map(|i| unsafe { OwnedFd::from_raw_fd(FIRST_FD + 1 + i as RawFd) }).collect();
-    let _ = nix::sys::prctl::set_name(c"revenant-tcplck");
-    // SAFETY: geteuid cannot fail.
-    let me = unsafe { libc::geteuid() };
-    loop {
-        // SAFETY: a plain call; the new fd is owned at once.
-        let c = unsafe { libc::accept4(listener.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
-        if c < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(std::io::Error::last_os_error()).context("accept");
+/// Closes every fd from 3 up but those of `keep` (sorted).
+///
+/// # Safety
+/// Only in a forked child: nothing else may be using the fds it closes.
+unsafe fn close_all_but(keep: &[RawFd]) {
+    let mut from = 3u32;
+    for &fd in keep.iter().filter(|&&fd| fd >= 3) {
+        if (fd as u32) > from {
+            // SAFETY: the caller's promise.
+            unsafe { libc::syscall(libc::SYS_close_range, from, fd as u32 - 1, 0) };
         }
-        // SAFETY: just accepted.
-        let c = unsafe { OwnedFd::from_raw_fd(c) };
-        let Ok(cred) = super::sockopt::get::<libc::ucred>(c.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED) else {
-            continue;
-        };
-        if cred.uid != 0 && cred.uid != me {
-            continue;
-        }
-        match recv_byte(c.as_raw_fd()) {
-            Some(QUIT) => return Ok(()),
-            Some(TAKE) => {
-                if send_all(&c, &socks).is_ok() && recv_byte(c.as_raw_fd()) == Some(DONE) {
-                    return Ok(());
+        from = fd as u32 + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+}
+
+/// The keeper: serves `socks` on `listener` until a restore has taken
+/// them or it is told to quit, then exits. System calls only.
+///
+/// # Safety
+/// Only in the forked keeper: the fds are its own.
+unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
+    // SAFETY: system calls on the keeper's own fds and stack buffers.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"revenant-tcplck".as_ptr());
+        let me = libc::geteuid();
+        loop {
+            let c = libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+            if c < 0 {
+                if *libc::__errno_location() == libc::EINTR {
+                    continue;
                 }
+                libc::_exit(1);
             }
-            _ => {}
+            let mut cred: libc::ucred = std::mem::zeroed();
+            let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+            let ok = libc::getsockopt(
+                c,
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            ) == 0
+                && (cred.uid == 0 || cred.uid == me);
+            match if ok { recv_byte(c) } else { None } {
+                Some(QUIT) => libc::_exit(0),
+                Some(TAKE) if send_all(c, socks) && recv_byte(c) == Some(DONE) => libc::_exit(0),
+                _ => {}
+            }
+            libc::close(c);
         }
     }
 }
 
 /// Sends `socks` in batches, each message saying how many there are in
-/// all.
-fn send_all(c: &OwnedFd, socks: &[OwnedFd]) -> Result<()> {
+/// all. System calls only (it runs in the keeper).
+fn send_all(c: RawFd, socks: &[RawFd]) -> bool {
     let total = (socks.len() as u32).to_ne_bytes();
-    let chunks: Vec<&[OwnedFd]> = if socks.is_empty() { vec![&[]] } else { socks.chunks(BATCH).collect() };
-    for chunk in chunks {
-        let fds: Vec<RawFd> = chunk.iter().map(|f| f.as_raw_fd()).collect();
+    let empty: [RawFd; 0] = [];
+    let mut chunks = socks.chunks(BATCH);
+    let mut next = if socks.is_empty() { Some(&empty[..]) } else { chunks.next() };
+    while let Some(fds) = next {
         let mut tries = 0;
-        while super::unixsk::send_one(c.as_raw_fd(), &total, None, &fds) != 4 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EAGAIN) || tries == 500 {
-                return Err(e).context("sending the connections");
+        while super::unixsk::send_one(c, &total, None, fds) != 4 {
+            // SAFETY: reading our errno.
+            if unsafe { *libc::__errno_location() } != libc::EAGAIN || tries == 500 {
+                return false;
             }
             tries += 1;
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            // SAFETY: a plain system call.
+            unsafe { libc::usleep(10_000) };
         }
+        next = chunks.next();
     }
-    Ok(())
+    true
 }
 
 /// The connections a keeper gave back, and the line to tell it they are
@@ -265,4 +286,14 @@ pub fn take(name: &str) -> Result<Option<Kept>> {
         }
     }
     Ok(Some(Kept { conn, socks }))
+}
+
+/// Tells the keeper at `name`, if any, to quit, dropping its connections;
+/// returns whether one answered.
+pub fn quit(name: &str) -> Result<bool> {
+    let Some(conn) = connect(name)? else { return Ok(false) };
+    send_byte(&conn, QUIT)?;
+    // It closes its end as it exits.
+    let _ = recv_byte(conn.as_raw_fd());
+    Ok(true)
 }

@@ -152,7 +152,8 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let ttys = crate::files::tty::plan(set, opts.shell_job)?;
     let sockets = crate::files::unixsk::plan(set)?;
     let inet = crate::files::inet::plan(set, opts.tcp_established)?;
-    let keeper = inet.iter().any(|(_, s)| s.stream.is_some()).then(|| crate::files::tcp_keeper::name(&set.dir)).transpose()?;
+    let keeper =
+        inet.iter().any(|(_, s)| s.stream.is_some()).then(|| crate::files::tcp_keeper::name(&set.dir)).transpose()?;
     let inflight = crate::files::unixsk::in_flight(set, &sockets)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
     let host = super::plan::HostObjects { shmem, ttys, sockets, inet, inflight, keeper };
