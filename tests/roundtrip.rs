@@ -1693,3 +1693,53 @@ fn a_tcp_connection_with_full_queues_is_built_again_from_its_image() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Both ends of three TCP connections in the tree (IPv4, IPv6, and one
+/// whose client has shut down its side), bytes in flight both ways: taken
+/// back from the dump's keeper, every stream carries on byte for byte.
+/// Dumped again and its keeper gone, the half-closed pair cannot be built
+/// from its image (a segment of the peer's would have to come again): the
+/// restore refuses it, naming the state, before any process exists.
+#[test]
+fn tcp_connections_within_the_tree_carry_on_half_closed_too() {
+    let _w = watchdog::start();
+    let work = scratch("tcpconn");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("tcpconn", &[out.as_os_str(), "half".as_ref()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 5);
+    std::fs::create_dir_all(&images).unwrap();
+    let keep = DumpOptions { tcp_established: true, ..Default::default() };
+    let dumped = dump(pid, &images, &keep);
+    if dumped.is_err() {
+        let _ = child.kill();
+    }
+    dumped.unwrap();
+    child.wait().unwrap();
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    let plan = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
+    let opts = Options { detach: true, plan, ..Default::default() };
+    run(&images, &opts).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 10));
+    let after: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(after.len() >= 10 && after.iter().all(|l| l.ends_with("tcp=ok")), "{after:?}");
+
+    let again = work.join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let dumped = dump(pid, &again, &keep);
+    if dumped.is_err() {
+        stop(pid);
+    }
+    dumped.unwrap();
+    let _ = waitpid(Pid::from_raw(pid), None);
+    let name = revenant::files::tcp_keeper::name(&again).unwrap();
+    assert!(revenant::files::tcp_keeper::quit(&name).unwrap(), "no keeper held the connections");
+    let err = format!("{:#}", run(&again, &opts).unwrap_err());
+    assert!(
+        err.contains("cannot be built again") && (err.contains("CLOSE_WAIT") || err.contains("FIN_WAIT2")),
+        "{err}"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a process exists after the refusal");
+    let _ = std::fs::remove_dir_all(&work);
+}

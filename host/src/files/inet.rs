@@ -672,8 +672,9 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
     if let (Some(st), Some(r)) = (&s.stream, &s.remote) {
         if !tcp::rebuildable(s.state) {
             bail!(
-                "the connection in state {} cannot be built again from its image (the peer's FIN would have to \
-                 be received again), and the dump's lock no longer holds it",
+                "the connection in state {} cannot be built again from its image (a segment of the peer's, \
+                 its FIN or its acknowledgement of ours, would have to be received again), and the dump's lock no \
+                 longer holds it",
                 tcp::state_name(s.state)
             );
         }

@@ -216,8 +216,9 @@ fn queue(s: i32, q: i32, len: u32) -> Result<(u32, Vec<u8>)> {
 }
 
 /// Whether a connection in `state` can be built again from its image
-/// alone. The peer's FIN cannot: it would have to be received again, from
-/// a forged segment.
+/// alone. A state reached by a segment of the peer's (its FIN, or its
+/// acknowledgement of ours) cannot: the segment would have to be received
+/// again, forged.
 pub fn rebuildable(state: u32) -> bool {
     matches!(state, ESTABLISHED | FIN_WAIT1)
 }

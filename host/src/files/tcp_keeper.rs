@@ -183,6 +183,16 @@ unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
     // SAFETY: system calls on the keeper's own fds and stack buffers.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"revenant-tcplck".as_ptr());
+        // The dump's handlers and mask are not the keeper's: a plain kill
+        // ends it.
+        for sig in 1..32 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         let me = libc::geteuid();
         loop {
             let c = libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
