@@ -1743,3 +1743,85 @@ fn tcp_connections_within_the_tree_carry_on_half_closed_too() {
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a process exists after the refusal");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// One HTTP/1.1 exchange on `c`: GET `path`, the whole answer back (its
+/// status line, and its body by Content-Length).
+fn http_get(c: &mut std::net::TcpStream, path: &str) -> (String, Vec<u8>) {
+    use std::io::{BufRead, Read, Write};
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes()).unwrap();
+    let mut r = std::io::BufReader::new(c.try_clone().unwrap());
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (status, body)
+}
+
+/// Python's `http.server` (threaded, HTTP/1.1 keep-alive): a client
+/// outside the tree asks for a file, the server is dumped with the
+/// connection open and restored, and the same request on the same
+/// connection gets the same answer; a new connection is served too.
+#[test]
+fn python_http_server_answers_the_same_request_after_the_restore() {
+    let _w = watchdog::start();
+    let work = scratch("httpserver");
+    let images = work.join("images");
+    let out = work.join("out");
+    let site = work.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let page: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    std::fs::write(site.join("page.bin"), &page).unwrap();
+    let script = work.join("serve.py");
+    std::fs::write(
+        &script,
+        "import http.server, functools, sys\n\
+         class H(http.server.SimpleHTTPRequestHandler):\n\
+         \x20   protocol_version = 'HTTP/1.1'\n\
+         \x20   def log_message(self, *a): pass\n\
+         h = functools.partial(H, directory=sys.argv[2])\n\
+         s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), h)\n\
+         open(sys.argv[1], 'w').write(f'port={s.server_address[1]}\\n')\n\
+         s.serve_forever()\n",
+    )
+    .unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let mut py = Command::new(python);
+    py.arg(&script).arg(&out).arg(&site);
+    let mut child = start_command(py, false);
+    let pid = child.id() as i32;
+    let port = num(wait_for(&out, |l| !l.is_empty()).lines().next().unwrap(), "port") as u16;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let before = http_get(&mut c, "/page.bin");
+    assert!(before.0.starts_with("HTTP/1.1 200") && before.1 == page, "{}", before.0);
+    std::fs::create_dir_all(&images).unwrap();
+    let dumped = dump(pid, &images, &DumpOptions { tcp_established: true, ..Default::default() });
+    if dumped.is_err() {
+        let _ = child.kill();
+    }
+    dumped.unwrap();
+    child.wait().unwrap();
+    let plan = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
+    run(&images, &Options { detach: true, plan, ..Default::default() }).unwrap();
+    let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| http_get(&mut c, "/page.bin")));
+    let fresh = std::panic::catch_unwind(|| {
+        let mut n = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        n.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        http_get(&mut n, "/page.bin")
+    });
+    stop(pid);
+    assert_eq!(again.unwrap(), before, "the same connection");
+    assert_eq!(fresh.unwrap(), before, "a new connection");
+    let _ = std::fs::remove_dir_all(&work);
+}

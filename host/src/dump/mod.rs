@@ -168,8 +168,9 @@ fn keep_connections(dir: &ImageDir, locked: Vec<files::tcp::Lock>, log: &mut Log
         files::tcp_keeper::spawn(&name, socks).map(|pid| (name, pid))
     });
     match kept {
+        // A process of ours lingers: said at every log level.
         Ok((name, pid)) => log.line(
-            1,
+            0,
             &format!(
                 "{n} TCP connections held locked by process {pid} (@{name}) until a restore from this directory \
                  takes them; killing it drops them"
