@@ -174,7 +174,7 @@ def desc(name):
 def clean(name):
     # A test may leave a file system mounted in its directory (cgroup
     # tests do): what cannot go, stays.
-    subprocess.run(f"rm -rf {name}.pid {name}.out {name}.out.inprogress {name}.test {name}.dir.test {name}.state",
+    subprocess.run(f"rm -rf {name}.pid {name}.out {name}.out.inprogress {name}.out.external {name}.test {name}.dir.test {name}.state",
                    shell=True, cwd=Z, stderr=subprocess.DEVNULL)
 
 
@@ -270,8 +270,10 @@ def checkpoint(name):
     pid = int(open(f"{Z}/{name}.pid").read().split()[0])
     before = state(pid)
     log = os.path.join(work, "dump.log")
+    # The options of its .desc that both tools take as CRIU does.
+    extra = [o for o in d.get("opts", "").split() if o in ("--tcp-established",)]
     try:
-        rc = subprocess.run([REV, "dump", "-t", str(pid), "-D", os.path.join(work, "img"), "-o", log],
+        rc = subprocess.run([REV, "dump", "-t", str(pid), "-D", os.path.join(work, "img"), "-o", log] + extra,
                             timeout=120, stdin=subprocess.DEVNULL, capture_output=True).returncode
     except subprocess.TimeoutExpired:
         stop(pid, name)
@@ -286,7 +288,7 @@ def checkpoint(name):
         return "BROKEN", "the dumped tree did not go away"
     log = os.path.join(work, "restore.log")
     try:
-        rc = subprocess.run([REV, "restore", "-D", os.path.join(work, "img"), "-d", "-o", log],
+        rc = subprocess.run([REV, "restore", "-D", os.path.join(work, "img"), "-d", "-o", log] + extra,
                             timeout=120, stdin=subprocess.DEVNULL, capture_output=True).returncode
     except subprocess.TimeoutExpired:
         stop(pid, name)
