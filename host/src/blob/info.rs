@@ -169,10 +169,9 @@ fn preconditions() -> Value {
     json!([
         rule("the blob is mapped, copied, relocated and its code made executable (loading)", None),
         rule("the argument block's address is a multiple of BLOCK_ALIGN (8)", Some(BadLayout)),
-        rule("the header's magic, version and arch are this blob's", None),
-        rule("magic", Some(BadMagic)),
-        rule("version", Some(BadVersion)),
-        rule("arch", Some(BadArch)),
+        rule("Header::magic is MAGIC", Some(BadMagic)),
+        rule("Header::version is this blob's abi_version", Some(BadVersion)),
+        rule("Header::arch is this blob's arch", Some(BadArch)),
         rule("Header::flags is zero (no feature bits are defined in this version)", Some(BadLayout)),
         rule(
             "sizeof(Header) <= total_size <= mapped_size, and mapped_size bytes are readable at the block",
@@ -182,7 +181,7 @@ fn preconditions() -> Value {
         rule("reserved fields (pad) and undefined bits (Restore::flags, Vma::how) are zero", Some(BadLayout)),
         rule("the stack pointer at the call follows entry.stack_rule", Some(BadStack)),
         rule(
-            "restore: the blob, the argument block and the signal frames lie inside [bootstrap_start, bootstrap_start + bootstrap_len)",
+            "restore: the bootstrap area [bootstrap_start, bootstrap_start + bootstrap_len) holds all the blob uses until rt_sigreturn, as the rest of [0, task_size) is unmapped: its map_size bytes, the argument block, its stack, each Thread::sigframe's frame, THREAD_STACK bytes below each other thread's Thread::stack, the targets of Restore::park (the blob checks its code, data and block)",
             Some(NotMapped)
         ),
         rule(
