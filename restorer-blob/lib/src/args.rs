@@ -22,8 +22,14 @@ impl<'a> Args<'a> {
         if block.is_null() || !(block as usize).is_multiple_of(BLOCK_ALIGN as usize) {
             return Err(ExitCode::BadLayout);
         }
+        // Magic and version first: a block of another version may have a
+        // shorter header, and nothing past its first words is read before
+        // it is known to be ours.
         // SAFETY: the caller guarantees a readable header at this aligned
-        // address.
+        // address, and every version's starts with these two words.
+        let [magic, version] = unsafe { block.cast::<[u32; 2]>().read() };
+        check_words(magic, version)?;
+        // SAFETY: as above; the version says the header is this crate's.
         let header = unsafe { block.cast::<Header>().read() };
         check_header(&header)?;
         // SAFETY: the header passed its checks (total_size <= mapped_size
@@ -78,13 +84,18 @@ impl<'a> Args<'a> {
     }
 }
 
-fn check_header(h: &Header) -> Result<(), ExitCode> {
-    if h.magic != MAGIC {
+fn check_words(magic: u32, version: u32) -> Result<(), ExitCode> {
+    if magic != MAGIC {
         return Err(ExitCode::BadMagic);
     }
-    if h.version != VERSION {
+    if version != VERSION {
         return Err(ExitCode::BadVersion);
     }
+    Ok(())
+}
+
+fn check_header(h: &Header) -> Result<(), ExitCode> {
+    check_words(h.magic, h.version)?;
     if Arch::from_u32(h.arch) != Some(Arch::NATIVE) {
         return Err(ExitCode::BadArch);
     }
@@ -177,6 +188,33 @@ mod tests {
         assert_eq!(Args::from_bytes(view(&w, TOTAL - 6)).err(), Some(ExitCode::BadLayout));
         w.truncate(4);
         assert_eq!(Args::from_bytes(view(&w, 32)).err(), Some(ExitCode::BadLayout));
+    }
+
+    /// A block of another version is refused having read only its first
+    /// two words: here they end a mapping, and reading on would fault.
+    #[test]
+    fn refuses_another_version_reading_only_magic_and_version() {
+        use linux_raw_sys::general as g;
+        let page = revenant_arch::PAGE_SIZE;
+        let (prot, flags) = (g::PROT_READ | g::PROT_WRITE, g::MAP_PRIVATE | g::MAP_ANONYMOUS);
+        // SAFETY: a fresh anonymous mapping of two pages; the second is
+        // then unmapped, so the first page's end is the mapping's end.
+        let base = unsafe { revenant_arch::mmap(0, 2 * page, prot, flags, -1, 0) }.unwrap();
+        // SAFETY: the second page is ours and unused.
+        unsafe { revenant_arch::sys::munmap(base + page, page) }.unwrap();
+        let at = (base + page - 8) as *mut u32;
+        for (magic, version, code) in
+            [(MAGIC, VERSION - 1, ExitCode::BadVersion), (!MAGIC, VERSION, ExitCode::BadMagic)]
+        {
+            // SAFETY: the last 8 bytes of our mapping.
+            unsafe { at.write(magic) };
+            // SAFETY: as above.
+            unsafe { at.add(1).write(version) };
+            // SAFETY: 8 readable bytes; the refusal reads no more.
+            assert_eq!(unsafe { Args::from_ptr(at.cast::<u8>()) }.err(), Some(code));
+        }
+        // SAFETY: our mapping.
+        unsafe { revenant_arch::sys::munmap(base, page) }.unwrap();
     }
 
     #[test]
