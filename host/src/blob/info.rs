@@ -132,6 +132,7 @@ pub fn export(dir: &Path) -> Result<()> {
             "the loader passes a writable fd (a pipe's write end) as Header::status_fd, or -1 for none",
             "the blob writes each Status record with one 8-byte write: {magic = STATUS_MAGIC, code}",
             "a restore writes code STATUS_RESTORED (0) right before its final rt_sigreturn, after the first thread's state is complete, then closes close_fds (list status_fd there so the loader sees end of file)",
+            "the STATUS_RESTORED record is written after the thread's seccomp filters are in place: a filter that forbids write(2) kills the task there unless the loader holds it with PTRACE_O_SUSPEND_SECCOMP, as revenant does",
             "a self-test writes its result (below 128) right before it exits with it",
             "any refusal or failure after the header's checks writes its ExitCode (200 and up) right before exiting with it; the other threads of a restore report Seccomp or Creds failures the same way while the fd is open",
             "a header that fails its checks (magic, version, arch, flags, total_size, mapped_size), a misaligned block and a misaligned stack get no record: only the exit code tells",

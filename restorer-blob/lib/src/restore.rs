@@ -116,8 +116,8 @@ fn check_bootstrap(args: &Args<'_>, p: &Plan<'_>, entry_sp: usize) -> Result<(),
     if !inside(code, 1) || !inside(data, 4) {
         return Err((ExitCode::NotMapped, "the blob lies outside the bootstrap area"));
     }
-    let mapped = p.vmas.iter().filter(|v| v.how & (VMA_SKIP | VMA_REPROTECT) == 0);
-    if mapped.into_iter().any(|v| v.start < end && start < v.end) {
+    let mut mapped = p.vmas.iter().filter(|v| v.how & (VMA_SKIP | VMA_REPROTECT) == 0);
+    if mapped.any(|v| v.start < end && start < v.end) {
         return Err((ExitCode::BadLayout, "a memory area overlaps the bootstrap area"));
     }
     let low = entry_sp.wrapping_sub(MIN_STACK as usize);
