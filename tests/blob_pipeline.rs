@@ -113,8 +113,15 @@ fn the_exported_c_header_compiles_for_both_arches_with_its_layout_asserts() {
         assert!(text.contains(&format!("#define REVENANT_{name} {value:#x}u")), "{name} missing");
     }
     let asserts = text.matches("_Static_assert").count();
-    let fields: usize = revenant_blob_abi::STRUCTS.iter().map(|(_, _, f)| f.len() + 1).sum();
-    assert_eq!(asserts, fields, "a size assert per struct and an offset assert per field");
+    let fields: usize = revenant_blob_abi::STRUCTS.iter().map(|s| s.fields.len() + 2).sum();
+    assert_eq!(asserts, fields, "size and alignment asserts per struct and an offset assert per field");
+    // Each field's meaning is in the header, with its offset.
+    for s in revenant_blob_abi::STRUCTS {
+        for f in s.fields {
+            let doc = revenant::blob::plain_doc(f.doc);
+            assert!(text.contains(&format!("offset {}): {doc} */", f.offset)), "{}.{}: no doc", s.name, f.name);
+        }
+    }
     let mut compilers = vec!["cc"];
     if std::process::Command::new("arm-linux-gnueabihf-gcc").arg("--version").output().is_ok() {
         compilers.push("arm-linux-gnueabihf-gcc");

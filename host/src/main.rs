@@ -158,7 +158,9 @@ enum BlobCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write the flat blob, its relocations and a JSON ABI description.
+    /// Write what another tool needs to drive the blob: the flat blob, its
+    /// relocations, the ABI as a C header and as JSON, a reference C
+    /// loader, and SHA256SUMS.
     Export { dir: PathBuf },
     /// Load the blob in a child process and run its self-test.
     Selftest {

@@ -32,13 +32,15 @@ impl BlockBuilder {
         Span { offset, count: items.len() as u32 }
     }
 
-    /// Fills in magic, version, arch and size, and writes `header` in front.
+    /// Fills in magic, version, arch and the sizes (the block is all that
+    /// is declared mapped), and writes `header` in front.
     pub fn finish(mut self, mut header: Header) -> ArgBlock {
         let len = self.bytes.len();
         header.magic = MAGIC;
         header.version = VERSION;
         header.arch = Arch::NATIVE as u32;
         header.total_size = len as u32;
+        header.mapped_size = len as u32;
         self.bytes[..size_of::<Header>()].copy_from_slice(as_bytes(std::slice::from_ref(&header)));
         let mut words = vec![0u64; len.div_ceil(8)];
         as_bytes_mut(&mut words)[..len].copy_from_slice(&self.bytes);

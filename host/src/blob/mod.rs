@@ -8,10 +8,11 @@ mod header;
 mod info;
 mod loader;
 mod selftest;
+mod sigframe;
 
 pub use args::{ArgBlock, BlockBuilder};
 pub use embedded::EMBEDDED;
-pub use header::header;
-pub use info::{export, info_json, info_text};
+pub use header::{header, plain as plain_doc};
+pub use info::{EXAMPLE_LOADER, export, info_json, info_text};
 pub use loader::{Loaded, load, map_stack};
 pub use selftest::{LOAD_FAILED_BASE, SelfTestOutcome, run_in_child, run_selftest, selftest_block};

@@ -35,16 +35,13 @@ pub fn selftest_block(input: u32, message: &str, log_fd: i32) -> ArgBlock {
     let message = b.push(message.as_bytes());
     let st = b.push(&[SelfTest { input, pad: 0, message }]);
     b.finish(Header {
-        magic: 0,
-        version: 0,
-        arch: 0,
-        total_size: 0,
         command: Command::SelfTest as u32,
         log_level: LogLevel::Debug as u32,
         log_fd,
         flags: 0,
         selftest: st,
-        restore: Default::default(),
+        status_fd: -1,
+        ..Default::default()
     })
 }
 

@@ -331,16 +331,13 @@ fn block(
     };
     let restore = b.push(&[r]);
     Ok(b.finish(Header {
-        magic: 0,
-        version: 0,
-        arch: 0,
-        total_size: 0,
         command: Command::Restore as u32,
         log_level: LogLevel::Info as u32,
         log_fd: fds.log,
         flags: 0,
-        selftest: Default::default(),
         restore,
+        status_fd: -1,
+        ..Default::default()
     }))
 }
 

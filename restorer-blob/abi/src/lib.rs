@@ -1,34 +1,66 @@
-//! The contract between revenant's host and its restorer blob.
+//! The contract between revenant's host (or any other loader) and its
+//! restorer blob.
 //!
-//! The host lays out one argument block: a [`Header`] at offset 0, then the
-//! arrays the header's [`Span`]s point at, all in one allocation of
+//! The loader lays out one argument block: a [`Header`] at offset 0, then
+//! the arrays the header's [`Span`]s point at, all in one allocation of
 //! `total_size` bytes. The blob receives a pointer to it as its only
 //! argument. Every field has a fixed width and every address is a `u64`, so
-//! the block has the same layout on every arch; the asserts at the bottom
-//! hold that for each target this crate is built for.
+//! the block has the same layout on every arch; [`abi_struct!`] refuses
+//! padding and the asserts at the bottom pin the offsets, for each target
+//! this crate is built for. Everything is little-endian (both arches are).
 //!
-//! Versioning: [`VERSION`] changes whenever a field's meaning or place
-//! changes. The blob refuses a block whose magic, version, arch or size it
-//! does not expect, and exits with the matching [`ExitCode`].
+//! Versioning (also written into `blob.json` and `revenant_blob.h`):
+//! - [`VERSION`] names the whole contract: every struct's layout and every
+//!   field's meaning, the constants, the exit codes, the entry rules and
+//!   the [`Status`] protocol. Any change to any of them bumps it; there are
+//!   no minor versions and no compatible changes under one number.
+//! - A blob accepts exactly its own version and refuses any other with
+//!   [`ExitCode::BadVersion`], before reading past the header's first
+//!   words; a loader accepts exactly the version it was written for
+//!   (`abi_version` in `blob.json`, `REVENANT_VERSION` in the header).
+//! - Fields marked reserved must be zero, and [`Header::flags`] may only
+//!   hold bits the version defines (none in version 4): a blob refuses
+//!   anything else with [`ExitCode::BadLayout`], so such fields can gain a
+//!   meaning later without a loader's garbage being taken for it.
+//!
+//! History: 3 → 4 added [`Header::mapped_size`] and [`Header::status_fd`]
+//! (the header grew from 48 to 56 bytes), the [`Status`] record, the entry
+//! stack check and exit codes 207 to 209; reserved fields are checked.
 
 #![no_std]
 
 use core::mem::{offset_of, size_of};
 
+#[macro_use]
+mod describe;
 mod restore;
 
+pub use describe::{Field, Struct};
+
 pub use restore::{
-    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_NO_MM_MAP,
-    RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS, SECCOMP_STRICT,
-    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_FLAGS,
+    RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
+    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM,
+    VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
 /// The argument block layout described by this crate.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// The exported symbol the loader jumps to, as `extern "C" fn(*const Header) -> !`.
 pub const ENTRY_SYMBOL: &str = "blob_entry";
+/// The argument block's address is a multiple of this
+/// ([`ExitCode::BadLayout`] otherwise).
+pub const BLOCK_ALIGN: u32 = 8;
+/// "RVST", little-endian: [`Status::magic`].
+pub const STATUS_MAGIC: u32 = u32::from_le_bytes(*b"RVST");
+/// [`Status::code`] of a restore that reached its final `rt_sigreturn`.
+pub const STATUS_RESTORED: u32 = 0;
+/// Bytes of stack the blob's first thread needs below the stack pointer
+/// it is entered with (a restore checks that they lie in the bootstrap
+/// area).
+pub const MIN_STACK: u32 = 64 << 10;
 
 /// Architectures, as written into [`Header::arch`].
 #[repr(u32)]
@@ -94,53 +126,80 @@ pub enum LogLevel {
     Debug = 4,
 }
 
-/// An array inside the argument block: `count` elements starting `offset`
-/// bytes from the block's start.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Span {
-    pub offset: u32,
-    pub count: u32,
-}
+abi_struct! {
+    /// An array inside the argument block: `count` elements starting
+    /// `offset` bytes from the block's start.
+    pub struct Span(Default, PartialEq, Eq) {
+        /// Bytes from the start of the block to the first element; a
+        /// multiple of the element type's alignment (the host uses 8 for
+        /// every array).
+        pub offset: u32,
+        /// Number of elements (not bytes); 0 for an empty array.
+        pub count: u32,
+    }
 
-/// The start of every argument block.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct Header {
-    /// [`MAGIC`].
-    pub magic: u32,
-    /// [`VERSION`].
-    pub version: u32,
-    /// [`Arch`] as a number.
-    pub arch: u32,
-    /// Bytes in the whole block, header included.
-    pub total_size: u32,
-    /// [`Command`] as a number.
-    pub command: u32,
-    /// [`LogLevel`] as a number; 0 silences the log.
-    pub log_level: u32,
-    /// Where log lines go; -1 for nowhere.
-    pub log_fd: i32,
-    /// Reserved for a later version to negotiate: must be zero (the blob
-    /// ends with [`ExitCode::BadLayout`] otherwise).
-    pub flags: u32,
-    /// One [`SelfTest`] for [`Command::SelfTest`].
-    pub selftest: Span,
-    /// One [`Restore`] for [`Command::Restore`].
-    pub restore: Span,
-}
+    /// The start of every argument block, at offset 0 of a block whose
+    /// address is a multiple of [`BLOCK_ALIGN`].
+    pub struct Header(Default) {
+        /// [`MAGIC`]: "RVNT" read as a little-endian u32.
+        pub magic: u32,
+        /// [`VERSION`]: the blob accepts exactly its own.
+        pub version: u32,
+        /// [`Arch`] as a number: the arch the block was made for.
+        pub arch: u32,
+        /// Bytes in the whole block, header included; at most
+        /// `mapped_size`.
+        pub total_size: u32,
+        /// [`Command`] as a number: what the blob is asked to do.
+        pub command: u32,
+        /// [`LogLevel`] as a number; 0 silences the log.
+        pub log_level: u32,
+        /// Where log lines go (text, one line per event); -1 for nowhere.
+        pub log_fd: i32,
+        /// Feature bits the loader asks for. None are defined in this
+        /// version: anything but zero ends the blob with
+        /// [`ExitCode::BadLayout`] (a later version may define bits, which
+        /// an older blob then refuses rather than ignores).
+        pub flags: u32,
+        /// One [`SelfTest`] for [`Command::SelfTest`], else empty.
+        pub selftest: Span => SelfTest,
+        /// One [`Restore`] for [`Command::Restore`], else empty.
+        pub restore: Span => Restore,
+        /// Bytes the loader has mapped readable at the block's address: the
+        /// blob reads nothing past them, and refuses a `total_size` above
+        /// them with [`ExitCode::NotMapped`].
+        pub mapped_size: u32,
+        /// Where the blob writes its [`Status`] records (the completion
+        /// protocol); -1 for none.
+        pub status_fd: i32,
+    }
 
-/// Arguments of [`Command::SelfTest`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SelfTest {
-    /// Fed through the blob's function-pointer table; the blob exits with
-    /// [`selftest_exit_code`] of it.
-    pub input: u32,
-    /// Reserved, zero.
-    pub pad: u32,
-    /// A message (bytes in the block) the blob logs back verbatim.
-    pub message: Span,
+    /// Arguments of [`Command::SelfTest`].
+    pub struct SelfTest(Default) {
+        /// Fed through the blob's function-pointer table; the blob exits
+        /// with [`selftest_exit_code`] of it.
+        pub input: u32,
+        /// Reserved: must be zero ([`ExitCode::BadLayout`] otherwise).
+        pub pad: u32,
+        /// Bytes in the block the blob logs back verbatim.
+        pub message: Span => u8,
+    }
+
+    /// What the blob writes to [`Header::status_fd`], in one `write` of
+    /// its 8 bytes, so a loader learns how it ended without parsing logs:
+    /// right before a restore's final `rt_sigreturn` ([`STATUS_RESTORED`]),
+    /// before a self-test exits (its result), and before any exit with an
+    /// [`ExitCode`] once the header has passed its checks. A header that
+    /// fails them (magic, version, arch, flags, sizes) gets no record: its
+    /// `status_fd` cannot be trusted either, and only the exit code tells.
+    pub struct Status(Default, PartialEq, Eq) {
+        /// [`STATUS_MAGIC`]: "RVST" read as a little-endian u32.
+        pub magic: u32,
+        /// [`STATUS_RESTORED`], a self-test's result (below 128), or an
+        /// [`ExitCode`] (200 and up): the exit code the blob is about to
+        /// exit with.
+        pub code: u32,
+    }
 }
 
 /// The exit code a correct blob gives for a self-test of `input`: the input
@@ -149,6 +208,10 @@ pub struct SelfTest {
 pub const fn selftest_exit_code(input: u32) -> u8 {
     ((((input.wrapping_add(3)).wrapping_mul(5)) ^ 0x55) % 128) as u8
 }
+
+/// A self-test input `blob.json` and `revenant_blob.h` quote with its
+/// expected result.
+pub const SELFTEST_EXAMPLE_INPUT: u32 = 7;
 
 /// Why a blob ended other than by finishing its command. These are the
 /// process exit codes the host sees; all are at least 200 so they never
@@ -162,7 +225,8 @@ pub enum ExitCode {
     BadVersion = 201,
     /// The block was made for another arch.
     BadArch = 202,
-    /// A size or span points outside the block, or is misaligned.
+    /// The block is misaligned, a size or span points outside it or is
+    /// misaligned, or a reserved field or flag is not zero.
     BadLayout = 203,
     /// The command number is unknown.
     UnknownCommand = 204,
@@ -170,6 +234,17 @@ pub enum ExitCode {
     Panic = 205,
     /// A self-test check failed; the log says which.
     SelfTestFailed = 206,
+    /// The stack pointer at entry breaks the stack rule: misaligned (the
+    /// blob checks it before anything else), or for a restore not inside
+    /// the bootstrap area with [`MIN_STACK`] bytes below it.
+    BadStack = 207,
+    /// `total_size` is above the `mapped_size` the loader declares, or a
+    /// restore's blob or argument block lies outside its bootstrap area
+    /// (the only memory a restore keeps).
+    NotMapped = 208,
+    /// A restore found an rseq area registered for its thread (a C
+    /// library's): the kernel would write to it after it is unmapped.
+    RseqRegistered = 209,
     /// Unmapping the old address space failed.
     Unmap = 210,
     /// Mapping a dumped VMA failed or landed elsewhere.
@@ -201,7 +276,7 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 21] = [
+    pub const ALL: [ExitCode; 24] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -209,6 +284,9 @@ impl ExitCode {
         ExitCode::UnknownCommand,
         ExitCode::Panic,
         ExitCode::SelfTestFailed,
+        ExitCode::BadStack,
+        ExitCode::NotMapped,
+        ExitCode::RseqRegistered,
         ExitCode::Unmap,
         ExitCode::MapVma,
         ExitCode::ReadPages,
@@ -235,10 +313,15 @@ impl ExitCode {
             ExitCode::BadMagic => "argument block has a bad magic number",
             ExitCode::BadVersion => "argument block version differs from the blob's",
             ExitCode::BadArch => "argument block was made for another architecture",
-            ExitCode::BadLayout => "argument block has a size or array outside its bounds",
+            ExitCode::BadLayout => {
+                "argument block is misaligned, has a size or array outside its bounds, or a reserved field set"
+            }
             ExitCode::UnknownCommand => "unknown command in the argument block",
             ExitCode::Panic => "the blob panicked (a bug in revenant)",
             ExitCode::SelfTestFailed => "a blob self-test check failed",
+            ExitCode::BadStack => "the blob was entered on a misaligned stack or one outside its bootstrap area",
+            ExitCode::NotMapped => "the argument block or the blob lies outside the memory the loader declares mapped",
+            ExitCode::RseqRegistered => "an rseq area is still registered for the restoring thread",
             ExitCode::Unmap => "unmapping the old address space failed",
             ExitCode::MapVma => "mapping a dumped memory area failed",
             ExitCode::ReadPages => "reading memory pages from the pages image failed",
@@ -257,32 +340,25 @@ impl ExitCode {
     }
 }
 
-/// A field of an ABI struct, for the machine-readable description that
-/// `revenant blob export` writes.
-#[derive(Clone, Copy, Debug)]
-pub struct Field {
-    pub name: &'static str,
-    pub offset: usize,
-    pub size: usize,
-    pub ty: &'static str,
-}
-
-macro_rules! fields {
-    ($t:ty { $($f:ident : $ty:literal),* $(,)? }) => {
-        &[$(Field {
-            name: stringify!($f),
-            offset: offset_of!($t, $f),
-            size: { const fn sz<T>(_: fn(&$t) -> &T) -> usize { size_of::<T>() } sz(|s: &$t| &s.$f) },
-            ty: $ty,
-        }),*]
-    };
-}
-
 /// Every constant a loader needs, for `revenant_blob.h` and `blob.json`:
 /// name (as the header spells it), value, meaning.
 pub const CONSTANTS: &[(&str, u64, &str)] = &[
     ("MAGIC", MAGIC as u64, "Header::magic: \"RVNT\" read as a little-endian u32"),
-    ("VERSION", VERSION as u64, "Header::version: the blob accepts exactly this version"),
+    (
+        "VERSION",
+        VERSION as u64,
+        "Header::version: the blob accepts exactly this version, a loader exactly the one it was written for",
+    ),
+    ("BLOCK_ALIGN", BLOCK_ALIGN as u64, "the argument block's address is a multiple of this"),
+    ("STATUS_MAGIC", STATUS_MAGIC as u64, "Status::magic: \"RVST\" read as a little-endian u32"),
+    ("STATUS_RESTORED", STATUS_RESTORED as u64, "Status::code: the restore reached its final rt_sigreturn"),
+    ("MIN_STACK", MIN_STACK as u64, "bytes of stack the blob's first thread needs below its entry stack pointer"),
+    ("SELFTEST_EXAMPLE_INPUT", SELFTEST_EXAMPLE_INPUT as u64, "a SelfTest::input the exports quote"),
+    (
+        "SELFTEST_EXAMPLE_EXIT",
+        selftest_exit_code(SELFTEST_EXAMPLE_INPUT) as u64,
+        "the exit code and Status::code of a correct blob's self-test of SELFTEST_EXAMPLE_INPUT",
+    ),
     ("ARCH_X86_64", Arch::X86_64 as u64, "Header::arch on x86_64"),
     ("ARCH_ARM", Arch::Arm as u64, "Header::arch on 32-bit ARM (EABI, ARM mode)"),
     ("COMMAND_SELFTEST", Command::SelfTest as u64, "Header::command: run the self-test"),
@@ -296,6 +372,7 @@ pub const CONSTANTS: &[(&str, u64, &str)] = &[
     ("RESTORE_SET_GROUPS", RESTORE_SET_GROUPS as u64, "Restore::flags: set the supplementary groups"),
     ("RESTORE_NOT_DUMPABLE", RESTORE_NOT_DUMPABLE as u64, "Restore::flags: PR_SET_DUMPABLE 0 per thread"),
     ("RESTORE_DUMPABLE", RESTORE_DUMPABLE as u64, "Restore::flags: PR_SET_DUMPABLE 1 per thread"),
+    ("RESTORE_FLAGS", RESTORE_FLAGS as u64, "Restore::flags: every bit this version defines; others must be zero"),
     ("VMA_SKIP", VMA_SKIP as u64, "Vma::how: do not map (vDSO, vsyscall)"),
     ("VMA_FILL", VMA_FILL as u64, "Vma::how: pages are read into it (mapped writable first)"),
     ("VMA_SHM", VMA_SHM as u64, "Vma::how: attach SysV segment `fd` at `start`"),
@@ -306,189 +383,40 @@ pub const CONSTANTS: &[(&str, u64, &str)] = &[
     ("SECCOMP_ALL_THREADS", SECCOMP_ALL_THREADS as u64, "Seccomp::thread: a filter every thread starts with"),
 ];
 
-/// Every ABI struct: name, size, fields.
-pub const STRUCTS: &[(&str, usize, &[Field])] = &[
-    (
-        "Header",
-        size_of::<Header>(),
-        fields!(Header {
-            magic: "u32",
-            version: "u32",
-            arch: "u32",
-            total_size: "u32",
-            command: "u32",
-            log_level: "u32",
-            log_fd: "i32",
-            flags: "u32",
-            selftest: "Span<SelfTest>",
-            restore: "Span<Restore>",
-        }),
-    ),
-    ("Span", size_of::<Span>(), fields!(Span { offset: "u32", count: "u32" })),
-    ("SelfTest", size_of::<SelfTest>(), fields!(SelfTest { input: "u32", pad: "u32", message: "Span<u8>" })),
-    (
-        "Restore",
-        size_of::<Restore>(),
-        fields!(Restore {
-            bootstrap_start: "u64",
-            bootstrap_len: "u64",
-            task_size: "u64",
-            pages_fd: "i32",
-            exe_fd: "i32",
-            flags: "u32",
-            fill_helper_tid: "u32",
-            vmas: "Span<Vma>",
-            page_reads: "Span<PageRead>",
-            iovs: "Span<Iovec>",
-            park: "Span<Move>",
-            unpark: "Span<Move>",
-            sigactions: "Span<SigAction>",
-            close_fds: "Span<i32>",
-            auxv: "Span<u8>",
-            threads: "Span<Thread>",
-            rlimits: "Span<Rlimit>",
-            itimers: "Span<ITimer>",
-            signals: "Span<QueuedSignal>",
-            patches: "Span<Patch>",
-            creds: "Span<Creds>",
-            groups: "Span<u32>",
-            posix_timers: "Span<PosixTimer>",
-            seccomp: "Span<Seccomp>",
-            seccomp_progs: "Span<u8>",
-            compare_reads: "Span<PageRead>",
-            zero: "Span<Iovec>",
-            premap_start: "u64",
-            premap_len: "u64",
-            mm: "MmMap",
-            comm: "[u8; 16]",
-        }),
-    ),
-    (
-        "Vma",
-        size_of::<Vma>(),
-        fields!(Vma {
-            start: "u64",
-            end: "u64",
-            pgoff: "u64",
-            madv: "u64",
-            prot: "u32",
-            flags: "u32",
-            fd: "i32",
-            how: "u32",
-            attach_len: "u64",
-            from: "u64",
-        }),
-    ),
-    (
-        "Creds",
-        size_of::<Creds>(),
-        fields!(Creds {
-            uid: "u32",
-            euid: "u32",
-            suid: "u32",
-            fsuid: "u32",
-            gid: "u32",
-            egid: "u32",
-            sgid: "u32",
-            fsgid: "u32",
-            cap_inh: "u64",
-            cap_prm: "u64",
-            cap_eff: "u64",
-            cap_bnd: "u64",
-            cap_amb: "u64",
-            secbits: "u32",
-            no_new_privs: "u32",
-        }),
-    ),
-    (
-        "PosixTimer",
-        size_of::<PosixTimer>(),
-        fields!(PosixTimer {
-            id: "i32",
-            clock: "i32",
-            signo: "u32",
-            notify: "u32",
-            notify_tid: "u32",
-            pad: "u32",
-            sival: "u64",
-            interval_sec: "u64",
-            interval_nsec: "u64",
-            value_sec: "u64",
-            value_nsec: "u64",
-        }),
-    ),
-    (
-        "Seccomp",
-        size_of::<Seccomp>(),
-        fields!(Seccomp { thread: "u32", flags: "u32", prog_offset: "u32", prog_len: "u32" }),
-    ),
-    ("Patch", size_of::<Patch>(), fields!(Patch { at: "u64", len: "u32", pad: "u32", bytes: "[u8; 16]" })),
-    ("Rlimit", size_of::<Rlimit>(), fields!(Rlimit { resource: "u32", pad: "u32", cur: "u64", max: "u64" })),
-    (
-        "ITimer",
-        size_of::<ITimer>(),
-        fields!(ITimer {
-            which: "u32",
-            pad: "u32",
-            interval_sec: "u64",
-            interval_usec: "u64",
-            value_sec: "u64",
-            value_usec: "u64",
-        }),
-    ),
-    ("QueuedSignal", size_of::<QueuedSignal>(), fields!(QueuedSignal { tid: "u32", signo: "u32", info: "[u8; 128]" })),
-    ("PageRead", size_of::<PageRead>(), fields!(PageRead { offset: "u64", first_iov: "u32", iov_count: "u32" })),
-    ("Iovec", size_of::<Iovec>(), fields!(Iovec { base: "u64", len: "u64" })),
-    ("Move", size_of::<Move>(), fields!(Move { from: "u64", to: "u64", len: "u64" })),
-    (
-        "SigAction",
-        size_of::<SigAction>(),
-        fields!(SigAction { signo: "u32", pad: "u32", handler: "u64", flags: "u64", restorer: "u64", mask: "u64" }),
-    ),
-    (
-        "MmMap",
-        size_of::<MmMap>(),
-        fields!(MmMap {
-            start_code: "u64",
-            end_code: "u64",
-            start_data: "u64",
-            end_data: "u64",
-            start_brk: "u64",
-            brk: "u64",
-            start_stack: "u64",
-            arg_start: "u64",
-            arg_end: "u64",
-            env_start: "u64",
-            env_end: "u64",
-        }),
-    ),
-    (
-        "Thread",
-        size_of::<Thread>(),
-        fields!(Thread {
-            tid: "u32",
-            rseq_len: "u32",
-            sigframe: "u64",
-            tls: "u64",
-            gs_base: "u64",
-            clear_tid_addr: "u64",
-            robust_list: "u64",
-            robust_list_len: "u64",
-            rseq_ptr: "u64",
-            rseq_sig: "u32",
-            pdeath_sig: "u32",
-            stack: "u64",
-        }),
-    ),
+/// Every ABI struct, each after the ones it holds.
+pub const STRUCTS: &[Struct] = &[
+    Span::DESCRIPTION,
+    Header::DESCRIPTION,
+    SelfTest::DESCRIPTION,
+    Status::DESCRIPTION,
+    MmMap::DESCRIPTION,
+    Restore::DESCRIPTION,
+    Vma::DESCRIPTION,
+    PageRead::DESCRIPTION,
+    Iovec::DESCRIPTION,
+    Move::DESCRIPTION,
+    SigAction::DESCRIPTION,
+    Thread::DESCRIPTION,
+    Rlimit::DESCRIPTION,
+    ITimer::DESCRIPTION,
+    QueuedSignal::DESCRIPTION,
+    Patch::DESCRIPTION,
+    Creds::DESCRIPTION,
+    PosixTimer::DESCRIPTION,
+    Seccomp::DESCRIPTION,
 ];
 
 // The layout is part of the ABI: these hold on every arch the crate builds for.
 const _: () = {
     assert!(size_of::<Span>() == 8);
-    assert!(size_of::<Header>() == 48);
+    assert!(size_of::<Header>() == 56);
     assert!(offset_of!(Header, log_fd) == 24);
+    assert!(offset_of!(Header, flags) == 28);
     assert!(offset_of!(Header, selftest) == 32);
     assert!(offset_of!(Header, restore) == 40);
+    assert!(offset_of!(Header, mapped_size) == 48);
+    assert!(offset_of!(Header, status_fd) == 52);
+    assert!(size_of::<Status>() == 8);
     assert!(size_of::<SelfTest>() == 16);
     assert!(offset_of!(SelfTest, message) == 8);
     assert!(core::mem::align_of::<Header>() == 4);
@@ -511,8 +439,10 @@ unsafe impl Plain for u64 {}
 unsafe impl Plain for Span {}
 // SAFETY: u32s and a Span, repr(C), no padding (size asserted above).
 unsafe impl Plain for SelfTest {}
-// SAFETY: u32s, an i32 and a Span, repr(C), no padding (size asserted above).
+// SAFETY: u32s, i32s and Spans, repr(C), no padding (size asserted above).
 unsafe impl Plain for Header {}
+// SAFETY: two u32s, repr(C), no padding (size asserted above).
+unsafe impl Plain for Status {}
 
 #[cfg(test)]
 mod tests {
@@ -522,13 +452,40 @@ mod tests {
     /// exactly, in order, with none missing from the description.
     #[test]
     fn described_structs_have_no_padding_and_list_every_field() {
-        for (name, size, fields) in STRUCTS {
+        for s in STRUCTS {
             let mut at = 0;
-            for f in *fields {
-                assert_eq!(f.offset, at, "{name}.{} is not where the previous field ended", f.name);
+            for f in s.fields {
+                assert_eq!(f.offset, at, "{}.{} is not where the previous field ended", s.name, f.name);
+                assert!(f.offset.is_multiple_of(f.align), "{}.{} is misaligned", s.name, f.name);
+                assert!(!f.doc.trim().is_empty(), "{}.{} has no doc", s.name, f.name);
                 at += f.size;
             }
-            assert_eq!(at, *size, "{name}: fields cover {at} of {size} bytes");
+            assert_eq!(at, s.size, "{}: fields cover {at} of {} bytes", s.name, s.size);
+        }
+    }
+
+    /// The exports emit each struct once, after the structs it holds, and
+    /// every span names an element type that is a primitive or listed.
+    #[test]
+    fn structs_come_after_what_they_hold_and_spans_name_known_types() {
+        let primitive = ["u8", "u32", "i32", "u64"];
+        for (i, s) in STRUCTS.iter().enumerate() {
+            assert!(STRUCTS[i + 1..].iter().all(|o| o.name != s.name), "{} listed twice", s.name);
+            for f in s.fields {
+                let inner = f.ty.trim_start_matches('[').split(';').next().unwrap();
+                if !primitive.contains(&inner) {
+                    assert!(STRUCTS[..i].iter().any(|o| o.name == inner), "{}.{}: {inner} not before", s.name, f.name);
+                }
+                assert_eq!(f.ty == "Span", f.elem.is_some(), "{}.{}: a span names its elements", s.name, f.name);
+                if let Some(e) = f.elem {
+                    assert!(
+                        primitive.contains(&e) || STRUCTS.iter().any(|o| o.name == e),
+                        "{}.{}: {e}",
+                        s.name,
+                        f.name
+                    );
+                }
+            }
         }
     }
 

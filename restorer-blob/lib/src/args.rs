@@ -2,7 +2,7 @@
 
 use core::mem::{align_of, size_of};
 
-use revenant_blob_abi::{Arch, ExitCode, Header, MAGIC, Plain, Span, VERSION};
+use revenant_blob_abi::{Arch, BLOCK_ALIGN, ExitCode, Header, MAGIC, Plain, Span, VERSION};
 
 /// The argument block, checked: magic, version, arch and size are right,
 /// and every array handed out lies inside it.
@@ -13,15 +13,27 @@ pub struct Args<'a> {
 
 impl<'a> Args<'a> {
     /// # Safety
-    /// `block` must point at a readable [`Header`] and, if that header's
-    /// checks pass, at `total_size` readable bytes that stay unchanged for
-    /// `'a`.
+    /// `block`, if aligned, must point at a readable [`Header`] and, if
+    /// that header's checks pass, at `mapped_size` readable bytes that stay
+    /// unchanged for `'a`.
     pub unsafe fn from_ptr(block: *const u8) -> Result<Args<'a>, ExitCode> {
-        // SAFETY: the caller guarantees a readable header.
-        let header = unsafe { block.cast::<Header>().read_unaligned() };
+        // Checked before the first read: a misaligned pointer is a loader
+        // that got the rules wrong, and reading through it may fault.
+        if block.is_null() || !(block as usize).is_multiple_of(BLOCK_ALIGN as usize) {
+            return Err(ExitCode::BadLayout);
+        }
+        // Magic and version first: a block of another version may have a
+        // shorter header, and nothing past its first words is read before
+        // it is known to be ours.
+        // SAFETY: the caller guarantees a readable header at this aligned
+        // address, and every version's starts with these two words.
+        let [magic, version] = unsafe { block.cast::<[u32; 2]>().read() };
+        check_words(magic, version)?;
+        // SAFETY: as above; the version says the header is this crate's.
+        let header = unsafe { block.cast::<Header>().read() };
         check_header(&header)?;
-        // SAFETY: the header passed its checks, so the caller guarantees
-        // `total_size` readable bytes.
+        // SAFETY: the header passed its checks (total_size <= mapped_size
+        // among them), so the caller guarantees `total_size` readable bytes.
         let bytes = unsafe { core::slice::from_raw_parts(block, header.total_size as usize) };
         Self::from_bytes(bytes)
     }
@@ -42,6 +54,11 @@ impl<'a> Args<'a> {
 
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Where the block starts and how long it is.
+    pub fn range(&self) -> (usize, usize) {
+        (self.bytes.as_ptr() as usize, self.bytes.len())
     }
 
     /// The `span.count` elements of `T` at `span.offset`.
@@ -67,13 +84,18 @@ impl<'a> Args<'a> {
     }
 }
 
-fn check_header(h: &Header) -> Result<(), ExitCode> {
-    if h.magic != MAGIC {
+fn check_words(magic: u32, version: u32) -> Result<(), ExitCode> {
+    if magic != MAGIC {
         return Err(ExitCode::BadMagic);
     }
-    if h.version != VERSION {
+    if version != VERSION {
         return Err(ExitCode::BadVersion);
     }
+    Ok(())
+}
+
+fn check_header(h: &Header) -> Result<(), ExitCode> {
+    check_words(h.magic, h.version)?;
     if Arch::from_u32(h.arch) != Some(Arch::NATIVE) {
         return Err(ExitCode::BadArch);
     }
@@ -84,6 +106,11 @@ fn check_header(h: &Header) -> Result<(), ExitCode> {
     }
     if (h.total_size as usize) < size_of::<Header>() {
         return Err(ExitCode::BadLayout);
+    }
+    // Reading the block is the first thing the blob does with it: beyond
+    // what the loader says it mapped, that read could fault.
+    if h.total_size > h.mapped_size {
+        return Err(ExitCode::NotMapped);
     }
     Ok(())
 }
@@ -107,6 +134,8 @@ mod tests {
             flags: 0,
             selftest: Span { offset: size_of::<Header>() as u32, count: 1 },
             restore: Span::default(),
+            mapped_size: total as u32,
+            status_fd: -1,
         };
         let mut bytes = vec![0u8; total];
         // SAFETY: Header is Plain; we copy its bytes.
@@ -152,9 +181,53 @@ mod tests {
         let mut b = view(&w, TOTAL).to_vec();
         b[28] = 1;
         assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::BadLayout));
+        // total_size (offset 12) above mapped_size (offset 48).
+        let mut b = view(&w, TOTAL).to_vec();
+        b[48..52].copy_from_slice(&(TOTAL as u32 - 8).to_le_bytes());
+        assert_eq!(Args::from_bytes(&b).err(), Some(ExitCode::NotMapped));
         assert_eq!(Args::from_bytes(view(&w, TOTAL - 6)).err(), Some(ExitCode::BadLayout));
         w.truncate(4);
         assert_eq!(Args::from_bytes(view(&w, 32)).err(), Some(ExitCode::BadLayout));
+    }
+
+    /// A block of another version is refused having read only its first
+    /// two words: here they end a mapping, and reading on would fault.
+    #[test]
+    fn refuses_another_version_reading_only_magic_and_version() {
+        use linux_raw_sys::general as g;
+        let page = revenant_arch::PAGE_SIZE;
+        let (prot, flags) = (g::PROT_READ | g::PROT_WRITE, g::MAP_PRIVATE | g::MAP_ANONYMOUS);
+        // SAFETY: a fresh anonymous mapping of two pages; the second is
+        // then unmapped, so the first page's end is the mapping's end.
+        let base = unsafe { revenant_arch::mmap(0, 2 * page, prot, flags, -1, 0) }.unwrap();
+        // SAFETY: the second page is ours and unused.
+        unsafe { revenant_arch::sys::munmap(base + page, page) }.unwrap();
+        let at = (base + page - 8) as *mut u32;
+        for (magic, version, code) in
+            [(MAGIC, VERSION - 1, ExitCode::BadVersion), (!MAGIC, VERSION, ExitCode::BadMagic)]
+        {
+            // SAFETY: the last 8 bytes of our mapping.
+            unsafe { at.write(magic) };
+            // SAFETY: as above.
+            unsafe { at.add(1).write(version) };
+            // SAFETY: 8 readable bytes; the refusal reads no more.
+            assert_eq!(unsafe { Args::from_ptr(at.cast::<u8>()) }.err(), Some(code));
+        }
+        // SAFETY: our mapping.
+        unsafe { revenant_arch::sys::munmap(base, page) }.unwrap();
+    }
+
+    #[test]
+    fn refuses_a_misaligned_or_null_block_before_reading_it() {
+        let w = block(&[0; 16]);
+        // SAFETY: the block is live and readable; the checks refuse it
+        // before any read through the misaligned pointer.
+        let misaligned = unsafe { Args::from_ptr(w.as_ptr().cast::<u8>().add(4)) };
+        assert_eq!(misaligned.err(), Some(ExitCode::BadLayout));
+        // SAFETY: refused before any read.
+        assert_eq!(unsafe { Args::from_ptr(core::ptr::null()) }.err(), Some(ExitCode::BadLayout));
+        // SAFETY: an aligned, complete block.
+        assert!(unsafe { Args::from_ptr(w.as_ptr().cast::<u8>()) }.is_ok());
     }
 
     #[test]

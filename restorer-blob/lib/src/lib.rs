@@ -21,6 +21,7 @@ mod restore;
 mod seccomp;
 mod selftest;
 pub mod shm;
+pub mod status;
 pub mod vdso;
 
 use revenant_blob_abi::{Command, ExitCode};
@@ -29,28 +30,32 @@ pub use args::Args;
 pub use log::Log;
 
 /// Runs the command in the argument block at `block`; never returns.
+/// `entry_sp` is the stack pointer the loader called the entry with, whose
+/// alignment the entry has checked.
 ///
 /// # Safety
-/// `block` must point at readable memory holding at least a
-/// [`revenant_blob_abi::Header`], and at `total_size` readable bytes if the
-/// header's magic, version and arch are right.
-pub unsafe fn run(block: *const u8) -> ! {
+/// `block`, if aligned, must point at readable memory holding at least a
+/// [`revenant_blob_abi::Header`], and at `mapped_size` readable bytes if
+/// the header's magic, version and arch are right.
+pub unsafe fn run(block: *const u8, entry_sp: usize) -> ! {
     // SAFETY: forwarded from the caller.
     let args = match unsafe { Args::from_ptr(block) } {
         Ok(a) => a,
-        // A header we cannot trust has no log fd we can trust either.
+        // A header we cannot trust has no log or status fd we can trust
+        // either.
         Err(code) => revenant_arch::sys::exit_group(code as i32),
     };
+    status::set_fd(args.header().status_fd);
     let log = Log::new(args.header().log_fd, args.header().log_level);
     match Command::from_u32(args.header().command) {
         Some(Command::SelfTest) => selftest::run(&args, &log),
-        Some(Command::Restore) => restore::run(&args, &log),
+        Some(Command::Restore) => restore::run(&args, &log, entry_sp),
         None => fail(&log, ExitCode::UnknownCommand, "unknown command"),
     }
 }
 
-/// Logs `what` as an error and exits with `code`.
+/// Logs `what` as an error, reports `code` and exits with it.
 pub fn fail(log: &Log, code: ExitCode, what: &str) -> ! {
     log.error().s(what).s(" (exit code ").dec(code as u64).s(")").emit();
-    revenant_arch::sys::exit_group(code as i32)
+    status::exit(code)
 }

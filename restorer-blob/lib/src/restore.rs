@@ -9,9 +9,10 @@
 use linux_raw_sys::general as g;
 use revenant_arch::{Errno, sys};
 use revenant_blob_abi::{
-    Creds, ExitCode, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE,
-    RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
-    Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ExitCode, ITimer, Iovec, MIN_STACK, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal,
+    RESTORE_DUMPABLE, RESTORE_FLAGS, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP,
+    Restore, Rlimit, SECCOMP_ALL_THREADS, STATUS_RESTORED, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL,
+    VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -84,15 +85,87 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
     if p.threads.is_empty() {
         return Err(ExitCode::BadLayout);
     }
+    // Reserved words and bits this version does not define.
+    const VMA_HOW: u32 = VMA_SKIP | VMA_FILL | VMA_SHM | VMA_REPROTECT | VMA_PREMAPPED;
+    let reserved = r.flags & !RESTORE_FLAGS != 0
+        || p.vmas.iter().any(|v| v.how & !VMA_HOW != 0)
+        || p.sigactions.iter().any(|a| a.pad != 0)
+        || p.patches.iter().any(|x| x.pad != 0)
+        || p.posix_timers.iter().any(|t| t.pad != 0)
+        || p.rlimits.iter().any(|l| l.pad != 0)
+        || p.itimers.iter().any(|t| t.pad != 0);
+    if reserved {
+        return Err(ExitCode::BadLayout);
+    }
     Ok(p)
 }
 
-pub fn run(args: &Args<'_>, log: &Log) -> ! {
+/// The restore keeps only the bootstrap area: the blob's code and data,
+/// its block and its stack must lie inside, or the first unmap pulls them
+/// away mid-step. Checked while nothing is changed yet.
+fn check_bootstrap(args: &Args<'_>, p: &Plan<'_>, entry_sp: usize) -> Result<(), (ExitCode, &'static str)> {
+    let r = p.r;
+    let (start, end) = (r.bootstrap_start, r.bootstrap_start.saturating_add(r.bootstrap_len));
+    let inside = |at: usize, len: usize| start <= at as u64 && (at as u64).saturating_add(len as u64) <= end;
+    let (block, block_len) = args.range();
+    if !inside(block, block_len) {
+        return Err((ExitCode::NotMapped, "the argument block lies outside the bootstrap area"));
+    }
+    let code = run as *const () as usize;
+    let data = &READY as *const AtomicU32 as usize;
+    if !inside(code, 1) || !inside(data, 4) {
+        return Err((ExitCode::NotMapped, "the blob lies outside the bootstrap area"));
+    }
+    let mut mapped = p.vmas.iter().filter(|v| v.how & (VMA_SKIP | VMA_REPROTECT) == 0);
+    if mapped.any(|v| v.start < end && start < v.end) {
+        return Err((ExitCode::BadLayout, "a memory area overlaps the bootstrap area"));
+    }
+    let low = entry_sp.wrapping_sub(MIN_STACK as usize);
+    if entry_sp < MIN_STACK as usize || !inside(low, MIN_STACK as usize) {
+        return Err((ExitCode::BadStack, "the stack lies outside the bootstrap area or is too small there"));
+    }
+    Ok(())
+}
+
+/// A 32-byte `struct rseq`, for probing whether the thread has one
+/// registered.
+#[repr(C, align(32))]
+struct RseqArea([AtomicU32; 8]);
+
+static RSEQ_PROBE: RseqArea = RseqArea([const { AtomicU32::new(0) }; 8]);
+
+/// Whether an rseq area (a C library's) is registered for this thread:
+/// the kernel keeps writing to it, and would kill the task once the
+/// restore has unmapped it. Registering an area of our own answers
+/// `EINVAL` or `EBUSY` then; when it succeeds it is dropped at once.
+fn rseq_registered() -> bool {
+    let area = &RSEQ_PROBE as *const RseqArea as usize;
+    // Any signature: nothing of ours ever aborts a sequence.
+    let sig = 0x5256_4e54;
+    // SAFETY: the area is a static of ours, 32-byte aligned and writable,
+    // which the kernel may write to until it is unregistered below.
+    match unsafe { sys::rseq(area, 32, 0, sig) } {
+        Ok(()) => {
+            // SAFETY: dropping the registration just made.
+            let _ = unsafe { sys::rseq(area, 32, revenant_arch::consts::RSEQ_FLAG_UNREGISTER, sig) };
+            false
+        }
+        Err(e) => e == Errno::EINVAL || e == Errno::EBUSY,
+    }
+}
+
+pub fn run(args: &Args<'_>, log: &Log, entry_sp: usize) -> ! {
     let p = match plan(args) {
         Ok(p) => p,
-        Err(code) => fail(log, code, "restore arguments lie outside the block"),
+        Err(code) => fail(log, code, "restore arguments lie outside the block or set reserved fields"),
     };
     let r = p.r;
+    if let Err((code, what)) = check_bootstrap(args, &p, entry_sp) {
+        fail(log, code, what);
+    }
+    if rseq_registered() {
+        fail(log, ExitCode::RseqRegistered, "an rseq area is registered for this thread; unregister it first");
+    }
     log.info()
         .s("restoring: ")
         .dec(p.vmas.len() as u64)
@@ -149,8 +222,9 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     set_creds(p.creds.first(), &p, log);
     set_dumpable(p.r.flags, log);
     log.info().s("restore done, returning to the program").emit();
-    // Service fds (the log among them) go last: nothing can be reported
-    // after this.
+    crate::status::report(STATUS_RESTORED);
+    // Service fds (the log and status among them) go last: nothing can be
+    // reported after this.
     for &fd in p.close_fds {
         // SAFETY: the host hands over these descriptors for the restorer to
         // close; nothing after this uses them.
@@ -466,7 +540,7 @@ static PLAN: AtomicUsize = AtomicUsize::new(0);
 fn set_seccomp(p: &Plan<'_>, index: u32, log: &Log) {
     if let Err((what, e)) = crate::seccomp::apply(p.seccomp, p.seccomp_progs, index) {
         log.error().s("seccomp: ").s(what).s(": ").errno(e).emit();
-        revenant_arch::sys::exit_group(ExitCode::Seccomp as i32);
+        crate::status::exit(ExitCode::Seccomp);
     }
 }
 
@@ -477,7 +551,7 @@ fn set_creds(c: Option<&Creds>, p: &Plan<'_>, log: &Log) {
     let groups = (p.r.flags & RESTORE_SET_GROUPS != 0).then_some(p.groups);
     if let Err((what, e)) = crate::creds::apply(c, groups) {
         log.error().s("credentials: ").s(what).s(": ").errno(e).emit();
-        revenant_arch::sys::exit_group(ExitCode::Creds as i32);
+        crate::status::exit(ExitCode::Creds);
     }
 }
 
@@ -493,7 +567,7 @@ fn set_dumpable(flags: u32, log: &Log) {
     let res = unsafe { sys::prctl(linux_raw_sys::prctl::PR_SET_DUMPABLE, value, 0, 0, 0) };
     if res.is_err() {
         log.error().s("PR_SET_DUMPABLE ").dec(value as u64).emit();
-        revenant_arch::sys::exit_group(ExitCode::Creds as i32);
+        crate::status::exit(ExitCode::Creds);
     }
 }
 

@@ -40,6 +40,9 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
     let Ok(test) = args.one::<SelfTest>(args.header().selftest) else {
         fail(log, ExitCode::BadLayout, "self-test arguments lie outside the block");
     };
+    if test.pad != 0 {
+        fail(log, ExitCode::BadLayout, "the self-test's reserved word is not zero");
+    }
     let Ok(message) = args.array::<u8>(test.message) else {
         fail(log, ExitCode::BadLayout, "self-test message lies outside the block");
     };
@@ -67,6 +70,7 @@ pub fn run(args: &Args<'_>, log: &Log) -> ! {
 
     let code = (DATA.load(Ordering::Relaxed) % 128) as i32;
     log.info().s("value ").dec(value as u64).s(", exiting with ").dec(code as u64).emit();
+    crate::status::report(code as u32);
     sys::exit_group(code)
 }
 
