@@ -498,6 +498,15 @@ impl Made {
 /// still holds it, else built again from its image.
 pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
     let mut made = Made::default();
+    // Sockets of the tree sharing an address (SO_REUSEPORT groups, one of
+    // which may have turned the option off since it bound) all bind with
+    // the option on; each gets its own value once all are bound.
+    let bound = |s: &InetSock| s.stream.is_none() && s.local.port() != 0;
+    let shared: Vec<SocketAddr> = socks
+        .iter()
+        .filter(|(_, s)| bound(s) && socks.iter().filter(|(_, o)| bound(o) && o.local == s.local).count() > 1)
+        .map(|(_, s)| s.local)
+        .collect();
     if let Some(name) = keeper.filter(|_| socks.iter().any(|(_, s)| s.stream.is_some())) {
         made.kept = super::tcp_keeper::take(name)?;
     }
@@ -512,7 +521,7 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
                 fd
             }
             None => {
-                let fd = make_one(s).with_context(|| what.clone())?;
+                let fd = make_one(s, shared.contains(&s.local)).with_context(|| what.clone())?;
                 if s.stream.is_some() {
                     made.notes.push(format!("connection {name}: built again from tcp-stream-{:x}.img", s.ino));
                 }
@@ -524,6 +533,11 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
             made.locks.push(tcp::Lock::adopt(copy, reuse, name));
         }
         made.fds.push((*id, fd));
+    }
+    for ((id, s), (_, fd)) in socks.iter().zip(&made.fds).filter(|((_, s), _)| bound(s) && shared.contains(&s.local)) {
+        let reuseport = i32::from(s.opts.so_reuseport.unwrap_or(false));
+        setopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, &reuseport)
+            .with_context(|| format!("files.img id {id}: setting SO_REUSEPORT back"))?;
     }
     Ok(made)
 }
@@ -540,7 +554,9 @@ fn take_kept(k: &mut super::tcp_keeper::Kept, s: &InetSock) -> Option<OwnedFd> {
     Some(k.socks.remove(at))
 }
 
-fn make_one(s: &InetSock) -> Result<OwnedFd> {
+/// Makes `s`; `share` binds it with `SO_REUSEPORT` on whatever its own
+/// value, for another socket of the tree binds the same address.
+fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
     let fd = if s.stream.is_some() {
         // In repair mode, which lets it bind beside the listener.
         tcp::new_locked(s.family)?
@@ -563,7 +579,7 @@ fn make_one(s: &InetSock) -> Result<OwnedFd> {
     if s.stream.is_none() {
         setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &(flag(o.reuseaddr) | i32::from(listener)))?;
     }
-    setopt(f, libc::SOL_SOCKET, libc::SO_REUSEPORT, &flag(o.so_reuseport))?;
+    setopt(f, libc::SOL_SOCKET, libc::SO_REUSEPORT, &(flag(o.so_reuseport) | i32::from(share)))?;
     if let Some(v6) = s.v6only {
         setopt(f, libc::SOL_IPV6, libc::IPV6_V6ONLY, &i32::from(v6))?;
     }
