@@ -167,8 +167,13 @@ fn checked_then_used(name: &str, with_dir: bool, ok: &str) {
 /// Dumps `child` into `images` (which kills it) and reaps it, so its PID
 /// is free for the restore.
 fn dump_and_reap(child: &mut std::process::Child, images: &Path) {
+    dump_and_reap_with(child, images, &DumpOptions::default());
+}
+
+/// [`dump_and_reap`] with `opts`.
+fn dump_and_reap_with(child: &mut std::process::Child, images: &Path, opts: &DumpOptions) {
     std::fs::create_dir_all(images).unwrap();
-    let dumped = dump(child.id() as i32, images, &DumpOptions::default());
+    let dumped = dump(child.id() as i32, images, opts);
     if dumped.is_err() {
         let _ = child.kill();
     }
@@ -1605,12 +1610,7 @@ fn a_tcp_connection_with_a_client_outside_the_tree_carries_on() {
     let n = client.answered();
     client.wait(n + 3);
     assert!(client.answered() >= n + 3, "the server stopped serving after a refused dump");
-    let dumped = dump(pid, &images, &DumpOptions { tcp_established: true, ..Default::default() });
-    if dumped.is_err() {
-        let _ = child.kill();
-    }
-    dumped.unwrap();
-    child.wait().unwrap();
+    dump_and_reap_with(&mut child, &images, &DumpOptions { tcp_established: true, ..Default::default() });
     // The client goes on asking while nothing serves it.
     std::thread::sleep(Duration::from_millis(500));
     let opts = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
@@ -1660,12 +1660,7 @@ fn a_tcp_connection_with_full_queues_is_built_again_from_its_image() {
     std::thread::sleep(Duration::from_millis(200));
     std::fs::create_dir_all(&images).unwrap();
     let pid = child.id() as i32;
-    let dumped = dump(pid, &images, &DumpOptions { tcp_established: true, ..Default::default() });
-    if dumped.is_err() {
-        let _ = child.kill();
-    }
-    dumped.unwrap();
-    child.wait().unwrap();
+    dump_and_reap_with(&mut child, &images, &DumpOptions { tcp_established: true, ..Default::default() });
     let set = revenant_images::ImageSet::load(&images).unwrap();
     let (st, _, _) = set.tcp_streams.values().find(|(e, _, _)| e.inq_len > 0).expect("a connection with bytes unread");
     assert!(st.outq_len > 0, "nothing in the server's send queue: {st:?}");
@@ -1709,14 +1704,8 @@ fn tcp_connections_within_the_tree_carry_on_half_closed_too() {
     let mut child = start("tcpconn", &[out.as_os_str(), "half".as_ref()]);
     let pid = child.id() as i32;
     wait_for(&out, |l| l.len() >= 5);
-    std::fs::create_dir_all(&images).unwrap();
     let keep = DumpOptions { tcp_established: true, ..Default::default() };
-    let dumped = dump(pid, &images, &keep);
-    if dumped.is_err() {
-        let _ = child.kill();
-    }
-    dumped.unwrap();
-    child.wait().unwrap();
+    dump_and_reap_with(&mut child, &images, &keep);
     let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
     let plan = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
     let opts = Options { detach: true, plan, ..Default::default() };
@@ -1806,12 +1795,7 @@ fn python_http_server_answers_the_same_request_after_the_restore() {
     let before = http_get(&mut c, "/page.bin");
     assert!(before.0.starts_with("HTTP/1.1 200") && before.1 == page, "{}", before.0);
     std::fs::create_dir_all(&images).unwrap();
-    let dumped = dump(pid, &images, &DumpOptions { tcp_established: true, ..Default::default() });
-    if dumped.is_err() {
-        let _ = child.kill();
-    }
-    dumped.unwrap();
-    child.wait().unwrap();
+    dump_and_reap_with(&mut child, &images, &DumpOptions { tcp_established: true, ..Default::default() });
     let plan = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };
     run(&images, &Options { detach: true, plan, ..Default::default() }).unwrap();
     let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| http_get(&mut c, "/page.bin")));

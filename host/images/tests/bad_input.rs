@@ -230,3 +230,23 @@ fn random_corruptions_fail_cleanly_or_round_trip() {
     }
     assert!(decoded > 0 && refused > 0, "{decoded} decoded, {refused} refused");
 }
+
+/// A `tcp-stream` image whose queue lengths say more than the file holds
+/// (a hostile `inq_len` or `outq_len` of up to 4 GiB) fails naming the
+/// field, without allocating for it; exact lengths round-trip.
+#[test]
+fn a_tcp_stream_image_with_queue_lengths_past_its_end_is_refused() {
+    let entry = |inq_len, outq_len| TcpStreamEntry { inq_len, outq_len, unsq_len: Some(0), ..Default::default() };
+    let mut w = Writer::new(Kind::TcpStream);
+    w.push(&entry(3, 2)).raw(b"abcde");
+    match Image::decode(w.bytes()).unwrap() {
+        Image::TcpStream(e, inq, outq) => assert_eq!((e.inq_len, inq, outq), (3, b"abc".to_vec(), b"de".to_vec())),
+        other => panic!("{other:?}"),
+    }
+    for (inq, outq, field) in [(u32::MAX, 0, "inq_len"), (3, u32::MAX, "outq_len"), (6, 0, "inq_len")] {
+        let mut w = Writer::new(Kind::TcpStream);
+        w.push(&entry(inq, outq)).raw(b"abcde");
+        let err = format!("{:#}", Image::decode(w.bytes()).unwrap_err());
+        assert!(err.contains(field) && err.contains("past the end"), "{err}");
+    }
+}
