@@ -435,3 +435,77 @@ fn a_sigstop_during_the_dump_stops_the_program_after_it() {
     p.stop();
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+/// Whether a keeper of TCP locks forked by a dump into `images` still
+/// runs (forked, not executed, it shows the dump's command line; a zombie
+/// waiting for init holds nothing).
+fn keeper_runs(images: &Path) -> bool {
+    let dir = images.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        stat.split_once(") ").is_some_and(|(name, rest)| name.ends_with("(revenant-tcplck") && !rest.starts_with('Z'))
+            && String::from_utf8_lossy(&cmdline).contains(&dir)
+    })
+}
+
+/// A program holding both ends of TCP connections with bytes in flight
+/// (`tcpconn.c`, which checks every byte and that every write goes
+/// through): a `--tcp-established` dump failing or SIGKILLed at each step
+/// from the first connection's lock on leaves it running with its
+/// connections unlocked (the keeper undoes the locks when the dump fails
+/// or dies) and no keeper behind.
+#[test]
+fn a_tcp_dump_failing_or_killed_after_locking_leaves_the_connections_working() {
+    let _w = revenant_test_watchdog::start();
+    let work = scratch("tcpsteps");
+    let images = work.join("images");
+    let out = work.join("out");
+    start_grandchild(&dumpee("tcpconn"), &[out.as_os_str()]);
+    wait_lines(&out, |l| l.len() >= 3);
+    let needle = out.to_string_lossy().into_owned();
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .expect("the tcpconn process");
+    let pid_s = pid.to_string();
+    let carries_on = |when: &str| {
+        let n = std::fs::read_to_string(&out).unwrap().lines().count();
+        let text = wait_lines(&out, |l| l.len() >= n + 3);
+        let after: Vec<&str> = text.lines().skip(n).collect();
+        assert!(after.len() >= 3 && after.iter().all(|l| l.ends_with("tcp=ok")), "{when}: {after:?}");
+        let t0 = Instant::now();
+        while keeper_runs(&images) && t0.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!keeper_runs(&images), "{when}: a keeper of TCP locks is left running");
+    };
+    let o = revenant(
+        &["dump", "-t", &pid_s, "--leave-running", "--tcp-established"],
+        &images,
+        Some(("REVENANT_FAULT", "list".into())),
+    );
+    ok(&o, "dump listing its steps");
+    let steps: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix("revenant: step "))
+        .map(String::from)
+        .collect();
+    carries_on("after --leave-running");
+    let first = steps.iter().position(|s| s.contains("locked")).expect("a step after a connection is locked");
+    for (i, name) in steps.iter().enumerate().skip(first) {
+        let n = i + 1;
+        for how in ["error", "kill"] {
+            let fault = Some(("REVENANT_FAULT", format!("{how}:{n}")));
+            let o = revenant(&["dump", "-t", &pid_s, "--tcp-established"], &images, fault);
+            assert!(!o.status.success(), "step {name}: the dump went through a {how} step");
+            carries_on(&format!("dump {how} at step {name}"));
+        }
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    std::fs::remove_dir_all(&work).unwrap();
+}

@@ -133,21 +133,21 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     };
     let frozen_for = t0.elapsed();
     let mut tree = tree;
-    let locked = std::mem::take(&mut tree.files.tcp.locked);
-    for l in &locked {
-        log.line(1, &format!("TCP connection {} locked: every segment it receives is dropped", l.name));
+    let conns = std::mem::take(&mut tree.files.tcp);
+    for name in &conns.locked {
+        log.line(1, &format!("TCP connection {name} locked: every segment it receives is dropped"));
     }
     if opts.leave_running {
         // A connection in repair mode refuses the program's writes.
-        locked.into_iter().try_for_each(files::tcp::Lock::release)?;
+        conns.keeper.map_or(Ok(()), files::tcp_keeper::Guard::release)?;
         frozen.release()?;
     } else {
         if let Err(e) = frozen.kill() {
             // The images are complete; the program is dead. Say what lingers.
             log.line(0, &format!("warning: {e:#}"));
         }
-        if !locked.is_empty() {
-            keep_connections(&dir, locked, &mut log);
+        if let Some(keeper) = conns.keeper {
+            keep_connections(&dir, keeper, conns.locked.len(), &mut log);
         }
     }
     let d = Dumped { tree, frozen_for };
@@ -158,18 +158,15 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     Ok(d)
 }
 
-/// Hands the locked connections of the killed tree to a keeper process
-/// that holds them until a restore takes them back. Failing that they
-/// are closed, and lost: say so.
-fn keep_connections(dir: &ImageDir, locked: Vec<files::tcp::Lock>, log: &mut Log) {
-    let n = locked.len();
-    let kept = files::tcp_keeper::name(dir.path()).and_then(|name| {
-        let socks = locked.into_iter().map(files::tcp::Lock::keep).collect();
-        files::tcp_keeper::spawn(&name, socks).map(|pid| (name, pid))
-    });
+/// Has the keeper hold the locked connections of the killed tree until
+/// a restore takes them back. Failing that they are closed, and lost: say
+/// so.
+fn keep_connections(dir: &ImageDir, keeper: files::tcp_keeper::Guard, n: usize, log: &mut Log) {
+    let pid = keeper.pid;
+    let kept = files::tcp_keeper::name(dir.path()).and_then(|name| keeper.keep(&name).map(|()| name));
     match kept {
         // A process of ours lingers: said at every log level.
-        Ok((name, pid)) => log.line(
+        Ok(name) => log.line(
             0,
             &format!(
                 "{n} TCP connections held locked by process {pid} (@{name}) until a restore from this directory \

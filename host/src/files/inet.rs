@@ -140,12 +140,13 @@ fn show(local: &SocketAddr, remote: Option<&SocketAddr>) -> String {
     }
 }
 
-/// TCP connections met by a dump: kept (`--tcp-established`) or refused,
-/// and those locked so far.
+/// TCP connections met by a dump: kept (`--tcp-established`) or refused;
+/// the keeper that holds those locked so far, and their names.
 #[derive(Debug, Default)]
 pub struct Connections {
     pub keep: bool,
-    pub locked: Vec<super::tcp::Lock>,
+    pub keeper: Option<super::tcp_keeper::Guard>,
+    pub locked: Vec<String>,
 }
 
 /// Reads inet socket `fd` (inode `ino`) of `pid`; `None` if it is not one.
@@ -249,9 +250,18 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
     let shutdown = shutdown_of(family, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?;
     let stream = if tcp && is_connection(state) {
         let name = show(&local, remote.as_ref());
-        let lock = tcp::Lock::new(sock, name).with_context(|| format!("{what}: locking the connection"))?;
-        let st = tcp::read(lock.raw(), state).with_context(|| format!("{what}: reading the connection"))?;
-        conns.locked.push(lock);
+        let keeper = match &mut conns.keeper {
+            Some(k) => k,
+            none => none.insert(super::tcp_keeper::Guard::start().context("starting the TCP lock's keeper")?),
+        };
+        let reuseaddr = tcp::lock(s).with_context(|| format!("{what}: locking the connection {name}"))?;
+        if let Err(e) = keeper.hold(s, reuseaddr) {
+            let _ = tcp::unlock(s, reuseaddr);
+            return Err(e.context(format!("{what}: handing the connection {name} to the TCP lock's keeper")));
+        }
+        conns.locked.push(name.clone());
+        crate::fault::step(|| format!("connection {name} locked"))?;
+        let st = tcp::read(s, state).with_context(|| format!("{what}: reading the connection"))?;
         Some(Box::new(st))
     } else {
         None
@@ -530,7 +540,7 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
         };
         if s.stream.is_some() {
             let copy = fd.try_clone().context("dup")?;
-            made.locks.push(tcp::Lock::adopt(copy, reuse, name));
+            made.locks.push(tcp::Lock::new(copy, reuse, name));
         }
         made.fds.push((*id, fd));
     }

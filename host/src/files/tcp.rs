@@ -82,20 +82,51 @@ fn ioctl_int(s: i32, req: libc::c_ulong, what: &str) -> Result<u32> {
     Ok(v as u32)
 }
 
-/// A connection held still: every segment it receives dropped, repair
-/// mode on, until [`Lock::release`]. A dump's lock, dropped, puts the
-/// connection back as it was (the dump failed; filter off, repair off,
-/// `SO_REUSEADDR` as it was); [`Lock::keep`] hands the socket on locked.
-/// A restore's lock, dropped, closes its copy still locked: a failed
-/// restore sends nothing, and whoever else holds the socket finds it
-/// unchanged.
+/// Locks the connection `s` is on: every segment it receives dropped,
+/// repair mode on. Returns its `SO_REUSEADDR`, which repair mode
+/// overrides and [`unlock`] puts back.
+pub fn lock(s: i32) -> Result<i32> {
+    let reuseaddr = getopt::<i32>(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
+    drop_all(s)?;
+    if let Err(e) = repair(s, true) {
+        let _ = undo_drop_all(s);
+        return Err(e);
+    }
+    Ok(reuseaddr)
+}
+
+/// Lets a locked connection go: the filter off first, so that the window
+/// probe leaving repair mode sends is answered. System calls only (the
+/// keeper runs it).
+pub fn unlock(s: i32, reuseaddr: i32) -> Result<()> {
+    undo_drop_all(s)?;
+    select_queue(s, NO_QUEUE)?;
+    repair(s, false)?;
+    // Leaving repair mode clears SO_REUSEADDR.
+    setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr)
+}
+
+/// A restore's connection, locked until [`Lock::release`], right before
+/// the programs run. Dropped (the restore failed), it closes its copy
+/// still locked: a failed restore sends nothing, and whoever else holds
+/// the socket (the dump's keeper) finds it unchanged.
 #[derive(Debug)]
 pub struct Lock {
-    fd: Option<OwnedFd>,
+    fd: OwnedFd,
     reuseaddr: i32,
-    undo_on_drop: bool,
-    /// The 4-tuple, for the log.
+    /// The 4-tuple, for messages.
     pub name: String,
+}
+
+impl Lock {
+    /// `fd`, locked; `reuseaddr` is the program's `SO_REUSEADDR`.
+    pub fn new(fd: OwnedFd, reuseaddr: bool, name: String) -> Lock {
+        Lock { fd, reuseaddr: i32::from(reuseaddr), name }
+    }
+
+    pub fn release(self) -> Result<()> {
+        unlock(self.fd.as_raw_fd(), self.reuseaddr).with_context(|| format!("unlocking {}", self.name))
+    }
 }
 
 /// The socket filter that drops everything.
@@ -107,58 +138,6 @@ fn drop_all(s: i32) -> Result<()> {
 
 fn undo_drop_all(s: i32) -> Result<()> {
     setopt(s, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0i32).context("removing the filter that locked it")
-}
-
-impl Lock {
-    /// Locks the connection `fd` is on (a copy of the program's).
-    pub fn new(fd: OwnedFd, name: String) -> Result<Lock> {
-        let s = fd.as_raw_fd();
-        let reuseaddr = getopt::<i32>(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
-        drop_all(s)?;
-        if let Err(e) = repair(s, true) {
-            let _ = undo_drop_all(s);
-            return Err(e);
-        }
-        Ok(Lock { fd: Some(fd), reuseaddr, undo_on_drop: true, name })
-    }
-
-    /// A socket the restore built or took back, locked: `reuseaddr` is
-    /// the program's `SO_REUSEADDR`, set again at [`Lock::release`].
-    pub fn adopt(fd: OwnedFd, reuseaddr: bool, name: String) -> Lock {
-        Lock { fd: Some(fd), reuseaddr: i32::from(reuseaddr), undo_on_drop: false, name }
-    }
-
-    pub fn raw(&self) -> i32 {
-        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
-    }
-
-    /// Lets the connection go: the filter off first, so that the window
-    /// probe leaving repair mode sends is answered.
-    pub fn release(mut self) -> Result<()> {
-        let fd = self.fd.take().expect("a lock holds its socket until released");
-        unlock(fd.as_raw_fd(), self.reuseaddr).with_context(|| format!("unlocking {}", self.name))
-    }
-
-    /// The socket, still locked, for whoever keeps it.
-    pub fn keep(mut self) -> OwnedFd {
-        self.fd.take().expect("a lock holds its socket until released")
-    }
-}
-
-fn unlock(s: i32, reuseaddr: i32) -> Result<()> {
-    undo_drop_all(s)?;
-    select_queue(s, NO_QUEUE)?;
-    repair(s, false)?;
-    // Leaving repair mode clears SO_REUSEADDR.
-    setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr)
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        if let Some(fd) = self.fd.take().filter(|_| self.undo_on_drop) {
-            let _ = unlock(fd.as_raw_fd(), self.reuseaddr);
-        }
-    }
 }
 
 /// Reads the locked connection `s` in state `state`: sequence numbers,

@@ -1,16 +1,26 @@
-//! The process that holds a killed program's TCP connections, locked
-//! (`tcp.rs`), until a restore takes them back.
+//! The process that holds a dump's locked TCP connections (`tcp.rs`):
+//! it undoes the locks if the dump fails, or dies, and keeps a killed
+//! program's connections until a restore takes them back.
 //!
-//! A dump that kills its tree hands the keeper its copies of the locked
-//! sockets and an abstract unix socket named after the image directory
-//! (its device and inode), bound before the dump returns so that a
-//! restore right after it finds the keeper. Over that socket
-//! (`SOCK_SEQPACKET`, peers of our own uid or root only) a restore asks
+//! The dump forks the keeper before it locks the first connection and
+//! hands it a copy of each socket as it locks it (`A`), over a
+//! `SOCK_SEQPACKET` pair. Then either `R` (release: the dump failed, or
+//! the tree runs on) or the end of that pair (the dump died, even by
+//! SIGKILL) makes the keeper unlock every connection and exit, so that the
+//! program is never left with its connections locked; or `K` (keep: the
+//! tree was killed) hands it an abstract unix socket named after the image
+//! directory (its device and inode), bound before the dump returns, and
+//! it serves there. A restore (peers of our own uid or root only) asks
 //! for `T` (take): the keeper sends every socket, then waits; `D` (done)
-//! from the restore, once its programs run, ends the keeper, and a
-//! restore that fails and goes away leaves it serving the next. `Q`
-//! (quit) ends it at once: its sockets close still in repair mode, which
-//! sends nothing, and the connections are lost to both ends.
+//! from the restore, once its programs run, ends the keeper, and a restore
+//! that fails and goes away leaves it serving the next. `Q` (quit) ends it
+//! at once: its sockets close still in repair mode, which sends nothing,
+//! and the connections are lost to both ends.
+//!
+//! Between its fork and its exit the keeper makes only system calls, on
+//! what was allocated before the fork and on its own stack: the dump is
+//! multi-threaded, and a lock another thread held at the fork stays held
+//! in the child.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -21,6 +31,11 @@ use nix::libc;
 const TAKE: u8 = b'T';
 const DONE: u8 = b'D';
 const QUIT: u8 = b'Q';
+const ADD: u8 = b'A';
+const RELEASE: u8 = b'R';
+const KEEP: u8 = b'K';
+/// The most connections one dump locks.
+const MAX: usize = 4096;
 /// Sockets per message: under the kernel's limit of 253 per
 /// `SCM_RIGHTS` message.
 const BATCH: usize = 200;
@@ -84,77 +99,139 @@ fn recv_byte(s: RawFd) -> Option<u8> {
     (n == 1).then_some(b)
 }
 
-/// Starts a keeper for `socks` (locked, still in repair mode) at `name`;
-/// a keeper of an earlier dump into the same directory is told to quit
-/// first. Returns its PID.
-///
-/// The keeper is forked, not executed (the dump may run inside another
-/// program, such as a test harness), twice so that init is its parent.
-/// Between fork and its exit it makes only system calls, on what was
-/// allocated before the fork: whatever lock another thread of ours held
-/// stays held in the child.
-pub fn spawn(name: &str, socks: Vec<OwnedFd>) -> Result<u32> {
-    let listener = seqpacket()?;
-    let (a, len) = address(name);
-    let mut tries = 0;
-    loop {
-        // SAFETY: the kernel reads `len` bytes of the address.
-        if unsafe { libc::bind(listener.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } == 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EADDRINUSE) || tries == 50 {
-            return Err(e).with_context(|| format!("binding @{name}"));
-        }
-        if tries == 0 {
-            quit(name)?;
-        }
-        tries += 1;
-        std::thread::sleep(std::time::Duration::from_millis(20));
+/// The dump's end of its keeper.
+#[derive(Debug)]
+pub struct Guard {
+    ctl: Option<OwnedFd>,
+    pub pid: u32,
+    held: usize,
+}
+
+/// Sends command `cmd` with word `word` and, if any, `fd` in flight;
+/// waits for the keeper's answer (the command in lower case).
+fn ask(ctl: &OwnedFd, cmd: u8, word: i32, fd: Option<RawFd>) -> Result<()> {
+    let mut msg = [0u8; 5];
+    msg[0] = cmd;
+    msg[1..].copy_from_slice(&word.to_ne_bytes());
+    let fds: Vec<RawFd> = fd.into_iter().collect();
+    if super::unixsk::send_one(ctl.as_raw_fd(), &msg, None, &fds) != 5 {
+        return Err(std::io::Error::last_os_error()).context("writing to the TCP lock's keeper");
     }
-    // SAFETY: a plain call on our socket.
-    if unsafe { libc::listen(listener.as_raw_fd(), 16) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("listen");
+    match recv_byte(ctl.as_raw_fd()) {
+        Some(b) if b == cmd.to_ascii_lowercase() => Ok(()),
+        Some(b) => bail!("the TCP lock's keeper refused {:?} ({:?})", cmd as char, b as char),
+        None => bail!("the TCP lock's keeper is gone"),
     }
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("/dev/null")?;
-    let mut keep: Vec<RawFd> = std::iter::once(&listener).chain(&socks).map(|f| f.as_raw_fd()).collect();
-    keep.push(null.as_raw_fd());
-    keep.sort_unstable();
-    let raw: Vec<RawFd> = socks.iter().map(|f| f.as_raw_fd()).collect();
-    // The PID comes back through a pipe: the middle process knows it.
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
-    keep.push(wr.as_raw_fd());
-    keep.sort_unstable();
-    // SAFETY: see above; the child and grandchild only make system calls
-    // and end in _exit.
-    let middle = unsafe { libc::fork() };
-    if middle < 0 {
-        return Err(std::io::Error::last_os_error()).context("fork");
-    }
-    if middle == 0 {
-        // SAFETY: as above.
-        unsafe {
-            libc::setsid();
-            let keeper = libc::fork();
-            if keeper != 0 {
-                let pid = keeper.to_ne_bytes();
-                libc::write(wr.as_raw_fd(), pid.as_ptr().cast(), pid.len());
-                libc::_exit(0);
+}
+
+impl Guard {
+    /// Forks the keeper, twice so that init is its parent.
+    pub fn start() -> Result<Guard> {
+        let mut pair = [0; 2];
+        // SAFETY: the kernel writes two fds, owned at once.
+        if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, pair.as_mut_ptr()) }
+            < 0
+        {
+            return Err(std::io::Error::last_os_error()).context("socketpair");
+        }
+        // SAFETY: just made.
+        let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
+        let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("/dev/null")?;
+        let mut keep = vec![theirs.as_raw_fd(), null.as_raw_fd()];
+        // The PID comes back through a pipe: the middle process knows it.
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+        keep.push(wr.as_raw_fd());
+        keep.sort_unstable();
+        // SAFETY: the child and grandchild make system calls only, and
+        // end in _exit.
+        let middle = unsafe { libc::fork() };
+        if middle < 0 {
+            return Err(std::io::Error::last_os_error()).context("fork");
+        }
+        if middle == 0 {
+            // SAFETY: as above.
+            unsafe {
+                libc::setsid();
+                let keeper = libc::fork();
+                if keeper != 0 {
+                    let pid = keeper.to_ne_bytes();
+                    libc::write(wr.as_raw_fd(), pid.as_ptr().cast(), pid.len());
+                    libc::_exit(0);
+                }
+                for fd in 0..3 {
+                    libc::dup2(null.as_raw_fd(), fd);
+                }
+                close_all_but(&keep);
+                libc::close(wr.as_raw_fd());
+                libc::close(null.as_raw_fd());
+                guard(theirs.as_raw_fd());
             }
-            for fd in 0..3 {
-                libc::dup2(null.as_raw_fd(), fd);
+        }
+        drop((wr, theirs));
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(middle), None);
+        let mut pid = [0u8; 4];
+        if nix::unistd::read(&rd, &mut pid).context("reading the keeper's PID")? != 4 {
+            bail!("the TCP lock's keeper did not start");
+        }
+        Ok(Guard { ctl: Some(mine), pid: u32::from_ne_bytes(pid), held: 0 })
+    }
+
+    /// Gives the keeper a copy of locked socket `fd`, whose own
+    /// `SO_REUSEADDR` is `reuseaddr`.
+    pub fn hold(&mut self, fd: RawFd, reuseaddr: i32) -> Result<()> {
+        if self.held == MAX {
+            bail!("more than {MAX} TCP connections");
+        }
+        let ctl = self.ctl.as_ref().context("the keeper was let go")?;
+        ask(ctl, ADD, reuseaddr, Some(fd))?;
+        self.held += 1;
+        Ok(())
+    }
+
+    /// Has the keeper unlock every connection and exit; returns once they
+    /// are unlocked.
+    pub fn release(mut self) -> Result<()> {
+        let ctl = self.ctl.take().context("the keeper was let go")?;
+        ask(&ctl, RELEASE, 0, None)
+    }
+
+    /// Has the keeper hold the connections, locked, for a restore from the
+    /// directory `name` stands for; a keeper of an earlier dump there is
+    /// told to quit first.
+    pub fn keep(mut self, name: &str) -> Result<()> {
+        let listener = seqpacket()?;
+        let (a, len) = address(name);
+        let mut tries = 0;
+        loop {
+            // SAFETY: the kernel reads `len` bytes of the address.
+            if unsafe { libc::bind(listener.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } == 0 {
+                break;
             }
-            close_all_but(&keep);
-            libc::close(wr.as_raw_fd());
-            libc::close(null.as_raw_fd());
-            serve(listener.as_raw_fd(), &raw);
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EADDRINUSE) || tries == 50 {
+                return Err(e).with_context(|| format!("binding @{name}"));
+            }
+            if tries == 0 {
+                quit(name)?;
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // SAFETY: a plain call on our socket.
+        if unsafe { libc::listen(listener.as_raw_fd(), 16) } < 0 {
+            return Err(std::io::Error::last_os_error()).context("listen");
+        }
+        let ctl = self.ctl.take().context("the keeper was let go")?;
+        ask(&ctl, KEEP, 0, Some(listener.as_raw_fd()))
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(ctl) = self.ctl.take() {
+            let _ = ask(&ctl, RELEASE, 0, None);
         }
     }
-    drop(wr);
-    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(middle), None);
-    let mut pid = [0u8; 4];
-    nix::unistd::read(&rd, &mut pid).context("reading the keeper's PID")?;
-    Ok(u32::from_ne_bytes(pid))
 }
 
 /// Closes every fd from 3 up but those of `keep` (sorted).
@@ -174,12 +251,30 @@ unsafe fn close_all_but(keep: &[RawFd]) {
     unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
 }
 
-/// The keeper: serves `socks` on `listener` until a restore has taken
-/// them or it is told to quit, then exits. System calls only.
+/// Unlocks `s` (`tcp::unlock`, in system calls only).
 ///
 /// # Safety
-/// Only in the forked keeper: the fds are its own.
-unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
+/// Only in the keeper; `s` is its own.
+unsafe fn unlock(s: RawFd, reuseaddr: i32) {
+    let set = |level, opt, v: i32| {
+        // SAFETY: the kernel reads one int.
+        unsafe { libc::setsockopt(s, level, opt, (&v as *const i32).cast(), 4) };
+    };
+    set(libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
+    set(libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, 0);
+    set(libc::IPPROTO_TCP, libc::TCP_REPAIR, 0);
+    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr);
+}
+
+/// The keeper, guarding: takes the sockets the dump locks until it is
+/// told what becomes of them, then exits or serves.
+///
+/// # Safety
+/// Only in the forked keeper; `ctl` is its own.
+unsafe fn guard(ctl: RawFd) -> ! {
+    let mut socks = [0 as RawFd; MAX];
+    let mut reuse = [0i32; MAX];
+    let mut n = 0;
     // SAFETY: system calls on the keeper's own fds and stack buffers.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"revenant-tcplck".as_ptr());
@@ -193,6 +288,63 @@ unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        loop {
+            let mut msg = [0u8; 5];
+            let mut iov = libc::iovec { iov_base: msg.as_mut_ptr().cast(), iov_len: msg.len() };
+            let mut space = [0u64; 8];
+            let mut hdr: libc::msghdr = std::mem::zeroed();
+            hdr.msg_iov = &mut iov;
+            hdr.msg_iovlen = 1;
+            hdr.msg_control = space.as_mut_ptr().cast();
+            hdr.msg_controllen = size_of_val(&space) as _;
+            let got = libc::recvmsg(ctl, &mut hdr, libc::MSG_CMSG_CLOEXEC);
+            if got < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            let mut fd = -1;
+            let c = libc::CMSG_FIRSTHDR(&hdr);
+            if got == 5 && !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS {
+                fd = libc::CMSG_DATA(c).cast::<RawFd>().read_unaligned();
+            }
+            let word = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
+            let answer = |b: u8| {
+                libc::send(ctl, (&b as *const u8).cast(), 1, libc::MSG_NOSIGNAL);
+            };
+            match msg[0] {
+                ADD if got == 5 && fd >= 0 && n < MAX => {
+                    socks[n] = fd;
+                    reuse[n] = word;
+                    n += 1;
+                    answer(ADD.to_ascii_lowercase());
+                }
+                KEEP if got == 5 && fd >= 0 => {
+                    answer(KEEP.to_ascii_lowercase());
+                    libc::close(ctl);
+                    serve(fd, &socks[..n]);
+                }
+                _ => {
+                    // Released, or the dump is gone: the program runs on.
+                    for i in 0..n {
+                        unlock(socks[i], reuse[i]);
+                    }
+                    if got == 5 && msg[0] == RELEASE {
+                        answer(RELEASE.to_ascii_lowercase());
+                    }
+                    libc::_exit(0);
+                }
+            }
+        }
+    }
+}
+
+/// The keeper, serving: `socks` on `listener` until a restore has taken
+/// them or it is told to quit, then exits.
+///
+/// # Safety
+/// Only in the forked keeper: the fds are its own.
+unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
+    // SAFETY: system calls on the keeper's own fds and stack buffers.
+    unsafe {
         let me = libc::geteuid();
         loop {
             let c = libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
