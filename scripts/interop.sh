@@ -187,7 +187,12 @@ run_case() {
     # builds its own, so the keeper must let them go.
     local keeper
     keeper=$(sed -n 's/.*held locked by process \([0-9]*\).*/\1/p' "$d/images/dump.log" 2>/dev/null)
-    [ -n "$keeper" ] && [ "$restorer" = criu ] && kill "$keeper"
+    if [ -n "$keeper" ] && [ "$restorer" = criu ]; then
+        kill "$keeper"
+        # Gone once it holds no descriptor (init may reap it late).
+        local t=$((SECONDS + PATIENCE))
+        while [ -n "$(ls /proc/"$keeper"/fd 2>/dev/null)" ] && [ $SECONDS -lt $t ]; do sleep 0.05; done
+    fi
     local n k v
     n=$(lines "$out")
     while [[ $ok =~ @LAST:([a-z]+)@ ]]; do
