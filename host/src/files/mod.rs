@@ -310,15 +310,22 @@ impl Files {
         let fd = f.as_raw_fd();
         let target = fs::read_link(procfs::path(me, &format!("fd/{fd}"))).unwrap_or_default();
         let target = target.to_string_lossy();
-        if target.starts_with("socket:") || target.starts_with("anon_inode:") {
-            bail!("{target}: only pipes and files opened by path are restored in flight yet");
+        let refuse = || -> Result<u32> {
+            bail!("{target}: only pipes, unix sockets and files opened by path are restored in flight yet")
+        };
+        let ino = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')?.parse::<u32>().ok());
+        let unix = ino.is_some_and(|i| self.unix.as_ref().is_some_and(|d| d.contains_key(&i)));
+        // Only unix sockets: refused before reading, which for a TCP
+        // connection would lock it.
+        if target.starts_with("anon_inode:") || target.starts_with("socket:") && !unix {
+            return refuse();
         }
         let fdinfo = procfs::read_string(me, &format!("fdinfo/{fd}"))?;
         let e = self.fd_entry(me, fd, &fdinfo)?;
-        if !matches!(self.entries[e.id as usize - 1].kind, FileKind::Reg(_) | FileKind::Pipe(_))
+        if !matches!(self.entries[e.id as usize - 1].kind, FileKind::Reg(_) | FileKind::Pipe(_) | FileKind::Unix(_))
             || self.ghosts.iter().any(|(id, _)| *id == e.id)
         {
-            bail!("{target}: only pipes and files opened by path are restored in flight yet");
+            return refuse();
         }
         self.in_flight.push(f);
         Ok(e.id)

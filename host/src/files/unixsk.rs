@@ -634,11 +634,35 @@ impl UnixSock {
 /// connect it as it was.
 pub fn plan(set: &ImageSet) -> Result<Vec<(u32, UnixSock)>> {
     let mut out: Vec<(u32, UnixSock)> = Vec::new();
+    let add = |id: u32, out: &mut Vec<(u32, UnixSock)>| -> Result<bool> {
+        let Some(u) = set.file(id).and_then(|e| e.usk.as_ref()) else { return Ok(false) };
+        if out.iter().any(|(i, _)| *i == id) {
+            return Ok(false);
+        }
+        let at = format!("files.img: unix socket id {id} (socket:[{}])", u.ino);
+        out.push((id, UnixSock::from_entry(u, &set.sk_queues, &at)?));
+        Ok(true)
+    };
     for f in set.processes.iter().flat_map(|p| &p.fds) {
-        let Some(u) = set.file(f.id).and_then(|e| e.usk.as_ref()) else { continue };
-        if !out.iter().any(|(id, _)| *id == f.id) {
-            let at = format!("files.img: unix socket id {} (socket:[{}])", f.id, u.ino);
-            out.push((f.id, UnixSock::from_entry(u, &set.sk_queues, &at)?));
+        add(f.id, &mut out)?;
+    }
+    // Sockets in flight in the queued messages, and their peers, until
+    // none is new.
+    loop {
+        let more: Vec<u32> = out
+            .iter()
+            .flat_map(|(_, s)| {
+                let peer = set.files.iter().find(|e| e.usk.as_ref().is_some_and(|u| s.peer != 0 && u.ino == s.peer));
+                let peer = peer.filter(|e| e.usk.as_ref().is_some_and(|u| u.uflags & USK_EXTERN == 0)).map(|e| e.id);
+                s.scm.iter().flatten().copied().chain(peer)
+            })
+            .collect();
+        let mut grew = false;
+        for id in more {
+            grew |= add(id, &mut out)?;
+        }
+        if !grew {
+            break;
         }
     }
     // Sockets outside the tree that a socket of it is connected to, known
@@ -1070,7 +1094,7 @@ fn requeue(
     for (m, rights) in s.queue.iter().zip(s.scm.iter().chain(std::iter::repeat(&none))) {
         let fds = rights
             .iter()
-            .map(|r| carried.iter().find(|(id, _)| id == r).map(|(_, fd)| *fd))
+            .map(|r| carried.iter().find(|(id, _)| id == r).map(|(_, fd)| *fd).or_else(|| made.fd(*r)))
             .collect::<Option<Vec<i32>>>()
             .context("a file in flight that was not made")?;
         let addr = to_name.as_deref().map(addr).transpose()?;
@@ -1171,7 +1195,10 @@ pub fn in_flight(set: &ImageSet, socks: &[(u32, UnixSock)]) -> Result<Vec<InFlig
         seen.push(id);
         let at = format!("sk-queues.img: a file in flight (files.img id {id})");
         let e = set.file(id).with_context(|| format!("{at}: not in files.img"))?;
-        if let Some(pe) = &e.pipe {
+        if e.usk.is_some() && socks.iter().any(|(i, _)| *i == id) {
+            // Made with the tree's unix sockets.
+            continue;
+        } else if let Some(pe) = &e.pipe {
             out.push(InFlight::Pipe(super::pipe::in_flight(set, id, pe)));
         } else if let Some(r) = &e.reg {
             if set.remaps.iter().any(|m| m.orig_id == id) {
@@ -1181,7 +1208,7 @@ pub fn in_flight(set: &ImageSet, socks: &[(u32, UnixSock)]) -> Result<Vec<InFlig
             let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
             out.push(InFlight::Reg { id, path: r.name.clone().into(), flags, pos: r.pos });
         } else {
-            bail!("{at}: only pipes and files opened by path are restored in flight yet");
+            bail!("{at}: only pipes, unix sockets and files opened by path are restored in flight yet");
         }
     }
     Ok(out)
