@@ -133,21 +133,21 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     };
     let frozen_for = t0.elapsed();
     let mut tree = tree;
-    let conns = std::mem::take(&mut tree.files.tcp);
+    let mut conns = std::mem::take(&mut tree.files.tcp);
     for name in &conns.locked {
         log.line(1, &format!("TCP connection {name} locked: every segment it receives is dropped"));
     }
     if opts.leave_running {
-        // A connection in repair mode refuses the program's writes.
-        conns.keeper.map_or(Ok(()), files::tcp_keeper::Guard::release)?;
+        // The program would see its peer late, not at all.
+        conns.release()?;
         frozen.release()?;
     } else {
         if let Err(e) = frozen.kill() {
             // The images are complete; the program is dead. Say what lingers.
             log.line(0, &format!("warning: {e:#}"));
         }
-        if let Some(keeper) = conns.keeper {
-            keep_connections(&dir, keeper, conns.locked.len(), &mut log);
+        if !conns.is_empty() {
+            keep_connections(&dir, &mut conns, &mut log);
         }
     }
     let d = Dumped { tree, frozen_for };
@@ -161,12 +161,12 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
 /// Has the keeper hold the locked connections of the killed tree until
 /// a restore takes them back. Failing that they are closed, and lost: say
 /// so.
-fn keep_connections(dir: &ImageDir, keeper: files::tcp_keeper::Guard, n: usize, log: &mut Log) {
-    let pid = keeper.pid;
-    let kept = files::tcp_keeper::name(dir.path()).and_then(|name| keeper.keep(&name).map(|()| name));
+fn keep_connections(dir: &ImageDir, conns: &mut files::inet::Connections, log: &mut Log) {
+    let n = conns.locked.len();
+    let kept = files::tcp_keeper::name(dir.path()).and_then(|name| conns.keep(&name).map(|pid| (name, pid)));
     match kept {
         // A process of ours lingers: said at every log level.
-        Ok(name) => log.line(
+        Ok((name, pid)) => log.line(
             0,
             &format!(
                 "{n} TCP connections held locked by process {pid} (@{name}) until a restore from this directory \

@@ -141,12 +141,56 @@ fn show(local: &SocketAddr, remote: Option<&SocketAddr>) -> String {
 }
 
 /// TCP connections met by a dump: kept (`--tcp-established`) or refused;
-/// the keeper that holds those locked so far, and their names.
+/// the keeper that holds those locked so far, our own copies of them
+/// (with their `SO_REUSEADDR`), and their names.
 #[derive(Debug, Default)]
 pub struct Connections {
     pub keep: bool,
-    pub keeper: Option<super::tcp_keeper::Guard>,
+    keeper: Option<super::tcp_keeper::Guard>,
+    held: Vec<(OwnedFd, i32)>,
     pub locked: Vec<String>,
+}
+
+impl Connections {
+    /// Unlocks every connection: through the keeper, and here too, so
+    /// that a keeper gone or unanswering cannot leave one locked. Returns
+    /// once they are unlocked; the program may run.
+    pub fn release(&mut self) -> Result<()> {
+        // The keeper's answer matters little: our copies are unlocked too.
+        if let Some(k) = self.keeper.take() {
+            let _ = k.release();
+        }
+        let mut res = Ok(());
+        for (fd, reuseaddr) in self.held.drain(..) {
+            if let Err(e) = tcp::unlock(fd.as_raw_fd(), reuseaddr) {
+                res = Err(e);
+            }
+        }
+        res.context("unlocking the TCP connections")
+    }
+
+    /// The tree is gone: the keeper holds the connections, locked, for a
+    /// restore from the directory `name` stands for. Returns its PID.
+    pub fn keep(&mut self, name: &str) -> Result<u32> {
+        let keeper = self.keeper.take().context("no TCP lock's keeper")?;
+        let pid = keeper.pid;
+        keeper.keep(name).with_context(|| format!("the TCP lock's keeper (process {pid})"))?;
+        // Our copies close without a word: the keeper has its own.
+        self.held.clear();
+        Ok(pid)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.locked.is_empty()
+    }
+}
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        if !self.held.is_empty() || self.keeper.is_some() {
+            let _ = self.release();
+        }
+    }
 }
 
 /// Reads inet socket `fd` (inode `ino`) of `pid`; `None` if it is not one.
@@ -248,20 +292,31 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
     let v6only = (!v4).then(|| int(s, libc::SOL_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)).transpose()?;
     let queue = if udp { peek_datagrams(s).with_context(|| format!("{what}: reading its queue"))? } else { vec![] };
     let shutdown = shutdown_of(family, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?;
+    let mut state = state;
     let stream = if tcp && is_connection(state) {
         let name = show(&local, remote.as_ref());
         let keeper = match &mut conns.keeper {
             Some(k) => k,
-            none => none.insert(super::tcp_keeper::Guard::start().context("starting the TCP lock's keeper")?),
+            none => none.insert(
+                super::tcp_keeper::Guard::start().with_context(|| format!("{what}: starting the TCP lock's keeper"))?,
+            ),
         };
-        let reuseaddr = tcp::lock(s).with_context(|| format!("{what}: locking the connection {name}"))?;
-        if let Err(e) = keeper.hold(s, reuseaddr) {
-            let _ = tcp::unlock(s, reuseaddr);
-            return Err(e.context(format!("{what}: handing the connection {name} to the TCP lock's keeper")));
-        }
+        // Handed over before it is locked: whenever the dump dies from
+        // here on, the keeper unlocks it.
+        let reuseaddr = int(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)? as i32;
+        keeper
+            .hold(s, reuseaddr)
+            .with_context(|| format!("{what}: handing the connection {name} to the TCP lock's keeper"))?;
+        conns.held.push((sock.try_clone().context("dup")?, reuseaddr));
+        tcp::lock(s).with_context(|| format!("{what}: locking the connection {name}"))?;
         conns.locked.push(name.clone());
         crate::fault::step(|| format!("connection {name} locked"))?;
-        let st = tcp::read(s, state).with_context(|| format!("{what}: reading the connection"))?;
+        let (st, now) = tcp::read(s, reuseaddr).with_context(|| format!("{what}: reading the connection {name}"))?;
+        if !is_connection(now) {
+            bail!("{what}: the connection {name} went to state {} while it was being locked", tcp::state_name(now));
+        }
+        // Read locked: the state that goes with the sequence numbers.
+        state = now;
         Some(Box::new(st))
     } else {
         None
@@ -495,7 +550,9 @@ impl Made {
         self.locks.drain(..).try_for_each(tcp::Lock::release)
     }
 
-    /// The programs run: the keeper that held the connections may go.
+    /// Every process is restored: the keeper that held the connections
+    /// goes, before they are released (one left serving would hold sockets
+    /// the programs use).
     pub fn done(&mut self) -> Result<()> {
         self.kept.take().map_or(Ok(()), super::tcp_keeper::Kept::done)
     }
@@ -539,7 +596,7 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
             }
         };
         if s.stream.is_some() {
-            let copy = fd.try_clone().context("dup")?;
+            let copy = fd.try_clone().with_context(|| format!("{what}: dup"))?;
             made.locks.push(tcp::Lock::new(copy, reuse, name));
         }
         made.fds.push((*id, fd));
@@ -707,8 +764,8 @@ fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
         let (a, len) = to_storage(r, s.family);
         tcp::rebuild(f, s.state, &a, len, st).map_err(|e| match e.root_cause().downcast_ref::<std::io::Error>() {
             Some(io) if matches!(io.raw_os_error(), Some(libc::EADDRNOTAVAIL | libc::EADDRINUSE)) => e.context(
-                "the connection is in use on this machine: the dumped program, or another restore of it, still \
-                 holds it",
+                "the connection is in use on this machine: the dumped program, another restore of it, or the \
+                 keeper of a dump whose images were copied elsewhere still holds it",
             ),
             _ => e,
         })?;

@@ -32,12 +32,17 @@ pub fn set<T>(s: i32, level: i32, opt: i32, v: &T) -> Result<()> {
 }
 
 /// The number of instructions of the socket filter `s` has attached (0
-/// for none): `SO_GET_FILTER` answers it to an empty buffer.
+/// for none): `SO_GET_FILTER` answers it to an empty buffer. An eBPF
+/// filter, which it cannot show (EACCES), counts as `u32::MAX`.
 pub fn filter_len(s: i32) -> u32 {
     let mut len: libc::socklen_t = 0;
     // SAFETY: with a length of 0 the kernel writes nothing but the length.
     let r = unsafe { libc::getsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, std::ptr::null_mut(), &mut len) };
-    if r < 0 { 0 } else { len }
+    match r {
+        0 => len,
+        _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES) => u32::MAX,
+        _ => 0,
+    }
 }
 
 /// `shutdown`'s `how` for the kernel's shutdown bits (`RCV_SHUTDOWN` 1,

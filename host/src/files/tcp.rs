@@ -6,14 +6,19 @@
 //! filter that drops every segment it receives (`SO_ATTACH_FILTER`,
 //! `ret #0`). A dropped segment is neither acknowledged nor answered
 //! with a reset, so the peer sees a silent path and retransmits; and the
-//! socket's state cannot move away from what the images hold. The socket
-//! itself outlives the killed program in a keeper process
-//! (`tcp_keeper.rs`), so no segment ever reaches a port without a
-//! socket, which the kernel would answer with a reset. A restore on the
-//! same machine takes the very socket back from the keeper; elsewhere, or
-//! once the keeper is gone, it builds a new one from the image in repair
-//! mode. Either way the filter comes off and repair mode ends only once
-//! every process is restored, right before the programs run.
+//! socket's state cannot move away from what the images hold (the frozen
+//! program sends nothing new). Repair mode, in which the program's own
+//! calls on the socket fail, is on only while the dump reads the socket:
+//! a program that runs on with the filter still attached (its dump killed,
+//! until the keeper takes the filter off) sees its peer late, never an
+//! error. The socket outlives the killed program in a keeper process
+//! (`tcp_keeper.rs`), in repair mode from then on so that closing it
+//! sends nothing, and no segment ever reaches a port without a socket,
+//! which the kernel would answer with a reset. A restore on the same
+//! machine takes the very socket back from the keeper; elsewhere, or once
+//! the keeper is gone, it builds a new one from the image in repair mode.
+//! Either way the filter comes off and repair mode ends only once every
+//! process is restored, right before the programs run.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -82,28 +87,26 @@ fn ioctl_int(s: i32, req: libc::c_ulong, what: &str) -> Result<u32> {
     Ok(v as u32)
 }
 
-/// Locks the connection `s` is on: every segment it receives dropped,
-/// repair mode on. Returns its `SO_REUSEADDR`, which repair mode
-/// overrides and [`unlock`] puts back.
-pub fn lock(s: i32) -> Result<i32> {
-    let reuseaddr = getopt::<i32>(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)?;
-    drop_all(s)?;
-    if let Err(e) = repair(s, true) {
-        let _ = undo_drop_all(s);
-        return Err(e);
-    }
-    Ok(reuseaddr)
+/// Locks the connection `s` is on: every segment it receives dropped.
+pub fn lock(s: i32) -> Result<()> {
+    drop_all(s)
 }
 
 /// Lets a locked connection go: the filter off first, so that the window
-/// probe leaving repair mode sends is answered. System calls only (the
-/// keeper runs it).
+/// probe leaving repair mode sends is answered; `reuseaddr` is its own
+/// `SO_REUSEADDR`, which repair mode overrides.
 pub fn unlock(s: i32, reuseaddr: i32) -> Result<()> {
-    undo_drop_all(s)?;
-    select_queue(s, NO_QUEUE)?;
-    repair(s, false)?;
+    // Each step whatever the one before did: a filter already gone, a
+    // socket not in repair mode, are fine.
+    let filter = undo_drop_all(s).or_else(|e| match e.root_cause().downcast_ref::<std::io::Error>() {
+        Some(io) if io.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        _ => Err(e),
+    });
+    let _ = select_queue(s, NO_QUEUE);
+    let repair = repair(s, false);
     // Leaving repair mode clears SO_REUSEADDR.
-    setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr)
+    let reuse = setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr);
+    filter.and(repair).and(reuse)
 }
 
 /// A restore's connection, locked until [`Lock::release`], right before
@@ -140,9 +143,25 @@ fn undo_drop_all(s: i32) -> Result<()> {
     setopt(s, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0i32).context("removing the filter that locked it")
 }
 
-/// Reads the locked connection `s` in state `state`: sequence numbers,
-/// negotiated options, window, and both queues (left in place).
-pub fn read(s: i32, state: u32) -> Result<Stream> {
+/// Reads the locked connection `s` in repair mode, and leaves repair mode
+/// (its `SO_REUSEADDR` back to `reuseaddr`). Returns it with the state it
+/// was read in.
+pub fn read(s: i32, reuseaddr: i32) -> Result<(Stream, u32)> {
+    repair(s, true)?;
+    let read = read_repairing(s);
+    let _ = select_queue(s, NO_QUEUE);
+    let left = repair(s, false).and_then(|()| setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr));
+    let st = read?;
+    left.map(|()| st)
+}
+
+/// [`read`]'s reading: sequence numbers, negotiated options, window, and
+/// both queues (left in place), and the state.
+fn read_repairing(s: i32) -> Result<(Stream, u32)> {
+    // tcp_info: state, ca_state, retransmits, probes, backoff, options,
+    // then the window scales in one byte (send's in the low nibble).
+    let info: [u8; 8] = getopt(s, libc::IPPROTO_TCP, libc::TCP_INFO)?;
+    let state = u32::from(info[0]);
     let mut outq_len = ioctl_int(s, libc::TIOCOUTQ, "the send queue's length")?;
     let mut unsq_len = ioctl_int(s, SIOCOUTQNSD, "the length of what is not sent yet")?;
     // The FIN we sent is counted as a byte of the send queue.
@@ -151,9 +170,6 @@ pub fn read(s: i32, state: u32) -> Result<Stream> {
         unsq_len = unsq_len.saturating_sub(1);
     }
     let inq_len = ioctl_int(s, libc::FIONREAD, "the receive queue's length")?;
-    // tcp_info: state, ca_state, retransmits, probes, backoff, options,
-    // then the window scales in one byte (send's in the low nibble).
-    let info: [u8; 8] = getopt(s, libc::IPPROTO_TCP, libc::TCP_INFO)?;
     let opt_mask = u32::from(info[5]);
     let mss_clamp = getopt::<u32>(s, libc::IPPROTO_TCP, libc::TCP_MAXSEG).context("TCP_MAXSEG")?;
     let mut e = TcpStreamEntry { opt_mask, mss_clamp, unsq_len: Some(unsq_len), ..Default::default() };
@@ -172,7 +188,7 @@ pub fn read(s: i32, state: u32) -> Result<Stream> {
     let (outq_seq, outq) = queue(s, SEND_QUEUE, outq_len).context("reading the send queue")?;
     select_queue(s, NO_QUEUE)?;
     (e.inq_len, e.inq_seq, e.outq_len, e.outq_seq) = (inq_len, inq_seq, outq_len, outq_seq);
-    Ok(Stream { entry: e, inq, outq })
+    Ok((Stream { entry: e, inq, outq }, state))
 }
 
 /// One queue's sequence number and bytes, peeked: one byte more is asked
@@ -211,6 +227,9 @@ pub fn rebuild(s: i32, state: u32, peer: &libc::sockaddr_storage, peer_len: u32,
         bail!("the queues' bytes do not match inq_len and outq_len");
     }
     let unsq = e.unsq_len.context("no unsq_len: the image does not say what was sent")?;
+    if !(48..=65535).contains(&e.mss_clamp) {
+        bail!("mss_clamp {} is not a segment size (48 to 65535)", e.mss_clamp);
+    }
     if unsq > e.outq_len {
         bail!("unsq_len {unsq} is more than outq_len {}", e.outq_len);
     }

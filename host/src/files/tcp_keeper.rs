@@ -92,11 +92,19 @@ fn send_byte(s: &OwnedFd, b: u8) -> Result<()> {
     Ok(())
 }
 
+/// One byte, waiting through signals (the dump's handlers do not restart
+/// calls). System calls only.
 fn recv_byte(s: RawFd) -> Option<u8> {
     let mut b = 0u8;
-    // SAFETY: the kernel writes at most one byte.
-    let n = unsafe { libc::recv(s, (&mut b as *mut u8).cast(), 1, 0) };
-    (n == 1).then_some(b)
+    loop {
+        // SAFETY: the kernel writes at most one byte.
+        let n = unsafe { libc::recv(s, (&mut b as *mut u8).cast(), 1, 0) };
+        // SAFETY: reading our errno.
+        if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
+            continue;
+        }
+        return (n == 1).then_some(b);
+    }
 }
 
 /// The dump's end of its keeper.
@@ -137,6 +145,13 @@ impl Guard {
         // SAFETY: just made.
         let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(pair[0]), OwnedFd::from_raw_fd(pair[1])) };
         let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").context("/dev/null")?;
+        // A keeper that does not answer in time is given up on: the dump
+        // unlocks its own copies.
+        let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
+        super::sockopt::set(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(_, hard)| hard)
+            .unwrap_or(1024);
         let mut keep = vec![theirs.as_raw_fd(), null.as_raw_fd()];
         // The PID comes back through a pipe: the middle process knows it.
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
@@ -154,14 +169,22 @@ impl Guard {
                 libc::setsid();
                 let keeper = libc::fork();
                 if keeper != 0 {
-                    let pid = keeper.to_ne_bytes();
-                    libc::write(wr.as_raw_fd(), pid.as_ptr().cast(), pid.len());
+                    if keeper > 0 {
+                        let pid = keeper.to_ne_bytes();
+                        libc::write(wr.as_raw_fd(), pid.as_ptr().cast(), pid.len());
+                    }
                     libc::_exit(0);
                 }
+                // Our end first: the keeper must see it close when the dump
+                // dies, whatever else fails here.
+                libc::close(mine.as_raw_fd());
                 for fd in 0..3 {
                     libc::dup2(null.as_raw_fd(), fd);
                 }
-                close_all_but(&keep);
+                // As many descriptors as the dump may lock.
+                let lim = libc::rlimit64 { rlim_cur: nofile, rlim_max: nofile };
+                libc::setrlimit64(libc::RLIMIT_NOFILE, &lim);
+                close_all_but(&keep, nofile);
                 libc::close(wr.as_raw_fd());
                 libc::close(null.as_raw_fd());
                 guard(theirs.as_raw_fd());
@@ -234,36 +257,44 @@ impl Drop for Guard {
     }
 }
 
-/// Closes every fd from 3 up but those of `keep` (sorted).
+/// Closes every fd from 3 up but those of `keep` (sorted); one at a time
+/// below `limit` where `close_range` is refused.
 ///
 /// # Safety
 /// Only in a forked child: nothing else may be using the fds it closes.
-unsafe fn close_all_but(keep: &[RawFd]) {
+unsafe fn close_all_but(keep: &[RawFd], limit: u64) {
     let mut from = 3u32;
+    let range = |lo: u32, hi: u32| {
+        // SAFETY: the caller's promise.
+        if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) } < 0 {
+            for fd in lo..=hi.min(limit.min(1 << 20) as u32) {
+                // SAFETY: as above.
+                unsafe { libc::close(fd as RawFd) };
+            }
+        }
+    };
     for &fd in keep.iter().filter(|&&fd| fd >= 3) {
         if (fd as u32) > from {
-            // SAFETY: the caller's promise.
-            unsafe { libc::syscall(libc::SYS_close_range, from, fd as u32 - 1, 0) };
+            range(from, fd as u32 - 1);
         }
         from = fd as u32 + 1;
     }
-    // SAFETY: as above.
-    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
+    range(from, u32::MAX);
 }
 
-/// Unlocks `s` (`tcp::unlock`, in system calls only).
-///
-/// # Safety
-/// Only in the keeper; `s` is its own.
-unsafe fn unlock(s: RawFd, reuseaddr: i32) {
-    let set = |level, opt, v: i32| {
-        // SAFETY: the kernel reads one int.
-        unsafe { libc::setsockopt(s, level, opt, (&v as *const i32).cast(), 4) };
-    };
-    set(libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
-    set(libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, 0);
-    set(libc::IPPROTO_TCP, libc::TCP_REPAIR, 0);
-    set(libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr);
+fn set_int(s: RawFd, level: i32, opt: i32, v: i32) {
+    // SAFETY: the kernel reads one int.
+    unsafe { libc::setsockopt(s, level, opt, (&v as *const i32).cast(), 4) };
+}
+
+/// Unlocks `s` (`tcp::unlock`, in system calls only): the filter off,
+/// then out of repair mode, in case the dump died while reading it
+/// (leaving repair mode clears `SO_REUSEADDR`, which goes back).
+fn unlock(s: RawFd, reuseaddr: i32) {
+    set_int(s, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
+    set_int(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, 0);
+    set_int(s, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0);
+    set_int(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr);
 }
 
 /// The keeper, guarding: takes the sockets the dump locks until it is
@@ -318,14 +349,19 @@ unsafe fn guard(ctl: RawFd) -> ! {
                     answer(ADD.to_ascii_lowercase());
                 }
                 KEEP if got == 5 && fd >= 0 => {
+                    // The program is gone: in repair mode a socket closes
+                    // without a word to its peer, should nobody take it.
+                    for &s in &socks[..n] {
+                        set_int(s, libc::IPPROTO_TCP, libc::TCP_REPAIR, 1);
+                    }
                     answer(KEEP.to_ascii_lowercase());
                     libc::close(ctl);
                     serve(fd, &socks[..n]);
                 }
                 _ => {
                     // Released, or the dump is gone: the program runs on.
-                    for i in 0..n {
-                        unlock(socks[i], reuse[i]);
+                    for (&s, &r) in socks[..n].iter().zip(&reuse[..n]) {
+                        unlock(s, r);
                     }
                     if got == 5 && msg[0] == RELEASE {
                         answer(RELEASE.to_ascii_lowercase());
@@ -443,6 +479,9 @@ pub fn take(name: &str) -> Result<Option<Kept>> {
         }
         // SAFETY: just filled by recvmsg.
         socks.extend(unsafe { super::unixsk::rights(&msg) });
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            bail!("the connections the TCP lock's keeper at @{name} sent do not fit under RLIMIT_NOFILE");
+        }
         if socks.len() >= u32::from_ne_bytes(word) as usize {
             break;
         }
@@ -454,6 +493,9 @@ pub fn take(name: &str) -> Result<Option<Kept>> {
 /// returns whether one answered.
 pub fn quit(name: &str) -> Result<bool> {
     let Some(conn) = connect(name)? else { return Ok(false) };
+    // A keeper busy with a restore answers later, or not: not waited for.
+    let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
+    super::sockopt::set(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
     send_byte(&conn, QUIT)?;
     // It closes its end as it exits.
     let _ = recv_byte(conn.as_raw_fd());

@@ -1131,7 +1131,7 @@ pub(super) fn send_one(from: i32, m: &[u8], to: Option<&(libc::sockaddr_un, libc
             (*c).cmsg_len = libc::CMSG_LEN(bytes) as _;
             std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(c).cast::<i32>(), fds.len());
         }
-        libc::sendmsg(from, &msg, libc::MSG_DONTWAIT)
+        libc::sendmsg(from, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
     }
 }
 

@@ -277,12 +277,14 @@ pub fn restore_tree(
     let mut ghosts = crate::files::ghost::make(ghosts)?;
     let mut restored = run_tree(plans, zombies, shm.ns_fd(), || {
         ghosts.unlink();
+        // The keeper goes first: one that outlived a failure from here on
+        // would hold sockets the programs use.
+        inet.done()?;
         inet.release()?;
         shm.finish()
     })?;
     shm.keep();
     sockets.keep();
-    inet.done()?;
     if let Some(r) = restored.first_mut() {
         let notes: String = inet.notes.iter().map(|n| format!("host: {n}\n")).collect();
         r.log.insert_str(0, &notes);
