@@ -3,14 +3,15 @@
 //! program's connections until a restore takes them back.
 //!
 //! The dump forks the keeper before it locks the first connection and
-//! hands it a copy of each socket as it locks it (`A`), over a
+//! hands it a copy of each socket before it locks it (`A`), over a
 //! `SOCK_SEQPACKET` pair. Then either `R` (release: the dump failed, or
-//! the tree runs on) or the end of that pair (the dump died, even by
-//! SIGKILL) makes the keeper unlock every connection and exit, so that the
-//! program is never left with its connections locked; or `K` (keep: the
-//! tree was killed) hands it an abstract unix socket named after the image
-//! directory (its device and inode), bound before the dump returns, and
-//! it serves there. A restore (peers of our own uid or root only) asks
+//! the tree runs on; the dump unlocks its own copies as well) or the end
+//! of that pair (the dump died, even by SIGKILL) makes the keeper unlock
+//! every connection and exit, so that the program is never left with its
+//! connections locked; or `K` (keep: the tree was killed) puts them in
+//! repair mode, hands the keeper an abstract unix socket named after the
+//! image directory (its device and inode), bound before the dump returns,
+//! and it serves there. A restore (peers of our own uid or root only) asks
 //! for `T` (take): the keeper sends every socket, then waits; `D` (done)
 //! from the restore, once its programs run, ends the keeper, and a restore
 //! that fails and goes away leaves it serving the next. `Q` (quit) ends it
