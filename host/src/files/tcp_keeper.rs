@@ -150,9 +150,10 @@ impl Guard {
         // unlocks its own copies.
         let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
         super::sockopt::set(mine.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
-        let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map(|(_, hard)| hard)
-            .unwrap_or(1024);
+        let mut lim = libc::rlimit64 { rlim_cur: 1024, rlim_max: 1024 };
+        // SAFETY: the kernel writes one rlimit64.
+        unsafe { libc::getrlimit64(libc::RLIMIT_NOFILE, &mut lim) };
+        let nofile = lim.rlim_max;
         let mut keep = vec![theirs.as_raw_fd(), null.as_raw_fd()];
         // The PID comes back through a pipe: the middle process knows it.
         let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
