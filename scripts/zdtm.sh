@@ -270,10 +270,16 @@ def checkpoint(name):
     pid = int(open(f"{Z}/{name}.pid").read().split()[0])
     before = state(pid)
     log = os.path.join(work, "dump.log")
-    # The options of its .desc that both tools take as CRIU does.
-    extra = [o for o in d.get("opts", "").split() if o in ("--tcp-established",)]
+    # The options of its .desc that revenant takes as CRIU does: for both
+    # commands, and for the dump alone.
+    opts = d.get("opts", "").split()
+    extra = [o for o in opts if o in ("--tcp-established",)]
+    dopts = opts + d.get("dopts", "").split()
+    dump_extra = [o for o in dopts if o in ("--ext-unix-sk", "--skip-in-flight", "--ghost-fiemap", "--no-ghost-fiemap")]
+    if "--ghost-limit" in dopts:
+        dump_extra += dopts[dopts.index("--ghost-limit"):dopts.index("--ghost-limit") + 2]
     try:
-        rc = subprocess.run([REV, "dump", "-t", str(pid), "-D", os.path.join(work, "img"), "-o", log] + extra,
+        rc = subprocess.run([REV, "dump", "-t", str(pid), "-D", os.path.join(work, "img"), "-o", log] + extra + dump_extra,
                             timeout=120, stdin=subprocess.DEVNULL, capture_output=True).returncode
     except subprocess.TimeoutExpired:
         stop(pid, name)

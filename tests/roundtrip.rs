@@ -1823,3 +1823,59 @@ fn python_http_server_answers_the_same_request_after_the_restore() {
     assert_eq!(fresh.unwrap(), before, "a new connection");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A Python program holding an unlinked 2 MiB file and a TCP listener it
+/// never accepts from, with one client's connection waiting: refused by
+/// default, naming the options that change it; with `--ghost-limit 4M`
+/// and `--skip-in-flight` dumped and restored, the file's every byte back
+/// and the listener taking new connections (the waiting one is reset).
+#[test]
+fn ghost_limit_and_skip_in_flight_carry_what_they_say() {
+    let _w = watchdog::start();
+    let work = scratch("limits");
+    let images = work.join("images");
+    let out = work.join("out");
+    let script = work.join("hold.py");
+    std::fs::write(
+        &script,
+        "import os, socket, sys, time\n\
+         data = bytes((i * 7) % 251 for i in range(2 << 20))\n\
+         f = open(os.path.join(sys.argv[2], 'big'), 'w+b'); f.write(data); f.flush()\n\
+         os.unlink(f.name)\n\
+         l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(4)\n\
+         open(sys.argv[1], 'a').write(f'port={l.getsockname()[1]}\\n')\n\
+         n = 0\n\
+         while True:\n\
+         \x20   n += 1; f.seek(0); ok = f.read() == data\n\
+         \x20   open(sys.argv[1], 'a').write(f'tick={n} ghost={\"ok\" if ok else \"BAD\"}\\n')\n\
+         \x20   time.sleep(0.05)\n",
+    )
+    .unwrap();
+    let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+    let mut py = Command::new(python);
+    py.arg(&script).arg(&out).arg(&work);
+    let mut child = start_command(py, false);
+    let text = wait_for(&out, |l| l.len() >= 3);
+    let port = num(text.lines().next().unwrap(), "port") as u16;
+    let waiting = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::create_dir_all(&images).unwrap();
+    let pid = child.id() as i32;
+    let err = format!("{:#}", dump(pid, &images, &DumpOptions { leave_running: true, ..Default::default() }).unwrap_err());
+    assert!(err.contains("--ghost-limit"), "{err}");
+    let opts = DumpOptions { leave_running: true, ghost_limit: Some(4 << 20), ..Default::default() };
+    let err = format!("{:#}", dump(pid, &images, &opts).unwrap_err());
+    assert!(err.contains(&format!("listening on 127.0.0.1:{port}")) && err.contains("--skip-in-flight"), "{err}");
+    let opts = DumpOptions { ghost_limit: Some(4 << 20), skip_in_flight: true, ..Default::default() };
+    dump_and_reap_with(&mut child, &images, &opts);
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
+    let fresh = std::net::TcpStream::connect(("127.0.0.1", port));
+    stop(pid);
+    let after: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
+    assert!(after.len() >= 3 && after.iter().all(|l| l.ends_with("ghost=ok")), "{after:?}");
+    assert!(fresh.is_ok(), "the restored listener refused a new connection: {fresh:?}");
+    drop(waiting);
+    let _ = std::fs::remove_dir_all(&work);
+}

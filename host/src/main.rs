@@ -62,6 +62,21 @@ enum Cmd {
         /// refusing them.
         #[arg(long)]
         tcp_established: bool,
+        /// Leave out connections waiting in a TCP listener's queue (their
+        /// clients are reset) instead of refusing the listener.
+        #[arg(long)]
+        skip_in_flight: bool,
+        /// The most data of an unlinked file the images carry (default
+        /// 1M; K, M and G suffixes).
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+        ghost_limit: Option<u64>,
+        /// Accepted for CRIU compatibility and ignored: unlinked files are
+        /// always read by their data segments (SEEK_DATA and SEEK_HOLE).
+        #[arg(long)]
+        ghost_fiemap: bool,
+        /// Accepted for CRIU compatibility and ignored, as --ghost-fiemap.
+        #[arg(long)]
+        no_ghost_fiemap: bool,
         /// Log file (default: stderr); a relative path is taken in the
         /// work directory. Written however the dump ends, the error last.
         #[arg(short = 'o', long = "log-file")]
@@ -250,6 +265,10 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             shell_job,
             ext_unix_sk,
             tcp_established,
+            skip_in_flight,
+            ghost_limit,
+            ghost_fiemap,
+            no_ghost_fiemap,
             log,
             work_dir,
             verbosity,
@@ -265,19 +284,23 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             if let Some(p) = pidfile {
                 notes.push(format!("--pidfile {}: ignored; a dump writes no pidfile", p.display()));
             }
+            if ghost_fiemap || no_ghost_fiemap {
+                notes.push("--ghost-fiemap: ignored; unlinked files are read by their data segments".into());
+            }
             cfg_select! {
                 target_arch = "x86_64" => {
                     let timeout = timeout.map(std::time::Duration::from_secs);
                     let log = log_out.clone();
                     let opts = revenant::dump::DumpOptions {
-                        leave_running, shell_job, ext_unix_sk, tcp_established, verbosity, log, timeout, notes,
-                        pages_only,
+                        leave_running, shell_job, ext_unix_sk, tcp_established, skip_in_flight, ghost_limit,
+                        verbosity, log, timeout, notes, pages_only,
                     };
                     revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
                     Ok(())
                 }
                 _ => {
-                    let _ = (pid, leave_running, shell_job, ext_unix_sk, tcp_established, verbosity, timeout, notes, pages_only);
+                    let _ = (pid, leave_running, shell_job, ext_unix_sk, tcp_established, skip_in_flight, ghost_limit);
+                    let _ = (verbosity, timeout, notes, pages_only);
                     bail!("revenant dump works on x86_64 only so far")
                 }
             }
@@ -338,6 +361,18 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
         }
         Cmd::Blob { command: BlobCmd::Selftest { input } } => selftest(input),
     }
+}
+
+/// A size as CRIU's options take it: bytes, or with a K, M or G suffix.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (a number, with K, M or G)"))?;
+    n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn selftest(input: u32) -> Result<()> {

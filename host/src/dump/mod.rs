@@ -61,6 +61,11 @@ pub struct DumpOptions {
     /// TCP connections are kept (`--tcp-established`): locked, read in
     /// repair mode, and held for the restore if the tree is killed.
     pub tcp_established: bool,
+    /// Connections waiting in a TCP listener's queue are left out
+    /// (`--skip-in-flight`) instead of refused.
+    pub skip_in_flight: bool,
+    /// The most data of an unlinked file carried (`--ghost-limit`).
+    pub ghost_limit: Option<u64>,
     /// 0 quiet .. 4 debug; lines go to `log`.
     pub verbosity: u32,
     /// Created (mode 0600, never through a link) when the dump starts.
@@ -137,6 +142,9 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     for name in &conns.locked {
         log.line(1, &format!("TCP connection {name} locked: every segment it receives is dropped"));
     }
+    for s in &conns.skipped {
+        log.line(0, &format!("warning: --skip-in-flight: {s} left out; their clients will be reset"));
+    }
     if opts.leave_running {
         // The program would see its peer late, not at all.
         conns.release()?;
@@ -182,6 +190,8 @@ fn keep_connections(dir: &ImageDir, conns: &mut files::inet::Connections, log: &
 pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
     let mut files = files::Files::default();
     files.tcp.keep = opts.tcp_established;
+    files.tcp.skip_in_flight = opts.skip_in_flight;
+    files.ghost_limit = opts.ghost_limit;
     files.tree = frozen.procs.iter().map(|p| p.pid).chain(frozen.zombies.iter().map(|z| z.0)).collect();
     let host = HostFacts {
         zero_pfn: pagemap::zero_page_pfn(),

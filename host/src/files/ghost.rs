@@ -1,7 +1,8 @@
 //! Unlinked files a program still holds open ("ghost" files, as CRIU
 //! calls them): a dump carries their bytes in the images
 //! (`remap-fpath.img` and `ghost-file-N.img`, CRIU's form), up to
-//! [`LIMIT`] bytes, and refuses larger ones by name; a restore creates each
+//! [`LIMIT`] bytes of data (`--ghost-limit`), and refuses larger ones by
+//! name; a restore creates each
 //! again at its old path (which must be free), with its owner and mode,
 //! lets the tasks open it there, and unlinks it before the programs run
 //! again (or when the restore fails). A file with holes is carried in
@@ -18,8 +19,8 @@ use anyhow::{Context, Result, bail};
 use revenant_images::messages::{GhostChunkEntry, GhostFileEntry, RegFileEntry, RemapFilePathEntry, Timeval};
 use revenant_images::{ImageSet, Kind, Writer};
 
-/// The most data of an unlinked file a dump carries (CRIU's default
-/// `--ghost-limit`); holes do not count.
+/// The most data of an unlinked file a dump carries unless told
+/// otherwise (CRIU's default `--ghost-limit`); holes do not count.
 pub const LIMIT: u64 = 1 << 20;
 
 /// What a restore needs to make one again.
@@ -47,8 +48,8 @@ impl Ghost {
 }
 
 /// Reads the unlinked file open at `link` (a `/proc/PID/fd/N`), shown as
-/// `name`.
-pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32) -> Result<Ghost> {
+/// `name`, if it holds at most `limit` bytes of data.
+pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64) -> Result<Ghost> {
     let f = std::fs::File::open(link).with_context(|| format!("opening {} ({name})", link.display()))?;
     let size = m.len();
     let mut segments = vec![];
@@ -69,8 +70,11 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32) -> Result<
         at = end;
     }
     let data: u64 = segments.iter().map(|(s, e)| e - s).sum();
-    if data > LIMIT {
-        bail!("{name}: an unlinked file with {data} bytes of data, more than the {LIMIT} a dump carries");
+    if data > limit {
+        bail!(
+            "{name}: an unlinked file with {data} bytes of data, more than the {limit} a dump carries (raise it \
+             with --ghost-limit)"
+        );
     }
     use std::os::unix::fs::FileExt;
     let mut pieces = vec![];

@@ -146,6 +146,10 @@ fn show(local: &SocketAddr, remote: Option<&SocketAddr>) -> String {
 #[derive(Debug, Default)]
 pub struct Connections {
     pub keep: bool,
+    /// Listeners with connections waiting to be accepted are dumped
+    /// without them (`--skip-in-flight`), each named in `skipped`.
+    pub skip_in_flight: bool,
+    pub skipped: Vec<String>,
     keeper: Option<super::tcp_keeper::Guard>,
     held: Vec<(OwnedFd, i32)>,
     pub locked: Vec<String>,
@@ -215,11 +219,15 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         let info: libc::tcp_info = getopt(s, libc::IPPROTO_TCP, libc::TCP_INFO)?;
         let state = u32::from(info.tcpi_state);
         match state {
-            TCP_LISTEN if info.tcpi_unacked != 0 => bail!(
+            TCP_LISTEN if info.tcpi_unacked != 0 && !conns.skip_in_flight => bail!(
                 "{what}: the TCP socket listening on {local} has {} connections waiting to be accepted: not \
-                 supported yet",
+                 supported (--skip-in-flight dumps it without them: their clients are reset)",
                 info.tcpi_unacked
             ),
+            TCP_LISTEN if info.tcpi_unacked != 0 => {
+                conns.skipped.push(format!("{} connections waiting on {local}", info.tcpi_unacked));
+                (state, info.tcpi_sacked)
+            }
             TCP_LISTEN => (state, info.tcpi_sacked),
             TCP_CLOSE => (state, 0),
             s if is_connection(s) && !conns.keep => bail!(

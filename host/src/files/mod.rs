@@ -133,6 +133,9 @@ pub struct Files {
     unix: Option<HashMap<u32, self::unixsk::Diag>>,
     /// TCP connections: whether they are kept, and those locked.
     pub tcp: self::inet::Connections,
+    /// The most data of an unlinked file carried (`--ghost-limit`); `None`
+    /// for [`ghost::LIMIT`].
+    pub ghost_limit: Option<u64>,
 }
 
 impl Files {
@@ -279,7 +282,9 @@ impl Files {
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: Some(m.len()), mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));
             let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
-            let ghost = self::ghost::dump(&p, &target, &m, key).with_context(|| format!("process {pid}: fd {fd}"))?;
+            let limit = self.ghost_limit.unwrap_or(ghost::LIMIT);
+            let ghost =
+                self::ghost::dump(&p, &target, &m, key, limit).with_context(|| format!("process {pid}: fd {fd}"))?;
             self.ghosts.push((id, ghost));
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });

@@ -64,7 +64,8 @@ impl Files {
         if deleted.is_some() {
             let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
             let what = format!("process {pid}: {link} ({name})");
-            let ghost = super::ghost::dump(&p, name, &m, key).with_context(|| what)?;
+            let limit = self.ghost_limit.unwrap_or(super::ghost::LIMIT);
+            let ghost = super::ghost::dump(&p, name, &m, key, limit).with_context(|| what)?;
             self.ghosts.push((id, ghost));
         }
         Ok(id)
