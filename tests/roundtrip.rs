@@ -1861,7 +1861,8 @@ fn ghost_limit_and_skip_in_flight_carry_what_they_say() {
     std::thread::sleep(Duration::from_millis(100));
     std::fs::create_dir_all(&images).unwrap();
     let pid = child.id() as i32;
-    let err = format!("{:#}", dump(pid, &images, &DumpOptions { leave_running: true, ..Default::default() }).unwrap_err());
+    let err =
+        format!("{:#}", dump(pid, &images, &DumpOptions { leave_running: true, ..Default::default() }).unwrap_err());
     assert!(err.contains("--ghost-limit"), "{err}");
     let opts = DumpOptions { leave_running: true, ghost_limit: Some(4 << 20), ..Default::default() };
     let err = format!("{:#}", dump(pid, &images, &opts).unwrap_err());
