@@ -2,7 +2,8 @@
  * 127.0.0.1 (SO_REUSEADDR, SO_KEEPALIVE, TCP_NODELAY, IP_TOS 0x10,
  * backlog 5), an IPv6-only TCP listener on ::1, a UDP socket bound on
  * 127.0.0.1 with two datagrams waiting ("d1", "d22"), and a UDP socket
- * connected to it.
+ * connected to it, to which the first is connected since the datagrams
+ * came (a connected socket with datagrams waiting).
  * Every tick: "tick=N inet=ok|BAD:WHAT" to OUTFILE, checking the ports,
  * the options, and the datagrams waiting without reading them.
  * Once GOFILE exists (or on SIGUSR1) it uses them once: connects to each
@@ -70,7 +71,10 @@ int main(int argc, char **argv)
 	struct sockaddr_in ua;
 	socklen_t ul = sizeof(ua);
 	getsockname(u, (void *)&ua, &ul);
-	if (connect(uc, (void *)&ua, ul) || send(uc, "d1", 2, 0) != 2 || send(uc, "d22", 3, 0) != 3)
+	struct sockaddr_in uca;
+	socklen_t ucl = sizeof(uca);
+	if (connect(uc, (void *)&ua, ul) || send(uc, "d1", 2, 0) != 2 || send(uc, "d22", 3, 0) != 3 ||
+	    getsockname(uc, (void *)&uca, &ucl) || connect(u, (void *)&uca, ucl))
 		return 4;
 	int pt = port(t), pt6 = port(t6), pu = port(u), puc = port(uc);
 	signal(SIGUSR1, on_usr1);
@@ -81,6 +85,10 @@ int main(int argc, char **argv)
 		ioctl(u, FIONREAD, &q);
 		if (port(t) != pt || port(t6) != pt6 || port(u) != pu || port(uc) != puc)
 			strcat(why, "ports,");
+		struct sockaddr_in peer;
+		socklen_t pl = sizeof(peer);
+		if (getpeername(u, (void *)&peer, &pl) || peer.sin_port != uca.sin_port)
+			strcat(why, "peer,");
 		if (opt(t, SOL_SOCKET, SO_REUSEADDR) != 1 || opt(t, SOL_SOCKET, SO_KEEPALIVE) != 1 ||
 		    opt(t, IPPROTO_TCP, TCP_NODELAY) != 1 || opt(t, IPPROTO_IP, IP_TOS) != tos ||
 		    opt(t6, IPPROTO_IPV6, IPV6_V6ONLY) != 1 || opt(t, SOL_SOCKET, SO_ACCEPTCONN) != 1)

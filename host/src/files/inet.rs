@@ -699,6 +699,9 @@ fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
         }
         setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &flag(o.reuseaddr))?;
     }
+    // Datagrams first: once connected, it would take them from its peer
+    // only; those already queued stay.
+    requeue(s, f)?;
     if let (Some(r), TCP_ESTABLISHED, None) = (&s.remote, s.state, &s.stream) {
         let (a, len) = to_storage(r, s.family);
         // SAFETY: the kernel reads `len` bytes of the address.
@@ -706,7 +709,6 @@ fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("connecting to {r}"));
         }
     }
-    requeue(s, f)?;
     // A connection's sending side is in its state.
     let shutdown = if s.stream.is_some() { s.shutdown & 1 } else { s.shutdown };
     if let Some(how) = super::sockopt::shutdown_how(shutdown) {
@@ -785,8 +787,9 @@ fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Sends a UDP socket's datagrams to it again, from a socket of ours on
-/// the loopback: an unspecified address stands for the loopback one.
+/// Sends a UDP socket's datagrams to it again, before it is connected,
+/// from a socket of ours on the loopback: an unspecified address stands
+/// for the loopback one.
 fn requeue(s: &InetSock, f: i32) -> Result<()> {
     if s.queue.is_empty() {
         return Ok(());
@@ -799,10 +802,6 @@ fn requeue(s: &InetSock, f: i32) -> Result<()> {
     } else {
         here
     };
-    // A connected socket takes datagrams only from its peer.
-    if s.remote.is_some() {
-        bail!("datagrams waiting in a connected UDP socket: not restored yet");
-    }
     let big = (s.queue.iter().map(|m| m.len() * 2 + 1024).sum::<usize>() as i32).max(1 << 16);
     let _ = setopt(f, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &big);
     // SAFETY: a new socket, owned at once.
