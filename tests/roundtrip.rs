@@ -1625,6 +1625,9 @@ fn a_tcp_connection_with_a_client_outside_the_tree_carries_on() {
     client.wait(n + 3);
     assert!(client.answered() >= n + 3, "the server stopped serving after a refused dump");
     dump_and_reap_with(&mut child, &images, &DumpOptions { tcp_established: true, ..Default::default() });
+    let shown = revenant_images::show(&images, false).unwrap();
+    let conn = format!("INETSK TCP 127.0.0.1:{port4} -> 127.0.0.1:");
+    assert!(shown.contains(&conn) && shown.contains(&format!("127.0.0.1:{port4} (LISTEN)")), "{shown}");
     // The client goes on asking while nothing serves it.
     std::thread::sleep(Duration::from_millis(500));
     let opts = revenant::restore::from_images::PlanOptions { tcp_established: true, ..Default::default() };

@@ -226,7 +226,58 @@ fn file_desc(f: &FileEntry) -> String {
     if let Some(p) = &f.fifo {
         return format!("{t} pipe:[{}]", p.pipe_id);
     }
+    if let Some(i) = &f.isk {
+        let proto = match i.proto {
+            6 => "TCP",
+            17 => "UDP",
+            _ => "proto?",
+        };
+        let local = inet_addr(&i.src_addr, i.src_port);
+        let peer = if i.dst_port != 0 { format!(" -> {}", inet_addr(&i.dst_addr, i.dst_port)) } else { String::new() };
+        return format!("{t} {proto} {local}{peer} ({}) socket:[{}]", tcp_state(i.state), i.ino);
+    }
+    if let Some(u) = &f.usk {
+        let name = if u.name.is_empty() {
+            String::new()
+        } else if u.name[0] == 0 {
+            format!(" @{}", String::from_utf8_lossy(&u.name[1..]))
+        } else {
+            format!(" {}", String::from_utf8_lossy(&u.name))
+        };
+        return format!("{t} socket:[{}]{name} peer socket:[{}]", u.ino, u.peer);
+    }
     t.to_string()
+}
+
+/// An address as `inet_sk_entry` holds it (words in network byte order).
+fn inet_addr(words: &[u32], port: u32) -> String {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    match <[u8; 16]>::try_from(&bytes[..]) {
+        Ok(b) => format!("[{}]:{port}", std::net::Ipv6Addr::from(b)),
+        Err(_) => match <[u8; 4]>::try_from(&bytes[..]) {
+            Ok(b) => format!("{}:{port}", std::net::Ipv4Addr::from(b)),
+            Err(_) => format!("?:{port}"),
+        },
+    }
+}
+
+/// TCP's name for `state` (include/net/tcp_states.h).
+fn tcp_state(state: u32) -> &'static str {
+    const NAMES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    NAMES.get(state as usize).copied().unwrap_or("?")
 }
 
 fn summary(set: &ImageSet) -> String {
