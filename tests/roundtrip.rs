@@ -1883,3 +1883,23 @@ fn ghost_limit_and_skip_in_flight_carry_what_they_say() {
     drop(waiting);
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// pidfds on the process itself, its child and its grandchild (made by
+/// the restore after the process opens its files) name the same
+/// processes after the restore, with their flags.
+#[test]
+fn pidfds_on_processes_of_the_tree_come_back() {
+    let _w = watchdog::start();
+    let work = scratch("pidfds");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("pidfds", &[out.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("pidfd=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    // The whole group: the child and grandchild too.
+    let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+    stop(pid);
+    assert!(after.iter().all(|l| l.ends_with("pidfd=ok")), "{after:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}

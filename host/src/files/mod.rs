@@ -247,7 +247,14 @@ impl Files {
             }
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             match self::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
-                Some(a) => (a.fd_type() as u32, FileKind::Anon(a)),
+                Some(a) => {
+                    if let self::anonfd::AnonFile::Pidfd { pid: of, .. } = a.file
+                        && !self.tree.contains(&of)
+                    {
+                        return unsupported(&format!("a pidfd of process {of}, outside the dumped tree,"));
+                    }
+                    (a.fd_type() as u32, FileKind::Anon(a))
+                }
                 None => return unsupported(&format!("an anonymous inode file of type {kind}")),
             }
         } else if (target.starts_with("/memfd:") || target == "/dev/zero (deleted)")

@@ -1,5 +1,5 @@
 //! Files of anonymous inodes that event loops hold: eventfd, signalfd,
-//! timerfd, epoll and inotify. Each kind keeps its three halves side by side in its
+//! timerfd, epoll and inotify; and pidfds. Each kind keeps its three halves side by side in its
 //! own module: what a dump reads from `/proc/PID/fdinfo/N`, the `files.img`
 //! entry CRIU 4.2 writes for it (so CRIU restores our images and we
 //! restore CRIU's), and how a restored task makes it again.
@@ -15,6 +15,7 @@ use revenant_images::{ImageSet, Process};
 mod epoll;
 mod eventfd;
 mod inotify;
+mod pidfd;
 mod signalfd;
 mod timerfd;
 
@@ -38,6 +39,12 @@ pub enum AnonFile {
     Inotify {
         watches: Vec<inotify::Watch>,
     },
+    /// A pidfd on process `pid` of the tree (`ino`: the pidfd's inode, for
+    /// CRIU's entry).
+    Pidfd {
+        pid: i32,
+        ino: u32,
+    },
 }
 
 /// One file with its status flags (`O_NONBLOCK`, ...; no `O_CLOEXEC`).
@@ -57,6 +64,7 @@ pub fn dump(pid: i32, fd: i32, kind: &str, fdinfo: &str, flags: u32) -> Result<O
         "[timerfd]" => AnonFile::Timerfd(timerfd::dump(fdinfo, &what)?),
         "[eventpoll]" => epoll::dump(pid, fd, fdinfo, &what)?,
         "inotify" => AnonFile::Inotify { watches: inotify::dump(pid, fd, fdinfo, &what)? },
+        "[pidfd]" => pidfd::dump(fdinfo, flags, &what)?,
         _ => return Ok(None),
     };
     Ok(Some(Anon { flags, file }))
@@ -72,6 +80,7 @@ impl Anon {
             AnonFile::Timerfd(t) => timerfd::entry(id, flags, fown, t),
             AnonFile::Epoll { targets } => epoll::entry(id, flags, fown, targets),
             AnonFile::Inotify { watches } => inotify::entry(id, flags, fown, watches),
+            AnonFile::Pidfd { pid, ino } => pidfd::entry(id, flags, fown, *pid, *ino),
         }
     }
 
@@ -83,6 +92,7 @@ impl Anon {
             AnonFile::Timerfd(_) => FdType::Timerfd,
             AnonFile::Epoll { .. } => FdType::Eventpoll,
             AnonFile::Inotify { .. } => FdType::Inotify,
+            AnonFile::Pidfd { .. } => FdType::Pidfd,
         }
     }
 
@@ -100,6 +110,11 @@ impl Anon {
             (e.flags, AnonFile::Epoll { targets: epoll::from_entry(e) })
         } else if let Some(e) = &entry.ify {
             (e.flags, AnonFile::Inotify { watches: inotify::from_entry(e, at)? })
+        } else if let Some(e) = &entry.pidfd {
+            if e.nspid <= 0 {
+                bail!("{at}: pidfd.nspid {}: a pidfd of a process that had exited: not restored yet", e.nspid);
+            }
+            (e.flags, AnonFile::Pidfd { pid: e.nspid, ino: e.ino })
         } else {
             return Ok(None);
         };
@@ -119,6 +134,7 @@ impl Anon {
             .or(entry.tfd.as_ref().map(|e| &e.fown))
             .or(entry.epfd.as_ref().map(|e| &e.fown))
             .or(entry.ify.as_ref().map(|e| &e.fown))
+            .or(entry.pidfd.as_ref().map(|e| &e.fown))
     }
 }
 
@@ -147,6 +163,11 @@ pub fn plan_fd(
     at: &str,
 ) -> Result<bool> {
     let Some(anon) = Anon::from_entry(entry, &format!("files.img: entry id {}", f.id))? else { return Ok(false) };
+    if let AnonFile::Pidfd { pid, .. } = anon.file
+        && !set.processes.iter().any(|q| q.pstree.pid == pid as u32)
+    {
+        bail!("{at}: fd {} is a pidfd of process {pid}, which is not in the tree", f.fd);
+    }
     if let Some((_, m)) = makes.iter_mut().find(|(id, _)| *id == f.id) {
         m.dups.push((f.fd as i32, cloexec));
         return Ok(true);
@@ -207,6 +228,7 @@ unsafe fn make(m: &Make) -> Result<(), &'static str> {
             AnonFile::Timerfd(t) => timerfd::make(t)?,
             AnonFile::Epoll { .. } => epoll::make()?,
             AnonFile::Inotify { watches } => inotify::make(watches)?,
+            AnonFile::Pidfd { pid, .. } => pidfd::make(*pid)?,
         }
     };
     // SAFETY: plain descriptor calls on our own fds.
