@@ -66,7 +66,7 @@ SKIPPED=(
     "pipe|talks over a stdin pipe (pingpong.h); pipefile covers it"
     "spin|talks over a stdin pipe (pingpong.h)"
     "socket|talks over a stdin pipe (pingpong.h); its netlink socket is refused by design (tests/dump.rs)"
-    "locked|a lease, refused at dump by design (tests/dump.rs)"
+    "locked|a lease being broken, refused at dump by design (tests/dump.rs)"
     "sharing|refused at dump by design (tests/dump.rs)"
 )
 

@@ -1242,7 +1242,8 @@ fn locks_seen(dir: &Path) -> (bool, (i32, i32), (i32, i32), i32) {
 }
 
 /// flock, POSIX and OFD locks are held again by the restored process: a
-/// process outside finds each of them taken, by it.
+/// process outside finds each of them taken, by it; and its read and
+/// write leases are its own again.
 #[test]
 fn file_locks_are_held_again_after_the_restore() {
     use nix::libc::{F_RDLCK, F_WRLCK};

@@ -6,8 +6,9 @@
 //!
 //! The kernel shows a lock on every fd of the description it was taken
 //! through. A POSIX lock belongs to a process (the pid in the line); a
-//! flock or OFD lock to the description, so one is written once, for the
-//! first process and fd seen on it. Leases and delegations are refused.
+//! flock, OFD lock or lease to the description, so one is written once,
+//! for the first process and fd seen on it. Leases are taken again with
+//! `F_SETLEASE` (a lease being broken, and delegations, are refused).
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
@@ -17,11 +18,13 @@ use revenant_images::{ImageSet, Kind, Process, Writer};
 pub const FL_POSIX: u32 = 1;
 pub const FL_FLOCK: u32 = 2;
 pub const FL_OFD: u32 = 4;
+/// A lease (`F_SETLEASE`), CRIU's `FL_LEASE`.
+pub const FL_LEASE: u32 = 8;
 
 /// One lock to take again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lock {
-    /// [`FL_POSIX`], [`FL_FLOCK`] or [`FL_OFD`].
+    /// [`FL_POSIX`], [`FL_FLOCK`], [`FL_OFD`] or [`FL_LEASE`].
     pub kind: u32,
     /// `F_RDLCK` or `F_WRLCK`.
     pub write: bool,
@@ -37,20 +40,22 @@ pub struct Lock {
 /// if it is this process's to keep: `None` for a POSIX lock of another
 /// process (it shows on its own fd too, or is not the tree's).
 pub fn parse(line: &str, pid: i32, fd: i32, file: &str) -> Result<Option<Lock>> {
-    // "1: POSIX  ADVISORY  WRITE 1234 00:2b:5678 0 EOF"
+    // "1: POSIX  ADVISORY  WRITE 1234 00:2b:5678 0 EOF"; a lease says
+    // ACTIVE, or BREAKING while the kernel breaks it.
     let w: Vec<&str> = line.split_whitespace().collect();
     let bad = || format!("process {pid}: fd {fd} ({file}): lock {:?}", line.trim());
-    let (kind, ty, owner, start, end) = match w.as_slice() {
-        [_, kind, _, ty, owner, _, start, end, ..] => (*kind, *ty, *owner, *start, *end),
+    let (kind, mode, ty, owner, start, end) = match w.as_slice() {
+        [_, kind, mode, ty, owner, _, start, end, ..] => (*kind, *mode, *ty, *owner, *start, *end),
         _ => bail!("{}: not a lock line this dump can read", bad()),
     };
     let kind = match kind {
         "POSIX" => FL_POSIX,
         "FLOCK" => FL_FLOCK,
         "OFDLCK" => FL_OFD,
-        other => {
-            bail!("process {pid}: fd {fd} ({file}) holds a file lock ({other} {ty}), which dump does not support yet")
-        }
+        "LEASE" if mode == "ACTIVE" => FL_LEASE,
+        other => bail!(
+            "process {pid}: fd {fd} ({file}) holds a file lock ({other} {mode} {ty}), which dump does not support yet"
+        ),
     };
     let write = match ty {
         "WRITE" => true,
@@ -87,8 +92,8 @@ impl Lock {
     /// The lock of entry `i` of `filelocks.img`, checked.
     pub fn from_entry(e: &FileLockEntry, i: usize) -> Result<Lock> {
         let at = format!("filelocks.img: entry {i}");
-        if ![FL_POSIX, FL_FLOCK, FL_OFD].contains(&e.flag) {
-            bail!("{at}: flag {:#x}: only flock, POSIX and OFD locks are restored (not leases)", e.flag);
+        if ![FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE].contains(&e.flag) {
+            bail!("{at}: flag {:#x}: only flock, POSIX and OFD locks and leases are restored", e.flag);
         }
         let write = match e.r#type {
             t if t == ty(true) => true,
@@ -111,6 +116,8 @@ impl Lock {
         let res = unsafe {
             if self.kind == FL_FLOCK {
                 libc::flock(self.fd, if self.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB)
+            } else if self.kind == FL_LEASE {
+                libc::fcntl(self.fd, libc::F_SETLEASE, ty(self.write) as libc::c_int)
             } else {
                 // 64-bit offsets on every arch: `fcntl64` with
                 // `F_SETLK64` where `off_t` is 32 bits (F_OFD_SETLK always
