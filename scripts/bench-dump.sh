@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Times `revenant dump --leave-running` of a process holding 1 MiB and one
-# holding 256 MiB of touched heap (tests/dumpees/single.c), several runs
-# each, and prints min / median / max wall time. A benchmark, not a test:
-# nothing is asserted. Needs root (ptrace) on x86_64.
+# Dump speed: wall time of `revenant dump --leave-running` of a process
+# holding 1, 64, 256 and 1024 MiB of touched heap (tests/dumpees/single.c),
+# median of several runs, beside how long the tree stood frozen (the
+# dump's own log), what `dd` takes to read the pages image from the page
+# cache and to copy it into a new file next to it (the cost of writing
+# that much through the file system's page cache, which any dump pays),
+# and, when CRIU names a criu binary, `criu dump --leave-running` of the
+# same process. A benchmark, not a test: nothing is asserted. Needs root
+# (ptrace) on x86_64.
 #
-#   scripts/bench-dump.sh [RUNS]        (default 15)
-#
-# CRIU 4.2 on the reference machine: 37-60 ms for 1 MiB, 150-270 ms for
-# 256 MiB (../shared/research/criu.md, 1.5).
+#   [CRIU=/path/to/criu] [SIZES="1 256"] scripts/bench-dump.sh [RUNS]   (default 9)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${1:-15}
+RUNS=${1:-9}
+SIZES=${SIZES:-1 64 256 1024}
 WORK=$(mktemp -d /tmp/revenant-bench-dump.XXXXXX)
 PIDS=()
 cleanup() {
@@ -20,41 +23,60 @@ cleanup() {
 trap cleanup EXIT
 
 cargo build -q --release -p revenant
-REV=target/release/revenant
+REV=$PWD/target/release/revenant
 cc -O2 -pthread -o "$WORK/single" tests/dumpees/single.c
 
-bench() {
-    local kib=$1 label=$2
-    local out="$WORK/out-$kib"
+# $EPOCHREALTIME, not $(date): forking date costs milliseconds here.
+now() { echo "${EPOCHREALTIME/./}"; }
+median() { sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)] / 1000}'; }
+
+printf '%-8s %12s %12s %12s %12s %12s\n' size dump_ms frozen_ms dd_read_ms dd_copy_ms criu_ms
+for MIB in $SIZES; do
+    OUT="$WORK/out-$MIB"
     # stdin is a pipe this script holds open (a coprocess), so the program
     # keeps waiting in read() and no helper process outlives the script.
-    coproc DUMPEE { exec setsid "$WORK/single" "$kib" >"$out" 2>&1; }
+    coproc DUMPEE { exec setsid "$WORK/single" "$((MIB * 1024))" >"$OUT" 2>&1; }
     PIDS+=("$DUMPEE_PID")
-    local pid=""
-    for _ in $(seq 1000); do
-        pid=$(awk '/^ready/ {print $2}' "$out" 2>/dev/null || true)
-        [ -n "$pid" ] && break
+    PID=""
+    for _ in $(seq 3000); do
+        PID=$(awk '/^ready/ {print $2}' "$OUT" 2>/dev/null || true)
+        [ -n "$PID" ] && break
         sleep 0.01
     done
-    [ -n "$pid" ] || { echo "dumpee did not start" >&2; exit 1; }
-    local times=()
+    [ -n "$PID" ] || { echo "dumpee did not start" >&2; exit 1; }
+    dumps=() frozen=() reads=() copies=() criu=()
     for i in $(seq "$RUNS"); do
-        local dir="$WORK/img-$kib-$i"
-        mkdir -p "$dir"
-        local t0 t1
-        t0=${EPOCHREALTIME/./}
-        "$REV" dump -t "$pid" -D "$dir" --leave-running
-        t1=${EPOCHREALTIME/./}
-        times+=($(( t1 - t0 )))  # microseconds
-        rm -rf "$dir"
+        D="$WORK/img"; rm -rf "$D"; mkdir -p "$D"
+        t0=$(now)
+        "$REV" dump -t "$PID" -D "$D" --leave-running -v 1 -o dump.log
+        t1=$(now)
+        dumps+=($((t1 - t0)))
+        # "frozen for 125.4ms" (or µs, s) in the log's last line.
+        frozen+=("$(sed -n 's/.*frozen for \([0-9.]*\)\(µs\|ms\|s\)$/\1 \2/p' "$D/dump.log" |
+            awk '{ f = ($2 == "s") ? 1e6 : ($2 == "ms") ? 1e3 : 1; printf "%d", $1 * f }')")
+        t0=$(now)
+        dd if="$D/pages-1.img" of=/dev/null bs=16M status=none
+        t1=$(now)
+        reads+=($((t1 - t0)))
+        t0=$(now)
+        dd if="$D/pages-1.img" of="$WORK/copy" bs=16M status=none
+        t1=$(now)
+        copies+=($((t1 - t0)))
+        rm -f "$WORK/copy"
+        if [ -n "${CRIU:-}" ]; then
+            C="$WORK/criu"; rm -rf "$C"; mkdir -p "$C"
+            t0=$(now)
+            "$CRIU" dump -t "$PID" -D "$C" --leave-running --shell-job -o dump.log >/dev/null 2>&1 ||
+                { echo "criu dump failed: $C/dump.log" >&2; exit 1; }
+            t1=$(now)
+            criu+=($((t1 - t0)))
+        fi
     done
-    printf '%s\n' "${times[@]}" | sort -n | awk -v label="$label" -v n="$RUNS" '
-        { t[NR] = $1 }
-        END { printf "%-8s n=%d  min %.1f ms  median %.1f ms  max %.1f ms\n",
-                     label, n, t[1] / 1000, t[int((n + 1) / 2)] / 1000, t[n] / 1000 }'
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-bench 1024 "1 MiB"
-bench 262144 "256 MiB"
+    c=-
+    [ ${#criu[@]} -gt 0 ] && c=$(printf '%s\n' "${criu[@]}" | median)
+    printf '%-8s %12s %12s %12s %12s %12s\n' "${MIB} MiB" \
+        "$(printf '%s\n' "${dumps[@]}" | median)" "$(printf '%s\n' "${frozen[@]}" | median)" \
+        "$(printf '%s\n' "${reads[@]}" | median)" "$(printf '%s\n' "${copies[@]}" | median)" "$c"
+    kill -9 "$PID" 2>/dev/null || true
+    wait "$DUMPEE_PID" 2>/dev/null || true
+done
