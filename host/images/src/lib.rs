@@ -35,7 +35,7 @@ pub use image::Image;
 pub use magic::Kind;
 pub use set::{
     ImageSet, IpcNamespace, Process, ShmPages, ShmSegment, TASK_ALIVE, TASK_DEAD, TASK_STOPPED, Thread, Zombie,
-    is_tcp_connection,
+    is_tcp_connection, tcp_state_has_stream, tcp_state_name,
 };
 pub use show::show;
 pub use validate::{PAGE_SIZE, arch_of};

@@ -165,7 +165,32 @@ pub struct ImageSet {
 pub fn is_tcp_connection(s: &InetSkEntry) -> bool {
     const SOCK_STREAM: u32 = 1;
     const IPPROTO_TCP: u32 = 6;
-    s.r#type == SOCK_STREAM && s.proto == IPPROTO_TCP && matches!(s.state, 1 | 4 | 5 | 8 | 9 | 11)
+    s.r#type == SOCK_STREAM && s.proto == IPPROTO_TCP && tcp_state_has_stream(s.state)
+}
+
+/// Whether a TCP socket in `state` has a connection a `tcp-stream` image
+/// holds.
+pub fn tcp_state_has_stream(state: u32) -> bool {
+    matches!(state, 1 | 4 | 5 | 8 | 9 | 11)
+}
+
+/// TCP's name for `state` (include/net/tcp_states.h).
+pub fn tcp_state_name(state: u32) -> &'static str {
+    const NAMES: [&str; 12] = [
+        "?",
+        "ESTABLISHED",
+        "SYN_SENT",
+        "SYN_RECV",
+        "FIN_WAIT1",
+        "FIN_WAIT2",
+        "TIME_WAIT",
+        "CLOSE",
+        "CLOSE_WAIT",
+        "LAST_ACK",
+        "LISTEN",
+        "CLOSING",
+    ];
+    NAMES.get(state as usize).copied().unwrap_or("?")
 }
 
 /// Reads `name` in `dir`, which must be an image of `kind`.

@@ -234,7 +234,7 @@ fn file_desc(f: &FileEntry) -> String {
         };
         let local = inet_addr(&i.src_addr, i.src_port);
         let peer = if i.dst_port != 0 { format!(" -> {}", inet_addr(&i.dst_addr, i.dst_port)) } else { String::new() };
-        return format!("{t} {proto} {local}{peer} ({}) socket:[{}]", tcp_state(i.state), i.ino);
+        return format!("{t} {proto} {local}{peer} ({}) socket:[{}]", crate::set::tcp_state_name(i.state), i.ino);
     }
     if let Some(u) = &f.usk {
         let name = if u.name.is_empty() {
@@ -259,25 +259,6 @@ fn inet_addr(words: &[u32], port: u32) -> String {
             Err(_) => format!("?:{port}"),
         },
     }
-}
-
-/// TCP's name for `state` (include/net/tcp_states.h).
-fn tcp_state(state: u32) -> &'static str {
-    const NAMES: [&str; 12] = [
-        "?",
-        "ESTABLISHED",
-        "SYN_SENT",
-        "SYN_RECV",
-        "FIN_WAIT1",
-        "FIN_WAIT2",
-        "TIME_WAIT",
-        "CLOSE",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "LISTEN",
-        "CLOSING",
-    ];
-    NAMES.get(state as usize).copied().unwrap_or("?")
 }
 
 fn summary(set: &ImageSet) -> String {

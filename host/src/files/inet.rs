@@ -233,12 +233,12 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
             s if is_connection(s) && !conns.keep => bail!(
                 "{what}: a TCP connection ({}, {}): dump with --tcp-established to keep it",
                 show(&local, remote.as_ref()),
-                tcp::state_name(s)
+                revenant_images::tcp_state_name(s)
             ),
             s if is_connection(s) => (s, 0),
             _ => bail!(
                 "{what}: a TCP socket in state {} ({}): not supported",
-                tcp::state_name(state),
+                revenant_images::tcp_state_name(state),
                 show(&local, remote.as_ref())
             ),
         }
@@ -311,7 +311,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         };
         // Handed over before it is locked: whenever the dump dies from
         // here on, the keeper unlocks it.
-        let reuseaddr = int(s, libc::SOL_SOCKET, libc::SO_REUSEADDR)? as i32;
+        let reuseaddr = i32::from(opts.reuseaddr == Some(true));
         keeper
             .hold(s, reuseaddr)
             .with_context(|| format!("{what}: handing the connection {name} to the TCP lock's keeper"))?;
@@ -321,7 +321,10 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         crate::fault::step(|| format!("connection {name} locked"))?;
         let (st, now) = tcp::read(s, reuseaddr).with_context(|| format!("{what}: reading the connection {name}"))?;
         if !is_connection(now) {
-            bail!("{what}: the connection {name} went to state {} while it was being locked", tcp::state_name(now));
+            bail!(
+                "{what}: the connection {name} went to state {} while it was being locked",
+                revenant_images::tcp_state_name(now)
+            );
         }
         // Read locked: the state that goes with the sequence numbers.
         state = now;
@@ -352,7 +355,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
 
 /// TCP states with a connection in a `tcp-stream` image.
 fn is_connection(state: u32) -> bool {
-    matches!(state, tcp::ESTABLISHED | tcp::FIN_WAIT1 | tcp::FIN_WAIT2 | tcp::CLOSE_WAIT | tcp::LAST_ACK | tcp::CLOSING)
+    revenant_images::tcp_state_has_stream(state)
 }
 
 /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2) of the socket with inode
@@ -391,8 +394,7 @@ fn shutdown_of(family: u32, proto: u32, ino: u32) -> Result<u32> {
 }
 
 const INET_DIAG_SHUTDOWN: u16 = 8;
-/// linux/in6.h (the libc crate lacks it).
-const IPV6_FREEBIND: i32 = 78;
+const IPV6_FREEBIND: i32 = linux_raw_sys::net::IPV6_FREEBIND as i32;
 
 /// The datagrams waiting in a UDP socket, left there: peeked one after
 /// the other from a peek offset of 0, put back as it was.
@@ -477,7 +479,10 @@ impl InetSock {
             (true, s) if is_connection(s) => {
                 let name = show(&local, remote.as_ref());
                 if !keep {
-                    bail!("{at}: a TCP connection ({name}, {}): restore with --tcp-established", tcp::state_name(s));
+                    bail!(
+                        "{at}: a TCP connection ({name}, {}): restore with --tcp-established",
+                        revenant_images::tcp_state_name(s)
+                    );
                 }
                 if remote.is_none() {
                     bail!("{at}: a TCP connection without a peer (dst_addr, dst_port)");
@@ -491,7 +496,7 @@ impl InetSock {
                 let st = tcp::Stream { entry: entry.clone(), inq: inq.clone(), outq: outq.clone() };
                 stream = Some(Box::new(st));
             }
-            (_, s) => bail!("{at}: a socket in TCP state {s} ({}): not restored", tcp::state_name(s)),
+            (_, s) => bail!("{at}: a socket in TCP state {s} ({}): not restored", revenant_images::tcp_state_name(s)),
         }
         if e.ifname.as_ref().is_some_and(|n| !n.is_empty()) {
             bail!("{at}: bound to interface {:?}: not restored yet", e.ifname);
@@ -768,7 +773,7 @@ fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
                 "the connection in state {} cannot be built again from its image (a segment of the peer's, \
                  its FIN or its acknowledgement of ours, would have to be received again), and the dump's lock no \
                  longer holds it",
-                tcp::state_name(s.state)
+                revenant_images::tcp_state_name(s.state)
             );
         }
         let (a, len) = to_storage(r, s.family);

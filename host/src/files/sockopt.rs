@@ -5,9 +5,8 @@
 use anyhow::{Context, Result};
 use nix::libc;
 
-/// asm-generic/socket.h (the libc crate lacks it): which buffer sizes
-/// were set by hand.
-pub const SO_BUF_LOCK: i32 = 72;
+/// Which buffer sizes were set by hand (the libc crate lacks it).
+pub const SO_BUF_LOCK: i32 = linux_raw_sys::net::SO_BUF_LOCK as i32;
 
 /// A socket option. Only for plain C structs and integers, for which all
 /// zeroes is a value.

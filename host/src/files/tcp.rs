@@ -36,19 +36,17 @@ pub const CLOSE_WAIT: u32 = 8;
 pub const LAST_ACK: u32 = 9;
 pub const CLOSING: u32 = 11;
 
-/// `tcp_info.tcpi_options` bits.
-const TCPI_OPT_TIMESTAMPS: u32 = 1;
-const TCPI_OPT_SACK: u32 = 2;
-const TCPI_OPT_WSCALE: u32 = 4;
-/// TCP option kinds `TCP_REPAIR_OPTIONS` takes.
+use linux_raw_sys::net::{TCPI_OPT_SACK, TCPI_OPT_TIMESTAMPS, TCPI_OPT_WSCALE};
+/// TCP option kinds `TCP_REPAIR_OPTIONS` takes (RFC numbers; the uapi
+/// headers do not carry them).
 const TCPOPT_MAXSEG: u32 = 2;
 const TCPOPT_WINDOW: u32 = 3;
 const TCPOPT_SACK_PERM: u32 = 4;
 const TCPOPT_TIMESTAMP: u32 = 8;
 /// `TCP_REPAIR_QUEUE` values.
-const NO_QUEUE: i32 = 0;
-const RECV_QUEUE: i32 = 1;
-const SEND_QUEUE: i32 = 2;
+const NO_QUEUE: i32 = linux_raw_sys::net::TCP_NO_QUEUE as i32;
+const RECV_QUEUE: i32 = linux_raw_sys::net::TCP_RECV_QUEUE as i32;
+const SEND_QUEUE: i32 = linux_raw_sys::net::TCP_SEND_QUEUE as i32;
 /// Bytes written but not yet sent (linux/sockios.h).
 const SIOCOUTQNSD: libc::c_ulong = 0x894b;
 
@@ -96,16 +94,29 @@ pub fn lock(s: i32) -> Result<()> {
 /// probe leaving repair mode sends is answered; `reuseaddr` is its own
 /// `SO_REUSEADDR`, which repair mode overrides.
 pub fn unlock(s: i32, reuseaddr: i32) -> Result<()> {
-    // Each step whatever the one before did: a filter already gone, a
-    // socket not in repair mode, are fine.
-    let filter = undo_drop_all(s).or_else(|e| match e.root_cause().downcast_ref::<std::io::Error>() {
-        Some(io) if io.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        _ => Err(e),
+    unlock_raw(s, reuseaddr).map_err(std::io::Error::from_raw_os_error).context("unlocking the connection")
+}
+
+/// [`unlock`] in system calls only (the keeper runs it after a fork):
+/// each step whatever the one before did (a filter already gone, a socket
+/// not in repair mode, are fine); the first errno that matters.
+pub fn unlock_raw(s: i32, reuseaddr: i32) -> Result<(), i32> {
+    let set = |level, opt, v: i32| {
+        // SAFETY: the kernel reads one int.
+        match unsafe { libc::setsockopt(s, level, opt, (&v as *const i32).cast(), 4) } {
+            0 => Ok(()),
+            // SAFETY: reading our errno.
+            _ => Err(unsafe { *libc::__errno_location() }),
+        }
+    };
+    let filter = set(libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0).or_else(|e| match e {
+        libc::ENOENT => Ok(()),
+        e => Err(e),
     });
-    let _ = select_queue(s, NO_QUEUE);
-    let repair = repair(s, false);
+    let _ = set(libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, NO_QUEUE);
+    let repair = set(libc::IPPROTO_TCP, libc::TCP_REPAIR, linux_raw_sys::net::TCP_REPAIR_OFF as i32);
     // Leaving repair mode clears SO_REUSEADDR.
-    let reuse = setopt(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, &reuseaddr);
+    let reuse = set(libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr);
     filter.and(repair).and(reuse)
 }
 
@@ -137,10 +148,6 @@ fn drop_all(s: i32) -> Result<()> {
     let mut insn = [libc::sock_filter { code: 0x06, jt: 0, jf: 0, k: 0 }];
     let prog = libc::sock_fprog { len: 1, filter: insn.as_mut_ptr() };
     setopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog).context("attaching the filter that locks it")
-}
-
-fn undo_drop_all(s: i32) -> Result<()> {
-    setopt(s, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, &0i32).context("removing the filter that locked it")
 }
 
 /// Reads the locked connection `s` in repair mode, and leaves repair mode
@@ -336,22 +343,4 @@ pub fn new_locked(family: u32) -> Result<OwnedFd> {
     drop_all(fd.as_raw_fd())?;
     repair(fd.as_raw_fd(), true)?;
     Ok(fd)
-}
-
-/// The name of a TCP state, for messages.
-pub fn state_name(state: u32) -> &'static str {
-    match state {
-        ESTABLISHED => "ESTABLISHED",
-        2 => "SYN_SENT",
-        3 => "SYN_RECV",
-        FIN_WAIT1 => "FIN_WAIT1",
-        FIN_WAIT2 => "FIN_WAIT2",
-        6 => "TIME_WAIT",
-        7 => "CLOSE",
-        CLOSE_WAIT => "CLOSE_WAIT",
-        LAST_ACK => "LAST_ACK",
-        10 => "LISTEN",
-        CLOSING => "CLOSING",
-        _ => "unknown",
-    }
 }

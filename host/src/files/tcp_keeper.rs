@@ -289,16 +289,6 @@ fn set_int(s: RawFd, level: i32, opt: i32, v: i32) {
     unsafe { libc::setsockopt(s, level, opt, (&v as *const i32).cast(), 4) };
 }
 
-/// Unlocks `s` (`tcp::unlock`, in system calls only): the filter off,
-/// then out of repair mode, in case the dump died while reading it
-/// (leaving repair mode clears `SO_REUSEADDR`, which goes back).
-fn unlock(s: RawFd, reuseaddr: i32) {
-    set_int(s, libc::SOL_SOCKET, libc::SO_DETACH_FILTER, 0);
-    set_int(s, libc::IPPROTO_TCP, libc::TCP_REPAIR_QUEUE, 0);
-    set_int(s, libc::IPPROTO_TCP, libc::TCP_REPAIR, 0);
-    set_int(s, libc::SOL_SOCKET, libc::SO_REUSEADDR, reuseaddr);
-}
-
 /// The keeper, guarding: takes the sockets the dump locks until it is
 /// told what becomes of them, then exits or serves.
 ///
@@ -362,8 +352,9 @@ unsafe fn guard(ctl: RawFd) -> ! {
                 }
                 _ => {
                     // Released, or the dump is gone: the program runs on.
+                    // Out of repair mode too, in case the dump died reading one.
                     for (&s, &r) in socks[..n].iter().zip(&reuse[..n]) {
-                        unlock(s, r);
+                        let _ = super::tcp::unlock_raw(s, r);
                     }
                     if got == 5 && msg[0] == RELEASE {
                         answer(RELEASE.to_ascii_lowercase());
