@@ -13,6 +13,7 @@ pub mod fault;
 pub mod files;
 pub mod imgdir;
 pub mod kerndat;
+pub mod lazy;
 pub mod maps;
 pub mod procfs;
 pub mod reap;

@@ -29,6 +29,13 @@ enum Cmd {
     /// The counter `demo` checkpoints (not for direct use).
     #[command(hide = true)]
     DemoChild { out: PathBuf },
+    /// The page server of `restore --lazy` (started by it, not for direct
+    /// use): serves the pages on the socket at descriptor FD.
+    #[command(hide = true)]
+    LazyPages {
+        #[arg(long)]
+        fd: i32,
+    },
     /// Probe what this kernel lets revenant do (cached per boot).
     Check {
         /// Print the probes as JSON.
@@ -149,6 +156,12 @@ enum Cmd {
         /// lock, or built again in repair mode) instead of refusing them.
         #[arg(long)]
         tcp_established: bool,
+        /// Return before the memory is in: private anonymous pages arrive
+        /// when first touched and in the background, from a page server
+        /// process that exits once all are in (its PID is in the log). If
+        /// it dies before that, the restored processes are killed.
+        #[arg(long)]
+        lazy: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -319,6 +332,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             shm_new_ids,
             clamp_limits,
             tcp_established,
+            lazy,
         } => {
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
@@ -337,6 +351,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     at_dump: false,
                 },
                 detach,
+                lazy,
                 pidfile,
                 log_file: log_out.clone(),
                 notes,
@@ -344,6 +359,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             let code = revenant::restore::run(&dir, &opts)?;
             std::process::exit(code)
         }
+        Cmd::LazyPages { fd } => revenant::lazy::serve(fd),
         Cmd::Show { path, json } => {
             print!("{}", revenant_images::show(&path, json)?);
             Ok(())

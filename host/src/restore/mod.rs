@@ -42,6 +42,8 @@ pub struct Options {
     pub plan: from_images::PlanOptions,
     /// Return once the tree runs instead of waiting for it.
     pub detach: bool,
+    /// Leave private anonymous pages to a page server (`crate::lazy`).
+    pub lazy: bool,
     /// Write the root PID here.
     pub pidfile: Option<std::path::PathBuf>,
     /// Write the restore log here (it never goes into the image directory
@@ -97,7 +99,20 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;
     }
-    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.host)?;
+    let lazy = if opts.lazy {
+        if !cfg!(target_arch = "x86_64") {
+            anyhow::bail!("--lazy needs userfaultfd with kernel faults, which qemu-user lacks: x86_64 only so far");
+        }
+        let server = crate::lazy::start(opts.log_file.as_deref())?;
+        log_line(&format!("host: lazy: page server PID {}\n", server.pid))?;
+        Some(server)
+    } else {
+        None
+    };
+    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.host, lazy.as_ref())?;
+    // The tasks hold their own sockets until their blobs have handed over;
+    // ours goes now, so the server sees the end once they have.
+    drop(lazy);
     for r in &restored {
         log_line(&r.log)?;
     }

@@ -67,12 +67,12 @@ pub struct Restored {
 
 /// Service fd numbers: above every fd the program had, so opening them
 /// never disturbs the program's own.
-fn service_fds(p: &ProcessPlan) -> ServiceFds {
+fn service_fds(p: &ProcessPlan, lazy: bool) -> ServiceFds {
     let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
     let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
     let base =
         p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).chain(anon_fds.map(|fd| fd + 1)).max().unwrap_or(0).max(3);
-    let mut next = base + 4;
+    let mut next = base + 5;
     let mut files: Vec<(PathBuf, i32, i32)> = vec![];
     let vma = p
         .vmas
@@ -89,11 +89,13 @@ fn service_fds(p: &ProcessPlan) -> ServiceFds {
             _ => -1,
         })
         .collect();
-    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 3 } else { -1 };
-    let mut all: Vec<i32> = (base + 2..next).filter(|&fd| fd != base + 3 || exe >= 0).collect();
+    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 4 } else { -1 };
+    let lazy = if lazy { base + 2 } else { -1 };
+    let mut all: Vec<i32> = (base + 3..next).filter(|&fd| fd != base + 4 || exe >= 0).collect();
+    all.extend((lazy >= 0).then_some(lazy));
     // The log goes last: the blob closes these in order.
     all.extend([base + 1, base]);
-    ServiceFds { log: base, sync: base + 1, pages: base + 2, exe, vma, all }
+    ServiceFds { log: base, sync: base + 1, lazy, pages: base + 3, exe, vma, all }
 }
 
 /// Whether `path` is this program's own executable. The task inherits
@@ -113,6 +115,7 @@ fn child_plan(
     p: &ProcessPlan,
     fds: &ServiceFds,
     (log, sync): (i32, i32),
+    lazy: Option<i32>,
     shared: &[u32],
     slots: &[Option<cow::Slot>],
 ) -> Result<ChildPlan> {
@@ -154,7 +157,8 @@ fn child_plan(
         session: p.session,
         log_fd: (log, fds.log),
         sync_fd: (sync, fds.sync),
-        scratch: highest.max(log).max(sync) + 1,
+        lazy_fd: lazy.map(|l| (l, fds.lazy)),
+        scratch: highest.max(log).max(sync).max(lazy.unwrap_or(0)) + 1,
         service,
         fds: targets,
         takes: Vec::new(),
@@ -183,7 +187,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default())?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), None)?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -205,6 +209,7 @@ pub fn restore_tree(
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
     host: &super::plan::HostObjects,
+    lazy: Option<&crate::lazy::PageServer>,
 ) -> Result<Vec<Restored>> {
     let shmem = &host.shmem[..];
     for p in plans {
@@ -275,7 +280,7 @@ pub fn restore_tree(
         fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
     });
     let mut ghosts = crate::files::ghost::make(ghosts)?;
-    let mut restored = run_tree(plans, zombies, shm.ns_fd(), || {
+    let mut restored = run_tree(plans, zombies, shm.ns_fd(), lazy, || {
         ghosts.unlink();
         // The keeper goes first: one that outlived a failure from here on
         // would hold sockets the programs use.
@@ -305,6 +310,7 @@ fn run_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
     ipc_ns: Option<i32>,
+    lazy: Option<&crate::lazy::PageServer>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
@@ -319,7 +325,7 @@ fn run_tree(
     // Reserved before the bootstrap areas, which keep out of it; the tasks
     // inherit it, so ours can go once the root exists.
     let premap = cow::plan(plans)?;
-    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref())?;
+    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref(), lazy)?;
     // The root takes the host's descriptions from these copies.
     let held = wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
     // Every task inherits these from the root: ours can go once it exists.
@@ -344,11 +350,12 @@ fn prepare(
     traced: bool,
     nofile: u64,
     premap: Option<&cow::Premap>,
+    lazy: Option<&crate::lazy::PageServer>,
 ) -> Result<(Vec<Prepared>, Vec<ChildPlan>)> {
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
     for (i, (p, &helper)) in plans.iter().zip(helpers).enumerate() {
-        let fds = service_fds(p);
+        let fds = service_fds(p, lazy.is_some());
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
         let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
         let premapped = premap.map_or_else(bootstrap::Premapped::default, |m| bootstrap::Premapped {
@@ -356,12 +363,18 @@ fn prepare(
             slots: &m.slots[i],
         });
         let pipes = (log_tx.as_raw_fd(), sync_rx.as_raw_fd());
-        let mut cp = child_plan(p, &fds, pipes, shared, premapped.slots)?;
+        let mut cp = child_plan(p, &fds, pipes, lazy.map(|l| l.client_fd()), shared, premapped.slots)?;
         if cp.scratch as u64 + 2 >= nofile {
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
         let creds = super::creds::plan(p)?;
-        let area = bootstrap::build(p, &fds, traced, &creds, helper, premapped)?;
+        let area = bootstrap::build(p, &fds, traced, &creds, helper, premapped, lazy.is_some())?;
+        if let Some(server) = lazy
+            && !area.lazy.areas.is_empty()
+        {
+            let image = revenant_images::file::ImageFile::open(&p.pages)?;
+            server.describe(p.pid, &image.file, &area.lazy.pages, &area.lazy.areas)?;
+        }
         cp.entry = area.entry as usize;
         cp.args = area.args as usize;
         cp.stack_top = area.stack_top as usize;
