@@ -35,6 +35,10 @@ enum Cmd {
     LazyPages {
         #[arg(long)]
         fd: i32,
+        /// Serve faults only (for tests: pages then stay missing until
+        /// touched).
+        #[arg(long)]
+        no_background: bool,
     },
     /// Probe what this kernel lets revenant do (cached per boot).
     Check {
@@ -162,6 +166,10 @@ enum Cmd {
         /// it dies before that, the restored processes are killed.
         #[arg(long)]
         lazy: bool,
+        /// With --lazy: serve only touched pages, copy nothing in the
+        /// background (for tests).
+        #[arg(long, hide = true, requires = "lazy")]
+        lazy_no_background: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -333,6 +341,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             clamp_limits,
             tcp_established,
             lazy,
+            lazy_no_background,
         } => {
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
@@ -351,7 +360,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     at_dump: false,
                 },
                 detach,
-                lazy,
+                lazy: lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background }),
                 pidfile,
                 log_file: log_out.clone(),
                 notes,
@@ -359,7 +368,9 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             let code = revenant::restore::run(&dir, &opts)?;
             std::process::exit(code)
         }
-        Cmd::LazyPages { fd } => revenant::lazy::serve(fd),
+        Cmd::LazyPages { fd, no_background } => {
+            revenant::lazy::serve(fd, revenant::lazy::Mode { background: !no_background })
+        }
         Cmd::Show { path, json } => {
             print!("{}", revenant_images::show(&path, json)?);
             Ok(())

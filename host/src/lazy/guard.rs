@@ -44,7 +44,7 @@ impl Guard {
 
     /// Process `pid` of the tree, whose userfaultfd is `uffd`.
     pub fn hold(&mut self, pid: i32, uffd: &OwnedFd) -> Id {
-        let pidfd = pidfd_open(pid);
+        let pidfd = super::pidfd_open(pid);
         let mut fds = vec![uffd.as_raw_fd()];
         fds.extend(pidfd.as_ref().map(|f| f.as_raw_fd()));
         self.send(b'H', pid, &fds)
@@ -89,7 +89,7 @@ impl Guard {
     }
 }
 
-fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+pub(super) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
     // SAFETY: a fresh descriptor that nothing else owns.
@@ -149,7 +149,9 @@ fn guardian(sock: OwnedFd) -> ! {
 /// served, and whatever they have forked since, dies before the
 /// descriptors close.
 fn kill_all(held: &[Held]) {
-    let roots: Vec<i32> = held.iter().map(|h| h.pid).filter(|&p| p > 0).collect();
+    let mut roots: Vec<i32> = held.iter().map(|h| h.pid).filter(|&p| p > 0).collect();
+    roots.sort_unstable();
+    roots.dedup();
     let victims = descendants(&roots);
     eprintln!(
         "revenant lazy-pages: the page server died before every page was in; killing {} process(es) rather \

@@ -32,6 +32,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
 
+use guard::pidfd_open;
 pub use ranges::Range;
 
 /// The restore's side of a running page server.
@@ -41,31 +42,35 @@ pub struct PageServer {
     pub pid: u32,
 }
 
+/// How the server works.
+#[derive(Debug, Clone, Copy)]
+pub struct Mode {
+    /// Copy pages nobody asked for yet (off only in tests, to catch the
+    /// program reading pages that are still missing).
+    pub background: bool,
+}
+
 /// The descriptor number the server finds its socket at.
 const SERVER_FD: RawFd = 3;
 
 /// Starts the page server; its messages go to `log` (appended) if given.
-pub fn start(log: Option<&Path>) -> Result<PageServer> {
-    use std::os::unix::fs::OpenOptionsExt;
+pub fn start(log: Option<&Path>, mode: Mode) -> Result<PageServer> {
     use std::os::unix::process::CommandExt;
     let (client, server) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .context("creating the page server's socket")?;
     let stderr = match log {
         Some(p) => std::process::Stdio::from(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .custom_flags(revenant_images::file::OPEN_FLAGS)
-                .open(p)
-                .with_context(|| format!("opening {} for the page server", p.display()))?,
+            revenant_images::file::append(p, 0o600).with_context(|| format!("{} for the page server", p.display()))?,
         ),
         None => std::process::Stdio::null(),
     };
     let raw = server.as_raw_fd();
     let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.args(["lazy-pages", "--fd", &SERVER_FD.to_string()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(stderr);
+    cmd.arg0("revenant").args(["lazy-pages", "--fd", &SERVER_FD.to_string()]);
+    if !mode.background {
+        cmd.arg("--no-background");
+    }
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(stderr);
     // SAFETY: between fork and exec only async-signal-safe calls: its own
     // session (a terminal's signals for the restore must not reach it) and
     // the socket at its fixed number, without close-on-exec.
@@ -122,12 +127,12 @@ impl PageServer {
 }
 
 /// `revenant lazy-pages --fd N`: the server's own process.
-pub fn serve(fd: RawFd) -> Result<()> {
+pub fn serve(fd: RawFd, mode: Mode) -> Result<()> {
     use std::os::fd::FromRawFd;
     // SAFETY: the restore placed the socket at this number for us alone.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     nix::fcntl::fcntl(&sock, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
         .context("the page server's socket")?;
     let g = guard::Guard::start()?;
-    server::run(sock, g)
+    server::run(sock, g, mode)
 }

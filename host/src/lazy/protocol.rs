@@ -66,11 +66,15 @@ pub fn read_list(list: &OwnedFd, image_len: u64) -> Result<(RangeSet, Vec<(u64, 
 fn decode(bytes: &[u8], image_len: u64) -> Result<(RangeSet, Vec<(u64, u64)>)> {
     let words: Vec<u64> = bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
     let Some((&n, rest)) = words.split_first() else { bail!("an empty list") };
-    if bytes.len() % 8 != 0 || n > MAX_RANGES || rest.len() < 3 * n as usize || (rest.len() - 3 * n as usize) % 2 != 0 {
+    if !bytes.len().is_multiple_of(8)
+        || n > MAX_RANGES
+        || rest.len() < 3 * n as usize
+        || !(rest.len() - 3 * n as usize).is_multiple_of(2)
+    {
         bail!("a list of {} bytes cannot hold {n} page ranges and whole areas", bytes.len());
     }
     let (triples, pairs) = rest.split_at(3 * n as usize);
-    let aligned = |w: u64| w % PAGE == 0;
+    let aligned = |w: u64| w.is_multiple_of(PAGE);
     let mut pages = vec![];
     for t in triples.chunks_exact(3) {
         let (start, len, offset) = (t[0], t[1], t[2]);

@@ -16,6 +16,10 @@ impl Range {
         self.end - self.start
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
     /// The part of `self` inside `[lo, hi)`, with its offset moved along.
     fn clip(&self, lo: u64, hi: u64) -> Option<Range> {
         let (s, e) = (self.start.max(lo), self.end.min(hi));

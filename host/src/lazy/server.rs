@@ -92,6 +92,9 @@ struct Proc {
     areas: RangeSet,
     /// Its copy in the guardian.
     held: Id,
+    /// Readable once it has exited (known PIDs only): nothing to serve
+    /// then, even when nothing copies in the background to notice.
+    pidfd: Option<OwnedFd>,
     since: Instant,
 }
 
@@ -114,13 +117,14 @@ pub struct Server {
 }
 
 /// Serves until every process has its pages and the restore hung up.
-pub fn run(sock: OwnedFd, guard: Guard) -> Result<()> {
+pub fn run(sock: OwnedFd, guard: Guard, mode: super::Mode) -> Result<()> {
     let mut s = Server { sock: Some(sock), described: HashMap::new(), procs: vec![], guard, next: 0 };
+    let background = mode.background;
     loop {
         if s.sock.is_none() && s.procs.is_empty() {
             break;
         }
-        let busy = s.procs.iter().any(|p| !p.pending.is_empty());
+        let busy = background && s.procs.iter().any(|p| !p.pending.is_empty());
         let (sock_ready, ready) = s.wait(busy)?;
         if sock_ready {
             s.read_socket()?;
@@ -138,10 +142,15 @@ pub fn run(sock: OwnedFd, guard: Guard) -> Result<()> {
 }
 
 impl Server {
-    /// Which of the socket and the processes have something to read.
-    fn wait(&self, busy: bool) -> Result<(bool, Vec<usize>)> {
+    /// Which of the socket and the processes have something to read;
+    /// processes that have exited are marked done.
+    fn wait(&mut self, busy: bool) -> Result<(bool, Vec<usize>)> {
+        let n = self.procs.len();
         let mut fds: Vec<PollFd<'_>> =
             self.procs.iter().map(|p| PollFd::new(p.uffd.as_fd(), PollFlags::POLLIN)).collect();
+        let exits: Vec<usize> = (0..n).filter(|&i| self.procs[i].pidfd.is_some()).collect();
+        let pidfds = exits.iter().filter_map(|&i| self.procs[i].pidfd.as_ref());
+        fds.extend(pidfds.map(|f| PollFd::new(f.as_fd(), PollFlags::POLLIN)));
         if let Some(s) = &self.sock {
             fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
         }
@@ -152,7 +161,13 @@ impl Server {
         }
         let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
         let sock_ready = self.sock.is_some() && fds.last().is_some_and(hit);
-        let ready = (0..self.procs.len()).filter(|&i| hit(&fds[i])).collect();
+        let ready = (0..n).filter(|&i| hit(&fds[i])).collect();
+        let exited: Vec<usize> = exits.iter().enumerate().filter(|(k, _)| hit(&fds[n + k])).map(|(_, &i)| i).collect();
+        drop(fds);
+        for i in exited {
+            // Its retirement finds nothing pending and lets it go.
+            self.procs[i].pending = RangeSet::default();
+        }
         Ok((sock_ready, ready))
     }
 
@@ -193,6 +208,7 @@ impl Server {
                 let held = self.guard.hold(pid, &uffd);
                 self.procs.push(Proc {
                     held,
+                    pidfd: super::pidfd_open(pid),
                     name: format!("PID {pid}"),
                     pid: Some(pid),
                     uffd,
@@ -248,6 +264,7 @@ impl Server {
                 let held = self.guard.hold_child(parent.pid, &uffd);
                 let child = Proc {
                     held,
+                    pidfd: None,
                     name,
                     pid: None,
                     uffd,

@@ -43,7 +43,7 @@ pub struct Options {
     /// Return once the tree runs instead of waiting for it.
     pub detach: bool,
     /// Leave private anonymous pages to a page server (`crate::lazy`).
-    pub lazy: bool,
+    pub lazy: Option<crate::lazy::Mode>,
     /// Write the root PID here.
     pub pidfile: Option<std::path::PathBuf>,
     /// Write the restore log here (it never goes into the image directory
@@ -67,7 +67,13 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
     use std::io::Write;
     let mut log = match &opts.log_file {
-        Some(path) => Some(revenant_images::file::create(path, PRIVATE).context("creating the restore log")?),
+        Some(path) => {
+            let f = revenant_images::file::create(path, PRIVATE).context("creating the restore log")?;
+            // A lazy restore's page server appends its lines to it too.
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND))
+                .context("the restore log")?;
+            Some(f)
+        }
         None => None,
     };
     let mut log_line = |line: &str| -> anyhow::Result<()> {
@@ -99,11 +105,11 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;
     }
-    let lazy = if opts.lazy {
+    let lazy = if let Some(mode) = opts.lazy {
         if !cfg!(target_arch = "x86_64") {
             anyhow::bail!("--lazy needs userfaultfd with kernel faults, which qemu-user lacks: x86_64 only so far");
         }
-        let server = crate::lazy::start(opts.log_file.as_deref())?;
+        let server = crate::lazy::start(opts.log_file.as_deref(), mode)?;
         log_line(&format!("host: lazy: page server PID {}\n", server.pid))?;
         Some(server)
     } else {
