@@ -124,7 +124,9 @@ pub fn run(sock: OwnedFd, guard: Guard, mode: super::Mode) -> Result<()> {
         if s.sock.is_none() && s.procs.is_empty() {
             break;
         }
-        let busy = background && s.procs.iter().any(|p| !p.pending.is_empty());
+        // The background copies wait until the restore has let the tree
+        // go (and hung up): until then they would only slow it down.
+        let busy = background && s.sock.is_none() && s.procs.iter().any(|p| !p.pending.is_empty());
         let (sock_ready, ready) = s.wait(busy)?;
         if sock_ready {
             s.read_socket()?;
