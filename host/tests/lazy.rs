@@ -123,6 +123,26 @@ impl Program {
     }
 }
 
+impl Drop for Program {
+    /// A failed test leaves nothing running.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// A page server, killed if a test fails while it runs.
+struct Server(i32);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}
+
 fn wait_lines(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
     let t = Instant::now();
     loop {
@@ -149,11 +169,11 @@ fn ok(o: &Output, what: &str) {
     assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// The page server's PID, from the restore log.
-fn server_pid(log: &Path) -> i32 {
+/// The page server, from the restore log.
+fn server_of(log: &Path) -> Server {
     let text = std::fs::read_to_string(log).unwrap();
     let pid = text.lines().find_map(|l| l.strip_prefix("host: lazy: page server PID "));
-    pid.unwrap_or_else(|| panic!("no page server in the log:\n{text}")).trim().parse().unwrap()
+    Server(pid.unwrap_or_else(|| panic!("no page server in the log:\n{text}")).trim().parse().unwrap())
 }
 
 fn alive(pid: i32) -> bool {
@@ -188,15 +208,15 @@ fn memory_is_right_while_pages_arrive_for_the_kernel_a_child_and_threads_at_once
     p.dump(&images);
     let log = work.join("restore.log");
     restore_faults_only(&images, &log);
-    let server = server_pid(&log);
+    let server = server_of(&log);
     let (_, um) = p.smaps();
     assert!(um > 0, "no area is waiting for pages: the restore was not lazy");
     assert_eq!(p.round(2), "round=2 bad=0", "first touches after a lazy restore");
     assert_eq!(p.round(3), "round=3 bad=0");
-    assert!(alive(server), "the page server left with pages nobody touched yet");
+    assert!(alive(server.0), "the page server left with pages nobody touched yet");
     p.stop();
-    let _ = kill(Pid::from_raw(server), Signal::SIGKILL);
-    server_gone(server);
+    let _ = kill(Pid::from_raw(server.0), Signal::SIGKILL);
+    server_gone(server.0);
     std::fs::remove_dir_all(&work).unwrap();
 }
 
@@ -214,8 +234,8 @@ fn once_every_page_is_in_memory_is_as_after_a_normal_restore() {
 
     let log = work.join("restore.log");
     ok(&revenant(&["restore", "-d", "--lazy"], &images, &["-o".as_ref(), log.as_os_str()]), "restore --lazy");
-    let server = server_pid(&log);
-    server_gone(server);
+    let server = server_of(&log);
+    server_gone(server.0);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains(&format!("PID {}: all pages in after", p.pid)), "{text}");
     let (lazy, um) = p.smaps();
@@ -239,8 +259,8 @@ fn killing_the_page_server_kills_the_program() {
     p.dump(&images);
     let log = work.join("restore.log");
     restore_faults_only(&images, &log);
-    let server = server_pid(&log);
-    kill(Pid::from_raw(server), Signal::SIGKILL).unwrap();
+    let server = server_of(&log);
+    kill(Pid::from_raw(server.0), Signal::SIGKILL).unwrap();
     // Touching missing pages now must never read zeros.
     let _ = kill(Pid::from_raw(p.pid), Signal::SIGUSR1);
     let st = p.reaped();
@@ -253,6 +273,6 @@ fn killing_the_page_server_kills_the_program() {
     assert!(out.lines().all(|l| !l.starts_with("round=") || l.ends_with(" bad=0")), "{out}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the page server died before every page was in"), "{text}");
-    server_gone(server);
+    server_gone(server.0);
     std::fs::remove_dir_all(&work).unwrap();
 }
