@@ -179,6 +179,13 @@ enum Cmd {
         /// keyed by file name).
         #[arg(long)]
         json: bool,
+        /// Compare checkpoint PATH with LATER, one of the same tree:
+        /// processes, threads and their state, areas, pages, descriptors.
+        #[arg(long, requires = "later", conflicts_with = "json")]
+        diff: bool,
+        /// With --diff: the later checkpoint.
+        #[arg(requires = "diff")]
+        later: Option<PathBuf>,
     },
     /// Inspect or export the restorer blob built into this binary.
     Blob {
@@ -371,8 +378,11 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
         Cmd::LazyPages { fd, no_background } => {
             revenant::lazy::serve(fd, revenant::lazy::Mode { background: !no_background })
         }
-        Cmd::Show { path, json } => {
-            print!("{}", revenant_images::show(&path, json)?);
+        Cmd::Show { path, json, diff: _, later } => {
+            match later {
+                Some(later) => print!("{}", revenant_images::diff(&path, &later)?),
+                None => print!("{}", revenant_images::show(&path, json)?),
+            }
             Ok(())
         }
         Cmd::Blob { command: BlobCmd::Info { json } } => {
