@@ -166,6 +166,12 @@ enum Cmd {
         /// it dies before that, the restored processes are killed.
         #[arg(long)]
         lazy: bool,
+        /// Keep watching the restored programs for MS milliseconds while
+        /// they run, still traced: one that dies meanwhile (a bad
+        /// instruction pointer, a CPU feature it lacks) fails the restore
+        /// with its first fault explained. Off by default.
+        #[arg(long, value_name = "MS")]
+        watch: Option<u64>,
         /// With --lazy: serve only touched pages, copy nothing in the
         /// background (for tests).
         #[arg(long, hide = true, requires = "lazy")]
@@ -349,6 +355,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             tcp_established,
             lazy,
             lazy_no_background,
+            watch,
         } => {
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
@@ -368,6 +375,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                 },
                 detach,
                 lazy: lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background }),
+                watch: watch.map(std::time::Duration::from_millis),
                 pidfile,
                 log_file: log_out.clone(),
                 notes,

@@ -336,7 +336,12 @@ fn block(
         .map(|(i, t)| Thread {
             tid: t.tid as u32,
             rseq_len: t.rseq.map(|r| r.len).unwrap_or(0),
-            sigframe: sigframes.get(i).map(|s| s.0).unwrap_or(0),
+            // A page that is never mapped, when a test asks for a fault.
+            sigframe: if i == 0 && crate::fault::bad_frame() {
+                0x10
+            } else {
+                sigframes.get(i).map(|s| s.0).unwrap_or(0)
+            },
             tls: tls_of(&t.regs),
             gs_base: gs_of(&t.regs),
             clear_tid_addr: t.clear_tid_addr,

@@ -57,7 +57,8 @@ struct Thread {
 /// Drives the seized task `leader` and the `threads - 1` threads it creates
 /// through their `rt_sigreturn`, and holds them there. The thread `helper`,
 /// if the blob starts it, runs on until it exits.
-pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome> {
+/// `place` says where an address lies, for a crash's report.
+pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>, place: &dyn Fn(u64) -> String) -> Result<Outcome> {
     let mut ts = vec![Thread { tid: leader, step: Step::InBlob, insn: 0, restored: None }];
     let program = |t: &&Thread| !matches!(t.step, Step::Helper | Step::Gone);
     while ts.iter().filter(program).count() < threads || ts.iter().any(|t| !matches!(t.step, Step::Done | Step::Gone)) {
@@ -88,15 +89,28 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome
                     ptrace::syscall(tid, None).context("finishing rt_sigreturn")?;
                 }
                 (WaitStatus::PtraceSyscall(_), Step::InSigreturn) => {
+                    // A frame the kernel could not take leaves a SIGSEGV
+                    // pending instead of the program's registers.
+                    if let Some(sig) = fault_pending(tid) {
+                        let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                        kill(leader);
+                        return Ok(Outcome::Failed(format!(
+                            "the kernel refused thread {tid}'s signal frame: its rt_sigreturn (at {at:#x}, {}) \
+                             raised {sig}",
+                            place(at)
+                        )));
+                    }
                     // Stays stopped until every thread is here.
                     ts[i].restored = Some(ptrace::getregs(tid).context("registers after rt_sigreturn")?);
                     ts[i].step = Step::Done;
                 }
                 (WaitStatus::Stopped(_, sig), _) if sig != Signal::SIGTRAP && sig != Signal::SIGSTOP => {
                     let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                    let what = super::explain::signal(tid, sig);
                     kill(leader);
                     return Ok(Outcome::Failed(format!(
-                        "the restorer blob crashed with {sig} at {at:#x} in thread {tid}"
+                        "thread {tid} got {what} during the restore; its instruction pointer {at:#x} is {}",
+                        place(at)
                     )));
                 }
                 // Its exit, or the kill of a failing blob's exit_group (the
@@ -121,6 +135,17 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome
 
     ts.retain(|t| t.step != Step::Gone);
     Ok(Outcome::Held(Held { ts }))
+}
+
+/// A synchronous fault signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE) pending
+/// for thread `tid`, from its `/proc` status.
+fn fault_pending(tid: Pid) -> Option<Signal> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let pending = status.lines().find_map(|l| l.strip_prefix("SigPnd:"))?;
+    let bits = u64::from_str_radix(pending.trim(), 16).ok()?;
+    [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE]
+        .into_iter()
+        .find(|&s| bits & (1 << (s as u64 - 1)) != 0)
 }
 
 /// Keeps `SIGCHLD` blocked in this thread, and in the threads it starts,
@@ -164,7 +189,17 @@ fn wait_for_sigchld() {
 /// `SIG_DFL` (the tracer swallows the signal itself): the program's
 /// handler, or its `SIG_IGN`, is set again here, once no thread traps any
 /// more.
-pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigAction, stop: Option<i32>) -> Result<()> {
+///
+/// With `watch`, the threads run on still traced (see [`watch`]) and
+/// their TIDs are returned; otherwise they are detached.
+pub fn release(
+    leader: Pid,
+    held: Held,
+    (start, len): (u64, u64),
+    sigtrap: &SigAction,
+    stop: Option<i32>,
+    watch: bool,
+) -> Result<Vec<Pid>> {
     // Every thread is past its sigreturn. Run the calls in the first one
     // from the syscall instruction, which is still mapped when the last
     // call starts, then put its registers back.
@@ -206,10 +241,119 @@ pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigActio
         let sig = Signal::try_from(sig).context("the dumped stop signal")?;
         nix::sys::signal::kill(leader, sig).context("stopping the restored process again")?;
     }
+    // A stopped process is not watched: its stop is what it does first.
+    if watch && stop.is_none() {
+        for t in &ts {
+            ptrace::cont(t.tid, None).with_context(|| format!("letting {} run", t.tid))?;
+        }
+        return Ok(ts.iter().map(|t| t.tid).collect());
+    }
     for t in &ts {
         ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
     }
-    Ok(())
+    Ok(vec![])
+}
+
+/// A restored process that died while watched.
+pub struct Death {
+    pub pid: Pid,
+    /// What killed it, or its exit code.
+    pub how: String,
+    /// The first fault signal it got, put in words.
+    pub first_fault: Option<String>,
+    pub after: std::time::Duration,
+}
+
+/// A process let go still traced: its leader, its threads, and how to say
+/// where an address lies in it.
+pub type Watched<'a> = (Pid, Vec<Pid>, &'a dyn Fn(u64) -> String);
+
+/// Watches processes let go by [`release`] with `watch` (each a leader,
+/// its threads and how to say where an address lies) for `span`: signals
+/// pass on to them as they would without us, new threads are followed,
+/// and a process that dies is reported with the first fault it got. Then
+/// every thread left is detached.
+pub fn watch(procs: Vec<Watched<'_>>, span: std::time::Duration) -> Result<Vec<Death>> {
+    let start = std::time::Instant::now();
+    let mut deaths = vec![];
+    let mut live: Vec<(usize, Pid)> =
+        procs.iter().enumerate().flat_map(|(i, (_, ts, _))| ts.iter().map(move |&t| (i, t))).collect();
+    let mut faults: Vec<Option<String>> = vec![None; procs.len()];
+    while start.elapsed() < span && !live.is_empty() {
+        let mut moved = false;
+        let mut k = 0;
+        while k < live.len() {
+            let (i, tid) = live[k];
+            let status = match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(s) => s,
+                Err(_) => {
+                    live.swap_remove(k);
+                    continue;
+                }
+            };
+            moved |= status != WaitStatus::StillAlive;
+            match status {
+                WaitStatus::StillAlive => {}
+                WaitStatus::PtraceEvent(_, _, ev) if ev == nix::libc::PTRACE_EVENT_CLONE => {
+                    if let Ok(new) = ptrace::getevent(tid) {
+                        live.push((i, Pid::from_raw(new as i32)));
+                    }
+                    let _ = ptrace::cont(tid, None);
+                }
+                WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {
+                    let _ = ptrace::cont(tid, None);
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    let fault = matches!(sig, Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE);
+                    if fault && faults[i].is_none() {
+                        let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                        let what = super::explain::signal(tid, sig);
+                        let place = (procs[i].2)(at);
+                        faults[i] =
+                            Some(format!("thread {tid} got {what}; its instruction pointer {at:#x} is {place}"));
+                    }
+                    // Delivered as it would have been: its handler may
+                    // take it (a JVM's null checks do).
+                    let _ = ptrace::cont(tid, Some(sig));
+                }
+                // Ending by itself is no fault, unless a fault came first.
+                WaitStatus::Exited(_, code) if tid == procs[i].0 && faults[i].is_some() => {
+                    let how = format!("exited with code {code}");
+                    deaths.push(Death { pid: tid, how, first_fault: faults[i].take(), after: start.elapsed() });
+                    live.retain(|&(j, _)| j != i);
+                    continue;
+                }
+                WaitStatus::Signaled(_, sig, _) if tid == procs[i].0 => {
+                    let how = format!("was killed by {sig}");
+                    deaths.push(Death { pid: tid, how, first_fault: faults[i].take(), after: start.elapsed() });
+                    live.retain(|&(j, _)| j != i);
+                    continue;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                    live.swap_remove(k);
+                    continue;
+                }
+                _ => {
+                    let _ = ptrace::cont(tid, None);
+                }
+            }
+            k += 1;
+        }
+        if !moved {
+            wait_for_sigchld();
+        }
+    }
+    for (_, tid) in live {
+        // Detaching needs a stop; a signal that comes with it goes on.
+        if ptrace::interrupt(tid).is_ok() {
+            let sig = match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Stopped(_, sig)) if sig != Signal::SIGTRAP => Some(sig),
+                _ => None,
+            };
+            let _ = ptrace::detach(tid, sig);
+        }
+    }
+    Ok(deaths)
 }
 
 /// Whether `pid`'s process group is orphaned: no member has its parent in

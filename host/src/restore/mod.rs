@@ -6,6 +6,8 @@ mod child;
 pub mod convert;
 mod cow;
 mod creds;
+#[cfg(target_arch = "x86_64")]
+mod explain;
 pub mod from_images;
 mod held;
 pub(crate) mod layout;
@@ -44,6 +46,9 @@ pub struct Options {
     pub detach: bool,
     /// Leave private anonymous pages to a page server (`crate::lazy`).
     pub lazy: Option<crate::lazy::Mode>,
+    /// Keep tracing the programs this long after letting them run, and
+    /// fail the restore, naming the fault, if one dies meanwhile.
+    pub watch: Option<std::time::Duration>,
     /// Write the root PID here.
     pub pidfile: Option<std::path::PathBuf>,
     /// Write the restore log here (it never goes into the image directory
@@ -115,7 +120,8 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     } else {
         None
     };
-    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.host, lazy.as_ref())?;
+    let restored =
+        spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.host, lazy.as_ref(), opts.watch)?;
     // The tasks hold their own sockets until their blobs have handed over;
     // ours goes now, so the server sees the end once they have.
     drop(lazy);

@@ -187,7 +187,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), None)?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), None, None)?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -210,6 +210,7 @@ pub fn restore_tree(
     ipc: &IpcPlan,
     host: &super::plan::HostObjects,
     lazy: Option<&crate::lazy::PageServer>,
+    watch: Option<std::time::Duration>,
 ) -> Result<Vec<Restored>> {
     let shmem = &host.shmem[..];
     for p in plans {
@@ -280,7 +281,7 @@ pub fn restore_tree(
         fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
     });
     let mut ghosts = crate::files::ghost::make(ghosts)?;
-    let mut restored = run_tree(plans, zombies, shm.ns_fd(), lazy, || {
+    let mut restored = run_tree(plans, zombies, shm.ns_fd(), lazy, watch, || {
         ghosts.unlink();
         // The keeper goes first: one that outlived a failure from here on
         // would hold sockets the programs use.
@@ -311,6 +312,7 @@ fn run_tree(
     zombies: &[ZombiePlan],
     ipc_ns: Option<i32>,
     lazy: Option<&crate::lazy::PageServer>,
+    watch: Option<std::time::Duration>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
@@ -337,8 +339,8 @@ fn run_tree(
     drop(premap);
     let started = Started::new(plans, prepared, root);
     cfg_select! {
-        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, before_run) }
-        _ => { untraced(plans, started, before_run) }
+        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, watch, before_run) }
+        _ => { let _ = watch; untraced(plans, started, before_run) }
     }
 }
 
@@ -491,6 +493,7 @@ fn traced_finish(
     plans: &[ProcessPlan],
     helpers: &[u32],
     mut started: Started,
+    watch: Option<std::time::Duration>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     let syncs = std::mem::take(&mut started.syncs);
@@ -498,7 +501,7 @@ fn traced_finish(
     let outcome = seize(plans, &started.pids, &syncs, &mut setup_failed)
         .and_then(|()| {
             drop(syncs);
-            catch(plans, &started.pids, helpers)
+            catch(plans, &started.pids, helpers, &started.spans)
         })
         .and_then(|held| {
             // Every program is held right before its first instruction.
@@ -506,7 +509,7 @@ fn traced_finish(
             before_run()
                 .and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
                 .map_err(|e| (0, e))?;
-            release(plans, &started.pids, held, &started.spans)
+            release(plans, &started.pids, held, &started.spans, watch)
         });
     if outcome.is_err() {
         started.kill_all();
@@ -564,12 +567,19 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
 
 /// Holds every task right after its blob's sigreturn.
 #[cfg(target_arch = "x86_64")]
-fn catch(plans: &[ProcessPlan], pids: &[Pid], helpers: &[u32]) -> Result<Vec<super::finish::Held>, Failure> {
+fn catch(
+    plans: &[ProcessPlan],
+    pids: &[Pid],
+    helpers: &[u32],
+    spans: &[(u64, u64, String)],
+) -> Result<Vec<super::finish::Held>, Failure> {
     use super::finish::Outcome;
     let mut held = Vec::new();
     for (i, p) in plans.iter().enumerate() {
         let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
-        match super::finish::catch(pids[i], p.threads.len(), helper) {
+        let (start, len) = (spans[i].0, spans[i].1);
+        let place = |addr: u64| super::explain::place(addr, p, start, len);
+        match super::finish::catch(pids[i], p.threads.len(), helper, &place) {
             Ok(Outcome::Held(h)) => {
                 held.push(h);
                 crate::fault::step(|| format!("PID {} restored and held", p.pid)).map_err(|e| (i, e))?;
@@ -589,15 +599,48 @@ fn release(
     pids: &[Pid],
     held: Vec<super::finish::Held>,
     spans: &[(u64, u64, String)],
+    watch: Option<std::time::Duration>,
 ) -> Result<Vec<i32>, Failure> {
     let mut restored = Vec::new();
+    let mut watched = Vec::new();
     for (i, h) in held.into_iter().enumerate() {
         let (start, len, _) = &spans[i];
         let p = &plans[i];
         let sigtrap = p.sigactions.iter().find(|a| a.signo == libc::SIGTRAP as u32).copied().unwrap_or_default();
-        super::finish::release(pids[i], h, *start, *len, &sigtrap, p.stop_signal)
+        let tids = super::finish::release(pids[i], h, (*start, *len), &sigtrap, p.stop_signal, watch.is_some())
             .map_err(|e| (i, e.context(format!("restoring PID {}", p.pid))))?;
+        if !tids.is_empty() {
+            watched.push((i, tids));
+        }
         restored.push(p.pid);
+    }
+    let Some(span) = watch else { return Ok(restored) };
+    let places: Vec<_> = watched
+        .iter()
+        .map(|(i, _)| {
+            let (p, (start, len)) = (&plans[*i], (spans[*i].0, spans[*i].1));
+            move |addr: u64| super::explain::place(addr, p, start, len)
+        })
+        .collect();
+    let procs = watched
+        .iter()
+        .zip(&places)
+        .map(|((i, tids), place)| (pids[*i], tids.clone(), place as &dyn Fn(u64) -> String))
+        .collect();
+    let deaths = super::finish::watch(procs, span).map_err(|e| (0, e))?;
+    if let Some(d) = deaths.first() {
+        let i = plans.iter().position(|p| p.pid == d.pid.as_raw()).unwrap_or(0);
+        let fault = d.first_fault.as_deref().map(|f| format!(": {f}")).unwrap_or_default();
+        let ms = d.after.as_secs_f64() * 1e3;
+        return Err((
+            i,
+            anyhow::anyhow!(
+                "PID {} {} {ms:.1} ms after the restore let it run{fault} (its registers came from core-{}.img)",
+                d.pid,
+                d.how,
+                d.pid
+            ),
+        ));
     }
     Ok(restored)
 }
