@@ -73,6 +73,8 @@ fn main() {
     assert_eq!(entry, blob.entry, "ELF entry and blob_entry disagree");
 
     fs::write(out.join("blob.bin"), &blob.image).expect("write blob.bin");
+    // For debuggers: symbols and line tables at the image's own offsets.
+    fs::write(out.join("blob.elf"), &elf).expect("write blob.elf");
     fs::write(out.join("blob_meta.rs"), meta(&blob)).expect("write blob_meta.rs");
 }
 

@@ -172,6 +172,15 @@ enum Cmd {
         /// with its first fault explained. Off by default.
         #[arg(long, value_name = "MS")]
         watch: Option<u64>,
+        /// Leave a process stopped for a debugger, detached: at
+        /// `blob-entry` (the restorer blob's first instruction),
+        /// `before-sigreturn` (the blob's last stop, the program in place)
+        /// or `after-restore`. The restore prints how to attach.
+        #[arg(long, value_name = "POINT", value_parser = ["blob-entry", "before-sigreturn", "after-restore"])]
+        stop_at: Option<String>,
+        /// With --stop-at: the process to stop (default: the root).
+        #[arg(long, value_name = "PID", requires = "stop_at")]
+        stop_pid: Option<i32>,
         /// With --lazy: serve only touched pages, copy nothing in the
         /// background (for tests).
         #[arg(long, hide = true, requires = "lazy")]
@@ -356,6 +365,8 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             lazy,
             lazy_no_background,
             watch,
+            stop_at,
+            stop_pid,
         } => {
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
@@ -376,6 +387,15 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                 detach,
                 lazy: lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background }),
                 watch: watch.map(std::time::Duration::from_millis),
+                stop_at: stop_at.map(|s| {
+                    use revenant::restore::StopPoint;
+                    let point = match s.as_str() {
+                        "blob-entry" => StopPoint::BlobEntry,
+                        "before-sigreturn" => StopPoint::BeforeSigreturn,
+                        _ => StopPoint::AfterRestore,
+                    };
+                    revenant::restore::StopAt { point, pid: stop_pid }
+                }),
                 pidfile,
                 log_file: log_out.clone(),
                 notes,

@@ -22,6 +22,9 @@ pub struct Embedded {
     pub symbols: &'static [(&'static str, u64)],
     /// Every function: name, offset, size; sorted by offset.
     pub functions: &'static [(&'static str, u64, u64)],
+    /// The ELF the image was flattened from, with symbols and line
+    /// tables, for a debugger (`add-symbol-file blob.elf -o BASE`).
+    pub elf: &'static [u8],
 }
 
 impl Embedded {
@@ -49,4 +52,5 @@ pub static EMBEDDED: Embedded = Embedded {
     reloc_types: meta::RELOC_TYPES,
     symbols: meta::SYMBOLS,
     functions: meta::FUNCTIONS,
+    elf: include_bytes!(concat!(env!("OUT_DIR"), "/blob.elf")),
 };

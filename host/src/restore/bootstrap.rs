@@ -76,6 +76,17 @@ fn page(n: usize) -> usize {
     n.next_multiple_of(PAGE_SIZE)
 }
 
+/// How the blob is to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    /// Trap before `rt_sigreturn` for a tracing host.
+    pub trap: bool,
+    /// Private anonymous areas go to the page server.
+    pub lazy: bool,
+    /// The blob logs to its pipe.
+    pub log: bool,
+}
+
 /// How a process's memory is premapped (see `cow.rs`): the tree's region
 /// and this process's slot for each VMA.
 #[derive(Clone, Copy, Default)]
@@ -90,12 +101,12 @@ pub struct Premapped<'a> {
 pub fn build(
     p: &ProcessPlan,
     fds: &ServiceFds,
-    trap: bool,
+    modes: Modes,
     creds: &CredsPlan,
     fill_helper_tid: u32,
     premap: Premapped<'_>,
-    lazy: bool,
 ) -> Result<Bootstrap> {
+    let Modes { trap, lazy, log } = modes;
     let maps = crate::maps::own_maps()?;
     let runtime = crate::maps::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
@@ -108,7 +119,7 @@ pub fn build(
     let frames_len = page(ZONE * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
-    let args_len = page(block(p, fds, &Placement::dummy(trap, premap, lazy), &[], &vd, creds)?.0.as_bytes().len());
+    let args_len = page(block(p, fds, &Placement::dummy(trap, premap, lazy, log), &[], &vd, creds)?.0.as_bytes().len());
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
@@ -144,7 +155,7 @@ pub fn build(
         sigframes.push((f.sp, stack_top));
     }
 
-    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid, premap, lazy };
+    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid, premap, lazy, log };
     let (args, lazy_part) = block(p, fds, &place, &sigframes, &vd, creds)?;
     area.lazy = lazy_part;
     let off = (area.args - start) as usize;
@@ -205,11 +216,14 @@ struct Placement<'a> {
     premap: Premapped<'a>,
     /// Whether private anonymous areas go to the page server.
     lazy: bool,
+    /// Whether the blob logs: not when it is left to a debugger, as nobody
+    /// reads the pipe after us and a write would raise SIGPIPE.
+    log: bool,
 }
 
 impl<'a> Placement<'a> {
-    fn dummy(trap: bool, premap: Premapped<'a>, lazy: bool) -> Self {
-        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0, premap, lazy }
+    fn dummy(trap: bool, premap: Premapped<'a>, lazy: bool, log: bool) -> Self {
+        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0, premap, lazy, log }
     }
 }
 
@@ -400,7 +414,7 @@ fn block(
     let block = b.finish(Header {
         command: Command::Restore as u32,
         log_level: LogLevel::Info as u32,
-        log_fd: fds.log,
+        log_fd: if place.log { fds.log } else { -1 },
         flags: 0,
         restore,
         status_fd: -1,

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use revenant_blob_abi::SigAction;
 
-use super::describe_exit;
+use super::{StopPoint, describe_exit};
 
 /// How the task ended up.
 #[derive(Debug)]
@@ -24,6 +24,9 @@ pub enum Outcome {
     Held(Held),
     /// Died before getting there.
     Failed(String),
+    /// Left stopped for a debugger, detached (`--stop-at`): what to tell
+    /// the user.
+    Left(String),
 }
 
 /// The threads of a task held right after their `rt_sigreturn`.
@@ -43,6 +46,9 @@ enum Step {
     Helper,
     /// The helper after its exit.
     Gone,
+    /// At the blob's last trap, to be left there (`--stop-at
+    /// before-sigreturn`).
+    Left,
 }
 
 #[derive(Debug)]
@@ -57,11 +63,30 @@ struct Thread {
 /// Drives the seized task `leader` and the `threads - 1` threads it creates
 /// through their `rt_sigreturn`, and holds them there. The thread `helper`,
 /// if the blob starts it, runs on until it exits.
-/// `place` says where an address lies, for a crash's report.
-pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>, place: &dyn Fn(u64) -> String) -> Result<Outcome> {
+/// `place` says where an address lies, for a crash's report. With `stop`,
+/// the task is left at that point instead (its blob entry's address
+/// given for [`StopPoint::BlobEntry`]).
+pub fn catch(
+    leader: Pid,
+    threads: usize,
+    helper: Option<Pid>,
+    place: &dyn Fn(u64) -> String,
+    stop: Option<(StopPoint, u64)>,
+) -> Result<Outcome> {
     let mut ts = vec![Thread { tid: leader, step: Step::InBlob, insn: 0, restored: None }];
     let program = |t: &&Thread| !matches!(t.step, Step::Helper | Step::Gone);
     while ts.iter().filter(program).count() < threads || ts.iter().any(|t| !matches!(t.step, Step::Done | Step::Gone)) {
+        if ts.iter().filter(program).count() == threads && ts.iter().filter(program).all(|t| t.step == Step::Left) {
+            let tids: Vec<Pid> = ts.iter().filter(|t| t.step != Step::Gone).map(|t| t.tid).collect();
+            let at = ptrace::getregs(leader).map(|r| ip(&r)).unwrap_or(0);
+            leave_stopped(leader, &tids)?;
+            return Ok(Outcome::Left(format!(
+                "stopped at the blob's trap right before rt_sigreturn ({at:#x}, {}); every thread's program state is \
+                 in place and the bootstrap area still mapped; once continued it returns to the program, whose \
+                 SIGTRAP action is then the default",
+                place(at)
+            )));
+        }
         let mut moved = false;
         for i in 0..ts.len() {
             let tid = ts[i].tid;
@@ -78,6 +103,23 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>, place: &dyn Fn(u6
                     let step = if Some(new) == helper { Step::Helper } else { Step::InBlob };
                     ts.push(Thread { tid: new, step, insn: 0, restored: None });
                     ptrace::cont(tid, None)?;
+                }
+                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) if matches!(stop, Some((StopPoint::BlobEntry, entry)) if ip(&ptrace::getregs(tid)?) == entry) =>
+                {
+                    set_breakpoint(tid, None)?;
+                    let r = ptrace::getregs(tid)?;
+                    leave_stopped(leader, &[tid])?;
+                    return Ok(Outcome::Left(format!(
+                        "stopped at the restorer blob's entry ({:#x}), argument block {:#x}, stack {:#x}; nothing \
+                         of the program is in place yet; once continued the blob restores it and returns to it, \
+                         leaving its bootstrap area mapped",
+                        r.rip, r.rdi, r.rsp
+                    )));
+                }
+                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob)
+                    if matches!(stop, Some((StopPoint::BeforeSigreturn, _))) =>
+                {
+                    ts[i].step = Step::Left;
                 }
                 (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) => {
                     ts[i].step = Step::Trapped;
@@ -135,6 +177,51 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>, place: &dyn Fn(u6
 
     ts.retain(|t| t.step != Step::Gone);
     Ok(Outcome::Held(Held { ts }))
+}
+
+/// Sets (or with `None` clears) an execution breakpoint at `at` in thread
+/// `tid`, which must be in a ptrace stop: debug register 0 and its enable
+/// bit in debug register 7.
+pub fn set_breakpoint(tid: Pid, at: Option<u64>) -> Result<()> {
+    let dr = |n: usize| (std::mem::offset_of!(nix::libc::user, u_debugreg) + 8 * n) as ptrace::AddressType;
+    // SAFETY: PTRACE_POKEUSER writes a word of the stopped tracee's user
+    // area at a debug register's offset; no memory of ours is involved.
+    let poke = |n: usize, v: u64| unsafe {
+        nix::libc::ptrace(nix::libc::PTRACE_POKEUSER, tid.as_raw(), dr(n), v as nix::libc::c_long)
+    };
+    let res = match at {
+        Some(a) => {
+            if poke(0, a) < 0 {
+                -1
+            } else {
+                poke(7, 1)
+            }
+        }
+        None => poke(7, 0),
+    };
+    if res < 0 {
+        bail!("setting a breakpoint in {tid}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lets the threads `tids` of `leader` (all in ptrace stops) go, stopped:
+/// the leader takes a SIGSTOP first, so no thread runs a single
+/// instruction before the group stop catches it.
+fn leave_stopped(leader: Pid, tids: &[Pid]) -> Result<()> {
+    ptrace::detach(leader, Some(Signal::SIGSTOP)).with_context(|| format!("detaching from {leader}"))?;
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{leader}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('T')))
+    };
+    let t = std::time::Instant::now();
+    while !stopped() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    for &t in tids.iter().filter(|&&t| t != leader) {
+        let _ = ptrace::detach(t, None);
+    }
+    Ok(())
 }
 
 /// A synchronous fault signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE) pending
@@ -199,6 +286,7 @@ pub fn release(
     sigtrap: &SigAction,
     stop: Option<i32>,
     watch: bool,
+    leave: bool,
 ) -> Result<Vec<Pid>> {
     // Every thread is past its sigreturn. Run the calls in the first one
     // from the syscall instruction, which is still mapped when the last
@@ -240,6 +328,11 @@ pub fn release(
         let sig = if sig == nix::libc::SIGSTOP || group_orphaned(leader)? { nix::libc::SIGSTOP } else { sig };
         let sig = Signal::try_from(sig).context("the dumped stop signal")?;
         nix::sys::signal::kill(leader, sig).context("stopping the restored process again")?;
+    }
+    let tids: Vec<Pid> = ts.iter().map(|t| t.tid).collect();
+    if leave {
+        leave_stopped(leader, &tids)?;
+        return Ok(vec![]);
     }
     // A stopped process is not watched: its stop is what it does first.
     if watch && stop.is_none() {

@@ -51,11 +51,30 @@ use nix::libc;
 use nix::unistd::{Pid, pipe2};
 use revenant_arch::Errno;
 
+use super::StopPoint;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
 use super::{cow, held, tree_files};
 use crate::sysv::restore::{self as sysv, IpcPlan};
+
+/// How the tree is to be restored beyond its plans.
+#[derive(Default)]
+pub struct Run<'a> {
+    /// The page server of a lazy restore.
+    pub lazy: Option<&'a crate::lazy::PageServer>,
+    /// `--watch`.
+    pub watch: Option<std::time::Duration>,
+    /// `--stop-at`, its PID resolved.
+    pub stop: Option<super::StopAt>,
+}
+
+impl Run<'_> {
+    /// Whether process `pid` is to be left at `point`.
+    pub fn stops(&self, pid: i32, point: StopPoint) -> bool {
+        self.stop.is_some_and(|s| s.point == point && s.pid == Some(pid))
+    }
+}
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
@@ -63,6 +82,8 @@ pub struct Restored {
     pub pid: i32,
     /// What the blob logged.
     pub log: String,
+    /// Left stopped for a debugger (`--stop-at`): where, in words.
+    pub stopped: Option<String>,
 }
 
 /// Service fd numbers: above every fd the program had, so opening them
@@ -187,7 +208,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), None, None)?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), &Run::default())?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -209,8 +230,7 @@ pub fn restore_tree(
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
     host: &super::plan::HostObjects,
-    lazy: Option<&crate::lazy::PageServer>,
-    watch: Option<std::time::Duration>,
+    run: &Run<'_>,
 ) -> Result<Vec<Restored>> {
     let shmem = &host.shmem[..];
     for p in plans {
@@ -281,7 +301,7 @@ pub fn restore_tree(
         fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
     });
     let mut ghosts = crate::files::ghost::make(ghosts)?;
-    let mut restored = run_tree(plans, zombies, shm.ns_fd(), lazy, watch, || {
+    let mut restored = run_tree(plans, zombies, shm.ns_fd(), run, || {
         ghosts.unlink();
         // The keeper goes first: one that outlived a failure from here on
         // would hold sockets the programs use.
@@ -311,8 +331,7 @@ fn run_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
     ipc_ns: Option<i32>,
-    lazy: Option<&crate::lazy::PageServer>,
-    watch: Option<std::time::Duration>,
+    run: &Run<'_>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
@@ -327,7 +346,7 @@ fn run_tree(
     // Reserved before the bootstrap areas, which keep out of it; the tasks
     // inherit it, so ours can go once the root exists.
     let premap = cow::plan(plans)?;
-    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref(), lazy)?;
+    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref(), run)?;
     // The root takes the host's descriptions from these copies.
     let held = wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
     // Every task inherits these from the root: ours can go once it exists.
@@ -339,8 +358,8 @@ fn run_tree(
     drop(premap);
     let started = Started::new(plans, prepared, root);
     cfg_select! {
-        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, watch, before_run) }
-        _ => { let _ = watch; untraced(plans, started, before_run) }
+        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, run, before_run) }
+        _ => { untraced(plans, started, run, before_run) }
     }
 }
 
@@ -352,8 +371,9 @@ fn prepare(
     traced: bool,
     nofile: u64,
     premap: Option<&cow::Premap>,
-    lazy: Option<&crate::lazy::PageServer>,
+    run: &Run<'_>,
 ) -> Result<(Vec<Prepared>, Vec<ChildPlan>)> {
+    let lazy = run.lazy;
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
     for (i, (p, &helper)) in plans.iter().zip(helpers).enumerate() {
@@ -370,7 +390,11 @@ fn prepare(
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
         let creds = super::creds::plan(p)?;
-        let area = bootstrap::build(p, &fds, traced, &creds, helper, premapped, lazy.is_some())?;
+        // Stopped at the blob's entry and left to a debugger, a task must
+        // not trap at the end for a host that is gone by then.
+        let at_entry = run.stops(p.pid, StopPoint::BlobEntry);
+        let modes = bootstrap::Modes { trap: traced && !at_entry, lazy: lazy.is_some(), log: !at_entry };
+        let area = bootstrap::build(p, &fds, modes, &creds, helper, premapped)?;
         if let Some(server) = lazy
             && !area.lazy.areas.is_empty()
         {
@@ -447,7 +471,8 @@ impl Started {
         let mut spans = Vec::new();
         let mut readers = Vec::new();
         for pr in &mut prepared {
-            spans.push((pr.area.start, pr.area.unmap_len, format!("host: {}\n", pr.area.vdso)));
+            let host = format!("host: blob at {:#x}\nhost: {}\n", pr.area.start, pr.area.vdso);
+            spans.push((pr.area.start, pr.area.unmap_len, host));
             drop(pr.log_tx.take());
             drop(pr.sync_rx.take());
             let rx = pr.log_rx.take().expect("prepared once");
@@ -472,11 +497,19 @@ impl Started {
 
     /// Each task's whole log, after what the host said of it.
     #[cfg(target_arch = "x86_64")]
-    fn logs(&mut self) -> Vec<String> {
+    /// Every task's log; `open` marks tasks that still hold theirs (left
+    /// at their blob's entry), whose reader is not waited for.
+    fn logs(&mut self, open: &[bool]) -> Vec<String> {
         std::mem::take(&mut self.readers)
             .into_iter()
             .zip(&self.spans)
-            .map(|(r, s)| s.2.clone() + &r.join().unwrap_or_default())
+            .enumerate()
+            .map(|(i, (r, s))| {
+                if open.get(i).copied().unwrap_or(false) {
+                    return s.2.clone();
+                }
+                s.2.clone() + &r.join().unwrap_or_default()
+            })
             .collect()
     }
 }
@@ -493,15 +526,15 @@ fn traced_finish(
     plans: &[ProcessPlan],
     helpers: &[u32],
     mut started: Started,
-    watch: Option<std::time::Duration>,
+    run: &Run<'_>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     let syncs = std::mem::take(&mut started.syncs);
     let mut setup_failed = false;
-    let outcome = seize(plans, &started.pids, &syncs, &mut setup_failed)
+    let outcome = seize(plans, &started.pids, &syncs, &mut setup_failed, run, &started.spans)
         .and_then(|()| {
             drop(syncs);
-            catch(plans, &started.pids, helpers, &started.spans)
+            catch(plans, &started.pids, helpers, &started.spans, run)
         })
         .and_then(|held| {
             // Every program is held right before its first instruction.
@@ -509,14 +542,17 @@ fn traced_finish(
             before_run()
                 .and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
                 .map_err(|e| (0, e))?;
-            release(plans, &started.pids, held, &started.spans, watch)
+            release(plans, &started.pids, held, &started.spans, run)
         });
     if outcome.is_err() {
         started.kill_all();
     }
-    let logs = started.logs();
+    let open: Vec<bool> = plans.iter().map(|p| run.stops(p.pid, StopPoint::BlobEntry)).collect();
+    let logs = started.logs(if outcome.is_ok() { &open } else { &[] });
     match outcome {
-        Ok(restored) => Ok(restored.into_iter().zip(logs).map(|(pid, log)| Restored { pid, log }).collect()),
+        Ok(restored) => {
+            Ok(restored.into_iter().zip(logs).map(|((pid, stopped), log)| Restored { pid, log, stopped }).collect())
+        }
         Err((i, e)) => {
             let own = logs.iter().position(|l| l.contains(child::SETUP_ERROR)).filter(|_| setup_failed);
             if let Some(j) = own {
@@ -532,7 +568,14 @@ fn traced_finish(
 /// the go-ahead. A task that fails its own setup exits, and our ptrace or
 /// pipe call fails: its log says why, our error does not (`setup_failed`).
 #[cfg(target_arch = "x86_64")]
-fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &mut bool) -> Result<(), Failure> {
+fn seize(
+    plans: &[ProcessPlan],
+    pids: &[Pid],
+    syncs: &[OwnedFd],
+    setup_failed: &mut bool,
+    run: &Run<'_>,
+    spans: &[(u64, u64, String)],
+) -> Result<(), Failure> {
     use nix::sys::ptrace;
     let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
         | ptrace::Options::PTRACE_O_EXITKILL
@@ -554,7 +597,8 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
                 "cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN"
             )),
             Err(e) => Err(anyhow::anyhow!("cannot trace the new task {pid}: {e}")),
-            Ok(()) => nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task"),
+            Ok(()) => break_at_entry(*pid, run.stops(p.pid, StopPoint::BlobEntry).then_some(spans[i].0))
+                .and_then(|()| nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task")),
         };
         if let Err(e) = traced {
             *setup_failed = true;
@@ -565,6 +609,23 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
     Ok(())
 }
 
+/// With `area` (its bootstrap area), stops the seized task `pid` at its
+/// blob's first instruction, with a hardware breakpoint: the code stays
+/// as it is for a debugger to read.
+#[cfg(target_arch = "x86_64")]
+fn break_at_entry(pid: Pid, area: Option<u64>) -> Result<()> {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Some(area) = area else { return Ok(()) };
+    ptrace::interrupt(pid).with_context(|| format!("stopping {pid} to set a breakpoint"))?;
+    match waitpid(pid, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for {pid}"))? {
+        WaitStatus::PtraceEvent(..) => {}
+        other => bail!("{pid}: {other:?} instead of the stop asked for"),
+    }
+    super::finish::set_breakpoint(pid, Some(area + crate::blob::EMBEDDED.entry))?;
+    ptrace::cont(pid, None).with_context(|| format!("resuming {pid}"))
+}
+
 /// Holds every task right after its blob's sigreturn.
 #[cfg(target_arch = "x86_64")]
 fn catch(
@@ -572,16 +633,22 @@ fn catch(
     pids: &[Pid],
     helpers: &[u32],
     spans: &[(u64, u64, String)],
-) -> Result<Vec<super::finish::Held>, Failure> {
+    run: &Run<'_>,
+) -> Result<Vec<Result<super::finish::Held, String>>, Failure> {
     use super::finish::Outcome;
     let mut held = Vec::new();
     for (i, p) in plans.iter().enumerate() {
         let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
         let (start, len) = (spans[i].0, spans[i].1);
         let place = |addr: u64| super::explain::place(addr, p, start, len);
-        match super::finish::catch(pids[i], p.threads.len(), helper, &place) {
+        let stop = [StopPoint::BlobEntry, StopPoint::BeforeSigreturn]
+            .into_iter()
+            .find(|&s| run.stops(p.pid, s))
+            .map(|s| (s, start + crate::blob::EMBEDDED.entry));
+        match super::finish::catch(pids[i], p.threads.len(), helper, &place, stop) {
+            Ok(Outcome::Left(what)) => held.push(Err(what)),
             Ok(Outcome::Held(h)) => {
-                held.push(h);
+                held.push(Ok(h));
                 crate::fault::step(|| format!("PID {} restored and held", p.pid)).map_err(|e| (i, e))?;
             }
             Ok(Outcome::Failed(why)) => return Err((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid))),
@@ -597,22 +664,32 @@ fn catch(
 fn release(
     plans: &[ProcessPlan],
     pids: &[Pid],
-    held: Vec<super::finish::Held>,
+    held: Vec<Result<super::finish::Held, String>>,
     spans: &[(u64, u64, String)],
-    watch: Option<std::time::Duration>,
-) -> Result<Vec<i32>, Failure> {
+    run: &Run<'_>,
+) -> Result<Vec<(i32, Option<String>)>, Failure> {
+    let watch = run.watch;
     let mut restored = Vec::new();
     let mut watched = Vec::new();
     for (i, h) in held.into_iter().enumerate() {
         let (start, len, _) = &spans[i];
         let p = &plans[i];
+        let h = match h {
+            Ok(h) => h,
+            Err(left) => {
+                restored.push((p.pid, Some(left)));
+                continue;
+            }
+        };
         let sigtrap = p.sigactions.iter().find(|a| a.signo == libc::SIGTRAP as u32).copied().unwrap_or_default();
-        let tids = super::finish::release(pids[i], h, (*start, *len), &sigtrap, p.stop_signal, watch.is_some())
+        let leave = run.stops(p.pid, StopPoint::AfterRestore);
+        let tids = super::finish::release(pids[i], h, (*start, *len), &sigtrap, p.stop_signal, watch.is_some(), leave)
             .map_err(|e| (i, e.context(format!("restoring PID {}", p.pid))))?;
         if !tids.is_empty() {
             watched.push((i, tids));
         }
-        restored.push(p.pid);
+        let note = leave.then(|| "stopped right after its restore, at the program's own next instruction".to_string());
+        restored.push((p.pid, note));
     }
     let Some(span) = watch else { return Ok(restored) };
     let places: Vec<_> = watched
@@ -651,8 +728,12 @@ fn release(
 fn untraced(
     plans: &[ProcessPlan],
     mut started: Started,
+    run: &Run<'_>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
+    if run.watch.is_some() || run.stop.is_some() {
+        bail!("--watch and --stop-at need ptrace, which is not available here");
+    }
     for sync in &started.syncs {
         nix::unistd::write(sync, &[1]).context("releasing a new task")?;
     }
@@ -672,7 +753,7 @@ fn untraced(
             started.kill_all();
             bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log));
         }
-        out.push(Restored { pid: p.pid, log });
+        out.push(Restored { pid: p.pid, log, stopped: None });
     }
     // Without ptrace nothing holds the programs: they already run.
     for p in plans.iter().filter(|p| p.stop_signal.is_some()) {
