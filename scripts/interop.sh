@@ -11,7 +11,9 @@
 #   CRIU=/path/to/criu scripts/interop.sh [NAME...]    (all cases if none)
 #
 # KEEP=1 keeps the work directory (images, logs, outputs) even when all
-# pass; it is always kept when something fails.
+# pass; it is always kept when something fails. REVENANT_RESTORE_ARGS adds
+# options to every `revenant restore` (e.g. `--lazy`, so CRIU's images of
+# every case are restored lazily).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -168,7 +170,7 @@ run_case() {
         dump_cmd=("$CRIU" dump -t "$pid" -D "$d/images" -o dump.log -v4 --file-locks ${TCP:+$TCP --network-lock skip})
     fi
     if [ "$restorer" = revenant ]; then
-        restore_cmd=("$REV" restore -d -D "$d/images" -o restore.log $TCP)
+        restore_cmd=("$REV" restore -d -D "$d/images" -o restore.log $TCP ${REVENANT_RESTORE_ARGS:-})
     else
         restore_cmd=("$CRIU" restore -d -D "$d/images" -o restore.log -v4 --file-locks $TCP)
     fi
