@@ -205,7 +205,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             anon(CODE, (nix::libc::PROT_READ | nix::libc::PROT_EXEC) as u32),
             anon(DATA, (nix::libc::PROT_READ | nix::libc::PROT_WRITE) as u32),
         ],
-        pages: dir.join("pages-1.img"),
+        pages: revenant::restore::plan::Pages::Image(dir.join("pages-1.img")),
         page_runs: vec![
             PageRun { addr: CODE, len: 4096, file_offset: 0 },
             PageRun { addr: DATA, len: 4096, file_offset: 4096 },

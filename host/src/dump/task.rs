@@ -63,7 +63,7 @@ fn shadow_stack(pid: i32, tid: i32) -> bool {
 }
 
 /// The trampoline for one thread of `pid`.
-fn for_thread(pid: i32, tid: i32, t: Trampoline) -> Trampoline {
+pub fn for_thread(pid: i32, tid: i32, t: Trampoline) -> Trampoline {
     match t {
         Trampoline::Safe { syscall_ret, .. } if shadow_stack(pid, tid) => Trampoline::Bare { syscall: syscall_ret },
         t => t,
