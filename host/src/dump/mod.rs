@@ -296,6 +296,7 @@ fn process(
     }
     let status = procfs::status(pid, pid)?;
     let vmas = memory_areas(pid, host.names_reliable)?;
+    log.line(3, &format!("process {pid}: areas read"));
     let (ps, threads) = task_state(fp, &vmas, log)?;
     log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
     let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
@@ -303,6 +304,7 @@ fn process(
     // Files: the executable and mapped files first, as CRIU numbers them.
     let (exe_file_id, out_vmas) = mapped_files(pid, &vmas, files)?;
     let (fds, cwd_id, root_id) = fd_files(pid, &ps, files)?;
+    log.line(3, &format!("process {pid}: files read"));
 
     // Memory.
     let pages_id = i as u32 + 1;
@@ -440,6 +442,7 @@ fn pages(
 ) -> Result<Vec<pagemap::Run>> {
     let stack_pages: Vec<u64> = threads.iter().map(|t| t.regs.rsp & !(PAGE - 1)).collect();
     let runs = page_runs(pid, vmas, zero_pfn, &stack_pages, since)?;
+    log.line(3, &format!("process {pid}: pagemap read"));
     let here: Vec<pagemap::Run> = runs.iter().filter(|r| r.flags & pagemap::PE_PRESENT != 0).copied().collect();
     let pages_name = format!("pages-{pages_id}.img");
     let t = Instant::now();
