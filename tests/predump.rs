@@ -180,6 +180,14 @@ fn a_chain_of_three_links_restores_exactly_and_holds_only_what_changed() {
     assert_eq!((parent, present), (last.pages_in_parent(), last.pages_written()));
     assert_eq!(size, present * 4096);
     assert_eq!(std::fs::read_link(work.join("d3/parent")).unwrap(), Path::new("../d2"));
+    // `show` says how many pages are in the parent, for both kinds of link.
+    let shown = revenant_images::show(&work.join("d3"), false).unwrap();
+    let says = format!("{} pages in the parent", last.pages_in_parent());
+    assert!(shown.contains("parent: ../d2") && shown.contains(&says), "{shown}");
+    let shown = revenant_images::show(&work.join("d2"), false).unwrap();
+    let says = format!("process {pid}: {} pages", second.pages_written());
+    assert!(shown.starts_with("pre-dump ") && shown.contains(&says), "{shown}");
+    assert!(shown.contains(&format!("{} in the parent", second.pages_in_parent())), "{shown}");
 
     let listing = |d: &str| {
         let mut v: Vec<_> = std::fs::read_dir(work.join(d))

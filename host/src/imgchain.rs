@@ -96,8 +96,7 @@ impl Link {
                 }
             };
             let from = cur.as_ref().map_or(self.dir.as_fd(), |f| f.as_fd());
-            let flags =
-                OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+            let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
             let next = openat(from, name, flags, Mode::empty()).map_err(|e| match e {
                 Errno::ELOOP | Errno::ENOTDIR => anyhow::anyhow!(
                     "{}: a symbolic link or not a directory; every component must be a directory",

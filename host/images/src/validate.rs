@@ -252,12 +252,7 @@ fn check_vmas(p: &Process, files: &HashMap<u32, i32>) -> Result<()> {
 /// Runs in order, inside areas the restore maps, from a parent image only
 /// where `parent_ok` (a process's pagemap: the restore follows the chain);
 /// returns the pages promised in this image's pages file.
-fn check_runs(
-    name: &str,
-    entries: &[PagemapEntry],
-    parent_ok: bool,
-    inside: impl Fn(u64, u64) -> bool,
-) -> Result<u64> {
+fn check_runs(name: &str, entries: &[PagemapEntry], parent_ok: bool, inside: impl Fn(u64, u64) -> bool) -> Result<u64> {
     let mut prev_end = 0u64;
     let mut present = 0u64;
     for (j, e) in entries.iter().enumerate() {
@@ -335,9 +330,10 @@ fn check_pagemap(p: &Process) -> Result<()> {
 
 fn check_shm_pages(shm: &str, i: usize, id: u32, size: u64, pm: &ShmPages) -> Result<()> {
     let name = format!("pagemap-shmem-{id}.img");
-    let present =
-        check_runs(&name, &pm.entries, false, |_, end| end <= size.saturating_add(PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE)
-            .map_err(|e| e.context(format!("the pages of {shm} entry {i}")))?;
+    let present = check_runs(&name, &pm.entries, false, |_, end| {
+        end <= size.saturating_add(PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE
+    })
+    .map_err(|e| e.context(format!("the pages of {shm} entry {i}")))?;
     check_pages_size(&name, &pm.pages, present)
 }
 

@@ -126,7 +126,9 @@ pub fn copy_running<W: Write>(pid: i32, runs: &[Run], out: &mut W) -> Result<(u6
             written += PAGE;
             let addr = r.vaddr + i as u64 * PAGE;
             match copied.last_mut() {
-                Some(c) if c.vaddr + c.nr_pages * PAGE == addr && c.flags == r.flags && c.nr_pages < MAX_ENTRY_PAGES => {
+                Some(c)
+                    if c.vaddr + c.nr_pages * PAGE == addr && c.flags == r.flags && c.nr_pages < MAX_ENTRY_PAGES =>
+                {
                     c.nr_pages += 1
                 }
                 _ => copied.push(Run { vaddr: addr, nr_pages: 1, flags: r.flags }),
@@ -270,7 +272,10 @@ mod tests {
         let mut out = Vec::new();
         let (n, copied) = copy_running(std::process::id() as i32, &runs, &mut out).unwrap();
         assert_eq!(n, 2 * PAGE);
-        assert_eq!(copied, [Run { vaddr: a, nr_pages: 1, flags: 4 }, Run { vaddr: a + 2 * PAGE, nr_pages: 1, flags: 4 }]);
+        assert_eq!(
+            copied,
+            [Run { vaddr: a, nr_pages: 1, flags: 4 }, Run { vaddr: a + 2 * PAGE, nr_pages: 1, flags: 4 }]
+        );
         assert_eq!((out[0], out[PAGE as usize]), (0x20, 0x22));
         // SAFETY: unmapping what is left of the mapping above.
         unsafe {

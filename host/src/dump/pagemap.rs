@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{Context, Result};
 
-use super::track::{Prev, Source};
 use super::maps::{MAP_ANONYMOUS, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, PAGE, Vma, status};
+use super::track::{Prev, Source};
 
 const PM_PFN_MASK: u64 = (1 << 55) - 1;
 const PM_FILE: u64 = 1 << 61;
@@ -223,6 +223,32 @@ mod tests {
         let mut runs = vec![];
         add_runs(&mut runs, &droppable, &[PM_PRESENT | 3; 2], zero, &[], None);
         assert_eq!(runs, []);
+    }
+
+    #[test]
+    fn unchanged_tracked_pages_the_parent_holds_get_parent_entries() {
+        use crate::dump::track::PM_UFFD_WP;
+        let anon = vma(0x10000, 5, status::REGULAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS);
+        let prev = Prev { tracked: vec![(0x10000, 0x15000)], held: vec![(0x10000, 0x14000)] };
+        let wp = PM_PRESENT | PM_UFFD_WP | 5;
+        // Protected, written, protected, swapped out protected, protected
+        // but not in the parent.
+        let pme = [wp, PM_PRESENT | 5, wp, PM_SWAP | PM_UFFD_WP, wp];
+        let mut runs = vec![];
+        add_runs(&mut runs, &anon, &pme, None, &[], Some(&prev));
+        assert_eq!(
+            runs,
+            [
+                Run { vaddr: 0x10000, nr_pages: 1, flags: PE_PARENT },
+                Run { vaddr: 0x11000, nr_pages: 1, flags: PE_LAZY | PE_PRESENT },
+                Run { vaddr: 0x12000, nr_pages: 2, flags: PE_PARENT },
+                Run { vaddr: 0x14000, nr_pages: 1, flags: PE_LAZY | PE_PRESENT },
+            ]
+        );
+        // Without tracking the same words give copies only.
+        let mut runs = vec![];
+        add_runs(&mut runs, &anon, &pme, None, &[], Some(&Prev::default()));
+        assert_eq!(runs, [Run { vaddr: 0x10000, nr_pages: 5, flags: PE_LAZY | PE_PRESENT }]);
     }
 
     #[test]

@@ -162,7 +162,7 @@ pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped
 fn read_frozen(
     frozen: &Frozen,
     host: &HostFacts,
-    mut prev: Option<&mut PrevLink>,
+    prev: Option<&mut PrevLink>,
     log: &mut Log,
 ) -> Result<Vec<Frozen1>> {
     // Proofs first, while the handed-over protections still say what
@@ -176,7 +176,7 @@ fn read_frozen(
         since.push((fp.pid, prev.as_deref().map(|p| p.prev_for(fp.pid, &vmas)).transpose()?.flatten()));
         areas.push(vmas);
     }
-    let mut inherited = prev.as_deref_mut().map(PrevLink::take_trackers).unwrap_or_default();
+    let mut inherited = prev.map(PrevLink::take_trackers).unwrap_or_default();
     let mut out = Vec::new();
     for ((fp, vmas), (pid, since)) in frozen.procs.iter().zip(areas).zip(since) {
         let runs = super::page_runs(pid, &vmas, host.zero_pfn, &[], since.as_ref())?;

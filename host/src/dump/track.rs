@@ -129,8 +129,7 @@ impl Tracker {
         if closed < 0 {
             bail!("process {pid}: closing userfaultfd {theirs} inside it failed again ({closed})");
         }
-        let mut api =
-            uffdio_api { api: UFFD_API as u64, features: UFFD_FEATURE_WP_ASYNC as u64, ioctls: 0 };
+        let mut api = uffdio_api { api: UFFD_API as u64, features: UFFD_FEATURE_WP_ASYNC as u64, ioctls: 0 };
         // SAFETY: UFFDIO_API reads and writes one uffdio_api.
         if unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API as _, &mut api) } < 0 {
             return Err(std::io::Error::last_os_error())
@@ -173,7 +172,8 @@ impl Tracker {
     /// [`Self::register`]): from now on a write shows.
     pub fn protect(&self, areas: &[(u64, u64)]) -> Result<()> {
         for &(start, end) in areas {
-            let mut w = uffdio_writeprotect { range: uffdio_range { start, len: end - start }, mode: WRITEPROTECT_MODE_WP };
+            let mut w =
+                uffdio_writeprotect { range: uffdio_range { start, len: end - start }, mode: WRITEPROTECT_MODE_WP };
             // SAFETY: UFFDIO_WRITEPROTECT reads one uffdio_writeprotect.
             if unsafe { libc::ioctl(self.uffd.as_raw_fd(), UFFDIO_WRITEPROTECT as _, &mut w) } < 0 {
                 return Err(std::io::Error::last_os_error())
@@ -255,7 +255,8 @@ mod tests {
 
     #[test]
     fn a_page_comes_from_the_parent_only_when_tracked_protected_and_held() {
-        let prev = Prev { tracked: vec![(0x1000, 0x5000), (0x8000, 0x9000)], held: vec![(0x2000, 0x4000), (0x8000, 0x9000)] };
+        let prev =
+            Prev { tracked: vec![(0x1000, 0x5000), (0x8000, 0x9000)], held: vec![(0x2000, 0x4000), (0x8000, 0x9000)] };
         assert_eq!(prev.source(0x2000, PM_UFFD_WP), Source::Parent);
         assert_eq!(prev.source(0x3000, PM_UFFD_WP), Source::Parent);
         assert_eq!(prev.source(0x8000, PM_UFFD_WP), Source::Parent);

@@ -239,8 +239,13 @@ unsafe fn hold(listener: RawFd, pids: &[i32], fds: &[RawFd]) -> ! {
             }
             let mut cred: libc::ucred = std::mem::zeroed();
             let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-            let ok = libc::getsockopt(c, libc::SOL_SOCKET, libc::SO_PEERCRED, (&mut cred as *mut libc::ucred).cast(), &mut len)
-                == 0
+            let ok = libc::getsockopt(
+                c,
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            ) == 0
                 && (cred.uid == 0 || cred.uid == libc::geteuid());
             match if ok { recv_byte(c) } else { None } {
                 Some(QUIT) => libc::_exit(0),

@@ -115,7 +115,10 @@ fn fill(levels: &[Level], level: usize, addr: u64, n: u64, at: &str, out: &mut V
         } else if flags & pe::PRESENT != 0 {
             out.push(Piece { addr: cur, pages: (hi - cur) / PAGE, level, offset: offset + (cur - vaddr) });
         } else {
-            bail!("{at}: the page at {cur:#x} is in the parent, but {} has it neither present nor in its parent", l.name);
+            bail!(
+                "{at}: the page at {cur:#x} is in the parent, but {} has it neither present nor in its parent",
+                l.name
+            );
         }
         cur = hi;
     }
@@ -203,7 +206,12 @@ mod tests {
     fn level(name: &str, entries: &[(u64, u64, u32)]) -> Level {
         let e: Vec<PagemapEntry> = entries
             .iter()
-            .map(|&(vaddr, n, flags)| PagemapEntry { vaddr, nr_pages: Some(n), flags: Some(flags), ..Default::default() })
+            .map(|&(vaddr, n, flags)| PagemapEntry {
+                vaddr,
+                nr_pages: Some(n),
+                flags: Some(flags),
+                ..Default::default()
+            })
             .collect();
         Level::new(name.into(), PathBuf::from(name), &e).unwrap()
     }

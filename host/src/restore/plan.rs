@@ -28,6 +28,14 @@ impl Pages {
         }
     }
 
+    /// The pages image's path, unless the pages were gathered.
+    pub fn image(&self) -> Option<&std::path::Path> {
+        match self {
+            Pages::Image(p) => Some(p),
+            Pages::Chain(_) => None,
+        }
+    }
+
     /// An open file to read pages from.
     pub fn open(&self) -> anyhow::Result<std::fs::File> {
         match self {
