@@ -143,7 +143,10 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         let names = write_images(t, &dir, prev.as_ref().map(|p| p.target.as_path()))?;
         restorable(&dir, opts).inspect_err(|_| dir.withdraw(&names))
     };
-    let collected = collect(&frozen, &dir, opts, prev.as_ref(), &mut log).and_then(|t| write(&t).map(|()| t));
+    let collected = collect(&frozen, &dir, opts, prev.as_ref(), &mut log).and_then(|t| {
+        log.line(3, "collected; writing the images");
+        write(&t).map(|()| t)
+    });
     let timed_out = crate::fault::timed_out();
     drop(deadline);
     let tree = match collected {
