@@ -106,8 +106,17 @@ fn gone(pid: i32) {
 /// every byte of its pages right on ten ticks, and once more after a round
 /// of rewrites; then stops it.
 fn restore_checked(dir: &Path, out: &Path, pid: i32, round: u32) {
+    restore_checked_by(dir, out, pid, round, |d| {
+        run(d, &Options { detach: true, ..Default::default() }).unwrap();
+    });
+}
+
+/// [`restore_checked`], restoring with `restore`.
+fn restore_checked_by(dir: &Path, out: &Path, pid: i32, round: u32, restore: impl FnOnce(&Path)) {
     let before = ticks(out);
-    run(dir, &Options { detach: true, ..Default::default() }).unwrap();
+    // Killed however the test ends.
+    let _kill = KillOnDrop(pid);
+    restore(dir);
     let text = wait_for(out, |l| l.iter().filter(|x| x.contains("tick=")).count() >= before + 10);
     let after: Vec<&str> = text.lines().filter(|l| l.contains("tick=")).skip(before).collect();
     assert!(after.len() >= 10, "the restored program did not tick on: {text}");
@@ -116,8 +125,17 @@ fn restore_checked(dir: &Path, out: &Path, pid: i32, round: u32) {
     let n = ticks(out);
     let text = wait_for(out, |l| l.iter().filter(|x| x.contains("tick=")).count() >= n + 3);
     assert!(text.lines().filter(|l| l.contains("tick=")).skip(n).all(|l| l.ends_with("check=ok")), "{text}");
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    let _ = waitpid(Pid::from_raw(pid), None);
+}
+
+/// Sends SIGKILL to a PID and collects it (if it is our child) when
+/// dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(self.0), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
 }
 
 fn holder_gone(holder: u32) {
@@ -264,5 +282,34 @@ fn a_chain_whose_parent_lost_pages_is_refused_naming_the_page() {
     let e = format!("{:#}", run(&work.join("d2"), &Options { detach: true, ..Default::default() }).unwrap_err());
     assert!(e.contains(&format!("pagemap-{pid}.img: entry ")) && e.contains("is in the parent, but"), "{e}");
     assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a refused restore left the program running");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// CRIU's restore reads revenant's chain: the `parent` links and the
+/// `in_parent` entries, three links deep. Needs a CRIU binary (4.1 or
+/// newer), which CI does not have.
+#[test]
+#[ignore = "needs CRIU: CRIU=/path/to/criu cargo test -p revenant-e2e --test predump -- --ignored criu_restores"]
+fn criu_restores_our_chain() {
+    let _w = watchdog::start();
+    let criu = std::env::var_os("CRIU").expect("set CRIU to a criu binary");
+    let work = scratch("criu");
+    let out = work.join("out");
+    let mut child = start(&out);
+    let pid = child.id() as i32;
+    let _kill = KillOnDrop(pid);
+    wait_for(&out, |l| l.len() >= 3);
+    pre(pid, &work.join("d1"), None);
+    dirty_round(pid, &out, 1);
+    pre(pid, &work.join("d2"), Some("../d1"));
+    dirty_round(pid, &out, 2);
+    let last = final_dump(&mut child, &work.join("d3"), "../d2");
+    assert!(last.pages_in_parent() > 0);
+    restore_checked_by(&work.join("d3"), &out, pid, 3, |d| {
+        let st = Command::new(&criu).args(["restore", "-d", "-D"]).arg(d).args(["-o", "restore.log", "-v4"]).status();
+        assert!(st.unwrap().success(), "criu restore failed; see {}/restore.log", d.display());
+        let log = std::fs::read_to_string(d.join("restore.log")).unwrap();
+        assert!(log.contains("(parent 2)"), "CRIU did not open three links of page reads");
+    });
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -159,12 +159,7 @@ pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped
 }
 
 /// Reads each process of the frozen tree and arms its tracking.
-fn read_frozen(
-    frozen: &Frozen,
-    host: &HostFacts,
-    prev: Option<&mut PrevLink>,
-    log: &mut Log,
-) -> Result<Vec<Frozen1>> {
+fn read_frozen(frozen: &Frozen, host: &HostFacts, prev: Option<&mut PrevLink>, log: &mut Log) -> Result<Vec<Frozen1>> {
     // Proofs first, while the handed-over protections still say what
     // changed since the previous link; then the old holder goes, since
     // re-arming below makes its tracking say something else.
