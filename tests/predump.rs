@@ -47,8 +47,13 @@ fn wait_for(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
 }
 
 fn start(out: &Path) -> Child {
+    start_with(out, &[])
+}
+
+/// [`start`] with more arguments after the output file.
+fn start_with(out: &Path, args: &[&str]) -> Child {
     let mut c = Command::new(dump_support::build("dirtier"));
-    c.arg(out).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.arg(out).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid and close_range are async-signal-safe.
     unsafe {
         c.pre_exec(|| {
@@ -88,7 +93,9 @@ fn final_dump(child: &mut Child, dir: &Path, prev: &str) -> Dumped {
     }
     let dumped = dumped.unwrap();
     child.wait().unwrap();
-    gone(child.id() as i32);
+    for p in &dumped.tree.procs {
+        gone(p.pid);
+    }
     dumped
 }
 
@@ -311,5 +318,49 @@ fn criu_restores_our_chain() {
         let log = std::fs::read_to_string(d.join("restore.log")).unwrap();
         assert!(log.contains("(parent 2)"), "CRIU did not open three links of page reads");
     });
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn a_tree_sharing_pages_copy_on_write_restores_exactly() {
+    let _w = watchdog::start();
+    let work = scratch("tree");
+    let out = work.join("out");
+    let mut child = start_with(&out, &["4096", "fork"]);
+    let pid = child.id() as i32;
+    let lines_of = |p: i32| {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        text.lines().filter(|l| l.starts_with(&format!("pid={p} "))).map(String::from).collect::<Vec<_>>()
+    };
+    let text = wait_for(&out, |l| {
+        let pids: std::collections::BTreeSet<&str> = l.iter().filter_map(|x| x.split(' ').next()).collect();
+        pids.len() >= 2
+    });
+    let kid: i32 = text
+        .lines()
+        .filter_map(|l| l.split(' ').next()?.strip_prefix("pid=")?.parse().ok())
+        .find(|&p| p != pid)
+        .expect("the child's lines");
+    let _kill = (KillOnDrop(pid), KillOnDrop(kid));
+    let first = pre(pid, &work.join("d1"), None);
+    assert_eq!(first.procs.len(), 2, "{first:?}");
+    dirty_round(pid, &out, 1);
+    let second = pre(pid, &work.join("d2"), Some("../d1"));
+    holder_gone(first.holder);
+    // The child wrote one page per tick only: nearly all of it is left to
+    // the parent link.
+    let kid_parent = second.procs.iter().find(|p| p.0 == kid).unwrap().1.iter();
+    let kid_parent: u64 = kid_parent.filter(|r| r.flags & 1 != 0).map(|r| r.nr_pages).sum();
+    assert!(kid_parent >= PAGES - 64, "{second:?}");
+    let last = final_dump(&mut child, &work.join("d3"), "../d2");
+    assert_eq!(last.tree.procs.len(), 2);
+    assert!(last.pages_in_parent() >= 2 * PAGES - ROUND - 128, "{}", last.pages_in_parent());
+    let before = (lines_of(pid).len(), lines_of(kid).len());
+    run(&work.join("d3"), &Options { detach: true, ..Default::default() }).unwrap();
+    wait_for(&out, |_| lines_of(pid).len() >= before.0 + 10 && lines_of(kid).len() >= before.1 + 10);
+    for (p, n) in [(pid, before.0), (kid, before.1)] {
+        let after = lines_of(p).split_off(n);
+        assert!(after.len() >= 10 && after.iter().all(|l| l.ends_with("check=ok")), "{p}: {after:?}");
+    }
     let _ = std::fs::remove_dir_all(&work);
 }

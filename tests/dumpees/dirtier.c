@@ -9,7 +9,9 @@
  * is caught too), and "tick=N check=ok" (or "check=BAD:...") is appended
  * to argv[1].
  * SIGUSR1: every page whose index % 8 is the round number % 8 moves on,
- * then "round=R pages=P" is appended. */
+ * then "round=R pages=P" is appended. With argv[3] "fork" it forks once
+ * its pages are filled (sharing them copy-on-write), and both processes
+ * go on the same way, each checking its own pages. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -79,6 +81,8 @@ int main(int argc, char **argv)
 		return 2;
 	for (size_t i = 0; i < npages; i++)
 		fill(i);
+	if (argc > 3 && !strcmp(argv[3], "fork") && fork() < 0)
+		return 3;
 	signal(SIGUSR1, on_usr1);
 	char line[128];
 	unsigned long round = 0;

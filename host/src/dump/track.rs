@@ -270,6 +270,85 @@ mod tests {
         assert_eq!(Prev::default().source(0x2000, PM_UFFD_WP), Source::Here);
     }
 
+    /// A userfaultfd of this process, as a pre-dump makes one inside its
+    /// target.
+    fn own_tracker() -> Tracker {
+        let me = std::process::id() as i32;
+        // SAFETY: a plain system call; the fd is owned at once.
+        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | UFFD_USER_MODE_ONLY as i32) };
+        assert!(fd >= 0);
+        // SAFETY: just made.
+        let uffd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut api = uffdio_api { api: UFFD_API as u64, features: UFFD_FEATURE_WP_ASYNC as u64, ioctls: 0 };
+        // SAFETY: UFFDIO_API reads and writes one uffdio_api.
+        assert_eq!(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API as _, &mut api) }, 0);
+        Tracker { pid: me, pidfd: pidfd_open(me).unwrap(), uffd, inherited: true }
+    }
+
+    fn anon(start: u64, len: u64) -> Vma {
+        Vma {
+            start,
+            end: start + len,
+            pgoff: 0,
+            prot: 3,
+            flags: MAP_PRIVATE | super::super::maps::MAP_ANONYMOUS,
+            status: status::REGULAR | status::ANON_PRIVATE,
+            madv: 0,
+            dev: (0, 0),
+            inode: 0,
+            name: String::new(),
+            vmflags: vec![],
+        }
+    }
+
+    fn pme(addr: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut b = [0u8; 8];
+        std::fs::File::open("/proc/self/pagemap").unwrap().read_exact_at(&mut b, addr / 4096 * 8).unwrap();
+        u64::from_ne_bytes(b)
+    }
+
+    #[test]
+    fn moved_areas_and_areas_of_another_userfaultfd_are_not_trusted() {
+        const LEN: usize = 4 * 4096;
+        let map = || {
+            // SAFETY: a fresh private anonymous mapping, used through raw
+            // pointers only.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), LEN, 3, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+            assert_ne!(p, libc::MAP_FAILED);
+            // SAFETY: inside the mapping just made.
+            unsafe { p.cast::<u8>().write_bytes(7, LEN) };
+            p as u64
+        };
+        let (a, b, c) = (map(), map(), map());
+        let t = own_tracker();
+        // c is another userfaultfd's: ours is refused there (EBUSY).
+        let other = own_tracker();
+        assert_eq!(other.register(&[anon(c, LEN as u64)]), [(c, c + LEN as u64)]);
+        let areas = t.register(&[anon(a, LEN as u64), anon(b, LEN as u64), anon(c, LEN as u64)]);
+        assert_eq!(areas, [(a, a + LEN as u64), (b, b + LEN as u64)]);
+        t.protect(&areas).unwrap();
+        assert_ne!(pme(a) & PM_UFFD_WP, 0);
+        assert_ne!(pme(b) & PM_UFFD_WP, 0);
+        // a moves onto b's place: its pages come unprotected, and
+        // registering there again (the proof) finds an area new to us.
+        // SAFETY: both are our mappings; b's is replaced.
+        let moved = unsafe {
+            libc::mremap(a as *mut _, LEN, LEN, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, b as *mut libc::c_void)
+        };
+        assert_eq!(moved as u64, b);
+        let now = t.register(&[anon(b, LEN as u64)]);
+        assert_eq!(now, [(b, b + LEN as u64)]);
+        let prev = Prev { tracked: now, held: vec![(a, a + LEN as u64), (b, b + LEN as u64)] };
+        assert_eq!(pme(b) & PM_UFFD_WP, 0);
+        assert_eq!(prev.source(b, pme(b)), Source::Here);
+        // SAFETY: unmapping our own mappings.
+        unsafe {
+            libc::munmap(b as *mut _, LEN);
+            libc::munmap(c as *mut _, LEN);
+        }
+    }
+
     #[test]
     fn the_kernel_offers_asynchronous_write_protection() {
         // The machines this runs on do (Linux 6.7 and later); a failure
