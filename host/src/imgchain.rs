@@ -53,7 +53,10 @@ impl Link {
 
     fn from_fd(dir: OwnedFd, path: PathBuf) -> Result<Link> {
         let st = fstat(&dir).with_context(|| format!("stat of {}", path.display()))?;
-        Ok(Link { dir, path, dev: st.st_dev, ino: st.st_ino, uid: st.st_uid })
+        // st_dev and st_ino are narrower on 32-bit arches.
+        #[allow(clippy::useless_conversion)]
+        let (dev, ino) = (u64::from(st.st_dev), u64::from(st.st_ino));
+        Ok(Link { dir, path, dev, ino, uid: st.st_uid })
     }
 
     /// The path of file `name` in this directory, through its open fd.
