@@ -364,3 +364,31 @@ fn a_tree_sharing_pages_copy_on_write_restores_exactly() {
     }
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[test]
+fn the_holder_of_another_pre_dump_is_not_trusted() {
+    let _w = watchdog::start();
+    let work = scratch("other");
+    let out = work.join("out");
+    let mut child = start(&out);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    let first = pre(pid, &work.join("d1"), None);
+    // As if d1 had been made again, by a pre-dump whose holder is gone,
+    // in a directory reusing the first one's inode: the holder's run id
+    // no longer matches the inventory's.
+    let path = work.join("d1/inventory.img");
+    let revenant_images::Image::Inventory(mut inv) = revenant_images::Image::read(&path).unwrap() else { panic!() };
+    assert_eq!(inv[0].dump_criu_run_id.as_ref().map(String::len), Some(32));
+    inv[0].dump_criu_run_id = Some("0".repeat(32));
+    let mut w = revenant_images::Writer::new(revenant_images::Kind::Inventory);
+    w.push(&inv[0]);
+    std::fs::write(&path, w.bytes()).unwrap();
+    dirty_round(pid, &out, 1);
+    let last = final_dump(&mut child, &work.join("d2"), "../d1");
+    assert_eq!(last.pages_in_parent(), 0);
+    // Not told to go: it went with the tree.
+    holder_gone(first.holder);
+    restore_checked(&work.join("d2"), &out, pid, 2);
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -118,7 +118,9 @@ pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped
     frozen.release()?;
     let procs = read?;
     log.line(1, &format!("the tree ran again after {frozen_for:?}"));
-    let (names, runs) = match write(&procs, &dir, prev.as_ref().map(|p| p.target.as_path()), &mut log) {
+    let run_id = track_holder::run_id()?;
+    let parent = prev.as_ref().map(|p| p.target.as_path());
+    let (names, runs) = match write(&procs, &dir, parent, &run_id, &mut log) {
         Ok(w) => w,
         Err(e) => {
             dir.remove_partial();
@@ -136,7 +138,7 @@ pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped
     };
     let pids: Vec<i32> = procs.iter().map(|p| p.pid).collect();
     let trackers: Vec<Tracker> = procs.into_iter().map(|p| p.tracker).collect();
-    let holder = track_holder::start(&name, &trackers).inspect_err(|_| dir.withdraw(&names))?;
+    let holder = track_holder::start(&name, &run_id, &trackers).inspect_err(|_| dir.withdraw(&names))?;
     // A process of ours lingers: said at every log level.
     log.line(
         0,
@@ -208,6 +210,7 @@ fn write(
     procs: &[Frozen1],
     dir: &ImageDir,
     parent: Option<&Path>,
+    run_id: &str,
     log: &mut Log,
 ) -> Result<(Vec<String>, Vec<Vec<Run>>)> {
     let mut names = Vec::new();
@@ -261,6 +264,8 @@ fn write(
         // tells a reused PID.
         dump_uptime: Some(boot.tv_sec() as u64 * 1_000_000 + boot.tv_nsec() as u64 / 1000),
         pre_dump_mode: Some(PRE_DUMP_READ),
+        // What the holder says too: the next link checks both agree.
+        dump_criu_run_id: Some(run_id.to_string()),
         ..Default::default()
     };
     names.push(put("inventory.img".into(), Writer::new(Kind::Inventory).push(&inventory))?);

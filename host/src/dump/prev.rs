@@ -43,14 +43,33 @@ impl PrevLink {
                 dir.path().display()
             )
         })?;
-        if !link.file("inventory.img").exists() {
-            bail!("--prev-images-dir {}: {} holds no inventory.img", target.display(), link.path.display());
-        }
+        let inventory = format!("{}/inventory.img", link.path.display());
+        let Image::Inventory(inv) = Image::read(&link.file("inventory.img"))
+            .with_context(|| format!("--prev-images-dir {}: reading {inventory}", target.display()))?
+        else {
+            bail!("{inventory}: not an inventory image");
+        };
+        let run_id = inv.first().and_then(|i| i.dump_criu_run_id.clone());
         let name = track_holder::name(link.dev, link.ino);
-        let taken = track_holder::take(&name)?;
-        match &taken {
-            Some(t) => log.line(1, &format!("took the write tracking of {} processes from @{name}", t.trackers.len())),
-            None => log.line(
+        let mut taken = track_holder::take(&name)?;
+        let mismatched = taken.take_if(|t| Some(&t.run_id) != run_id.as_ref());
+        match (&taken, mismatched) {
+            (Some(t), _) => {
+                log.line(1, &format!("took the write tracking of {} processes from @{name}", t.trackers.len()))
+            }
+            // A holder of an earlier pre-dump whose directory's inode this
+            // one reuses: its tracking says nothing about these images.
+            // Left to serve (or to exit with its tree).
+            (None, Some(t)) => log.line(
+                0,
+                &format!(
+                    "warning: the holder at @{name} tracks pre-dump {}, but {inventory} is of {}: every page is \
+                     dumped in full",
+                    t.run_id,
+                    run_id.as_deref().unwrap_or("no pre-dump")
+                ),
+            ),
+            (None, None) => log.line(
                 0,
                 &format!(
                     "warning: no holder of the write tracking answers at @{name} (killed, or its processes are gone): \

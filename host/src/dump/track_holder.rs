@@ -14,8 +14,11 @@
 //!   tracking has nothing left to say, and the holder exits. So a chain
 //!   that never gets its final dump leaves nothing behind once the tree
 //!   is gone;
-//! - a peer of our own uid (or root) asking `T` (take): it is sent every
-//!   (pid, pidfd, userfaultfd), then the holder waits for `D` (done: the
+//! - a peer of our own uid (or root) asking `T` (take): it is sent the
+//!   pre-dump's run id (also in its `inventory.img`, so that a taker can
+//!   tell the holder belongs to the directory it names, not to an earlier
+//!   one whose inode the directory reuses) and every (pid, pidfd,
+//!   userfaultfd), then the holder waits for `D` (done: the
 //!   next link owns the tracking now) and exits, or for the peer to go
 //!   away without it (its dump failed) and serves the next one;
 //! - `Q` (quit): it exits at once, and the tracking ends with it.
@@ -42,6 +45,20 @@ pub const MAX: usize = 1024;
 /// Processes per message: two fds each, under the kernel's 253 per
 /// `SCM_RIGHTS` message.
 const BATCH: usize = 100;
+/// Bytes of a run id: 16 random bytes in hex.
+pub const RUN_ID: usize = 32;
+/// A message: the total count, the run id, then a batch of PIDs.
+const HEAD: usize = 4 + RUN_ID;
+
+/// A new run id for a pre-dump: its holder and its inventory carry it.
+pub fn run_id() -> Result<String> {
+    let mut b = [0u8; RUN_ID / 2];
+    // SAFETY: the kernel writes at most `b.len()` bytes.
+    if unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) } != b.len() as isize {
+        return Err(std::io::Error::last_os_error()).context("getrandom for a pre-dump's run id");
+    }
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
 
 /// The holder's address for the image directory with `dev` and `ino`.
 pub fn name(dev: u64, ino: u64) -> String {
@@ -106,10 +123,11 @@ fn recv_byte(s: RawFd) -> Option<u8> {
     }
 }
 
-/// Starts a holder of `trackers` at `name`; a holder of an earlier
-/// pre-dump into the same directory is told to quit first. Returns the
-/// holder's PID.
-pub fn start(name: &str, trackers: &[Tracker]) -> Result<u32> {
+/// Starts a holder of `trackers` for the pre-dump `run_id` at `name`; a
+/// holder of an earlier pre-dump into the same directory is told to quit
+/// first. Returns the holder's PID.
+pub fn start(name: &str, run_id: &str, trackers: &[Tracker]) -> Result<u32> {
+    let id: [u8; RUN_ID] = run_id.as_bytes().try_into().context("a run id of the wrong length")?;
     if trackers.len() > MAX {
         bail!("{} processes to track: one holder tracks at most {MAX}", trackers.len());
     }
@@ -174,7 +192,7 @@ pub fn start(name: &str, trackers: &[Tracker]) -> Result<u32> {
             }
             crate::files::tcp_keeper::close_all_but(&keep, 1 << 20);
             libc::close(null.as_raw_fd());
-            hold(lis, &pids[..n], &fds[..2 * n]);
+            hold(lis, &id, &pids[..n], &fds[..2 * n]);
         }
     }
     drop(wr);
@@ -192,7 +210,7 @@ pub fn start(name: &str, trackers: &[Tracker]) -> Result<u32> {
 ///
 /// # Safety
 /// Only in the forked holder: the fds are its own.
-unsafe fn hold(listener: RawFd, pids: &[i32], fds: &[RawFd]) -> ! {
+unsafe fn hold(listener: RawFd, id: &[u8; RUN_ID], pids: &[i32], fds: &[RawFd]) -> ! {
     // SAFETY: system calls on the holder's own fds and stack buffers.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"revenant-track".as_ptr());
@@ -249,7 +267,7 @@ unsafe fn hold(listener: RawFd, pids: &[i32], fds: &[RawFd]) -> ! {
                 && (cred.uid == 0 || cred.uid == libc::geteuid());
             match if ok { recv_byte(c) } else { None } {
                 Some(QUIT) => libc::_exit(0),
-                Some(TAKE) if send_all(c, pids, fds) && recv_byte(c) == Some(DONE) => libc::_exit(0),
+                Some(TAKE) if send_all(c, id, pids, fds) && recv_byte(c) == Some(DONE) => libc::_exit(0),
                 _ => {}
             }
             libc::close(c);
@@ -258,19 +276,20 @@ unsafe fn hold(listener: RawFd, pids: &[i32], fds: &[RawFd]) -> ! {
 }
 
 /// Sends every process in batches: each message holds the total count,
-/// then its batch's PIDs, with their (pidfd, userfaultfd) pairs in flight.
-/// System calls only (it runs in the holder).
-fn send_all(c: RawFd, pids: &[i32], fds: &[RawFd]) -> bool {
+/// the run id, then its batch's PIDs, with their (pidfd, userfaultfd)
+/// pairs in flight. System calls only (it runs in the holder).
+fn send_all(c: RawFd, id: &[u8; RUN_ID], pids: &[i32], fds: &[RawFd]) -> bool {
     let total = (pids.len() as u32).to_ne_bytes();
-    let mut msg = [0u8; 4 + 4 * BATCH];
+    let mut msg = [0u8; HEAD + 4 * BATCH];
     let mut at = 0;
     loop {
         let batch = (pids.len() - at).min(BATCH);
         msg[..4].copy_from_slice(&total);
+        msg[4..HEAD].copy_from_slice(id);
         for (i, pid) in pids[at..at + batch].iter().enumerate() {
-            msg[4 + 4 * i..8 + 4 * i].copy_from_slice(&pid.to_ne_bytes());
+            msg[HEAD + 4 * i..HEAD + 4 + 4 * i].copy_from_slice(&pid.to_ne_bytes());
         }
-        let len = 4 + 4 * batch;
+        let len = HEAD + 4 * batch;
         if crate::files::unixsk::send_one(c, &msg[..len], None, &fds[2 * at..2 * (at + batch)]) != len as isize {
             return false;
         }
@@ -285,6 +304,8 @@ fn send_all(c: RawFd, pids: &[i32], fds: &[RawFd]) -> bool {
 #[derive(Debug)]
 pub struct Taken {
     conn: OwnedFd,
+    /// The run id of the pre-dump whose tracking this is.
+    pub run_id: String,
     pub trackers: Vec<Tracker>,
 }
 
@@ -317,8 +338,9 @@ pub fn take(name: &str) -> Result<Option<Taken>> {
         return Ok(None);
     }
     let mut trackers = Vec::new();
+    let mut run_id = String::new();
     loop {
-        let mut buf = [0u8; 4 + 4 * BATCH];
+        let mut buf = [0u8; HEAD + 4 * BATCH];
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         let mut ctl = [0u64; 256];
         // SAFETY: an msghdr over our buffers.
@@ -332,19 +354,22 @@ pub fn take(name: &str) -> Result<Option<Taken>> {
         if got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
-        if got < 4 || (got - 4) % 4 != 0 {
+        if got < HEAD as isize || (got as usize - HEAD) % 4 != 0 {
             bail!("the write tracking's holder at @{name} went away while handing over its processes");
         }
         // SAFETY: just filled by recvmsg.
         let fds = unsafe { crate::files::unixsk::rights(&msg) };
         let total = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-        let batch = (got as usize - 4) / 4;
+        if run_id.is_empty() {
+            run_id = String::from_utf8_lossy(&buf[4..HEAD]).into_owned();
+        }
+        let batch = (got as usize - HEAD) / 4;
         if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != 2 * batch {
             bail!("the write tracking's holder at @{name} sent {} descriptors for {batch} processes", fds.len());
         }
         let mut fds = fds.into_iter();
         for i in 0..batch {
-            let pid = i32::from_ne_bytes(buf[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes"));
+            let pid = i32::from_ne_bytes(buf[HEAD + 4 * i..HEAD + 4 + 4 * i].try_into().expect("4 bytes"));
             let (pidfd, uffd) = (fds.next().expect("counted"), fds.next().expect("counted"));
             trackers.push(Tracker { pid, pidfd, uffd, inherited: true });
         }
@@ -352,7 +377,7 @@ pub fn take(name: &str) -> Result<Option<Taken>> {
             break;
         }
     }
-    Ok(Some(Taken { conn, trackers }))
+    Ok(Some(Taken { conn, run_id, trackers }))
 }
 
 /// Tells the holder at `name`, if any, to quit; returns whether one
