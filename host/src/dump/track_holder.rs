@@ -354,7 +354,7 @@ pub fn take(name: &str) -> Result<Option<Taken>> {
         if got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
-        if got < HEAD as isize || (got as usize - HEAD) % 4 != 0 {
+        if got < HEAD as isize || !(got as usize - HEAD).is_multiple_of(4) {
             bail!("the write tracking's holder at @{name} went away while handing over its processes");
         }
         // SAFETY: just filled by recvmsg.
