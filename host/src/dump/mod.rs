@@ -340,8 +340,16 @@ fn process(
 /// its memory policy), with the vDSO marked where smaps cannot be trusted
 /// to name it.
 pub(super) fn memory_areas(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
-    let smaps = procfs::read_string(pid, "smaps")?;
     check_mempolicy(pid)?;
+    memory_areas_as_they_are(pid, names_reliable)
+}
+
+/// [`memory_areas`] without the memory policy check, for a pre-dump: it
+/// keeps pages only, the final dump refuses what it must, and
+/// `numa_maps` counts every page of a large process while it stands
+/// still.
+pub(super) fn memory_areas_as_they_are(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
+    let smaps = procfs::read_string(pid, "smaps")?;
     let mut vmas = maps::parse_smaps(&smaps, pid)?;
     for v in &vmas {
         maps::check_supported(v, pid)?;
