@@ -336,19 +336,10 @@ fn process(
     })
 }
 
-/// The process's memory areas, refused early if dump cannot keep one (or
-/// its memory policy), with the vDSO marked where smaps cannot be trusted
-/// to name it.
+/// The process's memory areas, refused early if dump cannot keep one,
+/// with the vDSO marked where smaps cannot be trusted to name it. (Their
+/// memory policy is checked with the task state: `task::process_state`.)
 pub(super) fn memory_areas(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
-    check_mempolicy(pid)?;
-    memory_areas_as_they_are(pid, names_reliable)
-}
-
-/// [`memory_areas`] without the memory policy check, for a pre-dump: it
-/// keeps pages only, the final dump refuses what it must, and
-/// `numa_maps` counts every page of a large process while it stands
-/// still.
-pub(super) fn memory_areas_as_they_are(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
     let smaps = procfs::read_string(pid, "smaps")?;
     let mut vmas = maps::parse_smaps(&smaps, pid)?;
     for v in &vmas {
@@ -374,7 +365,7 @@ fn task_state(
     if let inject::Trampoline::Bare { .. } = tramp {
         log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
     }
-    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?)?;
+    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?, vmas)?;
     let mut threads: Vec<model::Thread> = Vec::new();
     for &tid in &fp.threads {
         threads.push(task::thread_state(pid, tid, tramp)?);
@@ -648,19 +639,6 @@ pub(super) fn check_namespaces(pid: i32) -> Result<()> {
         if theirs != ours {
             bail!("process {pid} is in another {ns} namespace than revenant: dumping namespaces is not supported yet");
         }
-    }
-    Ok(())
-}
-
-/// Refuses NUMA memory policies (`set_mempolicy`, `mbind`), which a
-/// restore does not set yet: `numa_maps` shows each area's effective one,
-/// the task's where the area has none. Kernels without NUMA have no file.
-fn check_mempolicy(pid: i32) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(procfs::path(pid, "numa_maps")) else { return Ok(()) };
-    if let Some(line) = text.lines().find(|l| l.split_whitespace().nth(1).is_some_and(|p| p != "default")) {
-        let mut f = line.split_whitespace();
-        let (addr, policy) = (f.next().unwrap_or("?"), f.next().unwrap_or("?"));
-        bail!("process {pid}: memory at {addr} follows the NUMA policy {policy}, which dump does not support yet");
     }
     Ok(())
 }

@@ -169,7 +169,7 @@ fn read_frozen(frozen: &Frozen, host: &HostFacts, prev: Option<&mut PrevLink>, l
     let mut areas = Vec::new();
     for fp in &frozen.procs {
         super::check_namespaces(fp.pid)?;
-        let vmas = super::memory_areas_as_they_are(fp.pid, host.names_reliable)?;
+        let vmas = super::memory_areas(fp.pid, host.names_reliable)?;
         since.push((fp.pid, prev.as_deref().map(|p| p.prev_for(fp.pid, &vmas)).transpose()?.flatten()));
         areas.push(vmas);
     }
