@@ -73,6 +73,8 @@ fn main() {
     assert_eq!(entry, blob.entry, "ELF entry and blob_entry disagree");
 
     fs::write(out.join("blob.bin"), &blob.image).expect("write blob.bin");
+    // For debuggers: symbols and line tables at the image's own offsets.
+    fs::write(out.join("blob.elf"), &elf).expect("write blob.elf");
     fs::write(out.join("blob_meta.rs"), meta(&blob)).expect("write blob_meta.rs");
 }
 
@@ -87,5 +89,7 @@ fn meta(blob: &revenant_linker::FlatBlob) -> String {
     let _ = writeln!(s, "pub const RELOC_TYPES: &[(&str, usize)] = &{:?};", blob.reloc_types);
     let syms: Vec<(&str, u64)> = blob.symbols.iter().map(|s| (s.name.as_str(), s.offset)).collect();
     let _ = writeln!(s, "pub const SYMBOLS: &[(&str, u64)] = &{syms:?};");
+    let funcs: Vec<(&str, u64, u64)> = blob.functions.iter().map(|f| (f.name.as_str(), f.offset, f.size)).collect();
+    let _ = writeln!(s, "pub const FUNCTIONS: &[(&str, u64, u64)] = &{funcs:?};");
     s
 }

@@ -8,6 +8,7 @@ pub struct Errno(u16);
 impl Errno {
     pub const EPERM: Self = Self(errno::EPERM as u16);
     pub const ENOENT: Self = Self(errno::ENOENT as u16);
+    pub const ESRCH: Self = Self(errno::ESRCH as u16);
     pub const EINTR: Self = Self(errno::EINTR as u16);
     pub const EBADF: Self = Self(errno::EBADF as u16);
     pub const EAGAIN: Self = Self(errno::EAGAIN as u16);

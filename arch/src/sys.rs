@@ -77,6 +77,39 @@ pub fn userfaultfd(flags: u32) -> Result<i32, Errno> {
     check(unsafe { syscall1(g::__NR_userfaultfd, c_uint(flags)) }).map(|fd| fd as i32)
 }
 
+/// `sendmsg(2)` of `data` with one descriptor, `fd`, in `SCM_RIGHTS`.
+pub fn send_fd(sock: i32, data: &[u8], fd: i32) -> Result<usize, Errno> {
+    use linux_raw_sys::net;
+    /// `CMSG_SPACE(sizeof(int))`: the header, then the int, padded to a
+    /// native word, which `repr(C)` does by itself.
+    #[repr(C)]
+    struct Control {
+        hdr: net::cmsghdr,
+        fd: i32,
+    }
+    let control = Control {
+        hdr: net::cmsghdr {
+            cmsg_len: core::mem::offset_of!(Control, fd) + size_of::<i32>(),
+            cmsg_level: net::SOL_SOCKET as i32,
+            cmsg_type: net::SCM_RIGHTS as i32,
+        },
+        fd,
+    };
+    let mut iov = g::iovec { iov_base: data.as_ptr().cast_mut().cast(), iov_len: data.len() as _ };
+    let msg = net::msghdr {
+        msg_name: core::ptr::null_mut(),
+        msg_namelen: 0,
+        msg_iov: (&raw mut iov).cast(),
+        msg_iovlen: 1,
+        msg_control: (&raw const control).cast_mut().cast(),
+        msg_controllen: size_of::<Control>(),
+        msg_flags: 0,
+    };
+    // SAFETY: the kernel only reads the header, the iovec, `data` and the
+    // control block, all live on this frame for the call.
+    check(unsafe { syscall3(g::__NR_sendmsg, c_int(sock), by_ref(&msg), c_uint(net::MSG_NOSIGNAL)) })
+}
+
 /// `ioctl(2)` on a struct `request` reads and writes.
 ///
 /// # Safety

@@ -9,7 +9,10 @@
 //! - `kill:N`: revenant kills itself with SIGKILL at step N, as a user's
 //!   `kill -9` or the OOM killer would;
 //! - `sigstop:N:PID`: step N sends SIGSTOP to process PID, as a user's
-//!   `kill -STOP` at the worst moment would.
+//!   `kill -STOP` at the worst moment would;
+//! - `bad-frame`: a restore hands each blob a first thread's signal frame
+//!   pointer to nothing, so the final `rt_sigreturn` faults inside the
+//!   blob (how the report of a blob's crash is tested).
 //!
 //! Unset, a step costs one load of a cached value.
 
@@ -107,6 +110,7 @@ enum Mode {
     Error(u32),
     Kill(u32),
     Stop(u32, i32),
+    BadFrame,
 }
 
 fn mode() -> Mode {
@@ -116,6 +120,7 @@ fn mode() -> Mode {
         let n = |s: &str| s.parse::<u32>().ok();
         match v.split_once(':') {
             None if v == "list" => Mode::List,
+            None if v == "bad-frame" => Mode::BadFrame,
             Some(("error", at)) => n(at).map_or(Mode::Off, Mode::Error),
             Some(("kill", at)) => n(at).map_or(Mode::Off, Mode::Kill),
             Some(("sigstop", rest)) => match rest.split_once(':') {
@@ -128,6 +133,11 @@ fn mode() -> Mode {
             _ => Mode::Off,
         }
     })
+}
+
+/// Whether the blob is to get a bad signal frame (`bad-frame`).
+pub fn bad_frame() -> bool {
+    mode() == Mode::BadFrame
 }
 
 /// Whether this thread's [`Deadline`] has passed.

@@ -14,6 +14,7 @@ pub mod files;
 pub mod imgchain;
 pub mod imgdir;
 pub mod kerndat;
+pub mod lazy;
 pub mod maps;
 pub mod procfs;
 pub mod reap;

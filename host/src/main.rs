@@ -29,6 +29,17 @@ enum Cmd {
     /// The counter `demo` checkpoints (not for direct use).
     #[command(hide = true)]
     DemoChild { out: PathBuf },
+    /// The page server of `restore --lazy` (started by it, not for direct
+    /// use): serves the pages on the socket at descriptor FD.
+    #[command(hide = true)]
+    LazyPages {
+        #[arg(long)]
+        fd: i32,
+        /// Serve faults only (for tests: pages then stay missing until
+        /// touched).
+        #[arg(long)]
+        no_background: bool,
+    },
     /// Probe what this kernel lets revenant do (cached per boot).
     Check {
         /// Print the probes as JSON.
@@ -191,6 +202,31 @@ enum Cmd {
         /// lock, or built again in repair mode) instead of refusing them.
         #[arg(long)]
         tcp_established: bool,
+        /// Return before the memory is in: private anonymous pages arrive
+        /// when first touched and in the background, from a page server
+        /// process that exits once all are in (its PID is in the log). If
+        /// it dies before that, the restored processes are killed.
+        #[arg(long)]
+        lazy: bool,
+        /// Keep watching the restored programs for MS milliseconds while
+        /// they run, still traced: one that dies meanwhile (a bad
+        /// instruction pointer, a CPU feature it lacks) fails the restore
+        /// with its first fault explained. Off by default.
+        #[arg(long, value_name = "MS")]
+        watch: Option<u64>,
+        /// Leave a process stopped for a debugger, detached: at
+        /// `blob-entry` (the restorer blob's first instruction),
+        /// `before-sigreturn` (the blob's last stop, the program in place)
+        /// or `after-restore`. The restore prints how to attach.
+        #[arg(long, value_name = "POINT", value_parser = ["blob-entry", "before-sigreturn", "after-restore"])]
+        stop_at: Option<String>,
+        /// With --stop-at: the process to stop (default: the root).
+        #[arg(long, value_name = "PID", requires = "stop_at")]
+        stop_pid: Option<i32>,
+        /// With --lazy: serve only touched pages, copy nothing in the
+        /// background (for tests).
+        #[arg(long, hide = true, requires = "lazy")]
+        lazy_no_background: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -200,6 +236,13 @@ enum Cmd {
         /// keyed by file name).
         #[arg(long)]
         json: bool,
+        /// Compare checkpoint PATH with LATER, one of the same tree:
+        /// processes, threads and their state, areas, pages, descriptors.
+        #[arg(long, requires = "later", conflicts_with = "json")]
+        diff: bool,
+        /// With --diff: the later checkpoint.
+        #[arg(requires = "diff")]
+        later: Option<PathBuf>,
     },
     /// Inspect or export the restorer blob built into this binary.
     Blob {
@@ -389,6 +432,11 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             shm_new_ids,
             clamp_limits,
             tcp_established,
+            lazy,
+            lazy_no_background,
+            watch,
+            stop_at,
+            stop_pid,
         } => {
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
@@ -407,6 +455,17 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     at_dump: false,
                 },
                 detach,
+                lazy: lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background }),
+                watch: watch.map(std::time::Duration::from_millis),
+                stop_at: stop_at.map(|s| {
+                    use revenant::restore::StopPoint;
+                    let point = match s.as_str() {
+                        "blob-entry" => StopPoint::BlobEntry,
+                        "before-sigreturn" => StopPoint::BeforeSigreturn,
+                        _ => StopPoint::AfterRestore,
+                    };
+                    revenant::restore::StopAt { point, pid: stop_pid }
+                }),
                 pidfile,
                 log_file: log_out.clone(),
                 notes,
@@ -414,8 +473,14 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             let code = revenant::restore::run(&dir, &opts)?;
             std::process::exit(code)
         }
-        Cmd::Show { path, json } => {
-            print!("{}", revenant_images::show(&path, json)?);
+        Cmd::LazyPages { fd, no_background } => {
+            revenant::lazy::serve(fd, revenant::lazy::Mode { background: !no_background })
+        }
+        Cmd::Show { path, json, diff: _, later } => {
+            match later {
+                Some(later) => print!("{}", revenant_images::diff(&path, &later)?),
+                None => print!("{}", revenant_images::show(&path, json)?),
+            }
             Ok(())
         }
         Cmd::Blob { command: BlobCmd::Info { json } } => {

@@ -2,7 +2,7 @@ use object::elf;
 use object::read::elf::{Dyn, FileHeader, ProgramHeader, Rel, Rela, SectionHeader, Sym, SymbolTable};
 use object::{Endianness, pod};
 
-use crate::{FlatBlob, LinkError, Machine, Symbol, reloc_name};
+use crate::{FlatBlob, Function, LinkError, Machine, Symbol, reloc_name};
 
 /// A blob bigger than this is a build gone wrong, and refusing it keeps a
 /// hostile `p_memsz` from making us allocate gigabytes.
@@ -71,6 +71,7 @@ fn flatten_elf<H: FileHeader<Endian = Endianness>>(data: &[u8], machine: Machine
     let mut symbols = exported_symbols::<H>(exported, e);
     symbols.sort_by(|a, b| a.name.cmp(&b.name));
     symbols.dedup_by(|a, b| a.name == b.name);
+    let functions = functions::<H>(&symtab, e);
 
     Ok(FlatBlob {
         machine,
@@ -79,6 +80,7 @@ fn flatten_elf<H: FileHeader<Endian = Endianness>>(data: &[u8], machine: Machine
         data_start,
         entry: header.e_entry(e).into(),
         symbols,
+        functions,
         relocs,
         reloc_types: counts,
     })
@@ -157,6 +159,46 @@ fn exported_symbols<H: FileHeader<Endian = Endianness>>(table: &SymbolTable<'_, 
             (!name.is_empty()).then(|| Symbol { name, offset: s.st_value(e).into() })
         })
         .collect()
+}
+
+/// Every function of the symbol table with its size, local ones too,
+/// sorted by offset, with Rust's legacy mangling undone: what a fault's
+/// address is named by.
+fn functions<H: FileHeader<Endian = Endianness>>(table: &SymbolTable<'_, H>, e: Endianness) -> Vec<Function> {
+    let mut out: Vec<Function> = table
+        .iter()
+        .filter(|s| s.st_shndx(e) != elf::SHN_UNDEF && s.st_type() == elf::STT_FUNC && s.st_size(e).into() > 0)
+        .map(|s| Function {
+            name: demangle(&sym_name(table, e, s)),
+            offset: s.st_value(e).into(),
+            size: s.st_size(e).into(),
+        })
+        .collect();
+    out.sort_by_key(|f| f.offset);
+    out
+}
+
+/// `_ZN` + length-prefixed parts + `17h<hash>E` (Rust's legacy scheme) as
+/// `a::b::c`, with the common escapes undone; other names as they are.
+pub fn demangle(name: &str) -> String {
+    let Some(mut rest) = name.strip_prefix("_ZN") else { return name.to_string() };
+    let mut parts = vec![];
+    while let Some(end) = rest.find(|c: char| !c.is_ascii_digit()).filter(|&i| i > 0) {
+        let Ok(len) = rest[..end].parse::<usize>() else { break };
+        let Some(part) = rest.get(end..end + len) else { return name.to_string() };
+        rest = &rest[end + len..];
+        let is_hash = part.len() == 17 && part.starts_with('h') && part[1..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hash {
+            parts.push(part.to_string());
+        }
+    }
+    if rest != "E" || parts.is_empty() {
+        return name.to_string();
+    }
+    let joined = parts.join("::");
+    let escapes =
+        [("$LT$", "<"), ("$GT$", ">"), ("$u20$", " "), ("$C$", ","), ("$RF$", "&"), ("$BP$", "*"), ("..", "::")];
+    escapes.iter().fold(joined, |s, (from, to)| s.replace(from, to))
 }
 
 /// One relocation table named by the dynamic section.
@@ -288,4 +330,24 @@ impl<H: FileHeader<Endian = Endianness>> Relocator<'_, '_, H> {
 
 fn sym_name<H: FileHeader<Endian = Endianness>>(table: &SymbolTable<'_, H>, e: Endianness, sym: &H::Sym) -> String {
     table.symbol_name(e, sym).map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_else(|_| "?".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::demangle;
+
+    #[test]
+    fn legacy_rust_names_lose_their_hash_and_escapes() {
+        assert_eq!(
+            demangle("_ZN17revenant_restorer7restore3run17h084629cdaa579032E"),
+            "revenant_restorer::restore::run"
+        );
+        assert_eq!(
+            demangle("_ZN4core4iter8adapters7flatten17and_then_or_clear17h99ef28d499ca9eb2E"),
+            "core::iter::adapters::flatten::and_then_or_clear"
+        );
+        assert_eq!(demangle("_ZN9$LT$T$GT$3foo17h0123456789abcdefE"), "<T>::foo");
+        assert_eq!(demangle("memcpy"), "memcpy");
+        assert_eq!(demangle("_ZN3abc"), "_ZN3abc", "cut short: kept as it is");
+    }
 }

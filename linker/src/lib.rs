@@ -16,7 +16,7 @@ mod flatten;
 mod reloc_names;
 
 pub use error::LinkError;
-pub use flatten::flatten;
+pub use flatten::{demangle, flatten};
 pub use reloc_names::reloc_name;
 
 /// The machines whose blobs we can flatten.
@@ -76,6 +76,14 @@ pub struct Symbol {
     pub offset: u64,
 }
 
+/// A function of the blob: where it starts and how long it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Function {
+    pub name: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
 /// The flattened blob.
 #[derive(Clone, Debug)]
 pub struct FlatBlob {
@@ -91,6 +99,9 @@ pub struct FlatBlob {
     pub entry: u64,
     /// Global symbols the blob defines, sorted by name.
     pub symbols: Vec<Symbol>,
+    /// Every function (local ones too) with its size, sorted by offset;
+    /// empty for a stripped ELF.
+    pub functions: Vec<Function>,
     /// Offsets of words that need the load base added, sorted. Each word
     /// already holds its addend relative to the image start.
     pub relocs: Vec<u32>,

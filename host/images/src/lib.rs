@@ -7,7 +7,8 @@
 //! for byte, including fields we do not define; what we write CRIU reads.
 //!
 //! Entry points:
-//! - [`show`]: what `revenant show PATH [--json]` prints.
+//! - [`show`]: what `revenant show PATH [--json]` prints; [`diff`]: what
+//!   `revenant show --diff DIR1 DIR2` prints.
 //! - [`ImageSet::load`] / [`ImageSet::validate`] / [`ImageSet::write`]: a
 //!   whole checkpoint.
 //! - [`Image`]: one image file, typed ([`Image::read`], [`Image::write`],
@@ -19,6 +20,7 @@
 //! The decoder is fuzzed by `fuzz/fuzz_targets/decode.rs` at the top of the
 //! repository; see host/images/README.md for how to run it.
 
+mod diff;
 pub mod file;
 pub mod framing;
 pub mod image;
@@ -30,6 +32,7 @@ mod set;
 mod show;
 mod validate;
 
+pub use diff::diff;
 pub use framing::{Reader, Writer};
 pub use image::Image;
 pub use magic::Kind;

@@ -63,7 +63,7 @@ pub fn export(dir: &Path) -> Result<()> {
     let b = &EMBEDDED;
     let relocs: Vec<u8> = b.relocs.iter().flat_map(|r| r.to_le_bytes()).collect();
     let header = super::header();
-    let files: [(&str, &[u8], &str); 4] = [
+    let files: [(&str, &[u8], &str); 5] = [
         ("blob.bin", b.image, "the flat image; load it at a page-aligned base, followed by bss_size zero bytes"),
         (
             "relocs.bin",
@@ -74,6 +74,11 @@ pub fn export(dir: &Path) -> Result<()> {
             "revenant_blob.h",
             header.as_bytes(),
             "the ABI for C: every struct with each field's meaning and static asserts on size, alignment and offsets, the constants, the exit codes, this blob's facts, the entry's stack rule and the signal frame's layout",
+        ),
+        (
+            "blob.elf",
+            b.elf,
+            "the ELF blob.bin was flattened from, with symbols and line tables: in gdb, `add-symbol-file blob.elf -o BASE` where BASE is the load base",
         ),
         (
             "blob_loader.c",

@@ -12,7 +12,7 @@ use revenant_arch::PAGE_SIZE;
 use revenant_blob_abi::{
     Command, Header, Iovec, LogLevel, PageRead, RESTORE_DUMPABLE, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE,
     RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK,
-    Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Thread, VMA_FILL, VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use super::cow::Slot;
@@ -32,6 +32,8 @@ const ZONE: usize = THREAD_STACK as usize + FRAME_ROOM;
 pub struct ServiceFds {
     pub log: i32,
     pub sync: i32,
+    /// The page server's socket, -1 unless the restore is lazy.
+    pub lazy: i32,
     pub pages: i32,
     pub exe: i32,
     /// One per file-backed VMA, in VMA order (-1 for others).
@@ -52,6 +54,15 @@ pub struct Bootstrap {
     pub unmap_len: u64,
     /// What was decided about the vDSO.
     pub vdso: String,
+    /// The lazy areas and the pages they get from the page server.
+    pub lazy: LazyPart,
+}
+
+/// What a lazy restore leaves to the page server for one process.
+#[derive(Debug, Default)]
+pub struct LazyPart {
+    pub pages: Vec<crate::lazy::Range>,
+    pub areas: Vec<(u64, u64)>,
 }
 
 impl Drop for Bootstrap {
@@ -63,6 +74,17 @@ impl Drop for Bootstrap {
 
 fn page(n: usize) -> usize {
     n.next_multiple_of(PAGE_SIZE)
+}
+
+/// How the blob is to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Modes {
+    /// Trap before `rt_sigreturn` for a tracing host.
+    pub trap: bool,
+    /// Private anonymous areas go to the page server.
+    pub lazy: bool,
+    /// The blob logs to its pipe.
+    pub log: bool,
 }
 
 /// How a process's memory is premapped (see `cow.rs`): the tree's region
@@ -79,11 +101,12 @@ pub struct Premapped<'a> {
 pub fn build(
     p: &ProcessPlan,
     fds: &ServiceFds,
-    trap: bool,
+    modes: Modes,
     creds: &CredsPlan,
     fill_helper_tid: u32,
     premap: Premapped<'_>,
 ) -> Result<Bootstrap> {
+    let Modes { trap, lazy, log } = modes;
     let maps = crate::maps::own_maps()?;
     let runtime = crate::maps::runtime_vdso(&maps);
     let park_len: u64 = runtime.iter().map(|m| m.end - m.start).sum();
@@ -96,14 +119,15 @@ pub fn build(
     let frames_len = page(ZONE * p.threads.len());
     // The argument block's size depends on the addresses inside it only by
     // value, so build it once at a dummy address to learn its length.
-    let args_len = page(block(p, fds, &Placement::dummy(trap, premap), &[], &vd, creds)?.as_bytes().len());
+    let args_len = page(block(p, fds, &Placement::dummy(trap, premap, lazy, log), &[], &vd, creds)?.0.as_bytes().len());
     let len = (blob_len + STACK + frames_len + args_len) as u64 + park_len;
 
     let dumped: Vec<_> = p.vmas.iter().map(|v| (v.start, v.end)).collect();
     let start = map_hole(&dumped, len, 0, "the bootstrap area")?;
     let park = start + (blob_len + STACK + frames_len + args_len) as u64;
     let vd = vdso::plan(p, &runtime, &kd.vdso_symbols, park)?;
-    let area = Bootstrap {
+    let mut area = Bootstrap {
+        lazy: LazyPart::default(),
         start,
         len,
         // A proxied vDSO keeps running from the park, so it stays.
@@ -131,8 +155,9 @@ pub fn build(
         sigframes.push((f.sp, stack_top));
     }
 
-    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid, premap };
-    let args = block(p, fds, &place, &sigframes, &vd, creds)?;
+    let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid, premap, lazy, log };
+    let (args, lazy_part) = block(p, fds, &place, &sigframes, &vd, creds)?;
+    area.lazy = lazy_part;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
 
@@ -189,12 +214,57 @@ struct Placement<'a> {
     mm_map: bool,
     fill_helper_tid: u32,
     premap: Premapped<'a>,
+    /// Whether private anonymous areas go to the page server.
+    lazy: bool,
+    /// Whether the blob logs: not when it is left to a debugger, as nobody
+    /// reads the pipe after us and a write would raise SIGPIPE.
+    log: bool,
 }
 
 impl<'a> Placement<'a> {
-    fn dummy(trap: bool, premap: Premapped<'a>) -> Self {
-        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0, premap }
+    fn dummy(trap: bool, premap: Premapped<'a>, lazy: bool, log: bool) -> Self {
+        Placement { start: 0, len: 0, task_size: 0, trap, mm_map: true, fill_helper_tid: 0, premap, lazy, log }
     }
+}
+
+/// Whether the page server can fill `v`: private anonymous writable
+/// memory the blob maps itself (the heap, stacks, anonymous maps), where
+/// nearly all of a program's memory is. Memory filled before the tree
+/// forks (shared copy-on-write with children), locked or huge pages, and
+/// areas the restore patches are filled as usual.
+fn lazy_ok(v: &super::plan::VmaPlan, patches: &[revenant_blob_abi::Patch]) -> bool {
+    let bad = g::MAP_SHARED | g::MAP_LOCKED | g::MAP_HUGETLB | g::MAP_POPULATE;
+    matches!(v.backing, Backing::Anon)
+        && v.flags & g::MAP_PRIVATE != 0
+        && v.flags & bad == 0
+        && v.prot & g::PROT_WRITE != 0
+        && !patches.iter().any(|x| x.at < v.end && x.at + x.len as u64 > v.start)
+}
+
+/// `runs` cut in two: what the blob reads, and what lies in the `lazy`
+/// areas (sorted, disjoint), for the page server.
+fn split_lazy(runs: &[PageRun], lazy: &[(u64, u64)]) -> (Vec<PageRun>, Vec<crate::lazy::Range>) {
+    let (mut eager, mut later) = (vec![], vec![]);
+    for r in runs {
+        let end = r.addr + r.len;
+        let mut at = r.addr;
+        while at < end {
+            let i = lazy.partition_point(|&(_, e)| e <= at);
+            let (inside, upto) = match lazy.get(i) {
+                Some(&(s, e)) if s <= at => (true, e.min(end)),
+                Some(&(s, _)) => (false, s.min(end)),
+                None => (false, end),
+            };
+            let file_offset = r.file_offset + (at - r.addr);
+            if inside {
+                later.push(crate::lazy::Range { start: at, end: upto, offset: file_offset });
+            } else {
+                eager.push(PageRun { addr: at, len: upto - at, file_offset });
+            }
+            at = upto;
+        }
+    }
+    (eager, later)
 }
 
 /// The argument block for the blob.
@@ -205,7 +275,7 @@ fn block(
     sigframes: &[(u64, u64)],
     vd: &VdsoPlan,
     creds: &CredsPlan,
-) -> Result<crate::blob::ArgBlock> {
+) -> Result<(crate::blob::ArgBlock, LazyPart)> {
     let skip = |v: &super::plan::VmaPlan| match v.backing {
         Backing::Vsyscall => true,
         Backing::Vdso | Backing::Vvar => !vd.proxy,
@@ -247,6 +317,7 @@ fn block(
                 }
                 Backing::SysvShm { id, attach: None } => (vma.fd, vma.how) = (id, VMA_REPROTECT),
                 _ if skip => vma.how = VMA_SKIP,
+                _ if fill && place.lazy && lazy_ok(v, &vd.patches) => vma.how = VMA_LAZY,
                 _ if fill => vma.how = VMA_FILL,
                 _ => {}
             }
@@ -256,6 +327,9 @@ fn block(
     let skipped: Vec<(u64, u64)> = p.vmas.iter().filter(|v| skip(v)).map(|v| (v.start, v.end)).collect();
     let slots: Vec<Option<Slot>> = (0..p.vmas.len()).map(slot).collect();
     let (plain, compare, zero) = super::cow::split(&p.vmas, &p.page_runs, &slots);
+    let lazy_areas: Vec<(u64, u64)> = vmas.iter().filter(|v| v.how & VMA_LAZY != 0).map(|v| (v.start, v.end)).collect();
+    let (plain, lazy_pages) = split_lazy(&plain, &lazy_areas);
+    let lazy = LazyPart { pages: lazy_pages, areas: lazy_areas };
     let mut iovs = vec![];
     let reads = page_reads(&plain, &skipped, &mut iovs);
     let compare_reads = page_reads(&compare, &[], &mut iovs);
@@ -276,7 +350,12 @@ fn block(
         .map(|(i, t)| Thread {
             tid: t.tid as u32,
             rseq_len: t.rseq.map(|r| r.len).unwrap_or(0),
-            sigframe: sigframes.get(i).map(|s| s.0).unwrap_or(0),
+            // A page that is never mapped, when a test asks for a fault.
+            sigframe: if i == 0 && crate::fault::bad_frame() {
+                0x10
+            } else {
+                sigframes.get(i).map(|s| s.0).unwrap_or(0)
+            },
             tls: tls_of(&t.regs),
             gs_base: gs_of(&t.regs),
             clear_tid_addr: t.clear_tid_addr,
@@ -304,6 +383,8 @@ fn block(
                 None => 0,
             },
         fill_helper_tid: place.fill_helper_tid,
+        lazy_fd: if lazy.areas.is_empty() { -1 } else { fds.lazy },
+        reserved: 0,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
         compare_reads: b.push(&compare_reads),
@@ -330,15 +411,16 @@ fn block(
         comm: p.comm,
     };
     let restore = b.push(&[r]);
-    Ok(b.finish(Header {
+    let block = b.finish(Header {
         command: Command::Restore as u32,
         log_level: LogLevel::Info as u32,
-        log_fd: fds.log,
+        log_fd: if place.log { fds.log } else { -1 },
         flags: 0,
         restore,
         status_fd: -1,
         ..Default::default()
-    }))
+    });
+    Ok((block, lazy))
 }
 
 /// Every thread's seccomp steps, and the programs they point into. The

@@ -98,6 +98,9 @@ pub struct ChildPlan {
     /// Inherited pipe ends, and the numbers they move to.
     pub log_fd: (i32, i32),
     pub sync_fd: (i32, i32),
+    /// The page server's socket (lazy restore), inherited and where it
+    /// goes: next to the pipes, below every file.
+    pub lazy_fd: Option<(i32, i32)>,
     /// Free numbers above every fd used; for moving things out of the way.
     pub scratch: i32,
     /// Opened first, at their service numbers (pages, exe, mapped files).
@@ -627,11 +630,15 @@ unsafe fn move_pipes(p: &ChildPlan, log0: &Log) -> Result<Log, Failed> {
     unsafe {
         let t_log = libc::fcntl(p.log_fd.0, libc::F_DUPFD, p.scratch);
         let t_sync = libc::fcntl(p.sync_fd.0, libc::F_DUPFD, p.scratch);
-        if t_log < 0 || t_sync < 0 {
+        let t_lazy = p.lazy_fd.map(|(from, to)| (libc::fcntl(from, libc::F_DUPFD, p.scratch), to));
+        if t_log < 0 || t_sync < 0 || t_lazy.is_some_and(|t| t.0 < 0) {
             return Err(fail(log0, "moving the pipes to scratch numbers", b""));
         }
         libc::dup2(t_log, p.log_fd.1);
         libc::dup2(t_sync, p.sync_fd.1);
+        if let Some((from, to)) = t_lazy {
+            libc::dup2(from, to);
+        }
     }
     Ok(Log::new(p.log_fd.1, LogLevel::Debug as u32))
 }
@@ -644,20 +651,25 @@ unsafe fn move_pipes(p: &ChildPlan, log0: &Log) -> Result<Log, Failed> {
 /// Only in the new task of `p`, after [`move_pipes`] and its children:
 /// closes nearly every fd.
 unsafe fn close_inherited(p: &ChildPlan) {
-    let keep_lo = p.log_fd.1.min(p.sync_fd.1);
-    let keep_hi = p.log_fd.1.max(p.sync_fd.1);
+    // The kept numbers, in order: the pipes and the page server's socket
+    // (fixed numbers next to each other), then the slots.
+    let mut keep = [p.log_fd.1, p.sync_fd.1, p.lazy_fd.map_or(-1, |l| l.1)];
+    keep.sort_unstable();
+    let (slots_lo, slots_hi) = (p.tree_files.base, p.tree_files.end());
+    let mut from = 0;
     // SAFETY: see the function's contract.
     unsafe {
-        if keep_lo > 0 {
-            libc::syscall(libc::SYS_close_range, 0, keep_lo - 1, 0);
+        for k in keep.into_iter().filter(|&k| k >= 0) {
+            if k > from {
+                libc::syscall(libc::SYS_close_range, from, k - 1, 0);
+            }
+            from = k + 1;
         }
-        libc::syscall(libc::SYS_close_range, keep_lo + 1, keep_hi - 1, 0);
-        let (slots_lo, slots_hi) = (p.tree_files.base, p.tree_files.end());
         if slots_hi > slots_lo {
-            libc::syscall(libc::SYS_close_range, keep_hi + 1, slots_lo - 1, 0);
+            libc::syscall(libc::SYS_close_range, from, slots_lo - 1, 0);
             libc::syscall(libc::SYS_close_range, slots_hi, u32::MAX, 0);
         } else {
-            libc::syscall(libc::SYS_close_range, keep_hi + 1, u32::MAX, 0);
+            libc::syscall(libc::SYS_close_range, from, u32::MAX, 0);
         }
     }
 }

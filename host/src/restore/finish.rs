@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 
 use revenant_blob_abi::SigAction;
 
-use super::describe_exit;
+use super::{StopPoint, describe_exit};
 
 /// How the task ended up.
 #[derive(Debug)]
@@ -24,6 +24,9 @@ pub enum Outcome {
     Held(Held),
     /// Died before getting there.
     Failed(String),
+    /// Left stopped for a debugger, detached (`--stop-at`): what to tell
+    /// the user.
+    Left(String),
 }
 
 /// The threads of a task held right after their `rt_sigreturn`.
@@ -43,6 +46,9 @@ enum Step {
     Helper,
     /// The helper after its exit.
     Gone,
+    /// At the blob's last trap, to be left there (`--stop-at
+    /// before-sigreturn`).
+    Left,
 }
 
 #[derive(Debug)]
@@ -57,10 +63,30 @@ struct Thread {
 /// Drives the seized task `leader` and the `threads - 1` threads it creates
 /// through their `rt_sigreturn`, and holds them there. The thread `helper`,
 /// if the blob starts it, runs on until it exits.
-pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome> {
+/// `place` says where an address lies, for a crash's report. With `stop`,
+/// the task is left at that point instead (its blob entry's address
+/// given for [`StopPoint::BlobEntry`]).
+pub fn catch(
+    leader: Pid,
+    threads: usize,
+    helper: Option<Pid>,
+    place: &dyn Fn(u64) -> String,
+    stop: Option<(StopPoint, u64)>,
+) -> Result<Outcome> {
     let mut ts = vec![Thread { tid: leader, step: Step::InBlob, insn: 0, restored: None }];
     let program = |t: &&Thread| !matches!(t.step, Step::Helper | Step::Gone);
     while ts.iter().filter(program).count() < threads || ts.iter().any(|t| !matches!(t.step, Step::Done | Step::Gone)) {
+        if ts.iter().filter(program).count() == threads && ts.iter().filter(program).all(|t| t.step == Step::Left) {
+            let tids: Vec<Pid> = ts.iter().filter(|t| t.step != Step::Gone).map(|t| t.tid).collect();
+            let at = ptrace::getregs(leader).map(|r| ip(&r)).unwrap_or(0);
+            leave_stopped(leader, &tids)?;
+            return Ok(Outcome::Left(format!(
+                "stopped at the blob's trap right before rt_sigreturn ({at:#x}, {}); every thread's program state is \
+                 in place and the bootstrap area still mapped; once continued it returns to the program, whose \
+                 SIGTRAP action is then the default",
+                place(at)
+            )));
+        }
         let mut moved = false;
         for i in 0..ts.len() {
             let tid = ts[i].tid;
@@ -78,6 +104,23 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome
                     ts.push(Thread { tid: new, step, insn: 0, restored: None });
                     ptrace::cont(tid, None)?;
                 }
+                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) if matches!(stop, Some((StopPoint::BlobEntry, entry)) if ip(&ptrace::getregs(tid)?) == entry) =>
+                {
+                    set_breakpoint(tid, None)?;
+                    let r = ptrace::getregs(tid)?;
+                    leave_stopped(leader, &[tid])?;
+                    return Ok(Outcome::Left(format!(
+                        "stopped at the restorer blob's entry ({:#x}), argument block {:#x}, stack {:#x}; nothing \
+                         of the program is in place yet; once continued the blob restores it and returns to it, \
+                         leaving its bootstrap area mapped",
+                        r.rip, r.rdi, r.rsp
+                    )));
+                }
+                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob)
+                    if matches!(stop, Some((StopPoint::BeforeSigreturn, _))) =>
+                {
+                    ts[i].step = Step::Left;
+                }
                 (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) => {
                     ts[i].step = Step::Trapped;
                     ptrace::syscall(tid, None).context("continuing to rt_sigreturn")?;
@@ -88,15 +131,28 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome
                     ptrace::syscall(tid, None).context("finishing rt_sigreturn")?;
                 }
                 (WaitStatus::PtraceSyscall(_), Step::InSigreturn) => {
+                    // A frame the kernel could not take leaves a SIGSEGV
+                    // pending instead of the program's registers.
+                    if let Some(sig) = fault_pending(tid) {
+                        let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                        kill(leader);
+                        return Ok(Outcome::Failed(format!(
+                            "the kernel refused thread {tid}'s signal frame: its rt_sigreturn (at {at:#x}, {}) \
+                             raised {sig}",
+                            place(at)
+                        )));
+                    }
                     // Stays stopped until every thread is here.
                     ts[i].restored = Some(ptrace::getregs(tid).context("registers after rt_sigreturn")?);
                     ts[i].step = Step::Done;
                 }
                 (WaitStatus::Stopped(_, sig), _) if sig != Signal::SIGTRAP && sig != Signal::SIGSTOP => {
                     let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                    let what = super::explain::signal(tid, sig);
                     kill(leader);
                     return Ok(Outcome::Failed(format!(
-                        "the restorer blob crashed with {sig} at {at:#x} in thread {tid}"
+                        "thread {tid} got {what} during the restore; its instruction pointer {at:#x} is {}",
+                        place(at)
                     )));
                 }
                 // Its exit, or the kill of a failing blob's exit_group (the
@@ -121,6 +177,62 @@ pub fn catch(leader: Pid, threads: usize, helper: Option<Pid>) -> Result<Outcome
 
     ts.retain(|t| t.step != Step::Gone);
     Ok(Outcome::Held(Held { ts }))
+}
+
+/// Sets (or with `None` clears) an execution breakpoint at `at` in thread
+/// `tid`, which must be in a ptrace stop: debug register 0 and its enable
+/// bit in debug register 7.
+pub fn set_breakpoint(tid: Pid, at: Option<u64>) -> Result<()> {
+    let dr = |n: usize| (std::mem::offset_of!(nix::libc::user, u_debugreg) + 8 * n) as ptrace::AddressType;
+    // SAFETY: PTRACE_POKEUSER writes a word of the stopped tracee's user
+    // area at a debug register's offset; no memory of ours is involved.
+    let poke = |n: usize, v: u64| unsafe {
+        nix::libc::ptrace(nix::libc::PTRACE_POKEUSER, tid.as_raw(), dr(n), v as nix::libc::c_long)
+    };
+    let res = match at {
+        Some(a) => {
+            if poke(0, a) < 0 {
+                -1
+            } else {
+                poke(7, 1)
+            }
+        }
+        None => poke(7, 0),
+    };
+    if res < 0 {
+        bail!("setting a breakpoint in {tid}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Lets the threads `tids` of `leader` (all in ptrace stops) go, stopped:
+/// the leader takes a SIGSTOP first, so no thread runs a single
+/// instruction before the group stop catches it.
+fn leave_stopped(leader: Pid, tids: &[Pid]) -> Result<()> {
+    ptrace::detach(leader, Some(Signal::SIGSTOP)).with_context(|| format!("detaching from {leader}"))?;
+    let stopped = || {
+        std::fs::read_to_string(format!("/proc/{leader}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('T')))
+    };
+    let t = std::time::Instant::now();
+    while !stopped() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    for &t in tids.iter().filter(|&&t| t != leader) {
+        let _ = ptrace::detach(t, None);
+    }
+    Ok(())
+}
+
+/// A synchronous fault signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE) pending
+/// for thread `tid`, from its `/proc` status.
+fn fault_pending(tid: Pid) -> Option<Signal> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let pending = status.lines().find_map(|l| l.strip_prefix("SigPnd:"))?;
+    let bits = u64::from_str_radix(pending.trim(), 16).ok()?;
+    [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGILL, Signal::SIGFPE]
+        .into_iter()
+        .find(|&s| bits & (1 << (s as u64 - 1)) != 0)
 }
 
 /// Keeps `SIGCHLD` blocked in this thread, and in the threads it starts,
@@ -164,7 +276,18 @@ fn wait_for_sigchld() {
 /// `SIG_DFL` (the tracer swallows the signal itself): the program's
 /// handler, or its `SIG_IGN`, is set again here, once no thread traps any
 /// more.
-pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigAction, stop: Option<i32>) -> Result<()> {
+///
+/// With `watch`, the threads run on still traced (see [`watch`]) and
+/// their TIDs are returned; otherwise they are detached.
+pub fn release(
+    leader: Pid,
+    held: Held,
+    (start, len): (u64, u64),
+    sigtrap: &SigAction,
+    stop: Option<i32>,
+    watch: bool,
+    leave: bool,
+) -> Result<Vec<Pid>> {
     // Every thread is past its sigreturn. Run the calls in the first one
     // from the syscall instruction, which is still mapped when the last
     // call starts, then put its registers back.
@@ -206,10 +329,124 @@ pub fn release(leader: Pid, held: Held, start: u64, len: u64, sigtrap: &SigActio
         let sig = Signal::try_from(sig).context("the dumped stop signal")?;
         nix::sys::signal::kill(leader, sig).context("stopping the restored process again")?;
     }
+    let tids: Vec<Pid> = ts.iter().map(|t| t.tid).collect();
+    if leave {
+        leave_stopped(leader, &tids)?;
+        return Ok(vec![]);
+    }
+    // A stopped process is not watched: its stop is what it does first.
+    if watch && stop.is_none() {
+        for t in &ts {
+            ptrace::cont(t.tid, None).with_context(|| format!("letting {} run", t.tid))?;
+        }
+        return Ok(ts.iter().map(|t| t.tid).collect());
+    }
     for t in &ts {
         ptrace::detach(t.tid, None).with_context(|| format!("detaching from {}", t.tid))?;
     }
-    Ok(())
+    Ok(vec![])
+}
+
+/// A restored process that died while watched.
+pub struct Death {
+    pub pid: Pid,
+    /// What killed it, or its exit code.
+    pub how: String,
+    /// The first fault signal it got, put in words.
+    pub first_fault: Option<String>,
+    pub after: std::time::Duration,
+}
+
+/// A process let go still traced: its leader, its threads, and how to say
+/// where an address lies in it.
+pub type Watched<'a> = (Pid, Vec<Pid>, &'a dyn Fn(u64) -> String);
+
+/// Watches processes let go by [`release`] with `watch` (each a leader,
+/// its threads and how to say where an address lies) for `span`: signals
+/// pass on to them as they would without us, new threads are followed,
+/// and a process that dies is reported with the first fault it got. Then
+/// every thread left is detached.
+pub fn watch(procs: Vec<Watched<'_>>, span: std::time::Duration) -> Result<Vec<Death>> {
+    let start = std::time::Instant::now();
+    let mut deaths = vec![];
+    let mut live: Vec<(usize, Pid)> =
+        procs.iter().enumerate().flat_map(|(i, (_, ts, _))| ts.iter().map(move |&t| (i, t))).collect();
+    let mut faults: Vec<Option<String>> = vec![None; procs.len()];
+    while start.elapsed() < span && !live.is_empty() {
+        let mut moved = false;
+        let mut k = 0;
+        while k < live.len() {
+            let (i, tid) = live[k];
+            let status = match waitpid(tid, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+                Ok(s) => s,
+                Err(_) => {
+                    live.swap_remove(k);
+                    continue;
+                }
+            };
+            moved |= status != WaitStatus::StillAlive;
+            match status {
+                WaitStatus::StillAlive => {}
+                WaitStatus::PtraceEvent(_, _, ev) if ev == nix::libc::PTRACE_EVENT_CLONE => {
+                    if let Ok(new) = ptrace::getevent(tid) {
+                        live.push((i, Pid::from_raw(new as i32)));
+                    }
+                    let _ = ptrace::cont(tid, None);
+                }
+                WaitStatus::PtraceEvent(..) | WaitStatus::PtraceSyscall(_) => {
+                    let _ = ptrace::cont(tid, None);
+                }
+                WaitStatus::Stopped(_, sig) => {
+                    let fault = matches!(sig, Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE);
+                    if fault && faults[i].is_none() {
+                        let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                        let what = super::explain::signal(tid, sig);
+                        let place = (procs[i].2)(at);
+                        faults[i] =
+                            Some(format!("thread {tid} got {what}; its instruction pointer {at:#x} is {place}"));
+                    }
+                    // Delivered as it would have been: its handler may
+                    // take it (a JVM's null checks do).
+                    let _ = ptrace::cont(tid, Some(sig));
+                }
+                // Ending by itself is no fault, unless a fault came first.
+                WaitStatus::Exited(_, code) if tid == procs[i].0 && faults[i].is_some() => {
+                    let how = format!("exited with code {code}");
+                    deaths.push(Death { pid: tid, how, first_fault: faults[i].take(), after: start.elapsed() });
+                    live.retain(|&(j, _)| j != i);
+                    continue;
+                }
+                WaitStatus::Signaled(_, sig, _) if tid == procs[i].0 => {
+                    let how = format!("was killed by {sig}");
+                    deaths.push(Death { pid: tid, how, first_fault: faults[i].take(), after: start.elapsed() });
+                    live.retain(|&(j, _)| j != i);
+                    continue;
+                }
+                WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
+                    live.swap_remove(k);
+                    continue;
+                }
+                _ => {
+                    let _ = ptrace::cont(tid, None);
+                }
+            }
+            k += 1;
+        }
+        if !moved {
+            wait_for_sigchld();
+        }
+    }
+    for (_, tid) in live {
+        // Detaching needs a stop; a signal that comes with it goes on.
+        if ptrace::interrupt(tid).is_ok() {
+            let sig = match waitpid(tid, Some(WaitPidFlag::__WALL)) {
+                Ok(WaitStatus::Stopped(_, sig)) if sig != Signal::SIGTRAP => Some(sig),
+                _ => None,
+            };
+            let _ = ptrace::detach(tid, sig);
+        }
+    }
+    Ok(deaths)
 }
 
 /// Whether `pid`'s process group is orphaned: no member has its parent in

@@ -7,6 +7,8 @@ mod child;
 pub mod convert;
 mod cow;
 mod creds;
+#[cfg(target_arch = "x86_64")]
+mod explain;
 pub mod from_images;
 mod held;
 pub(crate) mod layout;
@@ -37,12 +39,38 @@ fn describe_exit(code: i32) -> String {
     }
 }
 
+/// Where `--stop-at` leaves a process, stopped and detached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopPoint {
+    /// At the blob's first instruction: nothing of the program is in place.
+    BlobEntry,
+    /// At the blob's trap right before its `rt_sigreturn`: the program is
+    /// in place, the bootstrap area still mapped.
+    BeforeSigreturn,
+    /// After the whole restore, at the program's own next instruction.
+    AfterRestore,
+}
+
+/// `--stop-at POINT`, for process `pid` (the root if none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopAt {
+    pub point: StopPoint,
+    pub pid: Option<i32>,
+}
+
 /// What `revenant restore` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub plan: from_images::PlanOptions,
     /// Return once the tree runs instead of waiting for it.
     pub detach: bool,
+    /// Leave private anonymous pages to a page server (`crate::lazy`).
+    pub lazy: Option<crate::lazy::Mode>,
+    /// Keep tracing the programs this long after letting them run, and
+    /// fail the restore, naming the fault, if one dies meanwhile.
+    pub watch: Option<std::time::Duration>,
+    /// Leave one process stopped for a debugger at this point.
+    pub stop_at: Option<StopAt>,
     /// Write the root PID here.
     pub pidfile: Option<std::path::PathBuf>,
     /// Write the restore log here (it never goes into the image directory
@@ -50,6 +78,24 @@ pub struct Options {
     pub log_file: Option<std::path::PathBuf>,
     /// Lines for the top of the log: options accepted but not used.
     pub notes: Vec<String>,
+}
+
+/// How to attach to a process `--stop-at` left stopped.
+fn attach_help(pid: i32, what: &str, log: &str) -> String {
+    // The bootstrap area's start is the blob's load base, logged by the host.
+    let base = log.lines().find_map(|l| l.strip_prefix("host: blob at ")).map(|b| b.trim().to_string());
+    let in_blob = !what.starts_with("stopped right after its restore");
+    let symbols = match base.filter(|_| in_blob) {
+        Some(b) => format!(
+            "\n  in gdb, for the blob's functions and lines: add-symbol-file DIR/blob.elf -o {b}\n  \
+             (DIR from `revenant blob export DIR`; this binary's blob)"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "revenant: PID {pid} is {what}.\n  It is stopped and detached: gdb -p {pid}{symbols}\n  then `continue`; without a \
+         debugger, kill -CONT {pid} lets it run"
+    )
 }
 
 /// Mode of the log and pidfile when created: the log can show addresses
@@ -66,7 +112,13 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
     use anyhow::Context;
     use std::io::Write;
     let mut log = match &opts.log_file {
-        Some(path) => Some(revenant_images::file::create(path, PRIVATE).context("creating the restore log")?),
+        Some(path) => {
+            let f = revenant_images::file::create(path, PRIVATE).context("creating the restore log")?;
+            // A lazy restore's page server appends its lines to it too.
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND))
+                .context("the restore log")?;
+            Some(f)
+        }
         None => None,
     };
     let mut log_line = |line: &str| -> anyhow::Result<()> {
@@ -98,9 +150,46 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         eprintln!("revenant: warning: {w}");
         log_line(&format!("host: warning: {w}\n"))?;
     }
-    let restored = spawn::restore_tree(&plan.processes, &plan.zombies, &plan.ipc, &plan.host)?;
+    let stop = match opts.stop_at {
+        Some(s) => {
+            let pid = s.pid.unwrap_or_else(|| plan.processes[0].pid);
+            if !plan.processes.iter().any(|p| p.pid == pid) {
+                anyhow::bail!("--stop-at: PID {pid} is not a process of the checkpoint");
+            }
+            if !cfg!(target_arch = "x86_64") {
+                anyhow::bail!("--stop-at needs ptrace, which qemu-user lacks: x86_64 only so far");
+            }
+            Some(StopAt { pid: Some(pid), ..s })
+        }
+        None => None,
+    };
+    let lazy = if let Some(mode) = opts.lazy {
+        if !cfg!(target_arch = "x86_64") {
+            anyhow::bail!("--lazy needs userfaultfd with kernel faults, which qemu-user lacks: x86_64 only so far");
+        }
+        let server = crate::lazy::start(opts.log_file.as_deref(), mode)?;
+        log_line(&format!("host: lazy: page server PID {}\n", server.pid))?;
+        Some(server)
+    } else {
+        None
+    };
+    let restored = spawn::restore_tree(
+        &plan.processes,
+        &plan.zombies,
+        &plan.ipc,
+        &plan.host,
+        &spawn::Run { lazy: lazy.as_ref(), watch: opts.watch, stop },
+    )?;
+    // The tasks hold their own sockets until their blobs have handed over;
+    // ours goes now, so the server sees the end once they have.
+    drop(lazy);
     for r in &restored {
         log_line(&r.log)?;
+    }
+    for r in restored.iter() {
+        if let Some(what) = &r.stopped {
+            eprintln!("{}", attach_help(r.pid, what, &r.log));
+        }
     }
     let root = restored[0].pid;
     if let Some(path) = &opts.pidfile {

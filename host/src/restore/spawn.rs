@@ -51,11 +51,30 @@ use nix::libc;
 use nix::unistd::{Pid, pipe2};
 use revenant_arch::Errno;
 
+use super::StopPoint;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
 use super::plan::{Backing, Pages, ProcessPlan, ZombiePlan, cpath};
 use super::{cow, held, tree_files};
 use crate::sysv::restore::{self as sysv, IpcPlan};
+
+/// How the tree is to be restored beyond its plans.
+#[derive(Default)]
+pub struct Run<'a> {
+    /// The page server of a lazy restore.
+    pub lazy: Option<&'a crate::lazy::PageServer>,
+    /// `--watch`.
+    pub watch: Option<std::time::Duration>,
+    /// `--stop-at`, its PID resolved.
+    pub stop: Option<super::StopAt>,
+}
+
+impl Run<'_> {
+    /// Whether process `pid` is to be left at `point`.
+    pub fn stops(&self, pid: i32, point: StopPoint) -> bool {
+        self.stop.is_some_and(|s| s.point == point && s.pid == Some(pid))
+    }
+}
 
 /// A restored task, running the dumped program.
 #[derive(Debug)]
@@ -63,16 +82,18 @@ pub struct Restored {
     pub pid: i32,
     /// What the blob logged.
     pub log: String,
+    /// Left stopped for a debugger (`--stop-at`): where, in words.
+    pub stopped: Option<String>,
 }
 
 /// Service fd numbers: above every fd the program had, so opening them
 /// never disturbs the program's own.
-fn service_fds(p: &ProcessPlan) -> ServiceFds {
+fn service_fds(p: &ProcessPlan, lazy: bool) -> ServiceFds {
     let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
     let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
     let base =
         p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).chain(anon_fds.map(|fd| fd + 1)).max().unwrap_or(0).max(3);
-    let mut next = base + 4;
+    let mut next = base + 5;
     let mut files: Vec<(PathBuf, i32, i32)> = vec![];
     let vma = p
         .vmas
@@ -89,11 +110,13 @@ fn service_fds(p: &ProcessPlan) -> ServiceFds {
             _ => -1,
         })
         .collect();
-    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 3 } else { -1 };
-    let mut all: Vec<i32> = (base + 2..next).filter(|&fd| fd != base + 3 || exe >= 0).collect();
+    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 4 } else { -1 };
+    let lazy = if lazy { base + 2 } else { -1 };
+    let mut all: Vec<i32> = (base + 3..next).filter(|&fd| fd != base + 4 || exe >= 0).collect();
+    all.extend((lazy >= 0).then_some(lazy));
     // The log goes last: the blob closes these in order.
     all.extend([base + 1, base]);
-    ServiceFds { log: base, sync: base + 1, pages: base + 2, exe, vma, all }
+    ServiceFds { log: base, sync: base + 1, lazy, pages: base + 3, exe, vma, all }
 }
 
 /// Whether `path` is this program's own executable. The task inherits
@@ -113,6 +136,7 @@ fn child_plan(
     p: &ProcessPlan,
     fds: &ServiceFds,
     (log, sync): (i32, i32),
+    lazy: Option<i32>,
     shared: &[u32],
     slots: &[Option<cow::Slot>],
 ) -> Result<ChildPlan> {
@@ -165,7 +189,8 @@ fn child_plan(
         session: p.session,
         log_fd: (log, fds.log),
         sync_fd: (sync, fds.sync),
-        scratch: highest.max(log).max(sync) + 1,
+        lazy_fd: lazy.map(|l| (l, fds.lazy)),
+        scratch: highest.max(log).max(sync).max(lazy.unwrap_or(0)) + 1,
         service,
         fds: targets,
         takes: Vec::new(),
@@ -194,7 +219,7 @@ fn child_plan(
 /// Creates the task for `p` with its PID, lets it restore itself, and
 /// returns once the dumped program runs in it.
 pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
-    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default())?.remove(0))
+    Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), &Run::default())?.remove(0))
 }
 
 /// One process, prepared in this process before any task exists.
@@ -216,6 +241,7 @@ pub fn restore_tree(
     zombies: &[ZombiePlan],
     ipc: &IpcPlan,
     host: &super::plan::HostObjects,
+    run: &Run<'_>,
 ) -> Result<Vec<Restored>> {
     let shmem = &host.shmem[..];
     for p in plans {
@@ -286,7 +312,7 @@ pub fn restore_tree(
         fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
     });
     let mut ghosts = crate::files::ghost::make(ghosts)?;
-    let mut restored = run_tree(plans, zombies, shm.ns_fd(), || {
+    let mut restored = run_tree(plans, zombies, shm.ns_fd(), run, || {
         ghosts.unlink();
         // The keeper goes first: one that outlived a failure from here on
         // would hold sockets the programs use.
@@ -316,6 +342,7 @@ fn run_tree(
     plans: &[ProcessPlan],
     zombies: &[ZombiePlan],
     ipc_ns: Option<i32>,
+    run: &Run<'_>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
@@ -330,7 +357,7 @@ fn run_tree(
     // Reserved before the bootstrap areas, which keep out of it; the tasks
     // inherit it, so ours can go once the root exists.
     let premap = cow::plan(plans)?;
-    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref())?;
+    let (prepared, mut cps) = prepare(plans, &helpers, &shared, traced, nofile, premap.as_ref(), run)?;
     // The root takes the host's descriptions from these copies.
     let held = wire(plans, zombies, &mut cps, &shared, ipc_ns, nofile)?;
     // Every task inherits these from the root: ours can go once it exists.
@@ -342,8 +369,8 @@ fn run_tree(
     drop(premap);
     let started = Started::new(plans, prepared, root);
     cfg_select! {
-        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, before_run) }
-        _ => { untraced(plans, started, before_run) }
+        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, run, before_run) }
+        _ => { untraced(plans, started, run, before_run) }
     }
 }
 
@@ -355,11 +382,13 @@ fn prepare(
     traced: bool,
     nofile: u64,
     premap: Option<&cow::Premap>,
+    run: &Run<'_>,
 ) -> Result<(Vec<Prepared>, Vec<ChildPlan>)> {
+    let lazy = run.lazy;
     let mut prepared = Vec::new();
     let mut cps = Vec::new();
     for (i, (p, &helper)) in plans.iter().zip(helpers).enumerate() {
-        let fds = service_fds(p);
+        let fds = service_fds(p, lazy.is_some());
         let (log_rx, log_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the log pipe")?;
         let (sync_rx, sync_tx) = pipe2(OFlag::O_CLOEXEC).context("creating the sync pipe")?;
         let premapped = premap.map_or_else(bootstrap::Premapped::default, |m| bootstrap::Premapped {
@@ -367,12 +396,22 @@ fn prepare(
             slots: &m.slots[i],
         });
         let pipes = (log_tx.as_raw_fd(), sync_rx.as_raw_fd());
-        let mut cp = child_plan(p, &fds, pipes, shared, premapped.slots)?;
+        let mut cp = child_plan(p, &fds, pipes, lazy.map(|l| l.client_fd()), shared, premapped.slots)?;
         if cp.scratch as u64 + 2 >= nofile {
             bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
         }
         let creds = super::creds::plan(p)?;
-        let area = bootstrap::build(p, &fds, traced, &creds, helper, premapped)?;
+        // Stopped at the blob's entry and left to a debugger, a task must
+        // not trap at the end for a host that is gone by then.
+        let at_entry = run.stops(p.pid, StopPoint::BlobEntry);
+        let modes = bootstrap::Modes { trap: traced && !at_entry, lazy: lazy.is_some(), log: !at_entry };
+        let area = bootstrap::build(p, &fds, modes, &creds, helper, premapped)?;
+        if let Some(server) = lazy
+            && !area.lazy.areas.is_empty()
+        {
+            let pages = p.pages.open()?;
+            server.describe(p.pid, &pages, &area.lazy.pages, &area.lazy.areas)?;
+        }
         cp.entry = area.entry as usize;
         cp.args = area.args as usize;
         cp.stack_top = area.stack_top as usize;
@@ -443,7 +482,8 @@ impl Started {
         let mut spans = Vec::new();
         let mut readers = Vec::new();
         for pr in &mut prepared {
-            spans.push((pr.area.start, pr.area.unmap_len, format!("host: {}\n", pr.area.vdso)));
+            let host = format!("host: blob at {:#x}\nhost: {}\n", pr.area.start, pr.area.vdso);
+            spans.push((pr.area.start, pr.area.unmap_len, host));
             drop(pr.log_tx.take());
             drop(pr.sync_rx.take());
             let rx = pr.log_rx.take().expect("prepared once");
@@ -468,11 +508,19 @@ impl Started {
 
     /// Each task's whole log, after what the host said of it.
     #[cfg(target_arch = "x86_64")]
-    fn logs(&mut self) -> Vec<String> {
+    /// Every task's log; `open` marks tasks that still hold theirs (left
+    /// at their blob's entry), whose reader is not waited for.
+    fn logs(&mut self, open: &[bool]) -> Vec<String> {
         std::mem::take(&mut self.readers)
             .into_iter()
             .zip(&self.spans)
-            .map(|(r, s)| s.2.clone() + &r.join().unwrap_or_default())
+            .enumerate()
+            .map(|(i, (r, s))| {
+                if open.get(i).copied().unwrap_or(false) {
+                    return s.2.clone();
+                }
+                s.2.clone() + &r.join().unwrap_or_default()
+            })
             .collect()
     }
 }
@@ -489,14 +537,15 @@ fn traced_finish(
     plans: &[ProcessPlan],
     helpers: &[u32],
     mut started: Started,
+    run: &Run<'_>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
     let syncs = std::mem::take(&mut started.syncs);
     let mut setup_failed = false;
-    let outcome = seize(plans, &started.pids, &syncs, &mut setup_failed)
+    let outcome = seize(plans, &started.pids, &syncs, &mut setup_failed, run, &started.spans)
         .and_then(|()| {
             drop(syncs);
-            catch(plans, &started.pids, helpers)
+            catch(plans, &started.pids, helpers, &started.spans, run)
         })
         .and_then(|held| {
             // Every program is held right before its first instruction.
@@ -504,14 +553,17 @@ fn traced_finish(
             before_run()
                 .and_then(|()| crate::fault::step(|| "about to let the programs run".into()))
                 .map_err(|e| (0, e))?;
-            release(plans, &started.pids, held, &started.spans)
+            release(plans, &started.pids, held, &started.spans, run)
         });
     if outcome.is_err() {
         started.kill_all();
     }
-    let logs = started.logs();
+    let open: Vec<bool> = plans.iter().map(|p| run.stops(p.pid, StopPoint::BlobEntry)).collect();
+    let logs = started.logs(if outcome.is_ok() { &open } else { &[] });
     match outcome {
-        Ok(restored) => Ok(restored.into_iter().zip(logs).map(|(pid, log)| Restored { pid, log }).collect()),
+        Ok(restored) => {
+            Ok(restored.into_iter().zip(logs).map(|((pid, stopped), log)| Restored { pid, log, stopped }).collect())
+        }
         Err((i, e)) => {
             let own = logs.iter().position(|l| l.contains(child::SETUP_ERROR)).filter(|_| setup_failed);
             if let Some(j) = own {
@@ -527,7 +579,14 @@ fn traced_finish(
 /// the go-ahead. A task that fails its own setup exits, and our ptrace or
 /// pipe call fails: its log says why, our error does not (`setup_failed`).
 #[cfg(target_arch = "x86_64")]
-fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &mut bool) -> Result<(), Failure> {
+fn seize(
+    plans: &[ProcessPlan],
+    pids: &[Pid],
+    syncs: &[OwnedFd],
+    setup_failed: &mut bool,
+    run: &Run<'_>,
+    spans: &[(u64, u64, String)],
+) -> Result<(), Failure> {
     use nix::sys::ptrace;
     let opts = ptrace::Options::PTRACE_O_TRACESYSGOOD
         | ptrace::Options::PTRACE_O_EXITKILL
@@ -549,7 +608,8 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
                 "cannot trace the new task {pid} with its seccomp suspended: that needs CAP_SYS_ADMIN"
             )),
             Err(e) => Err(anyhow::anyhow!("cannot trace the new task {pid}: {e}")),
-            Ok(()) => nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task"),
+            Ok(()) => break_at_entry(*pid, run.stops(p.pid, StopPoint::BlobEntry).then_some(spans[i].0))
+                .and_then(|()| nix::unistd::write(sync, &[1]).map(drop).context("releasing a new task")),
         };
         if let Err(e) = traced {
             *setup_failed = true;
@@ -560,16 +620,46 @@ fn seize(plans: &[ProcessPlan], pids: &[Pid], syncs: &[OwnedFd], setup_failed: &
     Ok(())
 }
 
+/// With `area` (its bootstrap area), stops the seized task `pid` at its
+/// blob's first instruction, with a hardware breakpoint: the code stays
+/// as it is for a debugger to read.
+#[cfg(target_arch = "x86_64")]
+fn break_at_entry(pid: Pid, area: Option<u64>) -> Result<()> {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    let Some(area) = area else { return Ok(()) };
+    ptrace::interrupt(pid).with_context(|| format!("stopping {pid} to set a breakpoint"))?;
+    match waitpid(pid, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for {pid}"))? {
+        WaitStatus::PtraceEvent(..) => {}
+        other => bail!("{pid}: {other:?} instead of the stop asked for"),
+    }
+    super::finish::set_breakpoint(pid, Some(area + crate::blob::EMBEDDED.entry))?;
+    ptrace::cont(pid, None).with_context(|| format!("resuming {pid}"))
+}
+
 /// Holds every task right after its blob's sigreturn.
 #[cfg(target_arch = "x86_64")]
-fn catch(plans: &[ProcessPlan], pids: &[Pid], helpers: &[u32]) -> Result<Vec<super::finish::Held>, Failure> {
+fn catch(
+    plans: &[ProcessPlan],
+    pids: &[Pid],
+    helpers: &[u32],
+    spans: &[(u64, u64, String)],
+    run: &Run<'_>,
+) -> Result<Vec<Result<super::finish::Held, String>>, Failure> {
     use super::finish::Outcome;
     let mut held = Vec::new();
     for (i, p) in plans.iter().enumerate() {
         let helper = (helpers[i] != 0).then(|| Pid::from_raw(helpers[i] as i32));
-        match super::finish::catch(pids[i], p.threads.len(), helper) {
+        let (start, len) = (spans[i].0, spans[i].1);
+        let place = |addr: u64| super::explain::place(addr, p, start, len);
+        let stop = [StopPoint::BlobEntry, StopPoint::BeforeSigreturn]
+            .into_iter()
+            .find(|&s| run.stops(p.pid, s))
+            .map(|s| (s, start + crate::blob::EMBEDDED.entry));
+        match super::finish::catch(pids[i], p.threads.len(), helper, &place, stop) {
+            Ok(Outcome::Left(what)) => held.push(Err(what)),
             Ok(Outcome::Held(h)) => {
-                held.push(h);
+                held.push(Ok(h));
                 crate::fault::step(|| format!("PID {} restored and held", p.pid)).map_err(|e| (i, e))?;
             }
             Ok(Outcome::Failed(why)) => return Err((i, anyhow::anyhow!("restoring PID {}: {why}", p.pid))),
@@ -585,17 +675,60 @@ fn catch(plans: &[ProcessPlan], pids: &[Pid], helpers: &[u32]) -> Result<Vec<sup
 fn release(
     plans: &[ProcessPlan],
     pids: &[Pid],
-    held: Vec<super::finish::Held>,
+    held: Vec<Result<super::finish::Held, String>>,
     spans: &[(u64, u64, String)],
-) -> Result<Vec<i32>, Failure> {
+    run: &Run<'_>,
+) -> Result<Vec<(i32, Option<String>)>, Failure> {
+    let watch = run.watch;
     let mut restored = Vec::new();
+    let mut watched = Vec::new();
     for (i, h) in held.into_iter().enumerate() {
         let (start, len, _) = &spans[i];
         let p = &plans[i];
+        let h = match h {
+            Ok(h) => h,
+            Err(left) => {
+                restored.push((p.pid, Some(left)));
+                continue;
+            }
+        };
         let sigtrap = p.sigactions.iter().find(|a| a.signo == libc::SIGTRAP as u32).copied().unwrap_or_default();
-        super::finish::release(pids[i], h, *start, *len, &sigtrap, p.stop_signal)
+        let leave = run.stops(p.pid, StopPoint::AfterRestore);
+        let tids = super::finish::release(pids[i], h, (*start, *len), &sigtrap, p.stop_signal, watch.is_some(), leave)
             .map_err(|e| (i, e.context(format!("restoring PID {}", p.pid))))?;
-        restored.push(p.pid);
+        if !tids.is_empty() {
+            watched.push((i, tids));
+        }
+        let note = leave.then(|| "stopped right after its restore, at the program's own next instruction".to_string());
+        restored.push((p.pid, note));
+    }
+    let Some(span) = watch else { return Ok(restored) };
+    let places: Vec<_> = watched
+        .iter()
+        .map(|(i, _)| {
+            let (p, (start, len)) = (&plans[*i], (spans[*i].0, spans[*i].1));
+            move |addr: u64| super::explain::place(addr, p, start, len)
+        })
+        .collect();
+    let procs = watched
+        .iter()
+        .zip(&places)
+        .map(|((i, tids), place)| (pids[*i], tids.clone(), place as &dyn Fn(u64) -> String))
+        .collect();
+    let deaths = super::finish::watch(procs, span).map_err(|e| (0, e))?;
+    if let Some(d) = deaths.first() {
+        let i = plans.iter().position(|p| p.pid == d.pid.as_raw()).unwrap_or(0);
+        let fault = d.first_fault.as_deref().map(|f| format!(": {f}")).unwrap_or_default();
+        let ms = d.after.as_secs_f64() * 1e3;
+        return Err((
+            i,
+            anyhow::anyhow!(
+                "PID {} {} {ms:.1} ms after the restore let it run{fault} (its registers came from core-{}.img)",
+                d.pid,
+                d.how,
+                d.pid
+            ),
+        ));
     }
     Ok(restored)
 }
@@ -606,8 +739,12 @@ fn release(
 fn untraced(
     plans: &[ProcessPlan],
     mut started: Started,
+    run: &Run<'_>,
     before_run: impl FnOnce() -> Result<()>,
 ) -> Result<Vec<Restored>> {
+    if run.watch.is_some() || run.stop.is_some() {
+        bail!("--watch and --stop-at need ptrace, which is not available here");
+    }
     for sync in &started.syncs {
         nix::unistd::write(sync, &[1]).context("releasing a new task")?;
     }
@@ -627,7 +764,7 @@ fn untraced(
             started.kill_all();
             bail!("restoring PID {}: {why}{}", p.pid, log_tail(&log));
         }
-        out.push(Restored { pid: p.pid, log });
+        out.push(Restored { pid: p.pid, log, stopped: None });
     }
     // Without ptrace nothing holds the programs: they already run.
     for p in plans.iter().filter(|p| p.stop_signal.is_some()) {

@@ -26,6 +26,8 @@
 //! History: 3 → 4 added [`Header::mapped_size`] and [`Header::status_fd`]
 //! (the header grew from 48 to 56 bytes), the [`Status`] record, the entry
 //! stack check and exit codes 207 to 209; reserved fields are checked.
+//! 4 → 5 added lazy areas: [`VMA_LAZY`], [`Restore::lazy_fd`] (the
+//! restore grew from 320 to 328 bytes) and exit code 224.
 
 #![no_std]
 
@@ -40,14 +42,14 @@ pub use describe::{Field, Struct};
 pub use restore::{
     Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_FLAGS,
     RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
-    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM,
-    VMA_SKIP, Vma,
+    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT,
+    VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
 /// The argument block layout described by this crate.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// The exported symbol the loader jumps to, as `extern "C" fn(*const Header) -> !`.
 pub const ENTRY_SYMBOL: &str = "blob_entry";
 /// The argument block's address is a multiple of this
@@ -273,10 +275,13 @@ pub enum ExitCode {
     Creds = 222,
     /// Installing a seccomp filter or entering strict mode failed.
     Seccomp = 223,
+    /// Handing the lazy areas to the page server failed: creating or
+    /// setting up the userfaultfd, registering an area, or sending it.
+    LazyPages = 224,
 }
 
 impl ExitCode {
-    pub const ALL: [ExitCode; 24] = [
+    pub const ALL: [ExitCode; 25] = [
         ExitCode::BadMagic,
         ExitCode::BadVersion,
         ExitCode::BadArch,
@@ -301,6 +306,7 @@ impl ExitCode {
         ExitCode::Timers,
         ExitCode::Creds,
         ExitCode::Seccomp,
+        ExitCode::LazyPages,
     ];
 
     pub fn from_code(code: i32) -> Option<ExitCode> {
@@ -336,6 +342,7 @@ impl ExitCode {
             ExitCode::Timers => "arming an interval timer failed",
             ExitCode::Creds => "setting credentials (IDs, groups, capabilities, securebits) failed",
             ExitCode::Seccomp => "installing a seccomp filter or entering strict mode failed",
+            ExitCode::LazyPages => "handing the lazy memory areas to the page server failed",
         }
     }
 }
@@ -378,6 +385,7 @@ pub const CONSTANTS: &[(&str, u64, &str)] = &[
     ("VMA_SHM", VMA_SHM as u64, "Vma::how: attach SysV segment `fd` at `start`"),
     ("VMA_REPROTECT", VMA_REPROTECT as u64, "Vma::how: only mprotect the range to `prot`"),
     ("VMA_PREMAPPED", VMA_PREMAPPED as u64, "Vma::how: mremap from `from` in the premap region"),
+    ("VMA_LAZY", VMA_LAZY as u64, "Vma::how: map, register with a userfaultfd and send it to `lazy_fd`"),
     ("THREAD_STACK", THREAD_STACK, "bytes of bootstrap stack each extra thread needs"),
     ("SECCOMP_STRICT", SECCOMP_STRICT as u64, "Seccomp::flags: strict mode rather than a filter"),
     ("SECCOMP_ALL_THREADS", SECCOMP_ALL_THREADS as u64, "Seccomp::thread: a filter every thread starts with"),

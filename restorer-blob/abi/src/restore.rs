@@ -106,6 +106,18 @@ abi_struct! {
         pub mm: MmMap,
         /// The process name (`PR_SET_NAME`), NUL-padded.
         pub comm: [u8; 16],
+        /// A connected `SOCK_SEQPACKET` socket to the page server when
+        /// any area is [`VMA_LAZY`], else -1. Once every area is mapped,
+        /// the blob creates a userfaultfd (non-blocking, kernel faults
+        /// included, with the fork, remap, remove and unmap events),
+        /// registers the lazy areas for missing pages, and sends it here
+        /// in one message: the process's PID as a little-endian `u32`,
+        /// the descriptor in `SCM_RIGHTS`. From then on the server must
+        /// answer every fault in those areas; the blob itself touches
+        /// none of their pages. List the socket in `close_fds` too.
+        pub lazy_fd: i32,
+        /// Reserved, zero.
+        pub reserved: u32,
     }
 
     /// One dumped memory area.
@@ -414,6 +426,10 @@ pub const VMA_REPROTECT: u32 = 8;
 /// premap region: `mremap` it to `start` rather than map it, then set
 /// `prot`. Its pages come only from [`Restore::compare_reads`].
 pub const VMA_PREMAPPED: u32 = 16;
+/// Private anonymous memory whose pages come later, from the page server
+/// behind [`Restore::lazy_fd`]: map it with `prot` as it is, never read
+/// pages into it (no [`VMA_FILL`]), register it for missing pages.
+pub const VMA_LAZY: u32 = 32;
 
 /// Bytes of stack below [`Thread::stack`].
 pub const THREAD_STACK: u64 = 32 << 10;
@@ -463,7 +479,8 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 320);
+    assert!(size_of::<Restore>() == 328);
+    assert!(offset_of!(Restore, lazy_fd) == 320);
     assert!(size_of::<Seccomp>() == 16);
     assert!(size_of::<PosixTimer>() == 64);
     assert!(size_of::<Creds>() == 80);

@@ -72,9 +72,18 @@ impl<'a> Pages<'a> {
         })
     }
 
-    /// Bytes of the pages image the pieces reach into.
-    fn image_len(&self) -> u64 {
-        self.pieces().map(|p| p.offset + p.len).max().unwrap_or(0)
+    /// The part of the pages image the copyable pieces come from: page
+    /// aligned first and end offsets, and how many bytes they copy. A lazy
+    /// restore leaves few such pieces, spread over the image.
+    fn copy_window(&self) -> (u64, u64, u64) {
+        let page = PAGE_SIZE as u64;
+        let (mut lo, mut hi, mut bytes) = (u64::MAX, 0, 0);
+        for p in self.pieces().filter(|p| p.anon) {
+            lo = lo.min(p.offset / page * page);
+            hi = hi.max(p.offset + p.len);
+            bytes += p.len;
+        }
+        if bytes == 0 { (0, 0, 0) } else { (lo, hi.next_multiple_of(page), bytes) }
     }
 }
 
@@ -130,6 +139,8 @@ struct Copier {
     uffd: i32,
     map: usize,
     map_len: usize,
+    /// The image offset the map starts at.
+    map_offset: u64,
 }
 
 impl Drop for Copier {
@@ -152,20 +163,25 @@ impl Copier {
         // User-mode-only needs no privilege, and a stray kernel access to a
         // registered page fails (EFAULT) instead of waiting for us forever.
         let uffd = sys::userfaultfd(g::O_CLOEXEC | g::UFFD_USER_MODE_ONLY).map_err(|e| ("userfaultfd", e))?;
-        let mut c = Copier { uffd, map: 0, map_len: 0 };
+        let mut c = Copier { uffd, map: 0, map_len: 0, map_offset: 0 };
         let mut api = g::uffdio_api { api: g::UFFD_API as u64, features: 0, ioctls: 0 };
         // SAFETY: UFFDIO_API reads and writes the live struct.
         unsafe { sys::ioctl(uffd, UFFDIO_API, &mut api) }.map_err(|e| ("UFFDIO_API", e))?;
-        let len = pages.image_len().next_multiple_of(PAGE_SIZE as u64) as usize;
+        let (lo, hi, bytes) = pages.copy_window();
+        let len = (hi - lo) as usize;
         if len == 0 {
             return Ok(c);
         }
-        let flags = g::MAP_PRIVATE | g::MAP_POPULATE;
+        // Populating the map up front saves a fault per page of a dense
+        // window; a sparse one (a lazy restore's) would populate far more
+        // than it copies.
+        let populate = if bytes * 2 >= hi - lo { g::MAP_POPULATE } else { 0 };
         // SAFETY: a new read-only mapping wherever the kernel finds room;
         // everything dumped is already mapped, so it takes nothing's place.
-        c.map = unsafe { revenant_arch::mmap(0, len, g::PROT_READ, flags, pages.fd, 0) }
+        c.map = unsafe { revenant_arch::mmap(0, len, g::PROT_READ, g::MAP_PRIVATE | populate, pages.fd, lo) }
             .map_err(|e| ("mapping the pages image", e))?;
         c.map_len = len;
+        c.map_offset = lo;
         for v in pages.vmas.iter().filter(|v| copyable(v)) {
             let mut reg = g::uffdio_register {
                 range: g::uffdio_range { start: v.start, len: v.end - v.start },
@@ -185,7 +201,7 @@ impl Copier {
         while done < p.len {
             let mut c = g::uffdio_copy {
                 dst: p.dst + done,
-                src: (self.map as u64) + p.offset + done,
+                src: (self.map as u64) + (p.offset - self.map_offset) + done,
                 len: p.len - done,
                 mode: 0,
                 copy: 0,
@@ -388,7 +404,8 @@ mod tests {
                 p(0x8000, 0x1000, 0x14000, true),
             ]
         );
-        assert_eq!(pages.image_len(), 0x15000);
+        // Only the anonymous pieces are copied from the map.
+        assert_eq!(pages.copy_window(), (0x11000, 0x15000, 0x3000));
     }
 
     #[test]

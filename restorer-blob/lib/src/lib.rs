@@ -16,6 +16,7 @@ pub mod args;
 mod creds;
 pub mod fill;
 mod inherit;
+mod lazy;
 pub mod log;
 mod restore;
 mod seccomp;

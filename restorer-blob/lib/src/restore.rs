@@ -12,7 +12,7 @@ use revenant_blob_abi::{
     Creds, ExitCode, ITimer, Iovec, MIN_STACK, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal,
     RESTORE_DUMPABLE, RESTORE_FLAGS, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP,
     Restore, Rlimit, SECCOMP_ALL_THREADS, STATUS_RESTORED, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL,
-    VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -86,8 +86,10 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         return Err(ExitCode::BadLayout);
     }
     // Reserved words and bits this version does not define.
-    const VMA_HOW: u32 = VMA_SKIP | VMA_FILL | VMA_SHM | VMA_REPROTECT | VMA_PREMAPPED;
+    const VMA_HOW: u32 = VMA_SKIP | VMA_FILL | VMA_SHM | VMA_REPROTECT | VMA_PREMAPPED | VMA_LAZY;
     let reserved = r.flags & !RESTORE_FLAGS != 0
+        || r.reserved != 0
+        || (r.lazy_fd < 0 && p.vmas.iter().any(|v| v.how & VMA_LAZY != 0))
         || p.vmas.iter().any(|v| v.how & !VMA_HOW != 0)
         || p.sigactions.iter().any(|a| a.pad != 0)
         || p.patches.iter().any(|x| x.pad != 0)
@@ -188,6 +190,7 @@ pub fn run(args: &Args<'_>, log: &Log, entry_sp: usize) -> ! {
     unmap_all_but_bootstrap(log, r);
     map_vmas(log, &p);
     drop_premap(log, r);
+    crate::lazy::hand_over(log, p.vmas, r.lazy_fd);
     crate::inherit::settle(log, r.pages_fd, p.compare_reads, p.iovs, p.zero);
     let pages = crate::fill::Pages { vmas: p.vmas, reads: p.page_reads, iovs: p.iovs, fd: r.pages_fd };
     crate::fill::fill(log, &pages, r.fill_helper_tid, p.threads[0].stack);

@@ -1,0 +1,206 @@
+//! The guardian: a second process that holds a copy of every userfaultfd
+//! the page server serves, so that the server's death cannot leave a
+//! program reading zeros where its pages should be.
+//!
+//! While any copy is open a missing page waits for an answer; when the
+//! last one closes the kernel drops the registration and the page reads as
+//! zeros. So if the server dies before it is done (killed, crashed), the
+//! guardian, which notices by its socket hanging up, kills every process
+//! it holds pages for and everything they have forked since, waits for
+//! them to die, and only then lets its copies go. A server that finishes
+//! says so first, and the guardian just exits.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use anyhow::{Context, Result};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+/// The server's end.
+pub struct Guard {
+    sock: Option<OwnedFd>,
+    next_id: u32,
+}
+
+/// How the guardian knows a held descriptor.
+pub type Id = u32;
+
+impl Guard {
+    /// Forks the guardian. Call while the process has one thread.
+    pub fn start() -> Result<Guard> {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        let (ours, theirs) =
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).context("socketpair")?;
+        // SAFETY: the page server calls this first thing, single-threaded,
+        // so the child can run ordinary code.
+        match unsafe { nix::unistd::fork() }.context("forking the guardian")? {
+            nix::unistd::ForkResult::Child => {
+                drop(ours);
+                guardian(theirs)
+            }
+            nix::unistd::ForkResult::Parent { .. } => Ok(Guard { sock: Some(ours), next_id: 0 }),
+        }
+    }
+
+    /// Process `pid` of the tree, whose userfaultfd is `uffd`.
+    pub fn hold(&mut self, pid: i32, uffd: &OwnedFd) -> Id {
+        let pidfd = super::pidfd_open(pid);
+        let mut fds = vec![uffd.as_raw_fd()];
+        fds.extend(pidfd.as_ref().map(|f| f.as_raw_fd()));
+        self.send(b'H', pid, &fds)
+    }
+
+    /// A process made by `fork` in one with pages still to come.
+    pub fn hold_child(&mut self, parent: Option<i32>, uffd: &OwnedFd) -> Id {
+        self.send(b'C', parent.unwrap_or(0), &[uffd.as_raw_fd()])
+    }
+
+    /// The process behind `id` has every page.
+    pub fn release(&mut self, id: Id) {
+        let mut msg = vec![b'R'];
+        msg.extend(id.to_le_bytes());
+        self.write(&msg, &[]);
+    }
+
+    /// Every process is served: the guardian may go.
+    pub fn done(&mut self) {
+        self.write(b"E", &[]);
+    }
+
+    fn send(&mut self, kind: u8, pid: i32, fds: &[RawFd]) -> Id {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut msg = vec![kind];
+        msg.extend(id.to_le_bytes());
+        msg.extend(pid.to_le_bytes());
+        self.write(&msg, fds);
+        id
+    }
+
+    fn write(&mut self, msg: &[u8], fds: &[RawFd]) {
+        let Some(sock) = &self.sock else { return };
+        let rights = [ControlMessage::ScmRights(fds)];
+        let cmsgs = if fds.is_empty() { &[][..] } else { &rights[..] };
+        let res = sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(msg)], cmsgs, MsgFlags::MSG_NOSIGNAL, None);
+        if let Err(e) = res {
+            eprintln!("revenant lazy-pages: the guardian is gone ({e}); serving on without it");
+            self.sock = None;
+        }
+    }
+}
+
+pub(super) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// One held userfaultfd.
+struct Held {
+    id: Id,
+    /// The tree's PID, or the parent's for a forked child (0: unknown).
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    _uffd: OwnedFd,
+}
+
+fn guardian(sock: OwnedFd) -> ! {
+    use nix::sys::socket::{ControlMessageOwned, recvmsg};
+    let mut held: Vec<Held> = vec![];
+    loop {
+        let mut buf = [0u8; 16];
+        let mut space = nix::cmsg_space!([RawFd; 2]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let got = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC);
+        let msg = match got {
+            Ok(m) => m,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        let mut fds: Vec<OwnedFd> = vec![];
+        for c in msg.cmsgs().into_iter().flatten() {
+            if let ControlMessageOwned::ScmRights(got) = c {
+                // SAFETY: the kernel just installed these descriptors for us.
+                fds.extend(got.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+        }
+        let n = msg.bytes;
+        let word = |at: usize| u32::from_le_bytes(buf[at..at + 4].try_into().expect("four bytes"));
+        match (buf[0], n) {
+            (_, 0) => break,
+            (b'E', 1) => std::process::exit(0),
+            (b'R', 5) => held.retain(|h| h.id != word(1)),
+            (b'H' | b'C', 9) if !fds.is_empty() => {
+                let mut fds = fds.into_iter();
+                let uffd = fds.next().expect("one fd");
+                held.push(Held { id: word(1), pid: word(5) as i32, pidfd: fds.next(), _uffd: uffd });
+            }
+            _ => {}
+        }
+    }
+    if !held.is_empty() {
+        kill_all(&held);
+    }
+    std::process::exit(0)
+}
+
+/// The page server died with pages still to serve: every process it
+/// served, and whatever they have forked since, dies before the
+/// descriptors close.
+fn kill_all(held: &[Held]) {
+    let mut roots: Vec<i32> = held.iter().map(|h| h.pid).filter(|&p| p > 0).collect();
+    roots.sort_unstable();
+    roots.dedup();
+    let victims = descendants(&roots);
+    eprintln!(
+        "revenant lazy-pages: the page server died before every page was in; killing {} process(es) rather \
+         than let them read zeros: {victims:?}",
+        victims.len()
+    );
+    for h in held {
+        if let Some(fd) = &h.pidfd {
+            // SAFETY: a pidfd we hold; SIGKILL with no siginfo.
+            unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, fd.as_raw_fd(), nix::libc::SIGKILL, 0, 0) };
+        }
+    }
+    for &pid in &victims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    // Until they are gone, a thread that touches a missing page waits
+    // rather than reads zeros; after that nobody is left to read.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline
+        && victims.iter().any(|&p| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !dead(&s)))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A zombie or dead task no longer runs the program.
+fn dead(stat: &str) -> bool {
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s == "Z" || s == "X")
+}
+
+/// `roots` and every process below them, from `/proc`.
+fn descendants(roots: &[i32]) -> Vec<i32> {
+    let mut parent_of: Vec<(i32, i32)> = vec![];
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).and_then(|s| s.parse().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut out: Vec<i32> = roots.to_vec();
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(
+            parent_of.iter().filter(|(c, pp)| *pp == p && !out.contains(c)).map(|(c, _)| *c).collect::<Vec<_>>(),
+        );
+        i += 1;
+    }
+    out
+}
