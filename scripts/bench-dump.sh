@@ -9,11 +9,19 @@
 # same process. A benchmark, not a test: nothing is asserted. Needs root
 # (ptrace) on x86_64.
 #
-#   [CRIU=/path/to/criu] [SIZES="1 256"] scripts/bench-dump.sh [RUNS]   (default 9)
+# Then iterative dumps (PRE_SIZES, default 1 and 256 MiB, of
+# tests/dumpees/bigmem.c): per run a `revenant pre-dump` (its wall time
+# and how long the tree stood still), 1 MiB dirtied (SIGUSR1: one word in
+# each of 256 pages), and the final `revenant dump --prev-images-dir
+# --leave-running` (wall time, frozen time, pages copied and pages left to
+# the parent).
+#
+#   [CRIU=/path/to/criu] [SIZES="1 256"] [PRE_SIZES="256"] scripts/bench-dump.sh [RUNS]   (default 9)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-9}
 SIZES=${SIZES:-1 64 256 1024}
+PRE_SIZES=${PRE_SIZES:-1 256}
 WORK=$(mktemp -d /tmp/revenant-bench-dump.XXXXXX)
 PIDS=()
 cleanup() {
@@ -25,10 +33,16 @@ trap cleanup EXIT
 cargo build -q --release -p revenant
 REV=$PWD/target/release/revenant
 cc -O2 -pthread -o "$WORK/single" tests/dumpees/single.c
+cc -O2 -o "$WORK/bigmem" tests/dumpees/bigmem.c
 
 # $EPOCHREALTIME, not $(date): forking date costs milliseconds here.
 now() { echo "${EPOCHREALTIME/./}"; }
 median() { sort -n | awk '{a[NR]=$1} END {printf "%.1f", a[int((NR+1)/2)] / 1000}'; }
+# "frozen for 125.4ms" (or µs, s) at the end of a log's last line, in µs.
+frozen_us() {
+    sed -n 's/.*frozen for \([0-9.]*\)\(µs\|ms\|s\)$/\1 \2/p' "$1" |
+        awk '{ f = ($2 == "s") ? 1e6 : ($2 == "ms") ? 1e3 : 1; printf "%d", $1 * f }'
+}
 
 printf '%-8s %12s %12s %12s %12s %12s\n' size dump_ms frozen_ms dd_read_ms dd_copy_ms criu_ms
 for MIB in $SIZES; do
@@ -79,4 +93,46 @@ for MIB in $SIZES; do
         "$(printf '%s\n' "${reads[@]}" | median)" "$(printf '%s\n' "${copies[@]}" | median)" "$c"
     kill -9 "$PID" 2>/dev/null || true
     wait "$DUMPEE_PID" 2>/dev/null || true
+done
+
+echo
+printf '%-8s %12s %12s %12s %12s %12s %12s\n' size pre_ms pre_frozen final_ms final_frozen final_pages in_parent
+for MIB in $PRE_SIZES; do
+    OUT="$WORK/pre-out-$MIB"
+    setsid "$WORK/bigmem" "$MIB" "$OUT" </dev/null >/dev/null 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+    for _ in $(seq 3000); do
+        grep -q '^pid=' "$OUT" 2>/dev/null && break
+        sleep 0.01
+    done
+    pres=() pfrozen=() finals=() ffrozen=() fpages=() fparent=()
+    for i in $(seq "$RUNS"); do
+        P="$WORK/pre"; F="$WORK/final"; rm -rf "$P" "$F"; mkdir -p "$P" "$F"
+        t0=$(now)
+        "$REV" pre-dump -t "$PID" -D "$P" -v 1 -o pre.log
+        t1=$(now)
+        pres+=($((t1 - t0)))
+        pfrozen+=("$(frozen_us "$P/pre.log")")
+        kill -USR1 "$PID"
+        for _ in $(seq 3000); do
+            [ "$(grep -c '^dirtied=' "$OUT")" -ge "$i" ] && break
+            sleep 0.01
+        done
+        t0=$(now)
+        "$REV" dump -t "$PID" -D "$F" --prev-images-dir ../pre --leave-running -v 1 -o dump.log
+        t1=$(now)
+        finals+=($((t1 - t0)))
+        ffrozen+=("$(frozen_us "$F/dump.log")")
+        # "dump done: 1 processes, 277 pages, 65288 pages in the parent, ..."
+        fpages+=("$(sed -n 's/.*dump done: [0-9]* processes, \([0-9]*\) pages, \([0-9]*\) pages in the parent.*/\1/p' "$F/dump.log")")
+        fparent+=("$(sed -n 's/.*dump done: [0-9]* processes, \([0-9]*\) pages, \([0-9]*\) pages in the parent.*/\2/p' "$F/dump.log")")
+    done
+    mid() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    printf '%-8s %12s %12s %12s %12s %12s %12s\n' "${MIB} MiB" \
+        "$(printf '%s\n' "${pres[@]}" | median)" "$(printf '%s\n' "${pfrozen[@]}" | median)" \
+        "$(printf '%s\n' "${finals[@]}" | median)" "$(printf '%s\n' "${ffrozen[@]}" | median)" \
+        "$(mid "${fpages[@]}")" "$(mid "${fparent[@]}")"
+    kill -9 "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
 done

@@ -96,6 +96,24 @@ impl ImageDir {
         bail!("{}: something keeps creating this name while we write it", self.path.join(&t).display())
     }
 
+    /// Creates the symbolic link `name` to `target` under its temporary
+    /// name (an iterative dump's `parent`); [`Self::commit`] moves it into
+    /// place like an image.
+    pub fn create_link(&self, name: &str, target: &Path) -> Result<()> {
+        let t = tmp(name);
+        for _ in 0..2 {
+            match nix::unistd::symlinkat(target, self.fd.as_fd(), t.as_str()) {
+                Ok(()) => return Ok(()),
+                Err(Errno::EEXIST) => {
+                    unlinkat(self.fd.as_fd(), t.as_str(), UnlinkatFlags::NoRemoveDir)
+                        .with_context(|| format!("removing {} before writing {name}", self.path.join(&t).display()))?;
+                }
+                Err(e) => return Err(e).with_context(|| format!("creating the link {}", self.path.join(&t).display())),
+            }
+        }
+        bail!("{}: something keeps creating this name while we write it", self.path.join(&t).display())
+    }
+
     /// Moves the temporary images `names` into place, `inventory.img` last
     /// (a restore starts from it). An existing `inventory.img` goes first,
     /// so a set half-replaced by an interrupted commit never looks whole.

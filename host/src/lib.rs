@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dump;
 pub mod fault;
 pub mod files;
+pub mod imgchain;
 pub mod imgdir;
 pub mod kerndat;
 pub mod lazy;

@@ -105,10 +105,52 @@ enum Cmd {
         /// pidfile.
         #[arg(long)]
         pidfile: Option<PathBuf>,
+        /// The previous link of an iterative dump (a pre-dump's directory),
+        /// relative to the image directory: pages its holder's tracking
+        /// proves unchanged since are left to it (`in_parent` entries), and
+        /// a `parent` link to it is written. Without a holder (killed, or
+        /// its tree gone) every page is dumped.
+        #[arg(long, value_name = "DIR")]
+        prev_images_dir: Option<PathBuf>,
+        /// Accepted for CRIU compatibility: a dump uses the tracking a
+        /// pre-dump armed; it arms none for a later link itself.
+        #[arg(long)]
+        track_mem: bool,
         /// Write only the pages images (benchmarks, until the image layer
         /// can write the rest).
         #[arg(long, hide = true)]
         pages_only: bool,
+    },
+    /// Copy the memory of the tree rooted at PID into DIR while it runs
+    /// (it stands still only to arm write tracking), as a link a later
+    /// `dump --prev-images-dir` builds on. A process of revenant's
+    /// ("revenant-track") holds the tracking until that dump, or a further
+    /// pre-dump, takes it; it exits when the tree does. Meanwhile the
+    /// tree's areas show `uw` in their smaps VmFlags.
+    PreDump {
+        /// The root of the tree.
+        #[arg(short = 't', long = "tree")]
+        pid: i32,
+        /// The image directory (created if missing).
+        #[arg(short = 'D', long = "images-dir")]
+        dir: PathBuf,
+        /// An earlier pre-dump's directory, relative to the image
+        /// directory: pages unchanged since are left to it.
+        #[arg(long, value_name = "DIR")]
+        prev_images_dir: Option<PathBuf>,
+        /// Accepted for CRIU compatibility: a pre-dump always tracks.
+        #[arg(long)]
+        track_mem: bool,
+        /// Log file (default: stderr); a relative path is taken in the
+        /// work directory.
+        #[arg(short = 'o', long = "log-file")]
+        log: Option<PathBuf>,
+        /// Where a relative log file goes (default: the image directory).
+        #[arg(short = 'W', long = "work-dir")]
+        work_dir: Option<PathBuf>,
+        /// Log level, 0 to 4.
+        #[arg(short = 'v', default_value_t = 0)]
+        verbosity: u32,
     },
     /// Restore the process tree checkpointed in DIR.
     Restore {
@@ -275,7 +317,7 @@ fn start_log(log: Option<&Path>, work_dir: Option<&Path>, images: &Path, out: &m
 }
 
 fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
-    if matches!(cli.command, Cmd::Dump { .. } | Cmd::Restore { .. }) {
+    if matches!(cli.command, Cmd::Dump { .. } | Cmd::PreDump { .. } | Cmd::Restore { .. }) {
         revenant::fault::catch_interrupts();
     }
     let mut notes = Vec::new();
@@ -317,6 +359,8 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             verbosity,
             timeout,
             pidfile,
+            prev_images_dir,
+            track_mem,
             pages_only,
         } => {
             let made = revenant::imgdir::create(&dir);
@@ -327,6 +371,9 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             if let Some(p) = pidfile {
                 notes.push(format!("--pidfile {}: ignored; a dump writes no pidfile", p.display()));
             }
+            if track_mem {
+                notes.push("--track-mem: accepted; a dump uses the tracking a pre-dump armed".into());
+            }
             if ghost_fiemap || no_ghost_fiemap {
                 notes.push("--ghost-fiemap: ignored; unlinked files are read by their data segments".into());
             }
@@ -336,15 +383,38 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                     let log = log_out.clone();
                     let opts = revenant::dump::DumpOptions {
                         leave_running, shell_job, ext_unix_sk, tcp_established, skip_in_flight, ghost_limit,
-                        verbosity, log, timeout, notes, pages_only,
+                        verbosity, log, timeout, notes, pages_only, prev_images_dir,
                     };
                     revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
                     Ok(())
                 }
                 _ => {
                     let _ = (pid, leave_running, shell_job, ext_unix_sk, tcp_established, skip_in_flight, ghost_limit);
-                    let _ = (verbosity, timeout, notes, pages_only);
+                    let _ = (verbosity, timeout, notes, pages_only, prev_images_dir);
                     bail!("revenant dump works on x86_64 only so far")
+                }
+            }
+        }
+        Cmd::PreDump { pid, dir, prev_images_dir, track_mem, log, work_dir, verbosity } => {
+            let made = revenant::imgdir::create(&dir);
+            let started = start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out);
+            made?;
+            started?;
+            if track_mem {
+                notes.push("--track-mem: accepted; a pre-dump always tracks".into());
+            }
+            cfg_select! {
+                target_arch = "x86_64" => {
+                    let opts = revenant::dump::predump::PreDumpOptions {
+                        prev_images_dir, verbosity, log: log_out.clone(), notes,
+                    };
+                    revenant::dump::predump::pre_dump(pid, &dir, &opts)
+                        .with_context(|| format!("pre-dumping process tree {pid}"))?;
+                    Ok(())
+                }
+                _ => {
+                    let _ = (pid, prev_images_dir, verbosity, notes);
+                    bail!("revenant pre-dump works on x86_64 only so far")
                 }
             }
         }

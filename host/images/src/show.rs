@@ -22,6 +22,7 @@ use crate::validate::PAGE_SIZE;
 /// the checkpoint (processes, threads, memory areas, pages, files).
 pub fn show(path: &Path, json: bool) -> Result<String> {
     match (path.is_dir(), json) {
+        (true, false) if is_pre_dump(path)? => pre_dump_summary(path),
         (true, false) => Ok(summary(&ImageSet::load(path)?)),
         (true, true) => dir_json(path),
         (false, true) => Ok(Image::read(path)?.to_json().pretty() + "\n"),
@@ -261,6 +262,55 @@ fn inet_addr(words: &[u32], port: u32) -> String {
     }
 }
 
+/// Whether `dir` holds a pre-dump (its inventory says so), which has
+/// pages but no checkpoint around them.
+fn is_pre_dump(dir: &Path) -> Result<bool> {
+    match Image::read(&dir.join("inventory.img"))? {
+        Image::Inventory(v) => Ok(v.first().is_some_and(|i| i.pre_dump_mode.is_some())),
+        other => anyhow::bail!("inventory.img: a {} image where an INVENTORY image was expected", other.kind().name()),
+    }
+}
+
+/// Where `dir`'s `parent` link points (read, never followed), if it has
+/// one.
+fn parent_link(dir: &Path) -> Option<String> {
+    std::fs::read_link(dir.join("parent")).ok().map(|t| t.display().to_string())
+}
+
+/// A pre-dump: its processes and their pages, here and in the parent.
+fn pre_dump_summary(dir: &Path) -> Result<String> {
+    let mut s = String::new();
+    let pstree = match Image::read(&dir.join("pstree.img")) {
+        Ok(Image::Pstree(v)) => v,
+        _ => Vec::new(),
+    };
+    let _ = writeln!(
+        s,
+        "pre-dump {}: {} processes (pages only; a dump with --prev-images-dir builds on it)",
+        dir.display(),
+        pstree.len()
+    );
+    if let Some(t) = parent_link(dir) {
+        let _ = writeln!(s, "parent: {t}");
+    }
+    for e in &pstree {
+        let name = format!("pagemap-{}.img", e.pid);
+        let Image::Pagemap(head, v) = Image::read(&dir.join(&name))? else {
+            anyhow::bail!("{name}: not a pagemap image");
+        };
+        let present = pages_with(&v, pe::PRESENT);
+        let _ = writeln!(
+            s,
+            "process {}: {present} pages ({} KiB) in pages-{}.img, {} in the parent",
+            e.pid,
+            present.saturating_mul(PAGE_SIZE) / 1024,
+            head.pages_id,
+            pages_with(&v, pe::PARENT)
+        );
+    }
+    Ok(s)
+}
+
 fn summary(set: &ImageSet) -> String {
     let mut s = String::new();
     let n_threads: usize = set.processes.iter().map(|p| p.threads.len()).sum();
@@ -273,6 +323,9 @@ fn summary(set: &ImageSet) -> String {
         n_threads,
         set.files.len()
     );
+    if let Some(t) = parent_link(&set.dir) {
+        let _ = writeln!(s, "parent: {t} (pages unchanged since are there)");
+    }
     for z in &set.zombies {
         let code = z.core.tc.as_ref().map_or(0, |tc| tc.exit_code);
         let _ = writeln!(
@@ -297,9 +350,13 @@ fn summary(set: &ImageSet) -> String {
         }
         let present = pages_with(&p.pagemap, pe::PRESENT);
         let lazy = pages_with(&p.pagemap, pe::LAZY);
+        let parent = match pages_with(&p.pagemap, pe::PARENT) {
+            0 => String::new(),
+            n => format!("; {n} pages in the parent"),
+        };
         let _ = writeln!(
             s,
-            "  {} memory areas; {present} pages ({} KiB) in {}, {lazy} of them lazy-capable",
+            "  {} memory areas; {present} pages ({} KiB) in {}, {lazy} of them lazy-capable{parent}",
             p.mm.vmas.len(),
             present.saturating_mul(PAGE_SIZE) / 1024,
             file_name(&p.pages)

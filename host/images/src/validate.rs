@@ -249,9 +249,10 @@ fn check_vmas(p: &Process, files: &HashMap<u32, i32>) -> Result<()> {
     Ok(())
 }
 
-/// Runs in order, inside areas the restore maps, none from a parent image;
-/// returns the pages promised.
-fn check_runs(name: &str, entries: &[PagemapEntry], inside: impl Fn(u64, u64) -> bool) -> Result<u64> {
+/// Runs in order, inside areas the restore maps, from a parent image only
+/// where `parent_ok` (a process's pagemap: the restore follows the chain);
+/// returns the pages promised in this image's pages file.
+fn check_runs(name: &str, entries: &[PagemapEntry], parent_ok: bool, inside: impl Fn(u64, u64) -> bool) -> Result<u64> {
     let mut prev_end = 0u64;
     let mut present = 0u64;
     for (j, e) in entries.iter().enumerate() {
@@ -284,8 +285,11 @@ fn check_runs(name: &str, entries: &[PagemapEntry], inside: impl Fn(u64, u64) ->
             return Err(bad(name, at, "vaddr", format!("run {:#x}-{end:#x} is not inside the memory areas", e.vaddr)));
         }
         let flags = e.pe_flags();
-        if flags & pe::PARENT != 0 {
-            return Err(bad(name, at, "flags", "pages in a parent checkpoint (incremental dumps) are not supported"));
+        if flags & pe::PARENT != 0 && !parent_ok {
+            return Err(bad(name, at, "flags", "pages of shared memory in a parent checkpoint are not supported"));
+        }
+        if flags & pe::PARENT != 0 && flags & pe::PRESENT != 0 {
+            return Err(bad(name, at, "flags", format!("{flags:#x}: both in the parent checkpoint and in this one")));
         }
         if flags & pe::PRESENT != 0 {
             present += n;
@@ -320,15 +324,16 @@ fn check_pagemap(p: &Process) -> Result<()> {
         }
         true
     };
-    let present = check_runs(&name, &p.pagemap, inside)?;
+    let present = check_runs(&name, &p.pagemap, true, inside)?;
     check_pages_size(&name, &p.pages, present)
 }
 
 fn check_shm_pages(shm: &str, i: usize, id: u32, size: u64, pm: &ShmPages) -> Result<()> {
     let name = format!("pagemap-shmem-{id}.img");
-    let present =
-        check_runs(&name, &pm.entries, |_, end| end <= size.saturating_add(PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE)
-            .map_err(|e| e.context(format!("the pages of {shm} entry {i}")))?;
+    let present = check_runs(&name, &pm.entries, false, |_, end| {
+        end <= size.saturating_add(PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE
+    })
+    .map_err(|e| e.context(format!("the pages of {shm} entry {i}")))?;
     check_pages_size(&name, &pm.pages, present)
 }
 

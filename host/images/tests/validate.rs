@@ -104,8 +104,8 @@ fn pagemap_runs_outside_areas_or_out_of_order_are_refused() {
     refused("run-order", |s| proc0(s).pagemap.swap(1, 2), &["pagemap-10562.img: entry 3: vaddr", "below the previous"]);
     refused(
         "run-parent",
-        |s| proc0(s).pagemap[0].flags = Some(pe::PARENT),
-        &["pagemap-10562.img: entry 1: flags", "parent"],
+        |s| proc0(s).pagemap[0].flags = Some(pe::PARENT | pe::PRESENT),
+        &["pagemap-10562.img: entry 1: flags", "both in the parent checkpoint and in this one"],
     );
 }
 

@@ -14,7 +14,7 @@ use nix::sys::uio::{RemoteIoVec, process_vm_readv};
 use nix::unistd::Pid;
 
 use super::maps::PAGE;
-use super::pagemap::Run;
+use super::pagemap::{MAX_ENTRY_PAGES, Run};
 
 /// Bytes copied per round: large enough that syscalls do not dominate,
 /// small enough not to double the dump's memory use for big processes.
@@ -80,6 +80,62 @@ pub fn copy_pages<W: Write + Send>(pid: i32, runs: &[Run], out: &mut W) -> Resul
         }
         Ok(written)
     })
+}
+
+/// Copies `runs` out of a process that runs meanwhile (a pre-dump), in
+/// order, to `out`: a page that can no longer be read (its area unmapped
+/// since) is left out. Returns the bytes written and the runs actually
+/// copied, which the pagemap then describes.
+///
+/// Leaving a page out is safe: its area is gone, and whatever is mapped
+/// there later is new to the tracking, so the next link dumps it.
+pub fn copy_running<W: Write>(pid: i32, runs: &[Run], out: &mut W) -> Result<(u64, Vec<Run>)> {
+    let mut buf = vec![0u8; runs.iter().map(|r| r.nr_pages).max().unwrap_or(0) as usize * PAGE as usize];
+    let mut mem: Option<File> = None;
+    let mut copied: Vec<Run> = Vec::with_capacity(runs.len());
+    let mut written = 0u64;
+    for r in runs {
+        let len = (r.nr_pages * PAGE) as usize;
+        let mut local = [std::io::IoSliceMut::new(&mut buf[..len])];
+        let remote = [RemoteIoVec { base: r.vaddr as usize, len }];
+        let got = match process_vm_readv(Pid::from_raw(pid), &mut local, &remote) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::ESRCH) => bail!("process {pid} exited while its pages were copied"),
+            Err(_) => 0,
+        };
+        // Whole pages read at once, then the rest one by one, through
+        // protections (an area made PROT_NONE since).
+        let mut ok = vec![false; r.nr_pages as usize];
+        ok[..got / PAGE as usize].fill(true);
+        for (i, page_ok) in ok.iter_mut().enumerate().skip(got / PAGE as usize) {
+            let at = r.vaddr + i as u64 * PAGE;
+            let f = match &mem {
+                Some(f) => f,
+                None => mem.insert(
+                    File::open(format!("/proc/{pid}/mem")).with_context(|| format!("opening /proc/{pid}/mem"))?,
+                ),
+            };
+            let page = &mut buf[i * PAGE as usize..(i + 1) * PAGE as usize];
+            *page_ok = f.read_exact_at(page, at).is_ok();
+        }
+        for (i, page_ok) in ok.iter().enumerate() {
+            if !page_ok {
+                continue;
+            }
+            out.write_all(&buf[i * PAGE as usize..(i + 1) * PAGE as usize]).context("writing the pages image")?;
+            written += PAGE;
+            let addr = r.vaddr + i as u64 * PAGE;
+            match copied.last_mut() {
+                Some(c)
+                    if c.vaddr + c.nr_pages * PAGE == addr && c.flags == r.flags && c.nr_pages < MAX_ENTRY_PAGES =>
+                {
+                    c.nr_pages += 1
+                }
+                _ => copied.push(Run { vaddr: addr, nr_pages: 1, flags: r.flags }),
+            }
+        }
+    }
+    Ok((written, copied))
 }
 
 fn split(addr: u64, len: u64) -> impl Iterator<Item = (u64, usize)> {
@@ -195,5 +251,36 @@ mod tests {
         assert!(out[PAGE as usize..2 * PAGE as usize].iter().all(|&b| b == 0x12));
         // SAFETY: unmapping what we mapped above.
         unsafe { munmap(p, len.get()).unwrap() };
+    }
+
+    #[test]
+    fn a_running_copy_leaves_out_pages_unmapped_since() {
+        let len = std::num::NonZeroUsize::new(3 * PAGE as usize).unwrap();
+        // SAFETY: fresh private mapping used only through raw pointers here.
+        let p = unsafe {
+            mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE).unwrap()
+        };
+        let base = p.as_ptr() as *mut u8;
+        for i in 0..3 {
+            // SAFETY: inside the 3-page mapping.
+            unsafe { base.add(i * PAGE as usize).write_bytes(0x20 + i as u8, PAGE as usize) };
+        }
+        // SAFETY: the middle page is ours; nothing in Rust refers to it.
+        unsafe { munmap(p.byte_add(PAGE as usize), PAGE as usize).unwrap() };
+        let a = base as u64;
+        let runs = [Run { vaddr: a, nr_pages: 3, flags: 4 }];
+        let mut out = Vec::new();
+        let (n, copied) = copy_running(std::process::id() as i32, &runs, &mut out).unwrap();
+        assert_eq!(n, 2 * PAGE);
+        assert_eq!(
+            copied,
+            [Run { vaddr: a, nr_pages: 1, flags: 4 }, Run { vaddr: a + 2 * PAGE, nr_pages: 1, flags: 4 }]
+        );
+        assert_eq!((out[0], out[PAGE as usize]), (0x20, 0x22));
+        // SAFETY: unmapping what is left of the mapping above.
+        unsafe {
+            munmap(p, PAGE as usize).unwrap();
+            munmap(p.byte_add(2 * PAGE as usize), PAGE as usize).unwrap();
+        }
     }
 }

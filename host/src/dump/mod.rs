@@ -31,7 +31,11 @@ pub mod maps;
 pub mod memory;
 pub mod model;
 pub mod pagemap;
+pub mod predump;
+pub mod prev;
 pub mod task;
+pub mod track;
+pub mod track_holder;
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -75,6 +79,11 @@ pub struct DumpOptions {
     pub timeout: Option<std::time::Duration>,
     /// Lines for the top of the log: options accepted but not used.
     pub notes: Vec<String>,
+    /// The previous link of an iterative dump (`--prev-images-dir`), a
+    /// path relative to the image directory as CRIU takes it: pages
+    /// unchanged since it get `PE_PARENT` entries, and a `parent` link to
+    /// it is written.
+    pub prev_images_dir: Option<PathBuf>,
     /// Write only the pages images; everything else stays in the returned
     /// [`Tree`]. For tests of the collection, and the only mode that can
     /// succeed until the image layer (issue 3) can encode messages.
@@ -90,7 +99,14 @@ pub struct Dumped {
 
 impl Dumped {
     pub fn pages_written(&self) -> u64 {
-        self.tree.procs.iter().flat_map(|p| &p.pagemap).map(|r| r.nr_pages).sum()
+        let runs = self.tree.procs.iter().flat_map(|p| &p.pagemap);
+        runs.filter(|r| r.flags & pagemap::PE_PRESENT != 0).map(|r| r.nr_pages).sum()
+    }
+
+    /// Pages left to the previous link (`PE_PARENT` entries).
+    pub fn pages_in_parent(&self) -> u64 {
+        let runs = self.tree.procs.iter().flat_map(|p| &p.pagemap);
+        runs.filter(|r| r.flags & pagemap::PE_PARENT != 0).map(|r| r.nr_pages).sum()
     }
 }
 
@@ -101,6 +117,9 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     }
     let mut log = Log::open(opts)?;
     let dir = ImageDir::open(dir)?;
+    // Taken from its holder before the tree stops: that is no time the
+    // program needs to stand still for.
+    let prev = opts.prev_images_dir.as_deref().map(|t| prev::PrevLink::open(&dir, t, &mut log)).transpose()?;
     let t0 = Instant::now();
     // Freezing and collecting stop at the deadline; resuming the tree
     // after a failure must not be cut short, so it is dropped first.
@@ -121,10 +140,13 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         if opts.pages_only {
             return dir.commit(&pages_names(t));
         }
-        let names = write_images(t, &dir)?;
+        let names = write_images(t, &dir, prev.as_ref().map(|p| p.target.as_path()))?;
         restorable(&dir, opts).inspect_err(|_| dir.withdraw(&names))
     };
-    let collected = collect(&frozen, &dir, opts, &mut log).and_then(|t| write(&t).map(|()| t));
+    let collected = collect(&frozen, &dir, opts, prev.as_ref(), &mut log).and_then(|t| {
+        log.line(3, "collected; writing the images");
+        write(&t).map(|()| t)
+    });
     let timed_out = crate::fault::timed_out();
     drop(deadline);
     let tree = match collected {
@@ -158,10 +180,19 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
             keep_connections(&dir, &mut conns, &mut log);
         }
     }
+    // The chain's tracking has served: its holder goes.
+    if let Some(p) = prev {
+        p.done();
+    }
     let d = Dumped { tree, frozen_for };
     log.line(
         1,
-        &format!("dump done: {} processes, {} pages, frozen for {frozen_for:?}", d.tree.procs.len(), d.pages_written()),
+        &format!(
+            "dump done: {} processes, {} pages, {} pages in the parent, frozen for {frozen_for:?}",
+            d.tree.procs.len(),
+            d.pages_written(),
+            d.pages_in_parent()
+        ),
     );
     Ok(d)
 }
@@ -187,20 +218,23 @@ fn keep_connections(dir: &ImageDir, conns: &mut files::inet::Connections, log: &
 
 /// Reads everything of the frozen tree; writes the pages images as it goes
 /// (under temporary names), the rest stays in memory.
-pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Log) -> Result<Tree> {
+pub fn collect(
+    frozen: &Frozen,
+    dir: &ImageDir,
+    opts: &DumpOptions,
+    prev: Option<&prev::PrevLink>,
+    log: &mut Log,
+) -> Result<Tree> {
     let mut files = files::Files::default();
     files.tcp.keep = opts.tcp_established;
     files.tcp.skip_in_flight = opts.skip_in_flight;
     files.ghost_limit = opts.ghost_limit;
     files.tree = frozen.procs.iter().map(|p| p.pid).chain(frozen.zombies.iter().map(|z| z.0)).collect();
-    let host = HostFacts {
-        zero_pfn: pagemap::zero_page_pfn(),
-        names_reliable: crate::kerndat::Kerndat::get().ok().and_then(|k| k.vdso_name_survives_mremap).unwrap_or(true),
-    };
+    let host = HostFacts::get();
     let mut procs = Vec::new();
     check_unshared(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;
     for i in 0..frozen.procs.len() {
-        procs.push(process(frozen, i, &host, &mut files, dir, opts, log)?);
+        procs.push(process(frozen, i, &host, &mut files, dir, opts, prev, log)?);
     }
     files.tty_queues(opts.shell_job)?;
     files.unix_peers(opts.ext_unix_sk)?;
@@ -216,17 +250,30 @@ pub fn collect(frozen: &Frozen, dir: &ImageDir, opts: &DumpOptions, log: &mut Lo
 }
 
 /// What every process is read against, found once per dump.
-struct HostFacts {
+pub(super) struct HostFacts {
     /// The zero page's frame, whose pages need no copy.
-    zero_pfn: Option<u64>,
+    pub(super) zero_pfn: Option<u64>,
     /// Whether smaps still names the vDSO after a move; if not, it is
     /// found by its frames ([`mark_vdso_by_pfn`]).
-    names_reliable: bool,
+    pub(super) names_reliable: bool,
+}
+
+impl HostFacts {
+    pub(super) fn get() -> HostFacts {
+        HostFacts {
+            zero_pfn: pagemap::zero_page_pfn(),
+            names_reliable: crate::kerndat::Kerndat::get()
+                .ok()
+                .and_then(|k| k.vdso_name_survives_mremap)
+                .unwrap_or(true),
+        }
+    }
 }
 
 /// Process `frozen.procs[i]`, read in a fixed order: its task state first
 /// (the checks that refuse a tree come early), then its files in the order
 /// CRIU numbers them, then its memory, whose pages image is written here.
+#[allow(clippy::too_many_arguments)]
 fn process(
     frozen: &Frozen,
     i: usize,
@@ -234,6 +281,7 @@ fn process(
     files: &mut files::Files,
     dir: &ImageDir,
     opts: &DumpOptions,
+    prev: Option<&prev::PrevLink>,
     log: &mut Log,
 ) -> Result<Process> {
     let fp = &frozen.procs[i];
@@ -251,6 +299,7 @@ fn process(
     }
     let status = procfs::status(pid, pid)?;
     let vmas = memory_areas(pid, host.names_reliable)?;
+    log.line(3, &format!("process {pid}: areas read"));
     let (ps, threads) = task_state(fp, &vmas, log)?;
     log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
     let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
@@ -258,10 +307,12 @@ fn process(
     // Files: the executable and mapped files first, as CRIU numbers them.
     let (exe_file_id, out_vmas) = mapped_files(pid, &vmas, files)?;
     let (fds, cwd_id, root_id) = fd_files(pid, &ps, files)?;
+    log.line(3, &format!("process {pid}: files read"));
 
     // Memory.
     let pages_id = i as u32 + 1;
-    let runs = pages(pid, pages_id, &vmas, &threads, host.zero_pfn, dir, log)?;
+    let since = prev.map(|p| p.prev_for(pid, &vmas)).transpose()?.flatten();
+    let runs = pages(pid, pages_id, &vmas, &threads, host.zero_pfn, since.as_ref(), dir, log)?;
 
     let mm = mm(pid, &stat, &status, &ps, exe_file_id)?;
     Ok(Process {
@@ -285,12 +336,11 @@ fn process(
     })
 }
 
-/// The process's memory areas, refused early if dump cannot keep one (or
-/// its memory policy), with the vDSO marked where smaps cannot be trusted
-/// to name it.
-fn memory_areas(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
+/// The process's memory areas, refused early if dump cannot keep one,
+/// with the vDSO marked where smaps cannot be trusted to name it. (Their
+/// memory policy is checked with the task state: `task::process_state`.)
+pub(super) fn memory_areas(pid: i32, names_reliable: bool) -> Result<Vec<maps::Vma>> {
     let smaps = procfs::read_string(pid, "smaps")?;
-    check_mempolicy(pid)?;
     let mut vmas = maps::parse_smaps(&smaps, pid)?;
     for v in &vmas {
         maps::check_supported(v, pid)?;
@@ -315,7 +365,7 @@ fn task_state(
     if let inject::Trampoline::Bare { .. } = tramp {
         log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
     }
-    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?)?;
+    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?, vmas)?;
     let mut threads: Vec<model::Thread> = Vec::new();
     for &tid in &fp.threads {
         threads.push(task::thread_state(pid, tid, tramp)?);
@@ -379,17 +429,47 @@ fn fd_files(pid: i32, ps: &task::ProcessState, files: &mut files::Files) -> Resu
 }
 
 /// The process's pages, copied into `pages-<pages_id>.img` while the tree
-/// is frozen; returns the runs the pagemap image describes them by.
+/// is frozen (but those `since` leaves to the previous link); returns the
+/// runs the pagemap image describes them by.
+#[allow(clippy::too_many_arguments)]
 fn pages(
     pid: i32,
     pages_id: u32,
     vmas: &[maps::Vma],
     threads: &[model::Thread],
     zero_pfn: Option<u64>,
+    since: Option<&track::Prev>,
     dir: &ImageDir,
     log: &mut Log,
 ) -> Result<Vec<pagemap::Run>> {
     let stack_pages: Vec<u64> = threads.iter().map(|t| t.regs.rsp & !(PAGE - 1)).collect();
+    let runs = page_runs(pid, vmas, zero_pfn, &stack_pages, since)?;
+    log.line(3, &format!("process {pid}: pagemap read"));
+    let here: Vec<pagemap::Run> = runs.iter().filter(|r| r.flags & pagemap::PE_PRESENT != 0).copied().collect();
+    let pages_name = format!("pages-{pages_id}.img");
+    let t = Instant::now();
+    let written = {
+        let f = dir.create(&pages_name)?;
+        let mut w = BufWriter::with_capacity(1 << 20, f);
+        let n = memory::copy_pages(pid, &here, &mut w)?;
+        w.flush().with_context(|| format!("writing {pages_name}"))?;
+        n
+    };
+    log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
+    crate::fault::step(|| format!("process {pid}: pages written"))?;
+    Ok(runs)
+}
+
+/// The pagemap entries of process `pid`'s areas `vmas`, from its
+/// `/proc/PID/pagemap` (see `pagemap.rs` for the rules, `track.rs` for
+/// `since`).
+pub(super) fn page_runs(
+    pid: i32,
+    vmas: &[maps::Vma],
+    zero_pfn: Option<u64>,
+    stack_pages: &[u64],
+    since: Option<&track::Prev>,
+) -> Result<Vec<pagemap::Run>> {
     let pm = File::open(procfs::path(pid, "pagemap")).with_context(|| format!("opening /proc/{pid}/pagemap"))?;
     let mut runs = Vec::new();
     for v in vmas {
@@ -406,19 +486,8 @@ fn pages(
                 v.name
             );
         }
-        pagemap::add_runs(&mut runs, v, &pme, zero_pfn, &stack_pages);
+        pagemap::add_runs(&mut runs, v, &pme, zero_pfn, stack_pages, since);
     }
-    let pages_name = format!("pages-{pages_id}.img");
-    let t = Instant::now();
-    let written = {
-        let f = dir.create(&pages_name)?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        let n = memory::copy_pages(pid, &runs, &mut w)?;
-        w.flush().with_context(|| format!("writing {pages_name}"))?;
-        n
-    };
-    log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
-    crate::fault::step(|| format!("process {pid}: pages written"))?;
     Ok(runs)
 }
 
@@ -562,7 +631,7 @@ fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
 /// the ones its processes' next children would get (a pending
 /// `unshare(CLONE_NEWPID)` or `CLONE_NEWTIME`): dumping other namespaces is
 /// not supported yet.
-fn check_namespaces(pid: i32) -> Result<()> {
+pub(super) fn check_namespaces(pid: i32) -> Result<()> {
     let me = std::process::id() as i32;
     let names = ["pid", "net", "uts", "mnt", "user", "cgroup", "time", "pid_for_children", "time_for_children"];
     for ns in names {
@@ -570,19 +639,6 @@ fn check_namespaces(pid: i32) -> Result<()> {
         if theirs != ours {
             bail!("process {pid} is in another {ns} namespace than revenant: dumping namespaces is not supported yet");
         }
-    }
-    Ok(())
-}
-
-/// Refuses NUMA memory policies (`set_mempolicy`, `mbind`), which a
-/// restore does not set yet: `numa_maps` shows each area's effective one,
-/// the task's where the area has none. Kernels without NUMA have no file.
-fn check_mempolicy(pid: i32) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(procfs::path(pid, "numa_maps")) else { return Ok(()) };
-    if let Some(line) = text.lines().find(|l| l.split_whitespace().nth(1).is_some_and(|p| p != "default")) {
-        let mut f = line.split_whitespace();
-        let (addr, policy) = (f.next().unwrap_or("?"), f.next().unwrap_or("?"));
-        bail!("process {pid}: memory at {addr} follows the NUMA policy {policy}, which dump does not support yet");
     }
     Ok(())
 }
@@ -628,11 +684,15 @@ fn pages_names(tree: &Tree) -> Vec<String> {
     procs.chain(tree.ipc.pages_names()).chain(shmem).collect()
 }
 
-/// Writes every image but the pages (already written by [`collect`]);
-/// returns the names of all.
-pub fn write_images(tree: &Tree, dir: &ImageDir) -> Result<Vec<String>> {
+/// Writes every image but the pages (already written by [`collect`]), and
+/// the `parent` link to `parent` if given; returns the names of all.
+pub fn write_images(tree: &Tree, dir: &ImageDir, parent: Option<&Path>) -> Result<Vec<String>> {
     let mut names = pages_names(tree);
     names.extend(images::write(tree, dir)?);
+    if let Some(p) = parent {
+        dir.create_link("parent", p)?;
+        names.push("parent".into());
+    }
     crate::fault::step(|| "images written".into())?;
     dir.commit(&names)?;
     Ok(names)

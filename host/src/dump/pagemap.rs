@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use anyhow::{Context, Result};
 
 use super::maps::{MAP_ANONYMOUS, MAP_DROPPABLE, MAP_HUGETLB, MAP_LOCKED, MAP_PRIVATE, PAGE, Vma, status};
+use super::track::{Prev, Source};
 
 const PM_PFN_MASK: u64 = (1 << 55) - 1;
 const PM_FILE: u64 = 1 << 61;
@@ -24,6 +25,7 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_GUARD_REGION: u64 = 1 << 58;
 
 /// `pagemap_entry.flags` of CRIU's images.
+pub const PE_PARENT: u32 = 1 << 0;
 pub const PE_LAZY: u32 = 1 << 1;
 pub const PE_PRESENT: u32 = 1 << 2;
 
@@ -77,8 +79,17 @@ pub fn read_pagemap(pm: &File, pid: i32, v: &Vma) -> Result<Vec<u64>> {
 
 /// Appends the pages of `v` to dump to `runs`, given its pagemap words.
 /// `stack_pages` are the pages holding a thread's stack pointer, which CRIU
-/// never marks lazy (the restored thread touches them at once).
-pub fn add_runs(runs: &mut Vec<Run>, v: &Vma, pme: &[u64], zero_pfn: Option<u64>, stack_pages: &[u64]) {
+/// never marks lazy (the restored thread touches them at once). With
+/// `prev` (an iterative dump), a page unchanged since the previous link
+/// gets a `PE_PARENT` entry instead of a copy.
+pub fn add_runs(
+    runs: &mut Vec<Run>,
+    v: &Vma,
+    pme: &[u64],
+    zero_pfn: Option<u64>,
+    stack_pages: &[u64],
+    prev: Option<&Prev>,
+) {
     if !v.is(status::REGULAR) || v.is(status::VVAR) || v.status & (status::FILE_SHARED | status::ANON_SHARED) != 0 {
         return;
     }
@@ -95,7 +106,13 @@ pub fn add_runs(runs: &mut Vec<Run>, v: &Vma, pme: &[u64], zero_pfn: Option<u64>
         if !dump {
             continue;
         }
-        let flags = if lazy && !stack_pages.contains(&addr) { PE_LAZY | PE_PRESENT } else { PE_PRESENT };
+        let flags = if prev.is_some_and(|p| p.source(addr, e) == Source::Parent) {
+            PE_PARENT
+        } else if lazy && !stack_pages.contains(&addr) {
+            PE_LAZY | PE_PRESENT
+        } else {
+            PE_PRESENT
+        };
         match runs.last_mut() {
             Some(r) if r.flags == flags && r.vaddr + r.nr_pages * PAGE == addr && r.nr_pages < MAX_ENTRY_PAGES => {
                 r.nr_pages += 1
@@ -161,7 +178,7 @@ mod tests {
             PM_PRESENT | PM_GUARD_REGION,
         ];
         let mut runs = vec![];
-        add_runs(&mut runs, &anon, &pme, zero, &[]);
+        add_runs(&mut runs, &anon, &pme, zero, &[], None);
         assert_eq!(
             runs,
             [
@@ -174,7 +191,7 @@ mod tests {
         // and the entry runs on across the area boundary like CRIU's.
         let file = vma(0x16000, 3, status::REGULAR | status::FILE_PRIVATE, MAP_PRIVATE);
         let mut runs = vec![Run { vaddr: 0x15000, nr_pages: 1, flags: PE_PRESENT }];
-        add_runs(&mut runs, &file, &[PM_PRESENT | 9, PM_PRESENT | PM_FILE | 10, PM_PRESENT | 11], zero, &[]);
+        add_runs(&mut runs, &file, &[PM_PRESENT | 9, PM_PRESENT | PM_FILE | 10, PM_PRESENT | 11], zero, &[], None);
         assert_eq!(
             runs,
             [
@@ -187,7 +204,7 @@ mod tests {
         let stack =
             vma(0x20000, 3, status::REGULAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_GROWSDOWN);
         let mut runs = vec![];
-        add_runs(&mut runs, &stack, &[PM_PRESENT | 1; 3], zero, &[0x21000]);
+        add_runs(&mut runs, &stack, &[PM_PRESENT | 1; 3], zero, &[0x21000], None);
         assert_eq!(
             runs.iter().map(|r| (r.vaddr, r.nr_pages, r.flags)).collect::<Vec<_>>(),
             [(0x20000, 1, PE_LAZY | PE_PRESENT), (0x21000, 1, PE_PRESENT), (0x22000, 1, PE_LAZY | PE_PRESENT)]
@@ -197,22 +214,48 @@ mod tests {
         let vdso = vma(0x30000, 2, status::REGULAR | status::VDSO | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS);
         let vvar = vma(0x32000, 2, status::REGULAR | status::VVAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS);
         let mut runs = vec![];
-        add_runs(&mut runs, &vdso, &[0, 0], zero, &[]);
-        add_runs(&mut runs, &vvar, &[PM_PRESENT | 3; 2], zero, &[]);
+        add_runs(&mut runs, &vdso, &[0, 0], zero, &[], None);
+        add_runs(&mut runs, &vvar, &[PM_PRESENT | 3; 2], zero, &[], None);
         assert_eq!(runs, [Run { vaddr: 0x30000, nr_pages: 2, flags: PE_PRESENT }]);
 
         // Droppable memory: never, present or not.
         let droppable = vma(0x40000, 2, status::REGULAR | status::ANON_PRIVATE, MAP_DROPPABLE | MAP_ANONYMOUS);
         let mut runs = vec![];
-        add_runs(&mut runs, &droppable, &[PM_PRESENT | 3; 2], zero, &[]);
+        add_runs(&mut runs, &droppable, &[PM_PRESENT | 3; 2], zero, &[], None);
         assert_eq!(runs, []);
+    }
+
+    #[test]
+    fn unchanged_tracked_pages_the_parent_holds_get_parent_entries() {
+        use crate::dump::track::PM_UFFD_WP;
+        let anon = vma(0x10000, 5, status::REGULAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS);
+        let prev = Prev { tracked: vec![(0x10000, 0x15000)], held: vec![(0x10000, 0x14000)] };
+        let wp = PM_PRESENT | PM_UFFD_WP | 5;
+        // Protected, written, protected, swapped out protected, protected
+        // but not in the parent.
+        let pme = [wp, PM_PRESENT | 5, wp, PM_SWAP | PM_UFFD_WP, wp];
+        let mut runs = vec![];
+        add_runs(&mut runs, &anon, &pme, None, &[], Some(&prev));
+        assert_eq!(
+            runs,
+            [
+                Run { vaddr: 0x10000, nr_pages: 1, flags: PE_PARENT },
+                Run { vaddr: 0x11000, nr_pages: 1, flags: PE_LAZY | PE_PRESENT },
+                Run { vaddr: 0x12000, nr_pages: 2, flags: PE_PARENT },
+                Run { vaddr: 0x14000, nr_pages: 1, flags: PE_LAZY | PE_PRESENT },
+            ]
+        );
+        // Without tracking the same words give copies only.
+        let mut runs = vec![];
+        add_runs(&mut runs, &anon, &pme, None, &[], Some(&Prev::default()));
+        assert_eq!(runs, [Run { vaddr: 0x10000, nr_pages: 5, flags: PE_LAZY | PE_PRESENT }]);
     }
 
     #[test]
     fn entries_stop_at_256_pages() {
         let anon = vma(0x100000, 600, status::REGULAR | status::ANON_PRIVATE, MAP_PRIVATE | MAP_ANONYMOUS);
         let mut runs = vec![];
-        add_runs(&mut runs, &anon, &vec![PM_PRESENT | 1; 600], None, &[]);
+        add_runs(&mut runs, &anon, &vec![PM_PRESENT | 1; 600], None, &[], None);
         assert_eq!(runs.iter().map(|r| r.nr_pages).collect::<Vec<_>>(), [256, 256, 88]);
     }
 

@@ -264,7 +264,7 @@ impl Drop for Guard {
 ///
 /// # Safety
 /// Only in a forked child: nothing else may be using the fds it closes.
-unsafe fn close_all_but(keep: &[RawFd], limit: u64) {
+pub(crate) unsafe fn close_all_but(keep: &[RawFd], limit: u64) {
     let mut from = 3u32;
     let range = |lo: u32, hi: u32| {
         // SAFETY: the caller's promise.

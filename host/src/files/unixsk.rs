@@ -475,7 +475,7 @@ fn peek_queue(s: i32, rcvbuf: usize) -> Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
 /// # Safety
 /// `msg` was just filled by `recvmsg`, and the descriptors in it are
 /// owned by no one else.
-pub(super) unsafe fn rights(msg: &libc::msghdr) -> Vec<OwnedFd> {
+pub(crate) unsafe fn rights(msg: &libc::msghdr) -> Vec<OwnedFd> {
     let mut fds = vec![];
     // SAFETY: walking the control messages the kernel wrote (the
     // caller's promise); each descriptor in them is new.
@@ -1106,7 +1106,7 @@ fn requeue(
 }
 
 /// Sends `m` from `from` (to `to`, if given), with `fds` in flight.
-pub(super) fn send_one(from: i32, m: &[u8], to: Option<&(libc::sockaddr_un, libc::socklen_t)>, fds: &[i32]) -> isize {
+pub(crate) fn send_one(from: i32, m: &[u8], to: Option<&(libc::sockaddr_un, libc::socklen_t)>, fds: &[i32]) -> isize {
     let mut iov = libc::iovec { iov_base: m.as_ptr() as *mut libc::c_void, iov_len: m.len() };
     // Room for one SCM_RIGHTS message of up to 253 descriptors (the
     // kernel's own limit).

@@ -40,7 +40,7 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, Knobs, ProcessPlan, Rseq, Sched, Session, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    AltStack, Backing, Knobs, Pages, ProcessPlan, Rseq, Sched, Session, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
 use crate::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use crate::sysv::restore::IpcPlan;
@@ -420,9 +420,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             backing,
         });
     }
-    let entries: Vec<(u64, u64, u32)> =
-        p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.flags.unwrap_or(pe::PRESENT))).collect();
-    let page_runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
+    let (pages, page_runs) = pages(set, p, opts)?;
 
     let mm = &p.mm;
     let sigactions = tc
@@ -507,7 +505,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         anon_fds: files.anon_fds,
         locks: files.locks,
         vmas,
-        pages: p.pages.clone(),
+        pages,
         page_runs,
         mm: MmMap {
             start_code: mm.mm_start_code,
@@ -555,6 +553,30 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             autogroup_nice: tc.autogroup_nice,
         },
     })
+}
+
+/// Where process `p`'s pages come from, and its page runs. Pages an
+/// iterative dump left to its parents are gathered into a memfd
+/// (`chain.rs`); a dump checking its own images only resolves them (the
+/// copy would cost the frozen tree time, and the chain's contents are
+/// not what it checks).
+fn pages(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<(Pages, Vec<super::plan::PageRun>)> {
+    let pid = p.pstree.pid;
+    if p.pagemap.iter().all(|e| e.pe_flags() & pe::PARENT == 0) {
+        let entries: Vec<(u64, u64, u32)> = p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.pe_flags())).collect();
+        let runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
+        return Ok((Pages::Image(p.pages.clone()), runs));
+    }
+    let levels = super::chain::levels(&set.dir, pid, &p.pagemap, &p.pages)?;
+    let pieces = super::chain::resolve(&levels)?;
+    if opts.at_dump {
+        let here: Vec<(u64, u64, u32)> =
+            p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.pe_flags())).filter(|e| e.2 & pe::PARENT == 0).collect();
+        let runs = convert::page_runs(&here, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
+        return Ok((Pages::Image(p.pages.clone()), runs));
+    }
+    let (file, runs) = super::chain::flatten(pid, &levels, &pieces)?;
+    Ok((Pages::Chain(std::sync::Arc::new(file)), runs))
 }
 
 /// The dumped personality. CRIU 4.2 reads `/proc/PID/personality`, which

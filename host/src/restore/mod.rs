@@ -2,6 +2,7 @@
 //! processes. See docs/architecture.md for the sequence.
 
 mod bootstrap;
+pub mod chain;
 mod child;
 pub mod convert;
 mod cow;

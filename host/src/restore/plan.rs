@@ -9,6 +9,45 @@ pub use crate::files::pipe::{PipeEnd, PipePlan};
 pub use crate::files::{FdOwner, FdPlan, fifo::FifoFill};
 use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 
+/// Where a process's page runs read from.
+#[derive(Debug, Clone)]
+pub enum Pages {
+    /// The pages image of the directory restored.
+    Image(PathBuf),
+    /// A private memfd gathering the pages of an iterative dump's chain
+    /// (`chain.rs`); shared so that plans stay cheap to clone.
+    Chain(std::sync::Arc<std::fs::File>),
+}
+
+impl Pages {
+    /// For messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Pages::Image(p) => p.display().to_string(),
+            Pages::Chain(_) => "the pages gathered from the parent images".into(),
+        }
+    }
+
+    /// The pages image's path, unless the pages were gathered.
+    pub fn image(&self) -> Option<&std::path::Path> {
+        match self {
+            Pages::Image(p) => Some(p),
+            Pages::Chain(_) => None,
+        }
+    }
+
+    /// An open file to read pages from.
+    pub fn open(&self) -> anyhow::Result<std::fs::File> {
+        match self {
+            Pages::Image(p) => Ok(revenant_images::file::ImageFile::open(p)?.file),
+            Pages::Chain(f) => {
+                use anyhow::Context;
+                f.try_clone().context("duplicating the chain's pages memfd")
+            }
+        }
+    }
+}
+
 /// What the host makes for a restore before any process exists, besides
 /// SysV segments.
 #[derive(Debug, Clone, Default)]
@@ -55,8 +94,8 @@ pub struct ProcessPlan {
     /// of this process on each; set while the tree is held.
     pub owners: Vec<FdOwner>,
     pub vmas: Vec<VmaPlan>,
-    /// The raw pages image the page runs read from.
-    pub pages: PathBuf,
+    /// The raw pages file the page runs read from.
+    pub pages: Pages,
     pub page_runs: Vec<PageRun>,
     pub mm: MmMap,
     /// The saved auxv, native words.

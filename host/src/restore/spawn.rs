@@ -54,7 +54,7 @@ use revenant_arch::Errno;
 use super::StopPoint;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
-use super::plan::{Backing, ProcessPlan, ZombiePlan, cpath};
+use super::plan::{Backing, Pages, ProcessPlan, ZombiePlan, cpath};
 use super::{cow, held, tree_files};
 use crate::sysv::restore::{self as sysv, IpcPlan};
 
@@ -140,13 +140,24 @@ fn child_plan(
     shared: &[u32],
     slots: &[Option<cow::Slot>],
 ) -> Result<ChildPlan> {
-    // The child cannot say much when an open fails: the pages image is
-    // checked here, and the child's own open (by path, after this check)
-    // still neither follows a link nor waits on a FIFO put there since.
-    revenant_images::file::ImageFile::open(&p.pages)?;
-    let pages_flags = libc::O_RDONLY | revenant_images::file::OPEN_FLAGS;
+    let (pages_path, pages_flags) = match &p.pages {
+        // The child cannot say much when an open fails: the pages image
+        // is checked here, and the child's own open (by path, after this
+        // check) still neither follows a link nor waits on a FIFO put
+        // there since.
+        Pages::Image(path) => {
+            revenant_images::file::ImageFile::open(path)?;
+            (cpath(path)?, libc::O_RDONLY | revenant_images::file::OPEN_FLAGS)
+        }
+        // Our own memfd, opened again through our fd's /proc link (the
+        // child closes what it inherits before it opens its files).
+        Pages::Chain(f) => {
+            let path = format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd());
+            (std::ffi::CString::new(path).expect("no NUL"), libc::O_RDONLY)
+        }
+    };
     let mut service =
-        vec![Open { path: cpath(&p.pages)?, flags: pages_flags, fd: fds.pages, cloexec: true, ..Default::default() }];
+        vec![Open { path: pages_path, flags: pages_flags, fd: fds.pages, cloexec: true, ..Default::default() }];
     if let (Some(exe), true) = (&p.exe, fds.exe >= 0) {
         service.push(Open {
             path: cpath(exe)?,
@@ -398,8 +409,8 @@ fn prepare(
         if let Some(server) = lazy
             && !area.lazy.areas.is_empty()
         {
-            let image = revenant_images::file::ImageFile::open(&p.pages)?;
-            server.describe(p.pid, &image.file, &area.lazy.pages, &area.lazy.areas)?;
+            let pages = p.pages.open()?;
+            server.describe(p.pid, &pages, &area.lazy.pages, &area.lazy.areas)?;
         }
         cp.entry = area.entry as usize;
         cp.args = area.args as usize;

@@ -95,14 +95,14 @@ fn dumped_bytes(p: &ProcessPlan, v: &VmaPlan) -> Result<Vec<u8>> {
         bail!("the dumped vDSO at {:#x} is {} bytes long: no vDSO is larger than {MAX_VDSO}", v.start, v.len());
     }
     let mut out = vec![0u8; v.len() as usize];
-    let pages = revenant_images::file::ImageFile::open(&p.pages)?.file;
+    let pages = p.pages.open()?;
     for r in &p.page_runs {
         let (lo, hi) = (r.addr.max(v.start), (r.addr + r.len).min(v.end));
         if lo < hi {
             let dst = &mut out[(lo - v.start) as usize..(hi - v.start) as usize];
             pages
                 .read_exact_at(dst, r.file_offset + (lo - r.addr))
-                .with_context(|| format!("{}: reading the dumped vDSO at {lo:#x}", p.pages.display()))?;
+                .with_context(|| format!("{}: reading the dumped vDSO at {lo:#x}", p.pages.describe()))?;
         }
     }
     Ok(out)
