@@ -113,7 +113,12 @@ fn the_reference_c_loader_runs_the_selftest_and_a_one_page_restore() {
         names.push(name);
     }
     names.sort();
-    assert_eq!(names, ["blob.bin", "blob.json", "blob_loader.c", "relocs.bin", "revenant_blob.h"]);
+    assert_eq!(names, ["blob.bin", "blob.elf", "blob.json", "blob_loader.c", "relocs.bin", "revenant_blob.h"]);
+    // The ELF for debuggers: what blob.bin was flattened from, with the
+    // symbol a debugger stops at.
+    let elf = std::fs::read(e.dir.join("blob.elf")).unwrap();
+    assert!(elf.starts_with(b"\x7fELF"), "blob.elf is not an ELF file");
+    assert!(elf.windows(10).any(|w| w == b"blob_entry"), "blob.elf has no symbol table");
     assert_eq!(e.json["abi_version"], VERSION);
     assert_eq!(e.json["byte_order"], "little");
 
