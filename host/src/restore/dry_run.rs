@@ -157,8 +157,10 @@ fn vma(p: &ProcessPlan, v: &super::plan::VmaPlan, b: &revenant_blob_abi::Vma, la
         "attached".into()
     } else if b.how & VMA_REPROTECT != 0 {
         "part of the attachment before it, re-protected".into()
+    } else if b.how & VMA_SKIP != 0 && v.backing == Backing::Vsyscall {
+        "the kernel's own page, left as it is".into()
     } else if b.how & VMA_SKIP != 0 {
-        "left to the kernel (the runtime one moves here)".into()
+        "not mapped: the runtime one moves here".into()
     } else if b.how & VMA_LAZY != 0 {
         if lazy { "mapped, filled by the page server".into() } else { "mapped and filled".into() }
     } else if b.how & VMA_FILL != 0 {
@@ -166,10 +168,12 @@ fn vma(p: &ProcessPlan, v: &super::plan::VmaPlan, b: &revenant_blob_abi::Vma, la
     } else {
         "mapped, no pages".into()
     };
+    // Pages of areas made otherwise (the vDSO, SysV attachments) are not read.
+    let read = b.how & (VMA_FILL | VMA_LAZY | VMA_PREMAPPED) != 0;
     let fills: Vec<Value> = p
         .page_runs
         .iter()
-        .filter(|r| r.addr < v.end && r.addr + r.len > v.start)
+        .filter(|r| read && r.addr < v.end && r.addr + r.len > v.start)
         .map(|r| {
             let (lo, hi) = (r.addr.max(v.start), (r.addr + r.len).min(v.end));
             json!({"start": hex(lo), "end": hex(hi), "offset": hex(r.file_offset + (lo - r.addr))})
@@ -280,6 +284,9 @@ pub fn text(v: &Value) -> String {
             }
             rows.push((addr(&a["start"]), format!("  {:<79}| {cell}", "")));
         }
+        // The area stays until the host unmaps it, after the blob's sigreturn.
+        let cell = format!("{}-{} bootstrap area, until the host unmaps it", s(&b["start"]), s(&b["unmapped_after"]));
+        rows.push((addr(&b["start"]), format!("  {:<79}| {cell}", "")));
         rows.sort_by_key(|r| r.0);
         rows.iter().for_each(|r| out += &format!("{}\n", r.1.trim_end()));
         out += "  descriptors:\n";
