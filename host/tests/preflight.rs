@@ -282,7 +282,7 @@ fn an_intact_set_passes_and_its_plan_names_the_blob_and_every_area() {
     for want in [
         "PROBLEM  planning: ".to_string(),
         "this kind of mapping is not restored yet".to_string(),
-        format!("PROBLEM  files present with their dumped size: files.img: entry id"),
+        "PROBLEM  files present with their dumped size: files.img: entry id".to_string(),
         format!("{} is missing", work.join("out").display()),
         "ok       PIDs and TIDs free".to_string(),
         "skipped  SysV ids: needs the plan".to_string(),
