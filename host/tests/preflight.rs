@@ -148,10 +148,12 @@ fn a_damaged_set_has_every_problem_listed_at_once_and_nothing_made() {
     std::fs::create_dir_all(&bad).unwrap();
     set.write(&bad).unwrap();
 
-    let (segs, before, started) = (segments(), files(&work), start_time(pid));
+    // The program writes on to `out` meanwhile; nothing else may change.
+    let kept = || files(&work).into_iter().filter(|(p, _)| *p != out).collect::<Vec<_>>();
+    let (segs, before, started) = (segments(), kept(), start_time(pid));
     let o = revenant(&["restore", "--check-only"], &bad);
     let (text, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    let after = (segments(), files(&work), start_time(pid));
+    let after = (segments(), kept(), start_time(pid));
     cleanup();
     eprintln!("{text}{err}");
     assert_eq!(o.status.code(), Some(1), "{text}{err}");
@@ -290,5 +292,123 @@ fn an_intact_set_passes_and_its_plan_names_the_blob_and_every_area() {
     ] {
         assert!(text.contains(&want), "{want:?} missing from:\n{text}");
     }
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
+/// Starts `prog` with `args` as a grandchild in its own session; returns
+/// once its OUTFILE (`out`) has a line with `ready`.
+fn start_server(prog: &Path, args: &[&std::ffi::OsStr], out: &Path, ready: &str) {
+    nix::sys::prctl::set_child_subreaper(true).unwrap();
+    let mut cmd = Command::new(prog);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: fork, setsid and _exit are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if nix::unistd::fork()?.is_parent() {
+                nix::libc::_exit(0);
+            }
+            nix::unistd::setsid()?;
+            Ok(())
+        });
+    }
+    cmd.status().unwrap();
+    wait_for(ready, || std::fs::read_to_string(out).unwrap_or_default().contains(ready));
+}
+
+/// Servers dumped with --leave-running still hold their addresses: the
+/// check tries each (TCP and UDP on a throwaway socket, an abstract unix
+/// name likewise, a unix path as the restore would find it) and names
+/// every one in use, without taking any.
+#[test]
+fn addresses_in_use_are_named_each() {
+    let _w = watchdog::start();
+    let work = scratch("sockets");
+    let (inet, unix) = (work.join("inetsrv"), work.join("unixsrv"));
+    compile("inetsrv", &inet);
+    compile("unixsrv", &unix);
+    let (inet_out, unix_out, sock_dir) = (work.join("inet.out"), work.join("unix.out"), work.join("socks"));
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    start_server(&inet, &[inet_out.as_os_str()], &inet_out, "inet=ok");
+    start_server(&unix, &[unix_out.as_os_str(), sock_dir.as_os_str()], &unix_out, "named=ok");
+    let pid_of = |out: &Path| -> i32 {
+        // The servers' first line names no PID: find the task writing it.
+        let want = std::fs::canonicalize(out).unwrap();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                let fd = std::fs::read_dir(format!("/proc/{pid}/fd"));
+                fd.into_iter().flatten().flatten().any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l == want))
+            })
+            .min()
+            .expect("the server's PID")
+    };
+    let pids = [pid_of(&inet_out), pid_of(&unix_out)];
+    // The servers and what they forked (unixsrv has a child).
+    let stop = || {
+        let mut all = pids.to_vec();
+        let mut i = 0;
+        while i < all.len() {
+            let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", all[i])).unwrap_or_default();
+            all.extend(children.split_whitespace().filter_map(|c| c.parse::<i32>().ok()));
+            i += 1;
+        }
+        for &pid in &all {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for &pid in &all {
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        all
+    };
+    let mut reports = vec![];
+    for (pid, name) in pids.iter().zip(["inet", "unix"]) {
+        let images = work.join(format!("images-{name}"));
+        std::fs::create_dir_all(&images).unwrap();
+        let o = revenant(&["dump", "-t", &pid.to_string(), "--leave-running"], &images);
+        if !o.status.success() {
+            stop();
+            panic!("dumping {name}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        let o = revenant(&["restore", "--check-only"], &images);
+        reports.push((o.status.code(), String::from_utf8_lossy(&o.stdout).to_string(), images));
+    }
+    let all = stop();
+    let set = ImageSet::load(&reports[0].2).unwrap();
+    let ports: Vec<String> = set
+        .files
+        .iter()
+        .filter_map(|f| f.isk.as_ref())
+        .filter(|s| s.src_port != 0)
+        .map(|s| format!(":{} is in use on this machine", s.src_port))
+        .collect();
+    assert!(ports.len() >= 3, "{ports:?}");
+    let (code, text, _) = &reports[0];
+    eprintln!("{text}");
+    assert_eq!(*code, Some(1), "{text}");
+    for want in ports {
+        assert!(text.contains(&want), "{want:?} missing from:\n{text}");
+    }
+    assert!(text.contains("PROBLEM  TCP/UDP addresses: TCP socket (files.img id"), "{text}");
+    assert!(text.contains("PROBLEM  TCP/UDP addresses: UDP socket (files.img id"), "{text}");
+    let (code, text, _) = &reports[1];
+    eprintln!("{text}");
+    assert_eq!(*code, Some(1), "{text}");
+    assert!(text.contains(&format!("the address {} is in use", sock_dir.join("srv.sock").display())), "{text}");
+    assert!(text.contains("PROBLEM  unix socket addresses: unix socket (files.img id"), "{text}");
+    assert!(text.contains("the address @"), "the abstract name is missing from:\n{text}");
+
+    // Once the servers are gone their addresses pass (the socket files
+    // they left are stale: nobody accepts on them).
+    for pid in all {
+        wait_for("the PID to be free", || !Path::new(&format!("/proc/{pid}")).exists());
+    }
+    for ((_, _, images), line) in reports.iter().zip(["ok       TCP/UDP addresses", "ok       unix socket addresses"]) {
+        let text = String::from_utf8_lossy(&revenant(&["restore", "--check-only"], images).stdout).to_string();
+        assert!(text.contains(line), "{line:?} missing from:\n{text}");
+        assert!(text.contains("ok       PIDs and TIDs free"), "{text}");
+    }
+    assert!(sock_dir.join("srv.sock").exists(), "the check removed a stale socket file");
     std::fs::remove_dir_all(&work).unwrap();
 }
