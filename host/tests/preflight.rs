@@ -225,6 +225,26 @@ fn an_intact_set_passes_and_its_plan_names_the_blob_and_every_area() {
     assert!(text.contains("no problems: a restore would get past its checks"), "{text}");
     assert!(!text.contains("PROBLEM"), "{text}");
 
+    // single holds fd 251: with fewer fds allowed, the check says so.
+    let mut low = Command::new(REVENANT);
+    low.args(["restore", "--check-only", "-D"]).arg(&images);
+    // SAFETY: setrlimit is async-signal-safe.
+    unsafe {
+        low.pre_exec(|| {
+            // The soft limit is the one a restore's fds meet; the hard
+            // one stays, or the hard limit check would speak too.
+            let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 200, hard)?;
+            Ok(())
+        });
+    }
+    let o = low.output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let want = format!("PROBLEM  fd numbers within RLIMIT_NOFILE: PID {pid}: the images need fd numbers up to");
+    assert!(text.contains(&want) && text.contains("above RLIMIT_NOFILE (200)"), "{want:?} missing from:\n{text}");
+    assert!(text.contains("1 problem(s)"), "{text}");
+
     let o = revenant(&["restore", "--dry-run", "--json"], &images);
     ok(&o, "dry run (JSON)");
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).expect("the dry run's JSON");

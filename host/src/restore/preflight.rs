@@ -20,7 +20,10 @@
 //!   what else it refuses; with the CPU check left to its own group;
 //! - with the plan: the CPU's XSAVE features (`check_cpu`, skipped by
 //!   `--cpu-cap none`), every hard limit above ours (`limits`), seccomp
-//!   without ptrace, credentials we may not give (`creds::plan`), the
+//!   without ptrace or without CAP_SYS_ADMIN to suspend it, the fd numbers
+//!   against RLIMIT_NOFILE (the service fds counted, the host's pipe ends
+//!   the child also inherits not: they are low), credentials we may not
+//!   give (`creds::plan`), the
 //!   pages images, the vDSO decision (`vdso::plan`), SysV ids and keys
 //!   free and `shm_next_id` writable (`sysv::restore::problems`; a new
 //!   IPC namespace needs CAP_SYS_ADMIN), TCP/UDP addresses (bound on a
@@ -33,11 +36,11 @@
 //!   CAP_CHECKPOINT_RESTORE).
 //!
 //! Not covered: what only the new tasks find (an fd or path that cannot be
-//! opened for its flags, a cgroup write refused, the fd numbers against
-//! RLIMIT_NOFILE), a PID taken between the check and a restore, a
-//! detached restore's parent-death signal, and TCP connections
-//! (`--tcp-established`), for which only the capability repair mode
-//! needs is checked.
+//! opened for its flags, a cgroup write refused, a credential change the
+//! kernel refuses), a PID taken between the check and a restore, a
+//! detached restore's parent-death signal, `--lazy` beyond x86_64 and the
+//! page server's start, and TCP connections (`--tcp-established`), for
+//! which only the capability repair mode needs is checked.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -149,7 +152,10 @@ pub fn check(dir: &Path, opts: &super::Options) -> Report {
         Some(plan) => with_plan(&mut r, plan, opts),
         None => {
             let why = "needs the plan";
-            for name in ["CPU features", "resource limits", "seccomp", "credentials", "pages images", "vDSO"] {
+            for name in ["CPU features", "resource limits", "seccomp", "fd numbers within RLIMIT_NOFILE"] {
+                r.skip(name, why);
+            }
+            for name in ["credentials", "pages images", "vDSO"] {
                 r.skip(name, why);
             }
             for name in ["SysV ids", "TCP/UDP addresses", "unix socket addresses"] {
@@ -178,7 +184,29 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
         }
     }
     r.add("resource limits", limits);
-    r.add("seccomp", each(&|p| super::spawn::seccomp_possible(p)));
+    let mut seccomp = each(&|p| super::spawn::seccomp_possible(p));
+    let sandboxed = plan.processes.iter().filter(|p| p.threads.iter().any(|t| !t.seccomp.is_empty()));
+    if cfg!(target_arch = "x86_64") && !has_cap(CAP_SYS_ADMIN) {
+        // The restore traces them with PTRACE_O_SUSPEND_SECCOMP.
+        seccomp.extend(sandboxed.map(|p| {
+            format!(
+                "PID {}: tracing it with its seccomp suspended needs CAP_SYS_ADMIN, which this process lacks",
+                p.pid
+            )
+        }));
+    }
+    r.add("seccomp", seccomp);
+    // The child's first free fd lies above the service fds, and above the
+    // host's pipe ends it inherits, which are low: this is its floor.
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|l| l.0);
+    r.add(
+        "fd numbers within RLIMIT_NOFILE",
+        each(&|p| {
+            let fds = super::spawn::service_fds(p, opts.lazy.is_some());
+            let scratch = fds.all.iter().copied().max().unwrap_or(0) + 1;
+            super::spawn::fd_room(p, scratch, nofile?)
+        }),
+    );
     r.add("credentials", each(&|p| super::creds::plan(p).map(drop)));
     r.add("pages images", each(&|p| revenant_images::file::ImageFile::open(&p.pages).map(drop)));
     r.add("vDSO", each(&vdso));

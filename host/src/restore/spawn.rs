@@ -203,6 +203,15 @@ pub(super) fn seccomp_possible(p: &ProcessPlan) -> Result<()> {
     Ok(())
 }
 
+/// Refuses `p` when the fds it needs, up to `scratch` (the child's first
+/// free one, above every service fd), reach RLIMIT_NOFILE (`nofile`).
+pub(super) fn fd_room(p: &ProcessPlan, scratch: i32, nofile: u64) -> Result<()> {
+    if scratch as u64 + 2 >= nofile {
+        bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, scratch + 2);
+    }
+    Ok(())
+}
+
 /// One process, prepared in this process before any task exists.
 struct Prepared {
     area: bootstrap::Bootstrap,
@@ -373,9 +382,7 @@ fn prepare(
         });
         let pipes = (log_tx.as_raw_fd(), sync_rx.as_raw_fd());
         let mut cp = child_plan(p, &fds, pipes, lazy.map(|l| l.client_fd()), shared, premapped.slots)?;
-        if cp.scratch as u64 + 2 >= nofile {
-            bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
-        }
+        fd_room(p, cp.scratch, nofile)?;
         let creds = super::creds::plan(p)?;
         let area = bootstrap::build(p, &fds, traced, &creds, helper, premapped, lazy.is_some())?;
         if let Some(server) = lazy
