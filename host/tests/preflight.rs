@@ -432,3 +432,65 @@ fn addresses_in_use_are_named_each() {
     assert!(sock_dir.join("srv.sock").exists(), "the check removed a stale socket file");
     std::fs::remove_dir_all(&work).unwrap();
 }
+
+/// A parent and child sharing private memory copy-on-write: the plan
+/// reserves the premap region, moves the shared areas from it, and puts
+/// each process's bootstrap area apart from the region, from the other's
+/// and from every area of its own. The tree keeps running (its PIDs need
+/// not be free for a plan).
+#[test]
+fn a_tree_sharing_memory_is_planned_through_the_premap_region() {
+    let _w = watchdog::start();
+    let work = scratch("cow");
+    let (prog, out) = (work.join("cow"), work.join("out"));
+    compile("cow", &prog);
+    start_server(&prog, &[out.as_os_str()], &out, "shared=ok");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let pid: i32 = field(text.lines().next().unwrap(), "pid").parse().unwrap();
+    let images = work.join("images");
+    let dumped = revenant(&["dump", "-t", &pid.to_string(), "--leave-running"], &images);
+    let set = ImageSet::load(&images);
+    let tree: Vec<i32> = set.iter().flat_map(|s| s.processes.iter().map(|p| p.pstree.pid as i32)).collect();
+    // All killed before any is waited for: the child, orphaned, comes to
+    // us (a subreaper) to be collected.
+    let all: Vec<i32> = std::iter::once(pid).chain(tree.into_iter().filter(|&p| p != pid)).collect();
+    for &p in &all {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    for &p in &all {
+        let _ = waitpid(Pid::from_raw(p), None);
+    }
+    ok(&dumped, "dump");
+    // It wrote on after the dump; the plan wants the file as dumped.
+    let set = set.unwrap();
+    let size = set.files.iter().filter_map(|f| f.reg.as_ref()).find(|r| Path::new(&r.name) == out).unwrap().size;
+    std::fs::OpenOptions::new().write(true).open(&out).unwrap().set_len(size.unwrap()).unwrap();
+    let planned = revenant(&["restore", "--dry-run", "--json"], &images);
+    ok(&planned, "dry run");
+    let plan: serde_json::Value = serde_json::from_slice(&planned.stdout).unwrap();
+    let procs = plan["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 2, "{plan}");
+    let region = &procs[0]["premap"];
+    let (rs, re) = (addr(&region["start"]), addr(&region["end"]));
+    assert!(re > rs, "no premap region: {plan}");
+    let mut areas = vec![];
+    for p in procs {
+        assert_eq!(p["premap"], *region, "the processes' premap regions differ");
+        let moved: Vec<u64> = p["after"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v["how"].as_str()?.strip_prefix("moved from the premap region at 0x"))
+            .map(|a| u64::from_str_radix(a, 16).unwrap())
+            .collect();
+        assert!(!moved.is_empty(), "no area moved from the premap region: {p}");
+        assert!(moved.iter().all(|&a| a >= rs && a < re), "{moved:x?} outside {rs:#x}-{re:#x}");
+        let (bs, be) = (addr(&p["bootstrap"]["start"]), addr(&p["bootstrap"]["end"]));
+        let own: Vec<(u64, u64)> =
+            p["after"].as_array().unwrap().iter().map(|v| (addr(&v["start"]), addr(&v["end"]))).collect();
+        assert!(own.iter().chain([&(rs, re)]).all(|&(s, e)| e <= bs || s >= be), "bootstrap area {bs:#x} overlaps");
+        areas.push((bs, be));
+    }
+    assert!(areas[0].1 <= areas[1].0 || areas[1].1 <= areas[0].0, "the bootstrap areas overlap: {areas:x?}");
+    std::fs::remove_dir_all(&work).unwrap();
+}
