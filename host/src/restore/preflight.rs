@@ -198,13 +198,13 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
     r.add("seccomp", seccomp);
     // The child's first free fd lies above the service fds, and above the
     // host's pipe ends it inherits, which are low: this is its floor.
-    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|l| l.0);
+    let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE);
     r.add(
         "fd numbers within RLIMIT_NOFILE",
         each(&|p| {
             let fds = super::spawn::service_fds(p, opts.lazy.is_some());
             let scratch = fds.all.iter().copied().max().unwrap_or(0) + 1;
-            super::spawn::fd_room(p, scratch, nofile?)
+            super::spawn::fd_room(p, scratch, nofile?.0 as u64)
         }),
     );
     r.add("credentials", each(&|p| super::creds::plan(p).map(drop)));
