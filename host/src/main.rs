@@ -227,6 +227,18 @@ enum Cmd {
         /// background (for tests).
         #[arg(long, hide = true, requires = "lazy")]
         lazy_no_background: bool,
+        /// Make every check a restore makes before its point of no return,
+        /// creating nothing, and list every problem found; exit 1 if any.
+        #[arg(long, conflicts_with = "dry_run")]
+        check_only: bool,
+        /// Print what a restore would do here, per process: where the
+        /// bootstrap area's pieces go, the address space before and after,
+        /// descriptors, registers. Creates nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
     },
     /// Print a checkpoint directory or one image file.
     Show {
@@ -437,25 +449,34 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             watch,
             stop_at,
             stop_pid,
+            check_only,
+            dry_run,
+            json,
         } => {
+            let plan = revenant::restore::from_images::PlanOptions {
+                shell_job,
+                vdso_proxy,
+                skip_cpu_check: cpu_cap == "none",
+                shm_new_ids,
+                clamp_limits,
+                tcp_established,
+                at_dump: false,
+            };
+            let lazy = lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background });
+            if check_only || dry_run {
+                // Neither writes anything: no log, no pidfile.
+                let opts = revenant::restore::Options { plan, detach, lazy, ..Default::default() };
+                return revenant::restore::preflight::cli(&dir, &opts, dry_run, json);
+            }
             start_log(log.as_deref(), work_dir.as_deref(), &dir, log_out)?;
             if let Some(t) = timeout {
                 notes.push(format!("--timeout {t}: ignored; it bounds a dump's freezing"));
             }
             let pidfile = pidfile.map(|p| in_work_dir(&p, work_dir.as_deref(), &dir));
-            let skip_cpu_check = cpu_cap == "none";
             let opts = revenant::restore::Options {
-                plan: revenant::restore::from_images::PlanOptions {
-                    shell_job,
-                    vdso_proxy,
-                    skip_cpu_check,
-                    shm_new_ids,
-                    clamp_limits,
-                    tcp_established,
-                    at_dump: false,
-                },
+                plan,
                 detach,
-                lazy: lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background }),
+                lazy,
                 watch: watch.map(std::time::Duration::from_millis),
                 stop_at: stop_at.map(|s| {
                     use revenant::restore::StopPoint;

@@ -637,6 +637,32 @@ fn take_kept(k: &mut super::tcp_keeper::Kept, s: &InetSock) -> Option<OwnedFd> {
 /// Makes `s`; `share` binds it with `SO_REUSEPORT` on whatever its own
 /// value, for another socket of the tree binds the same address.
 fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
+    configure(s, bound(s, share)?)
+}
+
+/// Every socket of `socks` that is bound (connections aside: repair mode
+/// binds those beside anything), made and bound as [`make`] would, then
+/// closed at once: whether each address can be had here. A listener is
+/// not made to listen, so nothing can connect to it meanwhile.
+pub fn problems(socks: &[(u32, InetSock)]) -> Vec<anyhow::Error> {
+    let is_bound = |s: &InetSock| s.stream.is_none() && !(s.local.port() == 0 && s.local.ip().is_unspecified());
+    let shared = |s: &InetSock| socks.iter().filter(|(_, o)| is_bound(o) && o.local == s.local).count() > 1;
+    let mut out = vec![];
+    for (id, s) in socks.iter().filter(|(_, s)| is_bound(s)) {
+        let kind = if s.proto == libc::IPPROTO_TCP as u32 { "TCP" } else { "UDP" };
+        let what = format!("{kind} socket (files.img id {id}, {})", show(&s.local, s.remote.as_ref()));
+        // Sockets sharing an address bind with SO_REUSEPORT, as in `make`;
+        // the first one bound stands for them all.
+        if let Err(e) = bound(s, shared(s)) {
+            out.push(e.context(what));
+        }
+    }
+    out
+}
+
+/// A socket for `s`, its options that matter to binding set, bound to its
+/// address.
+fn bound(s: &InetSock, share: bool) -> Result<OwnedFd> {
     let fd = if s.stream.is_some() {
         // In repair mode, which lets it bind beside the listener.
         tcp::new_locked(s.family)?
@@ -697,6 +723,15 @@ fn make_one(s: &InetSock, share: bool) -> Result<OwnedFd> {
             return Err(e).with_context(|| format!("binding to {}", s.local));
         }
     }
+    Ok(fd)
+}
+
+/// `s` made whole once `fd` is bound: listening, its datagrams, connected,
+/// shut down, the rest of its options.
+fn configure(s: &InetSock, fd: OwnedFd) -> Result<OwnedFd> {
+    let f = fd.as_raw_fd();
+    let o = &s.opts;
+    let flag = |v: Option<bool>| i32::from(v.unwrap_or(false));
     if s.state == TCP_LISTEN {
         // SAFETY: a plain call on our socket.
         if unsafe { libc::listen(f, s.backlog as i32) } < 0 {

@@ -1002,34 +1002,90 @@ fn connect(fd: i32, name: &[u8]) -> Result<()> {
 /// directory (a thread of ours with a cwd of its own); an unlinked one is
 /// unlinked again at once.
 fn bind(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
-    let Some(dir) = &s.dir else { return bind_here(fd, s, made) };
+    in_dir(s, || bind_here(fd, s, made))
+}
+
+/// Runs `f` where `s`'s relative path is meant: in its directory, on a
+/// thread of ours with a cwd of its own.
+fn in_dir<T: Send>(s: &UnixSock, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let Some(dir) = &s.dir else { return f() };
     std::thread::scope(|t| {
         t.spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS).context("unshare(CLONE_FS)")?;
             nix::unistd::chdir(dir.as_str()).with_context(|| format!("entering {dir}"))?;
-            bind_here(fd, s, made)
+            f()
         })
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("binding from {dir}: the thread panicked")))
     })
 }
 
+/// Refuses `s`'s path if something holds it; a stale socket file left by
+/// the dead program (nothing accepts on it) may be replaced: true if one
+/// is there.
+fn path_free(s: &UnixSock, path: &std::path::Path) -> Result<bool> {
+    let Ok(m) = std::fs::symlink_metadata(path) else { return Ok(false) };
+    use std::os::unix::fs::FileTypeExt;
+    // Nobody listens on a stale one: connecting is refused.
+    let refused = |ty: i32| {
+        new_socket(ty as u32).and_then(|p| connect(p.as_raw_fd(), &s.name)).is_err_and(|e| {
+            e.root_cause().downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ECONNREFUSED)
+        })
+    };
+    if s.deleted || !m.file_type().is_socket() || !refused(s.ty as i32) {
+        bail!("the address {} is in use on this machine", path.display());
+    }
+    Ok(true)
+}
+
+/// Every bound socket of `socks` whose address [`make`] would refuse:
+/// an abstract name is bound on a throwaway socket, closed at once; a
+/// path is checked as `make` checks it (anything there but a stale
+/// socket file), and its directory must exist. Nothing is created.
+pub fn problems(socks: &[(u32, UnixSock)]) -> Vec<anyhow::Error> {
+    let mut out = vec![];
+    // An accepted socket carries its listener's address; accept() gives it.
+    let accepted = |s: &UnixSock| {
+        s.ty != libc::SOCK_DGRAM as u32
+            && s.state == u32::from(TCP_ESTABLISHED)
+            && socks.iter().any(|(_, l)| l.state == u32::from(TCP_LISTEN) && l.name == s.name)
+    };
+    for (id, s) in socks.iter().filter(|(_, s)| !s.name.is_empty() && !s.external && !accepted(s)) {
+        let what = format!("unix socket (files.img id {id}, {})", show_name(&s.name));
+        let checked = in_dir(s, || {
+            if s.name[0] == 0 {
+                let fd = new_socket(s.ty)?;
+                let (a, len) = addr(&s.name)?;
+                // SAFETY: the kernel reads `len` bytes of the address.
+                if unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::EADDRINUSE) {
+                        bail!("the address {} is in use on this machine", show_name(&s.name));
+                    }
+                    return Err(e).context("bind");
+                }
+                return Ok(());
+            }
+            let path = std::path::PathBuf::from(path_of(&s.name));
+            path_free(s, &path)?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+            if !dir.is_dir() {
+                bail!("{}: the directory to bind it in is missing", path.display());
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            out.push(e.context(what));
+        }
+    }
+    out
+}
+
 fn bind_here(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
     let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(path_of(&s.name)));
     if let Some(path) = &path
-        && let Ok(m) = std::fs::symlink_metadata(path)
+        && path_free(s, path)?
     {
-        use std::os::unix::fs::FileTypeExt;
-        // Nobody listens on a stale one: connecting is refused.
-        let refused = |ty: i32| {
-            new_socket(ty as u32).and_then(|p| connect(p.as_raw_fd(), &s.name)).is_err_and(|e| {
-                e.root_cause().downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error())
-                    == Some(libc::ECONNREFUSED)
-            })
-        };
-        if s.deleted || !m.file_type().is_socket() || !refused(s.ty as i32) {
-            bail!("the address {} is in use on this machine", path.display());
-        }
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket file {}", path.display()))?;
     }
     let (a, len) = addr(&s.name)?;

@@ -23,7 +23,12 @@ pub fn cache_path() -> PathBuf {
     }
     let name = format!("kerndat-{}.json", revenant_arch::NAME);
     let run = std::path::Path::new("/run/revenant");
-    if std::fs::create_dir_all(run).is_ok() {
+    let exists = if super::READ_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+        run.is_dir()
+    } else {
+        std::fs::create_dir_all(run).is_ok()
+    };
+    if exists {
         return run.join(name);
     }
     std::env::temp_dir().join(format!("revenant-{name}"))

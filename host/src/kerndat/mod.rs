@@ -43,6 +43,9 @@ pub struct VdsoSymbol {
     pub offset: u64,
 }
 
+/// Set by [`Kerndat::read_only`].
+static READ_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// What the probes found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kerndat {
@@ -81,8 +84,16 @@ impl Kerndat {
             return Ok(k);
         }
         let k = probes::run(boot_id)?;
-        cache::store(path, &k);
+        if !READ_ONLY.load(std::sync::atomic::Ordering::Relaxed) {
+            cache::store(path, &k);
+        }
         Ok(k)
+    }
+
+    /// From now on this process writes no cache (nor its directory): a
+    /// preflight or a dry run leaves nothing behind.
+    pub fn read_only() {
+        READ_ONLY.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Probes now, ignoring and not touching the cache.

@@ -56,6 +56,10 @@ pub struct Bootstrap {
     pub vdso: String,
     /// The lazy areas and the pages they get from the page server.
     pub lazy: LazyPart,
+    /// Where each piece lies (what, start, end), for a dry run.
+    pub pieces: Vec<(String, u64, u64)>,
+    /// Each VMA as the blob is told to make it, in the plan's order.
+    pub vmas: Vec<Vma>,
 }
 
 /// What a lazy restore leaves to the page server for one process.
@@ -128,6 +132,8 @@ pub fn build(
     let vd = vdso::plan(p, &runtime, &kd.vdso_symbols, park)?;
     let mut area = Bootstrap {
         lazy: LazyPart::default(),
+        pieces: vec![],
+        vmas: vec![],
         start,
         len,
         // A proxied vDSO keeps running from the park, so it stays.
@@ -153,11 +159,28 @@ pub fn build(
         let off = (stack_top - start) as usize;
         mem[off..off + f.bytes.len()].copy_from_slice(&f.bytes);
         sigframes.push((f.sp, stack_top));
+        let zone = stack_top - THREAD_STACK;
+        area.pieces.push((format!("thread {} stack", t.tid), zone, stack_top));
+        area.pieces.push((format!("thread {} signal frame (sp {:#x})", t.tid, f.sp), stack_top, zone + ZONE as u64));
+    }
+    let blob_end = start + blob_len as u64;
+    area.pieces.splice(
+        0..0,
+        [
+            ("blob code".to_string(), start, start + EMBEDDED.data_start),
+            ("blob data".to_string(), start + EMBEDDED.data_start, blob_end),
+            ("blob stack".to_string(), blob_end, blob_end + STACK as u64),
+        ],
+    );
+    area.pieces.push(("argument block".into(), area.args, park));
+    if park_len > 0 {
+        area.pieces.push(("runtime vDSO park".into(), park, park + park_len));
     }
 
     let place = Placement { start, len, task_size, trap, mm_map: kd.mm_map, fill_helper_tid, premap, lazy, log };
-    let (args, lazy_part) = block(p, fds, &place, &sigframes, &vd, creds)?;
+    let (args, lazy_part, vmas) = block(p, fds, &place, &sigframes, &vd, creds)?;
     area.lazy = lazy_part;
+    area.vmas = vmas;
     let off = (area.args - start) as usize;
     mem[off..off + args.as_bytes().len()].copy_from_slice(args.as_bytes());
 
@@ -275,7 +298,7 @@ fn block(
     sigframes: &[(u64, u64)],
     vd: &VdsoPlan,
     creds: &CredsPlan,
-) -> Result<(crate::blob::ArgBlock, LazyPart)> {
+) -> Result<(crate::blob::ArgBlock, LazyPart, Vec<Vma>)> {
     let skip = |v: &super::plan::VmaPlan| match v.backing {
         Backing::Vsyscall => true,
         Backing::Vdso | Backing::Vvar => !vd.proxy,
@@ -420,7 +443,7 @@ fn block(
         status_fd: -1,
         ..Default::default()
     });
-    Ok((block, lazy))
+    Ok((block, lazy, vmas))
 }
 
 /// Every thread's seccomp steps, and the programs they point into. The

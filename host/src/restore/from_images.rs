@@ -86,7 +86,7 @@ pub struct TreePlan {
 /// Refuses images whose threads held vector state (AVX-512, AMX, ...) this
 /// CPU cannot hold: such a program was chosen code paths (glibc's IFUNCs
 /// among them) that would die here with SIGILL at their next use.
-fn check_cpu(p: &ProcessPlan) -> Result<()> {
+pub(crate) fn check_cpu(p: &ProcessPlan) -> Result<()> {
     cfg_select! {
         target_arch = "x86_64" => {
             // Protection-key rights (the PKRU component) as the kernel sets
@@ -311,7 +311,7 @@ fn zombie(set: &ImageSet, z: &Zombie, opts: &PlanOptions) -> Result<ZombiePlan> 
 }
 
 /// Refuses a PID some task here has; `what` names it in the message.
-fn pid_free(pid: i32, what: &str) -> Result<()> {
+pub(crate) fn pid_free(pid: i32, what: &str) -> Result<()> {
     match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
         Ok(comm) => bail!("pstree.img: {what} {pid} is in use (by {}): stop it or restore elsewhere", comm.trim()),
         Err(_) => Ok(()),

@@ -31,14 +31,25 @@ fn too_high(p: &ProcessPlan) -> Result<Vec<(u32, u64, u64)>> {
 
 /// Refuses `p` if it needs a hard limit we cannot give.
 pub fn check(p: &ProcessPlan) -> Result<()> {
-    if let Some((resource, max, ours)) = too_high(p)?.first() {
-        bail!(
-            "rlimit {resource} of PID {}: its hard limit {max} is above this process's {ours}, and raising it needs \
-             CAP_SYS_RESOURCE (--clamp-limits lowers it to {ours} instead)",
-            p.pid
-        );
+    if let Some(first) = problems(p)?.into_iter().next() {
+        bail!(first);
     }
     Ok(())
+}
+
+/// Every hard limit of `p` we cannot give, each said as [`check`] refuses
+/// it (a preflight reports them all).
+pub fn problems(p: &ProcessPlan) -> Result<Vec<String>> {
+    Ok(too_high(p)?
+        .into_iter()
+        .map(|(resource, max, ours)| {
+            format!(
+                "rlimit {resource} of PID {}: its hard limit {max} is above this process's {ours}, and raising it \
+                 needs CAP_SYS_RESOURCE (--clamp-limits lowers it to {ours} instead)",
+                p.pid
+            )
+        })
+        .collect())
 }
 
 /// Lowers every limit of `p` we cannot give to ours; says what it changed.

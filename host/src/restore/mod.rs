@@ -7,6 +7,7 @@ mod child;
 pub mod convert;
 mod cow;
 mod creds;
+pub mod dry_run;
 #[cfg(target_arch = "x86_64")]
 mod explain;
 pub mod from_images;
@@ -14,6 +15,7 @@ mod held;
 pub(crate) mod layout;
 mod limits;
 pub mod plan;
+pub mod preflight;
 mod spawn;
 mod tree_files;
 mod vdso;

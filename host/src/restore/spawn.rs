@@ -88,7 +88,7 @@ pub struct Restored {
 
 /// Service fd numbers: above every fd the program had, so opening them
 /// never disturbs the program's own.
-fn service_fds(p: &ProcessPlan, lazy: bool) -> ServiceFds {
+pub(super) fn service_fds(p: &ProcessPlan, lazy: bool) -> ServiceFds {
     let pipe_fds = p.pipes.iter().flat_map(|pp| &pp.ends).flat_map(|e| &e.fds).map(|f| f.0 + 1);
     let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
     let base =
@@ -222,6 +222,28 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
     Ok(restore_tree(std::slice::from_ref(p), &[], &IpcPlan::default(), &Default::default(), &Run::default())?.remove(0))
 }
 
+/// Refuses a sandboxed process where its filters cannot be held off the
+/// restorer.
+pub(super) fn seccomp_possible(p: &ProcessPlan) -> Result<()> {
+    if !cfg!(target_arch = "x86_64") && p.threads.iter().any(|t| !t.seccomp.is_empty()) {
+        bail!(
+            "PID {}: restoring seccomp needs ptrace (PTRACE_O_SUSPEND_SECCOMP) to hold the filters off the \
+             restorer, and ptrace is not available here",
+            p.pid
+        );
+    }
+    Ok(())
+}
+
+/// Refuses `p` when the fds it needs, up to `scratch` (the child's first
+/// free one, above every service fd), reach RLIMIT_NOFILE (`nofile`).
+pub(super) fn fd_room(p: &ProcessPlan, scratch: i32, nofile: u64) -> Result<()> {
+    if scratch as u64 + 2 >= nofile {
+        bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, scratch + 2);
+    }
+    Ok(())
+}
+
 /// One process, prepared in this process before any task exists.
 struct Prepared {
     area: bootstrap::Bootstrap,
@@ -249,13 +271,7 @@ pub fn restore_tree(
             bail!("PID {} is in use (by {}): cannot restore the process with its dumped PID", p.pid, comm.trim());
         }
         super::limits::check(p)?;
-        if !cfg!(target_arch = "x86_64") && p.threads.iter().any(|t| !t.seccomp.is_empty()) {
-            bail!(
-                "PID {}: restoring seccomp needs ptrace (PTRACE_O_SUSPEND_SECCOMP) to hold the filters off the \
-                 restorer, and ptrace is not available here",
-                p.pid
-            );
-        }
+        seccomp_possible(p)?;
     }
     let needed: Vec<i32> =
         plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid)).chain(zombies.iter().map(|z| z.pid)).collect();
@@ -397,9 +413,7 @@ fn prepare(
         });
         let pipes = (log_tx.as_raw_fd(), sync_rx.as_raw_fd());
         let mut cp = child_plan(p, &fds, pipes, lazy.map(|l| l.client_fd()), shared, premapped.slots)?;
-        if cp.scratch as u64 + 2 >= nofile {
-            bail!("PID {}: the images need fd numbers up to {}, above RLIMIT_NOFILE ({nofile})", p.pid, cp.scratch + 2);
-        }
+        fd_room(p, cp.scratch, nofile)?;
         let creds = super::creds::plan(p)?;
         // Stopped at the blob's entry and left to a debugger, a task must
         // not trap at the end for a host that is gone by then.
@@ -786,7 +800,7 @@ const HELPER_FILL: u64 = 16 << 20;
 /// nor another process's helper. Taken from the top of the PID range, where the kernel
 /// gets to last when it hands out PIDs. If the TID is taken by the time the
 /// blob wants it, the blob fills alone.
-fn helper_tids(plans: &[ProcessPlan], zombies: &[ZombiePlan]) -> Vec<u32> {
+pub(super) fn helper_tids(plans: &[ProcessPlan], zombies: &[ZombiePlan]) -> Vec<u32> {
     let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())

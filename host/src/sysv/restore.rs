@@ -307,6 +307,34 @@ fn write_sysctl(name: &str, value: &str) -> Result<()> {
 
 /// Creates segment `s` with its id (or, if allowed, any id); returns the id.
 fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
+    let existing = id_free(s, allow_new_ids)?;
+    if existing.is_none() {
+        write_sysctl("kernel/shm_next_id", &s.id.to_string())?;
+    }
+    // SAFETY: shmget takes integers only.
+    let id = unsafe { libc::shmget(s.key, s.size as usize, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    if id < 0 {
+        let e = errno();
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            bail!("{}", key_used(s));
+        }
+        return Err(e).with_context(|| format!("creating SysV segment {} ({} bytes, key {:#x})", s.id, s.size, s.key));
+    }
+    if id != s.id && !allow_new_ids {
+        // SAFETY: removes the segment just made; no buffer.
+        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
+        bail!("SysV segment {} came back as {id}: this kernel ignored shm_next_id", s.id);
+    }
+    Ok(id)
+}
+
+fn key_used(s: &SegmentPlan) -> String {
+    format!("SysV segment {}: its key {:#x} is used by another segment in this IPC namespace", s.id, s.key)
+}
+
+/// The segment that has `s`'s id here, if any; refused unless `s` may get
+/// another id.
+fn id_free(s: &SegmentPlan, allow_new_ids: bool) -> Result<Option<libc::shmid_ds>> {
     let existing = stat(s.id).ok();
     if let (Some(ds), false) = (&existing, allow_new_ids) {
         bail!(
@@ -320,24 +348,38 @@ fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
             s.id
         );
     }
-    if existing.is_none() {
-        write_sysctl("kernel/shm_next_id", &s.id.to_string())?;
+    Ok(existing)
+}
+
+/// What [`create`] would refuse, found without creating anything: each
+/// segment whose id is taken (without `--shm-new-ids`), whose key another
+/// segment holds, and `shm_next_id` when we may not write it. A new IPC
+/// namespace starts empty: nothing there can be taken.
+pub fn problems(plan: &IpcPlan) -> Vec<anyhow::Error> {
+    if plan.new_namespace {
+        return vec![];
     }
-    // SAFETY: shmget takes integers only.
-    let id = unsafe { libc::shmget(s.key, s.size as usize, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
-    if id < 0 {
-        let e = errno();
-        if e.raw_os_error() == Some(libc::EEXIST) {
-            bail!("SysV segment {}: its key {:#x} is used by another segment in this IPC namespace", s.id, s.key);
+    let mut out = vec![];
+    let mut next_id_needed = false;
+    for s in &plan.segments {
+        match id_free(s, plan.allow_new_ids) {
+            Err(e) => out.push(e),
+            Ok(existing) => {
+                next_id_needed |= existing.is_none();
+                // SAFETY: shmget takes integers only; without IPC_CREAT it
+                // only looks the key up.
+                if s.key != libc::IPC_PRIVATE && unsafe { libc::shmget(s.key, 0, 0) } >= 0 {
+                    out.push(anyhow::anyhow!(key_used(s)));
+                }
+            }
         }
-        return Err(e).with_context(|| format!("creating SysV segment {} ({} bytes, key {:#x})", s.id, s.size, s.key));
     }
-    if id != s.id && !allow_new_ids {
-        // SAFETY: removes the segment just made; no buffer.
-        unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
-        bail!("SysV segment {} came back as {id}: this kernel ignored shm_next_id", s.id);
+    // Opened, never written: the restore writes it before each segment.
+    let next_id = "/proc/sys/kernel/shm_next_id";
+    if next_id_needed && let Err(e) = std::fs::OpenOptions::new().write(true).open(next_id) {
+        out.push(anyhow::Error::new(e).context(format!("{next_id} cannot be written: SysV ids cannot be chosen")));
     }
-    Ok(id)
+    out
 }
 
 /// Writes the dumped contents through a temporary attachment.
