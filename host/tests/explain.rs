@@ -88,7 +88,7 @@ fn a_program_that_dies_at_once_is_reported_under_watch() {
     assert!(!o.status.success(), "a program that died at once was restored silently");
     for want in [
         format!("PID {pid} was killed by SIGSEGV"),
-        "SEGV_MAPERR".to_string(),
+        "SEGV_MAPERR: nothing mapped there) at address 0x0 (in no area the restored process has)".to_string(),
         "instruction pointer 0x0 is in no area the restored process has".to_string(),
         format!("core-{pid}.img"),
     ] {

@@ -41,9 +41,9 @@ pub fn place(addr: u64, p: &ProcessPlan, start: u64, len: u64) -> String {
     }
 }
 
-/// The signal, its code's name and the address it is about, from a
-/// stopped thread's siginfo.
-pub fn signal(tid: nix::unistd::Pid, sig: nix::sys::signal::Signal) -> String {
+/// The signal, its code's name and the address it is about (with where
+/// that lies, by `place`), from a stopped thread's siginfo.
+pub fn signal(tid: nix::unistd::Pid, sig: nix::sys::signal::Signal, place: &dyn Fn(u64) -> String) -> String {
     let Ok(info) = nix::sys::ptrace::getsiginfo(tid) else { return sig.to_string() };
     let fault = matches!(
         sig,
@@ -68,8 +68,9 @@ pub fn signal(tid: nix::unistd::Pid, sig: nix::sys::signal::Signal) -> String {
         (_, 0x80) => "SI_KERNEL: raised by the kernel itself (a signal frame it could not read, for one)",
         _ => "",
     };
-    format!(
-        "{sig} ({}{code}) at address {addr:#x}",
-        if code.is_empty() { format!("code {}", info.si_code) } else { String::new() }
-    )
+    let code = if code.is_empty() { format!("code {}", info.si_code) } else { code.to_string() };
+    if info.si_code == 0x80 {
+        return format!("{sig} ({code})");
+    }
+    format!("{sig} ({code}) at address {addr:#x} ({})", place(addr))
 }

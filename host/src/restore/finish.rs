@@ -148,7 +148,7 @@ pub fn catch(
                 }
                 (WaitStatus::Stopped(_, sig), _) if sig != Signal::SIGTRAP && sig != Signal::SIGSTOP => {
                     let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
-                    let what = super::explain::signal(tid, sig);
+                    let what = super::explain::signal(tid, sig, place);
                     kill(leader);
                     return Ok(Outcome::Failed(format!(
                         "thread {tid} got {what} during the restore; its instruction pointer {at:#x} is {}",
@@ -400,7 +400,7 @@ pub fn watch(procs: Vec<Watched<'_>>, span: std::time::Duration) -> Result<Vec<D
                     let fault = matches!(sig, Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE);
                     if fault && faults[i].is_none() {
                         let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
-                        let what = super::explain::signal(tid, sig);
+                        let what = super::explain::signal(tid, sig, procs[i].2);
                         let place = (procs[i].2)(at);
                         faults[i] =
                             Some(format!("thread {tid} got {what}; its instruction pointer {at:#x} is {place}"));
