@@ -147,60 +147,69 @@ fn guardian(sock: OwnedFd) -> ! {
 
 /// The page server died with pages still to serve: every process it
 /// served, and whatever they have forked since, dies before the
-/// descriptors close.
+/// descriptors close. Every process is signalled through a pidfd, never
+/// by a bare PID, which may belong to someone else once its process is
+/// gone.
 fn kill_all(held: &[Held]) {
-    let mut roots: Vec<i32> = held.iter().map(|h| h.pid).filter(|&p| p > 0).collect();
-    roots.sort_unstable();
-    roots.dedup();
-    let victims = descendants(&roots);
-    eprintln!(
-        "revenant lazy-pages: the page server died before every page was in; killing {} process(es) rather \
-         than let them read zeros: {victims:?}",
-        victims.len()
-    );
+    let mut victims: Vec<(i32, OwnedFd)> = vec![];
     for h in held {
-        if let Some(fd) = &h.pidfd {
-            // SAFETY: a pidfd we hold; SIGKILL with no siginfo.
-            unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, fd.as_raw_fd(), nix::libc::SIGKILL, 0, 0) };
+        let Some(fd) = &h.pidfd else { continue };
+        if !exited(fd)
+            && !victims.iter().any(|(p, _)| *p == h.pid)
+            && let Ok(fd) = fd.try_clone()
+        {
+            victims.push((h.pid, fd));
         }
     }
-    for &pid in &victims {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    // Children found through /proc, each opened while its parent is
+    // still the one we hold: a PID taken over since has another parent.
+    let parents = parent_table();
+    let mut i = 0;
+    while i < victims.len() {
+        let parent = victims[i].0;
+        for &(child, _) in parents.iter().filter(|(_, pp)| *pp == parent) {
+            if victims.iter().any(|(p, _)| *p == child) {
+                continue;
+            }
+            if let Some(fd) = super::pidfd_open(child).filter(|_| ppid(child) == Some(parent)) {
+                victims.push((child, fd));
+            }
+        }
+        i += 1;
+    }
+    let pids: Vec<i32> = victims.iter().map(|(p, _)| *p).collect();
+    eprintln!(
+        "revenant lazy-pages: the page server died before every page was in; killing {} process(es) rather \
+         than let them read zeros: {pids:?}",
+        pids.len()
+    );
+    for (_, fd) in &victims {
+        // SAFETY: a pidfd we hold; SIGKILL with no siginfo.
+        unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_send_signal, fd.as_raw_fd(), nix::libc::SIGKILL, 0, 0) };
     }
     // Until they are gone, a thread that touches a missing page waits
     // rather than reads zeros; after that nobody is left to read.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::time::Instant::now() < deadline
-        && victims.iter().any(|&p| std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| !dead(&s)))
-    {
+    while std::time::Instant::now() < deadline && victims.iter().any(|(_, fd)| !exited(fd)) {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
-/// A zombie or dead task no longer runs the program.
-fn dead(stat: &str) -> bool {
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s == "Z" || s == "X")
+/// Whether the process behind a pidfd has exited (the pidfd reads ready).
+fn exited(fd: &OwnedFd) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
-/// `roots` and every process below them, from `/proc`.
-fn descendants(roots: &[i32]) -> Vec<i32> {
-    let mut parent_of: Vec<(i32, i32)> = vec![];
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).and_then(|s| s.parse().ok());
-        if let Some(ppid) = ppid {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut out: Vec<i32> = roots.to_vec();
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(
-            parent_of.iter().filter(|(c, pp)| *pp == p && !out.contains(c)).map(|(c, _)| *c).collect::<Vec<_>>(),
-        );
-        i += 1;
-    }
-    out
+/// The parent of `pid`, from `/proc`.
+fn ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// (PID, parent) of every process, from `/proc`.
+fn parent_table() -> Vec<(i32, i32)> {
+    let pids = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    pids.filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).filter_map(|p| Some((p, ppid(p)?))).collect()
 }
