@@ -37,7 +37,10 @@
 //! smaps show `uw` among the areas' `VmFlags`. Writes by devices or
 //! through pages pinned before the protection (`O_DIRECT` in flight, RDMA,
 //! io_uring fixed buffers) bypass page tables and are not seen: the same
-//! limit soft-dirty tracking has.
+//! limit soft-dirty tracking has. A pre-dump killed (SIGKILL) between the
+//! injected `userfaultfd(2)` and the injected `close` leaves that fd in
+//! the process's table (a userfaultfd covers the memory of the process
+//! that made it, so there is no making one from outside).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 

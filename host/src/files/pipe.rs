@@ -1,10 +1,12 @@
 //! Pipes: each end's description (`files.img` PIPE entries, shared by
 //! every fd on it), and the bytes buffered in the pipe with its capacity
 //! (`pipes-data.img`, one entry per pipe). The dump reads the buffer
-//! without draining it (`tee` into a pipe of our own); the restore makes
-//! the pipe once in the tree's root, writes the bytes back, and hands the
-//! ends to the fds that had them. Named pipes (`fifo.rs`) carry their
-//! bytes the same way.
+//! without draining it (`tee` into a pipe of our own). The restore's
+//! host makes each pipe once, before any task exists ([`make_all`]): its
+//! capacity, its bytes written back, a descriptor per description of its
+//! ends; the tree's root places them at their slots (`tree_files.rs`) and
+//! each task dups them to the fds that had them. Named pipes (`fifo.rs`)
+//! store their bytes the same way.
 
 use std::fs;
 use std::os::fd::AsRawFd;

@@ -3,11 +3,11 @@
 //! stage's doc says why it comes where it does): `enter_groups` (cgroups,
 //! the IPC namespace, session and process group; a task joining a group
 //! led from another branch of the tree waits on a futex word the host
-//! shared, [`Groups`]), `hold_sigchld`, `place_held` and `make_tree_files`
-//! (the root only: the tree's shared descriptions at their slots, chosen by
-//! `tree_files.rs`), `take_terminal`, `premap` (`cow.rs`),
-//! `create_children` (children with their PIDs, then zombies, which end at
-//! once as they ended before), `move_pipes`, `close_inherited`,
+//! shared, [`Groups`]), `hold_sigchld`, `place_held` (the root only),
+//! `take_terminal`, `make_tree_files` (the root only: the tree's shared
+//! descriptions at their slots, chosen by `tree_files.rs`), `premap`
+//! (`cow.rs`), `create_children` (children with their PIDs, then zombies,
+//! which end at once as they ended before), `move_pipes`, `close_inherited`,
 //! `place_fds` (service files, own fds, shared ones, anonymous-inode files,
 //! then file locks), `set_knobs`, `set_fs`, `unregister_rseq`,
 //! `wait_seized`.

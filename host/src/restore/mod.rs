@@ -45,6 +45,8 @@ fn describe_exit(code: i32) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopPoint {
     /// At the blob's first instruction: nothing of the program is in place.
+    /// That task's blob then neither logs (nobody would read its log pipe)
+    /// nor traps at its end.
     BlobEntry,
     /// At the blob's trap right before its `rt_sigreturn`: the program is
     /// in place, the bootstrap area still mapped.

@@ -7,7 +7,10 @@
 //! makes, before any task exists, what the tasks share or cannot make:
 //! SysV segments (`sysv::restore`, with their janitor), shared anonymous
 //! memory and memfd objects (`shmem::restore`), terminals (`files::tty`),
-//! unix sockets, bound, listening and connected (`files::unixsk`), and
+//! pipes with their bytes, ends only in flight in queued messages included
+//! (`files::pipe`), unix sockets, bound, listening and connected
+//! (`files::unixsk`), TCP and UDP sockets (`files::inet`, connections
+//! from the dump's keeper or rebuilt in repair mode, `files::tcp`), and
 //! unlinked files at their old paths (`files::ghost`). The tasks inherit
 //! the host's descriptors of them.
 //!

@@ -19,7 +19,7 @@
 //!   words; a loader accepts exactly the version it was written for
 //!   (`abi_version` in `blob.json`, `REVENANT_VERSION` in the header).
 //! - Fields marked reserved must be zero, and [`Header::flags`] may only
-//!   hold bits the version defines (none in version 4): a blob refuses
+//!   hold bits the version defines (none in version 5): a blob refuses
 //!   anything else with [`ExitCode::BadLayout`], so such fields can gain a
 //!   meaning later without a loader's garbage being taken for it.
 //!

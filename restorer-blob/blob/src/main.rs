@@ -1,6 +1,8 @@
 //! The restorer blob: a freestanding position-independent executable that
-//! never runs as one. The host flattens it, copies it into a hole in the
-//! target process, applies the RELATIVE relocations, and jumps to
+//! never runs as one. host/build.rs flattens it; a loader copies it into
+//! memory the task running it keeps (for a restore, the bootstrap area the
+//! new task inherits from the host), applies the RELATIVE relocations
+//! before any of its code runs, and jumps to
 //! [`blob_entry`] on a stack of its own with a pointer to the argument block.
 //! All logic lives in `revenant-restorer`; this crate only supplies what a
 //! freestanding binary must: the entry symbol, the panic handler and the
