@@ -10,7 +10,7 @@
 //! - The blob maps each lazy area (`VMA_LAZY` in the ABI), registers it
 //!   with a userfaultfd and sends that to the server over the socket the
 //!   restore placed in the task, before anything can touch the areas.
-//! - [`server`] answers faults and copies the rest; [`guard`] keeps a
+//! - `server.rs` answers faults and copies the rest; `guard.rs` keeps a
 //!   copy of every userfaultfd and kills the programs if the server dies
 //!   before it is done, so nobody reads zeros where its data should be.
 //!
