@@ -1,7 +1,10 @@
 /* Round-trip dumpee: moves its own [vvar], [vvar_vclock] and [vdso] to a
  * new place with mremap (keeping their layout), finds clock_gettime in the
  * moved vDSO's ELF symbols, and every tick compares a call to it with the
- * raw system call, reporting to argv[1].  Lines: "tick=N moved=ok|BAD" */
+ * raw system call, reporting to argv[1].  Right after the moved vDSO it
+ * keeps a page of its own data, checked every tick too: its pages follow
+ * the vDSO's in memory and in the pages image, where a restore that skips
+ * the vDSO's pages must not skip them along.  Lines: "tick=N moved=ok|BAD" */
 #define _GNU_SOURCE
 #include <elf.h>
 #include <fcntl.h>
@@ -60,7 +63,7 @@ int main(int argc, char **argv)
 		return 3;
 	int has_vvar = find("[vvar]", &vvar), has_clock = find("[vvar_vclock]", &clock);
 	unsigned long first = has_vvar ? vvar.start : vdso.start, len = vdso.end - first;
-	char *to = mmap(0, len + (1 << 20), PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *to = mmap(0, len + (1 << 20) + 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	unsigned long dst = ((unsigned long)to + (1 << 20)) & ~((1ul << 20) - 1);
 	struct piece all[3] = {vvar, clock, vdso};
 	for (int i = 0; i < 3; i++) {
@@ -71,6 +74,12 @@ int main(int argc, char **argv)
 			return 4;
 	}
 	(void)has_clock;
+	unsigned char *after = mmap((void *)(dst + len), 4096, PROT_READ | PROT_WRITE,
+				    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (after == MAP_FAILED)
+		return 6;
+	for (int i = 0; i < 4096; i++)
+		after[i] = (unsigned char)(i * 7 + 3);
 	int (*moved)(clockid_t, struct timespec *) = symbol(dst + vdso.start - first, "__vdso_clock_gettime");
 	if (!moved)
 		return 5;
@@ -80,7 +89,10 @@ int main(int argc, char **argv)
 		int r = moved(CLOCK_MONOTONIC, &b);
 		syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &c);
 		double ta = a.tv_sec + a.tv_nsec / 1e9, tb = b.tv_sec + b.tv_nsec / 1e9, tc = c.tv_sec + c.tv_nsec / 1e9;
-		dprintf(out, "tick=%lu moved=%s\n", tick, r == 0 && ta <= tb && tb <= tc ? "ok" : "BAD");
+		int kept = 1;
+		for (int i = 0; i < 4096; i++)
+			kept &= after[i] == (unsigned char)(i * 7 + 3);
+		dprintf(out, "tick=%lu moved=%s\n", tick, r == 0 && ta <= tb && tb <= tc && kept ? "ok" : "BAD");
 		struct timespec ts = {0, 50000000};
 		nanosleep(&ts, 0);
 	}

@@ -21,6 +21,7 @@ use super::layout;
 use super::plan::{Backing, PageRun, ProcessPlan};
 use super::vdso::{self, VdsoPlan};
 use crate::blob::{BlockBuilder, EMBEDDED};
+use crate::lazy::Range;
 use crate::regs::frame::{self, FRAME_ROOM};
 
 const STACK: usize = 64 << 10;
@@ -65,7 +66,7 @@ pub struct Bootstrap {
 /// What a lazy restore leaves to the page server for one process.
 #[derive(Debug, Default)]
 pub struct LazyPart {
-    pub pages: Vec<crate::lazy::Range>,
+    pub pages: Vec<Range>,
     pub areas: Vec<(u64, u64)>,
 }
 
@@ -264,30 +265,32 @@ fn lazy_ok(v: &super::plan::VmaPlan, patches: &[revenant_blob_abi::Patch]) -> bo
         && !patches.iter().any(|x| x.at < v.end && x.at + x.len as u64 > v.start)
 }
 
-/// `runs` cut in two: what the blob reads, and what lies in the `lazy`
-/// areas (sorted, disjoint), for the page server.
-fn split_lazy(runs: &[PageRun], lazy: &[(u64, u64)]) -> (Vec<PageRun>, Vec<crate::lazy::Range>) {
-    let (mut eager, mut later) = (vec![], vec![]);
+/// `runs` cut where `areas` (sorted, disjoint) begin and end: the parts
+/// outside every area, and those inside one. A run may cross areas (the
+/// pagemap merges neighbours in memory and in the pages image), so whole
+/// runs are never kept or dropped for touching an area.
+fn split_runs(runs: &[PageRun], areas: &[(u64, u64)]) -> (Vec<PageRun>, Vec<PageRun>) {
+    let (mut outside, mut inside) = (vec![], vec![]);
     for r in runs {
         let end = r.addr + r.len;
         let mut at = r.addr;
         while at < end {
-            let i = lazy.partition_point(|&(_, e)| e <= at);
-            let (inside, upto) = match lazy.get(i) {
+            let i = areas.partition_point(|&(_, e)| e <= at);
+            let (within, upto) = match areas.get(i) {
                 Some(&(s, e)) if s <= at => (true, e.min(end)),
                 Some(&(s, _)) => (false, s.min(end)),
                 None => (false, end),
             };
-            let file_offset = r.file_offset + (at - r.addr);
-            if inside {
-                later.push(crate::lazy::Range { start: at, end: upto, offset: file_offset });
+            let piece = PageRun { addr: at, len: upto - at, file_offset: r.file_offset + (at - r.addr) };
+            if within {
+                inside.push(piece)
             } else {
-                eager.push(PageRun { addr: at, len: upto - at, file_offset });
+                outside.push(piece)
             }
             at = upto;
         }
     }
-    (eager, later)
+    (outside, inside)
 }
 
 /// The argument block for the blob.
@@ -351,11 +354,15 @@ fn block(
     let slots: Vec<Option<Slot>> = (0..p.vmas.len()).map(slot).collect();
     let (plain, compare, zero) = super::cow::split(&p.vmas, &p.page_runs, &slots);
     let lazy_areas: Vec<(u64, u64)> = vmas.iter().filter(|v| v.how & VMA_LAZY != 0).map(|v| (v.start, v.end)).collect();
-    let (plain, lazy_pages) = split_lazy(&plain, &lazy_areas);
+    // Pages of areas something else provides (the vDSO) are not read.
+    let (plain, _provided) = split_runs(&plain, &skipped);
+    let (plain, lazy_pages) = split_runs(&plain, &lazy_areas);
+    let lazy_pages =
+        lazy_pages.iter().map(|r| Range { start: r.addr, end: r.addr + r.len, offset: r.file_offset }).collect();
     let lazy = LazyPart { pages: lazy_pages, areas: lazy_areas };
     let mut iovs = vec![];
-    let reads = page_reads(&plain, &skipped, &mut iovs);
-    let compare_reads = page_reads(&compare, &[], &mut iovs);
+    let reads = page_reads(&plain, &mut iovs);
+    let compare_reads = page_reads(&compare, &mut iovs);
     let zero: Vec<Iovec> = zero.into_iter().map(|(base, len)| Iovec { base, len }).collect();
     let sigactions: Vec<SigAction> = p.sigactions.clone();
     let auxv: Vec<u8> = p
@@ -478,14 +485,10 @@ fn seccomp_steps(p: &ProcessPlan) -> (Vec<Seccomp>, Vec<u8>) {
 
 /// Page runs as `preadv` requests: runs that follow each other in the
 /// pages image become one request of many iovecs, added to `iovs`.
-fn page_reads(runs: &[PageRun], skipped: &[(u64, u64)], iovs: &mut Vec<Iovec>) -> Vec<PageRead> {
+fn page_reads(runs: &[PageRun], iovs: &mut Vec<Iovec>) -> Vec<PageRead> {
     let mut reads: Vec<PageRead> = vec![];
     let mut next_off = u64::MAX;
     for r in runs {
-        // Pages of areas something else provides (the vDSO) are not read.
-        if skipped.iter().any(|&(s, e)| r.addr < e && r.addr + r.len > s) {
-            continue;
-        }
         let contiguous = r.file_offset == next_off;
         if let (true, Some(last)) = (contiguous, reads.last_mut()) {
             last.iov_count += 1;
@@ -509,5 +512,30 @@ fn gs_of(r: &crate::regs::Regs) -> u64 {
     match r {
         crate::regs::Regs::X86_64(x) => x.gs_base,
         crate::regs::Regs::Arm(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_crossing_an_area_is_cut_at_its_edges_with_its_offsets() {
+        let p = 0x1000;
+        // The vDSO's two pages and the next area's page, one run in the
+        // pagemap: only the vDSO's pages are left out.
+        let runs = [PageRun { addr: 0x10000, len: 3 * p, file_offset: 0x4000 }];
+        let (outside, inside) = split_runs(&runs, &[(0x10000, 0x12000)]);
+        assert_eq!(outside, [PageRun { addr: 0x12000, len: p, file_offset: 0x6000 }]);
+        assert_eq!(inside, [PageRun { addr: 0x10000, len: 2 * p, file_offset: 0x4000 }]);
+        let (outside, inside) = split_runs(&runs, &[(0x11000, 0x12000), (0x20000, 0x21000)]);
+        assert_eq!(
+            outside,
+            [
+                PageRun { addr: 0x10000, len: p, file_offset: 0x4000 },
+                PageRun { addr: 0x12000, len: p, file_offset: 0x6000 }
+            ]
+        );
+        assert_eq!(inside, [PageRun { addr: 0x11000, len: p, file_offset: 0x5000 }]);
     }
 }
