@@ -6,6 +6,7 @@
 #![cfg(target_arch = "x86_64")]
 
 #[path = "dump_support.rs"]
+#[allow(dead_code)]
 mod support;
 
 use nix::sys::signal::Signal;
@@ -566,4 +567,18 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         // The CLONE_FILES/CLONE_FS child goes with its parent's session.
         let _ = nix::sys::signal::killpg(Pid::from_raw(d.pid()), Signal::SIGKILL);
     }
+}
+
+/// A PID nobody has is named as such, not taken for a process in
+/// another namespace (every namespace of a missing process reads as
+/// missing).
+#[test]
+fn a_pid_nobody_has_is_refused_as_missing() {
+    let _w = watchdog::start();
+    // Above pid_max: never a process.
+    let pid = std::fs::read_to_string("/proc/sys/kernel/pid_max").unwrap().trim().parse::<i32>().unwrap() + 1;
+    let dir = image_dir("missing-pid");
+    let err = format!("{:#}", dump(pid, &dir, &leave_running()).unwrap_err());
+    assert!(err.contains(&format!("there is no process {pid}")), "{err}");
+    assert!(!err.contains("namespace"), "{err}");
 }

@@ -632,6 +632,11 @@ fn mark_vdso_by_pfn(pid: i32, vmas: &mut [maps::Vma]) -> Result<()> {
 /// `unshare(CLONE_NEWPID)` or `CLONE_NEWTIME`): dumping other namespaces is
 /// not supported yet.
 pub(super) fn check_namespaces(pid: i32) -> Result<()> {
+    // Without a process every namespace reads as missing, which would be
+    // taken for another one.
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        bail!("there is no process {pid}");
+    }
     let me = std::process::id() as i32;
     let names = ["pid", "net", "uts", "mnt", "user", "cgroup", "time", "pid_for_children", "time_for_children"];
     for ns in names {
