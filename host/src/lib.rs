@@ -11,6 +11,7 @@ pub mod demo;
 pub mod dump;
 pub mod fault;
 pub mod files;
+pub mod holder;
 pub mod imgchain;
 pub mod imgdir;
 pub mod kerndat;

@@ -30,7 +30,7 @@
 //! what was prepared before the fork, which is what a child of a
 //! multi-threaded process may do (see `docs/architecture.md`, Forks).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
@@ -65,62 +65,12 @@ pub fn name(dev: u64, ino: u64) -> String {
     format!("revenant-track/{dev:x}:{ino:x}")
 }
 
-fn address(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: all zeroes is a valid sockaddr_un.
-    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // An abstract name: a NUL, then the bytes, no terminator.
-    for (d, s) in a.sun_path[1..].iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len().min(a.sun_path.len() - 1);
-    (a, len as libc::socklen_t)
-}
-
-fn seqpacket() -> Result<OwnedFd> {
-    // SAFETY: a new socket, owned at once.
-    let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket");
-    }
-    // SAFETY: just made.
-    Ok(unsafe { OwnedFd::from_raw_fd(s) })
-}
-
 fn connect(name: &str) -> Result<Option<OwnedFd>> {
-    let s = seqpacket()?;
-    let (a, len) = address(name);
-    // SAFETY: the kernel reads `len` bytes of the address.
-    if unsafe { libc::connect(s.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ECONNREFUSED | libc::ENOENT) => Ok(None),
-            _ => Err(e).with_context(|| format!("connecting to the write tracking's holder @{name}")),
-        };
-    }
+    let Some(s) = crate::holder::connect(name, "the write tracking's holder")? else { return Ok(None) };
     // A holder that does not answer in time is taken for gone.
     let tv = libc::timeval { tv_sec: 10, tv_usec: 0 };
     crate::files::sockopt::set(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
     Ok(Some(s))
-}
-
-fn send_byte(s: RawFd, b: u8) -> bool {
-    // SAFETY: the kernel reads one byte.
-    unsafe { libc::send(s, (&b as *const u8).cast(), 1, libc::MSG_NOSIGNAL) == 1 }
-}
-
-/// One byte, waiting through signals. System calls only.
-fn recv_byte(s: RawFd) -> Option<u8> {
-    let mut b = 0u8;
-    loop {
-        // SAFETY: the kernel writes at most one byte.
-        let n = unsafe { libc::recv(s, (&mut b as *mut u8).cast(), 1, 0) };
-        // SAFETY: reading our errno.
-        if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
-            continue;
-        }
-        return (n == 1).then_some(b);
-    }
 }
 
 /// Starts a holder of `trackers` for the pre-dump `run_id` at `name`; a
@@ -131,28 +81,7 @@ pub fn start(name: &str, run_id: &str, trackers: &[Tracker]) -> Result<u32> {
     if trackers.len() > MAX {
         bail!("{} processes to track: one holder tracks at most {MAX}", trackers.len());
     }
-    let listener = seqpacket()?;
-    let (a, len) = address(name);
-    let mut tries = 0;
-    loop {
-        // SAFETY: the kernel reads `len` bytes of the address.
-        if unsafe { libc::bind(listener.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } == 0 {
-            break;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EADDRINUSE) || tries == 50 {
-            return Err(e).with_context(|| format!("binding @{name} for the write tracking's holder"));
-        }
-        if tries == 0 {
-            quit(name)?;
-        }
-        tries += 1;
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    // SAFETY: a plain call on our socket.
-    if unsafe { libc::listen(listener.as_raw_fd(), 16) } < 0 {
-        return Err(std::io::Error::last_os_error()).context("listen");
-    }
+    let listener = crate::holder::listen(name, "the write tracking's holder", quit)?;
     // Everything the holder uses is made before the fork.
     let mut pids = [0i32; MAX];
     let mut fds = [-1 as RawFd; 2 * MAX];
@@ -190,7 +119,7 @@ pub fn start(name: &str, run_id: &str, trackers: &[Tracker]) -> Result<u32> {
             for fd in 0..3 {
                 libc::dup2(null.as_raw_fd(), fd);
             }
-            crate::files::tcp_keeper::close_all_but(&keep, 1 << 20);
+            crate::holder::close_all_but(&keep, 1 << 20);
             libc::close(null.as_raw_fd());
             hold(lis, &id, &pids[..n], &fds[..2 * n]);
         }
@@ -255,19 +184,10 @@ unsafe fn hold(listener: RawFd, id: &[u8; RUN_ID], pids: &[i32], fds: &[RawFd]) 
             if c < 0 {
                 continue;
             }
-            let mut cred: libc::ucred = std::mem::zeroed();
-            let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-            let ok = libc::getsockopt(
-                c,
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            ) == 0
-                && (cred.uid == 0 || cred.uid == libc::geteuid());
-            match if ok { recv_byte(c) } else { None } {
+            let ok = crate::holder::peer_is_ours(c);
+            match if ok { crate::holder::recv_byte(c) } else { None } {
                 Some(QUIT) => libc::_exit(0),
-                Some(TAKE) if send_all(c, id, pids, fds) && recv_byte(c) == Some(DONE) => libc::_exit(0),
+                Some(TAKE) if send_all(c, id, pids, fds) && crate::holder::recv_byte(c) == Some(DONE) => libc::_exit(0),
                 _ => {}
             }
             libc::close(c);
@@ -317,10 +237,10 @@ impl Taken {
 
     /// [`Self::done`], keeping the trackers.
     pub fn into_trackers(self) -> Vec<Tracker> {
-        send_byte(self.conn.as_raw_fd(), DONE);
+        crate::holder::send_byte(self.conn.as_raw_fd(), DONE);
         // It closes its end as it exits; waited for, so that its copies
         // are gone when the caller goes on.
-        let _ = recv_byte(self.conn.as_raw_fd());
+        let _ = crate::holder::recv_byte(self.conn.as_raw_fd());
         self.trackers
     }
 }
@@ -329,42 +249,24 @@ impl Taken {
 /// (it was killed, or every process it tracked is gone).
 pub fn take(name: &str) -> Result<Option<Taken>> {
     let Some(conn) = connect(name)? else { return Ok(None) };
-    let cred: libc::ucred = crate::files::sockopt::get(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED)?;
-    // SAFETY: geteuid cannot fail.
-    if cred.uid != 0 && cred.uid != unsafe { libc::geteuid() } {
-        bail!("@{name} is held by process {} of uid {}, not by a holder of ours", cred.pid, cred.uid);
-    }
-    if !send_byte(conn.as_raw_fd(), TAKE) {
+    crate::holder::check_peer(&conn, name, "a holder")?;
+    if !crate::holder::send_byte(conn.as_raw_fd(), TAKE) {
         return Ok(None);
     }
     let mut trackers = Vec::new();
     let mut run_id = String::new();
     loop {
         let mut buf = [0u8; HEAD + 4 * BATCH];
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let mut ctl = [0u64; 256];
-        // SAFETY: an msghdr over our buffers.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctl.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&ctl) as _;
-        // SAFETY: the kernel writes into the buffers `msg` describes.
-        let got = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if got < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
+        let (got, fds, truncated) = crate::holder::recv_rights(&conn, &mut buf);
         if got < HEAD as isize || !(got as usize - HEAD).is_multiple_of(4) {
             bail!("the write tracking's holder at @{name} went away while handing over its processes");
         }
-        // SAFETY: just filled by recvmsg.
-        let fds = unsafe { crate::files::unixsk::rights(&msg) };
         let total = u32::from_ne_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
         if run_id.is_empty() {
             run_id = String::from_utf8_lossy(&buf[4..HEAD]).into_owned();
         }
         let batch = (got as usize - HEAD) / 4;
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 || fds.len() != 2 * batch {
+        if truncated || fds.len() != 2 * batch {
             bail!("the write tracking's holder at @{name} sent {} descriptors for {batch} processes", fds.len());
         }
         let mut fds = fds.into_iter();
@@ -384,8 +286,8 @@ pub fn take(name: &str) -> Result<Option<Taken>> {
 /// answered.
 pub fn quit(name: &str) -> Result<bool> {
     let Some(conn) = connect(name)? else { return Ok(false) };
-    send_byte(conn.as_raw_fd(), QUIT);
+    crate::holder::send_byte(conn.as_raw_fd(), QUIT);
     // It closes its end as it exits.
-    let _ = recv_byte(conn.as_raw_fd());
+    let _ = crate::holder::recv_byte(conn.as_raw_fd());
     Ok(true)
 }

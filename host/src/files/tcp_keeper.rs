@@ -49,63 +49,15 @@ pub fn name(dir: &Path) -> Result<String> {
     Ok(format!("revenant-tcp-lock/{:x}:{:x}", m.dev(), m.ino()))
 }
 
-fn address(name: &str) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: all zeroes is a valid sockaddr_un.
-    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    // An abstract name: a NUL, then the bytes, no terminator.
-    for (d, s) in a.sun_path[1..].iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len().min(a.sun_path.len() - 1);
-    (a, len as libc::socklen_t)
-}
-
-fn seqpacket() -> Result<OwnedFd> {
-    // SAFETY: a new socket, owned at once.
-    let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
-    if s < 0 {
-        return Err(std::io::Error::last_os_error()).context("socket");
-    }
-    // SAFETY: just made.
-    Ok(unsafe { OwnedFd::from_raw_fd(s) })
-}
-
 fn connect(name: &str) -> Result<Option<OwnedFd>> {
-    let s = seqpacket()?;
-    let (a, len) = address(name);
-    // SAFETY: the kernel reads `len` bytes of the address.
-    if unsafe { libc::connect(s.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ECONNREFUSED | libc::ENOENT) => Ok(None),
-            _ => Err(e).with_context(|| format!("connecting to @{name}")),
-        };
-    }
-    Ok(Some(s))
+    crate::holder::connect(name, "the TCP lock's keeper")
 }
 
 fn send_byte(s: &OwnedFd, b: u8) -> Result<()> {
-    // SAFETY: the kernel reads one byte.
-    if unsafe { libc::send(s.as_raw_fd(), (&b as *const u8).cast(), 1, libc::MSG_NOSIGNAL) } != 1 {
+    if !crate::holder::send_byte(s.as_raw_fd(), b) {
         return Err(std::io::Error::last_os_error()).context("writing to the TCP lock's keeper");
     }
     Ok(())
-}
-
-/// One byte, waiting through signals (the dump's handlers do not restart
-/// calls). System calls only.
-fn recv_byte(s: RawFd) -> Option<u8> {
-    let mut b = 0u8;
-    loop {
-        // SAFETY: the kernel writes at most one byte.
-        let n = unsafe { libc::recv(s, (&mut b as *mut u8).cast(), 1, 0) };
-        // SAFETY: reading our errno.
-        if n < 0 && unsafe { *libc::__errno_location() } == libc::EINTR {
-            continue;
-        }
-        return (n == 1).then_some(b);
-    }
 }
 
 /// The dump's end of its keeper.
@@ -126,7 +78,7 @@ fn ask(ctl: &OwnedFd, cmd: u8, word: i32, fd: Option<RawFd>) -> Result<()> {
     if super::unixsk::send_one(ctl.as_raw_fd(), &msg, None, &fds) != 5 {
         return Err(std::io::Error::last_os_error()).context("writing to the TCP lock's keeper");
     }
-    match recv_byte(ctl.as_raw_fd()) {
+    match crate::holder::recv_byte(ctl.as_raw_fd()) {
         Some(b) if b == cmd.to_ascii_lowercase() => Ok(()),
         Some(b) => bail!("the TCP lock's keeper refused {:?} ({:?})", cmd as char, b as char),
         None => bail!("the TCP lock's keeper is gone"),
@@ -186,7 +138,7 @@ impl Guard {
                 // As many descriptors as the dump may lock.
                 let lim = libc::rlimit64 { rlim_cur: nofile, rlim_max: nofile };
                 libc::setrlimit64(libc::RLIMIT_NOFILE, &lim);
-                close_all_but(&keep, nofile);
+                crate::holder::close_all_but(&keep, nofile);
                 libc::close(wr.as_raw_fd());
                 libc::close(null.as_raw_fd());
                 guard(theirs.as_raw_fd());
@@ -224,28 +176,7 @@ impl Guard {
     /// directory `name` stands for; a keeper of an earlier dump there is
     /// told to quit first.
     pub fn keep(mut self, name: &str) -> Result<()> {
-        let listener = seqpacket()?;
-        let (a, len) = address(name);
-        let mut tries = 0;
-        loop {
-            // SAFETY: the kernel reads `len` bytes of the address.
-            if unsafe { libc::bind(listener.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } == 0 {
-                break;
-            }
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EADDRINUSE) || tries == 50 {
-                return Err(e).with_context(|| format!("binding @{name}"));
-            }
-            if tries == 0 {
-                quit(name)?;
-            }
-            tries += 1;
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        // SAFETY: a plain call on our socket.
-        if unsafe { libc::listen(listener.as_raw_fd(), 16) } < 0 {
-            return Err(std::io::Error::last_os_error()).context("listen");
-        }
+        let listener = crate::holder::listen(name, "the TCP lock's keeper", quit)?;
         let ctl = self.ctl.take().context("the keeper was let go")?;
         ask(&ctl, KEEP, 0, Some(listener.as_raw_fd()))
     }
@@ -257,31 +188,6 @@ impl Drop for Guard {
             let _ = ask(&ctl, RELEASE, 0, None);
         }
     }
-}
-
-/// Closes every fd from 3 up but those of `keep` (sorted); one at a time
-/// below `limit` where `close_range` is refused.
-///
-/// # Safety
-/// Only in a forked child: nothing else may be using the fds it closes.
-pub(crate) unsafe fn close_all_but(keep: &[RawFd], limit: u64) {
-    let mut from = 3u32;
-    let range = |lo: u32, hi: u32| {
-        // SAFETY: the caller's promise.
-        if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) } < 0 {
-            for fd in lo..=hi.min(limit.min(1 << 20) as u32) {
-                // SAFETY: as above.
-                unsafe { libc::close(fd as RawFd) };
-            }
-        }
-    };
-    for &fd in keep.iter().filter(|&&fd| fd >= 3) {
-        if (fd as u32) > from {
-            range(from, fd as u32 - 1);
-        }
-        from = fd as u32 + 1;
-    }
-    range(from, u32::MAX);
 }
 
 fn set_int(s: RawFd, level: i32, opt: i32, v: i32) {
@@ -374,7 +280,6 @@ unsafe fn guard(ctl: RawFd) -> ! {
 unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
     // SAFETY: system calls on the keeper's own fds and stack buffers.
     unsafe {
-        let me = libc::geteuid();
         loop {
             let c = libc::accept4(listener, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
             if c < 0 {
@@ -383,19 +288,10 @@ unsafe fn serve(listener: RawFd, socks: &[RawFd]) -> ! {
                 }
                 libc::_exit(1);
             }
-            let mut cred: libc::ucred = std::mem::zeroed();
-            let mut len = size_of::<libc::ucred>() as libc::socklen_t;
-            let ok = libc::getsockopt(
-                c,
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&mut cred as *mut libc::ucred).cast(),
-                &mut len,
-            ) == 0
-                && (cred.uid == 0 || cred.uid == me);
-            match if ok { recv_byte(c) } else { None } {
+            let ok = crate::holder::peer_is_ours(c);
+            match if ok { crate::holder::recv_byte(c) } else { None } {
                 Some(QUIT) => libc::_exit(0),
-                Some(TAKE) if send_all(c, socks) && recv_byte(c) == Some(DONE) => libc::_exit(0),
+                Some(TAKE) if send_all(c, socks) && crate::holder::recv_byte(c) == Some(DONE) => libc::_exit(0),
                 _ => {}
             }
             libc::close(c);
@@ -445,34 +341,17 @@ impl Kept {
 /// keeper answers there.
 pub fn take(name: &str) -> Result<Option<Kept>> {
     let Some(conn) = connect(name)? else { return Ok(None) };
-    let cred: libc::ucred = super::sockopt::get(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED)?;
-    // SAFETY: geteuid cannot fail.
-    if cred.uid != 0 && cred.uid != unsafe { libc::geteuid() } {
-        bail!("@{name} is held by process {} of uid {}, not by a keeper of ours", cred.pid, cred.uid);
-    }
+    crate::holder::check_peer(&conn, name, "a keeper")?;
     send_byte(&conn, TAKE)?;
     let mut socks = vec![];
     loop {
         let mut word = [0u8; 4];
-        let mut iov = libc::iovec { iov_base: word.as_mut_ptr().cast(), iov_len: word.len() };
-        let mut ctl = [0u64; 256];
-        // SAFETY: an msghdr over our buffers.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = ctl.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&ctl) as _;
-        // SAFETY: the kernel writes into the buffers `msg` describes.
-        let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
+        let (n, fds, truncated) = crate::holder::recv_rights(&conn, &mut word);
         if n != 4 {
             bail!("the TCP lock's keeper at @{name} went away while handing over its connections");
         }
-        // SAFETY: just filled by recvmsg.
-        socks.extend(unsafe { super::unixsk::rights(&msg) });
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        socks.extend(fds);
+        if truncated {
             bail!("the connections the TCP lock's keeper at @{name} sent do not fit under RLIMIT_NOFILE");
         }
         if socks.len() >= u32::from_ne_bytes(word) as usize {
@@ -491,6 +370,6 @@ pub fn quit(name: &str) -> Result<bool> {
     super::sockopt::set(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
     send_byte(&conn, QUIT)?;
     // It closes its end as it exits.
-    let _ = recv_byte(conn.as_raw_fd());
+    let _ = crate::holder::recv_byte(conn.as_raw_fd());
     Ok(true)
 }
