@@ -85,20 +85,18 @@ pub struct Options {
 }
 
 /// How to attach to a process `--stop-at` left stopped.
-fn attach_help(pid: i32, what: &str, log: &str) -> String {
-    // The bootstrap area's start is the blob's load base, logged by the host.
-    let base = log.lines().find_map(|l| l.strip_prefix("host: blob at ")).map(|b| b.trim().to_string());
-    let in_blob = !what.starts_with("stopped right after its restore");
-    let symbols = match base.filter(|_| in_blob) {
+fn attach_help(pid: i32, stopped: &spawn::Stopped) -> String {
+    let symbols = match stopped.blob_base {
         Some(b) => format!(
-            "\n  in gdb, for the blob's functions and lines: add-symbol-file DIR/blob.elf -o {b}\n  \
+            "\n  in gdb, for the blob's functions and lines: add-symbol-file DIR/blob.elf -o {b:#x}\n  \
              (DIR from `revenant blob export DIR`; this binary's blob)"
         ),
         None => String::new(),
     };
     format!(
-        "revenant: PID {pid} is {what}.\n  It is stopped and detached: gdb -p {pid}{symbols}\n  then `continue`; without a \
-         debugger, kill -CONT {pid} lets it run"
+        "revenant: PID {pid} is {}.\n  It is stopped and detached: gdb -p {pid}{symbols}\n  then `continue`; without a \
+         debugger, kill -CONT {pid} lets it run",
+        stopped.what
     )
 }
 
@@ -191,8 +189,8 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         log_line(&r.log)?;
     }
     for r in restored.iter() {
-        if let Some(what) = &r.stopped {
-            eprintln!("{}", attach_help(r.pid, what, &r.log));
+        if let Some(stopped) = &r.stopped {
+            eprintln!("{}", attach_help(r.pid, stopped));
         }
     }
     let root = restored[0].pid;

@@ -79,14 +79,23 @@ impl Run<'_> {
     }
 }
 
+/// Where `--stop-at` left a task.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The point, in words.
+    pub what: String,
+    /// Where its blob is loaded, while it still is (a stop inside it).
+    pub blob_base: Option<u64>,
+}
+
 /// A restored task, running the dumped program.
 #[derive(Debug)]
 pub struct Restored {
     pub pid: i32,
     /// What the blob logged.
     pub log: String,
-    /// Left stopped for a debugger (`--stop-at`): where, in words.
-    pub stopped: Option<String>,
+    /// Left stopped for a debugger (`--stop-at`).
+    pub stopped: Option<Stopped>,
 }
 
 /// Service fd numbers: above every fd the program had, so opening them
@@ -695,7 +704,7 @@ fn release(
     held: Vec<Result<super::finish::Held, String>>,
     spans: &[(u64, u64, String)],
     run: &Run<'_>,
-) -> Result<Vec<(i32, Option<String>)>, Failure> {
+) -> Result<Vec<(i32, Option<Stopped>)>, Failure> {
     let watch = run.watch;
     let mut restored = Vec::new();
     let mut watched = Vec::new();
@@ -705,7 +714,7 @@ fn release(
         let h = match h {
             Ok(h) => h,
             Err(left) => {
-                restored.push((p.pid, Some(left)));
+                restored.push((p.pid, Some(Stopped { what: left, blob_base: Some(*start) })));
                 continue;
             }
         };
@@ -716,7 +725,8 @@ fn release(
         if !tids.is_empty() {
             watched.push((i, tids));
         }
-        let note = leave.then(|| "stopped right after its restore, at the program's own next instruction".to_string());
+        let what = "stopped right after its restore, at the program's own next instruction";
+        let note = leave.then(|| Stopped { what: what.into(), blob_base: None });
         restored.push((p.pid, note));
     }
     let Some(span) = watch else { return Ok(restored) };
