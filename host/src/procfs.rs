@@ -282,17 +282,26 @@ pub fn ns_inode(pid: i32, name: &str) -> Result<Option<u64>> {
     }
 }
 
+/// A pidfd of process `pid`: names it for as long as we hold it, whoever
+/// gets its number later.
+pub fn pidfd(pid: i32) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: a plain system call on integers.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_open of process {pid}"));
+    }
+    // SAFETY: a fresh descriptor of ours, owned at once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// A descriptor of ours on the open file description behind fd `fd` of
 /// `pid` (`pidfd_getfd`): what we do through it, the program sees.
 pub fn borrow_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain system calls; each new descriptor is owned at once.
+    let pidfd = pidfd(pid)?;
+    // SAFETY: plain system calls; the new descriptor is owned at once.
     unsafe {
-        let pidfd = nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0);
-        if pidfd < 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_open of {pid}"));
-        }
-        let pidfd = OwnedFd::from_raw_fd(pidfd as i32);
         let got = nix::libc::syscall(nix::libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
         if got < 0 {
             return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_getfd of fd {fd} of {pid}"));

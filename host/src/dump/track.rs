@@ -104,7 +104,7 @@ impl Tracker {
     /// Makes a userfaultfd inside process `pid` (its leader frozen in an
     /// interrupt stop) and takes it; the process's own fd is closed again.
     pub fn start(pid: i32, tramp: Trampoline) -> Result<Tracker> {
-        let pidfd = pidfd_open(pid)?;
+        let pidfd = crate::procfs::pidfd(pid)?;
         let mut inj = Injector::new(pid, tramp)?;
         let flags = (libc::O_CLOEXEC | UFFD_USER_MODE_ONLY as i32) as u64;
         let theirs = inj.syscall(libc::SYS_userfaultfd as u32, &[flags])?;
@@ -204,16 +204,6 @@ fn trackable(v: &Vma) -> bool {
         && v.status & (status::VDSO | status::VVAR | status::VSYSCALL) == 0
 }
 
-fn pidfd_open(pid: i32) -> Result<OwnedFd> {
-    // SAFETY: a plain system call; the fd is owned at once.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("pidfd_open of process {pid}"));
-    }
-    // SAFETY: just made.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// Where a page of an iterative dump comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -285,7 +275,7 @@ mod tests {
         let mut api = uffdio_api { api: UFFD_API as u64, features: UFFD_FEATURE_WP_ASYNC as u64, ioctls: 0 };
         // SAFETY: UFFDIO_API reads and writes one uffdio_api.
         assert_eq!(unsafe { libc::ioctl(uffd.as_raw_fd(), UFFDIO_API as _, &mut api) }, 0);
-        Tracker { pid: me, pidfd: pidfd_open(me).unwrap(), uffd, inherited: true }
+        Tracker { pid: me, pidfd: crate::procfs::pidfd(me).unwrap(), uffd, inherited: true }
     }
 
     fn anon(start: u64, len: u64) -> Vma {

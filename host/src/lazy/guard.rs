@@ -44,7 +44,7 @@ impl Guard {
 
     /// Process `pid` of the tree, whose userfaultfd is `uffd`.
     pub fn hold(&mut self, pid: i32, uffd: &OwnedFd) -> Id {
-        let pidfd = super::pidfd_open(pid);
+        let pidfd = crate::procfs::pidfd(pid).ok();
         let mut fds = vec![uffd.as_raw_fd()];
         fds.extend(pidfd.as_ref().map(|f| f.as_raw_fd()));
         self.send(b'H', pid, &fds)
@@ -87,13 +87,6 @@ impl Guard {
             self.sock = None;
         }
     }
-}
-
-pub(super) fn pidfd_open(pid: i32) -> Option<OwnedFd> {
-    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
-    // SAFETY: a fresh descriptor that nothing else owns.
-    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// One held userfaultfd.
@@ -171,7 +164,7 @@ fn kill_all(held: &[Held]) {
             if victims.iter().any(|(p, _)| *p == child) {
                 continue;
             }
-            if let Some(fd) = super::pidfd_open(child).filter(|_| ppid(child) == Some(parent)) {
+            if let Some(fd) = crate::procfs::pidfd(child).ok().filter(|_| ppid(child) == Some(parent)) {
                 victims.push((child, fd));
             }
         }
@@ -204,8 +197,7 @@ fn exited(fd: &OwnedFd) -> bool {
 
 /// The parent of `pid`, from `/proc`.
 fn ppid(pid: i32) -> Option<i32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    crate::procfs::stat(pid, pid).ok().map(|s| s.ppid)
 }
 
 /// (PID, parent) of every process, from `/proc`.

@@ -32,7 +32,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use nix::sys::socket::{AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair};
 
-use guard::pidfd_open;
 pub use ranges::Range;
 
 /// The restore's side of a running page server.

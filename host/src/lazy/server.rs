@@ -210,7 +210,7 @@ impl Server {
                 let held = self.guard.hold(pid, &uffd);
                 self.procs.push(Proc {
                     held,
-                    pidfd: super::pidfd_open(pid),
+                    pidfd: crate::procfs::pidfd(pid).ok(),
                     name: format!("PID {pid}"),
                     pid: Some(pid),
                     uffd,

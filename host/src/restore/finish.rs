@@ -210,10 +210,7 @@ pub fn set_breakpoint(tid: Pid, at: Option<u64>) -> Result<()> {
 /// instruction before the group stop catches it.
 fn leave_stopped(leader: Pid, tids: &[Pid]) -> Result<()> {
     ptrace::detach(leader, Some(Signal::SIGSTOP)).with_context(|| format!("detaching from {leader}"))?;
-    let stopped = || {
-        std::fs::read_to_string(format!("/proc/{leader}/stat"))
-            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('T')))
-    };
+    let stopped = || crate::procfs::stat(leader.as_raw(), leader.as_raw()).is_ok_and(|s| s.state == 'T');
     let t = std::time::Instant::now();
     while !stopped() && t.elapsed() < std::time::Duration::from_secs(5) {
         std::thread::sleep(std::time::Duration::from_micros(200));

@@ -94,13 +94,7 @@ pub(super) fn set_held_state(p: &ProcessPlan) -> Result<()> {
 /// it back).
 fn set_owners(p: &ProcessPlan) -> Result<()> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain system calls on integers; each fd returned is owned here.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, p.pid, 0) };
-    if pidfd < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("PID {}: pidfd_open", p.pid));
-    }
-    // SAFETY: a fresh fd of ours.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let pidfd = crate::procfs::pidfd(p.pid)?;
     for o in &p.owners {
         let what = || {
             format!(
