@@ -150,3 +150,24 @@ pub fn image_dir(test: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// A fresh scratch directory `revenant-FILE-NAME-PID`.
+pub fn scratch(file: &str, name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("revenant-{file}-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Waits (up to a minute: only a broken restore takes long) for `pred` on
+/// the lines of `path`; returns its text.
+pub fn wait_for(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
+    for _ in 0..600 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if pred(&text.lines().collect::<Vec<_>>()) {
+            return text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::fs::read_to_string(path).unwrap_or_default()
+}

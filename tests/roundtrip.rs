@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use dump_support::wait_for;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -21,23 +22,7 @@ use revenant::restore::{Options, run};
 use revenant_test_watchdog as watchdog;
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("revenant-rt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Waits (up to a minute: only a broken restore takes long) for `pred` on
-/// the lines of `path`.
-fn wait_for(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
-    for _ in 0..600 {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if pred(&text.lines().collect::<Vec<_>>()) {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::fs::read_to_string(path).unwrap_or_default()
+    dump_support::scratch("rt", name)
 }
 
 fn tick(line: &str) -> u64 {

@@ -7,7 +7,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,17 +15,11 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
-const REVENANT: &str = env!("CARGO_BIN_EXE_revenant");
+#[allow(dead_code)]
+mod support;
+use support::REVENANT;
 /// Only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn dumpee() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dirtier");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dumpees/dirtier.c");
-    let st = Command::new("cc").args(["-O1", "-o"]).arg(&out).arg(&src).status().unwrap();
-    assert!(st.success(), "compiling {}", src.display());
-    out
-}
 
 fn revenant(args: &[&str], dir: &Path) {
     let o = Command::new(REVENANT).args(args).arg("-D").arg(dir).output().unwrap();
@@ -68,7 +62,7 @@ fn a_chain_made_and_restored_lazily_from_the_command_line_is_exact() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let out = work.join("out");
-    let mut cmd = Command::new(dumpee());
+    let mut cmd = Command::new(support::dumpee("dirtier"));
     cmd.arg(&out).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid and close_range are async-signal-safe.
     unsafe {

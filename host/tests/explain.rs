@@ -14,23 +14,22 @@ use std::time::{Duration, Instant};
 use revenant_images::ImageSet;
 use revenant_test_watchdog as watchdog;
 
-const REVENANT: &str = env!("CARGO_BIN_EXE_revenant");
+#[allow(dead_code)]
+mod support;
+use support::{REVENANT, dumpee, ok, state, subreaper, wait_until};
 
 /// Dumps a fresh `single` (a one-thread program blocked in `read()`) into
 /// `work/images`, which kills it, and waits until its PID is free; returns
 /// the PID.
 fn dumped(work: &Path) -> i32 {
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let prog = work.join("single");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dumpees/single.c");
-    assert!(Command::new("cc").arg("-O1").arg("-o").arg(&prog).arg(&src).status().unwrap().success());
+    subreaper();
     // stdin is a FIFO it holds open both ways, so it blocks in read()
     // before and after any restore; its output goes nowhere, so no file
     // it has open changes size between restores.
     let fifo = work.join("in");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let stdin = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
-    let mut cmd = Command::new(&prog);
+    let mut cmd = Command::new(dumpee("single"));
     cmd.arg("64").stdin(stdin).stdout(Stdio::null()).stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe.
     unsafe {
@@ -40,15 +39,13 @@ fn dumped(work: &Path) -> i32 {
         });
     }
     let child = cmd.spawn().unwrap();
-    let t = Instant::now();
     // Asleep in read() twice in a row: the heap is filled.
-    while !(state(child.id() as i32) == 'S' && {
-        std::thread::sleep(Duration::from_millis(50));
-        state(child.id() as i32) == 'S'
-    }) {
-        assert!(t.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until("single to fill its heap", || {
+        state(child.id() as i32) == 'S' && {
+            std::thread::sleep(Duration::from_millis(50));
+            state(child.id() as i32) == 'S'
+        }
+    });
     let pid = child.id() as i32;
     std::fs::create_dir_all(work.join("images")).unwrap();
     ok(&revenant(&["dump", "-t", &pid.to_string()], &work.join("images"), &[]), "dump");
@@ -61,15 +58,8 @@ fn revenant(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(REVENANT).args(args).arg("-D").arg(dir).envs(env.iter().copied()).output().unwrap()
 }
 
-fn ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("revenant-explain-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    support::scratch("explain", name)
 }
 
 #[test]
@@ -136,11 +126,6 @@ fn registers(pid: i32) -> nix::libc::user_regs_struct {
     let regs = ptrace::getregs(p).unwrap();
     ptrace::detach(p, None).unwrap();
     regs
-}
-
-fn state(pid: i32) -> char {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()).unwrap_or('?')
 }
 
 /// The hex number after `key` in `text`.

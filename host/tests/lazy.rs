@@ -12,31 +12,17 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-const REVENANT: &str = env!("CARGO_BIN_EXE_revenant");
-/// Only reached when something is broken.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn dumpee() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("lazymem");
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dumpees/lazymem.c");
-            let st = Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status().unwrap();
-            assert!(st.success(), "compiling {}", src.display());
-            out
-        })
-        .clone()
-}
+#[allow(dead_code)]
+mod support;
+use support::{PATIENCE, REVENANT, dumpee, ok, start_grandchild, state, wait_lines};
 
 /// The program, started as `setsid prog &` leaves it (a grandchild of the
 /// test, in its own session), with 64 MiB and four checking threads.
@@ -47,22 +33,8 @@ struct Program {
 
 impl Program {
     fn start(work: &Path) -> Program {
-        nix::sys::prctl::set_child_subreaper(true).unwrap();
         let out = work.join("out");
-        let mut cmd = Command::new(dumpee());
-        cmd.arg("64").arg(&out).arg("4").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: fork, setsid, close_range and _exit are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                if nix::unistd::fork()?.is_parent() {
-                    nix::libc::_exit(0);
-                }
-                nix::unistd::setsid()?;
-                nix::libc::syscall(nix::libc::SYS_close_range, 3, u32::MAX, 0);
-                Ok(())
-            });
-        }
-        cmd.status().unwrap();
+        start_grandchild(&dumpee("lazymem"), &["64".as_ref(), out.as_os_str(), "4".as_ref()]);
         let text = wait_lines(&out, |l| !l.is_empty());
         let pid =
             text.lines().next().and_then(|l| l.strip_prefix("ready ")).expect("ready line").trim().parse().unwrap();
@@ -143,30 +115,12 @@ impl Drop for Server {
     }
 }
 
-fn wait_lines(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if pred(&text.lines().collect::<Vec<_>>()) || t.elapsed() > PATIENCE {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("revenant-lazy-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("images")).unwrap();
-    d
+    support::scratch("lazy", name)
 }
 
 fn revenant(args: &[&str], dir: &Path, more: &[&std::ffi::OsStr]) -> Output {
     Command::new(REVENANT).args(args).arg("-D").arg(dir).args(more).output().expect("running revenant")
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// The page server, from the restore log.
@@ -177,8 +131,7 @@ fn server_of(log: &Path) -> Server {
 }
 
 fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')))
+    !matches!(state(pid), 'Z' | '?')
 }
 
 /// The page server (and its guardian) as children of ours: wait for them.

@@ -8,7 +8,6 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -17,7 +16,9 @@ use revenant_images::ImageSet;
 use revenant_images::messages::vma_status as vs;
 use revenant_test_watchdog as watchdog;
 
-const REVENANT: &str = env!("CARGO_BIN_EXE_revenant");
+#[allow(dead_code)]
+mod support;
+use support::{REVENANT, ok, start_grandchild, wait_until as wait_for};
 
 fn compile(name: &str, to: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/dumpees/{name}.c"));
@@ -26,26 +27,11 @@ fn compile(name: &str, to: &Path) {
 }
 
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("revenant-preflight-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("images")).unwrap();
-    d
+    support::scratch("preflight", name)
 }
 
 fn revenant(args: &[&str], dir: &Path) -> Output {
     Command::new(REVENANT).args(args).arg("-D").arg(dir).output().expect("running revenant")
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !done() {
-        assert!(t.elapsed() < Duration::from_secs(30), "waited too long for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Every file under `dir`, with its size.
@@ -96,19 +82,7 @@ fn a_damaged_set_has_every_problem_listed_at_once_and_nothing_made() {
     let prog = work.join("sysvshm");
     compile("sysvshm", &prog);
     let out = work.join("out");
-    let mut cmd = Command::new(&prog);
-    cmd.arg(&out).arg("keep").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: fork, setsid and _exit are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if nix::unistd::fork()?.is_parent() {
-                nix::libc::_exit(0);
-            }
-            nix::unistd::setsid()?;
-            Ok(())
-        });
-    }
-    cmd.status().unwrap();
+    start_grandchild(&prog, &[out.as_os_str(), "keep".as_ref()]);
     let mut first = String::new();
     wait_for("the program's first line", || {
         first = std::fs::read_to_string(&out).unwrap_or_default().lines().next().unwrap_or("").to_string();
@@ -318,20 +292,7 @@ fn an_intact_set_passes_and_its_plan_names_the_blob_and_every_area() {
 /// Starts `prog` with `args` as a grandchild in its own session; returns
 /// once its OUTFILE (`out`) has a line with `ready`.
 fn start_server(prog: &Path, args: &[&std::ffi::OsStr], out: &Path, ready: &str) {
-    nix::sys::prctl::set_child_subreaper(true).unwrap();
-    let mut cmd = Command::new(prog);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: fork, setsid and _exit are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if nix::unistd::fork()?.is_parent() {
-                nix::libc::_exit(0);
-            }
-            nix::unistd::setsid()?;
-            Ok(())
-        });
-    }
-    cmd.status().unwrap();
+    start_grandchild(prog, args);
     wait_for(ready, || std::fs::read_to_string(out).unwrap_or_default().contains(ready));
 }
 

@@ -12,7 +12,6 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -21,57 +20,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
-const REVENANT: &str = env!("CARGO_BIN_EXE_revenant");
-/// Only reached when something is broken.
-const PATIENCE: Duration = Duration::from_secs(30);
+#[allow(dead_code)]
+mod support;
+use support::{PATIENCE, REVENANT, dumpee, ok, start_grandchild, state, wait_lines};
 
-fn subreaper() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
-    });
-}
-
-/// Compiles `tests/dumpees/NAME.c` once per run.
-fn dumpee(name: &str) -> PathBuf {
-    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    if !built.iter().any(|b| b == name) {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../tests/dumpees/{name}.c"));
-        let st = Command::new("cc").args(["-O1", "-pthread", "-o"]).arg(&out).arg(&src).status().expect("running cc");
-        assert!(st.success(), "compiling {}", src.display());
-        built.push(name.to_string());
-    }
-    out
-}
-
-/// Starts `prog` with `args` as a grandchild in its own session, the way a
-/// shell's `setsid prog &` leaves it: its parent exits at once.
-fn start_grandchild(prog: &Path, args: &[&std::ffi::OsStr]) {
-    subreaper();
-    let mut cmd = Command::new(prog);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-    // SAFETY: fork, setsid, close_range and _exit are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if nix::unistd::fork()?.is_parent() {
-                nix::libc::_exit(0);
-            }
-            nix::unistd::setsid()?;
-            nix::libc::syscall(nix::libc::SYS_close_range, 3, u32::MAX, 0);
-            Ok(())
-        });
-    }
-    cmd.status().expect("starting a dumpee");
-}
-
-/// A scratch directory only we can write.
 fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("revenant-survive-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(d.join("images")).unwrap();
-    d
+    support::scratch("survive", name)
 }
 
 /// The running dumpee: its PID and the file it writes to.
@@ -139,17 +93,6 @@ impl Program {
     }
 }
 
-fn wait_lines(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
-    let t = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if pred(&text.lines().collect::<Vec<_>>()) || t.elapsed() > PATIENCE {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 fn tail(text: &str) -> String {
     let l: Vec<&str> = text.lines().collect();
     l[l.len().saturating_sub(5)..].join("\n")
@@ -170,10 +113,6 @@ fn revenant(args: &[&str], dir: &Path, env: Option<(&str, String)>) -> Output {
         c.env(k, v);
     }
     c.output().expect("running revenant")
-}
-
-fn ok(o: &Output, what: &str) {
-    assert!(o.status.success(), "{what} failed: {}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// Dump with --leave-running, then dump, restore and carry on, fifty times.
@@ -386,12 +325,6 @@ fn a_restore_failing_or_killed_at_any_step_leaves_nothing_behind() {
     }
     nothing_left(&ids, &segs, "at the end");
     std::fs::remove_dir_all(&work).unwrap();
-}
-
-/// The state letter of `pid` in /proc.
-fn state(pid: i32) -> char {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).unwrap_or('?')
 }
 
 /// Waits for `pid` to be stopped (state T).
