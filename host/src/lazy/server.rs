@@ -39,6 +39,8 @@ const CHUNK: u64 = 256 << 10;
 /// Bytes copied for a fault: the page touched and the ones after it, as
 /// programs tend to go through memory in order.
 const FAULT_AHEAD: u64 = 16 * PAGE;
+/// How long the server waits, idle, before it wakes every waiting thread.
+const IDLE_MS: u16 = 100;
 
 /// A pages image mapped read-only: the source of every copy.
 struct Image {
@@ -95,6 +97,10 @@ struct Proc {
     /// Readable once it has exited (known PIDs only): nothing to serve
     /// then, even when nothing copies in the background to notice.
     pidfd: Option<OwnedFd>,
+    /// Faults that met its memory changing (`EAGAIN`: a fork, move or
+    /// drop whose event is still to be read): answered again once the
+    /// events are read, or the thread would wait for ever.
+    waiting: Vec<u64>,
     since: Instant,
 }
 
@@ -127,13 +133,15 @@ pub fn run(sock: OwnedFd, guard: Guard, mode: super::Mode) -> Result<()> {
         // The background copies wait until the restore has let the tree
         // go (and hung up): until then they would only slow it down.
         let busy = background && s.sock.is_none() && s.procs.iter().any(|p| !p.pending.is_empty());
-        let (sock_ready, ready) = s.wait(busy)?;
+        let waiting = s.procs.iter().any(|p| !p.waiting.is_empty());
+        let (sock_ready, ready) = s.wait(busy || waiting)?;
         if sock_ready {
             s.read_socket()?;
         }
         for i in ready {
             s.events(i)?;
         }
+        s.retry_waiting();
         if busy {
             s.background();
         }
@@ -156,19 +164,25 @@ impl Server {
         if let Some(s) = &self.sock {
             fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
         }
-        let timeout = if busy { PollTimeout::ZERO } else { PollTimeout::NONE };
-        match poll(&mut fds, timeout) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        // Idle, it still looks every 100 ms (see `wake_all`).
+        let timeout = if busy { PollTimeout::ZERO } else { PollTimeout::from(IDLE_MS) };
+        let quiet = match poll(&mut fds, timeout) {
+            Ok(n) => n == 0,
+            Err(nix::errno::Errno::EINTR) => false,
             Err(e) => bail!("poll: {e}"),
-        }
+        };
         let hit = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
         let sock_ready = self.sock.is_some() && fds.last().is_some_and(hit);
         let ready = (0..n).filter(|&i| hit(&fds[i])).collect();
         let exited: Vec<usize> = exits.iter().enumerate().filter(|(k, _)| hit(&fds[n + k])).map(|(_, &i)| i).collect();
         drop(fds);
+        if quiet && !busy {
+            self.wake_all();
+        }
         for i in exited {
             // Its retirement finds nothing pending and lets it go.
             self.procs[i].pending = RangeSet::default();
+            self.procs[i].waiting.clear();
         }
         Ok((sock_ready, ready))
     }
@@ -211,6 +225,7 @@ impl Server {
                 self.procs.push(Proc {
                     held,
                     pidfd: crate::procfs::pidfd(pid).ok(),
+                    waiting: vec![],
                     name: format!("PID {pid}"),
                     pid: Some(pid),
                     uffd,
@@ -267,6 +282,7 @@ impl Server {
                 let child = Proc {
                     held,
                     pidfd: None,
+                    waiting: vec![],
                     name,
                     pid: None,
                     uffd,
@@ -310,21 +326,52 @@ impl Server {
             match copy(p, r) {
                 Copied::Done => {}
                 Copied::Gone => p.pending = RangeSet::default(),
-                Copied::Later(rest) => p.pending.insert(rest),
+                Copied::Later(rest) => {
+                    p.pending.insert(rest);
+                    p.waiting.push(addr);
+                }
             }
             return;
         }
         // Not in the image (never touched before the dump, or dropped
-        // since): zeros, as a fresh page would read. If a copy put the
-        // page there meanwhile, the waiting thread only needs waking.
+        // since): zeros, as a fresh page would read.
         let mut z = g::uffdio_zeropage { range: g::uffdio_range { start: addr, len: PAGE }, mode: 0, zeropage: 0 };
         // SAFETY: UFFDIO_ZEROPAGE maps the zero page only where nothing is
         // mapped; it never replaces the program's data.
         let res = unsafe { revenant_arch::sys::ioctl(p.uffd.as_raw_fd(), UFFDIO_ZEROPAGE, &mut z) };
-        if res == Err(Errno::EEXIST) {
-            let mut w = g::uffdio_range { start: addr, len: PAGE };
-            // SAFETY: waking only resumes threads waiting on the range.
-            let _ = unsafe { revenant_arch::sys::ioctl(p.uffd.as_raw_fd(), UFFDIO_WAKE, &mut w) };
+        match res {
+            Ok(_) => {}
+            Err(Errno::EAGAIN) => p.waiting.push(addr),
+            // A copy put the page there meanwhile, or the area went away:
+            // the thread only needs waking (it faults again if need be).
+            Err(_) => {
+                let mut w = g::uffdio_range { start: addr, len: PAGE };
+                // SAFETY: waking only resumes threads waiting on the range.
+                let _ = unsafe { revenant_arch::sys::ioctl(p.uffd.as_raw_fd(), UFFDIO_WAKE, &mut w) };
+            }
+        }
+    }
+
+    /// Wakes every thread waiting in a registered area. A thread whose
+    /// page is still missing faults again and its fault comes to us anew;
+    /// so no fault whose answer was lost can leave a thread waiting for
+    /// ever, even without background copies to wake it.
+    fn wake_all(&self) {
+        for p in &self.procs {
+            for a in p.areas.iter() {
+                let mut w = g::uffdio_range { start: a.start, len: a.len() };
+                // SAFETY: waking only resumes threads waiting on the range.
+                let _ = unsafe { revenant_arch::sys::ioctl(p.uffd.as_raw_fd(), UFFDIO_WAKE, &mut w) };
+            }
+        }
+    }
+
+    /// Answers again the faults that met memory changing.
+    fn retry_waiting(&mut self) {
+        for i in 0..self.procs.len() {
+            for addr in std::mem::take(&mut self.procs[i].waiting) {
+                self.fault(i, addr);
+            }
         }
     }
 
@@ -349,7 +396,7 @@ impl Server {
     fn retire(&mut self) {
         let mut i = 0;
         while i < self.procs.len() {
-            if !self.procs[i].pending.is_empty() {
+            if !self.procs[i].pending.is_empty() || !self.procs[i].waiting.is_empty() {
                 i += 1;
                 continue;
             }
