@@ -162,10 +162,14 @@ fn dumped_single(work: &Path) -> i32 {
     let out = work.join("out");
     let mut cmd = Command::new(&prog);
     cmd.arg("64").stdin(Stdio::piped()).stdout(std::fs::File::create(&out).unwrap()).stderr(Stdio::null());
-    // SAFETY: setsid is async-signal-safe.
+    // fd 251 is the one the RLIMIT_NOFILE check below must notice.
+    // SAFETY: setsid and dup2 are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setsid()?;
+            if nix::libc::dup2(2, 251) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             Ok(())
         });
     }
