@@ -52,7 +52,7 @@ trap 'rm -f "$results"' EXIT
 RUN_LIMIT=${RUN_LIMIT:-30m}
 tests() {
     cargo test --workspace "$@" --no-run
-    timeout --kill-after=30s "$RUN_LIMIT" cargo test --workspace "$@"
+    timeout --kill-after=30s "$RUN_LIMIT" cargo test --workspace --no-fail-fast "$@"
 }
 
 step "tests, x86_64"

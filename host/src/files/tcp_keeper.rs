@@ -368,8 +368,16 @@ pub fn quit(name: &str) -> Result<bool> {
     // A keeper busy with a restore answers later, or not: not waited for.
     let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
     super::sockopt::set(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv)?;
+    let cred: libc::ucred = super::sockopt::get(conn.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED)?;
+    let gone = crate::procfs::pidfd(cred.pid).ok();
     send_byte(&conn, QUIT)?;
-    // It closes its end as it exits.
     let _ = crate::holder::recv_byte(conn.as_raw_fd());
+    // Its control socket may close before the connections do: they are
+    // free for a restore only once the keeper has exited.
+    if let Some(fd) = gone {
+        let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd of ours.
+        unsafe { libc::poll(&mut p, 1, 2000) };
+    }
     Ok(true)
 }
