@@ -6,8 +6,6 @@ pub mod blob;
 pub mod cgroup;
 #[cfg(target_arch = "x86_64")]
 pub mod demo;
-// Dumping needs ptrace and x86_64 register access: x86_64 only for now.
-#[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod fault;
 pub mod files;

@@ -389,23 +389,24 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             if ghost_fiemap || no_ghost_fiemap {
                 notes.push("--ghost-fiemap: ignored; unlinked files are read by their data segments".into());
             }
-            cfg_select! {
-                target_arch = "x86_64" => {
-                    let timeout = timeout.map(std::time::Duration::from_secs);
-                    let log = log_out.clone();
-                    let opts = revenant::dump::DumpOptions {
-                        leave_running, shell_job, ext_unix_sk, tcp_established, skip_in_flight, ghost_limit,
-                        verbosity, log, timeout, notes, pages_only, prev_images_dir,
-                    };
-                    revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
-                    Ok(())
-                }
-                _ => {
-                    let _ = (pid, leave_running, shell_job, ext_unix_sk, tcp_established, skip_in_flight, ghost_limit);
-                    let _ = (verbosity, timeout, notes, pages_only, prev_images_dir);
-                    bail!("revenant dump works on x86_64 only so far")
-                }
-            }
+            let timeout = timeout.map(std::time::Duration::from_secs);
+            let log = log_out.clone();
+            let opts = revenant::dump::DumpOptions {
+                leave_running,
+                shell_job,
+                ext_unix_sk,
+                tcp_established,
+                skip_in_flight,
+                ghost_limit,
+                verbosity,
+                log,
+                timeout,
+                notes,
+                pages_only,
+                prev_images_dir,
+            };
+            revenant::dump::dump(pid, &dir, &opts).with_context(|| format!("dumping process tree {pid}"))?;
+            Ok(())
         }
         Cmd::PreDump { pid, dir, prev_images_dir, track_mem, log, work_dir, verbosity } => {
             let made = revenant::imgdir::create(&dir);
@@ -415,20 +416,11 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             if track_mem {
                 notes.push("--track-mem: accepted; a pre-dump always tracks".into());
             }
-            cfg_select! {
-                target_arch = "x86_64" => {
-                    let opts = revenant::dump::predump::PreDumpOptions {
-                        prev_images_dir, verbosity, log: log_out.clone(), notes,
-                    };
-                    revenant::dump::predump::pre_dump(pid, &dir, &opts)
-                        .with_context(|| format!("pre-dumping process tree {pid}"))?;
-                    Ok(())
-                }
-                _ => {
-                    let _ = (pid, prev_images_dir, verbosity, notes);
-                    bail!("revenant pre-dump works on x86_64 only so far")
-                }
-            }
+            let opts =
+                revenant::dump::predump::PreDumpOptions { prev_images_dir, verbosity, log: log_out.clone(), notes };
+            revenant::dump::predump::pre_dump(pid, &dir, &opts)
+                .with_context(|| format!("pre-dumping process tree {pid}"))?;
+            Ok(())
         }
         Cmd::Restore {
             dir,

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-#[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod restore;
 

@@ -99,7 +99,7 @@ fn pstree(tree: &Tree, put: &mut Put) -> Result<()> {
             comm: z.comm.clone(),
             ..Default::default()
         };
-        let core = CoreEntry { mtype: Mtype::X8664 as i32, tc: Some(tc), ..Default::default() };
+        let core = CoreEntry { mtype: regs::MTYPE as i32, tc: Some(tc), ..Default::default() };
         put(format!("core-{pid}.img"), Writer::new(Kind::Core).push(&core))?;
     }
     put("pstree.img".into(), &pstree)
@@ -301,25 +301,10 @@ fn mm(p: &Process) -> MmEntry {
 /// only: CRIU keeps one per process) and the thread's own.
 fn core(p: &Process, t: &Thread, leader: bool) -> CoreEntry {
     CoreEntry {
-        mtype: Mtype::X8664 as i32,
-        thread_info: Some(thread_info(t)),
         tc: leader.then(|| task_core(p)),
         ids: None,
         thread_core: Some(thread_core(t)),
-        ti_arm: None,
-        ..Default::default()
-    }
-}
-
-/// The arch part of the core: what a sigreturn frame needs, and the TLS
-/// slots and clear-tid address set beside it.
-fn thread_info(t: &Thread) -> ThreadInfoX86 {
-    ThreadInfoX86 {
-        clear_tid_addr: t.clear_tid_addr,
-        gpregs: regs::gpregs_entry(&t.regs),
-        fpregs: regs::fpregs_entry(&t.fpu),
-        tls: t.tls.iter().map(regs::tls_entry).collect(),
-        ..Default::default()
+        ..regs::core_regs(&t.regs, &t.fpu, &t.tls, t.clear_tid_addr)
     }
 }
 

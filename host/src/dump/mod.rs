@@ -112,9 +112,6 @@ impl Dumped {
 
 /// Dumps the tree rooted at `pid` into `dir` (which must exist).
 pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
-    if !cfg!(target_arch = "x86_64") {
-        bail!("dump works on x86_64 only for now");
-    }
     let mut log = Log::open(opts)?;
     let dir = ImageDir::open(dir)?;
     // Taken from its holder before the tree stops: that is no time the
@@ -442,7 +439,7 @@ fn pages(
     dir: &ImageDir,
     log: &mut Log,
 ) -> Result<Vec<pagemap::Run>> {
-    let stack_pages: Vec<u64> = threads.iter().map(|t| t.regs.rsp & !(PAGE - 1)).collect();
+    let stack_pages: Vec<u64> = threads.iter().map(|t| regs::sp(&t.regs) & !(PAGE - 1)).collect();
     let runs = page_runs(pid, vmas, zero_pfn, &stack_pages, since)?;
     log.line(3, &format!("process {pid}: pagemap read"));
     let here: Vec<pagemap::Run> = runs.iter().filter(|r| r.flags & pagemap::PE_PRESENT != 0).copied().collect();
@@ -578,7 +575,9 @@ fn zombies(frozen: &Frozen) -> Result<Vec<model::Zombie>> {
 /// The monotonic and boot clocks at dump, from which a restore offsets its
 /// time namespace so that neither jumps.
 fn clocks() -> Result<((i64, i64), (i64, i64))> {
-    let clock = |c| nix::time::clock_gettime(c).map(|t| (t.tv_sec(), t.tv_nsec()));
+    // time_t and long are 32-bit on ARM.
+    #[allow(clippy::useless_conversion)]
+    let clock = |c| nix::time::clock_gettime(c).map(|t| (i64::from(t.tv_sec()), i64::from(t.tv_nsec())));
     Ok((
         clock(nix::time::ClockId::CLOCK_MONOTONIC).context("CLOCK_MONOTONIC")?,
         clock(nix::time::ClockId::CLOCK_BOOTTIME).context("CLOCK_BOOTTIME")?,
@@ -661,7 +660,7 @@ fn check_unshared(pids: &[i32]) -> Result<()> {
         for &b in &pids[i + 1..] {
             for (kind, what) in SHARED {
                 // SAFETY: kcmp only compares kernel objects; no memory is passed.
-                let r = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, a, b, kind, 0u64, 0u64) };
+                let r = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, a, b, kind, 0usize, 0usize) };
                 if r == 0 {
                     bail!("processes {a} and {b} share one {what}, which dump does not support yet");
                 }

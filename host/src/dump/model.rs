@@ -1,13 +1,10 @@
 //! What a dump found, as plain data shaped like CRIU's messages, before it
 //! is written. Field names follow the images so the conversion is direct.
 
-use nix::libc::user_regs_struct;
-
 use super::maps::Vma;
 use super::pagemap::Run;
 use crate::files::{Fd, Files};
-use crate::regs::X86Fpu;
-use crate::regs::dump::UserDesc;
+use crate::regs::dump as regs;
 
 /// The whole tree.
 #[derive(Debug)]
@@ -155,9 +152,9 @@ pub struct Thread {
     /// A SIGSTOP came while we asked it for its state (see `inject`).
     pub stopping: bool,
     /// After the syscall-restart rewrite.
-    pub regs: user_regs_struct,
-    pub fpu: X86Fpu,
-    pub tls: Vec<UserDesc>,
+    pub regs: regs::Gp,
+    pub fpu: regs::Fpu,
+    pub tls: regs::Tls,
     pub clear_tid_addr: u64,
     pub futex_rla: u64,
     pub futex_rla_len: u32,

@@ -30,7 +30,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use revenant_images::messages::*;
 use revenant_images::{Kind, Writer};
 
@@ -95,9 +95,6 @@ struct Frozen1 {
 
 /// Pre-dumps the tree rooted at `pid` into `dir` (which must exist).
 pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped> {
-    if !cfg!(target_arch = "x86_64") {
-        bail!("pre-dump works on x86_64 only for now");
-    }
     let mut log = Log::open(&DumpOptions {
         verbosity: opts.verbosity,
         log: opts.log.clone(),

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as nr;
 
-use super::inject::{Injector, Trampoline, find_syscall_insn, scan};
+use super::inject::{Injector, Trampoline, find_syscall_insn, scan, syscall_before};
 use super::maps::{PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
 use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
@@ -29,7 +29,7 @@ const PR_GET_MEMORY_MERGE: u64 = 68;
 /// [`Trampoline::Safe`] from its vDSO and code (smallest areas first: the
 /// dynamic loader has both pieces), else a bare `syscall` in the vDSO,
 /// right before a thread stopped in a system call, or in any code.
-pub fn trampoline(pid: i32, vmas: &[Vma], leader_regs: &nix::libc::user_regs_struct) -> Result<Trampoline> {
+pub fn trampoline(pid: i32, vmas: &[Vma], leader_regs: &regs::Gp) -> Result<Trampoline> {
     let mut code: Vec<&Vma> =
         vmas.iter().filter(|v| v.prot & PROT_EXEC != 0 && (v.is(status::VDSO) || v.is(status::REGULAR))).collect();
     code.sort_by_key(|v| (!v.is(status::VDSO), v.end - v.start));
@@ -44,12 +44,7 @@ pub fn trampoline(pid: i32, vmas: &[Vma], leader_regs: &nix::libc::user_regs_str
         }
         bare = bare.or_else(|| find_syscall_insn(&b, v.start));
     }
-    if (leader_regs.orig_rax as i64) >= 0
-        && let Ok(b) = read_bytes(pid, leader_regs.rip - 2, 2)
-        && b == [0x0f, 0x05]
-    {
-        bare = bare.or(Some(leader_regs.rip - 2));
-    }
+    bare = bare.or_else(|| syscall_before(pid, leader_regs));
     match bare {
         Some(syscall) => Ok(Trampoline::Bare { syscall }),
         None => bail!("process {pid}: no syscall instruction found in its vDSO or code to run system calls with"),
@@ -77,8 +72,11 @@ fn check(r: i64, what: &str, tid: i32) -> Result<i64> {
     Ok(r)
 }
 
-fn u64_at(b: &[u8], i: usize) -> u64 {
-    u64::from_ne_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+/// Word `i` of a kernel structure of native words (`long`, pointers)
+/// left in the scratch area: 8 bytes on x86_64, 4 on ARM.
+fn word(b: &[u8], i: usize) -> u64 {
+    const W: usize = size_of::<usize>();
+    usize::from_ne_bytes(b[i * W..i * W + W].try_into().expect("a word")) as u64
 }
 
 /// Process-wide state read through the leader, plus the current brk and
@@ -130,16 +128,17 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
         check(r, &format!("rt_sigaction({sig})"), pid)?;
         let b = inj.read_scratch(32)?;
         core.sigactions.push(SigAction {
-            handler: u64_at(&b, 0),
-            flags: u64_at(&b, 1),
-            restorer: u64_at(&b, 2),
-            mask: u64_at(&b, 3),
+            handler: word(&b, 0),
+            flags: word(&b, 1),
+            restorer: word(&b, 2),
+            // The 64-bit mask after three words, unaligned on ARM.
+            mask: u64::from_ne_bytes(b[3 * size_of::<usize>()..][..8].try_into().expect("8 bytes")),
         });
     }
     for (i, which) in [0u64, 1, 2].into_iter().enumerate() {
         check(inj.syscall(nr::__NR_getitimer, &[which, s])?, "getitimer", pid)?;
         let b = inj.read_scratch(32)?;
-        core.timers[i] = (u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3));
+        core.timers[i] = (word(&b, 0), word(&b, 1), word(&b, 2), word(&b, 3));
     }
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_CHILD_SUBREAPER, s])?, "PR_GET_CHILD_SUBREAPER", pid)?;
     core.child_subreaper = inj.read_scratch(4)? != [0; 4];
@@ -158,7 +157,7 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
     for mut t in posix_timers(&procfs::read_string(pid, "timers")?) {
         check(inj.syscall(nr::__NR_timer_gettime, &[t.id as u64, s])?, "timer_gettime", pid)?;
         let b = inj.read_scratch(32)?;
-        t.times = (u64_at(&b, 0), u64_at(&b, 1), u64_at(&b, 2), u64_at(&b, 3));
+        t.times = (word(&b, 0), word(&b, 1), word(&b, 2), word(&b, 3));
         t.overrun = check(inj.syscall(nr::__NR_timer_getoverrun, &[t.id as u64])?, "timer_getoverrun", pid)? as u32;
         core.posix_timers.push(t);
     }
@@ -273,9 +272,9 @@ pub fn thread_state(pid: i32, tid: i32, tramp: Trampoline) -> Result<Thread> {
     let s = inj.scratch();
     check(inj.syscall(nr::__NR_sigaltstack, &[0, s])?, "sigaltstack", tid)?;
     let b = inj.read_scratch(24)?;
-    let sas = (u64_at(&b, 0), u64_at(&b, 2), u64_at(&b, 1) as u32);
+    let sas = (word(&b, 0), word(&b, 2), word(&b, 1) as u32);
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_TID_ADDRESS, s])?, "PR_GET_TID_ADDRESS", tid)?;
-    let clear_tid_addr = u64_at(&inj.read_scratch(8)?, 0);
+    let clear_tid_addr = word(&inj.read_scratch(8)?, 0);
     check(inj.syscall(nr::__NR_prctl, &[PR_GET_PDEATHSIG, s])?, "PR_GET_PDEATHSIG", tid)?;
     let pdeath_sig = u32::from_ne_bytes(inj.read_scratch(4)?.try_into().expect("4 bytes"));
     let secbits = check(inj.syscall(nr::__NR_prctl, &[PR_GET_SECUREBITS])?, "PR_GET_SECUREBITS", tid)? as u32;
@@ -375,8 +374,15 @@ fn core_sched_cookie(tid: i32) -> Result<Option<u64>> {
     const PIDTYPE_PID: u64 = 0;
     let mut cookie = 0u64;
     // SAFETY: the kernel writes one u64 into `cookie`.
-    let res =
-        unsafe { nix::libc::prctl(PR_SCHED_CORE, PR_SCHED_CORE_GET, tid as u64, PIDTYPE_PID, &mut cookie as *mut u64) };
+    let res = unsafe {
+        nix::libc::prctl(
+            PR_SCHED_CORE,
+            PR_SCHED_CORE_GET as nix::libc::c_ulong,
+            tid as nix::libc::c_ulong,
+            PIDTYPE_PID as nix::libc::c_ulong,
+            &mut cookie as *mut u64,
+        )
+    };
     if res < 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() == Some(nix::libc::EINVAL) {
@@ -462,7 +468,7 @@ fn affinity(tid: i32) -> Result<Vec<u64>> {
     if n < 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("sched_getaffinity of thread {tid}"));
     }
-    Ok(words[..n as usize / 8].to_vec())
+    Ok(words[..(n as usize).div_ceil(8)].to_vec())
 }
 
 /// Thread `tid`'s I/O priority (`IOPRIO_WHO_PROCESS` names a thread).

@@ -352,7 +352,16 @@ impl Files {
             }
             const KCMP_FILE: u64 = 0;
             // SAFETY: kcmp only compares kernel objects; no memory is passed.
-            let r = unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, p2, KCMP_FILE, fd as u64, fd2 as u64) };
+            let r = unsafe {
+                nix::libc::syscall(
+                    nix::libc::SYS_kcmp,
+                    pid,
+                    p2,
+                    KCMP_FILE,
+                    fd as nix::libc::c_ulong,
+                    fd2 as nix::libc::c_ulong,
+                )
+            };
             if r < 0 {
                 return Err(std::io::Error::last_os_error())
                     .with_context(|| format!("kcmp of fd {fd} of {pid} and fd {fd2} of {p2}"));

@@ -82,7 +82,6 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
 #[cfg(target_arch = "arm")]
 pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
     use super::{Fpu, Regs};
-    use revenant_arch::frame::*;
 
     let Regs::Arm(r) = &t.regs else {
         bail!("thread {} has {} registers, but this is arm", t.tid, t.regs.arch());
@@ -92,21 +91,25 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
         Some(Fpu::X86(_)) => bail!("thread {} has x86 FPU state, but this is arm", t.tid),
         None => Default::default(),
     };
-    let mut regs = r.r;
-    // Thumb state lives in cpsr; the kernel takes pc as is.
-    regs[15] = r.r[15];
+    let stack = (t.altstack.sp as u32, t.altstack.flags, t.altstack.size as u32);
+    Ok(Frame { bytes: arm_rt_sigframe(&r.r, r.cpsr, &vfp, t.sigmask, stack), sp: at })
+}
+
+/// The bytes of an ARM `rt_sigframe` returning to `regs` (r0-r15; the
+/// Thumb state lives in `cpsr`, pc is taken as is) with `mask` and the
+/// alternate stack `stack` (sp, flags, size).
+#[cfg(target_arch = "arm")]
+pub fn arm_rt_sigframe(regs: &[u32; 16], cpsr: u32, vfp: &super::ArmVfp, mask: u64, stack: (u32, i32, u32)) -> Vec<u8> {
+    use revenant_arch::frame::*;
+
     let frame = RtSigframe {
         info: [0; 128],
         uc: UContext {
             uc_flags: 0,
             uc_link: 0,
-            uc_stack: Stack {
-                ss_sp: t.altstack.sp as u32,
-                ss_flags: t.altstack.flags,
-                ss_size: t.altstack.size as u32,
-            },
-            uc_mcontext: SigContext { regs, cpsr: r.cpsr, ..Default::default() },
-            uc_sigmask: t.sigmask,
+            uc_stack: Stack { ss_sp: stack.0, ss_flags: stack.1, ss_size: stack.2 },
+            uc_mcontext: SigContext { regs: *regs, cpsr, ..Default::default() },
+            uc_sigmask: mask,
             unused: [0; 120],
             vfp: VfpSigframe {
                 magic: VFP_MAGIC,
@@ -127,5 +130,5 @@ pub fn build(t: &ThreadPlan, at: u64) -> Result<Frame> {
     // SAFETY: RtSigframe is repr(C) plain integers; we copy its bytes.
     let raw =
         unsafe { std::slice::from_raw_parts((&frame as *const RtSigframe).cast::<u8>(), size_of::<RtSigframe>()) };
-    Ok(Frame { bytes: raw.to_vec(), sp: at })
+    raw.to_vec()
 }

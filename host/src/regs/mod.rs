@@ -4,7 +4,6 @@
 //! stopped thread's registers at dump ([`dump`]) and, at restore, the
 //! XSAVE area (`xsave`) and sigreturn frame (`frame`) built from them.
 
-#[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub(crate) mod frame;
 #[cfg(target_arch = "x86_64")]

@@ -3,7 +3,6 @@
 //! thread's chain from the images. Both directions trace sandboxed tasks,
 //! hence [`SUSPEND_SECCOMP`] here, on every arch.
 
-#[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod restore;
 

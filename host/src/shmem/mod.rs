@@ -4,6 +4,5 @@
 //! restore half (`restore`) plans the objects from the images and makes
 //! them before the tree maps them.
 
-#[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub(crate) mod restore;

@@ -6,7 +6,6 @@
 use nix::libc;
 use revenant_images::messages::IpcVarEntry;
 
-#[cfg(target_arch = "x86_64")]
 pub mod dump;
 pub mod restore;
 

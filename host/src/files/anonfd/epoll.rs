@@ -83,7 +83,8 @@ fn same_target(pid: i32, efd: i32, tfd: u32, toff: u32, fd: u32) -> Result<bool>
     const KCMP_EPOLL_TFD: u64 = 7;
     let slot = Slot { efd: efd as u32, tfd, toff };
     // SAFETY: kcmp reads the slot; it compares kernel objects only.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd as u64, &slot as *const Slot as u64) };
+    let r =
+        unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_EPOLL_TFD, fd as libc::c_ulong, &slot as *const Slot) };
     match r {
         0 => Ok(true),
         r if r > 0 => Ok(false),

@@ -1,13 +1,21 @@
-//! The dump half: a stopped thread's registers, read with
-//! PTRACE_GETREGSET, and the other per-thread state ptrace hands out
-//! directly (signal mask, pending signals, rseq, TLS descriptors), and
-//! the registers as the images' messages spell them. x86_64 only.
+//! x86_64's registers at dump: read with PTRACE_GETREGSET (the XSAVE
+//! area where the CPU has one), the GDT TLS slots, the syscall restart
+//! rewrite, and the images' `thread_info` built from them.
 
 use anyhow::{Context, Result, bail};
 use nix::libc::{self, c_void, user_regs_struct};
-use revenant_images::messages::{UserDescT, UserX86FpregsEntry, UserX86RegsEntry, UserX86XsaveEntry};
+use revenant_images::messages::{
+    CoreEntry, Mtype, ThreadInfoX86, UserDescT, UserX86FpregsEntry, UserX86RegsEntry, UserX86XsaveEntry,
+};
 
-use super::X86Fpu;
+use crate::regs::X86Fpu;
+
+/// General registers as ptrace hands them out.
+pub type Gp = user_regs_struct;
+/// FPU and vector state.
+pub type Fpu = X86Fpu;
+/// The TLS state: the GDT's three TLS slots (the FS base is in [`Gp`]).
+pub type Tls = Vec<UserDesc>;
 
 const NT_PRSTATUS: i32 = 1;
 const NT_PRFPREG: i32 = 2;
@@ -43,6 +51,34 @@ pub fn gpregs(tid: i32) -> Result<user_regs_struct> {
     Ok(unsafe { std::ptr::read_unaligned(buf.as_ptr() as *const user_regs_struct) })
 }
 
+/// Sets the general registers.
+pub fn set_gpregs(tid: i32, r: &Gp) -> Result<()> {
+    nix::sys::ptrace::setregs(nix::unistd::Pid::from_raw(tid), *r).with_context(|| format!("setting registers of task {tid}"))
+}
+
+/// The images' machine type.
+pub const MTYPE: Mtype = Mtype::X8664;
+
+pub fn sp(r: &Gp) -> u64 {
+    r.rsp
+}
+
+/// The arch part of a thread's core image: the machine type and what a
+/// sigreturn frame needs, with the TLS slots and clear-tid address.
+pub fn core_regs(r: &Gp, fpu: &Fpu, tls: &Tls, clear_tid_addr: u64) -> CoreEntry {
+    CoreEntry {
+        mtype: MTYPE as i32,
+        thread_info: Some(ThreadInfoX86 {
+            clear_tid_addr,
+            gpregs: gpregs_entry(r),
+            fpregs: fpregs_entry(fpu),
+            tls: tls.iter().map(tls_entry).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The FPU and vector state as ptrace hands it out: the whole XSAVE area
 /// in the standard format where the CPU has one (true), else the 512-byte
 /// FXSAVE area (false).
@@ -67,7 +103,7 @@ pub fn fpu_raw(tid: i32) -> Result<(Vec<u8>, bool)> {
 
 /// The FPU and vector state split into the legacy area, the feature bitmap
 /// and the components at the offsets CPUID gives for the standard format.
-pub fn fpregs(tid: i32) -> Result<X86Fpu> {
+pub fn fpregs(tid: i32) -> Result<Fpu> {
     let (buf, xsave) = fpu_raw(tid)?;
     let mut legacy = [0u8; 512];
     legacy.copy_from_slice(&buf[..512]);
@@ -123,93 +159,6 @@ pub fn restart_syscall(r: &mut user_regs_struct) {
 /// x86_64's `poll`, whose interruption always leaves a restart block.
 const NR_POLL: u64 = 7;
 
-/// The blocked-signal mask.
-pub fn sigmask(tid: i32) -> Result<u64> {
-    let mut mask = 0u64;
-    // SAFETY: PTRACE_GETSIGMASK writes `addr` (= 8) bytes to `data`.
-    let r =
-        unsafe { libc::ptrace(libc::PTRACE_GETSIGMASK, tid, size_of::<u64>() as *mut c_void, &mut mask as *mut u64) };
-    if r < 0 {
-        return Err(nix::errno::Errno::last()).with_context(|| format!("PTRACE_GETSIGMASK of task {tid}"));
-    }
-    Ok(mask)
-}
-
-#[repr(C)]
-struct PeekSiginfoArgs {
-    off: u64,
-    flags: u32,
-    nr: i32,
-}
-const PTRACE_PEEKSIGINFO_SHARED: u32 = 1;
-
-/// Pending signals as raw 128-byte siginfos: the thread's own queue, or the
-/// process's shared one.
-pub fn pending(tid: i32, shared: bool) -> Result<Vec<Vec<u8>>> {
-    const BATCH: usize = 32;
-    let mut out = Vec::new();
-    loop {
-        let args = PeekSiginfoArgs {
-            off: out.len() as u64,
-            flags: if shared { PTRACE_PEEKSIGINFO_SHARED } else { 0 },
-            nr: BATCH as i32,
-        };
-        let mut buf = vec![0u8; 128 * BATCH];
-        // SAFETY: the kernel writes at most `nr` siginfos (128 bytes each)
-        // into buf, which has room for exactly that many.
-        let n = unsafe {
-            libc::ptrace(
-                libc::PTRACE_PEEKSIGINFO,
-                tid,
-                &args as *const PeekSiginfoArgs as *mut c_void,
-                buf.as_mut_ptr() as *mut c_void,
-            )
-        };
-        if n < 0 {
-            return Err(nix::errno::Errno::last()).with_context(|| format!("PTRACE_PEEKSIGINFO of task {tid}"));
-        }
-        out.extend(buf.chunks_exact(128).take(n as usize).map(|c| c.to_vec()));
-        if (n as usize) < BATCH {
-            return Ok(out);
-        }
-    }
-}
-
-/// rseq registration: (pointer, length, signature), or None.
-pub fn rseq(tid: i32) -> Result<Option<(u64, u32, u32)>> {
-    #[repr(C)]
-    #[derive(Default)]
-    struct Conf {
-        ptr: u64,
-        len: u32,
-        sig: u32,
-        flags: u32,
-        pad: u32,
-    }
-    const PTRACE_GET_RSEQ_CONFIGURATION: u32 = 0x420f;
-    let mut c = Conf::default();
-    // SAFETY: the kernel writes at most `addr` bytes (the struct's size)
-    // into `c`.
-    let r = unsafe {
-        libc::ptrace(
-            PTRACE_GET_RSEQ_CONFIGURATION as _,
-            tid,
-            size_of::<Conf>() as *mut c_void,
-            &mut c as *mut Conf as *mut c_void,
-        )
-    };
-    if r < 0 {
-        let e = nix::errno::Errno::last();
-        // Kernels before 5.13 do not have the request; rseq cannot be
-        // registered there either in practice (glibc checks).
-        if e == nix::errno::Errno::EIO {
-            return Ok(None);
-        }
-        return Err(e).with_context(|| format!("PTRACE_GET_RSEQ_CONFIGURATION of task {tid}"));
-    }
-    Ok((c.ptr != 0).then_some((c.ptr, c.len, c.sig)))
-}
-
 /// A GDT TLS slot (x86 `struct user_desc`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UserDesc {
@@ -243,7 +192,7 @@ impl UserDesc {
 }
 
 /// The three TLS slots of the GDT (entries 12..14 on x86_64).
-pub fn tls(tid: i32) -> Result<Vec<UserDesc>> {
+pub fn tls(tid: i32) -> Result<Tls> {
     const GDT_ENTRY_TLS_MIN: u32 = 12;
     const PTRACE_GET_THREAD_AREA: libc::c_uint = 25;
     let mut out = Vec::new();
