@@ -87,6 +87,10 @@ pub fn parse_smaps(text: &str, pid: i32) -> Result<Vec<Vma>> {
         }
         out.push(parse_header(line).with_context(what)?);
     }
+    // ARM's page of kernel sigreturn code: every process gets one at exec,
+    // the restored ones too, and handlers installed with a restorer (as
+    // glibc's and musl's are) never return through it.
+    out.retain(|v| v.name != "[sigpage]");
     merge_vvar(out, pid)
 }
 
@@ -132,7 +136,9 @@ fn parse_header(line: &str) -> Result<Vma> {
     let shmem = name == "/dev/zero (deleted)" || sysv;
     let file = name.starts_with('/') && inode != 0 && !shmem;
     match name.as_str() {
-        "[vsyscall]" => {
+        // ARM's vector page (the kuser helpers) is, like x86's vsyscall
+        // page, the kernel's and in every process at the same address.
+        "[vsyscall]" | "[vectors]" => {
             status = status::VSYSCALL;
         }
         "[vdso]" => status |= status::VDSO,
@@ -239,7 +245,7 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
         bail!("{}: named anonymous memory (PR_SET_VMA_ANON_NAME) is not supported yet", at());
     }
     if v.name.starts_with('[') && v.name.ends_with(']') && v.inode == 0 {
-        let known = ["[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]"];
+        let known = ["[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]", "[vectors]"];
         if !known.contains(&v.name.as_str()) && !v.name.starts_with("[anon:") && !v.name.starts_with("[stack:") {
             bail!("{}: unknown special area", at());
         }

@@ -650,7 +650,7 @@ pub(super) fn check_namespaces(pid: i32) -> Result<()> {
 /// What `clone` can share between processes (not threads) and a dump
 /// cannot keep shared yet: each pair of the tree's processes is compared.
 fn check_unshared(pids: &[i32]) -> Result<()> {
-    const SHARED: [(u64, &str); 4] = [
+    const SHARED: [(nix::libc::c_int, &str); 4] = [
         (1, "address space (CLONE_VM, vfork)"),
         (2, "file descriptor table (CLONE_FILES)"),
         (3, "cwd, root and umask (CLONE_FS)"),

@@ -350,7 +350,7 @@ impl Files {
             if (d2, i2) != (dev, ino) {
                 continue;
             }
-            const KCMP_FILE: u64 = 0;
+            const KCMP_FILE: nix::libc::c_int = 0;
             // SAFETY: kcmp only compares kernel objects; no memory is passed.
             let r = unsafe {
                 nix::libc::syscall(

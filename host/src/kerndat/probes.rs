@@ -148,7 +148,7 @@ fn vdso_name_survives_mremap(pieces: &[Mapping]) -> Option<bool> {
         for &(start, len) in &moves {
             // SAFETY: this throwaway child moves its own vDSO into its own
             // reservation and never calls into the vDSO again.
-            unsafe { sys::mremap_fixed(start, len, to as usize + start - first as usize, len) }.ok()?;
+            unsafe { sys::mremap_fixed(start, len, to as usize + (start - first as usize), len) }.ok()?;
         }
         let at = to + vdso - first;
         maps.any(|start, name| start == at && name == b"[vdso]").map(u64::from)

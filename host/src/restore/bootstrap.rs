@@ -207,7 +207,9 @@ pub(super) fn map_hole(dumped: &[(u64, u64)], len: u64, flags: u32, what: &str) 
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(65536)
-        .max(PAGE_SIZE as u64);
+        // ARM refuses maps below its first user address (two pages) even
+        // where mmap_min_addr allows them: no hole this low is wanted.
+        .max(65536);
     for _ in 0..16 {
         let maps = crate::maps::own_maps()?;
         let task_size = layout::task_size(&maps)?;

@@ -80,7 +80,7 @@ fn same_target(pid: i32, efd: i32, tfd: u32, toff: u32, fd: u32) -> Result<bool>
         tfd: u32,
         toff: u32,
     }
-    const KCMP_EPOLL_TFD: u64 = 7;
+    const KCMP_EPOLL_TFD: libc::c_int = 7;
     let slot = Slot { efd: efd as u32, tfd, toff };
     // SAFETY: kcmp reads the slot; it compares kernel objects only.
     let r =
