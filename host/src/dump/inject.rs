@@ -38,12 +38,12 @@ use crate::regs::dump::{self as regs, Gp};
 
 cfg_select! {
     target_arch = "x86_64" => {
-        mod x86_64;
-        use x86_64 as arch;
+        pub(crate) mod x86_64;
+        pub(crate) use x86_64 as arch;
     }
     target_arch = "arm" => {
-        mod arm;
-        use arm as arch;
+        pub(crate) mod arm;
+        pub(crate) use arm as arch;
     }
 }
 

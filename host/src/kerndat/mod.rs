@@ -68,6 +68,10 @@ pub struct Kerndat {
     pub mm_map: bool,
     /// The alignment a fixed-address SysV `shmat` demands (SHMLBA in effect).
     pub shmat_align: Option<u64>,
+    /// This process can trace a child and read its registers (not under
+    /// qemu-user): dump, and a restore that holds each task after its
+    /// `rt_sigreturn` to unmap the bootstrap area.
+    pub ptrace: bool,
 }
 
 impl Kerndat {
@@ -113,6 +117,7 @@ impl Kerndat {
             "clone3_set_tid": self.clone3_set_tid,
             "mm_map": self.mm_map,
             "shmat_align": self.shmat_align,
+            "ptrace": self.ptrace,
         })
     }
 
@@ -135,6 +140,7 @@ impl Kerndat {
             clone3_set_tid: v.get("clone3_set_tid")?.as_bool()?,
             mm_map: v.get("mm_map")?.as_bool()?,
             shmat_align: v.get("shmat_align")?.as_u64(),
+            ptrace: v.get("ptrace")?.as_bool()?,
         })
     }
 
@@ -160,6 +166,7 @@ impl Kerndat {
         line("PR_SET_MM_MAP", yes(self.mm_map), "otherwise memory layout fields are not restored");
         let shm = self.shmat_align.map(|a| format!("{a}")).unwrap_or_else(|| "n/a".into());
         line("SysV shmat fixed-address alignment", &shm, "");
+        line("ptrace", yes(self.ptrace), "otherwise no dump, and a restore leaves its bootstrap area mapped");
         s
     }
 }
@@ -237,6 +244,8 @@ mod tests {
         // Fork-based probes worked and found the SysV rule of the arch.
         let expected = if cfg!(target_arch = "arm") { 16384 } else { 4096 };
         assert_eq!(k.shmat_align, Some(expected));
+        // qemu-user, where the armv7 tests run, has no ptrace.
+        assert_eq!(k.ptrace, cfg!(target_arch = "x86_64"), "{k:?}");
         if cfg!(target_arch = "x86_64") {
             assert!(k.mm_map && k.clone3_set_tid, "{k:?}");
             assert!(k.vdso_layout.iter().any(|p| p.name == "[vdso]"));

@@ -35,7 +35,30 @@ pub fn run(boot_id: String) -> Result<Kerndat> {
         clone3_set_tid: clone3_set_tid(),
         mm_map: super::mm_map::mm_map_works(),
         shmat_align: in_child(&mut shmat_align).and_then(|a| (a > 0).then_some(a)),
+        ptrace: ptrace_works(),
     })
+}
+
+/// Seizes a forked child, interrupts it and reads its registers.
+fn ptrace_works() -> bool {
+    use nix::sys::ptrace;
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    // SAFETY: the child only waits for signals (pause), then dies by the
+    // SIGKILL below.
+    let child = match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => loop {
+            nix::unistd::pause();
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => child,
+        Err(_) => return false,
+    };
+    let works = ptrace::seize(child, ptrace::Options::empty()).is_ok()
+        && ptrace::interrupt(child).is_ok()
+        && matches!(waitpid(child, Some(WaitPidFlag::__WALL)), Ok(WaitStatus::PtraceEvent(..)))
+        && crate::regs::dump::gpregs(child.as_raw()).is_ok();
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    let _ = waitpid(child, Some(WaitPidFlag::__WALL));
+    works
 }
 
 /// Runs `f` in a forked child and returns what it reported; `None` if it

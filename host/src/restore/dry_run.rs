@@ -39,7 +39,7 @@ pub fn plan(dir: &Path, opts: &super::Options) -> Result<Value> {
     let plans = &plan.processes;
     let helpers = spawn::helper_tids(plans, &plan.zombies);
     let premap = cow::plan(plans)?;
-    let traced = cfg!(target_arch = "x86_64");
+    let traced = crate::kerndat::Kerndat::get()?.ptrace;
     let mut areas = vec![];
     for (i, (p, &helper)) in plans.iter().zip(&helpers).enumerate() {
         let fds = spawn::service_fds(p, opts.lazy.is_some());

@@ -3,11 +3,10 @@
 //! ([`catch`]); then make the task unmap the bootstrap area (the blob cannot
 //! unmap the code it runs on) and let it go ([`release`]). Between the two,
 //! with every process of the tree held, the host finishes what must happen
-//! before any program runs. x86_64 only: this needs ptrace, which
-//! qemu-user lacks.
+//! before any program runs. Needs ptrace, which qemu-user lacks (see
+//! `Kerndat::ptrace`).
 
 use anyhow::{Context, Result, bail};
-use nix::libc::user_regs_struct;
 use nix::sys::ptrace;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -16,6 +15,8 @@ use nix::unistd::Pid;
 use revenant_blob_abi::SigAction;
 
 use super::{StopPoint, describe_exit};
+use crate::dump::inject::arch as call;
+use crate::regs::dump::{self as regs, Gp};
 
 /// How the task ended up.
 #[derive(Debug)]
@@ -57,7 +58,7 @@ struct Thread {
     step: Step,
     /// The syscall instruction `rt_sigreturn` ran from.
     insn: u64,
-    restored: Option<user_regs_struct>,
+    restored: Option<Gp>,
 }
 
 /// Drives the seized task `leader` and the `threads - 1` threads it creates
@@ -78,7 +79,7 @@ pub fn catch(
     while ts.iter().filter(program).count() < threads || ts.iter().any(|t| !matches!(t.step, Step::Done | Step::Gone)) {
         if ts.iter().filter(program).count() == threads && ts.iter().filter(program).all(|t| t.step == Step::Left) {
             let tids: Vec<Pid> = ts.iter().filter(|t| t.step != Step::Gone).map(|t| t.tid).collect();
-            let at = ptrace::getregs(leader).map(|r| ip(&r)).unwrap_or(0);
+            let at = regs::gpregs(leader.as_raw()).map(|r| ip(&r)).unwrap_or(0);
             leave_stopped(leader, &tids)?;
             return Ok(Outcome::Left(format!(
                 "stopped at the blob's trap right before rt_sigreturn ({at:#x}, {}); every thread's program state is \
@@ -99,21 +100,23 @@ pub fn catch(
             match (status, ts[i].step) {
                 (WaitStatus::StillAlive, _) => {}
                 (WaitStatus::PtraceEvent(_, _, ev), _) if ev == nix::libc::PTRACE_EVENT_CLONE => {
-                    let new = Pid::from_raw(ptrace::getevent(tid)? as i32);
+                    let new = event_pid(ptrace::getevent(tid)?);
                     let step = if Some(new) == helper { Step::Helper } else { Step::InBlob };
                     ts.push(Thread { tid: new, step, insn: 0, restored: None });
                     ptrace::cont(tid, None)?;
                 }
-                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) if matches!(stop, Some((StopPoint::BlobEntry, entry)) if ip(&ptrace::getregs(tid)?) == entry) =>
+                (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) if matches!(stop, Some((StopPoint::BlobEntry, entry)) if ip(&regs::gpregs(tid.as_raw())?) == entry) =>
                 {
                     set_breakpoint(tid, None)?;
-                    let r = ptrace::getregs(tid)?;
+                    let r = regs::gpregs(tid.as_raw())?;
                     leave_stopped(leader, &[tid])?;
                     return Ok(Outcome::Left(format!(
                         "stopped at the restorer blob's entry ({:#x}), argument block {:#x}, stack {:#x}; nothing \
                          of the program is in place yet; once continued the blob restores it and returns to it, \
                          leaving its bootstrap area mapped",
-                        r.rip, r.rdi, r.rsp
+                        ip(&r),
+                        first_arg(&r),
+                        regs::sp(&r)
                     )));
                 }
                 (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob)
@@ -122,11 +125,12 @@ pub fn catch(
                     ts[i].step = Step::Left;
                 }
                 (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) => {
+                    past_trap(tid)?;
                     ts[i].step = Step::Trapped;
                     ptrace::syscall(tid, None).context("continuing to rt_sigreturn")?;
                 }
                 (WaitStatus::PtraceSyscall(_), Step::Trapped) => {
-                    ts[i].insn = ip(&ptrace::getregs(tid)?) - SYSCALL_INSN_LEN;
+                    ts[i].insn = ip(&regs::gpregs(tid.as_raw())?) - SYSCALL_INSN_LEN;
                     ts[i].step = Step::InSigreturn;
                     ptrace::syscall(tid, None).context("finishing rt_sigreturn")?;
                 }
@@ -134,7 +138,7 @@ pub fn catch(
                     // A frame the kernel could not take leaves a SIGSEGV
                     // pending instead of the program's registers.
                     if let Some(sig) = fault_pending(tid) {
-                        let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                        let at = regs::gpregs(tid.as_raw()).map(|r| ip(&r)).unwrap_or(0);
                         kill(leader);
                         return Ok(Outcome::Failed(format!(
                             "the kernel refused thread {tid}'s signal frame: its rt_sigreturn (at {at:#x}, {}) \
@@ -143,11 +147,11 @@ pub fn catch(
                         )));
                     }
                     // Stays stopped until every thread is here.
-                    ts[i].restored = Some(ptrace::getregs(tid).context("registers after rt_sigreturn")?);
+                    ts[i].restored = Some(regs::gpregs(tid.as_raw()).context("registers after rt_sigreturn")?);
                     ts[i].step = Step::Done;
                 }
                 (WaitStatus::Stopped(_, sig), _) if sig != Signal::SIGTRAP && sig != Signal::SIGSTOP => {
-                    let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                    let at = regs::gpregs(tid.as_raw()).map(|r| ip(&r)).unwrap_or(0);
                     let what = super::explain::signal(tid, sig, place);
                     kill(leader);
                     return Ok(Outcome::Failed(format!(
@@ -182,6 +186,7 @@ pub fn catch(
 /// Sets (or with `None` clears) an execution breakpoint at `at` in thread
 /// `tid`, which must be in a ptrace stop: debug register 0 and its enable
 /// bit in debug register 7.
+#[cfg(target_arch = "x86_64")]
 pub fn set_breakpoint(tid: Pid, at: Option<u64>) -> Result<()> {
     let dr = |n: usize| (std::mem::offset_of!(nix::libc::user, u_debugreg) + 8 * n) as ptrace::AddressType;
     // SAFETY: PTRACE_POKEUSER writes a word of the stopped tracee's user
@@ -203,6 +208,11 @@ pub fn set_breakpoint(tid: Pid, at: Option<u64>) -> Result<()> {
         bail!("setting a breakpoint in {tid}: {}", std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn set_breakpoint(_tid: Pid, _at: Option<u64>) -> Result<()> {
+    bail!("a breakpoint at the blob's entry uses x86 debug registers: x86_64 only so far")
 }
 
 /// Lets the threads `tids` of `leader` (all in ptrace stops) go, stopped:
@@ -299,11 +309,13 @@ pub fn release(
     if sigtrap.handler != 0 {
         // The bootstrap area is ours and done with: the kernel's sigaction
         // goes at its start.
-        let act = [sigtrap.handler, sigtrap.flags, sigtrap.restorer, sigtrap.mask];
-        for (i, word) in act.into_iter().enumerate() {
-            let at = (start + 8 * i as u64) as nix::libc::c_long as ptrace::AddressType;
-            ptrace::write(leader, at, word as nix::libc::c_long).context("writing SIGTRAP's action")?;
-        }
+        // The kernel's struct sigaction: three native words, the mask.
+        let act: Vec<u8> = [sigtrap.handler, sigtrap.flags, sigtrap.restorer]
+            .into_iter()
+            .flat_map(|w| (w as usize).to_ne_bytes())
+            .chain(sigtrap.mask.to_ne_bytes())
+            .collect();
+        crate::dump::memory::write_bytes(leader.as_raw(), start, &act).context("writing SIGTRAP's action")?;
         let signo = Signal::SIGTRAP as u64;
         let ret = run_syscall(leader, restored, first.insn, RT_SIGACTION, [signo, start, 0, 8])?;
         if ret != 0 {
@@ -314,7 +326,7 @@ pub fn release(
     if ret != 0 {
         bail!("unmapping the bootstrap area in {leader} failed: {ret}");
     }
-    ptrace::setregs(leader, restored).context("restoring the registers after the unmap")?;
+    regs::set_gpregs(leader.as_raw(), &restored).context("restoring the registers after the unmap")?;
     sigmask(leader, Some(mask))?;
     // Queued while every thread is held, the stop signal is the first
     // thing each one meets once let go: none runs program code first. The
@@ -386,7 +398,7 @@ pub fn watch(procs: Vec<Watched<'_>>, span: std::time::Duration) -> Result<Vec<D
                 WaitStatus::StillAlive => {}
                 WaitStatus::PtraceEvent(_, _, ev) if ev == nix::libc::PTRACE_EVENT_CLONE => {
                     if let Ok(new) = ptrace::getevent(tid) {
-                        live.push((i, Pid::from_raw(new as i32)));
+                        live.push((i, event_pid(new)));
                     }
                     let _ = ptrace::cont(tid, None);
                 }
@@ -396,7 +408,7 @@ pub fn watch(procs: Vec<Watched<'_>>, span: std::time::Duration) -> Result<Vec<D
                 WaitStatus::Stopped(_, sig) => {
                     let fault = matches!(sig, Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE);
                     if fault && faults[i].is_none() {
-                        let at = ptrace::getregs(tid).map(|r| ip(&r)).unwrap_or(0);
+                        let at = regs::gpregs(tid.as_raw()).map(|r| ip(&r)).unwrap_or(0);
                         let what = super::explain::signal(tid, sig, procs[i].2);
                         let place = (procs[i].2)(at);
                         faults[i] =
@@ -489,30 +501,66 @@ fn kill(pid: Pid) {
     let _ = waitpid(pid, None);
 }
 
-const SYSCALL_INSN_LEN: u64 = 2;
-const MUNMAP: u64 = linux_raw_sys::general::__NR_munmap as u64;
-const RT_SIGACTION: u64 = linux_raw_sys::general::__NR_rt_sigaction as u64;
+/// The blob's system call instruction (`syscall`; ARM's `svc 0`, the
+/// blob being ARM code).
+const SYSCALL_INSN_LEN: u64 = if cfg!(target_arch = "arm") { 4 } else { 2 };
+const MUNMAP: u32 = linux_raw_sys::general::__NR_munmap;
+const RT_SIGACTION: u32 = linux_raw_sys::general::__NR_rt_sigaction;
 
-fn ip(r: &user_regs_struct) -> u64 {
-    r.rip
+/// The new thread's TID a clone event carries (a C long).
+#[allow(clippy::useless_conversion)] // c_long is i32 on ARM
+fn event_pid(msg: nix::libc::c_long) -> Pid {
+    Pid::from_raw(i32::try_from(msg).unwrap_or(-1))
+}
+
+fn ip(r: &Gp) -> u64 {
+    cfg_select! {
+        target_arch = "x86_64" => { r.rip }
+        target_arch = "arm" => { r.r[regs::PC] as u64 }
+    }
+}
+
+fn first_arg(r: &Gp) -> u64 {
+    cfg_select! {
+        target_arch = "x86_64" => { r.rdi }
+        target_arch = "arm" => { r.r[0] as u64 }
+    }
+}
+
+/// Moves a thread stopped by the blob's trap past it: x86's `int3`
+/// reports with the instruction pointer after it already, ARM's
+/// breakpoint instruction with the pc on it.
+fn past_trap(tid: Pid) -> Result<()> {
+    cfg_select! {
+        target_arch = "arm" => {
+            let mut r = regs::gpregs(tid.as_raw())?;
+            r.r[regs::PC] += 4;
+            regs::set_gpregs(tid.as_raw(), &r)
+        }
+        _ => {
+            let _ = tid;
+            Ok(())
+        }
+    }
 }
 
 /// Runs system call `nr` in the held thread `tid` from the syscall
-/// instruction at `insn`, its other registers as in `regs`; returns what
+/// instruction at `insn`, its other registers as in `saved`; returns what
 /// the kernel returned.
-fn run_syscall(tid: Pid, regs: user_regs_struct, insn: u64, nr: u64, args: [u64; 4]) -> Result<i64> {
-    let mut call = regs;
-    call.rip = insn;
-    call.rax = nr;
-    call.orig_rax = u64::MAX;
-    (call.rdi, call.rsi, call.rdx, call.r10) = (args[0], args[1], args[2], args[3]);
-    ptrace::setregs(tid, call).with_context(|| format!("setting up system call {nr}"))?;
-    for _ in 0..2 {
+fn run_syscall(tid: Pid, saved: Gp, insn: u64, nr: u32, args: [u64; 4]) -> Result<i64> {
+    let r = call::call(&saved, insn, nr, &args, None);
+    regs::set_gpregs(tid.as_raw(), &r).with_context(|| format!("setting up system call {nr}"))?;
+    for stage in 0..2 {
         ptrace::syscall(tid, None)?;
         match waitpid(tid, Some(WaitPidFlag::__WALL))? {
+            WaitStatus::PtraceSyscall(_) if stage == 0 => call::at_entry(tid.as_raw(), nr)?,
             WaitStatus::PtraceSyscall(_) => {}
             other => bail!("restored task {tid}: unexpected {other:?} in system call {nr}"),
         }
     }
-    Ok(ptrace::getregs(tid)?.rax as i64)
+    let (ended, result) = call::outcome(&regs::gpregs(tid.as_raw())?, insn);
+    if !ended {
+        bail!("restored task {tid}: system call {nr} ended elsewhere than after {insn:#x}");
+    }
+    Ok(result)
 }

@@ -8,7 +8,6 @@ pub mod convert;
 mod cow;
 mod creds;
 pub mod dry_run;
-#[cfg(target_arch = "x86_64")]
 mod explain;
 pub mod from_images;
 mod held;
@@ -20,7 +19,6 @@ mod spawn;
 mod tree_files;
 mod vdso;
 
-#[cfg(target_arch = "x86_64")]
 mod finish;
 
 pub use spawn::{Restored, restore_process};
@@ -158,8 +156,8 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
             if !plan.processes.iter().any(|p| p.pid == pid) {
                 anyhow::bail!("--stop-at: PID {pid} is not a process of the checkpoint");
             }
-            if !cfg!(target_arch = "x86_64") {
-                anyhow::bail!("--stop-at needs ptrace, which qemu-user lacks: x86_64 only so far");
+            if !crate::kerndat::Kerndat::get()?.ptrace {
+                anyhow::bail!("--stop-at needs ptrace, which is not available here (qemu-user?)");
             }
             Some(StopAt { pid: Some(pid), ..s })
         }

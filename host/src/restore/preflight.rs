@@ -186,7 +186,7 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
     r.add("resource limits", limits);
     let mut seccomp = each(&|p| super::spawn::seccomp_possible(p));
     let sandboxed = plan.processes.iter().filter(|p| p.threads.iter().any(|t| !t.seccomp.is_empty()));
-    if cfg!(target_arch = "x86_64") && !has_cap(CAP_SYS_ADMIN) {
+    if crate::kerndat::Kerndat::get().is_ok_and(|k| k.ptrace) && !has_cap(CAP_SYS_ADMIN) {
         // The restore traces them with PTRACE_O_SUSPEND_SECCOMP.
         seccomp.extend(sandboxed.map(|p| {
             format!(

@@ -237,7 +237,7 @@ pub fn restore_process(p: &ProcessPlan) -> Result<Restored> {
 /// Refuses a sandboxed process where its filters cannot be held off the
 /// restorer.
 pub(super) fn seccomp_possible(p: &ProcessPlan) -> Result<()> {
-    if !cfg!(target_arch = "x86_64") && p.threads.iter().any(|t| !t.seccomp.is_empty()) {
+    if p.threads.iter().any(|t| !t.seccomp.is_empty()) && !crate::kerndat::Kerndat::get()?.ptrace {
         bail!(
             "PID {}: restoring seccomp needs ptrace (PTRACE_O_SUSPEND_SECCOMP) to hold the filters off the \
              restorer, and ptrace is not available here",
@@ -375,10 +375,9 @@ fn run_tree(
 ) -> Result<Vec<Restored>> {
     // Where ptrace works, the host catches each task after its sigreturn and
     // unmaps its bootstrap area; elsewhere (qemu-user) the area stays.
-    let traced = cfg!(target_arch = "x86_64");
+    let traced = crate::kerndat::Kerndat::get()?.ptrace;
     // Before the log readers start, so that they block it too.
-    #[cfg(target_arch = "x86_64")]
-    let _sigchld = super::finish::SigchldBlocked::new()?;
+    let _sigchld = traced.then(super::finish::SigchldBlocked::new).transpose()?;
     let nofile = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?.0 as u64;
     let helpers = helper_tids(plans, zombies);
     let shared = tree_files::shared_regs(plans);
@@ -396,9 +395,10 @@ fn run_tree(
     drop(groups);
     drop(premap);
     let started = Started::new(plans, prepared, root);
-    cfg_select! {
-        target_arch = "x86_64" => { traced_finish(plans, &helpers, started, run, before_run) }
-        _ => { untraced(plans, started, run, before_run) }
+    if traced {
+        traced_finish(plans, &helpers, started, run, before_run)
+    } else {
+        untraced(plans, started, run, before_run)
     }
 }
 
@@ -533,7 +533,6 @@ impl Started {
     }
 
     /// Each task's whole log, after what the host said of it.
-    #[cfg(target_arch = "x86_64")]
     /// Every task's log; `open` marks tasks that still hold theirs (left
     /// at their blob's entry), whose reader is not waited for.
     fn logs(&mut self, open: &[bool]) -> Vec<String> {
@@ -552,13 +551,11 @@ impl Started {
 }
 
 /// A failed stage: which plan it concerns, and why.
-#[cfg(target_arch = "x86_64")]
 type Failure = (usize, anyhow::Error);
 
 /// The traced end of a restore: seize, catch, set the held state, let
 /// `before_run` act, release; on any failure the tree is killed and the
 /// error carries the failing task's log.
-#[cfg(target_arch = "x86_64")]
 fn traced_finish(
     plans: &[ProcessPlan],
     helpers: &[u32],
@@ -604,7 +601,6 @@ fn traced_finish(
 /// Traces each task as it appears (its parent creates it) and gives it
 /// the go-ahead. A task that fails its own setup exits, and our ptrace or
 /// pipe call fails: its log says why, our error does not (`setup_failed`).
-#[cfg(target_arch = "x86_64")]
 fn seize(
     plans: &[ProcessPlan],
     pids: &[Pid],
@@ -649,7 +645,6 @@ fn seize(
 /// With `area` (its bootstrap area), stops the seized task `pid` at its
 /// blob's first instruction, with a hardware breakpoint: the code stays
 /// as it is for a debugger to read.
-#[cfg(target_arch = "x86_64")]
 fn break_at_entry(pid: Pid, area: Option<u64>) -> Result<()> {
     use nix::sys::ptrace;
     use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -664,7 +659,6 @@ fn break_at_entry(pid: Pid, area: Option<u64>) -> Result<()> {
 }
 
 /// Holds every task right after its blob's sigreturn.
-#[cfg(target_arch = "x86_64")]
 fn catch(
     plans: &[ProcessPlan],
     pids: &[Pid],
@@ -697,7 +691,6 @@ fn catch(
 
 /// Lets every held task go: its SIGTRAP action back, its bootstrap area
 /// unmapped, detached (stopped again if it was).
-#[cfg(target_arch = "x86_64")]
 fn release(
     plans: &[ProcessPlan],
     pids: &[Pid],
@@ -762,7 +755,6 @@ fn release(
 
 /// Without ptrace (qemu-user): each task runs on once its blob is done;
 /// the last line of its log says whether it was.
-#[cfg(not(target_arch = "x86_64"))]
 fn untraced(
     plans: &[ProcessPlan],
     mut started: Started,
