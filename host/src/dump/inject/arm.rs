@@ -2,10 +2,11 @@
 //! instruction set in bit 0, as `bx` reads them: set for Thumb (glibc's
 //! armhf build is mostly Thumb-2), clear for ARM.
 //!
-//! Looked for: `svc 0; bx lr` (a call that returns through `lr`, which
-//! holds the `rt_sigreturn`'s address) and `mov r7, #173; svc 0` (the
-//! `rt_sigreturn` of glibc's restorer), in either instruction set. The
-//! byte patterns decode the same wherever they sit, so a match inside
+//! Looked for: `svc 0; pop {r7}; bx lr` (the tail of glibc's Thumb-2
+//! system call wrappers, in libc and ld.so; a call returns through `lr`,
+//! which holds the `rt_sigreturn`'s address, after popping one word) and
+//! `mov r7, #173; svc 0` (glibc's restorer), in either instruction set.
+//! The byte patterns decode the same wherever they sit, so a match inside
 //! other code is as good as one at a function's start.
 
 use anyhow::{Context, Result};
@@ -15,8 +16,13 @@ use crate::regs::dump::{CPSR, CPSR_T, Gp, LR, PC, SP};
 /// The ARM procedure call standard has no red zone.
 pub const RED_ZONE: u64 = 0;
 
-/// (bytes, Thumb): `svc 0; bx lr`.
-const SYSCALL_RET: [(&[u8], bool); 2] = [(&[0x00, 0x00, 0x00, 0xef, 0x1e, 0xff, 0x2f, 0xe1], false), (&[0x00, 0xdf, 0x70, 0x47], true)];
+/// (bytes, Thumb): `svc 0; pop {r7}; bx lr`.
+const SYSCALL_RET: [(&[u8], bool); 2] = [
+    (&[0x00, 0x00, 0x00, 0xef, 0x04, 0x70, 0x9d, 0xe4, 0x1e, 0xff, 0x2f, 0xe1], false),
+    (&[0x00, 0xdf, 0x80, 0xbc, 0x70, 0x47], true),
+];
+/// The word the `pop {r7}` takes off the stack before the frame.
+const POPPED: u64 = 4;
 /// `mov r7, #173; svc 0` as ARM, Thumb-2 (`mov.w`) and Thumb (`movs`).
 const SIGRETURNS: [(&[u8], bool); 3] = [
     (&[0xad, 0x70, 0xa0, 0xe3, 0x00, 0x00, 0x00, 0xef], false),
@@ -71,8 +77,8 @@ fn goto(r: &mut Gp, addr: u64) {
 }
 
 /// The frame returning to `home` with `mask`, below `below`: where it
-/// starts (8-byte aligned, as `rt_sigreturn` checks), and its bytes up to
-/// `below`.
+/// starts, and its bytes up to `below`. The frame proper follows the word
+/// the trampoline pops, 8-byte aligned as `rt_sigreturn` checks.
 pub fn frame(tid: i32, home: &Gp, mask: u64, below: u64, _sigreturn: u64) -> Result<(u64, Vec<u8>)> {
     let vfp = crate::regs::dump::fpregs(tid).with_context(|| format!("task {tid}: VFP state for the return frame"))?;
     let mut regs = [0u32; 16];
@@ -80,9 +86,11 @@ pub fn frame(tid: i32, home: &Gp, mask: u64, below: u64, _sigreturn: u64) -> Res
     // An invalid alternate-stack mode: sigreturn's attempt to set the
     // alternate stack from this frame fails quietly and leaves the
     // thread's own alone.
-    let mut bytes = crate::regs::frame::arm_rt_sigframe(&regs, home.r[CPSR], &vfp, mask, (0, 3, 0));
-    let low = (below - bytes.len() as u64) & !15;
-    bytes.resize((below - low) as usize, 0);
+    let frame = crate::regs::frame::arm_rt_sigframe(&regs, home.r[CPSR], &vfp, mask, (0, 3, 0));
+    let at = (below - frame.len() as u64) & !15;
+    let low = at - POPPED;
+    let mut bytes = vec![0u8; (below - low) as usize];
+    bytes[POPPED as usize..POPPED as usize + frame.len()].copy_from_slice(&frame);
     Ok((low, bytes))
 }
 
@@ -91,12 +99,13 @@ pub fn frame(tid: i32, home: &Gp, mask: u64, below: u64, _sigreturn: u64) -> Res
 pub fn at_sigreturn(saved: &Gp, sigreturn: u64, low: u64) -> Gp {
     let mut r = *saved;
     goto(&mut r, sigreturn);
-    r.r[SP] = low as u32;
+    r.r[SP] = (low + POPPED) as u32;
     r
 }
 
 /// Registers that run system call `nr` with `args` at `at`; with a frame
-/// at `low`, the `bx lr` after the call goes to the `rt_sigreturn`.
+/// at `low`, the `pop {r7}; bx lr` after the call takes the word at `low`
+/// and goes to the `rt_sigreturn` with the stack at the frame.
 pub fn call(saved: &Gp, at: u64, nr: u32, args: &[u64], ret: Option<(u64, u64)>) -> Gp {
     let mut r = *saved;
     goto(&mut r, at);
@@ -137,15 +146,22 @@ pub fn at_entry(tid: i32, nr: u32) -> Result<()> {
 mod tests {
     #[test]
     fn finds_the_instructions_in_either_set_aligned() {
-        // A Thumb `svc 0; bx lr` at an odd offset is no instruction.
-        let code = [0x90, 0x00, 0xdf, 0x70, 0x47, 0x00, 0x00, 0x00, 0xdf, 0x70, 0x47];
+        // A Thumb `svc 0; pop {r7}; bx lr` at an odd offset is no instruction.
+        let code = [0x90, 0x00, 0xdf, 0x80, 0xbc, 0x70, 0x47, 0x00, 0xdf, 0x80, 0xbc, 0x70, 0x47];
         let mut found = (None, None);
         super::scan(&code, 0x1000, &mut found);
         assert_eq!(found.0, Some(0x1007));
-        let arm = [0, 0, 0, 0, 0x00, 0x00, 0x00, 0xef, 0x1e, 0xff, 0x2f, 0xe1, 0xad, 0x70, 0xa0, 0xe3, 0, 0, 0, 0xef];
+        let arm = [
+            0, 0, 0, 0, 0x00, 0x00, 0x00, 0xef, 0x04, 0x70, 0x9d, 0xe4, 0x1e, 0xff, 0x2f, 0xe1, 0xad, 0x70, 0xa0, 0xe3, 0,
+            0, 0, 0xef,
+        ];
         let mut found = (None, None);
         super::scan(&arm, 0x2000, &mut found);
-        assert_eq!(found, (Some(0x2004), Some(0x200c)));
+        assert_eq!(found, (Some(0x2004), Some(0x2010)));
+        // glibc's Thumb-2 restorer.
+        let mut found = (None, None);
+        super::scan(&[0x4f, 0xf0, 0xad, 0x07, 0x00, 0xdf], 0x3000, &mut found);
+        assert_eq!(found.1, Some(0x3001));
         assert_eq!(super::find_syscall_insn(&[0x00, 0xdf], 0x3000), Some(0x3001));
     }
 
