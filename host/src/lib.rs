@@ -4,7 +4,6 @@
 
 pub mod blob;
 pub mod cgroup;
-#[cfg(target_arch = "x86_64")]
 pub mod demo;
 pub mod dump;
 pub mod fault;

@@ -337,15 +337,14 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
         notes.push("--no-default-config: accepted; revenant reads no configuration file".to_string());
     }
     match cli.command {
-        #[cfg(target_arch = "x86_64")]
-        Cmd::Demo => revenant::demo::run(),
-        // Without dump (ARM), show the part that runs everywhere.
-        #[cfg(not(target_arch = "x86_64"))]
-        Cmd::Demo => selftest(7),
-        #[cfg(target_arch = "x86_64")]
+        Cmd::Demo if Kerndat::get()?.ptrace => revenant::demo::run(),
+        // Without ptrace (qemu-user) there is no dump: show the part that
+        // runs everywhere.
+        Cmd::Demo => {
+            eprintln!("revenant: no ptrace here, so no dump: running the restorer's self-test instead");
+            selftest(7)
+        }
         Cmd::DemoChild { out } => revenant::demo::child(&out),
-        #[cfg(not(target_arch = "x86_64"))]
-        Cmd::DemoChild { .. } => bail!("the demo counter runs on x86_64 only"),
         Cmd::Check { json, no_cache } => {
             let k = if no_cache { Kerndat::probe()? } else { Kerndat::get()? };
             if json {

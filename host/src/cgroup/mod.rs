@@ -1,8 +1,8 @@
 //! Cgroup memberships as the kernel shows them: `/proc/PID/cgroup` lines,
 //! and the cgroup mounts of `/proc/self/mountinfo` that say where each
-//! hierarchy's directories are. The dump records memberships ([`dump`],
-//! x86_64 only); the restore finds each one's directory on this machine
-//! ([`restore`]). What both read and parse is here.
+//! hierarchy's directories are. The dump records memberships ([`dump`]);
+//! the restore finds each one's directory on this machine ([`restore`]).
+//! What both read and parse is here.
 
 use std::path::{Path, PathBuf};
 

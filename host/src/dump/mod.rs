@@ -1,5 +1,5 @@
-//! `revenant dump`: checkpoint a live x86_64 process tree into CRIU-format
-//! images with ptrace.
+//! `revenant dump`: checkpoint a live process tree (x86_64 or 32-bit ARM)
+//! into CRIU-format images with ptrace.
 //!
 //! The tree is frozen first ([`freeze`]); everything after that reads the
 //! stopped tasks from outside (/proc, ptrace, `process_vm_readv`) except a

@@ -55,6 +55,7 @@ const SERVER_FD: RawFd = 3;
 /// Starts the page server; its messages go to `log` (appended) if given.
 pub fn start(log: Option<&Path>, mode: Mode) -> Result<PageServer> {
     use std::os::unix::process::CommandExt;
+    userfaultfd_exists()?;
     let (client, server) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
         .context("creating the page server's socket")?;
     let stderr = match log {
@@ -134,4 +135,22 @@ pub fn serve(fd: RawFd, mode: Mode) -> Result<()> {
         .context("the page server's socket")?;
     let g = guard::Guard::start()?;
     server::run(sock, g, mode)
+}
+
+/// Refuses a lazy restore before anything is made where there is no
+/// userfaultfd (a kernel without it, qemu-user).
+fn userfaultfd_exists() -> Result<()> {
+    const UFFD_USER_MODE_ONLY: nix::libc::c_int = 1;
+    // SAFETY: a plain system call; the descriptor, if any, is closed at once.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_userfaultfd, nix::libc::O_CLOEXEC | UFFD_USER_MODE_ONLY) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(nix::libc::ENOSYS) {
+            anyhow::bail!("--lazy needs userfaultfd, which this kernel (or qemu-user) does not have");
+        }
+        return Ok(());
+    }
+    // SAFETY: our own fresh descriptor.
+    unsafe { nix::libc::close(fd as nix::libc::c_int) };
+    Ok(())
 }

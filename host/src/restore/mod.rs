@@ -164,9 +164,6 @@ pub fn run(dir: &std::path::Path, opts: &Options) -> anyhow::Result<i32> {
         None => None,
     };
     let lazy = if let Some(mode) = opts.lazy {
-        if !cfg!(target_arch = "x86_64") {
-            anyhow::bail!("--lazy needs userfaultfd with kernel faults, which qemu-user lacks: x86_64 only so far");
-        }
         let server = crate::lazy::start(opts.log_file.as_deref(), mode)?;
         log_line(&format!("host: lazy: page server PID {}\n", server.pid))?;
         Some(server)

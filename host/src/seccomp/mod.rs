@@ -1,4 +1,4 @@
-//! Seccomp filters: the dump half ([`dump`], x86_64 only) reads them and
+//! Seccomp filters: the dump half ([`dump`]) reads them and
 //! writes `seccomp.img`; the restore half ([`restore`]) plans each
 //! thread's chain from the images. Both directions trace sandboxed tasks,
 //! hence [`SUSPEND_SECCOMP`] here, on every arch.

@@ -1,5 +1,5 @@
 //! SysV shared memory segments, in one place for both directions: the
-//! dump half ([`dump`], x86_64 only), the restore plan from the images and
+//! dump half ([`dump`]), the restore plan from the images and
 //! the making of the segments ([`restore`]), and here what both share: the
 //! IPC namespace's sysctls (`ipcns-var`) and `IPC_STAT`.
 
