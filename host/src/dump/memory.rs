@@ -226,6 +226,9 @@ mod tests {
 
     #[test]
     fn reads_runs_including_protected_pages() {
+        if !crate::dump::real_kernel() {
+            return;
+        }
         let len = std::num::NonZeroUsize::new(4 * PAGE as usize).unwrap();
         // SAFETY: fresh private mapping used only through raw pointers here.
         let p = unsafe {
@@ -255,6 +258,9 @@ mod tests {
 
     #[test]
     fn a_running_copy_leaves_out_pages_unmapped_since() {
+        if !crate::dump::real_kernel() {
+            return;
+        }
         let len = std::num::NonZeroUsize::new(3 * PAGE as usize).unwrap();
         // SAFETY: fresh private mapping used only through raw pointers here.
         let p = unsafe {

@@ -25,6 +25,18 @@
 //! tree-wide objects: terminal queues, unix socket peers, SysV segments,
 //! shared anonymous memory, memfds, zombies, clocks.
 
+/// For tests that read another process's memory or page frames as a dump
+/// does: qemu-user, where the armv7 tests run, emulates neither (and has
+/// no ptrace, which tells it apart). They run on x86_64 and in the ARM VM.
+#[cfg(test)]
+pub(crate) fn real_kernel() -> bool {
+    let real = crate::kerndat::Kerndat::get().is_ok_and(|k| k.ptrace);
+    if !real {
+        eprintln!("no ptrace here (qemu-user?): skipped");
+    }
+    real
+}
+
 pub mod freeze;
 pub mod inject;
 pub mod maps;

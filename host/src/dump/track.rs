@@ -263,6 +263,7 @@ mod tests {
         assert_eq!(Prev::default().source(0x2000, PM_UFFD_WP), Source::Here);
     }
 
+    #[cfg(target_arch = "x86_64")]
     /// A userfaultfd of this process, as a pre-dump makes one inside its
     /// target.
     fn own_tracker() -> Tracker {
@@ -278,6 +279,7 @@ mod tests {
         Tracker { pid: me, pidfd: crate::procfs::pidfd(me).unwrap(), uffd, inherited: true }
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn anon(start: u64, len: u64) -> Vma {
         Vma {
             start,
@@ -294,6 +296,7 @@ mod tests {
         }
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn pme(addr: u64) -> u64 {
         use std::os::unix::fs::FileExt;
         let mut b = [0u8; 8];
@@ -301,6 +304,8 @@ mod tests {
         u64::from_ne_bytes(b)
     }
 
+    // Write protection by userfaultfd exists on 64-bit kernels only.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn moved_areas_and_areas_of_another_userfaultfd_are_not_trusted() {
         const LEN: usize = 4 * 4096;
@@ -342,6 +347,8 @@ mod tests {
         }
     }
 
+    // Write protection by userfaultfd exists on 64-bit kernels only.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn the_kernel_offers_asynchronous_write_protection() {
         // The machines this runs on do (Linux 6.7 and later); a failure
