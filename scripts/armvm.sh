@@ -17,8 +17,9 @@
 #                              /t/NAME (or at /VM/PATH); DISK (made empty if
 #                              missing) is what /persist holds across boots
 #
-# Inside the VM: /init mounts proc, sys, devtmpfs, tmpfs on /tmp and
-# /dev/shm, loads virtio-blk, fills /persist from the state disk, sources
+# Inside the VM: /init mounts proc, sys, devtmpfs and tmpfs on /dev/shm
+# (not on /tmp: the initramfs root is writable, and the test executables
+# may sit under /tmp at the paths they were built at), loads virtio-blk, fills /persist from the state disk, sources
 # the test script with BOOT=N (`-n`), writes /persist back to the disk
 # and powers off. The disk is a 512-byte header "revenant-armvm-state BYTES"
 # and a tar of BYTES bytes: no filesystem, nothing to mkfs, two modules
@@ -151,7 +152,6 @@ mount -t devtmpfs dev /dev
 mkdir -p /dev/shm /dev/pts /tmp /persist /root
 mount -t devpts devpts /dev/pts
 mount -t tmpfs shm /dev/shm
-mount -t tmpfs tmp /tmp
 mount -t tmpfs persist /persist
 echo 1 >/proc/sys/kernel/printk
 BOOT=$(sed -n 's/.*armvm\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
@@ -356,6 +356,8 @@ R=/t/revenant
 # Each cargo test executable, one check each. Skipped: tests that run a C
 # compiler (none in the VM).
 run_tests() {
+    found=$(find "$ROOT/target" -path '*/deps/*' -type f 2>/dev/null | wc -l)
+    check "test executables found under $ROOT/target" test "$found" -gt 0
     for t in $(find "$ROOT/target" -path '*/deps/*' -type f | sort); do
         name=$(basename "$t" | sed 's/-[0-9a-f]*$//')
         case $name in
