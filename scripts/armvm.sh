@@ -19,9 +19,9 @@
 #
 # Inside the VM: /init mounts proc, sys, devtmpfs and tmpfs on /dev/shm
 # (not on /tmp: the initramfs root is writable, and the test executables
-# may sit under /tmp at the paths they were built at), loads virtio-blk, fills /persist from the state disk, sources
-# the test script with BOOT=N (`-n`), writes /persist back to the disk
-# and powers off. The disk is a 512-byte header "revenant-armvm-state BYTES"
+# may sit under /tmp at the paths they were built at), loads virtio-blk,
+# fills /persist from the state disk, sources the test script with BOOT=N
+# (`-n`), writes /persist back to the disk and powers off. The disk is a 512-byte header "revenant-armvm-state BYTES"
 # and a tar of BYTES bytes: no filesystem, nothing to mkfs, two modules
 # without dependencies; the host reads it with
 # `head -c $((BYTES + 512)) DISK | tail -c BYTES | tar -x`. The script
