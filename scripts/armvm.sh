@@ -63,8 +63,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The cache: host tools, the armhf kernel (vmlinuz, config, virtio_mmio and
-# virtio_blk modules) and busybox. Each part is fetched only if missing.
+# The kernel's modules the VM loads, in order: the state disk's, then the
+# sock_diag families a dump of sockets asks (where the kernel would load
+# them on demand, with modprobe, which the VM lacks).
+MODULES="drivers/virtio/virtio_mmio.ko drivers/block/virtio_blk.ko net/ipv4/inet_diag.ko net/ipv4/tcp_diag.ko
+    net/ipv4/udp_diag.ko net/unix/unix_diag.ko"
+
+# The cache: host tools, the armhf kernel (vmlinuz, config, $MODULES) and
+# busybox. Each part is fetched only if missing.
 prepare() {
     local t0 need=() kpkg kdir
     t0=$(now)
@@ -91,7 +97,9 @@ prepare() {
     [ -n "$kpkg" ] || die "apt knows no linux-image-armmp:armhf"
     mkdir -p "$CACHE"
     kdir=$CACHE/$kpkg
-    if [ ! -e "$kdir/ok" ]; then
+    local m missing=
+    for m in $MODULES; do [ -e "$kdir/$(basename "$m")" ] || missing=1; done
+    if [ ! -e "$kdir/ok" ] || [ -n "$missing" ]; then
         step "downloading $kpkg:armhf"
         rm -rf "$kdir" "$CACHE/dl"
         mkdir -p "$CACHE/dl"
@@ -101,7 +109,7 @@ prepare() {
         mkdir -p "$kdir"
         cp "$CACHE"/dl/x/boot/vmlinuz-* "$kdir/vmlinuz"
         cp "$CACHE"/dl/x/boot/config-* "$kdir/config"
-        for m in drivers/virtio/virtio_mmio.ko drivers/block/virtio_blk.ko; do
+        for m in $MODULES; do
             cp "$CACHE"/dl/x/lib/modules/*/kernel/$m "$kdir/"
         done
         rm -rf "$CACHE/dl"
@@ -157,6 +165,7 @@ echo 1 >/proc/sys/kernel/printk
 BOOT=$(sed -n 's/.*armvm\.boot=\([0-9]*\).*/\1/p' /proc/cmdline)
 echo "ARMVM boot ${BOOT:-?} $(uname -r) $(nproc) CPUs, $(sed -n 's/^CPU part.*: //p' /proc/cpuinfo | head -n 1)"
 insmod /lib/modules/virtio_mmio.ko && insmod /lib/modules/virtio_blk.ko
+for m in inet_diag tcp_diag udp_diag unix_diag; do insmod /lib/modules/$m.ko; done
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 # The state disk: a 512-byte header "revenant-armvm-state BYTES", then a
@@ -466,6 +475,26 @@ armcheck_killed_dumps() {
     [ $bad = 0 ]
 }
 
+# busybox's httpd (static, nobody's test program): dumped with its
+# listening socket, restored, and serving the same page.
+httpd_round_trip() {
+    rm -rf /tmp/www /tmp/httpd
+    mkdir -p /tmp/www /tmp/httpd
+    echo "served on armv7" >/tmp/www/index.html
+    ip link set lo up
+    setsid busybox httpd -f -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1 &
+    pid=$!
+    sleep 0.5
+    timeout 5 wget -q -O - http://127.0.0.1:8080/ | grep -q "served on armv7" || return 1
+    $R dump -t "$pid" -D /tmp/httpd -o /tmp/httpd.log || { cat /tmp/httpd.log; kill -9 "$pid"; return 1; }
+    wait "$pid" 2>/dev/null
+    $R restore -d -D /tmp/httpd -o /tmp/httpd-restore.log || { cat /tmp/httpd-restore.log; return 1; }
+    timeout 5 wget -q -O - http://127.0.0.1:8080/ >/tmp/httpd.page
+    kill -9 "$pid"
+    cat /tmp/httpd.page
+    grep -q "served on armv7" /tmp/httpd.page
+}
+
 if [ "$BOOT" = 1 ]; then
     check "revenant --version" $R --version
     # Its probes run in forked children: a panic there is not its exit code.
@@ -480,6 +509,7 @@ if [ "$BOOT" = 1 ]; then
     note "$(grep '^armcheck: shmat' /tmp/armcheck.out)"
     run_tests
     check "armcheck: dumps killed at every 10th step leave it intact" armcheck_killed_dumps
+    check "busybox httpd dumped and restored serves again" httpd_round_trip
     check "armcheck asked once, then dumped" armcheck_dump
     check "armcheck restored lazily answers ok" armcheck_restore --lazy
     echo "written in boot 1" >/persist/marker

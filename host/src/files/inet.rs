@@ -197,6 +197,13 @@ impl Drop for Connections {
     }
 }
 
+/// The address family (`SO_DOMAIN`) of socket `fd` of `pid`.
+pub fn domain(pid: i32, fd: i32) -> Result<u32> {
+    let sock = crate::procfs::borrow_fd(pid, fd)
+        .with_context(|| format!("process {pid}: fd {fd}: taking a copy of the socket to read it"))?;
+    int(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_DOMAIN)
+}
+
 /// Reads inet socket `fd` (inode `ino`) of `pid`; `None` if it is not one.
 /// A TCP connection is locked (into `conns`) once all else is read.
 pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) -> Result<Option<InetSock>> {

@@ -226,9 +226,13 @@ impl Files {
         }
         let ft = m.file_type();
         let (kind, file) = if target.starts_with("socket:") {
+            // Only unix sockets need the kernel's unix_diag (a module that
+            // may not be loaded).
+            let unix = self::inet::domain(pid, fd)? == libc::AF_UNIX as u32;
             let diag = match &mut self.unix {
                 Some(d) => d,
-                none => none.insert(self::unixsk::diag()?),
+                none if unix => none.insert(self::unixsk::diag()?),
+                none => none.insert(Default::default()),
             };
             if diag.contains_key(&(ino as u32)) {
                 let (mut s, inflight) = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;

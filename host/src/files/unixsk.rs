@@ -126,7 +126,17 @@ pub fn sock_diag(req: &[u8], mut each: impl FnMut(&[u8])) -> Result<()> {
             }
             match ty {
                 NLMSG_DONE => return Ok(()),
-                NLMSG_ERROR => bail!("sock_diag refused the request"),
+                NLMSG_ERROR => {
+                    let err = msgs.get(16..20).map_or(0, |b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+                    let e = nix::errno::Errno::from_raw(-err);
+                    if e == nix::errno::Errno::ENOENT {
+                        bail!(
+                            "the kernel cannot list these sockets (sock_diag: {e}): its module for the family is \
+                             not loaded (modprobe unix_diag, inet_diag, tcp_diag or udp_diag)"
+                        );
+                    }
+                    bail!("sock_diag refused the request: {e}");
+                }
                 _ => each(&msgs[16..len]),
             }
             msgs = &msgs[len.next_multiple_of(4).min(msgs.len())..];
