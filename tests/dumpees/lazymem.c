@@ -145,6 +145,14 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < SIDE; i++)
 		side[i] = side_byte(i);
 	moved = side + SIDE / 2;
+	/* Blocked before the threads exist, so they inherit it: only the main
+	 * thread, in sigsuspend, takes SIGUSR1. A checker thread taking it
+	 * would run the handler there and leave main asleep. */
+	sigset_t usr1, old;
+	sigemptyset(&usr1);
+	sigaddset(&usr1, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &usr1, &old);
+	signal(SIGUSR1, on_usr1);
 	pthread_barrier_init(&start, 0, nthreads + 1);
 	pthread_barrier_init(&end, 0, nthreads + 1);
 	for (long t = 0; t < nthreads; t++) {
@@ -152,11 +160,6 @@ int main(int argc, char **argv)
 		if (pthread_create(&th, 0, checker, (void *)t))
 			return 3;
 	}
-	sigset_t usr1, old;
-	sigemptyset(&usr1);
-	sigaddset(&usr1, SIGUSR1);
-	sigprocmask(SIG_BLOCK, &usr1, &old);
-	signal(SIGUSR1, on_usr1);
 	say("ready %lu%.0lu\n", getpid(), 0);
 	for (unsigned long round = 1;; round++) {
 		while (!asked)
