@@ -16,7 +16,7 @@ use revenant_blob_abi::SigAction;
 
 use super::{StopPoint, describe_exit};
 use crate::dump::inject::arch as call;
-use crate::regs::dump::{self as regs, Gp};
+use crate::regs::dump::{self as regs, Gp, pc as ip};
 
 /// How the task ended up.
 #[derive(Debug)]
@@ -115,7 +115,7 @@ pub fn catch(
                          of the program is in place yet; once continued the blob restores it and returns to it, \
                          leaving its bootstrap area mapped",
                         ip(&r),
-                        first_arg(&r),
+                        regs::arg0(&r),
                         regs::sp(&r)
                     )));
                 }
@@ -125,12 +125,15 @@ pub fn catch(
                     ts[i].step = Step::Left;
                 }
                 (WaitStatus::Stopped(_, Signal::SIGTRAP), Step::InBlob) => {
-                    past_trap(tid)?;
+                    let mut r = regs::gpregs(tid.as_raw())?;
+                    if regs::step_over_trap(&mut r) {
+                        regs::set_gpregs(tid.as_raw(), &r)?;
+                    }
                     ts[i].step = Step::Trapped;
                     ptrace::syscall(tid, None).context("continuing to rt_sigreturn")?;
                 }
                 (WaitStatus::PtraceSyscall(_), Step::Trapped) => {
-                    ts[i].insn = ip(&regs::gpregs(tid.as_raw())?) - SYSCALL_INSN_LEN;
+                    ts[i].insn = ip(&regs::gpregs(tid.as_raw())?) - regs::BLOB_SYSCALL_LEN;
                     ts[i].step = Step::InSigreturn;
                     ptrace::syscall(tid, None).context("finishing rt_sigreturn")?;
                 }
@@ -501,9 +504,6 @@ fn kill(pid: Pid) {
     let _ = waitpid(pid, None);
 }
 
-/// The blob's system call instruction (`syscall`; ARM's `svc 0`, the
-/// blob being ARM code).
-const SYSCALL_INSN_LEN: u64 = if cfg!(target_arch = "arm") { 4 } else { 2 };
 const MUNMAP: u32 = linux_raw_sys::general::__NR_munmap;
 const RT_SIGACTION: u32 = linux_raw_sys::general::__NR_rt_sigaction;
 
@@ -511,37 +511,6 @@ const RT_SIGACTION: u32 = linux_raw_sys::general::__NR_rt_sigaction;
 #[allow(clippy::useless_conversion)] // c_long is i32 on ARM
 fn event_pid(msg: nix::libc::c_long) -> Pid {
     Pid::from_raw(i32::try_from(msg).unwrap_or(-1))
-}
-
-fn ip(r: &Gp) -> u64 {
-    cfg_select! {
-        target_arch = "x86_64" => { r.rip }
-        target_arch = "arm" => { r.r[regs::PC] as u64 }
-    }
-}
-
-fn first_arg(r: &Gp) -> u64 {
-    cfg_select! {
-        target_arch = "x86_64" => { r.rdi }
-        target_arch = "arm" => { r.r[0] as u64 }
-    }
-}
-
-/// Moves a thread stopped by the blob's trap past it: x86's `int3`
-/// reports with the instruction pointer after it already, ARM's
-/// breakpoint instruction with the pc on it.
-fn past_trap(tid: Pid) -> Result<()> {
-    cfg_select! {
-        target_arch = "arm" => {
-            let mut r = regs::gpregs(tid.as_raw())?;
-            r.r[regs::PC] += 4;
-            regs::set_gpregs(tid.as_raw(), &r)
-        }
-        _ => {
-            let _ = tid;
-            Ok(())
-        }
-    }
 }
 
 /// Runs system call `nr` in the held thread `tid` from the syscall

@@ -57,6 +57,25 @@ pub fn set_gpregs(tid: i32, r: &Gp) -> Result<()> {
 /// The images' machine type.
 pub const MTYPE: Mtype = Mtype::Arm;
 
+/// The length of the blob's system call instruction (`syscall`; `svc 0`
+/// in ARM state, the blob being ARM code).
+pub const BLOB_SYSCALL_LEN: u64 = 4;
+
+pub fn pc(r: &Gp) -> u64 {
+    r.r[PC] as u64
+}
+
+/// The first argument register.
+pub fn arg0(r: &Gp) -> u64 {
+    r.r[0] as u64
+}
+
+/// The breakpoint instruction reports with the pc on it: moves it past.
+pub fn step_over_trap(r: &mut Gp) -> bool {
+    r.r[PC] += 4;
+    true
+}
+
 pub fn sp(r: &Gp) -> u64 {
     r.r[SP] as u64
 }

@@ -2,7 +2,8 @@
 //! other per-thread state ptrace hands out directly (signal mask, pending
 //! signals, rseq), and the registers as the images' messages spell them.
 //! The arch files hold the same items: `Gp`, `Fpu`, `Tls`, `gpregs`,
-//! `set_gpregs`, `fpregs`, `tls`, `sp`, `restart_syscall`, `core_regs`.
+//! `set_gpregs`, `fpregs`, `tls`, `pc`, `sp`, `arg0`, `step_over_trap`,
+//! `BLOB_SYSCALL_LEN`, `restart_syscall`, `core_regs`, `MTYPE`.
 
 use anyhow::{Context, Result};
 use nix::libc::{self, c_void};

@@ -59,6 +59,24 @@ pub fn set_gpregs(tid: i32, r: &Gp) -> Result<()> {
 /// The images' machine type.
 pub const MTYPE: Mtype = Mtype::X8664;
 
+/// The length of the blob's system call instruction (`syscall`; `svc 0`
+/// in ARM state, the blob being ARM code).
+pub const BLOB_SYSCALL_LEN: u64 = 2;
+
+pub fn pc(r: &Gp) -> u64 {
+    r.rip
+}
+
+/// The first argument register.
+pub fn arg0(r: &Gp) -> u64 {
+    r.rdi
+}
+
+/// Nothing to do: `int3` reports with the instruction pointer after it.
+pub fn step_over_trap(_r: &mut Gp) -> bool {
+    false
+}
+
 pub fn sp(r: &Gp) -> u64 {
     r.rsp
 }
