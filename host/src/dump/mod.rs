@@ -50,7 +50,7 @@ pub mod track;
 pub mod track_holder;
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -459,10 +459,7 @@ fn pages(
     let t = Instant::now();
     let written = {
         let f = dir.create(&pages_name)?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        let n = memory::copy_pages(pid, &here, &mut w)?;
-        w.flush().with_context(|| format!("writing {pages_name}"))?;
-        n
+        memory::copy_pages(pid, &here, &f).with_context(|| format!("writing {pages_name}"))?
     };
     log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
     crate::fault::step(|| format!("process {pid}: pages written"))?;
