@@ -289,6 +289,12 @@ fn a_process_in_nanosleep_gets_eintr_and_keeps_its_signal_state() {
     const SA_ONSTACK: u64 = 0x0800_0000;
     const SA_RESTART: u64 = 0x1000_0000;
     assert_eq!(usr1.flags & (SA_ONSTACK | SA_RESTART), SA_ONSTACK | SA_RESTART);
+    // SIGPIPE (13) ignored with its flags; SIGCHLD (17) at its default
+    // but with SA_NOCLDSTOP, which acts there; SIGUSR2 (12) untouched.
+    let (pipe, chld, usr2) = (p.task.sigactions[11], p.task.sigactions[15], p.task.sigactions[10]);
+    assert_eq!((pipe.handler, pipe.flags & SA_RESTART), (1, SA_RESTART), "{pipe:x?}");
+    assert_eq!((chld.handler, chld.flags & 1), (0, 1), "{chld:x?}");
+    assert_eq!((usr2.handler, usr2.flags), (0, 0), "{usr2:x?}");
     assert_eq!(p.task.blk_sigset, 1 << (12 - 1), "SIGUSR2 blocked");
     assert_eq!(p.threads[0].sas.1, 65536);
     // It carries on ticking.

@@ -150,6 +150,10 @@ pub struct Status {
     pub thp_enabled: bool,
     pub sig_pnd: u64,
     pub shd_pnd: u64,
+    /// Signals whose handler is `SIG_IGN`, and those with a handler of
+    /// the program's (bit `n - 1` for signal `n`).
+    pub sig_ign: u64,
+    pub sig_cgt: u64,
 }
 
 pub fn parse_status(text: &str, what: &str) -> Result<Status> {
@@ -179,6 +183,8 @@ pub fn parse_status(text: &str, what: &str) -> Result<Status> {
             "THP_enabled" => s.thp_enabled = dec(val)? != 0,
             "SigPnd" => s.sig_pnd = hex(val)?,
             "ShdPnd" => s.shd_pnd = hex(val)?,
+            "SigIgn" => s.sig_ign = hex(val)?,
+            "SigCgt" => s.sig_cgt = hex(val)?,
             _ => {}
         }
     }

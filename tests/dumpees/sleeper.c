@@ -1,6 +1,7 @@
 /* Sleeps in nanosleep() in a loop, with a SIGUSR1 handler on an alternate
- * stack and SIGUSR2 blocked; prints "tick N" after each sleep, so a dump
- * catches it inside an interrupted nanosleep. */
+ * stack, SIGUSR2 blocked, SIGPIPE ignored and SIGCHLD left to its default
+ * with SA_NOCLDSTOP; prints "tick N" after each sleep, so a dump catches it
+ * inside an interrupted nanosleep. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,10 @@ int main(void)
 	stack_t ss = { .ss_sp = alt, .ss_size = sizeof(alt) };
 	struct sigaction sa = { .sa_handler = on_usr1, .sa_flags = SA_ONSTACK | SA_RESTART };
 	sigset_t m;
-	if (sigaltstack(&ss, 0) || sigaction(SIGUSR1, &sa, 0))
+	struct sigaction ign = { .sa_handler = SIG_IGN, .sa_flags = SA_RESTART };
+	struct sigaction chld = { .sa_handler = SIG_DFL, .sa_flags = SA_NOCLDSTOP };
+	if (sigaltstack(&ss, 0) || sigaction(SIGUSR1, &sa, 0) || sigaction(SIGPIPE, &ign, 0) ||
+	    sigaction(SIGCHLD, &chld, 0))
 		return 2;
 	sigemptyset(&m);
 	sigaddset(&m, SIGUSR2);

@@ -40,7 +40,7 @@ struct Batch {
 /// cache and memory bandwidth give nothing beyond) takes batches in turn,
 /// reads each with `process_vm_readv` into its own buffer and writes it
 /// at its offset, so reading and writing overlap without a hand-off.
-pub fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<u64> {
+pub fn copy_pages(pid: i32, runs: &[Run], out: &File, buffers: &mut Buffers) -> Result<u64> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let total: u64 = runs.iter().map(|r| r.nr_pages * PAGE).sum();
     if total == 0 {
@@ -50,13 +50,17 @@ pub fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<u64> {
     let batches = batches(runs);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2).min(batches.len());
     let next = AtomicUsize::new(0);
+    let bufs = std::sync::Mutex::new(std::mem::take(&mut buffers.0));
     let failed = AtomicBool::new(false);
     let work = || -> Result<u64> {
-        let mut buf = vec![0u8; batches.iter().map(|b| b.len).max().unwrap_or(0)];
+        let mut buf = bufs.lock().expect("buffers").pop().unwrap_or_default();
         let mut mem: Option<File> = None;
         let mut written = 0u64;
         while !failed.load(Ordering::Relaxed) {
             let Some(b) = batches.get(next.fetch_add(1, Ordering::Relaxed)) else { break };
+            if buf.len() < b.len {
+                buf.resize(b.len, 0);
+            }
             let r = read_batch(pid, &b.iovs, &mut buf[..b.len], &mut mem)
                 .and_then(|()| out.write_all_at(&buf[..b.len], b.offset).context("writing the pages image"));
             if r.is_err() {
@@ -65,6 +69,7 @@ pub fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<u64> {
             r?;
             written += b.len as u64;
         }
+        bufs.lock().expect("buffers").push(buf);
         Ok(written)
     };
     let written = std::thread::scope(|s| -> Result<u64> {
@@ -75,10 +80,40 @@ pub fn copy_pages(pid: i32, runs: &[Run], out: &File) -> Result<u64> {
         }
         Ok(written)
     })?;
+    buffers.0 = bufs.into_inner().expect("buffers");
     if written != total {
         bail!("process {pid}: wrote {written} of {total} bytes of pages");
     }
     Ok(written)
+}
+
+/// The copy's buffers, made and touched before the tree is frozen:
+/// faulting in fresh memory costs about 3 µs a page here, which a frozen
+/// tree should not wait for (a buffer still too small grows when needed).
+#[derive(Default)]
+pub struct Buffers(Vec<Vec<u8>>);
+
+impl Buffers {
+    /// Buffers to copy about `bytes` with: one per worker, each at most a
+    /// batch.
+    pub fn new(bytes: u64) -> Buffers {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2);
+        let size = (bytes as usize).next_multiple_of(PAGE as usize).clamp(PAGE as usize, CHUNK);
+        let workers = if size < CHUNK { 1 } else { workers };
+        Buffers(
+            (0..workers)
+                .map(|_| {
+                    let mut b = vec![0u8; size];
+                    for i in (0..size).step_by(PAGE as usize) {
+                        // SAFETY: `i` is inside `b`; a volatile store so the
+                        // page is really written (faulted in), not elided.
+                        unsafe { b.as_mut_ptr().add(i).write_volatile(0) };
+                    }
+                    b
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Gives `out` its `len` bytes of blocks up front. A file system without
@@ -276,7 +311,7 @@ mod tests {
         ];
         let file = File::from(nix::sys::memfd::memfd_create(c"pages", nix::sys::memfd::MFdFlags::empty()).unwrap());
         let me = std::process::id() as i32;
-        assert_eq!(copy_pages(me, &runs, &file).unwrap(), 3 * PAGE);
+        assert_eq!(copy_pages(me, &runs, &file, &mut Buffers::default()).unwrap(), 3 * PAGE);
         let mut out = vec![0u8; 3 * PAGE as usize + 1];
         assert_eq!(file.read_at(&mut out, 0).unwrap(), 3 * PAGE as usize, "the image is as long as its pages");
         out.pop();
@@ -306,7 +341,9 @@ mod tests {
         let runs = [run(2000, 900), run(0, 1500), run(2999, 1), run(1600, 5)];
         let file = File::from(nix::sys::memfd::memfd_create(c"pages", nix::sys::memfd::MFdFlags::empty()).unwrap());
         let total: u64 = runs.iter().map(|r| r.nr_pages).sum();
-        assert_eq!(copy_pages(std::process::id() as i32, &runs, &file).unwrap(), total * PAGE);
+        let mut buffers = Buffers::new(PAGE);
+        assert_eq!(copy_pages(std::process::id() as i32, &runs, &file, &mut buffers).unwrap(), total * PAGE);
+        assert!(buffers.0.iter().any(|b| b.len() == CHUNK), "a buffer too small grew, and is kept");
         let mut out = vec![0u8; (total * PAGE) as usize];
         file.read_exact_at(&mut out, 0).unwrap();
         let seen: Vec<u64> =

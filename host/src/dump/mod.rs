@@ -129,6 +129,8 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     // Taken from its holder before the tree stops: that is no time the
     // program needs to stand still for.
     let prev = opts.prev_images_dir.as_deref().map(|t| prev::PrevLink::open(&dir, t, &mut log)).transpose()?;
+    // Made before the tree stops: see `Buffers`.
+    let mut buffers = memory::Buffers::new(anon_bytes(pid));
     let t0 = Instant::now();
     // Freezing and collecting stop at the deadline; resuming the tree
     // after a failure must not be cut short, so it is dropped first.
@@ -152,13 +154,26 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         let names = write_images(t, &dir, prev.as_ref().map(|p| p.target.as_path()))?;
         restorable(&dir, opts).inspect_err(|_| dir.withdraw(&names))
     };
-    let collected = collect(&frozen, &dir, opts, prev.as_ref(), &mut log).and_then(|t| {
-        log.line(3, "collected; writing the images");
+    // With --leave-running the tree stands still only while it is read:
+    // it goes on before the images are written and checked. Otherwise it
+    // stays stopped until they are, and is killed only then.
+    let mut frozen = Some(frozen);
+    let mut frozen_for = None;
+    let frozen_ref = frozen.as_ref().expect("frozen");
+    let collected = collect(frozen_ref, &dir, opts, prev.as_ref(), &mut buffers, &mut log).and_then(|mut t| {
+        if opts.leave_running {
+            // The program would see its peer late, not at all.
+            t.files.tcp.release()?;
+            frozen.take().expect("frozen").release()?;
+            frozen_for = Some(t0.elapsed());
+            log.line(3, "collected; the tree goes on");
+        }
+        log.line(3, "writing the images");
         write(&t).map(|()| t)
     });
     let timed_out = crate::fault::timed_out();
     drop(deadline);
-    let tree = match collected {
+    let mut tree = match collected {
         Ok(t) => t,
         Err(e) => {
             dir.remove_partial();
@@ -167,8 +182,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
             return Err(late(e, timed_out));
         }
     };
-    let frozen_for = t0.elapsed();
-    let mut tree = tree;
+    let frozen_for = frozen_for.unwrap_or_else(|| t0.elapsed());
     let mut conns = std::mem::take(&mut tree.files.tcp);
     for name in &conns.locked {
         log.line(1, &format!("TCP connection {name} locked: every segment it receives is dropped"));
@@ -176,11 +190,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     for s in &conns.skipped {
         log.line(0, &format!("warning: --skip-in-flight: {s} left out; their clients will be reset"));
     }
-    if opts.leave_running {
-        // The program would see its peer late, not at all.
-        conns.release()?;
-        frozen.release()?;
-    } else {
+    if let Some(frozen) = frozen {
         if let Err(e) = frozen.kill() {
             // The images are complete; the program is dead. Say what lingers.
             log.line(0, &format!("warning: {e:#}"));
@@ -204,6 +214,14 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         ),
     );
     Ok(d)
+}
+
+/// About how many bytes of private memory process `pid` holds (its
+/// `RssAnon`), to size the copy's buffers by; 0 if unknown.
+fn anon_bytes(pid: i32) -> u64 {
+    let status = procfs::read_string(pid, "status").unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("RssAnon:")).and_then(|v| v.trim().strip_suffix("kB"));
+    kib.and_then(|k| k.trim().parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 /// Has the keeper hold the locked connections of the killed tree until
@@ -232,6 +250,7 @@ pub fn collect(
     dir: &ImageDir,
     opts: &DumpOptions,
     prev: Option<&prev::PrevLink>,
+    buffers: &mut memory::Buffers,
     log: &mut Log,
 ) -> Result<Tree> {
     let mut files = files::Files::default();
@@ -243,7 +262,7 @@ pub fn collect(
     let mut procs = Vec::new();
     check_unshared(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;
     for i in 0..frozen.procs.len() {
-        procs.push(process(frozen, i, &host, &mut files, dir, opts, prev, log)?);
+        procs.push(process(frozen, i, &host, &mut files, dir, opts, prev, buffers, log)?);
     }
     files.tty_queues(opts.shell_job)?;
     files.unix_peers(opts.ext_unix_sk)?;
@@ -291,6 +310,7 @@ fn process(
     dir: &ImageDir,
     opts: &DumpOptions,
     prev: Option<&prev::PrevLink>,
+    buffers: &mut memory::Buffers,
     log: &mut Log,
 ) -> Result<Process> {
     let fp = &frozen.procs[i];
@@ -307,9 +327,14 @@ fn process(
         );
     }
     let status = procfs::status(pid, pid)?;
-    let vmas = memory_areas(pid, host.names_reliable)?;
-    log.line(3, &format!("process {pid}: areas read"));
-    let (ps, threads) = task_state(fp, &vmas, log)?;
+    // The tasks are asked first, by the layout `maps` gives at once: their
+    // answers need a free CPU at each step, which the walks below would
+    // take.
+    let layout = maps::parse_smaps(&procfs::read_string(pid, "maps")?, pid)?;
+    let (ps, threads) = task_state(fp, &layout, log)?;
+    log.line(3, &format!("process {pid}: tasks asked"));
+    let (vmas, words) = areas_and_words(pid, host)?;
+    log.line(3, &format!("process {pid}: areas and pagemap read"));
     log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
     let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
 
@@ -321,7 +346,7 @@ fn process(
     // Memory.
     let pages_id = i as u32 + 1;
     let since = prev.map(|p| p.prev_for(pid, &vmas)).transpose()?.flatten();
-    let runs = pages(pid, pages_id, &vmas, &threads, host.zero_pfn, since.as_ref(), dir, log)?;
+    let runs = pages(pid, pages_id, &vmas, &words, &threads, since.as_ref(), dir, buffers, log)?;
 
     let mm = mm(pid, &stat, &status, &ps, exe_file_id)?;
     Ok(Process {
@@ -445,45 +470,39 @@ fn pages(
     pid: i32,
     pages_id: u32,
     vmas: &[maps::Vma],
+    words: &[pagemap::Words],
     threads: &[model::Thread],
-    zero_pfn: Option<u64>,
     since: Option<&track::Prev>,
     dir: &ImageDir,
+    buffers: &mut memory::Buffers,
     log: &mut Log,
 ) -> Result<Vec<pagemap::Run>> {
     let stack_pages: Vec<u64> = threads.iter().map(|t| regs::sp(&t.regs) & !(PAGE - 1)).collect();
-    let runs = page_runs(pid, vmas, zero_pfn, &stack_pages, since)?;
-    log.line(3, &format!("process {pid}: pagemap read"));
+    let runs = page_runs(pid, vmas, words, &stack_pages, since)?;
     let here: Vec<pagemap::Run> = runs.iter().filter(|r| r.flags & pagemap::PE_PRESENT != 0).copied().collect();
     let pages_name = format!("pages-{pages_id}.img");
     let t = Instant::now();
     let written = {
         let f = dir.create(&pages_name)?;
-        memory::copy_pages(pid, &here, &f).with_context(|| format!("writing {pages_name}"))?
+        memory::copy_pages(pid, &here, &f, buffers).with_context(|| format!("writing {pages_name}"))?
     };
     log.line(2, &format!("process {pid}: {} pages in {} entries, {:?}", written / PAGE, runs.len(), t.elapsed()));
     crate::fault::step(|| format!("process {pid}: pages written"))?;
     Ok(runs)
 }
 
-/// The pagemap entries of process `pid`'s areas `vmas`, from its
-/// `/proc/PID/pagemap` (see `pagemap.rs` for the rules, `track.rs` for
-/// `since`).
+/// The pagemap entries of process `pid`'s areas `vmas`, given their words
+/// (see `pagemap.rs` for the rules, `track.rs` for `since`).
 pub(super) fn page_runs(
     pid: i32,
     vmas: &[maps::Vma],
-    zero_pfn: Option<u64>,
+    words: &[pagemap::Words],
     stack_pages: &[u64],
     since: Option<&track::Prev>,
 ) -> Result<Vec<pagemap::Run>> {
-    let pm = File::open(procfs::path(pid, "pagemap")).with_context(|| format!("opening /proc/{pid}/pagemap"))?;
     let mut runs = Vec::new();
-    for v in vmas {
-        if v.is(status::VSYSCALL) || v.is(status::VVAR) {
-            continue;
-        }
-        let pme = pagemap::read_pagemap(&pm, pid, v)?;
-        if let Some(at) = pagemap::first_guard(v, &pme) {
+    for (v, w) in vmas.iter().zip(words) {
+        if let Some(at) = pagemap::first_guard(v, w) {
             bail!(
                 "process {pid}: memory area {:#x}-{:#x} {:?}: a guard region (MADV_GUARD_INSTALL) at {at:#x}, \
                  which dump does not support yet",
@@ -492,9 +511,47 @@ pub(super) fn page_runs(
                 v.name
             );
         }
-        pagemap::add_runs(&mut runs, v, &pme, zero_pfn, stack_pages, since);
+        pagemap::add_runs(&mut runs, v, w, stack_pages, since);
     }
     Ok(runs)
+}
+
+/// A frozen process's memory areas (from smaps, refused first if dump
+/// cannot keep one) and their pagemap words. Reading smaps walks every
+/// page of every area (6-7 ms for a 256 MiB heap here), and so does the
+/// pagemap walk: side by side on two threads they take the time of the
+/// longer. The walk goes by the layout in `maps`, which comes at once; if
+/// smaps shows another (asking the tasks can grow the main stack into
+/// its scratch space) the words are read again by smaps's areas.
+pub(super) fn areas_and_words(pid: i32, host: &HostFacts) -> Result<(Vec<maps::Vma>, Vec<pagemap::Words>)> {
+    let layout = maps::parse_smaps(&procfs::read_string(pid, "maps")?, pid)?;
+    std::thread::scope(|s| {
+        let areas = s.spawn(|| memory_areas(pid, host.names_reliable));
+        let words = words_of(pid, &layout, host.zero_pfn);
+        let vmas = areas.join().map_err(|_| anyhow::anyhow!("the thread reading /proc/{pid}/smaps panicked"))??;
+        let range = |v: &maps::Vma| (v.start, v.end);
+        let words = if layout.iter().map(range).eq(vmas.iter().map(range)) {
+            words?
+        } else {
+            words_of(pid, &vmas, host.zero_pfn)?
+        };
+        Ok((vmas, words))
+    })
+}
+
+/// The pagemap words of each of `vmas` (none for vvar and vsyscall, whose
+/// pages are the kernel's).
+fn words_of(pid: i32, vmas: &[maps::Vma], zero_pfn: Option<u64>) -> Result<Vec<pagemap::Words>> {
+    let pm = File::open(procfs::path(pid, "pagemap")).with_context(|| format!("opening /proc/{pid}/pagemap"))?;
+    vmas.iter()
+        .map(|v| {
+            if v.is(status::VSYSCALL) || v.is(status::VVAR) {
+                Ok(pagemap::Words::new())
+            } else {
+                pagemap::read_pagemap(&pm, pid, v, zero_pfn)
+            }
+        })
+        .collect()
 }
 
 /// The process's memory layout, from its stat and status, the state its

@@ -166,14 +166,14 @@ fn read_frozen(frozen: &Frozen, host: &HostFacts, prev: Option<&mut PrevLink>, l
     let mut areas = Vec::new();
     for fp in &frozen.procs {
         super::check_namespaces(fp.pid)?;
-        let vmas = super::memory_areas(fp.pid, host.names_reliable)?;
+        let (vmas, words) = super::areas_and_words(fp.pid, host)?;
         since.push((fp.pid, prev.as_deref().map(|p| p.prev_for(fp.pid, &vmas)).transpose()?.flatten()));
-        areas.push(vmas);
+        areas.push((vmas, words));
     }
     let mut inherited = prev.map(PrevLink::take_trackers).unwrap_or_default();
     let mut out = Vec::new();
-    for ((fp, vmas), (pid, since)) in frozen.procs.iter().zip(areas).zip(since) {
-        let runs = super::page_runs(pid, &vmas, host.zero_pfn, &[], since.as_ref())?;
+    for ((fp, (vmas, words)), (pid, since)) in frozen.procs.iter().zip(areas).zip(since) {
+        let runs = super::page_runs(pid, &vmas, &words, &[], since.as_ref())?;
         // No lazy pages in a pre-dump's entries, as CRIU's.
         let runs = runs.into_iter().map(|r| Run { flags: r.flags & !PE_LAZY, ..r }).collect();
         let tracker = match inherited.iter().position(|t| t.pid == pid && since.is_some()) {

@@ -14,6 +14,7 @@ use crate::regs::dump as regs;
 
 const SIGKILL: u32 = 9;
 const SIGSTOP: u32 = 19;
+const SIGCHLD: u32 = 17;
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_DUMPABLE: u64 = 3;
 const PR_GET_SECUREBITS: u64 = 27;
@@ -120,8 +121,19 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
 
     let mut inj = Injector::new(pid, for_thread(pid, pid, tramp))?;
     let s = inj.scratch();
+    // A signal neither ignored nor caught has SIG_DFL, and its flags and
+    // mask act only when a handler runs: asking costs an injected call a
+    // signal, so only the others are asked, and SIGCHLD, whose
+    // SA_NOCLDSTOP and SA_NOCLDWAIT act with SIG_DFL too. The rest keep
+    // SIG_DFL with no flags.
+    let status = procfs::status(pid, pid)?;
+    let set = status.sig_ign | status.sig_cgt | 1 << (SIGCHLD - 1);
     for sig in 1..=64u32 {
         if sig == SIGKILL || sig == SIGSTOP {
+            continue;
+        }
+        if set & 1 << (sig - 1) == 0 {
+            core.sigactions.push(SigAction::default());
             continue;
         }
         let r = inj.syscall(nr::__NR_rt_sigaction, &[sig as u64, 0, s, 8])?;

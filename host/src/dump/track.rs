@@ -235,6 +235,16 @@ impl Prev {
             Source::Here
         }
     }
+
+    /// [`Prev::source`] of page `addr`, and where the stretch of pages
+    /// with the same word that share its answer ends.
+    pub fn source_span(&self, addr: u64, pme: u64) -> (Source, u64) {
+        let next = |ranges: &[(u64, u64)]| {
+            let i = ranges.partition_point(|r| r.1 <= addr);
+            ranges.get(i).map_or(u64::MAX, |r| if r.0 <= addr { r.1 } else { r.0 })
+        };
+        (self.source(addr, pme), next(&self.tracked).min(next(&self.held)))
+    }
 }
 
 fn within(ranges: &[(u64, u64)], addr: u64) -> bool {
