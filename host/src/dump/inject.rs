@@ -165,19 +165,13 @@ impl Injector {
         let r = arch::call(&self.saved, self.tramp.syscall(), nr, args, ret);
         regs::set_gpregs(tid, &r).with_context(|| format!("task {tid}: setting registers for system call {nr}"))?;
         self.step(&format!("registers set for system call {nr}"))?;
-        if arch::SINGLE_STEP {
-            ptrace::step(t, None).with_context(|| format!("task {tid}: running system call {nr}"))?;
-            self.wait_step(nr)?;
-            self.step(&format!("system call {nr} stepped over"))?;
-        } else {
-            for stage in ["entry", "exit"] {
-                ptrace::syscall(t, None).with_context(|| format!("task {tid}: running system call {nr}"))?;
-                self.wait_syscall_stop(nr, stage)?;
-                if stage == "entry" {
-                    arch::at_entry(tid, nr)?;
-                }
-                self.step(&format!("system call {nr} {stage}"))?;
+        for stage in ["entry", "exit"] {
+            ptrace::syscall(t, None).with_context(|| format!("task {tid}: running system call {nr}"))?;
+            self.wait_syscall_stop(nr, stage)?;
+            if stage == "entry" {
+                arch::at_entry(tid, nr)?;
             }
+            self.step(&format!("system call {nr} {stage}"))?;
         }
         let out = regs::gpregs(tid).with_context(|| format!("task {tid}: result of system call {nr}"))?;
         let (ended, result) = arch::outcome(&out, self.tramp.syscall());
@@ -185,33 +179,6 @@ impl Injector {
             bail!("task {tid}: system call {nr} ended elsewhere than after {:#x}", self.tramp.syscall());
         }
         Ok(result)
-    }
-
-    /// Waits for the trap after a single step over the call. A stop that
-    /// comes first (a group stop, our SIGSTOP) is stepped on from: if the
-    /// call already ran, its trap is pending and stops the task before
-    /// anything else runs.
-    fn wait_step(&mut self, nr: u32) -> Result<()> {
-        let tid = self.tid;
-        let t = Pid::from_raw(tid);
-        loop {
-            match waitpid(t, Some(WaitPidFlag::__WALL))
-                .with_context(|| format!("task {tid}: waiting for system call {nr} to be stepped over"))?
-            {
-                WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
-                WaitStatus::PtraceEvent(_, _, ev) if ev == libc::PTRACE_EVENT_STOP => {
-                    ptrace::step(t, None)?;
-                }
-                WaitStatus::Stopped(_, Signal::SIGKILL) | WaitStatus::Exited(..) | WaitStatus::Signaled(..) => {
-                    bail!("task {tid} died during injected system call {nr}")
-                }
-                WaitStatus::Stopped(_, Signal::SIGSTOP) => {
-                    self.stop_later = true;
-                    ptrace::step(t, None)?;
-                }
-                other => bail!("task {tid}: unexpected {other:?} while stepping over injected system call {nr}"),
-            }
-        }
     }
 
     fn wait_syscall_stop(&mut self, nr: u32, stage: &str) -> Result<()> {

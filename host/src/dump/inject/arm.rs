@@ -130,10 +130,6 @@ pub fn outcome(r: &Gp, at: u64) -> (bool, i64) {
 /// At the entry stop of an injected call: the kernel may be restarting
 /// the call a thread was interrupted in (when our `svc` is the one it
 /// stopped after) with that call's number; ours is set here.
-/// ARM's ptrace has no single step: a call stops at its entry, where
-/// [`at_entry`] sets its number, and at its exit.
-pub const SINGLE_STEP: bool = false;
-
 pub fn at_entry(tid: i32, nr: u32) -> Result<()> {
     const PTRACE_SET_SYSCALL: nix::libc::c_uint = 23;
     // SAFETY: PTRACE_SET_SYSCALL takes the number in `data`, no memory.

@@ -84,10 +84,6 @@ pub fn outcome(r: &Gp, at: u64) -> (bool, i64) {
     (r.rip == at + 2, r.rax as i64)
 }
 
-/// A single step runs the whole `syscall` instruction and stops right
-/// after it: one stop a call instead of an entry and an exit stop.
-pub const SINGLE_STEP: bool = true;
-
 /// Nothing to do at the entry stop: `orig_rax` of -1 kept the kernel from
 /// restarting anything.
 pub fn at_entry(_tid: i32, _nr: u32) -> Result<()> {
