@@ -120,10 +120,15 @@ impl Buffers {
 /// `fallocate` just goes on; one without room fails here, before any
 /// copying.
 fn preallocate(out: &File, len: u64) -> Result<()> {
-    use nix::fcntl::{FallocateFlags, fallocate};
-    match fallocate(out, FallocateFlags::empty(), 0, len as i64) {
-        Ok(()) | Err(nix::errno::Errno::EOPNOTSUPP) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("allocating {len} bytes for the pages image")),
+    use std::os::fd::AsRawFd;
+    // fallocate64: a 32-bit off_t could not say more than 2 GiB.
+    // SAFETY: a plain system call on a descriptor we own.
+    if unsafe { nix::libc::fallocate64(out.as_raw_fd(), 0, 0, len as nix::libc::off64_t) } == 0 {
+        return Ok(());
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::EOPNOTSUPP => Ok(()),
+        e => Err(e).with_context(|| format!("allocating {len} bytes for the pages image")),
     }
 }
 
