@@ -154,21 +154,11 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         let names = write_images(t, &dir, prev.as_ref().map(|p| p.target.as_path()))?;
         restorable(&dir, opts).inspect_err(|_| dir.withdraw(&names))
     };
-    // With --leave-running the tree stands still only while it is read:
-    // it goes on before the images are written and checked. Otherwise it
-    // stays stopped until they are, and is killed only then.
-    let mut frozen = Some(frozen);
-    let mut frozen_for = None;
-    let frozen_ref = frozen.as_ref().expect("frozen");
-    let collected = collect(frozen_ref, &dir, opts, prev.as_ref(), &mut buffers, &mut log).and_then(|mut t| {
-        if opts.leave_running {
-            // The program would see its peer late, not at all.
-            t.files.tcp.release()?;
-            frozen.take().expect("frozen").release()?;
-            frozen_for = Some(t0.elapsed());
-            log.line(3, "collected; the tree goes on");
-        }
-        log.line(3, "writing the images");
+    // The images are written and checked while the tree stands still: the
+    // check compares them with the files and objects as they are, which a
+    // running program changes.
+    let collected = collect(&frozen, &dir, opts, prev.as_ref(), &mut buffers, &mut log).and_then(|t| {
+        log.line(3, "collected; writing the images");
         write(&t).map(|()| t)
     });
     let timed_out = crate::fault::timed_out();
@@ -182,7 +172,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
             return Err(late(e, timed_out));
         }
     };
-    let frozen_for = frozen_for.unwrap_or_else(|| t0.elapsed());
+    let frozen_for = t0.elapsed();
     let mut conns = std::mem::take(&mut tree.files.tcp);
     for name in &conns.locked {
         log.line(1, &format!("TCP connection {name} locked: every segment it receives is dropped"));
@@ -190,7 +180,11 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     for s in &conns.skipped {
         log.line(0, &format!("warning: --skip-in-flight: {s} left out; their clients will be reset"));
     }
-    if let Some(frozen) = frozen {
+    if opts.leave_running {
+        // The program would see its peer late, not at all.
+        conns.release()?;
+        frozen.release()?;
+    } else {
         if let Err(e) = frozen.kill() {
             // The images are complete; the program is dead. Say what lingers.
             log.line(0, &format!("warning: {e:#}"));
