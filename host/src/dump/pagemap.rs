@@ -76,7 +76,7 @@ const PM_ZERO: u64 = 1 << 59;
 /// exclusivity) would only keep equal pages from sharing a run.
 const PM_USED: u64 = PM_PRESENT | PM_SWAP | PM_FILE | PM_GUARD_REGION | PM_ZERO | super::track::PM_UFFD_WP;
 
-/// An area's pagemap words ([`PM_USED`] bits only) as `(pages, word)`
+/// An area's pagemap words (`PM_USED` bits only) as `(pages, word)`
 /// runs in address order, covering the area: a large area in like state
 /// takes a few runs, whatever its size.
 pub type Words = Vec<(u64, u64)>;

@@ -226,7 +226,7 @@ pub struct Opts {
 }
 
 /// Reads unix socket `fd` (inode `ino`) of `pid`. Whether its peer is in
-/// the tree is known only once every fd is seen ([`check_peers`]).
+/// the tree is known only once every fd is seen (`Files::unix_peers`).
 /// The descriptors in flight in its queued messages come back beside it,
 /// one list per message, for the caller to describe.
 pub fn dump(

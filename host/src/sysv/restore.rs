@@ -11,7 +11,7 @@
 //!
 //! Segments made in this process's namespace would outlive a restore that
 //! is killed (SIGKILL, the OOM killer) and block the next one with their
-//! ids. A [`Janitor`] process, told each id as it is made, removes them
+//! ids. A `Janitor` process, told each id as it is made, removes them
 //! when we die before telling it that the tree runs. (A namespace of the
 //! tree's own dies with us and the half-made tasks, segments and all.)
 //!
