@@ -535,7 +535,8 @@ fn leases_being_broken_are_refused_naming_the_file() {
 /// What a dump cannot keep (tables clone shares, a pending namespace, a
 /// group without its leader, a /proc file of the tree, a guard page,
 /// sealed memory, memory-deny-write-execute, a speculation control of its
-/// own, a NUMA policy, memory locked on fault, a named anonymous area, a
+/// own, a NUMA policy (the process's, or an area's found either way the
+/// dump looks), memory locked on fault, a named anonymous area, a
 /// core scheduling cookie) is refused by name; the program runs on.
 #[test]
 fn state_a_dump_cannot_keep_is_refused_by_name() {
@@ -551,6 +552,8 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("mdwe", "PR_SET_MDWE"),
         ("speculation", "its own speculation control"),
         ("mempolicy", "follows the NUMA policy bind"),
+        ("mbind", "follows the NUMA policy bind (mbind)"),
+        ("mbindbig", "follows the NUMA policy bind (mbind)"),
         ("onfault", "memory locked on fault (MLOCK_ONFAULT)"),
         ("anonname", "named anonymous memory (PR_SET_VMA_ANON_NAME)"),
         ("corecookie", "a core scheduling cookie (PR_SCHED_CORE)"),

@@ -7,10 +7,11 @@
  * (MADV_GUARD_INSTALL), "mseal" seals a page, "mdwe" denies itself
  * writable executable memory (PR_SET_MDWE), "speculation" disables
  * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
- * "mempolicy" binds its memory to node 0 (set_mempolicy); each prints
+ * "mempolicy" binds its memory to node 0 (set_mempolicy), "mbind" one area
+ * (mbind), "mbindbig" one area beside 128 MiB of touched memory; each prints
  * "unsupported" where the kernel lacks it.
  * Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens|orphan|procfile|guard|mseal|mdwe|speculation|mempolicy */
+ * usage: sharing files|fs|timens|orphan|procfile|guard|mseal|mdwe|speculation|mempolicy|mbind|mbindbig */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -78,6 +79,26 @@ int main(int argc, char **argv)
 			printf("unsupported\n");
 			fflush(stdout);
 		}
+	} else if (strcmp(argv[1], "mbind") == 0 || strcmp(argv[1], "mbindbig") == 0) {
+		/* One area bound to node 0. "mbindbig" also holds 128 MiB in
+		 * another area: then asking each area costs less than reading
+		 * numa_maps, and the dump asks (it reads for a small process). */
+		unsigned long node0 = 1;
+		char *p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 10;
+		if (strcmp(argv[1], "mbindbig") == 0) {
+			size_t big = 128 << 20;
+			char *b = mmap(0, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (b == MAP_FAILED)
+				return 11;
+			memset(b, 1, big);
+		}
+		if (syscall(SYS_mbind, p, 4096, 2 /* MPOL_BIND */, &node0, 8 * sizeof node0, 0)) {
+			printf("unsupported\n");
+			fflush(stdout);
+		}
+		p[0] = 1;
 	} else if (strcmp(argv[1], "mempolicy") == 0) {
 		unsigned long node0 = 1;
 		if (syscall(SYS_set_mempolicy, 2 /* MPOL_BIND */, &node0, 8 * sizeof node0)) {

@@ -182,12 +182,16 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
 }
 
 /// Refuses NUMA memory policies (`set_mempolicy`, `mbind`), which a
-/// restore does not set yet: the leader's own policy, then each area's
-/// (`MPOL_F_ADDR`, which answers the default for an area without one).
-/// Asked with `get_mempolicy` rather than read from `numa_maps`, which
-/// counts every page of every area while the tree stands still (8 ms for
-/// a 256 MiB heap here, against about a millisecond for the calls). A
-/// kernel without NUMA answers `ENOSYS`: nothing to check.
+/// restore does not set yet: the leader's own policy, then each area's.
+/// A kernel without NUMA answers `ENOSYS`: nothing to check.
+///
+/// Each area's policy comes from `get_mempolicy(MPOL_F_ADDR)` (the default
+/// for an area without one) or from `numa_maps` (an area's own policy,
+/// else the leader's, which is default by then), whichever costs less
+/// while the tree stands still: an injected call is about 50 µs here, and
+/// `numa_maps` walks every resident page, about 70 ns each. A 256 MiB heap
+/// in 23 areas asks (1.2 ms against 4.5); a JVM's 173 areas over 150 MiB
+/// read (9 ms against 3).
 fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma]) -> Result<()> {
     const MPOL_F_ADDR: u64 = 2;
     let s = inj.scratch();
@@ -204,6 +208,17 @@ fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma]) -> Result<()> {
             mempolicy_name(m)
         );
     }
+    if numa_maps_cheaper(resident_pages(pid), vmas.len())
+        && let Ok(text) = procfs::read_string(pid, "numa_maps")
+    {
+        return match area_policy(&text) {
+            Some((start, name)) => bail!(
+                "process {pid}: memory at {start:#x} follows the NUMA policy {name} (mbind), which dump does not \
+                 support yet"
+            ),
+            None => Ok(()),
+        };
+    }
     // The vsyscall page is no area of the process's own.
     for v in vmas.iter().filter(|v| !v.is(status::VSYSCALL)) {
         let r = inj.syscall(nr::__NR_get_mempolicy, &[s, 0, 0, v.start, MPOL_F_ADDR])?;
@@ -218,6 +233,44 @@ fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether reading `numa_maps` (a walk of `resident` pages) costs less
+/// than asking each of `areas` with an injected call.
+fn numa_maps_cheaper(resident: u64, areas: usize) -> bool {
+    resident.saturating_mul(70) < areas as u64 * 50_000
+}
+
+/// The process's resident pages (`VmRSS`), or as good as infinite if
+/// unknown (then the areas are asked).
+fn resident_pages(pid: i32) -> u64 {
+    let status = procfs::read_string(pid, "status").unwrap_or_default();
+    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().strip_suffix("kB"));
+    kib.and_then(|k| k.trim().parse::<u64>().ok()).map_or(u64::MAX, |k| k / 4)
+}
+
+/// The first area of `numa_maps` text whose policy is not the default:
+/// its start and the policy's name (`bind`, `interleave`, ...). Each line
+/// is an area's start, then its policy (`default`, `bind:0`,
+/// `interleave=static:0-1`, `weighted interleave:0-1`, `prefer (many):0`),
+/// then its page counts.
+fn area_policy(text: &str) -> Option<(u64, String)> {
+    text.lines().find_map(|line| {
+        let (start, rest) = line.split_once(' ')?;
+        let start = u64::from_str_radix(start, 16).ok()?;
+        let first = rest.split(' ').next()?;
+        (first != "default")
+            .then(|| {
+                let name = first.split([':', '=']).next().unwrap_or(first);
+                match rest.split(' ').nth(1) {
+                    Some(second) if name == "weighted" || second.starts_with('(') => {
+                        format!("{name} {}", second.split([':', '=']).next().unwrap_or(second))
+                    }
+                    _ => name.to_string(),
+                }
+            })
+            .map(|name| (start, name))
+    })
 }
 
 /// A policy as `numa_maps` names it (flags aside).
@@ -526,5 +579,33 @@ mod timer_tests {
         assert_eq!(t.len(), 2);
         assert_eq!((t[0].id, t[0].signo, t[0].sival, t[0].notify, t[0].clock), (0, 12, 0xdeadbeef, 0, 1));
         assert_eq!((t[1].id, t[1].notify, t[1].notify_tid, t[1].clock), (3, 4, 78, 0));
+    }
+}
+
+#[cfg(test)]
+mod mempolicy_tests {
+    use super::{area_policy, numa_maps_cheaper};
+
+    #[test]
+    fn numa_maps_policies_are_read_by_name() {
+        let text = "\
+55d0c8a00000 default file=/usr/bin/cat mapped=5 N0=5 kernelpagesize_kB=4
+7f0000000000 default anon=3 dirty=3 N0=3 kernelpagesize_kB=4
+7f0000200000 bind:0 anon=1 dirty=1 N0=1 kernelpagesize_kB=4
+";
+        assert_eq!(area_policy(text), Some((0x7f00_0020_0000, "bind".to_string())));
+        assert_eq!(area_policy("7f0000000000 default anon=3\n"), None);
+        for (policy, name) in [
+            ("interleave=static:0-1", "interleave"),
+            ("weighted interleave:0-1", "weighted interleave"),
+            ("prefer (many):0", "prefer (many)"),
+            ("local", "local"),
+        ] {
+            assert_eq!(area_policy(&format!("1000 {policy} anon=1\n")), Some((0x1000, name.to_string())), "{policy}");
+        }
+        // The cost: a 256 MiB heap in 23 areas is asked, a JVM's 173 areas
+        // over 150 MiB are read.
+        assert!(!numa_maps_cheaper(65536, 23));
+        assert!(numa_maps_cheaper(38000, 173));
     }
 }
