@@ -154,6 +154,9 @@ pub struct Status {
     /// the program's (bit `n - 1` for signal `n`).
     pub sig_ign: u64,
     pub sig_cgt: u64,
+    /// Resident memory, and the private anonymous part of it, in bytes.
+    pub vm_rss: u64,
+    pub rss_anon: u64,
 }
 
 pub fn parse_status(text: &str, what: &str) -> Result<Status> {
@@ -164,6 +167,10 @@ pub fn parse_status(text: &str, what: &str) -> Result<Status> {
         let val = val.trim();
         let hex = |v: &str| u64::from_str_radix(v, 16).with_context(|| format!("{what}: {key} = {v:?}"));
         let dec = |v: &str| v.parse::<u32>().with_context(|| format!("{what}: {key} = {v:?}"));
+        let bytes = |v: &str| -> Result<u64> {
+            let kib = v.strip_suffix(" kB").and_then(|k| k.parse::<u64>().ok());
+            kib.map(|k| k * 1024).with_context(|| format!("{what}: {key} = {v:?}"))
+        };
         let four = |v: &str| -> Result<[u32; 4]> {
             let w: Vec<u32> = v.split_whitespace().map(dec).collect::<Result<_>>()?;
             w.try_into().map_err(|w: Vec<u32>| anyhow::anyhow!("{what}: {key} has {} values, not 4", w.len()))
@@ -185,6 +192,8 @@ pub fn parse_status(text: &str, what: &str) -> Result<Status> {
             "ShdPnd" => s.shd_pnd = hex(val)?,
             "SigIgn" => s.sig_ign = hex(val)?,
             "SigCgt" => s.sig_cgt = hex(val)?,
+            "VmRSS" => s.vm_rss = bytes(val)?,
+            "RssAnon" => s.rss_anon = bytes(val)?,
             _ => {}
         }
     }
@@ -320,6 +329,16 @@ pub fn borrow_fd(pid: i32, fd: i32) -> Result<std::os::fd::OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_gives_signal_sets_and_resident_memory() {
+        let text = "Umask:\t0022\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\nVmRSS:\t  132452 kB\nRssAnon:\t  131072 kB\n\
+                    SigIgn:\t0000000000001000\nSigCgt:\t0000000000000200\nCapPrm:\t000001ffffffffff\n";
+        let s = parse_status(text, "status").unwrap();
+        assert_eq!((s.sig_ign, s.sig_cgt), (1 << 12, 1 << 9));
+        assert_eq!((s.vm_rss, s.rss_anon), (132452 * 1024, 128 << 20));
+        assert!(parse_status(&text.replace("132452 kB", "lots"), "status").is_err());
+    }
 
     #[test]
     fn auxv_ends_before_at_null_as_criu_writes_it() {

@@ -36,8 +36,7 @@ struct Batch {
 ///
 /// The file is allocated first: writing into allocated blocks skips the
 /// file system's per-page block reservation, which otherwise costs more
-/// than the copy itself. Then a worker per CPU (at most two: the page
-/// cache and memory bandwidth give nothing beyond) takes batches in turn,
+/// than the copy itself. Then each of [`workers`] takes batches in turn,
 /// reads each with `process_vm_readv` into its own buffer and writes it
 /// at its offset, so reading and writing overlap without a hand-off.
 pub fn copy_pages(pid: i32, runs: &[Run], out: &File, buffers: &mut Buffers) -> Result<u64> {
@@ -48,7 +47,7 @@ pub fn copy_pages(pid: i32, runs: &[Run], out: &File, buffers: &mut Buffers) -> 
     }
     preallocate(out, total)?;
     let batches = batches(runs);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2).min(batches.len());
+    let workers = workers().min(batches.len());
     let next = AtomicUsize::new(0);
     let bufs = std::sync::Mutex::new(std::mem::take(&mut buffers.0));
     let failed = AtomicBool::new(false);
@@ -87,6 +86,12 @@ pub fn copy_pages(pid: i32, runs: &[Run], out: &File, buffers: &mut Buffers) -> 
     Ok(written)
 }
 
+/// Copying threads: one per CPU, at most two (the page cache and memory
+/// bandwidth give nothing beyond).
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2)
+}
+
 /// The copy's buffers, made and touched before the tree is frozen:
 /// faulting in fresh memory costs about 3 µs a page here, which a frozen
 /// tree should not wait for (a buffer still too small grows when needed).
@@ -97,9 +102,8 @@ impl Buffers {
     /// Buffers to copy about `bytes` with: one per worker, each at most a
     /// batch.
     pub fn new(bytes: u64) -> Buffers {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 2);
         let size = (bytes as usize).next_multiple_of(PAGE as usize).clamp(PAGE as usize, CHUNK);
-        let workers = if size < CHUNK { 1 } else { workers };
+        let workers = if size < CHUNK { 1 } else { workers() };
         Buffers(
             (0..workers)
                 .map(|_| {

@@ -130,7 +130,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     // program needs to stand still for.
     let prev = opts.prev_images_dir.as_deref().map(|t| prev::PrevLink::open(&dir, t, &mut log)).transpose()?;
     // Made before the tree stops: see `Buffers`.
-    let mut buffers = memory::Buffers::new(anon_bytes(pid));
+    let mut buffers = memory::Buffers::new(procfs::status(pid, pid).map_or(0, |s| s.rss_anon));
     let t0 = Instant::now();
     // Freezing and collecting stop at the deadline; resuming the tree
     // after a failure must not be cut short, so it is dropped first.
@@ -208,14 +208,6 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         ),
     );
     Ok(d)
-}
-
-/// About how many bytes of private memory process `pid` holds (its
-/// `RssAnon`), to size the copy's buffers by; 0 if unknown.
-fn anon_bytes(pid: i32) -> u64 {
-    let status = procfs::read_string(pid, "status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("RssAnon:")).and_then(|v| v.trim().strip_suffix("kB"));
-    kib.and_then(|k| k.trim().parse::<u64>().ok()).unwrap_or(0) * 1024
 }
 
 /// Has the keeper hold the locked connections of the killed tree until

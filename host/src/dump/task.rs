@@ -5,7 +5,7 @@ use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as nr;
 
 use super::inject::{Injector, Trampoline, find_syscall_insn, scan, syscall_before};
-use super::maps::{PROT_EXEC, Vma, status};
+use super::maps::{PAGE, PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
 use super::model::{Creds, Seccomp, SigAction, TaskCore, Thread};
 use crate::files::Fown;
@@ -119,6 +119,7 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
     let oom = procfs::read_string(pid, "oom_score_adj")?;
     core.oom_score_adj = oom.trim().parse().with_context(|| format!("/proc/{pid}/oom_score_adj: {oom:?}"))?;
 
+    let status = procfs::status(pid, pid)?;
     let mut inj = Injector::new(pid, for_thread(pid, pid, tramp))?;
     let s = inj.scratch();
     // A signal neither ignored nor caught has SIG_DFL, and its flags and
@@ -126,7 +127,6 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
     // signal, so only the others are asked, and SIGCHLD, whose
     // SA_NOCLDSTOP and SA_NOCLDWAIT act with SIG_DFL too. The rest keep
     // SIG_DFL with no flags.
-    let status = procfs::status(pid, pid)?;
     let set = status.sig_ign | status.sig_cgt | 1 << (SIGCHLD - 1);
     for sig in 1..=64u32 {
         if sig == SIGKILL || sig == SIGSTOP {
@@ -176,7 +176,7 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
     let dumpable = check(inj.syscall(nr::__NR_prctl, &[PR_GET_DUMPABLE])?, "PR_GET_DUMPABLE", pid)? as i32;
     let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
     let owners = owners(&mut inj, pid, fds)?;
-    check_mempolicy(&mut inj, pid, vmas)?;
+    check_mempolicy(&mut inj, pid, vmas, status.vm_rss / PAGE)?;
     let stopping = inj.finish()?;
     Ok(ProcessState { core, brk, dumpable, stopping, owners })
 }
@@ -192,7 +192,7 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
 /// `numa_maps` walks every resident page, about 70 ns each. A 256 MiB heap
 /// in 23 areas asks (1.2 ms against 4.5); a JVM's 173 areas over 150 MiB
 /// read (9 ms against 3).
-fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma]) -> Result<()> {
+fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma], resident_pages: u64) -> Result<()> {
     const MPOL_F_ADDR: u64 = 2;
     let s = inj.scratch();
     let r = inj.syscall(nr::__NR_get_mempolicy, &[s, 0, 0, 0, 0])?;
@@ -208,7 +208,7 @@ fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma]) -> Result<()> {
             mempolicy_name(m)
         );
     }
-    if numa_maps_cheaper(resident_pages(pid), vmas.len())
+    if numa_maps_cheaper(resident_pages, vmas.len())
         && let Ok(text) = procfs::read_string(pid, "numa_maps")
     {
         return match area_policy(&text) {
@@ -239,14 +239,6 @@ fn check_mempolicy(inj: &mut Injector, pid: i32, vmas: &[Vma]) -> Result<()> {
 /// than asking each of `areas` with an injected call.
 fn numa_maps_cheaper(resident: u64, areas: usize) -> bool {
     resident.saturating_mul(70) < areas as u64 * 50_000
-}
-
-/// The process's resident pages (`VmRSS`), or as good as infinite if
-/// unknown (then the areas are asked).
-fn resident_pages(pid: i32) -> u64 {
-    let status = procfs::read_string(pid, "status").unwrap_or_default();
-    let kib = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().strip_suffix("kB"));
-    kib.and_then(|k| k.trim().parse::<u64>().ok()).map_or(u64::MAX, |k| k / 4)
 }
 
 /// The first area of `numa_maps` text whose policy is not the default:
