@@ -330,6 +330,21 @@ fn addresses_in_use_are_named_each() {
             .expect("the server's PID")
     };
     let pids = [pid_of(&inet_out), pid_of(&unix_out)];
+    // Stopped, they hold their addresses but no longer tick into their
+    // OUTFILEs: a tick between the dump and the check would change a
+    // file's size and fail the planning before the address checks run.
+    for &pid in &pids {
+        kill(Pid::from_raw(-pid), Signal::SIGSTOP).unwrap();
+    }
+    for &pid in &pids {
+        let tids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        for t in tids.split_whitespace().chain([pid.to_string().as_str()]) {
+            wait_for("the server to stop", || {
+                let stat = std::fs::read_to_string(format!("/proc/{t}/stat")).unwrap_or_default();
+                stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+            });
+        }
+    }
     // The servers and what they forked (unixsrv has a child).
     let stop = || {
         let mut all = pids.to_vec();
