@@ -121,10 +121,30 @@ fn a_posix_timer_is_created_and_armed() {
     use nix::libc;
     let mut id = 0;
     sys::timer_create(libc::CLOCK_MONOTONIC, 0, libc::SIGEV_NONE as u32, 0, 0, &mut id).unwrap();
-    sys::timer_settime(id, (0, 0), (3600, 0)).unwrap();
+    sys::timer_settime(id, 0, (0, 0), (3600, 0)).unwrap();
     let mut got = [0 as libc::c_long; 4];
     // SAFETY: timer_gettime writes one `long`-based itimerspec into a live
     // local of four longs.
+    let r = unsafe { libc::syscall(libc::SYS_timer_gettime, id, got.as_mut_ptr()) };
+    sys::timer_delete(id).unwrap();
+    assert_eq!(r, 0);
+    assert!((3590..=3600).contains(&got[2]), "seconds left: {}", got[2]);
+}
+
+/// `clock_gettime` writes a timespec the way libc reads it, and
+/// `timer_settime` passes its flags: an absolute expiry an hour from now
+/// leaves about an hour.
+#[test]
+fn clock_gettime_and_an_absolute_expiry_agree() {
+    use nix::libc;
+    let (sec, nsec) = sys::clock_gettime(libc::CLOCK_MONOTONIC).unwrap();
+    let ours = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
+    assert!(nsec < 1_000_000_000 && (ours.tv_sec() as u64).abs_diff(sec) <= 1, "{sec}.{nsec} against {ours}");
+    let mut id = 0;
+    sys::timer_create(libc::CLOCK_MONOTONIC, 0, libc::SIGEV_NONE as u32, 0, 0, &mut id).unwrap();
+    sys::timer_settime(id, libc::TIMER_ABSTIME as u32, (0, 0), (sec + 3600, nsec)).unwrap();
+    let mut got = [0 as libc::c_long; 4];
+    // SAFETY: as in the test above.
     let r = unsafe { libc::syscall(libc::SYS_timer_gettime, id, got.as_mut_ptr()) };
     sys::timer_delete(id).unwrap();
     assert_eq!(r, 0);

@@ -3,7 +3,7 @@
 use linux_raw_sys::general as g;
 
 use crate::conv::{by_mut, by_ref, c_int, c_uint, size, zero};
-use crate::{Errno, check, syscall1, syscall3, syscall4};
+use crate::{Errno, check, syscall1, syscall2, syscall3, syscall4};
 
 pub use linux_raw_sys::general::kernel_sigaction;
 
@@ -112,12 +112,20 @@ const _: () = {
     assert!(offset_of!(g::sigevent, _sigev_un) == size_of::<usize>() + 8);
 };
 
-/// `timer_settime(id, 0, {interval, value}, NULL)` with `long` fields.
-pub fn timer_settime(id: i32, interval: (u64, u64), value: (u64, u64)) -> Result<(), Errno> {
+/// `timer_settime(id, flags, {interval, value}, NULL)` with `long` fields.
+pub fn timer_settime(id: i32, flags: u32, interval: (u64, u64), value: (u64, u64)) -> Result<(), Errno> {
     let ts = |(sec, nsec): (u64, u64)| g::timespec { tv_sec: sec as _, tv_nsec: nsec as _ };
     let new = g::itimerspec { it_interval: ts(interval), it_value: ts(value) };
     // SAFETY: the kernel reads one itimerspec from a live local.
-    check(unsafe { syscall4(g::__NR_timer_settime, c_int(id), zero(), by_ref(&new), zero()) }).map(|_| ())
+    check(unsafe { syscall4(g::__NR_timer_settime, c_int(id), c_uint(flags), by_ref(&new), zero()) }).map(|_| ())
+}
+
+/// `clock_gettime(clock)` as (seconds, nanoseconds).
+pub fn clock_gettime(clock: i32) -> Result<(u64, u64), Errno> {
+    let mut ts = g::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: the kernel writes one timespec into a live local.
+    check(unsafe { syscall2(g::__NR_clock_gettime, c_int(clock), by_mut(&mut ts)) })?;
+    Ok((ts.tv_sec as u64, ts.tv_nsec as u64))
 }
 
 /// `timer_delete(id)`.

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
+use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction, TIMER_SIGNAL_PENDING};
 use revenant_images::messages::*;
 use revenant_images::{ImageSet, Process, Zombie};
 
@@ -469,14 +469,14 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             signo: t.si_signo,
             notify: t.it_sigev_notify,
             notify_tid: t.notify_thread_id.unwrap_or(0) as u32,
-            pad: 0,
+            flags: 0,
             sival: t.sival_ptr,
             interval_sec: t.isec,
             interval_nsec: t.insec,
             value_sec: t.vsec,
             value_nsec: t.vnsec,
         })
-        .collect();
+        .collect::<Vec<_>>();
     let mut signals = queued(tc.signals_s.as_ref(), 0);
     let mut threads = Vec::new();
     for t in &p.threads {
@@ -486,6 +486,8 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         }
         threads.push(th);
     }
+    let mut posix_timers = posix_timers;
+    timers_own_signals(&mut signals, &mut posix_timers);
     let groups =
         leader.thread_core.as_ref().and_then(|t| t.creds.as_ref()).map(|c| c.groups.clone()).unwrap_or_default();
 
@@ -603,6 +605,45 @@ fn queued(q: Option<&SignalQueueEntry>, tid: u32) -> Vec<QueuedSignal> {
             QueuedSignal { tid, signo: u32::from_le_bytes([info[0], info[1], info[2], info[3]]), info }
         })
         .collect()
+}
+
+/// A pending signal one of the process's POSIX timers sent (`SI_TIMER`,
+/// naming the timer, where it sends) leaves the queue: the timer fires
+/// again at once instead (`TIMER_SIGNAL_PENDING`). The kernel keeps at
+/// most one signal per timer and counts further expiries as overruns; a
+/// copy queued beside the timer's own would be a second one (glibc's
+/// `SIGEV_THREAD` then starts two threads at once). The overruns counted
+/// before the dump are lost.
+fn timers_own_signals(signals: &mut Vec<QueuedSignal>, timers: &mut [PosixTimer]) {
+    const SI_TIMER: i32 = -2;
+    const SIGEV_SIGNAL: u32 = 0;
+    const SIGEV_THREAD_ID: u32 = 4;
+    // `si_tid`, the timer's id: the union after three ints, aligned to a
+    // pointer.
+    let at = 12usize.next_multiple_of(std::mem::size_of::<usize>());
+    let word = |info: &[u8; 128], at: usize| i32::from_ne_bytes(info[at..at + 4].try_into().expect("4 bytes"));
+    signals.retain(|s| {
+        if word(&s.info, 8) != SI_TIMER {
+            return true;
+        }
+        let sent_by = |t: &PosixTimer| {
+            t.id == word(&s.info, at)
+                && t.signo == s.signo
+                && t.flags == 0
+                && match t.notify {
+                    SIGEV_SIGNAL => s.tid == 0,
+                    SIGEV_THREAD_ID => s.tid == t.notify_tid,
+                    _ => false,
+                }
+        };
+        match timers.iter_mut().find(|t| sent_by(t)) {
+            Some(t) => {
+                t.flags = TIMER_SIGNAL_PENDING;
+                false
+            }
+            None => true,
+        }
+    });
 }
 
 fn caps(words: &[u32]) -> u64 {

@@ -42,8 +42,8 @@ pub use describe::{Field, Struct};
 pub use restore::{
     Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_FLAGS,
     RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
-    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL, VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT,
-    VMA_SHM, VMA_SKIP, Vma,
+    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, TIMER_SIGNAL_PENDING, Thread, VMA_FILL, VMA_LAZY, VMA_PREMAPPED,
+    VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
@@ -386,6 +386,7 @@ pub const CONSTANTS: &[(&str, u64, &str)] = &[
     ("VMA_REPROTECT", VMA_REPROTECT as u64, "Vma::how: only mprotect the range to `prot`"),
     ("VMA_PREMAPPED", VMA_PREMAPPED as u64, "Vma::how: mremap from `from` in the premap region"),
     ("VMA_LAZY", VMA_LAZY as u64, "Vma::how: map, register with a userfaultfd and send it to `lazy_fd`"),
+    ("TIMER_SIGNAL_PENDING", TIMER_SIGNAL_PENDING as u64, "PosixTimer::flags: fire at once, its signal was pending"),
     ("THREAD_STACK", THREAD_STACK, "bytes of bootstrap stack each extra thread needs"),
     ("SECCOMP_STRICT", SECCOMP_STRICT as u64, "Seccomp::flags: strict mode rather than a filter"),
     ("SECCOMP_ALL_THREADS", SECCOMP_ALL_THREADS as u64, "Seccomp::thread: a filter every thread starts with"),

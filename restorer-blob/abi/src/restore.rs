@@ -311,8 +311,8 @@ abi_struct! {
         pub notify: u32,
         /// The thread for `SIGEV_THREAD_ID`.
         pub notify_tid: u32,
-        /// Reserved: must be zero.
-        pub pad: u32,
+        /// [`TIMER_SIGNAL_PENDING`] or 0; other bits must be zero.
+        pub flags: u32,
         /// `sigev_value`.
         pub sival: u64,
         /// Interval, seconds.
@@ -430,6 +430,13 @@ pub const VMA_PREMAPPED: u32 = 16;
 /// behind [`Restore::lazy_fd`]: map it with `prot` as it is, never read
 /// pages into it (no [`VMA_FILL`]), register it for missing pages.
 pub const VMA_LAZY: u32 = 32;
+
+/// [`PosixTimer::flags`]: its signal was pending at dump. Instead of a
+/// copy in [`Restore::signals`], the timer itself fires at once, so the
+/// pending signal is its own, as the kernel keeps one per timer and counts
+/// overruns. It is armed at the absolute time one interval before its next
+/// expiry (`value`), which keeps its period where it was.
+pub const TIMER_SIGNAL_PENDING: u32 = 1;
 
 /// Bytes of stack below [`Thread::stack`].
 pub const THREAD_STACK: u64 = 32 << 10;

@@ -11,8 +11,8 @@ use revenant_arch::{Errno, sys};
 use revenant_blob_abi::{
     Creds, ExitCode, ITimer, Iovec, MIN_STACK, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal,
     RESTORE_DUMPABLE, RESTORE_FLAGS, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP,
-    Restore, Rlimit, SECCOMP_ALL_THREADS, STATUS_RESTORED, Seccomp, SigAction, THREAD_STACK, Thread, VMA_FILL,
-    VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Restore, Rlimit, SECCOMP_ALL_THREADS, STATUS_RESTORED, Seccomp, SigAction, THREAD_STACK, TIMER_SIGNAL_PENDING,
+    Thread, VMA_FILL, VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
@@ -93,7 +93,7 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         || p.vmas.iter().any(|v| v.how & !VMA_HOW != 0)
         || p.sigactions.iter().any(|a| a.pad != 0)
         || p.patches.iter().any(|x| x.pad != 0)
-        || p.posix_timers.iter().any(|t| t.pad != 0)
+        || p.posix_timers.iter().any(|t| t.flags & !TIMER_SIGNAL_PENDING != 0)
         || p.rlimits.iter().any(|l| l.pad != 0)
         || p.itimers.iter().any(|t| t.pad != 0);
     if reserved {
@@ -213,8 +213,7 @@ pub fn run(args: &Args<'_>, log: &Log, entry_sp: usize) -> ! {
     create_posix_timers(log, p.posix_timers);
     // Timers last: they start counting when armed.
     for t in p.posix_timers {
-        let res = sys::timer_settime(t.id, (t.interval_sec, t.interval_nsec), (t.value_sec, t.value_nsec));
-        check(log, res, ExitCode::Timers, "arming POSIX timer", t.id as u64);
+        check(log, arm_posix_timer(t), ExitCode::Timers, "arming POSIX timer", t.id as u64);
     }
     for t in p.itimers {
         let res = sys::setitimer(t.which, (t.interval_sec, t.interval_usec), (t.value_sec, t.value_usec));
@@ -440,6 +439,27 @@ fn create_posix_timers(log: &Log, timers: &[PosixTimer]) {
         let _ = unsafe { sys::prctl(PR_TIMER_CREATE_RESTORE_IDS, off, 0, 0, 0) };
     }
     log.info().s("created ").dec(timers.len() as u64).s(" POSIX timers with their ids").emit();
+}
+
+/// Arms `t` as dumped; one whose signal was pending fires at once (see
+/// [`TIMER_SIGNAL_PENDING`]), one interval before its next expiry. A clock
+/// the blob cannot read (another process's CPU time) fires it 1 ns from
+/// now instead, its period then counted from here.
+fn arm_posix_timer(t: &PosixTimer) -> Result<(), Errno> {
+    let interval = (t.interval_sec, t.interval_nsec);
+    let value = (t.value_sec, t.value_nsec);
+    if t.flags & TIMER_SIGNAL_PENDING == 0 {
+        return sys::timer_settime(t.id, 0, interval, value);
+    }
+    const NS: u64 = 1_000_000_000;
+    let ns = |(sec, nsec): (u64, u64)| sec.saturating_mul(NS).saturating_add(nsec);
+    match sys::clock_gettime(t.clock) {
+        Ok(now) => {
+            let at = (ns(now).saturating_add(ns(value))).saturating_sub(ns(interval)).max(1);
+            sys::timer_settime(t.id, g::TIMER_ABSTIME, interval, (at / NS, at % NS))
+        }
+        Err(_) => sys::timer_settime(t.id, 0, interval, (0, 1)),
+    }
 }
 
 /// Threads that have finished their own setup.
