@@ -301,7 +301,7 @@ static void restore_block(struct layout *l, const char *brk, int status_fd, int 
     if (!strcmp(brk, "vma-how"))
         vma.how |= 1u << 20;
     struct revenant_iovec iov = {page, PAGE};
-    struct revenant_page_read read = {0, 0, 1};
+    struct revenant_page_read read = {0, 0, 1, pages_fd, 0};
     struct revenant_thread t;
     memset(&t, 0, sizeof t);
     t.tid = (uint32_t)getpid();
@@ -315,7 +315,7 @@ static void restore_block(struct layout *l, const char *brk, int status_fd, int 
     if (!strcmp(brk, "block-outside"))
         r.bootstrap_len = (uintptr_t)l->block - (uintptr_t)l->base;
     r.task_size = REVENANT_TASK_SIZE;
-    r.pages_fd = pages_fd;
+    r.lazy_fd = -1;
     r.exe_fd = -1;
     r.flags = REVENANT_RESTORE_NO_MM_MAP;
     if (!strcmp(brk, "restore-flags"))

@@ -14,7 +14,8 @@
 # and how long the tree stood still), 1 MiB dirtied (SIGUSR1: one word in
 # each of 256 pages), and the final `revenant dump --prev-images-dir
 # --leave-running` (wall time, frozen time, pages copied and pages left to
-# the parent).
+# the parent); then the program is killed and the chain restored
+# (`restore -d` of the final directory, its pages read from both).
 #
 #   [CRIU=/path/to/criu] [SIZES="1 256"] [PRE_SIZES="256"] scripts/bench-dump.sh [RUNS]   (default 9)
 set -euo pipefail
@@ -96,7 +97,8 @@ for MIB in $SIZES; do
 done
 
 echo
-printf '%-8s %12s %12s %12s %12s %12s %12s\n' size pre_ms pre_frozen final_ms final_frozen final_pages in_parent
+printf '%-8s %12s %12s %12s %12s %12s %12s %14s\n' size pre_ms pre_frozen final_ms final_frozen final_pages in_parent \
+    chain_restore
 for MIB in $PRE_SIZES; do
     OUT="$WORK/pre-out-$MIB"
     setsid "$WORK/bigmem" "$MIB" "$OUT" </dev/null >/dev/null 2>&1 &
@@ -106,7 +108,7 @@ for MIB in $PRE_SIZES; do
         grep -q '^pid=' "$OUT" 2>/dev/null && break
         sleep 0.01
     done
-    pres=() pfrozen=() finals=() ffrozen=() fpages=() fparent=()
+    pres=() pfrozen=() finals=() ffrozen=() fpages=() fparent=() crestores=()
     for i in $(seq "$RUNS"); do
         P="$WORK/pre"; F="$WORK/final"; rm -rf "$P" "$F"; mkdir -p "$P" "$F"
         t0=$(now)
@@ -127,12 +129,21 @@ for MIB in $PRE_SIZES; do
         # "dump done: 1 processes, 277 pages, 65288 pages in the parent, ..."
         fpages+=("$(sed -n 's/.*dump done: [0-9]* processes, \([0-9]*\) pages, \([0-9]*\) pages in the parent.*/\1/p' "$F/dump.log")")
         fparent+=("$(sed -n 's/.*dump done: [0-9]* processes, \([0-9]*\) pages, \([0-9]*\) pages in the parent.*/\2/p' "$F/dump.log")")
+        # The chain restored in its place; the restored program runs the
+        # next round.
+        kill -9 "$PID"
+        wait "$PID" 2>/dev/null || true
+        while [ -e "/proc/$PID" ]; do sleep 0.01; done
+        t0=$(now)
+        "$REV" restore -d -D "$F"
+        t1=$(now)
+        crestores+=($((t1 - t0)))
     done
     mid() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-    printf '%-8s %12s %12s %12s %12s %12s %12s\n' "${MIB} MiB" \
+    printf '%-8s %12s %12s %12s %12s %12s %12s %14s\n' "${MIB} MiB" \
         "$(printf '%s\n' "${pres[@]}" | median)" "$(printf '%s\n' "${pfrozen[@]}" | median)" \
         "$(printf '%s\n' "${finals[@]}" | median)" "$(printf '%s\n' "${ffrozen[@]}" | median)" \
-        "$(mid "${fpages[@]}")" "$(mid "${fparent[@]}")"
+        "$(mid "${fpages[@]}")" "$(mid "${fparent[@]}")" "$(printf '%s\n' "${crestores[@]}" | median)"
     kill -9 "$PID" 2>/dev/null || true
     wait "$PID" 2>/dev/null || true
 done

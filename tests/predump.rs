@@ -218,6 +218,42 @@ fn a_chain_of_three_links_restores_exactly_and_holds_only_what_changed() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// More pages images than the blob maps to copy from
+/// (`PAGES_FILES_MAPPED`): the pages the program rewrote between links
+/// (one a tick, round robin) leave pages in every image of the chain, and
+/// the restore reads them all with `preadv`, saying so in its log, and
+/// exactly.
+#[test]
+fn a_chain_of_more_images_than_the_blob_maps_restores_exactly() {
+    let _w = watchdog::start();
+    let work = scratch("long");
+    let out = work.join("out");
+    let mut child = start(&out);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    let links = revenant_blob_abi::PAGES_FILES_MAPPED + 1;
+    let mut prev: Option<String> = None;
+    let tick_on = || {
+        let n = ticks(&out);
+        wait_for(&out, |l| l.iter().filter(|x| x.contains("tick=")).count() >= n + 2);
+    };
+    for i in 1..=links {
+        let d = pre(pid, &work.join(format!("d{i}")), prev.as_deref());
+        assert!(d.pages_written() > 0, "link {i}: {d:?}");
+        prev = Some(format!("../d{i}"));
+        tick_on();
+    }
+    let last = work.join(format!("d{}", links + 1));
+    final_dump(&mut child, &last, prev.as_deref().unwrap());
+    let log = work.join("restore.log");
+    restore_checked_by(&last, &out, pid, 1, |d| {
+        run(d, &Options { detach: true, log_file: Some(log.clone()), ..Default::default() }).unwrap();
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("more pages images than are mapped"), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 #[test]
 fn without_its_holder_the_final_dump_copies_everything_and_restores_exactly() {
     let _w = watchdog::start();

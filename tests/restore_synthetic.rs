@@ -205,10 +205,10 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             anon(CODE, (nix::libc::PROT_READ | nix::libc::PROT_EXEC) as u32),
             anon(DATA, (nix::libc::PROT_READ | nix::libc::PROT_WRITE) as u32),
         ],
-        pages: revenant::restore::plan::Pages::Image(dir.join("pages-1.img")),
+        pages: vec![revenant::restore::plan::PagesFile::Image(dir.join("pages-1.img"))],
         page_runs: vec![
-            PageRun { addr: CODE, len: 4096, file_offset: 0 },
-            PageRun { addr: DATA, len: 4096, file_offset: 4096 },
+            PageRun { addr: CODE, len: 4096, file_offset: 0, file: 0 },
+            PageRun { addr: DATA, len: 4096, file_offset: 4096, file: 0 },
         ],
         mm: MmMap {
             start_code: CODE,
@@ -331,13 +331,13 @@ fn two_threads_come_back_with_their_tids_and_their_own_registers() {
     let tid2 = free_pid();
     let mut p = plan(&dir, pid);
     // Code page: WAIT, then the single-thread program; SECOND further on.
-    let mut pages = std::fs::read(p.pages.image().unwrap()).unwrap();
+    let mut pages = std::fs::read(image_of(&p)).unwrap();
     let code = [WAIT, PROGRAM].concat();
     pages[..code.len()].copy_from_slice(&code);
     pages[0x200..0x200 + SECOND.len()].copy_from_slice(SECOND);
     pages[4096 + 0x200..4096 + 0x204].copy_from_slice(&(tid2 as u32).to_le_bytes());
     pages[4096 + 0x400..4096 + 0x400 + MSG2.len()].copy_from_slice(MSG2);
-    std::fs::write(p.pages.image().unwrap(), &pages).unwrap();
+    std::fs::write(image_of(&p), &pages).unwrap();
     p.mm.end_code = CODE + 0x300;
 
     let Regs::X86_64(leader) = &mut p.threads[0].regs else { unreachable!() };
@@ -387,9 +387,9 @@ fn limits_pending_signals_and_timers_come_back() {
     let dir = scratch_dir("signals");
     let pid = free_pid();
     let mut p = plan(&dir, pid);
-    let mut pages = std::fs::read(p.pages.image().unwrap()).unwrap();
+    let mut pages = std::fs::read(image_of(&p)).unwrap();
     pages[..PAUSE.len()].copy_from_slice(PAUSE);
-    std::fs::write(p.pages.image().unwrap(), &pages).unwrap();
+    std::fs::write(image_of(&p), &pages).unwrap();
     let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap().1;
     p.rlimits = vec![Rlimit { resource: nix::libc::RLIMIT_NOFILE, pad: 0, cur: 100, max: hard }];
     p.itimers = vec![ITimer { which: 0, value_sec: 1, ..Default::default() }];
@@ -480,11 +480,11 @@ fn the_vdso_works_after_restore_moved_or_proxied() {
         let mut p = plan(&dir, pid);
         let dumped_vvar = 0x2000_0000u64;
         let dumped_vdso = dumped_vvar + vvar_len;
-        let mut pages = std::fs::read(p.pages.image().unwrap()).unwrap();
+        let mut pages = std::fs::read(image_of(&p)).unwrap();
         pages[..CALL.len()].copy_from_slice(CALL);
         let vdso_at = pages.len() as u64;
         pages.extend_from_slice(&image);
-        std::fs::write(p.pages.image().unwrap(), &pages).unwrap();
+        std::fs::write(image_of(&p), &pages).unwrap();
         let anon = |start: u64, end: u64, prot: i32, backing: Backing| VmaPlan {
             start,
             end,
@@ -501,7 +501,7 @@ fn the_vdso_works_after_restore_moved_or_proxied() {
             nix::libc::PROT_READ | nix::libc::PROT_EXEC,
             Backing::Vdso,
         ));
-        p.page_runs.push(PageRun { addr: dumped_vdso, len: vdso_len, file_offset: vdso_at });
+        p.page_runs.push(PageRun { addr: dumped_vdso, len: vdso_len, file_offset: vdso_at, file: 0 });
         p.vdso_proxy = proxy;
         let Regs::X86_64(r) = &mut p.threads[0].regs else { unreachable!() };
         r.r15 = dumped_vdso + off;
@@ -612,9 +612,9 @@ fn credentials_are_set_last() {
     let pid = free_pid();
     let mut p = plan(&dir, pid);
     if cfg!(target_arch = "x86_64") {
-        let mut pages = std::fs::read(p.pages.image().unwrap()).unwrap();
+        let mut pages = std::fs::read(image_of(&p)).unwrap();
         pages[..PAUSE.len()].copy_from_slice(PAUSE);
-        std::fs::write(p.pages.image().unwrap(), &pages).unwrap();
+        std::fs::write(image_of(&p), &pages).unwrap();
     }
     let nobody = 65534;
     p.threads[0].creds = Some(revenant_blob_abi::Creds {
@@ -645,4 +645,12 @@ fn credentials_are_set_last() {
         assert_eq!(status, WaitStatus::Exited(pid_, 42), "log:\n{}", restored.log);
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The pages image a synthetic plan reads from.
+fn image_of(p: &revenant::restore::plan::ProcessPlan) -> std::path::PathBuf {
+    match &p.pages[0] {
+        revenant::restore::plan::PagesFile::Image(path) => path.clone(),
+        other => panic!("a synthetic plan reads its own image, not {other:?}"),
+    }
 }

@@ -10,6 +10,7 @@ impl Errno {
     pub const ENOENT: Self = Self(errno::ENOENT as u16);
     pub const ESRCH: Self = Self(errno::ESRCH as u16);
     pub const EINTR: Self = Self(errno::EINTR as u16);
+    pub const E2BIG: Self = Self(errno::E2BIG as u16);
     pub const EBADF: Self = Self(errno::EBADF as u16);
     pub const EAGAIN: Self = Self(errno::EAGAIN as u16);
     pub const ENOMEM: Self = Self(errno::ENOMEM as u16);

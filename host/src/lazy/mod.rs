@@ -96,9 +96,9 @@ impl PageServer {
         self.client.as_raw_fd()
     }
 
-    /// Which pages of `image` (an opened pages image) belong where in
-    /// process `pid`, and its lazy areas.
-    pub fn describe(&self, pid: i32, image: &std::fs::File, pages: &[Range], areas: &[(u64, u64)]) -> Result<()> {
+    /// Which pages of `images` (opened pages images, as [`Range::file`]
+    /// numbers them) belong where in process `pid`, and its lazy areas.
+    pub fn describe(&self, pid: i32, images: &[std::fs::File], pages: &[Range], areas: &[(u64, u64)]) -> Result<()> {
         let list: OwnedFd =
             nix::sys::memfd::memfd_create(c"revenant-lazy-list", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
                 .context("memfd_create")?;
@@ -108,7 +108,14 @@ impl PageServer {
         f.rewind().context("rewinding the page list")?;
         let mut msg = vec![b'D'];
         msg.extend(pid.to_le_bytes());
-        let fds = [image.as_raw_fd(), f.as_raw_fd()];
+        let fds: Vec<RawFd> = std::iter::once(f.as_raw_fd()).chain(images.iter().map(|i| i.as_raw_fd())).collect();
+        if fds.len() > protocol::MAX_FDS {
+            bail!(
+                "PID {pid}: its pages lie in {} images of a chain; a lazy restore serves at most {}",
+                images.len(),
+                protocol::MAX_FDS - 1
+            );
+        }
         let sent = sendmsg::<()>(
             self.client.as_raw_fd(),
             &[IoSlice::new(&msg)],

@@ -1,14 +1,16 @@
-//! Sets of page ranges, each with where its bytes are in a pages image:
+//! Sets of page ranges, each with where its bytes are in which pages image:
 //! what a lazy process still needs, kept true while the program moves and
 //! drops its memory. Pure, so the bookkeeping is tested without a kernel.
 
 /// `[start, end)` of a process's memory, whose first byte is at `offset`
-/// in its pages image.
+/// in its pages image `file` (an index into the process's images: an
+/// iterative dump's pages lie in its own and its parents').
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
     pub start: u64,
     pub end: u64,
     pub offset: u64,
+    pub file: u32,
 }
 
 impl Range {
@@ -23,7 +25,7 @@ impl Range {
     /// The part of `self` inside `[lo, hi)`, with its offset moved along.
     fn clip(&self, lo: u64, hi: u64) -> Option<Range> {
         let (s, e) = (self.start.max(lo), self.end.min(hi));
-        (s < e).then(|| Range { start: s, end: e, offset: self.offset + (s - self.start) })
+        (s < e).then(|| Range { start: s, end: e, offset: self.offset + (s - self.start), ..*self })
     }
 }
 
@@ -110,7 +112,7 @@ mod tests {
     use super::*;
 
     fn r(start: u64, end: u64, offset: u64) -> Range {
-        Range { start, end, offset }
+        Range { start, end, offset, file: 0 }
     }
 
     #[test]

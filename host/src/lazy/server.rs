@@ -73,7 +73,7 @@ impl Drop for Image {
 
 /// What the restore said about a process before its blob called.
 struct Described {
-    image: Rc<Image>,
+    images: Rc<Vec<Image>>,
     pages: RangeSet,
     areas: Vec<(u64, u64)>,
 }
@@ -85,8 +85,9 @@ struct Proc {
     /// Its PID when known (processes of the restored tree).
     pid: Option<i32>,
     uffd: OwnedFd,
-    image: Rc<Image>,
-    /// Every page the image still holds for it.
+    /// Its pages images, as [`Range::file`] numbers them.
+    images: Rc<Vec<Image>>,
+    /// Every page the images still hold for it.
     pages: RangeSet,
     /// The pages not in place yet.
     pending: RangeSet,
@@ -191,7 +192,7 @@ impl Server {
     fn read_socket(&mut self) -> Result<()> {
         let Some(sock) = &self.sock else { return Ok(()) };
         let mut buf = [0u8; protocol::MAX];
-        let mut space = nix::cmsg_space!([RawFd; 2]);
+        let mut space = nix::cmsg_space!([RawFd; protocol::MAX_FDS]);
         let mut iov = [IoSliceMut::new(&mut buf)];
         let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
             .context("reading the restore's socket")?;
@@ -209,18 +210,20 @@ impl Server {
             return Ok(());
         }
         match protocol::parse(&buf[..n], fds)? {
-            Message::Describe { pid, pages, list } => {
-                let image = Rc::new(Image::map(&pages).with_context(|| format!("PID {pid}"))?);
-                let (pages, areas) =
-                    protocol::read_list(&list, image.len as u64).with_context(|| format!("PID {pid}"))?;
-                self.described.insert(pid, Described { image, pages, areas });
+            Message::Describe { pid, images, list } => {
+                let images = images.iter().map(Image::map).collect::<Result<Vec<_>>>();
+                let images = Rc::new(images.with_context(|| format!("PID {pid}"))?);
+                let lens: Vec<u64> = images.iter().map(|i| i.len as u64).collect();
+                let (pages, areas) = protocol::read_list(&list, &lens).with_context(|| format!("PID {pid}"))?;
+                self.described.insert(pid, Described { images, pages, areas });
             }
             Message::Uffd { pid, uffd } => {
                 let Some(d) = self.described.remove(&pid) else {
                     bail!("PID {pid} sent a userfaultfd the restore did not describe");
                 };
-                let areas =
-                    RangeSet::new(d.areas.iter().map(|&(s, e)| Range { start: s, end: e, offset: 0 }).collect());
+                let areas = RangeSet::new(
+                    d.areas.iter().map(|&(s, e)| Range { start: s, end: e, offset: 0, file: 0 }).collect(),
+                );
                 let held = self.guard.hold(pid, &uffd);
                 self.procs.push(Proc {
                     held,
@@ -229,7 +232,7 @@ impl Server {
                     name: format!("PID {pid}"),
                     pid: Some(pid),
                     uffd,
-                    image: d.image,
+                    images: d.images,
                     pending: d.pages.clone(),
                     pages: d.pages,
                     areas,
@@ -286,7 +289,7 @@ impl Server {
                     name,
                     pid: None,
                     uffd,
-                    image: parent.image.clone(),
+                    images: parent.images.clone(),
                     // Every page the parent had in place is the child's too;
                     // copies onto those fail harmlessly.
                     pending: parent.pages.clone(),
@@ -419,8 +422,9 @@ fn copy(p: &Proc, r: Range) -> Copied {
     let mut at = r.start;
     while at < r.end {
         let off = r.offset + (at - r.start);
-        let Some(src) = (off as usize).checked_add(p.image.at).filter(|_| off + (r.end - at) <= p.image.len as u64)
-        else {
+        let image = p.images.get(r.file as usize);
+        let src = image.and_then(|i| (off as usize).checked_add(i.at).filter(|_| off + (r.end - at) <= i.len as u64));
+        let Some(src) = src else {
             // Checked when the list came in; a range past the image is
             // skipped rather than copied from beyond the map.
             return Copied::Done;

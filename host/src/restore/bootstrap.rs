@@ -35,7 +35,8 @@ pub struct ServiceFds {
     pub sync: i32,
     /// The page server's socket, -1 unless the restore is lazy.
     pub lazy: i32,
-    pub pages: i32,
+    /// One per pages image, in the plan's order.
+    pub pages: Vec<i32>,
     pub exe: i32,
     /// One per file-backed VMA, in VMA order (-1 for others).
     pub vma: Vec<i32>,
@@ -283,7 +284,7 @@ fn split_runs(runs: &[PageRun], areas: &[(u64, u64)]) -> (Vec<PageRun>, Vec<Page
                 Some(&(s, _)) => (false, s.min(end)),
                 None => (false, end),
             };
-            let piece = PageRun { addr: at, len: upto - at, file_offset: r.file_offset + (at - r.addr) };
+            let piece = PageRun { addr: at, len: upto - at, file_offset: r.file_offset + (at - r.addr), ..*r };
             if within {
                 inside.push(piece)
             } else {
@@ -359,12 +360,14 @@ fn block(
     // Pages of areas something else provides (the vDSO) are not read.
     let (plain, _provided) = split_runs(&plain, &skipped);
     let (plain, lazy_pages) = split_runs(&plain, &lazy_areas);
-    let lazy_pages =
-        lazy_pages.iter().map(|r| Range { start: r.addr, end: r.addr + r.len, offset: r.file_offset }).collect();
+    let lazy_pages = lazy_pages
+        .iter()
+        .map(|r| Range { start: r.addr, end: r.addr + r.len, offset: r.file_offset, file: r.file })
+        .collect();
     let lazy = LazyPart { pages: lazy_pages, areas: lazy_areas };
     let mut iovs = vec![];
-    let reads = page_reads(&plain, &mut iovs);
-    let compare_reads = page_reads(&compare, &mut iovs);
+    let reads = page_reads(&plain, &fds.pages, &mut iovs);
+    let compare_reads = page_reads(&compare, &fds.pages, &mut iovs);
     let zero: Vec<Iovec> = zero.into_iter().map(|(base, len)| Iovec { base, len }).collect();
     let sigactions: Vec<SigAction> = p.sigactions.clone();
     let auxv: Vec<u8> = p
@@ -404,7 +407,6 @@ fn block(
         bootstrap_start: place.start,
         bootstrap_len: place.len,
         task_size: place.task_size,
-        pages_fd: fds.pages,
         exe_fd: fds.exe,
         flags: if place.trap { RESTORE_TRAP } else { 0 }
             | if place.mm_map { 0 } else { RESTORE_NO_MM_MAP }
@@ -416,7 +418,6 @@ fn block(
             },
         fill_helper_tid: place.fill_helper_tid,
         lazy_fd: if lazy.areas.is_empty() { -1 } else { fds.lazy },
-        reserved: 0,
         vmas: b.push(&vmas),
         page_reads: b.push(&reads),
         compare_reads: b.push(&compare_reads),
@@ -485,20 +486,21 @@ fn seccomp_steps(p: &ProcessPlan) -> (Vec<Seccomp>, Vec<u8>) {
     (steps, progs)
 }
 
-/// Page runs as `preadv` requests: runs that follow each other in the
-/// pages image become one request of many iovecs, added to `iovs`.
-fn page_reads(runs: &[PageRun], iovs: &mut Vec<Iovec>) -> Vec<PageRead> {
+/// Page runs as `preadv` requests: runs that follow each other in one
+/// pages image become one request of many iovecs, added to `iovs`; each
+/// reads from its image's fd in `fds`.
+fn page_reads(runs: &[PageRun], fds: &[i32], iovs: &mut Vec<Iovec>) -> Vec<PageRead> {
     let mut reads: Vec<PageRead> = vec![];
-    let mut next_off = u64::MAX;
+    let mut next = (u32::MAX, u64::MAX);
     for r in runs {
-        let contiguous = r.file_offset == next_off;
-        if let (true, Some(last)) = (contiguous, reads.last_mut()) {
+        if let (true, Some(last)) = ((r.file, r.file_offset) == next, reads.last_mut()) {
             last.iov_count += 1;
         } else {
-            reads.push(PageRead { offset: r.file_offset, first_iov: iovs.len() as u32, iov_count: 1 });
+            let fd = fds[r.file as usize];
+            reads.push(PageRead { offset: r.file_offset, first_iov: iovs.len() as u32, iov_count: 1, fd, reserved: 0 });
         }
         iovs.push(Iovec { base: r.addr, len: r.len });
-        next_off = r.file_offset + r.len;
+        next = (r.file, r.file_offset + r.len);
     }
     reads
 }
@@ -521,23 +523,35 @@ fn gs_of(r: &crate::regs::Regs) -> u64 {
 mod tests {
     use super::*;
 
+    fn run(addr: u64, len: u64, file_offset: u64, file: u32) -> PageRun {
+        PageRun { addr, len, file_offset, file }
+    }
+
     #[test]
     fn a_run_crossing_an_area_is_cut_at_its_edges_with_its_offsets() {
         let p = 0x1000;
         // The vDSO's two pages and the next area's page, one run in the
         // pagemap: only the vDSO's pages are left out.
-        let runs = [PageRun { addr: 0x10000, len: 3 * p, file_offset: 0x4000 }];
+        let runs = [run(0x10000, 3 * p, 0x4000, 1)];
         let (outside, inside) = split_runs(&runs, &[(0x10000, 0x12000)]);
-        assert_eq!(outside, [PageRun { addr: 0x12000, len: p, file_offset: 0x6000 }]);
-        assert_eq!(inside, [PageRun { addr: 0x10000, len: 2 * p, file_offset: 0x4000 }]);
+        assert_eq!(outside, [run(0x12000, p, 0x6000, 1)]);
+        assert_eq!(inside, [run(0x10000, 2 * p, 0x4000, 1)]);
         let (outside, inside) = split_runs(&runs, &[(0x11000, 0x12000), (0x20000, 0x21000)]);
-        assert_eq!(
-            outside,
-            [
-                PageRun { addr: 0x10000, len: p, file_offset: 0x4000 },
-                PageRun { addr: 0x12000, len: p, file_offset: 0x6000 }
-            ]
-        );
-        assert_eq!(inside, [PageRun { addr: 0x11000, len: p, file_offset: 0x5000 }]);
+        assert_eq!(outside, [run(0x10000, p, 0x4000, 1), run(0x12000, p, 0x6000, 1)]);
+        assert_eq!(inside, [run(0x11000, p, 0x5000, 1)]);
+    }
+
+    /// Runs that follow each other in one image are one read; the next
+    /// image's run is a read of its own, on its own fd, even where its
+    /// offset happens to follow on.
+    #[test]
+    fn reads_join_runs_of_one_image_only() {
+        let p = 0x1000;
+        let runs = [run(0x10000, p, 0, 0), run(0x20000, p, p, 0), run(0x30000, p, 2 * p, 1), run(0x40000, p, 0, 0)];
+        let mut iovs = vec![];
+        let reads = page_reads(&runs, &[7, 9], &mut iovs);
+        let got: Vec<(u64, u32, u32, i32)> = reads.iter().map(|r| (r.offset, r.first_iov, r.iov_count, r.fd)).collect();
+        assert_eq!(got, [(0, 0, 2, 7), (2 * p, 2, 1, 9), (0, 3, 1, 7)]);
+        assert_eq!(iovs.len(), 4);
     }
 }

@@ -1,27 +1,24 @@
 //! Pages an iterative dump left to its parents (`PE_PARENT` entries),
-//! found up the chain of `parent` links and gathered into one private
-//! pages file per process.
+//! found up the chain of `parent` links and read where they lie.
 //!
-//! The restore proper (the child, the blob, copy-on-write sharing) reads
-//! one pages image per process through page runs. So for a process whose
-//! pagemap has parent entries, the host resolves every such page in the
-//! nearest ancestor whose pagemap holds it present ([`resolve`]; the
-//! ancestors come from `imgchain`, which follows the links as hostile
-//! ground), then copies all its pages, in address order, into a memfd
-//! ([`flatten`]) that stands in for the pages image. Nothing is written
-//! into any image directory. A page no ancestor holds is refused before
-//! anything runs, naming the pagemap, its entry and the page.
+//! For a process whose pagemap has parent entries, the host resolves every
+//! such page in the nearest ancestor whose pagemap holds it present
+//! ([`resolve`]; the ancestors come from `imgchain`, which follows the
+//! links as hostile ground). Each page run then names the level whose
+//! pages image holds it ([`runs`]): the restore reads each image in place,
+//! held open since the chain was read, and copies nothing beforehand.
+//! Nothing is written into any image directory. A page no ancestor holds
+//! is refused before anything runs, naming the pagemap, its entry and the
+//! page.
 
 use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use revenant_images::Image;
 use revenant_images::messages::{PagemapEntry, pe};
 
-use super::plan::PageRun;
+use super::plan::{PageRun, PagesFile};
 use crate::imgchain;
 
 const PAGE: u64 = 4096;
@@ -161,42 +158,28 @@ pub fn levels(dir: &Path, pid: u32, top: &[PagemapEntry], top_pages: &Path) -> R
     Ok(out)
 }
 
-/// Copies `pieces` (from [`resolve`]) into a new memfd, in order; returns
-/// it and the page runs reading the process's memory from it.
-pub fn flatten(pid: u32, levels: &[Level], pieces: &[Piece]) -> Result<(File, Vec<PageRun>)> {
-    let name = std::ffi::CString::new(format!("revenant-pages-{pid}")).expect("no NUL");
-    // SAFETY: a plain system call; the fd is owned at once.
-    let fd = unsafe { nix::libc::memfd_create(name.as_ptr(), nix::libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("memfd_create for the pages of a chain");
-    }
-    // SAFETY: just made.
-    let out = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let files: Vec<&File> = levels
+/// The page runs of `pieces` (from [`resolve`]), each reading from its
+/// level's pages image (`file` is the level), and the images in level
+/// order: every level's, read where it lies.
+pub fn runs(levels: &[Level], pieces: &[Piece]) -> Result<(Vec<PagesFile>, Vec<PageRun>)> {
+    let files = levels
         .iter()
-        .map(|l| l.file.as_deref().with_context(|| format!("{}: not opened", l.pages.display())))
+        .enumerate()
+        .map(|(i, l)| match (i, &l.file) {
+            (0, _) => Ok(PagesFile::Image(l.pages.clone())),
+            (_, Some(f)) => Ok(PagesFile::Parent { path: l.pages.clone(), file: f.clone() }),
+            (_, None) => bail!("{}: not opened", l.pages.display()),
+        })
         .collect::<Result<_>>()?;
-    let mut buf = vec![0u8; 1 << 20];
     let mut runs: Vec<PageRun> = Vec::with_capacity(pieces.len());
-    let mut at = 0u64;
     for p in pieces {
-        let len = p.pages * PAGE;
-        let mut done = 0u64;
-        while done < len {
-            let n = (len - done).min(buf.len() as u64) as usize;
-            files[p.level].read_exact_at(&mut buf[..n], p.offset + done).with_context(|| {
-                format!("{}: reading the pages of {:#x} for process {pid}", levels[p.level].pages.display(), p.addr)
-            })?;
-            out.write_all_at(&buf[..n], at + done).context("writing the chain's pages into a memfd")?;
-            done += n as u64;
-        }
+        let (file, len) = (p.level as u32, p.pages * PAGE);
         match runs.last_mut() {
-            Some(r) if r.addr + r.len == p.addr => r.len += len,
-            _ => runs.push(PageRun { addr: p.addr, len, file_offset: at }),
+            Some(r) if r.file == file && r.addr + r.len == p.addr && r.file_offset + r.len == p.offset => r.len += len,
+            _ => runs.push(PageRun { addr: p.addr, len, file_offset: p.offset, file }),
         }
-        at += len;
     }
-    Ok((out, runs))
+    Ok((files, runs))
 }
 
 #[cfg(test)]

@@ -131,8 +131,9 @@ pub struct ChildPlan {
     /// The tree's shared descriptions, the same in every plan.
     pub tree_files: TreeFiles,
     pub knobs: super::plan::Knobs,
-    /// Areas it fills from its pages image (`service[0]`) before it forks
-    /// its children, who inherit them copy-on-write (`cow.rs`).
+    /// Areas it fills from its pages images (`service[i]` for image `i`)
+    /// before it forks its children, who inherit them copy-on-write
+    /// (`cow.rs`).
     pub premap: Vec<super::cow::Fill>,
     /// eventfds, signalfds, timerfds and epolls to make, after every other
     /// fd of the program (an epoll's targets must be open).
@@ -795,13 +796,8 @@ unsafe fn wait_seized(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
 /// # Safety
 /// Maps over the premap reservation only, and reads into those mappings.
 unsafe fn premap(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
-    let Some(pages) = p.service.first().filter(|_| !p.premap.is_empty()) else {
+    if p.premap.is_empty() {
         return Ok(());
-    };
-    // SAFETY: a NUL-terminated path the parent prepared.
-    let fd = unsafe { libc::open(pages.path.as_ptr(), pages.flags | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(fail(log, "opening the pages image", pages.path.as_bytes()));
     }
     for f in &p.premap {
         let (prot, flags) = (libc::PROT_READ | libc::PROT_WRITE, f.flags as libc::c_int | libc::MAP_FIXED);
@@ -825,12 +821,26 @@ unsafe fn premap(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
         if got as u64 != f.at {
             return Err(fail(log, "mapping a premapped area", b""));
         }
-        for r in &f.runs {
+    }
+    // Pages image `i` is `service[i]` (`spawn::child_plan`); each is opened
+    // once, for the runs it holds.
+    let runs = || p.premap.iter().flat_map(|f| &f.runs);
+    let Some(last) = runs().map(|r| r.file as usize).max() else { return Ok(()) };
+    for (i, image) in p.service.iter().enumerate().take(last + 1) {
+        if !runs().any(|r| r.file as usize == i) {
+            continue;
+        }
+        // SAFETY: a NUL-terminated path the parent prepared.
+        let fd = unsafe { libc::open(image.path.as_ptr(), image.flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(fail(log, "opening the pages image", image.path.as_bytes()));
+        }
+        for r in runs().filter(|r| r.file as usize == i) {
             let mut done = 0;
             while done < r.len {
                 let dst = (r.addr + done) as *mut libc::c_void;
                 let want = (r.len - done) as usize;
-                // SAFETY: the destination is inside the slot just mapped.
+                // SAFETY: the destination is inside a slot mapped above.
                 let n = unsafe { libc::pread(fd, dst, want, (r.file_offset + done) as libc::off_t) };
                 if n <= 0 && !(n < 0 && errno() == libc::EINTR) {
                     return Err(fail(log, "reading pages into a premapped area", b""));
@@ -838,9 +848,9 @@ unsafe fn premap(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
                 done += n.max(0) as u64;
             }
         }
+        // SAFETY: our own descriptor.
+        unsafe { libc::close(fd) };
     }
-    // SAFETY: our own descriptor.
-    unsafe { libc::close(fd) };
     Ok(())
 }
 

@@ -33,7 +33,7 @@ pub fn page_runs(entries: &[(u64, u64, u32)], page: u64) -> Result<Vec<PageRun>>
         match runs.last_mut() {
             // Adjacent in memory and in the file: one run.
             Some(last) if last.addr + last.len == vaddr && last.file_offset + last.len == offset => last.len += len,
-            _ => runs.push(PageRun { addr: vaddr, len, file_offset: offset }),
+            _ => runs.push(PageRun { addr: vaddr, len, file_offset: offset, file: 0 }),
         }
         offset += len;
     }
@@ -112,8 +112,8 @@ mod tests {
         assert_eq!(
             runs,
             vec![
-                PageRun { addr: 0x1000, len: 3 * p, file_offset: 0 },
-                PageRun { addr: 0x10000, len: 259 * p, file_offset: 3 * p },
+                PageRun { addr: 0x1000, len: 3 * p, file_offset: 0, file: 0 },
+                PageRun { addr: 0x10000, len: 259 * p, file_offset: 3 * p, file: 0 },
             ]
         );
         assert!(page_runs(&[(0x1000, 1, pe::PRESENT | pe::PARENT)], p).is_err());

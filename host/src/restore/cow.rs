@@ -153,7 +153,7 @@ pub fn split(
         let mut at = r.addr;
         let end = r.addr + r.len;
         while at < end {
-            let piece = |to: u64| PageRun { addr: at, len: to - at, file_offset: r.file_offset + (at - r.addr) };
+            let piece = |to: u64| PageRun { addr: at, len: to - at, file_offset: r.file_offset + (at - r.addr), ..*r };
             match premapped.iter().find(|(v, _)| v.start <= at && at < v.end) {
                 Some((v, s)) => {
                     let to = end.min(v.end);
@@ -193,7 +193,7 @@ pub fn split(
 fn clip(runs: &[PageRun], start: u64, end: u64) -> impl Iterator<Item = PageRun> + '_ {
     runs.iter().filter_map(move |r| {
         let (s, e) = (r.addr.max(start), (r.addr + r.len).min(end));
-        (s < e).then(|| PageRun { addr: s, len: e - s, file_offset: r.file_offset + (s - r.addr) })
+        (s < e).then(|| PageRun { addr: s, len: e - s, file_offset: r.file_offset + (s - r.addr), ..*r })
     })
 }
 
@@ -202,7 +202,7 @@ mod tests {
     use super::*;
 
     fn run(addr: u64, len: u64, file_offset: u64) -> PageRun {
-        PageRun { addr, len, file_offset }
+        PageRun { addr, len, file_offset, file: 0 }
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn process(
         "pid": p.pid,
         "ppid": p.ppid,
         "comm": String::from_utf8_lossy(&p.comm).trim_end_matches('\0'),
-        "pages": p.pages.describe(),
+        "pages": p.pages.iter().map(|f| f.describe()).collect::<Vec<_>>(),
         "bootstrap": {
             "start": hex(area.start),
             "end": hex(area_end),
@@ -255,7 +255,7 @@ pub fn text(v: &Value) -> String {
         out += &format!(
             "  address space: {:<64}| after (pages from {})\n",
             "before (inherited from revenant)",
-            s(&p["pages"])
+            p["pages"].as_array().into_iter().flatten().map(s).collect::<Vec<_>>().join(", ")
         );
         let mut rows: Vec<(u64, String)> = vec![];
         let addr = |v: &Value| u64::from_str_radix(s(v).trim_start_matches("0x"), 16).unwrap_or(0);

@@ -40,7 +40,7 @@ use revenant_images::{ImageSet, Process, Zombie};
 
 use super::convert;
 use super::plan::{
-    AltStack, Backing, Knobs, Pages, ProcessPlan, Rseq, Sched, Session, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
+    AltStack, Backing, Knobs, PagesFile, ProcessPlan, Rseq, Sched, Session, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
 use crate::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use crate::sysv::restore::IpcPlan;
@@ -420,7 +420,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             backing,
         });
     }
-    let (pages, page_runs) = pages(set, p, opts)?;
+    let (pages, page_runs) = pages(set, p)?;
 
     let mm = &p.mm;
     let sigactions = tc
@@ -558,27 +558,18 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
 }
 
 /// Where process `p`'s pages come from, and its page runs. Pages an
-/// iterative dump left to its parents are gathered into a memfd
-/// (`chain.rs`); a dump checking its own images only resolves them (the
-/// copy would cost the frozen tree time, and the chain's contents are
-/// not what it checks).
-fn pages(set: &ImageSet, p: &Process, opts: &PlanOptions) -> Result<(Pages, Vec<super::plan::PageRun>)> {
+/// iterative dump left to its parents are read from the parents' images
+/// (`chain.rs`).
+fn pages(set: &ImageSet, p: &Process) -> Result<(Vec<PagesFile>, Vec<super::plan::PageRun>)> {
     let pid = p.pstree.pid;
     if p.pagemap.iter().all(|e| e.pe_flags() & pe::PARENT == 0) {
         let entries: Vec<(u64, u64, u32)> = p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.pe_flags())).collect();
         let runs = convert::page_runs(&entries, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
-        return Ok((Pages::Image(p.pages.clone()), runs));
+        return Ok((vec![PagesFile::Image(p.pages.clone())], runs));
     }
     let levels = super::chain::levels(&set.dir, pid, &p.pagemap, &p.pages)?;
     let pieces = super::chain::resolve(&levels)?;
-    if opts.at_dump {
-        let here: Vec<(u64, u64, u32)> =
-            p.pagemap.iter().map(|e| (e.vaddr, e.pages(), e.pe_flags())).filter(|e| e.2 & pe::PARENT == 0).collect();
-        let runs = convert::page_runs(&here, 4096).with_context(|| format!("pagemap-{pid}.img"))?;
-        return Ok((Pages::Image(p.pages.clone()), runs));
-    }
-    let (file, runs) = super::chain::flatten(pid, &levels, &pieces)?;
-    Ok((Pages::Chain(std::sync::Arc::new(file)), runs))
+    super::chain::runs(&levels, &pieces)
 }
 
 /// The dumped personality. CRIU 4.2 reads `/proc/PID/personality`, which

@@ -9,41 +9,31 @@ pub use crate::files::pipe::{PipeEnd, PipePlan};
 pub use crate::files::{FdOwner, FdPlan, fifo::FifoFill};
 use revenant_blob_abi::{Creds, ITimer, MmMap, PosixTimer, QueuedSignal, Rlimit, SigAction};
 
-/// Where a process's page runs read from.
+/// A pages image a process's page runs read from.
 #[derive(Debug, Clone)]
-pub enum Pages {
+pub enum PagesFile {
     /// The pages image of the directory restored.
     Image(PathBuf),
-    /// A private memfd gathering the pages of an iterative dump's chain
-    /// (`chain.rs`); shared so that plans stay cheap to clone.
-    Chain(std::sync::Arc<std::fs::File>),
+    /// A parent's, up an iterative dump's chain (`chain.rs`): opened while
+    /// that directory was, and held open since (its path went through the
+    /// directory's fd, which is closed once the chain is read).
+    Parent { path: PathBuf, file: std::sync::Arc<std::fs::File> },
 }
 
-impl Pages {
+impl PagesFile {
     /// For messages.
     pub fn describe(&self) -> String {
         match self {
-            Pages::Image(p) => p.display().to_string(),
-            Pages::Chain(_) => "the pages gathered from the parent images".into(),
-        }
-    }
-
-    /// The pages image's path, unless the pages were gathered.
-    pub fn image(&self) -> Option<&std::path::Path> {
-        match self {
-            Pages::Image(p) => Some(p),
-            Pages::Chain(_) => None,
+            PagesFile::Image(p) | PagesFile::Parent { path: p, .. } => p.display().to_string(),
         }
     }
 
     /// An open file to read pages from.
     pub fn open(&self) -> anyhow::Result<std::fs::File> {
+        use anyhow::Context;
         match self {
-            Pages::Image(p) => Ok(revenant_images::file::ImageFile::open(p)?.file),
-            Pages::Chain(f) => {
-                use anyhow::Context;
-                f.try_clone().context("duplicating the chain's pages memfd")
-            }
+            PagesFile::Image(p) => Ok(revenant_images::file::ImageFile::open(p)?.file),
+            PagesFile::Parent { path, file } => file.try_clone().with_context(|| format!("{}", path.display())),
         }
     }
 }
@@ -94,8 +84,9 @@ pub struct ProcessPlan {
     /// of this process on each; set while the tree is held.
     pub owners: Vec<FdOwner>,
     pub vmas: Vec<VmaPlan>,
-    /// The raw pages file the page runs read from.
-    pub pages: Pages,
+    /// The pages images the page runs read from ([`PageRun::file`]): the
+    /// directory's own first.
+    pub pages: Vec<PagesFile>,
     pub page_runs: Vec<PageRun>,
     pub mm: MmMap,
     /// The saved auxv, native words.
@@ -251,12 +242,15 @@ impl VmaPlan {
     }
 }
 
-/// Pages to read: `len` bytes at `addr` from `file_offset` in the pages image.
+/// Pages to read: `len` bytes at `addr` from `file_offset` in pages image
+/// `file` (an index into the process's [`ProcessPlan::pages`]; 0 where
+/// there is one image).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PageRun {
     pub addr: u64,
     pub len: u64,
     pub file_offset: u64,
+    pub file: u32,
 }
 
 /// One thread's state.

@@ -208,7 +208,7 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
         }),
     );
     r.add("credentials", each(&|p| super::creds::plan(p).map(drop)));
-    r.add("pages images", each(&|p| p.pages.open().map(drop)));
+    r.add("pages images", each(&|p| p.pages.iter().try_for_each(|f| f.open().map(drop))));
     r.add("vDSO", each(&vdso));
 
     let mut sysv = errs(crate::sysv::restore::problems(&plan.ipc));

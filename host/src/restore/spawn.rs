@@ -57,7 +57,7 @@ use revenant_arch::Errno;
 use super::StopPoint;
 use super::bootstrap::{self, ServiceFds};
 use super::child::{self, ChildPlan, Open};
-use super::plan::{Backing, Pages, ProcessPlan, ZombiePlan, cpath};
+use super::plan::{Backing, PagesFile, ProcessPlan, ZombiePlan, cpath};
 use super::{cow, held, tree_files};
 use crate::sysv::restore::{self as sysv, IpcPlan};
 
@@ -105,7 +105,8 @@ pub(super) fn service_fds(p: &ProcessPlan, lazy: bool) -> ServiceFds {
     let anon_fds = p.anon_fds.iter().flat_map(|m| std::iter::once(m.fd).chain(m.dups.iter().map(|d| d.0)));
     let base =
         p.fds.iter().map(|f| f.fd + 1).chain(pipe_fds).chain(anon_fds.map(|fd| fd + 1)).max().unwrap_or(0).max(3);
-    let mut next = base + 5;
+    let pages: Vec<i32> = (base + 4..).take(p.pages.len()).collect();
+    let mut next = base + 4 + p.pages.len() as i32;
     let mut files: Vec<(PathBuf, i32, i32)> = vec![];
     let vma = p
         .vmas
@@ -122,13 +123,13 @@ pub(super) fn service_fds(p: &ProcessPlan, lazy: bool) -> ServiceFds {
             _ => -1,
         })
         .collect();
-    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 4 } else { -1 };
+    let exe = if p.exe.as_deref().is_some_and(|e| !is_own_exe(e)) { base + 3 } else { -1 };
     let lazy = if lazy { base + 2 } else { -1 };
-    let mut all: Vec<i32> = (base + 3..next).filter(|&fd| fd != base + 4 || exe >= 0).collect();
+    let mut all: Vec<i32> = (base + 3..next).filter(|&fd| fd != base + 3 || exe >= 0).collect();
     all.extend((lazy >= 0).then_some(lazy));
     // The log goes last: the blob closes these in order.
     all.extend([base + 1, base]);
-    ServiceFds { log: base, sync: base + 1, lazy, pages: base + 3, exe, vma, all }
+    ServiceFds { log: base, sync: base + 1, lazy, pages, exe, vma, all }
 }
 
 /// Whether `path` is this program's own executable. The task inherits
@@ -152,24 +153,33 @@ fn child_plan(
     shared: &[u32],
     slots: &[Option<cow::Slot>],
 ) -> Result<ChildPlan> {
-    let (pages_path, pages_flags) = match &p.pages {
-        // The child cannot say much when an open fails: the pages image
-        // is checked here, and the child's own open (by path, after this
-        // check) still neither follows a link nor waits on a FIFO put
-        // there since.
-        Pages::Image(path) => {
-            revenant_images::file::ImageFile::open(path)?;
-            (cpath(path)?, libc::O_RDONLY | revenant_images::file::OPEN_FLAGS)
-        }
-        // Our own memfd, opened again through our fd's /proc link (the
-        // child closes what it inherits before it opens its files).
-        Pages::Chain(f) => {
-            let path = format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd());
-            (std::ffi::CString::new(path).expect("no NUL"), libc::O_RDONLY)
-        }
-    };
-    let mut service =
-        vec![Open { path: pages_path, flags: pages_flags, fd: fds.pages, cloexec: true, ..Default::default() }];
+    // The pages images come first: `child::premap` finds image `i` at
+    // `service[i]`.
+    let mut service = p
+        .pages
+        .iter()
+        .zip(&fds.pages)
+        .map(|(f, &fd)| {
+            let (path, flags) = match f {
+                // The child cannot say much when an open fails: the pages
+                // image is checked here, and the child's own open (by path,
+                // after this check) still neither follows a link nor waits
+                // on a FIFO put there since.
+                PagesFile::Image(path) => {
+                    revenant_images::file::ImageFile::open(path)?;
+                    (cpath(path)?, libc::O_RDONLY | revenant_images::file::OPEN_FLAGS)
+                }
+                // A parent's, held open since the chain was read: opened
+                // again through our fd's /proc link (the child closes what
+                // it inherits before it opens its files).
+                PagesFile::Parent { file, .. } => {
+                    let path = format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd());
+                    (std::ffi::CString::new(path).expect("no NUL"), libc::O_RDONLY)
+                }
+            };
+            Ok(Open { path, flags, fd, cloexec: true, ..Default::default() })
+        })
+        .collect::<Result<Vec<_>>>()?;
     if let (Some(exe), true) = (&p.exe, fds.exe >= 0) {
         service.push(Open {
             path: cpath(exe)?,
@@ -435,8 +445,8 @@ fn prepare(
         if let Some(server) = lazy
             && !area.lazy.areas.is_empty()
         {
-            let pages = p.pages.open()?;
-            server.describe(p.pid, &pages, &area.lazy.pages, &area.lazy.areas)?;
+            let images = p.pages.iter().map(|f| f.open()).collect::<Result<Vec<_>>>()?;
+            server.describe(p.pid, &images, &area.lazy.pages, &area.lazy.areas)?;
         }
         cp.entry = area.entry as usize;
         cp.args = area.args as usize;

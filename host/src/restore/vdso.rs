@@ -95,14 +95,15 @@ fn dumped_bytes(p: &ProcessPlan, v: &VmaPlan) -> Result<Vec<u8>> {
         bail!("the dumped vDSO at {:#x} is {} bytes long: no vDSO is larger than {MAX_VDSO}", v.start, v.len());
     }
     let mut out = vec![0u8; v.len() as usize];
-    let pages = p.pages.open()?;
     for r in &p.page_runs {
         let (lo, hi) = (r.addr.max(v.start), (r.addr + r.len).min(v.end));
         if lo < hi {
+            let image = p.pages.get(r.file as usize).context("a page run of an image that is not there")?;
             let dst = &mut out[(lo - v.start) as usize..(hi - v.start) as usize];
-            pages
+            image
+                .open()?
                 .read_exact_at(dst, r.file_offset + (lo - r.addr))
-                .with_context(|| format!("{}: reading the dumped vDSO at {lo:#x}", p.pages.describe()))?;
+                .with_context(|| format!("{}: reading the dumped vDSO at {lo:#x}", image.describe()))?;
         }
     }
     Ok(out)

@@ -19,7 +19,7 @@
 //!   words; a loader accepts exactly the version it was written for
 //!   (`abi_version` in `blob.json`, `REVENANT_VERSION` in the header).
 //! - Fields marked reserved must be zero, and [`Header::flags`] may only
-//!   hold bits the version defines (none in version 5): a blob refuses
+//!   hold bits the version defines (none in version 6): a blob refuses
 //!   anything else with [`ExitCode::BadLayout`], so such fields can gain a
 //!   meaning later without a loader's garbage being taken for it.
 //!
@@ -28,6 +28,11 @@
 //! stack check and exit codes 207 to 209; reserved fields are checked.
 //! 4 → 5 added lazy areas: [`VMA_LAZY`], [`Restore::lazy_fd`] (the
 //! restore grew from 320 to 328 bytes) and exit code 224.
+//! 5 → 6: each [`PageRead`] names its pages image ([`PageRead::fd`], 24
+//! bytes), so an iterative dump's images are read where they lie;
+//! `Restore::pages_fd` and the restore's trailing reserved word went, and
+//! [`Restore::lazy_fd`] took the first one's place (320 bytes again).
+//! [`PosixTimer::flags`] (was a pad) holds [`TIMER_SIGNAL_PENDING`].
 
 #![no_std]
 
@@ -40,16 +45,16 @@ mod restore;
 pub use describe::{Field, Struct};
 
 pub use restore::{
-    Creds, ITimer, Iovec, MmMap, Move, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE, RESTORE_FLAGS,
-    RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit, SECCOMP_ALL_THREADS,
-    SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, TIMER_SIGNAL_PENDING, Thread, VMA_FILL, VMA_LAZY, VMA_PREMAPPED,
-    VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    Creds, ITimer, Iovec, MmMap, Move, PAGES_FILES_MAPPED, PageRead, Patch, PosixTimer, QueuedSignal, RESTORE_DUMPABLE,
+    RESTORE_FLAGS, RESTORE_NO_MM_MAP, RESTORE_NOT_DUMPABLE, RESTORE_SET_GROUPS, RESTORE_TRAP, Restore, Rlimit,
+    SECCOMP_ALL_THREADS, SECCOMP_STRICT, Seccomp, SigAction, THREAD_STACK, TIMER_SIGNAL_PENDING, Thread, VMA_FILL,
+    VMA_LAZY, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
 };
 
 /// "RVNT", little-endian: the first word of every argument block.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"RVNT");
 /// The argument block layout described by this crate.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// The exported symbol the loader jumps to, as `extern "C" fn(*const Header) -> !`.
 pub const ENTRY_SYMBOL: &str = "blob_entry";
 /// The argument block's address is a multiple of this
@@ -386,6 +391,11 @@ pub const CONSTANTS: &[(&str, u64, &str)] = &[
     ("VMA_REPROTECT", VMA_REPROTECT as u64, "Vma::how: only mprotect the range to `prot`"),
     ("VMA_PREMAPPED", VMA_PREMAPPED as u64, "Vma::how: mremap from `from` in the premap region"),
     ("VMA_LAZY", VMA_LAZY as u64, "Vma::how: map, register with a userfaultfd and send it to `lazy_fd`"),
+    (
+        "PAGES_FILES_MAPPED",
+        PAGES_FILES_MAPPED as u64,
+        "distinct PageRead::fd values mapped to copy from; more are read",
+    ),
     ("TIMER_SIGNAL_PENDING", TIMER_SIGNAL_PENDING as u64, "PosixTimer::flags: fire at once, its signal was pending"),
     ("THREAD_STACK", THREAD_STACK, "bytes of bootstrap stack each extra thread needs"),
     ("SECCOMP_STRICT", SECCOMP_STRICT as u64, "Seccomp::flags: strict mode rather than a filter"),

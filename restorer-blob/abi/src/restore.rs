@@ -26,10 +26,16 @@ abi_struct! {
         /// premap region is unmapped. Above the kernel's own limit the
         /// unmap fails ([`ExitCode::Unmap`]).
         pub task_size: u64,
-        /// The pages image: the fd the page reads read from (mapped
-        /// read-only and copied with `UFFDIO_COPY` where the kernel allows,
-        /// else read with `preadv`); -1 when there are no page reads.
-        pub pages_fd: i32,
+        /// A connected `SOCK_SEQPACKET` socket to the page server when
+        /// any area is [`VMA_LAZY`], else -1. Once every area is mapped,
+        /// the blob creates a userfaultfd (non-blocking, kernel faults
+        /// included, with the fork, remap, remove and unmap events),
+        /// registers the lazy areas for missing pages, and sends it here
+        /// in one message: the process's PID as a little-endian `u32`,
+        /// the descriptor in `SCM_RIGHTS`. From then on the server must
+        /// answer every fault in those areas; the blob itself touches
+        /// none of their pages. List the socket in `close_fds` too.
+        pub lazy_fd: i32,
         /// The executable, for `PR_SET_MM_MAP`; -1 to leave it unchanged.
         pub exe_fd: i32,
         /// [`RESTORE_TRAP`] and the other `RESTORE_*` bits; others must be
@@ -43,7 +49,7 @@ abi_struct! {
         /// The dumped memory areas, sorted by address, not overlapping
         /// the bootstrap area.
         pub vmas: Span => Vma,
-        /// Reads from the pages image, in pages-image order.
+        /// Reads from the pages images, in the order of each image.
         pub page_reads: Span => PageRead,
         /// The destination ranges the page reads index into.
         pub iovs: Span => Iovec,
@@ -106,18 +112,6 @@ abi_struct! {
         pub mm: MmMap,
         /// The process name (`PR_SET_NAME`), NUL-padded.
         pub comm: [u8; 16],
-        /// A connected `SOCK_SEQPACKET` socket to the page server when
-        /// any area is [`VMA_LAZY`], else -1. Once every area is mapped,
-        /// the blob creates a userfaultfd (non-blocking, kernel faults
-        /// included, with the fork, remap, remove and unmap events),
-        /// registers the lazy areas for missing pages, and sends it here
-        /// in one message: the process's PID as a little-endian `u32`,
-        /// the descriptor in `SCM_RIGHTS`. From then on the server must
-        /// answer every fault in those areas; the blob itself touches
-        /// none of their pages. List the socket in `close_fds` too.
-        pub lazy_fd: i32,
-        /// Reserved, zero.
-        pub reserved: u32,
     }
 
     /// One dumped memory area.
@@ -147,7 +141,12 @@ abi_struct! {
         pub from: u64,
     }
 
-    /// One `preadv` from the pages image.
+    /// One `preadv` from a pages image. An iterative dump's pages lie in
+    /// several images (its own and its parents'), each an fd of its own.
+    /// Private anonymous memory is copied with `UFFDIO_COPY` from a
+    /// read-only map of each image where the kernel allows (for up to
+    /// [`PAGES_FILES_MAPPED`] images; with more, everything is read with
+    /// `preadv`).
     pub struct PageRead(Default) {
         /// Where in the pages image the first iovec's bytes start.
         pub offset: u64,
@@ -155,6 +154,10 @@ abi_struct! {
         pub first_iov: u32,
         /// How many consecutive iovecs to fill.
         pub iov_count: u32,
+        /// The pages image it reads from, an open fd.
+        pub fd: i32,
+        /// Reserved, zero.
+        pub reserved: u32,
     }
 
     /// A destination range in the restored address space.
@@ -438,6 +441,10 @@ pub const VMA_LAZY: u32 = 32;
 /// expiry (`value`), which keeps its period where it was.
 pub const TIMER_SIGNAL_PENDING: u32 = 1;
 
+/// Pages images a restore maps to copy from: up to this many distinct
+/// fds among [`Restore::page_reads`].
+pub const PAGES_FILES_MAPPED: u32 = 16;
+
 /// Bytes of stack below [`Thread::stack`].
 pub const THREAD_STACK: u64 = 32 << 10;
 
@@ -486,8 +493,8 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 328);
-    assert!(offset_of!(Restore, lazy_fd) == 320);
+    assert!(size_of::<Restore>() == 320);
+    assert!(offset_of!(Restore, lazy_fd) == 24);
     assert!(size_of::<Seccomp>() == 16);
     assert!(size_of::<PosixTimer>() == 64);
     assert!(size_of::<Creds>() == 80);
@@ -499,7 +506,7 @@ const _: () = {
     assert!(offset_of!(Restore, mm) == 216);
     assert!(offset_of!(Restore, comm) == 304);
     assert!(size_of::<Vma>() == 64);
-    assert!(size_of::<PageRead>() == 16);
+    assert!(size_of::<PageRead>() == 24);
     assert!(size_of::<Iovec>() == 16);
     assert!(size_of::<Move>() == 24);
     assert!(size_of::<SigAction>() == 40);
@@ -508,13 +515,14 @@ const _: () = {
     assert!(offset_of!(Thread, rseq_ptr) == 56);
     // Where a u64 follows u32s, and each struct's last field: the places a
     // different alignment or a forgotten pad would show.
-    assert!(offset_of!(Restore, pages_fd) == 24);
+    assert!(offset_of!(Restore, exe_fd) == 28);
     assert!(offset_of!(Restore, seccomp_progs) == 176);
     assert!(offset_of!(Vma, prot) == 32);
     assert!(offset_of!(Vma, attach_len) == 48);
     assert!(offset_of!(Vma, from) == 56);
     assert!(offset_of!(Restore, premap_len) == 208);
     assert!(offset_of!(PageRead, iov_count) == 12);
+    assert!(offset_of!(PageRead, reserved) == 20);
     assert!(offset_of!(Iovec, len) == 8);
     assert!(offset_of!(Move, len) == 16);
     assert!(offset_of!(SigAction, handler) == 8);

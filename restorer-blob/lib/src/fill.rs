@@ -9,6 +9,8 @@
 //! place; a kernel or emulator without userfaultfd for us gets batched
 //! `preadv` for everything. If the fast way fails halfway, everything is
 //! read again the slow way: writing a page over its own copy is harmless.
+//! An iterative dump's pages lie in several images (its own and its
+//! parents'): each is mapped on its own, and every read names its image.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -16,7 +18,8 @@ use linux_raw_sys::general as g;
 use linux_raw_sys::ioctl::{UFFDIO_API, UFFDIO_COPY, UFFDIO_REGISTER};
 use revenant_arch::{Errno, PAGE_SIZE, sys};
 use revenant_blob_abi::{
-    ExitCode, Iovec, PageRead, THREAD_STACK, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM, VMA_SKIP, Vma,
+    ExitCode, Iovec, PAGES_FILES_MAPPED, PageRead, THREAD_STACK, VMA_FILL, VMA_PREMAPPED, VMA_REPROTECT, VMA_SHM,
+    VMA_SKIP, Vma,
 };
 
 use crate::Log;
@@ -28,7 +31,6 @@ pub struct Pages<'a> {
     pub vmas: &'a [Vma],
     pub reads: &'a [PageRead],
     pub iovs: &'a [Iovec],
-    pub fd: i32,
 }
 
 /// A destination range inside one VMA, with its offset in the pages image.
@@ -39,6 +41,8 @@ pub struct Piece {
     pub offset: u64,
     /// Inside a private anonymous VMA: `UFFDIO_COPY` can place it.
     pub anon: bool,
+    /// The pages image it comes from.
+    pub fd: i32,
 }
 
 /// Whether `UFFDIO_COPY` can fill `v`: userfaultfd's missing mode takes
@@ -67,18 +71,18 @@ impl<'a> Pages<'a> {
             iovs[start..end].iter().flat_map(move |iov| {
                 let o = offset;
                 offset += iov.len;
-                split(vmas, *iov, o)
+                split(vmas, *iov, o, r.fd)
             })
         })
     }
 
-    /// The part of the pages image the copyable pieces come from: page
+    /// The part of pages image `fd` the copyable pieces come from: page
     /// aligned first and end offsets, and how many bytes they copy. A lazy
     /// restore leaves few such pieces, spread over the image.
-    fn copy_window(&self) -> (u64, u64, u64) {
+    fn copy_window(&self, fd: i32) -> (u64, u64, u64) {
         let page = PAGE_SIZE as u64;
         let (mut lo, mut hi, mut bytes) = (u64::MAX, 0, 0);
-        for p in self.pieces().filter(|p| p.anon) {
+        for p in self.pieces().filter(|p| p.anon && p.fd == fd) {
             lo = lo.min(p.offset / page * page);
             hi = hi.max(p.offset + p.len);
             bytes += p.len;
@@ -88,7 +92,7 @@ impl<'a> Pages<'a> {
 }
 
 /// `iov` cut where the VMAs it crosses begin and end.
-fn split(vmas: &[Vma], iov: Iovec, offset: u64) -> impl Iterator<Item = Piece> + '_ {
+fn split(vmas: &[Vma], iov: Iovec, offset: u64, fd: i32) -> impl Iterator<Item = Piece> + '_ {
     let end = iov.base + iov.len;
     let mut at = iov.base;
     core::iter::from_fn(move || {
@@ -98,12 +102,12 @@ fn split(vmas: &[Vma], iov: Iovec, offset: u64) -> impl Iterator<Item = Piece> +
         let i = vmas.partition_point(|v| v.end <= at);
         let piece = match vmas.get(i) {
             Some(v) if v.start <= at => {
-                Piece { dst: at, len: end.min(v.end) - at, offset: offset + (at - iov.base), anon: copyable(v) }
+                Piece { dst: at, len: end.min(v.end) - at, offset: offset + (at - iov.base), anon: copyable(v), fd }
             }
             Some(v) if v.start < end => {
-                Piece { dst: at, len: v.start - at, offset: offset + (at - iov.base), anon: false }
+                Piece { dst: at, len: v.start - at, offset: offset + (at - iov.base), anon: false, fd }
             }
-            _ => Piece { dst: at, len: end - at, offset: offset + (at - iov.base), anon: false },
+            _ => Piece { dst: at, len: end - at, offset: offset + (at - iov.base), anon: false, fd },
         };
         at += piece.len;
         Some(piece)
@@ -119,6 +123,7 @@ pub fn share(p: &Piece, pos: u64, from: u64, to: u64) -> Option<Piece> {
         len: hi - lo,
         offset: p.offset + (lo - pos),
         anon: true,
+        fd: p.fd,
     })
 }
 
@@ -133,14 +138,23 @@ pub fn fill(log: &Log, pages: &Pages<'_>, helper_tid: u32, helper_stack: u64) {
     }
 }
 
+/// A read-only map of the part of one pages image that copies read.
+#[derive(Clone, Copy, Default)]
+struct Window {
+    fd: i32,
+    map: usize,
+    len: usize,
+    /// The image offset the map starts at.
+    offset: u64,
+}
+
 /// A userfaultfd with the image's private anonymous VMAs registered, and
-/// the pages image mapped read-only; both go when it drops.
+/// each pages image mapped read-only; all go when it drops.
 struct Copier {
     uffd: i32,
-    map: usize,
-    map_len: usize,
-    /// The image offset the map starts at.
-    map_offset: u64,
+    windows: [Window; PAGES_FILES_MAPPED as usize],
+    /// How many of `windows` are in use.
+    count: usize,
 }
 
 impl Drop for Copier {
@@ -148,10 +162,10 @@ impl Drop for Copier {
         // Closing the userfaultfd unregisters every range.
         // SAFETY: the copier made this descriptor and is its only user.
         let _ = unsafe { sys::close(self.uffd) };
-        if self.map_len != 0 {
-            // SAFETY: our own map of the pages image; nothing points into it
+        for w in &self.windows[..self.count] {
+            // SAFETY: our own map of a pages image; nothing points into it
             // once the copies are done.
-            let _ = unsafe { sys::munmap(self.map, self.map_len) };
+            let _ = unsafe { sys::munmap(w.map, w.len) };
         }
     }
 }
@@ -163,25 +177,31 @@ impl Copier {
         // User-mode-only needs no privilege, and a stray kernel access to a
         // registered page fails (EFAULT) instead of waiting for us forever.
         let uffd = sys::userfaultfd(g::O_CLOEXEC | g::UFFD_USER_MODE_ONLY).map_err(|e| ("userfaultfd", e))?;
-        let mut c = Copier { uffd, map: 0, map_len: 0, map_offset: 0 };
+        let mut c = Copier { uffd, windows: [Window::default(); PAGES_FILES_MAPPED as usize], count: 0 };
         let mut api = g::uffdio_api { api: g::UFFD_API as u64, features: 0, ioctls: 0 };
         // SAFETY: UFFDIO_API reads and writes the live struct.
         unsafe { sys::ioctl(uffd, UFFDIO_API, &mut api) }.map_err(|e| ("UFFDIO_API", e))?;
-        let (lo, hi, bytes) = pages.copy_window();
-        let len = (hi - lo) as usize;
-        if len == 0 {
-            return Ok(c);
+        for p in pages.pieces().filter(|p| p.anon) {
+            if c.windows[..c.count].iter().any(|w| w.fd == p.fd) {
+                continue;
+            }
+            if c.count == c.windows.len() {
+                return Err(("more pages images than are mapped", Errno::E2BIG));
+            }
+            let (lo, hi, bytes) = pages.copy_window(p.fd);
+            let len = (hi - lo) as usize;
+            // Populating the map up front saves a fault per page of a dense
+            // window; a sparse one (a lazy restore's) would populate far
+            // more than it copies.
+            let populate = if bytes * 2 >= hi - lo { g::MAP_POPULATE } else { 0 };
+            // SAFETY: a new read-only mapping wherever the kernel finds room;
+            // everything dumped is already mapped, so it takes nothing's
+            // place.
+            let map = unsafe { revenant_arch::mmap(0, len, g::PROT_READ, g::MAP_PRIVATE | populate, p.fd, lo) }
+                .map_err(|e| ("mapping a pages image", e))?;
+            c.windows[c.count] = Window { fd: p.fd, map, len, offset: lo };
+            c.count += 1;
         }
-        // Populating the map up front saves a fault per page of a dense
-        // window; a sparse one (a lazy restore's) would populate far more
-        // than it copies.
-        let populate = if bytes * 2 >= hi - lo { g::MAP_POPULATE } else { 0 };
-        // SAFETY: a new read-only mapping wherever the kernel finds room;
-        // everything dumped is already mapped, so it takes nothing's place.
-        c.map = unsafe { revenant_arch::mmap(0, len, g::PROT_READ, g::MAP_PRIVATE | populate, pages.fd, lo) }
-            .map_err(|e| ("mapping the pages image", e))?;
-        c.map_len = len;
-        c.map_offset = lo;
         for v in pages.vmas.iter().filter(|v| copyable(v)) {
             let mut reg = g::uffdio_register {
                 range: g::uffdio_range { start: v.start, len: v.end - v.start },
@@ -197,11 +217,13 @@ impl Copier {
 
     /// Copies one piece into place.
     fn copy(&self, p: &Piece) -> Result<(), Errno> {
+        // Every anonymous piece's image has its window (`new`).
+        let w = self.windows[..self.count].iter().find(|w| w.fd == p.fd).ok_or(Errno::EBADF)?;
         let mut done = 0;
         while done < p.len {
             let mut c = g::uffdio_copy {
                 dst: p.dst + done,
-                src: (self.map as u64) + (p.offset - self.map_offset) + done,
+                src: (w.map as u64) + (p.offset - w.offset) + done,
                 len: p.len - done,
                 mode: 0,
                 copy: 0,
@@ -247,7 +269,7 @@ fn fast(log: &Log, pages: &Pages<'_>, helper_tid: u32, helper_stack: u64) -> Res
     // from the helper's share, which these never touch.
     for p in pages.pieces().filter(|p| !p.anon) {
         let iov = [Iovec { base: p.dst, len: p.len }];
-        let n = read_chunk(pages.fd, &iov, p.offset);
+        let n = read_chunk(p.fd, &iov, p.offset);
         check(log, n, ExitCode::ReadPages, "reading pages into", p.dst);
     }
     if helper {
@@ -335,7 +357,7 @@ fn read_all(log: &Log, pages: &Pages<'_>) {
                 // SAFETY: populating pages of a VMA just mapped writable.
                 let _ = unsafe { sys::madvise(i.base as usize, i.len as usize, g::MADV_POPULATE_WRITE) };
             }
-            let res = read_chunk(pages.fd, chunk, offset);
+            let res = read_chunk(read.fd, chunk, offset);
             offset += check(log, res, ExitCode::ReadPages, "reading pages into", chunk[0].base);
         }
     }
@@ -390,10 +412,10 @@ mod tests {
     fn iovecs_are_cut_at_vma_edges_and_keep_their_image_offsets() {
         let vmas = [vma(0x1000, 0x3000, FILE), vma(0x3000, 0x6000, ANON), vma(0x8000, 0x9000, ANON)];
         let iovs = [Iovec { base: 0x2000, len: 0x3000 }, Iovec { base: 0x7000, len: 0x2000 }];
-        let reads = [PageRead { offset: 0x10000, first_iov: 0, iov_count: 2 }];
-        let pages = Pages { vmas: &vmas, reads: &reads, iovs: &iovs, fd: -1 };
+        let reads = [PageRead { offset: 0x10000, first_iov: 0, iov_count: 2, fd: 5, ..Default::default() }];
+        let pages = Pages { vmas: &vmas, reads: &reads, iovs: &iovs };
         let got: Vec<Piece> = pages.pieces().collect();
-        let p = |dst, len, offset, anon| Piece { dst, len, offset, anon };
+        let p = |dst, len, offset, anon| Piece { dst, len, offset, anon, fd: 5 };
         assert_eq!(
             got,
             [
@@ -405,7 +427,8 @@ mod tests {
             ]
         );
         // Only the anonymous pieces are copied from the map.
-        assert_eq!(pages.copy_window(), (0x11000, 0x15000, 0x3000));
+        assert_eq!(pages.copy_window(5), (0x11000, 0x15000, 0x3000));
+        assert_eq!(pages.copy_window(6), (0, 0, 0));
     }
 
     #[test]
@@ -423,8 +446,8 @@ mod tests {
     fn two_shares_cover_every_anonymous_byte_once() {
         let vmas = [vma(0x1000, 0x5000, ANON), vma(0x5000, 0x6000, FILE), vma(0x6000, 0x9000, ANON)];
         let iovs = [Iovec { base: 0x1000, len: 0x8000 }];
-        let reads = [PageRead { offset: 0, first_iov: 0, iov_count: 1 }];
-        let pages = Pages { vmas: &vmas, reads: &reads, iovs: &iovs, fd: -1 };
+        let reads = [PageRead { offset: 0, first_iov: 0, iov_count: 1, fd: 3, ..Default::default() }];
+        let pages = Pages { vmas: &vmas, reads: &reads, iovs: &iovs };
         let anon: u64 = pages.pieces().filter(|p| p.anon).map(|p| p.len).sum();
         assert_eq!(anon, 0x7000);
         let half = (anon / 2).next_multiple_of(0x1000);

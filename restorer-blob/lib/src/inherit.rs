@@ -21,7 +21,7 @@ use crate::restore::check;
 const BATCH: usize = 4 * PAGE_SIZE;
 
 /// Writes the pages of `reads` that differ from memory, and zeroes `zero`.
-pub fn settle(log: &Log, fd: i32, reads: &[PageRead], iovs: &[Iovec], zero: &[Iovec]) {
+pub fn settle(log: &Log, reads: &[PageRead], iovs: &[Iovec], zero: &[Iovec]) {
     let mut buf = [0u8; BATCH];
     let (mut kept, mut written) = (0u64, 0u64);
     for read in reads {
@@ -32,7 +32,7 @@ pub fn settle(log: &Log, fd: i32, reads: &[PageRead], iovs: &[Iovec], zero: &[Io
             let mut done = 0;
             while done < iov.len {
                 let n = (iov.len - done).min(BATCH as u64) as usize;
-                let res = pread_exact(fd, &mut buf[..n], offset + done);
+                let res = pread_exact(read.fd, &mut buf[..n], offset + done);
                 check(log, res, ExitCode::ReadPages, "reading inherited pages for", iov.base + done);
                 for (i, page) in buf[..n].chunks(PAGE_SIZE).enumerate() {
                     let at = (iov.base + done) as usize + i * PAGE_SIZE;

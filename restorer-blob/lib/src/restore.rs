@@ -88,7 +88,7 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
     // Reserved words and bits this version does not define.
     const VMA_HOW: u32 = VMA_SKIP | VMA_FILL | VMA_SHM | VMA_REPROTECT | VMA_PREMAPPED | VMA_LAZY;
     let reserved = r.flags & !RESTORE_FLAGS != 0
-        || r.reserved != 0
+        || p.page_reads.iter().chain(p.compare_reads).any(|read| read.reserved != 0)
         || (r.lazy_fd < 0 && p.vmas.iter().any(|v| v.how & VMA_LAZY != 0))
         || p.vmas.iter().any(|v| v.how & !VMA_HOW != 0)
         || p.sigactions.iter().any(|a| a.pad != 0)
@@ -191,8 +191,8 @@ pub fn run(args: &Args<'_>, log: &Log, entry_sp: usize) -> ! {
     map_vmas(log, &p);
     drop_premap(log, r);
     crate::lazy::hand_over(log, p.vmas, r.lazy_fd);
-    crate::inherit::settle(log, r.pages_fd, p.compare_reads, p.iovs, p.zero);
-    let pages = crate::fill::Pages { vmas: p.vmas, reads: p.page_reads, iovs: p.iovs, fd: r.pages_fd };
+    crate::inherit::settle(log, p.compare_reads, p.iovs, p.zero);
+    let pages = crate::fill::Pages { vmas: p.vmas, reads: p.page_reads, iovs: p.iovs };
     crate::fill::fill(log, &pages, r.fill_helper_tid, p.threads[0].stack);
     apply_patches(log, &p);
     finish_vmas(log, p.vmas);
