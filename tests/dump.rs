@@ -533,8 +533,7 @@ fn leases_being_broken_are_refused_naming_the_file() {
 }
 
 /// What a dump cannot keep (tables clone shares, a pending namespace, a
-/// group without its leader, a /proc file of the tree, a guard page,
-/// sealed memory, memory-deny-write-execute, a speculation control of its
+/// group without its leader, a /proc file of the tree, sealed memory, memory-deny-write-execute, a speculation control of its
 /// own, a NUMA policy (the process's, or an area's found either way the
 /// dump looks), memory locked on fault, a named anonymous area, a
 /// core scheduling cookie) is refused by name; the program runs on.
@@ -547,7 +546,6 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("timens", "in another time_for_children namespace"),
         ("orphan", "which no process of the tree leads"),
         ("procfile", "is a /proc file of another process or thread of the tree"),
-        ("guard", "a guard region (MADV_GUARD_INSTALL)"),
         ("mseal", "sealed (mseal) memory"),
         ("mdwe", "PR_SET_MDWE"),
         ("speculation", "its own speculation control"),

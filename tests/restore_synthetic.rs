@@ -206,6 +206,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
             anon(DATA, (nix::libc::PROT_READ | nix::libc::PROT_WRITE) as u32),
         ],
         pages: vec![revenant::restore::plan::PagesFile::Image(dir.join("pages-1.img"))],
+        guards: vec![],
         page_runs: vec![
             PageRun { addr: CODE, len: 4096, file_offset: 0, file: 0 },
             PageRun { addr: DATA, len: 4096, file_offset: 4096, file: 0 },

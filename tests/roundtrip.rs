@@ -1899,3 +1899,86 @@ fn pidfds_on_processes_of_the_tree_come_back() {
     assert!(after.iter().all(|l| l.ends_with("pidfd=ok")), "{after:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// Starts the `guards` dumpee and waits for its first line; None where
+/// this kernel has no guard regions (it exits 3 before writing).
+fn start_guards(out: &Path) -> Option<std::process::Child> {
+    let mut child = start("guards", &[out.as_os_str()]);
+    for _ in 0..600 {
+        if std::fs::read_to_string(out).unwrap_or_default().lines().count() >= 2 {
+            return Some(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            assert_eq!(status.code(), Some(3), "guards failed to start: {status:?}");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("guards does not tick");
+}
+
+/// Guard regions (MADV_GUARD_INSTALL) come back: written as CRIU writes
+/// them (entries of status AREA_GUARD alone after the areas), installed
+/// again, faulting, the pages around them intact.
+#[test]
+fn guard_regions_come_back_where_they_were() {
+    let _w = watchdog::start();
+    let work = scratch("guards");
+    let images = work.join("images");
+    let out = work.join("out");
+    let Some(mut child) = start_guards(&out) else {
+        eprintln!("skipped: this kernel has no guard regions (Linux 6.13+)");
+        return;
+    };
+    let pid = child.id() as i32;
+    dump_and_reap(&mut child, &images);
+    let set = revenant_images::ImageSet::load(&images).unwrap();
+    let vs = revenant_images::messages::vma_status::AREA_GUARD;
+    let guards: Vec<(u64, u64)> =
+        set.processes[0].mm.vmas.iter().filter(|v| v.status == vs).map(|v| (v.end - v.start, v.start)).collect();
+    assert_eq!(guards.iter().map(|g| g.0).collect::<Vec<_>>(), [2 * 4096, 4096], "{guards:x?}");
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    stop(pid);
+    let new: Vec<&str> = after.lines().skip(n).collect();
+    assert!(new.len() >= 4 && new.iter().all(|l| l.ends_with("guards=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// The same through CRIU 4.2 both ways: CRIU restores our guard regions,
+/// and we restore CRIU's.
+#[test]
+#[ignore = "needs CRIU: CRIU=/path/to/criu cargo test -p revenant-e2e --test roundtrip -- --ignored criu_"]
+fn criu_and_revenant_restore_each_others_guard_regions() {
+    let _w = watchdog::start();
+    let criu = std::env::var_os("CRIU").expect("CRIU names a criu binary");
+    let work = scratch("guards-criu");
+    let out = work.join("out");
+    let Some(mut child) = start_guards(&out) else {
+        eprintln!("skipped: this kernel has no guard regions (Linux 6.13+)");
+        return;
+    };
+    let pid = child.id() as i32;
+    let ours = work.join("ours");
+    dump_and_reap(&mut child, &ours);
+    let criu_run = |args: &[&str], dir: &Path| {
+        let st = Command::new(&criu).args(args).arg("-D").arg(dir).args(["-o", "criu.log", "-v4"]).status().unwrap();
+        assert!(st.success(), "criu {args:?}: see {}", dir.join("criu.log").display());
+    };
+    criu_run(&["restore", "-d"], &ours);
+    let n = std::fs::read_to_string(&out).unwrap().lines().count();
+    let text = wait_for(&out, |l| l.len() >= n + 4);
+    assert!(text.lines().skip(n).all(|l| l.ends_with("guards=ok")), "restored by CRIU:\n{text}");
+    let theirs = work.join("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    criu_run(&["dump", "-t", &pid.to_string()], &theirs);
+    // CRIU's restored child went to init, which reaps it in its own time.
+    let t0 = std::time::Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "PID {pid} is still taken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (n, after) = restore_and_watch(&theirs, &Options { detach: true, ..Default::default() }, &out);
+    stop(pid);
+    assert!(after.lines().skip(n).all(|l| l.ends_with("guards=ok")), "CRIU's images restored:\n{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

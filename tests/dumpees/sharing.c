@@ -3,15 +3,14 @@
  * CLONE_FS), "timens" asks for a new time namespace for the next children
  * (unshare(CLONE_NEWTIME)), "orphan" leaves a grandchild, adopted as the
  * subreaper, in a process group whose leader has exited, "procfile" keeps
- * its child's /proc/PID/stat open, "guard" installs a guard page
- * (MADV_GUARD_INSTALL), "mseal" seals a page, "mdwe" denies itself
+ * its child's /proc/PID/stat open, "mseal" seals a page, "mdwe" denies itself
  * writable executable memory (PR_SET_MDWE), "speculation" disables
  * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
  * "mempolicy" binds its memory to node 0 (set_mempolicy), "mbind" one area
  * (mbind), "mbindbig" one area beside 128 MiB of touched memory; each prints
  * "unsupported" where the kernel lacks it.
  * Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens|orphan|procfile|guard|mseal|mdwe|speculation|mempolicy|mbind|mbindbig */
+ * usage: sharing files|fs|timens|orphan|procfile|mseal|mdwe|speculation|mempolicy|mbind|mbindbig */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -63,14 +62,6 @@ int main(int argc, char **argv)
 		snprintf(path, sizeof(path), "/proc/%d/stat", child);
 		if (open(path, O_RDONLY) < 0)
 			return 6;
-	} else if (strcmp(argv[1], "guard") == 0) {
-		char *p = mmap(0, 3 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (p == MAP_FAILED)
-			return 7;
-		if (madvise(p + 4096, 4096, 102 /* MADV_GUARD_INSTALL */)) {
-			printf("unsupported\n");
-			fflush(stdout);
-		}
 	} else if (strcmp(argv[1], "mseal") == 0) {
 		char *p = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)

@@ -354,14 +354,17 @@ fn summary(set: &ImageSet) -> String {
             0 => String::new(),
             n => format!("; {n} pages in the parent"),
         };
+        let is_guard = |v: &&VmaEntry| v.status & vma_status::AREA_GUARD != 0;
+        let guards = p.mm.vmas.iter().filter(is_guard).count();
         let _ = writeln!(
             s,
-            "  {} memory areas; {present} pages ({} KiB) in {}, {lazy} of them lazy-capable{parent}",
-            p.mm.vmas.len(),
+            "  {} memory areas{}; {present} pages ({} KiB) in {}, {lazy} of them lazy-capable{parent}",
+            p.mm.vmas.len() - guards,
+            if guards > 0 { format!(" and {guards} guard regions") } else { String::new() },
             present.saturating_mul(PAGE_SIZE) / 1024,
             file_name(&p.pages)
         );
-        for v in &p.mm.vmas {
+        for v in p.mm.vmas.iter().filter(|v| !is_guard(v)) {
             let file = u32::try_from(v.shmid).ok().and_then(|id| set.file(id)).and_then(|f| f.reg.as_ref());
             // Runs may span areas: count each run's overlap with this one.
             let bytes: u64 = p
@@ -375,6 +378,9 @@ fn summary(set: &ImageSet) -> String {
                 .fold(0u64, u64::saturating_add);
             let pages = bytes / PAGE_SIZE;
             let _ = writeln!(s, "    {} [{pages} pages]", vma_line(v, file.map(|r| r.name.as_str())));
+        }
+        for v in p.mm.vmas.iter().filter(is_guard) {
+            let _ = writeln!(s, "    {:#014x}-{:#014x} guard region (MADV_GUARD_INSTALL)", v.start, v.end);
         }
         for f in &p.fds {
             let what = set.file(f.id).map(file_desc).unwrap_or_else(|| format!("missing file {}", f.id));

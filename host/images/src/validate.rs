@@ -209,7 +209,15 @@ fn check_vmas(p: &Process, files: &HashMap<u32, i32>) -> Result<()> {
         return Err(bad(&name, 0, "exe_file_id", format!("{} has no entry in files.img", mm.exe_file_id)));
     }
     let mut prev_end = 0u64;
+    // Guard regions come after every area (CRIU's rule): entries of their
+    // own, each inside areas that leave no gap under it.
+    let areas = mm.vmas.iter().position(|v| v.status & vma_status::AREA_GUARD != 0).unwrap_or(mm.vmas.len());
     for (j, v) in mm.vmas.iter().enumerate() {
+        if j >= areas {
+            let prev_guard = if j > areas { mm.vmas[j - 1].end } else { 0 };
+            check_guard(&name, j, v, &mm.vmas[..areas], prev_guard)?;
+            continue;
+        }
         if v.start % PAGE_SIZE != 0 {
             return Err(bad(&name, 0, format!("vmas[{j}].start"), format!("{:#x} is not page aligned", v.start)));
         }
@@ -245,6 +253,44 @@ fn check_vmas(p: &Process, files: &HashMap<u32, i32>) -> Result<()> {
             ));
         }
         prev_end = v.end;
+    }
+    Ok(())
+}
+
+/// Guard region `vmas[j]` (`g`): its status alone, aligned, after the
+/// previous guard (ending at `prev_end`), every page of it in `areas`.
+fn check_guard(name: &str, j: usize, g: &VmaEntry, areas: &[VmaEntry], prev_end: u64) -> Result<()> {
+    if g.status != vma_status::AREA_GUARD {
+        let why = if g.status & vma_status::AREA_GUARD == 0 {
+            "an area after a guard region (guard regions come last)".to_string()
+        } else {
+            format!("{:#x}: a guard region with other status bits", g.status)
+        };
+        return Err(bad(name, 0, format!("vmas[{j}].status"), why));
+    }
+    if !g.start.is_multiple_of(PAGE_SIZE) || !g.end.is_multiple_of(PAGE_SIZE) || g.end <= g.start || g.start < prev_end
+    {
+        return Err(bad(
+            name,
+            0,
+            format!("vmas[{j}]"),
+            format!("guard region {:#x}-{:#x}: unaligned, empty or out of order", g.start, g.end),
+        ));
+    }
+    let mut at = g.start;
+    for a in areas.iter().skip_while(|a| a.end <= g.start) {
+        if a.start > at || at >= g.end {
+            break;
+        }
+        at = a.end;
+    }
+    if at < g.end {
+        return Err(bad(
+            name,
+            0,
+            format!("vmas[{j}]"),
+            format!("guard region {:#x}-{:#x}: {at:#x} is in no area", g.start, g.end),
+        ));
     }
     Ok(())
 }

@@ -63,6 +63,62 @@ fn overlapping_and_unsorted_vmas_are_refused() {
     );
 }
 
+/// Guard regions are entries of status AREA_GUARD alone after the areas,
+/// in order, each covered by areas; anything else is refused, naming the
+/// entry.
+#[test]
+fn guard_regions_must_follow_the_areas_inside_them() {
+    let guard =
+        |start: u64, end: u64| VmaEntry { start, end, status: vma_status::AREA_GUARD, fd: -1, ..Default::default() };
+    let first = |s: &mut ImageSet| (proc0(s).mm.vmas[0].start, proc0(s).mm.vmas[0].end);
+    // Good ones load: inside the first area, in order.
+    let mut s = ImageSet::load(&set_dir("loop-static")).unwrap();
+    let (a, _) = first(&mut s);
+    let n = proc0(&mut s).mm.vmas.len();
+    proc0(&mut s).mm.vmas.extend([guard(a, a + 0x1000), guard(a + 0x1000, a + 0x2000)]);
+    let out = Scratch::new("guards-ok");
+    s.write(&out.0).unwrap();
+    ImageSet::load(&out.0).unwrap().validate("x86_64").unwrap();
+    refused(
+        "guard-outside",
+        |s| {
+            let last = proc0(s).mm.vmas.last().unwrap().end;
+            proc0(s).mm.vmas.push(guard(last, last + 0x1000));
+        },
+        &[&format!("mm-10562.img: entry 0: vmas[{n}]"), "is in no area"],
+    );
+    refused(
+        "guard-status",
+        |s| {
+            let (a, _) = first(s);
+            proc0(s)
+                .mm
+                .vmas
+                .push(VmaEntry { status: vma_status::AREA_GUARD | vma_status::AREA_REGULAR, ..guard(a, a + 0x1000) });
+        },
+        &[&format!("vmas[{n}].status"), "other status bits"],
+    );
+    refused(
+        "area-after-guard",
+        |s| {
+            let (a, _) = first(s);
+            let mut v = proc0(s).mm.vmas.last().unwrap().clone();
+            (v.start, v.end) = (v.end + 0x10000, v.end + 0x11000);
+            proc0(s).mm.vmas.push(guard(a, a + 0x1000));
+            proc0(s).mm.vmas.push(v);
+        },
+        &["guard regions come last"],
+    );
+    refused(
+        "guard-order",
+        |s| {
+            let (a, _) = first(s);
+            proc0(s).mm.vmas.extend([guard(a + 0x1000, a + 0x2000), guard(a, a + 0x1000)]);
+        },
+        &[&format!("vmas[{}]", n + 1), "out of order"],
+    );
+}
+
 #[test]
 fn unaligned_or_empty_or_reversed_vmas_are_refused_naming_start_or_end() {
     refused(

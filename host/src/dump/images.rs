@@ -289,6 +289,15 @@ fn mm(p: &Process) -> MmEntry {
                 fdflags: v.fdflags,
                 ..Default::default()
             })
+            // Guard regions after every area, as CRIU writes them: entries
+            // of their own, with their range and status alone.
+            .chain(p.guards.iter().map(|&(start, end)| VmaEntry {
+                start,
+                end,
+                status: revenant_images::messages::vma_status::AREA_GUARD,
+                fd: -1,
+                ..Default::default()
+            }))
             .collect(),
         dumpable: Some(m.dumpable),
         aios: vec![],

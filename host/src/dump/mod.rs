@@ -333,6 +333,7 @@ fn process(
     let pages_id = i as u32 + 1;
     let since = prev.map(|p| p.prev_for(pid, &vmas)).transpose()?.flatten();
     let runs = pages(pid, pages_id, &vmas, &words, &threads, since.as_ref(), dir, buffers, log)?;
+    let guards = vmas.iter().zip(&words).flat_map(|(v, w)| pagemap::guards(v, w)).collect();
 
     let mm = mm(pid, &stat, &status, &ps, exe_file_id)?;
     Ok(Process {
@@ -348,6 +349,7 @@ fn process(
         vmas: out_vmas,
         pages_id,
         pagemap: runs,
+        guards,
         fds,
         cwd_id,
         root_id,
@@ -464,7 +466,7 @@ fn pages(
     log: &mut Log,
 ) -> Result<Vec<pagemap::Run>> {
     let stack_pages: Vec<u64> = threads.iter().map(|t| regs::sp(&t.regs) & !(PAGE - 1)).collect();
-    let runs = page_runs(pid, vmas, words, &stack_pages, since)?;
+    let runs = page_runs(vmas, words, &stack_pages, since);
     let here: Vec<pagemap::Run> = runs.iter().filter(|r| r.flags & pagemap::PE_PRESENT != 0).copied().collect();
     let pages_name = format!("pages-{pages_id}.img");
     let t = Instant::now();
@@ -477,29 +479,19 @@ fn pages(
     Ok(runs)
 }
 
-/// The pagemap entries of process `pid`'s areas `vmas`, given their words
+/// The pagemap entries of a process's areas `vmas`, given their words
 /// (see `pagemap.rs` for the rules, `track.rs` for `since`).
 pub(super) fn page_runs(
-    pid: i32,
     vmas: &[maps::Vma],
     words: &[pagemap::Words],
     stack_pages: &[u64],
     since: Option<&track::Prev>,
-) -> Result<Vec<pagemap::Run>> {
+) -> Vec<pagemap::Run> {
     let mut runs = Vec::new();
     for (v, w) in vmas.iter().zip(words) {
-        if let Some(at) = pagemap::first_guard(v, w) {
-            bail!(
-                "process {pid}: memory area {:#x}-{:#x} {:?}: a guard region (MADV_GUARD_INSTALL) at {at:#x}, \
-                 which dump does not support yet",
-                v.start,
-                v.end,
-                v.name
-            );
-        }
         pagemap::add_runs(&mut runs, v, w, stack_pages, since);
     }
-    Ok(runs)
+    runs
 }
 
 /// A frozen process's memory areas (from smaps, refused first if dump

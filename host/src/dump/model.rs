@@ -55,6 +55,8 @@ pub struct Process {
     pub vmas: Vec<VmaOut>,
     pub pages_id: u32,
     pub pagemap: Vec<Run>,
+    /// Guard regions (MADV_GUARD_INSTALL), by address, inside `vmas`.
+    pub guards: Vec<(u64, u64)>,
     pub fds: Vec<Fd>,
     pub cwd_id: u32,
     pub root_id: u32,

@@ -296,18 +296,24 @@ fn append(runs: &mut Vec<Run>, mut vaddr: u64, mut pages: u64, flags: u32) {
     }
 }
 
-/// The first page of `v` that is a guard region, if any: the restore has
-/// no way to put one back yet, and a program relies on its guard pages
-/// faulting.
-pub fn first_guard(v: &Vma, words: &Words) -> Option<u64> {
+/// The guard regions (MADV_GUARD_INSTALL) of `v`, by address. A program
+/// relies on its guard pages faulting; the images keep them as CRIU does
+/// (areas of their own, status `AREA_GUARD` alone), and the restore
+/// installs them again.
+pub fn guards(v: &Vma, words: &Words) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = vec![];
     let mut addr = v.start;
     for &(pages, e) in words {
+        let end = addr + pages * PAGE;
         if e & PM_GUARD_REGION != 0 {
-            return Some(addr);
+            match out.last_mut() {
+                Some(r) if r.1 == addr => r.1 = end,
+                _ => out.push((addr, end)),
+            }
         }
-        addr += pages * PAGE;
+        addr = end;
     }
-    None
+    out
 }
 
 fn page_wanted(v: &Vma, e: u64) -> bool {
@@ -353,6 +359,17 @@ mod tests {
             name: String::new(),
             vmflags: vec![],
         }
+    }
+
+    /// Guard pages next to each other are one region, whatever their other
+    /// bits; a page between two guards splits them.
+    #[test]
+    fn guard_regions_are_found_by_address() {
+        let v = vma(0x10000, 6, status::ANON_PRIVATE, 0);
+        let words =
+            vec![(1, PM_PRESENT), (2, PM_GUARD_REGION), (1, PM_GUARD_REGION | PM_ZERO), (1, 0), (1, PM_GUARD_REGION)];
+        assert_eq!(guards(&v, &words), [(0x11000, 0x14000), (0x15000, 0x16000)]);
+        assert!(guards(&v, &vec![(6, PM_PRESENT)]).is_empty());
     }
 
     #[test]

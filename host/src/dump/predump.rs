@@ -173,7 +173,7 @@ fn read_frozen(frozen: &Frozen, host: &HostFacts, prev: Option<&mut PrevLink>, l
     let mut inherited = prev.map(PrevLink::take_trackers).unwrap_or_default();
     let mut out = Vec::new();
     for ((fp, (vmas, words)), (pid, since)) in frozen.procs.iter().zip(areas).zip(since) {
-        let runs = super::page_runs(pid, &vmas, &words, &[], since.as_ref())?;
+        let runs = super::page_runs(&vmas, &words, &[], since.as_ref());
         // No lazy pages in a pre-dump's entries, as CRIU's.
         let runs = runs.into_iter().map(|r| Run { flags: r.flags & !PE_LAZY, ..r }).collect();
         let tracker = match inherited.iter().position(|t| t.pid == pid && since.is_some()) {

@@ -442,6 +442,7 @@ fn block(
         groups: b.push(creds.groups.as_deref().unwrap_or(&[])),
         mm: p.mm,
         comm: p.comm,
+        guards: b.push(&p.guards.iter().map(|&(base, end)| Iovec { base, len: end - base }).collect::<Vec<_>>()),
     };
     let restore = b.push(&[r]);
     let block = b.finish(Header {

@@ -375,8 +375,13 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     let files = crate::files::plan(set, p)?;
     let mm_name = format!("mm-{pid}.img");
     let mut vmas = Vec::new();
+    let mut guards = Vec::new();
     for (j, v) in p.mm.vmas.iter().enumerate() {
         let s = v.status;
+        if s & vs::AREA_GUARD != 0 {
+            guards.push((v.start, v.end));
+            continue;
+        }
         let backing = if s & vs::AREA_VSYSCALL != 0 {
             Backing::Vsyscall
         } else if s & vs::AREA_REGULAR == 0 {
@@ -419,6 +424,13 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
             madv: v.madv.unwrap_or(0),
             backing,
         });
+    }
+    if !guards.is_empty() && !guard_regions_work() {
+        bail!(
+            "{mm_name}: {} guard regions (MADV_GUARD_INSTALL), which this kernel cannot install (Linux 6.13 and \
+             later can)",
+            guards.len()
+        );
     }
     let (pages, page_runs) = pages(set, p)?;
 
@@ -509,6 +521,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         vmas,
         pages,
         page_runs,
+        guards,
         mm: MmMap {
             start_code: mm.mm_start_code,
             end_code: mm.mm_end_code,
@@ -570,6 +583,24 @@ fn pages(set: &ImageSet, p: &Process) -> Result<(Vec<PagesFile>, Vec<super::plan
     let levels = super::chain::levels(&set.dir, pid, &p.pagemap, &p.pages)?;
     let pieces = super::chain::resolve(&levels)?;
     super::chain::runs(&levels, &pieces)
+}
+
+/// Whether this kernel installs guard regions (`MADV_GUARD_INSTALL`),
+/// tried once on a page of our own.
+fn guard_regions_work() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let len = std::num::NonZeroUsize::new(4096).expect("not zero");
+        let (prot, flags) = (nix::sys::mman::ProtFlags::PROT_READ, nix::sys::mman::MapFlags::MAP_PRIVATE);
+        // SAFETY: a fresh anonymous page of our own, unmapped below.
+        let Ok(page) = (unsafe { nix::sys::mman::mmap_anonymous(None, len, prot, flags) }) else { return false };
+        // SAFETY: a plain system call on that page, which nothing uses.
+        let works =
+            unsafe { libc::madvise(page.as_ptr(), 4096, linux_raw_sys::general::MADV_GUARD_INSTALL as i32) } == 0;
+        // SAFETY: our own page, mapped above.
+        let _ = unsafe { nix::sys::mman::munmap(page, 4096) };
+        works
+    })
 }
 
 /// The dumped personality. CRIU 4.2 reads `/proc/PID/personality`, which

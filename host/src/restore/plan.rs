@@ -88,6 +88,8 @@ pub struct ProcessPlan {
     /// directory's own first.
     pub pages: Vec<PagesFile>,
     pub page_runs: Vec<PageRun>,
+    /// Guard regions (`MADV_GUARD_INSTALL`) to install, by address.
+    pub guards: Vec<(u64, u64)>,
     pub mm: MmMap,
     /// The saved auxv, native words.
     pub auxv: Vec<u64>,

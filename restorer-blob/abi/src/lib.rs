@@ -31,8 +31,9 @@
 //! 5 → 6: each [`PageRead`] names its pages image ([`PageRead::fd`], 24
 //! bytes), so an iterative dump's images are read where they lie;
 //! `Restore::pages_fd` and the restore's trailing reserved word went, and
-//! [`Restore::lazy_fd`] took the first one's place (320 bytes again).
-//! [`PosixTimer::flags`] (was a pad) holds [`TIMER_SIGNAL_PENDING`].
+//! [`Restore::lazy_fd`] took the first one's place;
+//! [`Restore::guards`] came last (328 bytes again). [`PosixTimer::flags`]
+//! (was a pad) holds [`TIMER_SIGNAL_PENDING`].
 
 #![no_std]
 

@@ -112,6 +112,11 @@ abi_struct! {
         pub mm: MmMap,
         /// The process name (`PR_SET_NAME`), NUL-padded.
         pub comm: [u8; 16],
+        /// Guard regions (`MADV_GUARD_INSTALL`, Linux 6.13+), installed
+        /// once every area has its pages and final protection; each lies
+        /// inside mapped areas ([`ExitCode::Protect`] if the kernel
+        /// refuses).
+        pub guards: Span => Iovec,
     }
 
     /// One dumped memory area.
@@ -493,7 +498,8 @@ unsafe impl Plain for i32 {}
 
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Restore>() == 320);
+    assert!(size_of::<Restore>() == 328);
+    assert!(offset_of!(Restore, guards) == 320);
     assert!(offset_of!(Restore, lazy_fd) == 24);
     assert!(size_of::<Seccomp>() == 16);
     assert!(size_of::<PosixTimer>() == 64);

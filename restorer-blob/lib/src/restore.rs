@@ -43,6 +43,7 @@ struct Plan<'a> {
     posix_timers: &'a [PosixTimer],
     seccomp: &'a [Seccomp],
     seccomp_progs: &'a [u8],
+    guards: &'a [Iovec],
 }
 
 fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
@@ -64,6 +65,7 @@ fn plan<'a>(args: &Args<'a>) -> Result<Plan<'a>, ExitCode> {
         itimers: args.array(r.itimers)?,
         signals: args.array(r.signals)?,
         patches: args.array(r.patches)?,
+        guards: args.array(r.guards)?,
         creds: args.array(r.creds)?,
         groups: args.array(r.groups)?,
         posix_timers: args.array(r.posix_timers)?,
@@ -196,6 +198,7 @@ pub fn run(args: &Args<'_>, log: &Log, entry_sp: usize) -> ! {
     crate::fill::fill(log, &pages, r.fill_helper_tid, p.threads[0].stack);
     apply_patches(log, &p);
     finish_vmas(log, p.vmas);
+    install_guards(log, p.guards);
     moves(log, p.unpark, "moving the vDSO into place");
     set_mm(log, &p);
     set_sigactions(log, p.sigactions);
@@ -361,6 +364,21 @@ fn finish_vmas(log: &Log, vmas: &[Vma]) {
             let res = unsafe { sys::madvise(v.start as usize, len, advice) };
             check(log, res, ExitCode::Protect, "madvise on vma", v.start);
         }
+    }
+}
+
+/// Guard regions last among the memory steps: installing one drops any
+/// page in its range, and none of the areas' own steps may touch it after.
+fn install_guards(log: &Log, guards: &[Iovec]) {
+    for r in guards {
+        // SAFETY: the range lies in areas of the restored program that had
+        // guards there; their pages were never dumped (a guard page reads
+        // nothing), so dropping what is there drops nothing of the program.
+        let res = unsafe { sys::madvise(r.base as usize, r.len as usize, g::MADV_GUARD_INSTALL) };
+        check(log, res, ExitCode::Protect, "installing a guard region at", r.base);
+    }
+    if !guards.is_empty() {
+        log.info().s("installed ").dec(guards.len() as u64).s(" guard regions").emit();
     }
 }
 
