@@ -1982,3 +1982,24 @@ fn criu_and_revenant_restore_each_others_guard_regions() {
     assert!(after.lines().skip(n).all(|l| l.ends_with("guards=ok")), "CRIU's images restored:\n{after}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A child in strict seccomp comes back in it, answering through its
+/// pipes, its rdtsc still faulting (strict mode makes it so by itself).
+#[test]
+fn a_child_in_strict_seccomp_comes_back_in_it() {
+    let _w = watchdog::start();
+    let work = scratch("strict");
+    let images = work.join("images");
+    let (out, go) = (work.join("out"), work.join("go"));
+    let mut child = start("strict", &[out.as_os_str(), go.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let (_, _) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    std::fs::write(&go, b"").unwrap();
+    let done = wait_for(&out, |l| l.iter().any(|x| x.starts_with("strict=")));
+    let status = waitpid(Pid::from_raw(pid), None);
+    assert!(done.lines().any(|l| l == "strict=ok"), "{done}");
+    assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}
