@@ -11,13 +11,16 @@
  * SIGUSR1: every page whose index % 8 is the round number % 8 moves on,
  * then "round=R pages=P" is appended. With argv[3] "fork" it forks once
  * its pages are filled (sharing them copy-on-write), and both processes
- * go on the same way, each checking its own pages. */
+ * go on the same way, each checking its own pages.
+ * It also reserves 64 MiB it never touches, half PROT_NONE (as runtimes
+ * reserve address space) and half writable: nothing a dump should copy. */
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,6 +78,9 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		return 1;
 	npages = argc > 2 ? strtoul(argv[2], 0, 10) : 4096;
+	if (mmap(0, 32 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0) == MAP_FAILED ||
+	    mmap(0, 32 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) == MAP_FAILED)
+		return 2;
 	mem = aligned_alloc(PAGE, npages * PAGE);
 	gen = calloc(npages, sizeof(*gen));
 	if (!mem || !gen)

@@ -18,8 +18,8 @@ use super::track::{Prev, Source};
 
 const PM_PFN_MASK: u64 = (1 << 55) - 1;
 const PM_FILE: u64 = 1 << 61;
-const PM_SWAP: u64 = 1 << 62;
-const PM_PRESENT: u64 = 1 << 63;
+pub(super) const PM_SWAP: u64 = 1 << 62;
+pub(super) const PM_PRESENT: u64 = 1 << 63;
 /// Guard regions (MADV_GUARD_INSTALL, Linux 6.14+) read as zero and must
 /// stay guards.
 const PM_GUARD_REGION: u64 = 1 << 58;
@@ -256,6 +256,10 @@ pub fn add_runs(runs: &mut Vec<Run>, v: &Vma, words: &Words, stack_pages: &[u64]
         // stack page start or end.
         while a < end {
             let (source, mut stop) = prev.map_or((Source::Here, end), |p| p.source_span(a, e));
+            if prev.is_some_and(|p| p.unpopulated(a, e)) {
+                a = stop.min(end);
+                continue;
+            }
             let flags = if source == Source::Parent {
                 PE_PARENT
             } else if !lazy {

@@ -24,13 +24,14 @@
 //! userfaultfd closed, the area unmapped or moved), so a protected page in
 //! an area of ours was protected by us.
 //!
-//! `UFFD_FEATURE_WP_UNPOPULATED` is not asked for: it would install a
-//! marker in every empty page table entry of every registered area
-//! (allocating page tables over a thread's whole reserved stack, say),
-//! and pagemap shows those markers as swap entries. Without it an empty
-//! entry stays empty, a page first faulted in after the protection comes
-//! unprotected (written), and an empty page is not dumped at all; nothing
-//! is lost.
+//! `UFFD_FEATURE_WP_ASYNC` brings `UFFD_FEATURE_WP_UNPOPULATED` with it
+//! (the kernel turns it on unconditionally): protecting an area puts a
+//! marker in every empty page table entry, over a runtime's whole
+//! reserved address space too, and pagemap shows each as a swapped,
+//! protected page. A marker that the previous link does not hold stands
+//! for a page that was empty when protected and was not written since:
+//! it is not dumped ([`Prev::unpopulated`]). A page first written after
+//! the protection comes unprotected (written), and is dumped.
 //!
 //! The registration lasts while somebody holds the userfaultfd: between
 //! links, `track_holder.rs`'s process does. While it does, the process's
@@ -54,6 +55,7 @@ use nix::libc;
 
 use super::inject::{Injector, Trampoline};
 use super::maps::{MAP_DROPPABLE, MAP_PRIVATE, Vma, status};
+use super::pagemap::{PM_PRESENT, PM_SWAP};
 
 /// `UFFDIO_WRITEPROTECT_MODE_WP` (linux-raw-sys lacks it).
 const WRITEPROTECT_MODE_WP: u64 = 1;
@@ -236,6 +238,18 @@ impl Prev {
         }
     }
 
+    /// Whether page `addr`, whose word is `pme`, is a protection marker in
+    /// an empty entry: swapped and protected in a tracked area, but not a
+    /// page the previous link holds (every page present when protected was
+    /// copied into it). It reads as zeros, and is not dumped. Its answer
+    /// holds over the stretch [`Prev::source_span`] gives.
+    pub fn unpopulated(&self, addr: u64, pme: u64) -> bool {
+        pme & (PM_UFFD_WP | PM_SWAP) == PM_UFFD_WP | PM_SWAP
+            && pme & PM_PRESENT == 0
+            && within(&self.tracked, addr)
+            && !within(&self.held, addr)
+    }
+
     /// [`Prev::source`] of page `addr`, and where the stretch of pages
     /// with the same word that share its answer ends.
     pub fn source_span(&self, addr: u64, pme: u64) -> (Source, u64) {
@@ -271,6 +285,22 @@ mod tests {
         // Not tracked.
         assert_eq!(prev.source(0x6000, PM_UFFD_WP), Source::Here);
         assert_eq!(Prev::default().source(0x2000, PM_UFFD_WP), Source::Here);
+    }
+
+    /// A protection marker in an empty entry reads as swapped and
+    /// protected; where the previous link holds no page it stands for an
+    /// empty page, never for one to copy.
+    #[test]
+    fn a_marker_the_parent_does_not_hold_is_an_empty_page() {
+        let prev = Prev { tracked: vec![(0x1000, 0x9000)], held: vec![(0x2000, 0x3000)] };
+        let marker = PM_UFFD_WP | PM_SWAP;
+        assert!(prev.unpopulated(0x4000, marker));
+        // Held: a page swapped out since the parent copied it.
+        assert!(!prev.unpopulated(0x2000, marker));
+        // Written since (swapped out unprotected), present, or untracked.
+        assert!(!prev.unpopulated(0x4000, PM_SWAP));
+        assert!(!prev.unpopulated(0x4000, marker | PM_PRESENT));
+        assert!(!prev.unpopulated(0xa000, marker));
     }
 
     #[cfg(target_arch = "x86_64")]
