@@ -199,8 +199,15 @@ impl Tracker {
 /// protection marker where such a page is reclaimed, which pagemap shows
 /// as a swapped, protected page. Their copied pages are dumped in full
 /// every time instead.
+///
+/// Inaccessible areas (`PROT_NONE`, a runtime's reserved address space)
+/// are left alone too: protecting one would fill its whole range with
+/// page tables for markers (a JVM's gigabyte of class space, say) while
+/// the program cannot write it; what it makes accessible later is dumped
+/// in full.
 fn trackable(v: &Vma) -> bool {
     v.is(status::REGULAR | status::ANON_PRIVATE)
+        && v.prot != 0
         && v.flags & MAP_PRIVATE != 0
         && v.flags & MAP_DROPPABLE == 0
         && v.status & (status::VDSO | status::VVAR | status::VSYSCALL) == 0
