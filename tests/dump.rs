@@ -533,8 +533,8 @@ fn leases_being_broken_are_refused_naming_the_file() {
 }
 
 /// What a dump cannot keep (tables clone shares, a pending namespace, a
-/// group without its leader, a /proc file of the tree, sealed memory, memory-deny-write-execute, a speculation control of its
-/// own, a NUMA policy (the process's, or an area's found either way the
+/// /proc file of the tree, sealed memory, memory-deny-write-execute, a
+/// speculation control of its own, a NUMA policy (the process's, or an area's found either way the
 /// dump looks), memory locked on fault, a named anonymous area, a
 /// core scheduling cookie) is refused by name; the program runs on.
 #[test]
@@ -544,7 +544,6 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("files", "share one file descriptor table (CLONE_FILES)"),
         ("fs", "share one cwd, root and umask (CLONE_FS)"),
         ("timens", "in another time_for_children namespace"),
-        ("orphan", "which no process of the tree leads"),
         ("procfile", "is a /proc file of another process or thread of the tree"),
         ("mseal", "sealed (mseal) memory"),
         ("mdwe", "PR_SET_MDWE"),

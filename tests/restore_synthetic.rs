@@ -207,6 +207,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         ],
         pages: vec![revenant::restore::plan::PagesFile::Image(dir.join("pages-1.img"))],
         guards: vec![],
+        group_helpers: vec![],
         page_runs: vec![
             PageRun { addr: CODE, len: 4096, file_offset: 0, file: 0 },
             PageRun { addr: DATA, len: 4096, file_offset: 4096, file: 0 },

@@ -2003,3 +2003,25 @@ fn a_child_in_strict_seccomp_comes_back_in_it() {
     assert!(matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))), "{status:?}");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+/// A process group whose leader is gone (a pipeline's first command that
+/// exited), with a sleeping member and a zombie in it: a helper with the
+/// leader's id makes the group for them and is reaped before the program
+/// runs, which finds both in the group, the zombie's status kept and the
+/// leader's id free.
+#[test]
+fn a_group_whose_leader_is_gone_comes_back_with_its_members() {
+    let _w = watchdog::start();
+    let work = scratch("lonegroup");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("lonegroup", &[out.as_os_str()]);
+    let pid = child.id() as i32;
+    wait_for(&out, |l| l.len() >= 3);
+    dump_and_reap(&mut child, &images);
+    let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
+    stop(pid);
+    let new: Vec<&str> = after.lines().skip(n).collect();
+    assert!(new.len() >= 4 && new.iter().all(|l| l.ends_with("group=ok")), "{after}");
+    let _ = std::fs::remove_dir_all(&work);
+}

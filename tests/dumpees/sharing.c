@@ -1,8 +1,7 @@
 /* State a dump cannot keep yet, one kind per run: "files" and "fs" start a
  * child that shares the file table or cwd/umask (clone with CLONE_FILES or
  * CLONE_FS), "timens" asks for a new time namespace for the next children
- * (unshare(CLONE_NEWTIME)), "orphan" leaves a grandchild, adopted as the
- * subreaper, in a process group whose leader has exited, "procfile" keeps
+ * (unshare(CLONE_NEWTIME)), "procfile" keeps
  * its child's /proc/PID/stat open, "mseal" seals a page, "mdwe" denies itself
  * writable executable memory (PR_SET_MDWE), "speculation" disables
  * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
@@ -10,7 +9,7 @@
  * (mbind), "mbindbig" one area beside 128 MiB of touched memory; each prints
  * "unsupported" where the kernel lacks it.
  * Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens|orphan|procfile|mseal|mdwe|speculation|mempolicy|mbind|mbindbig */
+ * usage: sharing files|fs|timens|procfile|mseal|mdwe|speculation|mempolicy|mbind|mbindbig */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -39,20 +38,6 @@ int main(int argc, char **argv)
 	if (strcmp(argv[1], "timens") == 0) {
 		if (unshare(CLONE_NEWTIME))
 			return 3;
-	} else if (strcmp(argv[1], "orphan") == 0) {
-		prctl(PR_SET_CHILD_SUBREAPER, 1);
-		pid_t leader = fork();
-		if (leader == 0) {
-			setpgid(0, 0);
-			if (fork() == 0) {
-				prctl(PR_SET_PDEATHSIG, SIGKILL);
-				for (;;)
-					pause();
-			}
-			_exit(0);
-		}
-		if (leader < 0 || waitpid(leader, 0, 0) != leader)
-			return 5;
 	} else if (strcmp(argv[1], "procfile") == 0) {
 		pid_t child = fork();
 		if (child == 0)

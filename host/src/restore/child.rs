@@ -122,6 +122,9 @@ pub struct ChildPlan {
     pub children: Vec<usize>,
     /// Its zombie children, created and left unreaped.
     pub zombies: Vec<ZombiePlan>,
+    /// Groups whose leader is gone that its children or zombies join: a
+    /// helper task with each group's id holds it while they do.
+    pub helpers: Vec<i32>,
     /// An IPC namespace to enter first (the root only; children inherit it).
     pub ipc_ns: Option<i32>,
     /// `cgroup.procs` files to write "0" (ourselves) to, first thing.
@@ -426,6 +429,16 @@ fn die_as(z: &ZombiePlan, groups: &GroupWords) -> ! {
     revenant_arch::sys::exit_group(code)
 }
 
+/// A helper's side: makes group `g` (its own id) and holds it until its
+/// parent kills it. Never returns.
+fn hold_group(g: i32, groups: &GroupWords) -> ! {
+    let _ = enter(Session::GroupLeader, g, groups);
+    loop {
+        // SAFETY: waits for the SIGKILL that ends it.
+        unsafe { libc::pause() };
+    }
+}
+
 /// Creates the child `plans[k]` with its PID (clone3; no fallback here).
 fn spawn_child(plans: &[ChildPlan], k: usize, log: &Log) -> Result<(), Failed> {
     // SAFETY: the new task runs `run`, which never returns.
@@ -591,8 +604,28 @@ unsafe fn make_tree_files(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
 /// ([`hold_sigchld`]).
 unsafe fn create_children(plans: &[ChildPlan], me: usize, chld: &libc::sigset_t, log0: &Log) -> Result<(), Failed> {
     let p = &plans[me];
+    for &g in &p.helpers {
+        // SAFETY: see the function's contract; the helper only holds its
+        // group until killed.
+        match unsafe { clone_with_pid(g) } {
+            Ok(0) => hold_group(g, &p.groups),
+            // Made here as well, so that it exists before anyone joins.
+            // SAFETY: a plain system call on our own child.
+            Ok(_) => unsafe { libc::setpgid(g, g) },
+            Err(_) => return Err(fail(log0, "creating the helper of a process group with its id", b"")),
+        };
+    }
     for &k in &p.children {
         spawn_child(plans, k, log0)?;
+        // In a helper's group before the helper goes (its own join comes
+        // later, and finds it there).
+        if let Session::Join(g) = plans[k].session
+            && p.helpers.contains(&g)
+            // SAFETY: a plain system call on our own child.
+            && unsafe { libc::setpgid(plans[k].pid, g) } < 0
+        {
+            return Err(fail(log0, "joining a child to a helper's process group", b""));
+        }
     }
     // SAFETY: see the function's contract; a zombie's task only dies.
     unsafe {
@@ -611,7 +644,16 @@ unsafe fn create_children(plans: &[ChildPlan], me: usize, chld: &libc::sigset_t,
                 Err(_) => return Err(fail(log0, "creating a zombie child with its PID", b"")),
             }
         }
-        if !p.zombies.is_empty() {
+        // Every member is in its group now (the zombies joined before they
+        // died): the helpers go, reaped, as if the group had lost its
+        // leader long ago.
+        for &g in &p.helpers {
+            libc::kill(g, libc::SIGKILL);
+            if libc::waitpid(g, std::ptr::null_mut(), 0) != g {
+                return Err(fail(log0, "reaping the helper of a process group", b""));
+            }
+        }
+        if !p.zombies.is_empty() || !p.helpers.is_empty() {
             // Nobody asked for their SIGCHLD: it goes now rather than reach
             // the program after the restore.
             let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };

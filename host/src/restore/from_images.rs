@@ -144,7 +144,8 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
             warnings.extend(super::limits::clamp(p)?);
         }
     }
-    let zombies = set.zombies.iter().map(|z| zombie(set, z, opts)).collect::<Result<_>>()?;
+    let zombies: Vec<ZombiePlan> = set.zombies.iter().map(|z| zombie(set, z, opts)).collect::<Result<_>>()?;
+    group_helpers(set, &mut processes, &zombies, opts)?;
     if !opts.skip_cpu_check {
         processes.iter().try_for_each(check_cpu)?;
     }
@@ -256,11 +257,14 @@ fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -
             Session::Leader
         } else if e.sid == parent.pstree.sid && e.pgid == e.pid {
             Session::GroupLeader
-        } else if e.sid == parent.pstree.sid && leads_group(set, e.pgid, e.sid) {
+        } else if e.sid == parent.pstree.sid {
+            // A group no process of the tree leads any more (a pipeline's
+            // first command, gone) is made by a helper (`group_helpers`).
             Session::Join(e.pgid as i32)
         } else {
             bail!(
-                "pstree.img: PID {pid} is in process group {} of session {}, which no process of the tree leads",
+                "pstree.img: PID {pid} is in process group {} of session {}, which is not its parent's session and \
+                 which it does not lead",
                 e.pgid,
                 e.sid
             );
@@ -277,6 +281,52 @@ fn session(set: &ImageSet, e: &PstreeEntry, is_root: bool, opts: &PlanOptions) -
             e.sid
         );
     })
+}
+
+/// Groups whose leader is gone but whose members are in the tree (a
+/// pipeline whose first command exited, a zombie's group): the parent of
+/// their members creates a helper task with the leader's PID that makes
+/// the group, holds it while they join, and is reaped before any program
+/// runs. Members of one such group must share their parent.
+fn group_helpers(
+    set: &ImageSet,
+    processes: &mut [ProcessPlan],
+    zombies: &[ZombiePlan],
+    opts: &PlanOptions,
+) -> Result<()> {
+    let members =
+        processes.iter().map(|p| (p.pid, p.ppid, p.session)).chain(zombies.iter().map(|z| (z.pid, z.ppid, z.session)));
+    let entries = || set.processes.iter().map(|p| &p.pstree).chain(set.zombies.iter().map(|z| &z.pstree));
+    let mut helpers: Vec<(i32, i32)> = vec![];
+    for (pid, ppid, session) in members.collect::<Vec<_>>() {
+        let Session::Join(g) = session else { continue };
+        let sid = entries().find(|e| e.pid as i32 == pid).map_or(0, |e| e.sid);
+        if leads_group(set, g as u32, sid) {
+            continue;
+        }
+        match helpers.iter().find(|h| h.0 == g) {
+            Some(&(_, parent)) if parent != ppid => bail!(
+                "pstree.img: process group {g}, whose leader is gone, has members with different parents ({parent} \
+                 and {ppid}): not restored yet"
+            ),
+            Some(_) => {}
+            None => helpers.push((g, ppid)),
+        }
+    }
+    let tids = set.processes.iter().flat_map(|p| p.threads.iter().map(|t| t.tid as i32));
+    for tid in tids {
+        if let Some(&(g, _)) = helpers.iter().find(|h| h.0 == tid) {
+            bail!("pstree.img: process group {g}, whose leader is gone, has the id of a thread of the tree");
+        }
+    }
+    for (g, ppid) in helpers {
+        if !opts.at_dump {
+            pid_free(g, "the id of a process group whose leader is gone,")?;
+        }
+        let parent = processes.iter_mut().find(|p| p.pid == ppid).context("a group's parent is not in the tree")?;
+        parent.group_helpers.push(g);
+    }
+    Ok(())
 }
 
 /// Whether a process or zombie of the tree is the leader of group `pgid`
@@ -522,6 +572,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         pages,
         page_runs,
         guards,
+        group_helpers: vec![],
         mm: MmMap {
             start_code: mm.mm_start_code,
             end_code: mm.mm_end_code,

@@ -90,6 +90,10 @@ pub struct ProcessPlan {
     pub page_runs: Vec<PageRun>,
     /// Guard regions (`MADV_GUARD_INSTALL`) to install, by address.
     pub guards: Vec<(u64, u64)>,
+    /// Process groups whose leader is gone that its children or zombies
+    /// join: it creates a helper task for each, with the group's id, before
+    /// them, and reaps it once they joined (`from_images::group_helpers`).
+    pub group_helpers: Vec<i32>,
     pub mm: MmMap,
     /// The saved auxv, native words.
     pub auxv: Vec<u64>,

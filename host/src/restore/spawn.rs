@@ -225,6 +225,7 @@ fn child_plan(
         pid: p.pid,
         children: Vec::new(),
         zombies: Vec::new(),
+        helpers: p.group_helpers.clone(),
         ipc_ns: None,
         cgroups: p.cgroups.iter().map(|c| cpath(c)).collect::<Result<_>>()?,
         groups: Default::default(),
