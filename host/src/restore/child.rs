@@ -6,8 +6,9 @@
 //! shared, [`Groups`]), `hold_sigchld`, `place_held` (the root only),
 //! `take_terminal`, `make_tree_files` (the root only: the tree's shared
 //! descriptions at their slots, chosen by `tree_files.rs`), `premap`
-//! (`cow.rs`), `create_children` (children with their PIDs, then zombies,
-//! which end at once as they ended before), `move_pipes`, `close_inherited`,
+//! (`cow.rs`), `create_children` (helpers holding groups whose leader is
+//! gone, children with their PIDs, then zombies, which end at once as they
+//! ended before; the helpers are reaped last), `move_pipes`, `close_inherited`,
 //! `place_fds` (service files, own fds, shared ones, anonymous-inode files,
 //! then file locks), `set_knobs`, `set_fs`, `unregister_rseq`,
 //! `wait_seized`.
