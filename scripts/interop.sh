@@ -319,6 +319,9 @@ case_ survivor survivor '@OUT@' null - 5 '^tick [0-9]+ alarms=[0-9]+ iters=[0-9]
 case_ signals signals '@OUT@ @GO@' null - 3 '^alarms=[0-9]+ onstack=1 trap=1 usr2blocked=1$' '^usr1=#1' '^usr1=delivered$'
 case_ posixtimer posixtimer '@OUT@' null - 3 '^fired=[0-9]+ interval_ns=20000000 id=1 armed=1$' - -
 case_ clock clock '@OUT@' null - 3 '^tick=[0-9]+ vdso=ok$' - -
+case_ guards guards '@OUT@' null - 3 '^tick=[0-9]+ guards=ok$' - -
+case_ lonegroup lonegroup '@OUT@' null - 3 '^tick=[0-9]+ group=ok$' - -
+case_ strict strict '@OUT@ @GO@' null - 3 '^tick=[0-9]+$' '^strict=#1' '^strict=ok$'
 case_ movedvdso movedvdso '@OUT@' null - 3 '^tick=[0-9]+ moved=ok$' - -
 case_ sandboxed sandboxed '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ main=77,0 thread=77,78$' - -
 case_ pipefile pipefile '@OUT@ @GO@' null - 3 '^pid=@PID@ tick=[0-9]+$' \
