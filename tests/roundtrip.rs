@@ -2019,6 +2019,9 @@ fn a_group_whose_leader_is_gone_comes_back_with_its_members() {
     let pid = child.id() as i32;
     wait_for(&out, |l| l.len() >= 3);
     dump_and_reap(&mut child, &images);
+    // The check finds the group's id free (the helper will take it).
+    let text = revenant::restore::preflight::check(&images, &Options::default()).text(&images);
+    assert!(text.contains("ok       process group ids free") && !text.contains("PROBLEM"), "{text}");
     let (n, after) = restore_and_watch(&images, &Options { detach: true, ..Default::default() }, &out);
     stop(pid);
     let new: Vec<&str> = after.lines().skip(n).collect();

@@ -431,8 +431,16 @@ fn die_as(z: &ZombiePlan, groups: &GroupWords) -> ! {
 }
 
 /// A helper's side: makes group `g` (its own id) and holds it until its
-/// parent kills it. Never returns.
-fn hold_group(g: i32, groups: &GroupWords) -> ! {
+/// parent (`parent`) kills it, or dies. Never returns.
+fn hold_group(g: i32, parent: i32, groups: &GroupWords) -> ! {
+    // SAFETY: plain system calls on integers. A parent that fails before
+    // it kills us takes us with it, rather than leave us holding the group.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(SETUP_FAILED);
+        }
+    }
     let _ = enter(Session::GroupLeader, g, groups);
     loop {
         // SAFETY: waits for the SIGKILL that ends it.
@@ -609,7 +617,7 @@ unsafe fn create_children(plans: &[ChildPlan], me: usize, chld: &libc::sigset_t,
         // SAFETY: see the function's contract; the helper only holds its
         // group until killed.
         match unsafe { clone_with_pid(g) } {
-            Ok(0) => hold_group(g, &p.groups),
+            Ok(0) => hold_group(g, p.pid, &p.groups),
             // Made here as well, so that it exists before anyone joins.
             // SAFETY: a plain system call on our own child.
             Ok(_) => unsafe { libc::setpgid(g, g) },

@@ -155,7 +155,7 @@ pub fn check(dir: &Path, opts: &super::Options) -> Report {
             for name in ["CPU features", "resource limits", "seccomp", "fd numbers within RLIMIT_NOFILE"] {
                 r.skip(name, why);
             }
-            for name in ["credentials", "pages images", "vDSO"] {
+            for name in ["credentials", "process group ids free", "pages images", "vDSO"] {
                 r.skip(name, why);
             }
             for name in ["SysV ids", "TCP/UDP addresses", "unix socket addresses"] {
@@ -208,6 +208,12 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
         }),
     );
     r.add("credentials", each(&|p| super::creds::plan(p).map(drop)));
+    // A group whose leader is gone is made by a helper with its id.
+    let helper_ids = each(&|p| {
+        let what = "the id of a process group whose leader is gone,";
+        p.group_helpers.iter().try_for_each(|&g| from_images::pid_free(g, what))
+    });
+    r.add("process group ids free", helper_ids);
     r.add("pages images", each(&|p| p.pages.iter().try_for_each(|f| f.open().map(drop))));
     r.add("vDSO", each(&vdso));
 

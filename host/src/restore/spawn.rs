@@ -464,6 +464,13 @@ fn prepare(
     Ok((prepared, cps))
 }
 
+/// When process `pid` started, in clock ticks since boot (`/proc/PID/stat`
+/// field 22).
+fn start_ticks(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// Who creates whom (each process its children and zombies), the IPC
 /// namespace the root enters, and the tree's shared descriptions; returns
 /// the copies of the host's descriptions the root takes its slots from.
@@ -512,6 +519,9 @@ struct Started {
     syncs: Vec<OwnedFd>,
     /// Every thread of the tree but the leaders.
     threads: Vec<i32>,
+    /// When the root started (clock ticks since boot): every task of the
+    /// tree started since.
+    since: u64,
 }
 
 impl Started {
@@ -530,17 +540,30 @@ impl Started {
         let syncs = prepared.iter_mut().map(|pr| pr.sync_tx.take().expect("prepared once")).collect();
         let pids = plans.iter().map(|p| Pid::from_raw(p.pid)).collect();
         let threads = plans.iter().flat_map(|p| p.threads.iter().map(|t| t.tid).filter(move |&t| t != p.pid)).collect();
-        Started { root, pids, spans, readers, syncs, threads }
+        let since = start_ticks(root).unwrap_or(0);
+        Started { root, pids, spans, readers, syncs, threads, since }
     }
 
     /// Kills the tree. Traced or not, every thread is collected before
     /// the leaders: see [`crate::reap`].
     fn kill_all(&self) {
-        for pid in self.pids.iter().rev() {
+        for pid in self.pids.iter().rev().filter(|p| self.ours(**p)) {
             let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
         }
         let _ = crate::reap::collect(self.threads.clone(), self.pids.iter().map(|p| p.as_raw()).collect());
         let _ = nix::sys::wait::waitpid(self.root, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    }
+
+    /// Whether `pid` is a process this restore made: a restore that failed
+    /// because a PID of the tree was taken meanwhile must not kill whoever
+    /// took it (a thread of ours, say, or a process that was there first).
+    /// Ours: a process (not a thread), not us, started since the root.
+    fn ours(&self, pid: Pid) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+        let tgid = status.lines().find_map(|l| l.strip_prefix("Tgid:")?.trim().parse::<i32>().ok());
+        tgid == Some(pid.as_raw())
+            && pid.as_raw() != std::process::id() as i32
+            && start_ticks(pid).is_some_and(|t| t >= self.since)
     }
 
     /// Each task's whole log, after what the host said of it.
