@@ -23,7 +23,8 @@
 //!   without ptrace or without CAP_SYS_ADMIN to suspend it, the fd numbers
 //!   against RLIMIT_NOFILE (the service fds counted, the host's pipe ends
 //!   the child also inherits not: they are low), credentials we may not
-//!   give (`creds::plan`), the
+//!   give (`creds::plan`), the ids of process groups whose leader is gone
+//!   (a helper takes each: `from_images::group_helpers`), the
 //!   pages images, the vDSO decision (`vdso::plan`), SysV ids and keys
 //!   free and `shm_next_id` writable (`sysv::restore::problems`; a new
 //!   IPC namespace needs CAP_SYS_ADMIN), TCP/UDP addresses (bound on a
