@@ -321,7 +321,7 @@ fn group_helpers(
     }
     for (g, ppid) in helpers {
         if !opts.at_dump {
-            pid_free(g, "the id of a process group whose leader is gone,")?;
+            group_id_free(g)?;
         }
         let parent = processes.iter_mut().find(|p| p.pid == ppid).context("a group's parent is not in the tree")?;
         parent.group_helpers.push(g);
@@ -358,6 +358,12 @@ fn zombie(set: &ImageSet, z: &Zombie, opts: &PlanOptions) -> Result<ZombiePlan> 
     };
     let session = session(set, &z.pstree, false, opts)?;
     Ok(ZombiePlan { pid, ppid: z.pstree.ppid as i32, session, comm: comm(&tc.comm), exit })
+}
+
+/// Refuses the id of a group whose leader is gone where a task here has
+/// it: its helper takes it (`group_helpers`).
+pub(crate) fn group_id_free(g: i32) -> Result<()> {
+    pid_free(g, "the id of a process group whose leader is gone,")
 }
 
 /// Refuses a PID some task here has; `what` names it in the message.

@@ -210,11 +210,7 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
     );
     r.add("credentials", each(&|p| super::creds::plan(p).map(drop)));
     // A group whose leader is gone is made by a helper with its id.
-    let helper_ids = each(&|p| {
-        let what = "the id of a process group whose leader is gone,";
-        p.group_helpers.iter().try_for_each(|&g| from_images::pid_free(g, what))
-    });
-    r.add("process group ids free", helper_ids);
+    r.add("process group ids free", each(&|p| p.group_helpers.iter().try_for_each(|&g| from_images::group_id_free(g))));
     r.add("pages images", each(&|p| p.pages.iter().try_for_each(|f| f.open().map(drop))));
     r.add("vDSO", each(&vdso));
 
