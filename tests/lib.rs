@@ -13,6 +13,9 @@ pub const CAP_SYS_RESOURCE: u32 = 24;
 /// Set in the process [`without_cap`] starts: the test it is to run.
 const WITHOUT_CAP_TEST: &str = "REVENANT_E2E_WITHOUT_CAP";
 
+/// Set in the process [`with_own_pids`] starts: the test it is to run.
+const OWN_PIDS_TEST: &str = "REVENANT_E2E_OWN_PIDS";
+
 /// Runs `body` as test `test` of this test binary in a process that lacks
 /// capability `cap`, so that a refusal only the capability lifts is tested
 /// as root too. The binary is started again for that one test; before the
@@ -20,9 +23,6 @@ const WITHOUT_CAP_TEST: &str = "REVENANT_E2E_WITHOUT_CAP";
 /// the permitted set) and the effective, permitted and inheritable sets.
 /// There the body runs once the capability is checked to be gone; here the
 /// other run must have passed.
-///
-/// A re-exec rather than a fork: the body allocates and takes locks, which
-/// a child forked from the multi-threaded test harness may not.
 pub fn without_cap(cap: u32, test: &str, body: impl FnOnce()) {
     if std::env::var(WITHOUT_CAP_TEST).as_deref() == Ok(test) {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -36,15 +36,46 @@ pub fn without_cap(cap: u32, test: &str, body: impl FnOnce()) {
         return body();
     }
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]).env(WITHOUT_CAP_TEST, test);
+    cmd.env(WITHOUT_CAP_TEST, test);
     // SAFETY: prctl, capget and capset are system calls on locals: safe
     // between fork and exec.
     unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || drop_cap(cap)) };
-    let out = cmd.output().unwrap();
+    run_again(test, cmd, &format!("without capability {cap}"));
+}
+
+/// Runs `body` as test `test` of this test binary as the first process of
+/// a new PID namespace with a /proc of its own. CRIU's images carry the
+/// PIDs of the machine they were made on, which any process of this
+/// machine may hold; there, every PID but 1 is free, so a test of such
+/// images does not depend on what else runs here. When the body ends, the
+/// namespace and whatever was restored into it end with it.
+///
+/// util-linux's `unshare` makes the namespace, mounts its /proc and kills
+/// it should this test process die first.
+pub fn with_own_pids(test: &str, body: impl FnOnce()) {
+    if std::env::var(OWN_PIDS_TEST).as_deref() == Ok(test) {
+        assert_eq!(std::process::id(), 1, "{test}: not the first process of its PID namespace");
+        return body();
+    }
+    let mut cmd = std::process::Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .env(OWN_PIDS_TEST, test);
+    run_again(test, cmd, "in a PID namespace of its own");
+}
+
+/// Runs `cmd`, which starts this test binary, for test `test` alone and
+/// asserts that the test passed there.
+///
+/// A re-exec rather than a fork: the body allocates and takes locks, which
+/// a child forked from the multi-threaded test harness may not.
+fn run_again(test: &str, mut cmd: std::process::Command, how: &str) {
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    let out = cmd.output().unwrap_or_else(|e| panic!("{test} {how}: {cmd:?}: {e}"));
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(
         out.status.success() && stdout.contains("test result: ok. 1 passed"),
-        "{test} without capability {cap}: {}\n{stdout}\n{stderr}",
+        "{test} {how}: {}\n{stdout}\n{stderr}",
         out.status
     );
 }

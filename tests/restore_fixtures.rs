@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use revenant::restore::from_images::PlanOptions;
 use revenant::restore::{Options, run};
-use revenant_e2e::{CAP_SYS_RESOURCE, without_cap};
+use revenant_e2e::{CAP_SYS_RESOURCE, with_own_pids, without_cap};
 use revenant_images::{Image, ImageSet};
 use revenant_test_watchdog as watchdog;
 
@@ -309,35 +309,38 @@ fn kill(pid: i32) {
 fn loop_fixtures_restore_and_carry_on_where_this_machine_can_run_them() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
-    for dump in &DUMPS {
-        for set in ["loop-static", "loop-dynamic", "shm-ipcns"] {
-            let what = format!("{}/{set}", dump.dir);
-            let dir = images(dump, set);
-            let (needs, expected) = expectation(&dir, dump.isa);
-            let pid = needs.pids[0];
-            let out_file = format!("/var/tmp/revenant-fixtures/{set}.out");
-            let _ = std::fs::remove_file(&out_file);
-            match expected {
-                Expect::Refused(reasons) => assert_refused(&what, restore_clamped(&dir), &reasons, &needs.pids),
-                Expect::CannotRun(why) => eprintln!("{what}: not restored: {why}"),
-                Expect::Runs => {
-                    restore_clamped(&dir).unwrap_or_else(|e| panic!("{what}: {e}"));
-                    // A tick with a completed memory check.
-                    let ours = format!("pid={pid} ");
-                    let seen =
-                        wait_for_text(&out_file, |t| t.lines().any(|l| l.starts_with(&ours) && l.contains("check=ok")));
-                    kill(pid);
-                    let first = seen.lines().next().unwrap_or("");
-                    assert!(first.starts_with(&format!("pid={pid} tick=")), "{what}: {seen}");
-                    let tick: u64 =
-                        first.split("tick=").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
-                    assert!(tick > 1, "{what}: the counter restarted instead of carrying on");
-                    assert!(seen.contains("check=ok"), "{what}: no memory check completed: {seen}");
-                    assert!(!seen.contains("BAD"), "{what}: memory check failed: {seen}");
+    with_own_pids("loop_fixtures_restore_and_carry_on_where_this_machine_can_run_them", || {
+        for dump in &DUMPS {
+            for set in ["loop-static", "loop-dynamic", "shm-ipcns"] {
+                let what = format!("{}/{set}", dump.dir);
+                let dir = images(dump, set);
+                let (needs, expected) = expectation(&dir, dump.isa);
+                let pid = needs.pids[0];
+                let out_file = format!("/var/tmp/revenant-fixtures/{set}.out");
+                let _ = std::fs::remove_file(&out_file);
+                match expected {
+                    Expect::Refused(reasons) => assert_refused(&what, restore_clamped(&dir), &reasons, &needs.pids),
+                    Expect::CannotRun(why) => eprintln!("{what}: not restored: {why}"),
+                    Expect::Runs => {
+                        restore_clamped(&dir).unwrap_or_else(|e| panic!("{what}: {e}"));
+                        // A tick with a completed memory check.
+                        let ours = format!("pid={pid} ");
+                        let seen = wait_for_text(&out_file, |t| {
+                            t.lines().any(|l| l.starts_with(&ours) && l.contains("check=ok"))
+                        });
+                        kill(pid);
+                        let first = seen.lines().next().unwrap_or("");
+                        assert!(first.starts_with(&format!("pid={pid} tick=")), "{what}: {seen}");
+                        let tick: u64 =
+                            first.split("tick=").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+                        assert!(tick > 1, "{what}: the counter restarted instead of carrying on");
+                        assert!(seen.contains("check=ok"), "{what}: no memory check completed: {seen}");
+                        assert!(!seen.contains("BAD"), "{what}: memory check failed: {seen}");
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 /// A shell and its `sleep` child come back as a tree; the child finishes
@@ -346,36 +349,38 @@ fn loop_fixtures_restore_and_carry_on_where_this_machine_can_run_them() {
 fn the_shell_and_its_child_restore_as_a_tree_and_carry_on_where_this_machine_can_run_them() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
-    for dump in &DUMPS {
-        let what = format!("{}/sh-loop", dump.dir);
-        let dir = images(dump, "sh-loop");
-        let (needs, expected) = expectation(&dir, dump.isa);
-        let (shell, child) = (needs.pids[0], needs.pids[1]);
-        let out_file = "/var/tmp/revenant-fixtures/sh-loop.out";
-        let _ = std::fs::remove_file(out_file);
-        match expected {
-            Expect::Refused(reasons) => assert_refused(&what, restore_clamped(&dir), &reasons, &needs.pids),
-            Expect::CannotRun(why) => eprintln!("{what}: not restored: {why}"),
-            Expect::Runs => {
-                restore_clamped(&dir).unwrap_or_else(|e| panic!("{what}: {e}"));
-                let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
-                // The shell writes its next number only once it has reaped
-                // the restored sleep: 20 numbers are 19 sleeps after it.
-                let numbers = |t: &str| t.lines().filter(|l| l.trim().parse::<u64>().is_ok()).count();
-                let text = wait_for_text(out_file, |t| numbers(t) >= 20);
-                let reaped = !Path::new(&format!("/proc/{child}")).exists();
-                for pid in [child, shell] {
-                    kill(pid);
+    with_own_pids("the_shell_and_its_child_restore_as_a_tree_and_carry_on_where_this_machine_can_run_them", || {
+        for dump in &DUMPS {
+            let what = format!("{}/sh-loop", dump.dir);
+            let dir = images(dump, "sh-loop");
+            let (needs, expected) = expectation(&dir, dump.isa);
+            let (shell, child) = (needs.pids[0], needs.pids[1]);
+            let out_file = "/var/tmp/revenant-fixtures/sh-loop.out";
+            let _ = std::fs::remove_file(out_file);
+            match expected {
+                Expect::Refused(reasons) => assert_refused(&what, restore_clamped(&dir), &reasons, &needs.pids),
+                Expect::CannotRun(why) => eprintln!("{what}: not restored: {why}"),
+                Expect::Runs => {
+                    restore_clamped(&dir).unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+                    // The shell writes its next number only once it has reaped
+                    // the restored sleep: 20 numbers are 19 sleeps after it.
+                    let numbers = |t: &str| t.lines().filter(|l| l.trim().parse::<u64>().is_ok()).count();
+                    let text = wait_for_text(out_file, |t| numbers(t) >= 20);
+                    let reaped = !Path::new(&format!("/proc/{child}")).exists();
+                    for pid in [child, shell] {
+                        kill(pid);
+                    }
+                    // Right after the restore the sleep is the shell's child again.
+                    let ppid = stat.rsplit_once(") ").and_then(|s| s.1.split(' ').nth(1));
+                    assert_eq!(ppid, Some(shell.to_string().as_str()), "{what}: {stat}");
+                    assert!(reaped, "{what}: the shell did not reap its restored child");
+                    let n: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                    assert!(n.len() >= 20 && n[0] > 1 && n.windows(2).all(|w| w[1] == w[0] + 1), "{what}: {text}");
                 }
-                // Right after the restore the sleep is the shell's child again.
-                let ppid = stat.rsplit_once(") ").and_then(|s| s.1.split(' ').nth(1));
-                assert_eq!(ppid, Some(shell.to_string().as_str()), "{what}: {stat}");
-                assert!(reaped, "{what}: the shell did not reap its restored child");
-                let n: Vec<u64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-                assert!(n.len() >= 20 && n[0] > 1 && n.windows(2).all(|w| w[1] == w[0] + 1), "{what}: {text}");
             }
         }
-    }
+    });
 }
 
 /// Every thread's vector state is checked against this CPU: a copy of a
@@ -387,24 +392,27 @@ fn the_shell_and_its_child_restore_as_a_tree_and_carry_on_where_this_machine_can
 fn vector_state_this_cpu_lacks_is_refused_naming_it() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
-    let v3 = &DUMPS[1];
-    let here = xcr0();
-    // MPX (3, 4) is gone from kernels since 5.6, AMX (17, 18) from CPUs
-    // before 2023: one of them is missing anywhere.
-    let bit = [3, 4, 17, 18, 19].into_iter().find(|b| here & (1 << b) == 0).expect("a CPU with MPX and AMX enabled");
-    let dir = copy_of(v3, "loop-static", "xsave");
-    let pid = needs_of(&dir, v3.isa).pids[0];
-    let core = dir.join(format!("core-{pid}.img"));
-    let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
-    let x = entries[0].thread_info.as_mut().unwrap().fpregs.xsave.as_mut().unwrap();
-    x.xstate_bv |= 1 << bit;
-    std::fs::remove_file(&core).unwrap();
-    Image::Core(entries).write(&core).unwrap();
-    let (needs, expected) = expectation(&dir, v3.isa);
-    let Expect::Refused(reasons) = expected else { panic!("component {bit} not missing: {expected:?}") };
-    assert!(reasons.iter().any(|r| r.contains(&format!("XSAVE features {:#x}", 1u64 << bit))), "{reasons:?}");
-    assert_refused("xsave", restore_clamped(&dir), &reasons, &needs.pids);
-    let _ = std::fs::remove_dir_all(&dir);
+    with_own_pids("vector_state_this_cpu_lacks_is_refused_naming_it", || {
+        let v3 = &DUMPS[1];
+        let here = xcr0();
+        // MPX (3, 4) is gone from kernels since 5.6, AMX (17, 18) from CPUs
+        // before 2023: one of them is missing anywhere.
+        let bit =
+            [3, 4, 17, 18, 19].into_iter().find(|b| here & (1 << b) == 0).expect("a CPU with MPX and AMX enabled");
+        let dir = copy_of(v3, "loop-static", "xsave");
+        let pid = needs_of(&dir, v3.isa).pids[0];
+        let core = dir.join(format!("core-{pid}.img"));
+        let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
+        let x = entries[0].thread_info.as_mut().unwrap().fpregs.xsave.as_mut().unwrap();
+        x.xstate_bv |= 1 << bit;
+        std::fs::remove_file(&core).unwrap();
+        Image::Core(entries).write(&core).unwrap();
+        let (needs, expected) = expectation(&dir, v3.isa);
+        let Expect::Refused(reasons) = expected else { panic!("component {bit} not missing: {expected:?}") };
+        assert!(reasons.iter().any(|r| r.contains(&format!("XSAVE features {:#x}", 1u64 << bit))), "{reasons:?}");
+        assert_refused("xsave", restore_clamped(&dir), &reasons, &needs.pids);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
 
 /// The expectation itself: the same images on CPUs with and without
@@ -475,27 +483,32 @@ fn a_hard_limit_above_ours_is_refused_unless_clamped() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
     without_cap(CAP_SYS_RESOURCE, "a_hard_limit_above_ours_is_refused_unless_clamped", || {
-        let dump = &DUMPS[0];
-        let dir = copy_of(dump, "loop-static", "limits");
-        let pid = needs_of(&dir, dump.isa).pids[0];
-        let core = dir.join(format!("core-{pid}.img"));
-        let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core") };
-        let rls = &mut entries[0].tc.as_mut().unwrap().rlimits.as_mut().unwrap().rlimits;
-        for (i, rl) in rls.iter_mut().enumerate() {
-            // Ours everywhere but RLIMIT_NOFILE, where no hard limit without
-            // CAP_SYS_RESOURCE comes near u64::MAX - 1.
-            let mut ours = [0u64; 2];
-            // SAFETY: prlimit64 writes two u64s into a live local.
-            unsafe { nix::libc::syscall(nix::libc::SYS_prlimit64, 0, i, std::ptr::null::<u64>(), ours.as_mut_ptr()) };
-            (rl.cur, rl.max) = if i == 7 { (1024, u64::MAX - 1) } else { (ours[0], ours[1]) };
-        }
-        std::fs::remove_file(&core).unwrap();
-        Image::Core(entries).write(&core).unwrap();
-        // Whatever this CPU is: the limits are what is tested.
-        let err = restore(&dir, PlanOptions { skip_cpu_check: true, ..Default::default() }).unwrap_err();
-        assert!(err.contains(&format!("rlimit 7 of PID {pid}")) && err.contains("--clamp-limits"), "{err}");
-        assert!(!Path::new(&format!("/proc/{pid}")).exists());
-        let _ = std::fs::remove_dir_all(&dir);
+        // The namespace inside: its process lacks the capability too.
+        with_own_pids("a_hard_limit_above_ours_is_refused_unless_clamped", || {
+            let dump = &DUMPS[0];
+            let dir = copy_of(dump, "loop-static", "limits");
+            let pid = needs_of(&dir, dump.isa).pids[0];
+            let core = dir.join(format!("core-{pid}.img"));
+            let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core") };
+            let rls = &mut entries[0].tc.as_mut().unwrap().rlimits.as_mut().unwrap().rlimits;
+            for (i, rl) in rls.iter_mut().enumerate() {
+                // Ours everywhere but RLIMIT_NOFILE, where no hard limit without
+                // CAP_SYS_RESOURCE comes near u64::MAX - 1.
+                let mut ours = [0u64; 2];
+                // SAFETY: prlimit64 writes two u64s into a live local.
+                unsafe {
+                    nix::libc::syscall(nix::libc::SYS_prlimit64, 0, i, std::ptr::null::<u64>(), ours.as_mut_ptr())
+                };
+                (rl.cur, rl.max) = if i == 7 { (1024, u64::MAX - 1) } else { (ours[0], ours[1]) };
+            }
+            std::fs::remove_file(&core).unwrap();
+            Image::Core(entries).write(&core).unwrap();
+            // Whatever this CPU is: the limits are what is tested.
+            let err = restore(&dir, PlanOptions { skip_cpu_check: true, ..Default::default() }).unwrap_err();
+            assert!(err.contains(&format!("rlimit 7 of PID {pid}")) && err.contains("--clamp-limits"), "{err}");
+            assert!(!Path::new(&format!("/proc/{pid}")).exists());
+            let _ = std::fs::remove_dir_all(&dir);
+        });
     });
 }
 
@@ -505,54 +518,58 @@ fn a_hard_limit_above_ours_is_refused_unless_clamped() {
 #[test]
 fn the_shm_ipcns_fixture_is_planned_with_its_namespace_and_segment() {
     let _one = one_at_a_time();
-    use revenant::restore::from_images::plan_dir;
-    use revenant::restore::plan::{Backing, ShmAttach};
-    use revenant::sysv::restore::Contents;
-    install_binaries();
-    let opts = PlanOptions { skip_cpu_check: true, ..Default::default() };
-    for dump in &DUMPS {
-        let plan = plan_dir(&images(dump, "shm-ipcns"), &opts).unwrap();
-        let ipc = &plan.ipc;
-        assert!(ipc.new_namespace);
-        assert!(ipc.sysctls.contains(&("kernel/shmmni".into(), "4096".into())), "{:?}", ipc.sysctls);
-        let [s] = &ipc.segments[..] else { panic!("{:?}", ipc.segments) };
-        assert_eq!((s.id, s.key, s.size, s.mode, s.removed), (0, 0x5eed, 8 * 4096, 0o640, false));
-        let Contents::Pages { file, runs } = &s.contents else { panic!("{:?}", s.contents) };
-        assert!(file.ends_with("pages-2.img"));
-        assert_eq!((runs[0].addr, runs[0].len, runs[0].file_offset), (0, 8 * 4096, 0));
-        let shm: Vec<&Backing> = plan.processes[0]
-            .vmas
-            .iter()
-            .map(|v| &v.backing)
-            .filter(|b| matches!(b, Backing::SysvShm { .. }))
-            .collect();
-        let attach = |read_only| Backing::SysvShm { id: 0, attach: Some(ShmAttach { len: 8 * 4096, read_only }) };
-        assert_eq!(shm, [&attach(true), &attach(false)], "{}", dump.dir);
-    }
+    with_own_pids("the_shm_ipcns_fixture_is_planned_with_its_namespace_and_segment", || {
+        use revenant::restore::from_images::plan_dir;
+        use revenant::restore::plan::{Backing, ShmAttach};
+        use revenant::sysv::restore::Contents;
+        install_binaries();
+        let opts = PlanOptions { skip_cpu_check: true, ..Default::default() };
+        for dump in &DUMPS {
+            let plan = plan_dir(&images(dump, "shm-ipcns"), &opts).unwrap();
+            let ipc = &plan.ipc;
+            assert!(ipc.new_namespace);
+            assert!(ipc.sysctls.contains(&("kernel/shmmni".into(), "4096".into())), "{:?}", ipc.sysctls);
+            let [s] = &ipc.segments[..] else { panic!("{:?}", ipc.segments) };
+            assert_eq!((s.id, s.key, s.size, s.mode, s.removed), (0, 0x5eed, 8 * 4096, 0o640, false));
+            let Contents::Pages { file, runs } = &s.contents else { panic!("{:?}", s.contents) };
+            assert!(file.ends_with("pages-2.img"));
+            assert_eq!((runs[0].addr, runs[0].len, runs[0].file_offset), (0, 8 * 4096, 0));
+            let shm: Vec<&Backing> = plan.processes[0]
+                .vmas
+                .iter()
+                .map(|v| &v.backing)
+                .filter(|b| matches!(b, Backing::SysvShm { .. }))
+                .collect();
+            let attach = |read_only| Backing::SysvShm { id: 0, attach: Some(ShmAttach { len: 8 * 4096, read_only }) };
+            assert_eq!(shm, [&attach(true), &attach(false)], "{}", dump.dir);
+        }
+    });
 }
 
 #[test]
 fn a_missing_or_damaged_image_is_named() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
-    let dump = &DUMPS[0];
-    let dir = copy_of(dump, "loop-static", "bad");
-    std::fs::remove_file(dir.join("mm-10562.img")).unwrap();
-    let err = restore_clamped(&dir).unwrap_err();
-    assert!(err.contains("mm-10562.img"), "{err}");
-    let core = dir.join("core-10562.img");
-    let data = std::fs::read(images(dump, "loop-static/core-10562.img")).unwrap();
-    std::fs::copy(images(dump, "loop-static/mm-10562.img"), dir.join("mm-10562.img")).unwrap();
-    std::fs::write(&core, &data[..data.len() / 2]).unwrap();
-    let err = restore_clamped(&dir).unwrap_err();
-    assert!(err.contains("core-10562.img") && err.contains("runs past the end"), "{err}");
-    std::fs::copy(images(dump, "loop-static/core-10562.img"), &core).unwrap();
-    // Without its fds' image the program would come back with none.
-    std::fs::remove_file(dir.join("fdinfo-2.img")).unwrap();
-    let err = restore_clamped(&dir).unwrap_err();
-    assert!(err.contains("ids-10562.img: entry 0: files_id 2: fdinfo-2.img does not exist"), "{err}");
-    assert!(!Path::new("/proc/10562").exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    with_own_pids("a_missing_or_damaged_image_is_named", || {
+        let dump = &DUMPS[0];
+        let dir = copy_of(dump, "loop-static", "bad");
+        std::fs::remove_file(dir.join("mm-10562.img")).unwrap();
+        let err = restore_clamped(&dir).unwrap_err();
+        assert!(err.contains("mm-10562.img"), "{err}");
+        let core = dir.join("core-10562.img");
+        let data = std::fs::read(images(dump, "loop-static/core-10562.img")).unwrap();
+        std::fs::copy(images(dump, "loop-static/mm-10562.img"), dir.join("mm-10562.img")).unwrap();
+        std::fs::write(&core, &data[..data.len() / 2]).unwrap();
+        let err = restore_clamped(&dir).unwrap_err();
+        assert!(err.contains("core-10562.img") && err.contains("runs past the end"), "{err}");
+        std::fs::copy(images(dump, "loop-static/core-10562.img"), &core).unwrap();
+        // Without its fds' image the program would come back with none.
+        std::fs::remove_file(dir.join("fdinfo-2.img")).unwrap();
+        let err = restore_clamped(&dir).unwrap_err();
+        assert!(err.contains("ids-10562.img: entry 0: files_id 2: fdinfo-2.img does not exist"), "{err}");
+        assert!(!Path::new("/proc/10562").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    });
 }
 
 /// An area no x86_64 kernel maps (2^56 is past 5-level paging's end too)
@@ -560,23 +577,25 @@ fn a_missing_or_damaged_image_is_named() {
 #[test]
 fn an_area_beyond_user_space_is_refused_before_anything_runs() {
     let _one = one_at_a_time();
-    let dir = changed_copy("loop-static", "user-end", |s| {
-        let vmas = &mut s.processes[0].mm.vmas;
-        // Between the stack and the vsyscall page, which stays accepted.
-        let mut v = vmas[10].clone();
-        (v.start, v.end) = (1 << 56, (1 << 56) + 0x1000);
-        vmas.insert(11, v);
+    with_own_pids("an_area_beyond_user_space_is_refused_before_anything_runs", || {
+        let dir = changed_copy("loop-static", "user-end", |s| {
+            let vmas = &mut s.processes[0].mm.vmas;
+            // Between the stack and the vsyscall page, which stays accepted.
+            let mut v = vmas[10].clone();
+            (v.start, v.end) = (1 << 56, (1 << 56) + 0x1000);
+            vmas.insert(11, v);
+        });
+        let err = restore_any_cpu(&dir).unwrap_err();
+        assert!(
+            err.contains(
+                "mm-10562.img: entry 0: vmas[11].start 0x100000000000000: beyond the end of this machine's user \
+                 address space"
+            ),
+            "{err}"
+        );
+        assert!(!Path::new("/proc/10562").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     });
-    let err = restore_any_cpu(&dir).unwrap_err();
-    assert!(
-        err.contains(
-            "mm-10562.img: entry 0: vmas[11].start 0x100000000000000: beyond the end of this machine's user \
-             address space"
-        ),
-        "{err}"
-    );
-    assert!(!Path::new("/proc/10562").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn pid_max() -> u32 {
@@ -588,33 +607,35 @@ fn pid_max() -> u32 {
 #[test]
 fn pids_and_tids_at_or_above_pid_max_are_refused_before_anything_runs() {
     let _one = one_at_a_time();
-    let max = pid_max();
-    let dir = changed_copy("loop-static", "pid-max", |s| {
-        let p = &mut s.processes[0];
-        (p.pstree.pid, p.pstree.threads[0], p.threads[0].tid) = (max, max, max);
-        (p.pstree.pgid, p.pstree.sid) = (max, max);
-    });
-    assert!(dir.join(format!("core-{max}.img")).exists());
-    let err = restore_any_cpu(&dir).unwrap_err();
-    let want = format!("pstree.img: entry 0: pid {max}: not below the limit of {max} of this PID namespace");
-    assert!(err.contains(&want), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
+    with_own_pids("pids_and_tids_at_or_above_pid_max_are_refused_before_anything_runs", || {
+        let max = pid_max();
+        let dir = changed_copy("loop-static", "pid-max", |s| {
+            let p = &mut s.processes[0];
+            (p.pstree.pid, p.pstree.threads[0], p.threads[0].tid) = (max, max, max);
+            (p.pstree.pgid, p.pstree.sid) = (max, max);
+        });
+        assert!(dir.join(format!("core-{max}.img")).exists());
+        let err = restore_any_cpu(&dir).unwrap_err();
+        let want = format!("pstree.img: entry 0: pid {max}: not below the limit of {max} of this PID namespace");
+        assert!(err.contains(&want), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
 
-    let dir = changed_copy("loop-static", "tid-max", |s| {
-        let p = &mut s.processes[0];
-        let mut t = p.threads[0].clone();
-        t.tid = max + 7;
-        t.core.tc = None;
-        p.threads.push(t);
-        p.pstree.threads.push(max + 7);
+        let dir = changed_copy("loop-static", "tid-max", |s| {
+            let p = &mut s.processes[0];
+            let mut t = p.threads[0].clone();
+            t.tid = max + 7;
+            t.core.tc = None;
+            p.threads.push(t);
+            p.pstree.threads.push(max + 7);
+        });
+        let err = restore_any_cpu(&dir).unwrap_err();
+        assert!(
+            err.contains(&format!("pstree.img: entry 0: threads[1] {}: not below the limit of {max}", max + 7)),
+            "{err}"
+        );
+        assert!(!Path::new("/proc/10562").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     });
-    let err = restore_any_cpu(&dir).unwrap_err();
-    assert!(
-        err.contains(&format!("pstree.img: entry 0: threads[1] {}: not below the limit of {max}", max + 7)),
-        "{err}"
-    );
-    assert!(!Path::new("/proc/10562").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A thread in seccomp filter mode whose filters are not in the images is
@@ -623,22 +644,27 @@ fn pids_and_tids_at_or_above_pid_max_are_refused_before_anything_runs() {
 fn a_sandboxed_thread_without_its_filters_is_refused() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
-    for (filter, want) in [
-        (None, "core-10562.img: entry 0: thread_core.seccomp_filter is missing"),
-        (Some(3), "core-10562.img: entry 0: thread_core.seccomp_filter: filter 3 is not in seccomp.img (0 filters)"),
-    ] {
-        let dir = copy_of(&DUMPS[0], "loop-static", "seccomp");
-        let core = dir.join("core-10562.img");
-        let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
-        let tc = entries[0].thread_core.as_mut().unwrap();
-        (tc.seccomp_mode, tc.seccomp_filter) = (Some(2), filter);
-        std::fs::remove_file(&core).unwrap();
-        Image::Core(entries).write(&core).unwrap();
-        let err = restore_clamped(&dir).unwrap_err();
-        assert!(err.contains(want), "{err}");
-        assert!(!Path::new("/proc/10562").exists());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    with_own_pids("a_sandboxed_thread_without_its_filters_is_refused", || {
+        for (filter, want) in [
+            (None, "core-10562.img: entry 0: thread_core.seccomp_filter is missing"),
+            (
+                Some(3),
+                "core-10562.img: entry 0: thread_core.seccomp_filter: filter 3 is not in seccomp.img (0 filters)",
+            ),
+        ] {
+            let dir = copy_of(&DUMPS[0], "loop-static", "seccomp");
+            let core = dir.join("core-10562.img");
+            let Image::Core(mut entries) = Image::read(&core).unwrap() else { panic!("not a core image") };
+            let tc = entries[0].thread_core.as_mut().unwrap();
+            (tc.seccomp_mode, tc.seccomp_filter) = (Some(2), filter);
+            std::fs::remove_file(&core).unwrap();
+            Image::Core(entries).write(&core).unwrap();
+            let err = restore_clamped(&dir).unwrap_err();
+            assert!(err.contains(want), "{err}");
+            assert!(!Path::new("/proc/10562").exists());
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    });
 }
 
 /// A root with a parent-death signal would get it the moment a detached
@@ -647,12 +673,14 @@ fn a_sandboxed_thread_without_its_filters_is_refused() {
 fn a_detached_root_with_a_parent_death_signal_is_refused() {
     let _w = watchdog::start();
     let _one = one_at_a_time();
-    let dir = changed_copy("loop-static", "pdeathsig", |s| {
-        let tc = s.processes[0].threads[0].core.thread_core.as_mut().expect("thread_core");
-        tc.pdeath_sig = Some(9);
+    with_own_pids("a_detached_root_with_a_parent_death_signal_is_refused", || {
+        let dir = changed_copy("loop-static", "pdeathsig", |s| {
+            let tc = s.processes[0].threads[0].core.thread_core.as_mut().expect("thread_core");
+            tc.pdeath_sig = Some(9);
+        });
+        let err = restore_any_cpu(&dir).unwrap_err();
+        assert!(err.contains("core-10562.img: entry 0: thread_core.pdeath_sig 9"), "{err}");
+        assert!(!Path::new("/proc/10562").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     });
-    let err = restore_any_cpu(&dir).unwrap_err();
-    assert!(err.contains("core-10562.img: entry 0: thread_core.pdeath_sig 9"), "{err}");
-    assert!(!Path::new("/proc/10562").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,12 +73,14 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The text of `path` once `pred` holds for its lines, or whatever it is
-/// after [`PATIENCE`].
+/// The complete lines of `path` once `pred` holds for them, or whatever
+/// they are after [`PATIENCE`]. A line the program is writing may be read
+/// in part (a read does not wait for a write), so it is left out.
 pub fn wait_lines(path: &Path, pred: impl Fn(&[&str]) -> bool) -> String {
     let t = Instant::now();
     loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut text = std::fs::read_to_string(path).unwrap_or_default();
+        text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
         if pred(&text.lines().collect::<Vec<_>>()) || t.elapsed() > PATIENCE {
             return text;
         }
