@@ -170,6 +170,8 @@ fn a_dump_failing_or_killed_at_any_step_leaves_the_program_as_it_was() {
     assert!(steps.iter().any(|s| s.contains("system call")), "injection steps are walked: {steps:?}");
     for (i, name) in steps.iter().enumerate() {
         let n = i + 1;
+        // As a dump killed earlier may leave, which a failing one removes too.
+        std::fs::write(images.join(".pages-1.img.part"), b"stale").unwrap();
         let o = revenant(&["dump", "-t", &pid], &images, Some(("REVENANT_FAULT", format!("error:{n}"))));
         assert!(!o.status.success(), "step {name}: the dump went through a failing step");
         let err = String::from_utf8_lossy(&o.stderr);

@@ -126,6 +126,8 @@ impl Dumped {
 pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
     let mut log = Log::open(opts)?;
     let dir = ImageDir::open(dir)?;
+    // What a dump killed here left; the next one removes it, whenever it fails.
+    dir.remove_partial();
     // Taken from its holder before the tree stops: that is no time the
     // program needs to stand still for.
     let prev = opts.prev_images_dir.as_deref().map(|t| prev::PrevLink::open(&dir, t, &mut log)).transpose()?;
@@ -317,9 +319,11 @@ fn process(
     // answers need a free CPU at each step, which the walks below would
     // take.
     let layout = maps::parse_smaps(&procfs::read_string(pid, "maps")?, pid)?;
-    let (ps, threads) = task_state(fp, &layout, log)?;
-    log.line(3, &format!("process {pid}: tasks asked"));
-    let (vmas, words) = areas_and_words(pid, host)?;
+    let ((ps, threads), vmas, words) = areas_and_words(pid, host, |gate| {
+        let tasks = task_state(fp, &layout, gate, log);
+        log.line(3, &format!("process {pid}: tasks asked"));
+        tasks
+    })?;
     log.line(3, &format!("process {pid}: areas and pagemap read"));
     log.line(2, &format!("process {pid}: {} threads, {} areas", threads.len(), vmas.len()));
     let cgroups = crate::cgroup::dump::memberships(pid, &fp.threads)?;
@@ -379,6 +383,7 @@ pub(super) fn memory_areas(pid: i32, names_reliable: bool) -> Result<Vec<maps::V
 fn task_state(
     fp: &freeze::FrozenProc,
     vmas: &[maps::Vma],
+    gate: WalkGate,
     log: &mut Log,
 ) -> Result<(task::ProcessState, Vec<model::Thread>)> {
     let pid = fp.pid;
@@ -387,7 +392,7 @@ fn task_state(
     if let inject::Trampoline::Bare { .. } = tramp {
         log.line(0, &format!("warning: process {pid}: its code lacks a `syscall; ret` or an rt_sigreturn: if revenant is killed while it asks the process for its state, the process may crash"));
     }
-    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?, vmas)?;
+    let ps = task::process_state(pid, tramp, &files::fd_numbers(pid)?, vmas, gate)?;
     let mut threads: Vec<model::Thread> = Vec::new();
     for &tid in &fp.threads {
         threads.push(task::thread_state(pid, tid, tramp)?);
@@ -494,26 +499,49 @@ pub(super) fn page_runs(
     runs
 }
 
+/// Held by what runs beside the smaps walk of [`areas_and_words`] until
+/// the walk may start; dropping it lets it start.
+pub struct WalkGate(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
 /// A frozen process's memory areas (from smaps, refused first if dump
-/// cannot keep one) and their pagemap words. Reading smaps walks every
-/// page of every area (6-7 ms for a 256 MiB heap here), and so does the
-/// pagemap walk: side by side on two threads they take the time of the
-/// longer. The walk goes by the layout in `maps`, which comes at once; if
-/// smaps shows another (asking the tasks can grow the main stack into
-/// its scratch space) the words are read again by smaps's areas.
-pub(super) fn areas_and_words(pid: i32, host: &HostFacts) -> Result<(Vec<maps::Vma>, Vec<pagemap::Words>)> {
-    let layout = maps::parse_smaps(&procfs::read_string(pid, "maps")?, pid)?;
+/// cannot keep one) and their pagemap words, read while `beside` runs.
+/// Reading smaps walks every page of every area (6-7 ms for a 256 MiB
+/// heap here), holding the address space's lock for reading: it has a
+/// thread of its own, beside `beside` (the injected calls asking the
+/// tasks, which wait on the tasks rather than on a CPU) and the pagemap
+/// walk. It starts when `beside` drops the [`WalkGate`] it is given,
+/// once nothing it asks needs that lock for writing (`brk`). The pagemap
+/// walk goes by the layout in `maps` after `beside`, which comes at once;
+/// if smaps shows another (asking the tasks can grow the main stack into
+/// its scratch space, before or after smaps read it) both are read again.
+pub(super) fn areas_and_words<T>(
+    pid: i32,
+    host: &HostFacts,
+    beside: impl FnOnce(WalkGate) -> Result<T>,
+) -> Result<(T, Vec<maps::Vma>, Vec<pagemap::Words>)> {
+    let (gate, opened) = std::sync::mpsc::channel::<()>();
     std::thread::scope(|s| {
-        let areas = s.spawn(|| memory_areas(pid, host.names_reliable));
-        let words = words_of(pid, &layout, host.zero_pfn);
-        let vmas = areas.join().map_err(|_| anyhow::anyhow!("the thread reading /proc/{pid}/smaps panicked"))??;
+        let areas = s.spawn(move || {
+            // Ends when the gate is dropped: nothing is ever sent.
+            let _ = opened.recv();
+            memory_areas(pid, host.names_reliable)
+        });
+        let beside = beside(WalkGate(gate));
+        let layout = beside.as_ref().ok().map(|_| -> Result<_> {
+            let layout = maps::parse_smaps(&procfs::read_string(pid, "maps")?, pid)?;
+            let words = words_of(pid, &layout, host.zero_pfn);
+            Ok((layout, words))
+        });
+        let vmas = areas.join().map_err(|_| anyhow::anyhow!("the thread reading /proc/{pid}/smaps panicked"))?;
+        let (t, (layout, words)) = (beside?, layout.expect("read when `beside` succeeded")?);
+        let vmas = vmas?;
         let range = |v: &maps::Vma| (v.start, v.end);
-        let words = if layout.iter().map(range).eq(vmas.iter().map(range)) {
-            words?
-        } else {
-            words_of(pid, &vmas, host.zero_pfn)?
-        };
-        Ok((vmas, words))
+        if layout.iter().map(range).eq(vmas.iter().map(range)) {
+            return Ok((t, vmas, words?));
+        }
+        let vmas = memory_areas(pid, host.names_reliable)?;
+        let words = words_of(pid, &vmas, host.zero_pfn)?;
+        Ok((t, vmas, words))
     })
 }
 

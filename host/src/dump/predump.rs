@@ -102,6 +102,8 @@ pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped
         ..Default::default()
     })?;
     let dir = ImageDir::open(dir)?;
+    // What a dump killed here left; the next one removes it, whenever it fails.
+    dir.remove_partial();
     track::check_kernel()?;
     let mut prev = opts.prev_images_dir.as_deref().map(|t| PrevLink::open(&dir, t, &mut log)).transpose()?;
     super::check_namespaces(pid)?;
@@ -166,7 +168,7 @@ fn read_frozen(frozen: &Frozen, host: &HostFacts, prev: Option<&mut PrevLink>, l
     let mut areas = Vec::new();
     for fp in &frozen.procs {
         super::check_namespaces(fp.pid)?;
-        let (vmas, words) = super::areas_and_words(fp.pid, host)?;
+        let ((), vmas, words) = super::areas_and_words(fp.pid, host, |_| Ok(()))?;
         since.push((fp.pid, prev.as_deref().map(|p| p.prev_for(fp.pid, &vmas)).transpose()?.flatten()));
         areas.push((vmas, words));
     }

@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 use linux_raw_sys::general as nr;
 
+use super::WalkGate;
 use super::inject::{Injector, Trampoline, find_syscall_insn, scan, syscall_before};
 use super::maps::{PAGE, PROT_EXEC, Vma, status};
 use super::memory::read_bytes;
@@ -94,8 +95,9 @@ pub struct ProcessState {
 }
 
 /// Process-wide state; `fds` are the fds to ask the owner of, `vmas` the
-/// areas whose memory policy is checked.
-pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> Result<ProcessState> {
+/// areas whose memory policy is checked. `gate` is dropped once the walks
+/// of the address space may start beside the calls that follow.
+pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma], gate: WalkGate) -> Result<ProcessState> {
     let stat = procfs::stat(pid, pid)?;
     let mut core = TaskCore {
         flags: stat.flags,
@@ -122,6 +124,10 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
     let status = procfs::status(pid, pid)?;
     let mut inj = Injector::new(pid, for_thread(pid, pid, tramp))?;
     let s = inj.scratch();
+    // First: brk takes the address space's lock for writing, even to
+    // read, and would wait behind smaps for the whole walk.
+    let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
+    drop(gate);
     // A signal neither ignored nor caught has SIG_DFL, and its flags and
     // mask act only when a handler runs: asking costs an injected call a
     // signal, so only the others are asked, and SIGCHLD, whose
@@ -174,7 +180,6 @@ pub fn process_state(pid: i32, tramp: Trampoline, fds: &[i32], vmas: &[Vma]) -> 
         core.posix_timers.push(t);
     }
     let dumpable = check(inj.syscall(nr::__NR_prctl, &[PR_GET_DUMPABLE])?, "PR_GET_DUMPABLE", pid)? as i32;
-    let brk = check(inj.syscall(nr::__NR_brk, &[0])?, "brk(0)", pid)? as u64;
     let owners = owners(&mut inj, pid, fds)?;
     check_mempolicy(&mut inj, pid, vmas, status.vm_rss / PAGE)?;
     let stopping = inj.finish()?;
