@@ -87,9 +87,21 @@ impl Program {
         }
     }
 
-    fn stop(&self) {
+    fn stop(mut self) {
         let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
         self.collected();
+        // Gone, and its PID free for anyone.
+        self.pid = 0;
+    }
+}
+
+/// A failed test does not leave its program running (its 1 ms timer and
+/// threads would slow every test and benchmark after it).
+impl Drop for Program {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+        }
     }
 }
 
