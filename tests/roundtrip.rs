@@ -523,11 +523,13 @@ fn sysv_segments_removed_before_the_dump_are_removed_again_in_the_hosts_namespac
     assert!(!table.is_empty());
 }
 
-/// In the host's namespace a kept segment outlives the dumped program:
-/// the restore refuses to take another id for it, naming the way out, and
-/// works once the segment is gone; the segment is back with its key.
+/// In the host's namespace a kept segment outlives the dumped program.
+/// While another process has it attached, the restore refuses to take
+/// another id for it, naming the way out; once nobody has, the restore
+/// takes it back (key, mode and attachments as before, and the dumped
+/// bytes, which the program checks).
 #[test]
-fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
+fn a_kept_sysv_segment_in_the_hosts_namespace_is_taken_back_unless_attached() {
     let _w = watchdog::start();
     let mut key = String::new();
     let mut a = String::new();
@@ -535,13 +537,23 @@ fn a_kept_sysv_segment_in_the_hosts_namespace_needs_its_id_free() {
         a = field(last, "a").to_string();
         let pid: u32 = field(last, "pid").parse().unwrap();
         key = (0x7e00_0000u32 | pid).to_string();
+        // Another process holds it (not this one: the tasks the restore
+        // makes would inherit an attachment of ours).
+        let holder = "import ctypes, sys, time; c = ctypes.CDLL(None); c.shmat.restype = ctypes.c_void_p; \
+                      at = c.shmat(int(sys.argv[1]), None, 0o10000); print(at not in (None, 2**64 - 1), flush=True); \
+                      time.sleep(60)";
+        let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let mut held =
+            Command::new(python).args(["-c", holder, &a]).stdout(Stdio::piped()).spawn().expect("starting python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(held.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "True", "python3 could not attach segment {a}");
         let err = format!("{:#}", run(images, &Options { detach: true, ..Default::default() }).unwrap_err());
-        assert!(err.contains(&format!("ipcrm -m {a}")) && err.contains("--shm-new-ids"), "{err}");
+        let _ = held.kill();
+        let _ = held.wait();
+        assert!(err.contains(&format!("ipcrm -m {a}")) && err.contains("attached 1 times"), "{err}");
+        assert!(err.contains("--shm-new-ids"), "{err}");
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "a failed restore left the process behind");
-        for id in [field(last, "a"), field(last, "b")] {
-            // SAFETY: removes a segment the dumped program left; no buffer.
-            unsafe { nix::libc::shmctl(id.parse().unwrap(), nix::libc::IPC_RMID, std::ptr::null_mut()) };
-        }
         true
     });
     let row = table.lines().find(|l| l.split_whitespace().nth(1) == Some(a.as_str())).expect("segment a is listed");
@@ -584,9 +596,15 @@ fn a_taken_sysv_id_is_replaced_when_new_ids_are_allowed() {
     let (a, b): (i32, i32) = (field(last, "a").parse().unwrap(), field(last, "b").parse().unwrap());
     // SAFETY: removes segment A the dumped program left; no buffer.
     unsafe { nix::libc::shmctl(a, nix::libc::IPC_RMID, std::ptr::null_mut()) };
+    // B stays attached here, so it is not taken back: it holds its id.
+    // SAFETY: an attachment at an address of the kernel's choosing.
+    let at = unsafe { nix::libc::shmat(b, std::ptr::null(), nix::libc::SHM_RDONLY) };
+    assert_ne!(at as isize, -1, "attaching segment {b}");
     let mut opts = Options { detach: true, ..Default::default() };
     opts.plan.shm_new_ids = true;
     let restored = run(&images, &opts);
+    // SAFETY: detaches the attachment made above.
+    unsafe { nix::libc::shmdt(at) };
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
     stop(pid);
     // SAFETY: removes the old segment B; no buffer.

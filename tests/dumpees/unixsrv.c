@@ -3,7 +3,9 @@
  * "pong" at the client's) and one still waiting to be accepted, a
  * listener bound to an abstract name, and a datagram socket bound to
  * DIR/dg.sock with two datagrams from a client connected to it. A child
- * holds the client end of the accepted connection too.
+ * holds the client end of the accepted connection too. A TCP listener on
+ * 127.0.0.1 comes first, at a lower fd than the unix sockets, as a
+ * PostgreSQL server holds its two.
  * Every tick: "tick=N named=ok|BAD:WHAT" to OUTFILE, checking what must
  * survive without reading anything: names, the socket file's mode, the
  * waiting connection, the queued byte counts.
@@ -12,6 +14,7 @@
  * usage: unixsrv OUTFILE DIR [GOFILE] */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stddef.h>
@@ -68,6 +71,10 @@ int main(int argc, char **argv)
 	snprintf(abs_name, sizeof(abs_name), "revenant-test-%d", getpid());
 	struct sockaddr_un sa, da, xa;
 	socklen_t sl = addr(&sa, path, 0), dl = addr(&da, dpath, 0), xl = addr(&xa, abs_name, 1);
+	struct sockaddr_in ta = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int t = socket(AF_INET, SOCK_STREAM, 0);
+	if (t < 0 || bind(t, (void *)&ta, sizeof(ta)) || listen(t, 4))
+		return 3;
 	int l = socket(AF_UNIX, SOCK_STREAM, 0), x = socket(AF_UNIX, SOCK_STREAM, 0);
 	int ds = socket(AF_UNIX, SOCK_DGRAM, 0), dc = socket(AF_UNIX, SOCK_DGRAM, 0);
 	int c = socket(AF_UNIX, SOCK_STREAM, 0), w = socket(AF_UNIX, SOCK_STREAM, 0);
@@ -98,6 +105,10 @@ int main(int argc, char **argv)
 			strcat(why, "names,");
 		if (stat(path, &st) || !S_ISSOCK(st.st_mode) || (st.st_mode & 0777) != 0640)
 			strcat(why, "file,");
+		int listening = 0;
+		socklen_t ll = sizeof(listening);
+		if (getsockopt(t, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) || !listening)
+			strcat(why, "tcp,");
 		if (!done && (poll(&p, 1, 0) != 1 || inq(a) != 4 || inq(c) != 4 || inq(ds) != 2))
 			snprintf(why + strlen(why), 60, "queues(%d,%d,%d,%d),", p.revents, inq(a), inq(c), inq(ds));
 		if (argc == 4 && access(argv[3], F_OK) == 0)

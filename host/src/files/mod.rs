@@ -227,14 +227,20 @@ impl Files {
         let ft = m.file_type();
         let (kind, file) = if target.starts_with("socket:") {
             // Only unix sockets need the kernel's unix_diag (a module that
-            // may not be loaded).
-            let unix = self::inet::domain(pid, fd)? == libc::AF_UNIX as u32;
-            let diag = match &mut self.unix {
-                Some(d) => d,
-                none if unix => none.insert(self::unixsk::diag()?),
-                none => none.insert(Default::default()),
+            // may not be loaded): it is asked at the first one.
+            let diag = if self::inet::domain(pid, fd)? == libc::AF_UNIX as u32 {
+                let diag = match &mut self.unix {
+                    Some(d) => d,
+                    none => none.insert(self::unixsk::diag()?),
+                };
+                if !diag.contains_key(&(ino as u32)) {
+                    bail!("process {pid}: fd {fd}: unix socket {ino} is not in the kernel's list of unix sockets");
+                }
+                Some(diag)
+            } else {
+                None
             };
-            if diag.contains_key(&(ino as u32)) {
+            if let Some(diag) = diag {
                 let (mut s, inflight) = self::unixsk::dump(pid, fd, ino as u32, flags, diag)?;
                 for (k, fds) in inflight.into_iter().enumerate() {
                     for f in fds {

@@ -120,12 +120,15 @@ pub fn create(plan: &IpcPlan, keep_free: &[i32]) -> Result<Created> {
     let (ids, janitor) = (&mut created.ids, created.janitor.as_ref());
     in_ns(created.ns.as_ref(), || {
         for s in &plan.segments {
-            let id = make(s, plan.allow_new_ids)?;
+            let (id, made) = make(s, plan.allow_new_ids)?;
             // Recorded at once: on a failure further on, dropping `created`
-            // removes it too, and if we die, the janitor does.
-            ids.push((s.id, id));
-            if let Some(j) = janitor {
-                j.tell(id)?;
+            // removes it too, and if we die, the janitor does. One taken
+            // back stays, as it was before the restore.
+            if made {
+                ids.push((s.id, id));
+                if let Some(j) = janitor {
+                    j.tell(id)?;
+                }
             }
             crate::fault::step(|| format!("SysV segment {id} made"))?;
             fill(s, id)?;
@@ -305,9 +308,15 @@ fn write_sysctl(name: &str, value: &str) -> Result<()> {
     std::fs::write(format!("/proc/sys/{name}"), value).with_context(|| format!("setting {name} to {value}"))
 }
 
-/// Creates segment `s` with its id (or, if allowed, any id); returns the id.
-fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
-    let existing = id_free(s, allow_new_ids)?;
+/// Creates segment `s` with its id (or, if allowed, any id), or takes it
+/// back where the dumped tree left it; returns the id and whether it was
+/// made here.
+fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<(i32, bool)> {
+    let existing = match slot(s, allow_new_ids)? {
+        Slot::LeftBehind => return Ok((s.id, false)),
+        Slot::Free => None,
+        Slot::Taken(ds) => Some(ds),
+    };
     if existing.is_none() {
         write_sysctl("kernel/shm_next_id", &s.id.to_string())?;
     }
@@ -325,30 +334,52 @@ fn make(s: &SegmentPlan, allow_new_ids: bool) -> Result<i32> {
         unsafe { libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut()) };
         bail!("SysV segment {} came back as {id}: this kernel ignored shm_next_id", s.id);
     }
-    Ok(id)
+    Ok((id, true))
 }
 
 fn key_used(s: &SegmentPlan) -> String {
     format!("SysV segment {}: its key {:#x} is used by another segment in this IPC namespace", s.id, s.key)
 }
 
-/// The segment that has `s`'s id here, if any; refused unless `s` may get
-/// another id.
-fn id_free(s: &SegmentPlan, allow_new_ids: bool) -> Result<Option<libc::shmid_ds>> {
-    let existing = stat(s.id).ok();
-    if let (Some(ds), false) = (&existing, allow_new_ids) {
+/// What holds `s`'s id here.
+enum Slot {
+    Free,
+    /// Another segment, which `s` may leave it to (`--shm-new-ids`).
+    Taken(libc::shmid_ds),
+    /// The dumped segment itself: a segment not removed outlives the tree
+    /// a dump kills (a PostgreSQL server's, say). It has the id, key,
+    /// size, owner and mode the images give, and nobody has it attached,
+    /// so the restore takes it back and fills it with the dumped bytes.
+    /// (Ids are not reused soon: each new segment in a slot gets a new
+    /// sequence number in its id.)
+    LeftBehind,
+}
+
+/// What holds `s`'s id; refused when another segment does and `s` may not
+/// get another id.
+fn slot(s: &SegmentPlan, allow_new_ids: bool) -> Result<Slot> {
+    let Ok(ds) = stat(s.id) else { return Ok(Slot::Free) };
+    let p = &ds.shm_perm;
+    let same = p.__key == s.key
+        && ds.shm_segsz as u64 == s.size
+        && (p.uid, p.gid, p.mode as u32 & 0o777) == (s.uid, s.gid, s.mode & 0o777);
+    if same && !s.removed && ds.shm_nattch == 0 {
+        return Ok(Slot::LeftBehind);
+    }
+    if !allow_new_ids {
+        let whose = if same { format!(", attached {} times", ds.shm_nattch) } else { String::new() };
         bail!(
-            "SysV segment {} (key {:#x}) cannot get its id back: segment {} (key {:#x}, {} bytes) exists; remove it \
-             (ipcrm -m {}) or restore with --shm-new-ids",
+            "SysV segment {} (key {:#x}) cannot get its id back: segment {} (key {:#x}, {} bytes{whose}) exists; \
+             remove it (ipcrm -m {}) or restore with --shm-new-ids",
             s.id,
             s.key,
             s.id,
-            ds.shm_perm.__key,
+            p.__key,
             ds.shm_segsz,
             s.id
         );
     }
-    Ok(existing)
+    Ok(Slot::Taken(ds))
 }
 
 /// What [`create`] would refuse, found without creating anything: each
@@ -362,10 +393,11 @@ pub fn problems(plan: &IpcPlan) -> Vec<anyhow::Error> {
     let mut out = vec![];
     let mut next_id_needed = false;
     for s in &plan.segments {
-        match id_free(s, plan.allow_new_ids) {
+        match slot(s, plan.allow_new_ids) {
             Err(e) => out.push(e),
+            Ok(Slot::LeftBehind) => {}
             Ok(existing) => {
-                next_id_needed |= existing.is_none();
+                next_id_needed |= matches!(existing, Slot::Free);
                 // SAFETY: shmget takes integers only; without IPC_CREAT it
                 // only looks the key up.
                 if s.key != libc::IPC_PRIVATE && unsafe { libc::shmget(s.key, 0, 0) } >= 0 {
