@@ -1390,6 +1390,15 @@ fn a_pseudoterminal_comes_back_with_its_session_settings_and_queued_bytes() {
     checked_then_used("pty", false, "tty=ok");
 }
 
+/// A POSIX semaphore and shared memory, unlinked from /dev/shm at once
+/// (as Python's multiprocessing leaves its locks), come back as the same
+/// files for parent and child: the child still counts what the parent
+/// posts.
+#[test]
+fn unlinked_posix_semaphores_and_shared_memory_stay_shared_with_a_child() {
+    checked_then_used("posixsem", false, "sem=ok");
+}
+
 /// Named unix sockets come back bound to their addresses (the socket
 /// file with its mode, an abstract name), a listener with one connection
 /// accepted and one still waiting, a datagram socket with its queued

@@ -42,9 +42,16 @@ impl Files {
         // O_TMPFILE file, "#INO"), is refused.
         let deleted = name.strip_suffix(" (deleted)");
         if let Some(path) = deleted {
-            // On a kernel-internal mount: an AIO ring, or shared anonymous
-            // memory mapped privately; not a file to carry.
-            if nix::sys::stat::major(m.dev()) == 0 {
+            // On a kernel-internal mount (an AIO ring, shared anonymous
+            // memory mapped privately): not a file to carry. Those have
+            // no directory on their file system; a file of a tmpfs (a
+            // POSIX semaphore in /dev/shm, unlinked at once as Python's
+            // multiprocessing does) has its directory there.
+            let on_its_mount = std::path::Path::new(path)
+                .parent()
+                .and_then(|d| fs::symlink_metadata(d).ok())
+                .is_some_and(|d| d.is_dir() && d.dev() == m.dev());
+            if nix::sys::stat::major(m.dev()) == 0 && !on_its_mount {
                 let what = if name.starts_with("/[aio]") { "an AIO ring (io_setup)" } else { "kernel-internal memory" };
                 bail!("process {pid}: {name}: a mapping of {what}: not supported yet");
             }
