@@ -1390,6 +1390,14 @@ fn a_pseudoterminal_comes_back_with_its_session_settings_and_queued_bytes() {
     checked_then_used("pty", false, "tty=ok");
 }
 
+/// A cwd removed while the process sat in it comes back removed: the
+/// process still sits in it (mode kept, nothing can be made there) and
+/// nothing is left at its path.
+#[test]
+fn a_removed_cwd_comes_back_removed() {
+    checked_then_used("rmcwd", true, "cwd=ok");
+}
+
 /// A POSIX semaphore and shared memory, unlinked from /dev/shm at once
 /// (as Python's multiprocessing leaves its locks), come back as the same
 /// files for parent and child: the child still counts what the parent

@@ -12,7 +12,7 @@
 
 use std::os::fd::AsRawFd;
 
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -40,6 +40,17 @@ pub struct Ghost {
 }
 
 impl Ghost {
+    /// A directory removed while a process had it as its cwd.
+    pub fn dir(key: u32, m: &std::fs::Metadata) -> Ghost {
+        let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
+        let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
+        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size: 0, pieces: vec![] }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & nix::libc::S_IFMT == nix::libc::S_IFDIR
+    }
+
     /// Whether it has holes (then CRIU's image has it in chunks).
     pub fn sparse(&self) -> bool {
         !(self.pieces.len() == 1 && self.pieces[0].0 == 0 && self.pieces[0].1.len() as u64 == self.size)
@@ -92,16 +103,36 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64
 }
 
 /// The ghost files a restore made, unlinked when this goes (or earlier,
-/// with [`Made::unlink`]).
+/// with [`Made::unlink`]); directories last, emptied by then.
 #[derive(Debug, Default)]
 pub struct Made {
     paths: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl Made {
+    /// Makes the directories above `path` that are gone (removed too when
+    /// dumped, with nothing open in them), to be removed again with the
+    /// ghosts, so that the ghost keeps its path.
+    fn parents_of(&mut self, path: &Path) -> Result<()> {
+        let missing: Vec<&Path> =
+            path.ancestors().skip(1).take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
+        for dir in missing.into_iter().rev() {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}, removed when dumped, for {}", dir.display(), path.display()))?;
+            self.dirs.push(dir.to_path_buf());
+        }
+        Ok(())
+    }
+
     pub fn unlink(&mut self) {
         for p in self.paths.drain(..) {
             let _ = std::fs::remove_file(&p);
+        }
+        for d in self.dirs.drain(..).rev() {
+            let _ = std::fs::remove_dir(&d);
         }
     }
 }
@@ -117,8 +148,22 @@ impl Drop for Made {
 pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Result<Made> {
     let mut made = Made::default();
     let mut firsts: Vec<(u32, PathBuf)> = vec![];
+    // Directories first: an unlinked file may have been in one.
+    let mut ghosts: Vec<_> = ghosts.into_iter().collect();
+    ghosts.sort_by_key(|(p, g)| (!g.is_dir(), p.components().count()));
     for (path, g) in ghosts {
-        if made.paths.iter().any(|p| p == path) {
+        if made.paths.iter().chain(&made.dirs).any(|p| p == path) {
+            continue;
+        }
+        made.parents_of(path)?;
+        if g.is_dir() {
+            std::fs::DirBuilder::new()
+                .mode(g.mode & 0o7777)
+                .create(path)
+                .with_context(|| format!("creating the removed directory {} again", path.display()))?;
+            made.dirs.push(path.to_path_buf());
+            let d = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            set_attrs(&d, path, g)?;
             continue;
         }
         if let Some((_, first)) = firsts.iter().find(|(k, _)| *k == g.key) {
@@ -142,16 +187,20 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Resu
         for (off, data) in &g.pieces {
             f.write_all_at(data, *off).with_context(|| format!("writing {}", path.display()))?;
         }
-        std::os::unix::fs::fchown(&f, Some(g.uid), Some(g.gid))
-            .with_context(|| format!("{}: owner {}:{}", path.display(), g.uid, g.gid))?;
-        let mode = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
-        nix::sys::stat::fchmod(&f, mode).with_context(|| format!("{}: mode {:o}", path.display(), g.mode))?;
-        let t = |(s, us): (u64, u64)| {
-            nix::sys::time::TimeSpec::new(s as nix::libc::time_t, (us * 1000) as nix::libc::c_long)
-        };
-        nix::sys::stat::futimens(&f, &t(g.atime), &t(g.mtime)).with_context(|| format!("{}: times", path.display()))?;
+        set_attrs(&f, path, g)?;
     }
     Ok(made)
+}
+
+/// Gives `f`, made again at `path`, the owner, mode and times of `g`.
+fn set_attrs(f: &std::fs::File, path: &Path, g: &Ghost) -> Result<()> {
+    std::os::unix::fs::fchown(f, Some(g.uid), Some(g.gid))
+        .with_context(|| format!("{}: owner {}:{}", path.display(), g.uid, g.gid))?;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
+    nix::sys::stat::fchmod(f, mode).with_context(|| format!("{}: mode {:o}", path.display(), g.mode))?;
+    let t =
+        |(s, us): (u64, u64)| nix::sys::time::TimeSpec::new(s as nix::libc::time_t, (us * 1000) as nix::libc::c_long);
+    nix::sys::stat::futimens(f, &t(g.atime), &t(g.mtime)).with_context(|| format!("{}: times", path.display()))
 }
 
 /// The unlinked file that `files.img` entry `id` (`r`) is, if
@@ -195,7 +244,7 @@ pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> R
             mode: g.mode,
             atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
             mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
-            size: Some(g.size),
+            size: (!g.is_dir()).then_some(g.size),
             chunks: g.sparse().then_some(true),
             ..Default::default()
         };

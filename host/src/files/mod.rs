@@ -305,6 +305,14 @@ impl Files {
             self.ghosts.push((id, ghost));
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
+        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_dir() && m.nlink() == 0) {
+            // A removed directory, made again as the cwd of one is.
+            let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: None, mode: m.mode() };
+            let id = self.push(FileKind::Reg(reg));
+            let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
+            self.ghosts.push((id, ghost::Ghost::dir(key, &m)));
+            self.descriptions.push((pid, fd, dev, ino, id));
+            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if target.ends_with(" (deleted)") {
             return unsupported("an unlinked file");
         } else if let Some(driver) = tty::Driver::of(m.rdev()).filter(|_| ft.is_char_device()) {

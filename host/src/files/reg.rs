@@ -83,11 +83,20 @@ impl Files {
         let p = procfs::path(pid, link);
         let name = fs::read_link(&p).with_context(|| format!("reading {}", p.display()))?;
         let name = name.to_str().with_context(|| format!("{}: not UTF-8: {name:?}", p.display()))?.to_string();
-        if name.ends_with(" (deleted)") {
+        let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+        let Some(path) = name.strip_suffix(" (deleted)") else {
+            return Ok(self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name, size: None, mode: m.mode() })));
+        };
+        // Removed while the process sat in it (empty, as rmdir wants it):
+        // carried as a ghost directory, as CRIU does, made again for the
+        // tasks to enter and removed before the programs run.
+        if link != "cwd" || !m.is_dir() {
             bail!("process {pid}: its {link} {name} was deleted; that is not supported");
         }
-        let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
-        Ok(self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name, size: None, mode: m.mode() })))
+        let id = self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name: path.into(), size: None, mode: m.mode() }));
+        let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
+        self.ghosts.push((id, super::ghost::Ghost::dir(key, &m)));
+        Ok(id)
     }
 }
 

@@ -425,7 +425,9 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     } else {
         None
     };
-    let cwd = PathBuf::from(&crate::files::reg::by_id(set, p.fs.cwd_id, "the cwd")?.name);
+    // A cwd removed since is made again, as an unlinked file is.
+    let (cwd, cwd_ghost) = crate::files::reg::mapped(set, p.fs.cwd_id, "the cwd")?;
+    ghosts.extend(cwd_ghost.map(|g| (cwd.clone(), g)));
     let root = PathBuf::from(&crate::files::reg::by_id(set, p.fs.root_id, "the root")?.name);
 
     let files = crate::files::plan(set, p)?;
