@@ -214,6 +214,9 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
         .ghosts
         .get(&remap.remap_id)
         .with_context(|| format!("{at}: ghost-file-{:x}.img is missing", remap.remap_id))?;
+    if !Path::new(&r.name).is_absolute() {
+        bail!("{at}: {:?} was unlinked when dumped, but its path is not absolute", r.name);
+    }
     if std::fs::symlink_metadata(&r.name).is_ok() {
         bail!("{at}: {} was unlinked when dumped, and something is at that path now", r.name);
     }
