@@ -342,6 +342,7 @@ case_ cow cow '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ contents=ok shared=ok$' -
 case_ memfd memfd '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok content=ok seals=ok name=ok pos=ok private=ok$' - -
 case_ sockpair sockpair '@OUT@' null - 3 '^tick=[0-9]+ child=ok dgram=ok seqpacket=ok shutdown=ok opts=ok$' - -
 case_ fifo fifo '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ fifo=ok$' - -
+case_ "fifo unlinked" fifo '@OUT@ @DIR@ unlinked' null - 3 '^tick=[0-9]+ fifo=ok$' - -
 case_ inotify inotify '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ inotify=ok$' - -
 case_ ghost ghost '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ ghost=ok$' - -
 case_ posixsem posixsem '@OUT@' null - 3 '^tick=[0-9]+ sem=ok$' - -

@@ -1369,11 +1369,23 @@ fn python_asyncio_with_a_periodic_task_carries_on() {
 /// A named pipe comes back open at both ends with the bytes waiting in it.
 #[test]
 fn a_fifo_comes_back_with_its_bytes() {
+    fifo_round_trip("fifo", &[]);
+}
+
+/// So does one unlinked since it was opened, unlinked again.
+#[test]
+fn an_unlinked_fifo_comes_back_unlinked_with_its_bytes() {
+    fifo_round_trip("fifo-unlinked", &["unlinked"]);
+}
+
+fn fifo_round_trip(name: &str, extra: &[&str]) {
     let _w = watchdog::start();
-    let work = scratch("fifo");
+    let work = scratch(name);
     let images = work.join("images");
     let out = work.join("out");
-    let child = start("fifo", &[out.as_os_str(), work.as_os_str()]);
+    let mut args = vec![out.as_os_str(), work.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let child = start("fifo", &args);
     wait_for(&out, |l| l.len() >= 2);
     let (pid, _, after) = ticks_on(child, &out, &images, 3);
     stop(pid);

@@ -4,7 +4,8 @@
 //! restore opens the FIFO at its path behind a read-write keeper (an open
 //! for one direction alone would wait for the other side) and puts the
 //! bytes back through the first description of it. A FIFO whose path was
-//! deleted is refused at dump.
+//! deleted is carried as a ghost (`ghost.rs`): made again for the tasks
+//! to open, then unlinked.
 
 use std::path::PathBuf;
 
@@ -61,7 +62,14 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
     let reg = fe.regf_id.and_then(|id| set.file(id)).and_then(|e| e.reg.as_ref());
     let reg = reg.with_context(|| format!("{at}: a FIFO whose path (regf_id {:?}) is not in files.img", fe.regf_id))?;
     use std::os::unix::fs::FileTypeExt;
-    if !std::fs::metadata(&reg.name).is_ok_and(|m| m.file_type().is_fifo()) {
+    // Deleted when dumped: made again at its path for the tasks to open.
+    let ghost = super::ghost::plan(set, reg.id, reg, at)?;
+    if let Some(g) = &ghost
+        && !g.is_fifo()
+    {
+        bail!("{at}: the FIFO {} is remapped to a ghost that is no FIFO (mode {:o})", reg.name, g.mode);
+    }
+    if ghost.is_none() && !std::fs::metadata(&reg.name).is_ok_and(|m| m.file_type().is_fifo()) {
         bail!("{at}: the FIFO {} is missing (or no longer a FIFO)", reg.name);
     }
     // The FIFO's bytes go in with the first description of it.
@@ -80,6 +88,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
         flags: reg.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
         cloexec,
         fifo: Some(FifoFill { data, size }),
+        ghost,
         ..Default::default()
     })
 }

@@ -40,8 +40,8 @@ pub struct Ghost {
 }
 
 impl Ghost {
-    /// A directory removed while a process had it as its cwd.
-    pub fn dir(key: u32, m: &std::fs::Metadata) -> Ghost {
+    /// A removed directory or deleted FIFO: a node without contents.
+    pub fn empty(key: u32, m: &std::fs::Metadata) -> Ghost {
         let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
         let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
         Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size: 0, pieces: vec![] }
@@ -49,6 +49,10 @@ impl Ghost {
 
     pub fn is_dir(&self) -> bool {
         self.mode & nix::libc::S_IFMT == nix::libc::S_IFDIR
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.mode & nix::libc::S_IFMT == nix::libc::S_IFIFO
     }
 
     /// Whether it has holes (then CRIU's image has it in chunks).
@@ -166,6 +170,21 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Resu
             set_attrs(&d, path, g)?;
             continue;
         }
+        if g.is_fifo() {
+            let perm = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
+            nix::unistd::mkfifo(path, perm)
+                .with_context(|| format!("creating the deleted FIFO {} again", path.display()))?;
+            made.paths.push(path.to_path_buf());
+            // Read-write: an open of one side alone would wait for the other.
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOFOLLOW)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            set_attrs(&f, path, g)?;
+            continue;
+        }
         if let Some((_, first)) = firsts.iter().find(|(k, _)| *k == g.key) {
             std::fs::hard_link(first, path).with_context(|| {
                 format!("linking the unlinked file {} again as {}", first.display(), path.display())
@@ -247,7 +266,7 @@ pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> R
             mode: g.mode,
             atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
             mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
-            size: (!g.is_dir()).then_some(g.size),
+            size: (!g.is_dir() && !g.is_fifo()).then_some(g.size),
             chunks: g.sparse().then_some(true),
             ..Default::default()
         };

@@ -287,8 +287,16 @@ impl Files {
             (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags }))
         } else if ft.is_fifo() && target.starts_with('/') && !target.ends_with(" (deleted)") {
             (fd_type::FIFO, self.fifo(pid, fd, &target, ino, m.mode(), flags)?)
+        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_fifo() && m.nlink() == 0) {
+            // Made again (empty, by mknod) for the tasks to open, and its
+            // bytes put back, as a FIFO still linked is.
+            let kind = self.fifo(pid, fd, path, ino, m.mode(), flags)?;
+            let FileKind::Fifo(f) = &kind else { unreachable!("fifo() makes a FIFO") };
+            let key = *self.ghost_keys.entry((dev, ino)).or_insert(f.regf_id);
+            self.ghosts.push((f.regf_id, ghost::Ghost::empty(key, &m)));
+            (fd_type::FIFO, kind)
         } else if ft.is_fifo() {
-            return unsupported("a named FIFO that was deleted");
+            return unsupported("a named FIFO that was deleted and is still linked elsewhere");
         } else if !target.starts_with('/') {
             return unsupported("a special file");
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_file() && m.nlink() == 0) {
@@ -310,7 +318,7 @@ impl Files {
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: None, mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));
             let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
-            self.ghosts.push((id, ghost::Ghost::dir(key, &m)));
+            self.ghosts.push((id, ghost::Ghost::empty(key, &m)));
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if target.ends_with(" (deleted)") {

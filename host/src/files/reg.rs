@@ -95,7 +95,7 @@ impl Files {
         }
         let id = self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name: path.into(), size: None, mode: m.mode() }));
         let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
-        self.ghosts.push((id, super::ghost::Ghost::dir(key, &m)));
+        self.ghosts.push((id, super::ghost::Ghost::empty(key, &m)));
         Ok(id)
     }
 }
