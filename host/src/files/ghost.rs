@@ -23,6 +23,16 @@ use revenant_images::{ImageSet, Kind, Writer};
 /// otherwise (CRIU's default `--ghost-limit`); holes do not count.
 pub const LIMIT: u64 = 1 << 20;
 
+/// Whether `path` (existing) is on a kernel file system whose directories
+/// are objects of their own (`/proc/PID`, a cgroup, a sysfs node), which
+/// a `mkdir` would not make again, or would make as something else.
+pub fn on_kernel_fs(path: &Path) -> bool {
+    use nix::sys::statfs::{CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, PROC_SUPER_MAGIC, SYSFS_MAGIC, statfs};
+    statfs(path).is_ok_and(|s| {
+        [PROC_SUPER_MAGIC, SYSFS_MAGIC, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC].contains(&s.filesystem_type())
+    })
+}
+
 /// What a restore needs to make one again.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ghost {
@@ -235,6 +245,11 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
         .with_context(|| format!("{at}: ghost-file-{:x}.img is missing", remap.remap_id))?;
     if !Path::new(&r.name).is_absolute() {
         bail!("{at}: {:?} was unlinked when dumped, but its path is not absolute", r.name);
+    }
+    if let Some(there) = Path::new(&r.name).ancestors().skip(1).find(|a| std::fs::symlink_metadata(a).is_ok())
+        && on_kernel_fs(there)
+    {
+        bail!("{at}: {} was unlinked when dumped, and {} cannot make it again", r.name, there.display());
     }
     if std::fs::symlink_metadata(&r.name).is_ok() {
         bail!("{at}: {} was unlinked when dumped, and something is at that path now", r.name);

@@ -313,7 +313,9 @@ impl Files {
             self.ghosts.push((id, ghost));
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
-        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_dir() && m.nlink() == 0) {
+        } else if let Some(path) =
+            target.strip_suffix(" (deleted)").filter(|_| ft.is_dir() && m.nlink() == 0 && !ghost::on_kernel_fs(&p))
+        {
             // A removed directory, made again as the cwd of one is.
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: None, mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));

@@ -90,7 +90,7 @@ impl Files {
         // Removed while the process sat in it (empty, as rmdir wants it):
         // carried as a ghost directory, as CRIU does, made again for the
         // tasks to enter and removed before the programs run.
-        if link != "cwd" || !m.is_dir() {
+        if link != "cwd" || !m.is_dir() || super::ghost::on_kernel_fs(&p) {
             bail!("process {pid}: its {link} {name} was deleted; that is not supported");
         }
         let id = self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name: path.into(), size: None, mode: m.mode() }));
