@@ -200,6 +200,41 @@ fn a_dump_failing_or_killed_at_any_step_leaves_the_program_as_it_was() {
     std::fs::remove_dir_all(&work).unwrap();
 }
 
+/// A task that cannot stop (a vfork parent waits uninterruptibly until
+/// its child exits) does not hang the dump: it gives up at its limit,
+/// naming the task and what it waits in, and the program is let go,
+/// neither traced nor stopped, and goes on once the wait is over.
+#[test]
+fn a_dump_gives_up_on_a_task_that_cannot_stop_and_lets_it_go() {
+    let _w = revenant_test_watchdog::start();
+    let work = scratch("vfork");
+    let images = work.join("images");
+    let out = work.join("out");
+    start_grandchild(&dumpee("vforker"), &[out.as_os_str(), "4".as_ref()]);
+    let ready = wait_lines(&out, |l| l.first().is_some_and(|f| f.starts_with("ready ")));
+    let pid: i32 = ready.lines().next().unwrap()["ready ".len()..].trim().parse().unwrap();
+    // The vfork has begun once the parent sleeps uninterruptibly.
+    let t = Instant::now();
+    while state(pid) != 'D' && t.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let o = revenant(&["dump", "-t", &pid.to_string(), "--timeout", "1"], &images, None);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the dump went through: {err}");
+    assert!(err.contains(&format!("task {pid} of process {pid} did not stop")), "{err}");
+    assert!(err.contains("uninterruptible sleep (D)") && err.contains("--timeout"), "{err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("done"), "the vfork was over before the dump gave up: {text}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(status.contains("TracerPid:\t0\n"), "still traced:\n{status}");
+    let done = wait_lines(&out, |l| l.iter().any(|x| x.starts_with("done ")));
+    assert!(done.contains(&format!("done {pid}")), "{done}");
+    assert!(!matches!(state(pid), 't' | 'T'), "left stopped");
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    std::fs::remove_dir_all(&work).unwrap();
+}
+
 /// SIGKILL at random moments (a xorshift seeded from the clock; the seed is
 /// printed so a failure can be replayed), and SIGINT/SIGTERM, which roll
 /// the dump back.

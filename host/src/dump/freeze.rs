@@ -48,13 +48,35 @@ pub struct Frozen {
     done: bool,
 }
 
+/// How long freezing may take when no `--timeout` bounds the dump. A task
+/// stops only when it leaves an uninterruptible wait (a vfork parent
+/// until its child execs or exits, a read from a dead NFS server never):
+/// past this the dump gives up, naming it, rather than hang. CRIU's
+/// default freeze timeout.
+pub const FREEZE_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Frozen {
-    /// Seizes and stops every thread of `root` and of all its descendants.
-    pub fn freeze(root: i32) -> Result<Frozen> {
+    /// Seizes and stops every thread of `root` and of all its descendants;
+    /// within [`FREEZE_LIMIT`] unless `bounded` (a deadline of the caller's
+    /// runs).
+    pub fn freeze(root: i32, bounded: bool) -> Result<Frozen> {
+        let limit = (!bounded).then(|| crate::fault::Deadline::start(FREEZE_LIMIT)).transpose()?;
         let mut f =
             Frozen { procs: Vec::new(), seized: Vec::new(), zombies: Vec::new(), stopped: Vec::new(), done: false };
         // On error `f` is dropped here, resuming whatever was stopped.
-        f.freeze_tree(root)?;
+        let frozen = f.freeze_tree(root);
+        let timed_out = limit.is_some() && crate::fault::timed_out();
+        drop(limit);
+        frozen.map_err(|e| {
+            if timed_out {
+                e.context(format!(
+                    "the tree did not stop within {} s (--timeout gives it longer)",
+                    FREEZE_LIMIT.as_secs()
+                ))
+            } else {
+                e
+            }
+        })?;
         Ok(f)
     }
 
@@ -150,8 +172,13 @@ impl Frozen {
     fn wait_stop(&mut self, pid: i32, tid: i32) -> Result<()> {
         let t = Pid::from_raw(tid);
         loop {
-            let st =
-                waitpid(t, Some(WaitPidFlag::__WALL)).with_context(|| format!("waiting for task {tid} to stop"))?;
+            let st = match waitpid(t, Some(WaitPidFlag::__WALL)) {
+                Ok(st) => st,
+                Err(nix::errno::Errno::EINTR) if crate::fault::timed_out() => {
+                    bail!("task {tid} of process {pid} did not stop: {}", waiting_in(pid, tid))
+                }
+                Err(e) => return Err(e).with_context(|| format!("waiting for task {tid} to stop")),
+            };
             match st {
                 WaitStatus::PtraceEvent(_, Signal::SIGTRAP, ev) if ev == nix::libc::PTRACE_EVENT_STOP => {
                     self.mark_stopped(tid);
@@ -238,10 +265,15 @@ fn detach_all(seized: &[(i32, bool)], stopped: &[(i32, Signal)]) -> Result<()> {
     let mut first_err = None;
     for (tid, in_stop) in seized {
         if !*in_stop {
-            // PTRACE_DETACH needs a ptrace stop.
+            // PTRACE_DETACH needs a ptrace stop. One still in an
+            // uninterruptible wait (why the freeze gave up) cannot be
+            // detached before it leaves it: it is let go when this process
+            // exits, which the command does at once.
             let t = Pid::from_raw(*tid);
-            if ptrace::interrupt(t).is_ok() {
-                let _ = waitpid(t, Some(WaitPidFlag::__WALL));
+            if ptrace::interrupt(t).is_ok() && !stops_within(t, std::time::Duration::from_millis(500)) {
+                first_err.get_or_insert(anyhow::anyhow!(
+                    "task {tid} did not stop to be let go; it is let go when this process exits"
+                ));
             }
         }
     }
@@ -263,6 +295,40 @@ fn detach_all(seized: &[(i32, bool)], stopped: &[(i32, Signal)]) -> Result<()> {
         }
     }
     first_err.map_or(Ok(()), Err)
+}
+
+/// Whether `t` reports a stop (or is gone) within `limit`.
+fn stops_within(t: Pid, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        match waitpid(t, Some(WaitPidFlag::__WALL | WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if start.elapsed() < limit => {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(_) | Err(_) => return true,
+        }
+    }
+}
+
+/// What task `tid` of `pid` is doing, from its stat and wchan: "in
+/// uninterruptible sleep (D), waiting in do_vfork", say.
+fn waiting_in(pid: i32, tid: i32) -> String {
+    let task = |f: &str| procfs::read_string(pid, &format!("task/{tid}/{f}")).unwrap_or_default();
+    let state = task("stat").rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()).unwrap_or('?');
+    let what = match state {
+        'D' => "in uninterruptible sleep (D)".to_string(),
+        'R' => "running (R)".to_string(),
+        'S' => "sleeping (S)".to_string(),
+        c => format!("in state {c}"),
+    };
+    match task("wchan").trim() {
+        "" | "0" => what,
+        w if w.contains("clone") || w.contains("vfork") => {
+            format!("{what}, waiting in {w} (a vfork parent waits until its child execs or exits)")
+        }
+        w => format!("{what}, waiting in {w}"),
+    }
 }
 
 fn pid_gone(pid: i32) -> bool {

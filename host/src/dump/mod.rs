@@ -144,7 +144,7 @@ pub fn dump(pid: i32, dir: &Path, opts: &DumpOptions) -> Result<Dumped> {
         _ => e,
     };
     check_namespaces(pid)?;
-    let frozen = match Frozen::freeze(pid) {
+    let frozen = match Frozen::freeze(pid, deadline.is_some()) {
         Ok(f) => f,
         Err(e) => return Err(late(e, crate::fault::timed_out())),
     };

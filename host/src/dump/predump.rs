@@ -109,7 +109,7 @@ pub fn pre_dump(pid: i32, dir: &Path, opts: &PreDumpOptions) -> Result<PreDumped
     super::check_namespaces(pid)?;
     let host = HostFacts::get();
     let t0 = Instant::now();
-    let frozen = Frozen::freeze(pid)?;
+    let frozen = Frozen::freeze(pid, false)?;
     log.line(1, &format!("froze {} processes in {:?}", frozen.procs.len(), t0.elapsed()));
     let read = read_frozen(&frozen, &host, prev.as_mut(), &mut log);
     let frozen_for = t0.elapsed();
