@@ -1410,6 +1410,25 @@ fn a_removed_cwd_comes_back_removed() {
     checked_then_used("rmcwd", true, "cwd=ok");
 }
 
+/// `show` says which paths were unlinked when dumped.
+#[test]
+fn show_marks_what_was_unlinked_when_dumped() {
+    let _w = watchdog::start();
+    let work = scratch("show-unlinked");
+    let images = work.join("images");
+    let out = work.join("out");
+    let mut child = start("rmcwd", &[out.as_os_str(), work.as_os_str()]);
+    wait_for(&out, |l| !l.is_empty());
+    dump_and_reap(&mut child, &images);
+    let text = revenant_images::show(&images, false).unwrap();
+    let mark = "[unlinked when dumped: made again for the restore, 0 bytes carried]";
+    let gone = work.join("gone");
+    assert!(text.contains(&format!("cwd {} {mark}", gone.display())), "{text}");
+    assert!(text.lines().any(|l| l.contains("/up/down") && l.ends_with(mark)), "{text}");
+    assert!(!text.lines().any(|l| l.contains("/dev/null") && l.contains("unlinked")), "{text}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// A POSIX semaphore and shared memory, unlinked from /dev/shm at once
 /// (as Python's multiprocessing leaves its locks), come back as the same
 /// files for parent and child: the child still counts what the parent

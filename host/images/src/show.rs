@@ -210,6 +210,19 @@ fn vma_line(v: &VmaEntry, file: Option<&str>) -> String {
     s
 }
 
+/// ", unlinked when dumped" for a path the restore makes again
+/// (`remap-fpath.img`), with the size it carries.
+fn unlinked(set: &ImageSet, id: u32) -> String {
+    let Some(remap) = set.remaps.iter().find(|m| m.orig_id == id) else { return String::new() };
+    match set.ghosts.get(&remap.remap_id) {
+        Some((_, data)) => {
+            let bytes: usize = data.iter().map(|(_, d)| d.len()).sum();
+            format!(" [unlinked when dumped: made again for the restore, {bytes} bytes carried]")
+        }
+        None => format!(" [unlinked when dumped; ghost-file-{:x}.img is missing]", remap.remap_id),
+    }
+}
+
 fn file_desc(f: &FileEntry) -> String {
     let t = FdType::try_from(f.r#type).map(FdType::crit_name).unwrap_or("?");
     if let Some(r) = &f.reg {
@@ -384,10 +397,12 @@ fn summary(set: &ImageSet) -> String {
         }
         for f in &p.fds {
             let what = set.file(f.id).map(file_desc).unwrap_or_else(|| format!("missing file {}", f.id));
-            let _ = writeln!(s, "  fd {}: {what}", f.fd);
+            // A FIFO's path is an entry of its own.
+            let path_id = set.file(f.id).and_then(|e| e.fifo.as_ref()).and_then(|x| x.regf_id).unwrap_or(f.id);
+            let _ = writeln!(s, "  fd {}: {what}{}", f.fd, unlinked(set, path_id));
         }
         if let Some(cwd) = set.file(p.fs.cwd_id).and_then(|f| f.reg.as_ref()) {
-            let _ = writeln!(s, "  cwd {}", cwd.name);
+            let _ = writeln!(s, "  cwd {}{}", cwd.name, unlinked(set, p.fs.cwd_id));
         }
     }
     for ns in &set.ipc {
