@@ -50,7 +50,7 @@ fi
 cargo build -q --release -p revenant || exit 1
 export REVENANT=${CARGO_TARGET_DIR:-$PWD/target}/release/revenant
 exec python3 - "$@" <<'PY'
-import ast, ctypes, os, signal, subprocess, sys, tempfile, time
+import ast, ctypes, os, re, signal, subprocess, sys, tempfile, time
 
 Z = os.path.abspath(os.environ["ZDTM"])
 REV = os.environ["REVENANT"]
@@ -140,6 +140,11 @@ def canonical(link, inodes):
     kind, _, rest = link.partition(":[")
     if rest and kind in ("pipe", "socket"):
         return f"{kind}:#{inodes.setdefault(link, len(inodes))}"
+    # An unlinked file whose path was taken since is made again beside it,
+    # under the name the restore's warning gives (CRIU uses NAME.cr_link).
+    m = re.fullmatch(r"(.*/)\.(.+)\.revenant-unlinked \(deleted\)", link)
+    if m:
+        return f"{m.group(1)}{m.group(2)} (deleted)"
     return link
 
 

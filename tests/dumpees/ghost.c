@@ -8,7 +8,9 @@
  * other. And a file it mapped twice (shared, and private with its first
  * page written), closed and unlinked: both mappings keep their contents,
  * the shared one carrying a write each tick, the untouched page of the
- * private one still reading from the file.
+ * private one still reading from the file. And a log rotated away:
+ * DIR/app.log unlinked while open and made again with other contents;
+ * both must keep their own.
  * Every tick: "tick=N ghost=ok|BAD" to OUTFILE.
  * usage: ghost OUTFILE DIR */
 #define _GNU_SOURCE
@@ -63,6 +65,16 @@ int main(int argc, char **argv)
 	close(mf);
 	if (unlink(mp))
 		return 10;
+	/* A log rotated away: the file it holds is unlinked and another is
+	 * made at its path. */
+	char lp[4096];
+	snprintf(lp, sizeof(lp), "%s/app.log", argv[2]);
+	int lg = open(lp, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (lg < 0 || write(lg, "old log", 7) != 7 || unlink(lp))
+		return 11;
+	int nl = open(lp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (nl < 0 || write(nl, "new log", 7) != 7 || close(nl))
+		return 12;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
 	snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", a);
 	for (unsigned long tick = 1;; tick++) {
@@ -82,6 +94,15 @@ int main(int argc, char **argv)
 		ok = ok && memcmp(sh, "mapped data", 11) == 0 && memcmp(sh + 4096, "second page", 11) == 0 &&
 		     memcmp(pr, "Papped data", 11) == 0 && memcmp(pr + 4096, "second page", 11) == 0 &&
 		     (tick == 1 || was == (char)('0' + (tick - 1) % 10));
+		char lb[8] = "", nb[8] = "";
+		char aside[4200];
+		snprintf(aside, sizeof(aside), "%s/.app.log.revenant-unlinked", argv[2]);
+		int nf = open(lp, O_RDONLY);
+		ok = ok && access(aside, F_OK) != 0;
+		ok = ok && pread(lg, lb, 7, 0) == 7 && memcmp(lb, "old log", 7) == 0 && fstat(lg, &st) == 0 &&
+		     st.st_nlink == 0 && nf >= 0 && pread(nf, nb, 7, 0) == 7 && memcmp(nb, "new log", 7) == 0;
+		if (nf >= 0)
+			close(nf);
 		sh[100] = (char)('0' + tick % 10);
 		dprintf(out, "tick=%lu ghost=%s\n", tick, ok ? "ok" : "BAD");
 		struct timespec ts = {0, 30000000};

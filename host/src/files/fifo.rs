@@ -64,11 +64,13 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
     use std::os::unix::fs::FileTypeExt;
     // Deleted when dumped: made again at its path for the tasks to open.
     let ghost = super::ghost::plan(set, reg.id, reg, at)?;
-    if let Some(g) = &ghost
+    if let Some((_, g)) = &ghost
         && !g.is_fifo()
     {
         bail!("{at}: the FIFO {} is remapped to a ghost that is no FIFO (mode {:o})", reg.name, g.mode);
     }
+    let path = ghost.as_ref().map_or_else(|| PathBuf::from(&reg.name), |(p, _)| p.clone());
+    let ghost = ghost.map(|(_, g)| g);
     if ghost.is_none() && !std::fs::metadata(&reg.name).is_ok_and(|m| m.file_type().is_fifo()) {
         bail!("{at}: the FIFO {} is missing (or no longer a FIFO)", reg.name);
     }
@@ -84,7 +86,7 @@ pub fn plan_fd(set: &ImageSet, f: &FdinfoEntry, fe: &FifoEntry, cloexec: bool, a
     Ok(FdPlan {
         fd: f.fd as i32,
         id: f.id,
-        path: PathBuf::from(&reg.name),
+        path,
         flags: reg.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
         cloexec,
         fifo: Some(FifoFill { data, size }),

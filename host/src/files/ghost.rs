@@ -47,6 +47,10 @@ pub struct Ghost {
     pub size: u64,
     /// Its data segments, (offset, bytes); the rest are holes.
     pub pieces: Vec<(u64, Vec<u8>)>,
+    /// Its own path, when something else is there now (a log file
+    /// made again by its rotation): it is then made beside it, under the
+    /// name [`plan`] gives, which /proc shows for it.
+    pub taken: Option<PathBuf>,
 }
 
 impl Ghost {
@@ -54,7 +58,7 @@ impl Ghost {
     pub fn empty(key: u32, m: &std::fs::Metadata) -> Ghost {
         let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
         let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size: 0, pieces: vec![] }
+        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size: 0, pieces: vec![], taken: None }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -113,7 +117,7 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64
     }
     let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
     let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces })
+    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces, taken: None })
 }
 
 /// The ghost files a restore made, unlinked when this goes (or earlier,
@@ -233,8 +237,9 @@ fn set_attrs(f: &std::fs::File, path: &Path, g: &Ghost) -> Result<()> {
 }
 
 /// The unlinked file that `files.img` entry `id` (`r`) is, if
-/// `remap-fpath.img` says so: its path must be free to make it again.
-pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Option<Ghost>> {
+/// `remap-fpath.img` says so, and the path to make it again at: its own,
+/// or, when something is there now, `.NAME.revenant-unlinked` beside it.
+pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Option<(PathBuf, Ghost)>> {
     let Some(remap) = set.remaps.iter().find(|m| m.orig_id == id) else { return Ok(None) };
     if remap.remap_type != Some(1) {
         bail!("{at}: remap-fpath.img: {} is remapped in a way not restored yet (type {:?})", r.name, remap.remap_type);
@@ -251,14 +256,38 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     {
         bail!("{at}: {} was unlinked when dumped, and {} cannot make it again", r.name, there.display());
     }
-    if std::fs::symlink_metadata(&r.name).is_ok() {
-        bail!("{at}: {} was unlinked when dumped, and something is at that path now", r.name);
-    }
+    let own = PathBuf::from(&r.name);
+    let (path, taken) = if std::fs::symlink_metadata(&own).is_err() {
+        (own, None)
+    } else {
+        let name = own.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let beside = own.with_file_name(format!(".{name}.revenant-unlinked"));
+        if std::fs::symlink_metadata(&beside).is_ok() {
+            bail!(
+                "{at}: {} was unlinked when dumped, and something is at that path now, and at {} too",
+                r.name,
+                beside.display()
+            );
+        }
+        (beside, Some(own))
+    };
     let whole = data.iter().map(|(off, d)| off + d.len() as u64).max().unwrap_or(0);
     let (uid, gid, mode, size) = (e.uid, e.gid, e.mode, e.size.unwrap_or(whole));
     let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
     let (atime, mtime) = (time(&e.atim), time(&e.mtim));
-    Ok(Some(Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces: data.clone() }))
+    let pieces = data.clone();
+    Ok(Some((path, Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces, taken })))
+}
+
+/// The warning for a ghost made at `path` because its own was taken.
+pub fn taken_warning(who: &str, path: &Path, g: &Ghost) -> Option<String> {
+    let own = g.taken.as_ref()?;
+    Some(format!(
+        "{who}: {} was unlinked when dumped and something else is at that path now: it is made again as {}, \
+         the name /proc shows for it from now on",
+        own.display(),
+        path.display()
+    ))
 }
 
 /// `remap-fpath.img`, and a `ghost-file-ID.img` per file, as CRIU writes

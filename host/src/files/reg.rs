@@ -142,11 +142,13 @@ pub fn check_size(r: &RegFileEntry, what: &str) -> Result<()> {
 /// make again there if it was one.
 pub fn mapped(set: &ImageSet, id: u32, what: &str) -> Result<(PathBuf, Option<super::ghost::Ghost>)> {
     let r = by_id(set, id, what)?;
-    let ghost = super::ghost::plan(set, id, r, &format!("files.img: entry id {id} ({what})"))?;
-    if ghost.is_none() {
-        check_size(r, what)?;
+    match super::ghost::plan(set, id, r, &format!("files.img: entry id {id} ({what})"))? {
+        Some((path, ghost)) => Ok((path, Some(ghost))),
+        None => {
+            check_size(r, what)?;
+            Ok((PathBuf::from(&r.name), None))
+        }
     }
-    Ok((PathBuf::from(&r.name), ghost))
 }
 
 /// Fd `f` of process `pid` on file `r`.
@@ -155,6 +157,8 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
     // Its own /proc files exist only once the process does: it opens
     // them itself, and alone (the tree's shared files are opened by
     // the root before the others exist).
+    let path = ghost.as_ref().map_or_else(|| PathBuf::from(&r.name), |(p, _)| p.clone());
+    let ghost = ghost.map(|(_, g)| g);
     if ghost.is_some() {
     } else if r.name.starts_with(&format!("/proc/{pid}/")) {
         if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
@@ -166,7 +170,7 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
     Ok(FdPlan {
         fd: f.fd as i32,
         id: f.id,
-        path: PathBuf::from(&r.name),
+        path,
         flags: r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
         pos: r.pos,
         cloexec,

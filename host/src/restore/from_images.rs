@@ -157,6 +157,12 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         inet.iter().any(|(_, s)| s.stream.is_some()).then(|| crate::files::tcp_keeper::name(&set.dir)).transpose()?;
     let inflight = crate::files::unixsk::in_flight(set, &sockets)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
+    for p in &processes {
+        let fds =
+            p.fds.iter().filter_map(|f| Some((format!("PID {}: fd {}", p.pid, f.fd), &f.path, f.ghost.as_ref()?)));
+        let maps = p.ghosts.iter().map(|(path, g)| (format!("PID {}", p.pid), path, g));
+        warnings.extend(fds.chain(maps).filter_map(|(who, path, g)| crate::files::ghost::taken_warning(&who, path, g)));
+    }
     let host = super::plan::HostObjects { shmem, ttys, sockets, inet, inflight, keeper };
     Ok(TreePlan { processes, zombies, ipc, host, warnings })
 }
