@@ -1577,19 +1577,32 @@ fn inotify_watches_come_back_with_their_numbers() {
 
 /// A file unlinked while open (two descriptions of it) comes back with its
 /// contents, offsets, mode and no link, under its old path; nothing is
-/// left at that path.
+/// left at that path. One whose path holds another file now (a rotated
+/// log) comes back beside it, as the check says beforehand.
 #[test]
 fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
     let _w = watchdog::start();
     let work = scratch("ghost");
     let images = work.join("images");
     let out = work.join("out");
-    let child = start("ghost", &[out.as_os_str(), work.as_os_str()]);
+    let mut child = start("ghost", &[out.as_os_str(), work.as_os_str()]);
     wait_for(&out, |l| l.len() >= 2);
-    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    let pid = child.id() as i32;
+    dump_and_reap(&mut child, &images);
+    // The rotated log's path holds the new log: `--check-only` says where
+    // the old one will be made instead.
+    let report = revenant::restore::preflight::check(&images, &Options::default());
+    let log = work.join("app.log");
+    let aside = work.join(".app.log.revenant-unlinked");
+    let said = format!("{} was unlinked when dumped and something else is at that path now", log.display());
+    assert!(report.notes.iter().any(|n| n.contains(&said) && n.contains(&*aside.to_string_lossy())), "{report:?}");
+    let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
+    run(&images, &Options { detach: true, ..Default::default() }).unwrap();
+    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
     stop(pid);
+    let after: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
     assert!(after.iter().all(|l| l.ends_with("ghost=ok")), "{after:?}");
-    assert!(!work.join("scratch").exists());
+    assert!(!work.join("scratch").exists() && !aside.exists());
     let _ = std::fs::remove_dir_all(&work);
 }
 

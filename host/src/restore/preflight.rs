@@ -64,6 +64,9 @@ pub struct Check {
 #[derive(Debug, Default)]
 pub struct Report {
     pub checks: Vec<Check>,
+    /// What the restore would warn about: not problems, but the restored
+    /// tree differs from the dumped one in what they say.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -92,6 +95,9 @@ impl Report {
                     }
                 }
             }
+        }
+        for n in &self.notes {
+            out += &format!("  note     {n}\n");
         }
         match self.problems() {
             0 => out += "no problems: a restore would get past its checks\n",
@@ -138,6 +144,7 @@ pub fn check(dir: &Path, opts: &super::Options) -> Report {
         match from_images::plans(&set, &popts) {
             Ok(p) => {
                 r.add("planning", vec![]);
+                r.notes.extend(p.warnings.iter().cloned());
                 Some(p)
             }
             Err(e) => {
