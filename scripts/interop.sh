@@ -54,6 +54,11 @@ cleanup() {
             [[ $(readlink /proc/"$p"/exe 2>/dev/null) == "$WORK"/bin/* ]] && kill -9 "$p" 2>/dev/null
         done
     done
+    # posixsem's named semaphores, whose child unlinks them unless killed.
+    for f in /dev/shm/sem.revenant-named-*; do
+        [ -e "$f" ] && [ ! -e /proc/"${f##*-}" ] && rm -f "$f"
+    done
+    return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP

@@ -323,6 +323,17 @@ impl Files {
             self.ghosts.push((id, ghost::Ghost::empty(key, &m)));
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
+        } else if let Some(other) = target
+            .strip_suffix(" (deleted)")
+            .filter(|_| ft.is_file() && m.nlink() != 0)
+            .and_then(|path| reg::linked_name(path, &m))
+        {
+            // Unlinked under the name it was opened by, linked under
+            // another beside it: opened by that one.
+            (
+                fd_type::REG,
+                FileKind::Reg(RegFile { flags, pos: info.pos, name: other, size: Some(m.len()), mode: m.mode() }),
+            )
         } else if target.ends_with(" (deleted)") {
             return unsupported("an unlinked file");
         } else if let Some(driver) = tty::Driver::of(m.rdev()).filter(|_| ft.is_char_device()) {

@@ -38,9 +38,14 @@ impl Files {
             return Ok(id);
         }
         // Unlinked since it was mapped: carried as a ghost file, as its fds
-        // are. One still linked under another name, or never named (an
+        // are. One still linked under another name in the same directory
+        // is mapped by that name; one linked elsewhere, or never named (an
         // O_TMPFILE file, "#INO"), is refused.
-        let deleted = name.strip_suffix(" (deleted)");
+        let mut deleted = name.strip_suffix(" (deleted)");
+        let linked = deleted.filter(|_| m.file_type().is_file() && m.nlink() != 0).and_then(|p| linked_name(p, &m));
+        if linked.is_some() {
+            deleted = None;
+        }
         if let Some(path) = deleted {
             // On a kernel-internal mount (an AIO ring, shared anonymous
             // memory mapped privately): not a file to carry. Those have
@@ -65,7 +70,7 @@ impl Files {
             }
         }
         let size = m.file_type().is_file().then_some(m.len());
-        let path = deleted.unwrap_or(name).to_string();
+        let path = linked.unwrap_or_else(|| deleted.unwrap_or(name).to_string());
         let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: path, size, mode: m.mode() }));
         self.by_inode.insert((m.dev(), m.ino(), name.to_string()), id);
         if deleted.is_some() {
@@ -98,6 +103,19 @@ impl Files {
         self.ghosts.push((id, super::ghost::Ghost::empty(key, &m)));
         Ok(id)
     }
+}
+
+/// The name, in the directory of `deleted`, of the file `m` (unlinked
+/// there but still linked): glibc's `sem_open` makes a semaphore under a
+/// temporary name, maps it, links it under its own and unlinks the first,
+/// so the mapping shows the first name as deleted. Looked for among the
+/// directory's first 4096 entries only.
+pub fn linked_name(deleted: &str, m: &fs::Metadata) -> Option<String> {
+    let dir = std::path::Path::new(deleted).parent()?;
+    fs::read_dir(dir).ok()?.take(4096).flatten().find_map(|e| {
+        let em = fs::symlink_metadata(e.path()).ok()?;
+        (em.dev() == m.dev() && em.ino() == m.ino()).then(|| e.path().to_str().map(String::from)).flatten()
+    })
 }
 
 impl RegFile {
