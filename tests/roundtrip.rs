@@ -1366,6 +1366,58 @@ fn python_asyncio_with_a_periodic_task_carries_on() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// Python's `multiprocessing`: a `Pool` of worker processes, its queues
+/// and locks (POSIX semaphores in /dev/shm), started by `fork` and by
+/// `forkserver` (Python 3.14's default: a server process forks the
+/// workers, and every semaphore is mapped under the deleted name glibc
+/// made it with), carries on, each round's results checked.
+#[test]
+fn python_multiprocessing_pools_carry_on_with_fork_and_forkserver() {
+    let _w = watchdog::start();
+    for method in ["fork", "forkserver"] {
+        let work = scratch(&format!("mp-{method}"));
+        let images = work.join("images");
+        let out = work.join("out");
+        let script = work.join("pool.py");
+        std::fs::write(
+            &script,
+            "import hashlib, multiprocessing as mp, sys, time\n\
+             def work(x):\n\
+             \x20   return hashlib.sha256(str(x).encode()).hexdigest()\n\
+             if __name__ == '__main__':\n\
+             \x20   mp.set_start_method(sys.argv[2])\n\
+             \x20   lock, q = mp.Lock(), mp.Queue()\n\
+             \x20   with mp.Pool(2) as pool:\n\
+             \x20       for n in range(1, 1000000):\n\
+             \x20           got = pool.map(work, range(n, n + 8))\n\
+             \x20           with lock:\n\
+             \x20               q.put(n)\n\
+             \x20               ok = q.get() == n and got == [work(x) for x in range(n, n + 8)]\n\
+             \x20           with open(sys.argv[1], 'a') as f: f.write(f'tick={n} ok={ok}\\n')\n\
+             \x20           time.sleep(0.05)\n",
+        )
+        .unwrap();
+        let python = if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" };
+        let mut py = Command::new(python);
+        py.arg(&script).arg(&out).arg(method);
+        let child = start_command(py, false);
+        wait_for(&out, |l| l.len() >= 3);
+        let (pid, last, after) = ticks_on(child, &out, &images, 5);
+        // The workers and the server end when the program's pipes close,
+        // and Python's resource tracker then unlinks the semaphores left in
+        // /dev/shm; all share the program's group.
+        stop(pid);
+        let t = std::time::Instant::now();
+        while kill(Pid::from_raw(-pid), None).is_ok() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+        assert!(after.len() >= 5 && after.iter().all(|l| l.ends_with("ok=True")), "{method}: {after:?}");
+        assert_eq!(tick(&after[0]), last + 1, "{method}: {after:?}");
+        let _ = std::fs::remove_dir_all(&work);
+    }
+}
+
 /// A named pipe comes back open at both ends with the bytes waiting in it.
 #[test]
 fn a_fifo_comes_back_with_its_bytes() {
