@@ -41,11 +41,9 @@ impl Files {
         // are. One still linked under another name in the same directory
         // is mapped by that name; one linked elsewhere, or never named (an
         // O_TMPFILE file, "#INO"), is refused.
-        let mut deleted = name.strip_suffix(" (deleted)");
-        let linked = deleted.filter(|_| m.file_type().is_file() && m.nlink() != 0).and_then(|p| linked_name(p, &m));
-        if linked.is_some() {
-            deleted = None;
-        }
+        let unlinked = name.strip_suffix(" (deleted)");
+        let linked = unlinked.filter(|_| m.file_type().is_file() && m.nlink() != 0).and_then(|p| linked_name(p, &m));
+        let deleted = unlinked.filter(|_| linked.is_none());
         if let Some(path) = deleted {
             // On a kernel-internal mount (an AIO ring, shared anonymous
             // memory mapped privately): not a file to carry. Those have
