@@ -22,26 +22,29 @@ static void on_usr1(int sig) { (void)sig; asked = 1; }
 static int down = -1;
 static char up[400];
 
+/* Whether the /proc link `link` reads "PATH (deleted)". */
+static int shows_deleted(const char *link, const char *path)
+{
+	char got[512], want[520];
+	ssize_t n = readlink(link, got, sizeof(got) - 1);
+	if (n < 0)
+		return 0;
+	got[n] = 0;
+	snprintf(want, sizeof(want), "%s (deleted)", path);
+	return strcmp(got, want) == 0;
+}
+
 static const char *check(const char *gone)
 {
-	char link[512], want[512];
+	char link[64], path[512];
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", down);
-	ssize_t m = readlink(link, link, sizeof(link) - 1);
-	if (m < 0)
-		return "readlink-down";
-	link[m] = 0;
-	snprintf(want, sizeof(want), "%s/down (deleted)", up);
-	if (strcmp(link, want))
+	snprintf(path, sizeof(path), "%s/down", up);
+	if (!shows_deleted(link, path))
 		return "name-down";
 	struct stat ds;
 	if (fstat(down, &ds) || !S_ISDIR(ds.st_mode) || ds.st_nlink != 0 || access(up, F_OK) == 0)
 		return "down";
-	ssize_t n = readlink("/proc/self/cwd", link, sizeof(link) - 1);
-	if (n < 0)
-		return "readlink";
-	link[n] = 0;
-	snprintf(want, sizeof(want), "%s (deleted)", gone);
-	if (strcmp(link, want))
+	if (!shows_deleted("/proc/self/cwd", gone))
 		return "name";
 	struct stat st;
 	if (stat(".", &st) || !S_ISDIR(st.st_mode) || st.st_nlink != 0 || (st.st_mode & 0777) != 0751)
