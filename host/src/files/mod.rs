@@ -292,8 +292,8 @@ impl Files {
             // bytes put back, as a FIFO still linked is.
             let kind = self.fifo(pid, fd, path, ino, m.mode(), flags)?;
             let FileKind::Fifo(f) = &kind else { unreachable!("fifo() makes a FIFO") };
-            let key = *self.ghost_keys.entry((dev, ino)).or_insert(f.regf_id);
-            self.ghosts.push((f.regf_id, ghost::Ghost::empty(key, &m)));
+            let regf_id = f.regf_id;
+            self.add_ghost(regf_id, &p, &target, &m)?;
             (fd_type::FIFO, kind)
         } else if ft.is_fifo() {
             return unsupported("a named FIFO that was deleted and is still linked elsewhere");
@@ -306,11 +306,7 @@ impl Files {
             }
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: Some(m.len()), mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));
-            let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
-            let limit = self.ghost_limit.unwrap_or(ghost::LIMIT);
-            let ghost =
-                self::ghost::dump(&p, &target, &m, key, limit).with_context(|| format!("process {pid}: fd {fd}"))?;
-            self.ghosts.push((id, ghost));
+            self.add_ghost(id, &p, &target, &m).with_context(|| format!("process {pid}: fd {fd}"))?;
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if let Some(path) =
@@ -319,8 +315,7 @@ impl Files {
             // A removed directory, made again as the cwd of one is.
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: None, mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));
-            let key = *self.ghost_keys.entry((dev, ino)).or_insert(id);
-            self.ghosts.push((id, ghost::Ghost::empty(key, &m)));
+            self.add_ghost(id, &p, &target, &m)?;
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if let Some(other) = target
@@ -349,6 +344,20 @@ impl Files {
         let id = self.push(file);
         self.descriptions.push((pid, fd, dev, ino, id));
         Ok(Fd { fd: fd as u32, id, cloexec, kind })
+    }
+
+    /// Carries entry `id`, unlinked (open at `link`, shown as `name`), as a
+    /// ghost: a regular file with its contents, a FIFO or a directory
+    /// without. Every entry of one inode shares the key of its first.
+    fn add_ghost(&mut self, id: u32, link: &std::path::Path, name: &str, m: &fs::Metadata) -> Result<()> {
+        let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
+        let ghost = if m.is_file() {
+            ghost::dump(link, name, m, key, self.ghost_limit.unwrap_or(ghost::LIMIT))?
+        } else {
+            ghost::Ghost::empty(key, m)
+        };
+        self.ghosts.push((id, ghost));
+        Ok(())
     }
 
     /// The `files.img` id of a file in flight in a message, a copy of which

@@ -72,11 +72,7 @@ impl Files {
         let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: path, size, mode: m.mode() }));
         self.by_inode.insert((m.dev(), m.ino(), name.to_string()), id);
         if deleted.is_some() {
-            let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
-            let what = format!("process {pid}: {link} ({name})");
-            let limit = self.ghost_limit.unwrap_or(super::ghost::LIMIT);
-            let ghost = super::ghost::dump(&p, name, &m, key, limit).with_context(|| what)?;
-            self.ghosts.push((id, ghost));
+            self.add_ghost(id, &p, name, &m).with_context(|| format!("process {pid}: {link} ({name})"))?;
         }
         Ok(id)
     }
@@ -97,8 +93,7 @@ impl Files {
             bail!("process {pid}: its {link} {name} was deleted; that is not supported");
         }
         let id = self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name: path.into(), size: None, mode: m.mode() }));
-        let key = *self.ghost_keys.entry((m.dev(), m.ino())).or_insert(id);
-        self.ghosts.push((id, super::ghost::Ghost::empty(key, &m)));
+        self.add_ghost(id, &p, &name, &m)?;
         Ok(id)
     }
 }
