@@ -240,6 +240,7 @@ pub fn nest(name: &str, index: Option<usize>, err: String) -> String {
 macro_rules! scalar_ty {
     (uint32) => { u32 };
     (uint64) => { u64 };
+    (fixed64) => { u64 };
     (int32) => { i32 };
     (int64) => { i64 };
     (sint32) => { i32 };

@@ -253,13 +253,16 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         (if remote.is_some() { TCP_ESTABLISHED } else { TCP_CLOSE }, 0)
     };
     let so = |o| int(s, libc::SOL_SOCKET, o);
-    if super::sockopt::filter_len(s) != 0 {
-        bail!("{what}: a socket filter (SO_ATTACH_FILTER): not supported yet");
+    let filter = super::sockopt::filter(s).with_context(|| format!("{what}: reading its socket filter"))?;
+    if !filter.is_empty() && tcp && is_connection(state) {
+        // The lock below takes the filter's place until the program runs.
+        bail!(
+            "{what}: the TCP connection {} has a socket filter (SO_ATTACH_FILTER): not supported",
+            show(&local, remote.as_ref())
+        );
     }
-    let bound_dev: [u8; 16] = getopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).unwrap_or_default();
-    if bound_dev[0] != 0 {
-        bail!("{what}: a socket bound to a network device (SO_BINDTODEVICE): not supported yet");
-    }
+    let dev: [u8; libc::IFNAMSIZ] = getopt(s, libc::SOL_SOCKET, libc::SO_BINDTODEVICE).unwrap_or_default();
+    let dev = String::from_utf8_lossy(&dev[..dev.iter().position(|&b| b == 0).unwrap_or(dev.len())]).into_owned();
     let tv = |o| getopt::<libc::timeval>(s, libc::SOL_SOCKET, o).map(|t| (t.tv_sec as u64, t.tv_usec as u64));
     let (snd, rcv) = (tv(libc::SO_SNDTIMEO)?, tv(libc::SO_RCVTIMEO)?);
     let linger: libc::linger = getopt(s, libc::SOL_SOCKET, libc::SO_LINGER)?;
@@ -280,6 +283,8 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         so_oobinline: Some(so(libc::SO_OOBINLINE)?),
         so_linger: (linger.l_onoff != 0).then_some(linger.l_linger as u32),
         so_buf_lock: Some(so(SO_BUF_LOCK)?),
+        so_filter: filter,
+        so_bound_dev: (!dev.is_empty()).then_some(dev),
         ..Default::default()
     };
     let v4 = family == libc::AF_INET as u32;
@@ -289,6 +294,10 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         ),
         tos: Some(if v4 { int(s, libc::SOL_IP, libc::IP_TOS)? } else { int(s, libc::SOL_IPV6, libc::IPV6_TCLASS)? }),
         ttl: v4.then(|| int(s, libc::SOL_IP, libc::IP_TTL)).transpose()?,
+        pktinfo: Some(
+            if v4 { int(s, libc::SOL_IP, libc::IP_PKTINFO)? } else { int(s, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO)? }
+                != 0,
+        ),
         ..Default::default()
     };
     let tcp_opts = tcp
@@ -476,6 +485,11 @@ impl InetSock {
             );
         }
         let port = |p: u32| u16::try_from(p).map_err(|_| anyhow::anyhow!("{at}: port {p}"));
+        if let Some(dev) = e.opts.so_bound_dev.as_deref()
+            && (dev.len() >= libc::IFNAMSIZ || dev.contains(['\0', '/']) || dev.chars().any(char::is_whitespace))
+        {
+            bail!("{at}: opts.so_bound_dev {dev:?} is not a network device name");
+        }
         let local = SocketAddr::new(from_words(&e.src_addr, at)?, port(e.src_port)?);
         let remote = (!e.dst_addr.is_empty() && e.dst_port != 0)
             .then(|| Ok::<_, anyhow::Error>(SocketAddr::new(from_words(&e.dst_addr, at)?, port(e.dst_port)?)))
@@ -617,7 +631,7 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
         };
         if s.stream.is_some() {
             let copy = fd.try_clone().with_context(|| format!("{what}: dup"))?;
-            made.locks.push(tcp::Lock::new(copy, reuse, name));
+            made.locks.push(tcp::Lock::new(copy, reuse, name, s.opts.so_filter.clone()));
         }
         made.fds.push((*id, fd));
     }
@@ -703,6 +717,16 @@ fn bound(s: &InetSock, share: bool) -> Result<OwnedFd> {
             setopt(f, libc::SOL_IPV6, IPV6_FREEBIND, &1i32)?;
         }
     }
+    if let Some(dev) = o.so_bound_dev.as_deref().filter(|d| !d.is_empty()) {
+        // By name, as CRIU keeps it: the device must be here by that name.
+        // SAFETY: the kernel reads `dev.len()` bytes of the name.
+        if unsafe { libc::setsockopt(f, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, dev.as_ptr().cast(), dev.len() as _) }
+            < 0
+        {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("binding it to the network device {dev:?} (SO_BINDTODEVICE)"));
+        }
+    }
     let unbound = s.local.port() == 0 && s.local.ip().is_unspecified();
     if !unbound {
         let (a, len) = to_storage(&s.local, s.family);
@@ -786,6 +810,11 @@ fn configure(s: &InetSock, fd: OwnedFd) -> Result<OwnedFd> {
     if let Some(l) = o.so_linger {
         setopt(f, libc::SOL_SOCKET, libc::SO_LINGER, &libc::linger { l_onoff: 1, l_linger: l as i32 })?;
     }
+    // A connection's lock holds the filter slot: its own filter goes on
+    // when the lock comes off.
+    if s.stream.is_none() {
+        super::sockopt::set_filter(f, &o.so_filter)?;
+    }
     if let Some(tos) = s.ip.tos.filter(|&t| t != 0) {
         if s.family == libc::AF_INET as u32 {
             setopt(f, libc::SOL_IP, libc::IP_TOS, &(tos as i32))?;
@@ -795,6 +824,13 @@ fn configure(s: &InetSock, fd: OwnedFd) -> Result<OwnedFd> {
     }
     if let Some(ttl) = s.ip.ttl.filter(|_| s.family == libc::AF_INET as u32) {
         setopt(f, libc::SOL_IP, libc::IP_TTL, &(ttl as i32))?;
+    }
+    if s.ip.pktinfo == Some(true) {
+        if s.family == libc::AF_INET as u32 {
+            setopt(f, libc::SOL_IP, libc::IP_PKTINFO, &1i32)?;
+        } else {
+            setopt(f, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO, &1i32)?;
+        }
     }
     // CRIU writes TCP options for UDP sockets too.
     if let Some(t) = s.tcp.as_ref().filter(|_| s.proto == libc::IPPROTO_TCP as u32) {

@@ -69,7 +69,7 @@ pub enum FileKind {
     /// A unix socket.
     Unix(self::unixsk::UnixSock),
     /// An IPv4 or IPv6 socket.
-    Inet(self::inet::InetSock),
+    Inet(Box<self::inet::InetSock>),
     /// A named pipe.
     Fifo(fifo::Fifo),
     Tty(tty::Tty),
@@ -251,7 +251,7 @@ impl Files {
                 }
                 (fd_type::UNIXSK, FileKind::Unix(s))
             } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags, &mut self.tcp)? {
-                (fd_type::INETSK, FileKind::Inet(s))
+                (fd_type::INETSK, FileKind::Inet(Box::new(s)))
             } else {
                 return unsupported("a socket other than a unix, TCP or UDP one");
             }

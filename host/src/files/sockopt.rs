@@ -2,7 +2,7 @@
 //! share, for the dump (reading them through a copy of the program's
 //! descriptor) and the restore (setting them on the host's socket).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use nix::libc;
 
 /// Which buffer sizes were set by hand (the libc crate lacks it).
@@ -30,18 +30,51 @@ pub fn set<T>(s: i32, level: i32, opt: i32, v: &T) -> Result<()> {
     Ok(())
 }
 
-/// The number of instructions of the socket filter `s` has attached (0
-/// for none): `SO_GET_FILTER` answers it to an empty buffer. An eBPF
-/// filter, which it cannot show (EACCES), counts as `u32::MAX`.
-pub fn filter_len(s: i32) -> u32 {
+/// The classic socket filter `s` has attached, one instruction per word
+/// in CRIU's order (`code` in the top 16 bits, then `jt`, `jf`, and `k`
+/// in the low 32, so that the image reads the same on any arch); empty
+/// for none. An eBPF program (`SO_ATTACH_BPF`), which the kernel does not
+/// show (EACCES), is refused.
+pub fn filter(s: i32) -> Result<Vec<u64>> {
     let mut len: libc::socklen_t = 0;
     // SAFETY: with a length of 0 the kernel writes nothing but the length.
-    let r = unsafe { libc::getsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, std::ptr::null_mut(), &mut len) };
-    match r {
-        0 => len,
-        _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EACCES) => u32::MAX,
-        _ => 0,
+    if unsafe { libc::getsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, std::ptr::null_mut(), &mut len) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EACCES) {
+            bail!("an eBPF socket filter (SO_ATTACH_BPF): not supported");
+        }
+        return Err(e).context("getsockopt SO_GET_FILTER");
     }
+    if len == 0 {
+        return Ok(vec![]);
+    }
+    // The kernel caps a filter at BPF_MAXINSNS (4096) instructions.
+    let mut insns = vec![libc::sock_filter { code: 0, jt: 0, jf: 0, k: 0 }; len as usize];
+    // SAFETY: for SO_GET_FILTER the length counts instructions and the
+    // kernel writes at most `len` of them.
+    if unsafe { libc::getsockopt(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, insns.as_mut_ptr().cast(), &mut len) } < 0
+    {
+        return Err(std::io::Error::last_os_error()).context("getsockopt SO_GET_FILTER");
+    }
+    insns.truncate(len as usize);
+    Ok(insns
+        .iter()
+        .map(|f| u64::from(f.code) << 48 | u64::from(f.jt) << 40 | u64::from(f.jf) << 32 | u64::from(f.k))
+        .collect())
+}
+
+/// Attaches the filter [`filter`] read (nothing for an empty one).
+pub fn set_filter(s: i32, words: &[u64]) -> Result<()> {
+    if words.is_empty() {
+        return Ok(());
+    }
+    let mut insns: Vec<libc::sock_filter> = words
+        .iter()
+        .map(|&w| libc::sock_filter { code: (w >> 48) as u16, jt: (w >> 40) as u8, jf: (w >> 32) as u8, k: w as u32 })
+        .collect();
+    let len = u16::try_from(insns.len()).context("a socket filter longer than any the kernel takes")?;
+    let prog = libc::sock_fprog { len, filter: insns.as_mut_ptr() };
+    set(s, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &prog).context("attaching its socket filter")
 }
 
 /// `shutdown`'s `how` for the kernel's shutdown bits (`RCV_SHUTDOWN` 1,

@@ -128,18 +128,24 @@ pub fn unlock_raw(s: i32, reuseaddr: i32) -> Result<(), i32> {
 pub struct Lock {
     fd: OwnedFd,
     reuseaddr: i32,
+    /// The program's own socket filter, which takes the lock's place.
+    filter: Vec<u64>,
     /// The 4-tuple, for messages.
     pub name: String,
 }
 
 impl Lock {
-    /// `fd`, locked; `reuseaddr` is the program's `SO_REUSEADDR`.
-    pub fn new(fd: OwnedFd, reuseaddr: bool, name: String) -> Lock {
-        Lock { fd, reuseaddr: i32::from(reuseaddr), name }
+    /// `fd`, locked; `reuseaddr` is the program's `SO_REUSEADDR`, `filter`
+    /// its socket filter (CRIU's form).
+    pub fn new(fd: OwnedFd, reuseaddr: bool, name: String, filter: Vec<u64>) -> Lock {
+        Lock { fd, reuseaddr: i32::from(reuseaddr), filter, name }
     }
 
     pub fn release(self) -> Result<()> {
-        unlock(self.fd.as_raw_fd(), self.reuseaddr).with_context(|| format!("unlocking {}", self.name))
+        let s = self.fd.as_raw_fd();
+        unlock(s, self.reuseaddr)
+            .and_then(|()| super::sockopt::set_filter(s, &self.filter))
+            .with_context(|| format!("unlocking {}", self.name))
     }
 }
 

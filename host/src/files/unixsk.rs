@@ -213,7 +213,7 @@ pub struct UnixSock {
     pub scm: Vec<Vec<u32>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Opts {
     /// As `getsockopt` gives them (the kernel doubles what is set).
     pub sndbuf: u32,
@@ -223,6 +223,8 @@ pub struct Opts {
     pub passcred: bool,
     /// `SO_BUF_LOCK`: which sizes were set by hand.
     pub buf_lock: u32,
+    /// Its socket filter, in CRIU's form (`sockopt::filter`).
+    pub filter: Vec<u64>,
 }
 
 /// Reads unix socket `fd` (inode `ino`) of `pid`. Whether its peer is in
@@ -260,10 +262,8 @@ pub fn dump(
         rcv_timeout: timeval(getopt(s, libc::SO_RCVTIMEO)?),
         passcred: getopt::<i32>(s, libc::SO_PASSCRED)? != 0,
         buf_lock: getopt::<i32>(s, SO_BUF_LOCK)? as u32,
+        filter: sockopt::filter(s).with_context(|| format!("{what}: reading its socket filter"))?,
     };
-    if sockopt::filter_len(s) != 0 {
-        bail!("{what}: a socket filter (SO_ATTACH_FILTER): not supported yet");
-    }
     // A listener queues connections, an unconnected stream socket nothing.
     let stream = ty != libc::SOCK_DGRAM as u32;
     let (queue, inflight): (Vec<Vec<u8>>, Vec<Vec<OwnedFd>>) = if d.state == TCP_LISTEN
@@ -551,6 +551,7 @@ impl UnixSock {
             so_rcv_tmo_usec: o.rcv_timeout.1,
             so_passcred: Some(o.passcred),
             so_buf_lock: Some(o.buf_lock),
+            so_filter: o.filter.clone(),
             ..Default::default()
         };
         FileEntry {
@@ -628,6 +629,7 @@ impl UnixSock {
                 rcv_timeout: (o.so_rcv_tmo_sec, o.so_rcv_tmo_usec),
                 passcred: o.so_passcred.unwrap_or(false),
                 buf_lock: o.so_buf_lock.unwrap_or(0),
+                filter: o.so_filter.clone(),
             },
             queue: queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
             scm: queues
@@ -944,6 +946,8 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
         let fd = made.fd(*id).with_context(|| format!("{}: not made", what(*id, s)))?;
         // SAFETY: options and flags on our own socket.
         unsafe { settle(s, fd) }.map_err(anyhow::Error::msg).with_context(|| what(*id, s))?;
+        // After the queues: the filter was not there when they came.
+        sockopt::set_filter(fd, &s.opts.filter).with_context(|| what(*id, s))?;
     }
     Ok(made)
 }

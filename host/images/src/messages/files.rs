@@ -251,6 +251,8 @@ message! {
         9 so_rcvlowat: optional uint32,
         10 so_mark: optional uint32,
         11 so_passcred: optional bool,
+        15 so_bound_dev: optional string,
+        16 so_filter: repeated fixed64,
         17 so_reuseport: optional bool,
         18 so_broadcast: optional bool,
         19 so_keepalive: optional bool,
