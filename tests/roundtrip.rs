@@ -1507,6 +1507,14 @@ fn idle_tcp_and_udp_sockets_come_back_on_their_ports() {
     checked_then_used("inetsrv", false, "inet=ok");
 }
 
+/// Netlink sockets come back with their port ids, groups (past 32 too),
+/// options and connection: the routing one still answers the kernel's
+/// way, the user one still reaches its peer at the same port id.
+#[test]
+fn netlink_sockets_come_back_bound_joined_and_connected() {
+    checked_then_used("nlsock", false, "netlink=ok");
+}
+
 /// Sockets connected to services outside the tree (a log daemon's
 /// datagram socket, a server's stream socket) are refused by default,
 /// naming the option; with `--ext-unix-sk` they are connected to the same

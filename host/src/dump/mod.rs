@@ -708,6 +708,11 @@ pub(super) fn check_namespaces(pid: i32) -> Result<()> {
     if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
         bail!("there is no process {pid}");
     }
+    // A zombie has no namespaces left to show either.
+    let stat = procfs::read_string(pid, "stat").unwrap_or_default();
+    if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')) {
+        bail!("process {pid} has exited: it is a zombie its parent has not collected yet");
+    }
     let me = std::process::id() as i32;
     let names = ["pid", "net", "uts", "mnt", "user", "cgroup", "time", "pid_for_children", "time_for_children"];
     for ns in names {

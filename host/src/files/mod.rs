@@ -26,6 +26,7 @@ pub mod ghost;
 pub mod inet;
 pub mod locks;
 pub mod memfd;
+pub mod netlink;
 pub mod pipe;
 pub mod reg;
 pub mod sockopt;
@@ -49,6 +50,7 @@ pub mod fd_type {
     pub const INETSK: u32 = 4;
     pub const UNIXSK: u32 = 5;
     pub const TTY: u32 = 11;
+    pub const NETLINKSK: u32 = 13;
     pub const MEMFD: u32 = 18;
 }
 
@@ -70,6 +72,7 @@ pub enum FileKind {
     Unix(self::unixsk::UnixSock),
     /// An IPv4 or IPv6 socket.
     Inet(Box<self::inet::InetSock>),
+    Netlink(self::netlink::NetlinkSock),
     /// A named pipe.
     Fifo(fifo::Fifo),
     Tty(tty::Tty),
@@ -131,6 +134,8 @@ pub struct Files {
     in_flight: Vec<std::os::fd::OwnedFd>,
     /// What `sock_diag` says of the unix sockets, asked once.
     unix: Option<HashMap<u32, self::unixsk::Diag>>,
+    /// The same of the netlink sockets.
+    netlink: Option<HashMap<u32, self::netlink::Diag>>,
     /// TCP connections: whether they are kept, and those locked.
     pub tcp: self::inet::Connections,
     /// The most data of an unlinked file carried (`--ghost-limit`); `None`
@@ -219,6 +224,7 @@ impl Files {
                 FileKind::Memfd(_) => fd_type::MEMFD,
                 FileKind::Unix(_) => fd_type::UNIXSK,
                 FileKind::Inet(_) => fd_type::INETSK,
+                FileKind::Netlink(_) => fd_type::NETLINKSK,
                 FileKind::Fifo(_) => fd_type::FIFO,
                 FileKind::Tty(_) => fd_type::TTY,
             };
@@ -228,7 +234,8 @@ impl Files {
         let (kind, file) = if target.starts_with("socket:") {
             // Only unix sockets need the kernel's unix_diag (a module that
             // may not be loaded): it is asked at the first one.
-            let diag = if self::inet::domain(pid, fd)? == libc::AF_UNIX as u32 {
+            let domain = self::inet::domain(pid, fd)?;
+            let diag = if domain == libc::AF_UNIX as u32 {
                 let diag = match &mut self.unix {
                     Some(d) => d,
                     none => none.insert(self::unixsk::diag()?),
@@ -250,10 +257,19 @@ impl Files {
                     }
                 }
                 (fd_type::UNIXSK, FileKind::Unix(s))
+            } else if domain == libc::AF_NETLINK as u32 {
+                let diag = match &mut self.netlink {
+                    Some(d) => d,
+                    none => none.insert(self::netlink::diag()?),
+                };
+                match self::netlink::dump(pid, fd, ino as u32, flags, diag)? {
+                    Some(s) => (fd_type::NETLINKSK, FileKind::Netlink(s)),
+                    None => bail!("process {pid}: fd {fd}: socket {ino} is no longer a netlink socket"),
+                }
             } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags, &mut self.tcp)? {
                 (fd_type::INETSK, FileKind::Inet(Box::new(s)))
             } else {
-                return unsupported("a socket other than a unix, TCP or UDP one");
+                return unsupported("a socket other than a unix, netlink, TCP or UDP one");
             }
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             match self::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
@@ -529,6 +545,8 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
             plan.fds.push(FdPlan::socket(f, u.ino, u.flags, cloexec));
         } else if let Some(i) = &entry.isk {
             plan.fds.push(FdPlan::socket(f, i.ino, i.flags, cloexec));
+        } else if let Some(n) = &entry.nlsk {
+            plan.fds.push(FdPlan::socket(f, n.ino, n.flags, cloexec));
         } else if let Some(t) = &entry.tty {
             plan.fds.push(tty::plan_fd(set, f, t, cloexec, &at)?);
         } else if let Some(fe) = &entry.fifo {
@@ -583,6 +601,7 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
             FileKind::Anon(a) => a.entry(e.id, fown),
             FileKind::Unix(u) => u.entry(e.id, fown),
             FileKind::Inet(i) => i.entry(e.id, fown),
+            FileKind::Netlink(n) => n.entry(e.id, fown),
             FileKind::Fifo(f) => f.entry(e.id),
             FileKind::Memfd(m) => m.entry(e.id, fown, &files.memfds),
             FileKind::Pipe(pp) => pp.entry(e.id, fown),

@@ -4,6 +4,7 @@
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
+use revenant_images::messages::SkOptsEntry;
 
 /// Which buffer sizes were set by hand (the libc crate lacks it).
 pub const SO_BUF_LOCK: i32 = linux_raw_sys::net::SO_BUF_LOCK as i32;
@@ -86,4 +87,38 @@ pub fn shutdown_how(bits: u32) -> Option<i32> {
         3 => Some(libc::SHUT_RDWR),
         _ => None,
     }
+}
+
+/// The options every socket family has, as CRIU keeps them: buffer sizes
+/// (as `getsockopt` gives them: the kernel doubles what is set), which
+/// of them were set by hand, timeouts, `SO_PASSCRED`, the filter.
+pub fn common(s: i32) -> Result<SkOptsEntry> {
+    let so = |o| get::<i32>(s, libc::SOL_SOCKET, o);
+    let tv = |o| get::<libc::timeval>(s, libc::SOL_SOCKET, o).map(|t| (t.tv_sec as u64, t.tv_usec as u64));
+    let (snd, rcv) = (tv(libc::SO_SNDTIMEO)?, tv(libc::SO_RCVTIMEO)?);
+    Ok(SkOptsEntry {
+        so_sndbuf: so(libc::SO_SNDBUF)? as u32,
+        so_rcvbuf: so(libc::SO_RCVBUF)? as u32,
+        so_snd_tmo_sec: snd.0,
+        so_snd_tmo_usec: snd.1,
+        so_rcv_tmo_sec: rcv.0,
+        so_rcv_tmo_usec: rcv.1,
+        so_passcred: Some(so(libc::SO_PASSCRED)? != 0),
+        so_buf_lock: Some(so(SO_BUF_LOCK)? as u32),
+        so_filter: filter(s).context("reading its socket filter")?,
+        ..Default::default()
+    })
+}
+
+/// Sets what [`common`] read on our socket `s`.
+pub fn set_common(s: i32, o: &SkOptsEntry) -> Result<()> {
+    let tv = |sec: u64, usec: u64| libc::timeval { tv_sec: sec as _, tv_usec: usec as _ };
+    set(s, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, &((o.so_sndbuf / 2) as i32))?;
+    set(s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &((o.so_rcvbuf / 2) as i32))?;
+    set(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv(o.so_snd_tmo_sec, o.so_snd_tmo_usec))?;
+    set(s, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv(o.so_rcv_tmo_sec, o.so_rcv_tmo_usec))?;
+    set(s, libc::SOL_SOCKET, libc::SO_PASSCRED, &i32::from(o.so_passcred.unwrap_or(false)))?;
+    // Forcing the sizes locked them; the dumped locks go back.
+    set(s, libc::SOL_SOCKET, SO_BUF_LOCK, &(o.so_buf_lock.unwrap_or(0) as i32))?;
+    set_filter(s, &o.so_filter)
 }

@@ -155,6 +155,7 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let inet = crate::files::inet::plan(set, opts.tcp_established)?;
     let keeper =
         inet.iter().any(|(_, s)| s.stream.is_some()).then(|| crate::files::tcp_keeper::name(&set.dir)).transpose()?;
+    let netlink = crate::files::netlink::plan(set)?;
     let inflight = crate::files::unixsk::in_flight(set, &sockets)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
     for p in &processes {
@@ -163,7 +164,7 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         let maps = p.ghosts.iter().map(|(path, g)| (format!("PID {}", p.pid), path, g));
         warnings.extend(fds.chain(maps).filter_map(|(who, path, g)| crate::files::ghost::taken_warning(&who, path, g)));
     }
-    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, inflight, keeper };
+    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, netlink, inflight, keeper };
     Ok(TreePlan { processes, zombies, ipc, host, warnings })
 }
 

@@ -50,6 +50,8 @@ pub struct HostObjects {
     pub sockets: Vec<(u32, crate::files::unixsk::UnixSock)>,
     /// TCP and UDP sockets.
     pub inet: Vec<(u32, crate::files::inet::InetSock)>,
+    /// Netlink sockets.
+    pub netlink: Vec<(u32, crate::files::netlink::NetlinkSock)>,
     /// Files in flight in messages queued on unix sockets.
     pub inflight: Vec<crate::files::unixsk::InFlight>,
     /// Where the dump's keeper of TCP connections would answer.

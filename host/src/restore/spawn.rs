@@ -328,11 +328,13 @@ pub fn restore_tree(
         pipes.iter().chain(&in_flight_regs).map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd))).collect();
     let mut sockets = crate::files::unixsk::make(&host.sockets, &carried)?;
     let mut inet = crate::files::inet::make(&host.inet, host.keeper.as_deref())?;
+    let netlink = crate::files::netlink::make(&host.netlink)?;
     let made: Vec<(u32, i32)> = ttys
         .fds
         .iter()
         .chain(&sockets.fds)
         .chain(&inet.fds)
+        .chain(&netlink.fds)
         .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .collect();
@@ -362,7 +364,7 @@ pub fn restore_tree(
     shm.keep();
     sockets.keep();
     if let Some(r) = restored.first_mut() {
-        let notes: String = inet.notes.iter().map(|n| format!("host: {n}\n")).collect();
+        let notes: String = inet.notes.iter().chain(&netlink.notes).map(|n| format!("host: {n}\n")).collect();
         r.log.insert_str(0, &notes);
     }
     Ok(restored)
