@@ -359,6 +359,8 @@ case_ scm scm '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ scm=ok$' '^data=#1' '^da
 case_ "scm sock" scm '@OUT@ @DIR@ @GO@ sock' null - 3 '^tick=[0-9]+ scm=ok$' '^data=#1' '^data=ok$'
 case_ inetsrv inetsrv '@OUT@' null - 3 '^tick=[0-9]+ inet=ok$' - - \
     'queued UDP datagrams' '^tick=[0-9]+ inet=(ok|BAD:queue\(0\),)$'
+case_ rawsock rawsock '@OUT@' null - 3 '^tick=[0-9]+ raw=ok$' - - \
+    'queued UDP-Lite datagrams' '^tick=[0-9]+ raw=(ok|BAD:queue\(0\),)$'
 case_ nlsock nlsock '@OUT@ plain' null - 3 '^tick=[0-9]+ netlink=ok$' - -
 TCP=--tcp-established
 case_ tcpconn tcpconn '@OUT@' null - 3 '^tick=[0-9]+ tcp=ok$' - -

@@ -1507,6 +1507,14 @@ fn idle_tcp_and_udp_sockets_come_back_on_their_ports() {
     checked_then_used("inetsrv", false, "inet=ok");
 }
 
+/// Ping, raw and UDP-Lite sockets come back with their echo id, ICMP
+/// filters and header options, the UDP-Lite datagram waiting: a ping
+/// after the restore gets its reply, which the raw socket sees too.
+#[test]
+fn ping_raw_and_udplite_sockets_come_back_with_their_filters() {
+    checked_then_used("rawsock", false, "raw=ok");
+}
+
 /// Netlink sockets come back with their port ids, groups (past 32 too),
 /// options and connection: the routing one still answers the kernel's
 /// way, the user one still reaches its peer at the same port id.

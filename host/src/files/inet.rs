@@ -1,6 +1,9 @@
 //! IPv4 and IPv6 sockets that hold no connection: TCP sockets listening
-//! (with nothing waiting to be accepted) or not yet connected, and UDP
-//! sockets, bound or connected, with the datagrams waiting in them. The
+//! (with nothing waiting to be accepted) or not yet connected, UDP and
+//! UDP-Lite sockets, bound or connected, with the datagrams waiting in
+//! them, ping (ICMP datagram) and raw sockets with nothing waiting (their
+//! packets come from the network or the kernel, which nothing can queue
+//! again; their filters and header options are kept). The
 //! dump reads each through a copy of its descriptor (`pidfd_getfd`):
 //! addresses, TCP state and backlog (`TCP_INFO`), and the options servers
 //! set (`SO_REUSEADDR`, `SO_REUSEPORT`, `SO_KEEPALIVE`, `TCP_NODELAY`,
@@ -17,7 +20,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::{FdType, FileEntry, FownEntry, InetSkEntry, IpOptsEntry, SkOptsEntry, TcpOptsEntry};
+use revenant_images::messages::{
+    FdType, FileEntry, FownEntry, InetSkEntry, IpOptsEntry, IpOptsRawEntry, SkOptsEntry, TcpOptsEntry,
+};
 
 const TCP_ESTABLISHED: u32 = 1;
 const TCP_CLOSE: u32 = 7;
@@ -218,9 +223,25 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
     let local = sockaddr(s, false).with_context(|| format!("{what}: getsockname"))?;
     let remote = sockaddr(s, true);
     let tcp = ty == libc::SOCK_STREAM as u32 && proto == libc::IPPROTO_TCP as u32;
-    let udp = ty == libc::SOCK_DGRAM as u32 && proto == libc::IPPROTO_UDP as u32;
-    if !tcp && !udp {
-        bail!("{what}: an inet socket of type {ty}, protocol {proto}: only TCP and UDP are supported");
+    let udp = ty == libc::SOCK_DGRAM as u32 && [libc::IPPROTO_UDP, libc::IPPROTO_UDPLITE].contains(&(proto as i32));
+    let (icmp, raw) = (is_icmp(family, ty, proto), ty == libc::SOCK_RAW as u32);
+    if !(tcp || udp || icmp || raw) {
+        bail!(
+            "{what}: an inet socket of type {ty}, protocol {proto}: only TCP, UDP, UDP-Lite, ICMP (ping) and raw \
+             sockets are supported"
+        );
+    }
+    if udp && proto == libc::IPPROTO_UDPLITE as u32 {
+        for (opt, name) in [(UDPLITE_SEND_CSCOV, "UDPLITE_SEND_CSCOV"), (UDPLITE_RECV_CSCOV, "UDPLITE_RECV_CSCOV")] {
+            if int(s, libc::IPPROTO_UDPLITE, opt)? != 0 {
+                bail!("{what}: a UDP-Lite socket with a checksum coverage ({name}): not supported");
+            }
+        }
+    }
+    // Packets from the network or the kernel: nobody could send them
+    // to it again.
+    if (icmp || raw) && has_data(s) {
+        bail!("{what}: packets wait to be read on this {} socket: not supported", kind_name(ty, proto));
     }
     let (state, backlog) = if tcp {
         let info: libc::tcp_info = getopt(s, libc::IPPROTO_TCP, libc::TCP_INFO)?;
@@ -298,6 +319,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
             if v4 { int(s, libc::SOL_IP, libc::IP_PKTINFO)? } else { int(s, libc::SOL_IPV6, libc::IPV6_RECVPKTINFO)? }
                 != 0,
         ),
+        raw: raw.then(|| raw_opts(s, v4, proto)).transpose().with_context(|| format!("{what}: raw socket options"))?,
         ..Default::default()
     };
     let tcp_opts = tcp
@@ -315,7 +337,12 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         .transpose()?;
     let v6only = (!v4).then(|| int(s, libc::SOL_IPV6, libc::IPV6_V6ONLY).map(|v| v != 0)).transpose()?;
     let queue = if udp { peek_datagrams(s).with_context(|| format!("{what}: reading its queue"))? } else { vec![] };
-    let shutdown = shutdown_of(family, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?;
+    let shutdown = if icmp {
+        // No sock_diag module lists ping sockets.
+        poll_shutdown(s)
+    } else {
+        shutdown_of(family, ty, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?
+    };
     let mut state = state;
     let stream = if tcp && is_connection(state) {
         let name = show(&local, remote.as_ref());
@@ -376,12 +403,18 @@ fn is_connection(state: u32) -> bool {
 
 /// `RCV_SHUTDOWN` (1) and `SEND_SHUTDOWN` (2) of the socket with inode
 /// `ino`: only `sock_diag` tells (0 for one it does not list).
-fn shutdown_of(family: u32, proto: u32, ino: u32) -> Result<u32> {
-    // inet_diag_req_v2: family, protocol, ext, pad, states, then a zero
-    // socket id (48 bytes): every socket of that kind.
+fn shutdown_of(family: u32, ty: u32, proto: u32, ino: u32) -> Result<u32> {
+    // inet_diag_req_v2: family, protocol, ext, pad (raw sockets: their
+    // protocol, asked as IPPROTO_RAW), states, then a zero socket id (48
+    // bytes): every socket of that kind.
     let mut req = [0u8; 56];
     req[0] = family as u8;
-    req[1] = proto as u8;
+    if ty == libc::SOCK_RAW as u32 {
+        req[1] = libc::IPPROTO_RAW as u8;
+        req[3] = proto as u8;
+    } else {
+        req[1] = proto as u8;
+    }
     req[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
     let mut found = None;
     super::unixsk::sock_diag(&req, |m| {
@@ -410,6 +443,99 @@ fn shutdown_of(family: u32, proto: u32, ino: u32) -> Result<u32> {
 }
 
 const INET_DIAG_SHUTDOWN: u16 = 8;
+/// UDP-Lite's checksum coverage (linux/udp.h).
+const UDPLITE_SEND_CSCOV: i32 = 10;
+const UDPLITE_RECV_CSCOV: i32 = 11;
+/// Raw sockets' own options (linux/in.h, linux/in6.h, linux/icmp.h,
+/// linux/icmpv6.h).
+const IP_NODEFRAG: i32 = 22;
+const IPV6_HDRINCL: i32 = 36;
+const ICMP_FILTER: i32 = 1;
+const ICMPV6_FILTER: i32 = 1;
+const SOL_ICMPV6: i32 = 58;
+/// Mobile IPv6's header, whose raw sockets the kernel checksums at
+/// offset 4 from the start.
+const IPPROTO_MH: u32 = 135;
+
+/// A ping socket (`SOCK_DGRAM` with ICMP, or ICMPv6 on IPv6).
+fn is_icmp(family: u32, ty: u32, proto: u32) -> bool {
+    let icmp = if family == libc::AF_INET as u32 { libc::IPPROTO_ICMP } else { libc::IPPROTO_ICMPV6 };
+    ty == libc::SOCK_DGRAM as u32 && proto == icmp as u32
+}
+
+/// How messages name a socket of this type and protocol.
+fn kind_name(ty: u32, proto: u32) -> &'static str {
+    match (ty as i32, proto as i32) {
+        (libc::SOCK_STREAM, _) => "TCP",
+        (libc::SOCK_RAW, _) => "raw",
+        (_, libc::IPPROTO_UDP) => "UDP",
+        (_, libc::IPPROTO_UDPLITE) => "UDP-Lite",
+        _ => "ICMP",
+    }
+}
+
+/// Whether a packet waits on `s` (poll, which changes nothing; ping
+/// sockets have no `FIONREAD`).
+fn has_data(s: i32) -> bool {
+    let mut p = libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd of ours, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
+}
+
+/// The shutdown bits poll shows: reading shut (`POLLRDHUP`), both
+/// (`POLLHUP`); writing alone shows nowhere.
+fn poll_shutdown(s: i32) -> u32 {
+    let mut p = libc::pollfd { fd: s, events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: one pollfd of ours, no waiting.
+    if unsafe { libc::poll(&mut p, 1, 0) } <= 0 {
+        return 0;
+    }
+    if p.revents & libc::POLLHUP != 0 { 3 } else { u32::from(p.revents & libc::POLLRDHUP != 0) }
+}
+
+/// The options of raw socket `s` (CRIU's `ip_opts_raw_entry`). A raw
+/// IPv6 socket's checksum offset (`IPV6_CHECKSUM`), which CRIU's entry
+/// keeps only as a flag, is refused when set.
+fn raw_opts(s: i32, v4: bool, proto: u32) -> Result<IpOptsRawEntry> {
+    let mut r = IpOptsRawEntry::default();
+    if v4 {
+        r.hdrincl = Some(int(s, libc::SOL_IP, libc::IP_HDRINCL)? != 0);
+        r.nodefrag = Some(int(s, libc::SOL_IP, IP_NODEFRAG)? != 0);
+        if proto == libc::IPPROTO_ICMP as u32 {
+            r.icmpv_filter = vec![int(s, libc::SOL_RAW, ICMP_FILTER)?];
+        }
+    } else {
+        r.hdrincl = Some(int(s, libc::SOL_IPV6, IPV6_HDRINCL)? != 0);
+        if proto == libc::IPPROTO_ICMPV6 as u32 {
+            r.icmpv_filter = getopt::<[u32; 8]>(s, SOL_ICMPV6, ICMPV6_FILTER)?.to_vec();
+        } else if getopt::<i32>(s, libc::SOL_IPV6, libc::IPV6_CHECKSUM)? != if proto == IPPROTO_MH { 4 } else { -1 } {
+            bail!("a checksum offset (IPV6_CHECKSUM): not supported");
+        }
+    }
+    Ok(r)
+}
+
+/// Sets what [`raw_opts`] read on our socket `f`.
+fn set_raw_opts(f: i32, family: u32, proto: u32, r: &IpOptsRawEntry) -> Result<()> {
+    let v4 = family == libc::AF_INET as u32;
+    if let Some(h) = r.hdrincl {
+        let (level, opt) = if v4 { (libc::SOL_IP, libc::IP_HDRINCL) } else { (libc::SOL_IPV6, IPV6_HDRINCL) };
+        setopt(f, level, opt, &i32::from(h)).context("IP_HDRINCL")?;
+    }
+    if v4 && r.nodefrag == Some(true) {
+        setopt(f, libc::SOL_IP, IP_NODEFRAG, &1i32).context("IP_NODEFRAG")?;
+    }
+    match (v4, r.icmpv_filter.as_slice()) {
+        (_, []) => {}
+        (true, [w]) if proto == libc::IPPROTO_ICMP as u32 => setopt(f, libc::SOL_RAW, ICMP_FILTER, w)?,
+        (false, w) if w.len() == 8 && proto == libc::IPPROTO_ICMPV6 as u32 => {
+            let words: [u32; 8] = w.try_into().expect("8 words");
+            setopt(f, SOL_ICMPV6, ICMPV6_FILTER, &words)?;
+        }
+        (_, w) => bail!("an ICMP filter of {} words on a socket of protocol {proto}", w.len()),
+    }
+    Ok(())
+}
 const IPV6_FREEBIND: i32 = linux_raw_sys::net::IPV6_FREEBIND as i32;
 
 /// The datagrams waiting in a UDP socket, left there: peeked one after
@@ -475,14 +601,32 @@ impl InetSock {
     /// The socket entry `e` (`at` for errors) of `set`.
     pub fn from_entry(e: &InetSkEntry, set: &revenant_images::ImageSet, keep: bool, at: &str) -> Result<InetSock> {
         let tcp = e.r#type == libc::SOCK_STREAM as u32 && e.proto == libc::IPPROTO_TCP as u32;
-        let udp = e.r#type == libc::SOCK_DGRAM as u32 && e.proto == libc::IPPROTO_UDP as u32;
-        if e.family != libc::AF_INET as u32 && e.family != libc::AF_INET6 as u32 || !(tcp || udp) {
+        let udp = e.r#type == libc::SOCK_DGRAM as u32
+            && [libc::IPPROTO_UDP, libc::IPPROTO_UDPLITE].contains(&(e.proto as i32));
+        let (icmp, raw) = (is_icmp(e.family, e.r#type, e.proto), e.r#type == libc::SOCK_RAW as u32);
+        if e.family != libc::AF_INET as u32 && e.family != libc::AF_INET6 as u32 || !(tcp || udp || icmp || raw) {
             bail!(
-                "{at}: family {}, type {}, protocol {}: only TCP and UDP over IPv4 and IPv6 are restored",
+                "{at}: family {}, type {}, protocol {}: only TCP, UDP, UDP-Lite, ICMP and raw sockets over IPv4 \
+                 and IPv6 are restored",
                 e.family,
                 e.r#type,
                 e.proto
             );
+        }
+        if (icmp || raw) && set.sk_queues.iter().any(|(p, _)| p.id_for == e.id) {
+            bail!(
+                "{at}: packets queued on a {} socket: only the network could queue them",
+                kind_name(e.r#type, e.proto)
+            );
+        }
+        if let Some(r) = e.ip_opts.as_ref().and_then(|o| o.raw.as_ref()) {
+            let words = if e.family == libc::AF_INET as u32 { 1 } else { 8 };
+            if !r.icmpv_filter.is_empty() && (!raw || r.icmpv_filter.len() != words) {
+                bail!(
+                    "{at}: ip_opts.raw.icmpv_filter: {} words, not {words} on a raw ICMP socket",
+                    r.icmpv_filter.len()
+                );
+            }
         }
         let port = |p: u32| u16::try_from(p).map_err(|_| anyhow::anyhow!("{at}: port {p}"));
         if let Some(dev) = e.opts.so_bound_dev.as_deref()
@@ -612,7 +756,7 @@ pub fn make(socks: &[(u32, InetSock)], keeper: Option<&str>) -> Result<Made> {
         made.kept = super::tcp_keeper::take(name)?;
     }
     for (id, s) in socks {
-        let kind = if s.proto == libc::IPPROTO_TCP as u32 { "TCP" } else { "UDP" };
+        let kind = kind_name(s.ty, s.proto);
         let what = format!("{kind} socket (files.img id {id}, {})", show(&s.local, s.remote.as_ref()));
         let name = show(&s.local, s.remote.as_ref());
         let reuse = s.opts.reuseaddr.unwrap_or(false);
@@ -670,7 +814,7 @@ pub fn problems(socks: &[(u32, InetSock)]) -> Vec<anyhow::Error> {
     let shared = |s: &InetSock| socks.iter().filter(|(_, o)| is_bound(o) && o.local == s.local).count() > 1;
     let mut out = vec![];
     for (id, s) in socks.iter().filter(|(_, s)| is_bound(s)) {
-        let kind = if s.proto == libc::IPPROTO_TCP as u32 { "TCP" } else { "UDP" };
+        let kind = kind_name(s.ty, s.proto);
         let what = format!("{kind} socket (files.img id {id}, {})", show(&s.local, s.remote.as_ref()));
         // Sockets sharing an address bind with SO_REUSEPORT, as in `make`;
         // the first one bound stands for them all.
@@ -699,6 +843,11 @@ fn bound(s: &InetSock, share: bool) -> Result<OwnedFd> {
     let f = fd.as_raw_fd();
     let o = &s.opts;
     let flag = |v: Option<bool>| i32::from(v.unwrap_or(false));
+    // A raw socket takes packets from the moment it exists: its filter
+    // first.
+    if let Some(r) = s.ip.raw.as_ref().filter(|_| s.ty == libc::SOCK_RAW as u32) {
+        set_raw_opts(f, s.family, s.proto, r)?;
+    }
     // A listener binds beside the connections it accepted (which a restore
     // may have made already): with SO_REUSEADDR, put back once it listens.
     // Repair mode has its own.
@@ -707,7 +856,9 @@ fn bound(s: &InetSock, share: bool) -> Result<OwnedFd> {
         setopt(f, libc::SOL_SOCKET, libc::SO_REUSEADDR, &(flag(o.reuseaddr) | i32::from(listener)))?;
     }
     setopt(f, libc::SOL_SOCKET, libc::SO_REUSEPORT, &(flag(o.so_reuseport) | i32::from(share)))?;
-    if let Some(v6) = s.v6only {
+    // A raw socket has its protocol for a port from the start, which
+    // fixes the option.
+    if let Some(v6) = s.v6only.filter(|_| s.ty != libc::SOCK_RAW as u32) {
         setopt(f, libc::SOL_IPV6, libc::IPV6_V6ONLY, &i32::from(v6))?;
     }
     if s.ip.freebind == Some(true) {
@@ -888,7 +1039,7 @@ fn requeue(s: &InetSock, f: i32) -> Result<()> {
     let big = (s.queue.iter().map(|m| m.len() * 2 + 1024).sum::<usize>() as i32).max(1 << 16);
     let _ = setopt(f, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &big);
     // SAFETY: a new socket, owned at once.
-    let tmp = unsafe { libc::socket(s.family as i32, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    let tmp = unsafe { libc::socket(s.family as i32, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, s.proto as i32) };
     if tmp < 0 {
         return Err(std::io::Error::last_os_error()).context("socket");
     }

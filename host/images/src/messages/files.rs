@@ -263,9 +263,22 @@ message! {
 }
 
 message! {
+    /// IP-level options only raw sockets have: `icmpv_filter` is the ICMP
+    /// types an ICMP socket drops (one word for IPv4's `ICMP_FILTER`,
+    /// eight for IPv6's `ICMPV6_FILTER`).
+    pub struct IpOptsRawEntry ("ip_opts_raw_entry") {
+        1 hdrincl: optional bool,
+        2 nodefrag: optional bool,
+        3 checksum: optional bool,
+        4 icmpv_filter: repeated uint32,
+    }
+}
+
+message! {
     /// IP-level options of an inet socket.
     pub struct IpOptsEntry ("ip_opts_entry") {
         1 freebind: optional bool,
+        4 raw: optional message<IpOptsRawEntry>,
         5 pktinfo: optional bool,
         6 tos: optional uint32,
         7 ttl: optional uint32,
