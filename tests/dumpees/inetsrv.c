@@ -1,7 +1,8 @@
 /* TCP and UDP sockets a server holds while idle: a TCP listener on
  * 127.0.0.1 (SO_REUSEADDR, SO_KEEPALIVE, TCP_NODELAY, IP_TOS 0x10,
- * backlog 5), an IPv6-only TCP listener on ::1, a UDP socket bound on
- * 127.0.0.1 (IP_PKTINFO) with two datagrams waiting ("d1", "d22"), and a
+ * TCP_DEFER_ACCEPT, backlog 5), an IPv6-only TCP listener on ::1 (a hop
+ * limit of 7), a UDP socket bound on
+ * 127.0.0.1 (IP_PKTINFO, SO_TIMESTAMP) with two datagrams waiting ("d1", "d22"), and a
  * UDP socket connected to it (bound to the device "lo"), to which the
  * first is connected since the datagrams came (a connected socket with
  * datagrams waiting). The bound UDP socket and one end of a unix
@@ -97,6 +98,10 @@ int main(int argc, char **argv)
 	setsockopt(t, IPPROTO_IP, IP_TOS, &tos, sizeof(tos));
 	setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	setsockopt(u, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+	setsockopt(u, SOL_SOCKET, SO_TIMESTAMP, &one, sizeof(one));
+	int defer = 5, hops = 7;
+	setsockopt(t, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer, sizeof(defer));
+	setsockopt(t6, IPPROTO_IPV6, IPV6_UNICAST_HOPS, &hops, sizeof(hops));
 	setsockopt(uc, SOL_SOCKET, SO_BINDTODEVICE, "lo", 3);
 	if (out < 0 || bind(t, (void *)&lo, sizeof(lo)) || listen(t, 5) || bind(t6, (void *)&lo6, sizeof(lo6)) ||
 	    listen(t6, 5) || bind(u, (void *)&lo, sizeof(lo)))
@@ -129,7 +134,8 @@ int main(int argc, char **argv)
 		if (opt(t, SOL_SOCKET, SO_REUSEADDR) != 1 || opt(t, SOL_SOCKET, SO_KEEPALIVE) != 1 ||
 		    opt(t, IPPROTO_TCP, TCP_NODELAY) != 1 || opt(t, IPPROTO_IP, IP_TOS) != tos ||
 		    opt(t6, IPPROTO_IPV6, IPV6_V6ONLY) != 1 || opt(t, SOL_SOCKET, SO_ACCEPTCONN) != 1 ||
-		    opt(u, IPPROTO_IP, IP_PKTINFO) != 1)
+		    opt(u, IPPROTO_IP, IP_PKTINFO) != 1 || opt(u, SOL_SOCKET, SO_TIMESTAMP) != 1 ||
+		    opt(t, IPPROTO_TCP, TCP_DEFER_ACCEPT) <= 0 || opt(t6, IPPROTO_IPV6, IPV6_UNICAST_HOPS) != hops)
 			strcat(why, "options,");
 		char dev[16] = "";
 		socklen_t devl = sizeof(dev);
@@ -149,8 +155,10 @@ int main(int argc, char **argv)
 			ta.sin_port = htons(pt);
 			ta6.sin6_port = htons(pt6);
 			int ok = connect(c, (void *)&ta, sizeof(ta)) == 0 && connect(c6, (void *)&ta6, sizeof(ta6)) == 0;
+			/* With TCP_DEFER_ACCEPT, accepted once the client has written. */
+			ok = ok && write(c, "x", 1) == 1;
 			int s1 = accept(t, 0, 0), s2 = accept(t6, 0, 0);
-			ok = ok && s1 >= 0 && s2 >= 0 && write(c, "x", 1) == 1 && read(s1, a, 1) == 1;
+			ok = ok && s1 >= 0 && s2 >= 0 && read(s1, a, 1) == 1;
 			ok = ok && recv(u, a, 8, 0) == 2 && !memcmp(a, "d1", 2) && recv(u, b, 8, 0) == 3 && !memcmp(b, "d22", 3);
 			ok = ok && send(uc, "x9", 2, 0) == 2 && send(uc, "d3", 2, 0) == 2 && recv(u, a, 8, 0) == 2 &&
 			     !memcmp(a, "d3", 2);

@@ -1,12 +1,13 @@
 /* The inet sockets that are neither TCP nor UDP: a ping socket (ICMP
- * datagrams, its echo id fixed by binding), a raw ICMP socket letting
+ * datagrams, its echo id fixed by binding, IP_RECVTTL on, as ping has
+ * it), a raw ICMP socket letting
  * only echo replies through (ICMP_FILTER), a raw ICMPv6 socket with its
  * filter, an IPPROTO_RAW socket (headers included) with IP_NODEFRAG, and
  * a UDP-Lite socket bound on 127.0.0.1 with a datagram waiting ("q1").
  * Every tick: "tick=N raw=ok|BAD:WHAT" to OUTFILE, checking addresses,
  * options and the datagram waiting without reading it.
  * On SIGUSR1 it uses them once: pings 127.0.0.1 through the ping socket
- * and reads the reply (with its echo id), finds that reply on the raw
+ * and reads the reply (with its echo id and its TTL), finds that reply on the raw
  * ICMP socket too, reads "q1" and a new datagram on the UDP-Lite socket:
  * "data=ok|BAD" on the next tick. Where ping sockets are not allowed to
  * root's group (net.ipv4.ping_group_range), it says "ping=none" once and
@@ -73,13 +74,13 @@ int main(int argc, char **argv)
 		dprintf(out, "ping=none\n");
 	struct sockaddr_in pa = lo;
 	pa.sin_port = htons(ECHO_ID);
-	if (ping >= 0 && bind(ping, (void *)&pa, sizeof(pa)))
+	int one = 1;
+	if (ping >= 0 && (bind(ping, (void *)&pa, sizeof(pa)) || setsockopt(ping, SOL_IP, IP_RECVTTL, &one, sizeof(one))))
 		return 4;
 	struct icmp_filter f = {~(1u << ICMP_ECHOREPLY)};
 	struct icmp6_filter f6;
 	memset(&f6, 0xff, sizeof(f6));
 	f6.data[ICMPV6_ECHO_REPLY >> 5] &= ~(1u << (ICMPV6_ECHO_REPLY & 31));
-	int one = 1;
 	if (setsockopt(ricmp, SOL_RAW, ICMP_FILTER, &f, sizeof(f)) ||
 	    setsockopt(ricmp6, SOL_ICMPV6, ICMPV6_FILTER, &f6, sizeof(f6)) ||
 	    setsockopt(rraw, SOL_IP, IP_NODEFRAG, &one, sizeof(one)))
@@ -96,6 +97,8 @@ int main(int argc, char **argv)
 		char why[128] = "";
 		if ((ping >= 0 && port(ping) != ECHO_ID) || port(lite) != plite)
 			strcat(why, "ports,");
+		if (ping >= 0 && opt(ping, SOL_IP, IP_RECVTTL) != 1)
+			strcat(why, "recvttl,");
 		struct icmp_filter g = {0};
 		struct icmp6_filter g6;
 		socklen_t gl = sizeof(g), gl6 = sizeof(g6);
@@ -117,9 +120,15 @@ int main(int argc, char **argv)
 			if (ping >= 0) {
 				struct icmphdr e = {.type = ICMP_ECHO, .un.echo.sequence = htons(7)};
 				struct icmphdr *r = (void *)buf;
+				char cbuf[256];
+				struct iovec iov = {buf, sizeof(buf)};
+				struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+						   .msg_controllen = sizeof(cbuf)};
 				ok = sendto(ping, &e, sizeof(e), 0, (void *)&lo, sizeof(lo)) == sizeof(e);
-				ok = ok && recv(ping, buf, sizeof(buf), 0) >= (int)sizeof(*r) && r->type == ICMP_ECHOREPLY &&
+				ok = ok && recvmsg(ping, &m, 0) >= (int)sizeof(*r) && r->type == ICMP_ECHOREPLY &&
 				     ntohs(r->un.echo.id) == ECHO_ID && ntohs(r->un.echo.sequence) == 7;
+				struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+				ok = ok && c && c->cmsg_level == SOL_IP && c->cmsg_type == IP_TTL && *(int *)CMSG_DATA(c) > 0;
 				/* The raw socket sees the reply, IP header first. */
 				int n = recv(ricmp, buf, sizeof(buf), 0);
 				r = (void *)(buf + 20);

@@ -106,9 +106,9 @@ fn unknown_fields_survive_top_level_and_nested() {
 
 #[test]
 fn unknown_payloads_of_file_entries_survive() {
-    // A file entry of a kind not modelled (a netlink socket, field 7).
-    let mut e = FileEntry { r#type: FdType::Netlinksk as i32, id: 7, ..Default::default() }.encode_to_vec();
-    e.extend_from_slice(&[0x3a, 2, 0x08, 0x07]);
+    // A file entry of a kind not modelled (a tun device, field 11).
+    let mut e = FileEntry { r#type: FdType::Tunf as i32, id: 7, ..Default::default() }.encode_to_vec();
+    e.extend_from_slice(&[0x5a, 2, 0x08, 0x07]);
     let f = FileEntry::decode(e.as_slice()).unwrap();
     assert_eq!(f.encode_to_vec(), e);
 }

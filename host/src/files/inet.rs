@@ -45,6 +45,8 @@ pub struct InetSock {
     pub opts: SkOptsEntry,
     pub ip: IpOptsEntry,
     pub tcp: Option<TcpOptsEntry>,
+    /// Options set that CRIU's entry has no field for.
+    pub extra: Vec<revenant_images::messages::SockOptEntry>,
     pub v6only: Option<bool>,
     /// Datagrams waiting to be read, oldest first.
     pub queue: Vec<Vec<u8>>,
@@ -304,6 +306,11 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         so_oobinline: Some(so(libc::SO_OOBINLINE)?),
         so_linger: (linger.l_onoff != 0).then_some(linger.l_linger as u32),
         so_buf_lock: Some(so(SO_BUF_LOCK)?),
+        // Newer kernels keep these for unix and netlink sockets only.
+        so_passcred: so(libc::SO_PASSCRED).ok().map(|v| v != 0),
+        so_passsec: so(libc::SO_PASSSEC).ok().map(|v| v != 0),
+        so_dontroute: Some(so(libc::SO_DONTROUTE)? != 0),
+        so_no_check: Some(so(libc::SO_NO_CHECK)? != 0),
         so_filter: filter,
         so_bound_dev: (!dev.is_empty()).then_some(dev),
         ..Default::default()
@@ -343,6 +350,13 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
     } else {
         shutdown_of(family, ty, proto, ino).with_context(|| format!("{what}: asking sock_diag"))?
     };
+    let mut extra = super::sockopt::extra(s, family as i32, ty as i32, proto as i32)
+        .with_context(|| format!("{what}: reading its options"))?;
+    if tcp && is_connection(state) {
+        // What the handshake chose, not the program.
+        let chosen = [libc::TCP_MAXSEG, libc::TCP_WINDOW_CLAMP];
+        extra.retain(|o| !(o.level == libc::SOL_TCP as u32 && chosen.contains(&(o.name as i32))));
+    }
     let mut state = state;
     let stream = if tcp && is_connection(state) {
         let name = show(&local, remote.as_ref());
@@ -389,6 +403,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
         opts,
         ip,
         tcp,
+        extra,
         v6only,
         queue,
         shutdown,
@@ -591,6 +606,7 @@ impl InetSock {
                 v6only: self.v6only,
                 ip_opts: Some(self.ip.clone()),
                 tcp_opts: self.tcp.clone(),
+                extra_opts: self.extra.clone(),
                 shutdown: (self.shutdown != 0).then_some(self.shutdown),
                 ..Default::default()
             }),
@@ -619,6 +635,7 @@ impl InetSock {
                 kind_name(e.r#type, e.proto)
             );
         }
+        super::sockopt::check_extra(&e.extra_opts, e.family, e.r#type, e.proto, at)?;
         if let Some(r) = e.ip_opts.as_ref().and_then(|o| o.raw.as_ref()) {
             let words = if e.family == libc::AF_INET as u32 { 1 } else { 8 };
             if !r.icmpv_filter.is_empty() && (!raw || r.icmpv_filter.len() != words) {
@@ -679,6 +696,7 @@ impl InetSock {
             opts: e.opts.clone(),
             ip: e.ip_opts.clone().unwrap_or_default(),
             tcp: e.tcp_opts.clone(),
+            extra: e.extra_opts.clone(),
             v6only: e.v6only,
             queue: set.sk_queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
             shutdown: e.shutdown.unwrap_or(0) & 3,
@@ -848,6 +866,9 @@ fn bound(s: &InetSock, share: bool) -> Result<OwnedFd> {
     if let Some(r) = s.ip.raw.as_ref().filter(|_| s.ty == libc::SOCK_RAW as u32) {
         set_raw_opts(f, s.family, s.proto, r)?;
     }
+    // Some bear on binding (IP_TRANSPARENT, IP_BIND_ADDRESS_NO_PORT) or
+    // listening (TCP_FASTOPEN, TCP_SAVE_SYN).
+    super::sockopt::set_extra(f, &s.extra)?;
     // A listener binds beside the connections it accepted (which a restore
     // may have made already): with SO_REUSEADDR, put back once it listens.
     // Repair mode has its own.
@@ -953,8 +974,15 @@ fn configure(s: &InetSock, fd: OwnedFd) -> Result<OwnedFd> {
         (libc::SO_RCVLOWAT, o.so_rcvlowat.unwrap_or(1).max(1) as i32),
         (libc::SO_MARK, o.so_mark.unwrap_or(0) as i32),
         (libc::SO_OOBINLINE, o.so_oobinline.unwrap_or(0) as i32),
+        (libc::SO_DONTROUTE, flag(o.so_dontroute)),
+        (libc::SO_NO_CHECK, flag(o.so_no_check)),
     ] {
         setopt(f, libc::SOL_SOCKET, opt, &v)?;
+    }
+    for (opt, on) in [(libc::SO_PASSCRED, o.so_passcred), (libc::SO_PASSSEC, o.so_passsec)] {
+        if on == Some(true) {
+            setopt(f, libc::SOL_SOCKET, opt, &1i32)?;
+        }
     }
     // Forcing the sizes locked them; the dumped locks go back.
     setopt(f, libc::SOL_SOCKET, SO_BUF_LOCK, &(o.so_buf_lock.unwrap_or(0) as i32))?;

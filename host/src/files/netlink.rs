@@ -125,6 +125,8 @@ pub struct NetlinkSock {
     pub opts: revenant_images::messages::SkOptsEntry,
     /// Bit N: `SOL_NETLINK` option N is on.
     pub nl_opts: u32,
+    /// Socket options set that CRIU's entry has no field for.
+    pub extra: Vec<revenant_images::messages::SockOptEntry>,
 }
 
 /// Reads netlink socket `fd` (inode `ino`) of `pid`; `None` if it is not
@@ -157,6 +159,8 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         }
     }
     let opts = sockopt::common(s).with_context(|| format!("{what}: reading its options"))?;
+    let extra = sockopt::extra(s, libc::AF_NETLINK, ty as i32, protocol as i32)
+        .with_context(|| format!("{what}: reading its options"))?;
     Ok(Some(NetlinkSock {
         ino,
         protocol,
@@ -168,6 +172,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         flags,
         opts,
         nl_opts,
+        extra,
     }))
 }
 
@@ -199,6 +204,7 @@ impl NetlinkSock {
                 opts: self.opts.clone(),
                 nl_opts: (self.nl_opts != 0).then_some(self.nl_opts),
                 sk_type: (self.ty != libc::SOCK_RAW as u32).then_some(self.ty),
+                extra_opts: self.extra.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -228,6 +234,7 @@ impl NetlinkSock {
         if let Some(o) = e.nl_opts.filter(|o| o & !FLAG_OPTS.iter().fold(0, |m, &f| m | 1 << f) != 0) {
             bail!("{at}: nl_opts {o:#x}: an option revenant does not know");
         }
+        sockopt::check_extra(&e.extra_opts, libc::AF_NETLINK as u32, ty, e.protocol, at)?;
         Ok(NetlinkSock {
             ino: e.ino,
             protocol: e.protocol,
@@ -239,6 +246,7 @@ impl NetlinkSock {
             flags: e.flags,
             opts: e.opts.clone(),
             nl_opts: e.nl_opts.unwrap_or(0),
+            extra: e.extra_opts.clone(),
         })
     }
 }
@@ -340,6 +348,7 @@ fn make_one(s: &NetlinkSock, notes: &mut Vec<String>) -> Result<OwnedFd> {
             .with_context(|| format!("turning netlink option {opt} on"))?;
     }
     sockopt::set_common(f, &s.opts)?;
+    sockopt::set_extra(f, &s.extra)?;
     Ok(fd)
 }
 

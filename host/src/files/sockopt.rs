@@ -2,9 +2,11 @@
 //! share, for the dump (reading them through a copy of the program's
 //! descriptor) and the restore (setting them on the host's socket).
 
+use std::os::fd::{AsRawFd, FromRawFd};
+
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::SkOptsEntry;
+use revenant_images::messages::{SkOptsEntry, SockOptEntry};
 
 /// Which buffer sizes were set by hand (the libc crate lacks it).
 pub const SO_BUF_LOCK: i32 = linux_raw_sys::net::SO_BUF_LOCK as i32;
@@ -121,4 +123,163 @@ pub fn set_common(s: i32, o: &SkOptsEntry) -> Result<()> {
     // Forcing the sizes locked them; the dumped locks go back.
     set(s, libc::SOL_SOCKET, SO_BUF_LOCK, &(o.so_buf_lock.unwrap_or(0) as i32))?;
     set_filter(s, &o.so_filter)
+}
+
+/// Which sockets an option of [`EXTRA`] belongs to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Has {
+    /// Every socket (`SOL_SOCKET`).
+    All,
+    V4,
+    V6,
+    /// Multicast settings: datagram and raw sockets only (an accepted
+    /// TCP socket's `IP_MULTICAST_TTL` is the TTL its SYN came with).
+    Mc4,
+    Mc6,
+    Tcp,
+    Udp,
+}
+
+/// `SOL_UDP`'s options (linux/udp.h; the libc crate lacks them).
+const UDP_CORK: u32 = 1;
+const UDP_SEGMENT: u32 = 103;
+const UDP_GRO: u32 = 104;
+
+/// The integer options programs set that CRIU's entries have no field
+/// for, kept in revenant's own `extra_opts`: those that change what the
+/// program receives (ancillary data: `IP_RECVTTL`, timestamps, ...) or
+/// how the socket behaves. Options that report traffic rather than a
+/// setting (`SO_INCOMING_CPU`, `TCP_QUICKACK`) are not here.
+const EXTRA: &[(i32, u32, Has)] = {
+    use Has::*;
+    use linux_raw_sys::net::*;
+    const S: i32 = libc::SOL_SOCKET;
+    const IP: i32 = libc::SOL_IP;
+    const IP6: i32 = libc::SOL_IPV6;
+    const T: i32 = libc::SOL_TCP;
+    const U: i32 = libc::SOL_UDP;
+    &[
+        (S, SO_DEBUG, All),
+        (S, SO_TIMESTAMP_OLD, All),
+        (S, SO_TIMESTAMP_NEW, All),
+        (S, SO_TIMESTAMPNS_OLD, All),
+        (S, SO_TIMESTAMPNS_NEW, All),
+        (S, SO_TIMESTAMPING_OLD, All),
+        (S, SO_TIMESTAMPING_NEW, All),
+        (S, SO_RXQ_OVFL, All),
+        (S, SO_WIFI_STATUS, All),
+        (S, SO_PEEK_OFF, All),
+        (S, SO_NOFCS, All),
+        (S, SO_SELECT_ERR_QUEUE, All),
+        (S, SO_BUSY_POLL, All),
+        (S, SO_ZEROCOPY, All),
+        (S, SO_RCVMARK, All),
+        (S, SO_PASSPIDFD, All),
+        (IP, IP_RECVOPTS, V4),
+        (IP, IP_RETOPTS, V4),
+        (IP, IP_MTU_DISCOVER, V4),
+        (IP, IP_RECVERR, V4),
+        (IP, IP_RECVTTL, V4),
+        (IP, IP_RECVTOS, V4),
+        (IP, IP_TRANSPARENT, V4),
+        (IP, IP_RECVORIGDSTADDR, V4),
+        (IP, IP_MINTTL, V4),
+        (IP, IP_CHECKSUM, V4),
+        (IP, IP_BIND_ADDRESS_NO_PORT, V4),
+        (IP, IP_RECVFRAGSIZE, V4),
+        (IP, IP_RECVERR_RFC4884, V4),
+        (IP, IP_MULTICAST_TTL, Mc4),
+        (IP, IP_MULTICAST_LOOP, Mc4),
+        (IP, IP_MULTICAST_ALL, Mc4),
+        (IP6, IPV6_UNICAST_HOPS, V6),
+        (IP6, IPV6_MULTICAST_HOPS, Mc6),
+        (IP6, IPV6_MULTICAST_LOOP, Mc6),
+        (IP6, IPV6_MTU_DISCOVER, V6),
+        (IP6, IPV6_RECVERR, V6),
+        (IP6, IPV6_RECVHOPLIMIT, V6),
+        (IP6, IPV6_RECVTCLASS, V6),
+        (IP6, IPV6_DONTFRAG, V6),
+        (IP6, IPV6_RECVPATHMTU, V6),
+        (IP6, IPV6_AUTOFLOWLABEL, V6),
+        (IP6, IPV6_TRANSPARENT, V6),
+        (IP6, IPV6_RECVORIGDSTADDR, V6),
+        (IP6, IPV6_MINHOPCOUNT, V6),
+        (IP6, IPV6_MULTICAST_ALL, Mc6),
+        (IP6, IPV6_RECVERR_RFC4884, V6),
+        (IP6, IPV6_RECVFRAGSIZE, V6),
+        (T, TCP_DEFER_ACCEPT, Tcp),
+        (T, TCP_USER_TIMEOUT, Tcp),
+        (T, TCP_FASTOPEN, Tcp),
+        (T, TCP_FASTOPEN_CONNECT, Tcp),
+        (T, TCP_NOTSENT_LOWAT, Tcp),
+        (T, TCP_SYNCNT, Tcp),
+        (T, TCP_LINGER2, Tcp),
+        (T, TCP_WINDOW_CLAMP, Tcp),
+        (T, TCP_THIN_LINEAR_TIMEOUTS, Tcp),
+        (T, TCP_MAXSEG, Tcp),
+        (T, TCP_SAVE_SYN, Tcp),
+        (T, TCP_TX_DELAY, Tcp),
+        (U, UDP_CORK, Udp),
+        (U, UDP_SEGMENT, Udp),
+        (U, UDP_GRO, Udp),
+    ]
+};
+
+/// The options of [`EXTRA`] a socket of `family`, `ty` and `proto` has.
+fn extra_for(family: i32, ty: i32, proto: i32) -> impl Iterator<Item = (i32, i32)> {
+    let inet = family == libc::AF_INET || family == libc::AF_INET6;
+    EXTRA
+        .iter()
+        .filter(move |(_, _, has)| match has {
+            Has::All => true,
+            // Dual-stack IPv6 sockets take IPv4's options too.
+            Has::V4 => inet,
+            Has::V6 => family == libc::AF_INET6,
+            Has::Mc4 => inet && ty != libc::SOCK_STREAM,
+            Has::Mc6 => family == libc::AF_INET6 && ty != libc::SOCK_STREAM,
+            Has::Tcp => inet && ty == libc::SOCK_STREAM && proto == libc::IPPROTO_TCP,
+            Has::Udp => inet && ty == libc::SOCK_DGRAM && [libc::IPPROTO_UDP, libc::IPPROTO_UDPLITE].contains(&proto),
+        })
+        .map(|&(level, name, _)| (level, name as i32))
+}
+
+/// The options of [`EXTRA`] on which `s` differs from a socket of the
+/// same kind made now (which reads the machine's defaults the same way).
+pub fn extra(s: i32, family: i32, ty: i32, proto: i32) -> Result<Vec<SockOptEntry>> {
+    // SAFETY: a new socket, owned at once.
+    let raw = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, proto) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error())
+            .context("making a socket of the same kind to compare with (the restore could not make one either)");
+    }
+    // SAFETY: just made.
+    let fresh = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    let mut out = vec![];
+    for (level, name) in extra_for(family, ty, proto) {
+        // An option this kernel does not have is one nobody set.
+        let (Ok(v), Ok(d)) = (get::<i32>(s, level, name), get::<i32>(fresh.as_raw_fd(), level, name)) else { continue };
+        if v != d {
+            out.push(SockOptEntry { level: level as u32, name: name as u32, value: v, ..Default::default() });
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses an entry of `opts` that is not an option of [`EXTRA`] for
+/// this kind of socket; `at` names the entry.
+pub fn check_extra(opts: &[SockOptEntry], family: u32, ty: u32, proto: u32, at: &str) -> Result<()> {
+    for o in opts {
+        if !extra_for(family as i32, ty as i32, proto as i32).any(|k| k == (o.level as i32, o.name as i32)) {
+            bail!("{at}: extra_opts: option {} at level {}: not one revenant sets on such a socket", o.name, o.level);
+        }
+    }
+    Ok(())
+}
+
+/// Sets what [`extra`] read on our socket `s`.
+pub fn set_extra(s: i32, opts: &[SockOptEntry]) -> Result<()> {
+    for o in opts {
+        set(s, o.level as i32, o.name as i32, &o.value)?;
+    }
+    Ok(())
 }

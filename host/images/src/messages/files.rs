@@ -251,6 +251,9 @@ message! {
         9 so_rcvlowat: optional uint32,
         10 so_mark: optional uint32,
         11 so_passcred: optional bool,
+        12 so_passsec: optional bool,
+        13 so_dontroute: optional bool,
+        14 so_no_check: optional bool,
         15 so_bound_dev: optional string,
         16 so_filter: repeated fixed64,
         17 so_reuseport: optional bool,
@@ -259,6 +262,17 @@ message! {
         23 so_oobinline: optional uint32,
         24 so_linger: optional uint32,
         25 so_buf_lock: optional uint32,
+    }
+}
+
+message! {
+    /// revenant's own: one integer socket option a program set, which
+    /// CRIU's entries have no field for (`IP_RECVTTL`, `SO_TIMESTAMP`,
+    /// `TCP_DEFER_ACCEPT`, ...), at `level` (`SOL_SOCKET`, `SOL_IP`, ...).
+    pub struct SockOptEntry ("revenant_sock_opt_entry") {
+        1 level: required uint32,
+        2 name: required uint32,
+        3 value: required int32,
     }
 }
 
@@ -348,6 +362,9 @@ message! {
         18 ns_id: optional uint32,
         19 shutdown: optional uint32,
         20 tcp_opts: optional message<TcpOptsEntry>,
+        /// revenant's own (protobuf readers skip what they do not know):
+        /// the options set that have no field above.
+        1000 extra_opts: repeated message<SockOptEntry>,
     }
 }
 
@@ -376,6 +393,8 @@ message! {
         /// revenant's own: the socket's type when it is not `SOCK_RAW`
         /// (CRIU makes every one raw).
         1001 sk_type: optional uint32,
+        /// revenant's own: socket options set that have no field above.
+        1002 extra_opts: repeated message<SockOptEntry>,
     }
 }
 
