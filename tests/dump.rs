@@ -536,7 +536,8 @@ fn leases_being_broken_are_refused_naming_the_file() {
 /// /proc file of the tree, sealed memory, memory-deny-write-execute, a
 /// speculation control of its own, a NUMA policy (the process's, or an area's found either way the
 /// dump looks), memory locked on fault, a named anonymous area, a
-/// core scheduling cookie) is refused by name; the program runs on.
+/// core scheduling cookie, messages waiting on a socket that got each
+/// one's sender or arrival time) is refused by name; the program runs on.
 #[test]
 fn state_a_dump_cannot_keep_is_refused_by_name() {
     let _w = watchdog::start();
@@ -554,6 +555,8 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("onfault", "memory locked on fault (MLOCK_ONFAULT)"),
         ("anonname", "named anonymous memory (PR_SET_VMA_ANON_NAME)"),
         ("corecookie", "a core scheduling cookie (PR_SCHED_CORE)"),
+        ("passcred", "gets each one's sender (SO_PASSCRED)"),
+        ("timestamp", "gets each one's arrival time (SO_TIMESTAMP)"),
     ] {
         let dir = image_dir(&format!("sharing-{mode}"));
         let d = Dumpee::start("sharing", &[mode]);

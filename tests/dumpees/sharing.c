@@ -6,10 +6,13 @@
  * writable executable memory (PR_SET_MDWE), "speculation" disables
  * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
  * "mempolicy" binds its memory to node 0 (set_mempolicy), "mbind" one area
- * (mbind), "mbindbig" one area beside 128 MiB of touched memory; each prints
+ * (mbind), "mbindbig" one area beside 128 MiB of touched memory,
+ * "passcred" and "timestamp" a datagram waiting on a unix socket that
+ * gets its sender's credentials or its arrival time; each prints
  * "unsupported" where the kernel lacks it.
  * Prints "ready" on stdout, then sleeps.
- * usage: sharing files|fs|timens|procfile|mseal|mdwe|speculation|mempolicy|mbind|mbindbig */
+ * usage: sharing files|fs|timens|procfile|mseal|mdwe|speculation|mempolicy|mbind|mbindbig|
+ *        passcred|timestamp */
 #define _GNU_SOURCE
 #include <sched.h>
 #include <signal.h>
@@ -19,6 +22,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -107,6 +111,12 @@ int main(int argc, char **argv)
 			printf("unsupported\n");
 			fflush(stdout);
 		}
+	} else if (strcmp(argv[1], "passcred") == 0 || strcmp(argv[1], "timestamp") == 0) {
+		int sv[2], one = 1;
+		int opt = strcmp(argv[1], "passcred") == 0 ? SO_PASSCRED : SO_TIMESTAMP;
+		if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) || setsockopt(sv[0], SOL_SOCKET, opt, &one, sizeof(one)) ||
+		    send(sv[1], "hi", 2, 0) != 2)
+			return 11;
 	} else if (strcmp(argv[1], "speculation") == 0) {
 		if (prctl(PR_SET_SPECULATION_CTRL, PR_SPEC_STORE_BYPASS, PR_SPEC_DISABLE, 0, 0)) {
 			printf("unsupported\n");

@@ -2,7 +2,10 @@
  * with one connection accepted ("ping" waiting at the accepted end,
  * "pong" at the client's) and one still waiting to be accepted, a
  * listener bound to an abstract name, and a datagram socket bound to
- * DIR/dg.sock with two datagrams from a client connected to it. A child
+ * DIR/dg.sock with two datagrams from a client connected to it, the
+ * client with SO_TIMESTAMP and SO_PASSSEC on (on a socket with messages
+ * waiting, such options make a dump refuse: each message got its own
+ * arrival time or sender label, which no restore can give again). A child
  * holds the client end of the accepted connection too. A TCP listener on
  * 127.0.0.1 comes first, at a lower fd than the unix sockets, as a
  * PostgreSQL server holds its two.
@@ -81,7 +84,9 @@ int main(int argc, char **argv)
 	if (out < 0 || bind(l, (void *)&sa, sl) || listen(l, 8) || chmod(path, 0640) || bind(x, (void *)&xa, xl) ||
 	    listen(x, 3) || bind(ds, (void *)&da, dl) || connect(dc, (void *)&da, dl))
 		return 3;
-	if (connect(c, (void *)&sa, sl))
+	int one = 1;
+	if (connect(c, (void *)&sa, sl) || setsockopt(dc, SOL_SOCKET, SO_TIMESTAMP, &one, sizeof(one)) ||
+	    setsockopt(dc, SOL_SOCKET, SO_PASSSEC, &one, sizeof(one)))
 		return 4;
 	int a = accept(l, 0, 0);
 	if (a < 0 || connect(w, (void *)&sa, sl) || write(c, "ping", 4) != 4 || write(a, "pong", 4) != 4 ||
@@ -109,6 +114,12 @@ int main(int argc, char **argv)
 		socklen_t ll = sizeof(listening);
 		if (getsockopt(t, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ll) || !listening)
 			strcat(why, "tcp,");
+		int stamp = 0, sec = 0;
+		socklen_t tl = sizeof(stamp);
+		getsockopt(dc, SOL_SOCKET, SO_TIMESTAMP, &stamp, &tl);
+		getsockopt(dc, SOL_SOCKET, SO_PASSSEC, &sec, &tl);
+		if (stamp != 1 || sec != 1)
+			strcat(why, "opts,");
 		if (!done && (poll(&p, 1, 0) != 1 || inq(a) != 4 || inq(c) != 4 || inq(ds) != 2))
 			snprintf(why + strlen(why), 60, "queues(%d,%d,%d,%d),", p.revents, inq(a), inq(c), inq(ds));
 		if (argc == 4 && access(argv[3], F_OK) == 0)

@@ -283,3 +283,23 @@ pub fn set_extra(s: i32, opts: &[SockOptEntry]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Whether `opts` turns `SOL_SOCKET` option `name` on.
+pub fn has_extra(opts: &[SockOptEntry], name: i32) -> bool {
+    opts.iter().any(|o| o.level == libc::SOL_SOCKET as u32 && o.name == name as u32 && o.value != 0)
+}
+
+/// Whether `opts` asks for a time stamp on each message received.
+pub fn timestamps(opts: &[SockOptEntry]) -> bool {
+    use linux_raw_sys::net::*;
+    [
+        SO_TIMESTAMP_OLD,
+        SO_TIMESTAMP_NEW,
+        SO_TIMESTAMPNS_OLD,
+        SO_TIMESTAMPNS_NEW,
+        SO_TIMESTAMPING_OLD,
+        SO_TIMESTAMPING_NEW,
+    ]
+    .into_iter()
+    .any(|t| has_extra(opts, t as i32))
+}

@@ -175,7 +175,7 @@ fn parse_msg(m: &[u8]) -> Option<(u32, Diag)> {
 }
 
 /// A unix socket, as dumped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UnixSock {
     pub ino: u32,
     /// What it is connected to: its pair's other end, the socket it sent
@@ -213,7 +213,7 @@ pub struct UnixSock {
     pub scm: Vec<Vec<u32>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Opts {
     /// As `getsockopt` gives them (the kernel doubles what is set).
     pub sndbuf: u32,
@@ -221,10 +221,13 @@ pub struct Opts {
     pub snd_timeout: (u64, u64),
     pub rcv_timeout: (u64, u64),
     pub passcred: bool,
+    pub passsec: bool,
     /// `SO_BUF_LOCK`: which sizes were set by hand.
     pub buf_lock: u32,
     /// Its socket filter, in CRIU's form (`sockopt::filter`).
     pub filter: Vec<u64>,
+    /// Options set that CRIU's entry has no field for (`sockopt::extra`).
+    pub extra: Vec<revenant_images::messages::SockOptEntry>,
 }
 
 /// Reads unix socket `fd` (inode `ino`) of `pid`. Whether its peer is in
@@ -261,8 +264,11 @@ pub fn dump(
         snd_timeout: timeval(getopt(s, libc::SO_SNDTIMEO)?),
         rcv_timeout: timeval(getopt(s, libc::SO_RCVTIMEO)?),
         passcred: getopt::<i32>(s, libc::SO_PASSCRED)? != 0,
+        passsec: getopt::<i32>(s, libc::SO_PASSSEC)? != 0,
         buf_lock: getopt::<i32>(s, SO_BUF_LOCK)? as u32,
         filter: sockopt::filter(s).with_context(|| format!("{what}: reading its socket filter"))?,
+        extra: sockopt::extra(s, libc::AF_UNIX, ty as i32, 0)
+            .with_context(|| format!("{what}: reading its options"))?,
     };
     // A listener queues connections, an unconnected stream socket nothing.
     let stream = ty != libc::SOCK_DGRAM as u32;
@@ -273,6 +279,25 @@ pub fn dump(
     } else {
         peek_queue(s, opts.rcvbuf as usize).with_context(|| format!("{what}: reading its queue"))?.into_iter().unzip()
     };
+    // Each message carries what the socket asked for as it came: its
+    // sender's credentials or label, its arrival time. Sent again by the
+    // restore, it would carry the restore's.
+    if !queue.is_empty() {
+        let per_message = [
+            (opts.passcred, "SO_PASSCRED"),
+            (opts.passsec, "SO_PASSSEC"),
+            (sockopt::has_extra(&opts.extra, libc::SO_PASSPIDFD), "SO_PASSPIDFD"),
+            (sockopt::timestamps(&opts.extra), "SO_TIMESTAMP"),
+        ];
+        if let Some((_, name)) = per_message.iter().find(|(on, _)| *on) {
+            bail!(
+                "{what}: {} messages wait on a socket that gets each one's {} ({name}), which a restore cannot \
+                 give them again",
+                queue.len(),
+                if *name == "SO_TIMESTAMP" { "arrival time" } else { "sender" }
+            );
+        }
+    }
     let scm = vec![Vec::new(); queue.len()];
     let (state, name, backlog) =
         (u32::from(d.state), d.name.clone(), if d.state == TCP_LISTEN { d.rqlen.1 } else { 0 });
@@ -550,6 +575,7 @@ impl UnixSock {
             so_rcv_tmo_sec: o.rcv_timeout.0,
             so_rcv_tmo_usec: o.rcv_timeout.1,
             so_passcred: Some(o.passcred),
+            so_passsec: Some(o.passsec),
             so_buf_lock: Some(o.buf_lock),
             so_filter: o.filter.clone(),
             ..Default::default()
@@ -573,6 +599,7 @@ impl UnixSock {
                 deleted: self.deleted.then_some(true),
                 name_dir: self.dir.clone(),
                 uflags: if self.external { USK_EXTERN } else { 0 },
+                extra_opts: o.extra.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -608,6 +635,7 @@ impl UnixSock {
         if !e.name.is_empty() && e.name[0] != 0 && e.name[0] != b'/' && e.name_dir.is_none() {
             bail!("{at}: a unix socket bound to the relative path {:?} without its name_dir", path_of(&e.name));
         }
+        sockopt::check_extra(&e.extra_opts, libc::AF_UNIX as u32, e.r#type, 0, at)?;
         let o = &e.opts;
         Ok(UnixSock {
             ino: e.ino,
@@ -628,8 +656,10 @@ impl UnixSock {
                 snd_timeout: (o.so_snd_tmo_sec, o.so_snd_tmo_usec),
                 rcv_timeout: (o.so_rcv_tmo_sec, o.so_rcv_tmo_usec),
                 passcred: o.so_passcred.unwrap_or(false),
+                passsec: o.so_passsec.unwrap_or(false),
                 buf_lock: o.so_buf_lock.unwrap_or(0),
                 filter: o.so_filter.clone(),
+                extra: e.extra_opts.clone(),
             },
             queue: queues.iter().filter(|(p, _)| p.id_for == e.id).map(|(_, d)| d.clone()).collect(),
             scm: queues
@@ -946,8 +976,10 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
         let fd = made.fd(*id).with_context(|| format!("{}: not made", what(*id, s)))?;
         // SAFETY: options and flags on our own socket.
         unsafe { settle(s, fd) }.map_err(anyhow::Error::msg).with_context(|| what(*id, s))?;
-        // After the queues: the filter was not there when they came.
+        // After the queues: the filter was not there when they came, and
+        // a peek offset would have moved as they came in.
         sockopt::set_filter(fd, &s.opts.filter).with_context(|| what(*id, s))?;
+        sockopt::set_extra(fd, &s.opts.extra).with_context(|| what(*id, s))?;
     }
     Ok(made)
 }
@@ -1217,6 +1249,7 @@ unsafe fn settle(s: &UnixSock, fd: i32) -> Result<(), &'static str> {
         || setopt(fd, libc::SO_SNDTIMEO, &tv(s.opts.snd_timeout)).is_err()
         || setopt(fd, libc::SO_RCVTIMEO, &tv(s.opts.rcv_timeout)).is_err()
         || setopt(fd, libc::SO_PASSCRED, &(s.opts.passcred as i32)).is_err()
+        || setopt(fd, libc::SO_PASSSEC, &(s.opts.passsec as i32)).is_err()
         || setopt(fd, SO_BUF_LOCK, &(s.opts.buf_lock as i32)).is_err()
     {
         return Err("setting a unix socket's options");

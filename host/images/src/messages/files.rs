@@ -417,6 +417,9 @@ message! {
         13 file_perms: optional message<FilePermsEntry>,
         14 name_dir: optional string,
         15 deleted: optional bool,
+        /// revenant's own: socket options set that CRIU's entries have
+        /// no field for (`SO_PASSPIDFD`, `SO_TIMESTAMP`, `SO_PEEK_OFF`).
+        1000 extra_opts: repeated message<SockOptEntry>,
     }
 }
 
