@@ -1515,6 +1515,14 @@ fn ping_raw_and_udplite_sockets_come_back_with_their_filters() {
     checked_then_used("rawsock", false, "raw=ok");
 }
 
+/// A packet socket comes back bound to its interface and ethertype, with
+/// its filter, settings, fanout group and multicast membership: a
+/// datagram sent after the restore reaches it.
+#[test]
+fn packet_sockets_come_back_bound_with_their_settings() {
+    checked_then_used("pktsock", false, "packet=ok");
+}
+
 /// Netlink sockets come back with their port ids, groups (past 32 too),
 /// options and connection: the routing one still answers the kernel's
 /// way, the user one still reaches its peer at the same port id.

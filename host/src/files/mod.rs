@@ -27,6 +27,7 @@ pub mod inet;
 pub mod locks;
 pub mod memfd;
 pub mod netlink;
+pub mod packet;
 pub mod pipe;
 pub mod reg;
 pub mod sockopt;
@@ -50,6 +51,7 @@ pub mod fd_type {
     pub const INETSK: u32 = 4;
     pub const UNIXSK: u32 = 5;
     pub const TTY: u32 = 11;
+    pub const PACKETSK: u32 = 10;
     pub const NETLINKSK: u32 = 13;
     pub const MEMFD: u32 = 18;
 }
@@ -73,6 +75,7 @@ pub enum FileKind {
     /// An IPv4 or IPv6 socket.
     Inet(Box<self::inet::InetSock>),
     Netlink(self::netlink::NetlinkSock),
+    Packet(Box<self::packet::PacketSock>),
     /// A named pipe.
     Fifo(fifo::Fifo),
     Tty(tty::Tty),
@@ -136,6 +139,8 @@ pub struct Files {
     unix: Option<HashMap<u32, self::unixsk::Diag>>,
     /// The same of the netlink sockets.
     netlink: Option<HashMap<u32, self::netlink::Diag>>,
+    /// And of the packet sockets.
+    packet: Option<HashMap<u32, self::packet::Diag>>,
     /// TCP connections: whether they are kept, and those locked.
     pub tcp: self::inet::Connections,
     /// The most data of an unlinked file carried (`--ghost-limit`); `None`
@@ -225,6 +230,7 @@ impl Files {
                 FileKind::Unix(_) => fd_type::UNIXSK,
                 FileKind::Inet(_) => fd_type::INETSK,
                 FileKind::Netlink(_) => fd_type::NETLINKSK,
+                FileKind::Packet(_) => fd_type::PACKETSK,
                 FileKind::Fifo(_) => fd_type::FIFO,
                 FileKind::Tty(_) => fd_type::TTY,
             };
@@ -266,10 +272,19 @@ impl Files {
                     Some(s) => (fd_type::NETLINKSK, FileKind::Netlink(s)),
                     None => bail!("process {pid}: fd {fd}: socket {ino} is no longer a netlink socket"),
                 }
+            } else if domain == libc::AF_PACKET as u32 {
+                let diag = match &mut self.packet {
+                    Some(d) => d,
+                    none => none.insert(self::packet::diag()?),
+                };
+                match self::packet::dump(pid, fd, ino as u32, flags, diag)? {
+                    Some(s) => (fd_type::PACKETSK, FileKind::Packet(Box::new(s))),
+                    None => bail!("process {pid}: fd {fd}: socket {ino} is no longer a packet socket"),
+                }
             } else if let Some(s) = self::inet::dump(pid, fd, ino as u32, flags, &mut self.tcp)? {
                 (fd_type::INETSK, FileKind::Inet(Box::new(s)))
             } else {
-                return unsupported("a socket other than a unix, netlink, TCP or UDP one");
+                return unsupported("a socket of a family revenant does not know");
             }
         } else if let Some(kind) = target.strip_prefix("anon_inode:") {
             match self::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
@@ -547,6 +562,9 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
             plan.fds.push(FdPlan::socket(f, i.ino, i.flags, cloexec));
         } else if let Some(n) = &entry.nlsk {
             plan.fds.push(FdPlan::socket(f, n.ino, n.flags, cloexec));
+        } else if let Some(p) = &entry.psk {
+            // Packet sockets' entries have no inode: the file id names it.
+            plan.fds.push(FdPlan::socket(f, p.id, p.flags, cloexec));
         } else if let Some(t) = &entry.tty {
             plan.fds.push(tty::plan_fd(set, f, t, cloexec, &at)?);
         } else if let Some(fe) = &entry.fifo {
@@ -602,6 +620,7 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
             FileKind::Unix(u) => u.entry(e.id, fown),
             FileKind::Inet(i) => i.entry(e.id, fown),
             FileKind::Netlink(n) => n.entry(e.id, fown),
+            FileKind::Packet(p) => p.entry(e.id, fown),
             FileKind::Fifo(f) => f.entry(e.id),
             FileKind::Memfd(m) => m.entry(e.id, fown, &files.memfds),
             FileKind::Pipe(pp) => pp.entry(e.id, fown),

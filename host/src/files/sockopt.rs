@@ -105,7 +105,8 @@ pub fn common(s: i32) -> Result<SkOptsEntry> {
         so_snd_tmo_usec: snd.1,
         so_rcv_tmo_sec: rcv.0,
         so_rcv_tmo_usec: rcv.1,
-        so_passcred: Some(so(libc::SO_PASSCRED)? != 0),
+        // Newer kernels keep it for unix and netlink sockets only.
+        so_passcred: so(libc::SO_PASSCRED).ok().map(|v| v != 0),
         so_buf_lock: Some(so(SO_BUF_LOCK)? as u32),
         so_filter: filter(s).context("reading its socket filter")?,
         ..Default::default()
@@ -119,7 +120,9 @@ pub fn set_common(s: i32, o: &SkOptsEntry) -> Result<()> {
     set(s, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &((o.so_rcvbuf / 2) as i32))?;
     set(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv(o.so_snd_tmo_sec, o.so_snd_tmo_usec))?;
     set(s, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv(o.so_rcv_tmo_sec, o.so_rcv_tmo_usec))?;
-    set(s, libc::SOL_SOCKET, libc::SO_PASSCRED, &i32::from(o.so_passcred.unwrap_or(false)))?;
+    if o.so_passcred == Some(true) {
+        set(s, libc::SOL_SOCKET, libc::SO_PASSCRED, &1i32)?;
+    }
     // Forcing the sizes locked them; the dumped locks go back.
     set(s, libc::SOL_SOCKET, SO_BUF_LOCK, &(o.so_buf_lock.unwrap_or(0) as i32))?;
     set_filter(s, &o.so_filter)

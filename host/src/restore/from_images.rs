@@ -156,6 +156,7 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
     let keeper =
         inet.iter().any(|(_, s)| s.stream.is_some()).then(|| crate::files::tcp_keeper::name(&set.dir)).transpose()?;
     let netlink = crate::files::netlink::plan(set)?;
+    let packet = crate::files::packet::plan(set)?;
     let inflight = crate::files::unixsk::in_flight(set, &sockets)?;
     controlling_ttys(&ttys, &mut processes, &mut warnings)?;
     for p in &processes {
@@ -164,7 +165,7 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         let maps = p.ghosts.iter().map(|(path, g)| (format!("PID {}", p.pid), path, g));
         warnings.extend(fds.chain(maps).filter_map(|(who, path, g)| crate::files::ghost::taken_warning(&who, path, g)));
     }
-    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, netlink, inflight, keeper };
+    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, netlink, packet, inflight, keeper };
     Ok(TreePlan { processes, zombies, ipc, host, warnings })
 }
 

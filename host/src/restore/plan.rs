@@ -52,6 +52,8 @@ pub struct HostObjects {
     pub inet: Vec<(u32, crate::files::inet::InetSock)>,
     /// Netlink sockets.
     pub netlink: Vec<(u32, crate::files::netlink::NetlinkSock)>,
+    /// Packet sockets.
+    pub packet: Vec<(u32, crate::files::packet::PacketSock)>,
     /// Files in flight in messages queued on unix sockets.
     pub inflight: Vec<crate::files::unixsk::InFlight>,
     /// Where the dump's keeper of TCP connections would answer.

@@ -329,12 +329,14 @@ pub fn restore_tree(
     let mut sockets = crate::files::unixsk::make(&host.sockets, &carried)?;
     let mut inet = crate::files::inet::make(&host.inet, host.keeper.as_deref())?;
     let netlink = crate::files::netlink::make(&host.netlink)?;
+    let packet = crate::files::packet::make(&host.packet)?;
     let made: Vec<(u32, i32)> = ttys
         .fds
         .iter()
         .chain(&sockets.fds)
         .chain(&inet.fds)
         .chain(&netlink.fds)
+        .chain(&packet)
         .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .collect();

@@ -369,6 +369,60 @@ message! {
 }
 
 message! {
+    /// A link-layer address a packet socket joined (`PACKET_ADD_MEMBERSHIP`):
+    /// `index` the interface, `type` `PACKET_MR_*`.
+    pub struct PacketMclist ("packet_mclist") {
+        1 index: required uint32,
+        2 r#type: required uint32,
+        3 addr: required bytes,
+    }
+}
+
+message! {
+    /// A packet socket's memory-mapped ring (`PACKET_RX_RING`,
+    /// `PACKET_TX_RING`).
+    pub struct PacketRing ("packet_ring") {
+        1 block_size: required uint32,
+        2 block_nr: required uint32,
+        3 frame_size: required uint32,
+        4 frame_nr: required uint32,
+        5 retire_tmo: required uint32,
+        6 sizeof_priv: required uint32,
+        7 features: required uint32,
+    }
+}
+
+message! {
+    /// A packet socket (`AF_PACKET`): `protocol` the ethertype it takes
+    /// (in network order, as `socket` takes it), `ifindex` the interface it is bound to (0: all),
+    /// `fanout` `id | type << 16 | flags << 24` (none: all ones).
+    pub struct PacketSockEntry ("packet_sock_entry") {
+        1 id: required uint32,
+        2 r#type: required uint32,
+        3 protocol: required uint32,
+        4 flags: required uint32 [Fmt::Hex],
+        5 ifindex: required uint32,
+        6 fown: required message<FownEntry>,
+        7 opts: required message<SkOptsEntry>,
+        8 version: required uint32,
+        9 reserve: required uint32,
+        10 aux_data: required bool,
+        11 orig_dev: required bool,
+        12 vnet_hdr: required bool,
+        13 loss: required bool,
+        14 timestamp: required uint32,
+        15 copy_thresh: required uint32,
+        16 mclist: repeated message<PacketMclist>,
+        17 fanout: optional uint32,
+        18 rx_ring: optional message<PacketRing>,
+        19 tx_ring: optional message<PacketRing>,
+        20 ns_id: optional uint32,
+        /// revenant's own: socket options set that have no field above.
+        1000 extra_opts: repeated message<SockOptEntry>,
+    }
+}
+
+message! {
     /// A netlink socket: `portid` 0 for one never bound, `groups` the
     /// multicast groups it joined (bit N-1 of the bitmap for group N),
     /// `state` 1 once connected to `dst_portid` or group `dst_group`.
@@ -538,6 +592,7 @@ message! {
         3 reg: optional message<RegFileEntry>,
         4 isk: optional message<InetSkEntry>,
         5 nsf: optional message<NsFileEntry>,
+        6 psk: optional message<PacketSockEntry>,
         7 nlsk: optional message<NetlinkSkEntry>,
         8 efd: optional message<EventfdFileEntry>,
         9 epfd: optional message<EventpollFileEntry>,
