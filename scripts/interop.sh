@@ -364,6 +364,7 @@ case_ inetsrv inetsrv '@OUT@' null - 3 '^tick=[0-9]+ inet=ok$' - - \
 case_ rawsock rawsock '@OUT@' null - 3 '^tick=[0-9]+ raw=ok$' - - \
     'queued UDP-Lite datagrams, IP_RECVTTL' '^tick=[0-9]+ raw=(ok|BAD:(recvttl,)?queue\(0\),)$'
 case_ pktsock pktsock '@OUT@' null - 3 '^tick=[0-9]+ packet=ok$' - -
+case_ pidfds pidfds '@OUT@' null - 3 '^tick=[0-9]+ pidfd=ok$' - -
 case_ nlsock nlsock '@OUT@ plain' null - 3 '^tick=[0-9]+ netlink=ok$' - -
 TCP=--tcp-established
 case_ tcpconn tcpconn '@OUT@' null - 3 '^tick=[0-9]+ tcp=ok$' - -

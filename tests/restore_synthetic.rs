@@ -181,6 +181,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 ghost: None,
                 tty: None,
                 socket: false,
+                dead_pidfd: None,
             },
             FdPlan {
                 fd: 1,
@@ -195,6 +196,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
                 ghost: None,
                 tty: None,
                 socket: false,
+                dead_pidfd: None,
             },
         ],
         pipes: vec![],

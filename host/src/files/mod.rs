@@ -290,6 +290,7 @@ impl Files {
             match self::anonfd::dump(pid, fd, kind, fdinfo, flags)? {
                 Some(a) => {
                     if let self::anonfd::AnonFile::Pidfd { pid: of, .. } = a.file
+                        && of != -1
                         && !self.tree.contains(&of)
                     {
                         return unsupported(&format!("a pidfd of process {of}, outside the dumped tree,"));
@@ -496,13 +497,16 @@ pub struct FdPlan {
     pub tty: Option<u32>,
     /// A socket (unix or inet), which the host makes.
     pub socket: bool,
+    /// A pidfd of a process that had exited (the inode it had), which the
+    /// host makes.
+    pub dead_pidfd: Option<u32>,
 }
 
 impl FdPlan {
     /// Made by the host before any process exists, and placed at a slot
     /// of the tree by its root.
     pub fn host_made(&self) -> bool {
-        self.tty.is_some() || self.socket
+        self.tty.is_some() || self.socket || self.dead_pidfd.is_some()
     }
 
     /// Fd `f` on socket inode `ino` (unix or inet), which the host makes.
@@ -555,6 +559,8 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
         let at = format!("{fdinfo}: entry {i}: fd {}", f.fd);
         if let Some(pe) = &entry.pipe {
             pipe::plan_fd(set, &mut plan.pipes, f, pe, cloexec);
+        } else if let Some(e) = entry.pidfd.as_ref().filter(|e| e.nspid == -1) {
+            plan.fds.push(anonfd::pidfd::plan_dead(f, e, cloexec, &at)?);
         } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
         } else if let Some(u) = &entry.usk {
             plan.fds.push(FdPlan::socket(f, u.ino, u.flags, cloexec));

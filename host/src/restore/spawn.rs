@@ -330,6 +330,7 @@ pub fn restore_tree(
     let mut inet = crate::files::inet::make(&host.inet, host.keeper.as_deref())?;
     let netlink = crate::files::netlink::make(&host.netlink)?;
     let packet = crate::files::packet::make(&host.packet)?;
+    let dead_pidfds = crate::files::anonfd::pidfd::make_dead(plans.iter().flat_map(|p| &p.fds))?;
     let made: Vec<(u32, i32)> = ttys
         .fds
         .iter()
@@ -337,6 +338,7 @@ pub fn restore_tree(
         .chain(&inet.fds)
         .chain(&netlink.fds)
         .chain(&packet)
+        .chain(&dead_pidfds)
         .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .collect();

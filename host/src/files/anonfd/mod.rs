@@ -15,7 +15,7 @@ use revenant_images::{ImageSet, Process};
 mod epoll;
 mod eventfd;
 mod inotify;
-mod pidfd;
+pub mod pidfd;
 mod signalfd;
 mod timerfd;
 
@@ -112,7 +112,7 @@ impl Anon {
             (e.flags, AnonFile::Inotify { watches: inotify::from_entry(e, at)? })
         } else if let Some(e) = &entry.pidfd {
             if e.nspid <= 0 {
-                bail!("{at}: pidfd.nspid {}: a pidfd of a process that had exited: not restored yet", e.nspid);
+                bail!("{at}: pidfd.nspid {}: not a process of the tree", e.nspid);
             }
             (e.flags, AnonFile::Pidfd { pid: e.nspid, ino: e.ino })
         } else {
