@@ -2,7 +2,10 @@
 # Restore speed: wall time of `revenant restore -d` for processes holding
 # 1, 64, 256 and 1024 MiB of touched heap (tests/dumpees/bigmem.c), median
 # of several runs, beside the time `dd` takes to read the same pages image
-# from the page cache (the floor: a restore has to read every page), and
+# from the page cache (the floor: a restore has to read every page) into
+# one 4 MiB buffer again and again, and into one buffer as big as the
+# image (`dd_fresh`: what reading it into memory never used costs, which a
+# restore pays for every page it places), and
 # `revenant restore -d --lazy`: when it returns, and when its page server
 # reports the last page in (counted from the moment it got the process).
 # With CRIU naming a criu binary, the same process is also dumped by CRIU,
@@ -48,8 +51,14 @@ dd_ms() {
     t0=$(now); dd if="$1" of=/dev/null bs=4M status=none; t1=$(now)
     ms "$t0" "$t1"
 }
+dd_fresh_ms() {
+    local t0 t1 size
+    size=$(stat -c %s "$1")
+    t0=$(now); dd if="$1" of=/dev/null bs="$size" count=1 iflag=fullblock status=none; t1=$(now)
+    ms "$t0" "$t1"
+}
 
-printf '%-9s %10s %10s %10s %12s %10s' size dump restore lazy lazy_last dd
+printf '%-9s %10s %10s %10s %12s %10s %10s' size dump restore lazy lazy_last dd dd_fresh
 [ -n "${CRIU:-}" ] && printf ' %12s %10s %10s' rev_criu_img criu_dd criu
 printf '   (ms, medians of %s)\n' "$RUNS"
 for MIB in $SIZES; do
@@ -73,10 +82,11 @@ for MIB in $SIZES; do
     t0=$(now); "$REV" dump -t "$PID" -D "$D"; t1=$(now)
     { wait "$PID"; } 2>/dev/null || true
     dump=$(ms "$t0" "$t1")
-    restores=() lazies=() lasts=() dds=() revcriu=() cdds=() criu=()
+    restores=() lazies=() lasts=() dds=() fresh=() revcriu=() cdds=() criu=()
     for i in $(seq "$RUNS"); do
         restores+=("$(restore_ms "$D")"); kill -9 "$PID"; gone "$PID"; free "$PID"
         dds+=("$(dd_ms "$D/pages-1.img")")
+        fresh+=("$(dd_fresh_ms "$D/pages-1.img")")
         L="$WORK/lazy-$i.log"
         lazies+=("$(restore_ms "$D" --lazy -o "$L")")
         # The page server appends its figure to the log when it is done.
@@ -93,9 +103,10 @@ for MIB in $SIZES; do
             criu+=("$(ms "$t0" "$t1")"); kill -9 "$PID"; gone "$PID"; free "$PID"
         fi
     done
-    printf '%-9s %10s %10s %10s %12s %10s' "${MIB} MiB" "$dump" \
+    printf '%-9s %10s %10s %10s %12s %10s %10s' "${MIB} MiB" "$dump" \
         "$(printf '%s\n' "${restores[@]}" | median)" "$(printf '%s\n' "${lazies[@]}" | median)" \
-        "$(printf '%s\n' "${lasts[@]}" | median)" "$(printf '%s\n' "${dds[@]}" | median)"
+        "$(printf '%s\n' "${lasts[@]}" | median)" "$(printf '%s\n' "${dds[@]}" | median)" \
+        "$(printf '%s\n' "${fresh[@]}" | median)"
     if [ -n "${CRIU:-}" ]; then
         printf ' %12s %10s %10s' "$(printf '%s\n' "${revcriu[@]}" | median)" \
             "$(printf '%s\n' "${cdds[@]}" | median)" "$(printf '%s\n' "${criu[@]}" | median)"
