@@ -22,7 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static int names(int fd, pid_t pid)
+/* The Pid line of fd's fdinfo; 0 when there is none to read. */
+static int fdinfo_pid(int fd)
 {
 	char path[64], buf[1024];
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
@@ -34,24 +35,19 @@ static int names(int fd, pid_t pid)
 		return 0;
 	buf[n] = 0;
 	char *p = strstr(buf, "\nPid:");
-	return p && atoi(p + 5) == pid && syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) == 0;
+	return p ? atoi(p + 5) : 0;
+}
+
+static int names(int fd, pid_t pid)
+{
+	return fdinfo_pid(fd) == pid && syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) == 0;
 }
 
 /* A pidfd of a process that has exited and been collected. */
 static int dead(int fd)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
-	int f = open(path, O_RDONLY);
-	ssize_t n = f < 0 ? -1 : read(f, buf, sizeof(buf) - 1);
-	if (f >= 0)
-		close(f);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strstr(buf, "\nPid:");
 	struct pollfd pf = {.fd = fd, .events = POLLIN};
-	return p && atoi(p + 5) == -1 && poll(&pf, 1, 0) == 1 && (pf.revents & POLLIN) &&
+	return fdinfo_pid(fd) == -1 && poll(&pf, 1, 0) == 1 && (pf.revents & POLLIN) &&
 	       syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) < 0 && errno == ESRCH;
 }
 

@@ -242,7 +242,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, conns: &mut Connections) ->
     }
     // Packets from the network or the kernel: nobody could send them
     // to it again.
-    if (icmp || raw) && has_data(s) {
+    if (icmp || raw) && super::sockopt::has_data(s) {
         bail!("{what}: packets wait to be read on this {} socket: not supported", kind_name(ty, proto));
     }
     let (state, backlog) = if tcp {
@@ -487,14 +487,6 @@ fn kind_name(ty: u32, proto: u32) -> &'static str {
         (_, libc::IPPROTO_UDPLITE) => "UDP-Lite",
         _ => "ICMP",
     }
-}
-
-/// Whether a packet waits on `s` (poll, which changes nothing; ping
-/// sockets have no `FIONREAD`).
-fn has_data(s: i32) -> bool {
-    let mut p = libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one pollfd of ours, no waiting.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
 }
 
 /// The shutdown bits poll shows: reading shut (`POLLRDHUP`), both

@@ -145,7 +145,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
     if d.flags & NDIAG_FLAG_CB_RUNNING != 0 {
         bail!("{what}: a netlink socket (protocol {protocol}) the kernel is still answering a dump request on");
     }
-    if has_data(s) {
+    if sockopt::has_data(s) {
         bail!("{what}: a netlink socket (protocol {protocol}) with messages waiting to be read: not supported");
     }
     let mut groups = d.groups;
@@ -174,14 +174,6 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
         nl_opts,
         extra,
     }))
-}
-
-/// Whether a message waits on `s` (poll, which changes nothing; a
-/// netlink socket has no `FIONREAD`).
-fn has_data(s: i32) -> bool {
-    let mut p = libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one pollfd of ours, no waiting.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
 }
 
 impl NetlinkSock {

@@ -136,9 +136,7 @@ pub fn dump(pid: i32, fd: i32, ino: u32, flags: u32, diag: &HashMap<u32, Diag>) 
     if d.ring {
         bail!("{what}: a packet socket with a memory-mapped ring (PACKET_RX_RING or PACKET_TX_RING): not supported");
     }
-    let mut p = libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one pollfd of ours, no waiting.
-    if unsafe { libc::poll(&mut p, 1, 0) } > 0 && p.revents & libc::POLLIN != 0 {
+    if sockopt::has_data(s) {
         bail!("{what}: a packet socket with frames waiting to be read: not supported (nothing can queue them again)");
     }
     let fanout = sockopt::get::<u32>(s, libc::SOL_PACKET, libc::PACKET_FANOUT).unwrap_or(0);

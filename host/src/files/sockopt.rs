@@ -306,3 +306,11 @@ pub fn timestamps(opts: &[SockOptEntry]) -> bool {
     .into_iter()
     .any(|t| has_extra(opts, t as i32))
 }
+
+/// Whether something waits to be read on `s`: poll, which changes nothing
+/// (ping, netlink and packet sockets have no `FIONREAD`).
+pub fn has_data(s: i32) -> bool {
+    let mut p = libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd of ours, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLIN != 0 }
+}
