@@ -249,6 +249,28 @@ fn extra_for(family: i32, ty: i32, proto: i32) -> impl Iterator<Item = (i32, i32
 /// The options of [`EXTRA`] on which `s` differs from a socket of the
 /// same kind made now (which reads the machine's defaults the same way).
 pub fn extra(s: i32, family: i32, ty: i32, proto: i32) -> Result<Vec<SockOptEntry>> {
+    let defaults = defaults(family, ty, proto)?;
+    let mut out = vec![];
+    for ((level, name), d) in extra_for(family, ty, proto).zip(defaults) {
+        // An option this kernel does not have is one nobody set.
+        let (Ok(v), Some(d)) = (get::<i32>(s, level, name), d) else { continue };
+        if v != d {
+            out.push(SockOptEntry { level: level as u32, name: name as u32, value: v, ..Default::default() });
+        }
+    }
+    Ok(out)
+}
+
+/// What a new socket of this kind reads for each option of [`extra_for`]
+/// (`None` where the kernel lacks it): asked once per kind, as a server's
+/// thousand sockets are read while the tree is frozen.
+fn defaults(family: i32, ty: i32, proto: i32) -> Result<Vec<Option<i32>>> {
+    type Kinds = std::collections::HashMap<(i32, i32, i32), Vec<Option<i32>>>;
+    static SEEN: std::sync::Mutex<Option<Kinds>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(d) = seen.get_or_insert_default().get(&(family, ty, proto)) {
+        return Ok(d.clone());
+    }
     // SAFETY: a new socket, owned at once.
     let raw = unsafe { libc::socket(family, ty | libc::SOCK_CLOEXEC, proto) };
     if raw < 0 {
@@ -257,15 +279,10 @@ pub fn extra(s: i32, family: i32, ty: i32, proto: i32) -> Result<Vec<SockOptEntr
     }
     // SAFETY: just made.
     let fresh = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
-    let mut out = vec![];
-    for (level, name) in extra_for(family, ty, proto) {
-        // An option this kernel does not have is one nobody set.
-        let (Ok(v), Ok(d)) = (get::<i32>(s, level, name), get::<i32>(fresh.as_raw_fd(), level, name)) else { continue };
-        if v != d {
-            out.push(SockOptEntry { level: level as u32, name: name as u32, value: v, ..Default::default() });
-        }
-    }
-    Ok(out)
+    let d: Vec<Option<i32>> =
+        extra_for(family, ty, proto).map(|(level, name)| get::<i32>(fresh.as_raw_fd(), level, name).ok()).collect();
+    seen.get_or_insert_default().insert((family, ty, proto), d.clone());
+    Ok(d)
 }
 
 /// Refuses an entry of `opts` that is not an option of [`EXTRA`] for
