@@ -1654,7 +1654,10 @@ fn inotify_watches_come_back_with_their_numbers() {
 /// A file unlinked while open (two descriptions of it) comes back with its
 /// contents, offsets, mode and no link, under its old path; nothing is
 /// left at that path. One whose path holds another file now (a rotated
-/// log) comes back beside it, as the check says beforehand.
+/// log) comes back beside it, as the check says beforehand. One made with
+/// `O_TMPFILE` (Python's `TemporaryFile`, glibc's `tmpfile`) comes back
+/// the same way: one file behind its descriptions and mapping, and one
+/// that can still be linked into its directory.
 #[test]
 fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
     let _w = watchdog::start();
@@ -1674,11 +1677,23 @@ fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
     assert!(report.notes.iter().any(|n| n.contains(&said) && n.contains(&*aside.to_string_lossy())), "{report:?}");
     let last = tick(std::fs::read_to_string(&out).unwrap().lines().last().unwrap());
     run(&images, &Options { detach: true, ..Default::default() }).unwrap();
-    let after = wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
-    stop(pid);
-    let after: Vec<&str> = after.lines().filter(|l| tick(l) > last).collect();
-    assert!(after.iter().all(|l| l.ends_with("ghost=ok")), "{after:?}");
+    wait_for(&out, |l| l.last().is_some_and(|x| tick(x) >= last + 3));
     assert!(!work.join("scratch").exists() && !aside.exists());
+    let names = |d: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&work), ["app.log", "images", "out"]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGUSR1).unwrap();
+    let after =
+        wait_for(&out, |l| l.iter().any(|x| x.starts_with("link=")) && l.last().is_some_and(|x| tick(x) >= last + 5));
+    stop(pid);
+    assert!(after.lines().any(|l| l == "link=ok"), "{after}");
+    let after: Vec<&str> = after.lines().filter(|l| l.starts_with("tick=") && tick(l) > last).collect();
+    assert!(after.iter().all(|l| l.ends_with("ghost=ok")), "{after:?}");
+    assert!(work.join("tmp-linked").exists());
     let _ = std::fs::remove_dir_all(&work);
 }
 

@@ -10,17 +10,32 @@
  * the shared one carrying a write each tick, the untouched page of the
  * private one still reading from the file. And a log rotated away:
  * DIR/app.log unlinked while open and made again with other contents;
- * both must keep their own.
- * Every tick: "tick=N ghost=ok|BAD" to OUTFILE.
+ * both must keep their own. And a file made with O_TMPFILE in DIR
+ * (never named), open twice (the second description through
+ * /proc/self/fd) and mapped shared: one file behind all three, no link,
+ * its offset, mode and contents; on SIGUSR1 it is linked into DIR as
+ * "tmp-linked" (which only a file made by O_TMPFILE allows), found there
+ * from then on.
+ * Every tick: "tick=N ghost=ok|BAD" to OUTFILE; once linked,
+ * "link=ok|BAD" before it.
  * usage: ghost OUTFILE DIR */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+static volatile sig_atomic_t link_asked;
+
+static void ask_link(int sig)
+{
+	(void)sig;
+	link_asked = 1;
+}
 
 int main(int argc, char **argv)
 {
@@ -75,6 +90,20 @@ int main(int argc, char **argv)
 	int nl = open(lp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	if (nl < 0 || write(nl, "new log", 7) != 7 || close(nl))
 		return 12;
+	int t = open(argv[2], O_RDWR | O_TMPFILE, 0604);
+	if (t < 0 || ftruncate(t, 4096) || pwrite(t, "tmpfile data", 12, 0) != 12 || lseek(t, 5, SEEK_SET) != 5)
+		return 13;
+	char tpath[64], tshown[4200], twant[4200], tlinked[4200], tmap[128];
+	snprintf(tpath, sizeof(tpath), "/proc/self/fd/%d", t);
+	int t2 = open(tpath, O_RDONLY);
+	char *tm = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, t, 0);
+	struct stat tst;
+	if (t2 < 0 || tm == MAP_FAILED || fstat(t, &tst))
+		return 14;
+	snprintf(tmap, sizeof(tmap), "/proc/self/map_files/%lx-%lx", (unsigned long)tm, (unsigned long)tm + 4096);
+	snprintf(tlinked, sizeof(tlinked), "%s/tmp-linked", argv[2]);
+	signal(SIGUSR1, ask_link);
+	int linked = 0;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
 	snprintf(procfd, sizeof(procfd), "/proc/self/fd/%d", a);
 	for (unsigned long tick = 1;; tick++) {
@@ -103,6 +132,29 @@ int main(int argc, char **argv)
 		     st.st_nlink == 0 && nf >= 0 && pread(nf, nb, 7, 0) == 7 && memcmp(nb, "new log", 7) == 0;
 		if (nf >= 0)
 			close(nf);
+		/* The O_TMPFILE file: its inode number changes with a restore,
+		 * so the name it shows is checked against the current one. */
+		struct stat t1s, t2s, tms;
+		char tb[16] = "";
+		ok = ok && fstat(t, &t1s) == 0 && fstat(t2, &t2s) == 0 && stat(tmap, &tms) == 0 &&
+		     t1s.st_ino == t2s.st_ino && t1s.st_ino == tms.st_ino && t1s.st_nlink == (nlink_t)linked &&
+		     (t1s.st_mode & 0777) == 0604 && lseek(t, 0, SEEK_CUR) == 5 && pread(t2, tb, 12, 0) == 12 &&
+		     memcmp(tb, "tmpfile data", 12) == 0 && memcmp(tm, "tmpfile data", 12) == 0;
+		n = readlink(tpath, tshown, sizeof(tshown) - 1);
+		tshown[n > 0 ? n : 0] = 0;
+		/* Linked or not, the descriptor keeps the name it was made
+		 * with: "DIR/#INO (deleted)" (a restore by CRIU keeps the old
+		 * INO, ours shows the new one, as the kernel names it). */
+		snprintf(twant, sizeof(twant), "%s/#", argv[2]);
+		size_t tl = strlen(tshown);
+		ok = ok && strncmp(tshown, twant, strlen(twant)) == 0 && tl > 10 &&
+		     strcmp(tshown + tl - 10, " (deleted)") == 0;
+		struct stat ls;
+		ok = ok && (!linked || (stat(tlinked, &ls) == 0 && ls.st_ino == t1s.st_ino));
+		if (link_asked && !linked) {
+			linked = linkat(AT_FDCWD, tpath, AT_FDCWD, tlinked, AT_SYMLINK_FOLLOW) == 0;
+			dprintf(out, "link=%s\n", linked ? "ok" : "BAD");
+		}
 		sh[100] = (char)('0' + tick % 10);
 		dprintf(out, "tick=%lu ghost=%s\n", tick, ok ? "ok" : "BAD");
 		struct timespec ts = {0, 30000000};

@@ -51,14 +51,32 @@ pub struct Ghost {
     /// made again by its rotation): it is then made beside it, under the
     /// name [`plan`] gives, which /proc shows for it.
     pub taken: Option<PathBuf>,
+    /// It was made with `O_TMPFILE` and never named: made again the same
+    /// way, so that it can still be linked into a directory (`linkat`),
+    /// which a file made at a path and unlinked never can.
+    pub tmpfile: bool,
 }
+
+/// The bit of `O_TMPFILE` that is not `O_DIRECTORY`: what marks a file
+/// made by it in its flags (`fdinfo` keeps it; CRIU's entries too).
+pub const TMPFILE: i32 = nix::libc::O_TMPFILE & !nix::libc::O_DIRECTORY;
 
 impl Ghost {
     /// A removed directory or deleted FIFO: a node without contents.
     pub fn empty(key: u32, m: &std::fs::Metadata) -> Ghost {
         let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
         let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size: 0, pieces: vec![], taken: None }
+        Ghost {
+            key,
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode(),
+            atime,
+            mtime,
+            size: 0,
+            pieces: vec![],
+            ..Ghost::default()
+        }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -117,7 +135,7 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64
     }
     let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
     let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces, taken: None })
+    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces, ..Ghost::default() })
 }
 
 /// The ghost files a restore made, unlinked when this goes (or earlier,
@@ -126,6 +144,11 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64
 pub struct Made {
     paths: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
+    /// Files made with `O_TMPFILE`, by their planned path (`DIR/#INO`,
+    /// which never exists): held open until the tasks have opened them
+    /// through [`Made::opened_at`], or taken the description itself
+    /// (its id).
+    tmpfiles: Vec<(PathBuf, std::fs::File, Option<u32>)>,
 }
 
 impl Made {
@@ -145,7 +168,26 @@ impl Made {
         Ok(())
     }
 
+    /// Where the tasks open the file planned at `path`: a file made with
+    /// `O_TMPFILE` has no name, so they open it through this process's
+    /// descriptor (`/proc/PID/fd/N`), which reaches the same file.
+    pub fn opened_at(&self, path: &Path) -> Option<PathBuf> {
+        let (_, f, _) = self.tmpfiles.iter().find(|(p, _, _)| p == path)?;
+        Some(PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())))
+    }
+
+    pub fn has_tmpfiles(&self) -> bool {
+        !self.tmpfiles.is_empty()
+    }
+
+    /// The descriptions made here that the tree takes as they are: (id,
+    /// our descriptor).
+    pub fn descriptions(&self) -> impl Iterator<Item = (u32, i32)> + '_ {
+        self.tmpfiles.iter().filter_map(|(_, f, id)| Some(((*id)?, f.as_raw_fd())))
+    }
+
     pub fn unlink(&mut self) {
+        self.tmpfiles.clear();
         for p in self.paths.drain(..) {
             let _ = std::fs::remove_file(&p);
         }
@@ -162,15 +204,19 @@ impl Drop for Made {
 }
 
 /// Creates each (path, ghost) once, a file already made linked under any
-/// further name it had; a path taken since the dump is refused.
-pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Result<Made> {
+/// further name it had; a path taken since the dump is refused. A file
+/// made with `O_TMPFILE` is made so again; `creator` names the fd plan
+/// (description id, open flags) of the description that made it, if the
+/// program still holds it: that one is the host's, handed to the tree.
+pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u32, i32)>)>) -> Result<Made> {
     let mut made = Made::default();
     let mut firsts: Vec<(u32, PathBuf)> = vec![];
     // Directories first: an unlinked file may have been in one.
     let mut ghosts: Vec<_> = ghosts.into_iter().collect();
-    ghosts.sort_by_key(|(p, g)| (!g.is_dir(), p.components().count()));
-    for (path, g) in ghosts {
-        if made.paths.iter().chain(&made.dirs).any(|p| p == path) {
+    ghosts.sort_by_key(|(p, g, _)| (!g.is_dir(), p.components().count()));
+    let creators: Vec<(u32, (u32, i32))> = ghosts.iter().filter_map(|(_, g, c)| Some((g.key, (*c)?))).collect();
+    for &(path, g, _) in &ghosts {
+        if made.paths.iter().chain(&made.dirs).chain(made.tmpfiles.iter().map(|t| &t.0)).any(|p| p == path) {
             continue;
         }
         made.parents_of(path)?;
@@ -207,14 +253,28 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Resu
             continue;
         }
         firsts.push((g.key, path.to_path_buf()));
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(g.mode & 0o7777)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(path)
-            .with_context(|| format!("creating the unlinked file {} again", path.display()))?;
-        made.paths.push(path.to_path_buf());
+        let f = if g.tmpfile {
+            let creator = creators.iter().find(|(k, _)| *k == g.key).map(|(_, c)| *c);
+            let held = tmpfile(path, g, creator.map(|(_, flags)| flags))?;
+            // Filled through a description of our own: the program's may
+            // be write-only or appending.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(format!("/proc/self/fd/{}", held.as_raw_fd()))
+                .with_context(|| format!("opening the O_TMPFILE file {} again", path.display()))?;
+            made.tmpfiles.push((path.to_path_buf(), held, creator.map(|(id, _)| id)));
+            f
+        } else {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(g.mode & 0o7777)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(path)
+                .with_context(|| format!("creating the unlinked file {} again", path.display()))?;
+            made.paths.push(path.to_path_buf());
+            f
+        };
         use std::os::unix::fs::FileExt;
         f.set_len(g.size).with_context(|| format!("sizing {}", path.display()))?;
         for (off, data) in &g.pieces {
@@ -223,6 +283,31 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost)>) -> Resu
         set_attrs(&f, path, g)?;
     }
     Ok(made)
+}
+
+/// A new file made with `O_TMPFILE` in the directory of `path`, opened
+/// with the program's `flags` (its access mode, `O_NOFOLLOW`, ...; those
+/// `fcntl` sets are set where the tree takes it) or read-write.
+fn tmpfile(path: &Path, g: &Ghost, flags: Option<i32>) -> Result<std::fs::File> {
+    use nix::libc::{O_ACCMODE, O_APPEND, O_ASYNC, O_CLOEXEC, O_DIRECT, O_NOATIME, O_NONBLOCK, O_RDWR, O_TMPFILE};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let flags = flags.unwrap_or(O_RDWR) & !(O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME | O_NONBLOCK);
+    let d = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a plain open of a NUL-terminated path; the descriptor is
+    // owned at once.
+    let fd = unsafe { nix::libc::open(d.as_ptr(), flags | O_TMPFILE | O_CLOEXEC, g.mode & 0o7777) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| {
+            format!(
+                "creating the O_TMPFILE file {} again in {} ({})",
+                path.display(),
+                dir.display(),
+                if flags & O_ACCMODE == O_RDWR { "read-write" } else { "write-only" }
+            )
+        });
+    }
+    // SAFETY: just opened, ours alone.
+    Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// Gives `f`, made again at `path`, the owner, mode and times of `g`.
@@ -257,7 +342,10 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
         bail!("{at}: {} was unlinked when dumped, and {} cannot make it again", r.name, there.display());
     }
     let own = PathBuf::from(&r.name);
-    let (path, taken) = if std::fs::symlink_metadata(&own).is_err() {
+    // Named as the kernel names a file made by O_TMPFILE, "#INO" (whose
+    // number the dump checked), and unlinked: never named.
+    let tmpfile = own.file_name().and_then(|n| n.to_str()?.strip_prefix('#')).is_some_and(|i| i.parse::<u64>().is_ok());
+    let (path, taken) = if tmpfile || std::fs::symlink_metadata(&own).is_err() {
         (own, None)
     } else {
         let name = own.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -276,7 +364,7 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
     let (atime, mtime) = (time(&e.atim), time(&e.mtim));
     let pieces = data.clone();
-    Ok(Some((path, Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces, taken })))
+    Ok(Some((path, Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces, taken, tmpfile })))
 }
 
 /// The warning for a ghost made at `path` because its own was taken.

@@ -332,10 +332,6 @@ impl Files {
         } else if !target.starts_with('/') {
             return unsupported("a special file");
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_file() && m.nlink() == 0) {
-            // An O_TMPFILE file never had a name: the kernel shows "#INO".
-            if path.rsplit('/').next() == Some(format!("#{ino}").as_str()) {
-                return unsupported("an O_TMPFILE file");
-            }
             let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: Some(m.len()), mode: m.mode() };
             let id = self.push(FileKind::Reg(reg));
             self.add_ghost(id, &p, &target, &m).with_context(|| format!("process {pid}: fd {fd}"))?;
@@ -500,13 +496,16 @@ pub struct FdPlan {
     /// A pidfd of a process that had exited (the inode it had), which the
     /// host makes.
     pub dead_pidfd: Option<u32>,
+    /// The description that made its unlinked file with `O_TMPFILE`,
+    /// which the host makes with the file (`ghost::make`).
+    pub tmpfile_itself: bool,
 }
 
 impl FdPlan {
     /// Made by the host before any process exists, and placed at a slot
     /// of the tree by its root.
     pub fn host_made(&self) -> bool {
-        self.tty.is_some() || self.socket || self.dead_pidfd.is_some()
+        self.tty.is_some() || self.socket || self.dead_pidfd.is_some() || self.tmpfile_itself
     }
 
     /// Fd `f` on socket inode `ino` (unix or inet), which the host makes.

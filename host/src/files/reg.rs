@@ -39,8 +39,7 @@ impl Files {
         }
         // Unlinked since it was mapped: carried as a ghost file, as its fds
         // are. One still linked under another name in the same directory
-        // is mapped by that name; one linked elsewhere, or never named (an
-        // O_TMPFILE file, "#INO"), is refused.
+        // is mapped by that name; one linked elsewhere is refused.
         let unlinked = name.strip_suffix(" (deleted)");
         let linked = unlinked.filter(|_| m.file_type().is_file() && m.nlink() != 0).and_then(|p| linked_name(p, &m));
         let deleted = unlinked.filter(|_| linked.is_none());
@@ -62,9 +61,6 @@ impl Files {
                 bail!(
                     "process {pid}: {name}: a deleted file still linked elsewhere, or not a regular file: not supported"
                 );
-            }
-            if path.rsplit('/').next() == Some(format!("#{}", m.ino()).as_str()) {
-                bail!("process {pid}: {name}: an O_TMPFILE file: not supported");
             }
         }
         let size = m.file_type().is_file().then_some(m.len());
@@ -178,14 +174,28 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
     } else {
         check_size(r, &format!("fd {}", f.fd))?;
     }
+    // The description O_TMPFILE made (the others were opened through
+    // /proc): the host makes it so again.
+    let tmpfile_itself = ghost.as_ref().is_some_and(|g| g.tmpfile) && r.flags as i32 & super::ghost::TMPFILE != 0;
     Ok(FdPlan {
         fd: f.fd as i32,
         id: f.id,
         path,
-        flags: r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC),
+        tmpfile_itself,
+        flags: open_flags(r.flags),
         pos: r.pos,
         cloexec,
         ghost,
         ..Default::default()
     })
+}
+
+/// The flags to open a file again with, from its entry's: without those
+/// that create one (`O_TMPFILE` would make a new file where this one was).
+pub fn open_flags(flags: u32) -> i32 {
+    let mut flags = flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+    if flags & super::ghost::TMPFILE != 0 {
+        flags &= !libc::O_TMPFILE;
+    }
+    flags
 }

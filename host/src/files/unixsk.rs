@@ -1308,7 +1308,7 @@ pub fn in_flight(set: &ImageSet, socks: &[(u32, UnixSock)]) -> Result<Vec<InFlig
                 bail!("{at}: an unlinked file in flight: not restored yet");
             }
             super::reg::check_size(r, "in flight")?;
-            let flags = r.flags as i32 & !(libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC);
+            let flags = super::reg::open_flags(r.flags);
             out.push(InFlight::Reg { id, path: r.name.clone().into(), flags, pos: r.pos });
         } else {
             bail!("{at}: only pipes, unix sockets and files opened by path are restored in flight yet");

@@ -230,6 +230,25 @@ impl ProcessPlan {
         p
     }
 
+    /// The plan with the paths of its files, mappings and executable
+    /// passed through `map` (`None`: unchanged).
+    pub fn with_paths(&self, map: impl Fn(&std::path::Path) -> Option<PathBuf>) -> ProcessPlan {
+        let mut p = self.clone();
+        let paths =
+            p.fds.iter_mut().map(|f| &mut f.path).chain(p.exe.as_mut()).chain(p.vmas.iter_mut().filter_map(|v| {
+                match &mut v.backing {
+                    Backing::File { path, .. } => Some(path),
+                    _ => None,
+                }
+            }));
+        for path in paths {
+            if let Some(to) = map(path) {
+                *path = to;
+            }
+        }
+        p
+    }
+
     /// The plan with its SysV attachments' segment ids passed through `map`.
     pub fn with_shm_ids(&self, map: impl Fn(i32) -> i32) -> ProcessPlan {
         let mut p = self.clone();

@@ -331,6 +331,17 @@ pub fn restore_tree(
     let netlink = crate::files::netlink::make(&host.netlink)?;
     let packet = crate::files::packet::make(&host.packet)?;
     let dead_pidfds = crate::files::anonfd::pidfd::make_dead(plans.iter().flat_map(|p| &p.fds))?;
+    // Unlinked files are made at their paths for the tasks to open, and
+    // unlinked again before the programs run (or when this fails); those
+    // made by O_TMPFILE have no path, and are opened through ours.
+    let ghosts = plans.iter().flat_map(|p| {
+        let fds = p.fds.iter().filter_map(|f| {
+            let creator = f.tmpfile_itself.then_some((f.id, f.flags));
+            f.ghost.as_ref().map(|g| (f.path.as_path(), g, creator))
+        });
+        fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g, None)))
+    });
+    let mut ghosts = crate::files::ghost::make(ghosts)?;
     let made: Vec<(u32, i32)> = ttys
         .fds
         .iter()
@@ -341,22 +352,16 @@ pub fn restore_tree(
         .chain(&dead_pidfds)
         .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
+        .chain(ghosts.descriptions())
         .collect();
     let with_made: Vec<ProcessPlan>;
-    let plans = if made.is_empty() {
+    let plans = if made.is_empty() && !ghosts.has_tmpfiles() {
         plans
     } else {
-        with_made = plans.iter().map(|p| p.with_host_made(&made)).collect();
+        with_made = plans.iter().map(|p| p.with_host_made(&made).with_paths(|path| ghosts.opened_at(path))).collect();
         &with_made[..]
     };
     // Until `keep`, a failure removes the segments again.
-    // Unlinked files are made at their paths for the tasks to open, and
-    // unlinked again before the programs run (or when this fails).
-    let ghosts = plans.iter().flat_map(|p| {
-        let fds = p.fds.iter().filter_map(|f| f.ghost.as_ref().map(|g| (f.path.as_path(), g)));
-        fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g)))
-    });
-    let mut ghosts = crate::files::ghost::make(ghosts)?;
     let mut restored = run_tree(plans, zombies, shm.ns_fd(), run, || {
         ghosts.unlink();
         // The keeper goes first: one that outlived a failure from here on
