@@ -168,13 +168,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         root: "/".into(),
         umask: 0o022,
         fds: vec![
-            FdPlan {
-                fd: 0,
-                id: 1,
-                path: "/dev/null".into(),
-                flags: nix::libc::O_RDONLY,
-                ..Default::default()
-            },
+            FdPlan { fd: 0, id: 1, path: "/dev/null".into(), flags: nix::libc::O_RDONLY, ..Default::default() },
             FdPlan {
                 fd: 1,
                 id: 2,

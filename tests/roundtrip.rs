@@ -1499,6 +1499,16 @@ fn named_unix_sockets_come_back_listening_connected_and_queued() {
     checked_then_used("unixsrv", true, "named=ok");
 }
 
+/// Unix sockets whose file is gone come back bound to their names, their
+/// files gone again, and reachable by their clients: one whose path holds
+/// another socket of the program now, one whose path holds a FIFO, and a
+/// connection accepted from a listener closed since, in a directory
+/// removed since; the FIFO and the other socket stay where they were.
+#[test]
+fn unix_sockets_whose_file_is_gone_come_back_bound_and_connected() {
+    checked_then_used("unixgone", true, "gone=ok");
+}
+
 /// An idle server's TCP listeners (IPv4 and IPv6-only) and UDP sockets
 /// come back on their ports with their options, listening, the datagrams
 /// waiting where they were, the connected UDP socket still sending.

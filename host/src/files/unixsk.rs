@@ -10,7 +10,10 @@
 //! process exists, handed to the tree's root like the other descriptions
 //! the host makes, and placed at the tree's slots. Refused by name: other
 //! socket families, a peer outside the tree, a waiting connection from
-//! outside, relative or deleted socket paths.
+//! outside, a socket file moved elsewhere. One whose file was unlinked
+//! (or replaced) is bound where its name says and unlinked again at once,
+//! whatever is there now parked beside it meanwhile; connections reach
+//! it through a descriptor of its file (`/proc/self/fd/N`), as CRIU does.
 //!
 //! The kernel says which socket is whose peer only through `sock_diag`
 //! netlink (`UNIX_DIAG_PEER`); the queued messages are read with
@@ -252,12 +255,12 @@ pub fn dump(
     if ![TCP_ESTABLISHED, TCP_CLOSE, TCP_LISTEN].contains(&d.state) {
         bail!("{what}: a unix socket in state {}, which dump does not support", d.state);
     }
-    let (perms, deleted, dir) = path_perms(pid, d, &what)?;
     if d.state == TCP_LISTEN && d.icons.contains(&0) {
         bail!("{what}: a connection whose client is gone waits to be accepted on this listening socket");
     }
     let sock = crate::procfs::borrow_fd(pid, fd).with_context(|| format!("{what}: taking a copy to read it"))?;
     let s = sock.as_raw_fd();
+    let (perms, deleted, dir) = path_perms(pid, s, d, &what)?;
     let opts = Opts {
         sndbuf: getopt::<i32>(s, libc::SO_SNDBUF)? as u32,
         rcvbuf: getopt::<i32>(s, libc::SO_RCVBUF)? as u32,
@@ -325,21 +328,62 @@ pub fn dump(
 
 /// The socket file of a socket bound to a path: its mode and owner, or
 /// that it was unlinked; and, for a relative path, the directory it is
-/// relative to (the process's cwd: another one is refused).
+/// relative to.
 type PathFacts = (Option<(u32, u32, u32)>, bool, Option<String>);
 
-fn path_perms(pid: i32, d: &Diag, what: &str) -> Result<PathFacts> {
+/// `SIOCUNIXFILE`: an `O_PATH` descriptor of the file a unix socket is
+/// bound to (Linux 4.10+).
+const SIOCUNIXFILE: libc::c_ulong = 0x89E0;
+
+/// Where socket `sock` (our copy) was bound, as `d` names it, asked of the
+/// kernel (`SIOCUNIXFILE`): its file, still there or unlinked (replaced
+/// by another since, or by nothing), and the directory a relative name
+/// was bound in. Without that ioctl: the file at the path, if it is the
+/// socket's, else refused (unless nothing is there).
+fn path_perms(pid: i32, sock: i32, d: &Diag, what: &str) -> Result<PathFacts> {
     if d.name.is_empty() || d.name[0] == 0 {
         return Ok((None, false, None));
     }
     let path = path_of(&d.name);
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    // SAFETY: an ioctl on our copy of the socket; the result, a new
+    // descriptor, is owned at once.
+    let file = unsafe { libc::ioctl(sock, SIOCUNIXFILE as _) };
+    if file >= 0 {
+        // SAFETY: just returned by the kernel, ours alone.
+        let file = unsafe { OwnedFd::from_raw_fd(file) };
+        let link = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .with_context(|| format!("{what}: reading where its socket file is"))?;
+        let link = link.to_string_lossy();
+        let (at, deleted) = match link.strip_suffix(" (deleted)") {
+            Some(at) => (at, true),
+            None => (&*link, false),
+        };
+        let dir = if path.starts_with('/') {
+            None
+        } else {
+            let dir = at.strip_suffix(path.trim_start_matches("./")).and_then(|d| d.strip_suffix('/'));
+            Some(dir.map(|d| if d.is_empty() { "/" } else { d }).map(String::from).with_context(|| {
+                format!("{what} is bound to the relative path {path}, but its socket file is at {at}")
+            })?)
+        };
+        let full = match &dir {
+            Some(d) => std::path::Path::new(d).join(&path),
+            None => std::path::PathBuf::from(&path),
+        };
+        if !deleted && std::path::Path::new(at) != full {
+            bail!("{what} is bound to {path}, whose socket file was moved to {at}, which dump does not support yet");
+        }
+        let m = nix::sys::stat::fstat(&file).with_context(|| format!("{what}: its socket file"))?;
+        let perms = (!deleted).then_some((m.st_mode, m.st_uid, m.st_gid));
+        return Ok((perms, deleted, dir));
+    }
     let (file, dir) = if path.starts_with('/') {
         (std::path::PathBuf::from(&path), None)
     } else {
         let cwd = std::fs::read_link(crate::procfs::path(pid, "cwd")).context("reading its cwd")?;
         (crate::procfs::path(pid, "cwd").join(&path), Some(cwd.to_string_lossy().into_owned()))
     };
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     match std::fs::symlink_metadata(&file) {
         Ok(m) if m.file_type().is_socket() && d.vfs.is_some_and(|(ino, _)| u64::from(ino) == m.ino()) => {
             Ok((Some((m.mode(), m.uid(), m.gid())), false, dir))
@@ -465,7 +509,13 @@ pub fn show_name(name: &[u8]) -> String {
 /// An address that reaches `s`: its own, or for a relative path, the path
 /// from its directory (a client's peer name is the bound one whichever
 /// path it connects by).
-fn reach(s: &UnixSock) -> Vec<u8> {
+fn reach(made: &Made, s: &UnixSock) -> Vec<u8> {
+    if let Some((_, file)) = made.unlinked.iter().find(|(ino, _)| *ino == s.ino) {
+        // Its file is gone: connected to through our descriptor of it.
+        let mut p = format!("/proc/self/fd/{}", file.as_raw_fd()).into_bytes();
+        p.push(0);
+        return p;
+    }
     match &s.dir {
         Some(d) if s.name.first().is_some_and(|&b| b != 0) => {
             let mut p = std::path::Path::new(d).join(path_of(&s.name)).into_os_string().into_encoded_bytes();
@@ -761,17 +811,8 @@ pub fn plan(set: &ImageSet) -> Result<Vec<(u32, UnixSock)>> {
         if !mutual {
             bail!("{at}: connected to socket:[{}], which is connected elsewhere", s.peer);
         }
-        let listening = |name: &[u8]| {
-            !name.is_empty() && out.iter().any(|(_, l)| l.state == u32::from(TCP_LISTEN) && l.name == name)
-        };
-        if (!s.name.is_empty() || !p.name.is_empty()) && !listening(&s.name) && !listening(&p.name) {
-            bail!(
-                "{at}: a connection with an address ({} to {}) whose listening socket is not in the tree: not \
-                 restored yet",
-                show_name(&s.name),
-                show_name(&p.name)
-            );
-        }
+        // One accepted from a listener closed since is made through a
+        // listener of the restore's (`make`).
     }
     Ok(out)
 }
@@ -795,8 +836,10 @@ pub fn queues_image(queued: Vec<(SkPacketEntry, Vec<u8>)>) -> Option<Writer> {
 pub struct Made {
     pub fds: Vec<(u32, OwnedFd)>,
     bound: Vec<std::path::PathBuf>,
-    /// Socket files that were unlinked when dumped.
-    deleted: Vec<std::path::PathBuf>,
+    /// The files of sockets whose file was unlinked when dumped (by
+    /// inode), bound and unlinked again at once: connections reach them
+    /// through these.
+    unlinked: Vec<(u32, OwnedFd)>,
 }
 
 impl Made {
@@ -812,7 +855,7 @@ impl Made {
 
 impl Drop for Made {
     fn drop(&mut self) {
-        for p in self.bound.drain(..).chain(self.deleted.drain(..)) {
+        for p in self.bound.drain(..) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -839,6 +882,20 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
             && s.state == u32::from(TCP_ESTABLISHED)
             && listener(&s.name).is_some()
     };
+    // Accepted from a listener that is gone (`s`; `p` its client, bound
+    // to an address of its own, or not).
+    let accepted_gone = |s: &UnixSock, p: &UnixSock| {
+        !s.external
+            && !p.external
+            && s.ty != libc::SOCK_DGRAM as u32
+            && named(s)
+            && s.state == u32::from(TCP_ESTABLISHED)
+            && p.state == u32::from(TCP_ESTABLISHED)
+            && listener(&s.name).is_none()
+            // Both named (the client bound itself): the accepted one came
+            // second.
+            && (!named(p) || p.ino < s.ino)
+    };
     // A connection not accepted yet: connected once its listener's accepted
     // ones are.
     let waiting = |s: &UnixSock| {
@@ -851,7 +908,8 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
     let outside = |s: &UnixSock| by_ino(s.peer).is_some_and(|(_, p)| p.external);
     // First every socket that is bound, or stands alone.
     for (id, s) in socks {
-        if s.external || accepted(s) || waiting(s) || (!named(s) && mutual(s)) {
+        let gone_listener = by_ino(s.peer).is_some_and(|(_, p)| accepted_gone(s, p) || accepted_gone(p, s));
+        if s.external || accepted(s) || gone_listener || waiting(s) || (!named(s) && mutual(s)) {
             continue;
         }
         if orphan(s) && !named(s) {
@@ -882,7 +940,7 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
             // Connected again to the address it was connected to.
             let (_, p) = by_ino(s.peer).context("an outside peer")?;
             let fd = made.fd(*id).context("a socket not made")?;
-            connect(fd, &reach(p))
+            connect(fd, &reach(&made, p))
                 .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&p.name)))?;
             continue;
         }
@@ -901,7 +959,7 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
                 }
                 Some((_, p)) if named(p) => {
                     let fd = made.fd(*id).context("a datagram socket not made")?;
-                    connect(fd, &reach(p))
+                    connect(fd, &reach(&made, p))
                         .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&p.name)))?;
                 }
                 _ => bail!("{}: connected to socket:[{}], which cannot be reached by name", what(*id, s), s.peer),
@@ -934,7 +992,7 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
             if named(s) {
                 bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
             }
-            connect(fd.as_raw_fd(), &reach(l))
+            connect(fd.as_raw_fd(), &reach(&made, l))
                 .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&l.name)))?;
             // SAFETY: accept on our listening socket; the new fd is owned at once.
             let a = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
@@ -948,6 +1006,32 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
             let (a, b) = pair(s.ty).with_context(|| what(*id, s))?;
             made.fds.push((*id, a));
             made.fds.push((*pid, b));
+        } else if accepted_gone(s, p) || accepted_gone(p, s) {
+            // Accepted from a listener that is closed now: it carries that
+            // listener's address, which only accept() gives. A listener
+            // of ours is bound there for the time of one accept.
+            let ((aid, a), (cid, c)) = if accepted_gone(s, p) { ((*id, s), (*pid, p)) } else { ((*pid, p), (*id, s)) };
+            let l = new_socket(s.ty).with_context(|| what(aid, a))?;
+            bind(&l, a, &mut made).with_context(|| format!("{}: a listener in its place", what(aid, a)))?;
+            let client = new_socket(s.ty).with_context(|| what(cid, c))?;
+            if named(c) {
+                bind(&client, c, &mut made).with_context(|| what(cid, c))?;
+            }
+            // SAFETY: plain calls on our sockets; the accepted fd is owned at once.
+            let fd = unsafe {
+                if libc::listen(l.as_raw_fd(), 1) < 0 {
+                    return Err(std::io::Error::last_os_error()).with_context(|| what(aid, a));
+                }
+                connect(client.as_raw_fd(), &reach(&made, a))
+                    .with_context(|| format!("{}: connecting to {}", what(cid, c), show_name(&a.name)))?;
+                let fd = libc::accept4(l.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error()).with_context(|| format!("{}: accept", what(aid, a)));
+                }
+                OwnedFd::from_raw_fd(fd)
+            };
+            made.fds.push((aid, fd));
+            made.fds.push((cid, client));
         } else {
             bail!("{}: a connection with an address not made through a listening socket of the tree", what(*id, s));
         }
@@ -959,7 +1043,7 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
         if named(s) {
             bind(&fd, s, &mut made).with_context(|| what(*id, s))?;
         }
-        connect(fd.as_raw_fd(), &reach(l))
+        connect(fd.as_raw_fd(), &reach(&made, l))
             .with_context(|| format!("{}: connecting to {}", what(*id, s), show_name(&l.name)))?;
         made.fds.push((*id, fd));
     }
@@ -969,9 +1053,7 @@ pub fn make(socks: &[(u32, UnixSock)], carried: &[(u32, i32)]) -> Result<Made> {
             .with_context(|| format!("{}: its queued messages", what(*id, s)))?;
     }
     drop(gone);
-    for p in std::mem::take(&mut made.deleted) {
-        std::fs::remove_file(&p).with_context(|| format!("unlinking {} again", p.display()))?;
-    }
+    made.unlinked.clear();
     for (id, s) in socks.iter().filter(|(_, s)| !s.external) {
         let fd = made.fd(*id).with_context(|| format!("{}: not made", what(*id, s)))?;
         // SAFETY: options and flags on our own socket.
@@ -989,7 +1071,7 @@ fn accept_from(made: &Made, socks: &[(u32, UnixSock)], l: &UnixSock, ty: u32) ->
     let lid = socks.iter().find(|(_, x)| x.ino == l.ino).map(|(id, _)| *id).context("a listener")?;
     let lfd = made.fd(lid).context("a listener not made")?;
     let client = new_socket(ty)?;
-    connect(client.as_raw_fd(), &reach(l)).with_context(|| format!("connecting to {}", show_name(&l.name)))?;
+    connect(client.as_raw_fd(), &reach(made, l)).with_context(|| format!("connecting to {}", show_name(&l.name)))?;
     // SAFETY: accept on our listening socket; the new fd is owned at once.
     let a = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
     if a < 0 {
@@ -1078,7 +1160,7 @@ fn path_free(s: &UnixSock, path: &std::path::Path) -> Result<bool> {
             e.root_cause().downcast_ref::<std::io::Error>().and_then(|e| e.raw_os_error()) == Some(libc::ECONNREFUSED)
         })
     };
-    if s.deleted || !m.file_type().is_socket() || !refused(s.ty as i32) {
+    if !m.file_type().is_socket() || !refused(s.ty as i32) {
         bail!("the address {} is in use on this machine", path.display());
     }
     Ok(true)
@@ -1113,6 +1195,18 @@ pub fn problems(socks: &[(u32, UnixSock)]) -> Vec<anyhow::Error> {
                 return Ok(());
             }
             let path = std::path::PathBuf::from(path_of(&s.name));
+            if s.deleted {
+                let aside = Parked::aside(&path);
+                if std::fs::symlink_metadata(&path).is_ok() && std::fs::symlink_metadata(&aside).is_ok() {
+                    bail!(
+                        "{} is in the way of a socket whose file was unlinked, and {} is taken",
+                        path.display(),
+                        aside.display()
+                    );
+                }
+                // Missing directories are made for the time being.
+                return Ok(());
+            }
             path_free(s, &path)?;
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
             if !dir.is_dir() {
@@ -1129,11 +1223,47 @@ pub fn problems(socks: &[(u32, UnixSock)]) -> Vec<anyhow::Error> {
 
 fn bind_here(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
     let path = (s.name[0] != 0).then(|| std::path::PathBuf::from(path_of(&s.name)));
+    let full = path.as_ref().map(|path| match &s.dir {
+        Some(d) => std::path::Path::new(d).join(path),
+        None => path.clone(),
+    });
+    if let (Some(path), Some(full)) = (&path, &full)
+        && s.deleted
+    {
+        // Bound where its name says, whatever is there now (another
+        // socket of the tree, a FIFO made since) parked beside it for the
+        // time being, then unlinked again.
+        let parked = Parked::new(full)?;
+        bind_addr(fd, s)?;
+        let file = nix::fcntl::open(
+            path,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("opening the socket file {} just bound", full.display()));
+        let gone = std::fs::remove_file(path).with_context(|| format!("unlinking {} again", full.display()));
+        parked.put_back()?;
+        made.unlinked.push((s.ino, file?));
+        return gone;
+    }
     if let Some(path) = &path
         && path_free(s, path)?
     {
         std::fs::remove_file(path).with_context(|| format!("removing the stale socket file {}", path.display()))?;
     }
+    bind_addr(fd, s)?;
+    let (Some(path), Some(full)) = (path, full) else { return Ok(()) };
+    made.bound.push(full);
+    if let Some((mode, uid, gid)) = s.perms {
+        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn bind_addr(fd: &OwnedFd, s: &UnixSock) -> Result<()> {
     let (a, len) = addr(&s.name)?;
     // SAFETY: the kernel reads `len` bytes of the address.
     if unsafe { libc::bind(fd.as_raw_fd(), (&a as *const libc::sockaddr_un).cast(), len) } < 0 {
@@ -1143,24 +1273,69 @@ fn bind_here(fd: &OwnedFd, s: &UnixSock, made: &mut Made) -> Result<()> {
         }
         return Err(e).context("bind");
     }
-    let Some(path) = path else { return Ok(()) };
-    let full = match &s.dir {
-        Some(d) => std::path::Path::new(d).join(&path),
-        None => path.clone(),
-    };
-    // Unlinked once every socket that connects by its path has.
-    if s.deleted {
-        made.deleted.push(full);
-        return Ok(());
-    }
-    made.bound.push(full);
-    if let Some((mode, uid, gid)) = s.perms {
-        std::os::unix::fs::chown(&path, Some(uid), Some(gid)).with_context(|| format!("chown {}", path.display()))?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7777))
-            .with_context(|| format!("chmod {}", path.display()))?;
-    }
     Ok(())
+}
+
+/// Whatever is at a path, renamed to `PATH.revenant-parked` while a socket
+/// whose file was unlinked is bound there, and renamed back after (also
+/// when this goes unasked, on a failure); directories above it that were
+/// removed too are made for that time, and removed again.
+struct Parked {
+    path: std::path::PathBuf,
+    aside: Option<std::path::PathBuf>,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl Parked {
+    fn aside(path: &std::path::Path) -> std::path::PathBuf {
+        let mut a = path.as_os_str().to_owned();
+        a.push(".revenant-parked");
+        a.into()
+    }
+
+    fn new(path: &std::path::Path) -> Result<Parked> {
+        let mut p = Parked { path: path.to_path_buf(), aside: None, dirs: vec![] };
+        let missing: Vec<&std::path::Path> =
+            path.ancestors().skip(1).take_while(|a| std::fs::symlink_metadata(a).is_err()).collect();
+        for dir in missing.into_iter().rev() {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().mode(0o700).create(dir).with_context(|| {
+                format!("making {} again for a socket whose file was unlinked there", dir.display())
+            })?;
+            p.dirs.push(dir.to_path_buf());
+        }
+        if std::fs::symlink_metadata(path).is_ok() {
+            let aside = Parked::aside(path);
+            if std::fs::symlink_metadata(&aside).is_ok() {
+                bail!(
+                    "{} is in the way of a socket whose file was unlinked, and {} is taken",
+                    path.display(),
+                    aside.display()
+                );
+            }
+            std::fs::rename(path, &aside)
+                .with_context(|| format!("moving {} aside to bind a socket whose file was unlinked", path.display()))?;
+            p.aside = Some(aside);
+        }
+        Ok(p)
+    }
+
+    fn put_back(mut self) -> Result<()> {
+        let Some(aside) = self.aside.take() else { return Ok(()) };
+        std::fs::rename(&aside, &self.path)
+            .with_context(|| format!("moving {} back to {}", aside.display(), self.path.display()))
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if let Some(aside) = self.aside.take() {
+            let _ = std::fs::rename(aside, &self.path);
+        }
+        for d in self.dirs.drain(..).rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
 }
 
 /// Sends `s`'s queued messages to it again, from the socket that may send
@@ -1181,10 +1356,10 @@ fn requeue(
     let (from, to_name) = match peer {
         _ if stand_in.is_some() => (stand_in.unwrap_or(-1), None),
         Some((Some(fd), p)) if stream || p.peer == s.ino => (fd, None),
-        Some((Some(fd), _)) if !s.name.is_empty() => (fd, Some(reach(s))),
+        Some((Some(fd), _)) if !s.name.is_empty() => (fd, Some(reach(made, s))),
         None if !stream && s.peer == 0 && !s.name.is_empty() => {
             tmp = new_socket(s.ty)?;
-            (tmp.as_raw_fd(), Some(reach(s)))
+            (tmp.as_raw_fd(), Some(reach(made, s)))
         }
         _ => bail!("no socket can send them to it again"),
     };
