@@ -27,6 +27,7 @@ pub mod inet;
 pub mod locks;
 pub mod memfd;
 pub mod netlink;
+pub mod nsfile;
 pub mod packet;
 pub mod pipe;
 pub mod reg;
@@ -53,6 +54,7 @@ pub mod fd_type {
     pub const TTY: u32 = 11;
     pub const PACKETSK: u32 = 10;
     pub const NETLINKSK: u32 = 13;
+    pub const NS: u32 = 14;
     pub const MEMFD: u32 = 18;
 }
 
@@ -79,6 +81,8 @@ pub enum FileKind {
     /// A named pipe.
     Fifo(fifo::Fifo),
     Tty(tty::Tty),
+    /// A namespace file of the process's own namespace.
+    Ns(nsfile::NsFile),
 }
 
 /// Who gets the file's SIGIO/SIGURG (`F_SETOWN_EX`, `F_SETSIG`), and the
@@ -233,6 +237,7 @@ impl Files {
                 FileKind::Packet(_) => fd_type::PACKETSK,
                 FileKind::Fifo(_) => fd_type::FIFO,
                 FileKind::Tty(_) => fd_type::TTY,
+                FileKind::Ns(_) => fd_type::NS,
             };
             return Ok(Fd { fd: fd as u32, id, cloexec, kind });
         }
@@ -329,6 +334,8 @@ impl Files {
             (fd_type::FIFO, kind)
         } else if ft.is_fifo() {
             return unsupported("a named FIFO that was deleted and is still linked elsewhere");
+        } else if let Some(ns) = nsfile::dump(pid, fd, &target, ino, flags)? {
+            (fd_type::NS, FileKind::Ns(ns))
         } else if !target.starts_with('/') {
             return unsupported("a special file");
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_file() && m.nlink() == 0) {
@@ -576,6 +583,8 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
             plan.fds.push(fifo::plan_fd(set, f, fe, cloexec, &at)?);
         } else if let Some(m) = &entry.memfd {
             plan.fds.push(memfd::plan_fd(set, f, m, cloexec, &format!("{fdinfo}: entry {i}"))?);
+        } else if let Some(n) = &entry.nsf {
+            plan.fds.push(nsfile::plan_fd(f, n, &p.ids, cloexec, &at)?);
         } else if let Some(r) = &entry.reg {
             plan.fds.push(reg::plan_fd(set, pid, f, r, cloexec, &at)?);
         } else {
@@ -630,6 +639,7 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
             FileKind::Memfd(m) => m.entry(e.id, fown, &files.memfds),
             FileKind::Pipe(pp) => pp.entry(e.id, fown),
             FileKind::Tty(t) => t.entry(e.id, fown),
+            FileKind::Ns(n) => n.entry(e.id),
         });
     }
     put("files.img".into(), &w)?;
