@@ -15,7 +15,10 @@
  * /proc/self/fd) and mapped shared: one file behind all three, no link,
  * its offset, mode and contents; on SIGUSR1 it is linked into DIR as
  * "tmp-linked" (which only a file made by O_TMPFILE allows), found there
- * from then on.
+ * from then on. And DIR/w, watched by an inotify for files made or
+ * removed in it, holding a file unlinked while open: no event may come
+ * (a restore that made and removed the file where the watch sees it
+ * would send one).
  * Every tick: "tick=N ghost=ok|BAD" to OUTFILE; once linked,
  * "link=ok|BAD" before it.
  * usage: ghost OUTFILE DIR */
@@ -23,6 +26,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/inotify.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -102,6 +106,13 @@ int main(int argc, char **argv)
 		return 14;
 	snprintf(tmap, sizeof(tmap), "/proc/self/map_files/%lx-%lx", (unsigned long)tm, (unsigned long)tm + 4096);
 	snprintf(tlinked, sizeof(tlinked), "%s/tmp-linked", argv[2]);
+	char wdir[4096], wfile[4200];
+	snprintf(wdir, sizeof(wdir), "%s/w", argv[2]);
+	snprintf(wfile, sizeof(wfile), "%s/held", wdir);
+	int wf = -1, in = inotify_init1(IN_NONBLOCK);
+	if (mkdir(wdir, 0700) || (wf = open(wfile, O_RDWR | O_CREAT, 0600)) < 0 || unlink(wfile) || in < 0 ||
+	    inotify_add_watch(in, wdir, IN_CREATE | IN_DELETE) < 0)
+		return 15;
 	signal(SIGUSR1, ask_link);
 	int linked = 0;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
@@ -151,6 +162,8 @@ int main(int argc, char **argv)
 		     strcmp(tshown + tl - 10, " (deleted)") == 0;
 		struct stat ls;
 		ok = ok && (!linked || (stat(tlinked, &ls) == 0 && ls.st_ino == t1s.st_ino));
+		char ev[4096];
+		ok = ok && read(in, ev, sizeof(ev)) < 0 && fstat(wf, &ls) == 0 && ls.st_nlink == 0;
 		if (link_asked && !linked) {
 			linked = linkat(AT_FDCWD, tpath, AT_FDCWD, tlinked, AT_SYMLINK_FOLLOW) == 0;
 			dprintf(out, "link=%s\n", linked ? "ok" : "BAD");

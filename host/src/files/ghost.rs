@@ -4,8 +4,8 @@
 //! [`LIMIT`] bytes of data (`--ghost-limit`), and refuses larger ones by
 //! name; a restore creates each
 //! again at its old path (which must be free), with its owner and mode,
-//! lets the tasks open it there, and unlinks it before the programs run
-//! again (or when the restore fails). A file with holes is carried in
+//! holds it and unlinks it again before any task exists; the tasks open
+//! it through the restore's descriptor. A file with holes is carried in
 //! chunks (its data segments, `SEEK_DATA`/`SEEK_HOLE`) and made sparse
 //! again; one opened under several names (hard links, all gone) is one
 //! file linked under each again.
@@ -138,17 +138,23 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64
     Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces, ..Ghost::default() })
 }
 
-/// The ghost files a restore made, unlinked when this goes (or earlier,
-/// with [`Made::unlink`]); directories last, emptied by then.
+/// The ghost files a restore made. Each is made at its path, opened, and
+/// unlinked again (directories last) before any task exists: the tasks
+/// open them through our descriptors ([`Made::opened_at`]), so that no
+/// name appears or goes while the programs could watch (an inotify on
+/// its directory would see it), and a watch can be put on one that has
+/// no name. Held until [`Made::release`] (or until this goes).
 #[derive(Debug, Default)]
 pub struct Made {
+    /// Made at these paths: removed again before [`make`] returns, or when
+    /// it fails.
     paths: Vec<PathBuf>,
     dirs: Vec<PathBuf>,
-    /// Files made with `O_TMPFILE`, by their planned path (`DIR/#INO`,
-    /// which never exists): held open until the tasks have opened them
-    /// through [`Made::opened_at`], or taken the description itself
-    /// (its id).
-    tmpfiles: Vec<(PathBuf, std::fs::File, Option<u32>)>,
+    /// Each ghost by its planned path (a file `O_TMPFILE` made: `DIR/#INO`,
+    /// which never exists), with our descriptor of it (`O_PATH`, or the
+    /// `O_TMPFILE` description itself) and, if the tree takes that
+    /// description as it is, its id.
+    held: Vec<(PathBuf, std::fs::File, Option<u32>)>,
 }
 
 impl Made {
@@ -168,26 +174,41 @@ impl Made {
         Ok(())
     }
 
-    /// Where the tasks open the file planned at `path`: a file made with
-    /// `O_TMPFILE` has no name, so they open it through this process's
-    /// descriptor (`/proc/PID/fd/N`), which reaches the same file.
+    /// Holds what was just made at `path`.
+    fn hold(&mut self, path: &Path) -> Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+            .open(path)
+            .with_context(|| format!("opening {}, just made", path.display()))?;
+        self.held.push((path.to_path_buf(), f, None));
+        Ok(())
+    }
+
+    /// Where the tasks open the ghost planned at `path`: through our
+    /// descriptor of it (`/proc/PID/fd/N`), which reaches that very file
+    /// and shows its name, deleted.
     pub fn opened_at(&self, path: &Path) -> Option<PathBuf> {
-        let (_, f, _) = self.tmpfiles.iter().find(|(p, _, _)| p == path)?;
+        let (_, f, _) = self.held.iter().find(|(p, _, _)| p == path)?;
         Some(PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())))
     }
 
-    pub fn has_tmpfiles(&self) -> bool {
-        !self.tmpfiles.is_empty()
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
     }
 
     /// The descriptions made here that the tree takes as they are: (id,
     /// our descriptor).
     pub fn descriptions(&self) -> impl Iterator<Item = (u32, i32)> + '_ {
-        self.tmpfiles.iter().filter_map(|(_, f, id)| Some(((*id)?, f.as_raw_fd())))
+        self.held.iter().filter_map(|(_, f, id)| Some(((*id)?, f.as_raw_fd())))
     }
 
-    pub fn unlink(&mut self) {
-        self.tmpfiles.clear();
+    /// The tasks have opened what they hold: ours go.
+    pub fn release(&mut self) {
+        self.held.clear();
+    }
+
+    fn unlink(&mut self) {
         for p in self.paths.drain(..) {
             let _ = std::fs::remove_file(&p);
         }
@@ -204,10 +225,11 @@ impl Drop for Made {
 }
 
 /// Creates each (path, ghost) once, a file already made linked under any
-/// further name it had; a path taken since the dump is refused. A file
-/// made with `O_TMPFILE` is made so again; `creator` names the fd plan
-/// (description id, open flags) of the description that made it, if the
-/// program still holds it: that one is the host's, handed to the tree.
+/// further name it had, holds each and unlinks them all again; a path
+/// taken since the dump is refused. A file made with `O_TMPFILE` is made
+/// so again; `creator` names the fd plan (description id, open flags) of
+/// the description that made it, if the program still holds it: that one
+/// is the host's, handed to the tree.
 pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u32, i32)>)>) -> Result<Made> {
     let mut made = Made::default();
     let mut firsts: Vec<(u32, PathBuf)> = vec![];
@@ -216,7 +238,7 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
     ghosts.sort_by_key(|(p, g, _)| (!g.is_dir(), p.components().count()));
     let creators: Vec<(u32, (u32, i32))> = ghosts.iter().filter_map(|(_, g, c)| Some((g.key, (*c)?))).collect();
     for &(path, g, _) in &ghosts {
-        if made.paths.iter().chain(&made.dirs).chain(made.tmpfiles.iter().map(|t| &t.0)).any(|p| p == path) {
+        if made.held.iter().any(|(p, _, _)| p == path) {
             continue;
         }
         made.parents_of(path)?;
@@ -228,6 +250,7 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
             made.dirs.push(path.to_path_buf());
             let d = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             set_attrs(&d, path, g)?;
+            made.hold(path)?;
             continue;
         }
         if g.is_fifo() {
@@ -243,6 +266,7 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
                 .open(path)
                 .with_context(|| format!("opening {}", path.display()))?;
             set_attrs(&f, path, g)?;
+            made.hold(path)?;
             continue;
         }
         if let Some((_, first)) = firsts.iter().find(|(k, _)| *k == g.key) {
@@ -250,6 +274,7 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
                 format!("linking the unlinked file {} again as {}", first.display(), path.display())
             })?;
             made.paths.push(path.to_path_buf());
+            made.hold(path)?;
             continue;
         }
         firsts.push((g.key, path.to_path_buf()));
@@ -262,7 +287,7 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
                 .write(true)
                 .open(format!("/proc/self/fd/{}", held.as_raw_fd()))
                 .with_context(|| format!("opening the O_TMPFILE file {} again", path.display()))?;
-            made.tmpfiles.push((path.to_path_buf(), held, creator.map(|(id, _)| id)));
+            made.held.push((path.to_path_buf(), held, creator.map(|(id, _)| id)));
             f
         } else {
             let f = std::fs::OpenOptions::new()
@@ -273,6 +298,7 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
                 .open(path)
                 .with_context(|| format!("creating the unlinked file {} again", path.display()))?;
             made.paths.push(path.to_path_buf());
+            made.hold(path)?;
             f
         };
         use std::os::unix::fs::FileExt;
@@ -282,6 +308,9 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
         }
         set_attrs(&f, path, g)?;
     }
+    // Gone again before any task exists: nothing in the tree sees a name
+    // come and go.
+    made.unlink();
     Ok(made)
 }
 

@@ -118,8 +118,8 @@ pub struct ProcessPlan {
     /// The `cgroup.procs` files the new task writes itself into, before
     /// its memory is mapped (`cgroups.rs`).
     pub cgroups: Vec<PathBuf>,
-    /// Unlinked files it maps or runs, made again at their paths for it to
-    /// map, and unlinked before the programs run.
+    /// Unlinked files it maps or runs, made again for it to map
+    /// (`files::ghost::make`).
     pub ghosts: Vec<(PathBuf, crate::files::ghost::Ghost)>,
     /// The terminal its session had, which it (the session's leader) takes
     /// again through this path before it creates its children.
@@ -230,17 +230,16 @@ impl ProcessPlan {
         p
     }
 
-    /// The plan with the paths of its files, mappings and executable
-    /// passed through `map` (`None`: unchanged).
+    /// The plan with the paths of its files, mappings, executable, cwd and
+    /// root passed through `map` (`None`: unchanged).
     pub fn with_paths(&self, map: impl Fn(&std::path::Path) -> Option<PathBuf>) -> ProcessPlan {
         let mut p = self.clone();
+        let mapped = p.vmas.iter_mut().filter_map(|v| match &mut v.backing {
+            Backing::File { path, .. } => Some(path),
+            _ => None,
+        });
         let paths =
-            p.fds.iter_mut().map(|f| &mut f.path).chain(p.exe.as_mut()).chain(p.vmas.iter_mut().filter_map(|v| {
-                match &mut v.backing {
-                    Backing::File { path, .. } => Some(path),
-                    _ => None,
-                }
-            }));
+            p.fds.iter_mut().map(|f| &mut f.path).chain(p.exe.as_mut()).chain([&mut p.cwd, &mut p.root]).chain(mapped);
         for path in paths {
             if let Some(to) = map(path) {
                 *path = to;

@@ -11,8 +11,9 @@
 //! (`files::pipe`), unix sockets, bound, listening and connected
 //! (`files::unixsk`), TCP and UDP sockets (`files::inet`, connections
 //! from the dump's keeper or rebuilt in repair mode, `files::tcp`), and
-//! unlinked files at their old paths (`files::ghost`). The tasks inherit
-//! the host's descriptors of them.
+//! unlinked files, made at their old paths and unlinked again at once
+//! (`files::ghost`). The tasks inherit the host's descriptors of them, or
+//! open them through the host's `/proc/PID/fd/N`.
 //!
 //! `run_tree` then runs named stages:
 //! - `prepare`: per process, its `ChildPlan` (paths as `CString`s, fd
@@ -33,7 +34,7 @@
 //! - `catch`: each thread is held right after its blob's `rt_sigreturn`
 //!   (`finish::catch`); with every process held, `held::set_held_state`
 //!   sets what only another process may set, and the tree-wide last steps
-//!   run (SysV removals, ghost files unlinked);
+//!   run (SysV removals, the host's hold on ghost files let go);
 //! - `release`: per process, SIGTRAP's action back, the bootstrap area
 //!   unmapped, registers back, detach (`finish::release`);
 //! - `untraced` instead of the last three where ptrace is missing
@@ -331,9 +332,8 @@ pub fn restore_tree(
     let netlink = crate::files::netlink::make(&host.netlink)?;
     let packet = crate::files::packet::make(&host.packet)?;
     let dead_pidfds = crate::files::anonfd::pidfd::make_dead(plans.iter().flat_map(|p| &p.fds))?;
-    // Unlinked files are made at their paths for the tasks to open, and
-    // unlinked again before the programs run (or when this fails); those
-    // made by O_TMPFILE have no path, and are opened through ours.
+    // Unlinked files are made at their paths and unlinked again before any
+    // task exists: the tasks open them through our descriptors.
     let ghosts = plans.iter().flat_map(|p| {
         let fds = p.fds.iter().filter_map(|f| {
             let creator = f.tmpfile_itself.then_some((f.id, f.flags));
@@ -355,7 +355,7 @@ pub fn restore_tree(
         .chain(ghosts.descriptions())
         .collect();
     let with_made: Vec<ProcessPlan>;
-    let plans = if made.is_empty() && !ghosts.has_tmpfiles() {
+    let plans = if made.is_empty() && ghosts.is_empty() {
         plans
     } else {
         with_made = plans.iter().map(|p| p.with_host_made(&made).with_paths(|path| ghosts.opened_at(path))).collect();
@@ -363,7 +363,7 @@ pub fn restore_tree(
     };
     // Until `keep`, a failure removes the segments again.
     let mut restored = run_tree(plans, zombies, shm.ns_fd(), run, || {
-        ghosts.unlink();
+        ghosts.release();
         // The keeper goes first: one that outlived a failure from here on
         // would hold sockets the programs use.
         inet.done()?;
