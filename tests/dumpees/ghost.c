@@ -16,9 +16,11 @@
  * its offset, mode and contents; on SIGUSR1 it is linked into DIR as
  * "tmp-linked" (which only a file made by O_TMPFILE allows), found there
  * from then on. And DIR/w, watched by an inotify for files made or
- * removed in it, holding a file unlinked while open: no event may come
- * (a restore that made and removed the file where the watch sees it
- * would send one).
+ * removed in it, holding a file unlinked while open and watched by the
+ * same inotify for writes (a `tail -f` of a log deleted under it): each
+ * tick writes to it, and the write's event, and no other, must come (a
+ * restore that made and removed the file where the directory's watch
+ * sees it would send one).
  * Every tick: "tick=N ghost=ok|BAD" to OUTFILE; once linked,
  * "link=ok|BAD" before it.
  * usage: ghost OUTFILE DIR */
@@ -109,10 +111,14 @@ int main(int argc, char **argv)
 	char wdir[4096], wfile[4200];
 	snprintf(wdir, sizeof(wdir), "%s/w", argv[2]);
 	snprintf(wfile, sizeof(wfile), "%s/held", wdir);
-	int wf = -1, in = inotify_init1(IN_NONBLOCK);
-	if (mkdir(wdir, 0700) || (wf = open(wfile, O_RDWR | O_CREAT, 0600)) < 0 || unlink(wfile) || in < 0 ||
-	    inotify_add_watch(in, wdir, IN_CREATE | IN_DELETE) < 0)
+	int wf = -1, in = inotify_init1(IN_NONBLOCK), fwd = -1;
+	char ev[4096];
+	if (mkdir(wdir, 0700) || (wf = open(wfile, O_RDWR | O_CREAT, 0600)) < 0 || in < 0 ||
+	    inotify_add_watch(in, wdir, IN_CREATE | IN_DELETE) < 0 || (fwd = inotify_add_watch(in, wfile, IN_MODIFY)) < 0 ||
+	    unlink(wfile))
 		return 15;
+	while (read(in, ev, sizeof(ev)) > 0)
+		;
 	signal(SIGUSR1, ask_link);
 	int linked = 0;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
@@ -162,8 +168,16 @@ int main(int argc, char **argv)
 		     strcmp(tshown + tl - 10, " (deleted)") == 0;
 		struct stat ls;
 		ok = ok && (!linked || (stat(tlinked, &ls) == 0 && ls.st_ino == t1s.st_ino));
-		char ev[4096];
-		ok = ok && read(in, ev, sizeof(ev)) < 0 && fstat(wf, &ls) == 0 && ls.st_nlink == 0;
+		/* Every event: the write's, on the file's watch. */
+		int events = 0, others = 0;
+		if (pwrite(wf, "x", 1, 0) == 1)
+			for (ssize_t got; (got = read(in, ev, sizeof(ev))) > 0;)
+				for (char *e = ev; e < ev + got; e += sizeof(struct inotify_event) + ((struct inotify_event *)e)->len) {
+					struct inotify_event *ie = (struct inotify_event *)e;
+					events++;
+					others += ie->wd != fwd || ie->mask != IN_MODIFY;
+				}
+		ok = ok && events >= 1 && others == 0 && fstat(wf, &ls) == 0 && ls.st_nlink == 0;
 		if (link_asked && !linked) {
 			linked = linkat(AT_FDCWD, tpath, AT_FDCWD, tlinked, AT_SYMLINK_FOLLOW) == 0;
 			dprintf(out, "link=%s\n", linked ? "ok" : "BAD");

@@ -28,6 +28,9 @@ pub enum Fmt {
     Flags(&'static [(&'static str, u64)]),
     /// A name for known values, the number otherwise.
     Dict(&'static [(u64, &'static str)]),
+    /// A device number in the kernel's own encoding (major << 20 |
+    /// minor), as crit prints it: `MAJOR:MINOR`.
+    Dev,
 }
 
 impl Fmt {
@@ -107,6 +110,7 @@ pub fn unsigned(v: u64, fmt: Fmt, hex: bool) -> Json {
     }
     match fmt {
         Fmt::Flags(map) => Json::Str(flags(v, map)),
+        Fmt::Dev => Json::Str(format!("{}:{}", v >> 20, v & 0xfffff)),
         Fmt::Dict(map) => match map.iter().find(|(k, _)| *k == v) {
             Some((_, name)) => Json::Str(name.to_string()),
             None => Json::Uint(v),

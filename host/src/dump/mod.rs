@@ -254,6 +254,7 @@ pub fn collect(
     }
     files.tty_queues(opts.shell_job)?;
     files.unix_peers(opts.ext_unix_sk)?;
+    files.watched_ghosts()?;
     log.line(2, &format!("terminals: {}, queued bytes in {} pair ends", files.ttys.len(), files.tty_data.len()));
     let ipc = sysv(frozen, &procs, dir, log)?;
     let first = procs.len() as u32 + 1 + ipc.segments.len() as u32;

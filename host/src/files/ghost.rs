@@ -47,6 +47,10 @@ pub struct Ghost {
     pub size: u64,
     /// Its data segments, (offset, bytes); the rest are holes.
     pub pieces: Vec<(u64, Vec<u8>)>,
+    /// Its device (the kernel's encoding, major << 20 | minor) and inode
+    /// when dumped.
+    pub dev: u32,
+    pub ino: u64,
     /// Its own path, when something else is there now (a log file
     /// made again by its rotation): it is then made beside it, under the
     /// name [`plan`] gives, which /proc shows for it.
@@ -66,17 +70,8 @@ impl Ghost {
     pub fn empty(key: u32, m: &std::fs::Metadata) -> Ghost {
         let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
         let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-        Ghost {
-            key,
-            uid: m.uid(),
-            gid: m.gid(),
-            mode: m.mode(),
-            atime,
-            mtime,
-            size: 0,
-            pieces: vec![],
-            ..Ghost::default()
-        }
+        let (dev, ino) = (kdev(m.dev()), m.ino());
+        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, dev, ino, ..Ghost::default() }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -92,6 +87,27 @@ impl Ghost {
         !(self.pieces.len() == 1 && self.pieces[0].0 == 0 && self.pieces[0].1.len() as u64 == self.size)
             && self.size != 0
     }
+}
+
+/// `st_dev` in the kernel's encoding, which inotify shows and CRIU's
+/// ghost entries keep.
+fn kdev(dev: u64) -> u32 {
+    (nix::sys::stat::major(dev) << 20 | nix::sys::stat::minor(dev)) as u32
+}
+
+/// The path the unlinked file with device `dev` (the kernel's encoding)
+/// and inode `ino` is made again at, if the images carry one: an inotify
+/// watch on it watches that one.
+pub fn watched(set: &ImageSet, dev: u32, ino: u64, at: &str) -> Result<Option<PathBuf>> {
+    let Some((&key, _)) = set.ghosts.iter().find(|(_, (e, _))| e.dev == Some(dev) && e.ino == Some(ino)) else {
+        return Ok(None);
+    };
+    let Some(id) = set.remaps.iter().find(|m| m.remap_id == key && m.remap_type == Some(1)).map(|m| m.orig_id) else {
+        return Ok(None);
+    };
+    let r = set.file(id).and_then(|e| e.reg.as_ref());
+    let r = r.with_context(|| format!("{at}: its unlinked file, files.img id {id}, is no regular file entry"))?;
+    Ok(plan(set, id, r, at)?.map(|(path, _)| path))
 }
 
 /// Reads the unlinked file open at `link` (a `/proc/PID/fd/N`), shown as
@@ -135,7 +151,20 @@ pub fn dump(link: &Path, name: &str, m: &std::fs::Metadata, key: u32, limit: u64
     }
     let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
     let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-    Ok(Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, size, pieces, ..Ghost::default() })
+    let (dev, ino) = (kdev(m.dev()), m.ino());
+    Ok(Ghost {
+        key,
+        uid: m.uid(),
+        gid: m.gid(),
+        mode: m.mode(),
+        atime,
+        mtime,
+        size,
+        pieces,
+        dev,
+        ino,
+        ..Ghost::default()
+    })
 }
 
 /// The ghost files a restore made. Each is made at its path, opened, and
@@ -393,7 +422,9 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
     let (atime, mtime) = (time(&e.atim), time(&e.mtim));
     let pieces = data.clone();
-    Ok(Some((path, Ghost { key: remap.remap_id, uid, gid, mode, atime, mtime, size, pieces, taken, tmpfile })))
+    let (dev, ino) = (e.dev.unwrap_or(0), e.ino.unwrap_or(0));
+    let key = remap.remap_id;
+    Ok(Some((path, Ghost { key, uid, gid, mode, atime, mtime, size, pieces, dev, ino, taken, tmpfile })))
 }
 
 /// The warning for a ghost made at `path` because its own was taken.
@@ -425,6 +456,8 @@ pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> R
             uid: g.uid,
             gid: g.gid,
             mode: g.mode,
+            dev: Some(g.dev),
+            ino: Some(g.ino),
             atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
             mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
             size: (!g.is_dir() && !g.is_fifo()).then_some(g.size),

@@ -381,6 +381,27 @@ impl Files {
         Ok(Fd { fd: fd as u32, id, cloexec, kind })
     }
 
+    /// Once every fd and mapping is seen: each inotify watch on a file
+    /// unlinked since must be on an unlinked file the tree carries, which
+    /// the restore makes again; one that nothing of the tree holds is
+    /// refused.
+    pub fn watched_ghosts(&self) -> Result<()> {
+        for e in &self.entries {
+            let FileKind::Anon(a) = &e.kind else { continue };
+            let self::anonfd::AnonFile::Inotify { watches } = &a.file else { continue };
+            if let Some(w) = watches.iter().find(|w| w.unlinked.is_some_and(|k| !self.ghost_keys.contains_key(&k))) {
+                bail!(
+                    "inotify (files.img id {}): watch {} is on {}, unlinked since, which nothing of the tree holds \
+                     open (nothing could make it again)",
+                    e.id,
+                    w.wd,
+                    w.path.to_string_lossy()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Carries entry `id`, unlinked (open at `link`, shown as `name`), as a
     /// ghost: a regular file with its contents, a FIFO or a directory
     /// without. Every entry of one inode shares the key of its first.
@@ -594,6 +615,19 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
         }
     }
     plan.anon_fds = anon_fds.into_iter().map(|(_, m)| m).collect();
+    // A watch on a file unlinked since watches the one made again.
+    for m in &mut plan.anon_fds {
+        let anonfd::AnonFile::Inotify { watches } = &mut m.anon.file else { continue };
+        for w in watches.iter_mut() {
+            let at = format!("{fdinfo}: the inotify at fd {}: watch {}", m.fd, w.wd);
+            if let Some(path) = ghost::watched(set, w.sdev, w.ino, &at)? {
+                w.path = std::ffi::CString::new(path.into_os_string().into_encoded_bytes())
+                    .with_context(|| format!("{at}: a path with a NUL"))?;
+            } else if w.path.is_empty() {
+                bail!("{at}: no path for the watched file, and no unlinked file of its device and inode");
+            }
+        }
+    }
     plan.owners = owners.into_iter().map(|(_, o)| o).collect();
     plan.locks = locks::plan(set, p)?;
     anonfd::check_targets(set, p, &plan.anon_fds, &fdinfo)?;

@@ -230,8 +230,8 @@ impl ProcessPlan {
         p
     }
 
-    /// The plan with the paths of its files, mappings, executable, cwd and
-    /// root passed through `map` (`None`: unchanged).
+    /// The plan with the paths of its files, mappings, executable, cwd,
+    /// root and inotify watches passed through `map` (`None`: unchanged).
     pub fn with_paths(&self, map: impl Fn(&std::path::Path) -> Option<PathBuf>) -> ProcessPlan {
         let mut p = self.clone();
         let mapped = p.vmas.iter_mut().filter_map(|v| match &mut v.backing {
@@ -243,6 +243,18 @@ impl ProcessPlan {
         for path in paths {
             if let Some(to) = map(path) {
                 *path = to;
+            }
+        }
+        let watches = p.anon_fds.iter_mut().flat_map(|m| match &mut m.anon.file {
+            crate::files::anonfd::AnonFile::Inotify { watches } => watches.as_mut_slice(),
+            _ => &mut [],
+        });
+        for w in watches {
+            use std::os::unix::ffi::OsStrExt;
+            if let Some(to) = map(std::path::Path::new(std::ffi::OsStr::from_bytes(w.path.as_bytes())))
+                .and_then(|to| std::ffi::CString::new(to.into_os_string().into_encoded_bytes()).ok())
+            {
+                w.path = to;
             }
         }
         p

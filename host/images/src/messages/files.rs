@@ -526,7 +526,7 @@ message! {
         2 i_ino: required uint64,
         3 mask: required uint32 [Fmt::Hex],
         4 ignored_mask: required uint32 [Fmt::Hex],
-        5 s_dev: required uint32,
+        5 s_dev: required uint32 [Fmt::Dev],
         6 wd: required uint32,
         7 f_handle: required message<FhEntry>,
     }
@@ -567,6 +567,10 @@ message! {
         1 uid: required uint32,
         2 gid: required uint32,
         3 mode: required uint32,
+        /// The file's device (the kernel's encoding) and inode when
+        /// dumped: what an inotify watch on it is matched by.
+        4 dev: optional uint32 [Fmt::Dev],
+        5 ino: optional uint64,
         7 atim: optional message<Timeval>,
         8 mtim: optional message<Timeval>,
         9 chunks: optional bool,

@@ -1,7 +1,11 @@
 //! inotify: each watch, its number and mask, and the watched file, by
 //! the file handle the kernel shows and by the path the dumper found for
-//! that handle (`fh_entry.path`, which CRIU reads too). Events queued and
-//! not read are lost, as CRIU loses them. The restore adds each watch by
+//! that handle (`fh_entry.path`, which CRIU reads too). A watched file
+//! unlinked since must be an unlinked file the tree holds (a `tail -f` of
+//! a log deleted under it): the restore finds it among the unlinked files
+//! by device and inode (`ghost_file_entry`'s, as CRIU matches them) and
+//! watches the file it makes again. Events queued
+//! and not read are lost, as CRIU loses them. The restore adds each watch by
 //! path and, to give it its number again, adds and removes watches until
 //! the kernel's cyclic numbering comes to it.
 
@@ -22,6 +26,9 @@ pub struct Watch {
     pub handle: Vec<u8>,
     /// The watched file's path.
     pub path: CString,
+    /// Unlinked since (dump only): its device and inode as `stat` gives
+    /// them, for the dump to check that the tree carries it.
+    pub unlinked: Option<(u64, u64)>,
 }
 
 /// The watches of inotify `fd` of `pid`.
@@ -44,7 +51,7 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Vec<Watch>> {
             .with_context(|| format!("{what}: f_handle {text:?}"))?;
         let (sdev, handle_type) = (hex("sdev")? as u32, hex("fhandle-type")? as u32);
         let wd = field("wd")?;
-        let path = path_of(pid, sdev, handle_type, &handle)
+        let (path, unlinked) = path_of(pid, sdev, handle_type, &handle)
             .with_context(|| format!("process {pid}: inotify fd {fd}: finding the file of watch {wd}"))?;
         out.push(Watch {
             wd: hex("wd")? as u32,
@@ -54,6 +61,7 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Vec<Watch>> {
             handle_type,
             handle,
             path,
+            unlinked,
         });
     }
     Ok(out)
@@ -61,8 +69,9 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Vec<Watch>> {
 
 /// The path of the file with `handle` on the filesystem `sdev` (the
 /// kernel's encoding, major << 20 | minor), found through a mount of it in
-/// `pid`'s mount table.
-fn path_of(pid: i32, sdev: u32, handle_type: u32, handle: &[u8]) -> Result<CString> {
+/// `pid`'s mount table; for one unlinked, the path it had, and its device
+/// and inode.
+fn path_of(pid: i32, sdev: u32, handle_type: u32, handle: &[u8]) -> Result<(CString, Option<(u64, u64)>)> {
     let dev = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).context("reading mountinfo")?;
     let mount = mountinfo
@@ -87,10 +96,19 @@ fn path_of(pid: i32, sdev: u32, handle_type: u32, handle: &[u8]) -> Result<CStri
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).context("reading its path")?;
     let path = link.to_str().context("a path that is not UTF-8")?.to_string();
-    if path.ends_with(" (deleted)") || !path.starts_with('/') {
-        bail!("the watched file {path} has no path any more");
+    let unlinked = match path.strip_suffix(" (deleted)") {
+        Some(_) => {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).context("its inode")?;
+            Some((m.dev(), m.ino()))
+        }
+        None => None,
+    };
+    let path = path.strip_suffix(" (deleted)").unwrap_or(&path);
+    if !path.starts_with('/') {
+        bail!("the watched file {path} has no path");
     }
-    CString::new(path).context("a path with a NUL")
+    Ok((CString::new(path).context("a path with a NUL")?, unlinked))
 }
 
 pub fn entry(id: u32, flags: u32, fown: FownEntry, watches: &[Watch]) -> FileEntry {
@@ -133,29 +151,35 @@ pub fn entry(id: u32, flags: u32, fown: FownEntry, watches: &[Watch]) -> FileEnt
     }
 }
 
-/// The watches of `e`; each must carry its path (the dumper's, or CRIU's
-/// where it wrote one).
+/// The watches of `e`, with their paths (the dumper's, or CRIU's where
+/// it wrote one; an empty one where it did not).
 pub fn from_entry(e: &InotifyFileEntry, at: &str) -> Result<Vec<Watch>> {
-    let mut out: Vec<Watch> = e
-        .wd
-        .iter()
-        .map(|w| {
-            let path = w.f_handle.path.clone().filter(|p| p.starts_with('/') && !p.contains('\0'));
-            let path = path.with_context(|| format!("{at}: inotify watch {}: no path for the watched file", w.wd))?;
-            let path = CString::new(path).expect("checked for NULs");
-            let bytes = (w.f_handle.bytes as usize).min(128);
-            let handle: Vec<u8> = w.f_handle.handle.iter().flat_map(|x| x.to_le_bytes()).take(bytes).collect();
-            Ok(Watch {
-                wd: w.wd,
-                mask: w.mask,
-                ino: w.i_ino,
-                sdev: w.s_dev,
-                handle_type: w.f_handle.r#type,
-                handle,
-                path,
+    let mut out: Vec<Watch> =
+        e.wd.iter()
+            .map(|w| {
+                // None for a file unlinked since (CRIU writes none): the
+                // restore finds it among the unlinked files (`ghost::watched`).
+                let path = match &w.f_handle.path {
+                    Some(p) if !p.starts_with('/') || p.contains('\0') => {
+                        bail!("{at}: inotify watch {}: path {p:?} is not an absolute path", w.wd)
+                    }
+                    Some(p) => CString::new(p.as_str()).expect("checked for NULs"),
+                    None => CString::default(),
+                };
+                let bytes = (w.f_handle.bytes as usize).min(128);
+                let handle: Vec<u8> = w.f_handle.handle.iter().flat_map(|x| x.to_le_bytes()).take(bytes).collect();
+                Ok(Watch {
+                    wd: w.wd,
+                    mask: w.mask,
+                    ino: w.i_ino,
+                    sdev: w.s_dev,
+                    handle_type: w.f_handle.r#type,
+                    handle,
+                    path,
+                    unlinked: None,
+                })
             })
-        })
-        .collect::<Result<_>>()?;
+            .collect::<Result<_>>()?;
     out.sort_by_key(|w| w.wd);
     if out.windows(2).any(|p| p[0].wd == p[1].wd) || out.iter().any(|w| w.wd == 0 || w.wd > i32::MAX as u32) {
         bail!("{at}: inotify watch numbers repeat or are out of range");
