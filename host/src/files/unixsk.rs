@@ -1197,6 +1197,9 @@ pub fn problems(socks: &[(u32, UnixSock)]) -> Vec<anyhow::Error> {
             let path = std::path::PathBuf::from(path_of(&s.name));
             if s.deleted {
                 let aside = Parked::aside(&path);
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    Parked::parkable(&path, &m)?;
+                }
                 if std::fs::symlink_metadata(&path).is_ok() && std::fs::symlink_metadata(&aside).is_ok() {
                     bail!(
                         "{} is in the way of a socket whose file was unlinked, and {} is taken",
@@ -1293,6 +1296,21 @@ impl Parked {
         a.into()
     }
 
+    /// Only a socket file or a FIFO is moved aside for a moment: what a
+    /// socket's path can hold since its file went (another socket bound
+    /// there, a FIFO made there), never a file or directory of another
+    /// program's.
+    fn parkable(path: &std::path::Path, m: &std::fs::Metadata) -> Result<()> {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() && !m.file_type().is_fifo() {
+            bail!(
+                "{} is in the way of a socket whose file was unlinked, and is neither a socket file nor a FIFO",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
     fn new(path: &std::path::Path) -> Result<Parked> {
         let mut p = Parked { path: path.to_path_buf(), aside: None, dirs: vec![] };
         let missing: Vec<&std::path::Path> =
@@ -1304,7 +1322,8 @@ impl Parked {
             })?;
             p.dirs.push(dir.to_path_buf());
         }
-        if std::fs::symlink_metadata(path).is_ok() {
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            Parked::parkable(path, &m)?;
             let aside = Parked::aside(path);
             if std::fs::symlink_metadata(&aside).is_ok() {
                 bail!(
@@ -1511,4 +1530,44 @@ pub fn open_in_flight(inflight: &[InFlight]) -> Result<Vec<(u32, OwnedFd)>> {
         out.push((*id, file.into()));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileTypeExt;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("revenant-unixsk-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A FIFO in the way of a socket whose file was unlinked is moved
+    /// aside and back, as are missing directories made and removed; a
+    /// regular file is never moved, and the parking fails before touching
+    /// anything.
+    #[test]
+    fn only_sockets_and_fifos_are_parked() {
+        let d = scratch("park");
+        let fifo = d.join("f");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let p = Parked::new(&fifo).unwrap();
+        assert!(std::fs::symlink_metadata(&fifo).is_err() && Parked::aside(&fifo).exists());
+        p.put_back().unwrap();
+        assert!(std::fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+
+        let file = d.join("data");
+        std::fs::write(&file, b"keep").unwrap();
+        let err = format!("{:#}", Parked::new(&file).err().expect("a regular file is not parked"));
+        assert!(err.contains("neither a socket file nor a FIFO"), "{err}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"keep");
+        assert!(!Parked::aside(&file).exists());
+
+        let deep = d.join("gone/deeper/s");
+        drop(Parked::new(&deep).unwrap());
+        assert!(!d.join("gone").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }
