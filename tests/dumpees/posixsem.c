@@ -6,9 +6,10 @@
  * second semaphore keeps its name (glibc maps it under a temporary name,
  * links it under its own and unlinks the first, so the mapping shows a
  * deleted name of a file still linked): it is posted and counted the same
- * way. The child unlinks that name once the parent is gone.
+ * way, and its mapping must keep showing the temporary name, deleted. The
+ * child unlinks that name once the parent is gone.
  * Every tick: "tick=N sem=ok|BAD" to OUTFILE (BAD: the count did not
- * follow within a second).
+ * follow within a second, or the name changed).
  * On SIGUSR1: ten posts at once, then "data=ok|BAD" once all are counted.
  * usage: posixsem OUTFILE */
 #define _GNU_SOURCE
@@ -16,6 +17,7 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -72,13 +74,23 @@ int main(int argc, char **argv)
 		sem_unlink(named);
 		return 0;
 	}
+	/* The name the kept semaphore's mapping shows, as first seen. */
+	char link[64], shown[256] = "", now[256];
+	unsigned long at = (unsigned long)kept & ~4095UL;
+	snprintf(link, sizeof(link), "/proc/self/map_files/%lx-%lx", at, at + 4096);
+	ssize_t n = readlink(link, shown, sizeof(shown) - 1);
+	if (n <= 0 || !strstr(shown, " (deleted)"))
+		return 7;
 	signal(SIGUSR1, on_usr1);
 	unsigned long posted = *count;
 	for (unsigned long tick = 1;; tick++) {
 		sem_post(sem);
 		sem_post(kept);
 		posted++;
-		fprintf(out, "tick=%lu sem=%s\n", tick, counted(count, posted) ? "ok" : "BAD");
+		n = readlink(link, now, sizeof(now) - 1);
+		now[n > 0 ? n : 0] = 0;
+		int same = strcmp(now, shown) == 0;
+		fprintf(out, "tick=%lu sem=%s\n", tick, counted(count, posted) && same ? "ok" : "BAD");
 		if (asked) {
 			asked = 0;
 			for (int i = 0; i < 10; i++) {

@@ -32,7 +32,7 @@ impl Files {
             let (data, size) = contents(pid, fd)?;
             self.fifo_data.push(PipeData { pipe_id, data, size });
         }
-        let reg = RegFile { flags, pos: 0, name: path.to_string(), size: None, mode };
+        let reg = RegFile { flags, pos: 0, name: path.to_string(), size: None, mode, unlinked_name: None };
         let regf_id = self.push(FileKind::Reg(reg));
         Ok(FileKind::Fifo(Fifo { pipe_id, regf_id }))
     }

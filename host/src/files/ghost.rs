@@ -55,6 +55,10 @@ pub struct Ghost {
     /// made again by its rotation): it is then made beside it, under the
     /// name [`plan`] gives, which /proc shows for it.
     pub taken: Option<PathBuf>,
+    /// Not a ghost of its own: a file still linked at this path, unlinked
+    /// only under the name it was opened by, which it is linked under
+    /// again for the time of the restore (`reg_file_entry.unlinked_name`).
+    pub link_from: Option<PathBuf>,
     /// It was made with `O_TMPFILE` and never named: made again the same
     /// way, so that it can still be linked into a directory (`linkat`),
     /// which a file made at a path and unlinked never can.
@@ -270,6 +274,14 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
         if made.held.iter().any(|(p, _, _)| p == path) {
             continue;
         }
+        if let Some(from) = &g.link_from {
+            std::fs::hard_link(from, path).with_context(|| {
+                format!("linking {} again as {}, the name it was opened by", from.display(), path.display())
+            })?;
+            made.paths.push(path.to_path_buf());
+            made.hold(path)?;
+            continue;
+        }
         made.parents_of(path)?;
         if g.is_dir() {
             std::fs::DirBuilder::new()
@@ -424,7 +436,36 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     let pieces = data.clone();
     let (dev, ino) = (e.dev.unwrap_or(0), e.ino.unwrap_or(0));
     let key = remap.remap_id;
-    Ok(Some((path, Ghost { key, uid, gid, mode, atime, mtime, size, pieces, dev, ino, taken, tmpfile })))
+    Ok(Some((
+        path,
+        Ghost { key, uid, gid, mode, atime, mtime, size, pieces, dev, ino, taken, tmpfile, link_from: None },
+    )))
+}
+
+/// For a file entry `r` whose name still links it but which was opened
+/// (or mapped) by another name in the same directory, unlinked since: the
+/// path to link it under again for the time of the restore, its own or,
+/// when something is there now, `.NAME.revenant-unlinked` beside it. None
+/// if both are taken (it is then opened by the name that links it).
+pub fn relink(r: &RegFileEntry) -> Option<(PathBuf, Ghost)> {
+    let own = PathBuf::from(r.unlinked_name.as_ref()?);
+    let name = Path::new(&r.name);
+    if !own.is_absolute() || own.parent() != name.parent() || own.file_name().is_none() {
+        return None;
+    }
+    let free = |p: &Path| std::fs::symlink_metadata(p).is_err();
+    let (path, taken) = if free(&own) {
+        (own, None)
+    } else {
+        let n = own.file_name()?.to_string_lossy().into_owned();
+        let beside = own.with_file_name(format!(".{n}.revenant-unlinked"));
+        if !free(&beside) {
+            return None;
+        }
+        (beside, Some(own))
+    };
+    let mode = r.mode.unwrap_or(nix::libc::S_IFREG);
+    Some((path, Ghost { mode, link_from: Some(name.to_path_buf()), taken, ..Ghost::default() }))
 }
 
 /// The warning for a ghost made at `path` because its own was taken.

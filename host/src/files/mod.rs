@@ -339,7 +339,8 @@ impl Files {
         } else if !target.starts_with('/') {
             return unsupported("a special file");
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_file() && m.nlink() == 0) {
-            let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: Some(m.len()), mode: m.mode() };
+            let (name, size, unlinked_name) = (path.to_string(), Some(m.len()), None);
+            let reg = RegFile { flags, pos: info.pos, name, size, mode: m.mode(), unlinked_name };
             let id = self.push(FileKind::Reg(reg));
             self.add_ghost(id, &p, &target, &m).with_context(|| format!("process {pid}: fd {fd}"))?;
             self.descriptions.push((pid, fd, dev, ino, id));
@@ -348,21 +349,23 @@ impl Files {
             target.strip_suffix(" (deleted)").filter(|_| ft.is_dir() && m.nlink() == 0 && !ghost::on_kernel_fs(&p))
         {
             // A removed directory, made again as the cwd of one is.
-            let reg = RegFile { flags, pos: info.pos, name: path.to_string(), size: None, mode: m.mode() };
+            let (name, unlinked_name) = (path.to_string(), None);
+            let reg = RegFile { flags, pos: info.pos, name, size: None, mode: m.mode(), unlinked_name };
             let id = self.push(FileKind::Reg(reg));
             self.add_ghost(id, &p, &target, &m)?;
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
-        } else if let Some(other) = target
+        } else if let Some((path, other)) = target
             .strip_suffix(" (deleted)")
             .filter(|_| ft.is_file() && m.nlink() != 0)
-            .and_then(|path| reg::linked_name(path, &m))
+            .and_then(|path| Some((path, reg::linked_name(path, &m)?)))
         {
             // Unlinked under the name it was opened by, linked under
-            // another beside it: opened by that one.
+            // another beside it: opened by that one, and shown by the first.
+            let (size, unlinked_name) = (Some(m.len()), Some(path.to_string()));
             (
                 fd_type::REG,
-                FileKind::Reg(RegFile { flags, pos: info.pos, name: other, size: Some(m.len()), mode: m.mode() }),
+                FileKind::Reg(RegFile { flags, pos: info.pos, name: other, size, mode: m.mode(), unlinked_name }),
             )
         } else if target.ends_with(" (deleted)") {
             return unsupported("an unlinked file");
@@ -374,7 +377,8 @@ impl Files {
             return unsupported("a device or socket node");
         } else {
             let size = ft.is_file().then_some(m.len());
-            (fd_type::REG, FileKind::Reg(RegFile { flags, pos: info.pos, name: target.clone(), size, mode: m.mode() }))
+            let (name, unlinked_name) = (target.clone(), None);
+            (fd_type::REG, FileKind::Reg(RegFile { flags, pos: info.pos, name, size, mode: m.mode(), unlinked_name }))
         };
         let id = self.push(file);
         self.descriptions.push((pid, fd, dev, ino, id));

@@ -26,6 +26,10 @@ pub struct RegFile {
     /// Only for regular files: a restore checks it.
     pub size: Option<u64>,
     pub mode: u32,
+    /// The name it was opened or mapped by, unlinked since while `name`
+    /// (in the same directory) still links it: /proc shows that one, as
+    /// deleted, and so does a restore.
+    pub unlinked_name: Option<String>,
 }
 
 impl Files {
@@ -64,8 +68,9 @@ impl Files {
             }
         }
         let size = m.file_type().is_file().then_some(m.len());
+        let unlinked_name = linked.as_ref().and(unlinked).map(String::from);
         let path = linked.unwrap_or_else(|| deleted.unwrap_or(name).to_string());
-        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: path, size, mode: m.mode() }));
+        let id = self.push(FileKind::Reg(RegFile { flags, pos: 0, name: path, size, mode: m.mode(), unlinked_name }));
         self.by_inode.insert((m.dev(), m.ino(), name.to_string()), id);
         if deleted.is_some() {
             self.add_ghost(id, &p, name, &m).with_context(|| format!("process {pid}: {link} ({name})"))?;
@@ -80,7 +85,14 @@ impl Files {
         let name = name.to_str().with_context(|| format!("{}: not UTF-8: {name:?}", p.display()))?.to_string();
         let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
         let Some(path) = name.strip_suffix(" (deleted)") else {
-            return Ok(self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name, size: None, mode: m.mode() })));
+            return Ok(self.push(FileKind::Reg(RegFile {
+                flags: 0,
+                pos: 0,
+                name,
+                size: None,
+                mode: m.mode(),
+                unlinked_name: None,
+            })));
         };
         // Removed while the process sat in it (empty, as rmdir wants it):
         // carried as a ghost directory, as CRIU does, made again for the
@@ -88,7 +100,14 @@ impl Files {
         if link != "cwd" || !m.is_dir() || super::ghost::on_kernel_fs(&p) {
             bail!("process {pid}: its {link} {name} was deleted; that is not supported");
         }
-        let id = self.push(FileKind::Reg(RegFile { flags: 0, pos: 0, name: path.into(), size: None, mode: m.mode() }));
+        let id = self.push(FileKind::Reg(RegFile {
+            flags: 0,
+            pos: 0,
+            name: path.into(),
+            size: None,
+            mode: m.mode(),
+            unlinked_name: None,
+        }));
         self.add_ghost(id, &p, &name, &m)?;
         Ok(id)
     }
@@ -120,6 +139,7 @@ impl RegFile {
                 name: self.name.clone(),
                 size: self.size,
                 mode: Some(self.mode),
+                unlinked_name: self.unlinked_name.clone(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -153,7 +173,10 @@ pub fn mapped(set: &ImageSet, id: u32, what: &str) -> Result<(PathBuf, Option<su
         Some((path, ghost)) => Ok((path, Some(ghost))),
         None => {
             check_size(r, what)?;
-            Ok((PathBuf::from(&r.name), None))
+            match super::ghost::relink(r) {
+                Some((path, ghost)) => Ok((path, Some(ghost))),
+                None => Ok((PathBuf::from(&r.name), None)),
+            }
         }
     }
 }
@@ -164,6 +187,11 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
     // Its own /proc files exist only once the process does: it opens
     // them itself, and alone (the tree's shared files are opened by
     // the root before the others exist).
+    let relinked = ghost.is_none().then(|| super::ghost::relink(r)).flatten();
+    if relinked.is_some() {
+        check_size(r, &format!("fd {}", f.fd))?;
+    }
+    let ghost = ghost.or(relinked);
     let path = ghost.as_ref().map_or_else(|| PathBuf::from(&r.name), |(p, _)| p.clone());
     let ghost = ghost.map(|(_, g)| g);
     if ghost.is_some() {

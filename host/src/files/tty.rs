@@ -152,8 +152,14 @@ impl Files {
             let pty = driver == Driver::PtyMaster || driver == Driver::PtySlave;
             self.ttys.push(Seen { info, path: target.to_string(), fd: pty.then_some(own) });
         }
-        let regf_id =
-            self.push(FileKind::Reg(RegFile { flags, pos: 0, name: target.into(), size: None, mode: m.mode() }));
+        let regf_id = self.push(FileKind::Reg(RegFile {
+            flags,
+            pos: 0,
+            name: target.into(),
+            size: None,
+            mode: m.mode(),
+            unlinked_name: None,
+        }));
         Ok(FileKind::Tty(Tty { info_id, flags, regf_id }))
     }
 

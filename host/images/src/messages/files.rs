@@ -70,6 +70,11 @@ message! {
         12 checksum: optional uint32,
         13 checksum_config: optional uint32,
         14 checksum_parameter: optional uint32,
+        /// revenant's own: the name it was opened or mapped by, in the
+        /// same directory, unlinked since while `name` still links it:
+        /// the restore links it there again for the time it opens it, so
+        /// that /proc shows it as deleted, as it did.
+        1000 unlinked_name: optional string,
     }
 }
 
