@@ -1668,7 +1668,9 @@ fn inotify_watches_come_back_with_their_numbers() {
 /// `O_TMPFILE` (Python's `TemporaryFile`, glibc's `tmpfile`) comes back
 /// the same way: one file behind its descriptions and mapping, and one
 /// that can still be linked into its directory. An inotify watching the
-/// directory of one sees nothing of its restore.
+/// directory of one sees nothing of its restore, one watching the file
+/// itself sees its writes. A device node made and unlinked is still that
+/// device.
 #[test]
 fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
     let _w = watchdog::start();

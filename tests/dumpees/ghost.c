@@ -20,7 +20,9 @@
  * same inotify for writes (a `tail -f` of a log deleted under it): each
  * tick writes to it, and the write's event, and no other, must come (a
  * restore that made and removed the file where the directory's watch
- * sees it would send one).
+ * sees it would send one). And a device node it made (the null device)
+ * and unlinked while open: still that device, writable, reading nothing,
+ * with no link.
  * Every tick: "tick=N ghost=ok|BAD" to OUTFILE; once linked,
  * "link=ok|BAD" before it.
  * usage: ghost OUTFILE DIR */
@@ -32,6 +34,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -119,6 +122,11 @@ int main(int argc, char **argv)
 		return 15;
 	while (read(in, ev, sizeof(ev)) > 0)
 		;
+	char devpath[4200];
+	snprintf(devpath, sizeof(devpath), "%s/null", argv[2]);
+	int nul = -1;
+	if (mknod(devpath, S_IFCHR | 0600, makedev(1, 3)) || (nul = open(devpath, O_RDWR)) < 0 || unlink(devpath))
+		return 16;
 	signal(SIGUSR1, ask_link);
 	int linked = 0;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
@@ -178,6 +186,8 @@ int main(int argc, char **argv)
 					others += ie->wd != fwd || ie->mask != IN_MODIFY;
 				}
 		ok = ok && events >= 1 && others == 0 && fstat(wf, &ls) == 0 && ls.st_nlink == 0;
+		ok = ok && fstat(nul, &ls) == 0 && S_ISCHR(ls.st_mode) && ls.st_rdev == makedev(1, 3) &&
+		     ls.st_nlink == 0 && write(nul, "x", 1) == 1 && read(nul, ev, 1) == 0;
 		if (link_asked && !linked) {
 			linked = linkat(AT_FDCWD, tpath, AT_FDCWD, tlinked, AT_SYMLINK_FOLLOW) == 0;
 			dprintf(out, "link=%s\n", linked ? "ok" : "BAD");

@@ -31,6 +31,8 @@ pub enum Fmt {
     /// A device number in the kernel's own encoding (major << 20 |
     /// minor), as crit prints it: `MAJOR:MINOR`.
     Dev,
+    /// A device number as `stat` gives it (glibc's encoding): `MAJOR:MINOR`.
+    Odev,
 }
 
 impl Fmt {
@@ -111,6 +113,11 @@ pub fn unsigned(v: u64, fmt: Fmt, hex: bool) -> Json {
     match fmt {
         Fmt::Flags(map) => Json::Str(flags(v, map)),
         Fmt::Dev => Json::Str(format!("{}:{}", v >> 20, v & 0xfffff)),
+        Fmt::Odev => {
+            let major = ((v >> 8) & 0xfff) | ((v >> 32) & !0xfff);
+            let minor = (v & 0xff) | ((v >> 12) & !0xff);
+            Json::Str(format!("{major}:{minor}"))
+        }
         Fmt::Dict(map) => match map.iter().find(|(k, _)| *k == v) {
             Some((_, name)) => Json::Str(name.to_string()),
             None => Json::Uint(v),
@@ -294,5 +301,9 @@ mod tests {
             "{\n    \"a\": [\n        1,\n        -2\n    ],\n    \"b\": {},\n    \"c\": \"\\u00e9\\n\\\"\"\n}"
         );
         assert_eq!(signed(-5, Fmt::Hex, false), Json::Str("-0x5".into()));
+        // crit's device numbers: the kernel's encoding and glibc's.
+        assert_eq!(unsigned(254 << 20 | 3, Fmt::Dev, false), Json::Str("254:3".into()));
+        assert_eq!(unsigned(0x103, Fmt::Odev, false), Json::Str("1:3".into()));
+        assert_eq!(unsigned(0x10_032c, Fmt::Odev, false), Json::Str("3:300".into()));
     }
 }

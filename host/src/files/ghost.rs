@@ -51,6 +51,8 @@ pub struct Ghost {
     /// when dumped.
     pub dev: u32,
     pub ino: u64,
+    /// A device node's device (`st_rdev`, as CRIU keeps it).
+    pub rdev: u32,
     /// Its own path, when something else is there now (a log file
     /// made again by its rotation): it is then made beside it, under the
     /// name [`plan`] gives, which /proc shows for it.
@@ -70,12 +72,13 @@ pub struct Ghost {
 pub const TMPFILE: i32 = nix::libc::O_TMPFILE & !nix::libc::O_DIRECTORY;
 
 impl Ghost {
-    /// A removed directory or deleted FIFO: a node without contents.
+    /// A removed directory, deleted FIFO or device node: a node without
+    /// contents.
     pub fn empty(key: u32, m: &std::fs::Metadata) -> Ghost {
         let atime = (m.atime() as u64, m.atime_nsec() as u64 / 1000);
         let mtime = (m.mtime() as u64, m.mtime_nsec() as u64 / 1000);
-        let (dev, ino) = (kdev(m.dev()), m.ino());
-        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, dev, ino, ..Ghost::default() }
+        let (dev, ino, rdev) = (kdev(m.dev()), m.ino(), m.rdev() as u32);
+        Ghost { key, uid: m.uid(), gid: m.gid(), mode: m.mode(), atime, mtime, dev, ino, rdev, ..Ghost::default() }
     }
 
     pub fn is_dir(&self) -> bool {
@@ -84,6 +87,10 @@ impl Ghost {
 
     pub fn is_fifo(&self) -> bool {
         self.mode & nix::libc::S_IFMT == nix::libc::S_IFIFO
+    }
+
+    pub fn is_device(&self) -> bool {
+        [nix::libc::S_IFCHR, nix::libc::S_IFBLK].contains(&(self.mode & nix::libc::S_IFMT))
     }
 
     /// Whether it has holes (then CRIU's image has it in chunks).
@@ -294,6 +301,18 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
             made.hold(path)?;
             continue;
         }
+        if g.is_device() {
+            let kind = nix::sys::stat::SFlag::from_bits_truncate(g.mode & nix::libc::S_IFMT);
+            let perm = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
+            nix::sys::stat::mknod(path, kind, perm, u64::from(g.rdev))
+                .with_context(|| format!("making the deleted device node {} again", path.display()))?;
+            made.paths.push(path.to_path_buf());
+            made.hold(path)?;
+            let f = std::fs::File::open(made.opened_at(path).expect("just held"))
+                .with_context(|| format!("opening {}", path.display()))?;
+            set_attrs(&f, path, g)?;
+            continue;
+        }
         if g.is_fifo() {
             let perm = nix::sys::stat::Mode::from_bits_truncate(g.mode & 0o7777);
             nix::unistd::mkfifo(path, perm)
@@ -434,11 +453,11 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     let time = |t: &Option<Timeval>| t.as_ref().map(|t| (t.tv_sec, t.tv_usec.min(999_999))).unwrap_or_default();
     let (atime, mtime) = (time(&e.atim), time(&e.mtim));
     let pieces = data.clone();
-    let (dev, ino) = (e.dev.unwrap_or(0), e.ino.unwrap_or(0));
+    let (dev, ino, rdev) = (e.dev.unwrap_or(0), e.ino.unwrap_or(0), e.rdev.unwrap_or(0));
     let key = remap.remap_id;
     Ok(Some((
         path,
-        Ghost { key, uid, gid, mode, atime, mtime, size, pieces, dev, ino, taken, tmpfile, link_from: None },
+        Ghost { key, uid, gid, mode, atime, mtime, size, pieces, dev, ino, rdev, taken, tmpfile, link_from: None },
     )))
 }
 
@@ -499,9 +518,10 @@ pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> R
             mode: g.mode,
             dev: Some(g.dev),
             ino: Some(g.ino),
+            rdev: g.is_device().then_some(g.rdev),
             atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
             mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
-            size: (!g.is_dir() && !g.is_fifo()).then_some(g.size),
+            size: (!g.is_dir() && !g.is_fifo() && !g.is_device()).then_some(g.size),
             chunks: g.sparse().then_some(true),
             ..Default::default()
         };

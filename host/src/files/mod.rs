@@ -345,6 +345,21 @@ impl Files {
             self.add_ghost(id, &p, &target, &m).with_context(|| format!("process {pid}: fd {fd}"))?;
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
+        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| {
+            (ft.is_char_device() || ft.is_block_device())
+                && m.nlink() == 0
+                && !is_tty(m.rdev())
+                && tty::Driver::of(m.rdev()).is_none()
+                && !ghost::on_kernel_fs(&p)
+        }) {
+            // A device node made (mknod) and unlinked: made again, the
+            // same device, for the tasks to open.
+            let (name, unlinked_name) = (path.to_string(), None);
+            let reg = RegFile { flags, pos: info.pos, name, size: None, mode: m.mode(), unlinked_name };
+            let id = self.push(FileKind::Reg(reg));
+            self.add_ghost(id, &p, &target, &m)?;
+            self.descriptions.push((pid, fd, dev, ino, id));
+            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if let Some(path) =
             target.strip_suffix(" (deleted)").filter(|_| ft.is_dir() && m.nlink() == 0 && !ghost::on_kernel_fs(&p))
         {

@@ -576,6 +576,8 @@ message! {
         /// dumped: what an inotify watch on it is matched by.
         4 dev: optional uint32 [Fmt::Dev],
         5 ino: optional uint64,
+        /// A device node's device (`st_rdev`, glibc's encoding).
+        6 rdev: optional uint32 [Fmt::Odev],
         7 atim: optional message<Timeval>,
         8 mtim: optional message<Timeval>,
         9 chunks: optional bool,
