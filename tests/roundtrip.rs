@@ -1670,7 +1670,7 @@ fn inotify_watches_come_back_with_their_numbers() {
 /// that can still be linked into its directory. An inotify watching the
 /// directory of one sees nothing of its restore, one watching the file
 /// itself sees its writes. A device node made and unlinked is still that
-/// device.
+/// device, a symbolic link held by `O_PATH` still that link.
 #[test]
 fn an_unlinked_open_file_comes_back_unlinked_with_its_contents() {
     let _w = watchdog::start();

@@ -22,7 +22,8 @@
  * restore that made and removed the file where the directory's watch
  * sees it would send one). And a device node it made (the null device)
  * and unlinked while open: still that device, writable, reading nothing,
- * with no link.
+ * with no link. And a symbolic link held by an O_PATH descriptor and
+ * unlinked: still a link, to where it pointed, held by O_PATH.
  * Every tick: "tick=N ghost=ok|BAD" to OUTFILE; once linked,
  * "link=ok|BAD" before it.
  * usage: ghost OUTFILE DIR */
@@ -127,6 +128,11 @@ int main(int argc, char **argv)
 	int nul = -1;
 	if (mknod(devpath, S_IFCHR | 0600, makedev(1, 3)) || (nul = open(devpath, O_RDWR)) < 0 || unlink(devpath))
 		return 16;
+	char lnkpath[4200];
+	snprintf(lnkpath, sizeof(lnkpath), "%s/lnk", argv[2]);
+	int lnk = -1;
+	if (symlink("somewhere/else", lnkpath) || (lnk = open(lnkpath, O_PATH | O_NOFOLLOW)) < 0 || unlink(lnkpath))
+		return 17;
 	signal(SIGUSR1, ask_link);
 	int linked = 0;
 	snprintf(want, sizeof(want), "%s (deleted)", path);
@@ -188,6 +194,10 @@ int main(int argc, char **argv)
 		ok = ok && events >= 1 && others == 0 && fstat(wf, &ls) == 0 && ls.st_nlink == 0;
 		ok = ok && fstat(nul, &ls) == 0 && S_ISCHR(ls.st_mode) && ls.st_rdev == makedev(1, 3) &&
 		     ls.st_nlink == 0 && write(nul, "x", 1) == 1 && read(nul, ev, 1) == 0;
+		char to[64] = "";
+		ok = ok && fstatat(lnk, "", &ls, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(ls.st_mode) &&
+		     ls.st_nlink == 0 && readlinkat(lnk, "", to, sizeof(to) - 1) == 14 && strcmp(to, "somewhere/else") == 0 &&
+		     (fcntl(lnk, F_GETFL) & O_PATH) != 0;
 		if (link_asked && !linked) {
 			linked = linkat(AT_FDCWD, tpath, AT_FDCWD, tlinked, AT_SYMLINK_FOLLOW) == 0;
 			dprintf(out, "link=%s\n", linked ? "ok" : "BAD");

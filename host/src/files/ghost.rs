@@ -53,6 +53,8 @@ pub struct Ghost {
     pub ino: u64,
     /// A device node's device (`st_rdev`, as CRIU keeps it).
     pub rdev: u32,
+    /// A symbolic link's target.
+    pub symlink: Option<String>,
     /// Its own path, when something else is there now (a log file
     /// made again by its rotation): it is then made beside it, under the
     /// name [`plan`] gives, which /proc shows for it.
@@ -98,6 +100,13 @@ impl Ghost {
         !(self.pieces.len() == 1 && self.pieces[0].0 == 0 && self.pieces[0].1.len() as u64 == self.size)
             && self.size != 0
     }
+}
+
+/// Where the symbolic link open (`O_PATH`) at fd `fd` of `pid` points.
+pub fn link_target(pid: i32, fd: i32) -> Result<String> {
+    let copy = crate::procfs::borrow_fd(pid, fd).context("taking a copy to read it")?;
+    let to = nix::fcntl::readlinkat(&copy, "").context("reading where the link points")?;
+    to.into_string().map_err(|t| anyhow::anyhow!("a link target that is not UTF-8: {t:?}"))
 }
 
 /// `st_dev` in the kernel's encoding, which inotify shows and CRIU's
@@ -276,7 +285,10 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
     // Directories first: an unlinked file may have been in one.
     let mut ghosts: Vec<_> = ghosts.into_iter().collect();
     ghosts.sort_by_key(|(p, g, _)| (!g.is_dir(), p.components().count()));
-    let creators: Vec<(u32, (u32, i32))> = ghosts.iter().filter_map(|(_, g, c)| Some((g.key, (*c)?))).collect();
+    let mut creators: Vec<(u32, (u32, i32))> = ghosts.iter().filter_map(|(_, g, c)| Some((g.key, (*c)?))).collect();
+    // One per description, however many fds it has.
+    creators.sort_unstable();
+    creators.dedup_by_key(|(k, (id, _))| (*k, *id));
     for &(path, g, _) in &ghosts {
         if made.held.iter().any(|(p, _, _)| p == path) {
             continue;
@@ -299,6 +311,20 @@ pub fn make<'a>(ghosts: impl IntoIterator<Item = (&'a Path, &'a Ghost, Option<(u
             let d = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             set_attrs(&d, path, g)?;
             made.hold(path)?;
+            continue;
+        }
+        if let Some(to) = &g.symlink {
+            std::os::unix::fs::symlink(to, path)
+                .with_context(|| format!("making the deleted link {} (to {to}) again", path.display()))?;
+            made.paths.push(path.to_path_buf());
+            for &(id, flags) in creators.iter().filter(|(k, _)| *k == g.key).map(|(_, c)| c) {
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags((flags & !nix::libc::O_ACCMODE) | nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
+                    .open(path)
+                    .with_context(|| format!("opening the link {}", path.display()))?;
+                made.held.push((path.to_path_buf(), f, Some(id)));
+            }
             continue;
         }
         if g.is_device() {
@@ -454,10 +480,27 @@ pub fn plan(set: &ImageSet, id: u32, r: &RegFileEntry, at: &str) -> Result<Optio
     let (atime, mtime) = (time(&e.atim), time(&e.mtim));
     let pieces = data.clone();
     let (dev, ino, rdev) = (e.dev.unwrap_or(0), e.ino.unwrap_or(0), e.rdev.unwrap_or(0));
+    let symlink = e.symlnk_target.clone().filter(|_| mode & nix::libc::S_IFMT == nix::libc::S_IFLNK);
     let key = remap.remap_id;
     Ok(Some((
         path,
-        Ghost { key, uid, gid, mode, atime, mtime, size, pieces, dev, ino, rdev, taken, tmpfile, link_from: None },
+        Ghost {
+            key,
+            uid,
+            gid,
+            mode,
+            atime,
+            mtime,
+            size,
+            pieces,
+            dev,
+            ino,
+            rdev,
+            symlink,
+            taken,
+            tmpfile,
+            link_from: None,
+        },
     )))
 }
 
@@ -519,9 +562,10 @@ pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> R
             dev: Some(g.dev),
             ino: Some(g.ino),
             rdev: g.is_device().then_some(g.rdev),
+            symlnk_target: g.symlink.clone(),
             atim: Some(Timeval { tv_sec: g.atime.0, tv_usec: g.atime.1, ..Default::default() }),
             mtim: Some(Timeval { tv_sec: g.mtime.0, tv_usec: g.mtime.1, ..Default::default() }),
-            size: (!g.is_dir() && !g.is_fifo() && !g.is_device()).then_some(g.size),
+            size: (!g.is_dir() && !g.is_fifo() && !g.is_device() && g.symlink.is_none()).then_some(g.size),
             chunks: g.sparse().then_some(true),
             ..Default::default()
         };

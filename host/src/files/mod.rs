@@ -345,6 +345,19 @@ impl Files {
             self.add_ghost(id, &p, &target, &m).with_context(|| format!("process {pid}: fd {fd}"))?;
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
+        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_symlink() && m.nlink() == 0) {
+            // An O_PATH descriptor of a symbolic link, unlinked since:
+            // made again, pointing where it pointed.
+            let to = ghost::link_target(pid, fd).with_context(|| format!("process {pid}: fd {fd} ({target})"))?;
+            let (name, unlinked_name) = (path.to_string(), None);
+            let reg = RegFile { flags, pos: info.pos, name, size: None, mode: m.mode(), unlinked_name };
+            let id = self.push(FileKind::Reg(reg));
+            self.add_ghost(id, &p, &target, &m)?;
+            if let Some((_, g)) = self.ghosts.iter_mut().find(|(g, _)| *g == id) {
+                g.symlink = Some(to);
+            }
+            self.descriptions.push((pid, fd, dev, ino, id));
+            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| {
             (ft.is_char_device() || ft.is_block_device())
                 && m.nlink() == 0
@@ -543,16 +556,17 @@ pub struct FdPlan {
     /// A pidfd of a process that had exited (the inode it had), which the
     /// host makes.
     pub dead_pidfd: Option<u32>,
-    /// The description that made its unlinked file with `O_TMPFILE`,
-    /// which the host makes with the file (`ghost::make`).
-    pub tmpfile_itself: bool,
+    /// A description the host makes with its unlinked file
+    /// (`ghost::make`): the one that made it with `O_TMPFILE`, or one on
+    /// a symbolic link (`O_PATH`, which no reopening through /proc gives).
+    pub ghost_itself: bool,
 }
 
 impl FdPlan {
     /// Made by the host before any process exists, and placed at a slot
     /// of the tree by its root.
     pub fn host_made(&self) -> bool {
-        self.tty.is_some() || self.socket || self.dead_pidfd.is_some() || self.tmpfile_itself
+        self.tty.is_some() || self.socket || self.dead_pidfd.is_some() || self.ghost_itself
     }
 
     /// Fd `f` on socket inode `ino` (unix or inet), which the host makes.

@@ -203,13 +203,15 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
         check_size(r, &format!("fd {}", f.fd))?;
     }
     // The description O_TMPFILE made (the others were opened through
-    // /proc): the host makes it so again.
-    let tmpfile_itself = ghost.as_ref().is_some_and(|g| g.tmpfile) && r.flags as i32 & super::ghost::TMPFILE != 0;
+    // /proc), or one on a symbolic link: the host makes it.
+    let ghost_itself = ghost
+        .as_ref()
+        .is_some_and(|g| (g.tmpfile && r.flags as i32 & super::ghost::TMPFILE != 0) || g.symlink.is_some());
     Ok(FdPlan {
         fd: f.fd as i32,
         id: f.id,
         path,
-        tmpfile_itself,
+        ghost_itself,
         flags: open_flags(r.flags),
         pos: r.pos,
         cloexec,

@@ -542,11 +542,15 @@ unsafe fn place_held(tree: &TreeFiles, log0: &Log) -> Result<(), Failed> {
     // inherited at their numbers, all above every slot.
     unsafe {
         for (from, o) in &tree.held {
-            let flags =
-                o.flags & (libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME);
+            // Set only where they differ, and sought only when not at 0:
+            // an O_PATH description (a link's) takes neither.
+            let settable = libc::O_APPEND | libc::O_NONBLOCK | libc::O_ASYNC | libc::O_DIRECT | libc::O_NOATIME;
+            let flags = o.flags & settable;
             if libc::dup3(*from, o.fd, libc::O_CLOEXEC) < 0
-                || libc::fcntl(o.fd, libc::F_SETFL, flags) < 0
-                || (libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0 && errno() != libc::ESPIPE)
+                || (libc::fcntl(o.fd, libc::F_GETFL) & settable != flags && libc::fcntl(o.fd, libc::F_SETFL, flags) < 0)
+                || (o.pos != 0
+                    && libc::lseek(o.fd, o.pos as libc::off_t, libc::SEEK_SET) < 0
+                    && errno() != libc::ESPIPE)
             {
                 return Err(fail(log0, "placing a description the host made", b""));
             }

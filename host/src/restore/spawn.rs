@@ -336,7 +336,7 @@ pub fn restore_tree(
     // task exists: the tasks open them through our descriptors.
     let ghosts = plans.iter().flat_map(|p| {
         let fds = p.fds.iter().filter_map(|f| {
-            let creator = f.tmpfile_itself.then_some((f.id, f.flags));
+            let creator = f.ghost_itself.then_some((f.id, f.flags));
             f.ghost.as_ref().map(|g| (f.path.as_path(), g, creator))
         });
         fds.chain(p.ghosts.iter().map(|(path, g)| (path.as_path(), g, None)))

@@ -582,6 +582,8 @@ message! {
         8 mtim: optional message<Timeval>,
         9 chunks: optional bool,
         10 size: optional uint64,
+        /// A symbolic link's target.
+        11 symlnk_target: optional string,
     }
 }
 
