@@ -1499,6 +1499,14 @@ fn named_unix_sockets_come_back_listening_connected_and_queued() {
     checked_then_used("unixsrv", true, "named=ok");
 }
 
+/// A pseudoterminal slave whose master was closed (a program left behind
+/// by a terminal that closed) comes back hung up: the same slave for both
+/// its descriptions, shown deleted, writes failing, reads at end of file.
+#[test]
+fn a_hung_up_terminal_comes_back_hung_up() {
+    checked_then_used("hungpty", false, "hung=ok");
+}
+
 /// Unix sockets whose file is gone come back bound to their names, their
 /// files gone again, and reachable by their clients: one whose path holds
 /// another socket of the program now, one whose path holds a FIFO, and a

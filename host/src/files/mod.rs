@@ -395,6 +395,13 @@ impl Files {
                 fd_type::REG,
                 FileKind::Reg(RegFile { flags, pos: info.pos, name: other, size, mode: m.mode(), unlinked_name }),
             )
+        } else if let Some(path) = target
+            .strip_suffix(" (deleted)")
+            .filter(|_| ft.is_char_device() && tty::Driver::of(m.rdev()) == Some(tty::Driver::PtySlave))
+        {
+            // A pseudoterminal slave whose master was closed: hung up, its
+            // /dev/pts entry gone.
+            (fd_type::TTY, self.tty(pid, fd, path, &m, tty::Driver::PtySlave, flags)?)
         } else if target.ends_with(" (deleted)") {
             return unsupported("an unlinked file");
         } else if let Some(driver) = tty::Driver::of(m.rdev()).filter(|_| ft.is_char_device()) {

@@ -170,7 +170,11 @@ impl Files {
         let mut external = None;
         for t in &self.ttys {
             let i = &t.info;
-            if i.r#type != TtyType::Pty as i32 || i.id % 2 == 1 || self.ttys.iter().any(|m| m.info.id == i.id + 1) {
+            if i.r#type != TtyType::Pty as i32
+                || i.id % 2 == 1
+                || self.ttys.iter().any(|m| m.info.id == i.id + 1)
+                || hung_up(i)
+            {
                 continue;
             }
             if !shell_job {
@@ -219,6 +223,12 @@ fn ty_of(i: &TtyInfoEntry) -> TtyType {
     TtyType::try_from(i.r#type).unwrap_or(TtyType::Unknown)
 }
 
+/// A pseudoterminal slave whose master was closed (CRIU's entry then has
+/// no termios).
+fn hung_up(i: &TtyInfoEntry) -> bool {
+    i.r#type == TtyType::Pty as i32 && i.id.is_multiple_of(2) && i.termios.is_none()
+}
+
 fn is_master(i: &TtyInfoEntry) -> bool {
     i.r#type == TtyType::Pty as i32 && i.id % 2 == 1
 }
@@ -250,6 +260,20 @@ fn info(pid: i32, fd: BorrowedFd, driver: Driver, id: u32, index: u32, m: &fs::M
         }
     };
     let t: termios = match get(fd, io::TCGETS) {
+        // A slave whose master was closed: hung up, no settings, no
+        // session (CRIU's entry has no termios then).
+        Err(e) if e.raw_os_error() == Some(libc::EIO) && driver == Driver::PtySlave => {
+            return Ok(TtyInfoEntry {
+                id,
+                r#type: driver.tty_type() as i32,
+                rdev: m.rdev() as u32,
+                pty: Some(TtyPtyEntry { index, ..Default::default() }),
+                dev: Some(m.dev() as u32),
+                uid: Some(m.uid()),
+                gid: Some(m.gid()),
+                ..Default::default()
+            });
+        }
         Err(e) if e.raw_os_error() == Some(libc::EIO) => {
             bail!("the terminal was hung up (its other end closed): not supported")
         }
@@ -465,7 +489,8 @@ pub fn plan(set: &ImageSet, shell_job: bool) -> Result<Vec<TtyPlan>> {
             bail!("{at}: listed twice");
         }
         let ty = TtyType::try_from(i.r#type).map_err(|_| anyhow::anyhow!("{at}: type {}: unknown", i.r#type))?;
-        let inherit = ty == TtyType::Pty && i.id % 2 == 0 && !set.tty_info.iter().any(|m| m.id == i.id + 1);
+        let inherit =
+            ty == TtyType::Pty && i.id % 2 == 0 && !set.tty_info.iter().any(|m| m.id == i.id + 1) && !hung_up(i);
         match ty {
             TtyType::Pty if i.pty.is_none() => bail!("{at}: a pseudoterminal without its pty index"),
             TtyType::Pty | TtyType::Console | TtyType::Vt | TtyType::Ctty => {}
@@ -478,8 +503,11 @@ pub fn plan(set: &ImageSet, shell_job: bool) -> Result<Vec<TtyPlan>> {
                 i.pty.as_ref().map_or(0, |p| p.index)
             );
         }
-        if ty != TtyType::Ctty && i.termios.is_none() {
+        if ty != TtyType::Ctty && i.termios.is_none() && !hung_up(i) {
             bail!("{at}: no termios (a terminal that was hung up): not restored");
+        }
+        if hung_up(i) && set.tty_info.iter().any(|m| m.id == i.id + 1) {
+            bail!("{at}: a pseudoterminal slave hung up while the images hold its master");
         }
         let data = set.tty_data.iter().filter(|d| d.tty_id == i.id && ty == TtyType::Pty);
         let queued: Vec<u8> = data.flat_map(|d| d.data.iter().copied()).collect();
@@ -551,11 +579,39 @@ pub fn make(ttys: &[TtyPlan], fds: &[&FdPlan]) -> Result<Made> {
     }
     // Masters first: their slaves exist only once they do.
     descs.sort_by_key(|f| f.tty.map(|id| id % 2 == 0));
+    // A hung-up slave is opened through a master of ours, closed once
+    // they all are: that hangs them up, and its /dev/pts entry goes.
+    let mut hang: Vec<(u32, OwnedFd, u32)> = Vec::new();
     for f in descs {
         let id = f.tty.unwrap_or_default();
         let t = info(id)?;
         let at = || format!("terminal {} (files.img id {}, tty-info.img id {id:#x})", f.path.display(), f.id);
-        let fd = if t.inherit {
+        let fd = if hung_up(&t.info) {
+            if !hang.iter().any(|(h, _, _)| *h == id) {
+                // Its own index if free, else any: its name is gone anyway.
+                let m = match open_ptmx(t.index(), 0) {
+                    Ok(m) => m,
+                    Err(_) => fs::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+                        .open("/dev/ptmx")
+                        .map(OwnedFd::from)
+                        .with_context(at)?,
+                };
+                set(m.as_fd(), io::TIOCSPTLCK, &0i32).with_context(at)?;
+                let n: u32 = get(m.as_fd(), io::TIOCGPTN).with_context(at)?;
+                hang.push((id, m, n));
+            }
+            let n = hang.iter().find(|(h, _, _)| *h == id).map_or(0, |(_, _, n)| *n);
+            let f2 = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags((f.flags & !libc::O_ACCMODE) | libc::O_NOCTTY | libc::O_CLOEXEC)
+                .open(slave_path(n))
+                .with_context(at)?;
+            OwnedFd::from(f2)
+        } else if t.inherit {
             if !nix::unistd::isatty(std::io::stdin()).unwrap_or(false) {
                 bail!("{}: a shell job's terminal, and revenant's stdin is not a terminal to give it", at());
             }
@@ -581,8 +637,9 @@ pub fn make(ttys: &[TtyPlan], fds: &[&FdPlan]) -> Result<Made> {
         };
         made.fds.push((f.id, fd));
     }
+    drop(hang);
     // Each terminal set up once, through any description of it.
-    for t in ttys.iter().filter(|t| !t.inherit) {
+    for t in ttys.iter().filter(|t| !t.inherit && !hung_up(&t.info)) {
         let Some(fd) = made.fds.iter().find(|(id, _)| fds.iter().any(|f| f.id == *id && f.tty == Some(t.info.id)))
         else {
             continue;
