@@ -356,6 +356,7 @@ case_ locks locks '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ locks=ok$' - -
 case_ pty pty '@OUT@ @GO@' null - 3 '^tick=[0-9]+ tty=ok$' '^data=#1' '^data=ok$'
 case_ unixsrv unixsrv '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ named=ok$' '^data=#1' '^data=ok$' \
     'SO_TIMESTAMP' '^tick=[0-9]+ named=(ok|BAD:opts,)$'
+case_ sharedfds sharedfds '@OUT@' null - 3 '^tick=[0-9]+ shared=ok$' - -
 case_ hungpty hungpty '@OUT@' null - 3 '^tick=[0-9]+ hung=ok$' - -
 case_ procself procself '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ ns=ok maps=ok pos=ok$' - -
 case_ unixgone unixgone '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ gone=ok$' '^data=#1' '^data=ok$'

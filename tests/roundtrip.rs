@@ -1499,6 +1499,14 @@ fn named_unix_sockets_come_back_listening_connected_and_queued() {
     checked_then_used("unixsrv", true, "named=ok");
 }
 
+/// An eventfd, a timerfd and a signalfd a parent made before it forked
+/// come back one file each for parent and child: what the parent writes
+/// to the eventfd the child reads, the timer still fires for it.
+#[test]
+fn event_loop_files_shared_with_a_child_stay_shared() {
+    checked_then_used("sharedfds", false, "shared=ok");
+}
+
 /// A pseudoterminal slave whose master was closed (a program left behind
 /// by a terminal that closed) comes back hung up: the same slave for both
 /// its descriptions, shown deleted, writes failing, reads at end of file.

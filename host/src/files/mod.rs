@@ -563,6 +563,9 @@ pub struct FdPlan {
     /// A pidfd of a process that had exited (the inode it had), which the
     /// host makes.
     pub dead_pidfd: Option<u32>,
+    /// An eventfd, signalfd or timerfd several processes share, which the
+    /// host makes (`anonfd::make_shared`).
+    pub shared_anon: Option<anonfd::Anon>,
     /// A description the host makes with its unlinked file
     /// (`ghost::make`): the one that made it with `O_TMPFILE`, or one on
     /// a symbolic link (`O_PATH`, which no reopening through /proc gives).
@@ -573,7 +576,11 @@ impl FdPlan {
     /// Made by the host before any process exists, and placed at a slot
     /// of the tree by its root.
     pub fn host_made(&self) -> bool {
-        self.tty.is_some() || self.socket || self.dead_pidfd.is_some() || self.ghost_itself
+        self.tty.is_some()
+            || self.socket
+            || self.dead_pidfd.is_some()
+            || self.ghost_itself
+            || self.shared_anon.is_some()
     }
 
     /// Fd `f` on socket inode `ino` (unix or inet), which the host makes.
@@ -628,7 +635,15 @@ pub fn plan(set: &ImageSet, p: &Process) -> Result<FilesPlan> {
             pipe::plan_fd(set, &mut plan.pipes, f, pe, cloexec);
         } else if let Some(e) = entry.pidfd.as_ref().filter(|e| e.nspid == -1) {
             plan.fds.push(anonfd::pidfd::plan_dead(f, e, cloexec, &at)?);
-        } else if anonfd::plan_fd(set, &mut anon_fds, f, entry, cloexec, &format!("{fdinfo}: entry {i}"))? {
+        } else if anonfd::plan_fd(
+            set,
+            &mut anon_fds,
+            &mut plan.fds,
+            f,
+            entry,
+            cloexec,
+            &format!("{fdinfo}: entry {i}"),
+        )? {
         } else if let Some(u) = &entry.usk {
             plan.fds.push(FdPlan::socket(f, u.ino, u.flags, cloexec));
         } else if let Some(i) = &entry.isk {

@@ -332,6 +332,7 @@ pub fn restore_tree(
     let netlink = crate::files::netlink::make(&host.netlink)?;
     let packet = crate::files::packet::make(&host.packet)?;
     let dead_pidfds = crate::files::anonfd::pidfd::make_dead(plans.iter().flat_map(|p| &p.fds))?;
+    let shared_anon = crate::files::anonfd::make_shared(plans.iter().flat_map(|p| &p.fds))?;
     // Unlinked files are made at their paths and unlinked again before any
     // task exists: the tasks open them through our descriptors.
     let ghosts = plans.iter().flat_map(|p| {
@@ -350,6 +351,7 @@ pub fn restore_tree(
         .chain(&netlink.fds)
         .chain(&packet)
         .chain(&dead_pidfds)
+        .chain(&shared_anon)
         .chain(&pipes)
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .chain(ghosts.descriptions())

@@ -12,6 +12,8 @@ use anyhow::{Result, bail};
 use revenant_images::messages::{FdType, FdinfoEntry, FileEntry, FownEntry};
 use revenant_images::{ImageSet, Process};
 
+use super::FdPlan;
+
 mod epoll;
 mod eventfd;
 mod inotify;
@@ -153,10 +155,12 @@ pub struct Make {
 }
 
 /// Adds fd `f` of `p` (on `entry`, `files.img` entry `at`) to the files
-/// the task makes; false if the entry is not one of these kinds.
+/// the task makes, or, for one several processes share, to `shared` (the
+/// host makes it); false if the entry is not one of these kinds.
 pub fn plan_fd(
     set: &ImageSet,
     makes: &mut Vec<(u32, Make)>,
+    shared: &mut Vec<FdPlan>,
     f: &FdinfoEntry,
     entry: &FileEntry,
     cloexec: bool,
@@ -173,11 +177,51 @@ pub fn plan_fd(
         return Ok(true);
     }
     if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
+        // One object for all (a parent's made before it forked): the host
+        // makes it, the tree takes the description.
+        if matches!(anon.file, AnonFile::Eventfd { .. } | AnonFile::Signalfd { .. } | AnonFile::Timerfd(_)) {
+            let path = std::path::PathBuf::from(format!("anon_inode:[{:?}]", anon.fd_type()).to_lowercase());
+            let flags = anon.flags as i32;
+            shared.push(FdPlan {
+                fd: f.fd as i32,
+                id: f.id,
+                path,
+                flags,
+                cloexec,
+                shared_anon: Some(anon),
+                ..Default::default()
+            });
+            return Ok(true);
+        }
         let ty = FdType::try_from(entry.r#type).map(|t| format!("{t:?}")).unwrap_or_else(|_| entry.r#type.to_string());
         bail!("{at}: fd {} is a {ty} file that several processes share, which is not restored yet", f.fd);
     }
     makes.push((f.id, Make { fd: f.fd as i32, cloexec, dups: vec![], anon }));
     Ok(true)
+}
+
+/// Makes, once each, the eventfds, signalfds and timerfds several
+/// processes of the tree share (`FdPlan::shared_anon`), in the host
+/// before any process exists: (files.img id, descriptor).
+pub fn make_shared<'a>(fds: impl IntoIterator<Item = &'a FdPlan>) -> Result<Vec<(u32, std::os::fd::OwnedFd)>> {
+    use std::os::fd::FromRawFd;
+    let mut out: Vec<(u32, std::os::fd::OwnedFd)> = Vec::new();
+    for f in fds {
+        let Some(anon) = f.shared_anon.as_ref().filter(|_| !out.iter().any(|(id, _)| *id == f.id)) else { continue };
+        // SAFETY: each maker only creates a descriptor, owned at once.
+        let fd = unsafe {
+            match &anon.file {
+                AnonFile::Eventfd { counter, semaphore } => eventfd::make(*counter, *semaphore),
+                AnonFile::Signalfd { mask } => signalfd::make(*mask),
+                AnonFile::Timerfd(t) => timerfd::make(t),
+                _ => Err("not a file made in the host"),
+            }
+        }
+        .map_err(|e| anyhow::anyhow!("files.img id {}: {e}", f.id))?;
+        // SAFETY: just made, ours alone.
+        out.push((f.id, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }));
+    }
+    Ok(out)
 }
 
 /// Every epoll target must be an fd of the process (CRIU names a target
