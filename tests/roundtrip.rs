@@ -1499,9 +1499,10 @@ fn named_unix_sockets_come_back_listening_connected_and_queued() {
     checked_then_used("unixsrv", true, "named=ok");
 }
 
-/// An eventfd, a timerfd and a signalfd a parent made before it forked
-/// come back one file each for parent and child: what the parent writes
-/// to the eventfd the child reads, the timer still fires for it.
+/// An eventfd, a timerfd, a signalfd and an epoll watching the eventfd
+/// that a parent made before it forked come back one file each for parent
+/// and child: what the parent writes to the eventfd the child reads, the
+/// timer still fires for it, the epoll still watches the eventfd.
 #[test]
 fn event_loop_files_shared_with_a_child_stay_shared() {
     checked_then_used("sharedfds", false, "shared=ok");

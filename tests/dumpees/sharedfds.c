@@ -1,9 +1,11 @@
-/* An eventfd, a timerfd (every 10 ms) and a signalfd (SIGUSR2) made before
- * a fork, so that parent and child share each: the child reads the
+/* An eventfd, a timerfd (every 10 ms), a signalfd (SIGUSR2) and an epoll
+ * watching the eventfd, made before a fork (as an event loop made before
+ * a fork is), so that parent and child share each: the child reads the
  * eventfd and the timerfd and counts what it gets in a shared page.
  * Every tick the parent writes 1 to the eventfd: "tick=N shared=ok|BAD"
- * to OUTFILE, ok when each of the three is one file for both (kcmp) and
- * the child counted the write within a second.
+ * to OUTFILE, ok when each of the four is one file for both (kcmp), the
+ * epoll still has the eventfd under its number (EPOLL_CTL_MOD finds it)
+ * and the child counted the write within a second.
  * On SIGUSR1: writes 7 at once and waits for them: "data=ok|BAD".
  * usage: sharedfds OUTFILE */
 #define _GNU_SOURCE
@@ -12,6 +14,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
@@ -51,7 +54,10 @@ int main(int argc, char **argv)
 	int sfd = signalfd(-1, &usr2, SFD_NONBLOCK);
 	struct itimerspec every = {{0, 10000000}, {0, 10000000}};
 	volatile uint64_t *count = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (out < 0 || efd < 0 || tfd < 0 || sfd < 0 || count == MAP_FAILED || timerfd_settime(tfd, 0, &every, 0))
+	int ep = epoll_create1(0);
+	struct epoll_event ev = {.events = EPOLLIN, .data.u64 = 42};
+	if (out < 0 || efd < 0 || tfd < 0 || sfd < 0 || ep != sfd + 1 || count == MAP_FAILED ||
+	    timerfd_settime(tfd, 0, &every, 0) || epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev))
 		return 3;
 	pid_t parent = getpid(), child = fork();
 	if (child == 0) {
@@ -71,8 +77,9 @@ int main(int argc, char **argv)
 	for (unsigned long tick = 1;; tick++) {
 		uint64_t one = 1;
 		int same = 1;
-		for (int fd = efd; fd <= sfd; fd++)
+		for (int fd = efd; fd <= ep; fd++)
 			same = same && syscall(SYS_kcmp, parent, child, KCMP_FILE, fd, fd) == 0;
+		same = same && epoll_ctl(ep, EPOLL_CTL_MOD, efd, &ev) == 0;
 		written += write(efd, &one, 8) == 8;
 		int ok = same && counted(count, written);
 		dprintf(out, "tick=%lu shared=%s\n", tick, ok ? "ok" : "BAD");

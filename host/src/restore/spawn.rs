@@ -356,6 +356,7 @@ pub fn restore_tree(
         .map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd)))
         .chain(ghosts.descriptions())
         .collect();
+    crate::files::anonfd::watch_shared(plans, &made)?;
     let with_made: Vec<ProcessPlan>;
     let plans = if made.is_empty() && ghosts.is_empty() {
         plans

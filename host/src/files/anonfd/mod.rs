@@ -179,7 +179,10 @@ pub fn plan_fd(
     if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
         // One object for all (a parent's made before it forked): the host
         // makes it, the tree takes the description.
-        if matches!(anon.file, AnonFile::Eventfd { .. } | AnonFile::Signalfd { .. } | AnonFile::Timerfd(_)) {
+        if matches!(
+            anon.file,
+            AnonFile::Eventfd { .. } | AnonFile::Signalfd { .. } | AnonFile::Timerfd(_) | AnonFile::Epoll { .. }
+        ) {
             let path = std::path::PathBuf::from(format!("anon_inode:[{:?}]", anon.fd_type()).to_lowercase());
             let flags = anon.flags as i32;
             shared.push(FdPlan {
@@ -200,9 +203,10 @@ pub fn plan_fd(
     Ok(true)
 }
 
-/// Makes, once each, the eventfds, signalfds and timerfds several
+/// Makes, once each, the eventfds, signalfds, timerfds and epolls several
 /// processes of the tree share (`FdPlan::shared_anon`), in the host
-/// before any process exists: (files.img id, descriptor).
+/// before any process exists: (files.img id, descriptor). An epoll gets
+/// its targets from [`watch_shared`].
 pub fn make_shared<'a>(fds: impl IntoIterator<Item = &'a FdPlan>) -> Result<Vec<(u32, std::os::fd::OwnedFd)>> {
     use std::os::fd::FromRawFd;
     let mut out: Vec<(u32, std::os::fd::OwnedFd)> = Vec::new();
@@ -214,6 +218,8 @@ pub fn make_shared<'a>(fds: impl IntoIterator<Item = &'a FdPlan>) -> Result<Vec<
                 AnonFile::Eventfd { counter, semaphore } => eventfd::make(*counter, *semaphore),
                 AnonFile::Signalfd { mask } => signalfd::make(*mask),
                 AnonFile::Timerfd(t) => timerfd::make(t),
+                // Its targets are added once everything is made.
+                AnonFile::Epoll { .. } => epoll::make(),
                 _ => Err("not a file made in the host"),
             }
         }
@@ -312,4 +318,88 @@ fn field<'a>(fdinfo: &'a str, key: &str, what: &str) -> Result<&'a str> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .map(str::trim)
         .ok_or_else(|| anyhow::anyhow!("{what}: no {key:?} line"))
+}
+
+/// Adds the targets of each epoll several processes share (made by
+/// [`make_shared`]): the files its first holder watched, which the host
+/// made too (`made`: files.img id and our descriptor; sockets, pipes,
+/// terminals, shared event files), each under the number that process
+/// added it under. A helper process does it, whose descriptor table is
+/// its own to lay out: an epoll keeps the number a target was added
+/// under. A target the host did not make is refused, naming it.
+pub fn watch_shared(plans: &[crate::restore::plan::ProcessPlan], made: &[(u32, i32)]) -> Result<()> {
+    // (epoll, target number, our descriptor of the target, events, data)
+    let mut adds: Vec<(i32, i32, i32, u32, u64)> = Vec::new();
+    let mut seen: Vec<u32> = Vec::new();
+    for p in plans {
+        for f in &p.fds {
+            let Some(Anon { file: AnonFile::Epoll { targets }, .. }) = &f.shared_anon else { continue };
+            if seen.contains(&f.id) {
+                continue;
+            }
+            seen.push(f.id);
+            let ours = |id: u32| made.iter().find(|(m, _)| *m == id).map(|(_, fd)| *fd);
+            let ep = ours(f.id).with_context(|| format!("the epoll files.img id {} was not made", f.id))?;
+            for t in targets {
+                let plan = p.fds.iter().find(|g| g.fd == t.fd as i32);
+                if plan.is_some_and(|g| matches!(g.shared_anon, Some(Anon { file: AnonFile::Epoll { .. }, .. }))) {
+                    bail!(
+                        "process {}: the epoll at fd {} watches another epoll (fd {}): not restored yet",
+                        p.pid,
+                        f.fd,
+                        t.fd
+                    );
+                }
+                let target = plan.and_then(|g| ours(g.id));
+                let Some(src) = target else {
+                    bail!(
+                        "process {}: the epoll at fd {} (shared with other processes) watches fd {}, which only \
+                         sockets, pipes, terminals and shared event files can be for now",
+                        p.pid,
+                        f.fd,
+                        t.fd
+                    );
+                };
+                adds.push((ep, t.added_as.unwrap_or(t.fd) as i32, src, t.events, t.data));
+            }
+        }
+    }
+    if adds.is_empty() {
+        return Ok(());
+    }
+    use anyhow::Context;
+    let above = adds.iter().map(|a| a.1).max().unwrap_or(0) + 1;
+    // SAFETY: the child runs system calls only, on data made before the
+    // fork, and leaves with _exit; the parent waits for it.
+    unsafe {
+        match nix::libc::fork() {
+            -1 => return Err(std::io::Error::last_os_error()).context("forking a helper to fill shared epolls"),
+            0 => {
+                use nix::libc::{_exit, EPOLL_CTL_ADD, F_DUPFD, dup2, epoll_ctl, epoll_event, fcntl};
+                // Everything we read moved above every number we fill.
+                for a in adds.iter_mut() {
+                    let (ep, src) = (fcntl(a.0, F_DUPFD, above), fcntl(a.2, F_DUPFD, above));
+                    if ep < 0 || src < 0 {
+                        _exit(1);
+                    }
+                    (a.0, a.2) = (ep, src);
+                }
+                for &(ep, num, src, events, data) in &adds {
+                    let mut ev = epoll_event { events, u64: data };
+                    if dup2(src, num) < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, num, &mut ev) < 0 {
+                        _exit(2);
+                    }
+                }
+                _exit(0);
+            }
+            child => {
+                let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None)
+                    .context("waiting for the helper that fills shared epolls")?;
+                if status != nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(child), 0) {
+                    bail!("filling the epolls several processes share failed ({status:?})");
+                }
+            }
+        }
+    }
+    Ok(())
 }
