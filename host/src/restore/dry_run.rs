@@ -202,8 +202,17 @@ fn fds(p: &ProcessPlan) -> Vec<Value> {
             format!("socket (files.img id {}), made by the host", f.id)
         } else if f.shmem.is_some() {
             format!("memfd (files.img id {}), made by the host", f.id)
-        } else if f.ghost.is_some() {
-            format!("{} (unlinked: made again there, then unlinked)", f.path.display())
+        } else if let Some(g) = &f.ghost {
+            let how = if g.tmpfile {
+                "made by O_TMPFILE: made so again in its directory"
+            } else if g.link_from.is_some() {
+                "opened by this name, unlinked since: linked there again for the restore, then unlinked"
+            } else {
+                "unlinked: made again there, then unlinked"
+            };
+            format!("{} ({how})", f.path.display())
+        } else if f.shared_anon.is_some() {
+            format!("{} (files.img id {}, shared by several processes), made by the host", f.path.display(), f.id)
         } else if f.fifo.is_some() {
             format!("FIFO {}", f.path.display())
         } else {
