@@ -338,49 +338,25 @@ impl Files {
             (fd_type::NS, FileKind::Ns(ns))
         } else if !target.starts_with('/') {
             return unsupported("a special file");
-        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_file() && m.nlink() == 0) {
-            let (name, size, unlinked_name) = (path.to_string(), Some(m.len()), None);
-            let reg = RegFile { flags, pos: info.pos, name, size, mode: m.mode(), unlinked_name };
-            let id = self.push(FileKind::Reg(reg));
-            self.add_ghost(id, &p, &target, &m).with_context(|| format!("process {pid}: fd {fd}"))?;
-            self.descriptions.push((pid, fd, dev, ino, id));
-            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
-        } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_symlink() && m.nlink() == 0) {
-            // An O_PATH descriptor of a symbolic link, unlinked since:
-            // made again, pointing where it pointed.
-            let to = ghost::link_target(pid, fd).with_context(|| format!("process {pid}: fd {fd} ({target})"))?;
-            let (name, unlinked_name) = (path.to_string(), None);
-            let reg = RegFile { flags, pos: info.pos, name, size: None, mode: m.mode(), unlinked_name };
-            let id = self.push(FileKind::Reg(reg));
-            self.add_ghost(id, &p, &target, &m)?;
-            if let Some((_, g)) = self.ghosts.iter_mut().find(|(g, _)| *g == id) {
-                g.symlink = Some(to);
-            }
-            self.descriptions.push((pid, fd, dev, ino, id));
-            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| {
-            (ft.is_char_device() || ft.is_block_device())
-                && m.nlink() == 0
+            let device = (ft.is_char_device() || ft.is_block_device())
                 && !is_tty(m.rdev())
-                && tty::Driver::of(m.rdev()).is_none()
-                && !ghost::on_kernel_fs(&p)
+                && tty::Driver::of(m.rdev()).is_none();
+            m.nlink() == 0 && (ft.is_file() || ft.is_symlink() || ((device || ft.is_dir()) && !ghost::on_kernel_fs(&p)))
         }) {
-            // A device node made (mknod) and unlinked: made again, the
-            // same device, for the tasks to open.
-            let (name, unlinked_name) = (path.to_string(), None);
-            let reg = RegFile { flags, pos: info.pos, name, size: None, mode: m.mode(), unlinked_name };
+            // Unlinked since it was opened (a file, a device node made by
+            // mknod, a symbolic link held by O_PATH, a removed directory):
+            // carried as a ghost, made again for the tasks to open.
+            let at = || format!("process {pid}: fd {fd} ({target})");
+            let to = ft.is_symlink().then(|| ghost::link_target(pid, fd)).transpose().with_context(at)?;
+            let size = ft.is_file().then_some(m.len());
+            let reg =
+                RegFile { flags, pos: info.pos, name: path.to_string(), size, mode: m.mode(), unlinked_name: None };
             let id = self.push(FileKind::Reg(reg));
-            self.add_ghost(id, &p, &target, &m)?;
-            self.descriptions.push((pid, fd, dev, ino, id));
-            return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
-        } else if let Some(path) =
-            target.strip_suffix(" (deleted)").filter(|_| ft.is_dir() && m.nlink() == 0 && !ghost::on_kernel_fs(&p))
-        {
-            // A removed directory, made again as the cwd of one is.
-            let (name, unlinked_name) = (path.to_string(), None);
-            let reg = RegFile { flags, pos: info.pos, name, size: None, mode: m.mode(), unlinked_name };
-            let id = self.push(FileKind::Reg(reg));
-            self.add_ghost(id, &p, &target, &m)?;
+            self.add_ghost(id, &p, &target, &m).with_context(at)?;
+            if let Some((_, g)) = self.ghosts.iter_mut().find(|(g, _)| *g == id) {
+                g.symlink = to;
+            }
             self.descriptions.push((pid, fd, dev, ino, id));
             return Ok(Fd { fd: fd as u32, id, cloexec, kind: fd_type::REG });
         } else if let Some((path, other)) = target
