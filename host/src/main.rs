@@ -202,6 +202,13 @@ enum Cmd {
         /// lock, or built again in repair mode) instead of refusing them.
         #[arg(long)]
         tcp_established: bool,
+        /// Use this process's fd N in place of pipe INO of the images
+        /// (CRIU's form): needed for a pipe the dump saw held outside the
+        /// tree (a shell pipeline's other command, whoever read the
+        /// program's output). Every end the tree had is opened again from
+        /// it; the bytes the old pipe held are not put in
+        #[arg(long, value_name = "fd[N]:pipe:[INO]")]
+        inherit_fd: Vec<revenant::files::pipe::Given>,
         /// Return before the memory is in: private anonymous pages arrive
         /// when first touched and in the background, from a page server
         /// process that exits once all are in (its PID is in the log). If
@@ -435,6 +442,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
             shm_new_ids,
             clamp_limits,
             tcp_established,
+            inherit_fd,
             lazy,
             lazy_no_background,
             watch,
@@ -451,6 +459,7 @@ fn run(cli: Cli, log_out: &mut Option<PathBuf>) -> Result<()> {
                 shm_new_ids,
                 clamp_limits,
                 tcp_established,
+                given_pipes: inherit_fd,
                 at_dump: false,
             };
             let lazy = lazy.then_some(revenant::lazy::Mode { background: !lazy_no_background });

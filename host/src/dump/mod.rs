@@ -254,6 +254,9 @@ pub fn collect(
     }
     files.tty_queues(opts.shell_job)?;
     files.unix_peers(opts.ext_unix_sk)?;
+    for w in files.pipes_outside()? {
+        log.line(0, &format!("warning: {w}"));
+    }
     files.watched_ghosts()?;
     log.line(2, &format!("terminals: {}, queued bytes in {} pair ends", files.ttys.len(), files.tty_data.len()));
     let ipc = sysv(frozen, &procs, dir, log)?;

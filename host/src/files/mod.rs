@@ -321,7 +321,7 @@ impl Files {
                 // matters even when it is empty.
                 self.pipe_data.push(PipeData { pipe_id, data, size });
             }
-            (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags }))
+            (fd_type::PIPE, FileKind::Pipe(PipeFile { pipe_id, flags, outside: false }))
         } else if ft.is_fifo() && target.starts_with('/') && !target.ends_with(" (deleted)") {
             (fd_type::FIFO, self.fifo(pid, fd, &target, ino, m.mode(), flags)?)
         } else if let Some(path) = target.strip_suffix(" (deleted)").filter(|_| ft.is_fifo() && m.nlink() == 0) {

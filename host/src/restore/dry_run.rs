@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use super::from_images::{self, PlanOptions};
 use super::plan::{Backing, ProcessPlan};
 use super::{bootstrap, cow, spawn};
+use crate::files::pipe::Given;
 
 /// The plan of restoring `dir` with `opts`, as JSON (see [`text`]).
 pub fn plan(dir: &Path, opts: &super::Options) -> Result<Value> {
@@ -59,7 +60,7 @@ pub fn plan(dir: &Path, opts: &super::Options) -> Result<Value> {
     let processes: Vec<Value> = plans
         .iter()
         .zip(&areas)
-        .map(|(p, area)| process(p, area, &before, premap.as_ref(), opts.lazy.is_some()))
+        .map(|(p, area)| process(p, area, &before, premap.as_ref(), opts.lazy.is_some(), &plan.host.given_pipes))
         .collect();
     drop(areas);
     drop(premap);
@@ -86,6 +87,7 @@ fn process(
     before: &[crate::maps::Mapping],
     premap: Option<&cow::Premap>,
     lazy: bool,
+    given: &[Given],
 ) -> Value {
     let pieces: Vec<Value> =
         area.pieces.iter().map(|(what, s, e)| json!({"what": what, "start": hex(*s), "end": hex(*e)})).collect();
@@ -135,7 +137,7 @@ fn process(
         "premap": premap.map(|r| json!({"start": hex(r.start), "end": hex(r.start + r.len)})),
         "before": before,
         "after": after,
-        "fds": fds(p),
+        "fds": fds(p, given),
         "threads": threads,
     })
 }
@@ -193,7 +195,7 @@ fn vma(p: &ProcessPlan, v: &super::plan::VmaPlan, b: &revenant_blob_abi::Vma, la
 }
 
 /// Every descriptor of `p` and where it comes from.
-fn fds(p: &ProcessPlan) -> Vec<Value> {
+fn fds(p: &ProcessPlan, given: &[Given]) -> Vec<Value> {
     let mut out: Vec<(i32, String)> = vec![];
     for f in &p.fds {
         let from = if f.tty.is_some() {
@@ -223,7 +225,11 @@ fn fds(p: &ProcessPlan) -> Vec<Value> {
     for pp in &p.pipes {
         for e in &pp.ends {
             let end = if e.write { "write" } else { "read" };
-            out.extend(e.fds.iter().map(|(fd, _)| (*fd, format!("pipe {:#x}, {end} end", pp.pipe_id))));
+            let from = match given.iter().find(|g| g.pipe_id == pp.pipe_id) {
+                Some(g) => format!(", opened from revenant's fd {} (--inherit-fd)", g.fd),
+                None => String::new(),
+            };
+            out.extend(e.fds.iter().map(|(fd, _)| (*fd, format!("pipe:[{}], {end} end{from}", pp.pipe_id))));
         }
     }
     for m in &p.anon_fds {

@@ -64,6 +64,8 @@ pub struct PlanOptions {
     pub clamp_limits: bool,
     /// TCP connections are restored (`--tcp-established`), not refused.
     pub tcp_established: bool,
+    /// Pipes the caller gives in place of the images' (`--inherit-fd`).
+    pub given_pipes: Vec<crate::files::pipe::Given>,
     /// Planned by a dump to check its own images: the tree still runs, so
     /// its PIDs are taken.
     pub at_dump: bool,
@@ -138,7 +140,7 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
             p.cgroups = c;
         }
     }
-    let mut warnings = vec![];
+    let mut warnings = crate::files::pipe::check_given(set, &opts.given_pipes)?;
     if opts.clamp_limits {
         for p in &mut processes {
             warnings.extend(super::limits::clamp(p)?);
@@ -165,7 +167,8 @@ pub fn plans(set: &ImageSet, opts: &PlanOptions) -> Result<TreePlan> {
         let maps = p.ghosts.iter().map(|(path, g)| (format!("PID {}", p.pid), path, g));
         warnings.extend(fds.chain(maps).filter_map(|(who, path, g)| crate::files::ghost::taken_warning(&who, path, g)));
     }
-    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, netlink, packet, inflight, keeper };
+    let given_pipes = opts.given_pipes.clone();
+    let host = super::plan::HostObjects { shmem, ttys, sockets, inet, netlink, packet, inflight, keeper, given_pipes };
     Ok(TreePlan { processes, zombies, ipc, host, warnings })
 }
 

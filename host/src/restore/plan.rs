@@ -58,6 +58,8 @@ pub struct HostObjects {
     pub inflight: Vec<crate::files::unixsk::InFlight>,
     /// Where the dump's keeper of TCP connections would answer.
     pub keeper: Option<String>,
+    /// Pipes not made but opened from the caller's (`--inherit-fd`).
+    pub given_pipes: Vec<crate::files::pipe::Given>,
 }
 
 /// One process to bring back.

@@ -323,7 +323,8 @@ pub fn restore_tree(
     // Pipes, with the ends only in flight in queued messages, and the
     // files in flight opened by path, before the sockets that carry them.
     let in_flight_pipes = host.inflight.iter().filter_map(|f| f.pipe());
-    let pipes = crate::files::pipe::make_all(plans.iter().flat_map(|p| &p.pipes).chain(in_flight_pipes))?;
+    let pipes =
+        crate::files::pipe::make_all(plans.iter().flat_map(|p| &p.pipes).chain(in_flight_pipes), &host.given_pipes)?;
     let in_flight_regs = crate::files::unixsk::open_in_flight(&host.inflight)?;
     let carried: Vec<(u32, i32)> =
         pipes.iter().chain(&in_flight_regs).map(|(id, fd)| (*id, std::os::fd::AsRawFd::as_raw_fd(fd))).collect();

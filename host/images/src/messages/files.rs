@@ -86,6 +86,11 @@ message! {
         /// `O_*` flags of the end.
         3 flags: required uint32 [Fmt::Hex],
         4 fown: required message<FownEntry>,
+        /// revenant's own: a process outside the dumped tree held the
+        /// pipe too (the other end, a shell pipeline's other command or
+        /// a parent reading the output): a new pipe would be connected to
+        /// nobody, which the restore says unless given one (`--inherit-fd`).
+        1000 outside: optional bool,
     }
 }
 
