@@ -358,7 +358,7 @@ case_ unixsrv unixsrv '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ named=ok$' '^dat
     'SO_TIMESTAMP' '^tick=[0-9]+ named=(ok|BAD:opts,)$'
 case_ sharedfds sharedfds '@OUT@' null - 3 '^tick=[0-9]+ shared=ok$' - -
 case_ hungpty hungpty '@OUT@' null - 3 '^tick=[0-9]+ hung=ok$' - -
-case_ procself procself '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ ns=ok maps=ok pos=ok$' - -
+case_ procself procself '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ ns=ok maps=ok pos=ok kin=ok$' - -
 case_ unixgone unixgone '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ gone=ok$' '^data=#1' '^data=ok$'
 case_ scm scm '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ scm=ok$' '^data=#1' '^data=ok$'
 case_ "scm sock" scm '@OUT@ @DIR@ @GO@ sock' null - 3 '^tick=[0-9]+ scm=ok$' '^data=#1' '^data=ok$'

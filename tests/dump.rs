@@ -545,7 +545,7 @@ fn state_a_dump_cannot_keep_is_refused_by_name() {
         ("files", "share one file descriptor table (CLONE_FILES)"),
         ("fs", "share one cwd, root and umask (CLONE_FS)"),
         ("timens", "in another time_for_children namespace"),
-        ("procfile", "is a /proc file of another process or thread of the tree"),
+        ("procfile", "is a /proc file of a thread, or of a process of the tree neither its ancestor nor its child,"),
         ("mseal", "sealed (mseal) memory"),
         ("mdwe", "PR_SET_MDWE"),
         ("speculation", "its own speculation control"),

@@ -1299,9 +1299,11 @@ fn a_memfd_comes_back_shared_with_its_name_seals_and_contents() {
 
 /// A process's own /proc files (`/proc/self/maps` opened before the dump,
 /// which names `/proc/PID/maps`) are opened again once its PID exists,
-/// with their offsets; its namespace files name the namespaces it is in.
+/// with their offsets; its namespace files name the namespaces it is in;
+/// its child's /proc file, and the child's of its parent, name each other
+/// again (ZDTM `child_opened_proc`).
 #[test]
-fn a_process_own_proc_files_are_opened_again() {
+fn a_process_own_proc_files_and_its_kin_are_opened_again() {
     let _w = watchdog::start();
     let work = scratch("procself");
     let images = work.join("images");
@@ -1311,7 +1313,7 @@ fn a_process_own_proc_files_are_opened_again() {
     let (pid, _, after) = ticks_on(child, &out, &images, 3);
     let link = std::fs::read_link(format!("/proc/{pid}/fd/4")).unwrap();
     stop(pid);
-    assert!(after.iter().all(|l| l.ends_with("ns=ok maps=ok pos=ok")), "{after:?}");
+    assert!(after.iter().all(|l| l.ends_with("ns=ok maps=ok pos=ok kin=ok")), "{after:?}");
     assert_eq!(link, Path::new(&format!("/proc/{pid}/maps")));
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -1,8 +1,8 @@
 /* State a dump cannot keep yet, one kind per run: "files" and "fs" start a
  * child that shares the file table or cwd/umask (clone with CLONE_FILES or
  * CLONE_FS), "timens" asks for a new time namespace for the next children
- * (unshare(CLONE_NEWTIME)), "procfile" keeps
- * its child's /proc/PID/stat open, "mseal" seals a page, "mdwe" denies itself
+ * (unshare(CLONE_NEWTIME)), "procfile" has a child keep its sibling's
+ * /proc/PID/stat open, "mseal" seals a page, "mdwe" denies itself
  * writable executable memory (PR_SET_MDWE), "speculation" disables
  * speculative store bypass for itself (PR_SET_SPECULATION_CTRL),
  * "mempolicy" binds its memory to node 0 (set_mempolicy), "mbind" one area
@@ -49,8 +49,12 @@ int main(int argc, char **argv)
 				pause();
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/%d/stat", child);
-		if (open(path, O_RDONLY) < 0)
-			return 6;
+		if (fork() == 0) {
+			if (open(path, O_RDONLY) < 0)
+				_exit(6);
+			for (;;)
+				pause();
+		}
 	} else if (strcmp(argv[1], "mseal") == 0) {
 		char *p = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)

@@ -246,6 +246,7 @@ pub fn collect(
     files.tcp.skip_in_flight = opts.skip_in_flight;
     files.ghost_limit = opts.ghost_limit;
     files.tree = frozen.procs.iter().map(|p| p.pid).chain(frozen.zombies.iter().map(|z| z.0)).collect();
+    files.parents = frozen.procs.iter().map(|p| (p.pid, p.ppid)).collect();
     let host = HostFacts::get();
     let mut procs = Vec::new();
     check_unshared(&frozen.procs.iter().map(|p| p.pid).collect::<Vec<_>>())?;

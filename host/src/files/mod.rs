@@ -125,6 +125,8 @@ pub struct Files {
     descriptions: Vec<(i32, i32, u64, u64, u32)>,
     /// The PIDs of the tree.
     pub tree: Vec<i32>,
+    /// The parent of each live process of the tree.
+    pub parents: HashMap<i32, i32>,
     /// Owners of the descriptions that have one, by file id.
     pub owners: HashMap<u32, Fown>,
     /// File locks the tree holds, each with the file id it was taken
@@ -157,6 +159,19 @@ impl Files {
         let id = self.entries.len() as u32 + 1;
         self.entries.push(FileEntry { id, kind });
         id
+    }
+
+    /// Whether process `of` of the tree exists by the time a restored `pid`
+    /// opens its files: itself, an ancestor or a child.
+    fn exists_for(&self, pid: i32, of: i32) -> bool {
+        let mut at = Some(pid);
+        while let Some(p) = at {
+            if p == of {
+                return true;
+            }
+            at = self.parents.get(&p).copied();
+        }
+        self.parents.get(&of) == Some(&pid)
     }
 
     /// Every fd of process `pid`, in number order.
@@ -212,14 +227,18 @@ impl Files {
             bail!("process {pid}: fd {fd} is {what} ({target}), which dump does not support yet")
         };
 
-        // A process's own /proc files it opens again once it has its PID
-        // (a restored task opens its fds itself); another process of the
-        // tree may not exist yet when it does, and a thread's directory
-        // comes only with the thread.
+        // A /proc file of a process of the tree is opened again by path
+        // once that process has its PID: a restored task opens its fds
+        // itself after making its children, so its own, its ancestors'
+        // and its children's exist by then; another process may not, and
+        // a thread's directory comes only with the thread.
         let proc_pid = target.strip_prefix("/proc/").and_then(|r| r.split('/').next()?.parse::<i32>().ok());
-        let own = proc_pid == Some(pid) && !target.contains("/task/");
-        if !own && proc_pid.is_some_and(|p| self.tree.contains(&p)) {
-            return unsupported("a /proc file of another process or thread of the tree");
+        if let Some(of) = proc_pid.filter(|p| self.tree.contains(p))
+            && (target.contains("/task/") || !self.exists_for(pid, of))
+        {
+            return unsupported(
+                "a /proc file of a thread, or of a process of the tree neither its ancestor nor its child,",
+            );
         }
         let m = fs::metadata(&p).with_context(|| format!("stat {}", p.display()))?;
         let cloexec = info.flags & O_CLOEXEC != 0;

@@ -181,12 +181,15 @@ pub fn mapped(set: &ImageSet, id: u32, what: &str) -> Result<(PathBuf, Option<su
     }
 }
 
+/// The live process of the tree whose /proc directory `name` is in.
+pub fn proc_of_tree(set: &ImageSet, name: &str) -> Option<u32> {
+    let of: u32 = name.strip_prefix("/proc/")?.split('/').next()?.parse().ok()?;
+    set.processes.iter().any(|p| p.pid() == of).then_some(of)
+}
+
 /// Fd `f` of process `pid` on file `r`.
 pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloexec: bool, at: &str) -> Result<FdPlan> {
     let ghost = super::ghost::plan(set, f.id, r, at)?;
-    // Its own /proc files exist only once the process does: it opens
-    // them itself, and alone (the tree's shared files are opened by
-    // the root before the others exist).
     let relinked = ghost.is_none().then(|| super::ghost::relink(r)).flatten();
     if relinked.is_some() {
         check_size(r, &format!("fd {}", f.fd))?;
@@ -195,9 +198,35 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
     let path = ghost.as_ref().map_or_else(|| PathBuf::from(&r.name), |(p, _)| p.clone());
     let ghost = ghost.map(|(_, g)| g);
     if ghost.is_some() {
-    } else if r.name.starts_with(&format!("/proc/{pid}/")) {
-        if set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count() > 1 {
+    } else if let Some(of) = proc_of_tree(set, &r.name) {
+        // A /proc file of a process of the tree exists once that process
+        // does: the task opens it itself, after making its children, and
+        // alone (the tree's shared descriptions are opened by the root
+        // before any other task exists).
+        let users = set.processes.iter().filter(|q| q.fds.iter().any(|g| g.id == f.id)).count();
+        let fds = set.processes.iter().flat_map(|q| &q.fds).filter(|g| g.id == f.id).count();
+        if users > 1 {
             bail!("{at}: {} is shared with another process: not restored yet", r.name);
+        }
+        if fds > 1 && of != set.processes[0].pid() {
+            bail!(
+                "{at}: {} is on several fds: not restored yet (the root opens such a file before PID {of} exists)",
+                r.name
+            );
+        }
+        let parent = |p: u32| set.processes.iter().find(|q| q.pid() == p).map(|q| q.pstree.ppid);
+        let mut up = Some(pid as u32);
+        let mut reached = parent(of) == Some(pid as u32);
+        while let Some(p) = up.filter(|_| !reached) {
+            reached = p == of;
+            up = parent(p).filter(|&pp| pp != 0);
+        }
+        if !reached {
+            bail!(
+                "{at}: {}: PID {of} is neither PID {pid}, nor its ancestor, nor its child: it may not exist yet when \
+                 PID {pid} opens its files",
+                r.name
+            );
         }
     } else {
         check_size(r, &format!("fd {}", f.fd))?;

@@ -300,11 +300,12 @@ fn files(set: &ImageSet) -> (Vec<String>, Vec<u32>) {
             }
         }
         for f in &p.fds {
-            let own_proc = set.file(f.id).and_then(|e| e.reg.as_ref()).is_some_and(|r| {
-                // Its own /proc files exist once the process does.
-                r.name.starts_with(&format!("/proc/{pid}/"))
-            });
-            if !own_proc {
+            // The /proc files of the tree's processes exist once they do.
+            let tree_proc = set
+                .file(f.id)
+                .and_then(|e| e.reg.as_ref())
+                .is_some_and(|r| crate::files::reg::proc_of_tree(set, &r.name).is_some());
+            if !tree_proc {
                 wanted.entry(f.id).or_insert_with(|| format!("fd {} of PID {pid}", f.fd));
             }
         }
