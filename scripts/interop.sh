@@ -73,7 +73,6 @@ SKIPPED=(
     "pipe|talks over a stdin pipe (pingpong.h); pipefile covers it"
     "spin|talks over a stdin pipe (pingpong.h)"
     "socket|talks over a stdin pipe (pingpong.h); its netlink socket is refused by design (tests/dump.rs)"
-    "locked|a lease being broken, refused at dump by design (tests/dump.rs)"
     "sharing|refused at dump by design (tests/dump.rs)"
 )
 
@@ -353,6 +352,7 @@ case_ ghost ghost '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ ghost=ok$' - -
 case_ posixsem posixsem '@OUT@' null - 3 '^tick=[0-9]+ sem=ok$' - -
 case_ rmcwd rmcwd '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ cwd=ok$' - -
 case_ locks locks '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ locks=ok$' - -
+case_ "locks breaking" locks '@OUT@ @DIR@ breaking' null - 3 '^tick=[0-9]+ locks=ok$' - -
 case_ pty pty '@OUT@ @GO@' null - 3 '^tick=[0-9]+ tty=ok$' '^data=#1' '^data=ok$'
 case_ unixsrv unixsrv '@OUT@ @DIR@ @GO@' null - 3 '^tick=[0-9]+ named=ok$' '^data=#1' '^data=ok$' \
     'SO_TIMESTAMP' '^tick=[0-9]+ named=(ok|BAD:opts,)$'

@@ -515,23 +515,6 @@ fn a_stopped_process_is_dumped_and_left_stopped() {
     assert_eq!(d.ping(), "pong 1 ok=1");
 }
 
-/// A process holding a lease the kernel is breaking is refused, naming
-/// the fd, the file and the lease, and runs on: restored as a plain lease,
-/// it would miss the break it was told of. (flock, POSIX and OFD locks and
-/// leases are kept: `roundtrip.rs`.)
-#[test]
-fn leases_being_broken_are_refused_naming_the_file() {
-    let _w = watchdog::start();
-    let dir = image_dir("locked-lease");
-    let file = dir.join("locked-file");
-    let d = Dumpee::start("locked", &[file.to_str().unwrap()]);
-    d.expect("ready");
-    let err = format!("{:#}", dump(d.pid(), &dir, &leave_running()).unwrap_err());
-    assert!(err.contains("holds a file lock (LEASE BREAKING") && err.contains("locked-file"), "{err}");
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-    assert!(status.contains("TracerPid:\t0\n"), "{status}");
-}
-
 /// What a dump cannot keep (tables clone shares, a pending namespace, a
 /// /proc file of the tree, sealed memory, memory-deny-write-execute, a
 /// speculation control of its own, a NUMA policy (the process's, or an area's found either way the

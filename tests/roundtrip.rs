@@ -1250,8 +1250,10 @@ fn locks_seen(dir: &Path) -> (bool, (i32, i32), (i32, i32), i32) {
 }
 
 /// flock, POSIX and OFD locks are held again by the restored process: a
-/// process outside finds each of them taken, by it; and its read and
-/// write leases are its own again.
+/// process outside finds each of them taken, by it; its read and write
+/// leases are its own again, and the two the kernel was breaking are
+/// being broken again, without telling it a second time (ZDTM
+/// `file_lease02`-`04`).
 #[test]
 fn file_locks_are_held_again_after_the_restore() {
     use nix::libc::{F_RDLCK, F_WRLCK};
@@ -1259,7 +1261,7 @@ fn file_locks_are_held_again_after_the_restore() {
     let work = scratch("locks");
     let images = work.join("images");
     let out = work.join("out");
-    let mut child = start("locks", &[out.as_os_str(), work.as_os_str()]);
+    let mut child = start("locks", &[out.as_os_str(), work.as_os_str(), "breaking".as_ref()]);
     let pid = child.id() as i32;
     wait_for(&out, |l| l.len() >= 2);
     let want = (true, (F_WRLCK, pid), (F_RDLCK, pid), F_WRLCK);

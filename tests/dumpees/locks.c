@@ -1,15 +1,21 @@
 /* Holds file locks of every kind: flock(LOCK_EX) on DIR/a, POSIX record
  * locks on DIR/b (write [0, 10), read [20, 30)), an OFD write lock on all
- * of DIR/c, a read lease on DIR/d and a write lease on DIR/e. Every tick a
- * short-lived child (another process, with descriptions of its own)
- * checks that it finds each lock taken, by us, and we check the leases
- * (opening their files would break them): "tick=N locks=ok|BAD" into
- * OUTFILE.
- * usage: locks OUTFILE DIR */
+ * of DIR/c, a read lease on DIR/d and a write lease on DIR/e; with
+ * "breaking", two leases being broken too (a child's open without waiting
+ * began each break): a write lease on DIR/f going to read, a read lease
+ * on DIR/g going.
+ * Every tick a short-lived child (another process, with descriptions of
+ * its own) checks that it finds each lock taken, by us, and we check the
+ * leases (opening their files would break them) and that each break was
+ * told (SIGIO) once, never again: "tick=N locks=ok|BAD" into OUTFILE.
+ * usage: locks OUTFILE DIR [breaking] */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -22,10 +28,36 @@ static int open_in(const char *dir, const char *name)
 	return open(path, O_RDWR | O_CREAT, 0644);
 }
 
+static volatile sig_atomic_t breaks;
+
+static void told(int sig)
+{
+	(void)sig;
+	breaks++;
+}
+
+/* A lease of `type` on DIR/NAME, opened with `mode`, and a child's open
+ * with `breaker` begins its break. */
+static int breaking(const char *dir, const char *name, int mode, int type, int breaker)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	close(open(path, O_RDWR | O_CREAT, 0644));
+	int fd = open(path, mode);
+	if (fd < 0 || fcntl(fd, F_SETLEASE, type))
+		return -1;
+	pid_t c = fork();
+	if (c == 0)
+		_exit(open(path, breaker | O_NONBLOCK) < 0 && errno == EWOULDBLOCK ? 0 : 1);
+	int status = -1;
+	return waitpid(c, &status, 0) == c && status == 0 ? fd : -1;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 3)
+	if (argc != 3 && argc != 4)
 		return 2;
+	int with_breaks = argc == 4 && strcmp(argv[3], "breaking") == 0;
 	int out = open(argv[1], O_WRONLY | O_CREAT | O_APPEND, 0644);
 	int a = open_in(argv[2], "a"), b = open_in(argv[2], "b"), c = open_in(argv[2], "c");
 	char dp[4096], ep[4096];
@@ -36,6 +68,16 @@ int main(int argc, char **argv)
 		return 3;
 	if (fcntl(d, F_SETLEASE, F_RDLCK) || fcntl(e, F_SETLEASE, F_WRLCK))
 		return 5;
+	signal(SIGIO, told);
+	int f = -1, g = -1;
+	if (with_breaks) {
+		f = breaking(argv[2], "f", O_WRONLY, F_WRLCK, O_RDONLY);
+		g = breaking(argv[2], "g", O_RDONLY, F_RDLCK, O_WRONLY);
+		if (f < 0 || g < 0)
+			return 6;
+		while (breaks < 2)
+			pause();
+	}
 	struct flock w = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 10};
 	struct flock r = {.l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 20, .l_len = 10};
 	struct flock all = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
@@ -56,7 +98,9 @@ int main(int argc, char **argv)
 		}
 		int status = -1;
 		waitpid(checker, &status, 0);
-		int leases = fcntl(d, F_GETLEASE) == F_RDLCK && fcntl(e, F_GETLEASE) == F_WRLCK;
+		int leases = fcntl(d, F_GETLEASE) == F_RDLCK && fcntl(e, F_GETLEASE) == F_WRLCK &&
+			     (!with_breaks || (fcntl(f, F_GETLEASE) == F_RDLCK && fcntl(g, F_GETLEASE) == F_UNLCK)) &&
+			     breaks == (with_breaks ? 2 : 0);
 		dprintf(out, "tick=%lu locks=%s\n", tick, status == 0 && leases ? "ok" : "BAD");
 		struct timespec ts = {0, 30000000};
 		nanosleep(&ts, 0);

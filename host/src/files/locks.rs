@@ -8,7 +8,10 @@
 //! through. A POSIX lock belongs to a process (the pid in the line); a
 //! flock, OFD lock or lease to the description, so one is written once,
 //! for the first process and fd seen on it. Leases are taken again with
-//! `F_SETLEASE` (a lease being broken, and delegations, are refused).
+//! `F_SETLEASE`; one the kernel was breaking (someone opened the file in
+//! a conflicting way) is taken as it was before and broken again the
+//! way CRIU does it, by opening the file without waiting: the holder is
+//! told of the break once, before the dump, and not again.
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
@@ -20,6 +23,9 @@ pub const FL_FLOCK: u32 = 2;
 pub const FL_OFD: u32 = 4;
 /// A lease (`F_SETLEASE`), CRIU's `FL_LEASE`.
 pub const FL_LEASE: u32 = 8;
+/// In a lease's `type`, beside the type it is being broken to (`F_UNLCK`
+/// or `F_RDLCK`): CRIU's `LEASE_BREAKING`.
+const LEASE_BREAKING: u32 = 4;
 
 /// One lock to take again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +34,10 @@ pub struct Lock {
     pub kind: u32,
     /// `F_RDLCK` or `F_WRLCK`.
     pub write: bool,
+    /// A lease the kernel is breaking: the type it is broken to,
+    /// `F_UNLCK` or `F_RDLCK` (it was read or write before, as its
+    /// description's access mode says).
+    pub breaking_to: Option<u32>,
     pub pid: i32,
     pub fd: i32,
     pub start: i64,
@@ -52,13 +62,20 @@ pub fn parse(line: &str, pid: i32, fd: i32, file: &str) -> Result<Option<Lock>> 
         "POSIX" => FL_POSIX,
         "FLOCK" => FL_FLOCK,
         "OFDLCK" => FL_OFD,
-        "LEASE" if mode == "ACTIVE" => FL_LEASE,
+        "LEASE" if mode == "ACTIVE" || mode == "BREAKING" => FL_LEASE,
         other => bail!(
             "process {pid}: fd {fd} ({file}) holds a file lock ({other} {mode} {ty}), which dump does not support yet"
         ),
     };
+    let breaking_to = match (mode, ty) {
+        ("BREAKING", "UNLCK") => Some(libc::F_UNLCK as u32),
+        ("BREAKING", "READ") => Some(libc::F_RDLCK as u32),
+        ("BREAKING", _) => bail!("{}: a lease broken to {ty} cannot be taken again", bad()),
+        _ => None,
+    };
     let write = match ty {
         "WRITE" => true,
+        "READ" | "UNLCK" if breaking_to.is_some() => false,
         "READ" => false,
         _ => bail!("{}: a {ty} lock cannot be taken again", bad()),
     };
@@ -68,7 +85,7 @@ pub fn parse(line: &str, pid: i32, fd: i32, file: &str) -> Result<Option<Lock>> 
     }
     let start: i64 = start.parse().with_context(bad)?;
     let len = if end == "EOF" { 0 } else { end.parse::<i64>().with_context(bad)? + 1 - start };
-    Ok(Some(Lock { kind, write, pid, fd, start, len }))
+    Ok(Some(Lock { kind, write, breaking_to, pid, fd, start, len }))
 }
 
 /// CRIU's `type`: `F_RDLCK` or `F_WRLCK`.
@@ -80,7 +97,7 @@ impl Lock {
     pub fn entry(&self) -> FileLockEntry {
         FileLockEntry {
             flag: self.kind,
-            r#type: ty(self.write),
+            r#type: self.breaking_to.map_or(ty(self.write), |to| to | LEASE_BREAKING),
             pid: self.pid,
             fd: self.fd,
             start: self.start,
@@ -95,15 +112,18 @@ impl Lock {
         if ![FL_POSIX, FL_FLOCK, FL_OFD, FL_LEASE].contains(&e.flag) {
             bail!("{at}: flag {:#x}: only flock, POSIX and OFD locks and leases are restored", e.flag);
         }
-        let write = match e.r#type {
-            t if t == ty(true) => true,
-            t if t == ty(false) => false,
+        let breaking = e.flag == FL_LEASE && e.r#type & LEASE_BREAKING != 0;
+        let (write, breaking_to) = match e.r#type & !if breaking { LEASE_BREAKING } else { 0 } {
+            t if breaking && (t == libc::F_UNLCK as u32 || t == libc::F_RDLCK as u32) => (false, Some(t)),
+            t if breaking => bail!("{at}: type {:#x}: a lease being broken to neither F_UNLCK nor F_RDLCK", t),
+            t if t == ty(true) => (true, None),
+            t if t == ty(false) => (false, None),
             t => bail!("{at}: type {t}: neither F_RDLCK nor F_WRLCK"),
         };
         if e.start < 0 || e.len < 0 || e.start.checked_add(e.len).is_none() {
             bail!("{at}: start {} len {}: not a range of a file", e.start, e.len);
         }
-        Ok(Lock { kind: e.flag, write, pid: e.pid, fd: e.fd, start: e.start, len: e.len })
+        Ok(Lock { kind: e.flag, write, breaking_to, pid: e.pid, fd: e.fd, start: e.start, len: e.len })
     }
 
     /// Takes the lock again, without waiting: someone else holding it now
@@ -116,6 +136,8 @@ impl Lock {
         let res = unsafe {
             if self.kind == FL_FLOCK {
                 libc::flock(self.fd, if self.write { libc::LOCK_EX } else { libc::LOCK_SH } | libc::LOCK_NB)
+            } else if let Some(to) = self.breaking_to {
+                return self.break_again(to);
             } else if self.kind == FL_LEASE {
                 libc::fcntl(self.fd, libc::F_SETLEASE, ty(self.write) as libc::c_int)
             } else {
@@ -136,6 +158,62 @@ impl Lock {
             }
         };
         if res < 0 { Err("taking a file lock the program held (another process holds it now?)") } else { Ok(()) }
+    }
+
+    /// A lease being broken to `to`: taken as it was before the break
+    /// (read on a read-only description, write otherwise), then broken
+    /// by opening the file again through our fd, without waiting
+    /// (`EWOULDBLOCK`: the break has begun). The kernel tells the holder,
+    /// this task, with the fd's signal (`SIGIO` unless `F_SETSIG` chose
+    /// another); the program was told before the dump, so that signal is
+    /// blocked meanwhile and taken off again.
+    ///
+    /// # Safety
+    /// As [`Lock::take`].
+    unsafe fn break_again(&self, to: u32) -> Result<(), &'static str> {
+        // SAFETY: system calls on the task's own fd, signal mask and
+        // structs of ours.
+        unsafe {
+            let sig = match libc::fcntl(self.fd, linux_raw_sys::general::F_GETSIG as libc::c_int) {
+                s if s < 0 => return Err("F_GETSIG on a lease being broken"),
+                0 => libc::SIGIO,
+                s => s,
+            };
+            let (mut only, mut before): (libc::sigset_t, libc::sigset_t) = (std::mem::zeroed(), std::mem::zeroed());
+            libc::sigemptyset(&mut only);
+            libc::sigaddset(&mut only, sig);
+            if libc::sigprocmask(libc::SIG_BLOCK, &only, &mut before) < 0 {
+                return Err("blocking the signal of a lease's break");
+            }
+            let read_only = libc::fcntl(self.fd, libc::F_GETFL) & libc::O_ACCMODE == libc::O_RDONLY;
+            let was = if read_only { libc::F_RDLCK } else { libc::F_WRLCK };
+            // "/proc/self/fd/N" without allocating (this runs in the new task).
+            let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";
+            let digits = self.fd.max(0).checked_ilog10().unwrap_or(0) as usize + 1;
+            let mut n = self.fd.max(0) as u32;
+            for at in (14..14 + digits).rev() {
+                path[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+            let breaker = if to == libc::F_UNLCK as u32 { libc::O_WRONLY } else { libc::O_RDONLY };
+            let res = if libc::fcntl(self.fd, libc::F_SETLEASE, was) < 0 {
+                Err("taking a lease the program held (another process holds the file open now?)")
+            } else {
+                let opened = libc::open(path.as_ptr().cast(), breaker | libc::O_NONBLOCK | libc::O_CLOEXEC);
+                if opened >= 0 {
+                    libc::close(opened);
+                    Err("breaking a lease again: the file opened without a break")
+                } else if nix::errno::Errno::last_raw() != libc::EWOULDBLOCK {
+                    Err("breaking a lease again: opening the file failed")
+                } else {
+                    let none: libc::timespec = std::mem::zeroed();
+                    libc::sigtimedwait(&only, std::ptr::null_mut(), &none);
+                    Ok(())
+                }
+            };
+            libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+            res
+        }
     }
 }
 
