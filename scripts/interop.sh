@@ -342,6 +342,7 @@ case_ knobs knobs '@OUT@' null - 2 \
 case_ pipetree pipetree '@OUT@' null - 3 '^child=[0-9]+ got=[0-9]+$' - -
 case_ shareddesc shareddesc '@OUT@ @DIR@/shared' null - 3 '^tick=[0-9]+ shared=ok pipe=ok owner=ok opath=ok$' - -
 case_ shmanon shmanon '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok pattern=ok b=ok$' - -
+case_ "shmanon priv" shmanon '@OUT@ priv' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok pattern=ok b=ok priv=ok$' - -
 case_ cow cow '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ contents=ok shared=ok$' - -
 case_ memfd memfd '@OUT@' null - 3 '^pid=@PID@ tick=[0-9]+ child=ok content=ok seals=ok name=ok pos=ok private=ok$' - -
 case_ sockpair sockpair '@OUT@' null - 3 '^tick=[0-9]+ child=ok dgram=ok seqpacket=ok shutdown=ok opts=ok$' - -

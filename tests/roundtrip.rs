@@ -1070,22 +1070,25 @@ fn a_restore_refuses_when_the_cgroup_is_gone_naming_it() {
 
 /// Shared anonymous memory comes back shared: the child's writes reach its
 /// parent, untouched pages read as zeros, an object mapped in two areas
-/// (the second at an offset) is one object again.
+/// (the second at an offset) is one object again; its file mapped
+/// privately keeps the page written there and shows the object's other
+/// pages (ZDTM `shmemfd-priv`).
 #[test]
 fn shared_anonymous_memory_stays_shared_between_parent_and_child() {
     let _w = watchdog::start();
     let work = scratch("shmanon");
     let images = work.join("images");
     let out = work.join("out");
-    let child = start("shmanon", &[out.as_os_str()]);
+    let child = start("shmanon", &[out.as_os_str(), "priv".as_ref()]);
     wait_for(&out, |l| l.len() >= 3);
     let (pid, _, after) = ticks_on(child, &out, &images, 4);
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     stop(pid);
-    assert!(after.iter().all(|l| l.ends_with("child=ok pattern=ok b=ok")), "{after:?}");
+    assert!(after.iter().all(|l| l.ends_with("child=ok pattern=ok b=ok priv=ok")), "{after:?}");
     let shared: Vec<&str> = maps.lines().filter(|l| l.ends_with("/dev/zero (deleted)")).collect();
-    assert_eq!(shared.len(), 3, "{maps}");
+    assert_eq!(shared.len(), 4, "{maps}");
     assert!(shared.iter().any(|l| l.split_whitespace().nth(2) == Some("00002000")), "{maps}");
+    assert_eq!(shared.iter().filter(|l| l.split_whitespace().nth(1) == Some("rw-p")).count(), 1, "{maps}");
     let _ = std::fs::remove_dir_all(&work);
 }
 

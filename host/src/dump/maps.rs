@@ -131,9 +131,12 @@ fn parse_header(line: &str) -> Result<Vma> {
     let mut status = status::REGULAR;
     // Shared anonymous memory shows as a deleted /dev/zero or a SysV
     // segment on the kernel's internal shmem mount (device 0:N, inode =
-    // the segment's id); it is not a file to reopen.
+    // the segment's id); it is not a file to reopen. Its file mapped
+    // privately (through /proc/PID/map_files) is a memfd's private
+    // mapping, as CRIU writes the file: a memfd named /dev/zero.
     let sysv = name.starts_with("/SYSV") && name.ends_with(" (deleted)") && dev.0 == 0;
-    let shmem = name == "/dev/zero (deleted)" || sysv;
+    let zero = name == "/dev/zero (deleted)" && dev.0 == 0;
+    let shmem = (zero && shared) || sysv;
     let file = name.starts_with('/') && inode != 0 && !shmem;
     match name.as_str() {
         // ARM's vector page (the kuser helpers) is, like x86's vsyscall
@@ -155,7 +158,7 @@ fn parse_header(line: &str) -> Result<Vma> {
     if sysv {
         status |= status::SYSVIPC;
     }
-    if file && dev.0 == 0 && name.starts_with("/memfd:") {
+    if file && dev.0 == 0 && (name.starts_with("/memfd:") || zero) {
         status |= status::MEMFD;
     }
     Ok(Vma { start, end, pgoff, prot, flags, status, madv: 0, dev, inode, name, vmflags: Vec::new() })
@@ -231,11 +234,6 @@ pub fn check_supported(v: &Vma, pid: i32) -> Result<()> {
     }
     if v.flags & MAP_HUGETLB != 0 {
         bail!("{}: hugetlb mappings are not supported yet", at());
-    }
-    // Its pages not written since come from the shared memory, which a
-    // private anonymous area would read as zeros.
-    if v.name == "/dev/zero (deleted)" && v.is(status::ANON_PRIVATE) {
-        bail!("{}: a private mapping of shared anonymous memory's file is not supported yet", at());
     }
     if v.name == "[uprobes]" {
         bail!("{}: uprobes areas are not supported", at());
@@ -322,10 +320,15 @@ VmFlags: ex
         check_supported(&v[0], 7).unwrap();
         assert!(v[1].is(status::MEMFD | status::FILE_SHARED));
         check_supported(&v[1], 7).unwrap();
-        // Shared anonymous memory is the deleted /dev/zero, and is dumped.
-        let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /dev/zero (deleted)\nVmFlags: rd wr sh\n";
+        // Shared anonymous memory is the deleted /dev/zero, and is dumped;
+        // its file mapped privately is a memfd's private mapping.
+        let text = "7f0000010000-7f0000011000 rw-s 00000000 00:01 5 /dev/zero (deleted)\nVmFlags: rd wr sh\n\
+                    7f0000020000-7f0000023000 rw-p 00001000 00:01 5 /dev/zero (deleted)\nVmFlags: rd wr\n";
         let v = parse_smaps(text, 7).unwrap();
         assert!(v[0].is(status::ANON_SHARED));
         check_supported(&v[0], 7).unwrap();
+        assert!(v[1].is(status::MEMFD | status::FILE_PRIVATE) && !v[1].is(status::ANON_PRIVATE));
+        assert_eq!((v[1].flags, v[1].pgoff), (MAP_PRIVATE, 0x1000));
+        check_supported(&v[1], 7).unwrap();
     }
 }
