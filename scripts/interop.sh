@@ -352,6 +352,7 @@ case_ inotify inotify '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ inotify=ok$' - -
 case_ ghost ghost '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ ghost=ok$' - -
 case_ posixsem posixsem '@OUT@' null - 3 '^tick=[0-9]+ sem=ok$' - -
 case_ rmcwd rmcwd '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ cwd=ok$' - -
+case_ procgone procgone '@OUT@' null - 3 '^tick=[0-9]+ cwd=ok$' - -
 case_ locks locks '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ locks=ok$' - -
 case_ "locks breaking" locks '@OUT@ @DIR@ breaking' null - 3 '^tick=[0-9]+ locks=ok$' - -
 case_ pty pty '@OUT@ @GO@' null - 3 '^tick=[0-9]+ tty=ok$' '^data=#1' '^data=ok$'

@@ -165,6 +165,7 @@ fn plan(dir: &std::path::Path, pid: i32) -> ProcessPlan {
         comm,
         exe: None,
         cwd: dir.to_path_buf(),
+        cwd_holder: None,
         root: "/".into(),
         umask: 0o022,
         fds: vec![

@@ -1469,6 +1469,26 @@ fn a_removed_cwd_comes_back_removed() {
     checked_then_used("rmcwd", true, "cwd=ok");
 }
 
+/// A cwd in the /proc directory of a child that ended comes back so: a
+/// helper with the child's PID holds the directory while the process
+/// enters it and is gone before it runs (ZDTM `unhashed_proc`).
+#[test]
+fn a_cwd_in_an_ended_process_proc_directory_comes_back() {
+    let _w = watchdog::start();
+    let work = scratch("procgone");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("procgone", &[out.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("cwd=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    stop(pid);
+    assert!(after.iter().all(|l| l.ends_with("cwd=ok")), "{after:?}");
+    assert_eq!(children.trim(), "", "the holder is gone");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// `show` says which paths were unlinked when dumped.
 #[test]
 fn show_marks_what_was_unlinked_when_dumped() {

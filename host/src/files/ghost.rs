@@ -69,6 +69,10 @@ pub struct Ghost {
     pub tmpfile: bool,
 }
 
+/// `remap_type` of a /proc directory whose process ended: `remap_id` is
+/// its PID.
+pub const REMAP_PROCFS: u32 = 2;
+
 /// The bit of `O_TMPFILE` that is not `O_DIRECTORY`: what marks a file
 /// made by it in its flags (`fdinfo` keeps it; CRIU's entries too).
 pub const TMPFILE: i32 = nix::libc::O_TMPFILE & !nix::libc::O_DIRECTORY;
@@ -543,12 +547,26 @@ pub fn taken_warning(who: &str, path: &Path, g: &Ghost) -> Option<String> {
 
 /// `remap-fpath.img`, and a `ghost-file-ID.img` per file, as CRIU writes
 /// them: each description of an unlinked file remapped (type GHOST, 1) to
-/// the file's first description, whose id names its image.
-pub fn images(ghosts: &[(u32, Ghost)], put: &mut dyn FnMut(String, &Writer) -> Result<()>) -> Result<()> {
-    if ghosts.is_empty() {
+/// the file's first description, whose id names its image; each /proc
+/// directory of a process that ended (`dead_pids`: entry id, PID) remapped
+/// (type PROCFS, 2) to that PID.
+pub fn images(
+    ghosts: &[(u32, Ghost)],
+    dead_pids: &[(u32, u32)],
+    put: &mut dyn FnMut(String, &Writer) -> Result<()>,
+) -> Result<()> {
+    if ghosts.is_empty() && dead_pids.is_empty() {
         return Ok(());
     }
     let mut remaps = Writer::new(Kind::RemapFpath);
+    for &(orig_id, pid) in dead_pids {
+        remaps.push(&RemapFilePathEntry {
+            orig_id,
+            remap_id: pid,
+            remap_type: Some(REMAP_PROCFS),
+            ..Default::default()
+        });
+    }
     for (id, g) in ghosts {
         let remap = RemapFilePathEntry { orig_id: *id, remap_id: g.key, remap_type: Some(1), ..Default::default() };
         remaps.push(&remap);

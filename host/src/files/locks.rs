@@ -185,7 +185,12 @@ impl Lock {
             if libc::sigprocmask(libc::SIG_BLOCK, &only, &mut before) < 0 {
                 return Err("blocking the signal of a lease's break");
             }
-            let read_only = libc::fcntl(self.fd, libc::F_GETFL) & libc::O_ACCMODE == libc::O_RDONLY;
+            let fl = libc::fcntl(self.fd, libc::F_GETFL);
+            if fl < 0 {
+                libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut());
+                return Err("F_GETFL on a lease being broken");
+            }
+            let read_only = fl & libc::O_ACCMODE == libc::O_RDONLY;
             let was = if read_only { libc::F_RDLCK } else { libc::F_WRLCK };
             // "/proc/self/fd/N" without allocating (this runs in the new task).
             let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0\0\0\0";

@@ -116,6 +116,9 @@ pub struct Files {
     pub fifo_data: Vec<PipeData>,
     /// Unlinked files held open, by the id of their entry.
     pub ghosts: Vec<(u32, self::ghost::Ghost)>,
+    /// Directories of /proc whose process ended, each a cwd: (entry id,
+    /// the PID that ended).
+    pub dead_pids: Vec<(u32, u32)>,
     /// The remap id of each unlinked file seen, by (device, inode).
     ghost_keys: HashMap<(u64, u64), u32>,
     /// Mapped files and executables by (device, inode, the name shown):
@@ -727,7 +730,7 @@ pub fn images(files: &Files, put: &mut dyn FnMut(String, &Writer) -> Result<()>)
         });
     }
     put("files.img".into(), &w)?;
-    ghost::images(&files.ghosts, put)?;
+    ghost::images(&files.ghosts, &files.dead_pids, put)?;
     tty::images(files, put)?;
     let packets = files.entries.iter().flat_map(|e| match &e.kind {
         FileKind::Unix(u) => u.packets(e.id),

@@ -304,6 +304,7 @@ pub fn check_given(set: &ImageSet, given: &[Given]) -> Result<Vec<String>> {
         }
         if !pipes.iter().any(|p| p.pipe_id == g.pipe_id) {
             let mut have: Vec<String> = pipes.iter().map(|p| format!("pipe:[{}]", p.pipe_id)).collect();
+            have.sort();
             have.dedup();
             let have = if have.is_empty() { "none".into() } else { have.join(", ") };
             bail!("--inherit-fd {g}: the images hold no pipe:[{}] (their pipes: {have})", g.pipe_id);
@@ -335,7 +336,7 @@ pub fn check_given(set: &ImageSet, given: &[Given]) -> Result<Vec<String>> {
         }
         warned.push(p.pipe_id);
         warnings.push(format!(
-            "pipe:[{0}] ({1}) was held outside the dumped tree too (files.img: entry {2}: pipe.outside): it comes \
+            "pipe:[{0}] ({1}) was held outside the dumped tree too (files.img id {2}: pipe.outside): it comes \
              back connected to nobody (a reader sees the end of its input, a writer EPIPE); to keep it connected, \
              give a pipe to use instead: --inherit-fd 'fd[N]:pipe:[{0}]' (N a descriptor of revenant's)",
             p.pipe_id,

@@ -94,6 +94,18 @@ impl Files {
                 unlinked_name: None,
             })));
         };
+        // The /proc directory of a process that ended since: a helper with
+        // its PID holds it while the restored task enters it (CRIU's
+        // PROCFS remap).
+        if let Some(dead) = path.strip_prefix("/proc/").and_then(|n| n.parse::<u32>().ok())
+            && link == "cwd"
+            && super::ghost::on_kernel_fs(&p)
+        {
+            let reg = RegFile { flags: 0, pos: 0, name: path.into(), size: None, mode: m.mode(), unlinked_name: None };
+            let id = self.push(FileKind::Reg(reg));
+            self.dead_pids.push((id, dead));
+            return Ok(id);
+        }
         // Removed while the process sat in it (empty, as rmdir wants it):
         // carried as a ghost directory, as CRIU does, made again for the
         // tasks to enter and removed before the programs run.
@@ -217,7 +229,9 @@ pub fn plan_fd(set: &ImageSet, pid: i32, f: &FdinfoEntry, r: &RegFileEntry, cloe
         let parent = |p: u32| set.processes.iter().find(|q| q.pid() == p).map(|q| q.pstree.ppid);
         let mut up = Some(pid as u32);
         let mut reached = parent(of) == Some(pid as u32);
-        while let Some(p) = up.filter(|_| !reached) {
+        // At most one step per process: parents named in a loop end it.
+        for _ in 0..=set.processes.len() {
+            let Some(p) = up.filter(|_| !reached) else { break };
             reached = p == of;
             up = parent(p).filter(|&pp| pp != 0);
         }

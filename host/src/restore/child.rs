@@ -113,6 +113,9 @@ pub struct ChildPlan {
     pub takes: Vec<(i32, i32, bool)>,
     pub root: Option<CString>,
     pub cwd: CString,
+    /// The cwd is the /proc directory of a process that ended, with this
+    /// PID: a helper with it holds the directory while we enter it.
+    pub cwd_holder: Option<i32>,
     pub umask: u32,
     pub entry: usize,
     pub args: usize,
@@ -445,6 +448,21 @@ fn hold_group(g: i32, parent: i32, groups: &GroupWords) -> ! {
     loop {
         // SAFETY: waits for the SIGKILL that ends it.
         unsafe { libc::pause() };
+    }
+}
+
+/// A helper's side that only has to exist until its parent (`parent`)
+/// kills it, or dies. Never returns.
+fn hold_still(parent: i32) -> ! {
+    // SAFETY: plain system calls on integers.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(SETUP_FAILED);
+        }
+        loop {
+            libc::pause();
+        }
     }
 }
 
@@ -818,7 +836,25 @@ unsafe fn set_fs(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
     // SAFETY: see the function's contract; NUL-terminated paths the parent
     // prepared.
     unsafe {
-        if libc::chdir(p.cwd.as_ptr()) < 0 {
+        if let Some(h) = p.cwd_holder {
+            match clone_with_pid(h) {
+                Ok(0) => hold_still(p.pid),
+                Ok(_) => {}
+                Err(_) => return Err(fail(log, "creating the holder of a /proc directory with its PID", b"")),
+            }
+        }
+        let entered = libc::chdir(p.cwd.as_ptr());
+        if let Some(h) = p.cwd_holder {
+            // It ends, reaped, its SIGCHLD taken off: the directory is
+            // left as the dump found it, its process gone.
+            libc::kill(h, libc::SIGKILL);
+            if libc::waitpid(h, std::ptr::null_mut(), 0) != h {
+                return Err(fail(log, "reaping the holder of a /proc directory", b""));
+            }
+            let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            libc::sigtimedwait(&just(libc::SIGCHLD), std::ptr::null_mut(), &now);
+        }
+        if entered < 0 {
             return Err(fail(log, "chdir", p.cwd.as_bytes()));
         }
         if let Some(root) = &p.root

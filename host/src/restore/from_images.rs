@@ -42,6 +42,7 @@ use super::convert;
 use super::plan::{
     AltStack, Backing, Knobs, PagesFile, ProcessPlan, Rseq, Sched, Session, ThreadPlan, VmaPlan, ZombieExit, ZombiePlan,
 };
+use crate::files::ghost::REMAP_PROCFS;
 use crate::regs::{ArmRegs, ArmVfp, Fpu, Regs, X86Regs};
 use crate::sysv::restore::IpcPlan;
 use revenant_images::messages::{pe, vma_status as vs};
@@ -436,9 +437,31 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
     } else {
         None
     };
-    // A cwd removed since is made again, as an unlinked file is.
-    let (cwd, cwd_ghost) = crate::files::reg::mapped(set, p.fs.cwd_id, "the cwd")?;
-    ghosts.extend(cwd_ghost.map(|g| (cwd.clone(), g)));
+    // A cwd removed since is made again, as an unlinked file is; the /proc
+    // directory of a process that ended is held by a helper with its PID
+    // while the task enters it.
+    let dead = set.remaps.iter().find(|m| m.orig_id == p.fs.cwd_id && m.remap_type == Some(REMAP_PROCFS));
+    let (cwd, cwd_holder) = match dead {
+        Some(m) => {
+            let holder = i32::try_from(m.remap_id).ok().filter(|&h| h > 0).with_context(|| {
+                format!("remap-fpath.img: the cwd of PID {pid}: remap_id {}: not a PID", m.remap_id)
+            })?;
+            let name = &crate::files::reg::by_id(set, p.fs.cwd_id, "the cwd")?.name;
+            if *name != format!("/proc/{holder}") {
+                bail!("files.img: entry id {} (the cwd of PID {pid}): {name:?} is not /proc/{holder}", p.fs.cwd_id);
+            }
+            if !opts.at_dump {
+                let what = format!("the PID whose /proc directory was the cwd of PID {pid} (its process had ended),");
+                pid_free(holder, &what)?;
+            }
+            (PathBuf::from(name), Some(holder))
+        }
+        None => {
+            let (cwd, cwd_ghost) = crate::files::reg::mapped(set, p.fs.cwd_id, "the cwd")?;
+            ghosts.extend(cwd_ghost.map(|g| (cwd.clone(), g)));
+            (cwd, None)
+        }
+    };
     let root = PathBuf::from(&crate::files::reg::by_id(set, p.fs.root_id, "the root")?.name);
 
     let files = crate::files::plan(set, p)?;
@@ -580,6 +603,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
         comm,
         exe,
         cwd,
+        cwd_holder,
         root,
         umask: p.fs.umask.unwrap_or(0o022),
         fds: files.fds,

@@ -77,6 +77,9 @@ pub struct ProcessPlan {
     /// The executable, for `PR_SET_MM_MAP`'s exe_fd.
     pub exe: Option<PathBuf>,
     pub cwd: PathBuf,
+    /// The cwd is the /proc directory of this PID, which had ended: a
+    /// helper with it holds the directory while the task enters it.
+    pub cwd_holder: Option<i32>,
     pub root: PathBuf,
     pub umask: u32,
     pub fds: Vec<FdPlan>,

@@ -216,8 +216,17 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
         }),
     );
     r.add("credentials", each(&|p| super::creds::plan(p).map(drop)));
-    // A group whose leader is gone is made by a helper with its id.
-    r.add("process group ids free", each(&|p| p.group_helpers.iter().try_for_each(|&g| from_images::group_id_free(g))));
+    // A group whose leader is gone is made by a helper with its id, and
+    // the /proc directory of an ended process that is a cwd is held by one
+    // with its PID.
+    r.add(
+        "process group ids free",
+        each(&|p| {
+            p.group_helpers.iter().try_for_each(|&g| from_images::group_id_free(g))?;
+            let what = format!("the PID whose /proc directory was the cwd of PID {} (its process had ended),", p.pid);
+            p.cwd_holder.iter().try_for_each(|&h| from_images::pid_free(h, &what))
+        }),
+    );
     r.add("pages images", each(&|p| p.pages.iter().try_for_each(|f| f.open().map(drop))));
     r.add("vDSO", each(&vdso));
 

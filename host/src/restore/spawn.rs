@@ -219,6 +219,7 @@ fn child_plan(
         takes: Vec::new(),
         root: (p.root != std::path::Path::new("/")).then(|| cpath(&p.root)).transpose()?,
         cwd: cpath(&p.cwd)?,
+        cwd_holder: p.cwd_holder,
         umask: p.umask,
         entry: 0,
         args: 0,
