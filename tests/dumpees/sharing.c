@@ -49,12 +49,21 @@ int main(int argc, char **argv)
 				pause();
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/%d/stat", child);
+		/* Ready once the sibling holds it. */
+		int opened[2];
+		if (pipe(opened))
+			return 6;
 		if (fork() == 0) {
-			if (open(path, O_RDONLY) < 0)
+			if (open(path, O_RDONLY) < 0 || write(opened[1], "o", 1) != 1)
 				_exit(6);
 			for (;;)
 				pause();
 		}
+		char o;
+		if (read(opened[0], &o, 1) != 1)
+			return 6;
+		close(opened[0]);
+		close(opened[1]);
 	} else if (strcmp(argv[1], "mseal") == 0) {
 		char *p = mmap(0, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED)
