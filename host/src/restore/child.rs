@@ -10,8 +10,9 @@
 //! gone, children with their PIDs, then zombies, which end at once as they
 //! ended before; the helpers are reaped last), `move_pipes`, `close_inherited`,
 //! `place_fds` (service files, own fds, shared ones, anonymous-inode files,
-//! then file locks), `set_knobs`, `set_fs`, `unregister_rseq`,
-//! `wait_seized`.
+//! then file locks), `set_knobs`, `set_fs` (with, for a cwd in an ended
+//! process's /proc directory, a helper holding its PID meanwhile),
+//! `unregister_rseq`, `wait_seized`.
 //!
 //! It runs in a child of a multi-threaded parent (log readers, a test
 //! harness), made by a raw `clone3` (or, without clone3, `fork`), so it
