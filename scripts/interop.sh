@@ -349,6 +349,7 @@ case_ sockpair sockpair '@OUT@' null - 3 '^tick=[0-9]+ child=ok dgram=ok seqpack
 case_ fifo fifo '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ fifo=ok$' - -
 case_ "fifo unlinked" fifo '@OUT@ @DIR@ unlinked' null - 3 '^tick=[0-9]+ fifo=ok$' - -
 case_ inotify inotify '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ inotify=ok$' - -
+case_ fanotify fanotify '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ fan=ok$' - -
 case_ ghost ghost '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ ghost=ok$' - -
 case_ posixsem posixsem '@OUT@' null - 3 '^tick=[0-9]+ sem=ok$' - -
 case_ rmcwd rmcwd '@OUT@ @DIR@' null - 3 '^tick=[0-9]+ cwd=ok$' - -

@@ -1489,6 +1489,24 @@ fn a_cwd_in_an_ended_process_proc_directory_comes_back() {
     let _ = std::fs::remove_dir_all(&work);
 }
 
+/// A fanotify group comes back with its flags and marks (fdinfo lists
+/// them as before) and goes on reporting the marked file's changes (ZDTM
+/// `fanotify00`).
+#[test]
+fn a_fanotify_group_comes_back_with_its_marks() {
+    let _w = watchdog::start();
+    let work = scratch("fanotify");
+    let images = work.join("images");
+    let out = work.join("out");
+    let child = start("fanotify", &[out.as_os_str(), work.as_os_str()]);
+    let before = wait_for(&out, |l| l.len() >= 2);
+    assert!(before.lines().all(|l| l.ends_with("fan=ok")), "{before}");
+    let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    stop(pid);
+    assert!(after.iter().all(|l| l.ends_with("fan=ok")), "{after:?}");
+    let _ = std::fs::remove_dir_all(&work);
+}
+
 /// `show` says which paths were unlinked when dumped.
 #[test]
 fn show_marks_what_was_unlinked_when_dumped() {

@@ -760,7 +760,7 @@ unsafe fn close_inherited(p: &ChildPlan) {
 unsafe fn place_fds(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
     // SAFETY: see the function's contract.
     unsafe {
-        for o in p.service.iter().chain(&p.fds) {
+        for o in p.service.iter().chain(p.fds.iter().filter(|o| !shows_fds(&o.path))) {
             open_at(o, log)?;
         }
         for &(fd, slot, cloexec) in &p.takes {
@@ -775,6 +775,10 @@ unsafe fn place_fds(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
         if let Err(what) = crate::files::anonfd::make_all(&p.anon_fds) {
             return Err(fail(log, what, b""));
         }
+        // What shows the fds, last: every fd it names exists by now.
+        for o in p.fds.iter().filter(|o| shows_fds(&o.path)) {
+            open_at(o, log)?;
+        }
         for l in &p.locks {
             if let Err(what) = l.take() {
                 return Err(fail(log, what, b""));
@@ -782,6 +786,13 @@ unsafe fn place_fds(p: &ChildPlan, log: &Log) -> Result<(), Failed> {
         }
     }
     Ok(())
+}
+
+/// Whether `path` is a `/proc` file or directory that shows a process's
+/// fds (`fd/`, `fdinfo/`), which can only be opened once those exist.
+fn shows_fds(path: &CString) -> bool {
+    let p = path.as_bytes();
+    p.starts_with(b"/proc/") && (p.windows(4).any(|w| w == b"/fd/") || p.windows(8).any(|w| w == b"/fdinfo/"))
 }
 
 /// The process's settings the blob does not set: subreaper, THP, timer

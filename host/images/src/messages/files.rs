@@ -551,6 +551,58 @@ message! {
     }
 }
 
+proto_enum! {
+    /// What a fanotify mark is on.
+    pub enum MarkType {
+        Inode = 1 => "INODE",
+        Mount = 2 => "MOUNT",
+    }
+}
+
+message! {
+    /// A fanotify mark on an inode: the file, by handle (and path).
+    pub struct FanotifyInodeMarkEntry ("fanotify_inode_mark_entry") {
+        1 i_ino: required uint64,
+        2 f_handle: required message<FhEntry>,
+    }
+}
+
+message! {
+    /// A fanotify mark on a mount: its id and mount point.
+    pub struct FanotifyMountMarkEntry ("fanotify_mount_mark_entry") {
+        1 mnt_id: required uint32,
+        2 path: optional string,
+    }
+}
+
+message! {
+    /// One fanotify mark: the `FAN_MARK_*` flags it was added with, its
+    /// event and ignored masks, and what it is on.
+    pub struct FanotifyMarkEntry ("fanotify_mark_entry") {
+        1 id: required uint32,
+        2 r#type: required enumeration<MarkType>,
+        3 mflags: required uint32 [Fmt::Hex],
+        4 mask: required uint32 [Fmt::Hex],
+        5 ignored_mask: required uint32 [Fmt::Hex],
+        6 s_dev: required uint32 [Fmt::Dev],
+        7 ie: optional message<FanotifyInodeMarkEntry>,
+        8 me: optional message<FanotifyMountMarkEntry>,
+    }
+}
+
+message! {
+    /// A fanotify group: `fanotify_init`'s flags and event flags, and its
+    /// marks.
+    pub struct FanotifyFileEntry ("fanotify_file_entry") {
+        1 id: required uint32,
+        2 flags: required uint32 [Fmt::Hex],
+        3 fown: required message<FownEntry>,
+        4 faflags: required uint32 [Fmt::Hex],
+        5 evflags: required uint32 [Fmt::Hex],
+        6 mark: repeated message<FanotifyMarkEntry>,
+    }
+}
+
 message! {
     /// `remap-fpath.img`: file `orig_id` is restored from elsewhere;
     /// `remap_type` 1 (ghost): from `ghost-file-<remap_id in hex>.img`.
@@ -617,6 +669,7 @@ message! {
         10 sgfd: optional message<SignalfdEntry>,
         12 tfd: optional message<TimerfdEntry>,
         13 ify: optional message<InotifyFileEntry>,
+        14 ffy: optional message<FanotifyFileEntry>,
         15 ext: optional message<ExtFileEntry>,
         16 usk: optional message<UnixSkEntry>,
         17 fifo: optional message<FifoEntry>,

@@ -71,7 +71,7 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Vec<Watch>> {
 /// kernel's encoding, major << 20 | minor), found through a mount of it in
 /// `pid`'s mount table; for one unlinked, the path it had, and its device
 /// and inode.
-fn path_of(pid: i32, sdev: u32, handle_type: u32, handle: &[u8]) -> Result<(CString, Option<(u64, u64)>)> {
+pub(super) fn path_of(pid: i32, sdev: u32, handle_type: u32, handle: &[u8]) -> Result<(CString, Option<(u64, u64)>)> {
     let dev = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
     let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).context("reading mountinfo")?;
     let mount = mountinfo

@@ -16,6 +16,7 @@ use super::FdPlan;
 
 mod epoll;
 mod eventfd;
+mod fanotify;
 mod inotify;
 pub mod pidfd;
 mod signalfd;
@@ -41,6 +42,7 @@ pub enum AnonFile {
     Inotify {
         watches: Vec<inotify::Watch>,
     },
+    Fanotify(fanotify::Group),
     /// A pidfd on process `pid` of the tree (`ino`: the pidfd's inode, for
     /// CRIU's entry).
     Pidfd {
@@ -66,6 +68,7 @@ pub fn dump(pid: i32, fd: i32, kind: &str, fdinfo: &str, flags: u32) -> Result<O
         "[timerfd]" => AnonFile::Timerfd(timerfd::dump(fdinfo, &what)?),
         "[eventpoll]" => epoll::dump(pid, fd, fdinfo, &what)?,
         "inotify" => AnonFile::Inotify { watches: inotify::dump(pid, fd, fdinfo, &what)? },
+        "[fanotify]" => AnonFile::Fanotify(fanotify::dump(pid, fd, fdinfo, &what)?),
         "[pidfd]" => pidfd::dump(fdinfo, flags, &what)?,
         _ => return Ok(None),
     };
@@ -82,6 +85,7 @@ impl Anon {
             AnonFile::Timerfd(t) => timerfd::entry(id, flags, fown, t),
             AnonFile::Epoll { targets } => epoll::entry(id, flags, fown, targets),
             AnonFile::Inotify { watches } => inotify::entry(id, flags, fown, watches),
+            AnonFile::Fanotify(g) => fanotify::entry(id, flags, fown, g),
             AnonFile::Pidfd { pid, ino } => pidfd::entry(id, flags, fown, *pid, *ino),
         }
     }
@@ -94,6 +98,7 @@ impl Anon {
             AnonFile::Timerfd(_) => FdType::Timerfd,
             AnonFile::Epoll { .. } => FdType::Eventpoll,
             AnonFile::Inotify { .. } => FdType::Inotify,
+            AnonFile::Fanotify(_) => FdType::Fanotify,
             AnonFile::Pidfd { .. } => FdType::Pidfd,
         }
     }
@@ -112,6 +117,8 @@ impl Anon {
             (e.flags, AnonFile::Epoll { targets: epoll::from_entry(e) })
         } else if let Some(e) = &entry.ify {
             (e.flags, AnonFile::Inotify { watches: inotify::from_entry(e, at)? })
+        } else if let Some(e) = &entry.ffy {
+            (e.flags, AnonFile::Fanotify(fanotify::from_entry(e, at)?))
         } else if let Some(e) = &entry.pidfd {
             if e.nspid <= 0 {
                 bail!("{at}: pidfd.nspid {}: not a process of the tree", e.nspid);
@@ -136,6 +143,7 @@ impl Anon {
             .or(entry.tfd.as_ref().map(|e| &e.fown))
             .or(entry.epfd.as_ref().map(|e| &e.fown))
             .or(entry.ify.as_ref().map(|e| &e.fown))
+            .or(entry.ffy.as_ref().map(|e| &e.fown))
             .or(entry.pidfd.as_ref().map(|e| &e.fown))
     }
 }
@@ -278,6 +286,7 @@ unsafe fn make(m: &Make) -> Result<(), &'static str> {
             AnonFile::Timerfd(t) => timerfd::make(t)?,
             AnonFile::Epoll { .. } => epoll::make()?,
             AnonFile::Inotify { watches } => inotify::make(watches)?,
+            AnonFile::Fanotify(g) => fanotify::make(g)?,
             AnonFile::Pidfd { pid, .. } => pidfd::make(*pid)?,
         }
     };
