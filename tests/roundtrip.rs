@@ -1491,19 +1491,43 @@ fn a_cwd_in_an_ended_process_proc_directory_comes_back() {
 
 /// A fanotify group comes back with its flags and marks (fdinfo lists
 /// them as before) and goes on reporting the marked file's changes (ZDTM
-/// `fanotify00`).
+/// `fanotify00`); one a child shares is made once, by the host.
 #[test]
 fn a_fanotify_group_comes_back_with_its_marks() {
+    fanotify_round_trip(false);
+    fanotify_round_trip(true);
+}
+
+fn fanotify_round_trip(shared: bool) {
     let _w = watchdog::start();
-    let work = scratch("fanotify");
+    let work = scratch(if shared { "fanotify-shared" } else { "fanotify" });
     let images = work.join("images");
     let out = work.join("out");
-    let child = start("fanotify", &[out.as_os_str(), work.as_os_str()]);
+    let mut args = vec![out.as_os_str(), work.as_os_str()];
+    if shared {
+        args.push("shared".as_ref());
+    }
+    let child = start("fanotify", &args);
     let before = wait_for(&out, |l| l.len() >= 2);
     assert!(before.lines().all(|l| l.ends_with("fan=ok")), "{before}");
     let (pid, _, after) = ticks_on(child, &out, &images, 3);
+    // The group's fd, and whether the child's is the same description.
+    let fan = |p: i32| {
+        std::fs::read_dir(format!("/proc/{p}/fd")).unwrap().flatten().find_map(|e| {
+            let fanotify = std::fs::read_link(e.path()).ok()? == Path::new("anon_inode:[fanotify]");
+            fanotify.then(|| e.file_name().to_str()?.parse::<i32>().ok()).flatten()
+        })
+    };
+    let kid = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    let kid: Option<i32> = kid.split_whitespace().next().map(|k| k.parse().unwrap());
+    let same = kid.map(|k| {
+        let (a, b) = (fan(pid).unwrap(), fan(k).unwrap());
+        // SAFETY: kcmp only compares; KCMP_FILE is 0.
+        unsafe { nix::libc::syscall(nix::libc::SYS_kcmp, pid, k, 0, a, b) }
+    });
     stop(pid);
     assert!(after.iter().all(|l| l.ends_with("fan=ok")), "{after:?}");
+    assert_eq!(same, shared.then_some(0), "the child holds the parent's group");
     let _ = std::fs::remove_dir_all(&work);
 }
 

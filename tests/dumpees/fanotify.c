@@ -3,13 +3,17 @@
  * DIR/quiet. Every tick it writes DIR/watched, reads the group's events
  * and checks that a modify and a close-after-write came for that file,
  * and that fdinfo lists the group and its marks as at the start.
+ * With "shared", a child holds the group too (inherited), and lives while
+ * its parent does.
  * Every tick: "tick=N fan=ok|BAD:WHAT" to OUTFILE.
- * usage: fanotify OUTFILE DIR */
+ * usage: fanotify OUTFILE DIR [shared] */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/fanotify.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +32,7 @@ static void marks(int fd, char *out, size_t len)
 
 int main(int argc, char **argv)
 {
-	if (argc != 3)
+	if (argc != 3 && (argc != 4 || strcmp(argv[3], "shared") != 0))
 		return 2;
 	FILE *out = fopen(argv[1], "a");
 	char watched[400], quiet[400];
@@ -43,6 +47,11 @@ int main(int argc, char **argv)
 		return 3;
 	static char before[4096], now[4096];
 	marks(fan, before, sizeof(before));
+	if (argc == 4 && fork() == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		for (;;)
+			pause();
+	}
 	for (unsigned long tick = 1;; tick++) {
 		int w = open(watched, O_WRONLY | O_APPEND);
 		if (w >= 0) {

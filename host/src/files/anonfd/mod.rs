@@ -189,7 +189,11 @@ pub fn plan_fd(
         // makes it, the tree takes the description.
         if matches!(
             anon.file,
-            AnonFile::Eventfd { .. } | AnonFile::Signalfd { .. } | AnonFile::Timerfd(_) | AnonFile::Epoll { .. }
+            AnonFile::Eventfd { .. }
+                | AnonFile::Signalfd { .. }
+                | AnonFile::Timerfd(_)
+                | AnonFile::Epoll { .. }
+                | AnonFile::Fanotify(_)
         ) {
             let path = std::path::PathBuf::from(format!("anon_inode:[{:?}]", anon.fd_type()).to_lowercase());
             let flags = anon.flags as i32;
@@ -228,6 +232,7 @@ pub fn make_shared<'a>(fds: impl IntoIterator<Item = &'a FdPlan>) -> Result<Vec<
                 AnonFile::Timerfd(t) => timerfd::make(t),
                 // Its targets are added once everything is made.
                 AnonFile::Epoll { .. } => epoll::make(),
+                AnonFile::Fanotify(g) => fanotify::make(g),
                 _ => Err("not a file made in the host"),
             }
         }
