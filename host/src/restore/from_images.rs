@@ -378,6 +378,13 @@ pub(crate) fn group_id_free(g: i32) -> Result<()> {
     pid_free(g, "the id of a process group whose leader is gone,")
 }
 
+/// Refuses the PID of an ended process whose /proc directory is the cwd
+/// of PID `of` where a task here has it: its holder takes it
+/// (`cwd_holder`).
+pub(crate) fn cwd_holder_free(holder: i32, of: i32) -> Result<()> {
+    pid_free(holder, &format!("the PID whose /proc directory was the cwd of PID {of} (its process had ended),"))
+}
+
 /// Refuses a PID some task here has; `what` names it in the message.
 pub(crate) fn pid_free(pid: i32, what: &str) -> Result<()> {
     match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
@@ -451,8 +458,7 @@ fn process(set: &ImageSet, p: &Process, opts: &PlanOptions, ipc: &IpcPlan, user_
                 bail!("files.img: entry id {} (the cwd of PID {pid}): {name:?} is not /proc/{holder}", p.fs.cwd_id);
             }
             if !opts.at_dump {
-                let what = format!("the PID whose /proc directory was the cwd of PID {pid} (its process had ended),");
-                pid_free(holder, &what)?;
+                cwd_holder_free(holder, pid)?;
             }
             (PathBuf::from(name), Some(holder))
         }

@@ -223,8 +223,7 @@ fn with_plan(r: &mut Report, plan: &TreePlan, opts: &super::Options) {
         "process group ids free",
         each(&|p| {
             p.group_helpers.iter().try_for_each(|&g| from_images::group_id_free(g))?;
-            let what = format!("the PID whose /proc directory was the cwd of PID {} (its process had ended),", p.pid);
-            p.cwd_holder.iter().try_for_each(|&h| from_images::pid_free(h, &what))
+            p.cwd_holder.iter().try_for_each(|&h| from_images::cwd_holder_free(h, p.pid))
         }),
     );
     r.add("pages images", each(&|p| p.pages.iter().try_for_each(|f| f.open().map(drop))));

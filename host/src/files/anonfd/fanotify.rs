@@ -10,9 +10,11 @@ use std::ffi::CString;
 use anyhow::{Context, Result, bail};
 use nix::libc;
 use revenant_images::messages::{
-    FanotifyFileEntry, FanotifyInodeMarkEntry, FanotifyMarkEntry, FanotifyMountMarkEntry, FdType, FhEntry, FileEntry,
-    FownEntry, MarkType,
+    FanotifyFileEntry, FanotifyInodeMarkEntry, FanotifyMarkEntry, FanotifyMountMarkEntry, FdType, FileEntry, FownEntry,
+    MarkType,
 };
+
+use super::fhandle;
 
 /// A fanotify group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +62,9 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Group> {
         }
         let (mflags, mask, ignored_mask) = (hex("mflags")? as u32, hex("mask")? as u32, hex("ignored_mask")? as u32);
         if line.starts_with("ino:") {
-            let text = field("f_handle")?;
-            let handle = (0..text.len() / 2)
-                .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-                .collect::<Result<Vec<u8>, _>>()
-                .with_context(|| format!("{what}: f_handle {text:?}"))?;
+            let handle = fhandle::parse(field("f_handle")?, what)?;
             let (sdev, handle_type, ino) = (hex("sdev")? as u32, hex("fhandle-type")? as u32, hex("ino")?);
-            let (path, unlinked) = super::inotify::path_of(pid, sdev, handle_type, &handle).with_context(|| {
+            let (path, unlinked) = fhandle::path_of(pid, sdev, handle_type, &handle).with_context(|| {
                 format!("process {pid}: fanotify fd {fd}: finding the file of the mark on {ino:#x}")
             })?;
             if unlinked.is_some() {
@@ -131,23 +129,7 @@ pub fn entry(id: u32, flags: u32, fown: FownEntry, g: &Group) -> FileEntry {
             let (ie, me) = if m.mount {
                 (None, Some(FanotifyMountMarkEntry { mnt_id: m.mnt_id, path, ..Default::default() }))
             } else {
-                let mut words: Vec<u64> = m
-                    .handle
-                    .chunks(8)
-                    .map(|c| {
-                        let mut b = [0u8; 8];
-                        b[..c.len()].copy_from_slice(c);
-                        u64::from_le_bytes(b)
-                    })
-                    .collect();
-                words.resize(words.len().max(16), 0);
-                let f_handle = FhEntry {
-                    bytes: m.handle.len() as u32,
-                    r#type: m.handle_type,
-                    handle: words,
-                    path,
-                    ..Default::default()
-                };
+                let f_handle = fhandle::entry(&m.handle, m.handle_type, &m.path);
                 (Some(FanotifyInodeMarkEntry { i_ino: m.ino, f_handle, ..Default::default() }), None)
             };
             FanotifyMarkEntry {
@@ -185,8 +167,7 @@ pub fn from_entry(e: &FanotifyFileEntry, at: &str) -> Result<Group> {
             let mount = m.r#type == MarkType::Mount as i32;
             let (ino, handle_type, handle, mnt_id, path) = match (&m.ie, &m.me) {
                 (Some(ie), _) if !mount => {
-                    let bytes = (ie.f_handle.bytes as usize).min(128);
-                    let handle: Vec<u8> = ie.f_handle.handle.iter().flat_map(|x| x.to_le_bytes()).take(bytes).collect();
+                    let handle = fhandle::bytes(&ie.f_handle);
                     (ie.i_ino, ie.f_handle.r#type, handle, 0, path(ie.f_handle.path.as_ref(), i)?)
                 }
                 (_, Some(me)) if mount => (0, 0, vec![], me.mnt_id, path(me.path.as_ref(), i)?),

@@ -13,7 +13,9 @@ use std::ffi::CString;
 
 use anyhow::{Context, Result, bail};
 use nix::libc;
-use revenant_images::messages::{FdType, FhEntry, FileEntry, FownEntry, InotifyFileEntry, InotifyWdEntry};
+use revenant_images::messages::{FdType, FileEntry, FownEntry, InotifyFileEntry, InotifyWdEntry};
+
+use super::fhandle;
 
 /// One watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,14 +46,10 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Vec<Watch>> {
             let v = field(k)?;
             u64::from_str_radix(v, 16).with_context(|| format!("{what}: {k} {v:?}"))
         };
-        let text = field("f_handle")?;
-        let handle = (0..text.len() / 2)
-            .map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .with_context(|| format!("{what}: f_handle {text:?}"))?;
+        let handle = fhandle::parse(field("f_handle")?, what)?;
         let (sdev, handle_type) = (hex("sdev")? as u32, hex("fhandle-type")? as u32);
         let wd = field("wd")?;
-        let (path, unlinked) = path_of(pid, sdev, handle_type, &handle)
+        let (path, unlinked) = fhandle::path_of(pid, sdev, handle_type, &handle)
             .with_context(|| format!("process {pid}: inotify fd {fd}: finding the file of watch {wd}"))?;
         out.push(Watch {
             wd: hex("wd")? as u32,
@@ -67,80 +65,18 @@ pub fn dump(pid: i32, fd: i32, fdinfo: &str, what: &str) -> Result<Vec<Watch>> {
     Ok(out)
 }
 
-/// The path of the file with `handle` on the filesystem `sdev` (the
-/// kernel's encoding, major << 20 | minor), found through a mount of it in
-/// `pid`'s mount table; for one unlinked, the path it had, and its device
-/// and inode.
-pub(super) fn path_of(pid: i32, sdev: u32, handle_type: u32, handle: &[u8]) -> Result<(CString, Option<(u64, u64)>)> {
-    let dev = format!("{}:{}", sdev >> 20, sdev & 0xfffff);
-    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).context("reading mountinfo")?;
-    let mount = mountinfo
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|w| w.get(2) == Some(&dev.as_str()))
-        .and_then(|w| w.get(4).map(|m| format!("/proc/{pid}/root{m}")))
-        .with_context(|| format!("no mount of device {dev}"))?;
-    let m = std::fs::File::open(&mount).with_context(|| format!("opening {mount}"))?;
-    // struct file_handle: handle_bytes, handle_type, then the bytes.
-    let mut fh = Vec::with_capacity(8 + handle.len());
-    fh.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
-    fh.extend_from_slice(&(handle_type as i32).to_ne_bytes());
-    fh.extend_from_slice(handle);
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: the kernel reads the handle we built.
-    let fd = unsafe { libc::syscall(libc::SYS_open_by_handle_at, m.as_raw_fd(), fh.as_ptr(), libc::O_PATH) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("open_by_handle_at");
-    }
-    // SAFETY: just made, ours.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).context("reading its path")?;
-    let path = link.to_str().context("a path that is not UTF-8")?.to_string();
-    let unlinked = match path.strip_suffix(" (deleted)") {
-        Some(_) => {
-            use std::os::unix::fs::MetadataExt;
-            let m = std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd())).context("its inode")?;
-            Some((m.dev(), m.ino()))
-        }
-        None => None,
-    };
-    let path = path.strip_suffix(" (deleted)").unwrap_or(&path);
-    if !path.starts_with('/') {
-        bail!("the watched file {path} has no path");
-    }
-    Ok((CString::new(path).context("a path with a NUL")?, unlinked))
-}
-
 pub fn entry(id: u32, flags: u32, fown: FownEntry, watches: &[Watch]) -> FileEntry {
     let wd = watches
         .iter()
-        .map(|w| {
-            let mut words: Vec<u64> = w
-                .handle
-                .chunks(8)
-                .map(|c| {
-                    let mut b = [0u8; 8];
-                    b[..c.len()].copy_from_slice(c);
-                    u64::from_le_bytes(b)
-                })
-                .collect();
-            words.resize(words.len().max(16), 0);
-            InotifyWdEntry {
-                id,
-                i_ino: w.ino,
-                mask: w.mask,
-                ignored_mask: 0,
-                s_dev: w.sdev,
-                wd: w.wd,
-                f_handle: FhEntry {
-                    bytes: w.handle.len() as u32,
-                    r#type: w.handle_type,
-                    handle: words,
-                    path: Some(w.path.to_string_lossy().into_owned()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            }
+        .map(|w| InotifyWdEntry {
+            id,
+            i_ino: w.ino,
+            mask: w.mask,
+            ignored_mask: 0,
+            s_dev: w.sdev,
+            wd: w.wd,
+            f_handle: fhandle::entry(&w.handle, w.handle_type, &w.path),
+            ..Default::default()
         })
         .collect();
     FileEntry {
@@ -166,8 +102,7 @@ pub fn from_entry(e: &InotifyFileEntry, at: &str) -> Result<Vec<Watch>> {
                     Some(p) => CString::new(p.as_str()).expect("checked for NULs"),
                     None => CString::default(),
                 };
-                let bytes = (w.f_handle.bytes as usize).min(128);
-                let handle: Vec<u8> = w.f_handle.handle.iter().flat_map(|x| x.to_le_bytes()).take(bytes).collect();
+                let handle = fhandle::bytes(&w.f_handle);
                 Ok(Watch {
                     wd: w.wd,
                     mask: w.mask,

@@ -17,6 +17,7 @@ use super::FdPlan;
 mod epoll;
 mod eventfd;
 mod fanotify;
+mod fhandle;
 mod inotify;
 pub mod pidfd;
 mod signalfd;
